@@ -1,0 +1,290 @@
+"""Value checks, a total order over JSON scalars and the accumulator byte format.
+
+Shared by the built-in aggregations so that every one of them treats the same raw JSON value
+the same way: the same dead-letter reasons, the same idea of which values are equal, the same
+ordering when a result has to pick one of several values.
+
+Accumulator bytes start with one header byte naming the format, so that an accumulator written
+by one release can be read (or refused with a clear error) by the next:
+
+* ``0x01``: JSON, readable by orjson;
+* ``0x02``: JSON holding integers beyond 64 bits, read with the standard library (orjson would
+  turn them into floats);
+* ``0x10``: a serialized Apache DataSketches sketch follows.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+import orjson
+from liveagg.combiners.base import InputError
+
+JSON_V1 = 0x01
+JSON_BIGINT_V1 = 0x02
+SKETCH_V1 = 0x10
+
+_JSON = bytes([JSON_V1])
+_JSON_BIGINT = bytes([JSON_BIGINT_V1])
+_SKETCH = bytes([SKETCH_V1])
+
+#: The largest finite double; integers beyond it cannot be turned into a float.
+_MAX_DOUBLE = 1.7976931348623157e308
+#: Integral floats below this magnitude are turned into ints: 1.0 and 1 are one value.
+_INT_LIMIT = 2**63
+
+_JSON_TYPES = {
+    str: "string",
+    bool: "boolean",
+    int: "number",
+    float: "number",
+    list: "array",
+    tuple: "array",
+    dict: "object",
+}
+
+
+def json_type(value: Any) -> str:
+    """The JSON name of a value's type, for error details."""
+    return _JSON_TYPES.get(type(value), type(value).__name__)
+
+
+def _show(value: Any) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
+# ---------------------------------------------------------------------------------------------
+# Input checks (the ``coerce`` of each aggregation)
+# ---------------------------------------------------------------------------------------------
+
+
+def check_number(value: Any, aggregation: str) -> int | float:
+    """Return an int or float usable by a numeric aggregation.
+
+    Booleans are refused although Python treats them as ints: ``sum`` over a boolean column is
+    almost always a mistake in the view, and SQL refuses it too.
+
+    Raises:
+        InputError: ``not_numeric`` for anything but a number, ``not_finite`` for NaN, infinity
+            and integers too large for a double.
+    """
+    kind = type(value)
+    if kind is int:
+        if -_MAX_DOUBLE <= value <= _MAX_DOUBLE:
+            return value
+    elif kind is float:
+        if math.isfinite(value):
+            return value
+    elif isinstance(value, int | float) and kind is not bool:
+        # int/float subclasses (e.g. from a custom decoder): check them as plain numbers.
+        return check_number(int(value) if isinstance(value, int) else float(value), aggregation)
+    else:
+        raise InputError(
+            "not_numeric",
+            f"{aggregation} needs a number, got {json_type(value)} {_show(value)}",
+        )
+    raise InputError("not_finite", f"{aggregation} needs a finite number, got {_show(value)}")
+
+
+def normalize_number(value: int | float) -> int | float:
+    """Turn an integral float below 2**63 into an int, so that 1.0 and 1 are one value."""
+    if type(value) is float and value.is_integer() and -_INT_LIMIT < value < _INT_LIMIT:
+        return int(value)
+    return value
+
+
+def check_scalar(value: Any, aggregation: str) -> str | int | float | bool:
+    """Return a JSON scalar (string, number, boolean) in its normal form.
+
+    Numbers are checked as by :func:`check_number` and normalized by :func:`normalize_number`,
+    so that equal numbers are equal values whatever their JSON spelling.
+
+    Raises:
+        InputError: ``not_scalar`` for arrays and objects, ``not_finite`` for NaN and infinity.
+    """
+    kind = type(value)
+    if kind is str or kind is bool:
+        return value
+    if kind is int:
+        return value
+    if kind is float:
+        if math.isfinite(value):
+            return normalize_number(value)
+        raise InputError("not_finite", f"{aggregation} needs a finite number, got {_show(value)}")
+    if isinstance(value, str):
+        return str(value)
+    if isinstance(value, int | float):
+        return normalize_number(check_number(value, aggregation))
+    raise InputError(
+        "not_scalar",
+        f"{aggregation} needs a string, number or boolean, got {json_type(value)} {_show(value)}",
+    )
+
+
+def check_number_or_string(value: Any, aggregation: str) -> str | int | float:
+    """Return a number (normalized) or a string, the values ``min`` and ``max`` can order.
+
+    Raises:
+        InputError: ``not_number_or_string`` for booleans, arrays and objects, ``not_finite``
+            for NaN and infinity.
+    """
+    kind = type(value)
+    if kind is str:
+        return value
+    if kind is bool or not isinstance(value, str | int | float):
+        raise InputError(
+            "not_number_or_string",
+            f"{aggregation} needs a number or a string, got {json_type(value)} {_show(value)}",
+        )
+    if isinstance(value, str):
+        return str(value)
+    return normalize_number(check_number(value, aggregation))
+
+
+# ---------------------------------------------------------------------------------------------
+# Order and identity of scalars
+# ---------------------------------------------------------------------------------------------
+
+
+def order_key(value: str | int | float | bool) -> tuple[int, Any]:
+    """A total order over JSON scalars: numbers, then strings, then false, true.
+
+    Used wherever a result must not depend on the order inputs arrived in: sorting
+    ``collect_set``, breaking ties in ``top_k``, ``first`` and ``last``.
+    """
+    kind = type(value)
+    if kind is str:
+        return (1, value)
+    if kind is bool:
+        return (2, value)
+    return (0, value)
+
+
+class BoolKey(tuple):
+    """Stands for a boolean in a set of values, where Python would take ``True`` for ``1``."""
+
+    __slots__ = ()
+
+
+TRUE_KEY = BoolKey(("bool", True))
+FALSE_KEY = BoolKey(("bool", False))
+
+
+def to_key(value: Any) -> Any:
+    """A hashable key equal for equal JSON values and different across JSON types."""
+    if type(value) is bool:
+        return TRUE_KEY if value else FALSE_KEY
+    return value
+
+
+def from_key(key: Any) -> Any:
+    """The value a :func:`to_key` key stands for."""
+    if type(key) is BoolKey:
+        return key[1]
+    return key
+
+
+def key_order(key: Any) -> tuple[int, Any]:
+    """:func:`order_key` for a :func:`to_key` key."""
+    kind = type(key)
+    if kind is str:
+        return (1, key)
+    if kind is BoolKey:
+        return (2, key[1])
+    return (0, key)
+
+
+def to_text(value: str | int | float | bool) -> str:
+    """The canonical JSON text of a normalized scalar (``"a"`` quoted, ``1``, ``1.5``, ``true``)."""
+    try:
+        return orjson.dumps(value).decode()
+    except TypeError:  # an int beyond 64 bits; Python writes it as JSON does
+        return str(value)
+
+
+def from_text(text: str) -> str | int | float | bool:
+    """Read back :func:`to_text`, keeping integers of any size exact."""
+    first = text[0]
+    if first == '"':
+        return orjson.loads(text)
+    if first == "t" or first == "f":
+        return text == "true"
+    if "." in text or "e" in text or "E" in text:
+        return float(text)
+    return int(text)
+
+
+# ---------------------------------------------------------------------------------------------
+# Accumulator bytes
+# ---------------------------------------------------------------------------------------------
+
+
+def dump_json(obj: Any) -> bytes:
+    """Encode a plain structure; integers beyond 64 bits are kept exact."""
+    try:
+        return _JSON + orjson.dumps(obj)
+    except TypeError:
+        return _JSON_BIGINT + json.dumps(obj, separators=(",", ":"), allow_nan=False).encode()
+
+
+def load_json(data: bytes, owner: str) -> Any:
+    """Decode :func:`dump_json` output; ``owner`` names the aggregation in errors."""
+    header = data[:1]
+    if header == _JSON:
+        return orjson.loads(data[1:])
+    if header == _JSON_BIGINT:
+        return json.loads(data[1:])
+    raise _bad_header(data, owner, "JSON (0x01 or 0x02)")
+
+
+def dump_sketch(serialized: bytes) -> bytes:
+    return _SKETCH + serialized
+
+
+def load_sketch(data: bytes, owner: str) -> bytes:
+    """Strip the header of :func:`dump_sketch` output; the caller deserializes the rest."""
+    if data[:1] != _SKETCH:
+        raise _bad_header(data, owner, "a DataSketches sketch (0x10)")
+    return data[1:]
+
+
+def _bad_header(data: bytes, owner: str, expected: str) -> ValueError:
+    got = f"0x{data[0]:02x}" if data else "no bytes"
+    return ValueError(
+        f"cannot decode a {owner} accumulator: header {got}, expected {expected}; it was written "
+        "by another aggregation or a newer liveagg"
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# Params
+# ---------------------------------------------------------------------------------------------
+
+
+def check_int_param(
+    aggregation: str, name: str, value: Any, low: int, high: int | None = None
+) -> int:
+    """Return ``value`` if it is an int within ``[low, high]``, else raise ``ValueError``."""
+    bounds = f"from {low} to {high}" if high is not None else f"of at least {low}"
+    if type(value) is not int or value < low or (high is not None and value > high):
+        raise ValueError(f"{aggregation}: params.{name} must be an integer {bounds}, got {value!r}")
+    return value
+
+
+def display(params: Mapping[str, Any]) -> dict[str, Any]:
+    """Display data for Beam's UI: lists become text, which display data accepts."""
+    return {k: (v if isinstance(v, str | int | float) else str(v)) for k, v in params.items()}
+
+
+def first_or_new(accumulators: Iterable[Any], create: Any) -> tuple[Any, Any]:
+    """Split ``accumulators`` into its first item (or a new one) and an iterator of the rest."""
+    it = iter(accumulators)
+    first = next(it, _NOTHING)
+    return (create() if first is _NOTHING else first), it
+
+
+_NOTHING = object()

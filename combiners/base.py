@@ -1,0 +1,92 @@
+"""The contract every liveagg aggregation fulfils, built-in or custom.
+
+An aggregation is an ``apache_beam.CombineFn`` that also
+
+* says how its accumulator is written to bytes and read back (``encode_accumulator`` /
+  ``decode_accumulator``): accumulators cross the shuffle, live in runner state and travel
+  through Kafka between the two aggregation levels, so the encoding is stable and never
+  pickle (DataSketches sketches cannot be pickled at all);
+* checks each input value (``coerce``) so that a value it cannot use becomes a dead letter
+  with a reason instead of failing the pipeline;
+* says how its output is typed (``output_type``) so that sinks can create typed columns.
+
+Inputs are already non-null: the runtime skips nulls and missing values, as SQL does.
+"""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+import apache_beam as beam
+from apache_beam.coders import Coder
+
+#: Output types a sink understands. Lists map to Cassandra ``list<...>``, ``json`` to text.
+OUTPUT_TYPES = frozenset(
+    {"bigint", "double", "text", "boolean", "list<double>", "list<bigint>", "list<text>", "json"}
+)
+
+
+class InputError(ValueError):
+    """A value an aggregation cannot use. ``reason`` is a short, stable code for dead letters."""
+
+    def __init__(self, reason: str, detail: str = "") -> None:
+        super().__init__(f"{reason}: {detail}" if detail else reason)
+        self.reason = reason
+        self.detail = detail
+
+
+class LiveaggCombineFn(beam.CombineFn):
+    """Base class for liveagg aggregations.
+
+    Subclasses implement Beam's four CombineFn methods plus the accumulator encoding.
+    ``needs_event_time`` aggregations (``first``, ``last``) receive ``(event_time_us, value)``
+    instead of the bare value.
+    """
+
+    needs_event_time: ClassVar[bool] = False
+    #: ``count`` without ``col_name`` counts rows: it is fed a constant 1 per message.
+    counts_rows: ClassVar[bool] = False
+
+    def __init__(self) -> None:
+        # An explicit, argument-less signature: Beam's base accepts and ignores any argument,
+        # which would let a misspelled param of a param-less aggregation pass unnoticed.
+        super().__init__()
+
+    def coerce(self, value: Any) -> Any:
+        """Return the value to add, or raise :class:`InputError`. Default: accept anything."""
+        return value
+
+    def output_type(self) -> str:
+        """One of :data:`OUTPUT_TYPES`."""
+        return "json"
+
+    def encode_accumulator(self, accumulator: Any) -> bytes:
+        raise NotImplementedError(f"{type(self).__name__} must implement encode_accumulator")
+
+    def decode_accumulator(self, data: bytes) -> Any:
+        raise NotImplementedError(f"{type(self).__name__} must implement decode_accumulator")
+
+    def get_accumulator_coder(self) -> Coder:
+        return AccumulatorCoder(self)
+
+
+class AccumulatorCoder(Coder):
+    """A Beam coder that delegates to a CombineFn's own stable accumulator encoding."""
+
+    def __init__(self, fn: LiveaggCombineFn) -> None:
+        self._fn = fn
+
+    def encode(self, value: Any) -> bytes:
+        return self._fn.encode_accumulator(value)
+
+    def decode(self, encoded: bytes) -> Any:
+        return self._fn.decode_accumulator(encoded)
+
+    def is_deterministic(self) -> bool:
+        return False
+
+    def __eq__(self, other: object) -> bool:
+        return type(other) is type(self) and other._fn is self._fn  # type: ignore[attr-defined]
+
+    def __hash__(self) -> int:
+        return hash((type(self), id(self._fn)))

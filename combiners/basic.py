@@ -1,0 +1,343 @@
+"""``count``, ``sum``, ``min``, ``max`` and ``mean``: exact, constant-size aggregations."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable
+from typing import Any
+
+from liveagg.combiners import _common as c
+from liveagg.combiners.base import LiveaggCombineFn
+from liveagg.combiners.registry import register
+
+
+@register("count")
+class CountFn(LiveaggCombineFn):
+    """Number of inputs.
+
+    Without ``col_name`` the runtime feeds one ``1`` per message (``counts_rows``), so the
+    result is the number of messages; with ``col_name`` it feeds the column's non-null values.
+    Accepts any value. An empty group counts 0.
+
+    Example:
+        ``{"aggregation": "count", "aggregated_col_name": "events"}``
+    """
+
+    counts_rows = True
+
+    def create_accumulator(self) -> int:
+        return 0
+
+    def add_input(self, accumulator: int, element: Any) -> int:
+        return accumulator + 1
+
+    def add_inputs(self, accumulator: int, elements: Iterable[Any]) -> int:
+        if hasattr(elements, "__len__"):
+            return accumulator + len(elements)  # type: ignore[arg-type]
+        return accumulator + sum(1 for _ in elements)
+
+    def merge_accumulators(self, accumulators: Iterable[int]) -> int:
+        return sum(accumulators)
+
+    def extract_output(self, accumulator: int) -> int:
+        return accumulator
+
+    def output_type(self) -> str:
+        return "bigint"
+
+    def encode_accumulator(self, accumulator: int) -> bytes:
+        return c.dump_json(accumulator)
+
+    def decode_accumulator(self, data: bytes) -> int:
+        return c.load_json(data, "count")
+
+
+# The running sum of numbers: ints are summed exactly as Python ints; floats with Neumaier's
+# compensated summation, so that float sums barely depend on the order inputs arrive in
+# (a plain float sum over shards merged in another order differs in the last digits).
+# Layout: [int_sum, float_sum, float_compensation, int_count, float_count].
+_ISUM, _FSUM, _COMP, _NINT, _NFLOAT = range(5)
+
+
+def _new_sum() -> list[Any]:
+    return [0, 0.0, 0.0, 0, 0]
+
+
+def _add_number(acc: list[Any], value: int | float) -> list[Any]:
+    if type(value) is int:
+        acc[_ISUM] += value
+        acc[_NINT] += 1
+    else:
+        _add_float(acc, value)
+        acc[_NFLOAT] += 1
+    return acc
+
+
+def _add_float(acc: list[Any], value: float) -> None:
+    total = acc[_FSUM]
+    new_total = total + value
+    if abs(total) >= abs(value):
+        acc[_COMP] += (total - new_total) + value
+    else:
+        acc[_COMP] += (value - new_total) + total
+    acc[_FSUM] = new_total
+
+
+def _add_numbers(acc: list[Any], elements: Iterable[int | float]) -> list[Any]:
+    values = elements if isinstance(elements, list) else list(elements)
+    floats = [v for v in values if type(v) is not int]
+    if floats:
+        ints = [v for v in values if type(v) is int]
+        acc[_ISUM] += sum(ints)
+        acc[_NINT] += len(ints)
+        # fsum is exact for the batch; one compensated add folds it into the running total.
+        _add_float(acc, math.fsum(floats))
+        acc[_NFLOAT] += len(floats)
+    else:
+        acc[_ISUM] += sum(values)
+        acc[_NINT] += len(values)
+    return acc
+
+
+def _merge_sums(accumulators: Iterable[list[Any]]) -> list[Any]:
+    merged, rest = c.first_or_new(accumulators, _new_sum)
+    for acc in rest:
+        merged[_ISUM] += acc[_ISUM]
+        merged[_NINT] += acc[_NINT]
+        merged[_NFLOAT] += acc[_NFLOAT]
+        _add_float(merged, acc[_FSUM])
+        merged[_COMP] += acc[_COMP]
+    return merged
+
+
+def _float_part(acc: list[Any]) -> float:
+    total = acc[_FSUM]
+    if not math.isfinite(total):  # overflowed: the compensation is meaningless
+        return total
+    return math.fsum((total, acc[_COMP]))
+
+
+def _decode_sum(data: bytes, owner: str) -> list[Any]:
+    acc = c.load_json(data, owner)
+    if not isinstance(acc, list) or len(acc) != 5:
+        raise ValueError(f"cannot decode a {owner} accumulator: expected 5 fields, got {acc!r}")
+    return acc
+
+
+class _NumericFn(LiveaggCombineFn):
+    """Shared input check of the numeric aggregations."""
+
+    name = "numeric"
+
+    def coerce(self, value: Any) -> int | float:
+        """Accept ints and floats; refuse booleans, strings, NaN and infinity."""
+        return c.check_number(value, self.name)
+
+
+@register("sum")
+class SumFn(_NumericFn):
+    """Sum of numbers, exact for integers.
+
+    The sum of ints stays an int (of any size); one float among the inputs makes the result a
+    float. Floats are summed with compensation, so the result is within a few ulps of the exact
+    sum whatever the order of inputs and merges. An empty group yields ``None``.
+
+    ``output_type`` is ``double``: typed sinks store a double column, JSON sinks write the
+    value as it is (integer sums as integers).
+
+    Example:
+        ``{"aggregation": "sum", "col_name": "amount", "aggregated_col_name": "total"}``
+    """
+
+    name = "sum"
+
+    def create_accumulator(self) -> list[Any]:
+        return _new_sum()
+
+    def add_input(self, accumulator: list[Any], element: int | float) -> list[Any]:
+        return _add_number(accumulator, element)
+
+    def add_inputs(self, accumulator: list[Any], elements: Iterable[int | float]) -> list[Any]:
+        return _add_numbers(accumulator, elements)
+
+    def merge_accumulators(self, accumulators: Iterable[list[Any]]) -> list[Any]:
+        return _merge_sums(accumulators)
+
+    def extract_output(self, accumulator: list[Any]) -> int | float | None:
+        if not accumulator[_NFLOAT]:
+            return accumulator[_ISUM] if accumulator[_NINT] else None
+        floats = _float_part(accumulator)
+        total = accumulator[_ISUM]
+        if not total or not math.isfinite(floats):
+            return floats
+        try:
+            return math.fsum((float(total), floats))
+        except OverflowError:
+            return math.copysign(math.inf, total)
+
+    def output_type(self) -> str:
+        return "double"
+
+    def encode_accumulator(self, accumulator: list[Any]) -> bytes:
+        return c.dump_json(accumulator)
+
+    def decode_accumulator(self, data: bytes) -> list[Any]:
+        return _decode_sum(data, self.name)
+
+
+@register("mean")
+class MeanFn(_NumericFn):
+    """Arithmetic mean of numbers, as a float; an empty group yields ``None``.
+
+    Uses the same exact-int / compensated-float sum as ``sum``.
+    """
+
+    name = "mean"
+
+    def create_accumulator(self) -> list[Any]:
+        return _new_sum()
+
+    def add_input(self, accumulator: list[Any], element: int | float) -> list[Any]:
+        return _add_number(accumulator, element)
+
+    def add_inputs(self, accumulator: list[Any], elements: Iterable[int | float]) -> list[Any]:
+        return _add_numbers(accumulator, elements)
+
+    def merge_accumulators(self, accumulators: Iterable[list[Any]]) -> list[Any]:
+        return _merge_sums(accumulators)
+
+    def extract_output(self, accumulator: list[Any]) -> float | None:
+        count = accumulator[_NINT] + accumulator[_NFLOAT]
+        if not count:
+            return None
+        # int / int is correctly rounded in Python, however large the sum.
+        return accumulator[_ISUM] / count + _float_part(accumulator) / count
+
+    def output_type(self) -> str:
+        return "double"
+
+    def encode_accumulator(self, accumulator: list[Any]) -> bytes:
+        return c.dump_json(accumulator)
+
+    def decode_accumulator(self, data: bytes) -> list[Any]:
+        return _decode_sum(data, self.name)
+
+
+# min/max keep the extreme number and the extreme string apart: numbers order before strings,
+# so a group that (through bad data) mixes both still has one well-defined answer.
+# Layout: [number_or_None, string_or_None].
+
+
+class _ExtremeFn(LiveaggCombineFn):
+    name = "extreme"
+
+    def coerce(self, value: Any) -> int | float | str:
+        """Accept numbers and strings (compared as strings); refuse booleans, arrays, objects.
+
+        Integral floats become ints (``2.0`` -> ``2``) so that equal numbers give one answer
+        whichever arrived first.
+        """
+        return c.check_number_or_string(value, self.name)
+
+    def create_accumulator(self) -> list[Any]:
+        return [None, None]
+
+    def output_type(self) -> str:
+        return "json"
+
+    def encode_accumulator(self, accumulator: list[Any]) -> bytes:
+        return c.dump_json(accumulator)
+
+    def decode_accumulator(self, data: bytes) -> list[Any]:
+        acc = c.load_json(data, self.name)
+        if not isinstance(acc, list) or len(acc) != 2:
+            raise ValueError(f"cannot decode a {self.name} accumulator: expected 2 fields")
+        return acc
+
+    @staticmethod
+    def _split(elements: Iterable[Any]) -> tuple[list[Any], list[str]]:
+        values = elements if isinstance(elements, list) else list(elements)
+        strings = [v for v in values if type(v) is str]
+        if strings:
+            return [v for v in values if type(v) is not str], strings
+        return values, strings
+
+
+@register("min")
+class MinFn(_ExtremeFn):
+    """Smallest value: numbers compare as numbers, strings as strings (by code point).
+
+    If a group holds both, the smallest number wins (numbers order before strings). An empty
+    group yields ``None``. ``output_type`` is ``json`` because the column may hold either.
+    """
+
+    name = "min"
+
+    def add_input(self, accumulator: list[Any], element: Any) -> list[Any]:
+        slot = 1 if type(element) is str else 0
+        current = accumulator[slot]
+        if current is None or element < current:
+            accumulator[slot] = element
+        return accumulator
+
+    def add_inputs(self, accumulator: list[Any], elements: Iterable[Any]) -> list[Any]:
+        numbers, strings = self._split(elements)
+        for slot, values in ((0, numbers), (1, strings)):
+            if values:
+                best = min(values)
+                current = accumulator[slot]
+                if current is None or best < current:
+                    accumulator[slot] = best
+        return accumulator
+
+    def merge_accumulators(self, accumulators: Iterable[list[Any]]) -> list[Any]:
+        merged, rest = c.first_or_new(accumulators, self.create_accumulator)
+        for acc in rest:
+            for slot in (0, 1):
+                value = acc[slot]
+                if value is not None and (merged[slot] is None or value < merged[slot]):
+                    merged[slot] = value
+        return merged
+
+    def extract_output(self, accumulator: list[Any]) -> Any:
+        return accumulator[0] if accumulator[0] is not None else accumulator[1]
+
+
+@register("max")
+class MaxFn(_ExtremeFn):
+    """Largest value: numbers compare as numbers, strings as strings (by code point).
+
+    If a group holds both, the largest string wins (strings order after numbers). An empty
+    group yields ``None``. ``output_type`` is ``json`` because the column may hold either.
+    """
+
+    name = "max"
+
+    def add_input(self, accumulator: list[Any], element: Any) -> list[Any]:
+        slot = 1 if type(element) is str else 0
+        current = accumulator[slot]
+        if current is None or element > current:
+            accumulator[slot] = element
+        return accumulator
+
+    def add_inputs(self, accumulator: list[Any], elements: Iterable[Any]) -> list[Any]:
+        numbers, strings = self._split(elements)
+        for slot, values in ((0, numbers), (1, strings)):
+            if values:
+                best = max(values)
+                current = accumulator[slot]
+                if current is None or best > current:
+                    accumulator[slot] = best
+        return accumulator
+
+    def merge_accumulators(self, accumulators: Iterable[list[Any]]) -> list[Any]:
+        merged, rest = c.first_or_new(accumulators, self.create_accumulator)
+        for acc in rest:
+            for slot in (0, 1):
+                value = acc[slot]
+                if value is not None and (merged[slot] is None or value > merged[slot]):
+                    merged[slot] = value
+        return merged
+
+    def extract_output(self, accumulator: list[Any]) -> Any:
+        return accumulator[1] if accumulator[1] is not None else accumulator[0]

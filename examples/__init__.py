@@ -1,0 +1,1 @@
+"""Copyable examples of extending liveagg."""

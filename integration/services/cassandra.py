@@ -1,0 +1,189 @@
+"""Apache Cassandra, one node, from the ``cassandra-all`` jar and its Maven dependencies."""
+
+from __future__ import annotations
+
+import shutil
+from dataclasses import dataclass
+from typing import Any
+
+from . import _maven
+from ._core import HOST, PrerequisiteError, Service, env_str, java_executable
+
+
+@dataclass(frozen=True)
+class CassandraConnection:
+    """Where CQL clients connect."""
+
+    contact_points: tuple[str, ...]
+    port: int
+
+    def cluster_kwargs(self) -> dict[str, Any]:
+        """Arguments for ``cassandra.cluster.Cluster``."""
+        return {"contact_points": list(self.contact_points), "port": self.port}
+
+
+# The module exports and opens that Cassandra 5.0's conf/jvm17-server.options passes: without
+# them Java 17 refuses the reflective access Cassandra does at startup.
+_JAVA17_MODULE_FLAGS = [
+    "--add-exports=java.base/jdk.internal.misc=ALL-UNNAMED",
+    "--add-exports=java.management.rmi/com.sun.jmx.remote.internal.rmi=ALL-UNNAMED",
+    "--add-exports=java.rmi/sun.rmi.registry=ALL-UNNAMED",
+    "--add-exports=java.rmi/sun.rmi.server=ALL-UNNAMED",
+    "--add-exports=java.sql/java.sql=ALL-UNNAMED",
+    "--add-exports=java.base/java.lang.ref=ALL-UNNAMED",
+    "--add-exports=jdk.unsupported/sun.misc=ALL-UNNAMED",
+    "--add-exports=jdk.compiler/com.sun.tools.javac.file=ALL-UNNAMED",
+    "--add-exports=jdk.attach/sun.tools.attach=ALL-UNNAMED",
+    "--add-opens=java.base/java.lang.module=ALL-UNNAMED",
+    "--add-opens=java.base/jdk.internal.loader=ALL-UNNAMED",
+    "--add-opens=java.base/jdk.internal.ref=ALL-UNNAMED",
+    "--add-opens=java.base/jdk.internal.reflect=ALL-UNNAMED",
+    "--add-opens=java.base/jdk.internal.math=ALL-UNNAMED",
+    "--add-opens=java.base/jdk.internal.module=ALL-UNNAMED",
+    "--add-opens=java.base/jdk.internal.util.jar=ALL-UNNAMED",
+    "--add-opens=jdk.management/com.sun.management.internal=ALL-UNNAMED",
+    "--add-opens=java.base/sun.nio.ch=ALL-UNNAMED",
+    "--add-opens=java.base/java.io=ALL-UNNAMED",
+    "--add-opens=java.base/java.lang.reflect=ALL-UNNAMED",
+    "--add-opens=jdk.compiler/com.sun.tools.javac=ALL-UNNAMED",
+    "--add-opens=java.base/java.lang=ALL-UNNAMED",
+    "--add-opens=java.base/java.util=ALL-UNNAMED",
+    "-Djdk.attach.allowAttachSelf=true",
+    "-Dio.netty.tryReflectionSetAccessible=true",
+    "-Dio.netty.allocator.useCacheForAllThreads=true",
+    "-Dio.netty.allocator.maxOrder=11",
+]
+
+_LOGBACK = """\
+<configuration scan="false">
+  <appender name="STDOUT" class="ch.qos.logback.core.ConsoleAppender">
+    <encoder><pattern>%-5level [%thread] %date{{ISO8601}} %F:%L - %msg%n</pattern></encoder>
+  </appender>
+  <root level="{level}"><appender-ref ref="STDOUT"/></root>
+</configuration>
+"""
+
+
+class Cassandra(Service):
+    """A single Cassandra node sized for a 2-core test machine.
+
+    Startup is made quick by skipping the gossip settle wait and shortening the ring delay,
+    which is safe only because the node is alone. Data starts empty on every start.
+    """
+
+    name = "cassandra"
+    port_settings = (
+        ("native", "LIVEAGG_CASSANDRA_PORT", 19042),
+        ("storage", "LIVEAGG_CASSANDRA_STORAGE_PORT", 19700),
+    )
+    default_start_timeout_s = 180.0
+    stop_timeout_s = 60.0
+
+    def connection(self) -> CassandraConnection:
+        return CassandraConnection(contact_points=(HOST,), port=self.ports()["native"])
+
+    def check_prerequisites(self) -> None:
+        java_executable()
+        try:
+            import cassandra.cluster  # noqa: F401
+        except ImportError:
+            raise PrerequisiteError(
+                "the cassandra health check needs cassandra-driver: "
+                "pip install 'cassandra-driver>=3.29'"
+            ) from None
+
+    def cassandra_yaml(self) -> str:
+        ports = self.ports()
+        d = self.run_dir
+        return f"""\
+cluster_name: liveagg-integration
+num_tokens: 1
+initial_token: 0
+partitioner: org.apache.cassandra.dht.Murmur3Partitioner
+listen_address: {HOST}
+rpc_address: {HOST}
+native_transport_port: {ports["native"]}
+storage_port: {ports["storage"]}
+start_native_transport: true
+seed_provider:
+  - class_name: org.apache.cassandra.locator.SimpleSeedProvider
+    parameters:
+      - seeds: "{HOST}:{ports["storage"]}"
+endpoint_snitch: SimpleSnitch
+authenticator: AllowAllAuthenticator
+authorizer: AllowAllAuthorizer
+role_manager: CassandraRoleManager
+data_file_directories:
+  - {d / "data"}
+commitlog_directory: {d / "commitlog"}
+saved_caches_directory: {d / "saved_caches"}
+hints_directory: {d / "hints"}
+cdc_raw_directory: {d / "cdc_raw"}
+commitlog_sync: periodic
+commitlog_sync_period: 10000ms
+concurrent_reads: 4
+concurrent_writes: 4
+concurrent_counter_writes: 4
+concurrent_materialized_view_writes: 2
+concurrent_compactors: 1
+hinted_handoff_enabled: false
+auto_snapshot: false
+"""
+
+    def prepare(self) -> None:
+        _maven.resolve_jars(self.name, self.log_file)
+        for sub in ("data", "commitlog", "saved_caches", "hints", "cdc_raw"):
+            shutil.rmtree(self.run_dir / sub, ignore_errors=True)
+        (self.run_dir / "cassandra.yaml").write_text(self.cassandra_yaml())
+        level = env_str("LIVEAGG_CASSANDRA_LOG_LEVEL", "INFO")
+        (self.run_dir / "logback.xml").write_text(_LOGBACK.format(level=level))
+
+    def command(self) -> list[str]:
+        heap = env_str("LIVEAGG_CASSANDRA_HEAP", "1g")
+        d = self.run_dir
+        return [
+            java_executable(),
+            "-Xms512m",
+            f"-Xmx{heap}",
+            "-Xss256k",
+            "-XX:+UseG1GC",
+            "-XX:+ParallelRefProcEnabled",
+            "-XX:MaxGCPauseMillis=300",
+            "-XX:+ExitOnOutOfMemoryError",
+            *_JAVA17_MODULE_FLAGS,
+            "-Djava.net.preferIPv4Stack=true",
+            f"-Dcassandra.config=file://{d / 'cassandra.yaml'}",
+            f"-Dlogback.configurationFile=file://{d / 'logback.xml'}",
+            f"-Dcassandra.logdir={d}",
+            f"-Dcassandra.storagedir={d}",
+            "-Dcassandra-foreground=yes",
+            "-Dcassandra.skip_wait_for_gossip_to_settle=0",
+            "-Dcassandra.ring_delay_ms=100",
+            "-Dcassandra.load_ring_state=false",
+            "-cp",
+            str(_maven.jar_dir(self.name) / "*"),
+            "org.apache.cassandra.service.CassandraDaemon",
+        ]
+
+    def health(self) -> str:
+        """``SELECT release_version FROM system.local`` through cassandra-driver."""
+        from cassandra.cluster import EXEC_PROFILE_DEFAULT, Cluster, ExecutionProfile
+        from cassandra.policies import WhiteListRoundRobinPolicy
+
+        conn = self.connection()
+        profile = ExecutionProfile(
+            load_balancing_policy=WhiteListRoundRobinPolicy(list(conn.contact_points)),
+            request_timeout=5,
+        )
+        cluster = Cluster(
+            **conn.cluster_kwargs(),
+            execution_profiles={EXEC_PROFILE_DEFAULT: profile},
+            connect_timeout=5,
+            control_connection_timeout=5,
+        )
+        try:
+            session = cluster.connect()
+            row = session.execute("SELECT release_version FROM system.local").one()
+        finally:
+            cluster.shutdown()
+        return f"Cassandra {row.release_version}"

@@ -1,0 +1,3 @@
+"""liveagg: real-time aggregation views on Apache Beam."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,1063 @@
+"""Load view files into frozen :class:`~liveagg.spec.ViewSpec` objects, in phases.
+
+1. **Load**: find ``*.json`` files, parse them (syntax errors carry line and column), and flag
+   duplicate keys, which JSON parsers otherwise resolve silently.
+2. **Schema**: validate against ``view_schemas/view.schema.json`` and turn each jsonschema
+   error into a :class:`~liveagg.errors.ViewError` that names the field, the value and what is
+   accepted (jsonschema's own messages, such as "is not valid under any of the given schemas",
+   say neither).
+3. **Semantics**: what a schema cannot express -- known aggregation names and params, unique
+   output columns, grouping sets within ``grouping_cols``, derived expressions, window
+   lengths, view names unique across files. Runs only on views that passed the schema, so that
+   every check can rely on the shape of the data.
+4. **Normalize**: short forms become the typed spec (durations parsed, window type defaulted,
+   filters into predicate trees).
+
+Every problem is collected rather than raised at the first one, so that ``liveagg validate``
+reports all of them in one CI run.
+"""
+
+from __future__ import annotations
+
+import copy
+import difflib
+import json
+import re
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from functools import cache
+from pathlib import Path
+from types import MappingProxyType
+from typing import Any
+
+from jsonschema import Draft202012Validator
+from jsonschema.exceptions import ValidationError, best_match
+
+from liveagg import combiners
+from liveagg.combiners.registry import load_dotted
+from liveagg.errors import ViewError, ViewErrors
+from liveagg.expr import ExprSyntaxError, parse_expr
+from liveagg.spec import (
+    Aggregation,
+    AllOf,
+    AnyOf,
+    Derived,
+    Duration,
+    EventTime,
+    Filter,
+    Predicate,
+    Sink,
+    ViewSpec,
+    Window,
+)
+from liveagg.view_schemas import schema as view_schema
+
+__all__ = ["RESERVED_COLUMNS", "load_views", "parse_view", "validate_paths"]
+
+#: Keys every output row carries (SPEC section 3); no grouping, aggregated or derived column
+#: may take one of these names, or it would overwrite them.
+RESERVED_COLUMNS = (
+    "view",
+    "window_start",
+    "window_end",
+    "grouping_set",
+    "granularity",
+    "pane_timing",
+    "pane_index",
+)
+
+Part = str | int
+Parts = tuple[Part, ...]
+
+_DURATION_PATTERN = "^[0-9]+(ms|s|m|h|d)$"
+_NAME_PATTERN = "^[a-z][a-z0-9_]{0,62}$"
+_DURATION_HELP = "an integer and a unit (ms, s, m, h, d), e.g. '500ms', '90s', '10m', '1d'"
+
+# pattern -> (what it is, what is expected)
+_PATTERN_HINTS: dict[str, tuple[str, str]] = {
+    _DURATION_PATTERN: ("a duration", _DURATION_HELP),
+    _NAME_PATTERN: (
+        "a valid name",
+        "a lowercase letter, then up to 62 lowercase letters, digits or '_', "
+        "e.g. 'clicks_per_campaign'",
+    ),
+    "^[A-Za-z_][A-Za-z0-9_]*(\\.[A-Za-z_][A-Za-z0-9_]*)*:[A-Za-z_][A-Za-z0-9_]*$": (
+        "a combine_fn reference",
+        "'package.module:ClassName'",
+    ),
+    "^s3://.+": ("an S3 path", "'s3://bucket/prefix'"),
+    "^gs://.+": ("a GCS path", "'gs://bucket/prefix'"),
+    "^[A-Za-z][A-Za-z0-9_]{0,47}$": (
+        "a Cassandra identifier",
+        "a letter, then up to 47 letters, digits or '_'",
+    ),
+    "^[A-Za-z0-9._-]{1,249}$": (
+        "a Kafka topic name",
+        "1 to 249 letters, digits, '.', '_' or '-'",
+    ),
+}
+
+_DURATION_UNIT_ALIASES = {
+    "ms": "ms",
+    "msec": "ms",
+    "msecs": "ms",
+    "millis": "ms",
+    "millisecond": "ms",
+    "milliseconds": "ms",
+    "s": "s",
+    "sec": "s",
+    "secs": "s",
+    "second": "s",
+    "seconds": "s",
+    "m": "m",
+    "min": "m",
+    "mins": "m",
+    "minute": "m",
+    "minutes": "m",
+    "h": "h",
+    "hr": "h",
+    "hrs": "h",
+    "hour": "h",
+    "hours": "h",
+    "d": "d",
+    "day": "d",
+    "days": "d",
+}
+_DURATION_UNIT_SCALE = {"ms": 1, "s": 1000, "m": 60_000, "h": 3_600_000, "d": 86_400_000}
+
+# Names users bring from SQL engines and other stream processors.
+_AGGREGATION_ALIASES = {
+    "avg": "mean",
+    "average": "mean",
+    "std": "stddev",
+    "stdev": "stddev",
+    "var": "variance",
+    "distinct_count": "count_distinct",
+    "approx_count_distinct": "count_distinct",
+    "approx_distinct": "count_distinct",
+    "uniq": "count_distinct",
+    "hll": "hll_sketch",
+    "median": "approx_quantiles",
+    "percentile": "approx_quantiles",
+    "percentiles": "approx_quantiles",
+    "quantiles": "approx_quantiles",
+    "topk": "top_k",
+    "top": "top_k",
+    "set": "collect_set",
+    "array_agg": "collect_set",
+}
+_WINDOW_TYPE_ALIASES = {"tumbling": "fixed", "hopping": "sliding", "sessions": "session"}
+
+_REQUIRED_HINTS = {
+    "name": 'e.g. "name": "clicks_per_campaign"',
+    "event_time": 'where event time is read from, e.g. "event_time": {"field": "ts"}',
+    "grouping_cols": (
+        'the dimensions, e.g. "grouping_cols": ["campaign_id"] ([] for one group per window)'
+    ),
+    "window": 'e.g. "window": {"size": "10m"}',
+    "aggregation_info": (
+        'what to compute, e.g. "aggregation_info": '
+        '[{"aggregation": "count", "aggregated_col_name": "events"}]'
+    ),
+    "aggregation": "the aggregation name, e.g. 'sum'",
+    "aggregated_col_name": "the output column name, e.g. 'total_bytes'",
+    "field": "the message field name, e.g. 'ts'",
+    "size": 'the window length, e.g. "size": "10m"',
+    "period": 'how often a sliding window starts, e.g. "period": "5m"',
+    "gap": 'the inactivity that closes a session, e.g. "gap": "30m"',
+    "early": 'how often early results are emitted, e.g. "early": "30s"',
+    "op": "one of eq, ne, in, not_in, exists, gt, ge, lt, le",
+    "expr": 'e.g. "expr": "clicks / impressions"',
+    "bounds": 'the bucket bounds, e.g. "bounds": [0, 10, 100]',
+    "combine_fn": "the CombineFn class as 'package.module:ClassName'",
+    "path": "where the files go",
+    "keyspace": "the Cassandra keyspace",
+    "table": "the Cassandra table",
+    "topic": "the Kafka topic",
+    "type": "one of file, s3, gcs, cassandra, kafka",
+    "views": "a list of views",
+}
+
+_TYPE_NAMES = {
+    "object": "an object",
+    "array": "an array",
+    "string": "a string",
+    "integer": "an integer",
+    "number": "a number",
+    "boolean": "true or false",
+    "null": "null",
+}
+
+_IDENTIFIER = re.compile(r"^[A-Za-z_$][A-Za-z0-9_$]*$")
+
+
+# --------------------------------------------------------------------------- public API
+
+
+def load_views(paths: Iterable[str | Path] | str | Path) -> list[ViewSpec]:
+    """Load every view in ``paths`` (files, or folders searched recursively for ``*.json``).
+
+    Raises:
+        ViewErrors: with every problem found in every file, when there is any.
+    """
+    specs, errors = _load(paths)
+    if errors:
+        raise ViewErrors(errors)
+    return specs
+
+
+def validate_paths(paths: Iterable[str | Path] | str | Path) -> list[ViewError]:
+    """Every problem in the views under ``paths``; an empty list when all are valid.
+
+    Never raises for a bad view: this is what ``liveagg validate`` prints, one line each.
+    """
+    return _load(paths)[1]
+
+
+def parse_view(obj: Any, origin: str = "<memory>", path: str = "$") -> ViewSpec:
+    """Validate and normalize one view given as a dict (tests, programmatic use).
+
+    Args:
+        obj: The view, as ``json.load`` would return it.
+        origin: What to call its source in messages and in ``ViewSpec.origin``.
+        path: JSON path of the view within its document, prefixed to every error path.
+
+    Raises:
+        ViewErrors: with every schema or semantic problem of the view.
+    """
+    problems = _Problems()
+    problems.extend(_schema_problems(obj, _view_validator(), ()))
+    spec = None
+    if not problems:
+        spec = _check_and_build(obj, origin, problems, ())
+    if problems or spec is None:
+        raise ViewErrors(problems.to_errors(origin, path, obj))
+    return spec
+
+
+# --------------------------------------------------------------------------- collecting
+
+
+@dataclass(frozen=True)
+class _Problem:
+    parts: Parts
+    message: str
+
+
+class _Problems:
+    """Problems of one document, kept with their path as parts until the end.
+
+    Keeping parts (not strings) lets the errors be sorted in document order and prefixed with
+    the view's place in a ``{"views": [...]}`` file.
+    """
+
+    def __init__(self) -> None:
+        self.items: list[_Problem] = []
+
+    def add(self, parts: Parts, message: str) -> None:
+        problem = _Problem(tuple(parts), message)
+        if problem not in self.items:
+            self.items.append(problem)
+
+    def extend(self, problems: Iterable[_Problem]) -> None:
+        for problem in problems:
+            self.add(problem.parts, problem.message)
+
+    def __bool__(self) -> bool:
+        return bool(self.items)
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def to_errors(self, file: str, prefix: str, document: Any) -> list[ViewError]:
+        ordered = sorted(self.items, key=lambda p: _document_order(document, p.parts))
+        return [ViewError(file, prefix + _render(p.parts), p.message) for p in ordered]
+
+
+def _render(parts: Sequence[Part]) -> str:
+    """JSON path suffix: ``.key`` for identifiers, ``['odd key']`` otherwise, ``[0]`` for items."""
+    out = []
+    for part in parts:
+        if isinstance(part, int):
+            out.append(f"[{part}]")
+        elif _IDENTIFIER.match(part):
+            out.append(f".{part}")
+        else:
+            out.append("[" + json.dumps(part, ensure_ascii=False).replace('"', "'") + "]")
+    return "".join(out)
+
+
+def _document_order(document: Any, parts: Parts) -> tuple[int, ...]:
+    key = []
+    node = document
+    for part in parts:
+        if isinstance(node, dict):
+            keys = list(node)
+            key.append(keys.index(part) if part in node else len(keys))
+            node = node.get(part)
+        elif isinstance(node, list) and isinstance(part, int):
+            key.append(part)
+            node = node[part] if 0 <= part < len(node) else None
+        else:
+            key.append(0)
+            node = None
+    return tuple(key)
+
+
+# --------------------------------------------------------------------------- phase 1: load
+
+
+def _load(paths: Iterable[str | Path] | str | Path) -> tuple[list[ViewSpec], list[ViewError]]:
+    if isinstance(paths, str | Path):
+        paths = [paths]
+    files, errors = _discover(paths)
+    specs: list[ViewSpec] = []
+    names: dict[str, tuple[str, str]] = {}  # view name -> (file, JSON path of its name)
+    for path, shown in files:
+        document, problems = _read_json(path)
+        if document is _UNREADABLE:
+            errors.extend(problems.to_errors(shown, "$", None))
+            continue
+        problems.extend(_schema_problems(document, _root_validator(), ()))
+        for view, parts in _views_of(document):
+            if any(p.parts[: len(parts)] == parts for p in problems.items):
+                continue  # fix the shape first; semantic checks assume it
+            spec = _check_and_build(view, shown, problems, parts)
+            if spec is None:
+                continue
+            where = "$" + _render((*parts, "name"))
+            if spec.name in names:
+                other_file, other_where = names[spec.name]
+                place = other_where if other_file == shown else f"{other_file} ({other_where})"
+                problems.add(
+                    (*parts, "name"),
+                    f"view name {spec.name!r} is already used at {place}; view names must be "
+                    "unique, as they name sink tables, topics and folders",
+                )
+                continue
+            names[spec.name] = (shown, where)
+            specs.append(spec)
+        errors.extend(problems.to_errors(shown, "$", document))
+    return specs, errors
+
+
+def _discover(paths: Iterable[str | Path]) -> tuple[list[tuple[Path, str]], list[ViewError]]:
+    """Files to read, each with the name to show in messages; folders are searched recursively.
+
+    Hidden files and folders (``.git``, ``.vscode``) are skipped: they are not views.
+    """
+    files: list[tuple[Path, str]] = []
+    errors: list[ViewError] = []
+    seen: set[Path] = set()
+
+    def add(path: Path, shown: str) -> None:
+        key = path.resolve()
+        if key not in seen:
+            seen.add(key)
+            files.append((path, shown))
+
+    for given in paths:
+        path = Path(given)
+        if path.is_dir():
+            found = sorted(
+                p
+                for p in path.rglob("*.json")
+                if p.is_file() and not any(s.startswith(".") for s in p.relative_to(path).parts)
+            )
+            if not found:
+                errors.append(
+                    ViewError(str(given), "$", "no view files (*.json) in this folder or below")
+                )
+            for p in found:
+                add(p, str(p))
+        elif path.exists():
+            add(path, str(given))
+        else:
+            errors.append(ViewError(str(given), "$", "no such file or folder"))
+    return files, errors
+
+
+_UNREADABLE = object()
+
+
+def _read_json(path: Path) -> tuple[Any, _Problems]:
+    problems = _Problems()
+    try:
+        raw = path.read_bytes()
+    except OSError as e:
+        problems.add((), f"cannot read the file: {e.strerror or e}")
+        return _UNREADABLE, problems
+    try:
+        text = raw.decode("utf-8-sig")
+    except UnicodeDecodeError as e:
+        problems.add((), f"not UTF-8 text (bad byte at offset {e.start}); save the file as UTF-8")
+        return _UNREADABLE, problems
+    if not text.strip():
+        problems.add(
+            (), 'the file is empty; expected a view object {"name": ...} or {"views": [...]}'
+        )
+        return _UNREADABLE, problems
+    duplicates: list[tuple[dict[str, Any], list[str]]] = []
+
+    def object_pairs(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
+        obj: dict[str, Any] = {}
+        repeated = []
+        for key, value in pairs:
+            if key in obj:
+                repeated.append(key)
+            obj[key] = value
+        if repeated:
+            duplicates.append((obj, repeated))
+        return obj
+
+    def constant(name: str) -> Any:
+        raise ValueError(f"{name} is not a JSON number; write a number or null")
+
+    try:
+        document = json.loads(text, object_pairs_hook=object_pairs, parse_constant=constant)
+    except json.JSONDecodeError as e:
+        where = f"line {e.lineno}, column {e.colno}"
+        problems.add((), f"invalid JSON at {where}: {e.msg}{_json_hint(e)}")
+        return _UNREADABLE, problems
+    except ValueError as e:
+        problems.add((), f"invalid JSON: {e}")
+        return _UNREADABLE, problems
+    if duplicates:
+        marked = {id(obj): keys for obj, keys in duplicates}
+        for parts, keys in _find_marked(document, marked, ()):
+            for key in dict.fromkeys(keys):
+                problems.add(
+                    (*parts, key),
+                    f"key {key!r} appears more than once in this object; JSON keeps only the "
+                    "last value, so remove or rename the others",
+                )
+    return document, problems
+
+
+def _json_hint(e: json.JSONDecodeError) -> str:
+    before = e.doc[: e.pos].rstrip()
+    if e.doc.startswith(("//", "/*", "#"), e.pos):
+        return ' (JSON has no comments; use the "description" field)'
+    if before.endswith(",") and e.msg.startswith(("Expecting property name", "Expecting value")):
+        return " (JSON does not allow a trailing comma)"
+    if e.doc.startswith("'", e.pos):
+        return " (JSON strings and keys use double quotes)"
+    return ""
+
+
+def _find_marked(node: Any, marked: Mapping[int, list[str]], parts: Parts) -> Iterable:
+    if isinstance(node, dict):
+        if id(node) in marked:
+            yield parts, marked[id(node)]
+        for key, value in node.items():
+            yield from _find_marked(value, marked, (*parts, key))
+    elif isinstance(node, list):
+        for index, value in enumerate(node):
+            yield from _find_marked(value, marked, (*parts, index))
+
+
+def _views_of(document: Any) -> list[tuple[Any, Parts]]:
+    if isinstance(document, dict) and "views" in document:
+        views = document["views"]
+        if not isinstance(views, list):
+            return []
+        return [(view, ("views", i)) for i, view in enumerate(views)]
+    return [(document, ())]
+
+
+# --------------------------------------------------------------------------- phase 2: schema
+
+
+@cache
+def _root_validator() -> Draft202012Validator:
+    return Draft202012Validator(view_schema())
+
+
+@cache
+def _view_validator() -> Draft202012Validator:
+    root = view_schema()
+    return Draft202012Validator(
+        {"$schema": root["$schema"], "$defs": root["$defs"], "$ref": "#/$defs/view"}
+    )
+
+
+def _schema_problems(
+    document: Any, validator: Draft202012Validator, prefix: Parts
+) -> list[_Problem]:
+    raw = list(validator.iter_errors(document))
+    # A value of the wrong type makes every other keyword at that place noise.
+    typed = {tuple(e.absolute_path) for e in raw if e.validator == "type"}
+    problems: list[_Problem] = []
+    for error in raw:
+        at = tuple(error.absolute_path)
+        if at in typed and error.validator != "type":
+            continue
+        for parts, message in _explain(error, document):
+            problems.append(_Problem((*prefix, *parts), message))
+    return problems
+
+
+def _explain(error: ValidationError, root: Any) -> list[tuple[Parts, str]]:
+    """Turn one jsonschema error into ``(path parts, message)`` pairs a user can act on."""
+    parts: Parts = tuple(error.absolute_path)
+    instance = error.instance
+    kind = error.validator
+    schema = error.schema if isinstance(error.schema, dict) else {}
+    value = error.validator_value
+
+    if kind == "required":
+        missing = [k for k in value if isinstance(instance, dict) and k not in instance]
+        return [(parts, _missing_message(k, instance)) for k in missing]
+    if kind == "additionalProperties":
+        allowed = list(schema.get("properties", {}))
+        extras = [k for k in instance if k not in allowed]
+        return [((*parts, k), _unknown_key_message(k, allowed, parts, root)) for k in extras]
+    if kind == "oneOf":
+        return _explain_one_of(error, root)
+    if kind == "enum":
+        return [(parts, _not_one_of(instance, value))]
+    if kind == "const":
+        return [(parts, f"expected {_show(value)}, got {_show(instance)}")]
+    if kind == "type":
+        return [(parts, _type_message(instance, value, schema))]
+    if kind == "pattern":
+        return [(parts, _pattern_message(instance, value))]
+    if kind == "minLength" and value == 1:
+        return [(parts, "must not be empty")]
+    if kind == "maxItems":
+        return [(parts, f"has {len(instance)} items; at most {value} are accepted")]
+    if kind == "minItems":
+        return [(parts, _min_items_message(parts, value))]
+    if kind == "uniqueItems":
+        return [(parts, _unique_message(instance))]
+    if kind in ("minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum"):
+        return [(parts, _range_message(instance, schema))]
+    if kind == "not" and "description" in schema:
+        return [(parts, schema["description"])]
+    return [(parts, error.message)]
+
+
+def _explain_one_of(error: ValidationError, root: Any) -> list[tuple[Parts, str]]:
+    """Report the branch the user meant instead of "not valid under any of the given schemas".
+
+    The branches of a ``oneOf`` (window: fixed / sliding / session) are told apart by their
+    ``type`` const. A branch whose ``type`` does not match is ruled out; if exactly one is left,
+    its own errors are the real ones. If all are ruled out, the ``type`` itself is wrong.
+    """
+    parts: Parts = tuple(error.absolute_path)
+    branches: dict[int, list[ValidationError]] = {}
+    for sub in error.context:
+        branches.setdefault(sub.relative_schema_path[0], []).append(sub)
+
+    def rules_out(sub: ValidationError) -> bool:
+        on_type = list(sub.relative_path) == ["type"] and sub.validator in ("const", "enum")
+        type_missing = sub.validator == "required" and "type" not in sub.instance
+        return on_type or (type_missing and "type" in sub.validator_value)
+
+    left = {i: subs for i, subs in branches.items() if not any(rules_out(s) for s in subs)}
+    if len(left) == 1:
+        ((index, subs),) = left.items()
+        out: list[tuple[Parts, str]] = []
+        for sub in subs:
+            for sub_parts, message in _explain(sub, root):
+                if sub.validator == "additionalProperties":
+                    message += _other_branch_hint(sub_parts[-1], index, branches)
+                out.append((sub_parts, message))
+        return out
+    if not left and isinstance(error.instance, dict):
+        consts = [
+            s.validator_value
+            for subs in branches.values()
+            for s in subs
+            if list(s.relative_path) == ["type"] and s.validator == "const"
+        ]
+        if "type" in error.instance and consts:
+            given = error.instance["type"]
+            return [((*parts, "type"), _not_one_of(given, consts, _WINDOW_TYPE_ALIASES))]
+    if isinstance(error.instance, str) and re.match(_DURATION_PATTERN, error.instance):
+        return [
+            (
+                parts,
+                f"expected an object, got {_describe(error.instance)} (did you mean "
+                f'{{"size": {json.dumps(error.instance)}}}?)',
+            )
+        ]
+    best = best_match(error.context)
+    return _explain(best, root) if best is not None else [(parts, error.message)]
+
+
+def _other_branch_hint(key: Part, chosen: int, branches: dict[int, list[ValidationError]]) -> str:
+    """For a key that another branch accepts: say which ``type`` that branch has."""
+    for index, subs in branches.items():
+        if index == chosen:
+            continue
+        unknown_there = any(
+            s.validator == "additionalProperties"
+            and key in s.instance
+            and key not in s.schema.get("properties", {})
+            for s in subs
+        )
+        consts = [s.validator_value for s in subs if list(s.relative_path) == ["type"]]
+        if not unknown_there and consts:
+            return f' ({key!r} belongs to "type": {json.dumps(consts[0])})'
+    return ""
+
+
+# --------------------------------------------------------------------------- messages
+
+
+def _show(value: Any) -> str:
+    """A value as the user wrote it: strings quoted, JSON literals as JSON, long ones cut."""
+    text = repr(value) if isinstance(value, str) else json.dumps(value, ensure_ascii=False)
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
+def _describe(value: Any) -> str:
+    if value is None:
+        return "null"
+    if isinstance(value, bool):
+        return json.dumps(value)
+    if isinstance(value, int | float):
+        return f"the number {_show(value)}"
+    if isinstance(value, str):
+        return f"the string {_show(value)}"
+    if isinstance(value, list):
+        return "an array"
+    return "an object"
+
+
+def _suggest(word: Any, choices: Iterable[str], aliases: Mapping[str, str] | None = None) -> str:
+    if not isinstance(word, str):
+        return ""
+    choices = list(choices)
+    if aliases and aliases.get(word.lower()) in choices:
+        return f" (did you mean {aliases[word.lower()]!r}?)"
+    close = difflib.get_close_matches(word, choices, n=1, cutoff=0.6)
+    if not close and word.lower() in choices:
+        close = [word.lower()]
+    return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+def _not_one_of(
+    given: Any, accepted: Sequence[Any], aliases: Mapping[str, str] | None = None
+) -> str:
+    choices = ", ".join(_show(a) for a in accepted)
+    hint = _suggest(given, [a for a in accepted if isinstance(a, str)], aliases)
+    return f"{_show(given)} is not accepted; expected one of {choices}{hint}"
+
+
+def _missing_message(key: str, instance: Mapping[str, Any]) -> str:
+    if key == "col_name":
+        hint = f"{instance.get('aggregation')} needs the message field to aggregate"
+    elif key == "value":
+        hint = f"op {instance.get('op')!r} compares the field with it"
+    elif key == "params" and instance.get("aggregation") == "histogram":
+        hint = 'histogram needs "params": {"bounds": [0, 10, 100]}'
+    elif key == "params" and instance.get("aggregation") == "custom":
+        hint = 'custom needs "params": {"combine_fn": "package.module:ClassName"}'
+    else:
+        hint = _REQUIRED_HINTS.get(key, "")
+    return f"missing required key {key!r}" + (f": {hint}" if hint else "")
+
+
+def _unknown_key_message(key: str, allowed: list[str], parts: Parts, root: Any) -> str:
+    shown = [k for k in allowed if k != "$schema"]
+    hint = _suggest(key, shown)
+    if shown:
+        return f"unknown key {key!r}{hint}; allowed here: {', '.join(shown)}"
+    if parts and parts[-1] == "params":
+        owner = _at(root, parts[:-1])
+        kind = owner.get("aggregation") if isinstance(owner, dict) else None
+        return f"unknown key {key!r}; {kind or 'this aggregation'} takes no params"
+    return f"unknown key {key!r}; no keys are allowed here"
+
+
+def _at(root: Any, parts: Parts) -> Any:
+    node = root
+    for part in parts:
+        try:
+            node = node[part]
+        except (KeyError, IndexError, TypeError):
+            return None
+    return node
+
+
+def _type_message(instance: Any, expected: str | list[str], schema: Mapping[str, Any]) -> str:
+    if schema.get("pattern") in _PATTERN_HINTS:
+        noun, detail = _PATTERN_HINTS[schema["pattern"]]
+        return f"expected {noun}: {detail}; got {_describe(instance)}"
+    types = [expected] if isinstance(expected, str) else list(expected)
+    names = [_TYPE_NAMES.get(t, t) for t in types]
+    wanted = names[0] if len(names) == 1 else ", ".join(names[:-1]) + " or " + names[-1]
+    return f"expected {wanted}, got {_describe(instance)}"
+
+
+def _pattern_message(instance: str, pattern: str) -> str:
+    noun, detail = _PATTERN_HINTS.get(pattern, ("accepted", f"a string matching {pattern}"))
+    message = f"{_show(instance)} is not {noun}; expected {detail}"
+    if pattern == _DURATION_PATTERN:
+        fixed = _fix_duration(instance)
+    elif pattern == _NAME_PATTERN:
+        fixed = re.sub(r"[^a-z0-9_]+", "_", instance.strip().lower()).strip("_")
+        fixed = fixed if re.match(_NAME_PATTERN, fixed) else None
+    else:
+        fixed = None
+    return message + (f" (did you mean {fixed!r}?)" if fixed and fixed != instance else "")
+
+
+def _fix_duration(text: str) -> str | None:
+    """``'10 min'`` -> ``'10m'``, ``'1.5h'`` -> ``'90m'``: the spelling the user meant."""
+    match = re.match(r"^\s*([0-9]+(?:\.[0-9]+)?)\s*([A-Za-z]+)\s*$", text)
+    if not match:
+        return None
+    unit = _DURATION_UNIT_ALIASES.get(match.group(2).lower())
+    if unit is None:
+        return None
+    millis = float(match.group(1)) * _DURATION_UNIT_SCALE[unit]
+    if millis != int(millis):
+        return None
+    for name in ("d", "h", "m", "s", "ms"):
+        if int(millis) % _DURATION_UNIT_SCALE[name] == 0:
+            return f"{int(millis) // _DURATION_UNIT_SCALE[name]}{name}"
+    return None
+
+
+def _min_items_message(parts: Parts, count: int) -> str:
+    what = {"aggregation_info": "a view needs at least one aggregation", "views": "no views"}
+    last = parts[-1] if parts else None
+    if count == 1 and last in what:
+        return f"must not be empty: {what[last]}"
+    if count == 1:
+        return "must not be empty"
+    return f"needs at least {count} items"
+
+
+def _unique_message(instance: list[Any]) -> str:
+    seen: list[Any] = []
+    for item in instance:
+        if item in seen:
+            return f"{_show(item)} is listed more than once; list each item once"
+        seen.append(item)
+    return "has repeated items; list each item once"
+
+
+def _range_message(instance: Any, schema: Mapping[str, Any]) -> str:
+    low, high = schema.get("minimum"), schema.get("maximum")
+    if low is not None and high is not None:
+        return f"{_show(instance)} is out of range; expected {low} to {high}"
+    if low is not None:
+        return f"{_show(instance)} is too small; expected at least {low}"
+    if high is not None:
+        return f"{_show(instance)} is too large; expected at most {high}"
+    return f"{_show(instance)} is out of range"
+
+
+# --------------------------------------------------------------------------- phase 3: semantics
+
+
+def _check_and_build(
+    view: dict[str, Any], origin: str, problems: _Problems, at: Parts
+) -> ViewSpec | None:
+    """Run the semantic checks on a schema-valid view; build the spec when they pass."""
+    before = len(problems)
+    _Checker(view, problems, at).run()
+    if len(problems) > before:
+        return None
+    return _build(view, origin)
+
+
+class _Checker:
+    """Semantic checks of one schema-valid view; ``at`` is the view's place in its file."""
+
+    def __init__(self, view: dict[str, Any], problems: _Problems, at: Parts) -> None:
+        self.view = view
+        self.problems = problems
+        self.at = at
+        self.grouping_cols: list[str] = list(view["grouping_cols"])
+        self.outputs: dict[str, int] = {}
+
+    def add(self, parts: Parts, message: str) -> None:
+        self.problems.add((*self.at, *parts), message)
+
+    def where(self, *parts: Part) -> str:
+        return "$" + _render((*self.at, *parts))
+
+    def run(self) -> None:
+        self.check_event_time()
+        self.check_grouping()
+        self.check_window()
+        self.check_emit()
+        self.check_aggregations()
+        self.check_derived()
+
+    def check_event_time(self) -> None:
+        if not self.view["event_time"]["field"].strip():
+            self.add(
+                ("event_time", "field"),
+                "is blank; name the message field that holds the event time, e.g. 'ts'",
+            )
+
+    def check_grouping(self) -> None:
+        for i, col in enumerate(self.grouping_cols):
+            if col in RESERVED_COLUMNS:
+                self.add(("grouping_cols", i), _reserved_message(col, "grouping column"))
+        seen: dict[frozenset[str], int] = {}
+        listed = ", ".join(self.grouping_cols) or "none"
+        for i, grouping_set in enumerate(self.view.get("grouping_sets") or []):
+            for j, col in enumerate(grouping_set):
+                if col not in self.grouping_cols:
+                    self.add(
+                        ("grouping_sets", i, j),
+                        f"{col!r} is not in grouping_cols ({listed}); a grouping set may only "
+                        f"use grouping columns{_suggest(col, self.grouping_cols)}",
+                    )
+            key = frozenset(grouping_set)
+            if key in seen:
+                self.add(
+                    ("grouping_sets", i),
+                    f"repeats the grouping set at {self.where('grouping_sets', seen[key])}; "
+                    "each set would produce the same rows twice",
+                )
+            else:
+                seen[key] = i
+
+    def check_window(self) -> None:
+        window = self.view["window"]
+        kind = window.get("type", "fixed")
+        if kind == "session":
+            self.positive(("window", "gap"), window["gap"], "a session gap")
+            return
+        size = window["size"]
+        sizes = size if isinstance(size, list) else [size]
+        lengths: dict[int, str] = {}
+        for k, text in enumerate(sizes):
+            parts: Parts = ("window", "size", k) if isinstance(size, list) else ("window", "size")
+            length = self.positive(parts, text, "a window size")
+            if length is None:
+                continue
+            if length in lengths:
+                self.add(
+                    parts,
+                    f"{text!r} is as long as {lengths[length]!r}; list each granularity once",
+                )
+            lengths[length] = text
+        if kind == "sliding":
+            period = self.positive(("window", "period"), window["period"], "a sliding period")
+            for length, text in lengths.items():
+                if period is not None and period > length:
+                    self.add(
+                        ("window", "period"),
+                        f"period {window['period']!r} is longer than size {text!r}; windows "
+                        "would leave gaps between them. Use a period up to the size "
+                        "(a period equal to the size is a fixed window)",
+                    )
+
+    def check_emit(self) -> None:
+        if "emit" in self.view:
+            self.positive(("emit", "early"), self.view["emit"]["early"], "an early-firing period")
+
+    def positive(self, parts: Parts, text: str, what: str) -> int | None:
+        micros = Duration.parse(text).micros
+        if micros <= 0:
+            self.add(parts, f"{what} must be longer than 0, got {text!r}")
+            return None
+        return micros
+
+    def check_aggregations(self) -> None:
+        known = combiners.known()
+        for i, item in enumerate(self.view["aggregation_info"]):
+            self.check_output_name(i, item["aggregated_col_name"])
+            kind = item["aggregation"]
+            if kind not in known:
+                self.add(
+                    ("aggregation_info", i, "aggregation"),
+                    f"unknown aggregation {kind!r}{_suggest(kind, known, _AGGREGATION_ALIASES)}; "
+                    f"known: {', '.join(known)}",
+                )
+                continue
+            self.check_params(i, kind, dict(item.get("params") or {}))
+
+    def check_output_name(self, i: int, name: str) -> None:
+        parts: Parts = ("aggregation_info", i, "aggregated_col_name")
+        if name in RESERVED_COLUMNS:
+            self.add(parts, _reserved_message(name, "aggregated_col_name"))
+        elif name in self.grouping_cols:
+            kind = self.view["aggregation_info"][i]["aggregation"]
+            self.add(
+                parts,
+                f"{name!r} is also a grouping column, and output rows carry both; choose "
+                f"another name, e.g. {f'{name}_{kind}'!r}",
+            )
+        elif name in self.outputs:
+            self.add(
+                parts,
+                f"{name!r} is already the aggregated_col_name of "
+                f"{self.where('aggregation_info', self.outputs[name])}; each must be unique "
+                "within the view",
+            )
+        else:
+            self.outputs[name] = i
+
+    def check_params(self, i: int, kind: str, params: dict[str, Any]) -> None:
+        at: Parts = ("aggregation_info", i, "params")
+        if kind == "histogram":
+            bounds = params["bounds"]
+            for k in range(1, len(bounds)):
+                if bounds[k] <= bounds[k - 1]:
+                    self.add(
+                        (*at, "bounds", k),
+                        f"bounds must increase: {_show(bounds[k])} follows {_show(bounds[k - 1])}",
+                    )
+                    return
+        if kind == "custom":
+            try:
+                load_dotted(params["combine_fn"])
+            except ValueError as e:
+                self.add((*at, "combine_fn"), str(e))
+                return
+        try:
+            combiners.create(kind, params)
+        except (ValueError, TypeError, ImportError) as e:
+            self.add(at, f"invalid params for {kind}: {e}")
+
+    def check_derived(self) -> None:
+        derived = self.view.get("derived") or []
+        available = set(self.outputs)
+        later = {d["name"]: k for k, d in enumerate(derived)}
+        for i, item in enumerate(derived):
+            name = item["name"]
+            self.check_derived_name(i, name, derived)
+            try:
+                expr = parse_expr(item["expr"])
+            except ExprSyntaxError as e:
+                self.add(("derived", i, "expr"), str(e))
+            else:
+                for ref in expr.names:
+                    if ref not in available:
+                        message = self.unknown_ref(ref, i, name, later, available)
+                        self.add(("derived", i, "expr"), message)
+            available.add(name)
+
+    def check_derived_name(self, i: int, name: str, derived: list[dict[str, Any]]) -> None:
+        parts: Parts = ("derived", i, "name")
+        earlier = [d["name"] for d in derived[:i]]
+        if name in RESERVED_COLUMNS:
+            self.add(parts, _reserved_message(name, "derived column"))
+        elif name in self.grouping_cols:
+            self.add(parts, f"{name!r} is a grouping column; choose another name")
+        elif name in self.outputs:
+            self.add(
+                parts,
+                f"{name!r} is already the aggregated_col_name of "
+                f"{self.where('aggregation_info', self.outputs[name])}; choose another name",
+            )
+        elif name in earlier:
+            self.add(
+                parts,
+                f"{name!r} is already defined at {self.where('derived', earlier.index(name))}; "
+                "derived names must be unique",
+            )
+
+    def unknown_ref(
+        self, ref: str, i: int, name: str, later: Mapping[str, int], available: set[str]
+    ) -> str:
+        if ref == name:
+            return f"{name!r} refers to itself"
+        if ref in later and later[ref] > i:
+            return (
+                f"{ref!r} is defined later, at {self.where('derived', later[ref])}; a derived "
+                "column may only use aggregated columns and earlier derived columns"
+            )
+        if ref in self.grouping_cols:
+            return (
+                f"{ref!r} is a grouping column; expressions compute over aggregated columns "
+                "(add an aggregation of it and use its aggregated_col_name)"
+            )
+        listed = ", ".join(sorted(available)) or "none"
+        return (
+            f"unknown column {ref!r}{_suggest(ref, available)}; expressions may use the "
+            f"aggregated columns and earlier derived columns: {listed}"
+        )
+
+
+def _reserved_message(name: str, what: str) -> str:
+    return (
+        f"{name!r} cannot be a {what}: every output row already has a {name!r} key "
+        f"(reserved: {', '.join(RESERVED_COLUMNS)})"
+    )
+
+
+# --------------------------------------------------------------------------- phase 4: normalize
+
+
+def _build(view: Mapping[str, Any], origin: str) -> ViewSpec:
+    event_time = view["event_time"]
+    grouping_cols = tuple(view["grouping_cols"])
+    sets = view.get("grouping_sets")
+    early = view.get("emit", {}).get("early")
+    return ViewSpec(
+        name=view["name"],
+        event_time=EventTime(event_time["field"], event_time.get("format")),
+        grouping_cols=grouping_cols,
+        window=_build_window(view["window"]),
+        aggregations=tuple(_build_aggregation(a) for a in view["aggregation_info"]),
+        source=view.get("source", "events"),
+        description=view.get("description", ""),
+        # Columns in grouping_cols order, so that a set's key does not depend on how it was
+        # spelled.
+        grouping_sets=(
+            tuple(tuple(c for c in grouping_cols if c in s) for s in sets) if sets else None
+        ),
+        allowed_lateness=Duration.parse(view.get("allowed_lateness", "0s")),
+        early=Duration.parse(early) if early is not None else None,
+        filter=_build_filter(view["filter"]) if "filter" in view else None,
+        derived=tuple(Derived(d["name"], d["expr"]) for d in view.get("derived", ())),
+        sinks=tuple(_build_sink(s) for s in view.get("sinks", ())),
+        origin=origin,
+    )
+
+
+def _build_window(window: Mapping[str, Any]) -> Window:
+    kind = window.get("type", "fixed")
+    if kind == "session":
+        return Window("session", gap=Duration.parse(window["gap"]))
+    size = window["size"]
+    many = isinstance(size, list)
+    return Window(
+        kind,
+        sizes=tuple(Duration.parse(s) for s in (size if many else [size])),
+        period=Duration.parse(window["period"]) if kind == "sliding" else None,
+        multi_granularity=many,
+    )
+
+
+def _build_aggregation(item: Mapping[str, Any]) -> Aggregation:
+    return Aggregation(
+        kind=item["aggregation"],
+        output=item["aggregated_col_name"],
+        column=item.get("col_name"),
+        params=MappingProxyType(copy.deepcopy(dict(item.get("params") or {}))),
+    )
+
+
+def _build_filter(node: Mapping[str, Any]) -> Filter:
+    if "all" in node:
+        return AllOf(tuple(_build_filter(n) for n in node["all"]))
+    if "any" in node:
+        return AnyOf(tuple(_build_filter(n) for n in node["any"]))
+    value = node.get("value")
+    if node["op"] in ("in", "not_in"):
+        value = tuple(value)
+    elif node["op"] == "exists" and value is None:
+        value = True  # presence; {"op": "exists", "value": false} asks for absence
+    return Predicate(node["field"], node["op"], value)
+
+
+_FILE_SINKS = ("file", "s3", "gcs")
+
+
+def _build_sink(sink: Mapping[str, Any]) -> Sink:
+    options = {k: copy.deepcopy(v) for k, v in sink.items() if k != "type"}
+    if sink["type"] in _FILE_SINKS:
+        options.setdefault("format", "jsonl")
+    return Sink(sink["type"], MappingProxyType(options))

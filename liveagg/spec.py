@@ -1,0 +1,138 @@
+"""The frozen, typed view spec that sits between the JSON files and the Beam graph.
+
+Transforms never read raw view dicts: the loader (:mod:`liveagg.loader`) validates and
+normalizes JSON into these objects, and everything downstream works from them.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from types import MappingProxyType
+from typing import Any, Literal
+
+_DURATION = re.compile(r"^([0-9]+)(ms|s|m|h|d)$")
+_UNIT_MICROS = {
+    "ms": 1_000,
+    "s": 1_000_000,
+    "m": 60_000_000,
+    "h": 3_600_000_000,
+    "d": 86_400_000_000,
+}
+
+EventTimeFormat = Literal["epoch_s", "epoch_ms", "epoch_us", "iso8601"]
+WindowType = Literal["fixed", "sliding", "session"]
+FilterOp = Literal["eq", "ne", "in", "not_in", "exists", "gt", "ge", "lt", "le"]
+
+
+@dataclass(frozen=True)
+class Duration:
+    """A duration as written in a view (``"10m"``) and its length in microseconds.
+
+    Microseconds are Beam's timestamp resolution, so window arithmetic stays in integers.
+    """
+
+    text: str
+    micros: int
+
+    @classmethod
+    def parse(cls, text: str) -> Duration:
+        """Parse ``"<integer><ms|s|m|h|d>"``; raise ``ValueError`` naming what is accepted."""
+        match = _DURATION.match(text) if isinstance(text, str) else None
+        if match is None:
+            raise ValueError(
+                f"invalid duration {text!r}; expected an integer and a unit "
+                "(ms, s, m, h, d), e.g. '500ms', '90s', '10m', '1d'"
+            )
+        return cls(text, int(match.group(1)) * _UNIT_MICROS[match.group(2)])
+
+    @property
+    def seconds(self) -> float:
+        return self.micros / 1_000_000
+
+
+@dataclass(frozen=True)
+class EventTime:
+    """Where a message's event time is read from; ``format=None`` detects by value type."""
+
+    field: str
+    format: EventTimeFormat | None = None
+
+
+@dataclass(frozen=True)
+class Window:
+    """Event-time windowing. ``sizes`` holds one entry per granularity (fixed/sliding)."""
+
+    type: WindowType
+    sizes: tuple[Duration, ...] = ()
+    period: Duration | None = None
+    gap: Duration | None = None
+    multi_granularity: bool = False  # ``size`` was a list: rows carry ``granularity``
+
+
+@dataclass(frozen=True)
+class Predicate:
+    field: str
+    op: FilterOp
+    value: Any = None
+
+
+@dataclass(frozen=True)
+class AllOf:
+    items: tuple[Filter, ...]
+
+
+@dataclass(frozen=True)
+class AnyOf:
+    items: tuple[Filter, ...]
+
+
+Filter = Predicate | AllOf | AnyOf
+
+
+@dataclass(frozen=True)
+class Aggregation:
+    """One output column: ``kind`` is the registry name (``sum``, ``custom``, ...)."""
+
+    kind: str
+    output: str  # aggregated_col_name
+    column: str | None = None  # col_name; None only for count(*)
+    params: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}))
+
+
+@dataclass(frozen=True)
+class Derived:
+    name: str
+    expr: str
+
+
+@dataclass(frozen=True)
+class Sink:
+    type: str
+    options: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}))
+
+
+@dataclass(frozen=True)
+class ViewSpec:
+    """A validated, normalized view. ``origin`` is the file it came from, for messages."""
+
+    name: str
+    event_time: EventTime
+    grouping_cols: tuple[str, ...]
+    window: Window
+    aggregations: tuple[Aggregation, ...]
+    source: str = "events"
+    description: str = ""
+    grouping_sets: tuple[tuple[str, ...], ...] | None = None
+    allowed_lateness: Duration = Duration("0s", 0)
+    early: Duration | None = None
+    filter: Filter | None = None
+    derived: tuple[Derived, ...] = ()
+    sinks: tuple[Sink, ...] = ()
+    origin: str = "<memory>"
+
+    @property
+    def output_columns(self) -> tuple[str, ...]:
+        """Aggregated then derived column names, in declaration order."""
+        return tuple(a.output for a in self.aggregations) + tuple(d.name for d in self.derived)

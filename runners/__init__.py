@@ -1,0 +1,1 @@
+"""Runner profiles: command-line choices turned into Beam PipelineOptions."""

@@ -1,0 +1,9 @@
+"""Test support: a data generator, an independent DuckDB oracle and a row comparator.
+
+* :mod:`tests.support.datagen` writes realistic JSON Lines input (skewed keys, disorder,
+  nulls and bad lines of every kind), deterministic per seed.
+* :mod:`tests.support.oracle` computes, with DuckDB SQL only, the rows a bounded run of a
+  view must produce. It shares no code with the pipeline.
+* :mod:`tests.support.compare` matches the pipeline's rows against the oracle's, exactly
+  for exact aggregations and within stated bounds for sketches.
+"""

@@ -1,0 +1,190 @@
+"""Event-time semantics of the streaming window operator, driven by TestStream.
+
+Timestamps are written relative to the window: window [0s, 60s), lateness 120s, early 10s.
+"""
+
+from __future__ import annotations
+
+import apache_beam as beam
+import orjson
+from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
+from apache_beam.testing.test_pipeline import TestPipeline
+from apache_beam.testing.test_stream import TestStream
+from apache_beam.testing.util import assert_that, equal_to
+from apache_beam.transforms.window import TimestampedValue
+
+from liveagg.loader import parse_view
+from liveagg.spec import ViewSpec
+from liveagg.transforms.streaming import StreamingAggregate
+
+VIEW = parse_view(
+    {
+        "name": "clicks",
+        "event_time": {"field": "t", "format": "epoch_s"},
+        "grouping_cols": ["k"],
+        "window": {"size": "1m"},
+        "allowed_lateness": "2m",
+        "emit": {"early": "10s"},
+        "aggregation_info": [
+            {"aggregation": "count", "aggregated_col_name": "n"},
+            {"aggregation": "sum", "col_name": "v", "aggregated_col_name": "total"},
+        ],
+    }
+)
+
+
+def msg(k: str, t: float, v: int = 1) -> TimestampedValue:
+    return TimestampedValue(orjson.dumps({"k": k, "t": t, "v": v}).decode(), t)
+
+
+def _pane(row: dict) -> tuple:
+    return (row["k"], row["window_start"], row["pane_timing"], row["pane_index"], row["n"], row["total"])
+
+
+def _dead(letter: dict) -> tuple:
+    try:
+        t = orjson.loads(letter["payload"]).get("t")
+    except orjson.JSONDecodeError:
+        t = None
+    return (letter["view"], letter["reason"], t)
+
+
+def check(stream: TestStream, rows: list[tuple], dead: list[tuple], view: ViewSpec = VIEW) -> None:
+    """Run the stream through the operator; assert every pane and every dead letter."""
+    options = PipelineOptions()
+    options.view_as(StandardOptions).streaming = True
+    with TestPipeline(options=options) as p:
+        out = p | stream | StreamingAggregate([view], clock=lambda: 0.0)
+        panes = out["views"][view.name] | "Panes" >> beam.Map(_pane)
+        letters = out["dead_letters"] | "Letters" >> beam.Map(_dead)
+        assert_that(panes, equal_to(rows), label="panes")
+        assert_that(letters, equal_to(dead), label="dead_letters")
+
+
+# Timers fire while the watermark is finite: Beam's Python DirectRunner does not hold the
+# downstream watermark for timer output, and assert_that's global window closes at infinity.
+END = 10_000
+
+W0 = "1970-01-01T00:00:00Z"
+W1 = "1970-01-01T00:01:00Z"
+
+
+def test_on_time_only() -> None:
+    stream = (
+        TestStream()
+        .advance_watermark_to(0)
+        .add_elements([msg("a", 5, 2), msg("a", 50, 3), msg("b", 59.5)])
+        .add_elements([msg("a", 65)])
+        .advance_watermark_to(END)
+        .advance_watermark_to_infinity()
+    )
+    check(
+        stream,
+        rows=[
+            ("a", W0, "ON_TIME", 0, 2, 5),
+            ("b", W0, "ON_TIME", 0, 1, 1),
+            ("a", W1, "ON_TIME", 0, 1, 1),
+        ],
+        dead=[],
+    )
+
+
+def test_early_on_time_late_and_too_late() -> None:
+    stream = (
+        TestStream()
+        .advance_watermark_to(0)
+        .add_elements([msg("a", 5), msg("a", 10)])
+        .advance_processing_time(11)  # early pane: 2 so far
+        .advance_processing_time(11)  # nothing new: no pane
+        .advance_watermark_to(60)  # on time: still 2
+        .add_elements([msg("a", 30)])  # late within lateness: 3
+        .advance_watermark_to(100)
+        .add_elements([msg("a", 40, 10)])  # late within lateness: 4, total 12
+        .advance_watermark_to(181)  # window expired at 60s + 120s
+        .add_elements([msg("a", 45)])  # too late: dead letter
+        .advance_watermark_to(END)
+        .advance_watermark_to_infinity()
+    )
+    check(
+        stream,
+        rows=[
+            ("a", W0, "EARLY", 0, 2, 2),
+            ("a", W0, "ON_TIME", 1, 2, 2),
+            ("a", W0, "LATE", 2, 3, 3),
+            ("a", W0, "LATE", 3, 4, 13),
+        ],
+        dead=[("clicks", "too_late", 45)],
+    )
+
+
+def test_too_late_for_a_closed_window_while_the_next_is_open() -> None:
+    stream = (
+        TestStream()
+        .advance_watermark_to(0)
+        .add_elements([msg("a", 5), msg("a", 70)])
+        .advance_watermark_to(200)  # [0, 60) closed at 180; [60, 120) open until 240
+        .add_elements([msg("a", 6), msg("a", 80)])
+        .advance_watermark_to(END)
+        .advance_watermark_to_infinity()
+    )
+    check(
+        stream,
+        rows=[
+            ("a", W0, "ON_TIME", 0, 1, 1),
+            ("a", W1, "ON_TIME", 0, 1, 1),
+            ("a", W1, "LATE", 1, 2, 2),
+        ],
+        dead=[("clicks", "too_late", 6)],
+    )
+
+
+def test_bad_messages_are_dead_letters_and_other_keys_continue() -> None:
+    stream = (
+        TestStream()
+        .advance_watermark_to(0)
+        .add_elements(
+            [
+                TimestampedValue("{not json", 1),
+                TimestampedValue(orjson.dumps({"k": "a", "v": 1}).decode(), 1),
+                TimestampedValue(orjson.dumps({"k": "a", "t": 2, "v": "many"}).decode(), 2),
+                msg("a", 3, 7),
+            ]
+        )
+        .advance_watermark_to(END)
+        .advance_watermark_to_infinity()
+    )
+    check(
+        stream,
+        rows=[("a", W0, "ON_TIME", 0, 1, 7)],
+        dead=[
+            (None, "not_json", None),
+            ("clicks", "missing_event_time", None),
+            ("clicks", "not_numeric", 2),
+        ],
+    )
+
+
+def test_zero_lateness_sends_late_data_to_dead_letters() -> None:
+    stream = (
+        TestStream()
+        .advance_watermark_to(0)
+        .add_elements([msg("a", 5)])
+        .advance_watermark_to(60)
+        .add_elements([msg("a", 6)])
+        .advance_watermark_to(END)
+        .advance_watermark_to_infinity()
+    )
+    view = parse_view(
+        {
+            "name": "strict",
+            "event_time": {"field": "t", "format": "epoch_s"},
+            "grouping_cols": ["k"],
+            "window": {"size": "1m"},
+            "allowed_lateness": "0s",
+            "aggregation_info": [
+                {"aggregation": "count", "aggregated_col_name": "n"},
+                {"aggregation": "sum", "col_name": "v", "aggregated_col_name": "total"},
+            ],
+        }
+    )
+    check(stream, rows=[("a", W0, "ON_TIME", 0, 1, 1)], dead=[("strict", "too_late", 6)], view=view)

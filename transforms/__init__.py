@@ -1,0 +1,1 @@
+"""Beam transforms that liveagg pipelines are built from."""

@@ -1,0 +1,160 @@
+"""One CombineFn per view: the tuple of its aggregations, with one stable byte encoding.
+
+A view's input row is a tuple with one entry per aggregation (``None`` = skip, as SQL skips
+nulls); its accumulator is the list of the aggregations' accumulators. Accumulators cross
+process boundaries only as bytes (:meth:`ViewCombineFn.encode`), never pickled.
+"""
+
+from __future__ import annotations
+
+import struct
+from collections.abc import Iterable, Sequence
+from typing import Any
+
+import apache_beam as beam
+from apache_beam.coders import Coder
+
+from liveagg.combiners import LiveaggCombineFn
+
+_LEN = struct.Struct(">I")
+_SESSION = struct.Struct(">qqI")
+
+
+class ViewCombineFn(beam.CombineFn):
+    """Combines a view's input rows into the tuple of its aggregated values."""
+
+    def __init__(self, fns: Sequence[LiveaggCombineFn]) -> None:
+        self.fns = tuple(fns)
+
+    def create_accumulator(self) -> list[Any]:
+        return [fn.create_accumulator() for fn in self.fns]
+
+    def add_input(self, accumulator: list[Any], row: Sequence[Any]) -> list[Any]:
+        for i, fn in enumerate(self.fns):
+            value = row[i]
+            if value is not None:
+                accumulator[i] = fn.add_input(accumulator[i], value)
+        return accumulator
+
+    def add_inputs(self, accumulator: list[Any], rows: Iterable[Sequence[Any]]) -> list[Any]:
+        rows = rows if isinstance(rows, list) else list(rows)
+        for i, fn in enumerate(self.fns):
+            values = [row[i] for row in rows if row[i] is not None]
+            if values:
+                accumulator[i] = fn.add_inputs(accumulator[i], values)
+        return accumulator
+
+    def merge_accumulators(self, accumulators: Iterable[list[Any]]) -> list[Any]:
+        accumulators = list(accumulators)
+        if len(accumulators) == 1:
+            return accumulators[0]
+        return [
+            fn.merge_accumulators([acc[i] for acc in accumulators])
+            for i, fn in enumerate(self.fns)
+        ]
+
+    def compact(self, accumulator: list[Any]) -> list[Any]:
+        return [fn.compact(a) for fn, a in zip(self.fns, accumulator, strict=True)]
+
+    def extract_output(self, accumulator: list[Any]) -> tuple[Any, ...]:
+        return tuple(fn.extract_output(a) for fn, a in zip(self.fns, accumulator, strict=True))
+
+    def encode(self, accumulator: list[Any]) -> bytes:
+        parts = [fn.encode_accumulator(a) for fn, a in zip(self.fns, accumulator, strict=True)]
+        return b"".join(_LEN.pack(len(p)) + p for p in parts)
+
+    def decode(self, data: bytes) -> list[Any]:
+        out, pos = [], 0
+        for fn in self.fns:
+            (size,) = _LEN.unpack_from(data, pos)
+            pos += _LEN.size
+            out.append(fn.decode_accumulator(data[pos : pos + size]))
+            pos += size
+        return out
+
+    def get_accumulator_coder(self) -> Coder:
+        return _Coder(self.encode, self.decode)
+
+
+class _Coder(Coder):
+    def __init__(self, encode: Any, decode: Any) -> None:
+        self.encode = encode  # type: ignore[method-assign]
+        self.decode = decode  # type: ignore[method-assign]
+
+    def is_deterministic(self) -> bool:
+        return False
+
+
+class MergeEncoded(beam.CombineFn):
+    """Merges encoded partial accumulators of one view (the bounded path's second stage)."""
+
+    def __init__(self, view_fn: ViewCombineFn) -> None:
+        self.view_fn = view_fn
+
+    def create_accumulator(self) -> list[Any]:
+        return self.view_fn.create_accumulator()
+
+    def add_input(self, accumulator: list[Any], data: bytes) -> list[Any]:
+        return self.view_fn.merge_accumulators([accumulator, self.view_fn.decode(data)])
+
+    def merge_accumulators(self, accumulators: Iterable[list[Any]]) -> list[Any]:
+        return self.view_fn.merge_accumulators(accumulators)
+
+    def extract_output(self, accumulator: list[Any]) -> tuple[Any, ...]:
+        return self.view_fn.extract_output(accumulator)
+
+    def get_accumulator_coder(self) -> Coder:
+        return self.view_fn.get_accumulator_coder()
+
+
+Session = tuple[int, int, list[Any]]  # start_us, end_us, accumulator
+
+
+def merge_sessions(view_fn: ViewCombineFn, sessions: Iterable[Session]) -> list[Session]:
+    """Merge overlapping sessions, as Beam's ``Sessions`` merges intersecting windows."""
+    merged: list[Session] = []
+    for start, end, acc in sorted(sessions, key=lambda s: (s[0], s[1])):
+        if merged and start < merged[-1][1]:
+            m_start, m_end, m_acc = merged[-1]
+            merged[-1] = (m_start, max(m_end, end), view_fn.merge_accumulators([m_acc, acc]))
+        else:
+            merged.append((start, end, acc))
+    return merged
+
+
+class MergeSessions(beam.CombineFn):
+    """Merges encoded per-bundle session lists of one key into its final sessions."""
+
+    def __init__(self, view_fn: ViewCombineFn) -> None:
+        self.view_fn = view_fn
+
+    def create_accumulator(self) -> list[Session]:
+        return []
+
+    def add_input(self, accumulator: list[Session], data: bytes) -> list[Session]:
+        return merge_sessions(self.view_fn, accumulator + self.decode(data))
+
+    def merge_accumulators(self, accumulators: Iterable[list[Session]]) -> list[Session]:
+        return merge_sessions(self.view_fn, [s for acc in accumulators for s in acc])
+
+    def extract_output(self, accumulator: list[Session]) -> list[tuple[int, int, tuple]]:
+        return [(s, e, self.view_fn.extract_output(a)) for s, e, a in accumulator]
+
+    def encode(self, sessions: list[Session]) -> bytes:
+        out = []
+        for start, end, acc in sessions:
+            data = self.view_fn.encode(acc)
+            out.append(_SESSION.pack(start, end, len(data)) + data)
+        return b"".join(out)
+
+    def decode(self, data: bytes) -> list[Session]:
+        sessions, pos = [], 0
+        while pos < len(data):
+            start, end, size = _SESSION.unpack_from(data, pos)
+            pos += _SESSION.size
+            sessions.append((start, end, self.view_fn.decode(data[pos : pos + size])))
+            pos += size
+        return sessions
+
+    def get_accumulator_coder(self) -> Coder:
+        return _Coder(self.encode, self.decode)

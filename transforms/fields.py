@@ -1,0 +1,32 @@
+"""Field access into decoded messages: a top-level key, else a dotted path into nested objects."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+_MISSING = object()
+
+
+def getter(name: str) -> Callable[[dict], Any]:
+    """Return ``msg -> value or None``.
+
+    ``"client.ip"`` reads the key ``"client.ip"`` when the message has it, else
+    ``msg["client"]["ip"]``: real telemetry is nested, and a literal dotted key still wins.
+    """
+    if "." not in name:
+        return lambda msg: msg.get(name)
+    parts = name.split(".")
+
+    def get(msg: dict) -> Any:
+        value = msg.get(name, _MISSING)
+        if value is not _MISSING:
+            return value
+        value = msg
+        for part in parts:
+            if not isinstance(value, dict):
+                return None
+            value = value.get(part)
+        return value
+
+    return get

@@ -1,0 +1,39 @@
+"""Sources: where messages come from. Each yields raw payloads (one message per element).
+
+A source is read once per pipeline, whatever the number of views on it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import apache_beam as beam
+from apache_beam.io import ReadFromText
+
+
+@dataclass(frozen=True)
+class FileSource:
+    """JSON Lines files (a path or glob; local, ``s3://`` or ``gs://``). Bounded."""
+
+    pattern: str
+    bounded: bool = True
+
+    def read(self, pipeline: beam.Pipeline, label: str) -> beam.PCollection:
+        return pipeline | label >> ReadFromText(self.pattern, strip_trailing_newlines=True)
+
+    def describe(self) -> str:
+        return f"files {self.pattern}"
+
+
+@dataclass(frozen=True)
+class CreateSource:
+    """In-memory messages, for tests and notebooks. Bounded."""
+
+    messages: tuple[str, ...]
+    bounded: bool = True
+
+    def read(self, pipeline: beam.Pipeline, label: str) -> beam.PCollection:
+        return pipeline | label >> beam.Create(list(self.messages), reshuffle=False)
+
+    def describe(self) -> str:
+        return f"{len(self.messages)} in-memory messages"

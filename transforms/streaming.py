@@ -1,0 +1,261 @@
+"""The streaming path: a keyed window operator with event-time and processing-time timers.
+
+Beam's windowed ``GroupByKey`` drops data later than the allowed lateness without a trace;
+SPEC requires such messages to reach the dead-letter output. So liveagg runs its own window
+operator, a stateful DoFn keyed by (view variant, grouping key), with the semantics of
+Beam's ``AfterWatermark(early=AfterProcessingTime(early), late=AfterCount(1))`` in
+accumulating mode:
+
+* every pane carries the full value of its window;
+* ``EARLY`` panes every ``emit.early`` of processing time while the window has new data;
+* one ``ON_TIME`` pane when the watermark passes the end of the window;
+* one ``LATE`` pane per late message until the watermark passes end + allowed lateness,
+  when the window's state is dropped.
+
+A message for a window that this key has already closed is a ``too_late`` dead letter.
+The operator knows the watermark only through its own fired timers, so a message for a
+(key, window) that never had state is accepted as a late pane even if the watermark had
+passed; it cannot overwrite an earlier result, because there is none.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import apache_beam as beam
+from apache_beam.coders import FastPrimitivesCoder, VarIntCoder
+from apache_beam.pvalue import TaggedOutput
+from apache_beam.transforms.timeutil import TimeDomain
+from apache_beam.transforms.userstate import (
+    ReadModifyWriteStateSpec,
+    TimerSpec,
+    on_timer,
+)
+from apache_beam.utils.timestamp import Timestamp
+
+from liveagg.spec import ViewSpec
+from liveagg.transforms.deadletter import TAG as DEAD_LETTER
+from liveagg.transforms.deadletter import dead_letter
+from liveagg.transforms.eventtime import rfc3339
+from liveagg.transforms.plan import ViewPlan, route
+
+# Per-window state entry: [encoded accumulator, next pane index, on-time fired, dirty].
+_ACC, _PANE, _FIRED, _DIRTY = range(4)
+_NEVER = -(2**62)
+
+
+def _tag(view: str) -> str:
+    return f"view/{view}"
+
+
+class _Route(beam.DoFn):
+    """Decodes messages and keys them per view by (variant, grouping key)."""
+
+    def __init__(self, specs: list[ViewSpec]) -> None:
+        self._specs = specs
+
+    def setup(self) -> None:
+        self._plans = [ViewPlan(s) for s in self._specs]
+
+    def process(self, element: Any) -> Iterator[TaggedOutput]:
+        payload, source = element if isinstance(element, tuple) else (element, None)
+        for item in route(self._plans, element):
+            if isinstance(item, dict):
+                yield TaggedOutput(DEAD_LETTER, item)
+                continue
+            index, (ts, row, group) = item
+            plan = self._plans[index]
+            for variant, key in plan.keys(group):
+                yield TaggedOutput(
+                    _tag(plan.name), ((variant.index, key), (ts, row, payload, source))
+                )
+
+
+class WindowOperator(beam.DoFn):
+    """Keeps one view's windows per key in state and fires panes from timers."""
+
+    WINDOWS = ReadModifyWriteStateSpec("windows", FastPrimitivesCoder())
+    CLOSED = ReadModifyWriteStateSpec("closed_upto_us", VarIntCoder())
+    EARLY_SET = ReadModifyWriteStateSpec("early_set", VarIntCoder())
+    WATERMARK = TimerSpec("watermark", TimeDomain.WATERMARK)
+    EARLY = TimerSpec("early", TimeDomain.REAL_TIME)
+
+    def __init__(self, spec: ViewSpec, clock: Callable[[], float] = time.time) -> None:
+        self._spec = spec
+        self._clock = clock  # processing time in seconds; tests inject the runner's test clock
+
+    def setup(self) -> None:
+        self._plan = ViewPlan(self._spec)
+
+    def process(
+        self,
+        element: tuple[tuple[int, tuple], tuple[int, tuple, Any, Any]],
+        windows_state: Any = beam.DoFn.StateParam(WINDOWS),
+        closed_state: Any = beam.DoFn.StateParam(CLOSED),
+        early_set: Any = beam.DoFn.StateParam(EARLY_SET),
+        watermark_timer: Any = beam.DoFn.TimerParam(WATERMARK),
+        early_timer: Any = beam.DoFn.TimerParam(EARLY),
+    ) -> Iterator[Any]:
+        (variant_index, key), (ts, row, payload, source) = element
+        plan = self._plan
+        combine = plan.combine
+        variant = plan.variants[variant_index]
+        lateness = plan.lateness_us
+        state: dict[tuple[int, int], list] = windows_state.read() or {}
+        closed_upto = closed_state.read()
+        closed_upto = _NEVER if closed_upto is None else closed_upto
+
+        touched = []
+        expired = []
+        for start, end in variant.assign(ts):
+            if (start, end) not in state and end - 1 + lateness <= closed_upto:
+                expired.append((start, end))
+                continue
+            if variant.session_gap_us is not None:
+                start, end, entry = self._merge_session(state, start, end)
+            else:
+                entry = state.get((start, end)) or [None, 0, False, False]
+            acc = combine.create_accumulator() if entry[_ACC] is None else combine.decode(entry[_ACC])
+            entry[_ACC] = combine.encode(combine.add_input(acc, row))
+            entry[_DIRTY] = True
+            state[(start, end)] = entry
+            touched.append((start, end))
+        if expired:
+            windows_text = ", ".join(f"[{rfc3339(s)}, {rfc3339(e)})" for s, e in expired)
+            yield TaggedOutput(
+                DEAD_LETTER,
+                dead_letter(
+                    payload,
+                    plan.name,
+                    "too_late",
+                    f"event time {rfc3339(ts)} falls in {windows_text}, closed at "
+                    f"end + allowed_lateness {plan.spec.allowed_lateness.text}",
+                    source,
+                ),
+            )
+        for window in touched:
+            entry = state[window]
+            if entry[_FIRED]:  # late data within lateness: one LATE pane per message
+                yield self._pane(variant_index, key, window, entry, "LATE")
+        if not touched:
+            return
+        windows_state.write(state)
+        watermark_timer.set(Timestamp(micros=self._next_timer(state)))
+        if plan.early_us and not early_set.read() and any(
+            not state[w][_FIRED] for w in touched
+        ):
+            early_timer.set(Timestamp(seconds=self._clock()) + plan.early_us / 1_000_000)
+            early_set.write(1)
+
+    def _merge_session(
+        self, state: dict[tuple[int, int], list], start: int, end: int
+    ) -> tuple[int, int, list]:
+        """Merge the proto-session [start, end) with the live sessions it overlaps."""
+        combine = self._plan.combine
+        entry: list = [None, 0, False, False]
+        accs = []
+        for window in [w for w in state if w[0] < end and start < w[1]]:
+            old = state.pop(window)
+            start, end = min(start, window[0]), max(end, window[1])
+            accs.append(combine.decode(old[_ACC]))
+            entry[_PANE] = max(entry[_PANE], old[_PANE])
+            entry[_FIRED] = entry[_FIRED] or old[_FIRED]
+        if accs:
+            entry[_ACC] = combine.encode(combine.merge_accumulators(accs))
+        return start, end, entry
+
+    def _next_timer(self, state: dict[tuple[int, int], list]) -> int:
+        """The next event time at which a window fires on time or expires."""
+        lateness = self._plan.lateness_us
+        return min(end - 1 + (lateness if e[_FIRED] else 0) for (_, end), e in state.items())
+
+    def _pane(
+        self, variant_index: int, key: tuple, window: tuple[int, int], entry: list, timing: str
+    ) -> dict[str, Any]:
+        plan = self._plan
+        outputs = plan.combine.extract_output(plan.combine.decode(entry[_ACC]))
+        row = plan.row(plan.variants[variant_index], *window, key, outputs, timing, entry[_PANE])
+        entry[_PANE] += 1
+        entry[_DIRTY] = False
+        return row
+
+    @on_timer(WATERMARK)
+    def on_watermark(
+        self,
+        key: Any = beam.DoFn.KeyParam,
+        fire_ts: Any = beam.DoFn.TimestampParam,
+        windows_state: Any = beam.DoFn.StateParam(WINDOWS),
+        closed_state: Any = beam.DoFn.StateParam(CLOSED),
+        watermark_timer: Any = beam.DoFn.TimerParam(WATERMARK),
+    ) -> Iterator[dict[str, Any]]:
+        now = fire_ts.micros
+        variant_index, group = key
+        lateness = self._plan.lateness_us
+        state = windows_state.read() or {}
+        closed_upto = closed_state.read()
+        closed_upto = _NEVER if closed_upto is None else closed_upto
+        for window in sorted(state):
+            entry = state[window]
+            end_ts = window[1] - 1
+            if not entry[_FIRED] and end_ts <= now:
+                yield self._pane(variant_index, group, window, entry, "ON_TIME")
+                entry[_FIRED] = True
+            if entry[_FIRED] and end_ts + lateness <= now:
+                del state[window]
+                closed_upto = max(closed_upto, end_ts + lateness)
+        closed_state.write(closed_upto)
+        if state:
+            windows_state.write(state)
+            watermark_timer.set(Timestamp(micros=self._next_timer(state)))
+        else:
+            windows_state.clear()
+
+    @on_timer(EARLY)
+    def on_early(
+        self,
+        key: Any = beam.DoFn.KeyParam,
+        windows_state: Any = beam.DoFn.StateParam(WINDOWS),
+        early_set: Any = beam.DoFn.StateParam(EARLY_SET),
+    ) -> Iterator[dict[str, Any]]:
+        variant_index, group = key
+        early_set.clear()
+        state = windows_state.read()
+        if not state:
+            return
+        for window in sorted(state):
+            entry = state[window]
+            if entry[_DIRTY] and not entry[_FIRED]:
+                yield self._pane(variant_index, group, window, entry, "EARLY")
+        windows_state.write(state)
+
+
+class StreamingAggregate(beam.PTransform):
+    """Aggregates an unbounded (or bounded) PCollection of messages with live panes.
+
+    Returns ``{"views": {name: PCollection[row]}, "dead_letters": PCollection[dict]}``,
+    like :class:`~liveagg.transforms.bounded.BoundedAggregate`.
+    """
+
+    def __init__(self, specs: list[ViewSpec], clock: Callable[[], float] = time.time) -> None:
+        super().__init__()
+        self._specs = specs
+        self._clock = clock
+
+    def expand(self, messages: beam.PCollection) -> dict[str, Any]:
+        names = [_tag(s.name) for s in self._specs]
+        routed = messages | "Route" >> beam.ParDo(_Route(self._specs)).with_outputs(
+            DEAD_LETTER, *names
+        )
+        views = {}
+        dead = [routed[DEAD_LETTER]]
+        for spec in self._specs:
+            ViewPlan(spec)  # fail at construction time, not on a worker
+            fired = routed[_tag(spec.name)] | f"{spec.name}/Window" >> beam.ParDo(
+                WindowOperator(spec, self._clock)
+            ).with_outputs(DEAD_LETTER, main="rows")
+            views[spec.name] = fired.rows
+            dead.append(fired[DEAD_LETTER])
+        dead_letters = tuple(dead) | "DeadLetters" >> beam.Flatten()
+        return {"views": views, "dead_letters": dead_letters}
