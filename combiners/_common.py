@@ -17,10 +17,11 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable
 from typing import Any
 
 import orjson
+
 from liveagg.combiners.base import InputError
 
 JSON_V1 = 0x01
@@ -33,8 +34,11 @@ _SKETCH = bytes([SKETCH_V1])
 
 #: The largest finite double; integers beyond it cannot be turned into a float.
 _MAX_DOUBLE = 1.7976931348623157e308
-#: Integral floats below this magnitude are turned into ints: 1.0 and 1 are one value.
-_INT_LIMIT = 2**63
+#: Integral numbers in [_INT_MIN, _INT_END) are ints in their canonical form.
+_INT_MIN = -(2**63)
+_INT_END = 2**64
+
+_isfinite = math.isfinite
 
 _JSON_TYPES = {
     str: "string",
@@ -91,10 +95,24 @@ def check_number(value: Any, aggregation: str) -> int | float:
 
 
 def normalize_number(value: int | float) -> int | float:
-    """Turn an integral float below 2**63 into an int, so that 1.0 and 1 are one value."""
-    if type(value) is float and value.is_integer() and -_INT_LIMIT < value < _INT_LIMIT:
-        return int(value)
-    return value
+    """The one canonical form of a number, so that equal numbers are equal values.
+
+    Integral values from -2**63 to 2**64 (the signed and unsigned 64-bit range) are ints
+    (``1.0`` -> ``1``, ``-0.0`` -> ``0``); beyond that range a value a double represents
+    exactly is a float (``2**70`` -> ``1.1805916207174113e+21``), any other integer stays an
+    int. Without it, ``1`` and ``1.0`` would be reported in the order they happened to arrive.
+    """
+    if type(value) is float:
+        if value.is_integer() and _INT_MIN <= value < _INT_END:
+            return int(value)
+        return value
+    if _INT_MIN <= value < _INT_END:
+        return value
+    try:
+        as_float = float(value)
+    except OverflowError:
+        return value
+    return as_float if as_float == value else value
 
 
 def check_scalar(value: Any, aggregation: str) -> str | int | float | bool:
@@ -110,7 +128,7 @@ def check_scalar(value: Any, aggregation: str) -> str | int | float | bool:
     if kind is str or kind is bool:
         return value
     if kind is int:
-        return value
+        return value if _INT_MIN <= value < _INT_END else normalize_number(value)
     if kind is float:
         if math.isfinite(value):
             return normalize_number(value)
@@ -143,6 +161,67 @@ def check_number_or_string(value: Any, aggregation: str) -> str | int | float:
     if isinstance(value, str):
         return str(value)
     return normalize_number(check_number(value, aggregation))
+
+
+class NumberInput:
+    """Mixin: the ``coerce`` of numeric aggregations (:func:`check_number`), fast path inline.
+
+    ``coerce`` runs once per message and view, so the common cases skip a function call.
+    """
+
+    name: str
+
+    def coerce(self, value: Any) -> int | float:
+        """Accept ints and floats; refuse booleans, strings, NaN and infinity."""
+        kind = type(value)
+        if kind is float:
+            if _isfinite(value):
+                return value
+        elif kind is int and -_MAX_DOUBLE <= value <= _MAX_DOUBLE:
+            return value
+        return check_number(value, self.name)
+
+
+class ScalarInput:
+    """Mixin: the ``coerce`` of aggregations over any JSON scalar (:func:`check_scalar`)."""
+
+    name: str
+
+    def coerce(self, value: Any) -> str | int | float | bool:
+        """Accept any JSON scalar, numbers in their canonical form; refuse arrays, objects,
+        NaN and infinity."""
+        kind = type(value)
+        if kind is str or kind is bool:
+            return value
+        if kind is int:
+            if _INT_MIN <= value < _INT_END:
+                return value
+        elif kind is float and _isfinite(value):
+            if value.is_integer() and _INT_MIN <= value < _INT_END:
+                return int(value)
+            return value
+        return check_scalar(value, self.name)
+
+
+class NumberOrStringInput:
+    """Mixin: the ``coerce`` of ``min`` and ``max`` (:func:`check_number_or_string`)."""
+
+    name: str
+
+    def coerce(self, value: Any) -> str | int | float:
+        """Accept numbers (in their canonical form) and strings; refuse booleans, arrays,
+        objects, NaN and infinity."""
+        kind = type(value)
+        if kind is str:
+            return value
+        if kind is int:
+            if _INT_MIN <= value < _INT_END:
+                return value
+        elif kind is float and _isfinite(value):
+            if value.is_integer() and _INT_MIN <= value < _INT_END:
+                return int(value)
+            return value
+        return check_number_or_string(value, self.name)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -198,16 +277,9 @@ def key_order(key: Any) -> tuple[int, Any]:
     return (0, key)
 
 
-def to_text(value: str | int | float | bool) -> str:
-    """The canonical JSON text of a normalized scalar (``"a"`` quoted, ``1``, ``1.5``, ``true``)."""
-    try:
-        return orjson.dumps(value).decode()
-    except TypeError:  # an int beyond 64 bits; Python writes it as JSON does
-        return str(value)
-
-
 def from_text(text: str) -> str | int | float | bool:
-    """Read back :func:`to_text`, keeping integers of any size exact."""
+    """Read back the canonical JSON text of a scalar (``"a"``, ``1``, ``1.5``, ``true``), as
+    orjson writes it, or ``str(int)`` for integers beyond 64 bits, which stay exact."""
     first = text[0]
     if first == '"':
         return orjson.loads(text)
@@ -273,11 +345,6 @@ def check_int_param(
     if type(value) is not int or value < low or (high is not None and value > high):
         raise ValueError(f"{aggregation}: params.{name} must be an integer {bounds}, got {value!r}")
     return value
-
-
-def display(params: Mapping[str, Any]) -> dict[str, Any]:
-    """Display data for Beam's UI: lists become text, which display data accepts."""
-    return {k: (v if isinstance(v, str | int | float) else str(v)) for k, v in params.items()}
 
 
 def first_or_new(accumulators: Iterable[Any], create: Any) -> tuple[Any, Any]:

@@ -124,14 +124,10 @@ def _decode_sum(data: bytes, owner: str) -> list[Any]:
     return acc
 
 
-class _NumericFn(LiveaggCombineFn):
+class _NumericFn(c.NumberInput, LiveaggCombineFn):
     """Shared input check of the numeric aggregations."""
 
     name = "numeric"
-
-    def coerce(self, value: Any) -> int | float:
-        """Accept ints and floats; refuse booleans, strings, NaN and infinity."""
-        return c.check_number(value, self.name)
 
 
 @register("sum")
@@ -228,16 +224,14 @@ class MeanFn(_NumericFn):
 # Layout: [number_or_None, string_or_None].
 
 
-class _ExtremeFn(LiveaggCombineFn):
+class _ExtremeFn(c.NumberOrStringInput, LiveaggCombineFn):
+    """Shared body of ``min`` and ``max``.
+
+    ``coerce`` gives numbers their canonical form (``2.0`` -> ``2``) so that equal numbers
+    give one answer whichever arrived first.
+    """
+
     name = "extreme"
-
-    def coerce(self, value: Any) -> int | float | str:
-        """Accept numbers and strings (compared as strings); refuse booleans, arrays, objects.
-
-        Integral floats become ints (``2.0`` -> ``2``) so that equal numbers give one answer
-        whichever arrived first.
-        """
-        return c.check_number_or_string(value, self.name)
 
     def create_accumulator(self) -> list[Any]:
         return [None, None]

@@ -20,6 +20,7 @@ from collections.abc import Iterable
 from typing import Any
 
 import numpy as np
+
 from liveagg.combiners import _common as c
 from liveagg.combiners.base import LiveaggCombineFn
 from liveagg.combiners.registry import register
@@ -32,15 +33,25 @@ def _keys(elements: Iterable[Any]) -> Iterable[Any]:
     return values
 
 
+_BOOL_KEYS = frozenset({c.TRUE_KEY, c.FALSE_KEY})
+
+
+def _encode_keys(keys: set[Any]) -> bytes:
+    # [other values, booleans]: set operations keep the per-value work in C.
+    return c.dump_json([list(keys - _BOOL_KEYS), [key[1] for key in keys & _BOOL_KEYS]])
+
+
 def _decode_keys(data: bytes, owner: str) -> set[Any]:
-    values = c.load_json(data, owner)
-    if not isinstance(values, list):
-        raise ValueError(f"cannot decode a {owner} accumulator: expected a list of values")
-    return set(map(c.to_key, values))
+    parts = c.load_json(data, owner)
+    if not isinstance(parts, list) or len(parts) != 2:
+        raise ValueError(f"cannot decode a {owner} accumulator: expected [values, booleans]")
+    keys = set(parts[0])
+    keys.update(map(c.to_key, parts[1]))
+    return keys
 
 
 @register("count_distinct_exact")
-class CountDistinctExactFn(LiveaggCombineFn):
+class CountDistinctExactFn(c.ScalarInput, LiveaggCombineFn):
     """Exact number of distinct values; 0 for an empty group.
 
     Example:
@@ -49,10 +60,6 @@ class CountDistinctExactFn(LiveaggCombineFn):
     """
 
     name = "count_distinct_exact"
-
-    def coerce(self, value: Any) -> str | int | float | bool:
-        """Accept any JSON scalar; refuse arrays, objects, NaN and infinity."""
-        return c.check_scalar(value, self.name)
 
     def create_accumulator(self) -> set[Any]:
         return set()
@@ -78,14 +85,14 @@ class CountDistinctExactFn(LiveaggCombineFn):
         return "bigint"
 
     def encode_accumulator(self, accumulator: set[Any]) -> bytes:
-        return c.dump_json([c.from_key(key) for key in accumulator])
+        return _encode_keys(accumulator)
 
     def decode_accumulator(self, data: bytes) -> set[Any]:
         return _decode_keys(data, self.name)
 
 
 @register("collect_set")
-class CollectSetFn(LiveaggCombineFn):
+class CollectSetFn(c.ScalarInput, LiveaggCombineFn):
     """Sorted list of the distinct values, truncated to the ``max_size`` smallest.
 
     Values sort as numbers, then strings (by code point), then ``false``, ``true``. Truncation
@@ -108,10 +115,6 @@ class CollectSetFn(LiveaggCombineFn):
         """
         super().__init__()
         self.max_size = c.check_int_param(self.name, "max_size", max_size, 1, 1_000_000)
-
-    def coerce(self, value: Any) -> str | int | float | bool:
-        """Accept any JSON scalar; refuse arrays, objects, NaN and infinity."""
-        return c.check_scalar(value, self.name)
 
     def _trim(self, accumulator: set[Any]) -> set[Any]:
         # Pruning only at twice the size keeps the cost amortized O(log n) per value.
@@ -146,7 +149,7 @@ class CollectSetFn(LiveaggCombineFn):
         return "json"
 
     def encode_accumulator(self, accumulator: set[Any]) -> bytes:
-        return c.dump_json([c.from_key(key) for key in accumulator])
+        return _encode_keys(accumulator)
 
     def decode_accumulator(self, data: bytes) -> set[Any]:
         return _decode_keys(data, self.name)
@@ -160,7 +163,7 @@ _NUMPY_BATCH = 64
 
 
 @register("histogram")
-class HistogramFn(LiveaggCombineFn):
+class HistogramFn(c.NumberInput, LiveaggCombineFn):
     """Counts per bucket ``(-inf, b0), [b0, b1), ..., [bn, +inf)`` for ``bounds = [b0..bn]``.
 
     An empty group yields a list of zeros (one more than there are bounds).
@@ -199,10 +202,6 @@ class HistogramFn(LiveaggCombineFn):
                     f"got {low!r} then {high!r}"
                 )
         self.bounds = list(bounds)
-
-    def coerce(self, value: Any) -> int | float:
-        """Accept ints and floats; refuse booleans, strings, NaN and infinity."""
-        return c.check_number(value, self.name)
 
     def create_accumulator(self) -> list[int]:
         return [0] * (len(self.bounds) + 1)

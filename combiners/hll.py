@@ -22,13 +22,15 @@ DataSketches users hash the same data, so that ``hll_sketch`` output merges with
 built elsewhere:
 
 * strings by their UTF-8 text;
-* integers as 64-bit integers (``1``, ``1.0`` and ``-0.0``/``0`` are one value because integral
-  floats below 2**63 are normalized to ints); integers in ``[2**63, 2**64)`` wrap to negative
-  64-bit integers, as unsigned 64-bit ids do in Java; integers beyond 64 bits hash as their
-  decimal text;
+* integers, and floats with an integral value, as 64-bit integers: ``1``, ``1.0`` and ``-0.0``
+  / ``0`` are one value; integers in ``[2**63, 2**64)`` wrap to negative 64-bit integers, as
+  unsigned 64-bit ids do in Java (so ``2**64 - 1`` and ``-1`` are one value); integers beyond
+  64 bits hash as their decimal text (so ``2**70`` and the string ``"1180591620717411303424"``
+  are one value);
 * other floats as 64-bit doubles;
-* ``true`` and ``false`` as two values no finite number or string hashes to (the doubles
-  ``+inf`` and ``-inf``, which are refused as inputs).
+* ``true``, ``false`` and the empty string as three values no finite number or string hashes
+  to: the doubles ``+inf``, ``-inf`` and NaN, which are refused as inputs. (DataSketches
+  ignores an empty string; SQL counts it as a value, and so does ``count_distinct``.)
 
 So ``"1"`` and ``1`` are two values, and ``true`` is not ``1``.
 """
@@ -40,6 +42,7 @@ from collections.abc import Iterable
 from typing import Any
 
 from datasketches import hll_sketch, hll_union, tgt_hll_type
+
 from liveagg.combiners import _common as c
 from liveagg.combiners.base import LiveaggCombineFn
 from liveagg.combiners.registry import register
@@ -50,11 +53,17 @@ _INT64_END = 2**63
 _UINT64_END = 2**64
 _TRUE = float("inf")
 _FALSE = float("-inf")
+_EMPTY_STRING = float("nan")
 
 
 def hash_form(value: Any) -> int | float | str:
-    """What a non-string scalar is handed to ``hll_sketch.update`` as (see the module doc)."""
+    """What a scalar other than a non-empty string is handed to ``hll_sketch.update`` as.
+
+    See the module doc for why.
+    """
     kind = type(value)
+    if kind is str:
+        return value or _EMPTY_STRING
     if kind is int:
         if _INT64_MIN <= value < _INT64_END:
             return value
@@ -63,12 +72,13 @@ def hash_form(value: Any) -> int | float | str:
         return str(value)
     if kind is bool:
         return _TRUE if value else _FALSE
-    if kind is float and value.is_integer() and _INT64_MIN <= value < _INT64_END:
-        return int(value)
+    if kind is float and value.is_integer():
+        # Integral floats hash as the integer they equal, whatever their size.
+        return hash_form(int(value))
     return value
 
 
-class _HllFn(LiveaggCombineFn):
+class _HllFn(c.ScalarInput, LiveaggCombineFn):
     """The sketch-building part shared by ``count_distinct`` and ``hll_sketch``."""
 
     name = "hll"
@@ -94,21 +104,17 @@ class _HllFn(LiveaggCombineFn):
     def _target(self) -> tgt_hll_type:
         return getattr(tgt_hll_type, self.hll_type)
 
-    def coerce(self, value: Any) -> str | int | float | bool:
-        """Accept any JSON scalar; refuse arrays, objects, NaN and infinity."""
-        return c.check_scalar(value, self.name)
-
     def create_accumulator(self) -> hll_sketch:
         return hll_sketch(self.lg_k, self._target)
 
     def add_input(self, accumulator: hll_sketch, element: Any) -> hll_sketch:
-        accumulator.update(element if type(element) is str else hash_form(element))
+        accumulator.update(element if type(element) is str and element else hash_form(element))
         return accumulator
 
     def add_inputs(self, accumulator: hll_sketch, elements: Iterable[Any]) -> hll_sketch:
         update = accumulator.update
         for element in elements:
-            update(element if type(element) is str else hash_form(element))
+            update(element if type(element) is str and element else hash_form(element))
         return accumulator
 
     def merge_accumulators(self, accumulators: Iterable[hll_sketch]) -> hll_sketch:

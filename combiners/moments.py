@@ -33,7 +33,7 @@ def _combine(acc: list[Any], n: int, mean: float, m2: float) -> None:
     acc[_N] = total
 
 
-class _MomentsFn(LiveaggCombineFn):
+class _MomentsFn(c.NumberInput, LiveaggCombineFn):
     """Shared body of ``variance`` and ``stddev``."""
 
     name = "moments"
@@ -47,10 +47,6 @@ class _MomentsFn(LiveaggCombineFn):
         """
         super().__init__()
         self.ddof = c.check_int_param(self.name, "ddof", ddof, 0)
-
-    def coerce(self, value: Any) -> int | float:
-        """Accept ints and floats; refuse booleans, strings, NaN and infinity."""
-        return c.check_number(value, self.name)
 
     def create_accumulator(self) -> list[Any]:
         return [0, 0.0, 0.0]

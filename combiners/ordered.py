@@ -20,8 +20,11 @@ from liveagg.combiners.registry import register
 Entry = list[Any] | None
 
 
-class _OrderedFn(LiveaggCombineFn):
-    """Shared body: keep the entry that ``_wins`` over every other."""
+class _OrderedFn(c.ScalarInput, LiveaggCombineFn):
+    """Shared body: keep the entry that ``_wins`` over every other.
+
+    ``coerce`` checks the bare value (any JSON scalar), not the pair.
+    """
 
     name = "ordered"
     needs_event_time = True
@@ -29,10 +32,6 @@ class _OrderedFn(LiveaggCombineFn):
 
     def _wins(self, time_us: int, value: Any, entry: list[Any]) -> bool:
         raise NotImplementedError
-
-    def coerce(self, value: Any) -> str | int | float | bool:
-        """Accept any JSON scalar (the bare value, not the pair); refuse arrays and objects."""
-        return c.check_scalar(value, self.name)
 
     def create_accumulator(self) -> Entry:
         return None

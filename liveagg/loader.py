@@ -23,7 +23,7 @@ import copy
 import difflib
 import json
 import re
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
@@ -146,7 +146,31 @@ _AGGREGATION_ALIASES = {
     "set": "collect_set",
     "array_agg": "collect_set",
 }
-_WINDOW_TYPE_ALIASES = {"tumbling": "fixed", "hopping": "sliding", "sessions": "session"}
+# Spellings from other systems for enum values; offered only when the target is accepted.
+_VALUE_ALIASES = {
+    "tumbling": "fixed",
+    "hopping": "sliding",
+    "sessions": "session",
+    "equal": "eq",
+    "equals": "eq",
+    "not_equal": "ne",
+    "=": "eq",
+    "==": "eq",
+    "!=": "ne",
+    "<>": "ne",
+    "not_equals": "ne",
+    ">": "gt",
+    ">=": "ge",
+    "<": "lt",
+    "<=": "le",
+    "not in": "not_in",
+    "notin": "not_in",
+    "exist": "exists",
+    "json": "jsonl",
+    "ndjson": "jsonl",
+    "iso": "iso8601",
+    "epoch": "epoch_s",
+}
 
 _REQUIRED_HINTS = {
     "name": 'e.g. "name": "clicks_per_campaign"',
@@ -445,7 +469,9 @@ def _json_hint(e: json.JSONDecodeError) -> str:
     return ""
 
 
-def _find_marked(node: Any, marked: Mapping[int, list[str]], parts: Parts) -> Iterable:
+def _find_marked(
+    node: Any, marked: Mapping[int, list[str]], parts: Parts
+) -> Iterator[tuple[Parts, list[str]]]:
     if isinstance(node, dict):
         if id(node) in marked:
             yield parts, marked[id(node)]
@@ -487,14 +513,43 @@ def _schema_problems(
     raw = list(validator.iter_errors(document))
     # A value of the wrong type makes every other keyword at that place noise.
     typed = {tuple(e.absolute_path) for e in raw if e.validator == "type"}
+    # A misspelled required key is reported once, as the unknown key with its correction,
+    # not a second time as a missing key.
+    corrected = {
+        (tuple(e.absolute_path), fix)
+        for e in raw
+        if e.validator == "additionalProperties"
+        for fix in _corrections(e)
+    }
     problems: list[_Problem] = []
     for error in raw:
         at = tuple(error.absolute_path)
         if at in typed and error.validator != "type":
             continue
+        if error.validator == "required":
+            for key in _missing(error):
+                if (at, key) not in corrected:
+                    message = _missing_message(key, error.instance)
+                    problems.append(_Problem((*prefix, *at), message))
+            continue
         for parts, message in _explain(error, document):
             problems.append(_Problem((*prefix, *parts), message))
     return problems
+
+
+def _missing(error: ValidationError) -> list[str]:
+    instance = error.instance
+    return [k for k in error.validator_value if isinstance(instance, dict) and k not in instance]
+
+
+def _corrections(error: ValidationError) -> list[str]:
+    """Allowed keys that an unknown key of this object looks like a misspelling of."""
+    allowed = list(error.schema.get("properties", {}))
+    fixes = []
+    for key in error.instance:
+        if key not in allowed:
+            fixes += difflib.get_close_matches(key, allowed, n=1, cutoff=0.6)
+    return fixes
 
 
 def _explain(error: ValidationError, root: Any) -> list[tuple[Parts, str]]:
@@ -506,8 +561,7 @@ def _explain(error: ValidationError, root: Any) -> list[tuple[Parts, str]]:
     value = error.validator_value
 
     if kind == "required":
-        missing = [k for k in value if isinstance(instance, dict) and k not in instance]
-        return [(parts, _missing_message(k, instance)) for k in missing]
+        return [(parts, _missing_message(k, instance)) for k in _missing(error)]
     if kind == "additionalProperties":
         allowed = list(schema.get("properties", {}))
         extras = [k for k in instance if k not in allowed]
@@ -530,10 +584,8 @@ def _explain(error: ValidationError, root: Any) -> list[tuple[Parts, str]]:
         return [(parts, _min_items_message(parts, value))]
     if kind == "uniqueItems":
         return [(parts, _unique_message(instance))]
-    if kind in ("minimum", "maximum", "exclusiveMinimum", "exclusiveMaximum"):
+    if kind in ("minimum", "maximum"):
         return [(parts, _range_message(instance, schema))]
-    if kind == "not" and "description" in schema:
-        return [(parts, schema["description"])]
     return [(parts, error.message)]
 
 
@@ -573,7 +625,7 @@ def _explain_one_of(error: ValidationError, root: Any) -> list[tuple[Parts, str]
         ]
         if "type" in error.instance and consts:
             given = error.instance["type"]
-            return [((*parts, "type"), _not_one_of(given, consts, _WINDOW_TYPE_ALIASES))]
+            return [((*parts, "type"), _not_one_of(given, consts))]
     if isinstance(error.instance, str) and re.match(_DURATION_PATTERN, error.instance):
         return [
             (
@@ -597,10 +649,18 @@ def _other_branch_hint(key: Part, chosen: int, branches: dict[int, list[Validati
             and key not in s.schema.get("properties", {})
             for s in subs
         )
-        consts = [s.validator_value for s in subs if list(s.relative_path) == ["type"]]
+        consts = [_type_const(s) for s in subs if _type_const(s) is not None]
         if not unknown_there and consts:
             return f' ({key!r} belongs to "type": {json.dumps(consts[0])})'
     return ""
+
+
+def _type_const(error: ValidationError) -> Any:
+    """The ``type`` const of the branch an error comes from, when the error says it."""
+    if list(error.relative_path) == ["type"] and error.validator == "const":
+        return error.validator_value
+    schema = error.schema if isinstance(error.schema, dict) else {}
+    return schema.get("properties", {}).get("type", {}).get("const")
 
 
 # --------------------------------------------------------------------------- messages
@@ -642,7 +702,7 @@ def _not_one_of(
     given: Any, accepted: Sequence[Any], aliases: Mapping[str, str] | None = None
 ) -> str:
     choices = ", ".join(_show(a) for a in accepted)
-    hint = _suggest(given, [a for a in accepted if isinstance(a, str)], aliases)
+    hint = _suggest(given, [a for a in accepted if isinstance(a, str)], aliases or _VALUE_ALIASES)
     return f"{_show(given)} is not accepted; expected one of {choices}{hint}"
 
 
@@ -665,21 +725,11 @@ def _unknown_key_message(key: str, allowed: list[str], parts: Parts, root: Any) 
     hint = _suggest(key, shown)
     if shown:
         return f"unknown key {key!r}{hint}; allowed here: {', '.join(shown)}"
-    if parts and parts[-1] == "params":
-        owner = _at(root, parts[:-1])
-        kind = owner.get("aggregation") if isinstance(owner, dict) else None
-        return f"unknown key {key!r}; {kind or 'this aggregation'} takes no params"
-    return f"unknown key {key!r}; no keys are allowed here"
-
-
-def _at(root: Any, parts: Parts) -> Any:
-    node = root
-    for part in parts:
-        try:
-            node = node[part]
-        except (KeyError, IndexError, TypeError):
-            return None
-    return node
+    # Only the params of aggregations that take none are closed objects without keys.
+    owner = root
+    for part in parts[:-1]:
+        owner = owner[part]
+    return f"unknown key {key!r}; {owner.get('aggregation')} takes no params"
 
 
 def _type_message(instance: Any, expected: str | list[str], schema: Mapping[str, Any]) -> str:
@@ -716,40 +766,30 @@ def _fix_duration(text: str) -> str | None:
     millis = float(match.group(1)) * _DURATION_UNIT_SCALE[unit]
     if millis != int(millis):
         return None
-    for name in ("d", "h", "m", "s", "ms"):
-        if int(millis) % _DURATION_UNIT_SCALE[name] == 0:
-            return f"{int(millis) // _DURATION_UNIT_SCALE[name]}{name}"
-    return None
+    # The largest unit that divides it: '24 hours' -> '1d', '0.5s' -> '500ms'.
+    name = next(n for n in ("d", "h", "m", "s", "ms") if millis % _DURATION_UNIT_SCALE[n] == 0)
+    return f"{int(millis) // _DURATION_UNIT_SCALE[name]}{name}"
 
 
 def _min_items_message(parts: Parts, count: int) -> str:
     what = {"aggregation_info": "a view needs at least one aggregation", "views": "no views"}
     last = parts[-1] if parts else None
-    if count == 1 and last in what:
+    if last in what:
         return f"must not be empty: {what[last]}"
-    if count == 1:
-        return "must not be empty"
-    return f"needs at least {count} items"
+    return "must not be empty" if count == 1 else f"needs at least {count} items"
 
 
 def _unique_message(instance: list[Any]) -> str:
-    seen: list[Any] = []
-    for item in instance:
-        if item in seen:
-            return f"{_show(item)} is listed more than once; list each item once"
-        seen.append(item)
-    return "has repeated items; list each item once"
+    # jsonschema found a repeat, so one of the items equals an earlier one.
+    repeated = next(item for i, item in enumerate(instance) if item in instance[:i])
+    return f"{_show(repeated)} is listed more than once; list each item once"
 
 
 def _range_message(instance: Any, schema: Mapping[str, Any]) -> str:
     low, high = schema.get("minimum"), schema.get("maximum")
-    if low is not None and high is not None:
-        return f"{_show(instance)} is out of range; expected {low} to {high}"
-    if low is not None:
+    if high is None:
         return f"{_show(instance)} is too small; expected at least {low}"
-    if high is not None:
-        return f"{_show(instance)} is too large; expected at most {high}"
-    return f"{_show(instance)} is out of range"
+    return f"{_show(instance)} is out of range; expected {low} to {high}"
 
 
 # --------------------------------------------------------------------------- phase 3: semantics
@@ -918,7 +958,8 @@ class _Checker:
         try:
             combiners.create(kind, params)
         except (ValueError, TypeError, ImportError) as e:
-            self.add(at, f"invalid params for {kind}: {e}")
+            message = str(e)
+            self.add(at, message if kind in message else f"invalid params for {kind}: {message}")
 
     def check_derived(self) -> None:
         derived = self.view.get("derived") or []

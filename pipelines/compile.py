@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Protocol
 
 import apache_beam as beam
 
@@ -73,13 +73,15 @@ def build(
         source = sources[source_name]
         messages = source.read(pipeline, f"Read/{source_name}")
         use_streaming = (not source.bounded) if streaming is None else streaming
-        transform: Any = StreamingAggregate if use_streaming else BoundedAggregate
+        transform = (
+            StreamingAggregate(source_views, early_panes=not source.bounded)
+            if use_streaming
+            else BoundedAggregate(source_views)
+        )
         try:
-            out = messages | f"Aggregate/{source_name}" >> transform(source_views)
+            out = messages | f"Aggregate/{source_name}" >> transform
         except Exception as e:  # a view that cannot be compiled names itself
-            raise ViewError(
-                source_views[0].origin, "$", f"source {source_name!r}: {e}"
-            ) from e
+            raise ViewError(source_views[0].origin, "$", f"source {source_name!r}: {e}") from e
         rows.update(out["views"])
         dead.append(out["dead_letters"])
     dead_letters = tuple(dead) | "DeadLetters" >> beam.Flatten()

@@ -89,7 +89,9 @@ def run(config: RunConfig) -> RunReport:
     return _report(result, config.output, [v.name for v in views])
 
 
-def _report(result: beam.runners.runner.PipelineResult, output: str | None, names: list[str]) -> RunReport:
+def _report(
+    result: beam.runners.runner.PipelineResult, output: str | None, names: list[str]
+) -> RunReport:
     report = RunReport(output, rows=dict.fromkeys(names, 0))
     counters = result.metrics().query(MetricsFilter().with_namespace(NAMESPACE))["counters"]
     for counter in counters:

@@ -89,14 +89,18 @@ def _sessions(combine: Any, items: list[tuple[int, tuple]], gap_us: int) -> list
     sessions, rows, start, last = [], [], None, None
     for ts, row in items:
         if start is not None and ts >= last + gap_us:
-            sessions.append((start, last + gap_us, combine.add_inputs(combine.create_accumulator(), rows)))
+            sessions.append(
+                (start, last + gap_us, combine.add_inputs(combine.create_accumulator(), rows))
+            )
             rows, start = [], None
         if start is None:
             start = ts
         last = ts
         rows.append(row)
     if rows:
-        sessions.append((start, last + gap_us, combine.add_inputs(combine.create_accumulator(), rows)))
+        sessions.append(
+            (start, last + gap_us, combine.add_inputs(combine.create_accumulator(), rows))
+        )
     return sessions
 
 
@@ -145,7 +149,9 @@ class BoundedAggregate(beam.PTransform):
         views = {}
         for spec in self._specs:
             plans = ViewPlan(spec)  # built once here to fail at construction, not on workers
-            merge = MergeSessions(plans.combine) if plans.is_session else MergeEncoded(plans.combine)
+            merge = (
+                MergeSessions(plans.combine) if plans.is_session else MergeEncoded(plans.combine)
+            )
             views[spec.name] = (
                 tagged[_tag(spec.name)]
                 | f"{spec.name}/Merge" >> beam.CombinePerKey(merge)

@@ -49,8 +49,7 @@ class ViewCombineFn(beam.CombineFn):
         if len(accumulators) == 1:
             return accumulators[0]
         return [
-            fn.merge_accumulators([acc[i] for acc in accumulators])
-            for i, fn in enumerate(self.fns)
+            fn.merge_accumulators([acc[i] for acc in accumulators]) for i, fn in enumerate(self.fns)
         ]
 
     def compact(self, accumulator: list[Any]) -> list[Any]:

@@ -29,14 +29,6 @@ class EventTimeError(ValueError):
 def _from_epoch(value: Any, scale: int, field: str, fmt: str) -> int:
     if isinstance(value, bool):
         raise EventTimeError("invalid_event_time", f"{field}={value!r} is a boolean, not {fmt}")
-    if isinstance(value, str):
-        # Epoch values often arrive as numeric strings; an explicit epoch format accepts them.
-        try:
-            value = float(value) if any(c in value for c in ".eE") else int(value)
-        except ValueError:
-            raise EventTimeError(
-                "invalid_event_time", f"{field}={value!r} is not a number ({fmt} expected)"
-            ) from None
     if isinstance(value, int):
         micros = value * scale
     elif isinstance(value, float):
@@ -54,9 +46,7 @@ def _from_epoch(value: Any, scale: int, field: str, fmt: str) -> int:
 
 def _from_iso(value: Any, field: str) -> int:
     if not isinstance(value, str):
-        raise EventTimeError(
-            "invalid_event_time", f"{field}={value!r} is not an ISO 8601 string"
-        )
+        raise EventTimeError("invalid_event_time", f"{field}={value!r} is not an ISO 8601 string")
     try:
         parsed = datetime.fromisoformat(value)
     except ValueError:

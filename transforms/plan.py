@@ -78,7 +78,8 @@ class ViewPlan:
         self._filter = compile_filter(spec.filter)
         self._group_getters = [getter(c) for c in spec.grouping_cols]
         self._inputs = [
-            (a.column, None if fn.counts_rows or a.column is None else getter(a.column), fn)
+            # No col_name (count(*)): the aggregation is fed 1 per message.
+            (a.column, None if a.column is None else getter(a.column), fn)
             for a, fn in zip(spec.aggregations, self.fns, strict=True)
         ]
         self._derived = [(d.name, parse_expr(d.expr)) for d in spec.derived]
@@ -162,7 +163,9 @@ class ViewPlan:
             try:
                 value = fn.coerce(value)
             except InputError as e:
-                raise Reject(e.reason, f"{column}={_short(value)}: {e.detail or e.reason}") from None
+                raise Reject(
+                    e.reason, f"{column}={_short(value)}: {e.detail or e.reason}"
+                ) from None
             row.append((ts, value) if fn.needs_event_time else value)
         group = tuple(
             _normalize_key_value(col, get(msg))
@@ -242,7 +245,10 @@ def route(
         return
     if not isinstance(msg, dict):
         yield dead_letter(
-            payload, None, "not_an_object", f"expected a JSON object, got {type(msg).__name__}",
+            payload,
+            None,
+            "not_an_object",
+            f"expected a JSON object, got {type(msg).__name__}",
             source,
         )
         return

@@ -78,9 +78,7 @@ class WindowOperator(beam.DoFn):
 
     WINDOWS = ReadModifyWriteStateSpec("windows", FastPrimitivesCoder())
     CLOSED = ReadModifyWriteStateSpec("closed_upto_us", VarIntCoder())
-    EARLY_SET = ReadModifyWriteStateSpec("early_set", VarIntCoder())
     WATERMARK = TimerSpec("watermark", TimeDomain.WATERMARK)
-    EARLY = TimerSpec("early", TimeDomain.REAL_TIME)
 
     def __init__(self, spec: ViewSpec, clock: Callable[[], float] = time.time) -> None:
         self._spec = spec
@@ -94,9 +92,18 @@ class WindowOperator(beam.DoFn):
         element: tuple[tuple[int, tuple], tuple[int, tuple, Any, Any]],
         windows_state: Any = beam.DoFn.StateParam(WINDOWS),
         closed_state: Any = beam.DoFn.StateParam(CLOSED),
-        early_set: Any = beam.DoFn.StateParam(EARLY_SET),
         watermark_timer: Any = beam.DoFn.TimerParam(WATERMARK),
-        early_timer: Any = beam.DoFn.TimerParam(EARLY),
+    ) -> Iterator[Any]:
+        return self._process(element, windows_state, closed_state, watermark_timer, None, None)
+
+    def _process(
+        self,
+        element: tuple[tuple[int, tuple], tuple[int, tuple, Any, Any]],
+        windows_state: Any,
+        closed_state: Any,
+        watermark_timer: Any,
+        early_set: Any,
+        early_timer: Any,
     ) -> Iterator[Any]:
         (variant_index, key), (ts, row, payload, source) = element
         plan = self._plan
@@ -117,7 +124,9 @@ class WindowOperator(beam.DoFn):
                 start, end, entry = self._merge_session(state, start, end)
             else:
                 entry = state.get((start, end)) or [None, 0, False, False]
-            acc = combine.create_accumulator() if entry[_ACC] is None else combine.decode(entry[_ACC])
+            acc = (
+                combine.create_accumulator() if entry[_ACC] is None else combine.decode(entry[_ACC])
+            )
             entry[_ACC] = combine.encode(combine.add_input(acc, row))
             entry[_DIRTY] = True
             state[(start, end)] = entry
@@ -143,8 +152,10 @@ class WindowOperator(beam.DoFn):
             return
         windows_state.write(state)
         watermark_timer.set(Timestamp(micros=self._next_timer(state)))
-        if plan.early_us and not early_set.read() and any(
-            not state[w][_FIRED] for w in touched
+        if (
+            early_timer is not None
+            and not early_set.read()
+            and any(not state[w][_FIRED] for w in touched)
         ):
             early_timer.set(Timestamp(seconds=self._clock()) + plan.early_us / 1_000_000)
             early_set.write(1)
@@ -212,11 +223,35 @@ class WindowOperator(beam.DoFn):
         else:
             windows_state.clear()
 
+
+class EarlyWindowOperator(WindowOperator):
+    """:class:`WindowOperator` with processing-time ``EARLY`` panes (``emit.early``).
+
+    A separate class because a processing-time timer makes Beam's local runner leave its
+    fast batch engine, so views without early panes, and bounded runs, do without it.
+    """
+
+    EARLY_SET = ReadModifyWriteStateSpec("early_set", VarIntCoder())
+    EARLY = TimerSpec("early", TimeDomain.REAL_TIME)
+
+    def process(
+        self,
+        element: tuple[tuple[int, tuple], tuple[int, tuple, Any, Any]],
+        windows_state: Any = beam.DoFn.StateParam(WindowOperator.WINDOWS),
+        closed_state: Any = beam.DoFn.StateParam(WindowOperator.CLOSED),
+        watermark_timer: Any = beam.DoFn.TimerParam(WindowOperator.WATERMARK),
+        early_set: Any = beam.DoFn.StateParam(EARLY_SET),
+        early_timer: Any = beam.DoFn.TimerParam(EARLY),
+    ) -> Iterator[Any]:
+        return self._process(
+            element, windows_state, closed_state, watermark_timer, early_set, early_timer
+        )
+
     @on_timer(EARLY)
     def on_early(
         self,
         key: Any = beam.DoFn.KeyParam,
-        windows_state: Any = beam.DoFn.StateParam(WINDOWS),
+        windows_state: Any = beam.DoFn.StateParam(WindowOperator.WINDOWS),
         early_set: Any = beam.DoFn.StateParam(EARLY_SET),
     ) -> Iterator[dict[str, Any]]:
         variant_index, group = key
@@ -238,10 +273,16 @@ class StreamingAggregate(beam.PTransform):
     like :class:`~liveagg.transforms.bounded.BoundedAggregate`.
     """
 
-    def __init__(self, specs: list[ViewSpec], clock: Callable[[], float] = time.time) -> None:
+    def __init__(
+        self,
+        specs: list[ViewSpec],
+        clock: Callable[[], float] = time.time,
+        early_panes: bool = True,
+    ) -> None:
         super().__init__()
         self._specs = specs
         self._clock = clock
+        self._early_panes = early_panes  # False for bounded input: its watermark jumps to the end
 
     def expand(self, messages: beam.PCollection) -> dict[str, Any]:
         names = [_tag(s.name) for s in self._specs]
@@ -252,8 +293,10 @@ class StreamingAggregate(beam.PTransform):
         dead = [routed[DEAD_LETTER]]
         for spec in self._specs:
             ViewPlan(spec)  # fail at construction time, not on a worker
+            early = self._early_panes and spec.early is not None
+            operator = (EarlyWindowOperator if early else WindowOperator)(spec, self._clock)
             fired = routed[_tag(spec.name)] | f"{spec.name}/Window" >> beam.ParDo(
-                WindowOperator(spec, self._clock)
+                operator
             ).with_outputs(DEAD_LETTER, main="rows")
             views[spec.name] = fired.rows
             dead.append(fired[DEAD_LETTER])

@@ -12,11 +12,18 @@ from ._core import tail
 
 
 def _parser() -> argparse.ArgumentParser:
+    ports = ", ".join(
+        f"{var} ({default})" for name in NAMES for _, var, default in get(name).port_settings
+    )
     parser = argparse.ArgumentParser(
         prog="python -m integration.services",
         description=(
             "Run liveagg's integration services on 127.0.0.1 "
             f"({', '.join(NAMES)}); no name means all of them."
+        ),
+        epilog=(
+            f"Ports (default): {ports}. Caches, pid files and logs: LIVEAGG_CACHE_DIR "
+            "(<repo>/.cache). More in integration/README.md."
         ),
     )
     commands = parser.add_subparsers(dest="command", required=True)

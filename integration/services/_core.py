@@ -141,8 +141,19 @@ def _reap(pid: int) -> None:
         os.waitpid(pid, os.WNOHANG)
 
 
+_CHILDREN: dict[int, subprocess.Popen[bytes]] = {}
+"""Services this process started, kept so they are reaped through their ``Popen`` (which
+otherwise warns, when collected, that the child still runs)."""
+
+
 def pid_alive(pid: int) -> bool:
     """True while ``pid`` runs; zombies count as dead (and are reaped when they are ours)."""
+    child = _CHILDREN.get(pid)
+    if child is not None:
+        if child.poll() is None:
+            return True
+        del _CHILDREN[pid]
+        return False
     _reap(pid)
     try:
         os.kill(pid, 0)
@@ -223,6 +234,7 @@ class ServiceHandle:
         started_here: True only when this ``ensure()`` call started it, i.e. when the caller
             owns it and should stop it.
         log_file: where its output goes (when the harness runs it).
+        startup_s: seconds from the start request to healthy, when this call started it.
     """
 
     name: str
@@ -430,13 +442,25 @@ class Service(abc.ABC):
                 # stop() can signal its whole process group.
                 start_new_session=True,
             )
+        _CHILDREN[proc.pid] = proc
         self._write_pid(proc.pid, cmd)
+        try:
+            return self._wait_healthy(proc, t0)
+        except BaseException:
+            # Interrupted (Ctrl-C) or failed: leave nothing half-started behind.
+            if pid_alive(proc.pid):
+                terminate(proc.pid, self.stop_timeout_s)
+            self.pid_file.unlink(missing_ok=True)
+            raise
+
+    def _wait_healthy(self, proc: subprocess.Popen[bytes], t0: float) -> ServiceHandle:
         timeout_s = self.start_timeout_s()
-        deadline = t0 + timeout_s
+        # Counted from the spawn, so a slow first download does not eat into it.
+        deadline = time.monotonic() + timeout_s
         detail = "not started"
         while time.monotonic() < deadline:
             if proc.poll() is not None:
-                self.pid_file.unlink(missing_ok=True)
+                _CHILDREN.pop(proc.pid, None)
                 raise ServiceError(
                     f"{self.name} exited with code {proc.returncode} while starting; "
                     f"last {LOG_TAIL_LINES} lines of {self.log_file}:\n{tail(self.log_file)}"
@@ -445,8 +469,6 @@ class Service(abc.ABC):
             if ok:
                 return self._handle(proc.pid, started_here=True, startup_s=time.monotonic() - t0)
             time.sleep(_POLL_INTERVAL_S)
-        terminate(proc.pid, self.stop_timeout_s)
-        self.pid_file.unlink(missing_ok=True)
         raise ServiceError(
             f"{self.name} was not healthy after {timeout_s:.0f} s ({detail}); last "
             f"{LOG_TAIL_LINES} lines of {self.log_file}:\n{tail(self.log_file)}"
@@ -472,9 +494,13 @@ class Service(abc.ABC):
 
     def status(self) -> str:
         """One line: running (pid, ports, memory, health) or stopped."""
-        ports = " ".join(f"{role}={p}" for role, p in self.ports().items())
         record = self.live_record()
-        ok, detail = self.healthy()
+        port_map = dict(record.ports) if record is not None else self.ports()
+        ports = " ".join(f"{role}={p}" for role, p in port_map.items())
+        try:
+            ok, detail = self.healthy()
+        except PrerequisiteError as e:
+            ok, detail = False, f"health unknown: {e}"
         if record is not None:
             rss = rss_bytes(record.pid)
             mem = f" rss={rss / 2**20:.0f}MiB" if rss is not None else ""

@@ -16,10 +16,36 @@ class CassandraConnection:
 
     contact_points: tuple[str, ...]
     port: int
+    local_dc: str = "datacenter1"
+    protocol_version: int = 5
 
     def cluster_kwargs(self) -> dict[str, Any]:
-        """Arguments for ``cassandra.cluster.Cluster``."""
-        return {"contact_points": list(self.contact_points), "port": self.port}
+        """Arguments for ``cassandra.cluster.Cluster``.
+
+        The protocol version and a load-balancing policy are given explicitly: left out, the
+        driver warns on every connect while it negotiates them.
+        """
+        from cassandra.cluster import EXEC_PROFILE_DEFAULT, ExecutionProfile
+        from cassandra.policies import DCAwareRoundRobinPolicy
+
+        profile = ExecutionProfile(load_balancing_policy=DCAwareRoundRobinPolicy(self.local_dc))
+        return {
+            "contact_points": list(self.contact_points),
+            "port": self.port,
+            "protocol_version": self.protocol_version,
+            "execution_profiles": {EXEC_PROFILE_DEFAULT: profile},
+        }
+
+
+def _cluster_class() -> Any:
+    try:
+        from cassandra.cluster import Cluster
+    except ImportError:
+        raise PrerequisiteError(
+            "the cassandra health check needs cassandra-driver: "
+            "pip install 'cassandra-driver>=3.29'"
+        ) from None
+    return Cluster
 
 
 # The module exports and opens that Cassandra 5.0's conf/jvm17-server.options passes: without
@@ -84,13 +110,7 @@ class Cassandra(Service):
 
     def check_prerequisites(self) -> None:
         java_executable()
-        try:
-            import cassandra.cluster  # noqa: F401
-        except ImportError:
-            raise PrerequisiteError(
-                "the cassandra health check needs cassandra-driver: "
-                "pip install 'cassandra-driver>=3.29'"
-            ) from None
+        _cluster_class()
 
     def cassandra_yaml(self) -> str:
         ports = self.ports()
@@ -167,19 +187,8 @@ auto_snapshot: false
 
     def health(self) -> str:
         """``SELECT release_version FROM system.local`` through cassandra-driver."""
-        from cassandra.cluster import EXEC_PROFILE_DEFAULT, Cluster, ExecutionProfile
-        from cassandra.policies import WhiteListRoundRobinPolicy
-
-        conn = self.connection()
-        profile = ExecutionProfile(
-            load_balancing_policy=WhiteListRoundRobinPolicy(list(conn.contact_points)),
-            request_timeout=5,
-        )
-        cluster = Cluster(
-            **conn.cluster_kwargs(),
-            execution_profiles={EXEC_PROFILE_DEFAULT: profile},
-            connect_timeout=5,
-            control_connection_timeout=5,
+        cluster = _cluster_class()(
+            **self.connection().cluster_kwargs(), connect_timeout=5, control_connection_timeout=5
         )
         try:
             session = cluster.connect()

@@ -50,7 +50,9 @@ class Gcs(Service):
 
     def check_prerequisites(self) -> None:
         if importlib.util.find_spec("gcp_storage_emulator") is None:
-            raise PrerequisiteError("the gcs service needs pip install gcp-storage-emulator")
+            raise PrerequisiteError(
+                "the gcs service needs gcp-storage-emulator: pip install gcp-storage-emulator"
+            )
 
     def command(self) -> list[str]:
         return [

@@ -9,6 +9,7 @@ import subprocess
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from . import _maven
 from ._core import HOST, PrerequisiteError, Service, ServiceError, env_str, java_executable, tail
@@ -34,6 +35,16 @@ def _cluster_id() -> str:
         cid = base64.urlsafe_b64encode(uuid.uuid4().bytes).rstrip(b"=").decode()
         if not cid.startswith("-"):  # Kafka refuses ids that look like a command-line flag.
             return cid
+
+
+def _admin_client_class() -> Any:
+    try:
+        from confluent_kafka.admin import AdminClient
+    except ImportError:
+        raise PrerequisiteError(
+            "the kafka health check needs confluent-kafka: pip install 'confluent-kafka>=2.3'"
+        ) from None
+    return AdminClient
 
 
 _LOG4J2 = """\
@@ -73,12 +84,7 @@ class Kafka(Service):
 
     def check_prerequisites(self) -> None:
         java_executable()
-        try:
-            import confluent_kafka  # noqa: F401
-        except ImportError:
-            raise PrerequisiteError(
-                "the kafka health check needs confluent-kafka: pip install 'confluent-kafka>=2.3'"
-            ) from None
+        _admin_client_class()
 
     def server_properties(self) -> str:
         ports = self.ports()
@@ -111,7 +117,7 @@ group.initial.rebalance.delay.ms=0
 log.retention.hours=24
 """
 
-    def _java(self, heap: str) -> list[str]:
+    def _java(self, heap: str, log_config: str = "log4j2.properties") -> list[str]:
         return [
             java_executable(),
             f"-Xmx{heap}",
@@ -121,7 +127,7 @@ log.retention.hours=24
             "-XX:+ExitOnOutOfMemoryError",
             "-Djava.awt.headless=true",
             "-Djava.net.preferIPv4Stack=true",
-            f"-Dlog4j2.configurationFile={self.run_dir / 'log4j2.properties'}",
+            f"-Dlog4j2.configurationFile={self.run_dir / log_config}",
             "-cp",
             str(_maven.jar_dir(self.name) / "*"),
         ]
@@ -132,9 +138,11 @@ log.retention.hours=24
         (self.run_dir / "server.properties").write_text(self.server_properties())
         level = env_str("LIVEAGG_KAFKA_LOG_LEVEL", "INFO")
         (self.run_dir / "log4j2.properties").write_text(_LOG4J2.format(level=level))
+        # The format tool logs its whole configuration at INFO: keep only its warnings.
+        (self.run_dir / "log4j2-tools.properties").write_text(_LOG4J2.format(level="WARN"))
         shutil.rmtree(self.data_dir, ignore_errors=True)
         cmd = [
-            *self._java("256m"),
+            *self._java("256m", "log4j2-tools.properties"),
             "kafka.tools.StorageTool",
             "format",
             "--cluster-id",
@@ -158,11 +166,10 @@ log.retention.hours=24
 
     def health(self) -> str:
         """A metadata request through confluent-kafka; the broker must advertise our port."""
-        from confluent_kafka.admin import AdminClient
-
+        admin_client = _admin_client_class()
         conn = self.connection()
         # librdkafka's connection errors while the broker boots go to logging, not stderr.
-        admin = AdminClient({**conn.client_config(), "socket.timeout.ms": 3000, "logger": _LOGGER})
+        admin = admin_client({**conn.client_config(), "socket.timeout.ms": 3000, "logger": _LOGGER})
         metadata = admin.list_topics(timeout=5)
         brokers = {f"{b.host}:{b.port}" for b in metadata.brokers.values()}
         if conn.bootstrap_servers not in brokers:

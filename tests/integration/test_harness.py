@@ -16,9 +16,16 @@ from pathlib import Path
 
 import pytest
 
-from integration import services
+from integration import pytest_plugin, services
 from integration.services import _maven
-from integration.services._core import HOST, Service, ServiceError, http_get, pid_alive
+from integration.services._core import (
+    HOST,
+    PrerequisiteError,
+    Service,
+    ServiceError,
+    http_get,
+    pid_alive,
+)
 
 
 def _free_port() -> int:
@@ -42,7 +49,7 @@ class _HttpServer(Service):
         return [sys.executable, "-m", "http.server", "--bind", HOST, str(self.client_port)]
 
     def health(self) -> str:
-        if b"Directory listing" not in http_get(self.connection() + "/"):
+        if b"Directory listing" not in http_get(self.connection() + "/", timeout_s=0.5):
             raise ServiceError("not a directory listing")
         return "lists a directory"
 
@@ -238,3 +245,34 @@ def test_cli_status_and_errors(tmp_path: Path) -> None:
     result = _cli("start", "redis", env=env)
     assert result.returncode == 2
     assert "unknown service(s) redis; known: kafka, cassandra, s3, gcs" in result.stderr
+
+
+class _ClientMissing(_HttpServer):
+    name = "fakeclient"
+
+    def health(self) -> str:
+        raise PrerequisiteError("the fakeclient health check needs pip install fake-client")
+
+
+def test_a_missing_client_library_is_a_prerequisite_error(scratch: int) -> None:
+    proc = _spawn_foreign_server(scratch)
+    try:
+        with pytest.raises(PrerequisiteError, match="pip install fake-client"):
+            _ClientMissing().ensure()
+        assert "health unknown: the fakeclient health check" in _ClientMissing().status()
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
+
+
+def test_fixtures_skip_or_fail_on_a_missing_prerequisite(monkeypatch: pytest.MonkeyPatch) -> None:
+    def missing(name: str) -> services.ServiceHandle:
+        raise PrerequisiteError("java not found")
+
+    monkeypatch.setattr(services, "ensure", missing)
+    monkeypatch.delenv("LIVEAGG_INTEGRATION_STRICT", raising=False)
+    with pytest.raises(pytest.skip.Exception, match="kafka: java not found"):
+        pytest_plugin.ensure_or_skip("kafka")
+    monkeypatch.setenv("LIVEAGG_INTEGRATION_STRICT", "1")
+    with pytest.raises(pytest.fail.Exception, match="kafka: java not found"):
+        pytest_plugin.ensure_or_skip("kafka")

@@ -78,16 +78,18 @@ def test_cassandra_keyspace_table_insert_select(cassandra: services.CassandraCon
         )
         session.set_keyspace(keyspace)
         session.execute(
-            "CREATE TABLE views (view text, window_start timestamp, clicks bigint, "
-            "PRIMARY KEY ((view), window_start))"
+            "CREATE TABLE views (view_name text, window_start timestamp, clicks bigint, "
+            "PRIMARY KEY ((view_name), window_start))"
         )
-        insert = session.prepare("INSERT INTO views (view, window_start, clicks) VALUES (?, ?, ?)")
+        insert = session.prepare(
+            "INSERT INTO views (view_name, window_start, clicks) VALUES (?, ?, ?)"
+        )
         base_ms = 1_356_998_400_000  # 2013-01-01T00:00:00Z
         for i in range(100):
             session.execute(insert, ("clicks_10m", base_ms + i * 600_000, i * 3))
         # An upsert by primary key replaces the row, as the Cassandra sink relies on.
         session.execute(insert, ("clicks_10m", base_ms, 42))
-        rows = list(session.execute("SELECT clicks FROM views WHERE view = 'clicks_10m'"))
+        rows = list(session.execute("SELECT clicks FROM views WHERE view_name = 'clicks_10m'"))
         assert [r.clicks for r in rows] == [42] + [i * 3 for i in range(1, 100)]
         session.execute(f"DROP KEYSPACE {keyspace}")
     finally:

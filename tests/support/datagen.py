@@ -258,7 +258,7 @@ def _spoil(kind: str, msg: dict[str, Any], domain: str, r: int) -> bytes:
         msg["timestamp_ms"] = _BAD_TS_MS[r % len(_BAD_TS_MS)]
     else:
         fields = NUMERIC_FIELDS[domain]
-        name = fields[r % len(fields)]
+        name = fields[(r // 7) % len(fields)]  # independent of the variant below
         if kind == "non_numeric":
             msg[name] = _BAD_NUMBER[r % len(_BAD_NUMBER)]
         else:

@@ -19,10 +19,11 @@ Lines
 
 Event time
     Read from ``event_time.field``. ``epoch_s``/``epoch_ms``/``epoch_us`` accept JSON numbers
-    only (a numeric string such as ``"1709251200000"`` is invalid); fractional values are rounded
-    to the nearest microsecond, ties away from zero. ``iso8601`` accepts strings only, of the
-    form ``YYYY-MM-DD[T| ]hh:mm:ss[.fraction][Z|z|+hh:mm|-hh:mm]``: hours 00-23, no leap
-    second, a real calendar date, the fraction truncated to microseconds; no offset means UTC.
+    only (a numeric string such as ``"1709251200000"`` is invalid); fractional values are
+    rounded to the nearest microsecond, ties to even (Python's ``round``). ``iso8601`` accepts
+    strings only, of the form ``YYYY-MM-DD[T| ]hh:mm:ss[.fraction][Z|z|+hh:mm|-hh:mm]``:
+    hours 00-23, no leap second, a real calendar date, the fraction truncated to microseconds;
+    no offset means UTC.
     Without ``format``, strings are ``iso8601`` and numbers ``epoch_s``. Booleans, objects,
     arrays, null and a missing field are invalid, and so is an instant outside
     ``0001-01-01T00:00:00Z .. 9999-12-31T23:59:59.999999Z``. A message whose event time is
@@ -49,11 +50,12 @@ Values a view cannot use (the message is a dead letter for that whole view only)
     Nulls and missing values are skipped per aggregation.
 
 Grouping and distinct values
-    Values keep their JSON type: the string ``"1"``, the integer ``1``, the float ``1.0`` and
-    ``true`` are four different keys (as Beam's deterministic coders see them); ``1.0`` and
-    ``1.00`` are the same float. A null or missing grouping value forms its own group with null
-    in that column, as SQL's ``GROUP BY`` does. Sorted output (``collect_set``, ties in
-    ``top_k``) orders booleans (false, true), then numbers by value, then strings by code point.
+    Numbers are equal by value: an integral float in ``[-2**63, 2**64)`` is the integer (``1.0``
+    is written and counted as ``1``), other floats stay floats. Values of different JSON types
+    are never equal: the string ``"1"``, the number ``1`` and ``true`` are three values. A null
+    or missing grouping value forms its own group with null in that column, as SQL's
+    ``GROUP BY`` does. Sorted output (``collect_set``, ties in ``top_k``) puts numbers first by
+    value, then strings by code point, then ``false``, ``true``.
 
 Windows
     Fixed windows are aligned to the Unix epoch; sliding windows ``[s, s + size)`` have ``s`` a
@@ -77,7 +79,8 @@ Aggregations
     value order, and keeps every count under ``__counts__<column>``. ``first``/``last`` take
     the non-null value with the smallest/largest event time; Beam does not order ties, so every
     value tied at that time is kept under ``__ties__<column>`` (the row itself shows the earliest
-    line's for ``first``, the latest line's for ``last``). ``histogram`` counts buckets
+    line's for ``first``, the latest line's for ``last``; the comparator accepts any tied
+    value). ``first``/``last`` numbers are normalized as above. ``histogram`` counts buckets
     ``(-inf, b0), [b0, b1), ..., [bn, +inf)``. ``collect_set`` is the sorted distinct values,
     the first ``max_size`` kept. A group with no non-null input yields null, except ``count``,
     ``count_distinct``, ``count_distinct_exact`` (0) and ``histogram`` (zeros). Custom
@@ -96,6 +99,7 @@ Example:
 
 from __future__ import annotations
 
+import heapq
 import itertools
 import math
 import re
@@ -107,7 +111,6 @@ from pathlib import Path
 from typing import Any
 
 import duckdb
-import orjson
 
 from liveagg.spec import Aggregation, AllOf, AnyOf, Filter, Predicate, ViewSpec
 
@@ -155,46 +158,50 @@ _ISO_PATTERN = (
     r"^([0-9]{4})-([0-9]{2})-([0-9]{2})[Tt ]([01][0-9]|2[0-3]):([0-5][0-9]):([0-5][0-9])"
     r"(?:\.([0-9]{1,9}))?([Zz]|[+-](?:[01][0-9]|2[0-3]):[0-5][0-9])?$"
 )
+_ISO_PARTS = "['y', 'mo', 'd', 'h', 'mi', 's', 'f', 'o']"
 
-# Macros keep the per-view SQL short. ``v`` is always a JSON value, never JSON null (see
-# ``_field_sql``): SQL NULL stands for both null and missing.
+# Macros keep the per-view SQL short. ``v`` is a field's JSON value and ``t`` its
+# ``json_type``, computed once per field; SQL NULL stands for both JSON null and missing.
 _MACROS = f"""
-CREATE OR REPLACE TEMP MACRO is_number(v) AS
-    CASE WHEN json_type(v) IN {_NUMBER_TYPES} THEN isfinite(TRY_CAST(v AS DOUBLE)) ELSE false END;
-CREATE OR REPLACE TEMP MACRO is_scalar(v) AS
-    CASE WHEN json_type(v) IN ('VARCHAR', 'BOOLEAN') THEN true ELSE is_number(v) END;
-CREATE OR REPLACE TEMP MACRO num_value(v) AS
-    CASE WHEN is_number(v) THEN TRY_CAST(v AS DOUBLE) END;
-CREATE OR REPLACE TEMP MACRO int_value(v) AS
-    CASE WHEN json_type(v) IN {_INT_TYPES} THEN TRY_CAST(v AS HUGEINT) END;
-CREATE OR REPLACE TEMP MACRO float_value(v) AS
-    CASE WHEN json_type(v) = 'DOUBLE' AND is_number(v) THEN TRY_CAST(v AS DOUBLE) END;
-CREATE OR REPLACE TEMP MACRO str_value(v) AS
-    CASE WHEN json_type(v) = 'VARCHAR' THEN json_extract_string(v, '$') END;
-CREATE OR REPLACE TEMP MACRO bool_value(v) AS
-    CASE WHEN json_type(v) = 'BOOLEAN' THEN TRY_CAST(v AS BOOLEAN) END;
--- A typed, canonical text for a scalar: s<string>, b<true|false>, i<int>, f<float>.
-CREATE OR REPLACE TEMP MACRO value_key(v) AS
-    CASE WHEN json_type(v) = 'VARCHAR' THEN 's' || json_extract_string(v, '$')
-         WHEN json_type(v) = 'BOOLEAN' THEN 'b' || CAST(v AS VARCHAR)
-         WHEN json_type(v) IN {_INT_TYPES} THEN 'i' || CAST(int_value(v) AS VARCHAR)
-         WHEN is_number(v) THEN 'f' || CAST(num_value(v) AS VARCHAR) END;
-CREATE OR REPLACE TEMP MACRO in_range(us) AS
-    CASE WHEN us BETWEEN {MIN_MICROS} AND {MAX_MICROS} THEN CAST(us AS BIGINT) END;
-CREATE OR REPLACE TEMP MACRO epoch_micros(v, unit) AS in_range(
-    CASE WHEN json_type(v) IN {_INT_TYPES} THEN int_value(v) * unit
-         WHEN coalesce(abs(float_value(v)) * unit < 1e19, false)
-         THEN CAST(round(float_value(v) * unit) AS HUGEINT) END);
-CREATE OR REPLACE TEMP MACRO iso_offset_micros(o) AS
-    CASE WHEN o IN ('', 'Z', 'z') THEN 0
-         ELSE (CASE WHEN o[1] = '-' THEN -1 ELSE 1 END)
-              * (CAST(o[2:3] AS BIGINT) * 60 + CAST(o[5:6] AS BIGINT)) * 60000000 END;
-CREATE OR REPLACE TEMP MACRO iso_micros(s) AS in_range(
-    CASE WHEN regexp_full_match(s, '{_ISO_PATTERN}') THEN
-        epoch_us(try_cast(regexp_replace(s, '{_ISO_PATTERN}', '\\1-\\2-\\3 \\4:\\5:\\6')
-                          AS TIMESTAMP))
-        + CAST(rpad(left(regexp_extract(s, '{_ISO_PATTERN}', 7), 6), 6, '0') AS BIGINT)
-        - iso_offset_micros(regexp_extract(s, '{_ISO_PATTERN}', 8)) END);
+CREATE OR REPLACE TEMP MACRO is_number(v, t) AS
+    CASE WHEN t IN {_NUMBER_TYPES} THEN isfinite(TRY_CAST(v AS DOUBLE)) ELSE false END;
+CREATE OR REPLACE TEMP MACRO is_scalar(v, t) AS
+    CASE WHEN t IN ('VARCHAR', 'BOOLEAN') THEN true ELSE is_number(v, t) END;
+CREATE OR REPLACE TEMP MACRO num_value(v, t) AS
+    CASE WHEN is_number(v, t) THEN TRY_CAST(v AS DOUBLE) END;
+CREATE OR REPLACE TEMP MACRO int_value(v, t) AS
+    CASE WHEN t IN {_INT_TYPES} THEN TRY_CAST(v AS HUGEINT) END;
+CREATE OR REPLACE TEMP MACRO float_value(v, t) AS
+    CASE WHEN t = 'DOUBLE' AND is_number(v, t) THEN TRY_CAST(v AS DOUBLE) END;
+CREATE OR REPLACE TEMP MACRO str_value(v, t) AS
+    CASE WHEN t = 'VARCHAR' THEN json_extract_string(v, '$') END;
+CREATE OR REPLACE TEMP MACRO bool_value(v, t) AS
+    CASE WHEN t = 'BOOLEAN' THEN TRY_CAST(v AS BOOLEAN) END;
+-- A scalar's canonical text: s<string>, b<true|false>, i<integer>, f<float>. An integral
+-- float in [-2**63, 2**64) is the integer: 1.0 and 1 are one value.
+CREATE OR REPLACE TEMP MACRO value_key(v, t) AS
+    CASE WHEN t = 'VARCHAR' THEN 's' || json_extract_string(v, '$')
+         WHEN t = 'BOOLEAN' THEN 'b' || CAST(v AS VARCHAR)
+         WHEN t IN {_INT_TYPES} THEN 'i' || CAST(int_value(v, t) AS VARCHAR)
+         WHEN NOT is_number(v, t) THEN NULL
+         WHEN num_value(v, t) = floor(num_value(v, t))
+              AND num_value(v, t) >= -9223372036854775808.0
+              AND num_value(v, t) < 18446744073709551616.0
+         THEN 'i' || CAST(CAST(num_value(v, t) AS HUGEINT) AS VARCHAR)
+         ELSE 'f' || CAST(num_value(v, t) AS VARCHAR) END;
+CREATE OR REPLACE TEMP MACRO epoch_micros(v, t, unit) AS
+    CASE WHEN t IN {_INT_TYPES} THEN int_value(v, t) * unit
+         WHEN coalesce(abs(float_value(v, t)) * unit < 1e19, false)
+         THEN CAST(round_even(float_value(v, t) * unit, 0) AS HUGEINT) END;
+CREATE OR REPLACE TEMP MACRO iso_micros(p) AS
+    CASE WHEN p.y <> '' THEN
+        epoch_us(try_cast(p.y || '-' || p.mo || '-' || p.d || ' ' || p.h || ':' || p.mi || ':'
+                          || p.s AS TIMESTAMP))
+        + CAST(rpad(left(p.f, 6), 6, '0') AS BIGINT)
+        - CASE WHEN p.o IN ('', 'Z', 'z') THEN 0
+               ELSE (CASE WHEN p.o[1] = '-' THEN -1 ELSE 1 END)
+                    * (CAST(p.o[2:3] AS BIGINT) * 60 + CAST(p.o[5:6] AS BIGINT)) * 60000000 END
+    END;
 """
 
 
@@ -221,25 +228,21 @@ def parse_instant(text: str) -> int:
     return (dt - _EPOCH) // timedelta(microseconds=1)
 
 
-def value_key(value: Any) -> tuple[int, Any, int]:
-    """Sort and identity key of a scalar keeping its JSON type: ``1``, ``1.0``, ``"1"`` differ.
-
-    Booleans sort first, then numbers by value (int before float on a tie), then strings.
-    """
+def value_key(value: Any) -> tuple[int, Any]:
+    """Sort and identity key of a scalar: numbers by value (``1 == 1.0``), then strings by
+    code point, then ``false``, ``true``; values of different JSON types never tie."""
     if isinstance(value, bool):
-        return (0, value, 0)
-    if isinstance(value, int):
-        return (1, value, 0)
-    if isinstance(value, float):
-        return (1, value, 1)
+        return (2, value)
+    if isinstance(value, int | float):
+        return (0, value)
     if isinstance(value, str):
-        return (2, value, 0)
+        return (1, value)
     raise TypeError(f"not a scalar JSON value: {value!r}")
 
 
-def group_sort_key(value: Any) -> tuple[int, Any, int]:
+def group_sort_key(value: Any) -> tuple[int, Any]:
     """``value_key`` with null first, for sorting rows by grouping columns."""
-    return (-1, 0, 0) if value is None else value_key(value)
+    return (-1, 0) if value is None else value_key(value)
 
 
 def _decode_key(key: str) -> Any:
@@ -449,14 +452,16 @@ class _Fields:
 
 
 def _event_time_sql(v: str, fmt: str | None) -> str:
-    """Microseconds since the epoch, or NULL when the event time is invalid."""
+    """Microseconds since the epoch (HUGEINT), or NULL when the event time is not valid.
+
+    Reads ``__iso``, the ISO 8601 parts of ``v`` when it is a string (see ``_build_usable``).
+    """
     if fmt in _UNIT_MICROS:
-        return f"epoch_micros({v}, {_UNIT_MICROS[fmt]})"
-    iso = f"CASE WHEN json_type({v}) = 'VARCHAR' THEN iso_micros(str_value({v})) END"
+        return f"epoch_micros({v}, {v}_t, {_UNIT_MICROS[fmt]})"
     if fmt == "iso8601":
-        return iso
+        return "iso_micros(__iso)"
     if fmt is None:
-        return f"coalesce({iso}, epoch_micros({v}, 1000000))"
+        return f"coalesce(iso_micros(__iso), epoch_micros({v}, {v}_t, 1000000))"
     raise ValueError(f"unknown event_time format {fmt!r}")
 
 
@@ -466,15 +471,15 @@ def _literal_compare(v: str, op: str, value: Any) -> str:
     if isinstance(value, bool):
         if op != "eq":
             return "false"
-        return f"coalesce(bool_value({v}) = {str(value).lower()}, false)"
+        return f"coalesce(bool_value({v}, {v}_t) = {str(value).lower()}, false)"
     if isinstance(value, int | float):
         if isinstance(value, float) and not math.isfinite(value):
             return "false"
         literal = str(value) if isinstance(value, int) else repr(value)
-        typed = f"CASE WHEN json_type({v}) IN {_INT_TYPES} THEN int_value({v}) {sql_op} {literal}"
-        return f"coalesce({typed} ELSE num_value({v}) {sql_op} {literal} END, false)"
+        typed = f"CASE WHEN {v}_t IN {_INT_TYPES} THEN int_value({v}, {v}_t) {sql_op} {literal}"
+        return f"coalesce({typed} ELSE num_value({v}, {v}_t) {sql_op} {literal} END, false)"
     if isinstance(value, str):
-        return f"coalesce(str_value({v}) {sql_op} {_sql_str(value)}, false)"
+        return f"coalesce(str_value({v}, {v}_t) {sql_op} {_sql_str(value)}, false)"
     return "false"  # null, object or array
 
 
@@ -592,6 +597,7 @@ def _agg_sql(i: int, agg: Aggregation, v: str | None) -> _AggSQL:
         numeric = None if kind == "hll_sketch" else f"{a}_d"
         return _AggSQL(parts, finish_distinct, numeric)
     if kind == "approx_quantiles":
+        # Exact decimal fractions: ceil(0.07 * 100) must be 7, not 8.
         quantiles = [Fraction(repr(float(q))) for q in p["quantiles"]]
         parts = [(f"{a}_v", f"list({num} ORDER BY {num}) FILTER (WHERE {num} IS NOT NULL)")]
 
@@ -600,7 +606,8 @@ def _agg_sql(i: int, agg: Aggregation, v: str | None) -> _AggSQL:
             n = len(values)
             if n == 0:
                 return {out: None, VALUES_PREFIX + out: []}
-            picks = [float(values[max(math.ceil(q * n) - 1, 0)]) for q in quantiles]
+            ranks = [-(-q.numerator * n // q.denominator) for q in quantiles]  # ceil(q * n)
+            picks = [float(values[max(rank - 1, 0)]) for rank in ranks]
             return {out: picks, VALUES_PREFIX + out: list(values)}
 
         return _AggSQL(parts, finish_quantiles, None)
@@ -610,8 +617,8 @@ def _agg_sql(i: int, agg: Aggregation, v: str | None) -> _AggSQL:
 
         def finish_top(r: Mapping[str, Any]) -> dict[str, Any]:
             counts = [[_decode_key(x), int(c)] for x, c in (r[f"{a}_h"] or {}).items()]
-            counts.sort(key=lambda vc: (-vc[1], value_key(vc[0])))
-            return {out: counts[:k] if counts else None, COUNTS_PREFIX + out: counts}
+            top = heapq.nsmallest(k, counts, key=lambda vc: (-vc[1], value_key(vc[0])))
+            return {out: top or None, COUNTS_PREFIX + out: counts}
 
         return _AggSQL(parts, finish_top, None)
     if kind in ("first", "last"):
@@ -619,16 +626,16 @@ def _agg_sql(i: int, agg: Aggregation, v: str | None) -> _AggSQL:
         chosen = "arg_min" if kind == "first" else "arg_max"
         at_edge = f"FILTER (WHERE {v} IS NOT NULL AND __t = {edge})"
         parts = [
-            (f"{a}_v", f"{chosen}({v}_raw, __seq) {at_edge}"),
-            (f"{a}_ties", f"list(DISTINCT {v}_raw) {at_edge}"),
+            (f"{a}_v", f"{chosen}({v}_key, __seq) {at_edge}"),
+            (f"{a}_ties", f"list(DISTINCT {v}_key) {at_edge}"),
         ]
 
         def finish_edge(r: Mapping[str, Any]) -> dict[str, Any]:
-            raw = r[f"{a}_v"]
-            ties = [orjson.loads(x) for x in r[f"{a}_ties"] or []]
-            return {out: None if raw is None else orjson.loads(raw), TIES_PREFIX + out: ties}
+            key = r[f"{a}_v"]
+            ties = [_decode_key(x) for x in r[f"{a}_ties"] or []]
+            return {out: None if key is None else _decode_key(key), TIES_PREFIX + out: ties}
 
-        numeric = f"CASE WHEN json_type({a}_v) IN {_NUMBER_TYPES} THEN CAST({a}_v AS DOUBLE) END"
+        numeric = f"CASE WHEN {a}_v[1] IN ('i', 'f') THEN CAST({a}_v[2:] AS DOUBLE) END"
         return _AggSQL(parts, finish_edge, numeric, "min" if kind == "first" else "max", v)
     if kind == "histogram":
         if "bounds" not in p:
@@ -702,7 +709,9 @@ class Oracle:
         checks = self._usable_checks(view, fields)
         derived = resolve_derived(view)
         derived_sql = self._derived_sql(view, derived, aggs)
-        self._build_usable(fields, t_alias, view.event_time.format, keep, checks)
+        self._build_usable(
+            fields, self._needs(view, fields), t_alias, view.event_time.format, keep, checks
+        )
 
         sets = view.grouping_sets if view.grouping_sets is not None else (view.grouping_cols,)
         sizes = list(view.window.sizes) if view.window.type != "session" else [None]
@@ -722,42 +731,85 @@ class Oracle:
     # -- steps -----------------------------------------------------------------------------
 
     @staticmethod
+    def _needs(view: ViewSpec, fields: _Fields) -> dict[str, set[str]]:
+        """Which typed variants of each field the aggregations and grouping read."""
+        needs: dict[str, set[str]] = {}
+        for agg in view.aggregations:
+            if agg.column is not None and agg.kind != "count":
+                kind = "num" if agg.kind in NUMERIC_INPUT else "key"
+                needs.setdefault(fields[agg.column], set()).add(kind)
+        for c in view.grouping_cols:
+            needs.setdefault(fields[c], set()).add("key")
+        return needs
+
+    @staticmethod
     def _usable_checks(view: ViewSpec, fields: _Fields) -> list[str]:
+        """Conditions a message must meet to be usable by the view (else a dead letter)."""
         checks = []
         for agg in view.aggregations:
             if agg.column is None or agg.kind == "count":
                 continue
             v = fields[agg.column]
             test = "is_number" if agg.kind in NUMERIC_INPUT else "is_scalar"
-            checks.append(f"({v} IS NULL OR {test}({v}))")
-        checks += [f"({fields[c]} IS NULL OR is_scalar({fields[c]}))" for c in view.grouping_cols]
+            checks.append(f"({v} IS NULL OR {test}({v}, {v}_t))")
+        for c in view.grouping_cols:
+            v = fields[c]
+            checks.append(f"({v} IS NULL OR is_scalar({v}, {v}_t))")
         return sorted(set(checks))
 
     def _build_usable(
-        self, fields: _Fields, t_alias: str, fmt: str | None, keep: str, checks: list[str]
+        self,
+        fields: _Fields,
+        needs: Mapping[str, set[str]],
+        t_alias: str,
+        fmt: str | None,
+        keep: str,
+        checks: list[str],
     ) -> None:
-        """Table ``usable``: the view's messages with valid event time, kept by the filter,
-        without unusable values; one column per field plus typed variants."""
+        """Table ``usable``: the view's messages with a valid event time, kept by the filter,
+        without unusable values; each field as JSON plus its typed variants.
+
+        Built in steps through tables: DuckDB inlines CTEs, which would parse each line
+        again for every reference to a field.
+        """
+        aliases = list(fields.alias.values())
         pointers = "[" + ", ".join(_sql_str(_json_pointer(n)) for n in fields.alias) + "]"
-        extracted = ",\n".join(
+        extracted = ", ".join(
             f"CASE WHEN json_type(__v[{j + 1}]) <> 'NULL' THEN __v[{j + 1}] END AS {a}"
-            for j, a in enumerate(fields.alias.values())
+            for j, a in enumerate(aliases)
         )
-        typed = ",\n".join(
-            f"{a}, CAST({a} AS VARCHAR) AS {a}_raw, num_value({a}) AS {a}_num, "
-            f"int_value({a}) AS {a}_int, float_value({a}) AS {a}_flt, value_key({a}) AS {a}_key"
-            for a in fields.alias.values()
-        )
-        where = " AND ".join(["__t IS NOT NULL", keep, *checks])
         self._con.execute(f"""
-            CREATE OR REPLACE TEMP TABLE usable AS
-            WITH extracted AS (
+            CREATE OR REPLACE TEMP TABLE view_fields AS
+            SELECT *, {", ".join(f"json_type({a}) AS {a}_t" for a in aliases)}
+            FROM (
                 SELECT __seq, {extracted}
                 FROM (SELECT __seq, json_extract(line, {pointers}) AS __v FROM messages)
-            ), timed AS (
-                SELECT *, {_event_time_sql(t_alias, fmt)} AS __t FROM extracted
             )
-            SELECT __seq, __t, {typed} FROM timed WHERE {where}
+        """)
+        t = t_alias
+        iso = f"regexp_extract(str_value({t}, {t}_t), {_sql_str(_ISO_PATTERN)}, {_ISO_PARTS})"
+        if fmt in _UNIT_MICROS:
+            iso = "NULL"  # not read: spare the regular expression
+        typed = []
+        for a in aliases:
+            typed.append(a)
+            if "num" in needs.get(a, ()):
+                typed += [
+                    f"num_value({a}, {a}_t) AS {a}_num",
+                    f"int_value({a}, {a}_t) AS {a}_int",
+                    f"float_value({a}, {a}_t) AS {a}_flt",
+                ]
+            if "key" in needs.get(a, ()):
+                typed.append(f"value_key({a}, {a}_t) AS {a}_key")
+        where = " AND ".join([keep, *checks])
+        self._con.execute(f"""
+            CREATE OR REPLACE TEMP TABLE usable AS
+            SELECT __seq, CAST(__us AS BIGINT) AS __t, {", ".join(typed)}
+            FROM (
+                SELECT *, {_event_time_sql(t_alias, fmt)} AS __us
+                FROM (SELECT *, {iso} AS __iso FROM view_fields)
+            )
+            WHERE __us BETWEEN {MIN_MICROS} AND {MAX_MICROS} AND {where}
         """)
 
     @staticmethod
@@ -814,7 +866,7 @@ class Oracle:
         else:
             bounds = f"__ws AS __start, __ws + {size_us} AS __end"
         group_values = [
-            f"any_value({a}_raw) AS __g{j}" if a in keys else f"NULL AS __g{j}"
+            f"any_value({a}_key) AS __g{j}" if a in keys else f"NULL AS __g{j}"
             for j, a in enumerate(group_alias)
         ]
         parts = [f"{sql} AS {alias}" for ag in aggs for alias, sql in ag.parts]
@@ -862,8 +914,8 @@ class Oracle:
             "window_end": format_instant(r["__end"]),
         }
         for j, col in enumerate(view.grouping_cols):
-            raw = r[f"__g{j}"]
-            row[col] = None if raw is None else orjson.loads(raw)
+            key = r[f"__g{j}"]
+            row[col] = None if key is None else _decode_key(key)
         if view.grouping_sets is not None:
             row["grouping_set"] = set_index
         if view.window.multi_granularity:

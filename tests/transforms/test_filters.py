@@ -41,7 +41,9 @@ def test_predicates(predicate: Predicate, expected: bool) -> None:
 
 def test_all_and_any() -> None:
     both = compile_filter(AllOf((Predicate("status", "eq", 200), Predicate("country", "eq", "fr"))))
-    either = compile_filter(AnyOf((Predicate("status", "eq", 200), Predicate("country", "eq", "fr"))))
+    either = compile_filter(
+        AnyOf((Predicate("status", "eq", 200), Predicate("country", "eq", "fr")))
+    )
     assert both is not None and either is not None
     assert both(MSG) is False
     assert either(MSG) is True

@@ -38,7 +38,14 @@ def msg(k: str, t: float, v: int = 1) -> TimestampedValue:
 
 
 def _pane(row: dict) -> tuple:
-    return (row["k"], row["window_start"], row["pane_timing"], row["pane_index"], row["n"], row["total"])
+    return (
+        row["k"],
+        row["window_start"],
+        row["pane_timing"],
+        row["pane_index"],
+        row["n"],
+        row["total"],
+    )
 
 
 def _dead(letter: dict) -> tuple:

@@ -20,7 +20,9 @@ def test_sliding_is_every_window_that_contains_ts(ts: int, periods: int, period:
     got = sorted(windows.sliding(size, period)(ts))
     first = (ts - size) - (ts - size) % period - period
     brute = [
-        (s, s + size) for s in range(first, ts + period, period) if s % period == 0 and s <= ts < s + size
+        (s, s + size)
+        for s in range(first, ts + period, period)
+        if s % period == 0 and s <= ts < s + size
     ]
     assert got == brute
 

@@ -1,0 +1,1 @@
+"""Tests of the aggregations: one shared harness for every CombineFn, plus their semantics."""

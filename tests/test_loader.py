@@ -1,0 +1,1150 @@
+"""Loading views: every error path gives ``FILE: $.path: message``; valid views normalize."""
+
+from __future__ import annotations
+
+import copy
+import json
+import pickle
+import sys
+import types
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from liveagg.combiners import LiveaggCombineFn, known
+from liveagg.combiners import registry as combiner_registry
+from liveagg.errors import ViewError, ViewErrors
+from liveagg.loader import RESERVED_COLUMNS, load_views, parse_view, validate_paths
+from liveagg.spec import (
+    Aggregation,
+    AllOf,
+    AnyOf,
+    Derived,
+    Duration,
+    EventTime,
+    Predicate,
+    Sink,
+    ViewSpec,
+    Window,
+)
+from liveagg.view_schemas import SCHEMA_PATH
+
+EXAMPLES = SCHEMA_PATH.parent / "examples"
+BAD_VIEWS = Path(__file__).parent / "data" / "bad_views"
+KNOWN = ", ".join(known())
+
+BASE: dict[str, Any] = {
+    "name": "clicks",
+    "event_time": {"field": "timestamp_ms", "format": "epoch_ms"},
+    "grouping_cols": ["campaign"],
+    "window": {"size": "10m"},
+    "aggregation_info": [
+        {"aggregation": "count", "aggregated_col_name": "events"},
+        {"aggregation": "sum", "col_name": "cost", "aggregated_col_name": "spend"},
+    ],
+}
+
+
+def view(**changes: Any) -> dict[str, Any]:
+    """BASE with top-level keys replaced (``None`` removes a key)."""
+    result = copy.deepcopy(BASE)
+    for key, value in changes.items():
+        if value is None:
+            result.pop(key, None)
+        else:
+            result[key] = value
+    return result
+
+
+def agg(kind: str, out: str = "out", col: str | None = "x", **params: Any) -> dict[str, Any]:
+    item: dict[str, Any] = {"aggregation": kind, "aggregated_col_name": out}
+    if col is not None:
+        item["col_name"] = col
+    if params:
+        item["params"] = params
+    return item
+
+
+def errors(obj: Any) -> list[str]:
+    """The lines ``liveagg validate`` would print for this view, read from ``<memory>``."""
+    with pytest.raises(ViewErrors) as info:
+        parse_view(obj)
+    return [str(e) for e in info.value.errors]
+
+
+def error(obj: Any) -> str:
+    """The single error of a view that has exactly one mistake."""
+    found = errors(obj)
+    assert len(found) == 1, found
+    return found[0]
+
+
+def write(folder: Path, name: str, content: Any) -> Path:
+    path = folder / name
+    path.parent.mkdir(parents=True, exist_ok=True)
+    text = content if isinstance(content, str) else json.dumps(content, indent=2)
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+# --------------------------------------------------------------------------- error types
+
+
+def test_view_error_formats_file_path_and_message() -> None:
+    e = ViewError("views/a.json", "$.window.size", "bad size")
+    assert str(e) == "views/a.json: $.window.size: bad size"
+    assert (e.file, e.path, e.message) == ("views/a.json", "$.window.size", "bad size")
+    assert repr(e) == "ViewError('views/a.json', '$.window.size', 'bad size')"
+
+
+def test_view_error_with_only_a_message_is_still_well_formed() -> None:
+    e = ViewError("view 'clicks': graph failed")
+    assert str(e) == "<unknown>: $: view 'clicks': graph failed"
+
+
+def test_view_error_for_a_loaded_view_uses_its_origin() -> None:
+    spec = parse_view(view(), origin="views/clicks.json")
+    e = ViewError.in_view(spec, "cannot build", "$.window")
+    assert str(e) == "views/clicks.json: $.window: cannot build"
+
+
+def test_view_error_survives_pickling() -> None:
+    e = ViewError("a.json", "$.name", "bad")
+    assert pickle.loads(pickle.dumps(e)) == e
+    many = ViewErrors([e, ViewError("b.json", "$", "worse")])
+    assert str(pickle.loads(pickle.dumps(many))) == str(many)
+
+
+def test_view_errors_prints_one_error_per_line() -> None:
+    many = ViewErrors([ViewError("a.json", "$.name", "bad"), ViewError("b.json", "$", "worse")])
+    assert str(many) == "a.json: $.name: bad\nb.json: $: worse"
+    assert len(many) == 2
+    assert [e.file for e in many] == ["a.json", "b.json"]
+
+
+# --------------------------------------------------------------------------- normalization
+
+
+def test_minimal_view_gets_the_defaults() -> None:
+    spec = parse_view(view())
+    assert spec == ViewSpec(
+        name="clicks",
+        event_time=EventTime("timestamp_ms", "epoch_ms"),
+        grouping_cols=("campaign",),
+        window=Window("fixed", sizes=(Duration("10m", 600_000_000),)),
+        aggregations=(
+            Aggregation("count", "events"),
+            Aggregation("sum", "spend", "cost"),
+        ),
+        source="events",
+        description="",
+        grouping_sets=None,
+        allowed_lateness=Duration("0s", 0),
+        early=None,
+        filter=None,
+        derived=(),
+        sinks=(),
+        origin="<memory>",
+    )
+
+
+def test_event_time_format_is_none_when_absent() -> None:
+    spec = parse_view(view(event_time={"field": "ts"}))
+    assert spec.event_time == EventTime("ts", None)
+
+
+def test_every_field_is_normalized() -> None:
+    spec = parse_view(
+        view(
+            description="clicks per campaign",
+            source="ad_events",
+            grouping_cols=["campaign", "country"],
+            grouping_sets=[["country", "campaign"], ["campaign"], []],
+            window={"type": "sliding", "size": ["1h", "1d"], "period": "5m"},
+            allowed_lateness="15m",
+            emit={"early": "30s"},
+            filter={
+                "all": [
+                    {"field": "kind", "op": "eq", "value": "ads"},
+                    {"any": [{"field": "event", "op": "in", "value": ["click"]}]},
+                    {"field": "bot", "op": "exists", "value": False},
+                    {"field": "campaign", "op": "exists"},
+                ]
+            },
+            derived=[{"name": "cost_per_event", "expr": "spend / events"}],
+            sinks=[
+                {"type": "file", "path": "out/"},
+                {"type": "gcs", "path": "gs://b/v", "format": "parquet"},
+                {"type": "cassandra", "keyspace": "metrics", "table": "clicks"},
+                {"type": "kafka", "topic": "clicks"},
+            ],
+        ),
+        origin="views/clicks.json",
+    )
+    assert spec.description == "clicks per campaign"
+    assert spec.source == "ad_events"
+    # Sets are rewritten in grouping_cols order so that a set's key does not depend on spelling.
+    assert spec.grouping_sets == (("campaign", "country"), ("campaign",), ())
+    assert spec.window == Window(
+        "sliding",
+        sizes=(Duration("1h", 3_600_000_000), Duration("1d", 86_400_000_000)),
+        period=Duration("5m", 300_000_000),
+        multi_granularity=True,
+    )
+    assert spec.allowed_lateness == Duration("15m", 900_000_000)
+    assert spec.early == Duration("30s", 30_000_000)
+    assert spec.filter == AllOf(
+        (
+            Predicate("kind", "eq", "ads"),
+            AnyOf((Predicate("event", "in", ("click",)),)),
+            Predicate("bot", "exists", False),
+            Predicate("campaign", "exists", True),
+        )
+    )
+    assert spec.derived == (Derived("cost_per_event", "spend / events"),)
+    assert spec.sinks == (
+        Sink("file", {"path": "out/", "format": "jsonl"}),
+        Sink("gcs", {"path": "gs://b/v", "format": "parquet"}),
+        Sink("cassandra", {"keyspace": "metrics", "table": "clicks"}),
+        Sink("kafka", {"topic": "clicks"}),
+    )
+    assert spec.output_columns == ("events", "spend", "cost_per_event")
+    assert spec.origin == "views/clicks.json"
+
+
+def test_single_size_list_is_still_multi_granularity() -> None:
+    spec = parse_view(view(window={"size": ["1h"]}))
+    assert spec.window.multi_granularity is True
+    assert spec.window.sizes == (Duration("1h", 3_600_000_000),)
+
+
+def test_session_window() -> None:
+    spec = parse_view(view(window={"type": "session", "gap": "30m"}))
+    assert spec.window == Window("session", gap=Duration("30m", 1_800_000_000))
+
+
+def test_params_are_copied_not_shared_with_the_input() -> None:
+    source = view(aggregation_info=[agg("approx_quantiles", quantiles=[0.5], k=100)])
+    spec = parse_view(source)
+    source["aggregation_info"][0]["params"]["quantiles"].append(0.9)
+    assert spec.aggregations[0].params == {"quantiles": [0.5], "k": 100}
+    with pytest.raises(TypeError):
+        spec.aggregations[0].params["k"] = 1  # type: ignore[index]
+
+
+def test_parse_view_prefixes_paths_and_names_the_origin() -> None:
+    with pytest.raises(ViewErrors) as info:
+        parse_view(view(window={"size": "soon"}), origin="views/all.json", path="$.views[2]")
+    assert str(info.value) == (
+        "views/all.json: $.views[2].window.size: 'soon' is not a duration; expected an integer "
+        "and a unit (ms, s, m, h, d), e.g. '500ms', '90s', '10m', '1d'"
+    )
+
+
+# --------------------------------------------------------------------------- schema errors
+
+
+def test_document_must_be_an_object() -> None:
+    assert error([BASE]) == "<memory>: $: expected an object, got an array"
+
+
+def test_missing_required_key_says_what_to_write() -> None:
+    assert error(view(window=None)) == (
+        '<memory>: $: missing required key \'window\': e.g. "window": {"size": "10m"}'
+    )
+
+
+def test_all_missing_keys_are_reported() -> None:
+    assert errors({"name": "a"}) == [
+        "<memory>: $: missing required key 'event_time': where event time is read from, "
+        'e.g. "event_time": {"field": "ts"}',
+        "<memory>: $: missing required key 'grouping_cols': the dimensions, e.g. "
+        '"grouping_cols": ["campaign_id"] ([] for one group per window)',
+        '<memory>: $: missing required key \'window\': e.g. "window": {"size": "10m"}',
+        "<memory>: $: missing required key 'aggregation_info': what to compute, e.g. "
+        '"aggregation_info": [{"aggregation": "count", "aggregated_col_name": "events"}]',
+    ]
+
+
+def test_unknown_key_suggests_the_close_one_and_lists_the_allowed() -> None:
+    assert error(view(event_time={"field": "ts", "fromat": "iso8601"})) == (
+        "<memory>: $.event_time.fromat: unknown key 'fromat' (did you mean 'format'?); "
+        "allowed here: field, format"
+    )
+
+
+def test_misspelled_required_key_is_reported_once() -> None:
+    assert error(view(aggregation_info=[{"aggregation": "count", "aggregated_col": "n"}])) == (
+        "<memory>: $.aggregation_info[0].aggregated_col: unknown key 'aggregated_col' "
+        "(did you mean 'aggregated_col_name'?); allowed here: aggregation, col_name, "
+        "aggregated_col_name, params"
+    )
+
+
+def test_unknown_key_without_likeness_lists_the_allowed() -> None:
+    assert error(view(emit={"early": "1m", "zzz": 1})) == (
+        "<memory>: $.emit.zzz: unknown key 'zzz'; allowed here: early"
+    )
+
+
+def test_unknown_param_of_an_aggregation_without_params() -> None:
+    assert error(view(aggregation_info=[agg("mean", k=3)])) == (
+        "<memory>: $.aggregation_info[0].params.k: unknown key 'k'; mean takes no params"
+    )
+
+
+def test_unknown_param_lists_the_accepted_params() -> None:
+    assert error(view(aggregation_info=[agg("top_k", n=3)])) == (
+        "<memory>: $.aggregation_info[0].params.n: unknown key 'n'; allowed here: k, "
+        "lg_max_map_size"
+    )
+
+
+def test_odd_keys_are_quoted_in_the_path() -> None:
+    assert error(view(**{"group by": ["x"]})) == (
+        "<memory>: $['group by']: unknown key 'group by'; allowed here: name, description, "
+        "source, event_time, grouping_cols, grouping_sets, window, allowed_lateness, emit, "
+        "filter, aggregation_info, derived, sinks"
+    )
+
+
+def test_enum_lists_what_is_accepted() -> None:
+    assert error(view(event_time={"field": "ts", "format": "unix"})) == (
+        "<memory>: $.event_time.format: 'unix' is not accepted; expected one of 'epoch_s', "
+        "'epoch_ms', 'epoch_us', 'iso8601'"
+    )
+
+
+@pytest.mark.parametrize(
+    ("op", "fix"), [("==", "eq"), (">=", "ge"), ("<", "lt"), ("equal", "eq"), ("not in", "not_in")]
+)
+def test_filter_op_from_sql_suggests_ours(op: str, fix: str) -> None:
+    found = error(view(filter={"field": "a", "op": op, "value": [1]}))
+    assert found.startswith(f"<memory>: $.filter.op: {op!r} is not accepted; expected one of")
+    assert found.endswith(f"(did you mean {fix!r}?)")
+
+
+def test_wrong_type_says_what_was_given() -> None:
+    assert error(view(grouping_cols="campaign")) == (
+        "<memory>: $.grouping_cols: expected an array, got the string 'campaign'"
+    )
+    assert error(view(grouping_cols={"campaign": True})) == (
+        "<memory>: $.grouping_cols: expected an array, got an object"
+    )
+    assert error(view(source=7.5)) == "<memory>: $.source: expected a string, got the number 7.5"
+
+
+def test_wrong_type_of_duration_explains_durations() -> None:
+    assert error(view(allowed_lateness=600)) == (
+        "<memory>: $.allowed_lateness: expected a duration: an integer and a unit (ms, s, m, h, "
+        "d), e.g. '500ms', '90s', '10m', '1d'; got the number 600"
+    )
+
+
+@pytest.mark.parametrize(
+    ("given", "fix"),
+    [
+        ("10 min", "10m"),
+        ("90 seconds", "90s"),
+        ("1.5h", "90m"),
+        ("2 days", "2d"),
+        ("500 msec", "500ms"),
+        ("24 hours", "1d"),
+        ("10M", "10m"),
+        ("0.5s", "500ms"),
+    ],
+)
+def test_malformed_duration_suggests_the_spelling(given: str, fix: str) -> None:
+    assert error(view(window={"size": given})) == (
+        f"<memory>: $.window.size: {given!r} is not a duration; expected an integer and a unit "
+        f"(ms, s, m, h, d), e.g. '500ms', '90s', '10m', '1d' (did you mean {fix!r}?)"
+    )
+
+
+@pytest.mark.parametrize("given", ["soon", "10 parsecs", "1.5ms", "1h30m"])
+def test_malformed_duration_without_an_obvious_fix(given: str) -> None:
+    assert error(view(window={"size": given})) == (
+        f"<memory>: $.window.size: {given!r} is not a duration; expected an integer and a unit "
+        "(ms, s, m, h, d), e.g. '500ms', '90s', '10m', '1d'"
+    )
+
+
+def test_duration_in_a_list_points_at_the_item() -> None:
+    assert error(view(window={"size": ["1m", "1 hour"]})).startswith(
+        "<memory>: $.window.size[1]: '1 hour' is not a duration;"
+    )
+
+
+def test_bad_name_suggests_a_valid_one() -> None:
+    assert error(view(name="Ad CTR (1h)")) == (
+        "<memory>: $.name: 'Ad CTR (1h)' is not a valid name; expected a lowercase letter, then "
+        "up to 62 lowercase letters, digits or '_', e.g. 'clicks_per_campaign' "
+        "(did you mean 'ad_ctr_1h'?)"
+    )
+
+
+def test_empty_string_and_empty_list() -> None:
+    assert errors(view(event_time={"field": ""}, aggregation_info=[])) == [
+        "<memory>: $.event_time.field: must not be empty",
+        "<memory>: $.aggregation_info: must not be empty: a view needs at least one aggregation",
+    ]
+
+
+def test_repeated_item_is_named() -> None:
+    assert error(view(grouping_cols=["campaign", "country", "campaign"])) == (
+        "<memory>: $.grouping_cols: 'campaign' is listed more than once; list each item once"
+    )
+
+
+def test_number_out_of_range_gives_the_range() -> None:
+    assert error(view(aggregation_info=[agg("approx_quantiles", quantiles=[0.5, 99])])) == (
+        "<memory>: $.aggregation_info[0].params.quantiles[1]: 99 is out of range; expected 0 to 1"
+    )
+
+
+def test_number_below_minimum() -> None:
+    assert error(view(aggregation_info=[agg("top_k", k=0)])) == (
+        "<memory>: $.aggregation_info[0].params.k: 0 is out of range; expected 1 to 100000"
+    )
+    assert error(view(aggregation_info=[agg("stddev", ddof=-1)])) == (
+        "<memory>: $.aggregation_info[0].params.ddof: -1 is too small; expected at least 0"
+    )
+
+
+def test_too_many_items() -> None:
+    bounds = list(range(10_001))
+    assert error(view(aggregation_info=[agg("histogram", bounds=bounds)])) == (
+        "<memory>: $.aggregation_info[0].params.bounds: has 10001 items; at most 10000 are accepted"
+    )
+
+
+def test_integer_param_given_as_text() -> None:
+    assert error(view(aggregation_info=[agg("collect_set", max_size="100")])) == (
+        "<memory>: $.aggregation_info[0].params.max_size: expected an integer, got the string '100'"
+    )
+
+
+def test_boolean_is_not_a_number() -> None:
+    assert error(view(aggregation_info=[agg("top_k", k=True)])) == (
+        "<memory>: $.aggregation_info[0].params.k: expected an integer, got true"
+    )
+
+
+# --------------------------------------------------------------------------- window (oneOf)
+
+
+def test_window_type_unknown_lists_the_types() -> None:
+    assert error(view(window={"type": "hopping", "size": "1h", "period": "5m"})) == (
+        "<memory>: $.window.type: 'hopping' is not accepted; expected one of 'fixed', "
+        "'sliding', 'session' (did you mean 'sliding'?)"
+    )
+
+
+def test_window_type_not_a_string() -> None:
+    assert error(view(window={"type": 3, "size": "1h"})) == (
+        "<memory>: $.window.type: 3 is not accepted; expected one of 'fixed', 'sliding', 'session'"
+    )
+
+
+def test_window_errors_come_from_the_branch_of_its_type() -> None:
+    assert error(view(window={"type": "sliding", "size": "1h"})) == (
+        "<memory>: $.window: missing required key 'period': how often a sliding window starts, "
+        'e.g. "period": "5m"'
+    )
+
+
+def test_session_window_errors() -> None:
+    assert errors(view(window={"type": "session", "size": "1h"})) == [
+        "<memory>: $.window: missing required key 'gap': the inactivity that closes a session, "
+        'e.g. "gap": "30m"',
+        "<memory>: $.window.size: unknown key 'size'; allowed here: type, gap "
+        '(\'size\' belongs to "type": "fixed")',
+    ]
+
+
+def test_key_of_another_window_type_names_that_type() -> None:
+    assert error(view(window={"size": "1h", "period": "5m"})) == (
+        "<memory>: $.window.period: unknown key 'period'; allowed here: type, size "
+        '(\'period\' belongs to "type": "sliding")'
+    )
+
+
+def test_key_no_window_type_accepts_gets_no_type_hint() -> None:
+    assert error(view(window={"size": "1h", "offset": "5m"})) == (
+        "<memory>: $.window.offset: unknown key 'offset'; allowed here: type, size"
+    )
+
+
+def test_fixed_window_without_size() -> None:
+    assert error(view(window={})) == (
+        '<memory>: $.window: missing required key \'size\': the window length, e.g. "size": "10m"'
+    )
+
+
+def test_window_written_as_a_duration() -> None:
+    assert error(view(window="10m")) == (
+        "<memory>: $.window: expected an object, got the string '10m' "
+        '(did you mean {"size": "10m"}?)'
+    )
+
+
+def test_window_of_another_type() -> None:
+    assert error(view(window=["10m"])) == "<memory>: $.window: expected an object, got an array"
+
+
+# --------------------------------------------------------------------------- filter
+
+
+def test_filter_value_required_except_for_exists() -> None:
+    assert error(view(filter={"field": "a", "op": "gt"})) == (
+        "<memory>: $.filter: missing required key 'value': op 'gt' compares the field with it"
+    )
+
+
+def test_nested_filter_errors_point_into_the_tree() -> None:
+    tree = {"any": [{"field": "a", "op": "exists"}, {"all": [{"field": "b", "op": "in"}]}]}
+    assert error(view(filter=tree)) == (
+        "<memory>: $.filter.any[1].all[0]: missing required key 'value': op 'in' compares the "
+        "field with it"
+    )
+
+
+def test_filter_in_takes_a_non_empty_array() -> None:
+    assert error(view(filter={"field": "a", "op": "not_in", "value": []})) == (
+        "<memory>: $.filter.value: must not be empty"
+    )
+
+
+def test_filter_exists_value_is_a_boolean() -> None:
+    assert error(view(filter={"field": "a", "op": "exists", "value": "yes"})) == (
+        "<memory>: $.filter.value: expected true or false, got the string 'yes'"
+    )
+
+
+def test_filter_comparison_needs_a_number_or_string() -> None:
+    assert error(view(filter={"field": "a", "op": "ge", "value": None})) == (
+        "<memory>: $.filter.value: expected a number or a string, got null"
+    )
+
+
+def test_filter_mixing_all_and_predicate_keys() -> None:
+    assert error(view(filter={"all": [{"field": "a", "op": "exists"}], "op": "eq"})) == (
+        "<memory>: $.filter.op: unknown key 'op'; allowed here: all"
+    )
+
+
+# --------------------------------------------------------------------------- sinks
+
+
+def test_sink_type_unknown() -> None:
+    assert error(view(sinks=[{"type": "bigquery", "table": "t"}])) == (
+        "<memory>: $.sinks[0].type: 'bigquery' is not accepted; expected one of 'file', 's3', "
+        "'gcs', 'cassandra', 'kafka'"
+    )
+
+
+def test_sink_missing_field_of_its_type() -> None:
+    assert error(view(sinks=[{"type": "cassandra", "table": "clicks"}])) == (
+        "<memory>: $.sinks[0]: missing required key 'keyspace': the Cassandra keyspace"
+    )
+
+
+def test_sink_field_of_another_type() -> None:
+    assert error(view(sinks=[{"type": "kafka", "topic": "t", "keyspace": "k"}])) == (
+        "<memory>: $.sinks[0].keyspace: unknown key 'keyspace'; allowed here: type, topic"
+    )
+
+
+def test_object_store_path_needs_its_scheme() -> None:
+    assert error(view(sinks=[{"type": "s3", "path": "bucket/prefix"}])) == (
+        "<memory>: $.sinks[0].path: 'bucket/prefix' is not an S3 path; expected "
+        "'s3://bucket/prefix'"
+    )
+
+
+def test_file_format() -> None:
+    assert error(view(sinks=[{"type": "file", "path": "out", "format": "json"}])) == (
+        "<memory>: $.sinks[0].format: 'json' is not accepted; expected one of 'jsonl', 'csv', "
+        "'parquet' (did you mean 'jsonl'?)"
+    )
+
+
+def test_cassandra_identifier() -> None:
+    assert error(view(sinks=[{"type": "cassandra", "keyspace": "m", "table": "a-b"}])) == (
+        "<memory>: $.sinks[0].table: 'a-b' is not a Cassandra identifier; expected a letter, "
+        "then up to 47 letters, digits or '_'"
+    )
+
+
+# --------------------------------------------------------------------------- semantic checks
+
+
+def test_unknown_aggregation_lists_the_known_ones() -> None:
+    assert error(view(aggregation_info=[agg("median_ish")])) == (
+        "<memory>: $.aggregation_info[0].aggregation: unknown aggregation 'median_ish'; "
+        f"known: {KNOWN}"
+    )
+
+
+@pytest.mark.parametrize(
+    ("name", "fix"),
+    [("avg", "mean"), ("AVG", "mean"), ("stdev", "stddev"), ("percentile", "approx_quantiles"),
+     ("approx_count_distinct", "count_distinct"), ("topk", "top_k"), ("summ", "sum"),
+     ("SUM", "sum")],
+)  # fmt: skip
+def test_unknown_aggregation_suggests_ours(name: str, fix: str) -> None:
+    assert error(view(aggregation_info=[agg(name)])) == (
+        f"<memory>: $.aggregation_info[0].aggregation: unknown aggregation {name!r} "
+        f"(did you mean {fix!r}?); known: {KNOWN}"
+    )
+
+
+def test_col_name_required_except_for_count() -> None:
+    assert error(view(aggregation_info=[agg("first", col=None)])) == (
+        "<memory>: $.aggregation_info[0]: missing required key 'col_name': first needs the "
+        "message field to aggregate"
+    )
+    parse_view(view(aggregation_info=[agg("count", col=None)]))
+    counted = parse_view(view(aggregation_info=[agg("count", col="user_id")]))
+    assert counted.aggregations[0].column == "user_id"
+
+
+def test_params_rejected_by_the_combiner_are_wrapped_with_the_path() -> None:
+    # 12.0 is an integer to JSON Schema but not to the sketch library. The combiner's own
+    # message already names the aggregation, so it is not prefixed again.
+    found = error(view(aggregation_info=[agg("hll_sketch", lg_k=12.0)]))
+    assert found.startswith("<memory>: $.aggregation_info[0].params: hll_sketch")
+    assert "lg_k" in found
+    assert "12.0" in found
+    assert "invalid params for" not in found
+
+
+def test_histogram_bounds_must_increase() -> None:
+    assert error(view(aggregation_info=[agg("histogram", bounds=[0, 10, 10, 5])])) == (
+        "<memory>: $.aggregation_info[0].params.bounds[2]: bounds must increase: 10 follows 10"
+    )
+
+
+def test_aggregated_col_name_unique() -> None:
+    assert error(view(aggregation_info=[agg("sum", "a"), agg("max", "b"), agg("min", "a")])) == (
+        "<memory>: $.aggregation_info[2].aggregated_col_name: 'a' is already the "
+        "aggregated_col_name of $.aggregation_info[0]; each must be unique within the view"
+    )
+
+
+def test_aggregated_col_name_distinct_from_grouping_cols() -> None:
+    assert error(view(aggregation_info=[agg("count_distinct", "campaign")])) == (
+        "<memory>: $.aggregation_info[0].aggregated_col_name: 'campaign' is also a grouping "
+        "column, and output rows carry both; choose another name, e.g. "
+        "'campaign_count_distinct'"
+    )
+
+
+@pytest.mark.parametrize("name", RESERVED_COLUMNS)
+def test_reserved_row_keys_cannot_be_columns(name: str) -> None:
+    reserved = ", ".join(RESERVED_COLUMNS)
+    assert error(view(aggregation_info=[agg("count", name, col=None)])) == (
+        f"<memory>: $.aggregation_info[0].aggregated_col_name: {name!r} cannot be a "
+        f"aggregated_col_name: every output row already has a {name!r} key "
+        f"(reserved: {reserved})"
+    )
+    assert error(view(grouping_cols=[name])) == (
+        f"<memory>: $.grouping_cols[0]: {name!r} cannot be a grouping column: every output row "
+        f"already has a {name!r} key (reserved: {reserved})"
+    )
+
+
+def test_grouping_set_outside_grouping_cols_names_the_column() -> None:
+    assert error(view(grouping_cols=["campaign", "country"], grouping_sets=[["contry"]])) == (
+        "<memory>: $.grouping_sets[0][0]: 'contry' is not in grouping_cols (campaign, country); "
+        "a grouping set may only use grouping columns (did you mean 'country'?)"
+    )
+
+
+def test_grouping_sets_with_empty_grouping_cols() -> None:
+    assert error(view(grouping_cols=[], grouping_sets=[["a"]])) == (
+        "<memory>: $.grouping_sets[0][0]: 'a' is not in grouping_cols (none); a grouping set "
+        "may only use grouping columns"
+    )
+
+
+def test_repeated_grouping_set_in_another_order() -> None:
+    sets = [["campaign", "country"], ["country", "campaign"]]
+    assert error(view(grouping_cols=["campaign", "country"], grouping_sets=sets)) == (
+        "<memory>: $.grouping_sets[1]: repeats the grouping set at $.grouping_sets[0]; each set "
+        "would produce the same rows twice"
+    )
+
+
+def test_sliding_period_longer_than_a_size() -> None:
+    assert error(view(window={"type": "sliding", "size": ["1h", "1m"], "period": "5m"})) == (
+        "<memory>: $.window.period: period '5m' is longer than size '1m'; windows would leave "
+        "gaps between them. Use a period up to the size (a period equal to the size is a fixed "
+        "window)"
+    )
+
+
+def test_sliding_period_equal_to_size_is_allowed() -> None:
+    parse_view(view(window={"type": "sliding", "size": "5m", "period": "5m"}))
+
+
+@pytest.mark.parametrize(
+    ("window", "where", "what"),
+    [
+        ({"size": "0m"}, "$.window.size", "a window size must be longer than 0, got '0m'"),
+        ({"size": ["1m", "0s"]}, "$.window.size[1]",
+         "a window size must be longer than 0, got '0s'"),
+        ({"type": "sliding", "size": "1h", "period": "0ms"}, "$.window.period",
+         "a sliding period must be longer than 0, got '0ms'"),
+        ({"type": "session", "gap": "0s"}, "$.window.gap",
+         "a session gap must be longer than 0, got '0s'"),
+    ],
+)  # fmt: skip
+def test_zero_lengths_are_refused(window: dict[str, Any], where: str, what: str) -> None:
+    assert error(view(window=window)) == f"<memory>: {where}: {what}"
+
+
+def test_zero_early_period_is_refused_but_zero_lateness_is_fine() -> None:
+    assert error(view(emit={"early": "0s"}, allowed_lateness="0s")) == (
+        "<memory>: $.emit.early: an early-firing period must be longer than 0, got '0s'"
+    )
+
+
+def test_sizes_of_the_same_length() -> None:
+    assert error(view(window={"size": ["1h", "60m"]})) == (
+        "<memory>: $.window.size[1]: '60m' is as long as '1h'; list each granularity once"
+    )
+
+
+def test_blank_event_time_field() -> None:
+    assert error(view(event_time={"field": "  "})) == (
+        "<memory>: $.event_time.field: is blank; name the message field that holds the event "
+        "time, e.g. 'ts'"
+    )
+
+
+# --------------------------------------------------------------------------- derived
+
+
+def test_derived_may_use_aggregated_and_earlier_derived_columns() -> None:
+    spec = parse_view(
+        view(
+            derived=[
+                {"name": "cost_per_event", "expr": "spend / events"},
+                {"name": "cost_per_1k", "expr": "cost_per_event * 1000"},
+            ]
+        )
+    )
+    assert [d.name for d in spec.derived] == ["cost_per_event", "cost_per_1k"]
+
+
+def test_derived_syntax_error_names_the_column() -> None:
+    assert error(view(derived=[{"name": "r", "expr": "spend // events"}])) == (
+        "<memory>: $.derived[0].expr: syntax error in 'spend // events' at column 8: expected "
+        "a number, a column name or '(', found '/'"
+    )
+
+
+def test_derived_unknown_column_suggests_and_lists() -> None:
+    assert error(view(derived=[{"name": "r", "expr": "spnd / events"}])) == (
+        "<memory>: $.derived[0].expr: unknown column 'spnd' (did you mean 'spend'?); "
+        "expressions may use the aggregated columns and earlier derived columns: events, spend"
+    )
+
+
+def test_derived_using_a_later_derived_column() -> None:
+    derived = [{"name": "a", "expr": "b * 2"}, {"name": "b", "expr": "spend"}]
+    assert error(view(derived=derived)) == (
+        "<memory>: $.derived[0].expr: 'b' is defined later, at $.derived[1]; a derived column "
+        "may only use aggregated columns and earlier derived columns"
+    )
+
+
+def test_derived_using_itself() -> None:
+    assert error(view(derived=[{"name": "a", "expr": "a + 1"}])) == (
+        "<memory>: $.derived[0].expr: 'a' refers to itself"
+    )
+
+
+def test_derived_using_a_grouping_column() -> None:
+    assert error(view(derived=[{"name": "a", "expr": "campaign * 2"}])) == (
+        "<memory>: $.derived[0].expr: 'campaign' is a grouping column; expressions compute "
+        "over aggregated columns (add an aggregation of it and use its aggregated_col_name)"
+    )
+
+
+@pytest.mark.parametrize(
+    ("name", "message"),
+    [
+        ("spend", "'spend' is already the aggregated_col_name of $.aggregation_info[1]; choose "
+                  "another name"),
+        ("campaign", "'campaign' is a grouping column; choose another name"),
+        ("pane_index", "'pane_index' cannot be a derived column: every output row already has a "
+                       "'pane_index' key (reserved: " + ", ".join(RESERVED_COLUMNS) + ")"),
+    ],
+)  # fmt: skip
+def test_derived_name_clashes(name: str, message: str) -> None:
+    assert error(view(derived=[{"name": name, "expr": "events"}])) == (
+        f"<memory>: $.derived[0].name: {message}"
+    )
+
+
+def test_derived_names_unique() -> None:
+    derived = [{"name": "r", "expr": "events"}, {"name": "r", "expr": "spend"}]
+    assert error(view(derived=derived)) == (
+        "<memory>: $.derived[1].name: 'r' is already defined at $.derived[0]; derived names "
+        "must be unique"
+    )
+
+
+# --------------------------------------------------------------------------- custom and plugins
+
+
+class Scaled(LiveaggCombineFn):
+    """A custom sum that multiplies by ``factor``; enough for loading, never run here."""
+
+    def __init__(self, factor: int = 1) -> None:
+        if not isinstance(factor, int):
+            raise ValueError(f"factor must be an integer, got {factor!r}")
+        self.factor = factor
+
+
+@pytest.fixture
+def custom_module(monkeypatch: pytest.MonkeyPatch) -> str:
+    module = types.ModuleType("liveagg_example_fns")
+    module.Scaled = Scaled  # type: ignore[attr-defined]
+    module.NotACombineFn = dict  # type: ignore[attr-defined]
+    monkeypatch.setitem(sys.modules, module.__name__, module)
+    return module.__name__
+
+
+def test_custom_aggregation_loads(custom_module: str) -> None:
+    item = agg("custom", combine_fn=f"{custom_module}:Scaled", factor=3)
+    spec = parse_view(view(aggregation_info=[item]))
+    assert spec.aggregations[0].kind == "custom"
+    assert dict(spec.aggregations[0].params) == {
+        "combine_fn": f"{custom_module}:Scaled",
+        "factor": 3,
+    }
+
+
+def test_custom_aggregation_needs_combine_fn() -> None:
+    assert errors(view(aggregation_info=[agg("custom", col=None)])) == [
+        "<memory>: $.aggregation_info[0]: missing required key 'params': custom needs "
+        '"params": {"combine_fn": "package.module:ClassName"}'
+    ]
+    assert error(view(aggregation_info=[agg("custom", factor=2)])) == (
+        "<memory>: $.aggregation_info[0].params: missing required key 'combine_fn': the "
+        "CombineFn class as 'package.module:ClassName'"
+    )
+
+
+def test_custom_combine_fn_reference_is_checked() -> None:
+    assert error(view(aggregation_info=[agg("custom", combine_fn="pkg.Fn")])) == (
+        "<memory>: $.aggregation_info[0].params.combine_fn: 'pkg.Fn' is not a combine_fn "
+        "reference; expected 'package.module:ClassName'"
+    )
+
+
+def test_custom_module_that_does_not_import() -> None:
+    with pytest.raises(
+        ViewErrors,
+        match=r"^<memory>: \$\.aggregation_info\[0\]\.params\.combine_fn: .*'no_such_pkg",
+    ):
+        parse_view(view(aggregation_info=[agg("custom", combine_fn="no_such_pkg.fns:Fn")]))
+
+
+def test_custom_class_that_does_not_exist(custom_module: str) -> None:
+    with pytest.raises(
+        ViewErrors,
+        match=r"^<memory>: \$\.aggregation_info\[0\]\.params\.combine_fn: .*'Nope'",
+    ):
+        parse_view(view(aggregation_info=[agg("custom", combine_fn=f"{custom_module}:Nope")]))
+
+
+def test_custom_class_that_is_not_a_combine_fn(custom_module: str) -> None:
+    item = agg("custom", combine_fn=f"{custom_module}:NotACombineFn")
+    with pytest.raises(
+        ViewErrors,
+        match=r"^<memory>: \$\.aggregation_info\[0\]\.params: .*'custom'.* dict.*LiveaggCombineFn",
+    ):
+        parse_view(view(aggregation_info=[item]))
+
+
+def test_custom_params_rejected_by_the_class(custom_module: str) -> None:
+    item = agg("custom", combine_fn=f"{custom_module}:Scaled", factor="x")
+    assert error(view(aggregation_info=[item])) == (
+        "<memory>: $.aggregation_info[0].params: invalid params for custom: factor must be an "
+        "integer, got 'x'"
+    )
+
+
+def test_custom_params_the_class_does_not_take(custom_module: str) -> None:
+    item = agg("custom", combine_fn=f"{custom_module}:Scaled", scale=2)
+    with pytest.raises(
+        ViewErrors,
+        match=r"^<memory>: \$\.aggregation_info\[0\]\.params: .*custom.*'scale'.*factor",
+    ):
+        parse_view(view(aggregation_info=[item]))
+
+
+class _EntryPoint:
+    def __init__(self, factory: type) -> None:
+        self.factory = factory
+
+    def load(self) -> type:
+        return self.factory
+
+
+@pytest.fixture
+def plugin(monkeypatch: pytest.MonkeyPatch) -> str:
+    """A name registered under the ``liveagg.combiners`` entry-point group."""
+    monkeypatch.setattr(
+        combiner_registry, "_entry_point_factories", lambda: {"scaled_sum": _EntryPoint(Scaled)}
+    )
+    return "scaled_sum"
+
+
+def test_registered_aggregation_decides_its_column_and_params(plugin: str) -> None:
+    spec = parse_view(view(aggregation_info=[agg(plugin, col=None, factor=2)]))
+    assert spec.aggregations[0] == Aggregation(plugin, "out", None, {"factor": 2})
+
+
+def test_registered_aggregation_params_checked_by_its_factory(plugin: str) -> None:
+    assert error(view(aggregation_info=[agg(plugin, factor=1.5)])) == (
+        "<memory>: $.aggregation_info[0].params: invalid params for scaled_sum: factor must be "
+        "an integer, got 1.5"
+    )
+
+
+# --------------------------------------------------------------------------- files and folders
+
+
+def test_examples_load() -> None:
+    specs = {s.name: s for s in load_views([EXAMPLES])}
+    assert sorted(specs) == ["ad_impressions", "cdn_access", "network_telemetry", "post_engagement"]
+    cdn = specs["cdn_access"]
+    assert cdn.window.multi_granularity
+    assert [d.text for d in cdn.window.sizes] == ["1m", "1h", "1d"]
+    assert cdn.grouping_sets == (("host", "country"), ("host", "cache"), ("host",), ())
+    ads = specs["ad_impressions"]
+    assert ads.window.type == "sliding"
+    assert [d.name for d in ads.derived] == ["impressions", "ctr", "cost_per_click"]
+    assert specs["network_telemetry"].early == Duration("30s", 30_000_000)
+    assert specs["post_engagement"].event_time == EventTime("timestamp_ms", "epoch_ms")
+    assert cdn.origin == str(EXAMPLES / "cdn_access_logs.json")
+
+
+def test_validate_paths_of_valid_views_is_empty() -> None:
+    assert validate_paths([EXAMPLES]) == []
+
+
+def test_a_single_path_is_not_iterated_character_by_character() -> None:
+    assert len(load_views(str(EXAMPLES))) == 4
+    assert len(load_views(EXAMPLES)) == 4
+
+
+def test_missing_path(tmp_path: Path) -> None:
+    missing = tmp_path / "nope.json"
+    assert [str(e) for e in validate_paths([missing])] == [f"{missing}: $: no such file or folder"]
+
+
+def test_folder_without_views(tmp_path: Path) -> None:
+    write(tmp_path, "README.md", "views live here")
+    assert [str(e) for e in validate_paths([tmp_path])] == [
+        f"{tmp_path}: $: no view files (*.json) in this folder or below"
+    ]
+
+
+def test_folders_are_searched_recursively_skipping_hidden_ones(tmp_path: Path) -> None:
+    write(tmp_path, "a.json", view(name="a"))
+    write(tmp_path, "team/b.json", view(name="b"))
+    write(tmp_path, ".vscode/settings.json", {"editor.tabSize": 2})
+    write(tmp_path, "team/.draft.json", "{")
+    write(tmp_path, "notes.txt", "not a view")
+    specs = load_views([tmp_path])
+    assert [(s.name, s.origin) for s in specs] == [
+        ("a", str(tmp_path / "a.json")),
+        ("b", str(tmp_path / "team" / "b.json")),
+    ]
+
+
+def test_the_same_file_given_twice_is_read_once(tmp_path: Path) -> None:
+    path = write(tmp_path, "a.json", view(name="a"))
+    assert [s.name for s in load_views([tmp_path, path])] == ["a"]
+
+
+def test_a_file_of_several_views(tmp_path: Path) -> None:
+    path = write(tmp_path, "all.json", {"views": [view(name="a"), view(name="b")]})
+    assert [s.name for s in load_views([path])] == ["a", "b"]
+
+
+def test_errors_in_a_file_of_several_views_point_at_the_view(tmp_path: Path) -> None:
+    bad = view(name="b", window={"size": "1 hour"})
+    worse = view(name="c", aggregation_info=[agg("sum", "campaign")])
+    path = write(tmp_path, "all.json", {"views": [view(name="a"), bad, worse], "note": 1})
+    assert [str(e) for e in validate_paths([path])] == [
+        f"{path}: $.views[1].window.size: '1 hour' is not a duration; expected an integer and a "
+        "unit (ms, s, m, h, d), e.g. '500ms', '90s', '10m', '1d' (did you mean '1h'?)",
+        f"{path}: $.views[2].aggregation_info[0].aggregated_col_name: 'campaign' is also a "
+        "grouping column, and output rows carry both; choose another name, e.g. 'campaign_sum'",
+        f"{path}: $.note: unknown key 'note'; allowed here: views",
+    ]
+
+
+def test_a_file_of_no_views(tmp_path: Path) -> None:
+    path = write(tmp_path, "all.json", {"views": []})
+    assert [str(e) for e in validate_paths([path])] == [
+        f"{path}: $.views: must not be empty: no views"
+    ]
+
+
+def test_view_names_unique_across_files(tmp_path: Path) -> None:
+    first = write(tmp_path, "a.json", view(name="clicks"))
+    second = write(tmp_path, "b.json", view(name="clicks"))
+    assert [str(e) for e in validate_paths([tmp_path])] == [
+        f"{second}: $.name: view name 'clicks' is already used at {first} ($.name); view names "
+        "must be unique, as they name sink tables, topics and folders"
+    ]
+
+
+def test_load_views_raises_every_error_of_every_file(tmp_path: Path) -> None:
+    write(tmp_path, "a.json", view(name="a", window={"size": "soon"}))
+    write(tmp_path, "b.json", "{")
+    write(tmp_path, "c.json", view(name="c"))
+    with pytest.raises(ViewErrors) as info:
+        load_views([tmp_path])
+    assert [(Path(e.file).name, e.path) for e in info.value.errors] == [
+        ("a.json", "$.window.size"),
+        ("b.json", "$"),
+    ]
+
+
+def test_validate_paths_never_raises_for_bad_views(tmp_path: Path) -> None:
+    write(tmp_path, "a.json", "[1, 2")
+    write(tmp_path, "b.json", "null")
+    write(tmp_path, "c.json", '"a view"')
+    write(tmp_path, "d.json", {"views": "all of them"})
+    found = [str(e) for e in validate_paths([tmp_path])]
+    assert found == [
+        f"{tmp_path / 'a.json'}: $: invalid JSON at line 1, column 6: Expecting ',' delimiter",
+        f"{tmp_path / 'b.json'}: $: expected an object, got null",
+        f"{tmp_path / 'c.json'}: $: expected an object, got the string 'a view'",
+        f"{tmp_path / 'd.json'}: $.views: expected an array, got the string 'all of them'",
+    ]
+
+
+def test_json_syntax_error_has_line_and_column(tmp_path: Path) -> None:
+    path = write(tmp_path, "a.json", '{\n  "name": "a"\n  "window": {}\n}')
+    assert [str(e) for e in validate_paths([path])] == [
+        f"{path}: $: invalid JSON at line 3, column 3: Expecting ',' delimiter"
+    ]
+
+
+def test_single_quotes_get_a_hint(tmp_path: Path) -> None:
+    path = write(tmp_path, "a.json", "{'name': 'a'}")
+    assert [str(e) for e in validate_paths([path])] == [
+        f"{path}: $: invalid JSON at line 1, column 2: Expecting property name enclosed in "
+        "double quotes (JSON strings and keys use double quotes)"
+    ]
+
+
+@pytest.mark.parametrize("constant", ["NaN", "Infinity", "-Infinity"])
+def test_non_json_numbers_are_refused(tmp_path: Path, constant: str) -> None:
+    path = write(tmp_path, "a.json", '{"name": "a", "x": ' + constant + "}")
+    assert [str(e) for e in validate_paths([path])] == [
+        f"{path}: $: invalid JSON: {constant} is not a JSON number; write a number or null"
+    ]
+
+
+def test_unreadable_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    path = write(tmp_path, "a.json", view())
+
+    def refuse(self: Path) -> bytes:
+        raise PermissionError(13, "Permission denied", str(self))
+
+    monkeypatch.setattr(Path, "read_bytes", refuse)
+    assert [str(e) for e in validate_paths([path])] == [
+        f"{path}: $: cannot read the file: Permission denied"
+    ]
+
+
+def test_byte_order_mark_is_accepted(tmp_path: Path) -> None:
+    path = tmp_path / "a.json"
+    path.write_bytes(b"\xef\xbb\xbf" + json.dumps(view()).encode())
+    assert [s.name for s in load_views([path])] == ["clicks"]
+
+
+def test_whitespace_only_file_is_empty(tmp_path: Path) -> None:
+    path = write(tmp_path, "a.json", "\n  \n")
+    assert [str(e) for e in validate_paths([path])] == [
+        f"{path}: $: the file is empty; expected a view object "
+        '{"name": ...} or {"views": [...]}'
+    ]
+
+
+def test_duplicate_keys_are_reported_where_they_are(tmp_path: Path) -> None:
+    text = json.dumps(view())[:-1] + ', "aggregation_info": [], "name": "x"}'
+    text = text.replace('"field": "timestamp_ms"', '"field": "ts", "field": "timestamp_ms"')
+    path = write(tmp_path, "a.json", text)
+    message = (
+        "appears more than once in this object; JSON keeps only the last value, so remove or "
+        "rename the others"
+    )
+    assert [str(e) for e in validate_paths([path])] == [
+        f"{path}: $.name: key 'name' {message}",
+        f"{path}: $.event_time.field: key 'field' {message}",
+        f"{path}: $.aggregation_info: key 'aggregation_info' {message}",
+        f"{path}: $.aggregation_info: must not be empty: a view needs at least one aggregation",
+    ]
+
+
+def test_errors_are_in_document_order(tmp_path: Path) -> None:
+    bad = view(
+        window={"size": "1 hour"},
+        name="Bad Name",
+        aggregation_info=[agg("sum", "a", params_typo=1)],
+    )
+    bad["aggregation_info"][0]["params"] = {"x": 1}
+    path = write(tmp_path, "a.json", bad)
+    assert [e.path for e in validate_paths([path])] == [
+        "$.name",
+        "$.window.size",
+        "$.aggregation_info[0].params.x",
+    ]
+
+
+def test_semantic_checks_wait_for_a_schema_valid_view() -> None:
+    # The unknown aggregation is not reported until the shape is fixed: semantic checks rely
+    # on the shape, and a second run will report it.
+    found = errors(view(window={"size": "soon"}, aggregation_info=[agg("median_ish")]))
+    assert [line.split(": ")[1] for line in found] == ["$.window.size"]
+
+
+# --------------------------------------------------------------------------- the bad views folder
+
+
+def _expected_lines() -> dict[str, str]:
+    lines = (BAD_VIEWS / "expected.txt").read_text(encoding="utf-8").splitlines()
+    return {line.split(": ", 1)[0]: line for line in lines}
+
+
+def test_every_bad_view_has_an_expected_line() -> None:
+    files = sorted(p.name for p in BAD_VIEWS.glob("*.json"))
+    assert files == sorted(_expected_lines())
+
+
+@pytest.mark.parametrize("name", sorted(_expected_lines()))
+def test_bad_view(name: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(BAD_VIEWS)
+    assert [str(e) for e in validate_paths([name])] == [_expected_lines()[name]]
+
+
+def test_bad_views_folder_prints_the_expected_lines(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(BAD_VIEWS)
+    expected = (BAD_VIEWS / "expected.txt").read_text(encoding="utf-8").splitlines()
+    assert [str(e) for e in validate_paths(["."])] == expected
+    with pytest.raises(ViewErrors) as info:
+        load_views(["."])
+    assert str(info.value).splitlines() == expected
