@@ -143,26 +143,6 @@ def check_scalar(value: Any, aggregation: str) -> str | int | float | bool:
     )
 
 
-def check_number_or_string(value: Any, aggregation: str) -> str | int | float:
-    """Return a number (normalized) or a string, the values ``min`` and ``max`` can order.
-
-    Raises:
-        InputError: ``not_number_or_string`` for booleans, arrays and objects, ``not_finite``
-            for NaN and infinity.
-    """
-    kind = type(value)
-    if kind is str:
-        return value
-    if kind is bool or not isinstance(value, str | int | float):
-        raise InputError(
-            "not_number_or_string",
-            f"{aggregation} needs a number or a string, got {json_type(value)} {_show(value)}",
-        )
-    if isinstance(value, str):
-        return str(value)
-    return normalize_number(check_number(value, aggregation))
-
-
 class NumberInput:
     """Mixin: the ``coerce`` of numeric aggregations (:func:`check_number`), fast path inline.
 
@@ -203,17 +183,18 @@ class ScalarInput:
         return check_scalar(value, self.name)
 
 
-class NumberOrStringInput:
-    """Mixin: the ``coerce`` of ``min`` and ``max`` (:func:`check_number_or_string`)."""
+class CanonicalNumberInput(NumberInput):
+    """Mixin: the ``coerce`` of ``min`` and ``max``: :func:`check_number`, then
+    :func:`normalize_number`, fast path inline.
 
-    name: str
+    Equal numbers get one form (``2.0`` -> ``2``, ``-0.0`` -> ``0``), so that a result does
+    not depend on which of them arrived first.
+    """
 
-    def coerce(self, value: Any) -> str | int | float:
-        """Accept numbers (in their canonical form) and strings; refuse booleans, arrays,
-        objects, NaN and infinity."""
+    def coerce(self, value: Any) -> int | float:
+        """Accept ints and floats in their canonical form; refuse booleans, strings, NaN and
+        infinity."""
         kind = type(value)
-        if kind is str:
-            return value
         if kind is int:
             if _INT_MIN <= value < _INT_END:
                 return value
@@ -221,7 +202,7 @@ class NumberOrStringInput:
             if value.is_integer() and _INT_MIN <= value < _INT_END:
                 return int(value)
             return value
-        return check_number_or_string(value, self.name)
+        return normalize_number(check_number(value, self.name))
 
 
 # ---------------------------------------------------------------------------------------------

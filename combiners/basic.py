@@ -219,119 +219,96 @@ class MeanFn(_NumericFn):
         return _decode_sum(data, self.name)
 
 
-# min/max keep the extreme number and the extreme string apart: numbers order before strings,
-# so a group that (through bad data) mixes both still has one well-defined answer.
-# Layout: [number_or_None, string_or_None].
+# min/max keep one number, the extreme so far, or None before the first input.
 
 
-class _ExtremeFn(c.NumberOrStringInput, LiveaggCombineFn):
-    """Shared body of ``min`` and ``max``.
+class _ExtremeFn(c.CanonicalNumberInput, LiveaggCombineFn):
+    """Shared body of ``min`` and ``max``: numbers only, anything else is ``not_numeric``.
 
-    ``coerce`` gives numbers their canonical form (``2.0`` -> ``2``) so that equal numbers
-    give one answer whichever arrived first.
+    ``coerce`` gives numbers their canonical form (``2.0`` -> ``2``, ``-0.0`` -> ``0``) so that
+    equal numbers give one answer whichever arrived first. Ints stay ints (of any size), so
+    ``output_type`` is ``json``: a ``double`` column would turn the minimum of an integer
+    column into a float.
     """
 
     name = "extreme"
 
-    def create_accumulator(self) -> list[Any]:
-        return [None, None]
+    def create_accumulator(self) -> int | float | None:
+        return None
+
+    def extract_output(self, accumulator: int | float | None) -> int | float | None:
+        return accumulator
 
     def output_type(self) -> str:
         return "json"
 
-    def encode_accumulator(self, accumulator: list[Any]) -> bytes:
+    def encode_accumulator(self, accumulator: int | float | None) -> bytes:
         return c.dump_json(accumulator)
 
-    def decode_accumulator(self, data: bytes) -> list[Any]:
+    def decode_accumulator(self, data: bytes) -> int | float | None:
         acc = c.load_json(data, self.name)
-        if not isinstance(acc, list) or len(acc) != 2:
-            raise ValueError(f"cannot decode a {self.name} accumulator: expected 2 fields")
+        if acc is not None and type(acc) not in (int, float):
+            raise ValueError(
+                f"cannot decode a {self.name} accumulator: expected a number or null, got {acc!r}"
+            )
         return acc
-
-    @staticmethod
-    def _split(elements: Iterable[Any]) -> tuple[list[Any], list[str]]:
-        values = elements if isinstance(elements, list) else list(elements)
-        strings = [v for v in values if type(v) is str]
-        if strings:
-            return [v for v in values if type(v) is not str], strings
-        return values, strings
 
 
 @register("min")
 class MinFn(_ExtremeFn):
-    """Smallest value: numbers compare as numbers, strings as strings (by code point).
+    """Smallest number; an empty group yields ``None``.
 
-    If a group holds both, the smallest number wins (numbers order before strings). An empty
-    group yields ``None``. ``output_type`` is ``json`` because the column may hold either.
+    Strings, booleans, arrays and objects are refused (``not_numeric``). The result keeps its
+    JSON type: the minimum of ints is an int.
+
+    Example:
+        ``{"aggregation": "min", "col_name": "latency_ms", "aggregated_col_name": "fastest"}``
     """
 
     name = "min"
 
-    def add_input(self, accumulator: list[Any], element: Any) -> list[Any]:
-        slot = 1 if type(element) is str else 0
-        current = accumulator[slot]
-        if current is None or element < current:
-            accumulator[slot] = element
+    def add_input(self, accumulator: int | float | None, element: int | float) -> int | float:
+        if accumulator is None or element < accumulator:
+            return element
         return accumulator
 
-    def add_inputs(self, accumulator: list[Any], elements: Iterable[Any]) -> list[Any]:
-        numbers, strings = self._split(elements)
-        for slot, values in ((0, numbers), (1, strings)):
-            if values:
-                best = min(values)
-                current = accumulator[slot]
-                if current is None or best < current:
-                    accumulator[slot] = best
-        return accumulator
+    def add_inputs(
+        self, accumulator: int | float | None, elements: Iterable[int | float]
+    ) -> int | float | None:
+        best = min(elements, default=None)
+        if best is None or (accumulator is not None and accumulator <= best):
+            return accumulator
+        return best
 
-    def merge_accumulators(self, accumulators: Iterable[list[Any]]) -> list[Any]:
-        merged, rest = c.first_or_new(accumulators, self.create_accumulator)
-        for acc in rest:
-            for slot in (0, 1):
-                value = acc[slot]
-                if value is not None and (merged[slot] is None or value < merged[slot]):
-                    merged[slot] = value
-        return merged
-
-    def extract_output(self, accumulator: list[Any]) -> Any:
-        return accumulator[0] if accumulator[0] is not None else accumulator[1]
+    def merge_accumulators(self, accumulators: Iterable[int | float | None]) -> int | float | None:
+        return min((acc for acc in accumulators if acc is not None), default=None)
 
 
 @register("max")
 class MaxFn(_ExtremeFn):
-    """Largest value: numbers compare as numbers, strings as strings (by code point).
+    """Largest number; an empty group yields ``None``.
 
-    If a group holds both, the largest string wins (strings order after numbers). An empty
-    group yields ``None``. ``output_type`` is ``json`` because the column may hold either.
+    Strings, booleans, arrays and objects are refused (``not_numeric``). The result keeps its
+    JSON type: the maximum of ints is an int.
+
+    Example:
+        ``{"aggregation": "max", "col_name": "latency_ms", "aggregated_col_name": "slowest"}``
     """
 
     name = "max"
 
-    def add_input(self, accumulator: list[Any], element: Any) -> list[Any]:
-        slot = 1 if type(element) is str else 0
-        current = accumulator[slot]
-        if current is None or element > current:
-            accumulator[slot] = element
+    def add_input(self, accumulator: int | float | None, element: int | float) -> int | float:
+        if accumulator is None or element > accumulator:
+            return element
         return accumulator
 
-    def add_inputs(self, accumulator: list[Any], elements: Iterable[Any]) -> list[Any]:
-        numbers, strings = self._split(elements)
-        for slot, values in ((0, numbers), (1, strings)):
-            if values:
-                best = max(values)
-                current = accumulator[slot]
-                if current is None or best > current:
-                    accumulator[slot] = best
-        return accumulator
+    def add_inputs(
+        self, accumulator: int | float | None, elements: Iterable[int | float]
+    ) -> int | float | None:
+        best = max(elements, default=None)
+        if best is None or (accumulator is not None and accumulator >= best):
+            return accumulator
+        return best
 
-    def merge_accumulators(self, accumulators: Iterable[list[Any]]) -> list[Any]:
-        merged, rest = c.first_or_new(accumulators, self.create_accumulator)
-        for acc in rest:
-            for slot in (0, 1):
-                value = acc[slot]
-                if value is not None and (merged[slot] is None or value > merged[slot]):
-                    merged[slot] = value
-        return merged
-
-    def extract_output(self, accumulator: list[Any]) -> Any:
-        return accumulator[1] if accumulator[1] is not None else accumulator[0]
+    def merge_accumulators(self, accumulators: Iterable[int | float | None]) -> int | float | None:
+        return max((acc for acc in accumulators if acc is not None), default=None)

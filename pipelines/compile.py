@@ -12,7 +12,7 @@ import apache_beam as beam
 from liveagg.errors import ViewError
 from liveagg.spec import ViewSpec
 from liveagg.transforms.bounded import BoundedAggregate
-from liveagg.transforms.sinks import WriteDeadLetters, WriteViewFiles
+from liveagg.transforms.sinks.files import WriteDeadLetters, WriteViewFiles
 from liveagg.transforms.streaming import StreamingAggregate
 
 

@@ -2,7 +2,9 @@
 
 SQL semantics, as Flink SQL and DuckDB apply them: a missing or null field matches no
 comparison (``eq``, ``ne``, ``in``, ``not_in``, ``gt`` ...); only ``exists`` looks at presence.
-Values of different kinds (a string against a number) never match an ordering comparison.
+Values compare with their JSON type: ``200 == 200.0``, but ``"200"`` is not ``200`` and
+``true`` is not ``1``; values of different kinds never match. A filter value that is null,
+an object or a list matches nothing (``x = NULL`` is never true in SQL).
 """
 
 from __future__ import annotations
@@ -19,16 +21,12 @@ Test = Callable[[dict], bool]
 _ORDER = {"gt": operator.gt, "ge": operator.ge, "lt": operator.lt, "le": operator.le}
 
 
-def _kind(value: Any) -> str:
-    if isinstance(value, bool):
-        return "bool"
-    if isinstance(value, int | float):
-        return "number"
-    return type(value).__name__
+# JSON kinds: a value matches only values of its kind (numbers: int and float together).
+_KIND = {bool: "bool", int: "number", float: "number", str: "str"}
 
 
-def _scalar_eq(a: Any, b: Any) -> bool:
-    return _kind(a) == _kind(b) and a == b  # True must not equal 1
+def _kind(value: Any) -> str | None:
+    return _KIND.get(type(value))
 
 
 def compile_filter(spec: Filter | None) -> Test | None:
@@ -44,6 +42,14 @@ def compile_filter(spec: Filter | None) -> Test | None:
     return _predicate(spec)
 
 
+def _never(msg: dict) -> bool:
+    return False
+
+
+def _comparable(value: Any) -> bool:
+    return _kind(value) is not None
+
+
 def _predicate(p: Predicate) -> Test:
     get = getter(p.field)
     op, want = p.op, p.value
@@ -51,29 +57,36 @@ def _predicate(p: Predicate) -> Test:
         expect = want is not False  # {"op": "exists", "value": false} asks for absence
         return lambda msg: (get(msg) is not None) == expect
     if op in ("in", "not_in"):
-        options = list(want or [])
+        given = list(want or [])
+        options = {(_kind(o), o) for o in given if _comparable(o)}
         inside = op == "in"
+        if not inside and any(not _comparable(o) for o in given):
+            return _never  # SQL: x NOT IN (..., NULL) is never true
 
         def member(msg: dict) -> bool:
             value = get(msg)
-            if value is None:
-                return False
-            return any(_scalar_eq(value, o) for o in options) == inside
+            kind = _KIND.get(type(value))
+            return kind is not None and ((kind, value) in options) == inside
 
         return member
+    if not _comparable(want):
+        return _never
+    want_kind = _kind(want)
     if op in ("eq", "ne"):
         equal = op == "eq"
 
         def compare(msg: dict) -> bool:
             value = get(msg)
-            return value is not None and _scalar_eq(value, want) == equal
+            kind = _KIND.get(type(value))
+            return kind is not None and (kind == want_kind and value == want) == equal
 
         return compare
+    if want_kind == "bool":
+        return _never  # booleans have no order in SQL
     order = _ORDER[op]
-    want_kind = _kind(want)
 
     def ordered(msg: dict) -> bool:
         value = get(msg)
-        return value is not None and _kind(value) == want_kind and order(value, want)
+        return _KIND.get(type(value)) == want_kind and order(value, want)
 
     return ordered

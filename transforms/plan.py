@@ -25,7 +25,7 @@ from liveagg.transforms.eventtime import EventTimeError, rfc3339
 from liveagg.transforms.fields import getter
 from liveagg.transforms.filters import compile_filter
 
-GroupKey = tuple[Any, ...]
+GroupKey = bytes  # JSON array of the grouping values kept by a variant
 
 
 class Reject(Exception):
@@ -49,12 +49,20 @@ class Variant:
     session_gap_us: int | None
 
 
-def _normalize_key_value(col: str, value: Any) -> Any:
+def _key_value(col: str, value: Any) -> Any:
     if isinstance(value, dict | list):
         raise Reject("not_scalar", f"grouping column {col}={_short(value)} is not a scalar")
     if type(value) is float and value.is_integer():
         return int(value)  # 1 and 1.0 are one group, on every worker
     return value
+
+
+def _encode_key(values: tuple[Any, ...]) -> bytes:
+    """Group keys travel as JSON bytes: typed (``true`` is not ``1``) and deterministic."""
+    try:
+        return orjson.dumps(values)
+    except TypeError:  # an integer beyond 64 bits
+        raise Reject("not_scalar", f"grouping value out of range: {values!r}") from None
 
 
 def _short(value: Any) -> str:
@@ -137,7 +145,7 @@ class ViewPlan:
     def is_session(self) -> bool:
         return self.spec.window.type == "session"
 
-    def extract(self, msg: dict) -> tuple[int, tuple[Any, ...], GroupKey] | None:
+    def extract(self, msg: dict) -> tuple[int, tuple[Any, ...], tuple[Any, ...]] | None:
         """Return ``(event_time_us, input_row, grouping_values)``, or None when filtered out.
 
         Raises :class:`Reject` for a message the view cannot use.
@@ -168,14 +176,18 @@ class ViewPlan:
                 ) from None
             row.append((ts, value) if fn.needs_event_time else value)
         group = tuple(
-            _normalize_key_value(col, get(msg))
+            _key_value(col, get(msg))
             for col, get in zip(self.spec.grouping_cols, self._group_getters, strict=True)
         )
         return ts, tuple(row), group
 
-    def keys(self, group: GroupKey) -> Iterator[tuple[Variant, GroupKey]]:
+    def keys(self, group: tuple[Any, ...]) -> Iterator[tuple[Variant, GroupKey]]:
+        """The encoded grouping key of each variant (grouping set) for one message."""
+        if len(self.variants) == 1:
+            yield self.variants[0], _encode_key(group)
+            return
         for variant in self.variants:
-            yield variant, tuple(group[i] for i in variant.positions)
+            yield variant, _encode_key(tuple(group[i] for i in variant.positions))
 
     def row(
         self,
@@ -195,7 +207,7 @@ class ViewPlan:
             "window_end": rfc3339(end_us),
         }
         values = dict.fromkeys(spec.grouping_cols)
-        for position, value in zip(variant.positions, key, strict=True):
+        for position, value in zip(variant.positions, orjson.loads(key), strict=True):
             values[spec.grouping_cols[position]] = value
         row.update(values)
         if variant.grouping_set is not None:
@@ -231,7 +243,7 @@ def decode_message(element: Any) -> tuple[Any, dict | None, dict | None]:
 
 def route(
     plans: list[ViewPlan], element: Any
-) -> Iterator[tuple[int, tuple[int, tuple[Any, ...], GroupKey]] | dict[str, Any]]:
+) -> Iterator[tuple[int, tuple[int, tuple[Any, ...], tuple[Any, ...]]] | dict[str, Any]]:
     """Decode one message and yield, per view, ``(view_index, extracted)`` or a dead letter.
 
     Blank lines yield nothing: they carry no message.

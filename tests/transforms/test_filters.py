@@ -31,6 +31,11 @@ MSG = {"status": 200, "country": "de", "flag": True, "ratio": 0.5, "nested": {"k
         (Predicate("missing", "exists"), False),
         (Predicate("missing", "exists", False), True),
         (Predicate("nested.k", "eq", "v"), True),
+        (Predicate("status", "ne", None), False),
+        (Predicate("flag", "gt", False), False),
+        (Predicate("status", "eq", {"a": 1}), False),
+        (Predicate("status", "not_in", [404, None]), False),
+        (Predicate("status", "in", [200, None]), True),
     ],
 )
 def test_predicates(predicate: Predicate, expected: bool) -> None:

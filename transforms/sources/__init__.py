@@ -1,6 +1,9 @@
-"""Sources: where messages come from. Each yields raw payloads (one message per element).
+"""Sources: where messages come from. A source is read once per pipeline, for all its views.
 
-A source is read once per pipeline, whatever the number of views on it.
+A source's ``read`` yields one element per message: the raw payload (``str`` or ``bytes``),
+or ``(payload, meta)`` where ``meta`` locates the message for dead letters (Kafka topic,
+partition, offset). ``bounded`` says whether the input ends; bounded input takes the fast
+bounded path, unbounded input the streaming window operator.
 """
 
 from __future__ import annotations
