@@ -22,13 +22,39 @@ def _validate(args: argparse.Namespace) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
-    from liveagg.errors import ViewError, ViewErrors
-    from liveagg.pipelines.run import RunConfig, run
+    from datetime import timedelta
 
+    from liveagg.errors import ViewError, ViewErrors
+    from liveagg.pipelines.run import KafkaInput, RunConfig, run
+    from liveagg.transforms.sinks import Connections
+
+    defaults = Connections()
+    connections = Connections(
+        kafka_bootstrap=args.kafka_bootstrap or defaults.kafka_bootstrap,
+        cassandra_hosts=tuple(args.cassandra_hosts.split(","))
+        if args.cassandra_hosts
+        else defaults.cassandra_hosts,
+        cassandra_port=args.cassandra_port or defaults.cassandra_port,
+        cassandra_local_dc=args.cassandra_local_dc or defaults.cassandra_local_dc,
+        s3_endpoint=args.s3_endpoint or defaults.s3_endpoint,
+        gcs_endpoint=args.gcs_endpoint or defaults.gcs_endpoint,
+    )
     config = RunConfig(
         views=args.views,
         inputs=args.input or [],
+        kafka=KafkaInput(
+            topics=args.kafka_topic or [],
+            group_id=args.kafka_group_id,
+            start=args.kafka_start,
+            unbounded=args.unbounded,
+            max_records=args.max_records,
+            idle_timeout=timedelta(seconds=args.idle_timeout_s),
+        ),
         output=args.output,
+        sinks=args.sink or [],
+        view_sinks=not args.no_view_sinks,
+        dead_letter_topic=args.dead_letter_topic,
+        connections=connections,
         runner=args.runner,
         streaming=args.streaming,
         direct_num_workers=args.direct_num_workers,
@@ -86,9 +112,75 @@ def build_parser() -> argparse.ArgumentParser:
         "a bare GLOB serves every source not bound otherwise. Repeatable.",
     )
     run.add_argument(
+        "--kafka-topic",
+        action="append",
+        metavar="[SOURCE=]TOPIC",
+        help="read a Kafka topic (all partitions); 'SOURCE=TOPIC' binds a view source name. "
+        "Bounded by default: up to the end offsets seen at start",
+    )
+    run.add_argument(
+        "--kafka-bootstrap",
+        metavar="HOST:PORT[,...]",
+        help="Kafka bootstrap servers (default: $LIVEAGG_KAFKA_BOOTSTRAP)",
+    )
+    run.add_argument("--kafka-group-id", metavar="ID", help="consumer group (liveagg-<topic>)")
+    run.add_argument(
+        "--kafka-start",
+        choices=["committed", "earliest", "latest"],
+        default="committed",
+        help="where to start: the group's committed offsets (else earliest), earliest, latest",
+    )
+    run.add_argument(
+        "--unbounded",
+        action="store_true",
+        help="read Kafka for ever (streaming: early, on-time and late panes)",
+    )
+    run.add_argument(
+        "--max-records", type=int, metavar="N", help="stop after N Kafka records in all"
+    )
+    run.add_argument(
+        "--idle-timeout-s",
+        type=float,
+        default=10.0,
+        metavar="SECONDS",
+        help="an idle Kafka partition stops holding the watermark back after this (default 10)",
+    )
+    run.add_argument(
         "--output",
         metavar="DIR",
-        help="write rows under DIR/<view>/ and dead letters under DIR/_dead_letter/",
+        help="write rows under DIR/<view>/ and dead letters under DIR/_dead_letter/ "
+        "(local, s3:// or gs://)",
+    )
+    run.add_argument(
+        "--sink",
+        action="append",
+        metavar="JSON",
+        help='add a sink to every view, e.g. \'{"type": "cassandra", "keyspace": "stats"}\' '
+        "(the table defaults to the view name). Repeatable",
+    )
+    run.add_argument(
+        "--no-view-sinks", action="store_true", help="ignore the sinks written in the view files"
+    )
+    run.add_argument("--dead-letter-topic", metavar="TOPIC", help="also send dead letters here")
+    run.add_argument(
+        "--cassandra-hosts",
+        metavar="HOST[,...]",
+        help="Cassandra contact points (default: $LIVEAGG_CASSANDRA_HOSTS or 127.0.0.1)",
+    )
+    run.add_argument(
+        "--cassandra-port", type=int, help="CQL port (default: $LIVEAGG_CASSANDRA_PORT or 9042)"
+    )
+    run.add_argument("--cassandra-local-dc", metavar="DC", help="Cassandra local datacenter")
+    run.add_argument(
+        "--s3-endpoint",
+        metavar="URL",
+        help="S3-compatible endpoint (default: $LIVEAGG_S3_ENDPOINT; credentials from "
+        "AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY)",
+    )
+    run.add_argument(
+        "--gcs-endpoint",
+        metavar="URL",
+        help="GCS endpoint, e.g. an emulator (default: $STORAGE_EMULATOR_HOST)",
     )
     run.add_argument(
         "--runner",

@@ -5,14 +5,15 @@ from __future__ import annotations
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 import apache_beam as beam
 
 from liveagg.errors import ViewError
-from liveagg.spec import ViewSpec
+from liveagg.spec import Sink, ViewSpec
 from liveagg.transforms.bounded import BoundedAggregate
-from liveagg.transforms.sinks.files import WriteDeadLetters, WriteViewFiles
+from liveagg.transforms.sinks import Connections, build_sink
+from liveagg.transforms.sinks.files import WriteDeadLetters
 from liveagg.transforms.streaming import StreamingAggregate
 
 
@@ -88,10 +89,54 @@ def build(
     return Compiled(rows, dead_letters)
 
 
-def write_local_output(compiled: Compiled, views: Sequence[ViewSpec], directory: str) -> None:
-    """The default sink: JSON Lines under ``directory/<view>/`` and ``directory/_dead_letter/``."""
+def attach_sinks(
+    compiled: Compiled,
+    views: Sequence[ViewSpec],
+    sources: Mapping[str, Source],
+    connections: Connections,
+    *,
+    output: str | None = None,
+    dead_letter_topic: str | None = None,
+) -> None:
+    """Deliver each view's rows to its sinks, and the dead letters.
+
+    ``output`` adds the local default: JSON Lines under ``output/<view>/`` and
+    ``output/_dead_letter/``. Sink types are in :mod:`liveagg.transforms.sinks`.
+    """
     for view in views:
-        compiled.views[view.name] | f"{view.name}/WriteFiles" >> WriteViewFiles(
-            directory, view.name, session=view.window.type == "session"
+        bounded = sources[view.source].bounded
+        rows = compiled.views[view.name]
+        sinks = list(view.sinks)
+        if output:
+            sinks.append(Sink("file", {"path": output, "format": "jsonl"}))
+        for index, sink in enumerate(sinks):
+            try:
+                writer = build_sink(sink, connections)
+            except ValueError as e:
+                raise ViewError(view.origin, f"$.sinks[{index}]", str(e)) from e
+            label = f"{view.name}/Sink/{index}-{sink.type}"
+            rows | label >> _Write(writer, view, bounded)
+    all_bounded = all(sources[v.source].bounded for v in views)
+    if output:
+        compiled.dead_letters | "DeadLetters/WriteFiles" >> WriteDeadLetters(
+            output, bounded=all_bounded, connections=connections
         )
-    compiled.dead_letters | "DeadLetters/WriteFiles" >> WriteDeadLetters(directory)
+    if dead_letter_topic:
+        from liveagg.transforms.sinks.kafka import WriteDeadLettersToKafka
+
+        compiled.dead_letters | "DeadLetters/Kafka" >> WriteDeadLettersToKafka(
+            dead_letter_topic, connections
+        )
+
+
+class _Write(beam.PTransform):
+    """Applies one sink under a stable label."""
+
+    def __init__(self, writer: Any, view: ViewSpec, bounded: bool) -> None:
+        super().__init__()
+        self._writer = writer
+        self._view = view
+        self._bounded = bounded
+
+    def expand(self, rows: beam.PCollection) -> Any:
+        return self._writer.write(rows, self._view, bounded=self._bounded)

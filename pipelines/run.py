@@ -1,27 +1,51 @@
-"""Run views end to end: load, bind sources, build the pipeline, run it, report."""
+"""Run views end to end: load, bind sources, build the pipeline, attach sinks, run, report."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from datetime import timedelta
 from pathlib import Path
+from typing import Any
 
 import apache_beam as beam
+import orjson
 from apache_beam.metrics.metric import MetricsFilter
 from apache_beam.options.pipeline_options import PipelineOptions
 
 from liveagg.errors import ViewError
 from liveagg.loader import load_views
-from liveagg.pipelines.compile import bind_sources, build, write_local_output
+from liveagg.pipelines.compile import Source, attach_sinks, bind_sources, build
+from liveagg.spec import Sink, ViewSpec
 from liveagg.transforms.deadletter import NAMESPACE
+from liveagg.transforms.sinks import Connections
 from liveagg.transforms.sources import FileSource
+
+COMMAND_LINE = "<command line>"
+
+
+@dataclass
+class KafkaInput:
+    """``--kafka-topic`` and the options that shape how it is read."""
+
+    topics: Sequence[str] = ()  # "[SOURCE=]TOPIC"
+    group_id: str | None = None
+    start: str = "committed"
+    unbounded: bool = False
+    max_records: int | None = None
+    idle_timeout: timedelta = timedelta(seconds=10)
 
 
 @dataclass
 class RunConfig:
     views: Sequence[str]
     inputs: Sequence[str] = ()
+    kafka: KafkaInput = field(default_factory=KafkaInput)
     output: str | None = None
+    sinks: Sequence[str] = ()  # JSON sink objects added to every view
+    view_sinks: bool = True  # False: ignore the sinks written in view files
+    dead_letter_topic: str | None = None
+    connections: Connections = field(default_factory=Connections)
     runner: str = "direct"
     streaming: bool = False
     direct_num_workers: int = 1
@@ -49,16 +73,75 @@ class RunReport:
         return "\n".join(lines)
 
 
-def _parse_inputs(inputs: Sequence[str]) -> tuple[dict[str, FileSource], FileSource | None]:
-    named: dict[str, FileSource] = {}
-    default = None
-    for item in inputs:
-        name, sep, pattern = item.partition("=")
-        if sep and name.isidentifier():
+def _split_binding(item: str) -> tuple[str | None, str]:
+    name, sep, value = item.partition("=")
+    if sep and name.isidentifier():
+        return name, value
+    return None, item
+
+
+def _sources(
+    config: RunConfig, views: Sequence[ViewSpec]
+) -> tuple[dict[str, Source], Source | None]:
+    named: dict[str, Source] = {}
+    default: Source | None = None
+    for item in config.inputs:
+        name, pattern = _split_binding(item)
+        if name:
             named[name] = FileSource(pattern)
         else:
-            default = FileSource(item)
+            default = FileSource(pattern)
+    for item in config.kafka.topics:
+        name, topic = _split_binding(item)
+        source = _kafka_source(config, topic, [v for v in views if name in (None, v.source)])
+        if name:
+            named[name] = source
+        else:
+            default = source
     return named, default
+
+
+def _kafka_source(config: RunConfig, topic: str, views: Sequence[ViewSpec]) -> Source:
+    from liveagg.transforms.sources.kafka import KafkaSource, ViewEventTime
+
+    if not config.connections.kafka_bootstrap:
+        raise ViewError(
+            COMMAND_LINE,
+            "$",
+            f"--kafka-topic {topic}: no Kafka bootstrap servers; give --kafka-bootstrap "
+            "HOST:PORT or set LIVEAGG_KAFKA_BOOTSTRAP",
+        )
+    options: dict[str, Any] = {
+        "group_id": config.kafka.group_id,
+        "start": config.kafka.start,
+        "bounded": not config.kafka.unbounded,
+        "max_records": config.kafka.max_records,
+        "idle_timeout": config.kafka.idle_timeout,
+    }
+    if views:  # the watermark follows the event time of the views on this source
+        options["timestamp_fn"] = ViewEventTime(views[0])
+    return KafkaSource.from_connections(topic, config.connections, **options)
+
+
+def _sinks_for(config: RunConfig, view: ViewSpec) -> tuple[Sink, ...]:
+    sinks = list(view.sinks) if config.view_sinks else []
+    for text in config.sinks:
+        try:
+            obj = orjson.loads(text)
+        except orjson.JSONDecodeError as e:
+            raise ViewError(COMMAND_LINE, "$.sink", f"--sink {text!r} is not JSON: {e}") from e
+        if not isinstance(obj, dict) or not isinstance(obj.get("type"), str):
+            raise ViewError(
+                COMMAND_LINE,
+                "$.sink",
+                f"--sink {text!r}: expected an object with a 'type', e.g. "
+                '\'{"type": "cassandra", "keyspace": "liveagg"}\'',
+            )
+        options = {k: v for k, v in obj.items() if k != "type"}
+        if obj["type"] == "cassandra":
+            options.setdefault("table", view.name)
+        sinks.append(Sink(obj["type"], options))
+    return tuple(sinks)
 
 
 def pipeline_options(config: RunConfig) -> PipelineOptions:
@@ -71,27 +154,42 @@ def pipeline_options(config: RunConfig) -> PipelineOptions:
             if config.direct_num_workers == 1
             else "--direct_running_mode=multi_processing",
         ]
+    if config.kafka.unbounded:
+        args.append("--streaming")
+    try:
+        from liveagg.transforms.sinks.objectstores import beam_args
+    except ImportError:  # object-store extras not installed
+        pass
+    else:
+        args += beam_args(config.connections)
     return PipelineOptions(args)
 
 
 def run(config: RunConfig) -> RunReport:
     views = load_views(config.views)
-    named, default = _parse_inputs(config.inputs)
+    named, default = _sources(config, views)
     if not named and default is None:
-        raise ViewError("<command line>", "$", "no input: give --input FILE_OR_GLOB")
+        raise ViewError(
+            COMMAND_LINE, "$", "no input: give --input FILE_OR_GLOB or --kafka-topic TOPIC"
+        )
     sources = bind_sources(views, named, default)
+    views = [replace(v, sinks=_sinks_for(config, v)) for v in views]
     pipeline = beam.Pipeline(options=pipeline_options(config))
     compiled = build(pipeline, views, sources, streaming=config.streaming or None)
-    if config.output:
-        write_local_output(compiled, views, config.output)
+    attach_sinks(
+        compiled,
+        views,
+        sources,
+        config.connections,
+        output=config.output,
+        dead_letter_topic=config.dead_letter_topic,
+    )
     result = pipeline.run()
     result.wait_until_finish()
     return _report(result, config.output, [v.name for v in views])
 
 
-def _report(
-    result: beam.runners.runner.PipelineResult, output: str | None, names: list[str]
-) -> RunReport:
+def _report(result: Any, output: str | None, names: list[str]) -> RunReport:
     report = RunReport(output, rows=dict.fromkeys(names, 0))
     counters = result.metrics().query(MetricsFilter().with_namespace(NAMESPACE))["counters"]
     for counter in counters:

@@ -69,16 +69,16 @@ class _Route(beam.DoFn):
             plan = self._plans[index]
             for variant, key in plan.keys(group):
                 yield TaggedOutput(
-                    _tag(plan.name), ((variant.index, key), (ts, row, payload, source))
+                    _tag(plan.name), ((plan.name, variant.index, key), (ts, row, payload, source))
                 )
 
 
-class WindowOperator(beam.DoFn):
-    """Keeps one view's windows per key in state and fires panes from timers."""
+class _WindowLogic(beam.DoFn):
+    """One view's windows per key in state, panes fired from timers (see the module doc).
 
-    WINDOWS = ReadModifyWriteStateSpec("windows", FastPrimitivesCoder())
-    CLOSED = ReadModifyWriteStateSpec("closed_upto_us", VarIntCoder())
-    WATERMARK = TimerSpec("watermark", TimeDomain.WATERMARK)
+    The Beam-facing methods (``process`` and the timer callbacks, with their state and
+    timer specs) are added by :func:`window_operator`.
+    """
 
     def __init__(self, spec: ViewSpec, clock: Callable[[], float] = time.time) -> None:
         self._spec = spec
@@ -87,25 +87,16 @@ class WindowOperator(beam.DoFn):
     def setup(self) -> None:
         self._plan = ViewPlan(self._spec)
 
-    def process(
-        self,
-        element: tuple[tuple[int, tuple], tuple[int, tuple, Any, Any]],
-        windows_state: Any = beam.DoFn.StateParam(WINDOWS),
-        closed_state: Any = beam.DoFn.StateParam(CLOSED),
-        watermark_timer: Any = beam.DoFn.TimerParam(WATERMARK),
-    ) -> Iterator[Any]:
-        return self._process(element, windows_state, closed_state, watermark_timer, None, None)
-
     def _process(
         self,
-        element: tuple[tuple[int, tuple], tuple[int, tuple, Any, Any]],
+        element: tuple[tuple[str, int, bytes], tuple[int, tuple, Any, Any]],
         windows_state: Any,
         closed_state: Any,
         watermark_timer: Any,
         early_set: Any,
         early_timer: Any,
     ) -> Iterator[Any]:
-        (variant_index, key), (ts, row, payload, source) = element
+        (_, variant_index, key), (ts, row, payload, source) = element
         plan = self._plan
         combine = plan.combine
         variant = plan.variants[variant_index]
@@ -192,17 +183,13 @@ class WindowOperator(beam.DoFn):
         entry[_DIRTY] = False
         return row
 
-    @on_timer(WATERMARK)
-    def on_watermark(
-        self,
-        key: Any = beam.DoFn.KeyParam,
-        fire_ts: Any = beam.DoFn.TimestampParam,
-        windows_state: Any = beam.DoFn.StateParam(WINDOWS),
-        closed_state: Any = beam.DoFn.StateParam(CLOSED),
-        watermark_timer: Any = beam.DoFn.TimerParam(WATERMARK),
+    def _on_watermark(
+        self, key: Any, fire_ts: Any, windows_state: Any, closed_state: Any, watermark_timer: Any
     ) -> Iterator[dict[str, Any]]:
-        now = fire_ts.micros
-        variant_index, group = key
+        # Portable runners carry timer timestamps in milliseconds: the timer set for
+        # end - 1us fires as end - 1ms, so anything within that millisecond is due.
+        now = fire_ts.micros + 999
+        _, variant_index, group = key
         lateness = self._plan.lateness_us
         state = windows_state.read() or {}
         closed_upto = closed_state.read()
@@ -223,38 +210,8 @@ class WindowOperator(beam.DoFn):
         else:
             windows_state.clear()
 
-
-class EarlyWindowOperator(WindowOperator):
-    """:class:`WindowOperator` with processing-time ``EARLY`` panes (``emit.early``).
-
-    A separate class because a processing-time timer makes Beam's local runner leave its
-    fast batch engine, so views without early panes, and bounded runs, do without it.
-    """
-
-    EARLY_SET = ReadModifyWriteStateSpec("early_set", VarIntCoder())
-    EARLY = TimerSpec("early", TimeDomain.REAL_TIME)
-
-    def process(
-        self,
-        element: tuple[tuple[int, tuple], tuple[int, tuple, Any, Any]],
-        windows_state: Any = beam.DoFn.StateParam(WindowOperator.WINDOWS),
-        closed_state: Any = beam.DoFn.StateParam(WindowOperator.CLOSED),
-        watermark_timer: Any = beam.DoFn.TimerParam(WindowOperator.WATERMARK),
-        early_set: Any = beam.DoFn.StateParam(EARLY_SET),
-        early_timer: Any = beam.DoFn.TimerParam(EARLY),
-    ) -> Iterator[Any]:
-        return self._process(
-            element, windows_state, closed_state, watermark_timer, early_set, early_timer
-        )
-
-    @on_timer(EARLY)
-    def on_early(
-        self,
-        key: Any = beam.DoFn.KeyParam,
-        windows_state: Any = beam.DoFn.StateParam(WindowOperator.WINDOWS),
-        early_set: Any = beam.DoFn.StateParam(EARLY_SET),
-    ) -> Iterator[dict[str, Any]]:
-        variant_index, group = key
+    def _on_early(self, key: Any, windows_state: Any, early_set: Any) -> Iterator[dict[str, Any]]:
+        _, variant_index, group = key
         early_set.clear()
         state = windows_state.read()
         if not state:
@@ -264,6 +221,74 @@ class EarlyWindowOperator(WindowOperator):
             if entry[_DIRTY] and not entry[_FIRED]:
                 yield self._pane(variant_index, group, window, entry, "EARLY")
         windows_state.write(state)
+
+
+def window_operator(
+    spec: ViewSpec, clock: Callable[[], float] = time.time, early: bool = False
+) -> beam.DoFn:
+    """The window operator DoFn for one view; with ``early``, processing-time EARLY panes.
+
+    Each call makes fresh state and timer specs, with timer names that carry the view name:
+    Beam's Python DirectRunner mixes up the timers of stateful transforms whose timer
+    families share a name. The early variant is a
+    separate class because a processing-time timer makes that runner leave its fast batch
+    engine, so views without early panes, and bounded runs, do without it.
+    """
+    windows = ReadModifyWriteStateSpec("windows", FastPrimitivesCoder())
+    closed = ReadModifyWriteStateSpec("closed_upto_us", VarIntCoder())
+    watermark = TimerSpec(f"watermark_{spec.name}", TimeDomain.WATERMARK)
+
+    class WindowOperator(_WindowLogic):
+        def process(
+            self,
+            element: tuple[tuple[str, int, bytes], tuple[int, tuple, Any, Any]],
+            windows_state: Any = beam.DoFn.StateParam(windows),
+            closed_state: Any = beam.DoFn.StateParam(closed),
+            watermark_timer: Any = beam.DoFn.TimerParam(watermark),
+        ) -> Iterator[Any]:
+            return self._process(element, windows_state, closed_state, watermark_timer, None, None)
+
+        @on_timer(watermark)
+        def on_watermark(
+            self,
+            key: Any = beam.DoFn.KeyParam,
+            fire_ts: Any = beam.DoFn.TimestampParam,
+            windows_state: Any = beam.DoFn.StateParam(windows),
+            closed_state: Any = beam.DoFn.StateParam(closed),
+            watermark_timer: Any = beam.DoFn.TimerParam(watermark),
+        ) -> Iterator[dict[str, Any]]:
+            return self._on_watermark(key, fire_ts, windows_state, closed_state, watermark_timer)
+
+    if not early:
+        return WindowOperator(spec, clock)
+
+    early_set_spec = ReadModifyWriteStateSpec("early_set", VarIntCoder())
+    early_spec = TimerSpec(f"early_{spec.name}", TimeDomain.REAL_TIME)
+
+    class EarlyWindowOperator(WindowOperator):
+        def process(
+            self,
+            element: tuple[tuple[str, int, bytes], tuple[int, tuple, Any, Any]],
+            windows_state: Any = beam.DoFn.StateParam(windows),
+            closed_state: Any = beam.DoFn.StateParam(closed),
+            watermark_timer: Any = beam.DoFn.TimerParam(watermark),
+            early_set: Any = beam.DoFn.StateParam(early_set_spec),
+            early_timer: Any = beam.DoFn.TimerParam(early_spec),
+        ) -> Iterator[Any]:
+            return self._process(
+                element, windows_state, closed_state, watermark_timer, early_set, early_timer
+            )
+
+        @on_timer(early_spec)
+        def on_early(
+            self,
+            key: Any = beam.DoFn.KeyParam,
+            windows_state: Any = beam.DoFn.StateParam(windows),
+            early_set: Any = beam.DoFn.StateParam(early_set_spec),
+        ) -> Iterator[dict[str, Any]]:
+            return self._on_early(key, windows_state, early_set)
+
+    return EarlyWindowOperator(spec, clock)
 
 
 class StreamingAggregate(beam.PTransform):
@@ -294,7 +319,7 @@ class StreamingAggregate(beam.PTransform):
         for spec in self._specs:
             ViewPlan(spec)  # fail at construction time, not on a worker
             early = self._early_panes and spec.early is not None
-            operator = (EarlyWindowOperator if early else WindowOperator)(spec, self._clock)
+            operator = window_operator(spec, self._clock, early)
             fired = routed[_tag(spec.name)] | f"{spec.name}/Window" >> beam.ParDo(
                 operator
             ).with_outputs(DEAD_LETTER, main="rows")

@@ -1,96 +1,450 @@
-"""Sinks: where output rows and dead letters go.
+"""File sinks: rows as JSON Lines, CSV or Parquet files, locally, on S3 or on GCS.
 
-The file sink writes JSON Lines (or CSV / Parquet) through Beam's ``FileSystems``, so local
-paths, ``s3://`` and ``gs://`` work alike. Rows are grouped into one file per window:
-``<dir>/<view>/<window_start>_<window_end>.jsonl`` with compact UTC times
-(``20130101T100000Z``). Session views, whose windows are per key, get one file per UTC day
-of the session start. In streaming, each firing writes its own part file so that no file is
-rewritten (``..._<window_end>-<pane timestamp>-<n>.jsonl``).
+Every file goes through a Beam filesystem (see :mod:`.objectstores`), so a local folder,
+``s3://bucket/prefix`` and ``gs://bucket/prefix`` behave alike. Under the sink's path::
+
+    <view>/<window_start>_<window_end>.<ext>   bounded input: one file per window
+    <view>/sessions_<yyyymmdd>.<ext>           session windows: one file per UTC day
+    <view>/<stem>-<bundle id>.<ext>            unbounded input: one part file per bundle
+    _dead_letter/<view>.jsonl                  dead letters (``_input`` when no view)
+
+Times are compact UTC (``20130101T100000Z``). A bounded file holds the window's rows in a
+stable order and is replaced whole when the pipeline runs again. Unbounded input never
+reaches the end of the global window, where a ``GroupByKey`` would fire, so each bundle
+writes one new file per window it saw: every pane lands in a file of its own and no file is
+rewritten. A window then has several part files, and a retried bundle may repeat rows;
+readers keep, per grouping key and window, the row with the highest ``pane_index``.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+import csv
+import functools
+import importlib.util
+import io
+import json
+import uuid
+from collections import defaultdict
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from datetime import datetime
 from typing import Any
 
 import apache_beam as beam
 import orjson
-from apache_beam.io.filesystems import FileSystems
+from apache_beam.transforms.window import GlobalWindows
+from apache_beam.utils.windowed_value import WindowedValue
+
+from liveagg.spec import Sink, ViewSpec
+from liveagg.transforms.plan import ViewPlan
+from liveagg.transforms.sinks import Connections, objectstores, register_sink
+
+#: File formats; each is also the file extension.
+FORMATS = ("jsonl", "csv", "parquet")
+_MIME_TYPES = {
+    "jsonl": "application/x-ndjson",
+    "csv": "text/csv",
+    "parquet": "application/vnd.apache.parquet",
+}
+#: Column types beyond the aggregation output types: grouping values and window bounds.
+KEY, TIMESTAMP = "key", "timestamp"
+
+
+@dataclass(frozen=True)
+class Column:
+    """One column of a view's rows: its name and type (an aggregation output type, ``key``
+    for a grouping column or ``timestamp`` for a window bound)."""
+
+    name: str
+    type: str
+
+
+def view_columns(view: ViewSpec) -> tuple[Column, ...]:
+    """The columns of the view's rows, in row order (SPEC section 3)."""
+    fns = ViewPlan(view).fns
+    columns = [Column("view", "text"), Column("window_start", TIMESTAMP)]
+    columns.append(Column("window_end", TIMESTAMP))
+    columns += [Column(c, KEY) for c in view.grouping_cols]
+    if view.grouping_sets is not None:
+        columns.append(Column("grouping_set", "bigint"))
+    if view.window.multi_granularity:
+        columns.append(Column("granularity", "text"))
+    columns += [
+        Column(a.output, fn.output_type()) for a, fn in zip(view.aggregations, fns, strict=True)
+    ]
+    # Arithmetic over the aggregates: "/" gives floats, so a derived column is a double.
+    columns += [Column(d.name, "double") for d in view.derived]
+    columns += [Column("pane_timing", "text"), Column("pane_index", "bigint")]
+    return tuple(columns)
+
+
+# --- formats ------------------------------------------------------------------------------
+
+
+def _json(value: Any) -> bytes:
+    try:
+        return orjson.dumps(value)
+    except TypeError:  # an integer beyond 64 bits, which orjson refuses; json writes it exactly
+        return json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode()
+
+
+def _text(value: Any) -> str | None:
+    """Strings as they are, anything else as its JSON text."""
+    if value is None or isinstance(value, str):
+        return value
+    return _json(value).decode()
+
+
+def _json_text(value: Any) -> str:
+    """JSON text, strings included: a ``json`` column may hold ``"5"`` as well as ``5``."""
+    return _json(value).decode()
+
+
+def encode_jsonl(rows: Iterable[dict[str, Any]]) -> bytes:
+    return b"".join(_json(r) + b"\n" for r in rows)
+
+
+def encode_csv(rows: Iterable[dict[str, Any]], columns: Sequence[Column]) -> bytes:
+    """A header row, then one line per row: strings as they are (JSON text in ``json``
+    columns), other values as JSON text, null as an empty field."""
+    out = io.StringIO()
+    writer = csv.writer(out, lineterminator="\n")
+    writer.writerow([c.name for c in columns])
+    cell = [_json_text if c.type == "json" else _text for c in columns]
+    for row in rows:
+        writer.writerow(
+            [
+                "" if (v := row.get(c.name)) is None else text(v)
+                for c, text in zip(columns, cell, strict=True)
+            ]
+        )
+    return out.getvalue().encode()
+
+
+def _arrow_types() -> dict[str, Any]:
+    import pyarrow as pa
+
+    return {
+        "text": pa.string(),
+        "bigint": pa.int64(),
+        "double": pa.float64(),
+        "boolean": pa.bool_(),
+        "list<double>": pa.list_(pa.float64()),
+        "list<bigint>": pa.list_(pa.int64()),
+        "list<text>": pa.list_(pa.string()),
+        "json": pa.string(),
+        KEY: pa.string(),
+        TIMESTAMP: pa.timestamp("us", tz="UTC"),
+    }
+
+
+def _timestamp(value: str) -> datetime:
+    return datetime.fromisoformat(value)  # RFC 3339 with "Z": UTC-aware
+
+
+_PARQUET_VALUE: dict[str, Callable[[Any], Any]] = {
+    KEY: _text,
+    "json": _json_text,
+    TIMESTAMP: _timestamp,
+    "double": float,
+}
+
+
+def arrow_schema(columns: Sequence[Column]) -> Any:
+    """The Parquet schema of a view's rows; an unknown column type lists the known ones."""
+    import pyarrow as pa
+
+    types = _arrow_types()
+    fields = []
+    for column in columns:
+        if column.type not in types:
+            raise ValueError(
+                f"column {column.name!r} has output type {column.type!r}, which parquet files "
+                f"cannot store; known: {', '.join(sorted(types))}"
+            )
+        fields.append(pa.field(column.name, types[column.type]))
+    return pa.schema(fields)
+
+
+def encode_parquet(rows: Sequence[dict[str, Any]], columns: Sequence[Column]) -> bytes:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    schema = arrow_schema(columns)
+    arrays = []
+    for column, field in zip(columns, schema, strict=True):
+        convert = _PARQUET_VALUE.get(column.type)
+        values = [row.get(column.name) for row in rows]
+        if convert is not None:
+            values = [None if v is None else convert(v) for v in values]
+        try:
+            arrays.append(pa.array(values, type=field.type))
+        except (pa.ArrowException, OverflowError) as e:
+            raise ValueError(
+                f"column {column.name!r} is declared {column.type} but holds a value that "
+                f"does not fit: {e}"
+            ) from e
+    out = pa.BufferOutputStream()
+    pq.write_table(pa.Table.from_arrays(arrays, schema=schema), out)
+    return out.getvalue().to_pybytes()
+
+
+def encode(rows: Sequence[dict[str, Any]], fmt: str, columns: Sequence[Column] | None) -> bytes:
+    if fmt == "jsonl":
+        return encode_jsonl(rows)
+    if columns is None:
+        raise ValueError(f"format {fmt!r} needs the view's columns")
+    return encode_csv(rows, columns) if fmt == "csv" else encode_parquet(rows, columns)
+
+
+def check_format(fmt: str, columns: Sequence[Column] | None = None) -> None:
+    """Fail at graph construction on an unknown format, a missing library, or (given the
+    columns) a column type the format cannot store."""
+    if fmt not in FORMATS:
+        raise ValueError(f"unknown file format {fmt!r}; known: {', '.join(FORMATS)}")
+    if fmt == "parquet" and importlib.util.find_spec("pyarrow") is None:
+        raise ImportError("parquet files need pyarrow: pip install 'liveagg[parquet]'")
+    if columns is not None and fmt == "parquet":
+        arrow_schema(columns)
+
+
+# --- writing ------------------------------------------------------------------------------
 
 
 def _compact(rfc: str) -> str:
     return rfc.replace("-", "").replace(":", "").replace(".", "")
 
 
-def _file_stem(row: dict[str, Any], session: bool) -> str:
+def file_stem(row: dict[str, Any], session: bool) -> str:
+    """``<window_start>_<window_end>``, or ``sessions_<yyyymmdd>`` for session windows."""
     if session:
         return "sessions_" + row["window_start"][:10].replace("-", "")
     return f"{_compact(row['window_start'])}_{_compact(row['window_end'])}"
 
 
-def _sort_key(row: dict[str, Any]) -> bytes:
-    return orjson.dumps(row, option=orjson.OPT_SORT_KEYS)
+def _row_order(row: dict[str, Any]) -> bytes:
+    return _json(list(row.values()))
 
 
-def _encode_jsonl(rows: Iterable[dict[str, Any]]) -> bytes:
-    return b"".join(orjson.dumps(r) + b"\n" for r in rows)
+class _Files:
+    """Where and how a sink writes. Pickled with the DoFn; the filesystem opens on the worker."""
+
+    def __init__(
+        self,
+        directory: str,
+        fmt: str,
+        columns: Sequence[Column] | None,
+        connections: Connections | None,
+    ) -> None:
+        self.directory = directory.rstrip("/") or directory
+        self.fmt = fmt
+        self.columns = tuple(columns) if columns is not None else None
+        self.connections = connections
+
+    def open(self) -> None:
+        self._fs = objectstores.filesystem(self.directory, self.connections)
+        self._object_store = objectstores.is_object_store(self.directory)
+
+    def write(self, folder: str, name: str, rows: Sequence[dict[str, Any]], replace: bool) -> str:
+        path = self._fs.join(self.directory, folder, f"{name}.{self.fmt}")
+        data = encode(rows, self.fmt, self.columns)
+        mime_type = _MIME_TYPES[self.fmt]
+        if self._object_store:  # an object appears whole when its upload completes
+            with self._fs.create(path, mime_type=mime_type) as handle:
+                handle.write(data)
+            return path
+        tmp = f"{path}.inprogress"  # readers never see a half-written file
+        with self._fs.create(tmp, mime_type=mime_type) as handle:
+            handle.write(data)
+        if replace and self._fs.exists(path):
+            self._fs.delete([path])
+        self._fs.rename([tmp], [path])
+        return path
 
 
-def _write(path: str, data: bytes) -> None:
-    tmp = f"{path}.inprogress"
-    with FileSystems.create(tmp) as handle:
-        handle.write(data)
-    if FileSystems.exists(path):
-        FileSystems.delete([path])
-    FileSystems.rename([tmp], [path])
+class _WriteWindowFiles(beam.DoFn):
+    """Bounded input: one file per grouped (folder, stem), rows in a stable order."""
 
+    def __init__(self, files: _Files) -> None:
+        self._files = files
 
-class _WriteGroup(beam.DoFn):
-    def __init__(self, directory: str) -> None:
-        self._directory = directory.rstrip("/")
+    def setup(self) -> None:
+        self._files.open()
 
-    def process(self, element: tuple[tuple[str, str], Iterable[dict[str, Any]]]) -> Iterable[str]:
+    def process(self, element: tuple[tuple[str, str], Iterable[dict[str, Any]]]) -> Iterator[str]:
         (folder, stem), rows = element
-        path = FileSystems.join(self._directory, folder, f"{stem}.jsonl")
-        _write(path, _encode_jsonl(sorted(rows, key=_sort_key)))
-        yield path
+        yield self._files.write(folder, stem, sorted(rows, key=_row_order), replace=True)
+
+
+class _WritePartFiles(beam.DoFn):
+    """Unbounded input: rows buffered per (folder, stem) in a bundle, one new file each."""
+
+    def __init__(self, files: _Files) -> None:
+        self._files = files
+
+    def setup(self) -> None:
+        self._files.open()
+
+    def start_bundle(self) -> None:
+        self._bundle = uuid.uuid4().hex
+        self._rows: dict[tuple[str, str], list[dict[str, Any]]] = defaultdict(list)
+
+    def process(self, element: tuple[tuple[str, str], dict[str, Any]]) -> None:
+        key, row = element
+        self._rows[key].append(row)
+
+    def finish_bundle(self) -> Iterator[WindowedValue]:
+        for (folder, stem), rows in self._rows.items():
+            path = self._files.write(folder, f"{stem}-{self._bundle}", rows, replace=False)
+            yield GlobalWindows.windowed_value(path)
+        self._rows.clear()
+
+
+def _write(
+    rows: beam.PCollection,
+    file_key: Callable[[dict[str, Any]], tuple[str, str]],
+    files: _Files,
+    bounded: bool,
+    key_label: str,
+) -> beam.PCollection:
+    keyed = rows | key_label >> beam.Map(lambda r: (file_key(r), r))
+    if bounded:
+        grouped = keyed | "Group" >> beam.GroupByKey()
+        return grouped | "Write" >> beam.ParDo(_WriteWindowFiles(files))
+    return keyed | "Write" >> beam.ParDo(_WritePartFiles(files))
+
+
+def _view_file(view: str, session: bool, row: dict[str, Any]) -> tuple[str, str]:
+    return view, file_stem(row, session)
+
+
+def _dead_letter_file(letter: dict[str, Any]) -> tuple[str, str]:
+    return "_dead_letter", letter["view"] or "_input"
 
 
 class WriteViewFiles(beam.PTransform):
-    """Writes one view's rows as JSON Lines, one file per window (bounded input).
+    """Writes one view's rows under ``<directory>/<view>/``; yields the paths written.
+
+    ``bounded=False`` writes a part file per bundle and window instead of one file per
+    window (see the module docstring). ``connections`` configures ``s3://`` and ``gs://``;
+    without it the filesystem comes from the pipeline options, as for any Beam IO.
 
     Example::
 
         rows | WriteViewFiles("out/", "cdn", session=False)
+        rows | WriteViewFiles("s3://bucket/views", "cdn", session=False, format="parquet",
+                              columns=view_columns(spec), bounded=False, connections=conns)
     """
 
-    def __init__(self, directory: str, view: str, session: bool) -> None:
+    def __init__(
+        self,
+        directory: str,
+        view: str,
+        session: bool,
+        *,
+        format: str = "jsonl",
+        columns: Sequence[Column] | None = None,
+        bounded: bool = True,
+        connections: Connections | None = None,
+    ) -> None:
         super().__init__()
-        self._directory = directory
+        check_format(format, columns)
+        if format != "jsonl" and columns is None:
+            raise ValueError(f"format {format!r} needs the view's columns: view_columns(view)")
+        objectstores.require(directory)
+        self._files = _Files(directory, format, columns, connections)
         self._view = view
         self._session = session
+        self._bounded = bounded
 
     def expand(self, rows: beam.PCollection) -> beam.PCollection:
-        view, session = self._view, self._session
-        return (
-            rows
-            | "ByWindow" >> beam.Map(lambda r: ((view, _file_stem(r, session)), r))
-            | "Group" >> beam.GroupByKey()
-            | "Write" >> beam.ParDo(_WriteGroup(self._directory))
-        )
+        file_key = functools.partial(_view_file, self._view, self._session)
+        return _write(rows, file_key, self._files, self._bounded, "ByWindow")
 
 
 class WriteDeadLetters(beam.PTransform):
-    """Writes dead letters as JSON Lines under ``<dir>/_dead_letter/``, one file per view."""
+    """Writes dead letters as JSON Lines under ``<directory>/_dead_letter/``, a file per view.
 
-    def __init__(self, directory: str) -> None:
+    Example::
+
+        compiled.dead_letters | WriteDeadLetters("out/", bounded=False)
+    """
+
+    def __init__(
+        self, directory: str, *, bounded: bool = True, connections: Connections | None = None
+    ) -> None:
         super().__init__()
-        self._directory = directory
+        objectstores.require(directory)
+        self._files = _Files(directory, "jsonl", None, connections)
+        self._bounded = bounded
 
     def expand(self, dead: beam.PCollection) -> beam.PCollection:
-        return (
-            dead
-            | "ByView" >> beam.Map(lambda d: (("_dead_letter", d["view"] or "_input"), d))
-            | "Group" >> beam.GroupByKey()
-            | "Write" >> beam.ParDo(_WriteGroup(self._directory))
+        return _write(dead, _dead_letter_file, self._files, self._bounded, "ByView")
+
+
+# --- the sinks ----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class FileSink:
+    """A :class:`~liveagg.transforms.sinks.RowSink` writing a view's rows as files."""
+
+    path: str
+    format: str
+    connections: Connections
+
+    def write(
+        self, rows: beam.PCollection, view: ViewSpec, *, bounded: bool
+    ) -> beam.PCollection | None:
+        try:
+            transform = WriteViewFiles(
+                self.path,
+                view.name,
+                session=view.window.type == "session",
+                format=self.format,
+                columns=view_columns(view),
+                bounded=bounded,
+                connections=self.connections,
+            )
+        except ValueError as e:
+            raise ValueError(f"view {view.name!r}: {self.format} sink at {self.path}: {e}") from e
+        return rows | f"{view.name}/WriteFiles/{self.format}/{self.path}" >> transform
+
+
+def _file_sink(sink: Sink, connections: Connections, scheme: str | None) -> FileSink:
+    path = sink.options.get("path")
+    if not isinstance(path, str) or not path:
+        raise ValueError(f"sink {sink.type!r} needs a path, e.g. {_example(scheme)}")
+    if scheme is not None and not path.startswith(f"{scheme}://"):
+        raise ValueError(
+            f"sink {sink.type!r}: path {path!r} must start with {scheme}://, "
+            f"e.g. {_example(scheme)}"
         )
+    fmt = sink.options.get("format", "jsonl")
+    check_format(fmt)
+    objectstores.require(path)
+    return FileSink(path, fmt, connections)
+
+
+def _example(scheme: str | None) -> str:
+    return (
+        f"{scheme}://bucket/views" if scheme else "out/views, s3://bucket/views, gs://bucket/views"
+    )
+
+
+@register_sink("file")
+def file_sink(sink: Sink, connections: Connections) -> FileSink:
+    """``{"type": "file", "path": ..., "format": "jsonl" | "csv" | "parquet"}``."""
+    return _file_sink(sink, connections, None)
+
+
+@register_sink("s3")
+def s3_sink(sink: Sink, connections: Connections) -> FileSink:
+    """``{"type": "s3", "path": "s3://bucket/prefix"}``: the file sink on S3."""
+    return _file_sink(sink, connections, "s3")
+
+
+@register_sink("gcs")
+def gcs_sink(sink: Sink, connections: Connections) -> FileSink:
+    """``{"type": "gcs", "path": "gs://bucket/prefix"}``: the file sink on GCS."""
+    return _file_sink(sink, connections, "gs")

@@ -1,0 +1,785 @@
+"""The Cassandra sink against a real Cassandra 5.0, plus its retry logic with a failing execute.
+
+Rows come from :class:`ViewPlan` over generated messages, so they have exactly the layout that
+the pipeline produces. Each test module run uses its own keyspace and drops it at the end.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import socket
+import threading
+import time
+import uuid
+from collections.abc import Iterator, Sequence
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import apache_beam as beam
+import orjson
+import pytest
+from apache_beam.metrics.metric import MetricsFilter
+
+from integration.services import CassandraConnection
+from integration.services.cassandra import Cassandra
+from liveagg.combiners import LiveaggCombineFn
+from liveagg.loader import parse_view
+from liveagg.spec import Sink, ViewSpec
+from liveagg.transforms.plan import ViewPlan
+from liveagg.transforms.sinks import Connections, build_sink
+from liveagg.transforms.sinks.cassandra import (
+    AsyncWriter,
+    CassandraSink,
+    CassandraWriteError,
+    RetryPolicy,
+    WriteSettings,
+    column_name,
+    prepare_table,
+    retryable_errors,
+    table_layout,
+)
+
+pytestmark = pytest.mark.integration
+
+pytest.importorskip("cassandra")
+from cassandra import (  # noqa: E402
+    InvalidRequest,
+    OperationTimedOut,
+    Unavailable,
+    WriteTimeout,
+    WriteType,
+)
+from cassandra.cluster import Cluster, NoHostAvailable  # noqa: E402
+from cassandra.connection import ConnectionShutdown  # noqa: E402
+
+# --- custom aggregations for the two output types no built-in has --------------------------
+
+
+class AnyTrueFn(LiveaggCombineFn):
+    """``boolean``: whether any value is true."""
+
+    def create_accumulator(self) -> bool | None:
+        return None
+
+    def add_input(self, acc: bool | None, value: Any) -> bool:
+        return bool(acc) or bool(value)
+
+    def merge_accumulators(self, accs: Any) -> bool | None:
+        seen = [a for a in accs if a is not None]
+        return any(seen) if seen else None
+
+    def extract_output(self, acc: bool | None) -> bool | None:
+        return acc
+
+    def output_type(self) -> str:
+        return "boolean"
+
+    def encode_accumulator(self, acc: bool | None) -> bytes:
+        return orjson.dumps(acc)
+
+    def decode_accumulator(self, data: bytes) -> bool | None:
+        return orjson.loads(data)
+
+
+class TagsFn(LiveaggCombineFn):
+    """``list<text>``: the sorted distinct string values."""
+
+    def create_accumulator(self) -> set[str]:
+        return set()
+
+    def add_input(self, acc: set[str], value: Any) -> set[str]:
+        acc.add(str(value))
+        return acc
+
+    def merge_accumulators(self, accs: Any) -> set[str]:
+        return set().union(*accs)
+
+    def extract_output(self, acc: set[str]) -> list[str] | None:
+        return sorted(acc) or None
+
+    def output_type(self) -> str:
+        return "list<text>"
+
+    def encode_accumulator(self, acc: set[str]) -> bytes:
+        return orjson.dumps(sorted(acc))
+
+    def decode_accumulator(self, data: bytes) -> set[str]:
+        return set(orjson.loads(data))
+
+
+# --- views, rows and helpers ----------------------------------------------------------------
+
+#: Grouping sets, two granularities, a dotted grouping column, every output type.
+FULL_VIEW = {
+    "name": "cdn_traffic",
+    "event_time": {"field": "ts", "format": "epoch_s"},
+    "grouping_cols": ["client.ip", "country", "asn"],
+    "grouping_sets": [["client.ip", "country", "asn"], ["country"], []],
+    "window": {"type": "fixed", "size": ["1m", "1h"]},
+    "aggregation_info": [
+        {"aggregation": "count", "aggregated_col_name": "requests"},
+        {"aggregation": "sum", "col_name": "bytes", "aggregated_col_name": "bytes_total"},
+        {"aggregation": "mean", "col_name": "latency", "aggregated_col_name": "latency_mean"},
+        {"aggregation": "max", "col_name": "latency", "aggregated_col_name": "latency_max"},
+        {"aggregation": "hll_sketch", "col_name": "user", "aggregated_col_name": "users_hll"},
+        {
+            "aggregation": "approx_quantiles",
+            "col_name": "latency",
+            "aggregated_col_name": "latency_q",
+            "params": {"quantiles": [0.5, 0.9]},
+        },
+        {
+            "aggregation": "histogram",
+            "col_name": "latency",
+            "aggregated_col_name": "latency_hist",
+            "params": {"bounds": [10, 100]},
+        },
+        {
+            "aggregation": "top_k",
+            "col_name": "path",
+            "aggregated_col_name": "top_paths",
+            "params": {"k": 2},
+        },
+        {"aggregation": "collect_set", "col_name": "status", "aggregated_col_name": "statuses"},
+        {
+            "aggregation": "custom",
+            "col_name": "cached",
+            "aggregated_col_name": "any_cached",
+            "params": {"combine_fn": f"{__name__}:AnyTrueFn"},
+        },
+        {
+            "aggregation": "custom",
+            "col_name": "path",
+            "aggregated_col_name": "paths",
+            "params": {"combine_fn": f"{__name__}:TagsFn"},
+        },
+    ],
+    "derived": [{"name": "bytes_per_request", "expr": "bytes_total / requests"}],
+}
+
+FULL_TYPES = {
+    "client_ip": "text",
+    "country": "text",
+    "asn": "text",
+    "window_start": "timestamp",
+    "granularity": "text",
+    "grouping_set": "int",
+    "window_end": "timestamp",
+    "requests": "bigint",
+    "bytes_total": "double",
+    "latency_mean": "double",
+    "latency_max": "text",
+    "users_hll": "text",
+    "latency_q": "list<double>",
+    "latency_hist": "list<bigint>",
+    "top_paths": "text",
+    "statuses": "text",
+    "any_cached": "boolean",
+    "paths": "list<text>",
+    "bytes_per_request": "double",
+    "pane_timing": "text",
+    "pane_index": "int",
+    "updated_at": "timestamp",
+}
+JSON_COLUMNS = {"latency_max", "top_paths", "statuses"}
+
+SIMPLE_VIEW = {
+    "name": "page_views",
+    "event_time": {"field": "ts"},
+    "grouping_cols": ["page"],
+    "window": {"size": "1m"},
+    "allowed_lateness": "1h",
+    "aggregation_info": [
+        {"aggregation": "count", "aggregated_col_name": "views"},
+        {"aggregation": "sum", "col_name": "ms", "aggregated_col_name": "total_ms"},
+    ],
+}
+
+T0 = 1_357_034_400  # 2013-01-01T10:00:00Z
+
+
+def _messages(n: int) -> Iterator[dict[str, Any]]:
+    for i in range(n):
+        msg: dict[str, Any] = {
+            "ts": T0 + i * 7,
+            "client": {"ip": f"10.0.0.{i % 3}"},
+            "country": ["DE", "FR"][i % 2],
+            "bytes": 100 + i,
+            "latency": [5, 50, 500, 12.5][i % 4],
+            "user": f"u{i % 5}",
+            "path": ["/a", "/b", "/a", "/c"][i % 4],
+            "status": [200, 404][i % 3 == 0],
+            "cached": i % 5 == 0,
+        }
+        if i % 4 != 1:
+            msg["asn"] = 3320 + i % 2  # a number, and missing (null) on some messages
+        yield msg
+
+
+def aggregate(
+    view: ViewSpec, messages: Sequence[dict[str, Any]], pane_timing: str = "ON_TIME", index: int = 0
+) -> list[dict[str, Any]]:
+    """The rows that the pipeline emits for ``messages``, one per variant, key and window."""
+    plan = ViewPlan(view)
+    accumulators: dict[tuple[int, bytes, int, int], Any] = {}
+    for msg in messages:
+        extracted = plan.extract(msg)
+        assert extracted is not None
+        ts, values, group = extracted
+        for variant, key in plan.keys(group):
+            for start, end in variant.assign(ts):
+                slot = (variant.index, key, start, end)
+                acc = accumulators.get(slot) or plan.combine.create_accumulator()
+                accumulators[slot] = plan.combine.add_input(acc, values)
+    return [
+        plan.row(
+            plan.variants[v],
+            start,
+            end,
+            key,
+            plan.combine.extract_output(acc),
+            pane_timing,
+            index,
+        )
+        for (v, key, start, end), acc in accumulators.items()
+    ]
+
+
+def simple_rows(
+    view: ViewSpec, pages: int, views: int, pane_timing: str, index: int
+) -> list[dict[str, Any]]:
+    plan = ViewPlan(view)
+    start = T0 * 1_000_000
+    return [
+        plan.row(
+            plan.variants[0],
+            start,
+            start + 60_000_000,
+            orjson.dumps([f"/p{p}"]),
+            (views + p, float(10 * (views + p))),
+            pane_timing,
+            index,
+        )
+        for p in range(pages)
+    ]
+
+
+def connections(cassandra: CassandraConnection) -> Connections:
+    return Connections(
+        cassandra_hosts=cassandra.contact_points,
+        cassandra_port=cassandra.port,
+        cassandra_local_dc=cassandra.local_dc,
+    )
+
+
+def run(sink: CassandraSink, view: ViewSpec, rows: list[dict[str, Any]]) -> dict[str, int]:
+    """Write ``rows`` through a Beam pipeline; return the sink's counters."""
+    pipeline = beam.Pipeline()
+    sink.write(pipeline | beam.Create(rows), view, bounded=True)
+    result = pipeline.run()
+    result.wait_until_finish()
+    counters = result.metrics().query(MetricsFilter().with_namespace("liveagg"))["counters"]
+    return {
+        c.key.metric.name: c.committed
+        for c in counters
+        if c.key.metric.name.startswith("cassandra/")
+    }
+
+
+def select_all(session: Any, keyspace: str, table: str) -> list[dict[str, Any]]:
+    return [r._asdict() for r in session.execute(f"SELECT * FROM {keyspace}.{table}")]
+
+
+def expected_cells(row: dict[str, Any], view: ViewSpec) -> dict[str, Any]:
+    """What Cassandra should hold for ``row``, written out independently of the sink."""
+
+    def key_text(value: Any) -> str:
+        return "" if value is None else value if isinstance(value, str) else json.dumps(value)
+
+    def ts(text: str) -> datetime:
+        return datetime.fromisoformat(text).astimezone(UTC).replace(tzinfo=None)
+
+    cells = {column_name(c): key_text(row[c]) for c in view.grouping_cols}
+    cells["window_start"] = ts(row["window_start"])
+    cells["window_end"] = ts(row["window_end"])
+    for name in ("granularity", "grouping_set", "pane_timing", "pane_index"):
+        if name in row:
+            cells[name] = row[name]
+    for name in view.output_columns:
+        cells[name] = row[name]
+    return cells
+
+
+def stored_cells(stored: dict[str, Any]) -> dict[str, Any]:
+    cells = {k: v for k, v in stored.items() if k != "updated_at"}
+    for name in JSON_COLUMNS & cells.keys():
+        if cells[name] is not None:
+            cells[name] = json.loads(cells[name])
+    return cells
+
+
+def primary_key(cells: dict[str, Any], view: ViewSpec) -> tuple[Any, ...]:
+    names = [column_name(c) for c in view.grouping_cols] + ["window_start"]
+    names += [n for n in ("granularity", "grouping_set") if n in cells]
+    return tuple(cells[n] for n in names)
+
+
+@pytest.fixture(scope="module")
+def keyspace(cassandra: CassandraConnection) -> Iterator[str]:
+    name = f"liveagg_it_{uuid.uuid4().hex[:10]}"
+    yield name
+    cluster = Cluster(**cassandra.cluster_kwargs())
+    try:
+        cluster.connect().execute(f"DROP KEYSPACE IF EXISTS {name}")
+    finally:
+        cluster.shutdown()
+
+
+@pytest.fixture(scope="module")
+def session(cassandra: CassandraConnection) -> Iterator[Any]:
+    cluster = Cluster(**cassandra.cluster_kwargs())
+    try:
+        yield cluster.connect()
+    finally:
+        cluster.shutdown()
+
+
+# --- the real server ------------------------------------------------------------------------
+
+
+def test_every_column_round_trips(
+    cassandra: CassandraConnection, keyspace: str, session: Any
+) -> None:
+    view = parse_view(FULL_VIEW)
+    rows = aggregate(view, list(_messages(120)))
+    assert {r["grouping_set"] for r in rows} == {0, 1, 2}
+    assert {r["granularity"] for r in rows} == {"1m", "1h"}
+    assert any(r["asn"] is None and r["grouping_set"] == 0 for r in rows)  # a null key value
+    sink = CassandraSink(keyspace, connections=connections(cassandra))
+
+    before = datetime.now(UTC).replace(tzinfo=None) - timedelta(seconds=1)
+    counters = run(sink, view, rows)
+    after = datetime.now(UTC).replace(tzinfo=None) + timedelta(seconds=1)
+
+    assert counters["cassandra/rows_written"] == len(rows)
+    stored = select_all(session, keyspace, "cdn_traffic")
+    assert len(stored) == len(rows)
+    assert all(before <= r["updated_at"] <= after for r in stored)
+    expected = {primary_key(c, view): c for c in (expected_cells(r, view) for r in rows)}
+    actual = {primary_key(c, view): c for c in map(stored_cells, stored)}
+    assert actual.keys() == expected.keys()
+    for key, cells in expected.items():
+        assert actual[key] == cells, key
+    # The columns a grouping set leaves out are '' in the key.
+    assert {r["client_ip"] for r in stored if r["grouping_set"] == 2} == {""}
+
+
+def test_table_is_created_with_the_view_types(
+    cassandra: CassandraConnection, keyspace: str, session: Any
+) -> None:
+    view = parse_view({**FULL_VIEW, "name": "cdn_types"})
+    run(CassandraSink(keyspace, connections=connections(cassandra)), view, [])
+    columns = session.execute(
+        "SELECT column_name, type, kind, position FROM system_schema.columns "
+        "WHERE keyspace_name = %s AND table_name = %s",
+        (keyspace, "cdn_types"),
+    )
+    columns = list(columns)
+    assert {c.column_name: c.type for c in columns} == FULL_TYPES
+    key = sorted((c.position, c.column_name) for c in columns if c.kind == "partition_key")
+    assert [name for _, name in key] == [
+        "client_ip",
+        "country",
+        "asn",
+        "window_start",
+        "granularity",
+        "grouping_set",
+    ]
+    assert not [c for c in columns if c.kind == "clustering"]
+    replication = session.execute(
+        "SELECT replication FROM system_schema.keyspaces WHERE keyspace_name = %s", (keyspace,)
+    ).one()
+    assert replication.replication["replication_factor"] == "1"
+
+
+def test_upserts_are_idempotent_and_a_late_pane_wins(
+    cassandra: CassandraConnection, keyspace: str, session: Any
+) -> None:
+    view = parse_view(SIMPLE_VIEW)
+    sink = CassandraSink(keyspace, "page_views_upsert", connections(cassandra))
+    on_time = simple_rows(view, pages=50, views=3, pane_timing="ON_TIME", index=0)
+    run(sink, view, on_time)
+    run(sink, view, on_time)  # a replay
+    stored = select_all(session, keyspace, "page_views_upsert")
+    assert len(stored) == 50
+    assert {r["pane_timing"] for r in stored} == {"ON_TIME"}
+    assert sorted(r["views"] for r in stored) == [3 + p for p in range(50)]
+
+    late = simple_rows(view, pages=50, views=9, pane_timing="LATE", index=1)
+    run(sink, view, late)
+    stored = select_all(session, keyspace, "page_views_upsert")
+    assert len(stored) == 50
+    by_page = {r["page"]: r for r in stored}
+    for p in range(50):
+        row = by_page[f"/p{p}"]
+        assert (row["views"], row["total_ms"], row["pane_timing"], row["pane_index"]) == (
+            9 + p,
+            10.0 * (9 + p),
+            "LATE",
+            1,
+        )
+
+
+def test_an_older_pane_that_arrives_last_does_not_win(
+    cassandra: CassandraConnection, keyspace: str, session: Any
+) -> None:
+    # What a retry does: the write of pane 0 reaches the server after that of pane 1. The write
+    # timestamps come from the moment each row reached the sink, so pane 1 stays.
+    view = parse_view(SIMPLE_VIEW)
+    layout = table_layout(view, keyspace, "page_views_order")
+    insert = prepare_table(session, layout, 1)
+    pane0 = simple_rows(view, pages=20, views=1, pane_timing="ON_TIME", index=0)
+    pane1 = simple_rows(view, pages=20, views=5, pane_timing="LATE", index=1)
+    now_us = time.time_ns() // 1000
+    writer = AsyncWriter(
+        session.execute_async, max_in_flight=8, retry=RetryPolicy(), retryable=retryable_errors()
+    )
+    for row in pane1:
+        writer.submit(insert.bind(layout.values(row, now_us + 1)))
+    writer.flush()
+    for row in pane0:
+        writer.submit(insert.bind(layout.values(row, now_us)))
+    writer.flush()
+    stored = select_all(session, keyspace, "page_views_order")
+    assert {(r["pane_index"], r["views"] - int(r["page"][2:])) for r in stored} == {(1, 5)}
+
+
+def test_an_existing_table_of_another_shape_fails_at_setup(
+    cassandra: CassandraConnection, keyspace: str, session: Any
+) -> None:
+    view = parse_view(SIMPLE_VIEW)
+    sink = CassandraSink(keyspace, "page_views_wrong", connections(cassandra))
+    session.execute(
+        f"CREATE KEYSPACE IF NOT EXISTS {keyspace} WITH replication = "
+        "{'class': 'SimpleStrategy', 'replication_factor': 1}"
+    )
+    session.execute(
+        f"CREATE TABLE {keyspace}.page_views_wrong "
+        "(page text, window_start timestamp, views text, PRIMARY KEY ((page), window_start))"
+    )
+    with pytest.raises(Exception, match="exists with another shape") as info:
+        run(sink, view, simple_rows(view, pages=1, views=1, pane_timing="ON_TIME", index=0))
+    message = str(info.value)
+    for part in (
+        f"Cassandra table {keyspace}.page_views_wrong",
+        "column views is text, expected bigint",
+        "missing column window_end timestamp",
+        "missing column total_ms double",
+        "partition key is (page), expected (page, window_start)",
+        "clustering columns (window_start), expected none",
+    ):
+        assert part in message
+
+
+@pytest.mark.slow
+def test_rows_survive_a_cassandra_restart(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Stops a private node for ~10 s while a pipeline writes; every row must arrive.
+
+    A private node because the shared one is used by other tests, and the harness wipes its
+    data on start. This node keeps its data across the restart, as a production node does.
+    """
+    monkeypatch.setenv("LIVEAGG_CASSANDRA_HEAP", "512m")
+    node = _PrivateCassandra(tmp_path / "cassandra")
+    handle = node.ensure()
+    try:
+        conn = handle.connection
+        view = parse_view(SIMPLE_VIEW)
+        rows = simple_rows(view, pages=2000, views=1, pane_timing="ON_TIME", index=0)
+        sink = CassandraSink("restart_ks", "page_views", connections(conn))
+        outcome: dict[str, Any] = {}
+
+        def write_slowly() -> None:
+            pipeline = beam.Pipeline()
+            throttled = (
+                pipeline
+                | beam.Create(range(len(rows)))
+                | beam.Map(lambda i: time.sleep(0.01) or rows[i])
+            )
+            sink.write(throttled, view, bounded=True)
+            try:
+                result = pipeline.run()
+                result.wait_until_finish()
+                counters = result.metrics().query(MetricsFilter().with_name("cassandra/retries"))
+                outcome["retries"] = sum(c.committed for c in counters["counters"])
+            except BaseException as e:
+                outcome["error"] = e
+
+        writer = threading.Thread(target=write_slowly, daemon=True)
+        writer.start()
+        _wait_for_rows(conn, "restart_ks.page_views", at_least=100)
+        assert writer.is_alive(), outcome
+        node.stop()
+        time.sleep(10)
+        node.ensure()
+        writer.join(timeout=300)
+        assert not writer.is_alive(), "the pipeline did not finish within 5 minutes"
+        assert "error" not in outcome, outcome.get("error")
+        assert outcome["retries"] > 0  # the outage was hit
+
+        cluster = Cluster(**conn.cluster_kwargs())
+        try:
+            stored = select_all(cluster.connect(), "restart_ks", "page_views")
+        finally:
+            cluster.shutdown()
+        assert sorted(r["page"] for r in stored) == sorted(r["page"] for r in rows)
+    finally:
+        node.stop()
+
+
+def _wait_for_rows(conn: CassandraConnection, table: str, at_least: int) -> None:
+    """Return once ``table`` holds ``at_least`` rows: the write loop is under way."""
+    cluster = Cluster(**conn.cluster_kwargs())
+    try:
+        session = cluster.connect()
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            try:
+                if session.execute(f"SELECT count(*) FROM {table}").one()[0] >= at_least:
+                    return
+            except InvalidRequest:  # the sink has not created the table yet
+                pass
+            time.sleep(0.2)
+        raise AssertionError(f"{table} did not reach {at_least} rows within 120 s")
+    finally:
+        cluster.shutdown()
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class _PrivateCassandra(Cassandra):
+    """A node on free ports under ``run_dir``; its data is wiped only on the first start."""
+
+    def __init__(self, run_dir: Path) -> None:
+        self._run_dir = run_dir
+        self._ports = {"native": _free_port(), "storage": _free_port()}
+        self._prepared = False
+
+    @property
+    def run_dir(self) -> Path:
+        return self._run_dir
+
+    def ports(self) -> dict[str, int]:
+        return dict(self._ports)
+
+    def prepare(self) -> None:
+        if not self._prepared:
+            super().prepare()
+            self._prepared = True
+
+
+# --- no server: sink building, layout errors, retries with an injected execute -------------
+
+
+def test_build_sink_from_a_view_entry() -> None:
+    sink = build_sink(Sink("cassandra", {"keyspace": "Metrics"}), Connections())
+    assert isinstance(sink, CassandraSink)
+    assert (sink.keyspace, sink.table) == ("metrics", None)
+    view = parse_view(SIMPLE_VIEW)
+    assert sink.layout(view).table == "page_views"
+    with pytest.raises(ValueError, match='cassandra sink needs "keyspace"'):
+        build_sink(Sink("cassandra", {"table": "t"}), Connections())
+    with pytest.raises(ValueError, match="keyspace 'my-ks' is not a Cassandra identifier"):
+        build_sink(Sink("cassandra", {"keyspace": "my-ks"}), Connections())
+
+
+def test_write_settings_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("LIVEAGG_CASSANDRA_MAX_IN_FLIGHT", "16")
+    monkeypatch.setenv("LIVEAGG_CASSANDRA_RETRY_ATTEMPTS", "7")
+    monkeypatch.setenv("LIVEAGG_CASSANDRA_RETRY_DEADLINE", "90s")
+    settings = WriteSettings.from_env()
+    assert settings.max_in_flight == 16
+    assert settings.retry.max_attempts == 7
+    assert settings.retry.deadline == timedelta(seconds=90)
+    monkeypatch.setenv("LIVEAGG_CASSANDRA_MAX_IN_FLIGHT", "many")
+    with pytest.raises(ValueError, match="LIVEAGG_CASSANDRA_MAX_IN_FLIGHT='many' is not an"):
+        WriteSettings.from_env()
+
+
+def test_column_names_and_layout_errors() -> None:
+    assert column_name("client.ip") == "client_ip"
+    assert column_name("User-Agent") == "user_agent"
+    assert column_name("2xx") == "c_2xx"
+    view = parse_view({**SIMPLE_VIEW, "grouping_cols": ["client.ip", "client_ip"]})
+    with pytest.raises(
+        ValueError, match=re.escape("'client.ip' and 'client_ip' both map to Cassandra")
+    ):
+        table_layout(view, "ks")
+    agg = {"aggregation": "count", "aggregated_col_name": "updated_at"}
+    view = parse_view({**SIMPLE_VIEW, "aggregation_info": [agg]})
+    with pytest.raises(ValueError, match=r"'updated_at'.* both map to Cassandra column"):
+        table_layout(view, "ks")
+    view = parse_view({**SIMPLE_VIEW, "name": "v" * 49})
+    with pytest.raises(ValueError, match=r"table 'v{49}' is not a Cassandra identifier"):
+        table_layout(view, "ks")
+
+
+def test_layout_of_the_full_view() -> None:
+    layout = table_layout(parse_view(FULL_VIEW), "metrics")
+    assert {c.name: c.type for c in layout.columns} == FULL_TYPES
+    assert layout.insert_cql().endswith("USING TIMESTAMP ?")
+    assert 'PRIMARY KEY (("client_ip", "country", "asn", "window_start", "granularity", ' in (
+        layout.create_table_cql()
+    )
+
+
+def test_backoff_doubles_up_to_a_cap_and_stops_at_the_limits() -> None:
+    policy = RetryPolicy(
+        max_attempts=8,
+        initial_backoff=timedelta(milliseconds=100),
+        max_backoff=timedelta(seconds=1),
+        deadline=timedelta(seconds=30),
+    )
+    assert [policy.backoff(n).total_seconds() for n in range(1, 7)] == [
+        0.1,
+        0.2,
+        0.4,
+        0.8,
+        1.0,
+        1.0,
+    ]
+    for attempt in range(1, 8):
+        delay = policy.next_delay(attempt, timedelta(0))
+        assert delay is not None
+        assert policy.backoff(attempt) / 2 <= delay <= policy.backoff(attempt)
+    assert policy.next_delay(8, timedelta(0)) is None  # attempts spent
+    assert policy.next_delay(1, timedelta(seconds=29.95)) is None  # past the deadline
+    with pytest.raises(ValueError, match="jitter must be within"):
+        RetryPolicy(jitter=2)
+
+
+class _Done:
+    """A response future that has already completed."""
+
+    def __init__(self, error: BaseException | None) -> None:
+        self.error = error
+
+    def add_callbacks(self, callback: Any, errback: Any, errback_args: tuple = ()) -> None:
+        if self.error is None:
+            callback(None)
+        else:
+            errback(self.error, *errback_args)
+
+
+class FailingExecute:
+    """``execute_async`` that fails each statement ``failures`` times, then succeeds."""
+
+    def __init__(self, errors: Sequence[BaseException], failures: int) -> None:
+        self.errors = errors
+        self.failures = failures
+        self.calls: dict[Any, int] = {}
+        self.lock = threading.Lock()
+
+    def __call__(self, statement: Any) -> _Done:
+        with self.lock:
+            n = self.calls[statement] = self.calls.get(statement, 0) + 1
+        if n <= self.failures:
+            return _Done(self.errors[(n - 1) % len(self.errors)])
+        return _Done(None)
+
+
+FAST = RetryPolicy(
+    initial_backoff=timedelta(milliseconds=1),
+    max_backoff=timedelta(milliseconds=5),
+    deadline=timedelta(seconds=10),
+)
+TRANSIENT = [
+    WriteTimeout("write timeout", write_type=WriteType.SIMPLE),
+    Unavailable("unavailable"),
+    OperationTimedOut("client timeout"),
+    NoHostAvailable("no host", {}),
+    ConnectionShutdown("connection closed"),
+]
+
+
+def test_transient_errors_are_retried_until_the_write_succeeds() -> None:
+    execute = FailingExecute(TRANSIENT, failures=5)
+    writer = AsyncWriter(execute, max_in_flight=4, retry=FAST, retryable=retryable_errors())
+    for i in range(20):
+        writer.submit(f"statement {i}")
+    writer.flush()
+    assert execute.calls == {f"statement {i}": 6 for i in range(20)}
+    assert writer.take_counts() == (20, 100, 0)
+
+
+def test_a_write_that_keeps_failing_raises_after_the_attempts() -> None:
+    execute = FailingExecute([Unavailable("replica down")], failures=10**6)
+    retry = RetryPolicy(max_attempts=3, initial_backoff=timedelta(milliseconds=1))
+    writer = AsyncWriter(execute, max_in_flight=4, retry=retry, retryable=retryable_errors())
+    writer.submit("a")
+    writer.submit("b")
+    with pytest.raises(CassandraWriteError, match=r"2 write\(s\) failed.*Unavailable"):
+        writer.flush()
+    assert execute.calls == {"a": 3, "b": 3}
+    assert writer.take_counts() == (0, 4, 2)
+    writer.flush()  # the failure was reported once; the writer is usable again
+
+
+def test_the_deadline_bounds_the_retries() -> None:
+    execute = FailingExecute([WriteTimeout("slow", write_type=WriteType.SIMPLE)], failures=10**6)
+    retry = RetryPolicy(
+        max_attempts=10**6,
+        initial_backoff=timedelta(milliseconds=5),
+        max_backoff=timedelta(milliseconds=5),
+        deadline=timedelta(milliseconds=200),
+        jitter=0,
+    )
+    writer = AsyncWriter(execute, max_in_flight=1, retry=retry, retryable=retryable_errors())
+    t0 = time.monotonic()
+    writer.submit("a")
+    with pytest.raises(CassandraWriteError, match="WriteTimeout"):
+        writer.flush()
+    assert 0.19 <= time.monotonic() - t0 < 2  # gives up once the next wait would pass it
+    assert 10 < execute.calls["a"] <= 41
+
+
+def test_other_errors_are_not_retried_and_fail_the_next_submit() -> None:
+    execute = FailingExecute([InvalidRequest("unconfigured table")], failures=1)
+    writer = AsyncWriter(execute, max_in_flight=4, retry=FAST, retryable=retryable_errors())
+    writer.submit("a")
+    with pytest.raises(CassandraWriteError, match=re.escape("InvalidRequest")):
+        writer.submit("b")
+    assert execute.calls == {"a": 1}
+
+
+def test_requests_in_flight_are_bounded() -> None:
+    class Pending:
+        def add_callbacks(self, callback: Any, errback: Any, errback_args: tuple = ()) -> None:
+            self.callback = callback
+
+    issued: list[Pending] = []
+    writer = AsyncWriter(
+        lambda _s: issued.append(Pending()) or issued[-1],
+        max_in_flight=3,
+        retry=FAST,
+        retryable=retryable_errors(),
+    )
+    submitter = threading.Thread(target=lambda: [writer.submit(i) for i in range(10)])
+    submitter.start()
+    completed = 0
+    while completed < 10:
+        deadline = time.monotonic() + 5
+        while len(issued) <= completed and time.monotonic() < deadline:
+            time.sleep(0.001)
+        time.sleep(0.01)  # give the submitter a chance to exceed the bound
+        assert len(issued) - completed <= 3
+        issued[completed].callback(None)
+        completed += 1
+    submitter.join(5)
+    writer.flush()
+    assert writer.take_counts() == (10, 0, 0)

@@ -1,0 +1,629 @@
+"""The Kafka source and sink against a real broker, and their offset and watermark logic.
+
+Expected rows are computed here from the produced messages with plain arithmetic, not with
+liveagg's own code, so that a bug shared by the pipeline and the check cannot hide.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections import defaultdict
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import apache_beam as beam
+import orjson
+import pytest
+from apache_beam.io.restriction_trackers import OffsetRange
+from apache_beam.io.watermark_estimators import ManualWatermarkEstimator
+from apache_beam.options.pipeline_options import PipelineOptions
+from apache_beam.runners.sdf_utils import RestrictionTrackerView, ThreadsafeRestrictionTracker
+from apache_beam.utils.timestamp import Timestamp
+
+from integration.services import KafkaConnection
+from liveagg.loader import parse_view
+from liveagg.pipelines.compile import build
+from liveagg.spec import Sink, ViewSpec
+from liveagg.transforms.bounded import BoundedAggregate
+from liveagg.transforms.sinks import Connections, build_sink
+from liveagg.transforms.sinks.kafka import (
+    GroupingKey,
+    KafkaSink,
+    WriteDeadLettersToKafka,
+    encode_json,
+)
+from liveagg.transforms.sources.kafka import (
+    UNBOUNDED,
+    KafkaSource,
+    PartitionRanges,
+    PartitionRead,
+    PartitionTracker,
+    PartitionWatermark,
+    ReadPartitions,
+    ViewEventTime,
+    plan_reads,
+    shares,
+)
+
+ck = pytest.importorskip("confluent_kafka")
+from confluent_kafka.admin import AdminClient, NewTopic  # noqa: E402
+
+pytestmark = pytest.mark.integration
+
+PARTITIONS = 3
+MESSAGES = 20_000
+KEYS = 20
+BASE_TS = 1_700_000_000  # 2023-11-14T22:13:20Z, not on a 10-minute boundary
+WINDOW_S = 600
+VIEW: dict[str, Any] = {
+    "name": "per_key",
+    "event_time": {"field": "ts", "format": "epoch_s"},
+    "grouping_cols": ["key"],
+    "window": {"size": "10m"},
+    "aggregation_info": [
+        {"aggregation": "count", "aggregated_col_name": "n"},
+        {"aggregation": "sum", "col_name": "value", "aggregated_col_name": "total"},
+    ],
+}
+
+
+def view_spec() -> ViewSpec:
+    return parse_view(VIEW)
+
+
+# --- the broker -----------------------------------------------------------------------------
+
+
+@dataclass
+class Produced:
+    """Where each produced message landed and what the view must make of it."""
+
+    topic: str
+    good: list[tuple[int, int, dict[str, Any]]] = field(default_factory=list)
+    bad: dict[tuple[int, int], tuple[str | None, str]] = field(default_factory=dict)
+
+
+@pytest.fixture
+def bootstrap(kafka: KafkaConnection) -> str:
+    return kafka.bootstrap_servers
+
+
+@pytest.fixture
+def topic(bootstrap: str) -> Iterator[Callable[..., str]]:
+    """Makes topics with unique names and deletes them after the test."""
+    admin = AdminClient({"bootstrap.servers": bootstrap})
+    made: list[str] = []
+
+    def make(partitions: int = PARTITIONS) -> str:
+        name = f"liveagg-test-{uuid.uuid4().hex[:12]}"
+        for future in admin.create_topics([NewTopic(name, partitions, 1)]).values():
+            future.result(30)
+        made.append(name)
+        return name
+
+    yield make
+    if made:
+        for future in admin.delete_topics(made).values():
+            future.result(30)
+
+
+def _malformed(i: int, key: str) -> tuple[bytes, tuple[str | None, str]]:
+    """The i-th bad message, with the (view, reason) its dead letter must carry."""
+    kind = i % 4
+    if kind == 0:
+        return b'{"ts": 17000, "key": ', (None, "not_json")
+    if kind == 1:
+        return b"[1, 2, 3]", (None, "not_an_object")
+    if kind == 2:
+        return orjson.dumps({"key": key, "value": 1}), ("per_key", "missing_event_time")
+    return orjson.dumps({"ts": BASE_TS, "key": key, "value": "many"}), ("per_key", "not_numeric")
+
+
+def produce(bootstrap: str, topic: str, count: int = MESSAGES, ordered: bool = False) -> Produced:
+    """``count`` messages over two hours of event time; every 97th is bad.
+
+    Event times are shuffled unless ``ordered``, when they only grow.
+    """
+    producer = ck.Producer({"bootstrap.servers": bootstrap, "linger.ms": 20})
+    produced = Produced(topic)
+    failures: list[str] = []
+    for i in range(count):
+        key = f"k{i % KEYS}"
+        if i % 97 == 13:
+            payload, expected = _malformed(i // 97, key)
+        else:
+            offset_s = i * 7200 // count if ordered else (i * 7919) % 7200
+            expected = {"ts": BASE_TS + offset_s, "key": key, "value": i % 1000 - 100}
+            payload = orjson.dumps(expected)
+
+        def delivered(error: Any, msg: Any, expected: Any = expected) -> None:
+            if error is not None:
+                failures.append(str(error))
+            elif isinstance(expected, dict):
+                produced.good.append((msg.partition(), msg.offset(), expected))
+            else:
+                produced.bad[(msg.partition(), msg.offset())] = expected
+
+        producer.produce(topic, payload, key=key.encode(), on_delivery=delivered)
+        producer.poll(0)
+    assert producer.flush(30) == 0
+    assert not failures, failures[:3]
+    assert len(produced.good) + len(produced.bad) == count
+    return produced
+
+
+def end_offsets(bootstrap: str, topic: str, partitions: int = PARTITIONS) -> list[int]:
+    consumer = ck.Consumer({"bootstrap.servers": bootstrap, "group.id": "liveagg-test-probe"})
+    try:
+        return [
+            consumer.get_watermark_offsets(ck.TopicPartition(topic, p), timeout=10)[1]
+            for p in range(partitions)
+        ]
+    finally:
+        consumer.close()
+
+
+def committed(bootstrap: str, topic: str, group: str, partitions: int = PARTITIONS) -> list[int]:
+    consumer = ck.Consumer({"bootstrap.servers": bootstrap, "group.id": group})
+    try:
+        tps = [ck.TopicPartition(topic, p) for p in range(partitions)]
+        return [tp.offset for tp in consumer.committed(tps, timeout=10)]
+    finally:
+        consumer.close()
+
+
+def read_back(bootstrap: str, topic: str, count: int) -> list[Any]:
+    """Every message of ``topic`` (``count`` of them expected), from the start."""
+    consumer = ck.Consumer(
+        {
+            "bootstrap.servers": bootstrap,
+            "group.id": f"liveagg-test-{uuid.uuid4().hex[:8]}",
+            "auto.offset.reset": "earliest",
+        }
+    )
+    consumer.subscribe([topic])
+    messages: list[Any] = []
+    deadline = datetime.now(UTC) + timedelta(seconds=60)
+    try:
+        while len(messages) < count and datetime.now(UTC) < deadline:
+            for msg in consumer.consume(num_messages=1000, timeout=1.0):
+                assert msg.error() is None, msg.error()
+                messages.append(msg)
+        extra = consumer.consume(num_messages=10, timeout=1.0)  # nothing more may arrive
+    finally:
+        consumer.close()
+    assert len(messages) + len(extra) == count, (len(messages), len(extra), count)
+    return messages
+
+
+# --- expectations, by hand ------------------------------------------------------------------
+
+
+def rfc3339(seconds: int) -> str:
+    return datetime.fromtimestamp(seconds, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def expected_rows(produced: Produced) -> dict[tuple[str, str], tuple[int, int]]:
+    """(key, window_start) -> (count, sum of value) over the good messages."""
+    totals: dict[tuple[str, str], list[int]] = defaultdict(lambda: [0, 0])
+    for _, _, msg in produced.good:
+        start = msg["ts"] // WINDOW_S * WINDOW_S
+        entry = totals[(msg["key"], rfc3339(start))]
+        entry[0] += 1
+        entry[1] += msg["value"]
+    return {k: (n, s) for k, (n, s) in totals.items()}
+
+
+def row_totals(rows: list[dict[str, Any]]) -> dict[tuple[str, str], tuple[int, int]]:
+    out = {}
+    for row in rows:
+        start = datetime.fromisoformat(row["window_start"].replace("Z", "+00:00"))
+        end = datetime.fromisoformat(row["window_end"].replace("Z", "+00:00"))
+        assert end - start == timedelta(seconds=WINDOW_S), row
+        assert (row["key"], row["window_start"]) not in out, f"duplicate row {row}"
+        out[(row["key"], row["window_start"])] = (row["n"], row["total"])
+    return out
+
+
+# --- running pipelines ----------------------------------------------------------------------
+
+
+def options(**extra: Any) -> PipelineOptions:
+    return PipelineOptions(["--runner=DirectRunner", "--direct_num_workers=1"], **extra)
+
+
+class _WriteBundles(beam.DoFn):
+    """Writes each bundle's elements to its own JSON Lines file under ``folder``.
+
+    Per-element state (``ToList`` after a trigger, which unbounded input needs) makes the
+    local runner slow; a file per bundle works for bounded and unbounded input alike.
+    """
+
+    def __init__(self, folder: Path) -> None:
+        self._folder = folder
+
+    def start_bundle(self) -> None:
+        self._lines: list[bytes] = []
+
+    def process(self, element: Any) -> None:
+        self._lines.append(orjson.dumps(element, option=orjson.OPT_NON_STR_KEYS))
+
+    def finish_bundle(self) -> None:
+        if self._lines:
+            path = self._folder / f"{uuid.uuid4().hex}.jsonl"
+            path.write_bytes(b"\n".join(self._lines) + b"\n")
+
+
+def collect(pcoll: beam.PCollection, folder: Path, label: str) -> None:
+    """Collects a PCollection into ``folder``; :func:`loaded` reads it back after the run."""
+    folder.mkdir()
+    _ = pcoll | label >> beam.ParDo(_WriteBundles(folder))
+
+
+def loaded(folder: Path) -> list[Any]:
+    return [orjson.loads(line) for p in folder.iterdir() for line in p.read_bytes().splitlines()]
+
+
+def source(bootstrap: str, topic: str, **options: Any) -> KafkaSource:
+    connections = Connections(kafka_bootstrap=bootstrap)
+    options.setdefault("group_id", f"liveagg-test-{uuid.uuid4().hex[:8]}")
+    return KafkaSource.from_connections(topic, connections, **options)
+
+
+def assert_dead_letters(dead: list[dict[str, Any]], produced: Produced) -> None:
+    found = {}
+    for d in dead:
+        src = d["source"]
+        assert src["topic"] == produced.topic
+        assert isinstance(src["timestamp_ms"], int)
+        found[(src["partition"], src["offset"])] = (d["view"], d["reason"])
+        assert isinstance(d["payload"], str) and d["payload"]
+    assert found == produced.bad
+    assert len(dead) == len(produced.bad)
+
+
+# --- bounded reads --------------------------------------------------------------------------
+
+
+def test_bounded_read_aggregates_dead_letters_and_commits(
+    bootstrap: str, topic: Callable[..., str], tmp_path: Path
+) -> None:
+    produced = produce(bootstrap, topic())
+    src = source(bootstrap, produced.topic)
+    with beam.Pipeline(options=options()) as pipeline:
+        out = src.read(pipeline, "Read") | "Aggregate" >> BoundedAggregate([view_spec()])
+        collect(out["views"]["per_key"], tmp_path / "rows", "Rows")
+        collect(out["dead_letters"], tmp_path / "dead", "Dead")
+
+    rows = loaded(tmp_path / "rows")
+    assert {(r["pane_timing"], r["pane_index"]) for r in rows} == {("ON_TIME", 0)}
+    assert row_totals(rows) == expected_rows(produced)
+    assert sum(r["n"] for r in rows) == len(produced.good)
+    assert_dead_letters(loaded(tmp_path / "dead"), produced)
+    ends = end_offsets(bootstrap, produced.topic)
+    assert sum(ends) == MESSAGES
+    assert committed(bootstrap, produced.topic, src.group) == ends
+
+    # The group now starts at its committed offsets: nothing is left to read.
+    assert [(r.start, r.stop) for r in plan_reads(src)] == [(e, e) for e in ends]
+
+
+def test_max_records_spreads_over_partitions_and_commits_what_it_read(
+    bootstrap: str, topic: Callable[..., str], tmp_path: Path
+) -> None:
+    produced = produce(bootstrap, topic(), count=3000)
+    src = source(bootstrap, produced.topic, max_records=1001)
+    with beam.Pipeline(options=options()) as pipeline:
+        messages = src.read(pipeline, "Read") | beam.Map(lambda m: (m[1], len(m[0])))
+        collect(messages, tmp_path / "meta", "Meta")
+
+    metas = [m for m, _ in loaded(tmp_path / "meta")]
+    assert len(metas) == 1001
+    per_partition = defaultdict(list)
+    for meta in metas:
+        per_partition[meta["partition"]].append(meta["offset"])
+    counts = sorted(len(v) for v in per_partition.values())
+    assert counts == [333, 334, 334]  # even, the remainder on the larger partitions
+    for offsets in per_partition.values():
+        assert sorted(offsets) == list(range(len(offsets)))  # from the start, no gaps
+    assert committed(bootstrap, produced.topic, src.group) == [
+        len(per_partition[p]) for p in range(PARTITIONS)
+    ]
+
+
+def test_start_latest_and_missing_topic(bootstrap: str, topic: Callable[..., str]) -> None:
+    name = topic()
+    produce(bootstrap, name, count=300)
+    ends = end_offsets(bootstrap, name)
+    reads = plan_reads(source(bootstrap, name, start="latest"))
+    assert [(r.start, r.stop) for r in reads] == [(e, e) for e in ends]
+    reads = plan_reads(source(bootstrap, name, start="earliest", bounded=False))
+    assert [(r.partition, r.start, r.stop) for r in reads] == [(p, 0, None) for p in range(3)]
+    missing = f"liveagg-test-missing-{uuid.uuid4().hex[:8]}"
+    with pytest.raises(ValueError, match=f"cannot read Kafka topic '{missing}'.*create it"):
+        plan_reads(source(bootstrap, missing))
+
+
+# --- sinks ----------------------------------------------------------------------------------
+
+
+def test_kafka_sink_writes_every_row_keyed_by_grouping_key(
+    bootstrap: str, topic: Callable[..., str]
+) -> None:
+    produced = produce(bootstrap, topic(), count=5000)
+    out_topic = topic()
+    spec = view_spec()
+    sink = build_sink(Sink("kafka", {"topic": out_topic}), Connections(kafka_bootstrap=bootstrap))
+    assert isinstance(sink, KafkaSink)
+    with beam.Pipeline(options=options()) as pipeline:
+        out = source(bootstrap, produced.topic).read(pipeline, "Read") | BoundedAggregate([spec])
+        sink.write(out["views"]["per_key"], spec, bounded=True)
+
+    expected = expected_rows(produced)
+    messages = read_back(bootstrap, out_topic, len(expected))
+    rows = [orjson.loads(m.value()) for m in messages]
+    assert row_totals(rows) == expected
+    partition_of: dict[bytes, int] = {}
+    for msg, row in zip(messages, rows, strict=True):
+        assert msg.key() == orjson.dumps([row["key"]])
+        assert partition_of.setdefault(msg.key(), msg.partition()) == msg.partition()
+
+
+def test_dead_letters_to_kafka_keyed_by_view(bootstrap: str, topic: Callable[..., str]) -> None:
+    produced = produce(bootstrap, topic(), count=2000)
+    dead_topic = topic()
+    connections = Connections(kafka_bootstrap=bootstrap)
+    with beam.Pipeline(options=options()) as pipeline:
+        out = source(bootstrap, produced.topic).read(pipeline, "Read") | BoundedAggregate(
+            [view_spec()]
+        )
+        out["dead_letters"] | WriteDeadLettersToKafka(dead_topic, connections)
+
+    messages = read_back(bootstrap, dead_topic, len(produced.bad))
+    found = {}
+    for msg in messages:
+        dead = orjson.loads(msg.value())
+        assert msg.key() == (dead["view"] or "_input").encode()
+        found[(dead["source"]["partition"], dead["source"]["offset"])] = (
+            dead["view"],
+            dead["reason"],
+        )
+    assert found == produced.bad
+
+
+def test_sink_needs_bootstrap_servers_and_encodes_huge_integers() -> None:
+    with pytest.raises(ValueError, match="kafka sink to topic 'out': no Kafka bootstrap"):
+        build_sink(Sink("kafka", {"topic": "out"}), Connections(kafka_bootstrap=None))
+    row = {"key": "a", "total": 2**70, "mean": float("nan")}
+    assert encode_json(row) == b'{"key":"a","total":1180591620717411303424,"mean":null}'
+    assert GroupingKey(["b", "a"])({"a": 1, "b": "x", "n": 3}) == b'["x",1]'
+    assert GroupingKey([])({"a": 1}) == b"[]"
+
+
+# --- unbounded reads ------------------------------------------------------------------------
+
+
+def test_unbounded_read_stops_at_end_with_event_time_timestamps(
+    bootstrap: str, topic: Callable[..., str], tmp_path: Path
+) -> None:
+    produced = produce(bootstrap, topic(), count=3000)
+    spec = view_spec()
+    src = source(
+        bootstrap,
+        produced.topic,
+        bounded=False,
+        stop_at_end=True,
+        timestamp_fn=ViewEventTime(spec),
+        batch_size=400,
+    )
+
+    class Stamp(beam.DoFn):
+        def process(self, element: Any, ts: Any = beam.DoFn.TimestampParam) -> Iterator[Any]:
+            yield element[1], ts.micros
+
+    with beam.Pipeline(options=options(streaming=True)) as pipeline:
+        stamped = src.read(pipeline, "Read") | beam.ParDo(Stamp())
+        collect(stamped, tmp_path / "stamped", "Stamped")
+
+    stamped = loaded(tmp_path / "stamped")
+    assert len(stamped) == 3000
+    event_us = {(p, o): msg["ts"] * 1_000_000 for p, o, msg in produced.good}
+    for meta, ts in stamped:
+        where = (meta["partition"], meta["offset"])
+        if where in event_us:
+            assert ts == event_us[where], meta
+    # The bundle finalizer committed every offset read.
+    assert committed(bootstrap, produced.topic, src.group) == end_offsets(bootstrap, produced.topic)
+
+
+def test_unbounded_read_through_the_streaming_path(
+    bootstrap: str, topic: Callable[..., str], tmp_path: Path
+) -> None:
+    # In event-time order: whether out-of-order messages are late depends on when the runner
+    # fires timers, which the test does not control.
+    produced = produce(bootstrap, topic(), count=5000, ordered=True)
+    spec = view_spec()
+    src = source(
+        bootstrap, produced.topic, bounded=False, stop_at_end=True, timestamp_fn=ViewEventTime(spec)
+    )
+    with beam.Pipeline(options=options(streaming=True)) as pipeline:
+        compiled = build(pipeline, [spec], {"events": src})
+        collect(compiled.views["per_key"], tmp_path / "rows", "Rows")
+        collect(compiled.dead_letters, tmp_path / "dead", "Dead")
+
+    final: dict[tuple[str, str], dict[str, Any]] = {}
+    for row in loaded(tmp_path / "rows"):
+        key = (row["key"], row["window_start"])
+        if key not in final or row["pane_index"] > final[key]["pane_index"]:
+            final[key] = row
+    assert row_totals(list(final.values())) == expected_rows(produced)
+    assert_dead_letters(loaded(tmp_path / "dead"), produced)
+
+
+def test_partition_reader_by_hand_commits_on_finalize_and_advances_idle_watermark(
+    bootstrap: str, topic: Callable[..., str]
+) -> None:
+    name = topic(partitions=1)
+    producer = ck.Producer({"bootstrap.servers": bootstrap})
+    for ts in (BASE_TS + 60, BASE_TS, BASE_TS + 30):
+        producer.produce(name, orjson.dumps({"ts": ts, "key": "a", "value": 1}))
+    producer.produce(name, b"not json")
+    assert producer.flush(10) == 0
+
+    now = [1_800_000_000.0]
+    src = source(
+        bootstrap,
+        name,
+        bounded=False,
+        start="earliest",
+        timestamp_fn=ViewEventTime(view_spec()),
+        poll_timeout=timedelta(milliseconds=300),
+    )
+    fn = ReadPartitions(src, clock=lambda: now[0])
+    fn.setup()
+    read = plan_reads(src)[0]
+    assert (read.start, read.stop) == (0, None)
+    estimator = ManualWatermarkEstimator(None)
+    restriction = PartitionRanges().initial_restriction(read)
+    assert restriction == OffsetRange(0, UNBOUNDED)
+
+    def call(restriction: OffsetRange) -> tuple[list[Any], OffsetRange | None, list[Any]]:
+        tracker = ThreadsafeRestrictionTracker(PartitionTracker(restriction))
+        finalizer = _Finalizer()
+        out = list(fn.process(read, finalizer, RestrictionTrackerView(tracker), estimator))
+        tracker.check_done()
+        deferred = tracker.deferred_status()
+        return out, None if deferred is None else deferred[0], finalizer.callbacks
+
+    out: list[Any] = []
+    while len(out) < 4:  # the first polls may come back before the fetch does
+        got, restriction, callbacks = call(restriction)
+        out += got
+        for callback in callbacks:
+            callback()
+    assert [v.value[1]["offset"] for v in out] == [0, 1, 2, 3]
+    assert [v.timestamp.micros // 1_000_000 for v in out[:3]] == [
+        BASE_TS + 60,
+        BASE_TS,
+        BASE_TS + 30,
+    ]
+    assert out[3].timestamp == out[0].timestamp  # no event time: the partition's latest
+    assert restriction == OffsetRange(4, UNBOUNDED)
+    assert estimator.current_watermark() == Timestamp(BASE_TS + 60)
+    assert committed(bootstrap, name, src.group, partitions=1) == [4]
+
+    now[0] += 9  # quiet, but not yet idle
+    got, restriction, _ = call(restriction)
+    assert got == [] and restriction == OffsetRange(4, UNBOUNDED)
+    assert estimator.current_watermark() == Timestamp(BASE_TS + 60)
+    now[0] += 2  # idle: now minus the idle timeout
+    call(restriction)
+    assert estimator.current_watermark() == Timestamp(now[0] - 10)
+    fn.teardown()
+
+
+class _Finalizer:
+    def __init__(self) -> None:
+        self.callbacks: list[Callable[[], None]] = []
+
+    def register(self, callback: Callable[[], None]) -> None:
+        self.callbacks.append(callback)
+
+
+# --- offsets, restrictions and watermarks without a broker -----------------------------------
+
+
+def test_tracker_tolerates_gaps_and_ends_at_stop() -> None:
+    tracker = PartitionTracker(OffsetRange(10, 20))
+    assert tracker.is_bounded()
+    assert tracker.try_claim(10) and tracker.try_claim(13) and tracker.try_claim(17)
+    with pytest.raises(ValueError, match="not done"):
+        tracker.check_done()
+    assert not tracker.try_claim(20)  # trailing offsets 18 and 19 are gaps
+    tracker.check_done()
+
+
+def test_unbounded_tracker_only_checkpoints() -> None:
+    tracker = PartitionTracker(OffsetRange(5, UNBOUNDED))
+    assert not tracker.is_bounded()
+    assert tracker.try_claim(5) and tracker.try_claim(9)
+    assert tracker.try_split(0.5) is None
+    assert tracker.current_progress().completed_work == 4
+    primary, residual = tracker.try_split(0)
+    assert (primary, residual) == (OffsetRange(5, 10), OffsetRange(10, UNBOUNDED))
+    tracker.check_done()
+    assert not tracker.try_claim(10)
+
+
+def test_restriction_provider_keeps_one_restriction_per_partition() -> None:
+    provider = PartitionRanges()
+    bounded, unbounded = PartitionRead("t", 0, 3, 9), PartitionRead("t", 1, 3, None)
+    assert list(provider.split(bounded, provider.initial_restriction(bounded))) == [
+        OffsetRange(3, 9)
+    ]
+    assert provider.restriction_size(bounded, OffsetRange(3, 9)) == 6
+    assert provider.restriction_size(unbounded, provider.initial_restriction(unbounded)) == 1
+    assert provider.truncate(unbounded, provider.initial_restriction(unbounded)) is None
+
+
+def test_watermark_follows_max_event_time_then_idles_with_injected_clock() -> None:
+    now = [1000.0]
+    wm = PartitionWatermark(timedelta(seconds=10), clock=lambda: now[0])
+    assert wm.current_us() is None
+    wm.observe(5_000_000)
+    wm.observe(3_000_000)  # out of order: the watermark does not go back
+    wm.observe(None)  # no event time: counts as data, moves nothing
+    assert wm.current_us() == 5_000_000
+    now[0] += 9.9
+    assert wm.current_us() == 5_000_000
+    now[0] += 0.1
+    assert wm.current_us() == (now[0] - 10) * 1_000_000
+    wm.observe(2_000_000_000)  # data again, and far ahead of the wall clock
+    now[0] += 30
+    assert wm.current_us() == (now[0] - 10) * 1_000_000
+
+
+def test_sdf_never_moves_the_estimator_back() -> None:
+    estimator = ManualWatermarkEstimator(Timestamp(100))
+    now = [50.0]
+    wm = PartitionWatermark(timedelta(seconds=1), clock=lambda: now[0])
+    wm.observe(10_000_000)
+    ReadPartitions._advance(estimator, wm)
+    assert estimator.current_watermark() == Timestamp(100)
+    now[0] = 200.0
+    ReadPartitions._advance(estimator, wm)
+    assert estimator.current_watermark() == Timestamp(199)
+
+
+def test_shares_are_even_and_capped_by_what_partitions_hold() -> None:
+    assert shares([100, 100, 100], 1001) == [100, 100, 100]
+    assert shares([1000, 1000, 1000], 1001) == [333, 334, 334]
+    assert shares([5, 1000, 1000], 1001) == [5, 498, 498]
+    assert shares([0, 7], 3) == [0, 3]
+    assert shares([], 10) == []
+
+
+def test_view_event_time_is_none_for_what_the_view_rejects() -> None:
+    fn = ViewEventTime(view_spec())
+    assert fn(b'{"ts": 60}') == 60_000_000
+    assert fn(b"{bad") is None
+    assert fn(b"[1]") is None
+    assert fn(b'{"ts": "soon"}') is None
+    assert fn(b'{"key": 1}') is None
+
+
+def test_source_options_are_checked() -> None:
+    with pytest.raises(ValueError, match="no bootstrap servers; set LIVEAGG_KAFKA_BOOTSTRAP"):
+        KafkaSource.from_connections("t", Connections(kafka_bootstrap=None))
+    with pytest.raises(ValueError, match="start must be one of committed, earliest, latest"):
+        KafkaSource("t", "h:1", start="beginning")
+    with pytest.raises(ValueError, match="idle_timeout must be positive"):
+        KafkaSource("t", "h:1", idle_timeout=timedelta(0))
+    src = KafkaSource("t", "h:1", config={"fetch.wait.max.ms": 100, "client.id": "me"})
+    assert src.group == "liveagg-t"
+    assert src.consumer_config()["fetch.wait.max.ms"] == 100
+    assert KafkaSource("t", "h:1", bounded=False).consumer_config().get("fetch.wait.max.ms") is None
+    assert src.describe() == "kafka topic t at h:1 (bounded, start committed)"

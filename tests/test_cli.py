@@ -1,0 +1,104 @@
+"""The ``liveagg`` command line: exit codes and the ``FILE: $.path: message`` contract."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from liveagg.cli import main
+
+ROOT = Path(__file__).resolve().parents[1]
+VIEW = {
+    "name": "totals",
+    "event_time": {"field": "ts"},
+    "grouping_cols": ["k"],
+    "window": {"size": "1m"},
+    "aggregation_info": [{"aggregation": "count", "aggregated_col_name": "n"}],
+}
+
+
+def test_validate_examples_exit_0(capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["validate", str(ROOT / "view_schemas" / "examples")]) == 0
+    assert capsys.readouterr().out == ""
+
+
+def test_validate_prints_file_path_message_and_exits_1(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    good = tmp_path / "good.json"
+    good.write_text(json.dumps(VIEW))
+    bad = tmp_path / "bad.json"
+    bad.write_text(json.dumps({**VIEW, "name": "Totals", "window": {"size": "1 minute"}}))
+    assert main(["validate", str(good), str(bad)]) == 1
+    lines = capsys.readouterr().out.splitlines()
+    assert any(line.startswith(f"{bad}: $.name: ") for line in lines)
+    assert any(line.startswith(f"{bad}: $.window.size: ") for line in lines)
+    assert not any(line.startswith(str(good)) for line in lines)
+
+
+def test_run_writes_rows_and_dead_letters(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    view = tmp_path / "v.json"
+    view.write_text(json.dumps(VIEW))
+    data = tmp_path / "in.jsonl"
+    data.write_text(
+        "\n".join(
+            [
+                '{"k": "a", "ts": "2024-01-01T00:00:10Z"}',
+                '{"k": "a", "ts": "2024-01-01T00:00:50Z"}',
+                '{"k": "b", "ts": "2024-01-01T00:01:10Z"}',
+                "not json",
+                '{"k": "b"}',
+            ]
+        )
+    )
+    out = tmp_path / "out"
+    assert main(["run", "--views", str(view), "--input", str(data), "--output", str(out)]) == 0
+    rows = [
+        json.loads(line)
+        for path in sorted((out / "totals").glob("*.jsonl"))
+        for line in path.read_text().splitlines()
+    ]
+    assert [(r["k"], r["window_start"], r["n"]) for r in rows] == [
+        ("a", "2024-01-01T00:00:00Z", 2),
+        ("b", "2024-01-01T00:01:00Z", 1),
+    ]
+    letters = [
+        json.loads(line)
+        for path in (out / "_dead_letter").glob("*.jsonl")
+        for line in path.read_text().splitlines()
+    ]
+    assert sorted(d["reason"] for d in letters) == ["missing_event_time", "not_json"]
+    summary = capsys.readouterr().out
+    assert "view totals: 2 rows" in summary
+    assert "dead letters: 2" in summary
+
+
+def test_run_without_input_names_the_fix(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    view = tmp_path / "v.json"
+    view.write_text(json.dumps(VIEW))
+    assert main(["run", "--views", str(view)]) == 1
+    assert "--input" in capsys.readouterr().err
+
+
+def test_run_with_an_unbound_source(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    view = tmp_path / "v.json"
+    view.write_text(json.dumps({**VIEW, "source": "clicks"}))
+    assert main(["run", "--views", str(view), "--input", f"events={view}"]) == 1
+    err = capsys.readouterr().err
+    assert f"{view}: $.source: " in err
+    assert "--input clicks=PATH" in err
+
+
+def test_help_describes_subcommands(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as info:
+        main(["run", "--help"])
+    assert info.value.code == 0
+    text = capsys.readouterr().out
+    for option in ("--views", "--input", "--output", "--runner", "--streaming"):
+        assert option in text

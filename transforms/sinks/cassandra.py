@@ -1,0 +1,695 @@
+"""Cassandra sink: each view's rows upserted into one table that is derived from the view.
+
+Why it is built this way (the table layout and settings are in ``docs/cassandra.md``):
+
+* The table comes from the view, so a run needs no hand-written DDL. Granularity and grouping
+  set are part of the partition key, so rows of different granularities or grouping sets never
+  overwrite each other. If the table already exists with a different shape, setup fails and names
+  the columns that differ, so the run does not fail later on every single write.
+* Panes accumulate (SPEC section 2), so an ``INSERT`` (an upsert) of a later pane replaces the
+  earlier one, and a replay ends with the same table. The write timestamp of a row is fixed when
+  the row reaches the sink and is kept across retries. An older pane that is retried after a
+  newer one therefore cannot win.
+* Writes are asynchronous with a limit on requests in flight. Transient errors are retried with
+  exponential backoff until a deadline that is long enough to survive a node restart.
+  ``finish_bundle`` waits for every write, so a bundle completes only when its rows are stored.
+  A write that still fails raises: the runner retries the bundle, or the run fails.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import re
+import threading
+import time
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import apache_beam as beam
+import orjson
+from apache_beam.metrics import Metrics
+
+from liveagg.spec import Duration, Sink, ViewSpec
+from liveagg.transforms.plan import ViewPlan
+from liveagg.transforms.sinks import Connections, register_sink
+
+__all__ = [
+    "AsyncWriter",
+    "CassandraSink",
+    "CassandraWriteError",
+    "Column",
+    "RetryPolicy",
+    "SchemaMismatchError",
+    "TableLayout",
+    "WriteSettings",
+    "column_name",
+    "prepare_table",
+    "retryable_errors",
+    "table_layout",
+]
+
+NAMESPACE = "liveagg"
+_INSTALL_HINT = "the cassandra sink needs cassandra-driver: pip install 'liveagg[cassandra]'"
+_IDENTIFIER = re.compile(r"^[a-z][a-z0-9_]{0,47}$")
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_MS = timedelta(milliseconds=1)
+
+#: ``output_type()`` of an aggregation -> CQL column type.
+CQL_TYPES = {
+    "bigint": "bigint",
+    "double": "double",
+    "text": "text",
+    "boolean": "boolean",
+    "list<double>": "list<double>",
+    "list<bigint>": "list<bigint>",
+    "list<text>": "list<text>",
+    "json": "text",
+}
+
+
+class SchemaMismatchError(ValueError):
+    """The table exists, but its columns are not the ones the view writes."""
+
+
+class CassandraWriteError(RuntimeError):
+    """A write still failed after the retries. The bundle fails, so no row is lost silently."""
+
+
+# --- values --------------------------------------------------------------------------------
+
+
+def _key_text(value: Any) -> str:
+    """A grouping value as text: strings as they are, other scalars as JSON, null as ``''``.
+
+    Primary-key columns cannot hold null, and a grouping column's value type is not known from
+    the view.
+    """
+    if value is None:
+        return ""
+    if isinstance(value, str):
+        return value
+    return orjson.dumps(value).decode()
+
+
+def _timestamp(value: Any) -> int | None:
+    """An RFC 3339 string -> milliseconds since the epoch (Cassandra's ``timestamp`` unit)."""
+    if value is None:
+        return None
+    return (datetime.fromisoformat(value) - _EPOCH) // _MS
+
+
+def _json_text(value: Any) -> str | None:
+    if value is None:
+        return None
+    try:
+        return orjson.dumps(value).decode()
+    except TypeError:  # integers beyond 64 bits, which min/max keep exactly
+        return json.dumps(value, separators=(",", ":"), ensure_ascii=False)
+
+
+def _double(value: Any) -> float | None:
+    return None if value is None else float(value)  # derived and sum values may be ints
+
+
+def _as_is(value: Any) -> Any:
+    return value
+
+
+_ENCODERS: dict[str, Callable[[Any], Any]] = {"json": _json_text, "double": _double}
+
+
+# --- table layout ---------------------------------------------------------------------------
+
+
+def column_name(name: str) -> str:
+    """The Cassandra column that stores a view column.
+
+    The name is lowercased, and every character other than ``a-z``, ``0-9`` and ``_`` becomes
+    ``_``. A name that does not then start with a letter gets the prefix ``c_``. So
+    ``client.ip`` -> ``client_ip``, ``User-Agent`` -> ``user_agent`` and ``2xx`` -> ``c_2xx``.
+    Every result can be written in CQL without quotes.
+    """
+    mapped = re.sub(r"[^a-z0-9_]", "_", name.lower())
+    return mapped if re.match(r"[a-z]", mapped) else f"c_{mapped}"
+
+
+def _quote(identifier: str) -> str:
+    return '"' + identifier.replace('"', '""') + '"'
+
+
+def _identifier(value: Any, what: str) -> str:
+    """A keyspace or table name as Cassandra reads it unquoted: case-insensitive, lowercased."""
+    text = value.lower() if isinstance(value, str) else ""
+    if not _IDENTIFIER.match(text):
+        raise ValueError(
+            f"cassandra sink: {what} {value!r} is not a Cassandra identifier; expected a "
+            "letter, then up to 47 letters, digits or '_'"
+        )
+    return text
+
+
+@dataclass(frozen=True)
+class Column:
+    """One CQL column: its name, its CQL type, and the row key that it is filled from."""
+
+    name: str
+    type: str
+    source: str | None  # key in the output row; None for ``updated_at`` (the write time)
+    encode: Callable[[Any], Any] = _as_is
+
+
+@dataclass(frozen=True)
+class TableLayout:
+    """The table that a view writes to. The first ``key_size`` columns are the partition key."""
+
+    view: str
+    keyspace: str
+    table: str
+    columns: tuple[Column, ...]
+    key_size: int
+
+    @property
+    def qualified(self) -> str:
+        return f"{_quote(self.keyspace)}.{_quote(self.table)}"
+
+    @property
+    def partition_key(self) -> tuple[Column, ...]:
+        return self.columns[: self.key_size]
+
+    def create_keyspace_cql(self, replication: int) -> str:
+        return (
+            f"CREATE KEYSPACE IF NOT EXISTS {_quote(self.keyspace)} WITH replication = "
+            f"{{'class': 'SimpleStrategy', 'replication_factor': {int(replication)}}}"
+        )
+
+    def create_table_cql(self) -> str:
+        columns = ",\n".join(f"  {_quote(c.name)} {c.type}" for c in self.columns)
+        key = ", ".join(_quote(c.name) for c in self.partition_key)
+        return (
+            f"CREATE TABLE IF NOT EXISTS {self.qualified} (\n{columns},\n  PRIMARY KEY (({key}))\n)"
+        )
+
+    def insert_cql(self) -> str:
+        names = ", ".join(_quote(c.name) for c in self.columns)
+        markers = ", ".join("?" for _ in self.columns)
+        return f"INSERT INTO {self.qualified} ({names}) VALUES ({markers}) USING TIMESTAMP ?"
+
+    def values(self, row: Mapping[str, Any], write_time_us: int) -> list[Any]:
+        """Bind values for :meth:`insert_cql`: one per column, then the write timestamp."""
+        out = [
+            write_time_us // 1000 if c.source is None else c.encode(row.get(c.source))
+            for c in self.columns
+        ]
+        out.append(write_time_us)
+        return out
+
+    def mismatches(self, existing: Iterable[tuple[str, str, str, int]]) -> list[str]:
+        """Compare with ``system_schema.columns`` rows ``(name, type, kind, position)``.
+
+        Extra regular columns are accepted: the sink does not write to them.
+        """
+        found = {name: (cql_type, kind, position) for name, cql_type, kind, position in existing}
+        problems = []
+        for column in self.columns:
+            if column.name not in found:
+                problems.append(f"missing column {column.name} {column.type}")
+            elif found[column.name][0] != column.type:
+                problems.append(
+                    f"column {column.name} is {found[column.name][0]}, expected {column.type}"
+                )
+        actual_key = [
+            n for _, n in sorted((p, n) for n, (_, k, p) in found.items() if k == "partition_key")
+        ]
+        expected_key = [c.name for c in self.partition_key]
+        if actual_key != expected_key:
+            problems.append(
+                f"partition key is ({', '.join(actual_key)}), expected ({', '.join(expected_key)})"
+            )
+        clustering = sorted(n for n, (_, kind, _) in found.items() if kind == "clustering")
+        if clustering:
+            problems.append(f"clustering columns ({', '.join(clustering)}), expected none")
+        return problems
+
+
+def table_layout(view: ViewSpec, keyspace: str, table: str | None = None) -> TableLayout:
+    """The table for ``view``: partition key, then ``window_end``, values and pane columns.
+
+    Raises ``ValueError`` when two view columns map to the same Cassandra column, when an
+    aggregation's output type has no column type, or when a name is not a Cassandra identifier.
+    """
+    keyspace = _identifier(keyspace, "keyspace")
+    table = _identifier(view.name if table is None else table, "table")
+    key = [Column(column_name(c), "text", c, _key_text) for c in view.grouping_cols]
+    key.append(Column("window_start", "timestamp", "window_start", _timestamp))
+    if view.window.multi_granularity:
+        key.append(Column("granularity", "text", "granularity", _key_text))
+    if view.grouping_sets is not None:
+        key.append(Column("grouping_set", "int", "grouping_set"))
+    values = [Column("window_end", "timestamp", "window_end", _timestamp)]
+    for aggregation, fn in zip(view.aggregations, ViewPlan(view).fns, strict=True):
+        output_type = fn.output_type()
+        if output_type not in CQL_TYPES:
+            raise ValueError(
+                f"view {view.name!r}: aggregation {aggregation.output!r} has output type "
+                f"{output_type!r}; the cassandra sink accepts {', '.join(sorted(CQL_TYPES))}"
+            )
+        cql_type = CQL_TYPES[output_type]
+        encode = _ENCODERS.get(output_type, _as_is)
+        values.append(Column(column_name(aggregation.output), cql_type, aggregation.output, encode))
+    values.extend(Column(column_name(d.name), "double", d.name, _double) for d in view.derived)
+    values += [
+        Column("pane_timing", "text", "pane_timing"),
+        Column("pane_index", "int", "pane_index"),
+        Column("updated_at", "timestamp", None),
+    ]
+    columns = (*key, *values)
+    seen: dict[str, str] = {}
+    for column in columns:
+        source = column.source or "(the write time)"
+        if column.name in seen:
+            raise ValueError(
+                f"view {view.name!r}: {seen[column.name]!r} and {source!r} both map to "
+                f"Cassandra column {column.name!r}; rename one of them"
+            )
+        seen[column.name] = source
+    return TableLayout(view.name, keyspace, table, columns, len(key))
+
+
+# --- retries and in-flight bound ------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """Exponential backoff with jitter, bounded by a number of attempts and a total deadline.
+
+    The defaults survive a node restart (tens of seconds) and give up after 5 minutes. A longer
+    outage then fails the bundle instead of stalling it without end.
+    """
+
+    max_attempts: int = 50
+    initial_backoff: timedelta = timedelta(milliseconds=100)
+    max_backoff: timedelta = timedelta(seconds=10)
+    deadline: timedelta = timedelta(minutes=5)
+    jitter: float = 0.5  # each backoff is drawn from [(1 - jitter) * b, b]
+
+    def __post_init__(self) -> None:
+        if self.max_attempts < 1:
+            raise ValueError(f"max_attempts must be at least 1, got {self.max_attempts}")
+        if not 0 <= self.jitter <= 1:
+            raise ValueError(f"jitter must be within [0, 1], got {self.jitter}")
+
+    def backoff(self, attempt: int) -> timedelta:
+        """The wait after failed attempt number ``attempt`` (1-based), before jitter is applied."""
+        return min(self.max_backoff, self.initial_backoff * 2 ** min(attempt - 1, 40))
+
+    def next_delay(self, attempt: int, elapsed: timedelta) -> timedelta | None:
+        """The wait before the next attempt, or None to give up (attempts or deadline spent)."""
+        if attempt >= self.max_attempts:
+            return None
+        delay = self.backoff(attempt) * (1 - self.jitter * random.random())
+        return None if elapsed + delay > self.deadline else delay
+
+
+def retryable_errors() -> tuple[type[BaseException], ...]:
+    """The errors that are worth another attempt: timeouts, unavailable replicas, no host."""
+    from cassandra import OperationTimedOut, Unavailable, WriteTimeout
+    from cassandra.cluster import NoHostAvailable
+    from cassandra.connection import ConnectionException
+
+    return (WriteTimeout, Unavailable, OperationTimedOut, NoHostAvailable, ConnectionException)
+
+
+class AsyncWriter:
+    """Runs statements asynchronously, with at most ``max_in_flight`` at once.
+
+    ``submit`` blocks while the limit is reached, which applies backpressure to the DoFn.
+    ``flush`` waits until every statement is stored or has failed for good, and raises
+    :class:`CassandraWriteError` if any statement failed. ``execute`` is
+    ``session.execute_async``; tests pass a failing one instead. Driver callbacks run on the
+    driver's own thread, so they only count. The DoFn reads the counts and reports them as Beam
+    metrics on its own thread.
+    """
+
+    def __init__(
+        self,
+        execute: Callable[[Any], Any],
+        *,
+        max_in_flight: int,
+        retry: RetryPolicy,
+        retryable: tuple[type[BaseException], ...],
+    ) -> None:
+        if max_in_flight < 1:
+            raise ValueError(f"max_in_flight must be at least 1, got {max_in_flight}")
+        self._execute = execute
+        self._max_in_flight = max_in_flight
+        self._retry = retry
+        self._retryable = retryable
+        self._cond = threading.Condition()
+        self._pending = 0
+        self._error: BaseException | None = None
+        self._failed = 0
+        self._counts = [0, 0, 0]  # written, retries, failures (since the last take_counts)
+
+    def submit(self, statement: Any) -> None:
+        with self._cond:
+            while self._error is None and self._pending >= self._max_in_flight:
+                self._cond.wait()
+            failed = self._error is not None
+            if not failed:
+                self._pending += 1
+        if failed:
+            self.flush()  # raises at once: the runner retries the bundle (upserts are safe)
+        self._attempt(statement, 1, time.monotonic())
+
+    def flush(self) -> None:
+        with self._cond:
+            while self._pending:
+                self._cond.wait()
+            error, failed, self._error, self._failed = self._error, self._failed, None, 0
+        if error is not None:
+            raise CassandraWriteError(
+                f"{failed} write(s) failed; the first after retries: "
+                f"{type(error).__name__}: {error}"
+            ) from error
+
+    def take_counts(self) -> tuple[int, int, int]:
+        """``(written, retries, failures)`` since the previous call."""
+        with self._cond:
+            counts, self._counts = tuple(self._counts), [0, 0, 0]
+        return counts  # type: ignore[return-value]
+
+    def _attempt(self, statement: Any, attempt: int, started: float) -> None:
+        try:
+            future = self._execute(statement)
+        except Exception as e:  # e.g. NoHostAvailable raised before a request is sent
+            self._on_error(e, statement, attempt, started)
+            return
+        future.add_callbacks(
+            self._on_success, self._on_error, errback_args=(statement, attempt, started)
+        )
+
+    def _on_success(self, _result: Any) -> None:
+        with self._cond:
+            self._pending -= 1
+            self._counts[0] += 1
+            self._cond.notify_all()
+
+    def _on_error(self, error: BaseException, statement: Any, attempt: int, started: float) -> None:
+        if isinstance(error, self._retryable):
+            elapsed = timedelta(seconds=time.monotonic() - started)
+            delay = self._retry.next_delay(attempt, elapsed)
+            if delay is not None:
+                with self._cond:
+                    self._counts[1] += 1
+                timer = threading.Timer(
+                    delay.total_seconds(), self._attempt, (statement, attempt + 1, started)
+                )
+                timer.daemon = True
+                timer.start()
+                return
+        with self._cond:
+            self._pending -= 1
+            self._counts[2] += 1
+            self._failed += 1
+            if self._error is None:
+                self._error = error
+            self._cond.notify_all()
+
+
+def _call_with_retry(retry: RetryPolicy, call: Callable[[], Any]) -> Any:
+    """Run a synchronous call (connect, DDL, prepare) with the same retries as the writes."""
+    retryable = retryable_errors()
+    started = time.monotonic()
+    attempt = 1
+    while True:
+        try:
+            return call()
+        except retryable:
+            delay = retry.next_delay(attempt, timedelta(seconds=time.monotonic() - started))
+            if delay is None:
+                raise
+            time.sleep(delay.total_seconds())
+            attempt += 1
+
+
+# --- settings and sessions ------------------------------------------------------------------
+
+
+def _env_int(name: str, default: int) -> int:
+    raw = os.environ.get(name, "").strip()
+    if not raw:
+        return default
+    try:
+        return int(raw)
+    except ValueError:
+        raise ValueError(f"{name}={raw!r} is not an integer; e.g. {default}") from None
+
+
+@dataclass(frozen=True)
+class WriteSettings:
+    """How the sink writes; the defaults suit a single cluster with a nearby client."""
+
+    max_in_flight: int = 128
+    retry: RetryPolicy = field(default_factory=RetryPolicy)
+    protocol_version: int = 5  # Cassandra 4.0+; 4 for Cassandra 3.x
+    request_timeout: timedelta = timedelta(seconds=10)
+
+    @classmethod
+    def from_env(cls) -> WriteSettings:
+        """Read ``LIVEAGG_CASSANDRA_MAX_IN_FLIGHT``, ``LIVEAGG_CASSANDRA_RETRY_ATTEMPTS``,
+        ``LIVEAGG_CASSANDRA_RETRY_DEADLINE`` (a duration such as ``5m``) and
+        ``LIVEAGG_CASSANDRA_PROTOCOL_VERSION``. A variable that is not set keeps its default.
+        """
+        default = cls()
+        deadline = os.environ.get("LIVEAGG_CASSANDRA_RETRY_DEADLINE", "").strip()
+        retry = RetryPolicy(
+            max_attempts=_env_int("LIVEAGG_CASSANDRA_RETRY_ATTEMPTS", default.retry.max_attempts),
+            deadline=(
+                timedelta(microseconds=Duration.parse(deadline).micros)
+                if deadline
+                else default.retry.deadline
+            ),
+        )
+        return cls(
+            max_in_flight=_env_int("LIVEAGG_CASSANDRA_MAX_IN_FLIGHT", default.max_in_flight),
+            retry=retry,
+            protocol_version=_env_int(
+                "LIVEAGG_CASSANDRA_PROTOCOL_VERSION", default.protocol_version
+            ),
+        )
+
+
+_SessionKey = tuple[tuple[str, ...], int, str, int, float]
+
+
+def _session_key(connections: Connections, settings: WriteSettings) -> _SessionKey:
+    return (
+        tuple(connections.cassandra_hosts),
+        connections.cassandra_port,
+        connections.cassandra_local_dc or "",
+        settings.protocol_version,
+        settings.request_timeout.total_seconds(),
+    )
+
+
+def _connect(key: _SessionKey) -> tuple[Any, Any]:
+    try:
+        from cassandra import ConsistencyLevel
+        from cassandra.cluster import EXEC_PROFILE_DEFAULT, Cluster, ExecutionProfile
+        from cassandra.policies import (
+            DCAwareRoundRobinPolicy,
+            ExponentialReconnectionPolicy,
+            TokenAwarePolicy,
+        )
+    except ImportError as e:
+        raise ImportError(_INSTALL_HINT) from e
+    hosts, port, local_dc, protocol_version, request_timeout_s = key
+    # Explicit protocol version and load-balancing policy: left out, the driver warns on every
+    # connect. LOCAL_QUORUM: a write is acknowledged by a majority of the local replicas.
+    profile = ExecutionProfile(
+        load_balancing_policy=TokenAwarePolicy(DCAwareRoundRobinPolicy(local_dc)),
+        consistency_level=ConsistencyLevel.LOCAL_QUORUM,
+        request_timeout=request_timeout_s,
+    )
+    cluster = Cluster(
+        contact_points=list(hosts),
+        port=port,
+        protocol_version=protocol_version,
+        execution_profiles={EXEC_PROFILE_DEFAULT: profile},
+        # Reconnect to a restarted node within seconds (the default backs off up to 10 minutes).
+        reconnection_policy=ExponentialReconnectionPolicy(base_delay=0.5, max_delay=10.0),
+    )
+    try:
+        return cluster, cluster.connect()
+    except BaseException:
+        cluster.shutdown()
+        raise
+
+
+class _Sessions:
+    """One Cluster and Session per connection settings in a worker process, shared by DoFns.
+
+    A Cluster owns an event-loop thread and connection pools. One Cluster per DoFn instance would
+    multiply both by the number of DoFn instances that a worker runs.
+    """
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._open: dict[_SessionKey, list[Any]] = {}  # key -> [cluster, session, users]
+
+    def acquire(self, key: _SessionKey, retry: RetryPolicy) -> Any:
+        with self._lock:
+            entry = self._open.get(key)
+            if entry is None:
+                cluster, session = _call_with_retry(retry, lambda: _connect(key))
+                entry = self._open[key] = [cluster, session, 0]
+            entry[2] += 1
+            return entry[1]
+
+    def release(self, key: _SessionKey) -> None:
+        with self._lock:
+            entry = self._open.get(key)
+            if entry is None:
+                return
+            entry[2] -= 1
+            if entry[2] <= 0:
+                del self._open[key]
+                entry[0].shutdown()
+
+
+_SESSIONS = _Sessions()
+
+
+def prepare_table(session: Any, layout: TableLayout, replication: int) -> Any:
+    """Create the keyspace and the table if they are missing, check the table, prepare the insert.
+
+    Raises :class:`SchemaMismatchError` naming every column that differs.
+    """
+    session.execute(layout.create_keyspace_cql(replication))
+    session.execute(layout.create_table_cql())
+    existing = session.execute(
+        "SELECT column_name, type, kind, position FROM system_schema.columns "
+        "WHERE keyspace_name = %s AND table_name = %s",
+        (layout.keyspace, layout.table),
+    )
+    problems = layout.mismatches((r.column_name, r.type, r.kind, r.position) for r in existing)
+    if problems:
+        raise SchemaMismatchError(
+            f"view {layout.view!r}: Cassandra table {layout.keyspace}.{layout.table} exists "
+            f"with another shape: {'; '.join(problems)}. Drop or migrate the table, or point "
+            'the sink at another one ("table": ...)'
+        )
+    insert = session.prepare(layout.insert_cql())
+    insert.is_idempotent = True  # an upsert: safe for the driver and for us to retry
+    return insert
+
+
+# --- Beam -----------------------------------------------------------------------------------
+
+
+class _WriteRows(beam.DoFn):
+    """Upserts rows. A bundle finishes only when all of its writes are acknowledged."""
+
+    def __init__(
+        self, layout: TableLayout, connections: Connections, settings: WriteSettings
+    ) -> None:
+        self._layout = layout
+        self._connections = connections
+        self._settings = settings
+        self._session_key: _SessionKey | None = None
+        self._counters = tuple(
+            Metrics.counter(NAMESPACE, f"cassandra/{name}")
+            for name in ("rows_written", "retries", "failures")
+        )
+
+    def setup(self) -> None:
+        settings = self._settings
+        key = _session_key(self._connections, settings)
+        session = _SESSIONS.acquire(key, settings.retry)  # raises the install hint first
+        self._session_key = key
+        from cassandra.timestamps import MonotonicTimestampGenerator
+
+        self._insert = _call_with_retry(
+            settings.retry,
+            lambda: prepare_table(session, self._layout, self._connections.cassandra_replication),
+        )
+        self._writer = AsyncWriter(
+            session.execute_async,
+            max_in_flight=settings.max_in_flight,
+            retry=settings.retry,
+            retryable=retryable_errors(),
+        )
+        self._clock = MonotonicTimestampGenerator()  # microseconds, strictly increasing
+
+    def process(self, row: dict[str, Any]) -> None:
+        layout = self._layout
+        try:
+            statement = self._insert.bind(layout.values(row, self._clock()))
+        except Exception as e:
+            raise ValueError(
+                f"view {layout.view!r}: cannot write a row to {layout.keyspace}.{layout.table}:"
+                f" {e}; row: {row!r}"
+            ) from e
+        self._writer.submit(statement)
+        self._report()
+
+    def finish_bundle(self) -> None:
+        try:
+            self._writer.flush()
+        finally:
+            self._report()
+
+    def teardown(self) -> None:
+        if self._session_key is not None:
+            _SESSIONS.release(self._session_key)
+            self._session_key = None
+
+    def _report(self) -> None:
+        for counter, count in zip(self._counters, self._writer.take_counts(), strict=True):
+            if count:
+                counter.inc(count)
+
+
+class CassandraSink:
+    """Upserts a view's rows into ``keyspace.table``; the table defaults to the view's name.
+
+    Example::
+
+        sink = CassandraSink("metrics", connections=Connections(cassandra_hosts=("10.0.0.5",)))
+        sink.write(rows, view, bounded=False)  # creates metrics.<view> when it is missing
+    """
+
+    def __init__(
+        self,
+        keyspace: str,
+        table: str | None = None,
+        connections: Connections | None = None,
+        settings: WriteSettings | None = None,
+    ) -> None:
+        self.keyspace = _identifier(keyspace, "keyspace")
+        self.table = None if table is None else _identifier(table, "table")
+        self.connections = connections or Connections()
+        self.settings = settings or WriteSettings()
+
+    def layout(self, view: ViewSpec) -> TableLayout:
+        return table_layout(view, self.keyspace, self.table)
+
+    def write(self, rows: beam.PCollection, view: ViewSpec, *, bounded: bool) -> None:
+        # Bounded and unbounded inputs are written alike: every pane is an upsert.
+        layout = self.layout(view)
+        label = f"{view.name}/Cassandra/{layout.keyspace}.{layout.table}"
+        _ = rows | label >> beam.ParDo(_WriteRows(layout, self.connections, self.settings))
+
+
+@register_sink("cassandra")
+def _build(sink: Sink, connections: Connections) -> CassandraSink:
+    keyspace = sink.options.get("keyspace")
+    if not keyspace:
+        raise ValueError(
+            'cassandra sink needs "keyspace", e.g. {"type": "cassandra", "keyspace": "metrics"}'
+        )
+    return CassandraSink(keyspace, sink.options.get("table"), connections, WriteSettings.from_env())

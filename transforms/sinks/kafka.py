@@ -1,0 +1,205 @@
+"""Kafka sink: one JSON message per row, keyed by the row's grouping key.
+
+The key is the JSON array of the view's grouping column values, in order (``["fr", 3]``;
+``[]`` for a view without grouping columns). It is deterministic, so all the rows of a
+grouping key land on the same partition, in the order they were produced. It leaves out the
+window (and ``grouping_set``, ``granularity``): it places rows, it does not identify them, so
+log compaction must not be enabled on such a topic; upsert by key and ``window_start``.
+
+Delivery is confirmed per bundle: ``finish_bundle`` flushes the producer and raises if any
+message failed, so the runner retries the bundle instead of marking it done. That is
+at-least-once (a retried bundle sends its rows again); the idempotent producer only removes
+the duplicates of librdkafka's own retries. Rows are accumulating panes, so a consumer that
+upserts by key ends with the final value either way.
+
+Rows are encoded with orjson. A row holding an integer beyond 64 bits (a ``sum`` of huge ints,
+say), which orjson refuses, is written by the standard ``json`` module instead, the integer as
+an exact JSON number (readers that parse numbers as doubles round it).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Callable, Iterable, Mapping
+from dataclasses import dataclass, field
+from datetime import timedelta
+from typing import Any
+
+import apache_beam as beam
+import orjson
+
+from liveagg.spec import Sink, ViewSpec
+from liveagg.transforms.sinks import Connections, register_sink
+from liveagg.transforms.sources.kafka import confluent_kafka
+
+
+class KafkaDeliveryError(RuntimeError):
+    """Some messages of a bundle were not acknowledged by the broker."""
+
+
+def encode_json(value: Any) -> bytes:
+    """Compact JSON (a row, a key); integers beyond 64 bits stay exact JSON numbers."""
+    try:
+        return orjson.dumps(value)
+    except TypeError:
+        return json.dumps(_finite(value), separators=(",", ":"), ensure_ascii=False).encode()
+
+
+def _finite(value: Any) -> Any:
+    """NaN and infinities become null, as orjson writes them, so both encodings agree."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, Mapping):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_finite(v) for v in value]
+    return value
+
+
+class GroupingKey:
+    """The message key of a row: JSON array of its grouping column values, in order."""
+
+    def __init__(self, columns: Iterable[str]) -> None:
+        self.columns = tuple(columns)
+
+    def __call__(self, row: Mapping[str, Any]) -> bytes:
+        return encode_json([row.get(c) for c in self.columns])
+
+
+class DeadLetterKey:
+    """The message key of a dead letter: its view, or ``_input`` when no view saw it."""
+
+    def __call__(self, dead: Mapping[str, Any]) -> bytes:
+        return (dead.get("view") or "_input").encode()
+
+
+class ProduceToKafka(beam.DoFn):
+    """Produces each element as one message; a bundle ends only when all are acknowledged."""
+
+    def __init__(
+        self,
+        topic: str,
+        config: Mapping[str, Any],
+        key_fn: Callable[[Any], bytes],
+        flush_timeout: timedelta = timedelta(seconds=60),
+    ) -> None:
+        self._topic = topic
+        self._config = dict(config)
+        self._key_fn = key_fn
+        self._flush_timeout = flush_timeout
+
+    def setup(self) -> None:
+        ck = confluent_kafka()
+        self._producer = ck.Producer(
+            {"enable.idempotence": True, "linger.ms": 20, "compression.type": "lz4"} | self._config
+        )
+        self._failures: list[str] = []
+
+    def start_bundle(self) -> None:
+        self._failures = []
+
+    def _on_delivery(self, error: Any, msg: Any) -> None:
+        if error is not None:
+            self._failures.append(f"{msg.key()!r}: {error}")
+
+    def process(self, element: Any) -> None:
+        value, key = encode_json(element), self._key_fn(element)
+        while True:
+            try:
+                self._producer.produce(
+                    self._topic, value=value, key=key, on_delivery=self._on_delivery
+                )
+                break
+            except BufferError:  # the local queue is full: let deliveries drain
+                self._producer.poll(0.1)
+        self._producer.poll(0)
+
+    def finish_bundle(self) -> None:
+        left = self._producer.flush(self._flush_timeout.total_seconds())
+        failures, self._failures = self._failures, []
+        if left:
+            raise KafkaDeliveryError(
+                f"Kafka topic {self._topic!r}: {left} messages not acknowledged within "
+                f"{self._flush_timeout}"
+            )
+        if failures:
+            raise KafkaDeliveryError(
+                f"Kafka topic {self._topic!r}: {len(failures)} messages failed, first: "
+                f"{failures[0]}"
+            )
+
+    def teardown(self) -> None:
+        producer = getattr(self, "_producer", None)
+        if producer is not None:
+            producer.flush(self._flush_timeout.total_seconds())
+
+
+def _bootstrap(connections: Connections, what: str) -> str:
+    if not connections.kafka_bootstrap:
+        raise ValueError(
+            f"{what}: no Kafka bootstrap servers; set LIVEAGG_KAFKA_BOOTSTRAP or pass them in "
+            "the run's connection options"
+        )
+    return connections.kafka_bootstrap
+
+
+@dataclass(frozen=True)
+class KafkaSink:
+    """Writes a view's rows to ``topic``, one JSON message per row keyed by grouping key.
+
+    Args:
+        topic: The output topic (it must exist unless the broker creates topics).
+        bootstrap_servers: librdkafka ``bootstrap.servers``.
+        config: Extra librdkafka producer settings; they win over ours.
+        flush_timeout: How long ``finish_bundle`` waits for acknowledgements.
+
+    Example::
+
+        KafkaSink("clicks_per_minute", "127.0.0.1:9092").write(rows, view, bounded=True)
+    """
+
+    topic: str
+    bootstrap_servers: str
+    config: Mapping[str, Any] = field(default_factory=dict)
+    flush_timeout: timedelta = timedelta(seconds=60)
+
+    @classmethod
+    def from_connections(cls, topic: str, connections: Connections) -> KafkaSink:
+        bootstrap = _bootstrap(connections, f"kafka sink to topic {topic!r}")
+        return cls(topic, bootstrap, dict(connections.kafka_config))
+
+    def producer_config(self) -> dict[str, Any]:
+        return {"bootstrap.servers": self.bootstrap_servers, **self.config}
+
+    def write(self, rows: beam.PCollection, view: ViewSpec, *, bounded: bool) -> beam.PCollection:
+        fn = ProduceToKafka(
+            self.topic, self.producer_config(), GroupingKey(view.grouping_cols), self.flush_timeout
+        )
+        return rows | f"{view.name}/WriteKafka/{self.topic}" >> beam.ParDo(fn)
+
+
+@register_sink("kafka")
+def kafka_sink(sink: Sink, connections: Connections) -> KafkaSink:
+    """The sink of a view's ``{"type": "kafka", "topic": ...}`` entry."""
+    return KafkaSink.from_connections(sink.options["topic"], connections)
+
+
+class WriteDeadLettersToKafka(beam.PTransform):
+    """Sends dead letters to ``topic`` as JSON, keyed by view name (``_input`` for none).
+
+    Example::
+
+        compiled.dead_letters | WriteDeadLettersToKafka("liveagg-dead", connections)
+    """
+
+    def __init__(self, topic: str, connections: Connections) -> None:
+        super().__init__()
+        self._topic = topic
+        bootstrap = _bootstrap(connections, f"dead letters to topic {topic!r}")
+        self._config = {"bootstrap.servers": bootstrap, **connections.kafka_config}
+
+    def expand(self, dead: beam.PCollection) -> beam.PCollection:
+        return dead | "Produce" >> beam.ParDo(
+            ProduceToKafka(self._topic, self._config, DeadLetterKey())
+        )

@@ -1,0 +1,573 @@
+"""Kafka source: one topic, every partition, read once for all the views on it.
+
+Pure Python on confluent-kafka (librdkafka), so that it runs on every Beam runner, portable
+ones included, without a Java expansion service or Java SDK harness (docs/kafka.md says why
+and what it measured). Each element is ``(payload: bytes, meta)`` with
+``meta = {"topic", "partition", "offset", "timestamp_ms"}``; payloads go on untouched, so a
+bad message becomes a dead letter downstream that says where it came from.
+
+Two modes:
+
+* **bounded** (DirectRunner, tests, backfills): the partitions' start and end offsets are
+  taken when the pipeline starts; partitions are read in parallel after a ``Reshuffle``;
+  each commits the group offset it reached when done, so ``kafka-consumer-groups`` shows lag.
+* **unbounded** (streaming runners): a splittable DoFn with one restriction per partition, an
+  event-time watermark per partition, idle partitions advanced after ``idle_timeout``, and
+  offsets committed by the bundle finalizer, i.e. only after the runner made the bundle's
+  output durable.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import timedelta
+from typing import TYPE_CHECKING, Any
+
+import apache_beam as beam
+import orjson
+from apache_beam.io.iobase import RestrictionProgress
+from apache_beam.io.restriction_trackers import OffsetRange, OffsetRestrictionTracker
+from apache_beam.io.watermark_estimators import ManualWatermarkEstimator
+from apache_beam.transforms.core import RestrictionProvider, WatermarkEstimatorProvider
+from apache_beam.transforms.window import TimestampedValue
+from apache_beam.utils.timestamp import MIN_TIMESTAMP, Timestamp
+
+from liveagg.spec import ViewSpec
+from liveagg.transforms import eventtime
+from liveagg.transforms.eventtime import EventTimeError
+from liveagg.transforms.fields import getter
+
+if TYPE_CHECKING:
+    from liveagg.transforms.sinks import Connections
+
+_LOGGER = logging.getLogger(__name__)
+
+#: The stop offset of a partition that is read for ever.
+UNBOUNDED = 2**63 - 1
+STARTS = ("committed", "earliest", "latest")
+_METADATA_TIMEOUT_S = 30.0
+
+TimestampFn = Callable[[bytes], "int | None"]
+
+
+def confluent_kafka() -> Any:
+    """Import confluent-kafka, or say how to install it."""
+    try:
+        import confluent_kafka as ck
+    except ImportError as e:  # pragma: no cover - depends on the environment
+        raise ImportError(
+            "the Kafka source and sink need confluent-kafka: pip install 'liveagg[kafka]'"
+        ) from e
+    return ck
+
+
+@dataclass(frozen=True)
+class PartitionRead:
+    """One partition's share of a read: offsets ``[start, stop)``; ``stop=None`` never ends."""
+
+    topic: str
+    partition: int
+    start: int
+    stop: int | None
+
+
+@dataclass(frozen=True)
+class KafkaSource:
+    """A Kafka topic as a liveagg source.
+
+    Args:
+        topic: The topic; all its partitions are read.
+        bootstrap_servers: librdkafka ``bootstrap.servers``; see :meth:`from_connections`.
+        group_id: Consumer group whose offsets are read (``start="committed"``) and
+            committed; default ``liveagg-<topic>``.
+        config: Extra librdkafka settings (security, fetch sizes); they win over ours.
+        start: ``committed`` (the group's offsets, else earliest), ``earliest`` or ``latest``.
+        bounded: Read up to the end offsets seen at start and stop (True), or for ever.
+        max_records: Read at most this many offsets in all, spread over the partitions
+            (fewest-first, so the total is exact when there is enough data). Also makes an
+            unbounded read stop, at offsets fixed when it starts.
+        stop_at_end: Unbounded mode only: stop at the end offsets seen at start (streaming
+            runners replaying a backlog, tests).
+        timestamp_fn: Event time of a payload in microseconds, or None when it has none
+            (views on a source share the event-time field: :class:`ViewEventTime`). Default:
+            the Kafka message timestamp. Unbounded mode only; the bounded path reads event
+            time itself.
+        idle_timeout: Unbounded mode: after this long without data, a partition's watermark
+            moves to wall-clock now minus ``idle_timeout`` so it does not hold windows back.
+        batch_size: Messages per ``consume()`` call.
+        poll_timeout: How long one ``consume()`` waits for data.
+        stall_timeout: Bounded mode: fail when a partition delivers nothing for this long
+            before its end offset (broker gone, say) instead of waiting for ever.
+
+    Example::
+
+        source = KafkaSource.from_connections("clicks", Connections(), bounded=True)
+        messages = source.read(pipeline, "Read/clicks")
+    """
+
+    topic: str
+    bootstrap_servers: str
+    group_id: str | None = None
+    config: Mapping[str, str] = field(default_factory=dict)
+    start: str = "committed"
+    bounded: bool = True
+    max_records: int | None = None
+    stop_at_end: bool = False
+    timestamp_fn: TimestampFn | None = None
+    idle_timeout: timedelta = timedelta(seconds=10)
+    batch_size: int = 10_000
+    poll_timeout: timedelta = timedelta(seconds=1)
+    stall_timeout: timedelta = timedelta(seconds=120)
+
+    def __post_init__(self) -> None:
+        if not self.topic:
+            raise ValueError("KafkaSource needs a topic")
+        if not self.bootstrap_servers:
+            raise ValueError(
+                f"Kafka topic {self.topic!r}: no bootstrap servers; set LIVEAGG_KAFKA_BOOTSTRAP "
+                "or pass them in the run's connection options"
+            )
+        if self.start not in STARTS:
+            raise ValueError(f"start must be one of {', '.join(STARTS)}, got {self.start!r}")
+        if self.max_records is not None and self.max_records < 0:
+            raise ValueError(f"max_records must be >= 0, got {self.max_records}")
+        if self.batch_size < 1:
+            raise ValueError(f"batch_size must be positive, got {self.batch_size}")
+        for name in ("idle_timeout", "poll_timeout", "stall_timeout"):
+            if getattr(self, name) <= timedelta(0):
+                raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
+
+    @classmethod
+    def from_connections(cls, topic: str, connections: Connections, **options: Any) -> KafkaSource:
+        """Build from the run's :class:`~liveagg.transforms.sinks.Connections`."""
+        config = {**connections.kafka_config, **options.pop("config", {})}
+        return cls(topic, connections.kafka_bootstrap or "", config=config, **options)
+
+    @property
+    def group(self) -> str:
+        return self.group_id or f"liveagg-{self.topic}"
+
+    @property
+    def ends(self) -> bool:
+        """Whether the read stops at offsets fixed when it starts."""
+        return self.bounded or self.stop_at_end or self.max_records is not None
+
+    def consumer_config(self) -> dict[str, Any]:
+        """librdkafka settings: manual commits only, so offsets mean "processed"."""
+        config: dict[str, Any] = {
+            "bootstrap.servers": self.bootstrap_servers,
+            "group.id": self.group,
+            "enable.auto.commit": False,
+            "enable.auto.offset.store": False,
+            "auto.offset.reset": "earliest",  # a start offset deleted by retention
+            "enable.partition.eof": True,
+        }
+        if self.ends:
+            # A backlog is read to a known end: the broker's 500 ms long poll only slows it
+            # (100k small messages: 75k/s with it, 150-200k/s at 10 ms on the test machine).
+            config["fetch.wait.max.ms"] = 10
+        return config | dict(self.config)
+
+    def read(self, pipeline: beam.Pipeline, label: str) -> beam.PCollection:
+        confluent_kafka()
+        return pipeline | label >> ReadFromKafkaTopic(self)
+
+    def describe(self) -> str:
+        mode = "bounded" if self.bounded else "unbounded"
+        return f"kafka topic {self.topic} at {self.bootstrap_servers} ({mode}, start {self.start})"
+
+
+class ViewEventTime:
+    """A view's event time read from a raw payload, as ``KafkaSource.timestamp_fn``.
+
+    Returns None for anything the view would dead-letter, so that a bad message never moves
+    the watermark.
+    """
+
+    def __init__(self, view: ViewSpec) -> None:
+        self._field = view.event_time.field
+        self._format = view.event_time.format
+
+    def __call__(self, payload: bytes) -> int | None:
+        if not hasattr(self, "_parse"):
+            self._get = getter(self._field)
+            self._parse = eventtime.parser(self._field, self._format)
+        try:
+            msg = orjson.loads(payload)
+        except orjson.JSONDecodeError:
+            return None
+        raw = self._get(msg) if isinstance(msg, dict) else None
+        if raw is None:
+            return None
+        try:
+            return self._parse(raw)
+        except EventTimeError:
+            return None
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {"_field": self._field, "_format": self._format}
+
+
+def shares(available: Sequence[int], total: int) -> list[int]:
+    """Split ``total`` over partitions holding ``available`` records, as evenly as they allow."""
+    out = [0] * len(available)
+    left = min(total, sum(available))
+    order = sorted(range(len(available)), key=lambda i: (available[i], i))
+    for done, i in enumerate(order):
+        out[i] = min(available[i], left // (len(order) - done))
+        left -= out[i]
+    return out
+
+
+def plan_reads(source: KafkaSource) -> list[PartitionRead]:
+    """Every partition's start offset (and stop offset when the read ends), taken now."""
+    ck = confluent_kafka()
+    consumer = ck.Consumer(source.consumer_config())
+    try:
+        metadata = consumer.list_topics(source.topic, timeout=_METADATA_TIMEOUT_S)
+        topic = metadata.topics.get(source.topic)
+        if topic is None or topic.error is not None or not topic.partitions:
+            reason = topic.error if topic is not None and topic.error else "it does not exist"
+            raise ValueError(
+                f"cannot read Kafka topic {source.topic!r} at {source.bootstrap_servers}: "
+                f"{reason}; create it or check the topic name"
+            )
+        tps = [ck.TopicPartition(source.topic, p) for p in sorted(topic.partitions)]
+        committed = (
+            consumer.committed(tps, timeout=_METADATA_TIMEOUT_S)
+            if source.start == "committed"
+            else tps
+        )
+        starts, ends = [], []
+        for tp, done in zip(tps, committed, strict=True):
+            low, high = consumer.get_watermark_offsets(
+                tp, timeout=_METADATA_TIMEOUT_S, cached=False
+            )
+            if source.start == "latest":
+                start = high
+            elif source.start == "committed" and done.offset >= 0:
+                start = min(max(done.offset, low), high)
+            else:
+                start = low
+            starts.append(start)
+            ends.append(high)
+    finally:
+        consumer.close()
+    stops: list[int | None] = list(ends) if source.ends else [None] * len(tps)
+    if source.max_records is not None:
+        budget = shares([e - s for s, e in zip(starts, ends, strict=True)], source.max_records)
+        stops = [s + b for s, b in zip(starts, budget, strict=True)]
+    return [
+        PartitionRead(source.topic, tp.partition, start, stop)
+        for tp, start, stop in zip(tps, starts, stops, strict=True)
+    ]
+
+
+def _meta(msg: Any) -> dict[str, Any]:
+    kind, ts = msg.timestamp()
+    return {
+        "topic": msg.topic(),
+        "partition": msg.partition(),
+        "offset": msg.offset(),
+        "timestamp_ms": None if kind == 0 else ts,  # 0: TIMESTAMP_NOT_AVAILABLE
+    }
+
+
+def _payload(msg: Any) -> bytes:
+    value = msg.value()
+    return b"" if value is None else value  # a tombstone carries no message
+
+
+class _ReadBounded(beam.DoFn):
+    """Reads one partition from its start to its stop offset, then commits the stop offset."""
+
+    def __init__(self, source: KafkaSource) -> None:
+        self._source = source
+
+    def setup(self) -> None:
+        self._consumer: Any = None
+
+    def process(self, read: PartitionRead) -> Iterator[tuple[bytes, dict[str, Any]]]:
+        ck = confluent_kafka()
+        if self._consumer is None:
+            self._consumer = ck.Consumer(self._source.consumer_config())
+        consumer, source = self._consumer, self._source
+        stop = read.start if read.stop is None else read.stop
+        position = read.start
+        if position < stop:
+            consumer.assign([ck.TopicPartition(read.topic, read.partition, position)])
+        last_data = time.monotonic()
+        while position < stop:
+            # consume() waits for its whole count: ask no more than the range still holds.
+            batch = consumer.consume(
+                num_messages=min(source.batch_size, stop - position),
+                timeout=source.poll_timeout.total_seconds(),
+            )
+            if not batch:
+                if time.monotonic() - last_data > source.stall_timeout.total_seconds():
+                    raise TimeoutError(
+                        f"Kafka {read.topic}[{read.partition}]: nothing after offset "
+                        f"{position} for {source.stall_timeout}, expected data up to {stop}"
+                    )
+                continue
+            last_data = time.monotonic()
+            for msg in batch:
+                error = msg.error()
+                if error is not None:
+                    if error.code() != ck.KafkaError._PARTITION_EOF:
+                        raise ck.KafkaException(error)
+                    position = max(position, msg.offset())  # the offsets left are gaps
+                    continue
+                offset = msg.offset()
+                if offset < position:
+                    continue
+                if offset >= stop:
+                    position = stop
+                    break
+                position = offset + 1
+                yield _payload(msg), _meta(msg)
+        consumer.commit(
+            offsets=[ck.TopicPartition(read.topic, read.partition, stop)], asynchronous=False
+        )
+
+    def teardown(self) -> None:
+        if getattr(self, "_consumer", None) is not None:
+            self._consumer.close()
+            self._consumer = None
+
+
+class PartitionTracker(OffsetRestrictionTracker):
+    """Offsets of one partition, possibly without end.
+
+    Claims may skip offsets (compacted records, transaction markers); a claim at or past the
+    stop ends the restriction, which is how the reader closes a range whose last offsets are
+    gaps. An unbounded range is only checkpointed (split at the next offset), never split
+    by fraction: a partition is one ordered stream, read by one consumer.
+    """
+
+    def try_split(self, fraction_of_remainder: float) -> tuple[OffsetRange, OffsetRange] | None:
+        if fraction_of_remainder > 0 and not self.is_bounded():
+            return None
+        return super().try_split(fraction_of_remainder)
+
+    def is_bounded(self) -> bool:
+        return self._range.stop != UNBOUNDED
+
+    def current_progress(self) -> RestrictionProgress:
+        if self.is_bounded():
+            return super().current_progress()
+        position = self._range.start if self._current_position is None else self._current_position
+        return RestrictionProgress(completed=position - self._range.start, remaining=1)
+
+
+class PartitionRanges(RestrictionProvider):
+    """One restriction per partition: ``OffsetRange(start, stop or UNBOUNDED)``, not split."""
+
+    def initial_restriction(self, read: PartitionRead) -> OffsetRange:
+        return OffsetRange(read.start, UNBOUNDED if read.stop is None else read.stop)
+
+    def create_tracker(self, restriction: OffsetRange) -> PartitionTracker:
+        return PartitionTracker(restriction)
+
+    def restriction_size(self, read: PartitionRead, restriction: OffsetRange) -> int:
+        return 1 if restriction.stop == UNBOUNDED else restriction.size()
+
+
+class _WatermarkState(WatermarkEstimatorProvider):
+    """A :class:`ManualWatermarkEstimator` per partition, restored from its last watermark."""
+
+    def initial_estimator_state(self, element: Any, restriction: Any) -> None:
+        return None
+
+    def create_watermark_estimator(self, state: Timestamp | None) -> ManualWatermarkEstimator:
+        return ManualWatermarkEstimator(state)
+
+
+class PartitionWatermark:
+    """Event-time watermark of one partition, with an idle timeout.
+
+    The watermark is the largest event time seen; after ``idle_timeout`` without data it is
+    wall-clock now minus ``idle_timeout``, whichever is later. ``clock`` returns seconds since
+    the epoch; tests inject one.
+    """
+
+    def __init__(self, idle_timeout: timedelta, clock: Callable[[], float]) -> None:
+        self._idle_s = idle_timeout.total_seconds()
+        self._clock = clock
+        self.max_event_us: int | None = None
+        self._last_data_s = clock()
+
+    def observe(self, event_us: int | None) -> None:
+        """A record arrived; ``event_us`` is its event time (None: unknown)."""
+        self._last_data_s = self._clock()
+        if event_us is not None and (self.max_event_us is None or event_us > self.max_event_us):
+            self.max_event_us = event_us
+
+    def current_us(self) -> int | None:
+        """The watermark to hold now, in microseconds; None until anything is known."""
+        now = self._clock()
+        candidates = [] if self.max_event_us is None else [self.max_event_us]
+        if now - self._last_data_s >= self._idle_s:
+            candidates.append(int((now - self._idle_s) * 1_000_000))
+        return max(candidates) if candidates else None
+
+
+_RANGES = beam.DoFn.RestrictionParam(PartitionRanges())
+_WATERMARK = beam.DoFn.WatermarkEstimatorParam(_WatermarkState())
+
+
+class ReadPartitions(beam.DoFn):
+    """Splittable DoFn: reads one Kafka partition per restriction, one batch per call.
+
+    Each call consumes one batch, emits it with event-time timestamps, moves the partition's
+    watermark, registers the offset commit with the bundle finalizer and checkpoints
+    (``defer_remainder``), so runners get small bundles and checkpoints they can resume from.
+    Consumers are made lazily, one per partition this instance reads, and never pickled.
+    """
+
+    def __init__(self, source: KafkaSource, clock: Callable[[], float] = time.time) -> None:
+        self._source = source
+        self._clock = clock
+
+    def setup(self) -> None:
+        self._consumers: dict[tuple[str, int], list[Any]] = {}  # -> [consumer, next offset]
+        self._watermarks: dict[tuple[str, int], PartitionWatermark] = {}
+        self._committed: dict[tuple[str, int], int] = {}
+
+    @beam.DoFn.unbounded_per_element()
+    def process(
+        self,
+        read: PartitionRead,
+        finalizer: Any = beam.DoFn.BundleFinalizerParam,  # first: Beam passes it by position
+        tracker: Any = _RANGES,
+        watermark: Any = _WATERMARK,
+    ) -> Iterator[TimestampedValue]:
+        ck = confluent_kafka()
+        key = (read.topic, read.partition)
+        restriction = tracker.current_restriction()
+        if restriction.start >= restriction.stop:
+            return
+        consumer = self._consumer(ck, key, restriction.start)
+        clock = self._watermarks.setdefault(
+            key, PartitionWatermark(self._source.idle_timeout, self._clock)
+        )
+        batch = consumer[0].consume(
+            num_messages=min(self._source.batch_size, restriction.stop - restriction.start),
+            timeout=self._source.poll_timeout.total_seconds(),
+        )
+        next_offset, done = None, False
+        for msg in batch:
+            error = msg.error()
+            if error is not None:
+                if error.code() != ck.KafkaError._PARTITION_EOF:
+                    raise ck.KafkaException(error)
+                consumer[1] = max(consumer[1], msg.offset())
+                if msg.offset() >= restriction.stop:  # trailing gaps up to the stop
+                    done = not tracker.try_claim(restriction.stop)
+                continue
+            offset = msg.offset()
+            if offset < consumer[1]:
+                continue
+            if not tracker.try_claim(offset):
+                done = True
+                consumer[1] = -1  # consumed past the claim: seek before reading again
+                break
+            consumer[1] = next_offset = offset + 1
+            yield self._timestamped(msg, clock)
+        if next_offset is not None:
+            finalizer.register(_Commit(self, key, next_offset))
+        self._advance(watermark, clock)
+        if not done:
+            tracker.defer_remainder()
+
+    def _timestamped(self, msg: Any, clock: PartitionWatermark) -> TimestampedValue:
+        payload, meta = _payload(msg), _meta(msg)
+        kafka_us = None if meta["timestamp_ms"] is None else meta["timestamp_ms"] * 1000
+        if self._source.timestamp_fn is None:
+            event_us = kafka_us
+        else:
+            try:
+                event_us = self._source.timestamp_fn(payload)
+            except Exception:  # a bad message never stops the read; it is dead-lettered later
+                event_us = None
+        clock.observe(event_us)
+        if event_us is None:
+            event_us = clock.max_event_us if clock.max_event_us is not None else kafka_us
+        ts = MIN_TIMESTAMP if event_us is None else Timestamp(micros=event_us)
+        return TimestampedValue((payload, meta), ts)
+
+    @staticmethod
+    def _advance(estimator: Any, clock: PartitionWatermark) -> None:
+        target = clock.current_us()
+        if target is None:
+            return
+        current = estimator.current_watermark()
+        if current is None or Timestamp(micros=target) > current:
+            estimator.set_watermark(Timestamp(micros=target))
+
+    def _consumer(self, ck: Any, key: tuple[str, int], start: int) -> list[Any]:
+        entry = self._consumers.get(key)
+        if entry is None:
+            entry = [ck.Consumer(self._source.consumer_config()), -1]
+            self._consumers[key] = entry
+        if entry[1] != start:  # a new restriction, or a resume elsewhere: seek
+            entry[0].assign([ck.TopicPartition(key[0], key[1], start)])
+            entry[1] = start
+        return entry
+
+    def commit(self, key: tuple[str, int], offset: int) -> None:
+        """Commit ``offset`` (the next to read) for the group; called once a bundle is durable."""
+        if offset <= self._committed.get(key, -1) or key not in self._consumers:
+            return
+        ck = confluent_kafka()
+        try:
+            self._consumers[key][0].commit(
+                offsets=[ck.TopicPartition(key[0], key[1], offset)], asynchronous=False
+            )
+        except ck.KafkaException as e:  # the next bundle's commit covers this one
+            _LOGGER.warning("Kafka %s[%d]: commit of offset %d failed: %s", *key, offset, e)
+            return
+        self._committed[key] = offset
+
+    def teardown(self) -> None:
+        for consumer, _ in getattr(self, "_consumers", {}).values():
+            consumer.close()
+        self._consumers = {}
+
+
+class _Commit:
+    """A bundle-finalizer callback: a plain object, not a closure, so it is easy to inspect."""
+
+    def __init__(self, fn: ReadPartitions, key: tuple[str, int], offset: int) -> None:
+        self.fn, self.key, self.offset = fn, key, offset
+
+    def __call__(self) -> None:
+        self.fn.commit(self.key, self.offset)
+
+
+class ReadFromKafkaTopic(beam.PTransform):
+    """Reads a :class:`KafkaSource`: plan partitions at run time, reshuffle, read each.
+
+    Example::
+
+        messages = pipeline | ReadFromKafkaTopic(KafkaSource("clicks", "127.0.0.1:9092"))
+    """
+
+    def __init__(self, source: KafkaSource) -> None:
+        super().__init__()
+        self._source = source
+
+    def expand(self, pbegin: beam.pvalue.PBegin) -> beam.PCollection:
+        source = self._source
+        reads = (
+            pbegin
+            | "Impulse" >> beam.Impulse()
+            | "Partitions" >> beam.FlatMap(lambda _: plan_reads(source))
+            | "Reshuffle" >> beam.Reshuffle()
+        )
+        if source.bounded:
+            return reads | "ReadPartition" >> beam.ParDo(_ReadBounded(source))
+        return reads | "ReadPartition" >> beam.ParDo(ReadPartitions(source))
