@@ -402,7 +402,7 @@ class FileSink:
                 view.name,
                 session=view.window.type == "session",
                 format=self.format,
-                columns=view_columns(view),
+                columns=view_columns(view) if self.format != "jsonl" else None,
                 bounded=bounded,
                 connections=self.connections,
             )
