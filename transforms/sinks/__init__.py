@@ -45,9 +45,7 @@ class Connections:
     cassandra_replication: int = 1
     s3_endpoint: str | None = field(default_factory=lambda: _env("LIVEAGG_S3_ENDPOINT"))
     s3_access_key_id: str | None = field(default_factory=lambda: _env("AWS_ACCESS_KEY_ID"))
-    s3_secret_access_key: str | None = field(
-        default_factory=lambda: _env("AWS_SECRET_ACCESS_KEY")
-    )
+    s3_secret_access_key: str | None = field(default_factory=lambda: _env("AWS_SECRET_ACCESS_KEY"))
     s3_region: str | None = field(default_factory=lambda: _env("AWS_DEFAULT_REGION"))
     gcs_endpoint: str | None = field(default_factory=lambda: _env("STORAGE_EMULATOR_HOST"))
     gcs_project: str | None = field(default_factory=lambda: _env("GOOGLE_CLOUD_PROJECT"))
@@ -94,5 +92,3 @@ def _load() -> None:
         except ModuleNotFoundError as e:
             if e.name != f"liveagg.transforms.sinks.{module}":
                 raise
-
-
