@@ -165,8 +165,24 @@ def pipeline_options(config: RunConfig) -> PipelineOptions:
     return PipelineOptions(args)
 
 
+def _check_runner(config: RunConfig, views: Sequence[ViewSpec]) -> None:
+    if not (config.kafka.unbounded and config.runner == "direct"):
+        return
+    for view in views:
+        if view.early is not None:
+            raise ViewError(
+                view.origin,
+                "$.emit.early",
+                f"view {view.name!r}: the direct runner cannot give early panes on an "
+                "unbounded Kafka read (its streaming engine cannot run a splittable DoFn "
+                "beside a processing-time timer); remove emit.early for local runs, or read "
+                "the topic bounded (without --unbounded)",
+            )
+
+
 def run(config: RunConfig) -> RunReport:
     views = load_views(config.views)
+    _check_runner(config, views)
     named, default = _sources(config, views)
     if not named and default is None:
         raise ViewError(

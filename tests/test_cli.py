@@ -102,3 +102,13 @@ def test_help_describes_subcommands(capsys: pytest.CaptureFixture[str]) -> None:
     text = capsys.readouterr().out
     for option in ("--views", "--input", "--output", "--runner", "--streaming"):
         assert option in text
+
+
+def test_unbounded_kafka_with_early_panes_on_direct_names_the_field(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    view = tmp_path / "v.json"
+    view.write_text(json.dumps({**VIEW, "emit": {"early": "10s"}}))
+    args = ["run", "--views", str(view), "--kafka-topic", "t", "--kafka-bootstrap", "127.0.0.1:1"]
+    assert main([*args, "--unbounded"]) == 1
+    assert f"{view}: $.emit.early: " in capsys.readouterr().err

@@ -210,6 +210,12 @@ class ViewEventTime:
     def __getstate__(self) -> dict[str, Any]:
         return {"_field": self._field, "_format": self._format}
 
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, ViewEventTime) and self.__getstate__() == other.__getstate__()
+
+    def __hash__(self) -> int:
+        return hash((self._field, self._format))
+
 
 def shares(available: Sequence[int], total: int) -> list[int]:
     """Split ``total`` over partitions holding ``available`` records, as evenly as they allow."""

@@ -1,0 +1,507 @@
+"""``liveagg run`` from a real Kafka topic into Cassandra, Kafka, S3 and GCS, against the oracle.
+
+One module fixture produces generated messages (malformed lines included) to a fresh topic and
+runs the two example views once with every sink and a dead-letter topic. Each test reads one
+sink back with that service's own client and compares its rows with the DuckDB oracle computed
+from the same lines written to a local file. One test replays the topic with a fresh consumer
+group and checks that the Cassandra upserts converge on the same table; the last one kills a
+run part-way with SIGKILL and checks that running it again converges on the oracle.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+
+from integration.services import (
+    CassandraConnection,
+    GcsConnection,
+    KafkaConnection,
+    S3Connection,
+)
+from liveagg.loader import load_views
+from liveagg.spec import ViewSpec
+from liveagg.transforms.sinks.cassandra import column_name
+from liveagg.transforms.sinks.files import KEY, TIMESTAMP, view_columns
+from tests.support.compare import assert_rows_match, row_key
+from tests.support.datagen import generate
+from tests.support.oracle import expected_rows, format_instant
+
+ck = pytest.importorskip("confluent_kafka")
+boto3 = pytest.importorskip("boto3")
+storage = pytest.importorskip("google.cloud.storage")
+pytest.importorskip("cassandra")
+from cassandra.cluster import Cluster  # noqa: E402
+from confluent_kafka.admin import AdminClient, NewTopic  # noqa: E402
+
+pytestmark = pytest.mark.integration
+
+ROOT = Path(__file__).resolve().parents[2]
+EXAMPLES = ROOT / "view_schemas" / "examples"
+VIEW_FILES = [EXAMPLES / "network_telemetry.json", EXAMPLES / "ad_impressions.json"]
+MESSAGES = 100_000
+SEED = 11
+PARTITIONS = 3
+RUN_TIMEOUT_S = 900
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+Offsets = dict[int, int]  # partition -> end offset
+
+
+@dataclass(frozen=True)
+class Deployment:
+    """Where the run read and wrote, and what the first run left in each Kafka topic."""
+
+    events: Path
+    lines: list[bytes]
+    positions: dict[tuple[int, int], bytes]  # (partition, offset) -> the produced line
+    input_topic: str
+    output_topic: str
+    dead_letter_topic: str
+    keyspace: str
+    bucket: str
+    command: list[str]
+    env: dict[str, str]
+    output_end: Offsets
+    dead_letter_end: Offsets
+
+
+# --- helpers --------------------------------------------------------------------------------
+
+
+def _name(prefix: str) -> str:
+    return f"{prefix}{uuid.uuid4().hex[:12]}"
+
+
+def _views() -> list[ViewSpec]:
+    return load_views([str(p) for p in VIEW_FILES])
+
+
+def _view(name: str) -> ViewSpec:
+    return next(v for v in _views() if v.name == name)
+
+
+def _liveagg(command: list[str], env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    result = subprocess.run(
+        [sys.executable, "-m", "liveagg.cli", *command],
+        capture_output=True,
+        text=True,
+        check=False,
+        env=env,
+        cwd=ROOT,
+        timeout=RUN_TIMEOUT_S,
+    )
+    assert result.returncode == 0, f"{result.stdout[-2000:]}\n{result.stderr[-4000:]}"
+    return result
+
+
+def _end_offsets(bootstrap: str, topic: str) -> Offsets:
+    consumer = ck.Consumer({"bootstrap.servers": bootstrap, "group.id": _name("liveagg-it-")})
+    try:
+        partitions = consumer.list_topics(topic, timeout=30).topics[topic].partitions
+        return {
+            p: consumer.get_watermark_offsets(ck.TopicPartition(topic, p), timeout=30)[1]
+            for p in partitions
+        }
+    finally:
+        consumer.close()
+
+
+def _consume(bootstrap: str, topic: str, ends: Offsets) -> list[Any]:
+    """Every message of ``topic`` from the start up to ``ends``, as (partition, offset, msg)."""
+    consumer = ck.Consumer(
+        {
+            "bootstrap.servers": bootstrap,
+            "group.id": _name("liveagg-it-"),
+            "enable.auto.commit": False,
+            "enable.partition.eof": True,
+        }
+    )
+    messages: list[Any] = []
+    try:
+        consumer.assign(
+            [ck.TopicPartition(topic, p, ck.OFFSET_BEGINNING) for p, end in ends.items() if end]
+        )
+        pending = {p for p, end in ends.items() if end > 0}
+        deadline = datetime.now(UTC) + timedelta(seconds=120)
+        while pending:
+            assert datetime.now(UTC) < deadline, f"{topic}: partitions {pending} not read to end"
+            for msg in consumer.consume(1000, timeout=1.0):
+                if msg.error() is not None:
+                    if msg.error().code() == ck.KafkaError._PARTITION_EOF:
+                        continue
+                    raise AssertionError(f"{topic}: {msg.error()}")
+                if msg.offset() < ends[msg.partition()]:
+                    messages.append(msg)
+                if msg.offset() + 1 >= ends[msg.partition()]:
+                    pending.discard(msg.partition())
+    finally:
+        consumer.close()
+    return messages
+
+
+def _latest_panes(rows: list[dict[str, Any]], view: ViewSpec) -> list[dict[str, Any]]:
+    """Per key and window the row with the highest ``pane_index`` (the sink is at-least-once)."""
+    latest: dict[Any, dict[str, Any]] = {}
+    for row in rows:
+        key = row_key(row, view)
+        if key not in latest or row["pane_index"] >= latest[key]["pane_index"]:
+            latest[key] = row
+    return list(latest.values())
+
+
+def _jsonl_rows(objects: Mapping[str, bytes]) -> list[dict[str, Any]]:
+    assert objects, "no objects written"
+    rows = []
+    for name, data in objects.items():
+        assert name.endswith(".jsonl"), name
+        rows.extend(orjson.loads(line) for line in data.splitlines() if line.strip())
+    return rows
+
+
+def _from_cassandra(stored: Mapping[str, Any], view: ViewSpec) -> dict[str, Any]:
+    """A stored Cassandra row back in the shape of an output row (SPEC section 3)."""
+    int_sums = {a.output for a in view.aggregations if a.kind == "sum"}
+    row: dict[str, Any] = {}
+    for column in view_columns(view):
+        if column.name == "view":
+            row["view"] = view.name
+            continue
+        value = stored[column_name(column.name)]
+        if column.type == KEY:  # grouping values are stored as text, null as ''
+            value = None if value == "" else value
+        elif column.type == TIMESTAMP:
+            value = format_instant((value.replace(tzinfo=UTC) - _EPOCH) // timedelta(0, 0, 1))
+        elif column.type == "json" and value is not None:
+            value = orjson.loads(value)
+        elif column.type.startswith("list<") and value is not None:
+            value = list(value)
+        elif column.name in int_sums and isinstance(value, float) and value.is_integer():
+            value = int(value)  # a sum is stored as a double, an integer one too (docs)
+        row[column.name] = value
+    return row
+
+
+def _select(conn: CassandraConnection, keyspace: str, table: str) -> list[dict[str, Any]]:
+    cluster = Cluster(**conn.cluster_kwargs())
+    try:
+        session = cluster.connect()
+        return [r._asdict() for r in session.execute(f"SELECT * FROM {keyspace}.{table}")]
+    finally:
+        cluster.shutdown()
+
+
+# --- fixtures -------------------------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def expected(deployment: Deployment) -> dict[str, list[dict[str, Any]]]:
+    return {v.name: expected_rows(v, deployment.events) for v in _views()}
+
+
+@pytest.fixture(scope="module")
+def deployment(
+    tmp_path_factory: pytest.TempPathFactory,
+    kafka: KafkaConnection,
+    cassandra: CassandraConnection,
+    s3: S3Connection,
+    gcs: GcsConnection,
+) -> Iterator[Deployment]:
+    folder = tmp_path_factory.mktemp("e2e_services")
+    events = folder / "events.jsonl"
+    generate(events, MESSAGES, seed=SEED, keys=400, span_s=4 * 3600)
+    lines = events.read_bytes().splitlines()
+    assert len(lines) == MESSAGES
+
+    bootstrap = kafka.bootstrap_servers
+    admin = AdminClient(kafka.client_config())
+    topics = [_name("liveagg-it-in-"), _name("liveagg-it-out-"), _name("liveagg-it-dead-")]
+    for future in admin.create_topics([NewTopic(t, PARTITIONS, 1) for t in topics]).values():
+        future.result(30)
+    input_topic, output_topic, dead_letter_topic = topics
+
+    positions: dict[tuple[int, int], bytes] = {}
+    failures: list[str] = []
+
+    def delivered(error: Any, msg: Any) -> None:
+        if error is not None:
+            failures.append(str(error))
+        else:
+            positions[(msg.partition(), msg.offset())] = msg.value()
+
+    producer = ck.Producer({**kafka.client_config(), "linger.ms": 20})
+    for line in lines:
+        while True:
+            try:
+                producer.produce(input_topic, value=line, on_delivery=delivered)
+                break
+            except BufferError:
+                producer.poll(0.1)
+        producer.poll(0)
+    assert producer.flush(60) == 0
+    assert not failures, failures[:5]
+    assert len(positions) == MESSAGES
+
+    bucket = _name("liveagg-it-")
+    boto3.client("s3", **s3.boto3_kwargs()).create_bucket(Bucket=bucket)
+    storage.Client(**gcs.client_kwargs()).create_bucket(bucket)
+    keyspace = _name("liveagg_it_")
+
+    env = {**os.environ, **s3.env(), **gcs.env()}
+    command = [
+        "run",
+        "--views",
+        *map(str, VIEW_FILES),
+        "--kafka-topic",
+        input_topic,
+        "--kafka-bootstrap",
+        bootstrap,
+        "--kafka-start",
+        "earliest",
+        "--cassandra-hosts",
+        ",".join(cassandra.contact_points),
+        "--cassandra-port",
+        str(cassandra.port),
+        "--cassandra-local-dc",
+        cassandra.local_dc,
+        "--s3-endpoint",
+        s3.endpoint_url,
+        "--gcs-endpoint",
+        gcs.emulator_host,
+        "--sink",
+        orjson.dumps({"type": "cassandra", "keyspace": keyspace}).decode(),
+        "--sink",
+        orjson.dumps({"type": "kafka", "topic": output_topic}).decode(),
+        "--sink",
+        orjson.dumps({"type": "s3", "path": f"s3://{bucket}/views", "format": "jsonl"}).decode(),
+        "--sink",
+        orjson.dumps({"type": "gcs", "path": f"gs://{bucket}/views"}).decode(),
+        "--dead-letter-topic",
+        dead_letter_topic,
+    ]
+    _liveagg(command, env)
+    yield Deployment(
+        events=events,
+        lines=lines,
+        positions=positions,
+        input_topic=input_topic,
+        output_topic=output_topic,
+        dead_letter_topic=dead_letter_topic,
+        keyspace=keyspace,
+        bucket=bucket,
+        command=command,
+        env=env,
+        output_end=_end_offsets(bootstrap, output_topic),
+        dead_letter_end=_end_offsets(bootstrap, dead_letter_topic),
+    )
+
+    for future in admin.delete_topics(topics).values():
+        future.result(30)
+    cluster = Cluster(**cassandra.cluster_kwargs())
+    try:
+        cluster.connect().execute(f"DROP KEYSPACE IF EXISTS {keyspace}")
+    finally:
+        cluster.shutdown()
+
+
+VIEW_NAMES = [v.name for v in _views()]
+
+
+# --- tests ----------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", VIEW_NAMES)
+def test_cassandra_rows_equal_the_oracle(
+    deployment: Deployment, expected: dict, cassandra: CassandraConnection, name: str
+) -> None:
+    view = _view(name)
+    stored = _select(cassandra, deployment.keyspace, name)
+    assert expected[name], "the generated data must produce rows for every view"
+    assert_rows_match([_from_cassandra(r, view) for r in stored], expected[name], view)
+
+
+@pytest.mark.parametrize("name", VIEW_NAMES)
+def test_s3_rows_equal_the_oracle(
+    deployment: Deployment, expected: dict, s3: S3Connection, name: str
+) -> None:
+    client = boto3.client("s3", **s3.boto3_kwargs())
+    prefix = f"views/{name}/"
+    objects = {}
+    for page in client.get_paginator("list_objects_v2").paginate(
+        Bucket=deployment.bucket, Prefix=prefix
+    ):
+        for obj in page.get("Contents", []):
+            body = client.get_object(Bucket=deployment.bucket, Key=obj["Key"])["Body"].read()
+            objects[obj["Key"][len(prefix) :]] = body
+    assert_rows_match(_jsonl_rows(objects), expected[name], _view(name))
+
+
+@pytest.mark.parametrize("name", VIEW_NAMES)
+def test_gcs_rows_equal_the_oracle(
+    deployment: Deployment, expected: dict, gcs: GcsConnection, name: str
+) -> None:
+    client = storage.Client(**gcs.client_kwargs())
+    prefix = f"views/{name}/"
+    objects = {
+        b.name[len(prefix) :]: b.download_as_bytes()
+        for b in client.list_blobs(deployment.bucket, prefix=prefix)
+    }
+    assert_rows_match(_jsonl_rows(objects), expected[name], _view(name))
+
+
+def test_kafka_rows_equal_the_oracle(
+    deployment: Deployment, expected: dict, kafka: KafkaConnection
+) -> None:
+    messages = _consume(kafka.bootstrap_servers, deployment.output_topic, deployment.output_end)
+    by_view: dict[str, list[dict[str, Any]]] = {name: [] for name in VIEW_NAMES}
+    for msg in messages:
+        row = orjson.loads(msg.value())
+        view = _view(row["view"])
+        assert msg.key() == orjson.dumps([row.get(c) for c in view.grouping_cols])
+        by_view[view.name].append(row)
+    for name, rows in by_view.items():
+        view = _view(name)
+        assert_rows_match(_latest_panes(rows, view), expected[name], view)
+
+
+def test_dead_letters_name_every_bad_message(
+    deployment: Deployment, kafka: KafkaConnection
+) -> None:
+    messages = _consume(
+        kafka.bootstrap_servers, deployment.dead_letter_topic, deployment.dead_letter_end
+    )
+    letters = [orjson.loads(m.value()) for m in messages]
+    unusable = 0
+    for line in deployment.lines:
+        try:
+            if not isinstance(orjson.loads(line), dict):
+                unusable += 1
+        except orjson.JSONDecodeError:
+            unusable += line.strip() != b""
+    input_letters = [d for d in letters if d["view"] is None]
+    assert len(input_letters) == unusable > 0
+    assert {d["reason"] for d in input_letters} == {"not_json", "not_an_object"}
+    reasons = {d["reason"] for d in letters if d["view"] is not None}
+    assert {"missing_event_time", "invalid_event_time", "not_numeric"} <= reasons
+    for msg, letter in zip(messages, letters, strict=True):
+        assert msg.key() == (letter["view"] or "_input").encode()
+        assert letter["detail"], letter
+        source = letter["source"]
+        assert source is not None, letter
+        assert source["topic"] == deployment.input_topic, letter
+        produced = deployment.positions[(source["partition"], source["offset"])]
+        assert letter["payload"] == produced.decode("utf-8", errors="replace"), letter
+
+
+def test_a_replay_converges_on_the_same_cassandra_table(
+    deployment: Deployment, expected: dict, cassandra: CassandraConnection
+) -> None:
+    before = {n: len(_select(cassandra, deployment.keyspace, n)) for n in VIEW_NAMES}
+    _liveagg([*deployment.command, "--kafka-group-id", _name("liveagg-replay-")], deployment.env)
+    for name in VIEW_NAMES:
+        view = _view(name)
+        stored = _select(cassandra, deployment.keyspace, name)
+        assert len(stored) == before[name] == len(expected[name])
+        assert_rows_match([_from_cassandra(r, view) for r in stored], expected[name], view)
+
+
+def _rows_or_none(conn: CassandraConnection, keyspace: str, table: str) -> list[dict] | None:
+    """The table's rows, or ``None`` while the keyspace or table does not exist yet."""
+    from cassandra import InvalidRequest
+
+    try:
+        return _select(conn, keyspace, table)
+    except InvalidRequest:
+        return None
+
+
+def test_interrupted_run_then_rerun_converges(
+    deployment: Deployment, expected: dict, cassandra: CassandraConnection
+) -> None:
+    """SIGKILL a run once it has written some Cassandra rows, then rerun it to completion.
+
+    The interrupted run reads the fixture's input topic with a fresh group and writes only to a
+    fresh keyspace. It is killed as soon as the table holds a row (or, should the run finish
+    before any row shows, the check below fails rather than pass on a completed run). The rerun
+    uses the same group; ``--kafka-start earliest`` makes it read the whole topic whatever
+    offsets the killed run committed, so the upserted table must equal the oracle.
+    """
+    name = "network_telemetry"
+    view = _view(name)
+    keyspace = _name("liveagg_it_kill_")
+    group = _name("liveagg-kill-")
+    command = [
+        "run",
+        "--views",
+        str(EXAMPLES / f"{name}.json"),
+        "--kafka-topic",
+        deployment.input_topic,
+        "--kafka-bootstrap",
+        deployment.command[deployment.command.index("--kafka-bootstrap") + 1],
+        "--kafka-start",
+        "earliest",
+        "--kafka-group-id",
+        group,
+        "--cassandra-hosts",
+        ",".join(cassandra.contact_points),
+        "--cassandra-port",
+        str(cassandra.port),
+        "--cassandra-local-dc",
+        cassandra.local_dc,
+        "--sink",
+        orjson.dumps({"type": "cassandra", "keyspace": keyspace}).decode(),
+    ]
+    try:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "liveagg.cli", *command],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.PIPE,
+            env=deployment.env,
+            cwd=ROOT,
+        )
+        partial: list[dict] | None = None
+        try:
+            deadline = time.monotonic() + RUN_TIMEOUT_S
+            while process.poll() is None and time.monotonic() < deadline:
+                partial = _rows_or_none(cassandra, keyspace, name)
+                if partial:
+                    break
+                time.sleep(0.2)
+            running = process.poll() is None
+            process.send_signal(signal.SIGKILL)
+        finally:
+            if process.poll() is None:
+                process.kill()
+            _, stderr = process.communicate(timeout=60)
+        assert running, (
+            f"the run ended (exit {process.returncode}) before it wrote a row, so nothing was "
+            f"interrupted: {stderr[-2000:].decode(errors='replace')}"
+        )
+        assert process.returncode == -signal.SIGKILL
+        assert partial, "the run was killed before it wrote a row"
+        stored = _rows_or_none(cassandra, keyspace, name) or []
+        complete = len(stored) == len(expected[name])
+        assert not complete or running, "the interrupted run left a complete table"
+
+        _liveagg(command, deployment.env)
+        stored = _select(cassandra, keyspace, name)
+        assert len(stored) == len(expected[name])
+        assert_rows_match([_from_cassandra(r, view) for r in stored], expected[name], view)
+    finally:
+        cluster = Cluster(**cassandra.cluster_kwargs())
+        try:
+            cluster.connect().execute(f"DROP KEYSPACE IF EXISTS {keyspace}")
+        finally:
+            cluster.shutdown()
