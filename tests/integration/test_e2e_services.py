@@ -43,6 +43,7 @@ ck = pytest.importorskip("confluent_kafka")
 boto3 = pytest.importorskip("boto3")
 storage = pytest.importorskip("google.cloud.storage")
 pytest.importorskip("cassandra")
+from cassandra import InvalidRequest  # noqa: E402
 from cassandra.cluster import Cluster  # noqa: E402
 from confluent_kafka.admin import AdminClient, NewTopic  # noqa: E402
 
@@ -419,29 +420,43 @@ def test_a_replay_converges_on_the_same_cassandra_table(
 
 def _rows_or_none(conn: CassandraConnection, keyspace: str, table: str) -> list[dict] | None:
     """The table's rows, or ``None`` while the keyspace or table does not exist yet."""
-    from cassandra import InvalidRequest
-
     try:
         return _select(conn, keyspace, table)
     except InvalidRequest:
         return None
 
 
+def _committed(bootstrap: str, topic: str, group: str) -> int:
+    """How many partitions of ``topic`` the consumer ``group`` has committed an offset for."""
+    consumer = ck.Consumer({"bootstrap.servers": bootstrap, "group.id": group})
+    try:
+        partitions = consumer.list_topics(topic, timeout=30).topics[topic].partitions
+        done = consumer.committed([ck.TopicPartition(topic, p) for p in partitions], timeout=30)
+        return sum(tp.offset >= 0 for tp in done)
+    finally:
+        consumer.close()
+
+
 def test_interrupted_run_then_rerun_converges(
     deployment: Deployment, expected: dict, cassandra: CassandraConnection
 ) -> None:
-    """SIGKILL a run once it has written some Cassandra rows, then rerun it to completion.
+    """SIGKILL a run part-way through, then rerun it to completion; the table equals the oracle.
 
     The interrupted run reads the fixture's input topic with a fresh group and writes only to a
-    fresh keyspace. It is killed as soon as the table holds a row (or, should the run finish
-    before any row shows, the check below fails rather than pass on a completed run). The rerun
-    uses the same group; ``--kafka-start earliest`` makes it read the whole topic whatever
-    offsets the killed run committed, so the upserted table must equal the oracle.
+    fresh keyspace. Every 0.2 s the test checks whether the table exists and whether the group
+    has committed an offset, and kills the run at the first of the two. Waiting for rows is too
+    late: the sink creates the table and writes all of a view's rows in one go close to the
+    end, so the run would be killed with the whole table written. The group commits each
+    partition's offset once that partition is read, which comes before any write. The test
+    fails if the run ended before it was killed or left a complete table. The rerun uses the
+    same group, whose committed offsets may cover part of the topic; ``--kafka-start
+    earliest`` makes it read the whole topic anyway.
     """
     name = "network_telemetry"
     view = _view(name)
     keyspace = _name("liveagg_it_kill_")
     group = _name("liveagg-kill-")
+    bootstrap = deployment.command[deployment.command.index("--kafka-bootstrap") + 1]
     command = [
         "run",
         "--views",
@@ -449,7 +464,7 @@ def test_interrupted_run_then_rerun_converges(
         "--kafka-topic",
         deployment.input_topic,
         "--kafka-bootstrap",
-        deployment.command[deployment.command.index("--kafka-bootstrap") + 1],
+        bootstrap,
         "--kafka-start",
         "earliest",
         "--kafka-group-id",
@@ -471,12 +486,12 @@ def test_interrupted_run_then_rerun_converges(
             env=deployment.env,
             cwd=ROOT,
         )
-        partial: list[dict] | None = None
         try:
             deadline = time.monotonic() + RUN_TIMEOUT_S
             while process.poll() is None and time.monotonic() < deadline:
-                partial = _rows_or_none(cassandra, keyspace, name)
-                if partial:
+                if _rows_or_none(cassandra, keyspace, name) is not None:
+                    break
+                if _committed(bootstrap, deployment.input_topic, group):
                     break
                 time.sleep(0.2)
             running = process.poll() is None
@@ -486,14 +501,12 @@ def test_interrupted_run_then_rerun_converges(
                 process.kill()
             _, stderr = process.communicate(timeout=60)
         assert running, (
-            f"the run ended (exit {process.returncode}) before it wrote a row, so nothing was "
-            f"interrupted: {stderr[-2000:].decode(errors='replace')}"
+            f"the run ended (exit {process.returncode}) before it was killed: "
+            f"{stderr[-2000:].decode(errors='replace')}"
         )
         assert process.returncode == -signal.SIGKILL
-        assert partial, "the run was killed before it wrote a row"
-        stored = _rows_or_none(cassandra, keyspace, name) or []
-        complete = len(stored) == len(expected[name])
-        assert not complete or running, "the interrupted run left a complete table"
+        left = _rows_or_none(cassandra, keyspace, name) or []
+        assert len(left) < len(expected[name]), "the killed run had already written every row"
 
         _liveagg(command, deployment.env)
         stored = _select(cassandra, keyspace, name)
