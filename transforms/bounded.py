@@ -20,14 +20,10 @@ from apache_beam.transforms.window import GlobalWindows
 from liveagg.spec import ViewSpec
 from liveagg.transforms.combine import MergeEncoded, MergeSessions
 from liveagg.transforms.deadletter import TAG as DEAD_LETTER
-from liveagg.transforms.plan import ViewPlan, route
+from liveagg.transforms.plan import ViewPlan, route, view_tag
 
 #: Messages buffered per bundle before partial accumulators are flushed downstream.
 MAX_BUFFERED = 50_000
-
-
-def _tag(view: str) -> str:
-    return f"view/{view}"
 
 
 class _PreAggregate(beam.DoFn):
@@ -74,11 +70,11 @@ class _PreAggregate(beam.DoFn):
                 merger = MergeSessions(combine)
                 gap = plan.spec.window.gap.micros  # type: ignore[union-attr]
                 for key, items in buffer.items():
-                    yield _tag(plan.name), (key, merger.encode(_sessions(combine, items, gap)))
+                    yield view_tag(plan.name), (key, merger.encode(_sessions(combine, items, gap)))
             else:
                 for key, rows in buffer.items():
                     acc = combine.add_inputs(combine.create_accumulator(), rows)
-                    yield _tag(plan.name), (key, combine.encode(acc))
+                    yield view_tag(plan.name), (key, combine.encode(acc))
             buffer.clear()
         self._buffered = 0
 
@@ -144,7 +140,7 @@ class BoundedAggregate(beam.PTransform):
     def expand(self, messages: beam.PCollection) -> dict[str, Any]:
         names = [s.name for s in self._specs]
         tagged = messages | "PreAggregate" >> beam.ParDo(_PreAggregate(self._specs)).with_outputs(
-            DEAD_LETTER, *(_tag(n) for n in names)
+            DEAD_LETTER, *(view_tag(n) for n in names)
         )
         views = {}
         for spec in self._specs:
@@ -153,7 +149,7 @@ class BoundedAggregate(beam.PTransform):
                 MergeSessions(plans.combine) if plans.is_session else MergeEncoded(plans.combine)
             )
             views[spec.name] = (
-                tagged[_tag(spec.name)]
+                tagged[view_tag(spec.name)]
                 | f"{spec.name}/Merge" >> beam.CombinePerKey(merge)
                 | f"{spec.name}/Rows" >> beam.ParDo(_Rows(spec))
             )

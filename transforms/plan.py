@@ -28,6 +28,11 @@ from liveagg.transforms.filters import compile_filter
 GroupKey = bytes  # JSON array of the grouping values kept by a variant
 
 
+def view_tag(view: str) -> str:
+    """The tagged-output name of a view's messages (view names cannot clash with it)."""
+    return f"view/{view}"
+
+
 class Reject(Exception):
     """A message this view cannot use; becomes a dead letter with ``reason``."""
 

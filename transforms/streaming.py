@@ -39,15 +39,11 @@ from liveagg.spec import ViewSpec
 from liveagg.transforms.deadletter import TAG as DEAD_LETTER
 from liveagg.transforms.deadletter import dead_letter
 from liveagg.transforms.eventtime import rfc3339
-from liveagg.transforms.plan import ViewPlan, route
+from liveagg.transforms.plan import ViewPlan, route, view_tag
 
 # Per-window state entry: [encoded accumulator, next pane index, on-time fired, dirty].
 _ACC, _PANE, _FIRED, _DIRTY = range(4)
 _NEVER = -(2**62)
-
-
-def _tag(view: str) -> str:
-    return f"view/{view}"
 
 
 class _Route(beam.DoFn):
@@ -69,7 +65,8 @@ class _Route(beam.DoFn):
             plan = self._plans[index]
             for variant, key in plan.keys(group):
                 yield TaggedOutput(
-                    _tag(plan.name), ((plan.name, variant.index, key), (ts, row, payload, source))
+                    view_tag(plan.name),
+                    ((plan.name, variant.index, key), (ts, row, payload, source)),
                 )
 
 
@@ -310,7 +307,7 @@ class StreamingAggregate(beam.PTransform):
         self._early_panes = early_panes  # False for bounded input: its watermark jumps to the end
 
     def expand(self, messages: beam.PCollection) -> dict[str, Any]:
-        names = [_tag(s.name) for s in self._specs]
+        names = [view_tag(s.name) for s in self._specs]
         routed = messages | "Route" >> beam.ParDo(_Route(self._specs)).with_outputs(
             DEAD_LETTER, *names
         )
@@ -320,7 +317,7 @@ class StreamingAggregate(beam.PTransform):
             ViewPlan(spec)  # fail at construction time, not on a worker
             early = self._early_panes and spec.early is not None
             operator = window_operator(spec, self._clock, early)
-            fired = routed[_tag(spec.name)] | f"{spec.name}/Window" >> beam.ParDo(
+            fired = routed[view_tag(spec.name)] | f"{spec.name}/Window" >> beam.ParDo(
                 operator
             ).with_outputs(DEAD_LETTER, main="rows")
             views[spec.name] = fired.rows
