@@ -17,7 +17,7 @@ def _validate(args: argparse.Namespace) -> int:
     for error in errors:
         print(error)
     if not errors:
-        print(f"ok: {len(args.paths)} path(s) valid", file=sys.stderr)
+        print(f"ok: every view in {' '.join(args.paths)} is valid", file=sys.stderr)
     return 1 if errors else 0
 
 
