@@ -187,12 +187,18 @@ class ViewPlan:
         return ts, tuple(row), group
 
     def keys(self, group: tuple[Any, ...]) -> Iterator[tuple[Variant, GroupKey]]:
-        """The encoded grouping key of each variant (grouping set) for one message."""
-        if len(self.variants) == 1:
-            yield self.variants[0], _encode_key(group)
-            return
+        """The encoded grouping key of each variant (grouping set) for one message.
+
+        Granularities share a grouping set's key, so each distinct set is encoded once.
+        """
+        encoded: dict[tuple[int, ...], GroupKey] = {}
         for variant in self.variants:
-            yield variant, _encode_key(tuple(group[i] for i in variant.positions))
+            key = encoded.get(variant.positions)
+            if key is None:
+                key = encoded[variant.positions] = _encode_key(
+                    tuple(group[i] for i in variant.positions)
+                )
+            yield variant, key
 
     def row(
         self,
