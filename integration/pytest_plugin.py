@@ -1,4 +1,5 @@
-"""Session-scoped pytest fixtures for the real services: ``kafka``, ``cassandra``, ``s3``, ``gcs``.
+"""Session-scoped pytest fixtures for the real services: ``kafka``, ``cassandra``, ``s3``, ``gcs``
+and ``flink``.
 
 Each fixture reuses a healthy service already on its port (one started with
 ``python -m integration.services start``, say) or starts one, yields its connection info, and
@@ -22,6 +23,7 @@ import pytest
 from integration import services
 from integration.services import (
     CassandraConnection,
+    FlinkConnection,
     GcsConnection,
     KafkaConnection,
     S3Connection,
@@ -72,3 +74,14 @@ def s3() -> Iterator[S3Connection]:
 def gcs() -> Iterator[GcsConnection]:
     """The GCS emulator; ``storage.Client(**gcs.client_kwargs())`` talks to it."""
     yield from _serve("gcs")
+
+
+@pytest.fixture(scope="session")
+def flink() -> Iterator[FlinkConnection]:
+    """A Flink 1.19 session cluster (one JobManager, two TaskManagers of two slots each), Beam's
+    job server and a Python worker pool; ``flink.pipeline_args()`` submits a pipeline to it.
+
+    Tests may crash and restart parts (``integration.services.flink.kill_taskmanager`` and
+    friends); at the end of the session every part this process started is stopped.
+    """
+    yield from _serve("flink")

@@ -8,6 +8,7 @@ import sys
 from collections.abc import Sequence
 
 from liveagg import __version__
+from liveagg.runners import RUNNERS
 
 
 def _validate(args: argparse.Namespace) -> int:
@@ -22,10 +23,12 @@ def _validate(args: argparse.Namespace) -> int:
 
 
 def _run(args: argparse.Namespace) -> int:
+    from dataclasses import replace
     from datetime import timedelta
 
     from liveagg.errors import ViewError, ViewErrors
     from liveagg.pipelines.run import KafkaInput, RunConfig, run
+    from liveagg.runners.flink import FlinkProfile
     from liveagg.transforms.sinks import Connections
 
     defaults = Connections()
@@ -38,6 +41,21 @@ def _run(args: argparse.Namespace) -> int:
         cassandra_local_dc=args.cassandra_local_dc or defaults.cassandra_local_dc,
         s3_endpoint=args.s3_endpoint or defaults.s3_endpoint,
         gcs_endpoint=args.gcs_endpoint or defaults.gcs_endpoint,
+    )
+    flink = FlinkProfile()
+    flink = replace(
+        flink,
+        master=args.flink_master or flink.master,
+        version=args.flink_version or flink.version,
+        parallelism=args.parallelism,
+        checkpoint_interval=timedelta(seconds=args.checkpoint_interval_s),
+        environment=args.flink_environment,
+        worker_pool=args.flink_worker_pool or flink.worker_pool,
+        job_endpoint=args.flink_job_endpoint or flink.job_endpoint,
+        job_server_jar=args.flink_job_server_jar or flink.job_server_jar,
+        restore=args.flink_restore,
+        savepoint_on_stop=args.savepoint_on_stop,
+        savepoint_dir=args.savepoint_dir,
     )
     config = RunConfig(
         views=args.views,
@@ -58,6 +76,8 @@ def _run(args: argparse.Namespace) -> int:
         runner=args.runner,
         streaming=args.streaming,
         direct_num_workers=args.direct_num_workers,
+        flink=flink,
+        report_every_s=args.report_every_s,
         beam_args=args.beam_args,
     )
     try:
@@ -184,9 +204,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     run.add_argument(
         "--runner",
-        choices=["direct"],
+        choices=RUNNERS,
         default="direct",
-        help="Beam runner (default: direct, Beam's local runner)",
+        help="Beam runner: direct (default, Beam's local runner) or flink (Apache Flink through "
+        "Beam's FlinkRunner; see the Flink options below and docs/flink.md)",
     )
     run.add_argument(
         "--streaming",
@@ -200,6 +221,74 @@ def build_parser() -> argparse.ArgumentParser:
         default=1,
         metavar="N",
         help="parallel workers for the direct runner (default: 1)",
+    )
+    flink = run.add_argument_group("Flink (--runner flink)")
+    flink.add_argument(
+        "--flink-master",
+        metavar="HOST:PORT",
+        help="REST address of the Flink cluster, or [local] for an embedded Flink "
+        "(default: $LIVEAGG_FLINK_MASTER or [local])",
+    )
+    flink.add_argument(
+        "--flink-version",
+        metavar="X.Y",
+        help="Flink version of the cluster: 1.19, 1.20, 2.0, 2.1 or 2.2 "
+        "(default: $LIVEAGG_FLINK_VERSION or 1.19)",
+    )
+    flink.add_argument("--parallelism", type=int, metavar="N", help="job parallelism")
+    flink.add_argument(
+        "--checkpoint-interval-s",
+        type=float,
+        default=10.0,
+        metavar="SECONDS",
+        help="checkpoint every this often when streaming (default 10; 0: off). Checkpoints are "
+        "retained when the job fails or is cancelled, for --flink-restore",
+    )
+    flink.add_argument(
+        "--flink-environment",
+        choices=["loopback", "external"],
+        help="where the Python workers run: loopback (in this process) or external (a Beam "
+        "worker pool beside the TaskManagers; the default when --flink-worker-pool is set)",
+    )
+    flink.add_argument(
+        "--flink-worker-pool",
+        metavar="HOST:PORT",
+        help="Beam Python worker pool for the external environment "
+        "(default: $LIVEAGG_FLINK_WORKER_POOL)",
+    )
+    flink.add_argument(
+        "--flink-job-endpoint",
+        metavar="HOST:PORT",
+        help="a running Beam Flink job server (default: $LIVEAGG_FLINK_JOB_ENDPOINT; otherwise "
+        "one is started from --flink-job-server-jar)",
+    )
+    flink.add_argument(
+        "--flink-job-server-jar",
+        metavar="PATH",
+        help="Beam's Flink job-server jar to start (default: $LIVEAGG_FLINK_JOB_SERVER_JAR, "
+        "else Beam downloads the one for --flink-version from Maven Central)",
+    )
+    flink.add_argument(
+        "--flink-restore",
+        metavar="PATH",
+        help="start from this savepoint or retained checkpoint; a folder of them (a job's "
+        "checkpoint folder, say) means its newest complete one",
+    )
+    flink.add_argument(
+        "--savepoint-on-stop",
+        action="store_true",
+        help="on Ctrl-C, stop the job with a savepoint (and print how to resume) instead of "
+        "cancelling it",
+    )
+    flink.add_argument(
+        "--savepoint-dir", metavar="DIR", help="where savepoints go (default: the cluster's)"
+    )
+    flink.add_argument(
+        "--report-every-s",
+        type=float,
+        default=30.0,
+        metavar="SECONDS",
+        help="print the job's metrics this often while it runs (default 30; 0: never)",
     )
     run.set_defaults(func=_run)
     return parser

@@ -73,3 +73,7 @@ class ViewErrors(Exception):
 
     def __len__(self) -> int:
         return len(self.errors)
+
+
+COMMAND_LINE = "<command line>"
+"""The ``file`` of errors in command-line options rather than in a view file."""

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from datetime import timedelta
@@ -13,15 +15,17 @@ import orjson
 from apache_beam.metrics.metric import MetricsFilter
 from apache_beam.options.pipeline_options import PipelineOptions
 
-from liveagg.errors import ViewError
+from liveagg.errors import COMMAND_LINE, ViewError
 from liveagg.loader import load_views
 from liveagg.pipelines.compile import Source, attach_sinks, bind_sources, build
+from liveagg.runners import direct
+from liveagg.runners.flink import FlinkProfile, supervise
 from liveagg.spec import Sink, ViewSpec
 from liveagg.transforms.deadletter import NAMESPACE
 from liveagg.transforms.sinks import Connections
 from liveagg.transforms.sources import FileSource
 
-COMMAND_LINE = "<command line>"
+_LOGGER = logging.getLogger(__name__)
 
 
 @dataclass
@@ -46,9 +50,11 @@ class RunConfig:
     view_sinks: bool = True  # False: ignore the sinks written in view files
     dead_letter_topic: str | None = None
     connections: Connections = field(default_factory=Connections)
-    runner: str = "direct"
+    runner: str = "direct"  # direct | flink
     streaming: bool = False
     direct_num_workers: int = 1
+    flink: FlinkProfile = field(default_factory=FlinkProfile)
+    report_every_s: float = 30.0  # metrics printed while a Flink job runs; 0: never
     beam_args: Sequence[str] = ()
 
 
@@ -87,10 +93,12 @@ def _sources(
     default: Source | None = None
     for item in config.inputs:
         name, pattern = _split_binding(item)
+        # Absolute, because workers (a Flink TaskManager's, say) do not share our directory.
+        source = FileSource(_absolute(pattern))
         if name:
-            named[name] = FileSource(pattern)
+            named[name] = source
         else:
-            default = FileSource(pattern)
+            default = source
     for item in config.kafka.topics:
         name, topic = _split_binding(item)
         source = _kafka_source(config, topic, [v for v in views if name in (None, v.source)])
@@ -99,6 +107,10 @@ def _sources(
         else:
             default = source
     return named, default
+
+
+def _absolute(path: str) -> str:
+    return path if "://" in path else os.path.abspath(path)
 
 
 def _kafka_source(config: RunConfig, topic: str, views: Sequence[ViewSpec]) -> Source:
@@ -147,13 +159,9 @@ def _sinks_for(config: RunConfig, view: ViewSpec) -> tuple[Sink, ...]:
 def pipeline_options(config: RunConfig) -> PipelineOptions:
     args = list(config.beam_args)
     if config.runner == "direct":
-        args += [
-            "--runner=DirectRunner",
-            f"--direct_num_workers={config.direct_num_workers}",
-            "--direct_running_mode=in_memory"
-            if config.direct_num_workers == 1
-            else "--direct_running_mode=multi_processing",
-        ]
+        args += direct.beam_args(config.direct_num_workers)
+    elif config.runner == "flink":
+        args += config.flink.beam_args(streaming=config.kafka.unbounded)
     if config.kafka.unbounded:
         args.append("--streaming")
     try:
@@ -166,6 +174,8 @@ def pipeline_options(config: RunConfig) -> PipelineOptions:
 
 
 def _check_runner(config: RunConfig, views: Sequence[ViewSpec]) -> None:
+    if config.runner == "flink":
+        config.flink.check()
     if not (config.kafka.unbounded and config.runner == "direct"):
         return
     for view in views:
@@ -190,6 +200,8 @@ def run(config: RunConfig) -> RunReport:
         )
     sources = bind_sources(views, named, default)
     views = [replace(v, sinks=_sinks_for(config, v)) for v in views]
+    if config.output:
+        config = replace(config, output=_absolute(config.output))
     pipeline = beam.Pipeline(options=pipeline_options(config))
     compiled = build(pipeline, views, sources, streaming=config.streaming or None)
     attach_sinks(
@@ -201,13 +213,21 @@ def run(config: RunConfig) -> RunReport:
         dead_letter_topic=config.dead_letter_topic,
     )
     result = pipeline.run()
-    result.wait_until_finish()
+    if config.runner == "flink":
+        supervise(result, config.flink, config.report_every_s)
+    else:
+        result.wait_until_finish()
     return _report(result, config.output, [v.name for v in views])
 
 
 def _report(result: Any, output: str | None, names: list[str]) -> RunReport:
     report = RunReport(output, rows=dict.fromkeys(names, 0))
-    counters = result.metrics().query(MetricsFilter().with_namespace(NAMESPACE))["counters"]
+    try:
+        query = result.metrics().query(MetricsFilter().with_namespace(NAMESPACE))
+    except Exception as e:  # a cancelled portable job may have no metrics to give
+        _LOGGER.warning("no metrics from the runner: %s", e)
+        return report
+    counters = query["counters"]
     for counter in counters:
         name = counter.key.metric.name
         value = counter.committed if counter.committed is not None else counter.attempted

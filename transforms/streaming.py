@@ -26,6 +26,7 @@ from typing import Any
 
 import apache_beam as beam
 from apache_beam.coders import FastPrimitivesCoder, VarIntCoder
+from apache_beam.metrics import Metrics
 from apache_beam.pvalue import TaggedOutput
 from apache_beam.transforms.timeutil import TimeDomain
 from apache_beam.transforms.userstate import (
@@ -36,8 +37,8 @@ from apache_beam.transforms.userstate import (
 from apache_beam.utils.timestamp import Timestamp
 
 from liveagg.spec import ViewSpec
+from liveagg.transforms.deadletter import NAMESPACE, dead_letter
 from liveagg.transforms.deadletter import TAG as DEAD_LETTER
-from liveagg.transforms.deadletter import dead_letter
 from liveagg.transforms.eventtime import rfc3339
 from liveagg.transforms.plan import ViewPlan, route, view_tag
 
@@ -83,6 +84,10 @@ class _WindowLogic(beam.DoFn):
 
     def setup(self) -> None:
         self._plan = ViewPlan(self._spec)
+        # What an operator watches (docs/flink.md): keys holding open windows, and how far
+        # the view's event time (the last watermark it fired on) is behind the wall clock.
+        self._live_keys = Metrics.counter(NAMESPACE, f"live_keys/{self._spec.name}")
+        self._lag = Metrics.gauge(NAMESPACE, f"lag_seconds/{self._spec.name}")
 
     def _process(
         self,
@@ -99,6 +104,7 @@ class _WindowLogic(beam.DoFn):
         variant = plan.variants[variant_index]
         lateness = plan.lateness_us
         state: dict[tuple[int, int], list] = windows_state.read() or {}
+        opened = not state  # the key had no open window before this message
         closed_upto = closed_state.read()
         closed_upto = _NEVER if closed_upto is None else closed_upto
 
@@ -138,6 +144,8 @@ class _WindowLogic(beam.DoFn):
                 yield self._pane(variant_index, key, window, entry, "LATE")
         if not touched:
             return
+        if opened:
+            self._live_keys.inc()
         windows_state.write(state)
         watermark_timer.set(Timestamp(micros=self._next_timer(state)))
         if (
@@ -186,6 +194,7 @@ class _WindowLogic(beam.DoFn):
         # Portable runners carry timer timestamps in milliseconds: the timer set for
         # end - 1us fires as end - 1ms, so anything within that millisecond is due.
         now = fire_ts.micros + 999
+        self._lag.set(int(self._clock() - now / 1_000_000))
         _, variant_index, group = key
         lateness = self._plan.lateness_us
         state = windows_state.read() or {}
@@ -206,6 +215,7 @@ class _WindowLogic(beam.DoFn):
             watermark_timer.set(Timestamp(micros=self._next_timer(state)))
         else:
             windows_state.clear()
+            self._live_keys.dec()
 
     def _on_early(self, key: Any, windows_state: Any, early_set: Any) -> Iterator[dict[str, Any]]:
         _, variant_index, group = key

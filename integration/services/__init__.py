@@ -29,6 +29,7 @@ from ._core import (
     cache_dir,
 )
 from .cassandra import Cassandra, CassandraConnection
+from .flink import Flink, FlinkConnection
 from .gcs import Gcs, GcsConnection
 from .kafka import Kafka, KafkaConnection
 from .s3 import S3, S3Connection
@@ -37,6 +38,7 @@ __all__ = [
     "HOST",
     "NAMES",
     "CassandraConnection",
+    "FlinkConnection",
     "GcsConnection",
     "KafkaConnection",
     "PrerequisiteError",
@@ -59,6 +61,7 @@ _SERVICES: dict[str, type[Service]] = {
     "cassandra": Cassandra,
     "s3": S3,
     "gcs": Gcs,
+    "flink": Flink,
 }
 NAMES: tuple[str, ...] = tuple(_SERVICES)
 """Every service the harness knows, in start order."""
@@ -105,11 +108,7 @@ def release(handle: ServiceHandle) -> str:
     if not handle.started_here:
         return "not started here: left running"
     _started.pop(handle.name, None)
-    service = get(handle.name)
-    record = service.live_record()
-    if record is None or record.pid != handle.pid:
-        return "already gone"
-    return service.stop()
+    return get(handle.name).release(handle)
 
 
 def stop_started() -> dict[str, str]:

@@ -83,9 +83,9 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(f"{name:<10} {status(name)}", flush=True)
         return 0
     for name in names:
-        log = get(name).log_file
-        print(f"==> {name}: {log} <==")
-        print(tail(log, args.lines))
+        for process, log in get(name).log_files().items():
+            print(f"==> {process}: {log} <==")
+            print(tail(log, args.lines))
     return 0
 
 

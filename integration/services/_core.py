@@ -113,6 +113,18 @@ def java_executable() -> str:
     return found
 
 
+@contextlib.contextmanager
+def file_lock(path: Path) -> Iterator[None]:
+    """An exclusive ``flock`` on ``path``, held across processes until the block ends."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with path.open("w") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
 # --- processes ------------------------------------------------------------------------------
 
 
@@ -144,6 +156,11 @@ def _reap(pid: int) -> None:
 _CHILDREN: dict[int, subprocess.Popen[bytes]] = {}
 """Services this process started, kept so they are reaped through their ``Popen`` (which
 otherwise warns, when collected, that the child still runs)."""
+
+
+def started_by_this_process(pid: int) -> bool:
+    """True while ``pid`` is a service this process spawned and that still runs."""
+    return pid in _CHILDREN and pid_alive(pid)
 
 
 def pid_alive(pid: int) -> bool:
@@ -302,6 +319,14 @@ class Service(abc.ABC):
     def process_env(self) -> dict[str, str]:
         return {**os.environ, "PYTHONUNBUFFERED": "1"}
 
+    def working_dir(self) -> Path:
+        """Where the process runs; the run folder unless a service needs another."""
+        return self.run_dir
+
+    def log_files(self) -> dict[str, Path]:
+        """Logs by process, for ``logs``; a service of several processes lists each."""
+        return {self.name: self.log_file}
+
     def start_timeout_s(self) -> float:
         return start_timeout_s(self.default_start_timeout_s)
 
@@ -342,16 +367,9 @@ class Service(abc.ABC):
         self.pid_file.unlink(missing_ok=True)
         return None
 
-    @contextlib.contextmanager
-    def lock(self) -> Iterator[None]:
+    def lock(self) -> contextlib.AbstractContextManager[None]:
         """Serialize start and stop across processes (pytest-xdist workers, a CLI in a shell)."""
-        self.run_dir.mkdir(parents=True, exist_ok=True)
-        with (self.run_dir / ".lock").open("w") as f:
-            fcntl.flock(f, fcntl.LOCK_EX)
-            try:
-                yield
-            finally:
-                fcntl.flock(f, fcntl.LOCK_UN)
+        return file_lock(self.run_dir / ".lock")
 
     # -- health --------------------------------------------------------------------------------
 
@@ -436,7 +454,7 @@ class Service(abc.ABC):
                 stdin=subprocess.DEVNULL,
                 stdout=log,
                 stderr=subprocess.STDOUT,
-                cwd=self.run_dir,
+                cwd=self.working_dir(),
                 env=self.process_env(),
                 # Own session: a Ctrl-C in the terminal that ran `start` does not reach it, and
                 # stop() can signal its whole process group.
@@ -473,6 +491,13 @@ class Service(abc.ABC):
             f"{self.name} was not healthy after {timeout_s:.0f} s ({detail}); last "
             f"{LOG_TAIL_LINES} lines of {self.log_file}:\n{tail(self.log_file)}"
         )
+
+    def release(self, handle: ServiceHandle) -> str:
+        """Stop what ``handle`` started, if that is still the process behind the pid file."""
+        record = self.live_record()
+        if record is None or record.pid != handle.pid:
+            return "already gone"
+        return self.stop()
 
     def stop(self) -> str:
         """Stop the service if this harness started it; say what was done."""

@@ -17,6 +17,9 @@ from ._core import REPO_ROOT, PrerequisiteError, ServiceError, cache_dir, tail
 MARKER = ".complete"
 """Written after a successful copy; holds the pom's hash so a version bump resolves again."""
 
+CLASSPATH_FILE = "classpath.txt"
+"""Maven's class path order of the copied jars (file names, one a line), when asked for."""
+
 
 def pom_path(name: str) -> Path:
     return REPO_ROOT / "integration" / "java" / name / "pom.xml"
@@ -30,35 +33,48 @@ def _pom_hash(pom: Path) -> str:
     return hashlib.sha256(pom.read_bytes()).hexdigest()
 
 
-def jars_ready(name: str) -> bool:
-    """True when the jar folder was filled from the current pom."""
-    marker = jar_dir(name) / MARKER
+def jars_ready(name: str, target: Path | None = None) -> bool:
+    """True when the jar folder (``target``, default ``jar_dir(name)``) matches the pom."""
+    marker = (target or jar_dir(name)) / MARKER
     try:
         return marker.read_text().strip() == _pom_hash(pom_path(name))
     except OSError:
         return False
 
 
-def resolve_jars(name: str, log_file: Path) -> Path:
+def maven_executable(name: str) -> str:
+    """``mvn`` on the PATH, needed until the jars of ``name`` are in the cache."""
+    mvn = shutil.which("mvn")
+    if mvn is None:
+        raise PrerequisiteError(
+            f"mvn not found: {name} jars come from Maven Central (apt-get install maven)"
+        )
+    return mvn
+
+
+def resolve_jars(
+    name: str, log_file: Path, target: Path | None = None, *, classpath: bool = False
+) -> Path:
     """Copy the runtime dependencies of ``integration/java/<name>/pom.xml`` into the cache.
 
     Skips Maven entirely when the folder is complete. Maven's own local repository lives in
     the cache too (``.cache/maven-repo``), so a second copy after deleting the jar folder works
     offline.
 
+    Args:
+        target: the jar folder; ``jar_dir(name)`` by default.
+        classpath: also write ``CLASSPATH_FILE``, for a launcher jar whose manifest lists the
+            jars in the order Maven would put them on the class path.
+
     Returns:
         The folder holding the jars (use ``<folder>/*`` as the class path).
     """
-    target = jar_dir(name)
-    if jars_ready(name):
+    target = target or jar_dir(name)
+    if jars_ready(name, target):
         return target
-    mvn = shutil.which("mvn")
-    if mvn is None:
-        raise PrerequisiteError(
-            f"mvn not found: {name} jars come from Maven Central (apt-get install maven)"
-        )
+    mvn = maven_executable(name)
     pom = pom_path(name)
-    staging = target.with_name("jars.partial")
+    staging = target.with_name(f"{target.name}.partial")
     shutil.rmtree(staging, ignore_errors=True)
     cmd = [
         mvn,
@@ -71,6 +87,8 @@ def resolve_jars(name: str, log_file: Path) -> Path:
         "dependency:copy-dependencies",
         f"-DoutputDirectory={staging}",
     ]
+    if classpath:
+        cmd += ["dependency:build-classpath", f"-Dmdep.outputFile={staging / 'classpath.raw'}"]
     log_file.parent.mkdir(parents=True, exist_ok=True)
     t0 = time.monotonic()
     with log_file.open("ab") as log:
@@ -82,7 +100,13 @@ def resolve_jars(name: str, log_file: Path) -> Path:
             f"Maven could not resolve the {name} jars from {pom} (exit {result.returncode}); "
             f"last lines of {log_file}:\n{tail(log_file)}"
         )
+    if classpath:
+        raw = (staging / "classpath.raw").read_text().strip()
+        names = [Path(entry).name for entry in raw.split(":") if entry]
+        (staging / CLASSPATH_FILE).write_text("".join(f"{n}\n" for n in names))
+        (staging / "classpath.raw").unlink()
     shutil.rmtree(target, ignore_errors=True)
+    target.parent.mkdir(parents=True, exist_ok=True)
     staging.replace(target)
     (target / MARKER).write_text(_pom_hash(pom) + "\n")
     with log_file.open("a") as log:

@@ -4,6 +4,6 @@ The ``integration`` package is importable because pytest puts the repository roo
 (``pythonpath = ["."]`` in pyproject.toml).
 """
 
-from integration.pytest_plugin import cassandra, gcs, kafka, s3
+from integration.pytest_plugin import cassandra, flink, gcs, kafka, s3
 
-__all__ = ["cassandra", "gcs", "kafka", "s3"]
+__all__ = ["cassandra", "flink", "gcs", "kafka", "s3"]

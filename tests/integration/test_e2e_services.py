@@ -33,11 +33,10 @@ from integration.services import (
 )
 from liveagg.loader import load_views
 from liveagg.spec import ViewSpec
-from liveagg.transforms.sinks.cassandra import column_name
-from liveagg.transforms.sinks.files import KEY, TIMESTAMP, view_columns
+from tests.support.cassandra_rows import select_all, stored_row
 from tests.support.compare import assert_rows_match, row_key
 from tests.support.datagen import generate
-from tests.support.oracle import expected_rows, format_instant
+from tests.support.oracle import expected_rows
 
 ck = pytest.importorskip("confluent_kafka")
 boto3 = pytest.importorskip("boto3")
@@ -172,38 +171,6 @@ def _jsonl_rows(objects: Mapping[str, bytes]) -> list[dict[str, Any]]:
     return rows
 
 
-def _from_cassandra(stored: Mapping[str, Any], view: ViewSpec) -> dict[str, Any]:
-    """A stored Cassandra row back in the shape of an output row (SPEC section 3)."""
-    int_sums = {a.output for a in view.aggregations if a.kind == "sum"}
-    row: dict[str, Any] = {}
-    for column in view_columns(view):
-        if column.name == "view":
-            row["view"] = view.name
-            continue
-        value = stored[column_name(column.name)]
-        if column.type == KEY:  # grouping values are stored as text, null as ''
-            value = None if value == "" else value
-        elif column.type == TIMESTAMP:
-            value = format_instant((value.replace(tzinfo=UTC) - _EPOCH) // timedelta(0, 0, 1))
-        elif column.type == "json" and value is not None:
-            value = orjson.loads(value)
-        elif column.type.startswith("list<") and value is not None:
-            value = list(value)
-        elif column.name in int_sums and isinstance(value, float) and value.is_integer():
-            value = int(value)  # a sum is stored as a double, an integer one too (docs)
-        row[column.name] = value
-    return row
-
-
-def _select(conn: CassandraConnection, keyspace: str, table: str) -> list[dict[str, Any]]:
-    cluster = Cluster(**conn.cluster_kwargs())
-    try:
-        session = cluster.connect()
-        return [r._asdict() for r in session.execute(f"SELECT * FROM {keyspace}.{table}")]
-    finally:
-        cluster.shutdown()
-
-
 # --- fixtures -------------------------------------------------------------------------------
 
 
@@ -328,9 +295,9 @@ def test_cassandra_rows_equal_the_oracle(
     deployment: Deployment, expected: dict, cassandra: CassandraConnection, name: str
 ) -> None:
     view = _view(name)
-    stored = _select(cassandra, deployment.keyspace, name)
+    stored = select_all(cassandra, deployment.keyspace, name)
     assert expected[name], "the generated data must produce rows for every view"
-    assert_rows_match([_from_cassandra(r, view) for r in stored], expected[name], view)
+    assert_rows_match([stored_row(r, view) for r in stored], expected[name], view)
 
 
 @pytest.mark.parametrize("name", VIEW_NAMES)
@@ -409,19 +376,19 @@ def test_dead_letters_name_every_bad_message(
 def test_a_replay_converges_on_the_same_cassandra_table(
     deployment: Deployment, expected: dict, cassandra: CassandraConnection
 ) -> None:
-    before = {n: len(_select(cassandra, deployment.keyspace, n)) for n in VIEW_NAMES}
+    before = {n: len(select_all(cassandra, deployment.keyspace, n)) for n in VIEW_NAMES}
     _liveagg([*deployment.command, "--kafka-group-id", _name("liveagg-replay-")], deployment.env)
     for name in VIEW_NAMES:
         view = _view(name)
-        stored = _select(cassandra, deployment.keyspace, name)
+        stored = select_all(cassandra, deployment.keyspace, name)
         assert len(stored) == before[name] == len(expected[name])
-        assert_rows_match([_from_cassandra(r, view) for r in stored], expected[name], view)
+        assert_rows_match([stored_row(r, view) for r in stored], expected[name], view)
 
 
 def _rows_or_none(conn: CassandraConnection, keyspace: str, table: str) -> list[dict] | None:
     """The table's rows, or ``None`` while the keyspace or table does not exist yet."""
     try:
-        return _select(conn, keyspace, table)
+        return select_all(conn, keyspace, table)
     except InvalidRequest:
         return None
 
@@ -509,9 +476,9 @@ def test_interrupted_run_then_rerun_converges(
         assert len(left) < len(expected[name]), "the killed run had already written every row"
 
         _liveagg(command, deployment.env)
-        stored = _select(cassandra, keyspace, name)
+        stored = select_all(cassandra, keyspace, name)
         assert len(stored) == len(expected[name])
-        assert_rows_match([_from_cassandra(r, view) for r in stored], expected[name], view)
+        assert_rows_match([stored_row(r, view) for r in stored], expected[name], view)
     finally:
         cluster = Cluster(**cassandra.cluster_kwargs())
         try:

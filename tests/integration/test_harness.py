@@ -232,13 +232,14 @@ def _cli(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
 
 def test_cli_status_and_errors(tmp_path: Path) -> None:
     env = {**os.environ, "LIVEAGG_CACHE_DIR": str(tmp_path)}
-    for var in ("KAFKA_PORT", "KAFKA_CONTROLLER_PORT", "CASSANDRA_PORT", "S3_PORT", "GCS_PORT"):
-        env[f"LIVEAGG_{var}"] = str(_free_port())
+    for name in services.NAMES:
+        for _, var, _ in services.get(name).port_settings:
+            env[var] = str(_free_port())
     result = _cli("status", env=env)
     assert result.returncode == 0, result.stderr
     lines = result.stdout.splitlines()
     assert [line.split()[:2] for line in lines] == [
-        [name, "stopped"] for name in ("kafka", "cassandra", "s3", "gcs")
+        [name, "stopped"] for name in ("kafka", "cassandra", "s3", "gcs", "flink")
     ]
     result = _cli("stop", "s3", env=env)
     assert result.stdout.split() == ["s3", "not", "running"]

@@ -19,13 +19,14 @@ Why it is built this way (the table layout and settings are in ``docs/cassandra.
 from __future__ import annotations
 
 import json
+import logging
 import os
 import random
 import re
 import threading
 import time
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -36,6 +37,9 @@ from apache_beam.metrics import Metrics
 from liveagg.spec import Duration, Sink, ViewSpec
 from liveagg.transforms.plan import ViewPlan
 from liveagg.transforms.sinks import Connections, register_sink
+
+_LOGGER = logging.getLogger(__name__)
+_SCHEMA_SETTLE_S = 10.0  # how long a table created by another client may take to show
 
 __all__ = [
     "AsyncWriter",
@@ -567,16 +571,21 @@ _SESSIONS = _Sessions()
 def prepare_table(session: Any, layout: TableLayout, replication: int) -> Any:
     """Create the keyspace and the table if they are missing, check the table, prepare the insert.
 
+    Schema changes are issued only when the table is missing: concurrent ``CREATE TABLE IF NOT
+    EXISTS`` from many workers can leave Cassandra with conflicting table ids, so the launcher
+    creates the table before submission (:meth:`CassandraSink.write`) and workers only check.
     Raises :class:`SchemaMismatchError` naming every column that differs.
     """
-    session.execute(layout.create_keyspace_cql(replication))
-    session.execute(layout.create_table_cql())
-    existing = session.execute(
-        "SELECT column_name, type, kind, position FROM system_schema.columns "
-        "WHERE keyspace_name = %s AND table_name = %s",
-        (layout.keyspace, layout.table),
-    )
-    problems = layout.mismatches((r.column_name, r.type, r.kind, r.position) for r in existing)
+    if not _columns(session, layout):
+        session.execute(layout.create_keyspace_cql(replication))
+        session.execute(layout.create_table_cql())
+    existing = _columns(session, layout)
+    deadline = time.monotonic() + _SCHEMA_SETTLE_S
+    while not existing and time.monotonic() < deadline:  # created elsewhere, not visible yet
+        time.sleep(0.5)
+        session.cluster.control_connection.wait_for_schema_agreement()
+        existing = _columns(session, layout)
+    problems = layout.mismatches(existing)
     if problems:
         raise SchemaMismatchError(
             f"view {layout.view!r}: Cassandra table {layout.keyspace}.{layout.table} exists "
@@ -586,6 +595,40 @@ def prepare_table(session: Any, layout: TableLayout, replication: int) -> Any:
     insert = session.prepare(layout.insert_cql())
     insert.is_idempotent = True  # an upsert: safe for the driver and for us to retry
     return insert
+
+
+def _columns(session: Any, layout: TableLayout) -> list[tuple[str, str, str, int]]:
+    rows = session.execute(
+        "SELECT column_name, type, kind, position FROM system_schema.columns "
+        "WHERE keyspace_name = %s AND table_name = %s",
+        (layout.keyspace, layout.table),
+    )
+    return [(r.column_name, r.type, r.kind, r.position) for r in rows]
+
+
+def create_table(layout: TableLayout, connections: Connections, settings: WriteSettings) -> None:
+    """Create (or check) the table from where the pipeline is built, before any worker runs.
+
+    Best effort: where the launcher cannot reach Cassandra, the workers create the table.
+    """
+    key = _session_key(connections, settings)
+    try:
+        session = _SESSIONS.acquire(key, replace(settings.retry, max_attempts=1))
+    except ImportError:
+        raise
+    except Exception as e:  # the driver's NoHostAvailable and friends
+        _LOGGER.warning(
+            "Cassandra %s not reachable from here (%s); the workers will create %s.%s",
+            key[0],
+            e,
+            layout.keyspace,
+            layout.table,
+        )
+        return
+    try:
+        prepare_table(session, layout, connections.cassandra_replication)
+    finally:
+        _SESSIONS.release(key)
 
 
 # --- Beam -----------------------------------------------------------------------------------
@@ -681,6 +724,7 @@ class CassandraSink:
     def write(self, rows: beam.PCollection, view: ViewSpec, *, bounded: bool) -> None:
         # Bounded and unbounded inputs are written alike: every pane is an upsert.
         layout = self.layout(view)
+        create_table(layout, self.connections, self.settings)
         label = f"{view.name}/Cassandra/{layout.keyspace}.{layout.table}"
         _ = rows | label >> beam.ParDo(_WriteRows(layout, self.connections, self.settings))
 

@@ -31,12 +31,14 @@ import orjson
 from apache_beam.io.iobase import RestrictionProgress
 from apache_beam.io.restriction_trackers import OffsetRange, OffsetRestrictionTracker
 from apache_beam.io.watermark_estimators import ManualWatermarkEstimator
+from apache_beam.metrics import Metrics
 from apache_beam.transforms.core import RestrictionProvider, WatermarkEstimatorProvider
 from apache_beam.transforms.window import TimestampedValue
 from apache_beam.utils.timestamp import MIN_TIMESTAMP, Timestamp
 
 from liveagg.spec import ViewSpec
 from liveagg.transforms import eventtime
+from liveagg.transforms.deadletter import NAMESPACE
 from liveagg.transforms.eventtime import EventTimeError
 from liveagg.transforms.fields import getter
 
@@ -49,6 +51,7 @@ _LOGGER = logging.getLogger(__name__)
 UNBOUNDED = 2**63 - 1
 STARTS = ("committed", "earliest", "latest")
 _METADATA_TIMEOUT_S = 30.0
+LAG_REPORT_S = 5.0
 
 TimestampFn = Callable[[bytes], "int | None"]
 
@@ -442,6 +445,7 @@ class ReadPartitions(beam.DoFn):
         self._consumers: dict[tuple[str, int], list[Any]] = {}  # -> [consumer, next offset]
         self._watermarks: dict[tuple[str, int], PartitionWatermark] = {}
         self._committed: dict[tuple[str, int], int] = {}
+        self._lag_reported: dict[tuple[str, int], float] = {}
 
     @beam.DoFn.unbounded_per_element()
     def process(
@@ -485,6 +489,7 @@ class ReadPartitions(beam.DoFn):
             yield self._timestamped(msg, clock)
         if next_offset is not None:
             finalizer.register(_Commit(self, key, next_offset))
+        self._report_lag(ck, consumer, key)
         self._advance(watermark, clock)
         if not done:
             tracker.defer_remainder()
@@ -504,6 +509,23 @@ class ReadPartitions(beam.DoFn):
             event_us = clock.max_event_us if clock.max_event_us is not None else kafka_us
         ts = MIN_TIMESTAMP if event_us is None else Timestamp(micros=event_us)
         return TimestampedValue((payload, meta), ts)
+
+    def _report_lag(self, ck: Any, consumer: list[Any], key: tuple[str, int]) -> None:
+        """Offsets behind the partition's end, as a gauge; asks the broker at most every 5 s."""
+        now = self._clock()
+        if consumer[1] < 0 or now - self._lag_reported.get(key, -LAG_REPORT_S) < LAG_REPORT_S:
+            return
+        self._lag_reported[key] = now
+        try:
+            _, high = consumer[0].get_watermark_offsets(
+                ck.TopicPartition(*key), timeout=1.0, cached=False
+            )
+        except ck.KafkaException:  # a metric never fails the read
+            return
+        topic, partition = key
+        Metrics.gauge(NAMESPACE, f"kafka_lag_offsets/{topic}/{partition}").set(
+            max(0, high - consumer[1])
+        )
 
     @staticmethod
     def _advance(estimator: Any, clock: PartitionWatermark) -> None:

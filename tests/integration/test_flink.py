@@ -1,0 +1,561 @@
+"""``liveagg run --runner flink`` on a real Flink session cluster: Kafka in, Cassandra out.
+
+Every test starts ``liveagg`` as a user would (a subprocess, unbounded Kafka read, Cassandra
+sink, dead letters to a topic) against the harness's cluster: a JobManager, two TaskManagers,
+Beam's Flink job server and a Beam Python worker pool. The Cassandra table is polled until it
+equals the DuckDB oracle computed from the same lines; Ctrl-C (SIGINT) then cancels the job.
+
+* the rows, the dead letters and the metrics in Flink's REST API are right;
+* data late within allowed lateness updates the stored row; later data is a dead letter;
+* ``kill -9`` of a TaskManager mid-stream: Flink restores the last checkpoint and the table
+  still equals the oracle (nothing lost, nothing counted twice);
+* the whole cluster stopped mid-stream: a new run restored from the retained checkpoint, or
+  from a savepoint taken on Ctrl-C, ends at the oracle too.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import re
+import signal
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import orjson
+import pytest
+
+from integration.services import CassandraConnection, KafkaConnection
+from liveagg.loader import load_views
+from liveagg.runners.flink_rest import FlinkRest
+from liveagg.spec import ViewSpec
+from tests.support.cassandra_rows import view_rows
+from tests.support.compare import assert_rows_match
+from tests.support.datagen import generate
+from tests.support.oracle import expected_rows
+
+ck = pytest.importorskip("confluent_kafka")
+pytest.importorskip("cassandra")
+from cassandra import InvalidRequest  # noqa: E402
+from cassandra.cluster import Cluster, NoHostAvailable  # noqa: E402
+from confluent_kafka.admin import AdminClient, NewTopic  # noqa: E402
+
+from integration.services import flink as flink_service  # noqa: E402
+from integration.services.flink import FlinkConnection  # noqa: E402
+
+pytestmark = pytest.mark.integration
+
+ROOT = Path(__file__).resolve().parents[2]
+EXAMPLES = ROOT / "view_schemas" / "examples"
+VIEW_FILES = [EXAMPLES / "network_telemetry.json", EXAMPLES / "ad_impressions.json"]
+PARTITIONS = 3
+CONVERGE_TIMEOUT_S = 420.0
+
+
+def _name(prefix: str) -> str:
+    return f"{prefix}{uuid.uuid4().hex[:10]}"
+
+
+# --- the pieces a test puts together --------------------------------------------------------
+
+
+class Run:
+    """One ``liveagg run --runner flink`` process, its output in a log file."""
+
+    def __init__(self, args: Sequence[str], log: Path) -> None:
+        self.log = log
+        self._out = log.open("wb")
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "liveagg.cli", *args],
+            stdout=self._out,
+            stderr=subprocess.STDOUT,
+            cwd=ROOT,
+            env=os.environ.copy(),
+        )
+
+    def text(self) -> str:
+        return self.log.read_text(errors="replace")
+
+    def flink_job_id(self, timeout_s: float = 180.0) -> str:
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            match = re.search(r"Flink job ([0-9a-f]{32})", self.text())
+            if match:
+                return match.group(1)
+            assert self.proc.poll() is None, f"liveagg exited early:\n{self.text()[-4000:]}"
+            time.sleep(0.5)
+        raise AssertionError(f"no Flink job id printed:\n{self.text()[-4000:]}")
+
+    def interrupt(self, timeout_s: float = 300.0) -> int:
+        """Ctrl-C, as a user would; returns the exit code."""
+        self.proc.send_signal(signal.SIGINT)
+        try:
+            return self.proc.wait(timeout_s)
+        finally:
+            self.close()
+
+    def close(self) -> None:
+        """Stop the run and its Flink job (Ctrl-C cancels it), killing liveagg if it hangs."""
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGINT)
+            try:
+                self.proc.wait(120)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(30)
+        self._out.close()
+
+
+@dataclass
+class Stream:
+    """A topic, its generated lines and where the oracle reads them."""
+
+    topic: str
+    lines: list[bytes]
+    events: Path
+
+
+def _create_topics(kafka: KafkaConnection, partitions: int, *names: str) -> None:
+    admin = AdminClient(kafka.client_config())
+    for future in admin.create_topics([NewTopic(t, partitions, 1) for t in names]).values():
+        future.result(30)
+
+
+def _produce(
+    kafka: KafkaConnection, topic: str, lines: Sequence[bytes], per_second: float | None = None
+) -> None:
+    """Produce ``lines`` in order; at ``per_second`` when given, so a job is mid-stream."""
+    producer = ck.Producer({**kafka.client_config(), "linger.ms": 20, "enable.idempotence": True})
+    started = time.monotonic()
+    for i, line in enumerate(lines):
+        while True:
+            try:
+                producer.produce(topic, value=line)
+                break
+            except BufferError:
+                producer.poll(0.1)
+        producer.poll(0)
+        if per_second and i % 100 == 0:
+            ahead = i / per_second - (time.monotonic() - started)
+            if ahead > 0:
+                time.sleep(ahead)
+    assert producer.flush(60) == 0
+
+
+def _stream(kafka: KafkaConnection, folder: Path, n: int, seed: int) -> Stream:
+    events = folder / "events.jsonl"
+    generate(events, n, seed=seed, keys=300, span_s=2 * 3600)
+    topic = _name("liveagg-flink-in-")
+    _create_topics(kafka, PARTITIONS, topic)
+    return Stream(topic, events.read_bytes().splitlines(), events)
+
+
+def _command(
+    flink: FlinkConnection,
+    kafka: KafkaConnection,
+    cassandra: CassandraConnection,
+    *,
+    topic: str,
+    keyspace: str,
+    dead_letter_topic: str,
+    views: Sequence[Path] = VIEW_FILES,
+    parallelism: int = 2,
+    extra: Sequence[str] = (),
+) -> list[str]:
+    return [
+        "run",
+        "--views",
+        *map(str, views),
+        "--kafka-topic",
+        topic,
+        "--kafka-bootstrap",
+        kafka.bootstrap_servers,
+        "--kafka-start",
+        "earliest",
+        "--unbounded",
+        "--runner",
+        "flink",
+        "--flink-master",
+        flink.master,
+        "--flink-job-endpoint",
+        flink.job_endpoint,
+        "--flink-worker-pool",
+        flink.worker_pool,
+        "--parallelism",
+        str(parallelism),
+        "--checkpoint-interval-s",
+        "2",
+        "--report-every-s",
+        "5",
+        "--no-view-sinks",
+        "--sink",
+        orjson.dumps({"type": "cassandra", "keyspace": keyspace}).decode(),
+        "--dead-letter-topic",
+        dead_letter_topic,
+        "--cassandra-hosts",
+        ",".join(cassandra.contact_points),
+        "--cassandra-port",
+        str(cassandra.port),
+        "--cassandra-local-dc",
+        cassandra.local_dc,
+        *extra,
+    ]
+
+
+def _eventually(check: Callable[[], None], timeout_s: float, every_s: float = 3.0) -> None:
+    """Call ``check`` until it stops raising AssertionError; re-raise the last one at the end."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        try:
+            check()
+            return
+        except AssertionError:
+            if time.monotonic() > deadline:
+                raise
+        time.sleep(every_s)
+
+
+def _converges(
+    cassandra: CassandraConnection,
+    keyspace: str,
+    views: Sequence[ViewSpec],
+    events: Path,
+    run: Run,
+) -> None:
+    expected = {v.name: expected_rows(v, events) for v in views}
+
+    def check() -> None:
+        assert run.proc.poll() is None, f"liveagg exited:\n{run.text()[-4000:]}"
+        for view in views:
+            stored = _stored(cassandra, keyspace, view)
+            assert_rows_match(_values(stored), _values(expected[view.name]), view)
+            # Every window has closed: its last pane is on time, or late after late data.
+            assert {r["pane_timing"] for r in stored} <= {"ON_TIME", "LATE"}
+
+    _eventually(check, CONVERGE_TIMEOUT_S, every_s=5.0)
+
+
+def _values(rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Rows without pane_timing and pane_index, which depend on when data arrived: a stream
+    has early panes before the on-time one, and out-of-order data late panes after it."""
+    return [{k: v for k, v in r.items() if k not in ("pane_timing", "pane_index")} for r in rows]
+
+
+def _stored(cassandra: CassandraConnection, keyspace: str, view: ViewSpec) -> list[dict]:
+    """The view's table, or an AssertionError while the job has not created it yet."""
+    try:
+        return view_rows(cassandra, keyspace, view)
+    except (InvalidRequest, NoHostAvailable) as e:  # not created yet, or being created
+        raise AssertionError(f"{keyspace}.{view.name}: {e}") from e
+
+
+def _checkpoints(rest: FlinkRest, job_id: str) -> dict[str, Any]:
+    return rest._call("GET", f"/jobs/{job_id}/checkpoints")
+
+
+def _wait_checkpoints(rest: FlinkRest, job_id: str, at_least: int) -> None:
+    def check() -> None:
+        assert _checkpoints(rest, job_id)["counts"]["completed"] >= at_least
+
+    _eventually(check, 180.0, every_s=1.0)
+
+
+def _dead_letters(kafka: KafkaConnection, topic: str, at_least: int) -> list[dict[str, Any]]:
+    consumer = ck.Consumer(
+        {**kafka.client_config(), "group.id": _name("liveagg-it-"), "auto.offset.reset": "earliest"}
+    )
+    consumer.subscribe([topic])
+    found: list[dict[str, Any]] = []
+    deadline = time.monotonic() + 120
+    try:
+        while len(found) < at_least and time.monotonic() < deadline:
+            for msg in consumer.consume(500, timeout=1.0):
+                if msg.error() is None:
+                    found.append(orjson.loads(msg.value()))
+    finally:
+        consumer.close()
+    return found
+
+
+@pytest.fixture
+def keyspace(cassandra: CassandraConnection) -> Iterator[str]:
+    name = _name("liveagg_flink_")
+    yield name
+    cluster = Cluster(**cassandra.cluster_kwargs())
+    try:
+        cluster.connect().execute(f"DROP KEYSPACE IF EXISTS {name}")
+    finally:
+        cluster.shutdown()
+
+
+@pytest.fixture
+def rest(flink: FlinkConnection) -> FlinkRest:
+    return FlinkRest(flink.rest_url)
+
+
+def _views(paths: Sequence[Path] = VIEW_FILES) -> list[ViewSpec]:
+    return load_views([str(p) for p in paths])
+
+
+# --- tests ----------------------------------------------------------------------------------
+
+
+def test_rows_dead_letters_and_metrics_on_a_flink_cluster(
+    tmp_path: Path,
+    flink: FlinkConnection,
+    kafka: KafkaConnection,
+    cassandra: CassandraConnection,
+    keyspace: str,
+    rest: FlinkRest,
+) -> None:
+    stream = _stream(kafka, tmp_path, 20_000, seed=21)
+    _produce(kafka, stream.topic, stream.lines)
+    dead_topic = _name("liveagg-flink-dead-")
+    _create_topics(kafka, 1, dead_topic)
+    run = Run(
+        _command(
+            flink,
+            kafka,
+            cassandra,
+            topic=stream.topic,
+            keyspace=keyspace,
+            dead_letter_topic=dead_topic,
+        ),
+        tmp_path / "liveagg.log",
+    )
+    try:
+        job_id = run.flink_job_id()
+        assert rest.state(job_id) in ("CREATED", "RUNNING", "INITIALIZING")
+        _converges(cassandra, keyspace, _views(), stream.events, run)
+
+        def metrics_settled() -> None:
+            metrics = rest.metrics(job_id)
+            for p in range(PARTITIONS):
+                assert metrics.get(f"kafka_lag_offsets/{stream.topic}/{p}") == 0, metrics
+            for view in _views():
+                assert f"live_keys/{view.name}" in metrics, metrics
+                assert f"lag_seconds/{view.name}" in metrics, metrics
+            dead = {k: v for k, v in metrics.items() if k.startswith("dead_letter/")}
+            assert sum(v for k, v in dead.items() if k.count("/") == 1) > 0, metrics
+
+        _eventually(metrics_settled, 60.0)
+        metrics = rest.metrics(job_id)
+        totals = sum(v for k, v in metrics.items() if re.fullmatch(r"dead_letter/[a-z_]+", k))
+        letters = _dead_letters(kafka, dead_topic, int(totals))
+        assert len(letters) == totals  # one message per dead letter, none silently dropped
+        assert {d["reason"] for d in letters} == {
+            k.split("/")[1] for k in metrics if re.fullmatch(r"dead_letter/[a-z_]+", k)
+        }
+        _eventually(lambda: _assert_in("dead letters:", run.text()), 30.0)
+        assert run.interrupt() == 0, run.text()[-4000:]
+        assert rest.state(job_id) == "CANCELED"
+    finally:
+        run.close()
+
+
+def _assert_in(needle: str, text: str) -> None:
+    assert needle in text, text[-3000:]
+
+
+LATE_VIEW = {
+    "name": "late_counts",
+    "event_time": {"field": "ts", "format": "iso8601"},
+    "grouping_cols": ["k"],
+    "window": {"type": "fixed", "size": "1m"},
+    "allowed_lateness": "2m",
+    "aggregation_info": [
+        {"aggregation": "count", "aggregated_col_name": "n"},
+        {"aggregation": "sum", "col_name": "v", "aggregated_col_name": "total"},
+    ],
+}
+
+
+def test_late_data_updates_the_row_and_too_late_data_is_a_dead_letter(
+    tmp_path: Path,
+    flink: FlinkConnection,
+    kafka: KafkaConnection,
+    cassandra: CassandraConnection,
+    keyspace: str,
+) -> None:
+    view_file = tmp_path / "late_counts.json"
+    view_file.write_bytes(orjson.dumps(LATE_VIEW))
+    (view,) = _views([view_file])
+    topic, dead_topic = _name("liveagg-flink-late-"), _name("liveagg-flink-dead-")
+    _create_topics(kafka, 1, topic, dead_topic)
+
+    def send(*events: tuple[str, int, int]) -> None:  # (key, seconds after 00:00, value)
+        _produce(
+            kafka,
+            topic,
+            [
+                orjson.dumps({"k": k, "ts": f"2024-05-01T00:{s // 60:02d}:{s % 60:02d}Z", "v": v})
+                for k, s, v in events
+            ],
+        )
+
+    def stored(key: str, start: str) -> dict[str, Any]:
+        rows = [r for r in _stored(cassandra, keyspace, view) if r["k"] == key]
+        matches = [r for r in rows if r["window_start"] == f"2024-05-01T00:{start}Z"]
+        assert matches, rows
+        return matches[0]
+
+    def row_is(key: str, start: str, n: int, total: int, timing: str) -> Callable[[], None]:
+        def check() -> None:
+            row = stored(key, start)
+            assert (row["n"], row["total"], row["pane_timing"]) == (n, total, timing), row
+
+        return check
+
+    run = Run(
+        _command(
+            flink,
+            kafka,
+            cassandra,
+            topic=topic,
+            keyspace=keyspace,
+            dead_letter_topic=dead_topic,
+            views=[view_file],
+            parallelism=1,
+            extra=["--idle-timeout-s", "3600"],
+        ),
+        tmp_path / "liveagg.log",
+    )
+    try:
+        run.flink_job_id()
+        # The watermark follows the largest event time: 00:01:10 closes [00:00, 00:01) on time.
+        send(("a", 10, 1), ("a", 11, 1), ("a", 12, 1), ("b", 70, 1))
+        _eventually(row_is("a", "00:00", 3, 3, "ON_TIME"), 180.0)
+        # Late, within allowed lateness (end + 2m = 00:03): a LATE pane replaces the row.
+        send(("a", 20, 5))
+        _eventually(row_is("a", "00:00", 4, 8, "LATE"), 120.0)
+        # 00:05:00 passes 00:03, closing the window for good; c's window [00:02, 00:03) firing
+        # on time shows the watermark got there.
+        send(("c", 130, 1), ("b", 300, 1))
+        _eventually(row_is("c", "00:02", 1, 1, "ON_TIME"), 120.0)
+        time.sleep(3.0)
+        send(("a", 30, 100))
+        (letter,) = _dead_letters(kafka, dead_topic, 1)
+        assert letter["reason"] == "too_late"
+        assert letter["view"] == "late_counts"
+        assert orjson.loads(letter["payload"])["v"] == 100
+        row_is("a", "00:00", 4, 8, "LATE")()  # the stored row did not change
+        assert run.interrupt() == 0, run.text()[-4000:]
+    finally:
+        run.close()
+
+
+def test_a_killed_taskmanager_is_recovered_from_the_last_checkpoint(
+    tmp_path: Path,
+    flink: FlinkConnection,
+    kafka: KafkaConnection,
+    cassandra: CassandraConnection,
+    keyspace: str,
+    rest: FlinkRest,
+) -> None:
+    stream = _stream(kafka, tmp_path, 30_000, seed=22)
+    dead_topic = _name("liveagg-flink-dead-")
+    _create_topics(kafka, 1, dead_topic)
+    run = Run(
+        _command(
+            flink,
+            kafka,
+            cassandra,
+            topic=stream.topic,
+            keyspace=keyspace,
+            dead_letter_topic=dead_topic,
+        ),
+        tmp_path / "liveagg.log",
+    )
+    producer = threading.Thread(
+        target=_produce, args=(kafka, stream.topic, stream.lines, 600.0), daemon=True
+    )
+    try:
+        job_id = run.flink_job_id()
+        producer.start()
+        _wait_checkpoints(rest, job_id, 3)
+        flink_service.kill_taskmanager(0)  # kill -9, mid-stream
+        try:
+
+            def restored() -> None:
+                latest = _checkpoints(rest, job_id)["latest"]
+                assert latest.get("restored"), latest
+
+            _eventually(restored, 180.0, every_s=1.0)
+        finally:
+            flink_service.start_taskmanager(0)
+        producer.join(300)
+        assert not producer.is_alive()
+        _converges(cassandra, keyspace, _views(), stream.events, run)
+        assert run.interrupt() == 0, run.text()[-4000:]
+    finally:
+        run.close()
+
+
+@pytest.mark.parametrize("how", ["checkpoint", "savepoint"])
+def test_a_run_resumed_after_the_cluster_stops_ends_at_the_oracle(
+    tmp_path: Path,
+    flink: FlinkConnection,
+    kafka: KafkaConnection,
+    cassandra: CassandraConnection,
+    keyspace: str,
+    rest: FlinkRest,
+    how: str,
+) -> None:
+    """checkpoint: the cluster dies mid-stream; savepoint: Ctrl-C with --savepoint-on-stop.
+
+    Either way the cluster is then stopped and started again, and a new run restores.
+    """
+    stream = _stream(kafka, tmp_path, 30_000, seed=23)
+    dead_topic = _name("liveagg-flink-dead-")
+    _create_topics(kafka, 1, dead_topic)
+    command = _command(
+        flink,
+        kafka,
+        cassandra,
+        topic=stream.topic,
+        keyspace=keyspace,
+        dead_letter_topic=dead_topic,
+        extra=["--savepoint-on-stop"],
+    )
+    first = Run(command, tmp_path / "first.log")
+    producer = threading.Thread(
+        target=_produce, args=(kafka, stream.topic, stream.lines, 600.0), daemon=True
+    )
+    try:
+        job_id = first.flink_job_id()
+        producer.start()
+        _wait_checkpoints(rest, job_id, 3)
+        if how == "savepoint":
+            assert first.interrupt() == 0, first.text()[-4000:]
+            restore = re.search(r"savepoint: (\S+)", first.text()).group(1)
+            flink_service.stop_cluster()
+        else:
+            flink_service.stop_cluster()  # JobManager and TaskManagers, mid-stream
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                first.proc.wait(120)  # the job is lost with the cluster
+            restore = str(flink.checkpoint_dir / job_id)
+    finally:
+        first.close()
+        flink_service.start_cluster()
+    second = Run([*command, "--flink-restore", restore], tmp_path / "second.log")
+    try:
+        second_id = second.flink_job_id()
+        _eventually(lambda: _assert_restored(rest, second_id), 120.0, every_s=1.0)
+        producer.join(300)
+        assert not producer.is_alive()
+        _converges(cassandra, keyspace, _views(), stream.events, second)
+        assert second.interrupt() == 0, second.text()[-4000:]
+    finally:
+        second.close()
+
+
+def _assert_restored(rest: FlinkRest, job_id: str) -> None:
+    latest = _checkpoints(rest, job_id)["latest"]
+    assert latest.get("restored"), latest

@@ -1,0 +1,114 @@
+"""The Flink profile: flags to Beam options, flag checks, and finding a checkpoint to restore."""
+
+from __future__ import annotations
+
+import os
+from datetime import timedelta
+from pathlib import Path
+
+import pytest
+from apache_beam.options.pipeline_options import PipelineOptions
+
+from liveagg.errors import ViewError
+from liveagg.pipelines.run import KafkaInput, RunConfig, pipeline_options
+from liveagg.runners.flink import FlinkJavaOptions, FlinkProfile, resolve_restore
+from liveagg.runners.flink_rest import format_metrics
+
+
+def _profile(**kwargs: object) -> FlinkProfile:
+    base = dict(master="127.0.0.1:8081", worker_pool=None, job_endpoint=None, job_server_jar=None)
+    return FlinkProfile(**{**base, **kwargs})  # type: ignore[arg-type]
+
+
+def test_a_cluster_with_a_worker_pool_runs_external_and_checkpoints_when_streaming() -> None:
+    profile = _profile(worker_pool="127.0.0.1:50000", parallelism=4, job_name="j1")
+    args = profile.beam_args(streaming=True)
+    assert "--runner=FlinkRunner" in args
+    assert "--flink_master=127.0.0.1:8081" in args
+    assert "--environment_type=EXTERNAL" in args
+    assert "--environment_config=127.0.0.1:50000" in args
+    assert "--parallelism=4" in args
+    assert "--job_name=j1" in args
+    assert "--checkpointing_interval=10000" in args
+    assert profile.rest_url == "http://127.0.0.1:8081"
+
+
+def test_bounded_runs_do_not_checkpoint_and_embedded_flink_runs_loopback() -> None:
+    profile = _profile(master="[local]")
+    args = profile.beam_args(streaming=False)
+    assert "--environment_type=LOOPBACK" in args
+    assert not any(a.startswith("--checkpointing_interval") for a in args)
+    assert profile.rest_url is None
+
+
+def test_java_side_options_survive_into_the_submitted_options() -> None:
+    """The Python SDK drops options it does not know; FlinkJavaOptions declares them."""
+    config = RunConfig(
+        views=[],
+        runner="flink",
+        kafka=KafkaInput(unbounded=True),
+        flink=_profile(checkpoint_interval=timedelta(seconds=2), job_endpoint="127.0.0.1:1"),
+    )
+    options = pipeline_options(config).get_all_options(retain_unknown_options=False)
+    assert options["checkpointing_interval"] == 2000
+    assert options["externalized_checkpoints_enabled"] is True
+    assert options["retain_externalized_checkpoints_on_cancellation"] is True
+    assert options["job_endpoint"] == "127.0.0.1:1"
+    assert options["streaming"] is True
+    assert PipelineOptions([]).view_as(FlinkJavaOptions).savepoint_path is None
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "field", "says"),
+    [
+        ({"version": "1.17"}, "$.flink_version", "1.19, 1.20, 2.0, 2.1, 2.2"),
+        ({"environment": "external"}, "$.flink_worker_pool", "--flink-worker-pool"),
+        ({"parallelism": 0}, "$.parallelism", "positive"),
+        ({"master": "[local]", "savepoint_on_stop": True}, "$.savepoint_on_stop", "cluster"),
+        ({"job_server_jar": "/nonexistent.jar"}, "$.flink_job_server_jar", "no such file"),
+    ],
+)
+def test_contradictory_flags_are_rejected_by_name(kwargs: dict, field: str, says: str) -> None:
+    with pytest.raises(ViewError) as error:
+        _profile(**kwargs).check()
+    assert error.value.path == field
+    assert says in str(error.value)
+
+
+def _checkpoint(folder: Path, mtime: float) -> Path:
+    folder.mkdir(parents=True)
+    (folder / "_metadata").write_bytes(b"x")
+    os.utime(folder, (mtime, mtime))
+    return folder
+
+
+def test_restore_takes_a_savepoint_as_is_and_the_newest_checkpoint_of_a_folder(
+    tmp_path: Path,
+) -> None:
+    savepoint = _checkpoint(tmp_path / "savepoints" / "savepoint-abc", 100)
+    assert resolve_restore(str(savepoint)) == str(savepoint)
+    _checkpoint(tmp_path / "job" / "chk-3", 100)
+    newest = _checkpoint(tmp_path / "job" / "chk-7", 200)
+    (tmp_path / "job" / "chk-8").mkdir()  # in progress: no _metadata yet
+    assert resolve_restore(str(tmp_path / "job")) == str(newest)
+    assert resolve_restore(f"file://{tmp_path / 'job'}") == str(newest)
+    assert resolve_restore(f"file:{savepoint}") == str(savepoint)
+    assert resolve_restore("s3://bucket/savepoint-1") == "s3://bucket/savepoint-1"
+    with pytest.raises(ViewError, match="no savepoint or completed checkpoint"):
+        resolve_restore(str(tmp_path / "job" / "chk-8"))
+
+
+def test_metrics_are_grouped_per_view_dead_letter_reason_and_partition() -> None:
+    text = format_metrics(
+        {
+            "rows/v1": 10,
+            "lag_seconds/v1": 42,
+            "live_keys/v1": 3,
+            "dead_letter/not_json": 2,
+            "dead_letter/v1/not_json": 2,
+            "kafka_lag_offsets/t/0": 5,
+        }
+    )
+    assert "view v1: rows 10, lag 42 s, live keys 3" in text
+    assert "dead letters: not_json 2" in text
+    assert "kafka offsets behind: t/0 5" in text
