@@ -28,7 +28,7 @@ def _run(args: argparse.Namespace) -> int:
 
     from liveagg.errors import ViewError, ViewErrors
     from liveagg.pipelines.run import KafkaInput, RunConfig, run
-    from liveagg.runners.flink import FlinkProfile
+    from liveagg.runners.flink import FlinkProfile, JobFailed
     from liveagg.transforms.sinks import Connections
 
     defaults = Connections()
@@ -86,7 +86,7 @@ def _run(args: argparse.Namespace) -> int:
         for error in errors:
             print(error, file=sys.stderr)
         return 1
-    except ViewError as error:
+    except (ViewError, JobFailed) as error:
         print(error, file=sys.stderr)
         return 1
     print(report.summary())

@@ -221,6 +221,10 @@ def _checkpoint_number(path: Path) -> int:
     return int(match.group(1)) if match else -1
 
 
+class JobFailed(RuntimeError):
+    """The job ended in failure (the cluster lost, say); the message says how to resume."""
+
+
 def supervise(
     result: Any,
     profile: FlinkProfile,
@@ -237,6 +241,7 @@ def supervise(
     if rest is not None:
         job_id = rest.find_job(profile.job_name)
         say(f"Flink job {job_id} ({profile.job_name}) submitted; web UI: {rest.ui(job_id)}")
+    checkpoint = None  # the newest completed checkpoint seen, for the failure message
     try:
         last = time.monotonic()
         while (state := _state(result)) not in TERMINAL:
@@ -247,7 +252,19 @@ def supervise(
                 with contextlib.suppress(FlinkRestError):
                     metrics = format_metrics(rest.metrics(job_id))
                     say(f"job {job_id} {rest.state(job_id)}:\n{metrics}")
-        result.wait_until_finish()
+                    latest = rest.latest_checkpoint(job_id)
+                    # The job's folder: Flink deletes older chk-N as newer ones complete,
+                    # and --flink-restore takes the newest one in a folder.
+                    checkpoint = latest.rsplit("/chk-", 1)[0] if latest else checkpoint
+        try:
+            result.wait_until_finish()
+        except RuntimeError as e:
+            hint = (
+                f"; resume from its newest checkpoint with: --flink-restore {checkpoint}"
+                if checkpoint
+                else ""
+            )
+            raise JobFailed(f"Flink job {job_id or profile.job_name} failed: {e}{hint}") from e
         return state
     except KeyboardInterrupt:
         if profile.savepoint_on_stop and rest is not None and job_id:

@@ -77,6 +77,11 @@ class FlinkRest:
                         totals[name] = totals.get(name, 0) + metric["sum"]
         return totals
 
+    def latest_checkpoint(self, job_id: str) -> str | None:
+        """Where the newest completed checkpoint of the job is, if any."""
+        latest = self._call("GET", f"/jobs/{job_id}/checkpoints").get("latest") or {}
+        return (latest.get("completed") or {}).get("external_path")
+
     def cancel(self, job_id: str) -> None:
         self._call("PATCH", f"/jobs/{job_id}?mode=cancel")
 
