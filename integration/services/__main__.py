@@ -1,8 +1,9 @@
-"""Command line: ``python -m integration.services start|stop|status|logs [names...]``."""
+"""Command line: ``python -m integration.services start|stop|status|logs|env [names...]``."""
 
 from __future__ import annotations
 
 import argparse
+import shlex
 import sys
 import time
 from collections.abc import Sequence
@@ -32,6 +33,7 @@ def _parser() -> argparse.ArgumentParser:
         ("stop", "stop what the harness started (SIGTERM, then SIGKILL after a timeout)"),
         ("status", "say for each service: running (pid, ports, memory) or stopped"),
         ("logs", "print the end of each service's log"),
+        ("env", "print 'export VAR=value' lines that point liveagg at the services"),
     ]:
         sub = commands.add_parser(command, help=help_text, description=help_text)
         sub.add_argument("names", nargs="*", metavar="name", help=f"any of: {' '.join(NAMES)}")
@@ -74,6 +76,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     names = list(dict.fromkeys(args.names)) or list(NAMES)
     if args.command == "start":
         return _start(names)
+    if args.command == "env":  # eval "$(python -m integration.services env flink)"
+        for name in names:
+            env = getattr(get(name).connection(), "env", None)
+            for var, value in (env() if env else {}).items():
+                print(f"export {var}={shlex.quote(str(value))}")
+        return 0
     if args.command == "stop":
         for name in reversed(names):
             print(f"{name:<10} {stop(name)}", flush=True)

@@ -19,6 +19,14 @@ class CassandraConnection:
     local_dc: str = "datacenter1"
     protocol_version: int = 5
 
+    def env(self) -> dict[str, str]:
+        """What ``liveagg run`` reads for this node when no option is given."""
+        return {
+            "LIVEAGG_CASSANDRA_HOSTS": ",".join(self.contact_points),
+            "LIVEAGG_CASSANDRA_PORT": str(self.port),
+            "LIVEAGG_CASSANDRA_LOCAL_DC": self.local_dc,
+        }
+
     def cluster_kwargs(self) -> dict[str, Any]:
         """Arguments for ``cassandra.cluster.Cluster``.
 

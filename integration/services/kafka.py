@@ -25,6 +25,10 @@ class KafkaConnection:
         """The librdkafka / confluent-kafka setting for this broker."""
         return {"bootstrap.servers": self.bootstrap_servers}
 
+    def env(self) -> dict[str, str]:
+        """What ``liveagg run`` reads for this broker when no option is given."""
+        return {"LIVEAGG_KAFKA_BOOTSTRAP": self.bootstrap_servers}
+
 
 _LOGGER = logging.getLogger(__name__)
 
