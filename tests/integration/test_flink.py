@@ -36,7 +36,7 @@ from liveagg.loader import load_views
 from liveagg.runners.flink_rest import FlinkRest
 from liveagg.spec import ViewSpec
 from tests.support.cassandra_rows import view_rows
-from tests.support.compare import assert_rows_match
+from tests.support.compare import assert_rows_match, row_key
 from tests.support.datagen import generate
 from tests.support.oracle import expected_rows
 
@@ -266,6 +266,27 @@ def _wait_checkpoints(rest: FlinkRest, job_id: str, at_least: int) -> None:
     _eventually(check, 180.0, every_s=1.0)
 
 
+def _read_topic(kafka: KafkaConnection, topic: str, idle_s: float = 5.0) -> list[Any]:
+    """Every message of ``topic``, read until none arrives for ``idle_s``."""
+    consumer = ck.Consumer(
+        {**kafka.client_config(), "group.id": _name("liveagg-it-"), "auto.offset.reset": "earliest"}
+    )
+    consumer.subscribe([topic])
+    found: list[Any] = []
+    started = quiet_since = time.monotonic()
+    try:  # the first messages wait for the group's assignment
+        while (not found and time.monotonic() - started < 60) or (
+            time.monotonic() - quiet_since < idle_s
+        ):
+            batch = [m for m in consumer.consume(1000, timeout=1.0) if m.error() is None]
+            if batch:
+                quiet_since = time.monotonic()
+                found.extend(orjson.loads(m.value()) for m in batch)
+    finally:
+        consumer.close()
+    return found
+
+
 def _dead_letters(kafka: KafkaConnection, topic: str, at_least: int) -> list[dict[str, Any]]:
     consumer = ck.Consumer(
         {**kafka.client_config(), "group.id": _name("liveagg-it-"), "auto.offset.reset": "earliest"}
@@ -316,8 +337,9 @@ def test_rows_dead_letters_and_metrics_on_a_flink_cluster(
 ) -> None:
     stream = _stream(kafka, tmp_path, 20_000, seed=21)
     _produce(kafka, stream.topic, stream.lines)
-    dead_topic = _name("liveagg-flink-dead-")
-    _create_topics(kafka, 1, dead_topic)
+    dead_topic, out_topic = _name("liveagg-flink-dead-"), _name("liveagg-flink-out-")
+    _create_topics(kafka, 1, dead_topic, out_topic)
+    kafka_sink = orjson.dumps({"type": "kafka", "topic": out_topic}).decode()
     run = Run(
         _command(
             flink,
@@ -326,6 +348,7 @@ def test_rows_dead_letters_and_metrics_on_a_flink_cluster(
             topic=stream.topic,
             keyspace=keyspace,
             dead_letter_topic=dead_topic,
+            extra=["--sink", kafka_sink],
         ),
         tmp_path / "liveagg.log",
     )
@@ -333,6 +356,16 @@ def test_rows_dead_letters_and_metrics_on_a_flink_cluster(
         job_id = run.flink_job_id()
         assert rest.state(job_id) in ("CREATED", "RUNNING", "INITIALIZING")
         _converges(cassandra, keyspace, _views(), stream.events, run)
+        # The Kafka sink has every pane; the newest pane per key and window is the result.
+        panes = _read_topic(kafka, out_topic)
+        for view in _views():
+            latest: dict[Any, dict[str, Any]] = {}
+            for row in (p for p in panes if p["view"] == view.name):
+                key = row_key(row, view)
+                if key not in latest or row["pane_index"] >= latest[key]["pane_index"]:
+                    latest[key] = row
+            expected = expected_rows(view, stream.events)
+            assert_rows_match(_values(list(latest.values())), _values(expected), view)
 
         def metrics_settled() -> None:
             metrics = rest.metrics(job_id)
@@ -479,7 +512,8 @@ def test_a_killed_taskmanager_is_recovered_from_the_last_checkpoint(
         job_id = run.flink_job_id()
         producer.start()
         _wait_checkpoints(rest, job_id, 3)
-        flink_service.kill_taskmanager(0)  # kill -9, mid-stream
+        busy = _busy_taskmanager(rest, job_id)
+        flink_service.kill_taskmanager(busy)  # kill -9 one that runs the job, mid-stream
         try:
 
             def restored() -> None:
@@ -488,13 +522,27 @@ def test_a_killed_taskmanager_is_recovered_from_the_last_checkpoint(
 
             _eventually(restored, 180.0, every_s=1.0)
         finally:
-            flink_service.start_taskmanager(0)
+            flink_service.start_taskmanager(busy)
         producer.join(300)
         assert not producer.is_alive()
         _converges(cassandra, keyspace, _views(), stream.events, run)
         assert run.interrupt() == 0, run.text()[-4000:]
     finally:
         run.close()
+
+
+def _busy_taskmanager(rest: FlinkRest, job_id: str) -> int:
+    """The harness index of a TaskManager running tasks of the job (Flink may put all of a
+    job's slots on one TaskManager, and killing an idle one would test nothing)."""
+    ports = {flink_service.taskmanager(i).client_port: i for i in range(flink_service.TASKMANAGERS)}
+    for vertex in rest._call("GET", f"/jobs/{job_id}")["vertices"]:
+        for tm in rest._call("GET", f"/jobs/{job_id}/vertices/{vertex['id']}/taskmanagers")[
+            "taskmanagers"
+        ]:
+            port = int(tm["taskmanager-id"].split(":")[1].split("-")[0])
+            if port in ports:
+                return ports[port]
+    raise AssertionError(f"no TaskManager of the harness runs job {job_id}")
 
 
 @pytest.mark.parametrize("how", ["checkpoint", "savepoint"])
