@@ -74,7 +74,8 @@ _TASKMANAGER_RPC = (
 )
 _JOB = ("job", "LIVEAGG_FLINK_JOB_PORT", 18099)
 _ARTIFACT = ("artifact", "LIVEAGG_FLINK_ARTIFACT_PORT", 18098)
-_WORKER_POOL = ("worker-pool", "LIVEAGG_FLINK_WORKER_POOL_PORT", 50000)
+# Below the ephemeral range (32768-60999): an outgoing connection can hold a port up there.
+_WORKER_POOL = ("worker-pool", "LIVEAGG_FLINK_WORKER_POOL_PORT", 18050)
 
 # Flink's shipped config.yaml passes these (env.java.opts.all) so that Java 17 allows the
 # reflection Flink and Kryo do on JDK classes.

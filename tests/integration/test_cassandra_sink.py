@@ -548,7 +548,7 @@ def _wait_for_rows(conn: CassandraConnection, table: str, at_least: int) -> None
             try:
                 if session.execute(f"SELECT count(*) FROM {table}").one()[0] >= at_least:
                     return
-            except InvalidRequest:  # the sink has not created the table yet
+            except (InvalidRequest, NoHostAvailable):  # the table is not there, or being made
                 pass
             time.sleep(0.2)
         raise AssertionError(f"{table} did not reach {at_least} rows within 120 s")
