@@ -23,6 +23,8 @@ from __future__ import annotations
 import contextlib
 import os
 import re
+import signal
+import threading
 import time
 import uuid
 from collections.abc import Callable
@@ -233,9 +235,10 @@ def supervise(
 ) -> str:
     """Wait for a submitted job, printing where to watch it and its metrics; returns its state.
 
-    Ctrl-C cancels the job, or with ``savepoint_on_stop`` stops it with a savepoint and says
-    how to resume from it.
+    Ctrl-C (or SIGTERM) cancels the job, or with ``savepoint_on_stop`` stops it with a
+    savepoint and says how to resume from it.
     """
+    _stop_on_signals()
     rest = FlinkRest(profile.rest_url) if profile.rest_url else None
     job_id = None
     if rest is not None:
@@ -282,6 +285,17 @@ def supervise(
             result.cancel()
         wait_for(lambda: _state(result) in TERMINAL, 60.0)
         return _state(result)
+
+
+def _stop_on_signals() -> None:
+    """Ctrl-C and SIGTERM both stop the job as Ctrl-C does.
+
+    Explicitly, because a process started in the background by a shell script inherits SIGINT
+    as ignored, and Python then never raises KeyboardInterrupt.
+    """
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+        signal.signal(signal.SIGTERM, signal.default_int_handler)
 
 
 def _state(result: Any) -> str:
