@@ -515,12 +515,7 @@ def test_a_killed_taskmanager_is_recovered_from_the_last_checkpoint(
         busy = _busy_taskmanager(rest, job_id)
         flink_service.kill_taskmanager(busy)  # kill -9 one that runs the job, mid-stream
         try:
-
-            def restored() -> None:
-                latest = _checkpoints(rest, job_id)["latest"]
-                assert latest.get("restored"), latest
-
-            _eventually(restored, 180.0, every_s=1.0)
+            _eventually(lambda: _assert_restored(rest, job_id), 180.0, every_s=1.0)
         finally:
             flink_service.start_taskmanager(busy)
         producer.join(300)
