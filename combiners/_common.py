@@ -161,6 +161,9 @@ class NumberInput:
             return value
         return check_number(value, self.name)
 
+    # orjson gives only finite floats and ints in [-2**63, 2**64), all of which pass as they are.
+    coerce.plain_types = frozenset({int, float})  # type: ignore[attr-defined]
+
 
 class ScalarInput:
     """Mixin: the ``coerce`` of aggregations over any JSON scalar (:func:`check_scalar`)."""
@@ -181,6 +184,9 @@ class ScalarInput:
                 return int(value)
             return value
         return check_scalar(value, self.name)
+
+    # Integral floats become ints, so floats are not passed through.
+    coerce.plain_types = frozenset({str, bool, int})  # type: ignore[attr-defined]
 
 
 class CanonicalNumberInput(NumberInput):
@@ -203,6 +209,8 @@ class CanonicalNumberInput(NumberInput):
                 return int(value)
             return value
         return normalize_number(check_number(value, self.name))
+
+    coerce.plain_types = frozenset({int})  # type: ignore[attr-defined]
 
 
 # ---------------------------------------------------------------------------------------------

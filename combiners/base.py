@@ -26,6 +26,17 @@ OUTPUT_TYPES = frozenset(
 )
 
 
+#: ``coerce.plain_types``: the JSON-decoded value types a ``coerce`` returns unchanged, so that
+#: a batch whose values are all of them needs no per-value call. It is an attribute of the
+#: function, so a subclass that overrides ``coerce`` loses it and is called per value.
+ALL_TYPES: frozenset[type] = frozenset({object})
+
+
+def plain_types(coerce: Any) -> frozenset[type] | None:
+    """What ``coerce`` (bound or not) declares it passes through unchanged, if anything."""
+    return getattr(coerce, "plain_types", None)
+
+
 class InputError(ValueError):
     """A value an aggregation cannot use. ``reason`` is a short, stable code for dead letters."""
 
@@ -55,6 +66,8 @@ class LiveaggCombineFn(beam.CombineFn):
     def coerce(self, value: Any) -> Any:
         """Return the value to add, or raise :class:`InputError`. Default: accept anything."""
         return value
+
+    coerce.plain_types = ALL_TYPES  # type: ignore[attr-defined]
 
     def output_type(self) -> str:
         """One of :data:`OUTPUT_TYPES`."""

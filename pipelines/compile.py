@@ -72,8 +72,12 @@ def build(
     dead: list[beam.PCollection] = []
     for source_name, source_views in by_source.items():
         source = sources[source_name]
-        messages = source.read(pipeline, f"Read/{source_name}")
         use_streaming = (not source.bounded) if streaming is None else streaming
+        label = f"Read/{source_name}"
+        if not use_streaming and hasattr(source, "read_batches"):
+            messages = source.read_batches(pipeline, label)
+        else:
+            messages = source.read(pipeline, label)
         transform = (
             StreamingAggregate(source_views, early_panes=not source.bounded)
             if use_streaming

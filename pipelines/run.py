@@ -200,10 +200,19 @@ def run(config: RunConfig) -> RunReport:
         )
     sources = bind_sources(views, named, default)
     views = [replace(v, sinks=_sinks_for(config, v)) for v in views]
+    typed_output = config.output  # reported as the user wrote it
     if config.output:
         config = replace(config, output=_absolute(config.output))
     pipeline = beam.Pipeline(options=pipeline_options(config))
-    compiled = build(pipeline, views, sources, streaming=config.streaming or None)
+    try:  # file patterns are matched here, once the pipeline has set up the file systems
+        compiled = build(pipeline, views, sources, streaming=config.streaming or None)
+    except FileNotFoundError as e:
+        raise ViewError(
+            COMMAND_LINE,
+            "$.input",
+            f"--input: {e}; give a JSON Lines file, a glob such as 'logs/*.jsonl', or an "
+            "s3:// or gs:// path",
+        ) from None
     attach_sinks(
         compiled,
         views,
@@ -217,7 +226,7 @@ def run(config: RunConfig) -> RunReport:
         supervise(result, config.flink, config.report_every_s)
     else:
         result.wait_until_finish()
-    return _report(result, config.output, [v.name for v in views])
+    return _report(result, typed_output, [v.name for v in views])
 
 
 def _report(result: Any, output: str | None, names: list[str]) -> RunReport:

@@ -4,26 +4,51 @@ A bounded input behaves like a stream whose watermark reaches the end only after
 is read, so every (key, window) gets exactly one ``ON_TIME`` pane and nothing is late. That
 needs no per-element windowing: each bundle pre-aggregates its messages per
 (view, granularity, grouping set, window, key) in a dict, and only encoded accumulators go
-through the shuffle, where a lifted ``CombinePerKey`` merges them. Session windows keep a
-per-key list of sessions that merge like Beam's ``Sessions``.
+through the shuffle. They travel in batches: each flush sends one element per
+(view, shard) holding the partial accumulators of every key that hashes to that shard, so
+Beam's per-element cost is paid per batch, not per key; the shard's merge step then merges
+each key's partials and writes its row. Session windows keep a per-key list of sessions that
+merge like Beam's ``Sessions``.
 """
 
 from __future__ import annotations
 
+import zlib
 from collections.abc import Iterable, Iterator
 from typing import Any
 
 import apache_beam as beam
+import orjson
 from apache_beam.pvalue import TaggedOutput
 from apache_beam.transforms.window import GlobalWindows
 
 from liveagg.spec import ViewSpec
-from liveagg.transforms.combine import MergeEncoded, MergeSessions
+from liveagg.transforms.combine import MergeSessions
 from liveagg.transforms.deadletter import TAG as DEAD_LETTER
-from liveagg.transforms.plan import ViewPlan, route, view_tag
+from liveagg.transforms.deadletter import dead_letter
+from liveagg.transforms.plan import ViewPlan, decode_message, encode_key, route, view_tag
 
 #: Messages buffered per bundle before partial accumulators are flushed downstream.
-MAX_BUFFERED = 50_000
+MAX_BUFFERED = 200_000
+#: Shards of each view's keys in the shuffle: the parallelism of the merge step.
+SHARDS = 16
+
+Partial = tuple[Any, bytes]  # (key, encoded accumulator or session list)
+
+
+def shard_of(key: tuple) -> int:
+    """A stable shard for a key (``hash()`` of bytes differs between worker processes)."""
+    if len(key) == 4:  # (variant, start, end, group)
+        return zlib.crc32(key[3], key[1] & 0xFFFFFFFF) % SHARDS
+    return zlib.crc32(key[1]) % SHARDS  # (variant, group): sessions
+
+
+def _encoded(key: tuple) -> tuple:
+    """The buffer key with its group encoded (the batch path buffers raw value tuples)."""
+    group = key[-1]
+    if type(group) is tuple:
+        return (*key[:-1], encode_key(group))
+    return key
 
 
 class _PreAggregate(beam.DoFn):
@@ -41,6 +66,64 @@ class _PreAggregate(beam.DoFn):
         self._buffered = 0
 
     def process(self, element: Any) -> Iterator[TaggedOutput]:
+        if type(element) is list:  # a batch of messages (a source's ``read_batches``)
+            yield from self._add_batch(element)
+        else:
+            yield from self._add(element)
+
+    def _add_batch(self, payloads: list[Any]) -> Iterator[TaggedOutput]:
+        """Pre-aggregate a batch column by column (:meth:`ViewPlan.extract_batch`)."""
+        try:
+            msgs = [orjson.loads(p) for p in payloads]
+            decoded = all(type(m) is dict for m in msgs)
+        except orjson.JSONDecodeError:
+            decoded = False
+        if not decoded:  # rare: split off what is not a JSON object, per message
+            msgs, kept = [], []
+            for payload in payloads:
+                _, _, msg = decode_message(payload)
+                if type(msg) is dict:
+                    msgs.append(msg)
+                    kept.append(payload)
+                else:
+                    yield from self._add(payload)  # its dead letter, or nothing if blank
+            payloads = kept
+        times: dict = {}
+        for plan, buffer in zip(self._plans, self._buffers, strict=True):
+            column, rows, groups, rejects = plan.extract_batch(msgs, times)
+            for i, r in rejects:
+                yield TaggedOutput(
+                    DEAD_LETTER, dead_letter(payloads[i], plan.name, r.reason, r.detail)
+                )
+            variants = plan.variants
+            if len(variants) == 1 and variants[0].fixed_us:
+                size = variants[0].fixed_us
+                for ts, row, group in zip(column, rows, groups, strict=True):
+                    start = ts - ts % size
+                    key = (0, start, start + size, group if type(group) is tuple else group[0])
+                    entry = buffer.get(key)
+                    if entry is None:
+                        buffer[key] = [row]
+                    else:
+                        entry.append(row)
+                continue
+            for ts, row, group in zip(column, rows, groups, strict=True):
+                for variant in variants:
+                    if type(group) is tuple:
+                        key = tuple(group[i] for i in variant.positions)
+                    else:
+                        key = group[variant.index]
+                    if variant.session_gap_us is not None:
+                        buffer.setdefault((variant.index, key), []).append((ts, row))
+                        continue
+                    for start, end in variant.assign(ts):
+                        buffer.setdefault((variant.index, start, end, key), []).append(row)
+        self._buffered += len(payloads)
+        if self._buffered >= self._max_buffered:
+            for tag, kv in self._flush():
+                yield TaggedOutput(tag, kv)
+
+    def _add(self, element: Any) -> Iterator[TaggedOutput]:
         for item in route(self._plans, element):
             if isinstance(item, dict):
                 yield TaggedOutput(DEAD_LETTER, item)
@@ -63,19 +146,31 @@ class _PreAggregate(beam.DoFn):
         for tag, kv in self._flush():
             yield TaggedOutput(tag, GlobalWindows.windowed_value(kv))
 
-    def _flush(self) -> Iterator[tuple[str, tuple[Any, bytes]]]:
+    def _flush(self) -> Iterator[tuple[str, tuple[int, list[Partial]]]]:
         for plan, buffer in zip(self._plans, self._buffers, strict=True):
+            shards: list[list[Partial]] = [[] for _ in range(SHARDS)]
             combine = plan.combine
             if plan.is_session:
                 merger = MergeSessions(combine)
                 gap = plan.spec.window.gap.micros  # type: ignore[union-attr]
                 for key, items in buffer.items():
-                    yield view_tag(plan.name), (key, merger.encode(_sessions(combine, items, gap)))
+                    key = _encoded(key)
+                    data = merger.encode(_sessions(combine, items, gap))
+                    shards[shard_of(key)].append((key, data))
             else:
+                create, add_inputs, encode = (
+                    combine.create_accumulator,
+                    combine.add_inputs,
+                    combine.encode,
+                )
                 for key, rows in buffer.items():
-                    acc = combine.add_inputs(combine.create_accumulator(), rows)
-                    yield view_tag(plan.name), (key, combine.encode(acc))
+                    key = _encoded(key)
+                    shards[shard_of(key)].append((key, encode(add_inputs(create(), rows))))
             buffer.clear()
+            tag = view_tag(plan.name)
+            for shard, partials in enumerate(shards):
+                if partials:
+                    yield tag, (shard, partials)
         self._buffered = 0
 
 
@@ -100,26 +195,49 @@ def _sessions(combine: Any, items: list[tuple[int, tuple]], gap_us: int) -> list
     return sessions
 
 
-class _Rows(beam.DoFn):
-    """Turns merged results into output rows (one ON_TIME pane each)."""
+class _MergeShard(beam.DoFn):
+    """Merges every partial of one shard's keys and turns each key's result into its row.
+
+    Each key's partials are decoded and merged once, together: merging a sketch pairwise per
+    partial would build a union per partial.
+    """
 
     def __init__(self, spec: ViewSpec) -> None:
         self._spec = spec
 
     def setup(self) -> None:
         self._plan = ViewPlan(self._spec)
+        combine = self._plan.combine
+        self._codec = MergeSessions(combine) if self._plan.is_session else combine
 
-    def process(self, element: tuple[Any, Any]) -> Iterable[dict[str, Any]]:
-        key, result = element
-        plan = self._plan
-        if plan.is_session:
-            variant_index, group = key
-            variant = plan.variants[variant_index]
-            for start, end, outputs in result:
-                yield plan.row(variant, start, end, group, outputs, "ON_TIME", 0)
-        else:
-            variant_index, start, end, group = key
-            yield plan.row(plan.variants[variant_index], start, end, group, result, "ON_TIME", 0)
+    def process(self, element: tuple[int, Iterable[list[Partial]]]) -> Iterator[dict[str, Any]]:
+        parts: dict[Any, Any] = {}
+        for partials in element[1]:
+            for key, data in partials:
+                seen = parts.get(key)
+                if seen is None:
+                    parts[key] = data
+                elif type(seen) is list:
+                    seen.append(data)
+                else:
+                    parts[key] = [seen, data]
+        plan, codec = self._plan, self._codec
+        decode, merge, extract = codec.decode, codec.merge_accumulators, codec.extract_output
+        for key, data in parts.items():
+            if type(data) is list:
+                result = extract(merge([decode(d) for d in data]))
+            else:
+                result = extract(decode(data))
+            if plan.is_session:
+                variant_index, group = key
+                variant = plan.variants[variant_index]
+                for start, end, outputs in result:
+                    yield plan.row(variant, start, end, group, outputs, "ON_TIME", 0)
+            else:
+                variant_index, start, end, group = key
+                yield plan.row(
+                    plan.variants[variant_index], start, end, group, result, "ON_TIME", 0
+                )
 
 
 class BoundedAggregate(beam.PTransform):
@@ -144,13 +262,10 @@ class BoundedAggregate(beam.PTransform):
         )
         views = {}
         for spec in self._specs:
-            plans = ViewPlan(spec)  # built once here to fail at construction, not on workers
-            merge = (
-                MergeSessions(plans.combine) if plans.is_session else MergeEncoded(plans.combine)
-            )
+            ViewPlan(spec)  # built once here to fail at construction, not on workers
             views[spec.name] = (
                 tagged[view_tag(spec.name)]
-                | f"{spec.name}/Merge" >> beam.CombinePerKey(merge)
-                | f"{spec.name}/Rows" >> beam.ParDo(_Rows(spec))
+                | f"{spec.name}/Shuffle" >> beam.GroupByKey()
+                | f"{spec.name}/Merge" >> beam.ParDo(_MergeShard(spec))
             )
         return {"views": views, "dead_letters": tagged[DEAD_LETTER]}

@@ -38,6 +38,8 @@ class ViewCombineFn(beam.CombineFn):
 
     def add_inputs(self, accumulator: list[Any], rows: Iterable[Sequence[Any]]) -> list[Any]:
         rows = rows if isinstance(rows, list) else list(rows)
+        if len(rows) == 1:  # common for keys with many distinct values: no transposing
+            return self.add_input(accumulator, rows[0])
         for i, fn in enumerate(self.fns):
             values = [row[i] for row in rows if row[i] is not None]
             if values:
@@ -82,28 +84,6 @@ class _Coder(Coder):
 
     def is_deterministic(self) -> bool:
         return False
-
-
-class MergeEncoded(beam.CombineFn):
-    """Merges encoded partial accumulators of one view (the bounded path's second stage)."""
-
-    def __init__(self, view_fn: ViewCombineFn) -> None:
-        self.view_fn = view_fn
-
-    def create_accumulator(self) -> list[Any]:
-        return self.view_fn.create_accumulator()
-
-    def add_input(self, accumulator: list[Any], data: bytes) -> list[Any]:
-        return self.view_fn.merge_accumulators([accumulator, self.view_fn.decode(data)])
-
-    def merge_accumulators(self, accumulators: Iterable[list[Any]]) -> list[Any]:
-        return self.view_fn.merge_accumulators(accumulators)
-
-    def extract_output(self, accumulator: list[Any]) -> tuple[Any, ...]:
-        return self.view_fn.extract_output(accumulator)
-
-    def get_accumulator_coder(self) -> Coder:
-        return self.view_fn.get_accumulator_coder()
 
 
 Session = tuple[int, int, list[Any]]  # start_us, end_us, accumulator

@@ -16,6 +16,7 @@ from apache_beam.metrics import Metrics
 
 from liveagg import combiners
 from liveagg.combiners import InputError
+from liveagg.combiners.base import ALL_TYPES, plain_types
 from liveagg.expr import parse_expr
 from liveagg.spec import ViewSpec
 from liveagg.transforms import eventtime, windows
@@ -52,6 +53,10 @@ class Variant:
     positions: tuple[int, ...]  # indexes into grouping_cols kept by this set
     assign: Callable[[int], list[tuple[int, int]]]
     session_gap_us: int | None
+    fixed_us: int | None = None  # the size of a fixed window, for the batch path's shortcut
+
+
+_PLAIN_KEY = (str, int)  # key values kept as they are (bool is not int here: type() is exact)
 
 
 def _key_value(col: str, value: Any) -> Any:
@@ -62,7 +67,7 @@ def _key_value(col: str, value: Any) -> Any:
     return value
 
 
-def _encode_key(values: tuple[Any, ...]) -> bytes:
+def encode_key(values: tuple[Any, ...]) -> bytes:
     """Group keys travel as JSON bytes: typed (``true`` is not ``1``) and deterministic."""
     try:
         return orjson.dumps(values)
@@ -89,16 +94,25 @@ class ViewPlan:
         self._get_ts = getter(spec.event_time.field)
         self._parse_ts = eventtime.parser(spec.event_time.field, spec.event_time.format)
         self._filter = compile_filter(spec.filter)
-        self._group_getters = [getter(c) for c in spec.grouping_cols]
+        self.time_key = (spec.event_time.field, spec.event_time.format)
+        self._groups = [(c, getter(c)) for c in spec.grouping_cols]
         self._inputs = [
             # No col_name (count(*)): the aggregation is fed 1 per message.
-            (a.column, None if a.column is None else getter(a.column), fn)
+            (
+                a.column,
+                None if a.column is None else getter(a.column),
+                fn.coerce,
+                fn.needs_event_time,
+            )
             for a, fn in zip(spec.aggregations, self.fns, strict=True)
         ]
         self._derived = [(d.name, parse_expr(d.expr)) for d in spec.derived]
         self._outputs = [a.output for a in spec.aggregations]
         self.variants = self._variants()
+        # Every variant keeps all grouping columns: one key serves them all.
+        self._single_set = spec.grouping_sets is None
         self._row_counter = Metrics.counter(NAMESPACE, f"rows/{spec.name}")
+        self._bounds: dict[tuple[int, int], tuple[str, str]] = {}
 
     def _variants(self) -> list[Variant]:
         spec = self.spec
@@ -142,6 +156,7 @@ class ViewPlan:
                         positions,
                         assign,
                         None,
+                        size.micros if w.type == "fixed" else None,
                     )
                 )
         return variants
@@ -150,22 +165,38 @@ class ViewPlan:
     def is_session(self) -> bool:
         return self.spec.window.type == "session"
 
-    def extract(self, msg: dict) -> tuple[int, tuple[Any, ...], tuple[Any, ...]] | None:
+    def event_time(self, msg: dict) -> int | Reject:
+        """The message's event time in microseconds, or the :class:`Reject` it earns."""
+        raw_ts = self._get_ts(msg)
+        if raw_ts is None:
+            return Reject("missing_event_time", f"event-time field {self._ts_field!r} is missing")
+        try:
+            return self._parse_ts(raw_ts)
+        except EventTimeError as e:
+            return Reject(e.reason, e.detail)
+
+    def extract(
+        self, msg: dict, times: dict | None = None
+    ) -> tuple[int, tuple[Any, ...], tuple[Any, ...]] | None:
         """Return ``(event_time_us, input_row, grouping_values)``, or None when filtered out.
+
+        ``times`` caches event times per message across views that read the same field in
+        the same format (keyed by :attr:`time_key`), so each is parsed once.
 
         Raises :class:`Reject` for a message the view cannot use.
         """
         if self._filter is not None and not self._filter(msg):
             return None
-        raw_ts = self._get_ts(msg)
-        if raw_ts is None:
-            raise Reject("missing_event_time", f"event-time field {self._ts_field!r} is missing")
-        try:
-            ts = self._parse_ts(raw_ts)
-        except EventTimeError as e:
-            raise Reject(e.reason, e.detail) from None
+        if times is None:
+            ts = self.event_time(msg)
+        else:
+            ts = times.get(self.time_key)
+            if ts is None:
+                ts = times[self.time_key] = self.event_time(msg)
+        if type(ts) is not int:
+            raise Reject(ts.reason, ts.detail)  # type: ignore[union-attr]
         row = []
-        for column, get, fn in self._inputs:
+        for column, get, coerce, with_time in self._inputs:
             if get is None:
                 row.append(1)
                 continue
@@ -174,31 +205,99 @@ class ViewPlan:
                 row.append(None)
                 continue
             try:
-                value = fn.coerce(value)
+                value = coerce(value)
             except InputError as e:
                 raise Reject(
                     e.reason, f"{column}={_short(value)}: {e.detail or e.reason}"
                 ) from None
-            row.append((ts, value) if fn.needs_event_time else value)
-        group = tuple(
-            _key_value(col, get(msg))
-            for col, get in zip(self.spec.grouping_cols, self._group_getters, strict=True)
-        )
-        return ts, tuple(row), group
+            row.append((ts, value) if with_time else value)
+        group = []
+        for col, get in self._groups:
+            value = get(msg)
+            group.append(value if type(value) in _PLAIN_KEY else _key_value(col, value))
+        return ts, tuple(row), tuple(group)
 
-    def keys(self, group: tuple[Any, ...]) -> Iterator[tuple[Variant, GroupKey]]:
+    def extract_batch(
+        self, msgs: list[dict], times: dict
+    ) -> tuple[list[int], list[tuple[Any, ...]], list[Any], list[tuple[int, Reject]]]:
+        """:meth:`extract` over a batch, column by column: ``(times, rows, groups, rejects)``.
+
+        ``rejects`` holds ``(index into msgs, Reject)``; the other lists hold the messages
+        that pass, in order. A group is the tuple of grouping values when they are all
+        strings and ints (grouped as they are, encoded once per key by the caller), else the
+        list of each variant's encoded :data:`GroupKey` (values that needed normalizing).
+        Values that are not of a type ``coerce`` passes unchanged go through :meth:`extract`,
+        the single definition of what a message means, so both agree on every message.
+        """
+        kept: list[int] | None = None
+        if self._filter is not None:
+            keep = self._filter
+            kept = [i for i, m in enumerate(msgs) if keep(m)]
+            msgs = [msgs[i] for i in kept]
+        column = times.get(self.time_key)
+        if column is None or len(column) != len(msgs):
+            column = [self.event_time(m) for m in msgs]
+            if self._filter is None:  # the unfiltered batch: shared with views like this one
+                times[self.time_key] = column
+        slow = {i for i, ts in enumerate(column) if type(ts) is not int}
+        columns: list[list[Any]] = []
+        for _, get, coerce, with_time in self._inputs:
+            if get is None:
+                columns.append([1] * len(msgs))
+                continue
+            values = [get(m) for m in msgs]
+            plain = plain_types(coerce)
+            if plain is not ALL_TYPES:
+                plain = plain or frozenset()
+                slow.update(
+                    i for i, v in enumerate(values) if v is not None and type(v) not in plain
+                )
+            if with_time:
+                values = [v if v is None else (t, v) for t, v in zip(column, values, strict=True)]
+            columns.append(values)
+        group_columns = [[get(m) for m in msgs] for _, get in self._groups]
+        for values in group_columns:
+            slow.update(i for i, v in enumerate(values) if type(v) not in _PLAIN_KEY)
+        rows = list(zip(*columns, strict=True)) if columns else [()] * len(msgs)
+        groups = list(zip(*group_columns, strict=True)) if group_columns else [()] * len(msgs)
+        rejects: list[tuple[int, Reject]] = []
+        if slow:
+            keep_ts, keep_rows, keep_groups = [], [], []
+            for i, (ts, row, group) in enumerate(zip(column, rows, groups, strict=True)):
+                if i in slow:
+                    try:
+                        extracted = self.extract(msgs[i])
+                        if extracted is None:
+                            continue
+                        ts, row, values = extracted
+                        group = [key for _, key in self.keys(values)]
+                    except Reject as r:
+                        rejects.append((i if kept is None else kept[i], r))
+                        continue
+                keep_ts.append(ts)
+                keep_rows.append(row)
+                keep_groups.append(group)
+            column, rows, groups = keep_ts, keep_rows, keep_groups
+        return column, rows, groups, rejects
+
+    def keys(self, group: tuple[Any, ...]) -> list[tuple[Variant, GroupKey]]:
         """The encoded grouping key of each variant (grouping set) for one message.
 
         Granularities share a grouping set's key, so each distinct set is encoded once.
         """
+        if self._single_set:
+            key = encode_key(group)
+            return [(variant, key) for variant in self.variants]
         encoded: dict[tuple[int, ...], GroupKey] = {}
+        out = []
         for variant in self.variants:
             key = encoded.get(variant.positions)
             if key is None:
-                key = encoded[variant.positions] = _encode_key(
+                key = encoded[variant.positions] = encode_key(
                     tuple(group[i] for i in variant.positions)
                 )
-            yield variant, key
+            out.append((variant, key))
+        return out
 
     def row(
         self,
@@ -212,10 +311,15 @@ class ViewPlan:
     ) -> dict[str, Any]:
         """The flat output row of SPEC section 3."""
         spec = self.spec
+        bounds = self._bounds.get((start_us, end_us))
+        if bounds is None:  # windows repeat across keys: format each once
+            if len(self._bounds) > 100_000:
+                self._bounds.clear()
+            bounds = self._bounds[(start_us, end_us)] = (rfc3339(start_us), rfc3339(end_us))
         row: dict[str, Any] = {
             "view": self.name,
-            "window_start": rfc3339(start_us),
-            "window_end": rfc3339(end_us),
+            "window_start": bounds[0],
+            "window_end": bounds[1],
         }
         values = dict.fromkeys(spec.grouping_cols)
         for position, value in zip(variant.positions, orjson.loads(key), strict=True):
@@ -275,9 +379,10 @@ def route(
             source,
         )
         return
+    times: dict = {}
     for index, plan in enumerate(plans):
         try:
-            extracted = plan.extract(msg)
+            extracted = plan.extract(msg, times)
         except Reject as r:
             yield dead_letter(payload, plan.name, r.reason, r.detail, source)
             continue

@@ -3,7 +3,8 @@
 A source's ``read`` yields one element per message: the raw payload (``str`` or ``bytes``),
 or ``(payload, meta)`` where ``meta`` locates the message for dead letters (Kafka topic,
 partition, offset). ``bounded`` says whether the input ends; bounded input takes the fast
-bounded path, unbounded input the streaming window operator.
+bounded path, unbounded input the streaming window operator. A source may also offer
+``read_batches``, giving ``list`` elements of such payloads, which the bounded path prefers.
 """
 
 from __future__ import annotations
@@ -23,6 +24,12 @@ class FileSource:
 
     def read(self, pipeline: beam.Pipeline, label: str) -> beam.PCollection:
         return pipeline | label >> ReadFromText(self.pattern, strip_trailing_newlines=True)
+
+    def read_batches(self, pipeline: beam.PBegin, label: str) -> beam.PCollection:
+        """The same lines as ``read``, as ``list[bytes]`` batches (the bounded fast path)."""
+        from liveagg.transforms.sources.files import ReadLineBatches
+
+        return pipeline | label >> ReadLineBatches(self.pattern)
 
     def describe(self) -> str:
         return f"files {self.pattern}"

@@ -1,0 +1,1 @@
+"""Benchmarks: liveagg side by side with plain Beam, DuckDB, Flink and Quix Streams."""

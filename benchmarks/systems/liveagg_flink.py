@@ -1,0 +1,394 @@
+"""liveagg on the local Apache Flink cluster (parallelism 2): Kafka in, Cassandra out.
+
+Two runs of ``liveagg run --runner flink --unbounded``, each on a fresh topic:
+
+* **sustained**: the events are put on the topic first (a backlog), then the job reads them
+  from the earliest offset. Throughput is events over the time from the Flink job's RUNNING
+  to the last row write (Cassandra's ``updated_at``). One extra message per partition, after
+  the backlog, carries an event time 2 h past the newest event and a non-numeric ``bytes``:
+  it moves every partition's watermark past the last windows so they close at once (instead
+  of after the source's 10 s idle timeout), and every view dead-letters it, so it counts
+  nowhere;
+* **paced**: events go out live at a fixed rate, their event time the wall clock at production
+  (dimensions from the dataset, up to ``flink_disorder_s`` of backward jitter). The latency of
+  a window is ``WRITETIME`` of its row minus the window end. Only ``ON_TIME`` rows are used:
+  a row rewritten by a ``LATE`` pane carries the late pane's write time (counted, not used).
+
+CPU and memory are those of the Flink cluster's processes (JobManager, TaskManagers, Beam job
+server, worker pool and its SDK workers) and of the ``liveagg run`` launcher, sampled every
+second. Kafka and Cassandra are the source and the sink, not the system: not counted.
+
+    .venv/bin/python -m benchmarks.systems.liveagg_flink --events 200000
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import itertools
+import json
+import logging
+import os
+import random
+import re
+import shutil
+import signal
+import subprocess
+import threading
+import time
+import urllib.request
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from cassandra import InvalidRequest
+from cassandra.cluster import Cluster, Session
+from confluent_kafka import KafkaException, Producer
+from confluent_kafka.admin import AdminClient
+
+from benchmarks import generate
+from benchmarks.harness import PYTHON, ROOT, Result, process_cpu_s, process_rss_mb
+from benchmarks.systems import Context
+from benchmarks.systems.kafka_topic import create_topic, lines, produce
+from integration import services
+from integration.services import flink as flink_service
+from liveagg.loader import load_views
+
+SYSTEM = "liveagg-flink"
+KEYSPACE = "bench_flink"
+PARTITIONS = 4
+PARALLELISM = 2
+
+
+class Sampler:
+    """CPU and peak RSS of the cluster's processes and a launcher, with their descendants.
+
+    Sampled every second because SDK workers come and go with jobs: a process's CPU is its
+    last sample minus its first (zero for processes born while sampling).
+    """
+
+    def __init__(self, launcher: int) -> None:
+        self._roots = [p.live_record().pid for p in flink_service.Flink.parts() if p.live_record()]
+        self._roots.append(launcher)
+        self._first: dict[int, float] = {pid: process_cpu_s([pid]) for pid in self._pids()}
+        self._last = dict(self._first)
+        self.peak_rss_mb = 0.0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, daemon=True)
+        self._thread.start()
+
+    def _pids(self) -> list[int]:
+        children: dict[int, list[int]] = {}
+        for stat in Path("/proc").glob("[0-9]*/stat"):
+            try:
+                ppid = int(stat.read_text().rsplit(")", 1)[1].split()[1])
+            except (OSError, IndexError, ValueError):
+                continue
+            children.setdefault(ppid, []).append(int(stat.parent.name))
+        found, todo = [], list(self._roots)
+        while todo:
+            pid = todo.pop()
+            found.append(pid)
+            todo.extend(children.get(pid, []))
+        return found
+
+    def _sample(self) -> None:
+        pids = self._pids()
+        for pid in pids:
+            self._last[pid] = process_cpu_s([pid])
+        self.peak_rss_mb = max(self.peak_rss_mb, process_rss_mb(pids))
+
+    def _loop(self) -> None:
+        while not self._stop.wait(1.0):
+            self._sample()
+
+    def stop(self) -> float:
+        """Stop sampling; the CPU seconds used since the start."""
+        self._sample()
+        self._stop.set()
+        self._thread.join()
+        return sum(cpu - self._first.get(pid, 0.0) for pid, cpu in self._last.items())
+
+
+def _rest(flink: Any, path: str) -> Any:
+    with urllib.request.urlopen(flink.rest_url + path, timeout=10) as response:
+        return json.loads(response.read())
+
+
+class Job:
+    """One ``liveagg run --runner flink`` process and the Flink job it submitted."""
+
+    def __init__(self, ctx: Context, topic: str, log: Path) -> None:
+        self.kafka = services.connection("kafka")
+        self.flink = services.connection("flink")
+        cassandra = services.connection("cassandra")
+        sink = json.dumps({"type": "cassandra", "keyspace": KEYSPACE})
+        checkpoint_s = ctx.options.get("flink_checkpoint_s", "10")
+        args = [
+            *("run", "--views", str(ctx.views), "--runner", "flink"),
+            *("--parallelism", str(PARALLELISM), "--checkpoint-interval-s", checkpoint_s),
+            *("--kafka-topic", topic, "--kafka-bootstrap", self.kafka.bootstrap_servers),
+            *("--kafka-start", "earliest", "--unbounded", "--no-view-sinks", "--sink", sink),
+        ]
+        env = {**os.environ, **self.flink.env(), **cassandra.env()}
+        self.log = log
+        self._out = log.open("wb")
+        self.started = time.time()
+        self.proc = subprocess.Popen(
+            [PYTHON, "-m", "liveagg.cli", *args],
+            stdout=self._out,
+            stderr=subprocess.STDOUT,
+            cwd=ROOT,
+            env=env,
+        )
+        self.job_id = ""
+
+    def wait_running(self, timeout_s: float = 300.0) -> float:
+        """Wait until every task of the job runs; returns when the job turned RUNNING (epoch s)."""
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"liveagg exited early:\n{self.log.read_text()[-4000:]}")
+            if not self.job_id:
+                match = re.search(r"Flink job ([0-9a-f]{32})", self.log.read_text())
+                self.job_id = match.group(1) if match else ""
+            if self.job_id:
+                job = _rest(self.flink, f"/jobs/{self.job_id}")
+                if job["state"] == "RUNNING" and all(
+                    v["status"] == "RUNNING" for v in job["vertices"]
+                ):
+                    return job["timestamps"]["RUNNING"] / 1000
+            time.sleep(0.5)
+        raise TimeoutError(f"Flink job not running after {timeout_s:.0f} s: {self.log}")
+
+    def stop(self) -> str:
+        """Ctrl-C, which cancels the Flink job; the job's final state (CANCELED expected)."""
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGINT)
+            try:
+                self.proc.wait(180)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(30)
+        self._out.close()
+        if not self.job_id:
+            return "not submitted"
+        state = _rest(self.flink, f"/jobs/{self.job_id}")["state"]
+        # Checkpoints are retained on cancellation (for --flink-restore); a benchmark needs none.
+        shutil.rmtree(self.flink.checkpoint_dir / self.job_id, ignore_errors=True)
+        return state
+
+
+def _session() -> tuple[Cluster, Session]:
+    kwargs = services.connection("cassandra").cluster_kwargs()
+    for profile in kwargs["execution_profiles"].values():
+        profile.request_timeout = 120  # full-table aggregates on a busy node
+    cluster = Cluster(**kwargs)
+    return cluster, cluster.connect()
+
+
+def _totals(session: Session, view: str) -> tuple[int, int, datetime | None, datetime | None]:
+    """Requests summed over the view's table, its rows, and its first and last write."""
+    try:
+        row = session.execute(
+            f"SELECT sum(requests), count(*), min(updated_at), max(updated_at) "
+            f"FROM {KEYSPACE}.{view}"
+        ).one()
+    except InvalidRequest:  # the launcher has not created the table yet
+        return 0, 0, None, None
+    return row[0] or 0, row[1], row[2], row[3]
+
+
+def _epoch(value: datetime) -> float:
+    return value.replace(tzinfo=UTC).timestamp()
+
+
+def _drop_topics(topics: list[str]) -> None:
+    kafka = services.connection("kafka")
+    admin = AdminClient({"bootstrap.servers": kafka.bootstrap_servers})
+    for future in admin.delete_topics(topics).values():
+        with contextlib.suppress(KafkaException):  # never created: the run failed before
+            future.result()
+
+
+def _drop_keyspace() -> None:
+    cluster, session = _session()
+    try:
+        session.execute(f"DROP KEYSPACE IF EXISTS {KEYSPACE}")
+    finally:
+        cluster.shutdown()
+
+
+def _backlog(topic: str, dataset: Path, events: int) -> None:
+    """The first ``events`` lines of ``dataset``, then one clock message per partition."""
+    bootstrap = services.connection("kafka").bootstrap_servers
+    newest = ""
+
+    def tracked() -> Iterator[bytes]:
+        nonlocal newest
+        for line in itertools.islice(lines(dataset), events):
+            newest = max(newest, line[7:31].decode())  # '{"ts":"' then 24 fixed-width chars
+            yield line
+
+    create_topic(bootstrap, topic, PARTITIONS)
+    produce(bootstrap, topic, tracked())
+    clock = datetime.fromisoformat(newest) + timedelta(hours=2)
+    message = json.dumps({"ts": _stamp(clock.timestamp()), "bytes": "clock"}).encode()
+    producer = Producer({"bootstrap.servers": bootstrap})
+    for partition in range(PARTITIONS):
+        producer.produce(topic, message, partition=partition)
+    producer.flush(30)
+
+
+def sustained(ctx: Context, topic: str, events: int) -> dict[str, Any]:
+    """Backlog run: throughput, CPU, memory and rows per view."""
+    _backlog(topic, ctx.dataset, events)
+    names = [v.name for v in load_views([str(ctx.views)])]
+    job = Job(ctx, topic, ctx.scratch(SYSTEM) / "sustained.log")
+    sampler = Sampler(job.proc.pid)
+    cluster, session = _session()
+    try:
+        running = job.wait_running()
+        deadline = time.monotonic() + float(ctx.options.get("flink_timeout_s", 1800))
+        while True:
+            totals = {name: _totals(session, name) for name in names}
+            if all(t[0] == events for t in totals.values()):
+                break
+            if time.monotonic() > deadline or job.proc.poll() is not None:
+                done = {n: t[0] for n, t in totals.items()}
+                raise TimeoutError(f"requests per view {done}, expected {events}: {job.log}")
+            time.sleep(5.0)
+        cpu_s = sampler.stop()
+        state = job.stop()
+    finally:
+        cluster.shutdown()
+        if job.proc.poll() is None:
+            job.stop()
+    first = min(_epoch(t[2]) for t in totals.values())
+    last = max(_epoch(t[3]) for t in totals.values())
+    return {
+        "wall_s": last - running,
+        "cpu_s": cpu_s,
+        "peak_rss_mb": sampler.peak_rss_mb,
+        "rows": {name: t[1] for name, t in totals.items()},
+        "submit_s": round(running - job.started, 1),
+        "first_row_s": round(first - running, 1),
+        "job_state": state,
+    }
+
+
+def _stamp(epoch_s: float) -> str:
+    return datetime.fromtimestamp(epoch_s, UTC).isoformat(timespec="milliseconds")[:23] + "Z"
+
+
+def _live(dataset: Path, rate: float, seconds: float, disorder_s: float) -> Iterator[bytes]:
+    """Dataset lines at ``rate`` per second for ``seconds``, event time = now (minus jitter)."""
+    templates = list(itertools.islice(lines(dataset), int(rate * seconds)))
+    started = time.monotonic()
+    for sent, line in enumerate(itertools.cycle(templates)):
+        if sent % 100 == 0:
+            ahead = sent / rate - (time.monotonic() - started)
+            if ahead > 0:
+                time.sleep(ahead)
+            elif time.monotonic() - started >= seconds:
+                return
+        yield line[:7] + _stamp(time.time() - random.uniform(0, disorder_s)).encode() + line[31:]
+
+
+def paced(ctx: Context, topic: str, rate: float) -> dict[str, Any]:
+    """Live run: latency of windows that ended while events were produced at ``rate``."""
+    seconds = float(ctx.options.get("flink_paced_s", 150))
+    warmup_s = float(ctx.options.get("flink_warmup_s", 20))
+    disorder_s = float(ctx.options.get("flink_disorder_s", 0.5))
+    views = {v.name: v for v in load_views([str(ctx.views)])}
+    bootstrap = services.connection("kafka").bootstrap_servers
+    create_topic(bootstrap, topic, PARTITIONS)
+    job = Job(ctx, topic, ctx.scratch(SYSTEM) / "paced.log")
+    try:
+        job.wait_running()
+        time.sleep(5.0)  # the SDK workers connect once tasks run
+        began = time.time()
+        sent = produce(bootstrap, topic, _live(ctx.dataset, rate, seconds, disorder_s))
+        ended = time.time()
+        time.sleep(20.0)  # the last windows' panes reach Cassandra
+        cluster, session = _session()
+        try:
+            query = "SELECT window_end, pane_timing, WRITETIME(requests) FROM {}.{}"
+            stored = {name: list(session.execute(query.format(KEYSPACE, name))) for name in views}
+        finally:
+            cluster.shutdown()
+    finally:
+        state = job.stop()
+    latencies, per_view, late = [], {}, 0
+    for name, rows in stored.items():
+        ended_in_run = [r for r in rows if began + warmup_s < _epoch(r[0]) <= ended - 1.0]
+        on_time = [r[2] / 1e6 - _epoch(r[0]) for r in ended_in_run if r[1] == "ON_TIME"]
+        late += len(ended_in_run) - len(on_time)
+        per_view[name] = len(on_time)
+        latencies += on_time
+    if not latencies:
+        raise RuntimeError(f"no window ended during the paced run: {job.log}")
+    p50, p99 = np.percentile(latencies, [50, 99])
+    return {
+        "latency_s": {"p50": round(p50, 3), "p99": round(p99, 3), "max": round(max(latencies), 3)},
+        "latency_windows": per_view,
+        "latency_windows_rewritten": late,
+        "paced_rate": round(sent / (ended - began)),
+        "paced_rate_target": round(rate),
+        "paced_s": round(ended - began, 1),
+        "paced_job_state": state,
+    }
+
+
+def run(ctx: Context) -> Result:
+    for name in ("kafka", "cassandra", "flink"):
+        services.ensure(name)
+    events = min(ctx.events, int(ctx.options.get("flink_events", ctx.events)))
+    topics = [f"bench-flink-{os.getpid()}", f"bench-flink-paced-{os.getpid()}"]
+    _drop_keyspace()  # one left by an interrupted run would already hold rows
+    try:
+        first = sustained(ctx, topics[0], events)
+        _drop_keyspace()
+        rate = float(ctx.options.get("flink_rate") or events / first["wall_s"] / 2)
+        latency = (
+            paced(ctx, topics[1], rate) if float(ctx.options.get("flink_paced_s", 150)) else {}
+        )
+    finally:
+        _drop_topics(topics)
+        _drop_keyspace()
+    return Result(
+        system=SYSTEM,
+        events=events,
+        wall_s=first.pop("wall_s"),
+        cpu_s=first.pop("cpu_s"),
+        peak_rss_mb=first.pop("peak_rss_mb"),
+        rows=first.pop("rows"),
+        extra={
+            **first,
+            **latency,
+            "parallelism": PARALLELISM,
+            "not_counted": "Kafka and Cassandra (source and sink) are not in cpu_s or peak_rss_mb",
+        },
+    )
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--events", type=int, default=200_000)
+    parser.add_argument("--rate", type=float, help="paced rate (default: half the throughput)")
+    parser.add_argument("--paced-s", type=float, default=150.0, help="0 skips the paced run")
+    args = parser.parse_args(argv)
+    logging.getLogger("cassandra").setLevel(logging.ERROR)  # aggregation-without-key warnings
+    bench = ROOT / ".cache" / "bench"
+    dataset = generate.write(bench / f"events-{args.events}.jsonl", args.events)
+    options = {"flink_paced_s": str(args.paced_s)}
+    if args.rate:
+        options["flink_rate"] = str(args.rate)
+    ctx = Context(dataset=dataset, events=args.events, work=bench / "work", options=options)
+    print(json.dumps(run(ctx).to_json(), indent=2))
+
+
+if __name__ == "__main__":
+    main()
