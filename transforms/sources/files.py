@@ -58,25 +58,23 @@ def read_range(path: str, start: int, end: int, batch: int = BATCH_LINES) -> Ite
             pos = 0
         pending: list[bytes] = []
         carry = b""
-        crlf = False
         while end < 0 or pos < end:
             chunk = f.read(_CHUNK if end < 0 else min(_CHUNK, end - pos))
             if not chunk:
                 break
             pos += len(chunk)
-            crlf = crlf or b"\r" in chunk
             lines = (carry + chunk).split(b"\n")
             carry = lines.pop()
             pending.extend(lines)
             while len(pending) >= batch:
-                yield _strip_cr(pending[:batch]) if crlf else pending[:batch]
+                yield _strip_cr(pending[:batch])
                 del pending[:batch]
         if carry and end >= 0 and pos >= end:
             carry += f.readline().rstrip(b"\n")  # the last line started before ``end``
         if carry:
             pending.append(carry)
         if pending:
-            yield _strip_cr(pending) if crlf else pending
+            yield _strip_cr(pending)
 
 
 def _strip_cr(lines: list[bytes]) -> list[bytes]:
