@@ -33,7 +33,10 @@ MAX_BUFFERED = 200_000
 #: Shards of each view's keys in the shuffle: the parallelism of the merge step.
 SHARDS = 16
 
-Partial = tuple[Any, bytes]  # (key, encoded accumulator or session list)
+#: Keys with at most this many rows in a flush send the rows instead of an accumulator.
+RAW_ROWS = 4
+
+Partial = tuple[Any, Any]  # (key, encoded accumulator or session list, or a list of rows)
 
 
 def shard_of(key: tuple) -> int:
@@ -165,7 +168,10 @@ class _PreAggregate(beam.DoFn):
                 )
                 for key, rows in buffer.items():
                     key = _encoded(key)
-                    shards[shard_of(key)].append((key, encode(add_inputs(create(), rows))))
+                    # A key seen a few times travels as its rows: smaller and cheaper than an
+                    # accumulator built, encoded and decoded for them (a sketch, say).
+                    data = rows if len(rows) <= RAW_ROWS else encode(add_inputs(create(), rows))
+                    shards[shard_of(key)].append((key, data))
             buffer.clear()
             tag = view_tag(plan.name)
             for shard, partials in enumerate(shards):
@@ -211,33 +217,51 @@ class _MergeShard(beam.DoFn):
         self._codec = MergeSessions(combine) if self._plan.is_session else combine
 
     def process(self, element: tuple[int, Iterable[list[Partial]]]) -> Iterator[dict[str, Any]]:
-        parts: dict[Any, Any] = {}
+        parts: dict[Any, list[Any]] = {}
         for partials in element[1]:
             for key, data in partials:
                 seen = parts.get(key)
                 if seen is None:
-                    parts[key] = data
-                elif type(seen) is list:
-                    seen.append(data)
+                    parts[key] = [data]
                 else:
-                    parts[key] = [seen, data]
+                    seen.append(data)
         plan, codec = self._plan, self._codec
-        decode, merge, extract = codec.decode, codec.merge_accumulators, codec.extract_output
-        for key, data in parts.items():
-            if type(data) is list:
-                result = extract(merge([decode(d) for d in data]))
-            else:
-                result = extract(decode(data))
-            if plan.is_session:
-                variant_index, group = key
+        if plan.is_session:
+            decode, merge, extract = codec.decode, codec.merge_accumulators, codec.extract_output
+            for (variant_index, group), data in parts.items():
+                sessions = merge([decode(d) for d in data]) if len(data) > 1 else decode(data[0])
                 variant = plan.variants[variant_index]
-                for start, end, outputs in result:
+                for start, end, outputs in extract(sessions):
                     yield plan.row(variant, start, end, group, outputs, "ON_TIME", 0)
+            return
+        for (variant_index, start, end, group), data in parts.items():
+            acc = self._merge(data)
+            yield plan.row(
+                plan.variants[variant_index],
+                start,
+                end,
+                group,
+                codec.extract_output(acc),
+                "ON_TIME",
+                0,
+            )
+
+    def _merge(self, partials: list[Any]) -> Any:
+        """One key's partials (encoded accumulators and lists of rows) as one accumulator."""
+        combine = self._codec
+        accumulators, rows = [], []
+        for data in partials:
+            if type(data) is bytes:
+                accumulators.append(combine.decode(data))
             else:
-                variant_index, start, end, group = key
-                yield plan.row(
-                    plan.variants[variant_index], start, end, group, result, "ON_TIME", 0
-                )
+                rows.extend(data)
+        if not accumulators:
+            acc = combine.create_accumulator()
+        elif len(accumulators) == 1:
+            acc = accumulators[0]
+        else:
+            acc = combine.merge_accumulators(accumulators)
+        return combine.add_inputs(acc, rows) if rows else acc
 
 
 class BoundedAggregate(beam.PTransform):

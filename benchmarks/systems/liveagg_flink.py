@@ -289,11 +289,9 @@ def _live(dataset: Path, rate: float, seconds: float, disorder_s: float) -> Iter
     started = time.monotonic()
     for sent, line in enumerate(itertools.cycle(templates)):
         if sent % 100 == 0:
-            ahead = sent / rate - (time.monotonic() - started)
-            if ahead > 0:
-                time.sleep(ahead)
-            elif time.monotonic() - started >= seconds:
+            if time.monotonic() - started >= seconds:
                 return
+            time.sleep(max(0.0, sent / rate - (time.monotonic() - started)))
         yield line[:7] + _stamp(time.time() - random.uniform(0, disorder_s)).encode() + line[31:]
 
 
