@@ -30,3 +30,10 @@ def getter(name: str) -> Callable[[dict], Any]:
         return value
 
     return get
+
+
+def column(msgs: list[dict], name: str, get: Callable[[dict], Any]) -> list[Any]:
+    """``get`` (from :func:`getter`) over every message; a top-level name skips its calls."""
+    if "." in name:
+        return [get(m) for m in msgs]
+    return [m.get(name) for m in msgs]

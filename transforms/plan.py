@@ -23,7 +23,7 @@ from liveagg.transforms import eventtime, windows
 from liveagg.transforms.combine import ViewCombineFn
 from liveagg.transforms.deadletter import NAMESPACE, dead_letter
 from liveagg.transforms.eventtime import EventTimeError, rfc3339
-from liveagg.transforms.fields import getter
+from liveagg.transforms.fields import column, getter
 from liveagg.transforms.filters import compile_filter
 
 GroupKey = bytes  # JSON array of the grouping values kept by a variant
@@ -241,11 +241,11 @@ class ViewPlan:
                 times[self.time_key] = column
         slow = {i for i, ts in enumerate(column) if type(ts) is not int}
         columns: list[list[Any]] = []
-        for _, get, coerce, with_time in self._inputs:
+        for column_name, get, coerce, with_time in self._inputs:
             if get is None:
                 columns.append([1] * len(msgs))
                 continue
-            values = [get(m) for m in msgs]
+            values = column(msgs, column_name, get)
             plain = plain_types(coerce)
             if plain is not ALL_TYPES:
                 plain = plain or frozenset()
@@ -255,7 +255,7 @@ class ViewPlan:
             if with_time:
                 values = [v if v is None else (t, v) for t, v in zip(column, values, strict=True)]
             columns.append(values)
-        group_columns = [[get(m) for m in msgs] for _, get in self._groups]
+        group_columns = [column(msgs, col, get) for col, get in self._groups]
         for values in group_columns:
             slow.update(i for i, v in enumerate(values) if type(v) not in _PLAIN_KEY)
         rows = list(zip(*columns, strict=True)) if columns else [()] * len(msgs)
