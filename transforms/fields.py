@@ -32,7 +32,7 @@ def getter(name: str) -> Callable[[dict], Any]:
     return get
 
 
-def column(msgs: list[dict], name: str, get: Callable[[dict], Any]) -> list[Any]:
+def values_of(msgs: list[dict], name: str, get: Callable[[dict], Any]) -> list[Any]:
     """``get`` (from :func:`getter`) over every message; a top-level name skips its calls."""
     if "." in name:
         return [get(m) for m in msgs]

@@ -23,7 +23,7 @@ from liveagg.transforms import eventtime, windows
 from liveagg.transforms.combine import ViewCombineFn
 from liveagg.transforms.deadletter import NAMESPACE, dead_letter
 from liveagg.transforms.eventtime import EventTimeError, rfc3339
-from liveagg.transforms.fields import column, getter
+from liveagg.transforms.fields import getter, values_of
 from liveagg.transforms.filters import compile_filter
 
 GroupKey = bytes  # JSON array of the grouping values kept by a variant
@@ -245,7 +245,7 @@ class ViewPlan:
             if get is None:
                 columns.append([1] * len(msgs))
                 continue
-            values = column(msgs, column_name, get)
+            values = values_of(msgs, column_name, get)
             plain = plain_types(coerce)
             if plain is not ALL_TYPES:
                 plain = plain or frozenset()
@@ -255,7 +255,7 @@ class ViewPlan:
             if with_time:
                 values = [v if v is None else (t, v) for t, v in zip(column, values, strict=True)]
             columns.append(values)
-        group_columns = [column(msgs, col, get) for col, get in self._groups]
+        group_columns = [values_of(msgs, col, get) for col, get in self._groups]
         for values in group_columns:
             slow.update(i for i, v in enumerate(values) if type(v) not in _PLAIN_KEY)
         rows = list(zip(*columns, strict=True)) if columns else [()] * len(msgs)
