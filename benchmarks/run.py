@@ -93,6 +93,32 @@ def check_rows(results: list[Result]) -> None:
         raise SystemExit(f"systems disagree on rows per view: {by_system}")
 
 
+def memory_scaling(events: int, views: Path) -> list[Result]:
+    """liveagg on 1/4, 1/2 and all of the events, drawn from the same keys and time span."""
+    from benchmarks.systems import liveagg_direct
+
+    out = []
+    for n in (events // 4, events // 2, events):
+        dataset = generate.write(CACHE / f"events-{n}.jsonl", n)
+        out.append(liveagg_direct.run(Context(dataset, n, CACHE / "work", views)))
+    return out
+
+
+def scaling_table(results: list[Result]) -> str:
+    """Peak memory against events and against live (key, window) pairs (= output rows)."""
+    lines = [
+        "| events | (key, window) pairs | peak MiB | MiB per 100,000 pairs |",
+        "|---:|---:|---:|---:|",
+    ]
+    for r in results:
+        pairs = sum(r.rows.values())
+        lines.append(
+            f"| {r.events:,} | {pairs:,} | {r.peak_rss_mb:,.0f} | "
+            f"{r.peak_rss_mb / pairs * 100_000:,.0f} |"
+        )
+    return "\n".join(lines)
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--events", type=int, default=1_000_000)
@@ -100,6 +126,12 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--views", type=Path, default=VIEWS)
     parser.add_argument("--rate", type=int, default=50_000, help="paced runs on Kafka")
     parser.add_argument("--json", type=Path, default=CACHE / "results.json")
+    parser.add_argument(
+        "--scaling",
+        action="store_true",
+        help="also run liveagg on 1/4 and 1/2 of the events (same keys and time span): "
+        "peak memory against events and against (key, window) pairs",
+    )
     args = parser.parse_args(argv)
     names = [s.strip() for s in args.systems.split(",") if s.strip()]
     unknown = [n for n in names if n not in SYSTEMS]
@@ -114,16 +146,20 @@ def main(argv: list[str] | None = None) -> None:
         results.append(module.run(ctx))
     check_rows(results)
     base = next((r for r in results if r.system == "liveagg-direct"), None)
+    scaling = memory_scaling(args.events, args.views) if args.scaling else []
     report = {
         "date": datetime.now(UTC).isoformat(timespec="seconds"),
         "machine": machine(),
         "events": args.events,
         "views": sorted(p.stem for p in args.views.glob("*.json")),
         "results": [r.to_json() for r in results],
+        "memory_scaling": [r.to_json() for r in scaling],
     }
     args.json.parent.mkdir(parents=True, exist_ok=True)
     args.json.write_text(json.dumps(report, indent=2) + "\n")
     print(table(results, base))
+    if scaling:
+        print("\n" + scaling_table(scaling))
     print(f"\n{report['machine']}\nJSON: {args.json}")
 
 
