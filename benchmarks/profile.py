@@ -1,0 +1,95 @@
+"""Where liveagg's time goes on the DirectRunner: py-spy samples grouped into stages.
+
+    python -m benchmarks.profile --events 300000
+
+Runs ``liveagg run`` on the benchmark views under ``py-spy record`` (all threads) and sorts
+every sample into the first stage its stack reaches, innermost frame first, so that each
+sample counts once.
+"""
+
+from __future__ import annotations
+
+import argparse
+import subprocess
+import sys
+import tempfile
+from collections import Counter
+from pathlib import Path
+
+from benchmarks import generate
+from benchmarks.harness import PYTHON, ROOT, VIEWS
+
+#: (stage, substrings of a frame that place a sample in it), tried from the innermost frame.
+STAGES: tuple[tuple[str, tuple[str, ...]], ...] = (
+    ("read files", ("_ReadRange", "read_range", "ReadFromText", "textio.py")),
+    ("decode JSON", ("orjson.loads", "_add_batch.<locals>.<listcomp>", "decode_message")),
+    ("event time", ("event_time", "eventtime.py")),
+    ("extract columns", ("extract_batch", "extract ", "route ", "fields.py")),
+    ("encode partials", ("ViewCombineFn.encode", "_encoded (transforms", "encode_key (")),
+    ("pre-aggregate", ("_PreAggregate", "add_inputs", "add_input")),
+    ("merge partials", ("_MergeShard", "merge_accumulators", "ViewCombineFn.decode", "Merge")),
+    ("rows and files", ("ViewPlan.row", "files.py", "_Rows")),
+    ("startup: imports", ("<frozen importlib", "_find_and_load")),
+    ("startup: build pipeline", ("Pipeline.__init__", "compile.py", "to_runner_api", "loader")),
+)
+
+
+def stage_of(stack: str) -> str:
+    frames = stack.split(";")
+    for frame in reversed(frames):
+        for stage, needles in STAGES:
+            if any(n in frame for n in needles):
+                return stage
+    return "Beam runner and threads"
+
+
+def summarize(raw: Path) -> list[tuple[str, float]]:
+    """Share of samples per stage, largest first, from py-spy's ``--format raw`` output."""
+    counts: Counter[str] = Counter()
+    for line in raw.read_text().splitlines():
+        stack, _, n = line.rpartition(" ")
+        counts[stage_of(stack)] += int(n)
+    total = sum(counts.values()) or 1
+    return [(stage, 100 * n / total) for stage, n in counts.most_common()]
+
+
+def main(argv: list[str] | None = None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--events", type=int, default=300_000)
+    parser.add_argument("--raw", type=Path, help="summarize this py-spy raw file instead")
+    args = parser.parse_args(argv)
+    raw = args.raw
+    if raw is None:
+        dataset = generate.write(
+            ROOT / ".cache" / "bench" / f"events-{args.events}.jsonl", args.events
+        )
+        work = Path(tempfile.mkdtemp(prefix="liveagg-profile-"))
+        raw = work / "profile.txt"
+        cmd = [PYTHON, "-m", "liveagg.cli", "run", "--views", str(VIEWS), "--input", str(dataset)]
+        subprocess.run(
+            [
+                str(Path(PYTHON).parent / "py-spy"),
+                "record",
+                "-f",
+                "raw",
+                "-r",
+                "100",
+                "-o",
+                str(raw),
+                "--",
+                *cmd,
+                "--output",
+                str(work / "out"),
+            ],
+            check=True,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+    print("| stage | share of samples |\n|---|---:|")
+    for stage, share in summarize(raw):
+        print(f"| {stage} | {share:.1f}% |")
+    print(f"\nraw samples: {raw}", file=sys.stderr)
+
+
+if __name__ == "__main__":
+    main()
