@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import subprocess
+import sys
 import tempfile
 import time
 from collections.abc import Mapping, Sequence
@@ -17,7 +18,7 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 VIEWS = ROOT / "benchmarks" / "views"
-PYTHON = os.environ.get("LIVEAGG_BENCH_PYTHON") or str(ROOT / ".venv" / "bin" / "python")
+PYTHON = os.environ.get("LIVEAGG_BENCH_PYTHON") or sys.executable
 
 
 @dataclass

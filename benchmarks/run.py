@@ -140,10 +140,16 @@ def main(argv: list[str] | None = None) -> None:
     dataset = generate.write(CACHE / f"events-{args.events}.jsonl", args.events)
     ctx = Context(dataset, args.events, CACHE / "work", args.views, args.rate)
     results: list[Result] = []
-    for name in names:
-        print(f"running {name} on {args.events:,} events ...", file=sys.stderr, flush=True)
-        module = importlib.import_module(SYSTEMS[name])
-        results.append(module.run(ctx))
+    try:
+        for name in names:
+            print(f"running {name} on {args.events:,} events ...", file=sys.stderr, flush=True)
+            module = importlib.import_module(SYSTEMS[name])
+            results.append(module.run(ctx))
+    finally:
+        if {"flink", "quix"} & set(names):  # stop the services this run started
+            from integration import services
+
+            services.stop_started()
     check_rows(results)
     base = next((r for r in results if r.system == "liveagg-direct"), None)
     scaling = memory_scaling(args.events, args.views) if args.scaling else []
