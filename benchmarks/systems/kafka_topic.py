@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
 from confluent_kafka import Producer
@@ -39,20 +39,26 @@ def lines(dataset: Path) -> Iterator[bytes]:
 def produce(
     bootstrap: str,
     topic: str,
-    messages: Iterator[bytes],
+    messages: Iterable[bytes],
     *,
+    partitions: int,
     rate: float | None = None,
+    batch: int = 10_000,
     on_sent: Callable[[int], None] | None = None,
 ) -> int:
-    """Send ``messages`` round-robin over the topic's partitions; at most ``rate`` per second.
+    """Send ``messages`` round-robin over ``partitions``: message ``i`` to ``i mod n``.
 
-    Returns how many were sent once the broker has acknowledged all of them.
+    Round-robin, not librdkafka's sticky partitioner, which fills one partition at a time:
+    with a backlog, one partition would then run hours of event time ahead of the others,
+    and an event-time reader would see the rest as late. ``batch`` caps messages per
+    produce request (small batches interleave partitions finely); ``rate`` caps messages
+    per second. Returns how many were sent, once the broker has acknowledged all of them.
     """
     producer = Producer(
         {
             "bootstrap.servers": bootstrap,
-            "linger.ms": 20,
-            "batch.num.messages": 10_000,
+            "linger.ms": 5,
+            "batch.num.messages": batch,
             "compression.type": "lz4",
             "queue.buffering.max.messages": 1_000_000,
         }
@@ -62,7 +68,7 @@ def produce(
     for message in messages:
         while True:
             try:
-                producer.produce(topic, message)
+                producer.produce(topic, message, partition=sent % partitions)
                 break
             except BufferError:
                 producer.poll(0.05)
