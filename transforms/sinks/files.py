@@ -271,8 +271,11 @@ class _WriteWindowFiles(beam.DoFn):
     def setup(self) -> None:
         self._files.open()
 
-    def process(self, element: tuple[tuple[str, str], Iterable[dict[str, Any]]]) -> Iterator[str]:
-        (folder, stem), rows = element
+    def process(
+        self, element: tuple[tuple[str, str], Iterable[list[dict[str, Any]]]]
+    ) -> Iterator[str]:
+        (folder, stem), lists = element
+        rows = [row for part in lists for row in part]
         yield self._files.write(folder, stem, sorted(rows, key=_row_order), replace=True)
 
 
@@ -307,11 +310,34 @@ def _write(
     bounded: bool,
     key_label: str,
 ) -> beam.PCollection:
-    keyed = rows | key_label >> beam.Map(lambda r: (file_key(r), r))
     if bounded:
-        grouped = keyed | "Group" >> beam.GroupByKey()
+        grouped = (
+            rows
+            | key_label >> beam.ParDo(_GroupInBundle(file_key))
+            | "Group" >> (beam.GroupByKey())
+        )
         return grouped | "Write" >> beam.ParDo(_WriteWindowFiles(files))
+    keyed = rows | key_label >> beam.Map(lambda r: (file_key(r), r))
     return keyed | "Write" >> beam.ParDo(_WritePartFiles(files))
+
+
+class _GroupInBundle(beam.DoFn):
+    """Rows gathered per file key within a bundle, so the shuffle moves one list per file and
+    bundle instead of one element per row."""
+
+    def __init__(self, file_key: Callable[[dict[str, Any]], tuple[str, str]]) -> None:
+        self._file_key = file_key
+
+    def start_bundle(self) -> None:
+        self._rows: dict[tuple[Any, Any], list[dict[str, Any]]] = defaultdict(list)
+
+    def process(self, row: dict[str, Any], window: Any = beam.DoFn.WindowParam) -> None:
+        self._rows[(self._file_key(row), window)].append(row)
+
+    def finish_bundle(self) -> Iterator[WindowedValue]:
+        for (key, window), rows in self._rows.items():
+            yield WindowedValue((key, rows), window.max_timestamp(), [window])
+        self._rows.clear()
 
 
 def _view_file(view: str, session: bool, row: dict[str, Any]) -> tuple[str, str]:
