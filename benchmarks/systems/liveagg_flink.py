@@ -18,6 +18,12 @@ CPU and memory are those of the Flink cluster's processes (JobManager, TaskManag
 server, worker pool and its SDK workers) and of the ``liveagg run`` launcher, sampled every
 second. Kafka and Cassandra are the source and the sink, not the system: not counted.
 
+``Context.options``: ``flink_events`` (cap on the backlog), ``flink_rate`` (paced rate; default
+half the sustained throughput), ``flink_paced_s`` (180; 0 skips the paced run),
+``flink_warmup_s`` (20: windows ending earlier are not measured), ``flink_disorder_s`` (0.5),
+``flink_checkpoint_s`` (10), ``flink_timeout_s`` (3600) and ``flink_args`` (more arguments for
+``liveagg run``, e.g. Beam options).
+
     .venv/bin/python -m benchmarks.systems.liveagg_flink --events 200000
 """
 
@@ -31,13 +37,15 @@ import logging
 import os
 import random
 import re
+import shlex
 import shutil
 import signal
 import subprocess
+import sys
 import threading
 import time
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -51,13 +59,13 @@ from confluent_kafka.admin import AdminClient
 from benchmarks import generate
 from benchmarks.harness import PYTHON, ROOT, Result, process_cpu_s, process_rss_mb
 from benchmarks.systems import Context
-from benchmarks.systems.kafka_topic import create_topic, lines, produce
+from benchmarks.systems.kafka_topic import create_topic, lines
 from integration import services
 from integration.services import flink as flink_service
 from liveagg.loader import load_views
 
 SYSTEM = "liveagg-flink"
-KEYSPACE = "bench_flink"
+KEYSPACE = f"bench_flink_{os.getpid()}"  # per process: runs may overlap on shared services
 PARTITIONS = 4
 PARALLELISM = 2
 
@@ -66,7 +74,9 @@ class Sampler:
     """CPU and peak RSS of the cluster's processes and a launcher, with their descendants.
 
     Sampled every second because SDK workers come and go with jobs: a process's CPU is its
-    last sample minus its first (zero for processes born while sampling).
+    last sample minus its first (zero for processes born while sampling). The running total
+    is kept per sample, so CPU can be read up to the moment the last row was written rather
+    than up to when a poll noticed it.
     """
 
     def __init__(self, launcher: int) -> None:
@@ -75,6 +85,7 @@ class Sampler:
         self._first: dict[int, float] = {pid: process_cpu_s([pid]) for pid in self._pids()}
         self._last = dict(self._first)
         self.peak_rss_mb = 0.0
+        self._series: list[tuple[float, float]] = []
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._loop, daemon=True)
         self._thread.start()
@@ -99,17 +110,21 @@ class Sampler:
         for pid in pids:
             self._last[pid] = process_cpu_s([pid])
         self.peak_rss_mb = max(self.peak_rss_mb, process_rss_mb(pids))
+        used = sum(cpu - self._first.get(pid, 0.0) for pid, cpu in self._last.items())
+        self._series.append((time.time(), used))
 
     def _loop(self) -> None:
         while not self._stop.wait(1.0):
             self._sample()
 
-    def stop(self) -> float:
-        """Stop sampling; the CPU seconds used since the start."""
-        self._sample()
+    def stop(self) -> None:
         self._stop.set()
         self._thread.join()
-        return sum(cpu - self._first.get(pid, 0.0) for pid, cpu in self._last.items())
+        self._sample()
+
+    def cpu_s(self, until: float) -> float:
+        """CPU seconds from the start to the first sample at or after ``until`` (epoch s)."""
+        return next((used for t, used in self._series if t >= until), self._series[-1][1])
 
 
 def _rest(flink: Any, path: str) -> Any:
@@ -131,6 +146,10 @@ class Job:
             *("--parallelism", str(PARALLELISM), "--checkpoint-interval-s", checkpoint_s),
             *("--kafka-topic", topic, "--kafka-bootstrap", self.kafka.bootstrap_servers),
             *("--kafka-start", "earliest", "--unbounded", "--no-view-sinks", "--sink", sink),
+            # While a backlog is read, aligned checkpoint barriers queue behind it for minutes:
+            # Flink's default 10 min timeout failed the job (and restarted it) at 200k events.
+            "--checkpoint_timeout_millis=3600000",
+            *shlex.split(ctx.options.get("flink_args", "")),  # e.g. --sdk_worker_parallelism=2
         ]
         env = {**os.environ, **self.flink.env(), **cassandra.env()}
         self.log = log
@@ -221,37 +240,60 @@ def _drop_keyspace() -> None:
         cluster.shutdown()
 
 
-def _backlog(topic: str, dataset: Path, events: int) -> None:
-    """The first ``events`` lines of ``dataset``, then one clock message per partition."""
+def _send(topic: str, messages: Iterable[bytes]) -> int:
+    """Send ``messages`` round-robin over the partitions; returns how many were acknowledged.
+
+    Partitions are assigned here because librdkafka's default partitioner is sticky for
+    messages without a key: whole batches go to one partition, which left one partition of
+    four with two thirds of a backlog, read by a single subtask while the others idled.
+    """
     bootstrap = services.connection("kafka").bootstrap_servers
+    producer = Producer(
+        {
+            "bootstrap.servers": bootstrap,
+            "linger.ms": 20,
+            "batch.num.messages": 10_000,
+            "compression.type": "lz4",
+            "queue.buffering.max.messages": 1_000_000,
+        }
+    )
+    sent = 0
+    for sent, message in enumerate(messages, 1):
+        while True:
+            try:
+                producer.produce(topic, message, partition=sent % PARTITIONS)
+                break
+            except BufferError:
+                producer.poll(0.05)
+        if sent % 10_000 == 0:
+            producer.poll(0)
+    if producer.flush(60):
+        raise RuntimeError(f"Kafka did not acknowledge every message to {topic}")
+    return sent
+
+
+def _backlog(dataset: Path, events: int) -> Iterator[bytes]:
+    """The first ``events`` lines of ``dataset``, then one clock message per partition."""
     newest = ""
-
-    def tracked() -> Iterator[bytes]:
-        nonlocal newest
-        for line in itertools.islice(lines(dataset), events):
-            newest = max(newest, line[7:31].decode())  # '{"ts":"' then 24 fixed-width chars
-            yield line
-
-    create_topic(bootstrap, topic, PARTITIONS)
-    produce(bootstrap, topic, tracked())
+    for line in itertools.islice(lines(dataset), events):
+        newest = max(newest, line[7:31].decode())  # '{"ts":"' then 24 fixed-width chars
+        yield line
     clock = datetime.fromisoformat(newest) + timedelta(hours=2)
     message = json.dumps({"ts": _stamp(clock.timestamp()), "bytes": "clock"}).encode()
-    producer = Producer({"bootstrap.servers": bootstrap})
-    for partition in range(PARTITIONS):
-        producer.produce(topic, message, partition=partition)
-    producer.flush(30)
+    yield from [message] * PARTITIONS  # round-robin: the last message of every partition
 
 
 def sustained(ctx: Context, topic: str, events: int) -> dict[str, Any]:
     """Backlog run: throughput, CPU, memory and rows per view."""
-    _backlog(topic, ctx.dataset, events)
+    create_topic(services.connection("kafka").bootstrap_servers, topic, PARTITIONS)
+    _send(topic, _backlog(ctx.dataset, events))
     names = [v.name for v in load_views([str(ctx.views)])]
-    job = Job(ctx, topic, ctx.scratch(SYSTEM) / "sustained.log")
+    job = Job(ctx, topic, ctx.scratch(SYSTEM) / f"{topic}.log")
     sampler = Sampler(job.proc.pid)
     cluster, session = _session()
     try:
         running = job.wait_running()
-        deadline = time.monotonic() + float(ctx.options.get("flink_timeout_s", 1800))
+        deadline = time.monotonic() + float(ctx.options.get("flink_timeout_s", 3600))
         while True:
             totals = {name: _totals(session, name) for name in names}
             if all(t[0] == events for t in totals.values()):
@@ -259,18 +301,16 @@ def sustained(ctx: Context, topic: str, events: int) -> dict[str, Any]:
             if time.monotonic() > deadline or job.proc.poll() is not None:
                 done = {n: t[0] for n, t in totals.items()}
                 raise TimeoutError(f"requests per view {done}, expected {events}: {job.log}")
-            time.sleep(5.0)
-        cpu_s = sampler.stop()
-        state = job.stop()
+            time.sleep(10.0)  # a full-table aggregate per view: not too often on 2 cores
     finally:
         cluster.shutdown()
-        if job.proc.poll() is None:
-            job.stop()
+        sampler.stop()
+        state = job.stop()
     first = min(_epoch(t[2]) for t in totals.values())
     last = max(_epoch(t[3]) for t in totals.values())
     return {
         "wall_s": last - running,
-        "cpu_s": cpu_s,
+        "cpu_s": sampler.cpu_s(last),
         "peak_rss_mb": sampler.peak_rss_mb,
         "rows": {name: t[1] for name, t in totals.items()},
         "submit_s": round(running - job.started, 1),
@@ -297,24 +337,24 @@ def _live(dataset: Path, rate: float, seconds: float, disorder_s: float) -> Iter
 
 def paced(ctx: Context, topic: str, rate: float) -> dict[str, Any]:
     """Live run: latency of windows that ended while events were produced at ``rate``."""
-    seconds = float(ctx.options.get("flink_paced_s", 150))
+    seconds = float(ctx.options.get("flink_paced_s", 180))
     warmup_s = float(ctx.options.get("flink_warmup_s", 20))
     disorder_s = float(ctx.options.get("flink_disorder_s", 0.5))
-    views = {v.name: v for v in load_views([str(ctx.views)])}
+    names = [v.name for v in load_views([str(ctx.views)])]
     bootstrap = services.connection("kafka").bootstrap_servers
     create_topic(bootstrap, topic, PARTITIONS)
-    job = Job(ctx, topic, ctx.scratch(SYSTEM) / "paced.log")
+    job = Job(ctx, topic, ctx.scratch(SYSTEM) / f"{topic}.log")
     try:
         job.wait_running()
         time.sleep(5.0)  # the SDK workers connect once tasks run
         began = time.time()
-        sent = produce(bootstrap, topic, _live(ctx.dataset, rate, seconds, disorder_s))
+        sent = _send(topic, _live(ctx.dataset, rate, seconds, disorder_s))
         ended = time.time()
         time.sleep(20.0)  # the last windows' panes reach Cassandra
         cluster, session = _session()
         try:
             query = "SELECT window_end, pane_timing, WRITETIME(requests) FROM {}.{}"
-            stored = {name: list(session.execute(query.format(KEYSPACE, name))) for name in views}
+            stored = {name: list(session.execute(query.format(KEYSPACE, name))) for name in names}
         finally:
             cluster.shutdown()
     finally:
@@ -341,17 +381,17 @@ def paced(ctx: Context, topic: str, rate: float) -> dict[str, Any]:
 
 
 def run(ctx: Context) -> Result:
+    """The sustained run's figures, with the paced run's latency in ``extra``."""
     for name in ("kafka", "cassandra", "flink"):
         services.ensure(name)
     events = min(ctx.events, int(ctx.options.get("flink_events", ctx.events)))
     topics = [f"bench-flink-{os.getpid()}", f"bench-flink-paced-{os.getpid()}"]
-    _drop_keyspace()  # one left by an interrupted run would already hold rows
     try:
         first = sustained(ctx, topics[0], events)
         _drop_keyspace()
         rate = float(ctx.options.get("flink_rate") or events / first["wall_s"] / 2)
         latency = (
-            paced(ctx, topics[1], rate) if float(ctx.options.get("flink_paced_s", 150)) else {}
+            paced(ctx, topics[1], rate) if float(ctx.options.get("flink_paced_s", 180)) else {}
         )
     finally:
         _drop_topics(topics)
@@ -376,12 +416,16 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--events", type=int, default=200_000)
     parser.add_argument("--rate", type=float, help="paced rate (default: half the throughput)")
-    parser.add_argument("--paced-s", type=float, default=150.0, help="0 skips the paced run")
+    parser.add_argument("--paced-s", type=float, default=180.0, help="0 skips the paced run")
+    parser.add_argument("--flink-args", default="", help="more arguments for liveagg run")
     args = parser.parse_args(argv)
     logging.getLogger("cassandra").setLevel(logging.ERROR)  # aggregation-without-key warnings
+    # SIGTERM (timeout, kill) unwinds like Ctrl-C, so the job is cancelled and the topics and
+    # keyspace dropped instead of left running on the shared services.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     bench = ROOT / ".cache" / "bench"
     dataset = generate.write(bench / f"events-{args.events}.jsonl", args.events)
-    options = {"flink_paced_s": str(args.paced_s)}
+    options = {"flink_paced_s": str(args.paced_s), "flink_args": args.flink_args}
     if args.rate:
         options["flink_rate"] = str(args.rate)
     ctx = Context(dataset=dataset, events=args.events, work=bench / "work", options=options)
