@@ -99,7 +99,7 @@ class _PreAggregate(beam.DoFn):
                     DEAD_LETTER, dead_letter(payloads[i], plan.name, r.reason, r.detail)
                 )
             variants = plan.variants
-            if len(variants) == 1 and variants[0].fixed_us:
+            if len(variants) == 1 and variants[0].fixed_us and variants[0].grouping_set is None:
                 size = variants[0].fixed_us
                 for ts, row, group in zip(column, rows, groups, strict=True):
                     start = ts - ts % size

@@ -80,7 +80,7 @@ class Sampler:
     """
 
     def __init__(self, launcher: int) -> None:
-        self._roots = [p.live_record().pid for p in flink_service.Flink.parts() if p.live_record()]
+        self._roots = [r.pid for p in flink_service.Flink.parts() if (r := p.live_record())]
         self._roots.append(launcher)
         self._first: dict[int, float] = {pid: process_cpu_s([pid]) for pid in self._pids()}
         self._last = dict(self._first)
@@ -107,8 +107,8 @@ class Sampler:
 
     def _sample(self) -> None:
         pids = self._pids()
-        for pid in pids:
-            self._last[pid] = process_cpu_s([pid])
+        for pid in pids:  # max: a process that exits meanwhile reads as 0
+            self._last[pid] = max(self._last.get(pid, 0.0), process_cpu_s([pid]))
         self.peak_rss_mb = max(self.peak_rss_mb, process_rss_mb(pids))
         used = sum(cpu - self._first.get(pid, 0.0) for pid, cpu in self._last.items())
         self._series.append((time.time(), used))
