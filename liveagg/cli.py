@@ -59,9 +59,9 @@ def _run(args: argparse.Namespace) -> int:
     )
     config = RunConfig(
         views=args.views,
-        inputs=args.input or [],
+        inputs=getattr(args, "input", None) or [],
         kafka=KafkaInput(
-            topics=args.kafka_topic or [],
+            topics=getattr(args, "kafka_topic", None) or [],
             group_id=args.kafka_group_id,
             start=args.kafka_start,
             unbounded=args.unbounded,
@@ -79,6 +79,8 @@ def _run(args: argparse.Namespace) -> int:
         flink=flink,
         report_every_s=args.report_every_s,
         beam_args=args.beam_args,
+        intermediate_topic=args.intermediate_topic,
+        rekey=getattr(args, "rekey", False),
     )
     try:
         report = run(config)
@@ -139,90 +141,126 @@ def build_parser() -> argparse.ArgumentParser:
         "Bounded by default: up to the end offsets seen at start",
     )
     run.add_argument(
+        "--intermediate-topic",
+        metavar="TOPIC",
+        help="level 1 of a two-level run: write each view's partial aggregates to TOPIC "
+        "instead of rows to its sinks; 'liveagg rekey' merges them (docs/two-level.md)",
+    )
+    _add_run_options(run)
+    run.set_defaults(func=_run)
+
+    rekey = sub.add_parser(
+        "rekey",
+        help="level 2 of a two-level run: merge partial aggregates into rows",
+        description="Read the partial aggregates that 'liveagg run --intermediate-topic' wrote, "
+        "re-key them by each view's final grouping key and window (its roll-up, if it "
+        "declares one), merge them and write rows to the sinks exactly as a one-level run. "
+        "Partials of another definition of a view go to the dead letters, never merged. "
+        "Unknown options are passed to Beam as pipeline options.",
+    )
+    rekey.add_argument(
+        "--views",
+        nargs="+",
+        required=True,
+        metavar="PATH",
+        help="the view files or folders level 1 ran",
+    )
+    rekey.add_argument(
+        "--intermediate-topic",
+        required=True,
+        metavar="TOPIC",
+        help="the Kafka topic level 1 writes its partials to",
+    )
+    _add_run_options(rekey)
+    rekey.set_defaults(func=_run, rekey=True)
+    return parser
+
+
+def _add_run_options(p: argparse.ArgumentParser) -> None:
+    """The options ``run`` and ``rekey`` share: Kafka, sinks, connections and runners."""
+    p.add_argument(
         "--kafka-bootstrap",
         metavar="HOST:PORT[,...]",
         help="Kafka bootstrap servers (default: $LIVEAGG_KAFKA_BOOTSTRAP)",
     )
-    run.add_argument("--kafka-group-id", metavar="ID", help="consumer group (liveagg-<topic>)")
-    run.add_argument(
+    p.add_argument("--kafka-group-id", metavar="ID", help="consumer group (liveagg-<topic>)")
+    p.add_argument(
         "--kafka-start",
         choices=["committed", "earliest", "latest"],
         default="committed",
         help="where to start: the group's committed offsets (else earliest), earliest, latest",
     )
-    run.add_argument(
+    p.add_argument(
         "--unbounded",
         action="store_true",
         help="read Kafka for ever (streaming: early, on-time and late panes)",
     )
-    run.add_argument(
-        "--max-records", type=int, metavar="N", help="stop after N Kafka records in all"
-    )
-    run.add_argument(
+    p.add_argument("--max-records", type=int, metavar="N", help="stop after N Kafka records in all")
+    p.add_argument(
         "--idle-timeout-s",
         type=float,
         default=10.0,
         metavar="SECONDS",
         help="an idle Kafka partition stops holding the watermark back after this (default 10)",
     )
-    run.add_argument(
+    p.add_argument(
         "--output",
         metavar="DIR",
         help="write rows under DIR/<view>/ and dead letters under DIR/_dead_letter/ "
         "(local, s3:// or gs://)",
     )
-    run.add_argument(
+    p.add_argument(
         "--sink",
         action="append",
         metavar="JSON",
         help='add a sink to every view, e.g. \'{"type": "cassandra", "keyspace": "stats"}\' '
         "(the table defaults to the view name). Repeatable",
     )
-    run.add_argument(
+    p.add_argument(
         "--no-view-sinks", action="store_true", help="ignore the sinks written in the view files"
     )
-    run.add_argument("--dead-letter-topic", metavar="TOPIC", help="also send dead letters here")
-    run.add_argument(
+    p.add_argument("--dead-letter-topic", metavar="TOPIC", help="also send dead letters here")
+    p.add_argument(
         "--cassandra-hosts",
         metavar="HOST[,...]",
         help="Cassandra contact points (default: $LIVEAGG_CASSANDRA_HOSTS or 127.0.0.1)",
     )
-    run.add_argument(
+    p.add_argument(
         "--cassandra-port", type=int, help="CQL port (default: $LIVEAGG_CASSANDRA_PORT or 9042)"
     )
-    run.add_argument("--cassandra-local-dc", metavar="DC", help="Cassandra local datacenter")
-    run.add_argument(
+    p.add_argument("--cassandra-local-dc", metavar="DC", help="Cassandra local datacenter")
+    p.add_argument(
         "--s3-endpoint",
         metavar="URL",
         help="S3-compatible endpoint (default: $LIVEAGG_S3_ENDPOINT; credentials from "
         "AWS_ACCESS_KEY_ID / AWS_SECRET_ACCESS_KEY)",
     )
-    run.add_argument(
+    p.add_argument(
         "--gcs-endpoint",
         metavar="URL",
         help="GCS endpoint, e.g. an emulator (default: $STORAGE_EMULATOR_HOST)",
     )
-    run.add_argument(
+    p.add_argument(
         "--runner",
         choices=RUNNERS,
         default="direct",
         help="Beam runner: direct (default, Beam's local runner) or flink (Apache Flink through "
         "Beam's FlinkRunner; see the Flink options below and docs/flink.md)",
     )
-    run.add_argument(
+    p.add_argument(
         "--streaming",
         action="store_true",
         help="run bounded input through the streaming window operator (same rows; slower); "
         "by default bounded input uses the bounded path",
     )
-    run.add_argument(
+    p.add_argument(
         "--direct-num-workers",
         type=int,
         default=1,
         metavar="N",
         help="parallel workers for the direct runner (default: 1)",
     )
-    flink = run.add_argument_group("Flink (--runner flink)")
+    flink = p.add_argument_group("Flink (--runner flink)")
     flink.add_argument(
         "--flink-master",
         metavar="HOST:PORT",
@@ -290,14 +328,12 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="SECONDS",
         help="print the job's metrics this often while it runs (default 30; 0: never)",
     )
-    run.set_defaults(func=_run)
-    return parser
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args, extra = parser.parse_known_args(argv)
-    if extra and args.command != "run":
+    if extra and args.command not in ("run", "rekey"):
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
     args.beam_args = extra
     logging.basicConfig(

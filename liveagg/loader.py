@@ -46,6 +46,7 @@ from liveagg.spec import (
     EventTime,
     Filter,
     Predicate,
+    Rollup,
     Sink,
     ViewSpec,
     Window,
@@ -829,6 +830,13 @@ class _Checker:
         self.check_emit()
         self.check_aggregations()
         self.check_derived()
+        self.check_rollup()
+        if "hot_key_fanout" in self.view and self.view["window"].get("type") == "session":
+            self.add(
+                ("hot_key_fanout",),
+                "session windows cannot fan out: a sub-key's session changes shape as it "
+                "merges; remove hot_key_fanout or use a fixed or sliding window",
+            )
 
     def check_event_time(self) -> None:
         if not self.view["event_time"]["field"].strip():
@@ -895,6 +903,44 @@ class _Checker:
     def check_emit(self) -> None:
         if "emit" in self.view:
             self.positive(("emit", "early"), self.view["emit"]["early"], "an early-firing period")
+
+    def check_rollup(self) -> None:
+        rollup = self.view.get("rollup")
+        if rollup is None:
+            return
+        listed = ", ".join(self.grouping_cols) or "none"
+        for j, col in enumerate(rollup.get("grouping_cols", ())):
+            if col not in self.grouping_cols:
+                self.add(
+                    ("rollup", "grouping_cols", j),
+                    f"{col!r} is not in grouping_cols ({listed}); a roll-up keeps a subset of "
+                    f"the view's grouping columns{_suggest(col, self.grouping_cols)}",
+                )
+        if self.view.get("grouping_sets"):
+            self.add(
+                ("rollup",),
+                "a view with grouping_sets cannot also roll up; write the rolled-up "
+                "grouping as its own view",
+            )
+        window = self.view["window"]
+        size = window.get("size")
+        if window.get("type", "fixed") != "fixed" or isinstance(size, list):
+            self.add(
+                ("rollup",),
+                'a roll-up needs a fixed window of one size ("window": {"size": "1m"}); '
+                "sliding, session and multi-granularity windows do not roll up",
+            )
+            return
+        target = rollup.get("window", {}).get("size")
+        if target is None:
+            return
+        base, longer = Duration.parse(size).micros, Duration.parse(target).micros
+        if base > 0 and (longer < base or longer % base):
+            self.add(
+                ("rollup", "window", "size"),
+                f"{target!r} is not a whole multiple of the view's window size {size!r}; "
+                "each level-1 window must fall in exactly one rolled-up window",
+            )
 
     def positive(self, parts: Parts, text: str, what: str) -> int | None:
         micros = Duration.parse(text).micros
@@ -1054,7 +1100,19 @@ def _build(view: Mapping[str, Any], origin: str) -> ViewSpec:
         filter=_build_filter(view["filter"]) if "filter" in view else None,
         derived=tuple(Derived(d["name"], d["expr"]) for d in view.get("derived", ())),
         sinks=tuple(_build_sink(s) for s in view.get("sinks", ())),
+        rollup=_build_rollup(view) if "rollup" in view else None,
+        hot_key_fanout=view.get("hot_key_fanout"),
         origin=origin,
+    )
+
+
+def _build_rollup(view: Mapping[str, Any]) -> Rollup:
+    rollup = view["rollup"]
+    keep = set(rollup.get("grouping_cols", view["grouping_cols"]))
+    return Rollup(
+        # In grouping_cols order, like grouping sets: the key does not depend on spelling.
+        grouping_cols=tuple(c for c in view["grouping_cols"] if c in keep),
+        size=Duration.parse(rollup.get("window", {}).get("size", view["window"]["size"])),
     )
 
 

@@ -6,9 +6,11 @@ normalizes JSON into these objects, and everything downstream works from them.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import re
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from types import MappingProxyType
 from typing import Any, Literal
 
@@ -114,6 +116,18 @@ class Sink:
 
 
 @dataclass(frozen=True)
+class Rollup:
+    """What level 2 of a two-level run rolls a view up to: fewer columns, a longer window.
+
+    ``size`` is a whole multiple of the view's fixed window, so each level-1 window falls in
+    exactly one level-2 window.
+    """
+
+    grouping_cols: tuple[str, ...]
+    size: Duration
+
+
+@dataclass(frozen=True)
 class ViewSpec:
     """A validated, normalized view. ``origin`` is the file it came from, for messages."""
 
@@ -130,9 +144,52 @@ class ViewSpec:
     filter: Filter | None = None
     derived: tuple[Derived, ...] = ()
     sinks: tuple[Sink, ...] = ()
+    rollup: Rollup | None = None
+    hot_key_fanout: int | None = None
     origin: str = "<memory>"
 
     @property
     def output_columns(self) -> tuple[str, ...]:
         """Aggregated then derived column names, in declaration order."""
         return tuple(a.output for a in self.aggregations) + tuple(d.name for d in self.derived)
+
+    def final(self) -> ViewSpec:
+        """The view its rows are written at: the roll-up applied, if it declares one.
+
+        A one-level run aggregates this directly; a two-level run aggregates the view as
+        declared at level 1 and this at level 2, so both give the same rows.
+        """
+        if self.rollup is None:
+            return self
+        return replace(
+            self,
+            grouping_cols=self.rollup.grouping_cols,
+            window=Window("fixed", sizes=(self.rollup.size,)),
+            rollup=None,
+        )
+
+    def fingerprint(self) -> str:
+        """A hash of everything that decides what a level-1 accumulator holds.
+
+        Level 2 merges an envelope only when its fingerprint equals the view's: a changed
+        aggregation, parameter, filter, key or window would otherwise be merged silently.
+        Name, sinks, lateness and early firing are left out: they do not change accumulators.
+        """
+        parts = {
+            "event_time": [self.event_time.field, self.event_time.format],
+            "grouping_cols": self.grouping_cols,
+            "grouping_sets": self.grouping_sets,
+            "window": [
+                self.window.type,
+                [d.micros for d in self.window.sizes],
+                self.window.period and self.window.period.micros,
+                self.window.gap and self.window.gap.micros,
+            ],
+            "filter": repr(self.filter),
+            "aggregations": [
+                [a.kind, a.output, a.column, dict(a.params)] for a in self.aggregations
+            ],
+            "rollup": self.rollup and [self.rollup.grouping_cols, self.rollup.size.micros],
+        }
+        text = json.dumps(parts, sort_keys=True, separators=(",", ":"), default=str)
+        return hashlib.sha256(text.encode()).hexdigest()[:16]

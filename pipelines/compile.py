@@ -58,12 +58,15 @@ def build(
     sources: Mapping[str, Source],
     *,
     streaming: bool | None = None,
+    partials: bool = False,
 ) -> Compiled:
     """Add the views to ``pipeline``.
 
     ``streaming=None`` picks the path from the sources: bounded sources use the bounded path
     (window folded into the key, one ON_TIME pane per window); unbounded sources, or
     ``streaming=True``, use the window operator with early, on-time and late panes.
+    With ``partials`` (level 1 of a two-level run) each view gives
+    :data:`~liveagg.transforms.envelope.Partial` tuples instead of rows.
     """
     by_source: dict[str, list[ViewSpec]] = defaultdict(list)
     for view in views:
@@ -79,9 +82,9 @@ def build(
         else:
             messages = source.read(pipeline, label)
         transform = (
-            StreamingAggregate(source_views, early_panes=not source.bounded)
+            StreamingAggregate(source_views, early_panes=not source.bounded, partials=partials)
             if use_streaming
-            else BoundedAggregate(source_views)
+            else BoundedAggregate(source_views, partials=partials)
         )
         try:
             out = messages | f"Aggregate/{source_name}" >> transform
@@ -101,12 +104,22 @@ def attach_sinks(
     *,
     output: str | None = None,
     dead_letter_topic: str | None = None,
+    intermediate_topic: str | None = None,
 ) -> None:
     """Deliver each view's rows to its sinks, and the dead letters.
 
     ``output`` adds the local default: JSON Lines under ``output/<view>/`` and
     ``output/_dead_letter/``. Sink types are in :mod:`liveagg.transforms.sinks`.
+    With ``intermediate_topic`` (level 1) the views' partials go there instead.
     """
+    if intermediate_topic:
+        from liveagg.transforms.sinks.kafka import WriteEnvelopes
+
+        for view in views:
+            compiled.views[view.name] | f"{view.name}/Partials" >> WriteEnvelopes(
+                intermediate_topic, connections, view
+            )
+        views = []
     for view in views:
         bounded = sources[view.source].bounded
         rows = compiled.views[view.name]
@@ -120,7 +133,7 @@ def attach_sinks(
                 raise ViewError(view.origin, f"$.sinks[{index}]", str(e)) from e
             label = f"{view.name}/Sink/{index}-{sink.type}"
             rows | label >> _Write(writer, view, bounded)
-    all_bounded = all(sources[v.source].bounded for v in views)
+    all_bounded = all(source.bounded for source in sources.values())
     if output:
         compiled.dead_letters | "DeadLetters/WriteFiles" >> WriteDeadLetters(
             output, bounded=all_bounded, connections=connections

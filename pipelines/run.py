@@ -17,7 +17,7 @@ from apache_beam.options.pipeline_options import PipelineOptions
 
 from liveagg.errors import COMMAND_LINE, ViewError
 from liveagg.loader import load_views
-from liveagg.pipelines.compile import Source, attach_sinks, bind_sources, build
+from liveagg.pipelines.compile import Compiled, Source, attach_sinks, bind_sources, build
 from liveagg.runners import direct
 from liveagg.runners.flink import FlinkProfile, supervise
 from liveagg.spec import Sink, ViewSpec
@@ -56,6 +56,9 @@ class RunConfig:
     flink: FlinkProfile = field(default_factory=FlinkProfile)
     report_every_s: float = 30.0  # metrics printed while a Flink job runs; 0: never
     beam_args: Sequence[str] = ()
+    # Two-level runs: level 1 (``run``) writes partials here; level 2 (``rekey``) reads them.
+    intermediate_topic: str | None = None
+    rekey: bool = False
 
 
 @dataclass
@@ -65,12 +68,18 @@ class RunReport:
     output: str | None
     rows: dict[str, int] = field(default_factory=dict)
     dead_letters: dict[str, int] = field(default_factory=dict)
+    partials: dict[str, int] = field(default_factory=dict)  # level 1: to --intermediate-topic
+    intermediate_topic: str | None = None
 
     def summary(self) -> str:
         lines = []
-        for view, count in sorted(self.rows.items()):
-            where = f" -> {Path(self.output, view)}/" if self.output else ""
-            lines.append(f"view {view}: {count} rows{where}")
+        if self.intermediate_topic:
+            for view, count in sorted(self.partials.items()):
+                lines.append(f"view {view}: {count} partials -> topic {self.intermediate_topic}")
+        else:
+            for view, count in sorted(self.rows.items()):
+                where = f" -> {Path(self.output, view)}/" if self.output else ""
+                lines.append(f"view {view}: {count} rows{where}")
         total = sum(self.dead_letters.values())
         where = f" -> {Path(self.output, '_dead_letter')}/" if self.output and total else ""
         lines.append(f"dead letters: {total}{where}")
@@ -113,7 +122,9 @@ def _absolute(path: str) -> str:
     return path if "://" in path else os.path.abspath(path)
 
 
-def _kafka_source(config: RunConfig, topic: str, views: Sequence[ViewSpec]) -> Source:
+def _kafka_source(
+    config: RunConfig, topic: str, views: Sequence[ViewSpec], timestamp_fn: Any = None
+) -> Source:
     from liveagg.transforms.sources.kafka import KafkaSource, ViewEventTime
 
     if not config.connections.kafka_bootstrap:
@@ -130,7 +141,9 @@ def _kafka_source(config: RunConfig, topic: str, views: Sequence[ViewSpec]) -> S
         "max_records": config.kafka.max_records,
         "idle_timeout": config.kafka.idle_timeout,
     }
-    if views:  # the watermark follows the event time of the views on this source
+    if timestamp_fn is not None:
+        options["timestamp_fn"] = timestamp_fn
+    elif views:  # the watermark follows the event time of the views on this source
         options["timestamp_fn"] = ViewEventTime(views[0])
     return KafkaSource.from_connections(topic, config.connections, **options)
 
@@ -191,42 +204,96 @@ def _check_runner(config: RunConfig, views: Sequence[ViewSpec]) -> None:
 
 
 def run(config: RunConfig) -> RunReport:
+    """Run ``config``: one level, level 1 (``intermediate_topic``) or level 2 (``rekey``)."""
     views = load_views(config.views)
     _check_runner(config, views)
-    named, default = _sources(config, views)
-    if not named and default is None:
-        raise ViewError(
-            COMMAND_LINE, "$", "no input: give --input FILE_OR_GLOB or --kafka-topic TOPIC"
-        )
-    sources = bind_sources(views, named, default)
-    views = [replace(v, sinks=_sinks_for(config, v)) for v in views]
+    level1 = bool(config.intermediate_topic) and not config.rekey
+    if config.rekey:
+        intermediate = _intermediate(config, views)
+        sources = {v.source: intermediate for v in views}
+    else:
+        named, default = _sources(config, views)
+        if not named and default is None:
+            raise ViewError(
+                COMMAND_LINE, "$", "no input: give --input FILE_OR_GLOB or --kafka-topic TOPIC"
+            )
+        sources = bind_sources(views, named, default)
+    # Rows are written at the roll-up's grain; level 1 aggregates the views as declared.
+    written = [replace(v.final(), sinks=_sinks_for(config, v)) for v in views]
     typed_output = config.output  # reported as the user wrote it
     if config.output:
         config = replace(config, output=_absolute(config.output))
     pipeline = beam.Pipeline(options=pipeline_options(config))
-    try:  # file patterns are matched here, once the pipeline has set up the file systems
-        compiled = build(pipeline, views, sources, streaming=config.streaming or None)
-    except FileNotFoundError as e:
-        raise ViewError(
-            COMMAND_LINE,
-            "$.input",
-            f"--input: {e}; give a JSON Lines file, a glob such as 'logs/*.jsonl', or an "
-            "s3:// or gs:// path",
-        ) from None
+    if config.rekey:
+        compiled = _rekey(pipeline, config, views, sources)
+    else:
+        try:  # file patterns are matched here, once the pipeline has set up the file systems
+            compiled = build(
+                pipeline,
+                views if level1 else written,
+                sources,
+                streaming=config.streaming or None,
+                partials=level1,
+            )
+        except FileNotFoundError as e:
+            raise ViewError(
+                COMMAND_LINE,
+                "$.input",
+                f"--input: {e}; give a JSON Lines file, a glob such as 'logs/*.jsonl', or an "
+                "s3:// or gs:// path",
+            ) from None
     attach_sinks(
         compiled,
-        views,
+        views if level1 else written,
         sources,
         config.connections,
         output=config.output,
         dead_letter_topic=config.dead_letter_topic,
+        intermediate_topic=config.intermediate_topic if level1 else None,
     )
     result = pipeline.run()
     if config.runner == "flink":
         supervise(result, config.flink, config.report_every_s)
     else:
         result.wait_until_finish()
-    return _report(result, typed_output, [v.name for v in views])
+    report = _report(result, typed_output, [v.name for v in views])
+    if level1:
+        report.intermediate_topic = config.intermediate_topic
+    return report
+
+
+def _intermediate(config: RunConfig, views: Sequence[ViewSpec]) -> Source:
+    """Level 2's source: the intermediate topic, its watermark read from the envelopes."""
+    from liveagg.transforms.envelope import envelope_time
+
+    if not config.intermediate_topic:
+        raise ViewError(
+            COMMAND_LINE,
+            "$.intermediate_topic",
+            "rekey needs --intermediate-topic TOPIC: the topic level 1 "
+            "(liveagg run --intermediate-topic TOPIC) writes its partials to",
+        )
+    return _kafka_source(config, config.intermediate_topic, views, envelope_time)
+
+
+def _rekey(
+    pipeline: beam.Pipeline,
+    config: RunConfig,
+    views: Sequence[ViewSpec],
+    sources: dict[str, Source],
+) -> Compiled:
+    from liveagg.transforms.rekey import RekeyAggregate
+
+    source = next(iter(sources.values()))
+    streaming = config.streaming or not source.bounded
+    envelopes = source.read(pipeline, "Read/intermediate")
+    try:
+        out = envelopes | "Rekey" >> RekeyAggregate(
+            list(views), streaming=streaming, early_panes=not source.bounded
+        )
+    except ValueError as e:
+        raise ViewError(views[0].origin, "$", str(e)) from e
+    return Compiled(out["views"], out["dead_letters"])
 
 
 def _report(result: Any, output: str | None, names: list[str]) -> RunReport:
@@ -242,6 +309,8 @@ def _report(result: Any, output: str | None, names: list[str]) -> RunReport:
         value = counter.committed if counter.committed is not None else counter.attempted
         if name.startswith("rows/"):
             report.rows[name[5:]] = report.rows.get(name[5:], 0) + value
+        elif name.startswith("partials/"):
+            report.partials[name[9:]] = report.partials.get(name[9:], 0) + value
         elif name.startswith("dead_letter/") and name.count("/") == 1:
             reason = name.split("/", 1)[1]
             report.dead_letters[reason] = report.dead_letters.get(reason, 0) + value

@@ -42,3 +42,17 @@ def test_systems_agree_on_rows_and_totals(ctx: Context) -> None:
 def _requests(pattern: str) -> int:
     query = f"SELECT sum(requests)::BIGINT FROM read_json('{pattern}', format='newline_delimited')"
     return duckdb.connect().execute(query).fetchall()[0][0]
+
+
+def test_skew_compares_exact_columns_and_balance() -> None:
+    """benchmarks.skew fails on a differing count or key, not on a different HLL estimate."""
+    from benchmarks.skew import Row, check_same
+
+    row = {"requests": 3, "total_bytes": 10, "mean_latency_ms": 1.5, "unique_users": 3}
+    one = {("w", "org-1"): row}
+    check_same(one, {("w", "org-1"): {**row, "unique_users": 2}})
+    with pytest.raises(SystemExit):
+        check_same(one, {("w", "org-1"): {**row, "requests": 4}})
+    with pytest.raises(SystemExit):
+        check_same(one, {("w", "org-2"): row})
+    assert Row("p", "t", [30, 10, 10, 10], 1.0, 1.0, 60).max_over_mean == 2.0

@@ -305,7 +305,7 @@ def test_odd_keys_are_quoted_in_the_path() -> None:
     assert error(view(**{"group by": ["x"]})) == (
         "<memory>: $['group by']: unknown key 'group by'; allowed here: name, description, "
         "source, event_time, grouping_cols, grouping_sets, window, allowed_lateness, emit, "
-        "filter, aggregation_info, derived, sinks"
+        "filter, aggregation_info, derived, sinks, rollup, hot_key_fanout"
     )
 
 

@@ -13,6 +13,7 @@ merge like Beam's ``Sessions``.
 
 from __future__ import annotations
 
+import uuid
 import zlib
 from collections.abc import Iterable, Iterator
 from typing import Any
@@ -23,6 +24,7 @@ from apache_beam.pvalue import TaggedOutput
 from apache_beam.transforms.window import GlobalWindows
 
 from liveagg.spec import ViewSpec
+from liveagg.transforms import envelope
 from liveagg.transforms.combine import MergeSessions
 from liveagg.transforms.deadletter import TAG as DEAD_LETTER
 from liveagg.transforms.deadletter import dead_letter
@@ -36,7 +38,7 @@ SHARDS = 16
 #: Keys with at most this many rows in a flush send the rows instead of an accumulator.
 RAW_ROWS = 4
 
-Partial = tuple[Any, Any]  # (key, encoded accumulator or session list, or a list of rows)
+Piece = tuple[Any, Any]  # (key, encoded accumulator or session list, or a list of rows)
 
 
 def shard_of(key: tuple) -> int:
@@ -57,22 +59,40 @@ def _encoded(key: tuple) -> tuple:
 class _PreAggregate(beam.DoFn):
     """Decodes messages and pre-aggregates them per bundle, one tagged output per view."""
 
-    def __init__(self, specs: list[ViewSpec], max_buffered: int = MAX_BUFFERED) -> None:
+    def __init__(
+        self, specs: list[ViewSpec], max_buffered: int = MAX_BUFFERED, partials: bool = False
+    ) -> None:
         self._specs = specs
         self._max_buffered = max_buffered
+        self._partials = partials  # level 1 of a two-level run: emit each key's Partial
 
     def setup(self) -> None:
         self._plans = [ViewPlan(s) for s in self._specs]
+        self._shard = uuid.uuid4().hex[:16]  # this worker's flushes are level-1 shards
+        self._flushes = 0
 
     def start_bundle(self) -> None:
         self._buffers: list[dict[Any, list]] = [{} for _ in self._plans]
         self._buffered = 0
+        self._offsets: dict[str, list[int]] = {}
 
     def process(self, element: Any) -> Iterator[TaggedOutput]:
         if type(element) is list:  # a batch of messages (a source's ``read_batches``)
             yield from self._add_batch(element)
+            return
+        if self._partials and type(element) is tuple and element[1]:
+            self._cover(element[1])
+        yield from self._add(element)
+
+    def _cover(self, source: dict[str, Any]) -> None:
+        """Record a Kafka message's offset in the offsets this flush covers."""
+        where = f"{source['topic']}/{source['partition']}"
+        offset = source["offset"]
+        span = self._offsets.get(where)
+        if span is None:
+            self._offsets[where] = [offset, offset]
         else:
-            yield from self._add(element)
+            span[0], span[1] = min(span[0], offset), max(span[1], offset)
 
     def _add_batch(self, payloads: list[Any]) -> Iterator[TaggedOutput]:
         """Pre-aggregate a batch column by column (:meth:`ViewPlan.extract_batch`)."""
@@ -149,9 +169,12 @@ class _PreAggregate(beam.DoFn):
         for tag, kv in self._flush():
             yield TaggedOutput(tag, GlobalWindows.windowed_value(kv))
 
-    def _flush(self) -> Iterator[tuple[str, tuple[int, list[Partial]]]]:
+    def _flush(self) -> Iterator[tuple[str, Any]]:
+        if self._partials:
+            yield from self._flush_partials()
+            return
         for plan, buffer in zip(self._plans, self._buffers, strict=True):
-            shards: list[list[Partial]] = [[] for _ in range(SHARDS)]
+            shards: list[list[Piece]] = [[] for _ in range(SHARDS)]
             combine = plan.combine
             if plan.is_session:
                 merger = MergeSessions(combine)
@@ -178,6 +201,21 @@ class _PreAggregate(beam.DoFn):
                 if partials:
                     yield tag, (shard, partials)
         self._buffered = 0
+
+    def _flush_partials(self) -> Iterator[tuple[str, envelope.Partial]]:
+        """Each buffered key as a level-1 partial: this flush is its shard, pane 0."""
+        shard = f"{self._shard}-{self._flushes}"
+        self._flushes += 1
+        offsets = self._offsets
+        for plan, buffer in zip(self._plans, self._buffers, strict=True):
+            combine, tag = plan.combine, view_tag(plan.name)
+            for key, rows in buffer.items():
+                variant, start, end, group = _encoded(key)
+                acc = combine.encode(combine.add_inputs(combine.create_accumulator(), rows))
+                yield tag, (plan.name, variant, start, end, group, shard, 0, acc, offsets)
+            buffer.clear()
+        self._buffered = 0
+        self._offsets = {}
 
 
 def _sessions(combine: Any, items: list[tuple[int, tuple]], gap_us: int) -> list:
@@ -216,7 +254,7 @@ class _MergeShard(beam.DoFn):
         combine = self._plan.combine
         self._codec = MergeSessions(combine) if self._plan.is_session else combine
 
-    def process(self, element: tuple[int, Iterable[list[Partial]]]) -> Iterator[dict[str, Any]]:
+    def process(self, element: tuple[int, Iterable[list[Piece]]]) -> Iterator[dict[str, Any]]:
         parts: dict[Any, list[Any]] = {}
         for partials in element[1]:
             for key, data in partials:
@@ -267,7 +305,9 @@ class _MergeShard(beam.DoFn):
 class BoundedAggregate(beam.PTransform):
     """Aggregates a bounded PCollection of messages into every view it feeds.
 
-    Returns ``{"views": {name: PCollection[row]}, "dead_letters": PCollection[dict]}``.
+    Returns ``{"views": {name: PCollection[row]}, "dead_letters": PCollection[dict]}``;
+    with ``partials``, level 1 of a two-level run, each view's PCollection holds
+    :data:`~liveagg.transforms.envelope.Partial` tuples instead of rows.
 
     Example::
 
@@ -275,18 +315,24 @@ class BoundedAggregate(beam.PTransform):
         out["views"]["cdn"] | beam.Map(print)
     """
 
-    def __init__(self, specs: list[ViewSpec]) -> None:
+    def __init__(self, specs: list[ViewSpec], partials: bool = False) -> None:
         super().__init__()
         self._specs = specs
+        self._partials = partials
 
     def expand(self, messages: beam.PCollection) -> dict[str, Any]:
         names = [s.name for s in self._specs]
-        tagged = messages | "PreAggregate" >> beam.ParDo(_PreAggregate(self._specs)).with_outputs(
+        aggregate = _PreAggregate(self._specs, partials=self._partials)
+        tagged = messages | "PreAggregate" >> beam.ParDo(aggregate).with_outputs(
             DEAD_LETTER, *(view_tag(n) for n in names)
         )
         views = {}
         for spec in self._specs:
             ViewPlan(spec)  # built once here to fail at construction, not on workers
+            if self._partials:  # level 1: partials leave as they are, without a shuffle
+                envelope.check_sharded(spec, level1=True)
+                views[spec.name] = tagged[view_tag(spec.name)]
+                continue
             views[spec.name] = (
                 tagged[view_tag(spec.name)]
                 | f"{spec.name}/Shuffle" >> beam.GroupByKey()

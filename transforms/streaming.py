@@ -37,38 +37,58 @@ from apache_beam.transforms.userstate import (
 from apache_beam.utils.timestamp import Timestamp
 
 from liveagg.spec import ViewSpec
+from liveagg.transforms import envelope
 from liveagg.transforms.deadletter import NAMESPACE, dead_letter
 from liveagg.transforms.deadletter import TAG as DEAD_LETTER
 from liveagg.transforms.eventtime import rfc3339
 from liveagg.transforms.plan import ViewPlan, route, view_tag
 
-# Per-window state entry: [encoded accumulator, next pane index, on-time fired, dirty].
-_ACC, _PANE, _FIRED, _DIRTY = range(4)
+# Per-window state entry: [encoded accumulator, next pane index, on-time fired, dirty,
+# source offsets covered]. With partials in, the accumulator is {shard: (pane, encoded)}.
+_ACC, _PANE, _FIRED, _DIRTY, _SPAN = range(5)
 _NEVER = -(2**62)
 
 
 class _Route(beam.DoFn):
-    """Decodes messages and keys them per view by (variant, grouping key)."""
+    """Decodes messages and keys them per view by (variant, grouping key[, shard]).
 
-    def __init__(self, specs: list[ViewSpec]) -> None:
+    A view is sharded (a fourth key part) at level 1 of a two-level run, by the Kafka
+    partition it was read from, and when it declares ``hot_key_fanout``, by a round-robin
+    sub-key: its shards are aggregated apart and merged by a second operator.
+    """
+
+    def __init__(self, specs: list[ViewSpec], by_source: bool = False) -> None:
         self._specs = specs
+        self._by_source = by_source
 
     def setup(self) -> None:
         self._plans = [ViewPlan(s) for s in self._specs]
+        self._fanout = [s.hot_key_fanout or 0 for s in self._specs]
+        self._turn = 0
 
     def process(self, element: Any) -> Iterator[TaggedOutput]:
         payload, source = element if isinstance(element, tuple) else (element, None)
+        origin = None
+        if self._by_source:
+            origin = f"{source['topic']}/{source['partition']}" if source else "input"
         for item in route(self._plans, element):
             if isinstance(item, dict):
                 yield TaggedOutput(DEAD_LETTER, item)
                 continue
             index, (ts, row, group) = item
             plan = self._plans[index]
+            shard = origin
+            fanout = self._fanout[index]
+            if fanout:
+                self._turn += 1
+                shard = f"{origin or ''}#{self._turn % fanout}"
             for variant, key in plan.keys(group):
-                yield TaggedOutput(
-                    view_tag(plan.name),
-                    ((plan.name, variant.index, key), (ts, row, payload, source)),
+                routed = (
+                    (plan.name, variant.index, key)
+                    if shard is None
+                    else (plan.name, variant.index, key, shard)
                 )
+                yield TaggedOutput(view_tag(plan.name), (routed, (ts, row, payload, source)))
 
 
 class _WindowLogic(beam.DoFn):
@@ -78,9 +98,19 @@ class _WindowLogic(beam.DoFn):
     timer specs) are added by :func:`window_operator`.
     """
 
-    def __init__(self, spec: ViewSpec, clock: Callable[[], float] = time.time) -> None:
+    def __init__(
+        self,
+        spec: ViewSpec,
+        clock: Callable[[], float] = time.time,
+        partials_in: bool = False,
+        partials_out: bool = False,
+    ) -> None:
         self._spec = spec
         self._clock = clock  # processing time in seconds; tests inject the runner's test clock
+        # partials_in: elements are level-1 partials, merged per shard (level 2, fan-in);
+        # partials_out: panes are emitted as partials of the key's shard (level 1, fan-out).
+        self._partials_in = partials_in
+        self._partials_out = partials_out
 
     def setup(self) -> None:
         self._plan = ViewPlan(self._spec)
@@ -98,10 +128,10 @@ class _WindowLogic(beam.DoFn):
         early_set: Any,
         early_timer: Any,
     ) -> Iterator[Any]:
-        (_, variant_index, key), (ts, row, payload, source) = element
+        key, (ts, row, payload, source) = element
         plan = self._plan
         combine = plan.combine
-        variant = plan.variants[variant_index]
+        variant = plan.variants[key[1]]
         lateness = plan.lateness_us
         state: dict[tuple[int, int], list] = windows_state.read() or {}
         opened = not state  # the key had no open window before this message
@@ -110,18 +140,33 @@ class _WindowLogic(beam.DoFn):
 
         touched = []
         expired = []
-        for start, end in variant.assign(ts):
+        # A partial names its window: (start, end, shard, pane, encoded accumulator).
+        spans = [(row[0], row[1])] if self._partials_in else variant.assign(ts)
+        for start, end in spans:
             if (start, end) not in state and end - 1 + lateness <= closed_upto:
                 expired.append((start, end))
                 continue
             if variant.session_gap_us is not None:
                 start, end, entry = self._merge_session(state, start, end)
             else:
-                entry = state.get((start, end)) or [None, 0, False, False]
-            acc = (
-                combine.create_accumulator() if entry[_ACC] is None else combine.decode(entry[_ACC])
-            )
-            entry[_ACC] = combine.encode(combine.add_input(acc, row))
+                entry = state.get((start, end)) or [None, 0, False, False, None]
+            if self._partials_in:
+                shards = entry[_ACC] or {}
+                _, _, shard, pane, data = row
+                seen = shards.get(shard)
+                if seen is not None and seen[0] > pane:
+                    continue  # an older pane of this shard, delivered late: superseded
+                shards[shard] = (pane, data)
+                entry[_ACC] = shards
+            else:
+                acc = (
+                    combine.create_accumulator()
+                    if entry[_ACC] is None
+                    else combine.decode(entry[_ACC])
+                )
+                entry[_ACC] = combine.encode(combine.add_input(acc, row))
+                if self._partials_out and source:
+                    entry[_SPAN] = _cover(entry[_SPAN], source["offset"])
             entry[_DIRTY] = True
             state[(start, end)] = entry
             touched.append((start, end))
@@ -141,7 +186,7 @@ class _WindowLogic(beam.DoFn):
         for window in touched:
             entry = state[window]
             if entry[_FIRED]:  # late data within lateness: one LATE pane per message
-                yield self._pane(variant_index, key, window, entry, "LATE")
+                yield self._pane(key, window, entry, "LATE")
         if not touched:
             return
         if opened:
@@ -161,7 +206,7 @@ class _WindowLogic(beam.DoFn):
     ) -> tuple[int, int, list]:
         """Merge the proto-session [start, end) with the live sessions it overlaps."""
         combine = self._plan.combine
-        entry: list = [None, 0, False, False]
+        entry: list = [None, 0, False, False, None]
         accs = []
         for window in [w for w in state if w[0] < end and start < w[1]]:
             old = state.pop(window)
@@ -178,15 +223,25 @@ class _WindowLogic(beam.DoFn):
         lateness = self._plan.lateness_us
         return min(end - 1 + (lateness if e[_FIRED] else 0) for (_, end), e in state.items())
 
-    def _pane(
-        self, variant_index: int, key: tuple, window: tuple[int, int], entry: list, timing: str
-    ) -> dict[str, Any]:
+    def _pane(self, key: tuple, window: tuple[int, int], entry: list, timing: str) -> Any:
+        """The window's pane: a row, or with ``partials_out`` the shard's partial."""
         plan = self._plan
-        outputs = plan.combine.extract_output(plan.combine.decode(entry[_ACC]))
-        row = plan.row(plan.variants[variant_index], *window, key, outputs, timing, entry[_PANE])
+        combine = plan.combine
+        pane = entry[_PANE]
         entry[_PANE] += 1
         entry[_DIRTY] = False
-        return row
+        if self._partials_out:
+            where = entry[_SPAN]
+            offsets = {} if where is None or len(key) < 4 else {key[3].split("#")[0]: where}
+            shard = key[3] if len(key) > 3 else ""
+            return (plan.name, key[1], *window, key[2], shard, pane, entry[_ACC], offsets)
+        if self._partials_in:
+            accs = [combine.decode(data) for _, data in entry[_ACC].values()]
+            acc = combine.merge_accumulators(accs)
+        else:
+            acc = combine.decode(entry[_ACC])
+        outputs = combine.extract_output(acc)
+        return plan.row(plan.variants[key[1]], *window, key[2], outputs, timing, pane)
 
     def _on_watermark(
         self, key: Any, fire_ts: Any, windows_state: Any, closed_state: Any, watermark_timer: Any
@@ -195,7 +250,6 @@ class _WindowLogic(beam.DoFn):
         # end - 1us fires as end - 1ms, so anything within that millisecond is due.
         now = fire_ts.micros + 999
         self._lag.set(int(self._clock() - now / 1_000_000))
-        _, variant_index, group = key
         lateness = self._plan.lateness_us
         state = windows_state.read() or {}
         closed_upto = closed_state.read()
@@ -204,7 +258,7 @@ class _WindowLogic(beam.DoFn):
             entry = state[window]
             end_ts = window[1] - 1
             if not entry[_FIRED] and end_ts <= now:
-                yield self._pane(variant_index, group, window, entry, "ON_TIME")
+                yield self._pane(key, window, entry, "ON_TIME")
                 entry[_FIRED] = True
             if entry[_FIRED] and end_ts + lateness <= now:
                 del state[window]
@@ -218,7 +272,6 @@ class _WindowLogic(beam.DoFn):
             self._live_keys.dec()
 
     def _on_early(self, key: Any, windows_state: Any, early_set: Any) -> Iterator[dict[str, Any]]:
-        _, variant_index, group = key
         early_set.clear()
         state = windows_state.read()
         if not state:
@@ -226,14 +279,27 @@ class _WindowLogic(beam.DoFn):
         for window in sorted(state):
             entry = state[window]
             if entry[_DIRTY] and not entry[_FIRED]:
-                yield self._pane(variant_index, group, window, entry, "EARLY")
+                yield self._pane(key, window, entry, "EARLY")
         windows_state.write(state)
 
 
+def _cover(span: list[int] | None, offset: int) -> list[int]:
+    """The ``[first, last]`` source offsets of a window's messages, widened by ``offset``."""
+    return [offset, offset] if span is None else [min(span[0], offset), max(span[1], offset)]
+
+
 def window_operator(
-    spec: ViewSpec, clock: Callable[[], float] = time.time, early: bool = False
+    spec: ViewSpec,
+    clock: Callable[[], float] = time.time,
+    early: bool = False,
+    *,
+    partials_in: bool = False,
+    partials_out: bool = False,
 ) -> beam.DoFn:
     """The window operator DoFn for one view; with ``early``, processing-time EARLY panes.
+
+    ``partials_in`` and ``partials_out`` are the two halves of a sharded aggregation
+    (:class:`_WindowLogic`).
 
     Each call makes fresh state and timer specs, with timer names that carry the view name:
     Beam's Python DirectRunner mixes up the timers of stateful transforms whose timer
@@ -267,7 +333,7 @@ def window_operator(
             return self._on_watermark(key, fire_ts, windows_state, closed_state, watermark_timer)
 
     if not early:
-        return WindowOperator(spec, clock)
+        return WindowOperator(spec, clock, partials_in, partials_out)
 
     early_set_spec = ReadModifyWriteStateSpec("early_set", VarIntCoder())
     early_spec = TimerSpec(f"early_{spec.name}", TimeDomain.REAL_TIME)
@@ -295,14 +361,16 @@ def window_operator(
         ) -> Iterator[dict[str, Any]]:
             return self._on_early(key, windows_state, early_set)
 
-    return EarlyWindowOperator(spec, clock)
+    return EarlyWindowOperator(spec, clock, partials_in, partials_out)
 
 
 class StreamingAggregate(beam.PTransform):
     """Aggregates an unbounded (or bounded) PCollection of messages with live panes.
 
     Returns ``{"views": {name: PCollection[row]}, "dead_letters": PCollection[dict]}``,
-    like :class:`~liveagg.transforms.bounded.BoundedAggregate`.
+    like :class:`~liveagg.transforms.bounded.BoundedAggregate`. With ``partials`` (level 1
+    of a two-level run) each view's PCollection holds the
+    :data:`~liveagg.transforms.envelope.Partial` panes of each Kafka partition's keys.
     """
 
     def __init__(
@@ -310,27 +378,70 @@ class StreamingAggregate(beam.PTransform):
         specs: list[ViewSpec],
         clock: Callable[[], float] = time.time,
         early_panes: bool = True,
+        partials: bool = False,
     ) -> None:
         super().__init__()
         self._specs = specs
         self._clock = clock
         self._early_panes = early_panes  # False for bounded input: its watermark jumps to the end
+        self._partials = partials
 
     def expand(self, messages: beam.PCollection) -> dict[str, Any]:
         names = [view_tag(s.name) for s in self._specs]
-        routed = messages | "Route" >> beam.ParDo(_Route(self._specs)).with_outputs(
-            DEAD_LETTER, *names
-        )
+        routed = messages | "Route" >> beam.ParDo(
+            _Route(self._specs, by_source=self._partials)
+        ).with_outputs(DEAD_LETTER, *names)
         views = {}
         dead = [routed[DEAD_LETTER]]
         for spec in self._specs:
-            ViewPlan(spec)  # fail at construction time, not on a worker
+            envelope.check_sharded(spec, self._partials)
             early = self._early_panes and spec.early is not None
-            operator = window_operator(spec, self._clock, early)
+            sharded = self._partials or spec.hot_key_fanout is not None
+            operator = window_operator(spec, self._clock, early, partials_out=sharded)
             fired = routed[view_tag(spec.name)] | f"{spec.name}/Window" >> beam.ParDo(
                 operator
             ).with_outputs(DEAD_LETTER, main="rows")
-            views[spec.name] = fired.rows
             dead.append(fired[DEAD_LETTER])
+            if self._partials or not sharded:
+                views[spec.name] = fired.rows
+                continue
+            # Hot-key fan-out: the sub-keys' partial panes merge per key in a second operator.
+            merged = fired.rows | f"{spec.name}/FanIn" >> MergePartials(spec, self._clock, early)
+            views[spec.name] = merged.rows
+            dead.append(merged[DEAD_LETTER])
         dead_letters = tuple(dead) | "DeadLetters" >> beam.Flatten()
         return {"views": views, "dead_letters": dead_letters}
+
+
+class MergePartials(beam.PTransform):
+    """Merges :data:`~liveagg.transforms.envelope.Partial` panes into the view's rows.
+
+    Keyed by (view, variant, grouping key), each window keeps the latest pane of every shard
+    and fires like the one-level operator. ``spec`` is the view whose rows are written.
+    Returns ``{"rows": ..., "dead_letter": ...}``.
+    """
+
+    def __init__(
+        self,
+        spec: ViewSpec,
+        clock: Callable[[], float] = time.time,
+        early: bool = False,
+    ) -> None:
+        super().__init__()
+        self._spec = spec
+        self._clock = clock
+        self._early = early
+
+    def expand(self, partials: beam.PCollection) -> Any:
+        operator = window_operator(self._spec, self._clock, self._early, partials_in=True)
+        return (
+            partials
+            | "Key" >> beam.Map(keyed_partial)
+            | "Merge" >> beam.ParDo(operator).with_outputs(DEAD_LETTER, main="rows")
+        )
+
+
+def keyed_partial(partial: tuple, payload: Any = None, source: Any = None) -> tuple:
+    """A partial as the merge operator's ``((view, variant, key), (ts, partial, ...))``."""
+    view, variant, start, end, key, shard, pane, data, _ = partial
+    return ((view, variant, key), (start, (start, end, shard, pane, data), payload, source))

@@ -45,7 +45,7 @@ import sys
 import threading
 import time
 import urllib.request
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -53,13 +53,13 @@ from typing import Any
 import numpy as np
 from cassandra import InvalidRequest
 from cassandra.cluster import Cluster, Session
-from confluent_kafka import KafkaException, Producer
+from confluent_kafka import KafkaException
 from confluent_kafka.admin import AdminClient
 
 from benchmarks import generate
 from benchmarks.harness import PYTHON, ROOT, Result, process_cpu_s, process_rss_mb
 from benchmarks.systems import Context
-from benchmarks.systems.kafka_topic import create_topic, lines
+from benchmarks.systems.kafka_topic import create_topic, lines, produce
 from integration import services
 from integration.services import flink as flink_service
 from liveagg.loader import load_views
@@ -240,38 +240,6 @@ def _drop_keyspace() -> None:
         cluster.shutdown()
 
 
-def _send(topic: str, messages: Iterable[bytes]) -> int:
-    """Send ``messages`` round-robin over the partitions; returns how many were acknowledged.
-
-    Partitions are assigned here because librdkafka's default partitioner is sticky for
-    messages without a key: whole batches go to one partition, which left one partition of
-    four with two thirds of a backlog, read by a single subtask while the others idled.
-    """
-    bootstrap = services.connection("kafka").bootstrap_servers
-    producer = Producer(
-        {
-            "bootstrap.servers": bootstrap,
-            "linger.ms": 20,
-            "batch.num.messages": 10_000,
-            "compression.type": "lz4",
-            "queue.buffering.max.messages": 1_000_000,
-        }
-    )
-    sent = 0
-    for sent, message in enumerate(messages, 1):
-        while True:
-            try:
-                producer.produce(topic, message, partition=sent % PARTITIONS)
-                break
-            except BufferError:
-                producer.poll(0.05)
-        if sent % 10_000 == 0:
-            producer.poll(0)
-    if producer.flush(60):
-        raise RuntimeError(f"Kafka did not acknowledge every message to {topic}")
-    return sent
-
-
 def _backlog(dataset: Path, events: int) -> Iterator[bytes]:
     """The first ``events`` lines of ``dataset``, then one clock message per partition."""
     newest = ""
@@ -285,8 +253,9 @@ def _backlog(dataset: Path, events: int) -> Iterator[bytes]:
 
 def sustained(ctx: Context, topic: str, events: int) -> dict[str, Any]:
     """Backlog run: throughput, CPU, memory and rows per view."""
-    create_topic(services.connection("kafka").bootstrap_servers, topic, PARTITIONS)
-    _send(topic, _backlog(ctx.dataset, events))
+    bootstrap = services.connection("kafka").bootstrap_servers
+    create_topic(bootstrap, topic, PARTITIONS)
+    produce(bootstrap, topic, _backlog(ctx.dataset, events), partitions=PARTITIONS)
     names = [v.name for v in load_views([str(ctx.views)])]
     job = Job(ctx, topic, ctx.scratch(SYSTEM) / f"{topic}.log")
     sampler = Sampler(job.proc.pid)
@@ -348,7 +317,8 @@ def paced(ctx: Context, topic: str, rate: float) -> dict[str, Any]:
         job.wait_running()
         time.sleep(5.0)  # the SDK workers connect once tasks run
         began = time.time()
-        sent = _send(topic, _live(ctx.dataset, rate, seconds, disorder_s))
+        live = _live(ctx.dataset, rate, seconds, disorder_s)
+        sent = produce(bootstrap, topic, live, partitions=PARTITIONS)
         ended = time.time()
         time.sleep(20.0)  # the last windows' panes reach Cassandra
         cluster, session = _session()

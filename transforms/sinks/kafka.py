@@ -21,15 +21,19 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
 
 import apache_beam as beam
 import orjson
+from apache_beam.metrics import Metrics
 
 from liveagg.spec import Sink, ViewSpec
+from liveagg.transforms.deadletter import NAMESPACE
+from liveagg.transforms.envelope import EnvelopeKey, envelope
+from liveagg.transforms.plan import ViewPlan
 from liveagg.transforms.sinks import Connections, register_sink
 from liveagg.transforms.sources.kafka import confluent_kafka
 
@@ -202,4 +206,43 @@ class WriteDeadLettersToKafka(beam.PTransform):
     def expand(self, dead: beam.PCollection) -> beam.PCollection:
         return dead | "Produce" >> beam.ParDo(
             ProduceToKafka(self._topic, self._config, DeadLetterKey())
+        )
+
+
+class _Envelope(beam.DoFn):
+    """A level-1 partial as its JSON envelope, counted as ``liveagg/partials/<view>``."""
+
+    def __init__(self, spec: ViewSpec) -> None:
+        self._spec = spec
+
+    def setup(self) -> None:
+        self._plan = ViewPlan(self._spec)
+        self._counter = Metrics.counter(NAMESPACE, f"partials/{self._spec.name}")
+
+    def process(self, partial: tuple) -> Iterator[dict[str, Any]]:
+        self._counter.inc()
+        yield envelope(self._spec, self._plan, partial)
+
+
+class WriteEnvelopes(beam.PTransform):
+    """Level 1 of a two-level run: sends one view's partials to the intermediate topic.
+
+    Keyed by the view, final window and final grouping key
+    (:class:`~liveagg.transforms.envelope.EnvelopeKey`), at least once, like every Kafka sink
+    here: level 2 merges a shard's pane once however often it arrives.
+    """
+
+    def __init__(self, topic: str, connections: Connections, spec: ViewSpec) -> None:
+        super().__init__()
+        self._topic = topic
+        self._spec = spec
+        bootstrap = _bootstrap(connections, f"partials to --intermediate-topic {topic!r}")
+        self._config = {"bootstrap.servers": bootstrap, **connections.kafka_config}
+
+    def expand(self, partials: beam.PCollection) -> beam.PCollection:
+        return (
+            partials
+            | "Envelope" >> beam.ParDo(_Envelope(self._spec))
+            | "Produce"
+            >> beam.ParDo(ProduceToKafka(self._topic, self._config, EnvelopeKey([self._spec])))
         )

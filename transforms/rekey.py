@@ -1,0 +1,121 @@
+"""Level 2 of a two-level run: envelopes from the intermediate topic merged into rows.
+
+Envelopes are decoded and checked against the views (:mod:`liveagg.transforms.envelope`);
+an envelope that does not fit a view (another definition, an unknown view, a damaged
+accumulator) becomes a dead letter and is never merged. The rest are re-keyed by the final
+(rolled-up) window and grouping key and merged: on a bounded read by one shuffle per view,
+on an unbounded read by the window operator, with the same panes as a one-level run.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Iterable, Iterator
+from typing import Any
+
+import apache_beam as beam
+from apache_beam.pvalue import TaggedOutput
+
+from liveagg.spec import ViewSpec
+from liveagg.transforms import envelope
+from liveagg.transforms.deadletter import TAG as DEAD_LETTER
+from liveagg.transforms.deadletter import dead_letter
+from liveagg.transforms.plan import Reject, ViewPlan, view_tag
+from liveagg.transforms.streaming import keyed_partial, window_operator
+
+
+class _Decode(beam.DoFn):
+    """Envelope -> ``((view, variant, key), (window start, partial, payload, source))``."""
+
+    def __init__(self, specs: list[ViewSpec]) -> None:
+        self._specs = specs
+
+    def setup(self) -> None:
+        self._views = {s.name: envelope.Level2(s) for s in self._specs}
+
+    def process(self, element: Any) -> Iterator[Any]:
+        payload, source = element if isinstance(element, tuple) else (element, None)
+        try:
+            name, partial = envelope.decode(payload, self._views)
+        except Reject as r:
+            view = getattr(r, "view", None)
+            yield TaggedOutput(DEAD_LETTER, dead_letter(payload, view, r.reason, r.detail, source))
+            return
+        yield TaggedOutput(view_tag(name), keyed_partial(partial, payload, source))
+
+
+class _MergeWindow(beam.DoFn):
+    """Bounded: all partials of one (variant, window, key), latest pane per shard, as a row."""
+
+    def __init__(self, spec: ViewSpec) -> None:
+        self._spec = spec
+
+    def setup(self) -> None:
+        self._plan = ViewPlan(self._spec)
+
+    def process(self, element: tuple[tuple, Iterable[tuple]]) -> Iterator[dict[str, Any]]:
+        (variant, start, end, key), partials = element
+        latest: dict[str, tuple[int, bytes]] = {}
+        for shard, pane, data in partials:
+            seen = latest.get(shard)
+            if seen is None or seen[0] <= pane:
+                latest[shard] = (pane, data)
+        combine = self._plan.combine
+        acc = combine.merge_accumulators([combine.decode(d) for _, d in latest.values()])
+        outputs = combine.extract_output(acc)
+        yield self._plan.row(self._plan.variants[variant], start, end, key, outputs, "ON_TIME", 0)
+
+
+def _by_window(element: tuple) -> tuple:
+    (_, variant, key), (_, (start, end, shard, pane, data), _, _) = element
+    return (variant, start, end, key), (shard, pane, data)
+
+
+class RekeyAggregate(beam.PTransform):
+    """Merges a PCollection of envelopes into each view's final rows.
+
+    ``specs`` are the views as declared (their roll-up applied here). Returns
+    ``{"views": {name: PCollection[row]}, "dead_letters": PCollection[dict]}``, like the
+    one-level transforms.
+    """
+
+    def __init__(
+        self,
+        specs: list[ViewSpec],
+        streaming: bool,
+        clock: Callable[[], float] = time.time,
+        early_panes: bool = True,
+    ) -> None:
+        super().__init__()
+        self._specs = specs
+        self._streaming = streaming
+        self._clock = clock
+        self._early_panes = early_panes
+
+    def expand(self, envelopes: beam.PCollection) -> dict[str, Any]:
+        tags = [view_tag(s.name) for s in self._specs]
+        decoded = envelopes | "Decode" >> beam.ParDo(_Decode(self._specs)).with_outputs(
+            DEAD_LETTER, *tags
+        )
+        views = {}
+        dead = [decoded[DEAD_LETTER]]
+        for spec, tag in zip(self._specs, tags, strict=True):
+            final = spec.final()
+            envelope.Level2(spec)  # fail at construction time, not on a worker
+            if not self._streaming:
+                views[spec.name] = (
+                    decoded[tag]
+                    | f"{spec.name}/ByWindow" >> beam.Map(_by_window)
+                    | f"{spec.name}/Shuffle" >> beam.GroupByKey()
+                    | f"{spec.name}/Merge" >> beam.ParDo(_MergeWindow(final))
+                )
+                continue
+            early = self._early_panes and final.early is not None
+            operator = window_operator(final, self._clock, early, partials_in=True)
+            merged = decoded[tag] | f"{spec.name}/Merge" >> beam.ParDo(operator).with_outputs(
+                DEAD_LETTER, main="rows"
+            )
+            views[spec.name] = merged.rows
+            dead.append(merged[DEAD_LETTER])
+        dead_letters = tuple(dead) | "DeadLetters" >> beam.Flatten()
+        return {"views": views, "dead_letters": dead_letters}
