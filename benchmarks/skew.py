@@ -18,13 +18,12 @@ import math
 import shutil
 import sys
 import uuid
-from collections.abc import Iterable
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from confluent_kafka import Consumer, Producer, TopicPartition
+from confluent_kafka import Consumer, TopicPartition
 from confluent_kafka.admin import AdminClient
 
 from benchmarks import generate
@@ -57,36 +56,9 @@ class Row:
         return {**asdict(self), "max_over_mean": round(self.max_over_mean, 3)}
 
 
-def produce_keyed(bootstrap: str, topic: str, messages: Iterable[bytes]) -> int:
-    """Send each event keyed by its org, with the Java client's murmur2 partitioner.
-
-    murmur2, not librdkafka's default CRC32, so that events land where a Java producer or
-    Kafka Streams would put them.
-    """
-    producer = Producer(
-        {
-            "bootstrap.servers": bootstrap,
-            "linger.ms": 5,
-            "compression.type": "lz4",
-            "partitioner": "murmur2_random",
-            "queue.buffering.max.messages": 1_000_000,
-        }
-    )
-    sent = 0
-    for message in messages:
-        key = json.loads(message)[GROUP].encode()
-        while True:
-            try:
-                producer.produce(topic, message, key=key)
-                break
-            except BufferError:
-                producer.poll(0.05)
-        sent += 1
-        if sent % 10_000 == 0:
-            producer.poll(0)
-    if producer.flush(60):
-        raise RuntimeError(f"{topic}: messages still unacknowledged after 60 s")
-    return sent
+def org_key(message: bytes) -> bytes:
+    """The key a keyed pipeline partitions an event by: its org."""
+    return json.loads(message)[GROUP].encode()
 
 
 def partition_counts(bootstrap: str, topic: str) -> list[int]:
@@ -179,7 +151,9 @@ def main(argv: list[str] | None = None) -> None:
     try:
         print(f"one level: {n:,} events keyed by {GROUP} ...", file=sys.stderr, flush=True)
         kafka_topic.create_topic(bootstrap, keyed, p)
-        produce_keyed(bootstrap, keyed, kafka_topic.lines(dataset))
+        kafka_topic.produce(
+            bootstrap, keyed, kafka_topic.lines(dataset), partitions=args.partitions, key=org_key
+        )
         m1 = liveagg(["run", "--kafka-topic", keyed], work / "one", bootstrap)
         one = Row("one level (keyed)", "input, keyed by org", [], m1.wall_s, m1.cpu_s, n)
         one.counts = partition_counts(bootstrap, keyed)

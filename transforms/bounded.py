@@ -203,10 +203,18 @@ class _PreAggregate(beam.DoFn):
         self._buffered = 0
 
     def _flush_partials(self) -> Iterator[tuple[str, envelope.Partial]]:
-        """Each buffered key as a level-1 partial: this flush is its shard, pane 0."""
-        shard = f"{self._shard}-{self._flushes}"
-        self._flushes += 1
+        """Each buffered key as a level-1 partial: this flush is its shard, pane 0.
+
+        A flush of Kafka messages is named by the offsets it covers, so a bundle that is
+        retried after a failure sends its partials under the same shard again: level 2
+        replaces them instead of counting them twice. Files have no offsets to name them by.
+        """
         offsets = self._offsets
+        if offsets:
+            shard = ",".join(f"{k}:{lo}-{hi}" for k, (lo, hi) in sorted(offsets.items()))
+        else:
+            shard = f"{self._shard}-{self._flushes}"
+            self._flushes += 1
         for plan, buffer in zip(self._plans, self._buffers, strict=True):
             combine, tag = plan.combine, view_tag(plan.name)
             for key, rows in buffer.items():

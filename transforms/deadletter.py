@@ -30,6 +30,9 @@ REASONS = {
     "not_numeric": "a numeric aggregation got a value that is not a number",
     "not_finite": "a numeric aggregation got NaN or an infinity",
     "too_late": "the message arrived after its window's allowed lateness had passed",
+    "not_envelope": "rekey: the intermediate-topic message is not a level-1 envelope",
+    "incompatible_envelope": "rekey: the envelope comes from another definition of the view",
+    "bad_envelope": "rekey: the envelope's window, key or accumulator does not fit the view",
 }
 
 

@@ -307,9 +307,11 @@ def window_operator(
     separate class because a processing-time timer makes that runner leave its fast batch
     engine, so views without early panes, and bounded runs, do without it.
     """
+    # Both halves of a fan-out run in one pipeline: their timer families need their own names.
+    family = spec.name + ("_merge" if partials_in else "_shard" if partials_out else "")
     windows = ReadModifyWriteStateSpec("windows", FastPrimitivesCoder())
     closed = ReadModifyWriteStateSpec("closed_upto_us", VarIntCoder())
-    watermark = TimerSpec(f"watermark_{spec.name}", TimeDomain.WATERMARK)
+    watermark = TimerSpec(f"watermark_{family}", TimeDomain.WATERMARK)
 
     class WindowOperator(_WindowLogic):
         def process(
@@ -336,7 +338,7 @@ def window_operator(
         return WindowOperator(spec, clock, partials_in, partials_out)
 
     early_set_spec = ReadModifyWriteStateSpec("early_set", VarIntCoder())
-    early_spec = TimerSpec(f"early_{spec.name}", TimeDomain.REAL_TIME)
+    early_spec = TimerSpec(f"early_{family}", TimeDomain.REAL_TIME)
 
     class EarlyWindowOperator(WindowOperator):
         def process(

@@ -45,6 +45,7 @@ def produce(
     rate: float | None = None,
     batch: int = 10_000,
     on_sent: Callable[[int], None] | None = None,
+    key: Callable[[bytes], bytes] | None = None,
 ) -> int:
     """Send ``messages`` round-robin over ``partitions``: message ``i`` to ``i mod n``.
 
@@ -52,7 +53,9 @@ def produce(
     with a backlog, one partition would then run hours of event time ahead of the others,
     and an event-time reader would see the rest as late. ``batch`` caps messages per
     produce request (small batches interleave partitions finely); ``rate`` caps messages
-    per second. Returns how many were sent, once the broker has acknowledged all of them.
+    per second. With ``key``, messages are keyed instead and placed by the Java client's
+    murmur2 partitioner, where a Java producer or Kafka Streams would put them. Returns how
+    many were sent, once the broker has acknowledged all of them.
     """
     producer = Producer(
         {
@@ -61,14 +64,16 @@ def produce(
             "batch.num.messages": batch,
             "compression.type": "lz4",
             "queue.buffering.max.messages": 1_000_000,
+            "partitioner": "murmur2_random",
         }
     )
     started = time.monotonic()
     sent = 0
     for message in messages:
+        where = {"partition": sent % partitions} if key is None else {"key": key(message)}
         while True:
             try:
-                producer.produce(topic, message, partition=sent % partitions)
+                producer.produce(topic, message, **where)
                 break
             except BufferError:
                 producer.poll(0.05)

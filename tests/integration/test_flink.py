@@ -36,6 +36,7 @@ from liveagg.loader import load_views
 from liveagg.runners.flink_rest import FlinkRest
 from liveagg.spec import ViewSpec
 from tests.support.cassandra_rows import view_rows
+from tests.support.cli import liveagg, rows_in
 from tests.support.compare import assert_rows_match, row_key
 from tests.support.datagen import generate
 from tests.support.oracle import expected_rows
@@ -604,3 +605,55 @@ def test_a_run_resumed_after_the_cluster_stops_ends_at_the_oracle(
 def _assert_restored(rest: FlinkRest, job_id: str) -> None:
     latest = _checkpoints(rest, job_id)["latest"]
     assert latest.get("restored"), latest
+
+
+def test_level1_on_flink_then_rekey_equals_the_oracle(
+    tmp_path: Path, flink: FlinkConnection, kafka: KafkaConnection
+) -> None:
+    """Two levels, level 1 streaming on the cluster: partials per Kafka partition and key,
+    as EARLY, ON_TIME and LATE panes; ``liveagg rekey`` merges the latest of each."""
+    from tests.integration.test_two_level import ROLLUP
+
+    rollup = dict(
+        ROLLUP,
+        aggregation_info=[a for a in ROLLUP["aggregation_info"] if a["aggregation"] != "custom"],
+    )
+    rollup_file = tmp_path / "org_rollup.json"
+    rollup_file.write_text(orjson.dumps(rollup).decode())
+    view_files = [EXAMPLES / "network_telemetry.json", rollup_file]
+    stream = _stream(kafka, tmp_path, 5_000, seed=33)
+    _produce(kafka, stream.topic, stream.lines)
+    partials = _name("liveagg-flink-partials-")
+    _create_topics(kafka, PARTITIONS, partials)
+    run = Run(
+        [
+            *("run", "--views", *map(str, view_files), "--kafka-topic", stream.topic),
+            *("--kafka-bootstrap", kafka.bootstrap_servers, "--kafka-start", "earliest"),
+            *("--unbounded", "--runner", "flink", "--flink-master", flink.master),
+            *("--flink-job-endpoint", flink.job_endpoint),
+            *("--flink-worker-pool", flink.worker_pool, "--parallelism", "2"),
+            *("--checkpoint-interval-s", "2", "--intermediate-topic", partials),
+        ],
+        tmp_path / "level1.log",
+    )
+    views = _views(view_files)
+
+    def merged() -> None:
+        assert run.proc.poll() is None, f"liveagg exited:\n{run.text()[-4000:]}"
+        out = tmp_path / _name("level2-")
+        liveagg(
+            *("rekey", "--views", *map(str, view_files)),
+            *("--intermediate-topic", partials, "--kafka-bootstrap", kafka.bootstrap_servers),
+            *("--kafka-start", "earliest", "--kafka-group-id", _name("level2-")),
+            *("--output", str(out)),
+        )
+        for view in (v.final() for v in views):
+            rows = rows_in(out / view.name)
+            assert_rows_match(rows, expected_rows(view, stream.events), view)
+
+    try:
+        run.flink_job_id()
+        _eventually(merged, CONVERGE_TIMEOUT_S, every_s=10.0)
+        assert run.interrupt() == 0, run.text()[-4000:]
+    finally:
+        run.close()

@@ -12,8 +12,6 @@ from __future__ import annotations
 
 import json
 import math
-import subprocess
-import sys
 import uuid
 from collections.abc import Iterator, Sequence
 from dataclasses import replace
@@ -27,6 +25,7 @@ from integration.services import KafkaConnection
 from liveagg.loader import load_views
 from liveagg.spec import ViewSpec
 from tests.pipelines.test_e2e import EXTRA_VIEWS
+from tests.support.cli import liveagg, rows_in
 from tests.support.compare import assert_rows_match, row_key
 from tests.support.datagen import generate
 from tests.support.oracle import expected_rows
@@ -83,15 +82,7 @@ def _name(prefix: str) -> str:
 
 
 def _cli(*args: str) -> str:
-    result = subprocess.run(
-        [sys.executable, "-m", "liveagg.cli", *args],
-        capture_output=True,
-        text=True,
-        check=False,
-        cwd=ROOT,
-    )
-    assert result.returncode == 0, result.stderr[-4000:]
-    return result.stdout
+    return liveagg(*args).stdout
 
 
 def _create(kafka: KafkaConnection, *topics: str) -> None:
@@ -127,14 +118,6 @@ def _consume(kafka: KafkaConnection, topic: str) -> list[bytes]:
     return values
 
 
-def _rows(folder: Path) -> list[dict[str, Any]]:
-    return [
-        orjson.loads(line)
-        for path in sorted(folder.glob("*.jsonl"))
-        for line in path.read_bytes().splitlines()
-    ]
-
-
 def _without_custom(view: ViewSpec, rows: list[dict[str, Any]]) -> tuple[ViewSpec, list[dict]]:
     """The view and rows without custom columns, which the oracle does not compute."""
     custom = {a.output for a in view.aggregations if a.kind == "custom"}
@@ -153,9 +136,9 @@ def _assert_same_rows(two: list[dict], one: list[dict], view: ViewSpec) -> None:
         for agg in view.aggregations:
             a, b = row[agg.output], other[agg.output]
             if agg.kind in _ORDER_FREE or agg.kind == "custom":
-                assert a == b or (
-                    isinstance(a, float) and math.isclose(a, b, rel_tol=1e-9)
-                ), f"{view.name}.{agg.output}: two levels {a!r}, one level {b!r}"
+                assert a == b or (isinstance(a, float) and math.isclose(a, b, rel_tol=1e-9)), (
+                    f"{view.name}.{agg.output}: two levels {a!r}, one level {b!r}"
+                )
             elif agg.kind in ("mean", "variance", "stddev"):
                 assert a == b or math.isclose(a, b, rel_tol=1e-9, abs_tol=1e-9)
 
@@ -228,9 +211,9 @@ def _level2(data: dict, inter: str, out: Path, *extra: str, paths: Sequence[str]
 def _check(data: dict, out: Path, views: Sequence[ViewSpec]) -> None:
     for declared in views:
         view = declared.final()
-        two = _rows(out / view.name)
+        two = rows_in(out / view.name)
         assert two, f"{view.name}: no rows"
-        _assert_same_rows(two, _rows(data["one"] / view.name), view)
+        _assert_same_rows(two, rows_in(data["one"] / view.name), view)
         plain, rows = _without_custom(view, two)
         assert_rows_match(rows, expected_rows(plain, data["events"]), plain)
         for agg in view.aggregations:
@@ -246,13 +229,13 @@ def test_two_levels_equal_one_level_and_the_oracle(data: dict, kafka: KafkaConne
     summary = _level1(data, inter, "--output", str(level1))
     assert "partials -> topic" in summary
     # Level 1's bad lines are dead letters there, as in a one-level run.
-    assert len(_rows(level1 / "_dead_letter")) == len(_rows(data["one"] / "_dead_letter"))
+    assert len(rows_in(level1 / "_dead_letter")) == len(rows_in(data["one"] / "_dead_letter"))
     envelopes = [orjson.loads(v) for v in _consume(kafka, inter)]
     assert {e["view"] for e in envelopes} == {v.name for v in data["views"]}
     assert all(e["offsets"] for e in envelopes)  # which source offsets each partial covers
     out = data["folder"] / "level2"
     _level2(data, inter, out)
-    assert not _rows(out / "_dead_letter")
+    assert not rows_in(out / "_dead_letter")
     _check(data, out, data["views"])
 
 
@@ -292,7 +275,7 @@ def test_incompatible_envelopes_are_dead_letters_and_duplicates_merge_once(
     assert incompatible > 0
     out = folder / "mixed_level2"
     summary = _level2(data, inter, out, paths=paths)
-    dead = _rows(out / "_dead_letter")
+    dead = rows_in(out / "_dead_letter")
     reasons = [d["reason"] for d in dead]
     assert reasons.count("incompatible_envelope") == incompatible
     assert reasons.count("not_envelope") == 1
