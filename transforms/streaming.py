@@ -231,9 +231,9 @@ class _WindowLogic(beam.DoFn):
         entry[_PANE] += 1
         entry[_DIRTY] = False
         if self._partials_out:
-            where = entry[_SPAN]
-            offsets = {} if where is None or len(key) < 4 else {key[3].split("#")[0]: where}
             shard = key[3] if len(key) > 3 else ""
+            origin, where = shard.split("#")[0], entry[_SPAN]  # "topic/partition[#sub-key]"
+            offsets = {origin: where} if origin and where is not None else {}
             return (plan.name, key[1], *window, key[2], shard, pane, entry[_ACC], offsets)
         if self._partials_in:
             accs = [combine.decode(data) for _, data in entry[_ACC].values()]
