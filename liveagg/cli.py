@@ -1,4 +1,5 @@
-"""The ``liveagg`` command: ``validate`` view files and ``run`` them as one Beam pipeline."""
+"""The ``liveagg`` command: ``validate`` view files, ``run`` them as one Beam pipeline, and
+``rekey`` (level 2 of a two-level run)."""
 
 from __future__ import annotations
 
@@ -98,8 +99,8 @@ def _run(args: argparse.Namespace) -> int:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="liveagg",
-        description="Real-time aggregation views on Apache Beam: validate JSON views and run "
-        "them as one pipeline.",
+        description="Real-time aggregation views on Apache Beam: validate JSON views, run "
+        "them as one pipeline, and merge a two-level run's partial aggregates (rekey).",
     )
     parser.add_argument("--version", action="version", version=f"liveagg {__version__}")
     parser.add_argument("-v", "--verbose", action="store_true", help="log Beam's progress")

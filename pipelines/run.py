@@ -123,7 +123,11 @@ def _absolute(path: str) -> str:
 
 
 def _kafka_source(
-    config: RunConfig, topic: str, views: Sequence[ViewSpec], timestamp_fn: Any = None
+    config: RunConfig,
+    topic: str,
+    views: Sequence[ViewSpec],
+    timestamp_fn: Any = None,
+    option: str = "--kafka-topic",
 ) -> Source:
     from liveagg.transforms.sources.kafka import KafkaSource, ViewEventTime
 
@@ -131,7 +135,7 @@ def _kafka_source(
         raise ViewError(
             COMMAND_LINE,
             "$",
-            f"--kafka-topic {topic}: no Kafka bootstrap servers; give --kafka-bootstrap "
+            f"{option} {topic}: no Kafka bootstrap servers; give --kafka-bootstrap "
             "HOST:PORT or set LIVEAGG_KAFKA_BOOTSTRAP",
         )
     options: dict[str, Any] = {
@@ -273,7 +277,9 @@ def _intermediate(config: RunConfig, views: Sequence[ViewSpec]) -> Source:
             "rekey needs --intermediate-topic TOPIC: the topic level 1 "
             "(liveagg run --intermediate-topic TOPIC) writes its partials to",
         )
-    return _kafka_source(config, config.intermediate_topic, views, envelope_time)
+    return _kafka_source(
+        config, config.intermediate_topic, views, envelope_time, "--intermediate-topic"
+    )
 
 
 def _rekey(

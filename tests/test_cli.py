@@ -112,3 +112,21 @@ def test_unbounded_kafka_with_early_panes_on_direct_names_the_field(
     args = ["run", "--views", str(view), "--kafka-topic", "t", "--kafka-bootstrap", "127.0.0.1:1"]
     assert main([*args, "--unbounded"]) == 1
     assert f"{view}: $.emit.early: " in capsys.readouterr().err
+
+
+def test_rekey_without_kafka_names_the_option(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    monkeypatch.delenv("LIVEAGG_KAFKA_BOOTSTRAP", raising=False)
+    view = tmp_path / "v.json"
+    view.write_text(
+        '{"name": "v", "event_time": {"field": "ts"}, "grouping_cols": [], '
+        '"window": {"size": "1m"}, "aggregation_info": '
+        '[{"aggregation": "count", "aggregated_col_name": "n"}]}'
+    )
+    code = main(["rekey", "--views", str(view), "--intermediate-topic", "partials"])
+    assert code == 1
+    assert capsys.readouterr().err.strip() == (
+        "<command line>: $: --intermediate-topic partials: no Kafka bootstrap servers; give "
+        "--kafka-bootstrap HOST:PORT or set LIVEAGG_KAFKA_BOOTSTRAP"
+    )
