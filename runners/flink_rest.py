@@ -90,22 +90,33 @@ class FlinkRest:
     ) -> str:
         """Stop the job after a savepoint (Flink's stop-with-savepoint); returns its location.
 
-        Without ``target`` the cluster's ``state.savepoints.dir`` is used.
+        Without ``target`` the cluster's ``state.savepoints.dir`` is used. A job whose
+        JobManager is still initializing (restoring, say) cannot take one yet: the request
+        is repeated until it can, within ``timeout_s``.
         """
         body: dict[str, Any] = {"drain": False}
         if target:
             body["targetDirectory"] = target
-        trigger = self._call("POST", f"/jobs/{job_id}/stop", body)["request-id"]
         deadline = time.monotonic() + timeout_s
+        trigger = self._call("POST", f"/jobs/{job_id}/stop", body)["request-id"]
         while time.monotonic() < deadline:
             status = self._call("GET", f"/jobs/{job_id}/savepoints/{trigger}")
             if status["status"]["id"] == "COMPLETED":
                 operation = status.get("operation") or {}
                 if "location" in operation:
                     return operation["location"]
-                raise FlinkRestError(f"savepoint of {job_id} failed: {operation}")
+                if not initializing(str(operation)):
+                    raise FlinkRestError(f"savepoint of {job_id} failed: {operation}")
+                time.sleep(1.0)
+                trigger = self._call("POST", f"/jobs/{job_id}/stop", body)["request-id"]
+                continue
             time.sleep(0.5)
         raise FlinkRestError(f"savepoint of {job_id} not done after {timeout_s:.0f} s")
+
+
+def initializing(error: str) -> bool:
+    """Whether Flink refused an operation only because the job's JobManager is starting."""
+    return "JobManager is initializing" in error
 
 
 def format_metrics(metrics: dict[str, float]) -> str:

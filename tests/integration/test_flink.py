@@ -33,7 +33,7 @@ import pytest
 
 from integration.services import CassandraConnection, KafkaConnection
 from liveagg.loader import load_views
-from liveagg.runners.flink_rest import FlinkRest
+from liveagg.runners.flink_rest import FlinkRest, FlinkRestError, initializing
 from liveagg.spec import ViewSpec
 from tests.support.cassandra_rows import view_rows
 from tests.support.cli import liveagg, rows_in
@@ -603,7 +603,12 @@ def test_a_run_resumed_after_the_cluster_stops_ends_at_the_oracle(
 
 
 def _assert_restored(rest: FlinkRest, job_id: str) -> None:
-    latest = _checkpoints(rest, job_id)["latest"]
+    try:
+        latest = _checkpoints(rest, job_id)["latest"]
+    except FlinkRestError as e:
+        if initializing(str(e)):  # the restoring job's JobManager is still starting: wait
+            raise AssertionError(str(e)) from e
+        raise
     assert latest.get("restored"), latest
 
 
