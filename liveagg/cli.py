@@ -60,9 +60,9 @@ def _run(args: argparse.Namespace) -> int:
     )
     config = RunConfig(
         views=args.views,
-        inputs=getattr(args, "input", None) or [],
+        inputs=args.input or [],
         kafka=KafkaInput(
-            topics=getattr(args, "kafka_topic", None) or [],
+            topics=args.kafka_topic or [],
             group_id=args.kafka_group_id,
             start=args.kafka_start,
             unbounded=args.unbounded,
@@ -81,7 +81,7 @@ def _run(args: argparse.Namespace) -> int:
         report_every_s=args.report_every_s,
         beam_args=args.beam_args,
         intermediate_topic=args.intermediate_topic,
-        rekey=getattr(args, "rekey", False),
+        rekey=args.rekey,
     )
     try:
         report = run(config)
@@ -148,7 +148,7 @@ def build_parser() -> argparse.ArgumentParser:
         "instead of rows to its sinks; 'liveagg rekey' merges them (docs/two-level.md)",
     )
     _add_run_options(run)
-    run.set_defaults(func=_run)
+    run.set_defaults(func=_run, rekey=False)
 
     rekey = sub.add_parser(
         "rekey",
@@ -173,7 +173,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="the Kafka topic level 1 writes its partials to",
     )
     _add_run_options(rekey)
-    rekey.set_defaults(func=_run, rekey=True)
+    rekey.set_defaults(func=_run, rekey=True, input=None, kafka_topic=None)
     return parser
 
 

@@ -112,15 +112,14 @@ def attach_sinks(
     ``output/_dead_letter/``. Sink types are in :mod:`liveagg.transforms.sinks`.
     With ``intermediate_topic`` (level 1) the views' partials go there instead.
     """
-    if intermediate_topic:
-        from liveagg.transforms.sinks.kafka import WriteEnvelopes
+    for view in views:
+        if intermediate_topic:
+            from liveagg.transforms.sinks.kafka import WriteEnvelopes
 
-        for view in views:
             compiled.views[view.name] | f"{view.name}/Partials" >> WriteEnvelopes(
                 intermediate_topic, connections, view
             )
-        views = []
-    for view in views:
+            continue
         bounded = sources[view.source].bounded
         rows = compiled.views[view.name]
         sinks = list(view.sinks)

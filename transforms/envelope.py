@@ -51,15 +51,19 @@ def check_sharded(spec: ViewSpec, level1: bool) -> None:
         )
 
 
-def envelope(spec: ViewSpec, plan: ViewPlan, partial: Partial) -> dict[str, Any]:
-    """The JSON envelope of a level-1 partial of ``spec`` (the view as declared)."""
+def envelope(plan: ViewPlan, definition: str, partial: Partial) -> dict[str, Any]:
+    """The JSON envelope of a level-1 partial of ``plan`` (the view as declared).
+
+    ``definition`` is the view's :meth:`~liveagg.spec.ViewSpec.fingerprint`, computed once
+    by the caller rather than per partial.
+    """
     view, variant_index, start, end, key, shard, pane, acc, offsets = partial
     variant = plan.variants[variant_index]
     return {
         "envelope": KIND,
         "version": VERSION,
         "view": view,
-        "definition": spec.fingerprint(),
+        "definition": definition,
         "granularity": variant.granularity,
         "grouping_set": variant.grouping_set,
         "window_start_us": start,

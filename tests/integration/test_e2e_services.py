@@ -34,6 +34,7 @@ from integration.services import (
 from liveagg.loader import load_views
 from liveagg.spec import ViewSpec
 from tests.support.cassandra_rows import select_all, stored_row
+from tests.support.cli import liveagg
 from tests.support.compare import assert_rows_match, row_key
 from tests.support.datagen import generate
 from tests.support.oracle import expected_rows
@@ -94,17 +95,7 @@ def _view(name: str) -> ViewSpec:
 
 
 def _liveagg(command: list[str], env: dict[str, str]) -> subprocess.CompletedProcess[str]:
-    result = subprocess.run(
-        [sys.executable, "-m", "liveagg.cli", *command],
-        capture_output=True,
-        text=True,
-        check=False,
-        env=env,
-        cwd=ROOT,
-        timeout=RUN_TIMEOUT_S,
-    )
-    assert result.returncode == 0, f"{result.stdout[-2000:]}\n{result.stderr[-4000:]}"
-    return result
+    return liveagg(*command, env=env, timeout=RUN_TIMEOUT_S)
 
 
 def _end_offsets(bootstrap: str, topic: str) -> Offsets:

@@ -3,14 +3,13 @@
 from __future__ import annotations
 
 import json
-import subprocess
-import sys
 from pathlib import Path
 
 import orjson
 import pytest
 
 from liveagg.loader import load_views, parse_view
+from tests.support.cli import liveagg, rows_in
 from tests.support.compare import assert_rows_match
 from tests.support.datagen import generate
 from tests.support.oracle import expected_rows
@@ -106,21 +105,6 @@ def _write_views(folder: Path) -> list[Path]:
     return paths
 
 
-def _read_rows(folder: Path) -> list[dict]:
-    rows = []
-    for path in sorted(folder.glob("*.jsonl")):
-        rows.extend(orjson.loads(line) for line in path.read_bytes().splitlines())
-    return rows
-
-
-def _run(args: list[str]) -> subprocess.CompletedProcess:
-    result = subprocess.run(
-        [sys.executable, "-m", "liveagg.cli", *args], capture_output=True, text=True, check=False
-    )
-    assert result.returncode == 0, result.stderr[-3000:]
-    return result
-
-
 @pytest.fixture(scope="module")
 def data(tmp_path_factory: pytest.TempPathFactory) -> dict:
     folder = tmp_path_factory.mktemp("e2e")
@@ -136,16 +120,14 @@ def data(tmp_path_factory: pytest.TempPathFactory) -> dict:
 @pytest.fixture(scope="module")
 def bounded_run(data: dict) -> Path:
     out = data["folder"] / "out"
-    _run(
-        [
-            "run",
-            "--views",
-            *map(str, data["views"]),
-            "--input",
-            str(data["events"]),
-            "--output",
-            str(out),
-        ]
+    liveagg(
+        "run",
+        "--views",
+        *map(str, data["views"]),
+        "--input",
+        str(data["events"]),
+        "--output",
+        str(out),
     )
     return out
 
@@ -160,7 +142,7 @@ def _all_views(data: dict) -> list:
 )
 def test_rows_equal_the_oracle(data: dict, bounded_run: Path, name: str) -> None:
     view = next(v for v in _all_views(data) if v.name == name)
-    actual = _read_rows(bounded_run / name)
+    actual = rows_in(bounded_run / name)
     expected = expected_rows(view, data["events"])
     assert expected, "the generated data must produce rows for every view"
     assert_rows_match(actual, expected, view)
@@ -175,7 +157,7 @@ def test_every_bad_line_is_a_dead_letter(data: dict, bounded_run: Path) -> None:
                 unusable += 1
         except orjson.JSONDecodeError:
             unusable += line.strip() != b""
-    letters = _read_rows(bounded_run / "_dead_letter")
+    letters = rows_in(bounded_run / "_dead_letter")
     input_letters = [d for d in letters if d["view"] is None]
     assert len(input_letters) == unusable > 0
     assert {d["reason"] for d in input_letters} == {"not_json", "not_an_object"}
@@ -190,33 +172,26 @@ def test_streaming_operator_gives_the_same_rows(data: dict, bounded_run: Path) -
     out = data["folder"] / "out_streaming"
     small = [p for p in data["views"] if p.stem in ("network_telemetry", "user_sessions")]
     assert len(small) == 2
-    _run(
-        [
-            "run",
-            "--streaming",
-            "--views",
-            *map(str, small),
-            "--input",
-            str(data["events"]),
-            "--output",
-            str(out),
-        ]
+    liveagg(
+        "run",
+        "--streaming",
+        "--views",
+        *map(str, small),
+        "--input",
+        str(data["events"]),
+        "--output",
+        str(out),
     )
     for path in small:
-        streamed = sorted(_read_rows(out / path.stem), key=orjson.dumps)
-        bounded = sorted(_read_rows(bounded_run / path.stem), key=orjson.dumps)
+        streamed = sorted(rows_in(out / path.stem), key=orjson.dumps)
+        bounded = sorted(rows_in(bounded_run / path.stem), key=orjson.dumps)
         assert streamed == bounded
 
 
 def test_invalid_view_fails_with_file_and_path(tmp_path: Path) -> None:
     bad = tmp_path / "bad.json"
     bad.write_text(json.dumps({**EXTRA_VIEWS[1], "window": {"size": "10 minutes"}}))
-    result = subprocess.run(
-        [sys.executable, "-m", "liveagg.cli", "run", "--views", str(bad), "--input", str(bad)],
-        capture_output=True,
-        text=True,
-        check=False,
-    )
+    result = liveagg("run", "--views", str(bad), "--input", str(bad), ok=False)
     assert result.returncode == 1
     assert f"{bad}: $.window" in result.stderr
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import subprocess
 import sys
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -13,9 +14,15 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def liveagg(
-    *args: str, ok: bool = True, timeout: float | None = None
+    *args: str,
+    ok: bool = True,
+    timeout: float | None = None,
+    env: Mapping[str, str] | None = None,
 ) -> subprocess.CompletedProcess:
-    """``liveagg ARGS`` from the repository root; with ``ok``, assert it exits 0."""
+    """``liveagg ARGS`` from the repository root; with ``ok``, assert it exits 0.
+
+    ``env`` replaces the environment (service addresses, say); default: this process's.
+    """
     result = subprocess.run(
         [sys.executable, "-m", "liveagg.cli", *args],
         capture_output=True,
@@ -23,6 +30,7 @@ def liveagg(
         check=False,
         cwd=ROOT,
         timeout=timeout,
+        env=None if env is None else dict(env),
     )
     if ok:
         assert result.returncode == 0, f"{result.stdout[-2000:]}\n{result.stderr[-4000:]}"

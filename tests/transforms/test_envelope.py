@@ -43,7 +43,7 @@ def _envelope(spec: Any, start: int, group: tuple, users: list[str], **changes: 
         plan.combine.encode(acc),
         {"t/0": [0, 9]},
     )
-    return orjson.dumps(envelope.envelope(spec, plan, partial) | changes)
+    return orjson.dumps(envelope.envelope(plan, spec.fingerprint(), partial) | changes)
 
 
 def _views(spec: Any) -> dict[str, envelope.Level2]:

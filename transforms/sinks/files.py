@@ -312,9 +312,7 @@ def _write(
 ) -> beam.PCollection:
     if bounded:
         grouped = (
-            rows
-            | key_label >> beam.ParDo(_GroupInBundle(file_key))
-            | "Group" >> (beam.GroupByKey())
+            rows | key_label >> beam.ParDo(_GroupInBundle(file_key)) | "Group" >> beam.GroupByKey()
         )
         return grouped | "Write" >> beam.ParDo(_WriteWindowFiles(files))
     keyed = rows | key_label >> beam.Map(lambda r: (file_key(r), r))

@@ -217,11 +217,12 @@ class _Envelope(beam.DoFn):
 
     def setup(self) -> None:
         self._plan = ViewPlan(self._spec)
+        self._definition = self._spec.fingerprint()
         self._counter = Metrics.counter(NAMESPACE, f"partials/{self._spec.name}")
 
     def process(self, partial: tuple) -> Iterator[dict[str, Any]]:
         self._counter.inc()
-        yield envelope(self._spec, self._plan, partial)
+        yield envelope(self._plan, self._definition, partial)
 
 
 class WriteEnvelopes(beam.PTransform):
