@@ -25,7 +25,7 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import apache_beam as beam
-from apache_beam.coders import FastPrimitivesCoder, VarIntCoder
+from apache_beam.coders import FastPrimitivesCoder
 from apache_beam.metrics import Metrics
 from apache_beam.pvalue import TaggedOutput
 from apache_beam.transforms.timeutil import TimeDomain
@@ -47,6 +47,33 @@ from liveagg.transforms.plan import ViewPlan, route, view_tag
 # source offsets covered]. With partials in, the accumulator is {shard: (pane, encoded)}.
 _ACC, _PANE, _FIRED, _DIRTY, _SPAN = range(5)
 _NEVER = -(2**62)
+
+Windows = dict[tuple[int, int], list]
+
+
+def _load(cell: Any) -> tuple[Windows, int, bool]:
+    """A key's state: its open windows, how far it has closed them, and whether an EARLY
+    timer is pending.
+
+    All three live in one state cell: on Flink each cell costs the SDK worker a blocking
+    round trip to the TaskManager per key and bundle (docs/performance.md), and three
+    cells cost three. A bare dict is the layout of builds that kept three cells: its open
+    windows carry over, its closed-up-to mark does not.
+    """
+    value = cell.read()
+    if value is None:
+        return {}, _NEVER, False
+    if type(value) is dict:
+        return value, _NEVER, False
+    windows, closed_upto, early_pending = value
+    return windows, closed_upto, bool(early_pending)
+
+
+def _store(cell: Any, windows: Windows, closed_upto: int, early_pending: bool) -> None:
+    if not windows and closed_upto == _NEVER and not early_pending:
+        cell.clear()
+    else:
+        cell.write((windows, closed_upto, int(early_pending)))
 
 
 class _Route(beam.DoFn):
@@ -122,10 +149,8 @@ class _WindowLogic(beam.DoFn):
     def _process(
         self,
         element: tuple[tuple[str, int, bytes], tuple[int, tuple, Any, Any]],
-        windows_state: Any,
-        closed_state: Any,
+        cell: Any,
         watermark_timer: Any,
-        early_set: Any,
         early_timer: Any,
     ) -> Iterator[Any]:
         key, (ts, row, payload, source) = element
@@ -133,10 +158,8 @@ class _WindowLogic(beam.DoFn):
         combine = plan.combine
         variant = plan.variants[key[1]]
         lateness = plan.lateness_us
-        state: dict[tuple[int, int], list] = windows_state.read() or {}
+        state, closed_upto, early_pending = _load(cell)
         opened = not state  # the key had no open window before this message
-        closed_upto = closed_state.read()
-        closed_upto = _NEVER if closed_upto is None else closed_upto
 
         touched = []
         expired = []
@@ -191,15 +214,15 @@ class _WindowLogic(beam.DoFn):
             return
         if opened:
             self._live_keys.inc()
-        windows_state.write(state)
         watermark_timer.set(Timestamp(micros=self._next_timer(state)))
         if (
             early_timer is not None
-            and not early_set.read()
+            and not early_pending
             and any(not state[w][_FIRED] for w in touched)
         ):
             early_timer.set(Timestamp(seconds=self._clock()) + plan.early_us / 1_000_000)
-            early_set.write(1)
+            early_pending = True
+        _store(cell, state, closed_upto, early_pending)
 
     def _merge_session(
         self, state: dict[tuple[int, int], list], start: int, end: int
@@ -244,16 +267,16 @@ class _WindowLogic(beam.DoFn):
         return plan.row(plan.variants[key[1]], *window, key[2], outputs, timing, pane)
 
     def _on_watermark(
-        self, key: Any, fire_ts: Any, windows_state: Any, closed_state: Any, watermark_timer: Any
+        self, key: Any, fire_ts: Any, cell: Any, watermark_timer: Any
     ) -> Iterator[dict[str, Any]]:
         # Portable runners carry timer timestamps in milliseconds: the timer set for
         # end - 1us fires as end - 1ms, so anything within that millisecond is due.
         now = fire_ts.micros + 999
         self._lag.set(int(self._clock() - now / 1_000_000))
         lateness = self._plan.lateness_us
-        state = windows_state.read() or {}
-        closed_upto = closed_state.read()
-        closed_upto = _NEVER if closed_upto is None else closed_upto
+        state, closed_upto, early_pending = _load(cell)
+        if not state:
+            return
         for window in sorted(state):
             entry = state[window]
             end_ts = window[1] - 1
@@ -263,24 +286,19 @@ class _WindowLogic(beam.DoFn):
             if entry[_FIRED] and end_ts + lateness <= now:
                 del state[window]
                 closed_upto = max(closed_upto, end_ts + lateness)
-        closed_state.write(closed_upto)
+        _store(cell, state, closed_upto, early_pending)
         if state:
-            windows_state.write(state)
             watermark_timer.set(Timestamp(micros=self._next_timer(state)))
         else:
-            windows_state.clear()
             self._live_keys.dec()
 
-    def _on_early(self, key: Any, windows_state: Any, early_set: Any) -> Iterator[dict[str, Any]]:
-        early_set.clear()
-        state = windows_state.read()
-        if not state:
-            return
+    def _on_early(self, key: Any, cell: Any) -> Iterator[dict[str, Any]]:
+        state, closed_upto, _ = _load(cell)
         for window in sorted(state):
             entry = state[window]
             if entry[_DIRTY] and not entry[_FIRED]:
                 yield self._pane(key, window, entry, "EARLY")
-        windows_state.write(state)
+        _store(cell, state, closed_upto, False)
 
 
 def _cover(span: list[int] | None, offset: int) -> list[int]:
@@ -309,59 +327,50 @@ def window_operator(
     """
     # Both halves of a fan-out run in one pipeline: their timer families need their own names.
     family = spec.name + ("_merge" if partials_in else "_shard" if partials_out else "")
-    windows = ReadModifyWriteStateSpec("windows", FastPrimitivesCoder())
-    closed = ReadModifyWriteStateSpec("closed_upto_us", VarIntCoder())
+    windows = ReadModifyWriteStateSpec("windows", FastPrimitivesCoder())  # see _load
     watermark = TimerSpec(f"watermark_{family}", TimeDomain.WATERMARK)
 
     class WindowOperator(_WindowLogic):
         def process(
             self,
             element: tuple[tuple[str, int, bytes], tuple[int, tuple, Any, Any]],
-            windows_state: Any = beam.DoFn.StateParam(windows),
-            closed_state: Any = beam.DoFn.StateParam(closed),
+            cell: Any = beam.DoFn.StateParam(windows),
             watermark_timer: Any = beam.DoFn.TimerParam(watermark),
         ) -> Iterator[Any]:
-            return self._process(element, windows_state, closed_state, watermark_timer, None, None)
+            return self._process(element, cell, watermark_timer, None)
 
         @on_timer(watermark)
         def on_watermark(
             self,
             key: Any = beam.DoFn.KeyParam,
             fire_ts: Any = beam.DoFn.TimestampParam,
-            windows_state: Any = beam.DoFn.StateParam(windows),
-            closed_state: Any = beam.DoFn.StateParam(closed),
+            cell: Any = beam.DoFn.StateParam(windows),
             watermark_timer: Any = beam.DoFn.TimerParam(watermark),
         ) -> Iterator[dict[str, Any]]:
-            return self._on_watermark(key, fire_ts, windows_state, closed_state, watermark_timer)
+            return self._on_watermark(key, fire_ts, cell, watermark_timer)
 
     if not early:
         return WindowOperator(spec, clock, partials_in, partials_out)
 
-    early_set_spec = ReadModifyWriteStateSpec("early_set", VarIntCoder())
     early_spec = TimerSpec(f"early_{family}", TimeDomain.REAL_TIME)
 
     class EarlyWindowOperator(WindowOperator):
         def process(
             self,
             element: tuple[tuple[str, int, bytes], tuple[int, tuple, Any, Any]],
-            windows_state: Any = beam.DoFn.StateParam(windows),
-            closed_state: Any = beam.DoFn.StateParam(closed),
+            cell: Any = beam.DoFn.StateParam(windows),
             watermark_timer: Any = beam.DoFn.TimerParam(watermark),
-            early_set: Any = beam.DoFn.StateParam(early_set_spec),
             early_timer: Any = beam.DoFn.TimerParam(early_spec),
         ) -> Iterator[Any]:
-            return self._process(
-                element, windows_state, closed_state, watermark_timer, early_set, early_timer
-            )
+            return self._process(element, cell, watermark_timer, early_timer)
 
         @on_timer(early_spec)
         def on_early(
             self,
             key: Any = beam.DoFn.KeyParam,
-            windows_state: Any = beam.DoFn.StateParam(windows),
-            early_set: Any = beam.DoFn.StateParam(early_set_spec),
+            cell: Any = beam.DoFn.StateParam(windows),
         ) -> Iterator[dict[str, Any]]:
-            return self._on_early(key, windows_state, early_set)
+            return self._on_early(key, cell)
 
     return EarlyWindowOperator(spec, clock, partials_in, partials_out)
 

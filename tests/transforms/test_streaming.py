@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import apache_beam as beam
 import orjson
+from apache_beam.coders import FastPrimitivesCoder
 from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
 from apache_beam.testing.test_pipeline import TestPipeline
 from apache_beam.testing.test_stream import TestStream
@@ -15,7 +16,7 @@ from apache_beam.transforms.window import TimestampedValue
 
 from liveagg.loader import parse_view
 from liveagg.spec import ViewSpec
-from liveagg.transforms.streaming import StreamingAggregate
+from liveagg.transforms.streaming import _NEVER, StreamingAggregate, _load, _store
 
 VIEW = parse_view(
     {
@@ -195,3 +196,38 @@ def test_zero_lateness_sends_late_data_to_dead_letters() -> None:
         }
     )
     check(stream, rows=[("a", W0, "ON_TIME", 0, 1, 1)], dead=[("strict", "too_late", 6)], view=view)
+
+
+class _Cell:
+    """A key's ReadModifyWriteState as the operator sees it: read, write, clear."""
+
+    def __init__(self, value: object = None) -> None:
+        self.value = value
+
+    def read(self) -> object:
+        return self.value
+
+    def write(self, value: object) -> None:
+        self.value = value
+
+    def clear(self) -> None:
+        self.value = None
+
+
+def test_a_key_keeps_its_state_in_one_cell_that_its_coder_round_trips() -> None:
+    windows = {(0, 60_000_000): [b"acc", 2, True, False, None]}
+    cell = _Cell()
+    assert _load(cell) == ({}, _NEVER, False)
+    _store(cell, windows, 59_999_999, True)
+    coder = FastPrimitivesCoder()
+    cell.value = coder.decode(coder.encode(cell.value))
+    assert _load(cell) == (windows, 59_999_999, True)
+    _store(cell, {}, 179_999_999, False)  # no window open, but how far the key closed stays
+    assert _load(cell) == ({}, 179_999_999, False)
+    _store(cell, {}, _NEVER, False)
+    assert cell.value is None
+
+
+def test_state_of_the_three_cell_layout_keeps_its_open_windows() -> None:
+    windows = {(0, 60_000_000): [b"acc", 1, False, True, None]}
+    assert _load(_Cell(windows)) == (windows, _NEVER, False)
