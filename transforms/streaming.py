@@ -16,6 +16,10 @@ A message for a window that this key has already closed is a ``too_late`` dead l
 The operator knows the watermark only through its own fired timers, so a message for a
 (key, window) that never had state is accepted as a late pane even if the watermark had
 passed; it cannot overwrite an earlier result, because there is none.
+
+Layout, chosen for portable runners where state lives in the runner (Flink): a key's whole
+state is one cell, read once per key and bundle (:func:`_load`), and each window has its own
+event-time timer, tagged with its bounds (:meth:`_WindowLogic._arm`).
 """
 
 from __future__ import annotations
@@ -162,6 +166,7 @@ class _WindowLogic(beam.DoFn):
         opened = not state  # the key had no open window before this message
 
         touched = []
+        armed = []  # windows new to this key: each gets its own timer
         expired = []
         # A partial names its window: (start, end, shard, pane, encoded accumulator).
         spans = [(row[0], row[1])] if self._partials_in else variant.assign(ts)
@@ -191,6 +196,8 @@ class _WindowLogic(beam.DoFn):
                 if self._partials_out and source:
                     entry[_SPAN] = _cover(entry[_SPAN], source["offset"])
             entry[_DIRTY] = True
+            if (start, end) not in state:
+                armed.append((start, end))
             state[(start, end)] = entry
             touched.append((start, end))
         if expired:
@@ -214,7 +221,8 @@ class _WindowLogic(beam.DoFn):
             return
         if opened:
             self._live_keys.inc()
-        watermark_timer.set(Timestamp(micros=self._next_timer(state)))
+        for window in armed:
+            self._arm(watermark_timer, window, state[window])
         if (
             early_timer is not None
             and not early_pending
@@ -241,10 +249,15 @@ class _WindowLogic(beam.DoFn):
             entry[_ACC] = combine.encode(combine.merge_accumulators(accs))
         return start, end, entry
 
-    def _next_timer(self, state: dict[tuple[int, int], list]) -> int:
-        """The next event time at which a window fires on time or expires."""
-        lateness = self._plan.lateness_us
-        return min(end - 1 + (lateness if e[_FIRED] else 0) for (_, end), e in state.items())
+    def _arm(self, timer: Any, window: tuple[int, int], entry: list) -> None:
+        """Set the window's own timer: to its end, or once fired, to its end + lateness.
+
+        A timer per window, not one per key: when the watermark jumps (a backlog, a source
+        gone idle) every due window fires at once. One timer per key, moved to its next
+        window after each firing, fired a key's windows one watermark step apart.
+        """
+        due = window[1] - 1 + (self._plan.lateness_us if entry[_FIRED] else 0)
+        timer.set(Timestamp(micros=due), dynamic_timer_tag=_tag(window))
 
     def _pane(self, key: tuple, window: tuple[int, int], entry: list, timing: str) -> Any:
         """The window's pane: a row, or with ``partials_out`` the shard's partial."""
@@ -267,7 +280,7 @@ class _WindowLogic(beam.DoFn):
         return plan.row(plan.variants[key[1]], *window, key[2], outputs, timing, pane)
 
     def _on_watermark(
-        self, key: Any, fire_ts: Any, cell: Any, watermark_timer: Any
+        self, key: Any, fire_ts: Any, tag: str, cell: Any, watermark_timer: Any
     ) -> Iterator[dict[str, Any]]:
         # Portable runners carry timer timestamps in milliseconds: the timer set for
         # end - 1us fires as end - 1ms, so anything within that millisecond is due.
@@ -277,19 +290,24 @@ class _WindowLogic(beam.DoFn):
         state, closed_upto, early_pending = _load(cell)
         if not state:
             return
+        # Any window due by ``now`` fires, whichever window's timer this is: the watermark
+        # has passed ``now``. A key's timer from before timers were per window has no tag.
         for window in sorted(state):
             entry = state[window]
             end_ts = window[1] - 1
+            fired = False
             if not entry[_FIRED] and end_ts <= now:
                 yield self._pane(key, window, entry, "ON_TIME")
-                entry[_FIRED] = True
+                entry[_FIRED] = fired = True
             if entry[_FIRED] and end_ts + lateness <= now:
                 del state[window]
                 closed_upto = max(closed_upto, end_ts + lateness)
+                if _tag(window) != tag:
+                    watermark_timer.clear(dynamic_timer_tag=_tag(window))
+            elif fired or not tag:
+                self._arm(watermark_timer, window, entry)
         _store(cell, state, closed_upto, early_pending)
-        if state:
-            watermark_timer.set(Timestamp(micros=self._next_timer(state)))
-        else:
+        if not state:
             self._live_keys.dec()
 
     def _on_early(self, key: Any, cell: Any) -> Iterator[dict[str, Any]]:
@@ -299,6 +317,11 @@ class _WindowLogic(beam.DoFn):
             if entry[_DIRTY] and not entry[_FIRED]:
                 yield self._pane(key, window, entry, "EARLY")
         _store(cell, state, closed_upto, False)
+
+
+def _tag(window: tuple[int, int]) -> str:
+    """A window's timer tag."""
+    return f"{window[0]}/{window[1]}"
 
 
 def _cover(span: list[int] | None, offset: int) -> list[int]:
@@ -344,10 +367,11 @@ def window_operator(
             self,
             key: Any = beam.DoFn.KeyParam,
             fire_ts: Any = beam.DoFn.TimestampParam,
+            tag: str = beam.DoFn.DynamicTimerTagParam,
             cell: Any = beam.DoFn.StateParam(windows),
             watermark_timer: Any = beam.DoFn.TimerParam(watermark),
         ) -> Iterator[dict[str, Any]]:
-            return self._on_watermark(key, fire_ts, cell, watermark_timer)
+            return self._on_watermark(key, fire_ts, tag, cell, watermark_timer)
 
     if not early:
         return WindowOperator(spec, clock, partials_in, partials_out)

@@ -13,10 +13,17 @@ from apache_beam.testing.test_pipeline import TestPipeline
 from apache_beam.testing.test_stream import TestStream
 from apache_beam.testing.util import assert_that, equal_to
 from apache_beam.transforms.window import TimestampedValue
+from apache_beam.utils.timestamp import Timestamp
 
 from liveagg.loader import parse_view
 from liveagg.spec import ViewSpec
-from liveagg.transforms.streaming import _NEVER, StreamingAggregate, _load, _store
+from liveagg.transforms.streaming import (
+    _NEVER,
+    StreamingAggregate,
+    _load,
+    _store,
+    window_operator,
+)
 
 VIEW = parse_view(
     {
@@ -231,3 +238,75 @@ def test_a_key_keeps_its_state_in_one_cell_that_its_coder_round_trips() -> None:
 def test_state_of_the_three_cell_layout_keeps_its_open_windows() -> None:
     windows = {(0, 60_000_000): [b"acc", 1, False, True, None]}
     assert _load(_Cell(windows)) == (windows, _NEVER, False)
+
+
+class _Timers:
+    """A watermark TimerParam that records each tag's timer, as the runner keeps them."""
+
+    def __init__(self) -> None:
+        self.due: dict[str, int] = {}
+
+    def set(self, ts: Timestamp, dynamic_timer_tag: str = "") -> None:
+        self.due[dynamic_timer_tag] = ts.micros
+
+    def clear(self, dynamic_timer_tag: str = "") -> None:
+        self.due.pop(dynamic_timer_tag, None)
+
+
+def test_each_window_has_its_own_timer_so_a_watermark_jump_fires_them_all() -> None:
+    """One timer per key fired a key's windows one watermark step apart (minutes on Flink
+    for a backlog); a timer per window lets one jump of the watermark fire them all."""
+    operator = window_operator(VIEW, clock=lambda: 0.0)
+    operator.setup()
+    cell, timers = _Cell(), _Timers()
+    key = ("clicks", 0, b'["a"]')
+    minute = 60_000_000
+    for t in (5, 65, 125):  # three windows of one key
+        element = (key, (t * 1_000_000, (1, 1), b"{}", None))
+        assert list(operator._process(element, cell, timers, None)) == []
+    assert timers.due == {
+        f"{m * minute}/{(m + 1) * minute}": (m + 1) * minute - 1 for m in range(3)
+    }
+
+    # The watermark jumps past all three windows' ends; the first window's timer fires.
+    first = f"0/{minute}"
+    fire = Timestamp(micros=timers.due.pop(first))
+    rows = list(operator._on_watermark(key, Timestamp(micros=3 * minute), first, cell, timers))
+    assert [(r["window_start"], r["pane_timing"]) for r in rows] == [
+        (W0, "ON_TIME"),
+        (W1, "ON_TIME"),
+        ("1970-01-01T00:02:00Z", "ON_TIME"),
+    ]
+    # The first window's lateness has passed too: it is dropped at once. The others wait
+    # for their end + allowed lateness (2 minutes).
+    assert timers.due == {f"{m * minute}/{(m + 1) * minute}": (m + 3) * minute - 1 for m in (1, 2)}
+    assert fire.micros == minute - 1
+    assert _load(cell)[1] == 3 * minute - 1
+
+    # The second window's timer fires at its expiry: it is dropped, the third stays.
+    second = f"{minute}/{2 * minute}"
+    at = Timestamp(micros=timers.due.pop(second))
+    assert list(operator._on_watermark(key, at, second, cell, timers)) == []
+    windows, closed_upto, _ = _load(cell)
+    assert list(windows) == [(2 * minute, 3 * minute)]
+    assert closed_upto == 4 * minute - 1
+    assert list(timers.due) == [f"{2 * minute}/{3 * minute}"]
+
+
+def test_an_untagged_timer_of_the_earlier_layout_arms_every_open_window() -> None:
+    operator = window_operator(VIEW, clock=lambda: 0.0)
+    operator.setup()
+    combine = operator._plan.combine
+    acc = combine.encode(combine.add_input(combine.create_accumulator(), (1, 1)))
+    minute = 60_000_000
+    cell = _Cell(
+        {
+            (0, minute): [acc, 0, False, True, None],
+            (minute, 2 * minute): [acc, 0, False, True, None],
+        }
+    )
+    timers = _Timers()
+    key = ("clicks", 0, b'["a"]')
+    rows = list(operator._on_watermark(key, Timestamp(micros=minute - 1000), "", cell, timers))
+    assert [(r["window_start"], r["pane_timing"], r["n"]) for r in rows] == [(W0, "ON_TIME", 1)]
+    assert timers.due == {f"0/{minute}": 3 * minute - 1, f"{minute}/{2 * minute}": 2 * minute - 1}
