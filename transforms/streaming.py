@@ -232,9 +232,7 @@ class _WindowLogic(beam.DoFn):
             early_pending = True
         _store(cell, state, closed_upto, early_pending)
 
-    def _merge_session(
-        self, state: dict[tuple[int, int], list], start: int, end: int
-    ) -> tuple[int, int, list]:
+    def _merge_session(self, state: Windows, start: int, end: int) -> tuple[int, int, list]:
         """Merge the proto-session [start, end) with the live sessions it overlaps."""
         combine = self._plan.combine
         entry: list = [None, 0, False, False, None]
@@ -302,8 +300,9 @@ class _WindowLogic(beam.DoFn):
             if entry[_FIRED] and end_ts + lateness <= now:
                 del state[window]
                 closed_upto = max(closed_upto, end_ts + lateness)
-                if _tag(window) != tag:
-                    watermark_timer.clear(dynamic_timer_tag=_tag(window))
+                own = _tag(window)
+                if own != tag:  # dropped on another window's timer: its own is not needed
+                    watermark_timer.clear(dynamic_timer_tag=own)
             elif fired or not tag:
                 self._arm(watermark_timer, window, entry)
         _store(cell, state, closed_upto, early_pending)
