@@ -25,7 +25,7 @@ from liveagg.transforms.streaming import keyed_partial, window_operator
 
 
 class _Decode(beam.DoFn):
-    """Envelope -> ``((view, variant, key), (window start, partial, payload, source))``."""
+    """Envelopes, decoded and keyed for the merge operator (:func:`.streaming.keyed_partial`)."""
 
     def __init__(self, specs: list[ViewSpec]) -> None:
         self._specs = specs
@@ -67,7 +67,7 @@ class _MergeWindow(beam.DoFn):
 
 
 def _by_window(element: tuple) -> tuple:
-    (_, variant, key), (_, (start, end, shard, pane, data), _, _) = element
+    (_, variant, _), (key, _, (start, end, shard, pane, data), _, _) = element
     return (variant, start, end, key), (shard, pane, data)
 
 

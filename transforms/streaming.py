@@ -2,7 +2,7 @@
 
 Beam's windowed ``GroupByKey`` drops data later than the allowed lateness without a trace;
 SPEC requires such messages to reach the dead-letter output. So liveagg runs its own window
-operator, a stateful DoFn keyed by (view variant, grouping key), with the semantics of
+operator, a stateful DoFn keyed by (view variant, bucket of grouping keys), with the semantics of
 Beam's ``AfterWatermark(early=AfterProcessingTime(early), late=AfterCount(1))`` in
 accumulating mode:
 
@@ -12,19 +12,27 @@ accumulating mode:
 * one ``LATE`` pane per late message until the watermark passes end + allowed lateness,
   when the window's state is dropped.
 
-A message for a window that this key has already closed is a ``too_late`` dead letter.
-The operator knows the watermark only through its own fired timers, so a message for a
-(key, window) that never had state is accepted as a late pane even if the watermark had
-passed; it cannot overwrite an earlier result, because there is none.
+The operator knows the watermark only through its own fired timers. A message is a
+``too_late`` dead letter when its window closes (end + allowed lateness) no later than
+the last window its key's bucket closed. A message for a window that its key does not hold
+and that closes later is accepted, as a late pane if the watermark had passed; it cannot
+overwrite an earlier result, because there is none.
 
-Layout, chosen for portable runners where state lives in the runner (Flink): a key's whole
-state is one cell, read once per key and bundle (:func:`_load`), and each window has its own
-event-time timer, tagged with its bounds (:meth:`_WindowLogic._arm`).
+Layout, chosen for portable runners where state lives in the runner (Flink) and each state
+access costs the SDK worker a blocking round trip:
+
+* the operator is keyed by a *bucket* of grouping keys (:func:`bucket_of`), not by the
+  grouping key: a bundle reads and writes at most :data:`KEY_BUCKETS` keys per view variant,
+  however many grouping keys it holds;
+* a bucket's whole state is one cell, read once per bucket and bundle (:func:`_load`);
+* each window has its own event-time timer, tagged with its bounds (:meth:`_WindowLogic._arm`),
+  shared by the bucket's grouping keys.
 """
 
 from __future__ import annotations
 
 import time
+import zlib
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -52,36 +60,58 @@ from liveagg.transforms.plan import ViewPlan, route, view_tag
 _ACC, _PANE, _FIRED, _DIRTY, _SPAN = range(5)
 _NEVER = -(2**62)
 
+# Buckets per view variant (and shard). More buckets: more state round trips per bundle;
+# fewer: bigger cells, each rewritten whole when a bundle touches it (docs/performance.md).
+KEY_BUCKETS = 32
+
 Windows = dict[tuple[int, int], list]
+Groups = dict[bytes, Windows]  # a bucket's grouping keys and their open windows
 
 
-def _load(cell: Any) -> tuple[Windows, int, bool]:
-    """A key's state: its open windows, how far it has closed them, and whether an EARLY
-    timer is pending.
+def bucket_of(key: bytes) -> int:
+    """The state bucket of a grouping key: stable across processes, unlike ``hash``."""
+    return zlib.crc32(key) % KEY_BUCKETS
 
-    All three live in one state cell: on Flink each cell costs the SDK worker a blocking
-    round trip to the TaskManager per key and bundle (docs/performance.md), and three
-    cells cost three. A bare dict is the layout of builds that kept three cells: its open
-    windows carry over, its closed-up-to mark does not.
+
+def _legacy(state_key: tuple) -> bool:
+    """A state key of builds that keyed the operator by grouping key, not bucket."""
+    return not isinstance(state_key[2], int)
+
+
+def _load(cell: Any, state_key: tuple) -> tuple[Groups, int, bool]:
+    """A bucket's state: its grouping keys' open windows, how far it has closed windows,
+    and whether an EARLY timer is pending.
+
+    All three live in one cell: on Flink each cell costs a blocking round trip per bundle.
+    A state key of earlier builds (:func:`_legacy`) holds one grouping key's windows: as a
+    bare dict (three cells), or with the other two parts (one cell).
     """
     value = cell.read()
     if value is None:
         return {}, _NEVER, False
-    if type(value) is dict:
-        return value, _NEVER, False
-    windows, closed_upto, early_pending = value
-    return windows, closed_upto, bool(early_pending)
+    if _legacy(state_key):
+        if type(value) is dict:
+            value = (value, _NEVER, False)
+        windows, closed_upto, early_pending = value
+        return ({state_key[2]: windows} if windows else {}), closed_upto, bool(early_pending)
+    groups, closed_upto, early_pending = value
+    return groups, closed_upto, bool(early_pending)
 
 
-def _store(cell: Any, windows: Windows, closed_upto: int, early_pending: bool) -> None:
-    if not windows and closed_upto == _NEVER and not early_pending:
+def _store(
+    cell: Any, state_key: tuple, groups: Groups, closed_upto: int, early_pending: bool
+) -> None:
+    if not groups and closed_upto == _NEVER and not early_pending:
         cell.clear()
-    else:
-        cell.write((windows, closed_upto, int(early_pending)))
+        return
+    if _legacy(state_key):  # written back in the layout its key was read with
+        groups = groups.get(state_key[2], {})  # type: ignore[assignment]
+    cell.write((groups, closed_upto, int(early_pending)))
 
 
 class _Route(beam.DoFn):
-    """Decodes messages and keys them per view by (variant, grouping key[, shard]).
+    """Decodes messages and keys them per view by (variant, bucket[, shard]), the grouping
+    key travelling with the message.
 
     A view is sharded (a fourth key part) at level 1 of a two-level run, by the Kafka
     partition it was read from, and when it declares ``hot_key_fanout``, by a round-robin
@@ -114,12 +144,13 @@ class _Route(beam.DoFn):
                 self._turn += 1
                 shard = f"{origin or ''}#{self._turn % fanout}"
             for variant, key in plan.keys(group):
+                bucket = bucket_of(key)
                 routed = (
-                    (plan.name, variant.index, key)
+                    (plan.name, variant.index, bucket)
                     if shard is None
-                    else (plan.name, variant.index, key, shard)
+                    else (plan.name, variant.index, bucket, shard)
                 )
-                yield TaggedOutput(view_tag(plan.name), (routed, (ts, row, payload, source)))
+                yield TaggedOutput(view_tag(plan.name), (routed, (key, ts, row, payload, source)))
 
 
 class _WindowLogic(beam.DoFn):
@@ -152,18 +183,22 @@ class _WindowLogic(beam.DoFn):
 
     def _process(
         self,
-        element: tuple[tuple[str, int, bytes], tuple[int, tuple, Any, Any]],
+        element: tuple[tuple, tuple[bytes, int, tuple, Any, Any]],
         cell: Any,
         watermark_timer: Any,
         early_timer: Any,
     ) -> Iterator[Any]:
-        key, (ts, row, payload, source) = element
+        state_key, (group, ts, row, payload, source) = element
+        key = (*state_key[:2], group, *state_key[3:])  # the row's (view, variant, key[, shard])
         plan = self._plan
         combine = plan.combine
         variant = plan.variants[key[1]]
         lateness = plan.lateness_us
-        state, closed_upto, early_pending = _load(cell)
-        opened = not state  # the key had no open window before this message
+        groups, closed_upto, early_pending = _load(cell, state_key)
+        state = groups.get(group)
+        opened = state is None  # the grouping key had no open window before this message
+        if state is None:
+            state = {}
 
         touched = []
         armed = []  # windows new to this key: each gets its own timer
@@ -220,8 +255,9 @@ class _WindowLogic(beam.DoFn):
         if not touched:
             return
         if opened:
+            groups[group] = state
             self._live_keys.inc()
-        for window in armed:
+        for window in armed:  # a new entry is not fired: its end is the window's earliest due
             self._arm(watermark_timer, window, state[window])
         if (
             early_timer is not None
@@ -230,7 +266,7 @@ class _WindowLogic(beam.DoFn):
         ):
             early_timer.set(Timestamp(seconds=self._clock()) + plan.early_us / 1_000_000)
             early_pending = True
-        _store(cell, state, closed_upto, early_pending)
+        _store(cell, state_key, groups, closed_upto, early_pending)
 
     def _merge_session(self, state: Windows, start: int, end: int) -> tuple[int, int, list]:
         """Merge the proto-session [start, end) with the live sessions it overlaps."""
@@ -254,8 +290,10 @@ class _WindowLogic(beam.DoFn):
         gone idle) every due window fires at once. One timer per key, moved to its next
         window after each firing, fired a key's windows one watermark step apart.
         """
-        due = window[1] - 1 + (self._plan.lateness_us if entry[_FIRED] else 0)
-        timer.set(Timestamp(micros=due), dynamic_timer_tag=_tag(window))
+        timer.set(Timestamp(micros=self._due(window, entry)), dynamic_timer_tag=_tag(window))
+
+    def _due(self, window: tuple[int, int], entry: list) -> int:
+        return window[1] - 1 + (self._plan.lateness_us if entry[_FIRED] else 0)
 
     def _pane(self, key: tuple, window: tuple[int, int], entry: list, timing: str) -> Any:
         """The window's pane: a row, or with ``partials_out`` the shard's partial."""
@@ -278,44 +316,62 @@ class _WindowLogic(beam.DoFn):
         return plan.row(plan.variants[key[1]], *window, key[2], outputs, timing, pane)
 
     def _on_watermark(
-        self, key: Any, fire_ts: Any, tag: str, cell: Any, watermark_timer: Any
+        self, state_key: Any, fire_ts: Any, tag: str, cell: Any, watermark_timer: Any
     ) -> Iterator[dict[str, Any]]:
         # Portable runners carry timer timestamps in milliseconds: the timer set for
         # end - 1us fires as end - 1ms, so anything within that millisecond is due.
         now = fire_ts.micros + 999
         self._lag.set(int(self._clock() - now / 1_000_000))
         lateness = self._plan.lateness_us
-        state, closed_upto, early_pending = _load(cell)
-        if not state:
+        groups, closed_upto, early_pending = _load(cell, state_key)
+        if not groups:
             return
         # Any window due by ``now`` fires, whichever window's timer this is: the watermark
-        # has passed ``now``. A key's timer from before timers were per window has no tag.
-        for window in sorted(state):
-            entry = state[window]
-            end_ts = window[1] - 1
-            fired = False
-            if not entry[_FIRED] and end_ts <= now:
-                yield self._pane(key, window, entry, "ON_TIME")
-                entry[_FIRED] = fired = True
-            if entry[_FIRED] and end_ts + lateness <= now:
-                del state[window]
-                closed_upto = max(closed_upto, end_ts + lateness)
-                own = _tag(window)
-                if own != tag:  # dropped on another window's timer: its own is not needed
-                    watermark_timer.clear(dynamic_timer_tag=own)
-            elif fired or not tag:
-                self._arm(watermark_timer, window, entry)
-        _store(cell, state, closed_upto, early_pending)
-        if not state:
-            self._live_keys.dec()
+        # has passed ``now``. A timer from before timers were per window has no tag.
+        changed: set[tuple[int, int]] = set()  # windows whose timer must be set again
+        for group in list(groups):
+            state = groups[group]
+            key = (*state_key[:2], group, *state_key[3:])
+            for window in sorted(state):
+                entry = state[window]
+                end_ts = window[1] - 1
+                if not entry[_FIRED] and end_ts <= now:
+                    yield self._pane(key, window, entry, "ON_TIME")
+                    entry[_FIRED] = True
+                    changed.add(window)
+                if entry[_FIRED] and end_ts + lateness <= now:
+                    del state[window]
+                    closed_upto = max(closed_upto, end_ts + lateness)
+                    changed.add(window)
+                elif not tag:
+                    changed.add(window)
+            if not state:
+                del groups[group]
+                self._live_keys.dec()
+        # A window's timer is shared by the bucket's keys: it is set to the earliest due of
+        # the entries left, and cleared when none is left (this firing's own is spent).
+        due: dict[tuple[int, int], int] = {}
+        for state in groups.values():
+            for window, entry in state.items():
+                if window in changed:
+                    at = self._due(window, entry)
+                    due[window] = min(due.get(window, at), at)
+        for window in changed:
+            if window in due:
+                watermark_timer.set(Timestamp(micros=due[window]), dynamic_timer_tag=_tag(window))
+            elif _tag(window) != tag:
+                watermark_timer.clear(dynamic_timer_tag=_tag(window))
+        _store(cell, state_key, groups, closed_upto, early_pending)
 
-    def _on_early(self, key: Any, cell: Any) -> Iterator[dict[str, Any]]:
-        state, closed_upto, _ = _load(cell)
-        for window in sorted(state):
-            entry = state[window]
-            if entry[_DIRTY] and not entry[_FIRED]:
-                yield self._pane(key, window, entry, "EARLY")
-        _store(cell, state, closed_upto, False)
+    def _on_early(self, state_key: Any, cell: Any) -> Iterator[dict[str, Any]]:
+        groups, closed_upto, _ = _load(cell, state_key)
+        for group, state in groups.items():
+            key = (*state_key[:2], group, *state_key[3:])
+            for window in sorted(state):
+                entry = state[window]
+                if entry[_DIRTY] and not entry[_FIRED]:
+                    yield self._pane(key, window, entry, "EARLY")
+        _store(cell, state_key, groups, closed_upto, False)
 
 
 def _tag(window: tuple[int, int]) -> str:
@@ -355,7 +411,7 @@ def window_operator(
     class WindowOperator(_WindowLogic):
         def process(
             self,
-            element: tuple[tuple[str, int, bytes], tuple[int, tuple, Any, Any]],
+            element: tuple[tuple, tuple[bytes, int, tuple, Any, Any]],
             cell: Any = beam.DoFn.StateParam(windows),
             watermark_timer: Any = beam.DoFn.TimerParam(watermark),
         ) -> Iterator[Any]:
@@ -380,7 +436,7 @@ def window_operator(
     class EarlyWindowOperator(WindowOperator):
         def process(
             self,
-            element: tuple[tuple[str, int, bytes], tuple[int, tuple, Any, Any]],
+            element: tuple[tuple, tuple[bytes, int, tuple, Any, Any]],
             cell: Any = beam.DoFn.StateParam(windows),
             watermark_timer: Any = beam.DoFn.TimerParam(watermark),
             early_timer: Any = beam.DoFn.TimerParam(early_spec),
@@ -450,7 +506,7 @@ class StreamingAggregate(beam.PTransform):
 class MergePartials(beam.PTransform):
     """Merges :data:`~liveagg.transforms.envelope.Partial` panes into the view's rows.
 
-    Keyed by (view, variant, grouping key), each window keeps the latest pane of every shard
+    Per grouping key, each window keeps the latest pane of every shard
     and fires like the one-level operator. ``spec`` is the view whose rows are written.
     Returns ``{"rows": ..., "dead_letter": ...}``.
     """
@@ -476,6 +532,9 @@ class MergePartials(beam.PTransform):
 
 
 def keyed_partial(partial: tuple, payload: Any = None, source: Any = None) -> tuple:
-    """A partial as the merge operator's ``((view, variant, key), (ts, partial, ...))``."""
+    """A partial as the merge operator's ``((view, variant, bucket), (key, ts, partial, ...))``."""
     view, variant, start, end, key, shard, pane, data, _ = partial
-    return ((view, variant, key), (start, (start, end, shard, pane, data), payload, source))
+    return (
+        (view, variant, bucket_of(key)),
+        (key, start, (start, end, shard, pane, data), payload, source),
+    )

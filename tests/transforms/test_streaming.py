@@ -221,23 +221,31 @@ class _Cell:
         self.value = None
 
 
-def test_a_key_keeps_its_state_in_one_cell_that_its_coder_round_trips() -> None:
-    windows = {(0, 60_000_000): [b"acc", 2, True, False, None]}
+BUCKET = ("clicks", 0, 7)  # a state key: (view, variant, bucket)
+LEGACY = ("clicks", 0, b'["a"]')  # a state key of builds keyed by grouping key
+
+
+def test_a_bucket_keeps_its_state_in_one_cell_that_its_coder_round_trips() -> None:
+    groups = {b'["a"]': {(0, 60_000_000): [b"acc", 2, True, False, None]}}
     cell = _Cell()
-    assert _load(cell) == ({}, _NEVER, False)
-    _store(cell, windows, 59_999_999, True)
+    assert _load(cell, BUCKET) == ({}, _NEVER, False)
+    _store(cell, BUCKET, groups, 59_999_999, True)
     coder = FastPrimitivesCoder()
     cell.value = coder.decode(coder.encode(cell.value))
-    assert _load(cell) == (windows, 59_999_999, True)
-    _store(cell, {}, 179_999_999, False)  # no window open, but how far the key closed stays
-    assert _load(cell) == ({}, 179_999_999, False)
-    _store(cell, {}, _NEVER, False)
+    assert _load(cell, BUCKET) == (groups, 59_999_999, True)
+    _store(cell, BUCKET, {}, 179_999_999, False)  # no window open, but how far it closed stays
+    assert _load(cell, BUCKET) == ({}, 179_999_999, False)
+    _store(cell, BUCKET, {}, _NEVER, False)
     assert cell.value is None
 
 
-def test_state_of_the_three_cell_layout_keeps_its_open_windows() -> None:
+def test_state_keyed_by_grouping_key_in_earlier_builds_keeps_its_open_windows() -> None:
     windows = {(0, 60_000_000): [b"acc", 1, False, True, None]}
-    assert _load(_Cell(windows)) == (windows, _NEVER, False)
+    assert _load(_Cell(windows), LEGACY) == ({b'["a"]': windows}, _NEVER, False)  # three cells
+    cell = _Cell((windows, 59_999_999, 1))  # one cell
+    assert _load(cell, LEGACY) == ({b'["a"]': windows}, 59_999_999, True)
+    _store(cell, LEGACY, {b'["a"]': windows}, 59_999_999, False)
+    assert cell.value == (windows, 59_999_999, 0)  # written back in the layout it was read
 
 
 class _Timers:
@@ -259,10 +267,10 @@ def test_each_window_has_its_own_timer_so_a_watermark_jump_fires_them_all() -> N
     operator = window_operator(VIEW, clock=lambda: 0.0)
     operator.setup()
     cell, timers = _Cell(), _Timers()
-    key = ("clicks", 0, b'["a"]')
+    key = BUCKET
     minute = 60_000_000
     for t in (5, 65, 125):  # three windows of one key
-        element = (key, (t * 1_000_000, (1, 1), b"{}", None))
+        element = (key, (b'["a"]', t * 1_000_000, (1, 1), b"{}", None))
         assert list(operator._process(element, cell, timers, None)) == []
     assert timers.due == {
         f"{m * minute}/{(m + 1) * minute}": (m + 1) * minute - 1 for m in range(3)
@@ -281,14 +289,14 @@ def test_each_window_has_its_own_timer_so_a_watermark_jump_fires_them_all() -> N
     # for their end + allowed lateness (2 minutes).
     assert timers.due == {f"{m * minute}/{(m + 1) * minute}": (m + 3) * minute - 1 for m in (1, 2)}
     assert fire.micros == minute - 1
-    assert _load(cell)[1] == 3 * minute - 1
+    assert _load(cell, key)[1] == 3 * minute - 1
 
     # The second window's timer fires at its expiry: it is dropped, the third stays.
     second = f"{minute}/{2 * minute}"
     at = Timestamp(micros=timers.due.pop(second))
     assert list(operator._on_watermark(key, at, second, cell, timers)) == []
-    windows, closed_upto, _ = _load(cell)
-    assert list(windows) == [(2 * minute, 3 * minute)]
+    groups, closed_upto, _ = _load(cell, key)
+    assert list(groups[b'["a"]']) == [(2 * minute, 3 * minute)]
     assert closed_upto == 4 * minute - 1
     assert list(timers.due) == [f"{2 * minute}/{3 * minute}"]
 
@@ -306,7 +314,44 @@ def test_an_untagged_timer_of_the_earlier_layout_arms_every_open_window() -> Non
         }
     )
     timers = _Timers()
-    key = ("clicks", 0, b'["a"]')
+    key = LEGACY
     rows = list(operator._on_watermark(key, Timestamp(micros=minute - 1000), "", cell, timers))
     assert [(r["window_start"], r["pane_timing"], r["n"]) for r in rows] == [(W0, "ON_TIME", 1)]
     assert timers.due == {f"0/{minute}": 3 * minute - 1, f"{minute}/{2 * minute}": 2 * minute - 1}
+
+
+def test_the_keys_of_a_bucket_share_its_window_timers_and_how_far_it_has_closed() -> None:
+    operator = window_operator(VIEW, clock=lambda: 0.0)
+    operator.setup()
+    cell, timers = _Cell(), _Timers()
+    minute = 60_000_000
+    window = f"0/{minute}"
+
+    def message(group: bytes, t: float) -> list:
+        element = (BUCKET, (group, int(t * 1_000_000), (1, 1), b"{}", None))
+        return list(operator._process(element, cell, timers, None))
+
+    assert message(b'["a"]', 5) == []
+    assert message(b'["b"]', 6) == []
+    assert timers.due == {window: minute - 1}
+    at = Timestamp(micros=timers.due.pop(window))
+    rows = list(operator._on_watermark(BUCKET, at, window, cell, timers))
+    assert sorted((r["k"], r["pane_timing"]) for r in rows) == [("a", "ON_TIME"), ("b", "ON_TIME")]
+    assert timers.due == {window: 3 * minute - 1}  # both wait for end + allowed lateness
+
+    # A key new to the window after it fired: the shared timer moves back to the window's end,
+    # the new key's pane fires then, and the timer returns to the others' expiry.
+    assert message(b'["c"]', 7) == []
+    assert timers.due == {window: minute - 1}
+    at = Timestamp(micros=timers.due.pop(window))
+    rows = list(operator._on_watermark(BUCKET, at, window, cell, timers))
+    assert [(r["k"], r["pane_timing"], r["pane_index"]) for r in rows] == [("c", "ON_TIME", 0)]
+    assert timers.due == {window: 3 * minute - 1}
+
+    # Expiry drops the window for every key; a message for it, from any key, is too late.
+    at = Timestamp(micros=timers.due.pop(window))
+    assert list(operator._on_watermark(BUCKET, at, window, cell, timers)) == []
+    assert _load(cell, BUCKET) == ({}, 3 * minute - 1, False)
+    (letter,) = message(b'["d"]', 8)
+    assert letter.tag == "dead_letter" and letter.value["reason"] == "too_late"
+    assert timers.due == {}

@@ -528,10 +528,14 @@ def _connect(key: _SessionKey) -> tuple[Any, Any]:
         reconnection_policy=ExponentialReconnectionPolicy(base_delay=0.5, max_delay=10.0),
     )
     try:
-        return cluster, cluster.connect()
+        session = cluster.connect()
     except BaseException:
         cluster.shutdown()
         raise
+    # Each insert carries its own USING TIMESTAMP: the driver's client timestamp would be a
+    # second clock per request, behind a lock that the writing threads contend for.
+    session.use_client_timestamp = False
+    return cluster, session
 
 
 class _Sessions:
@@ -654,8 +658,6 @@ class _WriteRows(beam.DoFn):
         key = _session_key(self._connections, settings)
         session = _SESSIONS.acquire(key, settings.retry)  # raises the install hint first
         self._session_key = key
-        from cassandra.timestamps import MonotonicTimestampGenerator
-
         self._insert = _call_with_retry(
             settings.retry,
             lambda: prepare_table(session, self._layout, self._connections.cassandra_replication),
@@ -666,12 +668,12 @@ class _WriteRows(beam.DoFn):
             retry=settings.retry,
             retryable=retryable_errors(),
         )
-        self._clock = MonotonicTimestampGenerator()  # microseconds, strictly increasing
+        self._last_write_us = 0
 
     def process(self, row: dict[str, Any]) -> None:
         layout = self._layout
         try:
-            statement = self._insert.bind(layout.values(row, self._clock()))
+            statement = self._insert.bind(layout.values(row, self._write_time()))
         except Exception as e:
             raise ValueError(
                 f"view {layout.view!r}: cannot write a row to {layout.keyspace}.{layout.table}:"
@@ -679,6 +681,13 @@ class _WriteRows(beam.DoFn):
             ) from e
         self._writer.submit(statement)
         self._report()
+
+    def _write_time(self) -> int:
+        """The row's write timestamp in microseconds, strictly increasing per DoFn instance
+        (which runs one bundle at a time), so a later pane of a key always wins."""
+        now = time.time_ns() // 1000
+        self._last_write_us = now if now > self._last_write_us else self._last_write_us + 1
+        return self._last_write_us
 
     def finish_bundle(self) -> None:
         try:
