@@ -33,12 +33,15 @@ from liveagg.transforms.sinks.cassandra import (
     AsyncWriter,
     CassandraSink,
     CassandraWriteError,
+    ReplicaBatches,
     RetryPolicy,
     WriteSettings,
     column_name,
     prepare_table,
+    replica_set,
     retryable_errors,
     table_layout,
+    unlogged_batch,
 )
 
 pytestmark = pytest.mark.integration
@@ -602,8 +605,10 @@ def test_write_settings_from_the_environment(monkeypatch: pytest.MonkeyPatch) ->
     monkeypatch.setenv("LIVEAGG_CASSANDRA_MAX_IN_FLIGHT", "16")
     monkeypatch.setenv("LIVEAGG_CASSANDRA_RETRY_ATTEMPTS", "7")
     monkeypatch.setenv("LIVEAGG_CASSANDRA_RETRY_DEADLINE", "90s")
+    monkeypatch.setenv("LIVEAGG_CASSANDRA_BATCH_ROWS", "1")
     settings = WriteSettings.from_env()
     assert settings.max_in_flight == 16
+    assert settings.batch_rows == 1
     assert settings.retry.max_attempts == 7
     assert settings.retry.deadline == timedelta(seconds=90)
     monkeypatch.setenv("LIVEAGG_CASSANDRA_MAX_IN_FLIGHT", "many")
@@ -669,9 +674,11 @@ class _Done:
     def __init__(self, error: BaseException | None) -> None:
         self.error = error
 
-    def add_callbacks(self, callback: Any, errback: Any, errback_args: tuple = ()) -> None:
+    def add_callbacks(
+        self, callback: Any, errback: Any, callback_args: tuple = (), errback_args: tuple = ()
+    ) -> None:
         if self.error is None:
-            callback(None)
+            callback(None, *callback_args)
         else:
             errback(self.error, *errback_args)
 
@@ -723,7 +730,7 @@ def test_a_write_that_keeps_failing_raises_after_the_attempts() -> None:
     writer = AsyncWriter(execute, max_in_flight=4, retry=retry, retryable=retryable_errors())
     writer.submit("a")
     writer.submit("b")
-    with pytest.raises(CassandraWriteError, match=r"2 write\(s\) failed.*Unavailable"):
+    with pytest.raises(CassandraWriteError, match=r"2 row\(s\) failed.*Unavailable"):
         writer.flush()
     assert execute.calls == {"a": 3, "b": 3}
     assert writer.take_counts() == (0, 4, 2)
@@ -759,8 +766,10 @@ def test_other_errors_are_not_retried_and_fail_the_next_submit() -> None:
 
 def test_requests_in_flight_are_bounded() -> None:
     class Pending:
-        def add_callbacks(self, callback: Any, errback: Any, errback_args: tuple = ()) -> None:
-            self.callback = callback
+        def add_callbacks(
+            self, callback: Any, errback: Any, callback_args: tuple = (), errback_args: tuple = ()
+        ) -> None:
+            self.callback = lambda result: callback(result, *callback_args)
 
     issued: list[Pending] = []
     writer = AsyncWriter(
@@ -783,3 +792,64 @@ def test_requests_in_flight_are_bounded() -> None:
     submitter.join(5)
     writer.flush()
     assert writer.take_counts() == (10, 0, 0)
+
+
+class _Bound:
+    """What ReplicaBatches reads of a bound statement: its serialized values."""
+
+    def __init__(self, name: str, replicas: str, size: int = 10) -> None:
+        self.name, self.replicas, self.values = name, replicas, [b"x" * size, None]
+
+    def __repr__(self) -> str:
+        return self.name
+
+
+def _batches(max_rows: int, max_bytes: int = 4096) -> ReplicaBatches:
+    names = lambda statements: [s.name for s in statements]  # noqa: E731
+    return ReplicaBatches(lambda s: s.replicas, names, max_rows, max_bytes)
+
+
+def test_rows_are_batched_per_replica_set_up_to_the_row_and_byte_limits() -> None:
+    batches = _batches(max_rows=3, max_bytes=100)
+    out = []
+    for i in range(4):
+        out += batches.add(_Bound(f"a{i}", "A"))
+        out += batches.add(_Bound(f"b{i}", "B"))
+    # The third row of a replica set completes its batch; the fourth waits for more.
+    assert out == [(["a0", "a1", "a2"], 3), (["b0", "b1", "b2"], 3)]
+    out = list(batches.add(_Bound("c0", "C", size=40)))
+    out += batches.add(_Bound("c1", "C", size=40))
+    out += batches.add(_Bound("c2", "C", size=40))  # 120 bytes would pass the limit
+    assert out == [(["c0", "c1"], 2)]
+    big = _Bound("big", "A", size=100)  # alone over the limit: a request of its own
+    assert [(str(s), n) for s, n in batches.add(big)] == [("big", 1)]
+    # A batch of one row is sent as that row.
+    assert [(str(s), n) for s, n in batches.drain()] == [("a3", 1), ("b3", 1), ("c2", 1)]
+    assert list(batches.drain()) == []
+
+
+def test_one_row_per_request_when_batches_are_off() -> None:
+    batches = _batches(max_rows=1)
+    assert [(str(s), n) for s, n in batches.add(_Bound("a", "A"))] == [("a", 1)]
+    assert list(batches.drain()) == []
+    with pytest.raises(ValueError, match="max_rows must be at least 1"):
+        _batches(max_rows=0)
+
+
+def test_a_batch_of_rows_with_their_own_timestamps_is_written_and_grouped_by_replica(
+    cassandra: CassandraConnection, keyspace: str, session: Any
+) -> None:
+    view = parse_view(FULL_VIEW)
+    layout = table_layout(view, keyspace, "batched")
+    insert = prepare_table(session, layout, 1)
+    rows = aggregate(view, list(_messages(60)))
+    assert len(rows) > 20
+    bound = [insert.bind(layout.values(row, 1_000_000 + i)) for i, row in enumerate(rows)]
+    replicas = replica_set(session, keyspace)
+    assert {len(replicas(b)) for b in bound} == {1}  # one node: every row has the same replica
+    session.execute(unlogged_batch(bound[:20]))
+    session.execute(unlogged_batch(bound[20:]))
+    stored = select_all(session, keyspace, layout.table)
+    assert len(stored) == len(rows)
+    times = session.execute(f"SELECT WRITETIME(updated_at) FROM {layout.qualified}")
+    assert sorted(t[0] for t in times) == [1_000_000 + i for i in range(len(rows))]
