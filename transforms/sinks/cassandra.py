@@ -459,8 +459,11 @@ class ReplicaBatches:
         self._open: dict[Any, tuple[list[Any], int]] = {}  # replicas -> (statements, bytes)
 
     def add(self, statement: Any) -> Iterator[tuple[Any, int]]:
+        if self._max_rows == 1:
+            yield statement, 1
+            return
         size = sum(len(v) for v in statement.values if v is not None)
-        if self._max_rows == 1 or size >= self._max_bytes:
+        if size >= self._max_bytes:
             yield statement, 1
             return
         replicas = self._replicas_of(statement)
@@ -555,9 +558,9 @@ class WriteSettings:
     @classmethod
     def from_env(cls) -> WriteSettings:
         """Read ``LIVEAGG_CASSANDRA_MAX_IN_FLIGHT``, ``LIVEAGG_CASSANDRA_BATCH_ROWS``,
-        ``LIVEAGG_CASSANDRA_RETRY_ATTEMPTS``,
-        ``LIVEAGG_CASSANDRA_RETRY_DEADLINE`` (a duration such as ``5m``) and
-        ``LIVEAGG_CASSANDRA_PROTOCOL_VERSION``. A variable that is not set keeps its default.
+        ``LIVEAGG_CASSANDRA_RETRY_ATTEMPTS``, ``LIVEAGG_CASSANDRA_RETRY_DEADLINE`` (a duration
+        such as ``5m``) and ``LIVEAGG_CASSANDRA_PROTOCOL_VERSION``. A variable that is not set
+        keeps its default.
         """
         default = cls()
         deadline = os.environ.get("LIVEAGG_CASSANDRA_RETRY_DEADLINE", "").strip()
