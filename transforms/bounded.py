@@ -23,12 +23,14 @@ import orjson
 from apache_beam.pvalue import TaggedOutput
 from apache_beam.transforms.window import GlobalWindows
 
+from liveagg.runtime import tune_gc
 from liveagg.spec import ViewSpec
 from liveagg.transforms import envelope
 from liveagg.transforms.combine import MergeSessions
 from liveagg.transforms.deadletter import TAG as DEAD_LETTER
 from liveagg.transforms.deadletter import dead_letter
 from liveagg.transforms.plan import ViewPlan, decode_message, encode_key, route, view_tag
+from liveagg.transforms.shuffle import pack, unpack
 
 #: Messages buffered per bundle before partial accumulators are flushed downstream.
 MAX_BUFFERED = 200_000
@@ -67,6 +69,7 @@ class _PreAggregate(beam.DoFn):
         self._partials = partials  # level 1 of a two-level run: emit each key's Partial
 
     def setup(self) -> None:
+        tune_gc()
         self._plans = [ViewPlan(s) for s in self._specs]
         self._shard = uuid.uuid4().hex[:16]  # this worker's flushes are level-1 shards
         self._flushes = 0
@@ -199,7 +202,7 @@ class _PreAggregate(beam.DoFn):
             tag = view_tag(plan.name)
             for shard, partials in enumerate(shards):
                 if partials:
-                    yield tag, (shard, partials)
+                    yield tag, (shard, pack(partials))
         self._buffered = 0
 
     def _flush_partials(self) -> Iterator[tuple[str, envelope.Partial]]:
@@ -258,14 +261,15 @@ class _MergeShard(beam.DoFn):
         self._spec = spec
 
     def setup(self) -> None:
+        tune_gc()
         self._plan = ViewPlan(self._spec)
         combine = self._plan.combine
         self._codec = MergeSessions(combine) if self._plan.is_session else combine
 
-    def process(self, element: tuple[int, Iterable[list[Piece]]]) -> Iterator[dict[str, Any]]:
+    def process(self, element: tuple[int, Iterable[bytes]]) -> Iterator[dict[str, Any]]:
         parts: dict[Any, list[Any]] = {}
-        for partials in element[1]:
-            for key, data in partials:
+        for packed in element[1]:
+            for key, data in unpack(packed):
                 seen = parts.get(key)
                 if seen is None:
                     parts[key] = [data]

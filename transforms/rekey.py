@@ -16,6 +16,7 @@ from typing import Any
 import apache_beam as beam
 from apache_beam.pvalue import TaggedOutput
 
+from liveagg.runtime import tune_gc
 from liveagg.spec import ViewSpec
 from liveagg.transforms import envelope
 from liveagg.transforms.deadletter import TAG as DEAD_LETTER
@@ -31,6 +32,7 @@ class _Decode(beam.DoFn):
         self._specs = specs
 
     def setup(self) -> None:
+        tune_gc()
         self._views = {s.name: envelope.Level2(s) for s in self._specs}
 
     def process(self, element: Any) -> Iterator[Any]:
@@ -51,6 +53,7 @@ class _MergeWindow(beam.DoFn):
         self._spec = spec
 
     def setup(self) -> None:
+        tune_gc()
         self._plan = ViewPlan(self._spec)
 
     def process(self, element: tuple[tuple, Iterable[tuple]]) -> Iterator[dict[str, Any]]:

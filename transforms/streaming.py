@@ -48,6 +48,7 @@ from apache_beam.transforms.userstate import (
 )
 from apache_beam.utils.timestamp import Timestamp
 
+from liveagg.runtime import tune_gc
 from liveagg.spec import ViewSpec
 from liveagg.transforms import envelope
 from liveagg.transforms.deadletter import NAMESPACE, dead_letter
@@ -123,6 +124,7 @@ class _Route(beam.DoFn):
         self._by_source = by_source
 
     def setup(self) -> None:
+        tune_gc()
         self._plans = [ViewPlan(s) for s in self._specs]
         self._fanout = [s.hot_key_fanout or 0 for s in self._specs]
         self._turn = 0
@@ -175,6 +177,7 @@ class _WindowLogic(beam.DoFn):
         self._partials_out = partials_out
 
     def setup(self) -> None:
+        tune_gc()
         self._plan = ViewPlan(self._spec)
         # What an operator watches (docs/flink.md): keys holding open windows, and how far
         # the view's event time (the last watermark it fired on) is behind the wall clock.

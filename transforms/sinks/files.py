@@ -37,6 +37,7 @@ from apache_beam.utils.windowed_value import WindowedValue
 
 from liveagg.spec import Sink, ViewSpec
 from liveagg.transforms.plan import ViewPlan
+from liveagg.transforms.shuffle import pack, unpack
 from liveagg.transforms.sinks import Connections, objectstores, register_sink
 
 #: File formats; each is also the file extension.
@@ -271,11 +272,9 @@ class _WriteWindowFiles(beam.DoFn):
     def setup(self) -> None:
         self._files.open()
 
-    def process(
-        self, element: tuple[tuple[str, str], Iterable[list[dict[str, Any]]]]
-    ) -> Iterator[str]:
-        (folder, stem), lists = element
-        rows = [row for part in lists for row in part]
+    def process(self, element: tuple[tuple[str, str], Iterable[bytes]]) -> Iterator[str]:
+        (folder, stem), packed = element
+        rows = [row for part in packed for row in unpack(part)]
         yield self._files.write(folder, stem, sorted(rows, key=_row_order), replace=True)
 
 
@@ -320,8 +319,8 @@ def _write(
 
 
 class _GroupInBundle(beam.DoFn):
-    """Rows gathered per file key within a bundle, so the shuffle moves one list per file and
-    bundle instead of one element per row."""
+    """Rows gathered per file key within a bundle, so the shuffle moves one packed list per
+    file and bundle instead of one element per row."""
 
     def __init__(self, file_key: Callable[[dict[str, Any]], tuple[str, str]]) -> None:
         self._file_key = file_key
@@ -334,7 +333,7 @@ class _GroupInBundle(beam.DoFn):
 
     def finish_bundle(self) -> Iterator[WindowedValue]:
         for (key, window), rows in self._rows.items():
-            yield WindowedValue((key, rows), window.max_timestamp(), [window])
+            yield WindowedValue((key, pack(rows)), window.max_timestamp(), [window])
         self._rows.clear()
 
 
