@@ -25,7 +25,10 @@ STAGES: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("decode JSON", ("orjson.loads", "_add_batch.<locals>.<listcomp>", "decode_message")),
     ("event time", ("event_time", "eventtime.py")),
     ("extract columns", ("extract_batch", "extract ", "route ", "fields.py")),
-    ("encode partials", ("ViewCombineFn.encode", "_encoded (transforms", "encode_key (")),
+    (
+        "encode partials",
+        ("ViewCombineFn.encode", "_encoded (transforms", "encode_key (", "shuffle.py"),
+    ),
     ("pre-aggregate", ("_PreAggregate", "add_inputs", "add_input")),
     ("merge partials", ("_MergeShard", "merge_accumulators", "ViewCombineFn.decode", "Merge")),
     ("rows and files", ("ViewPlan.row", "files.py", "_Rows")),
