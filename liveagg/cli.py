@@ -49,7 +49,9 @@ def _run(args: argparse.Namespace) -> int:
         master=args.flink_master or flink.master,
         version=args.flink_version or flink.version,
         parallelism=args.parallelism,
-        checkpoint_interval=timedelta(seconds=args.checkpoint_interval_s),
+        checkpoint_interval=flink.checkpoint_interval
+        if args.checkpoint_interval_s is None
+        else timedelta(seconds=args.checkpoint_interval_s),
         environment=args.flink_environment,
         worker_pool=args.flink_worker_pool or flink.worker_pool,
         job_endpoint=args.flink_job_endpoint or flink.job_endpoint,
@@ -278,10 +280,10 @@ def _add_run_options(p: argparse.ArgumentParser) -> None:
     flink.add_argument(
         "--checkpoint-interval-s",
         type=float,
-        default=10.0,
         metavar="SECONDS",
-        help="checkpoint every this often when streaming (default 10; 0: off). Checkpoints are "
-        "retained when the job fails or is cancelled, for --flink-restore",
+        help="checkpoint every this often when streaming (default 1; 0: off). Windows close at "
+        "the first checkpoint after the watermark passes their end. Checkpoints are retained "
+        "when the job fails or is cancelled, for --flink-restore",
     )
     flink.add_argument(
         "--flink-environment",

@@ -91,7 +91,9 @@ class FlinkProfile:
     master: str = field(default_factory=lambda: _env("LIVEAGG_FLINK_MASTER") or "[local]")
     version: str = field(default_factory=lambda: _env("LIVEAGG_FLINK_VERSION") or "1.19")
     parallelism: int | None = None
-    checkpoint_interval: timedelta = timedelta(seconds=10)
+    # Beam's Flink runner sends the Kafka read's watermark downstream only at checkpoint
+    # barriers, so a window closes at the first checkpoint after its end (docs/flink.md).
+    checkpoint_interval: timedelta = timedelta(seconds=1)
     environment: str | None = None  # loopback | external; None: external iff a worker pool
     worker_pool: str | None = field(default_factory=lambda: _env("LIVEAGG_FLINK_WORKER_POOL"))
     job_endpoint: str | None = field(default_factory=lambda: _env("LIVEAGG_FLINK_JOB_ENDPOINT"))

@@ -21,8 +21,8 @@ second. Kafka and Cassandra are the source and the sink, not the system: not cou
 ``Context.options``: ``flink_events`` (cap on the backlog), ``flink_rate`` (paced rate; default
 half the sustained throughput), ``flink_paced_s`` (180; 0 skips the paced run),
 ``flink_warmup_s`` (20: windows ending earlier are not measured), ``flink_disorder_s`` (0.5),
-``flink_checkpoint_s`` (10), ``flink_timeout_s`` (3600) and ``flink_args`` (more arguments for
-``liveagg run``, e.g. Beam options).
+``flink_checkpoint_s`` (liveagg's default), ``flink_timeout_s`` (3600) and ``flink_args``
+(more arguments for ``liveagg run``, e.g. Beam options).
 
     .venv/bin/python -m benchmarks.systems.liveagg_flink --events 200000
 """
@@ -140,10 +140,11 @@ class Job:
         self.flink = services.connection("flink")
         cassandra = services.connection("cassandra")
         sink = json.dumps({"type": "cassandra", "keyspace": KEYSPACE})
-        checkpoint_s = ctx.options.get("flink_checkpoint_s", "10")
+        checkpoint_s = ctx.options.get("flink_checkpoint_s")
         args = [
             *("run", "--views", str(ctx.views), "--runner", "flink"),
-            *("--parallelism", str(PARALLELISM), "--checkpoint-interval-s", checkpoint_s),
+            *("--parallelism", str(PARALLELISM)),
+            *(("--checkpoint-interval-s", str(checkpoint_s)) if checkpoint_s else ()),
             *("--kafka-topic", topic, "--kafka-bootstrap", self.kafka.bootstrap_servers),
             *("--kafka-start", "earliest", "--unbounded", "--no-view-sinks", "--sink", sink),
             # While a backlog is read, aligned checkpoint barriers queue behind it for minutes:

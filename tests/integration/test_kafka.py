@@ -529,6 +529,47 @@ def test_partition_reader_by_hand_commits_on_finalize_and_advances_idle_watermar
     fn.teardown()
 
 
+def test_partition_reader_stalled_in_a_backlog_keeps_its_event_times(
+    bootstrap: str, topic: Callable[..., str]
+) -> None:
+    """Minutes between reads of a backlog of old events: never the idle watermark."""
+    name = topic(partitions=1)
+    producer = ck.Producer({"bootstrap.servers": bootstrap})
+    for i in range(6):
+        producer.produce(name, orjson.dumps({"ts": BASE_TS + i, "key": "a", "value": 1}))
+    assert producer.flush(10) == 0
+    now = [1_800_000_000.0]  # years after BASE_TS: an idle guess would pass every record
+    src = source(
+        bootstrap,
+        name,
+        bounded=False,
+        start="earliest",
+        timestamp_fn=ViewEventTime(view_spec()),
+        batch_size=2,
+        poll_timeout=timedelta(milliseconds=300),
+    )
+    fn = ReadPartitions(src, clock=lambda: now[0])
+    fn.setup()
+    read = plan_reads(src)[0]
+    restriction = PartitionRanges().initial_restriction(read)
+    estimator = ManualWatermarkEstimator(None)
+    seen: list[int] = []
+    for _ in range(50):
+        if len(seen) == 6:
+            break
+        tracker = ThreadsafeRestrictionTracker(PartitionTracker(restriction))
+        out = list(fn.process(read, _Finalizer(), RestrictionTrackerView(tracker), estimator))
+        seen += [v.value[1]["offset"] for v in out]
+        deferred = tracker.deferred_status()
+        assert deferred is not None
+        restriction = deferred[0]
+        if seen:  # the watermark is the newest record's event time, never now - idle
+            assert estimator.current_watermark() == Timestamp(BASE_TS + seen[-1])
+        now[0] += 60  # a long stall before every call, empty polls (fetch not back) included
+    assert seen == list(range(6))
+    fn.teardown()
+
+
 class _Finalizer:
     def __init__(self) -> None:
         self.callbacks: list[Callable[[], None]] = []
@@ -580,16 +621,35 @@ def test_watermark_follows_max_event_time_then_idles_with_injected_clock() -> No
     wm.observe(5_000_000)
     wm.observe(3_000_000)  # out of order: the watermark does not go back
     wm.observe(None)  # no event time: counts as data, moves nothing
+    wm.reached_end()
     assert wm.current_us() == 5_000_000
     now[0] += 9.9
     assert wm.current_us() == 5_000_000
     now[0] += 0.1
     assert wm.current_us() == (now[0] - 10) * 1_000_000
     wm.observe(2_000_000_000)  # data again, ahead of the wall clock: whichever is later
+    wm.reached_end()
     now[0] += 30
     assert wm.current_us() == 2_000_000_000
     now[0] += 1000
     assert wm.current_us() == (now[0] - 10) * 1_000_000
+
+
+def test_a_partition_with_unread_records_is_slow_not_idle() -> None:
+    """A stalled read of a backlog keeps the backlog's event times, however long it waits."""
+    now = [1000.0]
+    wm = PartitionWatermark(timedelta(seconds=10), clock=lambda: now[0])
+    assert wm.current_us() is None  # nothing read yet, and not at the end: no idle guess
+    now[0] += 60
+    assert wm.current_us() is None
+    wm.observe(5_000_000)
+    now[0] += 600  # a long stall before the end of the partition
+    assert wm.current_us() == 5_000_000
+    wm.reached_end()  # the end: quiet from the last record on
+    assert wm.current_us() == (now[0] - 10) * 1_000_000
+    wm.observe(6_000_000)  # more data: not at the end any more
+    now[0] += 600
+    assert wm.current_us() == 6_000_000
 
 
 def test_sdf_never_moves_the_estimator_back() -> None:
@@ -600,6 +660,7 @@ def test_sdf_never_moves_the_estimator_back() -> None:
     ReadPartitions._advance(estimator, wm)
     assert estimator.current_watermark() == Timestamp(100)
     now[0] = 200.0
+    wm.reached_end()
     ReadPartitions._advance(estimator, wm)
     assert estimator.current_watermark() == Timestamp(199)
 

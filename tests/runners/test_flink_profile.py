@@ -29,7 +29,7 @@ def test_a_cluster_with_a_worker_pool_runs_external_and_checkpoints_when_streami
     assert "--environment_config=127.0.0.1:50000" in args
     assert "--parallelism=4" in args
     assert "--job_name=j1" in args
-    assert "--checkpointing_interval=10000" in args
+    assert "--checkpointing_interval=1000" in args
     assert profile.rest_url == "http://127.0.0.1:8081"
 
 

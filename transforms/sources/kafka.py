@@ -101,7 +101,9 @@ class KafkaSource:
         idle_timeout: Unbounded mode: after this long without data, a partition's watermark
             moves to wall-clock now minus ``idle_timeout`` so it does not hold windows back.
         batch_size: Messages per ``consume()`` call.
-        poll_timeout: How long one ``consume()`` waits for data.
+        poll_timeout: How long one ``consume()`` waits for data. Short, because on Flink a
+            checkpoint barrier waits for the read's open bundle, which holds one ``consume()``
+            per partition, and the read's watermark only moves downstream at a barrier.
         stall_timeout: Bounded mode: fail when a partition delivers nothing for this long
             before its end offset (broker gone, say) instead of waiting for ever.
 
@@ -122,7 +124,7 @@ class KafkaSource:
     timestamp_fn: TimestampFn | None = None
     idle_timeout: timedelta = timedelta(seconds=10)
     batch_size: int = 10_000
-    poll_timeout: timedelta = timedelta(seconds=1)
+    poll_timeout: timedelta = timedelta(milliseconds=100)
     stall_timeout: timedelta = timedelta(seconds=120)
 
     def __post_init__(self) -> None:
@@ -398,9 +400,12 @@ class _WatermarkState(WatermarkEstimatorProvider):
 class PartitionWatermark:
     """Event-time watermark of one partition, with an idle timeout.
 
-    The watermark is the largest event time seen; after ``idle_timeout`` without data it is
-    wall-clock now minus ``idle_timeout``, whichever is later. ``clock`` returns seconds since
-    the epoch; tests inject one.
+    The watermark is the largest event time seen. Once the partition has been read to its end
+    and then ``idle_timeout`` passes without data, it is wall-clock now minus
+    ``idle_timeout``, whichever is later. A partition that still holds unread records is slow,
+    not idle: however long the read stalls (a busy worker, a checkpoint), its watermark stays
+    at its records' event times, or a backlog of old events would turn late all at once.
+    ``clock`` returns seconds since the epoch; tests inject one.
     """
 
     def __init__(self, idle_timeout: timedelta, clock: Callable[[], float]) -> None:
@@ -408,18 +413,24 @@ class PartitionWatermark:
         self._clock = clock
         self.max_event_us: int | None = None
         self._last_data_s = clock()
+        self._at_end = False
 
     def observe(self, event_us: int | None) -> None:
         """A record arrived; ``event_us`` is its event time (None: unknown)."""
         self._last_data_s = self._clock()
+        self._at_end = False
         if event_us is not None and (self.max_event_us is None or event_us > self.max_event_us):
             self.max_event_us = event_us
+
+    def reached_end(self) -> None:
+        """The consumer read to the partition's end (librdkafka's end-of-partition event)."""
+        self._at_end = True
 
     def current_us(self) -> int | None:
         """The watermark to hold now, in microseconds; None until anything is known."""
         now = self._clock()
         candidates = [] if self.max_event_us is None else [self.max_event_us]
-        if now - self._last_data_s >= self._idle_s:
+        if self._at_end and now - self._last_data_s >= self._idle_s:
             candidates.append(int((now - self._idle_s) * 1_000_000))
         return max(candidates) if candidates else None
 
@@ -475,6 +486,7 @@ class ReadPartitions(beam.DoFn):
                 if error.code() != ck.KafkaError._PARTITION_EOF:
                     raise ck.KafkaException(error)
                 consumer[1] = max(consumer[1], msg.offset())
+                clock.reached_end()
                 if msg.offset() >= restriction.stop:  # trailing gaps up to the stop
                     done = not tracker.try_claim(restriction.stop)
                 continue
