@@ -98,8 +98,9 @@ class KafkaSource:
             (views on a source share the event-time field: :class:`ViewEventTime`). Default:
             the Kafka message timestamp. Unbounded mode only; the bounded path reads event
             time itself.
-        idle_timeout: Unbounded mode: after this long without data, a partition's watermark
-            moves to wall-clock now minus ``idle_timeout`` so it does not hold windows back.
+        idle_timeout: Unbounded mode: once a partition is read to its end and then gets no
+            data for this long, its watermark moves to wall-clock now minus ``idle_timeout`` so
+            it does not hold windows back.
         batch_size: Messages per ``consume()`` call.
         poll_timeout: How long one ``consume()`` waits for data. Short, because on Flink a
             checkpoint barrier waits for the read's open bundle, which holds one ``consume()``
