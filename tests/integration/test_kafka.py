@@ -476,35 +476,17 @@ def test_partition_reader_by_hand_commits_on_finalize_and_advances_idle_watermar
     assert producer.flush(10) == 0
 
     now = [1_800_000_000.0]
-    src = source(
-        bootstrap,
-        name,
-        bounded=False,
-        start="earliest",
-        timestamp_fn=ViewEventTime(view_spec()),
-        poll_timeout=timedelta(milliseconds=300),
-    )
-    fn = ReadPartitions(src, clock=lambda: now[0])
-    fn.setup()
-    read = plan_reads(src)[0]
+    src, fn, read = _reader_by_hand(bootstrap, name, now)
     assert (read.start, read.stop) == (0, None)
     estimator = ManualWatermarkEstimator(None)
     restriction = PartitionRanges().initial_restriction(read)
     assert restriction == OffsetRange(0, UNBOUNDED)
 
-    def call(restriction: OffsetRange) -> tuple[list[Any], OffsetRange | None, list[Any]]:
-        tracker = ThreadsafeRestrictionTracker(PartitionTracker(restriction))
-        finalizer = _Finalizer()
-        out = list(fn.process(read, finalizer, RestrictionTrackerView(tracker), estimator))
-        tracker.check_done()
-        deferred = tracker.deferred_status()
-        return out, None if deferred is None else deferred[0], finalizer.callbacks
-
     out: list[Any] = []
     for _ in range(50):  # the first polls may come back before the fetch does
         if len(out) >= 4:
             break
-        got, restriction, callbacks = call(restriction)
+        got, restriction, callbacks = _call(fn, read, restriction, estimator)
         out += got
         for callback in callbacks:
             callback()
@@ -520,11 +502,11 @@ def test_partition_reader_by_hand_commits_on_finalize_and_advances_idle_watermar
     assert committed(bootstrap, name, src.group, partitions=1) == [4]
 
     now[0] += 9  # quiet, but not yet idle
-    got, restriction, _ = call(restriction)
+    got, restriction, _ = _call(fn, read, restriction, estimator)
     assert got == [] and restriction == OffsetRange(4, UNBOUNDED)
     assert estimator.current_watermark() == Timestamp(BASE_TS + 60)
     now[0] += 2  # idle: now minus the idle timeout
-    call(restriction)
+    _call(fn, read, restriction, estimator)
     assert estimator.current_watermark() == Timestamp(now[0] - 10)
     fn.teardown()
 
@@ -539,35 +521,53 @@ def test_partition_reader_stalled_in_a_backlog_keeps_its_event_times(
         producer.produce(name, orjson.dumps({"ts": BASE_TS + i, "key": "a", "value": 1}))
     assert producer.flush(10) == 0
     now = [1_800_000_000.0]  # years after BASE_TS: an idle guess would pass every record
-    src = source(
-        bootstrap,
-        name,
-        bounded=False,
-        start="earliest",
-        timestamp_fn=ViewEventTime(view_spec()),
-        batch_size=2,
-        poll_timeout=timedelta(milliseconds=300),
-    )
-    fn = ReadPartitions(src, clock=lambda: now[0])
-    fn.setup()
-    read = plan_reads(src)[0]
-    restriction = PartitionRanges().initial_restriction(read)
+    _, fn, read = _reader_by_hand(bootstrap, name, now, batch_size=2)
+    restriction: OffsetRange | None = PartitionRanges().initial_restriction(read)
     estimator = ManualWatermarkEstimator(None)
     seen: list[int] = []
     for _ in range(50):
         if len(seen) == 6:
             break
-        tracker = ThreadsafeRestrictionTracker(PartitionTracker(restriction))
-        out = list(fn.process(read, _Finalizer(), RestrictionTrackerView(tracker), estimator))
+        assert restriction is not None
+        out, restriction, _ = _call(fn, read, restriction, estimator)
         seen += [v.value[1]["offset"] for v in out]
-        deferred = tracker.deferred_status()
-        assert deferred is not None
-        restriction = deferred[0]
+        assert restriction is not None  # an unbounded read always defers its remainder
         if seen:  # the watermark is the newest record's event time, never now - idle
             assert estimator.current_watermark() == Timestamp(BASE_TS + seen[-1])
         now[0] += 60  # a long stall before every call, empty polls (fetch not back) included
     assert seen == list(range(6))
     fn.teardown()
+
+
+def _reader_by_hand(
+    bootstrap: str, topic: str, now: list[float], **options: Any
+) -> tuple[KafkaSource, ReadPartitions, Any]:
+    """An unbounded partition reader set up outside a pipeline, on ``now[0]`` as its clock:
+    its source, the set-up DoFn and the partition's read."""
+    src = source(
+        bootstrap,
+        topic,
+        bounded=False,
+        start="earliest",
+        timestamp_fn=ViewEventTime(view_spec()),
+        poll_timeout=timedelta(milliseconds=300),
+        **options,
+    )
+    fn = ReadPartitions(src, clock=lambda: now[0])
+    fn.setup()
+    return src, fn, plan_reads(src)[0]
+
+
+def _call(
+    fn: ReadPartitions, read: Any, restriction: OffsetRange, estimator: ManualWatermarkEstimator
+) -> tuple[list[Any], OffsetRange | None, list[Any]]:
+    """One ``process`` call as a runner makes it: (outputs, deferred remainder, finalizers)."""
+    tracker = ThreadsafeRestrictionTracker(PartitionTracker(restriction))
+    finalizer = _Finalizer()
+    out = list(fn.process(read, finalizer, RestrictionTrackerView(tracker), estimator))
+    tracker.check_done()
+    deferred = tracker.deferred_status()
+    return out, None if deferred is None else deferred[0], finalizer.callbacks
 
 
 class _Finalizer:
