@@ -7,11 +7,9 @@ import gc
 #: Allocations of container objects between two young-generation collections.
 GC_YOUNG_THRESHOLD = 100_000
 
-_tuned = False
-
 
 def tune_gc() -> None:
-    """Run CPython's cycle collector less often; once per process, from each DoFn's setup.
+    """Run CPython's cycle collector less often; called from each aggregating DoFn's setup.
 
     Aggregation allocates and keeps millions of small tuples, lists and dicts (rows, keys,
     buffered messages). At CPython's default threshold of 700 allocations the collector ran
@@ -19,9 +17,6 @@ def tune_gc() -> None:
     objects it could not free; at 100,000 it runs about 30 times for a quarter of that cost.
     Reference counting still frees everything that is not in a cycle at once.
     """
-    global _tuned
-    if _tuned:
-        return
-    _tuned = True
     young, middle, old = gc.get_threshold()
-    gc.set_threshold(max(young, GC_YOUNG_THRESHOLD), middle, old)
+    if young < GC_YOUNG_THRESHOLD:  # never lowers a threshold the user raised further
+        gc.set_threshold(GC_YOUNG_THRESHOLD, middle, old)
