@@ -114,9 +114,9 @@ class _PreAggregate(beam.DoFn):
                 else:
                     yield from self._add(payload)  # its dead letter, or nothing if blank
             payloads = kept
-        times: dict = {}
+        shared: dict = {}
         for plan, buffer in zip(self._plans, self._buffers, strict=True):
-            column, rows, groups, rejects = plan.extract_batch(msgs, times)
+            column, rows, groups, rejects = plan.extract_batch(msgs, shared)
             for i, r in rejects:
                 yield TaggedOutput(
                     DEAD_LETTER, dead_letter(payloads[i], plan.name, r.reason, r.detail)
@@ -278,23 +278,20 @@ class _MergeShard(beam.DoFn):
         plan, codec = self._plan, self._codec
         if plan.is_session:
             decode, merge, extract = codec.decode, codec.merge_accumulators, codec.extract_output
+            rows = 0
             for (variant_index, group), data in parts.items():
                 sessions = merge([decode(d) for d in data]) if len(data) > 1 else decode(data[0])
                 variant = plan.variants[variant_index]
                 for start, end, outputs in extract(sessions):
-                    yield plan.row(variant, start, end, group, outputs, "ON_TIME", 0)
+                    rows += 1
+                    yield plan.row(variant, start, end, group, outputs, "ON_TIME", 0, count=False)
+            plan.count_rows(rows)
             return
+        variants, row, extract = plan.variants, plan.row, codec.extract_output
         for (variant_index, start, end, group), data in parts.items():
-            acc = self._merge(data)
-            yield plan.row(
-                plan.variants[variant_index],
-                start,
-                end,
-                group,
-                codec.extract_output(acc),
-                "ON_TIME",
-                0,
-            )
+            outputs = extract(self._merge(data))
+            yield row(variants[variant_index], start, end, group, outputs, "ON_TIME", 0, False)
+        plan.count_rows(len(parts))
 
     def _merge(self, partials: list[Any]) -> Any:
         """One key's partials (encoded accumulators and lists of rows) as one accumulator."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from itertools import repeat
 from typing import Any
 
 _MISSING = object()
@@ -36,4 +37,4 @@ def values_of(msgs: list[dict], name: str, get: Callable[[dict], Any]) -> list[A
     """``get`` (from :func:`getter`) over every message; a top-level name skips its calls."""
     if "." in name:
         return [get(m) for m in msgs]
-    return [m.get(name) for m in msgs]
+    return list(map(dict.get, msgs, repeat(name)))

@@ -57,6 +57,30 @@ class Variant:
 
 
 _PLAIN_KEY = (str, int)  # key values kept as they are (bool is not int here: type() is exact)
+_PLAIN_KEY_TYPES = frozenset(_PLAIN_KEY)
+_INT = frozenset((int,))
+_NONE = frozenset((type(None),))
+
+
+def _column(shared: dict, msgs: list[dict], name: str, get: Callable[[dict], Any]) -> list[Any]:
+    """A field's values over the batch, read once for all views that share ``shared``."""
+    values = shared.get(name)
+    if values is None:
+        values = shared[name] = values_of(msgs, name, get)
+    return values
+
+
+def _outside(shared: dict, name: Any, values: list[Any], types: frozenset) -> list[int]:
+    """Indexes of the values whose type is not in ``types``; most batches have none, which
+    one pass over the set of types present shows without a Python loop per value."""
+    key = (name, types)
+    found = shared.get(key)
+    if found is None:
+        present = set(map(type, values))
+        found = shared[key] = (
+            [] if present <= types else [i for i, v in enumerate(values) if type(v) not in types]
+        )
+    return found
 
 
 def _key_value(col: str, value: Any) -> Any:
@@ -109,6 +133,7 @@ class ViewPlan:
         self._derived = [(d.name, parse_expr(d.expr)) for d in spec.derived]
         self._outputs = [a.output for a in spec.aggregations]
         self.variants = self._variants()
+        self._layouts = [self._layout(v) for v in self.variants]
         # Every variant keeps all grouping columns: one key serves them all.
         self._single_set = spec.grouping_sets is None
         self._row_counter = Metrics.counter(NAMESPACE, f"rows/{spec.name}")
@@ -218,7 +243,7 @@ class ViewPlan:
         return ts, tuple(row), tuple(group)
 
     def extract_batch(
-        self, msgs: list[dict], times: dict
+        self, msgs: list[dict], shared: dict
     ) -> tuple[list[int], list[tuple[Any, ...]], list[Any], list[tuple[int, Reject]]]:
         """:meth:`extract` over a batch, column by column: ``(times, rows, groups, rejects)``.
 
@@ -228,36 +253,37 @@ class ViewPlan:
         list of each variant's encoded :data:`GroupKey` (values that needed normalizing).
         Values that are not of a type ``coerce`` passes unchanged go through :meth:`extract`,
         the single definition of what a message means, so both agree on every message.
+
+        ``shared`` is one dict per batch, handed to every view: views without a filter
+        share the event times and columns they read, so each is read and checked once.
         """
         kept: list[int] | None = None
         if self._filter is not None:
             keep = self._filter
             kept = [i for i, m in enumerate(msgs) if keep(m)]
             msgs = [msgs[i] for i in kept]
-        column = times.get(self.time_key)
-        if column is None or len(column) != len(msgs):
-            column = [self.event_time(m) for m in msgs]
-            if self._filter is None:  # the unfiltered batch: shared with views like this one
-                times[self.time_key] = column
-        slow = {i for i, ts in enumerate(column) if type(ts) is not int}
+            shared = {}  # columns of the filtered messages are this view's own
+        column = shared.get(self.time_key)
+        if column is None:
+            column = shared[self.time_key] = [self.event_time(m) for m in msgs]
+        slow = set(_outside(shared, self.time_key, column, _INT))
         columns: list[list[Any]] = []
         for column_name, get, coerce, with_time in self._inputs:
             if get is None:
                 columns.append([1] * len(msgs))
                 continue
-            values = values_of(msgs, column_name, get)
+            values = _column(shared, msgs, column_name, get)
             plain = plain_types(coerce)
             if plain is not ALL_TYPES:
-                plain = plain or frozenset()
-                slow.update(
-                    i for i, v in enumerate(values) if v is not None and type(v) not in plain
-                )
+                slow.update(_outside(shared, column_name, values, (plain or frozenset()) | _NONE))
             if with_time:
                 values = [v if v is None else (t, v) for t, v in zip(column, values, strict=True)]
             columns.append(values)
-        group_columns = [values_of(msgs, col, get) for col, get in self._groups]
-        for values in group_columns:
-            slow.update(i for i, v in enumerate(values) if type(v) not in _PLAIN_KEY)
+        group_columns = []
+        for col, get in self._groups:
+            values = _column(shared, msgs, col, get)
+            slow.update(_outside(shared, col, values, _PLAIN_KEY_TYPES))
+            group_columns.append(values)
         rows = list(zip(*columns, strict=True)) if columns else [()] * len(msgs)
         groups = list(zip(*group_columns, strict=True)) if group_columns else [()] * len(msgs)
         rejects: list[tuple[int, Reject]] = []
@@ -308,35 +334,64 @@ class ViewPlan:
         outputs: tuple[Any, ...],
         pane_timing: str,
         pane_index: int,
+        count: bool = True,
     ) -> dict[str, Any]:
-        """The flat output row of SPEC section 3."""
-        spec = self.spec
+        """The flat output row of SPEC section 3.
+
+        Built from one tuple of values zipped with the variant's column names: the bounded
+        path makes a row per output key, so this is on its hot path. ``count=False`` leaves
+        the ``rows/<view>`` metric to the caller, which adds a batch's rows at once
+        (:meth:`count_rows`).
+        """
         bounds = self._bounds.get((start_us, end_us))
         if bounds is None:  # windows repeat across keys: format each once
             if len(self._bounds) > 100_000:
                 self._bounds.clear()
             bounds = self._bounds[(start_us, end_us)] = (rfc3339(start_us), rfc3339(end_us))
-        row: dict[str, Any] = {
-            "view": self.name,
-            "window_start": bounds[0],
-            "window_end": bounds[1],
-        }
-        values = dict.fromkeys(spec.grouping_cols)
-        for position, value in zip(variant.positions, orjson.loads(key), strict=True):
-            values[spec.grouping_cols[position]] = value
-        row.update(values)
+        names, width, extras = self._layouts[variant.index]
+        values = orjson.loads(key)
+        if width:  # a grouping set that leaves columns out: they are null
+            grouping = [None] * width
+            for position, value in zip(variant.positions, values, strict=True):
+                grouping[position] = value
+            values = grouping
+        if self._derived:
+            aggregated = dict(zip(self._outputs, outputs, strict=True))
+            for name, expr in self._derived:
+                aggregated[name] = expr.evaluate(aggregated)
+            outputs = tuple(aggregated.values())
+        if count:
+            self._row_counter.inc()
+        return dict(
+            zip(
+                names,
+                (self.name, *bounds, *values, *extras, *outputs, pane_timing, pane_index),
+                strict=True,
+            )
+        )
+
+    def count_rows(self, rows: int) -> None:
+        """Add rows made with ``row(..., count=False)`` to the ``rows/<view>`` metric."""
+        if rows:
+            self._row_counter.inc(rows)
+
+    def _layout(self, variant: Variant) -> tuple[tuple[str, ...], int, tuple[Any, ...]]:
+        """A variant's row column names, the grouping width to pad its key values to (0: the
+        key holds every grouping column in order) and its ``grouping_set``/``granularity``."""
+        spec = self.spec
+        cols = tuple(spec.grouping_cols)
+        extras: list[Any] = []
+        names = ["view", "window_start", "window_end", *cols]
         if variant.grouping_set is not None:
-            row["grouping_set"] = variant.grouping_set
+            names.append("grouping_set")
+            extras.append(variant.grouping_set)
         if variant.granularity is not None:
-            row["granularity"] = variant.granularity
-        aggregated = dict(zip(self._outputs, outputs, strict=True))
-        row.update(aggregated)
-        for name, expr in self._derived:
-            aggregated[name] = row[name] = expr.evaluate(aggregated)
-        row["pane_timing"] = pane_timing
-        row["pane_index"] = pane_index
-        self._row_counter.inc()
-        return row
+            names.append("granularity")
+            extras.append(variant.granularity)
+        names += [*self._outputs, *(name for name, _ in self._derived)]
+        names += ["pane_timing", "pane_index"]
+        width = 0 if variant.positions == tuple(range(len(cols))) else len(cols)
+        return tuple(names), width, tuple(extras)
 
 
 def decode_message(element: Any) -> tuple[Any, dict | None, dict | None]:

@@ -218,9 +218,15 @@ def _compact(rfc: str) -> str:
 
 def file_stem(row: dict[str, Any], session: bool) -> str:
     """``<window_start>_<window_end>``, or ``sessions_<yyyymmdd>`` for session windows."""
+    return _stem(row["window_start"], row["window_end"], session)
+
+
+@functools.lru_cache(maxsize=4096)
+def _stem(start: str, end: str, session: bool) -> str:
+    """Cached: every row of a window names the same file."""
     if session:
-        return "sessions_" + row["window_start"][:10].replace("-", "")
-    return f"{_compact(row['window_start'])}_{_compact(row['window_end'])}"
+        return "sessions_" + start[:10].replace("-", "")
+    return f"{_compact(start)}_{_compact(end)}"
 
 
 def _row_order(row: dict[str, Any]) -> bytes:
@@ -247,8 +253,11 @@ class _Files:
         self._object_store = objectstores.is_object_store(self.directory)
 
     def write(self, folder: str, name: str, rows: Sequence[dict[str, Any]], replace: bool) -> str:
+        return self.write_data(folder, name, encode(rows, self.fmt, self.columns), replace)
+
+    def write_data(self, folder: str, name: str, data: bytes, replace: bool) -> str:
+        """Write an encoded file; the path written."""
         path = self._fs.join(self.directory, folder, f"{name}.{self.fmt}")
-        data = encode(rows, self.fmt, self.columns)
         mime_type = _MIME_TYPES[self.fmt]
         if self._object_store:  # an object appears whole when its upload completes
             with self._fs.create(path, mime_type=mime_type) as handle:
@@ -264,7 +273,12 @@ class _Files:
 
 
 class _WriteWindowFiles(beam.DoFn):
-    """Bounded input: one file per grouped (folder, stem), rows in a stable order."""
+    """Bounded input: one file per grouped (folder, stem), rows in a stable order.
+
+    JSON Lines rows are encoded once and their lines sorted as bytes: the rows of one file
+    have the same keys in the same order, so their lines sort as the JSON arrays of their
+    values do, which is the order of the other formats.
+    """
 
     def __init__(self, files: _Files) -> None:
         self._files = files
@@ -275,6 +289,11 @@ class _WriteWindowFiles(beam.DoFn):
     def process(self, element: tuple[tuple[str, str], Iterable[bytes]]) -> Iterator[str]:
         (folder, stem), packed = element
         rows = [row for part in packed for row in unpack(part)]
+        if self._files.fmt == "jsonl":
+            lines = sorted(map(_json, rows))
+            lines.append(b"")
+            yield self._files.write_data(folder, stem, b"\n".join(lines), replace=True)
+            return
         yield self._files.write(folder, stem, sorted(rows, key=_row_order), replace=True)
 
 
@@ -320,20 +339,24 @@ def _write(
 
 class _GroupInBundle(beam.DoFn):
     """Rows gathered per file key within a bundle, so the shuffle moves one packed list per
-    file and bundle instead of one element per row."""
+    file and bundle instead of one element per row.
+
+    The file key names the window (its bounds are in the file name), so the rows leave in
+    the global window: asking Beam for each row's window would cost a slower call per row.
+    """
 
     def __init__(self, file_key: Callable[[dict[str, Any]], tuple[str, str]]) -> None:
         self._file_key = file_key
 
     def start_bundle(self) -> None:
-        self._rows: dict[tuple[Any, Any], list[dict[str, Any]]] = defaultdict(list)
+        self._rows: dict[tuple[str, str], list[dict[str, Any]]] = defaultdict(list)
 
-    def process(self, row: dict[str, Any], window: Any = beam.DoFn.WindowParam) -> None:
-        self._rows[(self._file_key(row), window)].append(row)
+    def process(self, row: dict[str, Any]) -> None:
+        self._rows[self._file_key(row)].append(row)
 
     def finish_bundle(self) -> Iterator[WindowedValue]:
-        for (key, window), rows in self._rows.items():
-            yield WindowedValue((key, pack(rows)), window.max_timestamp(), [window])
+        for key, rows in self._rows.items():
+            yield GlobalWindows.windowed_value((key, pack(rows)))
         self._rows.clear()
 
 
