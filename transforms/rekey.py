@@ -70,7 +70,7 @@ class _MergeWindow(beam.DoFn):
 
 
 def _by_window(element: tuple) -> tuple:
-    (_, variant, _), (key, _, (start, end, shard, pane, data), _, _) = element
+    (_, variant, _), [(key, _, (start, end, shard, pane, data), _, _)] = element
     return (variant, start, end, key), (shard, pane, data)
 
 

@@ -46,6 +46,7 @@ from apache_beam.transforms.userstate import (
     TimerSpec,
     on_timer,
 )
+from apache_beam.transforms.window import GlobalWindows
 from apache_beam.utils.timestamp import Timestamp
 
 from liveagg.runtime import tune_gc
@@ -60,6 +61,7 @@ from liveagg.transforms.plan import ViewPlan, route, view_tag
 # source offsets covered]. With partials in, the accumulator is {shard: (pane, encoded)}.
 _ACC, _PANE, _FIRED, _DIRTY, _SPAN = range(5)
 _NEVER = -(2**62)
+_FOREVER = 2**62
 
 # Buckets per view variant (and shard). More buckets: more state round trips per bundle;
 # fewer: bigger cells, each rewritten whole when a bundle touches it (docs/performance.md).
@@ -114,6 +116,11 @@ class _Route(beam.DoFn):
     """Decodes messages and keys them per view by (variant, bucket[, shard]), the grouping
     key travelling with the message.
 
+    A bundle's messages leave in one element per state key at the end of the bundle, not
+    one per message: on a portable runner each element crosses to the runner and back to a
+    worker, and the window operator loads a bucket's state and decodes each accumulator once
+    per element. The batch carries the earliest event time of its messages.
+
     A view is sharded (a fourth key part) at level 1 of a two-level run, by the Kafka
     partition it was read from, and when it declares ``hot_key_fanout``, by a round-robin
     sub-key: its shards are aggregated apart and merged by a second operator.
@@ -126,14 +133,20 @@ class _Route(beam.DoFn):
     def setup(self) -> None:
         tune_gc()
         self._plans = [ViewPlan(s) for s in self._specs]
+        self._tags = [view_tag(s.name) for s in self._specs]
         self._fanout = [s.hot_key_fanout or 0 for s in self._specs]
         self._turn = 0
+
+    def start_bundle(self) -> None:
+        # state key -> [view index, earliest event time, items]
+        self._batches: dict[tuple, list] = {}
 
     def process(self, element: Any) -> Iterator[TaggedOutput]:
         payload, source = element if isinstance(element, tuple) else (element, None)
         origin = None
         if self._by_source:
             origin = f"{source['topic']}/{source['partition']}" if source else "input"
+        batches = self._batches
         for item in route(self._plans, element):
             if isinstance(item, dict):
                 yield TaggedOutput(DEAD_LETTER, item)
@@ -152,7 +165,18 @@ class _Route(beam.DoFn):
                     if shard is None
                     else (plan.name, variant.index, bucket, shard)
                 )
-                yield TaggedOutput(view_tag(plan.name), (routed, (key, ts, row, payload, source)))
+                batch = batches.get(routed)
+                if batch is None:
+                    batch = batches[routed] = [index, ts, []]
+                elif ts < batch[1]:
+                    batch[1] = ts
+                batch[2].append((key, ts, row, payload, source))
+
+    def finish_bundle(self) -> Iterator[TaggedOutput]:
+        for routed, (index, earliest, items) in self._batches.items():
+            value = GlobalWindows.windowed_value((routed, items), Timestamp(micros=earliest))
+            yield TaggedOutput(self._tags[index], value)
+        self._batches = {}
 
 
 class _WindowLogic(beam.DoFn):
@@ -183,90 +207,122 @@ class _WindowLogic(beam.DoFn):
         # the view's event time (the last watermark it fired on) is behind the wall clock.
         self._live_keys = Metrics.counter(NAMESPACE, f"live_keys/{self._spec.name}")
         self._lag = Metrics.gauge(NAMESPACE, f"lag_seconds/{self._spec.name}")
+        self.start_bundle()
+
+    def start_bundle(self) -> None:
+        # State key -> the earliest due of its entries after its last sweep in this bundle.
+        # One watermark step fires the timer of every window due in a bucket, one callback
+        # each; the first sweeps them all, so the others need neither a state read nor a
+        # scan of the bucket. Messages for the key forget it (:meth:`_process`).
+        self._swept: dict[Any, int] = {}
 
     def _process(
         self,
-        element: tuple[tuple, tuple[bytes, int, tuple, Any, Any]],
+        element: tuple[tuple, list[tuple[bytes, int, tuple, Any, Any]]],
         cell: Any,
         watermark_timer: Any,
         early_timer: Any,
     ) -> Iterator[Any]:
-        state_key, (group, ts, row, payload, source) = element
-        key = (*state_key[:2], group, *state_key[3:])  # the row's (view, variant, key[, shard])
+        """One state key's batch of ``(group, ts, row, payload, source)`` items, in order.
+
+        The bucket's state is loaded and stored once per batch, and each window's
+        accumulator decoded and encoded once (sessions, which merge, and partials, which
+        are not decoded, excepted).
+        """
+        state_key, items = element
+        self._swept.pop(state_key, None)
         plan = self._plan
         combine = plan.combine
-        variant = plan.variants[key[1]]
+        variant = plan.variants[state_key[1]]
         lateness = plan.lateness_us
+        in_place = variant.session_gap_us is None and not self._partials_in
         groups, closed_upto, early_pending = _load(cell, state_key)
-        state = groups.get(group)
-        opened = state is None  # the grouping key had no open window before this message
-        if state is None:
-            state = {}
-
-        touched = []
-        armed = []  # windows new to this key: each gets its own timer
-        expired = []
-        # A partial names its window: (start, end, shard, pane, encoded accumulator).
-        spans = [(row[0], row[1])] if self._partials_in else variant.assign(ts)
-        for start, end in spans:
-            if (start, end) not in state and end - 1 + lateness <= closed_upto:
-                expired.append((start, end))
-                continue
-            if variant.session_gap_us is not None:
-                start, end, entry = self._merge_session(state, start, end)
-            else:
-                entry = state.get((start, end)) or [None, 0, False, False, None]
-            if self._partials_in:
-                shards = entry[_ACC] or {}
-                _, _, shard, pane, data = row
-                seen = shards.get(shard)
-                if seen is not None and seen[0] > pane:
-                    continue  # an older pane of this shard, delivered late: superseded
-                shards[shard] = (pane, data)
-                entry[_ACC] = shards
-            else:
-                acc = (
-                    combine.create_accumulator()
-                    if entry[_ACC] is None
-                    else combine.decode(entry[_ACC])
+        decoded: dict[int, list] = {}  # id -> entry whose _ACC is decoded until the end
+        armed: dict[tuple[int, int], list[bytes]] = {}  # windows new to keys -> those keys
+        changed = unfired = False
+        for group, ts, row, payload, source in items:
+            key = (*state_key[:2], group, *state_key[3:])  # the row's (view, variant, key[, shard])
+            state = groups.get(group)
+            opened = state is None  # the grouping key had no open window before this message
+            if state is None:
+                state = {}
+            touched = []
+            expired = []
+            # A partial names its window: (start, end, shard, pane, encoded accumulator).
+            spans = [(row[0], row[1])] if self._partials_in else variant.assign(ts)
+            for start, end in spans:
+                if (start, end) not in state and end - 1 + lateness <= closed_upto:
+                    expired.append((start, end))
+                    continue
+                if variant.session_gap_us is not None:
+                    start, end, entry = self._merge_session(state, start, end)
+                else:
+                    entry = state.get((start, end)) or [None, 0, False, False, None]
+                if self._partials_in:
+                    shards = entry[_ACC] or {}
+                    _, _, shard, pane, data = row
+                    seen = shards.get(shard)
+                    if seen is not None and seen[0] > pane:
+                        continue  # an older pane of this shard, delivered late: superseded
+                    shards[shard] = (pane, data)
+                    entry[_ACC] = shards
+                else:
+                    if in_place and id(entry) in decoded:
+                        acc = entry[_ACC]
+                    else:
+                        acc = (
+                            combine.create_accumulator()
+                            if entry[_ACC] is None
+                            else combine.decode(entry[_ACC])
+                        )
+                    acc = combine.add_input(acc, row)
+                    if in_place:
+                        entry[_ACC] = acc
+                        decoded[id(entry)] = entry
+                    else:
+                        entry[_ACC] = combine.encode(acc)
+                    if self._partials_out and source:
+                        entry[_SPAN] = _cover(entry[_SPAN], source["offset"])
+                entry[_DIRTY] = True
+                if (start, end) not in state:
+                    armed.setdefault((start, end), []).append(group)
+                state[(start, end)] = entry
+                touched.append((start, end))
+            if expired:
+                windows_text = ", ".join(f"[{rfc3339(s)}, {rfc3339(e)})" for s, e in expired)
+                yield TaggedOutput(
+                    DEAD_LETTER,
+                    dead_letter(
+                        payload,
+                        plan.name,
+                        "too_late",
+                        f"event time {rfc3339(ts)} falls in {windows_text}, closed at "
+                        f"end + allowed_lateness {plan.spec.allowed_lateness.text}",
+                        source,
+                    ),
                 )
-                entry[_ACC] = combine.encode(combine.add_input(acc, row))
-                if self._partials_out and source:
-                    entry[_SPAN] = _cover(entry[_SPAN], source["offset"])
-            entry[_DIRTY] = True
-            if (start, end) not in state:
-                armed.append((start, end))
-            state[(start, end)] = entry
-            touched.append((start, end))
-        if expired:
-            windows_text = ", ".join(f"[{rfc3339(s)}, {rfc3339(e)})" for s, e in expired)
-            yield TaggedOutput(
-                DEAD_LETTER,
-                dead_letter(
-                    payload,
-                    plan.name,
-                    "too_late",
-                    f"event time {rfc3339(ts)} falls in {windows_text}, closed at "
-                    f"end + allowed_lateness {plan.spec.allowed_lateness.text}",
-                    source,
-                ),
-            )
-        for window in touched:
-            entry = state[window]
-            if entry[_FIRED]:  # late data within lateness: one LATE pane per message
-                yield self._pane(key, window, entry, "LATE")
-        if not touched:
+            for window in touched:
+                entry = state[window]
+                if entry[_FIRED]:  # late data within lateness: one LATE pane per message
+                    data = combine.encode(entry[_ACC]) if id(entry) in decoded else None
+                    yield self._pane(key, window, entry, "LATE", data)
+            if not touched:
+                continue
+            changed = True
+            if opened:
+                groups[group] = state
+                self._live_keys.inc()
+            unfired = unfired or any(not state[w][_FIRED] for w in touched)
+        for entry in decoded.values():
+            entry[_ACC] = combine.encode(entry[_ACC])
+        if not changed:
             return
-        if opened:
-            groups[group] = state
-            self._live_keys.inc()
-        for window in armed:  # a new entry is not fired: its end is the window's earliest due
-            self._arm(watermark_timer, window, state[window])
-        if (
-            early_timer is not None
-            and not early_pending
-            and any(not state[w][_FIRED] for w in touched)
-        ):
+        for window, keys in armed.items():  # a new entry is not fired: its end is earliest due
+            # An entry may have been merged into a larger session since: arm what is left.
+            entry = next((e for g in keys if (e := groups.get(g, {}).get(window))), None)
+            if entry is not None:
+                self._arm(watermark_timer, window, entry)
+        if early_timer is not None and not early_pending and unfired:
             early_timer.set(Timestamp(seconds=self._clock()) + plan.early_us / 1_000_000)
             early_pending = True
         _store(cell, state_key, groups, closed_upto, early_pending)
@@ -298,8 +354,18 @@ class _WindowLogic(beam.DoFn):
     def _due(self, window: tuple[int, int], entry: list) -> int:
         return window[1] - 1 + (self._plan.lateness_us if entry[_FIRED] else 0)
 
-    def _pane(self, key: tuple, window: tuple[int, int], entry: list, timing: str) -> Any:
-        """The window's pane: a row, or with ``partials_out`` the shard's partial."""
+    def _pane(
+        self,
+        key: tuple,
+        window: tuple[int, int],
+        entry: list,
+        timing: str,
+        encoded: bytes | None = None,
+    ) -> Any:
+        """The window's pane: a row, or with ``partials_out`` the shard's partial.
+
+        ``encoded`` is the accumulator when ``entry`` holds it decoded (:meth:`_process`).
+        """
         plan = self._plan
         combine = plan.combine
         pane = entry[_PANE]
@@ -309,12 +375,13 @@ class _WindowLogic(beam.DoFn):
             shard = key[3] if len(key) > 3 else ""
             origin, where = shard.split("#")[0], entry[_SPAN]  # "topic/partition[#sub-key]"
             offsets = {origin: where} if origin and where is not None else {}
-            return (plan.name, key[1], *window, key[2], shard, pane, entry[_ACC], offsets)
+            data = entry[_ACC] if encoded is None else encoded
+            return (plan.name, key[1], *window, key[2], shard, pane, data, offsets)
         if self._partials_in:
             accs = [combine.decode(data) for _, data in entry[_ACC].values()]
             acc = combine.merge_accumulators(accs)
         else:
-            acc = combine.decode(entry[_ACC])
+            acc = combine.decode(entry[_ACC] if encoded is None else encoded)
         outputs = combine.extract_output(acc)
         return plan.row(plan.variants[key[1]], *window, key[2], outputs, timing, pane)
 
@@ -325,6 +392,9 @@ class _WindowLogic(beam.DoFn):
         # end - 1us fires as end - 1ms, so anything within that millisecond is due.
         now = fire_ts.micros + 999
         self._lag.set(int(self._clock() - now / 1_000_000))
+        swept = self._swept.get(state_key)
+        if swept is not None and now < swept:
+            return  # nothing due: an earlier callback of this step swept the bucket
         lateness = self._plan.lateness_us
         groups, closed_upto, early_pending = _load(cell, state_key)
         if not groups:
@@ -354,11 +424,15 @@ class _WindowLogic(beam.DoFn):
         # A window's timer is shared by the bucket's keys: it is set to the earliest due of
         # the entries left, and cleared when none is left (this firing's own is spent).
         due: dict[tuple[int, int], int] = {}
+        earliest = _FOREVER
         for state in groups.values():
             for window, entry in state.items():
+                at = window[1] - 1 + (lateness if entry[_FIRED] else 0)  # self._due, inlined
+                if at < earliest:
+                    earliest = at
                 if window in changed:
-                    at = self._due(window, entry)
                     due[window] = min(due.get(window, at), at)
+        self._swept[state_key] = earliest
         for window in changed:
             if window in due:
                 watermark_timer.set(Timestamp(micros=due[window]), dynamic_timer_tag=_tag(window))
@@ -414,7 +488,7 @@ def window_operator(
     class WindowOperator(_WindowLogic):
         def process(
             self,
-            element: tuple[tuple, tuple[bytes, int, tuple, Any, Any]],
+            element: tuple[tuple, list[tuple[bytes, int, tuple, Any, Any]]],
             cell: Any = beam.DoFn.StateParam(windows),
             watermark_timer: Any = beam.DoFn.TimerParam(watermark),
         ) -> Iterator[Any]:
@@ -439,7 +513,7 @@ def window_operator(
     class EarlyWindowOperator(WindowOperator):
         def process(
             self,
-            element: tuple[tuple, tuple[bytes, int, tuple, Any, Any]],
+            element: tuple[tuple, list[tuple[bytes, int, tuple, Any, Any]]],
             cell: Any = beam.DoFn.StateParam(windows),
             watermark_timer: Any = beam.DoFn.TimerParam(watermark),
             early_timer: Any = beam.DoFn.TimerParam(early_spec),
@@ -535,9 +609,10 @@ class MergePartials(beam.PTransform):
 
 
 def keyed_partial(partial: tuple, payload: Any = None, source: Any = None) -> tuple:
-    """A partial as the merge operator's ``((view, variant, bucket), (key, ts, partial, ...))``."""
+    """A partial as the merge operator's ``((view, variant, bucket), [(key, ts, partial, ...)])``
+    (a batch of one)."""
     view, variant, start, end, key, shard, pane, data, _ = partial
     return (
         (view, variant, bucket_of(key)),
-        (key, start, (start, end, shard, pane, data), payload, source),
+        [(key, start, (start, end, shard, pane, data), payload, source)],
     )

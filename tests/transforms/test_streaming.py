@@ -270,7 +270,7 @@ def test_each_window_has_its_own_timer_so_a_watermark_jump_fires_them_all() -> N
     key = BUCKET
     minute = 60_000_000
     for t in (5, 65, 125):  # three windows of one key
-        element = (key, (b'["a"]', t * 1_000_000, (1, 1), b"{}", None))
+        element = (key, [(b'["a"]', t * 1_000_000, (1, 1), b"{}", None)])
         assert list(operator._process(element, cell, timers, None)) == []
     assert timers.due == {
         f"{m * minute}/{(m + 1) * minute}": (m + 1) * minute - 1 for m in range(3)
@@ -328,7 +328,7 @@ def test_the_keys_of_a_bucket_share_its_window_timers_and_how_far_it_has_closed(
     window = f"0/{minute}"
 
     def message(group: bytes, t: float) -> list:
-        element = (BUCKET, (group, int(t * 1_000_000), (1, 1), b"{}", None))
+        element = (BUCKET, [(group, int(t * 1_000_000), (1, 1), b"{}", None)])
         return list(operator._process(element, cell, timers, None))
 
     assert message(b'["a"]', 5) == []
