@@ -7,6 +7,7 @@ the pipeline produces. Each test module run uses its own keyspace and drops it a
 from __future__ import annotations
 
 import json
+import logging
 import re
 import socket
 import threading
@@ -38,6 +39,7 @@ from liveagg.transforms.sinks.cassandra import (
     WriteSettings,
     column_name,
     prepare_table,
+    quiet_batch_warnings,
     replica_set,
     retryable_errors,
     table_layout,
@@ -853,3 +855,52 @@ def test_a_batch_of_rows_with_their_own_timestamps_is_written_and_grouped_by_rep
     assert len(stored) == len(rows)
     times = session.execute(f"SELECT WRITETIME(updated_at) FROM {layout.qualified}")
     assert sorted(t[0] for t in times) == [1_000_000 + i for i in range(len(rows))]
+
+
+def test_the_servers_warning_about_multi_partition_batches_is_not_logged(
+    cassandra: CassandraConnection,
+    keyspace: str,
+    session: Any,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Batches of one replica set span partitions on purpose; Cassandra warns for each one,
+    and logging that per response cost the sink's worker time. Other warnings stay."""
+    view = parse_view(SIMPLE_VIEW)
+    layout = table_layout(view, keyspace, "quiet")
+    insert = prepare_table(session, layout, 1)
+    messages = [{"ts": T0 + i, "page": f"/p{i}", "ms": i} for i in range(40)]
+    rows = aggregate(view, messages)
+    batches = ReplicaBatches(replica_set(session, keyspace), unlogged_batch, 20)
+    requests = [
+        request
+        for i, row in enumerate(rows)
+        for request in batches.add(insert.bind(layout.values(row, 1_000_000 + i)))
+    ]
+    requests += batches.drain()
+    assert [n for _, n in requests] == [20, 20]  # as the sink sends them
+    logger = logging.getLogger("cassandra.protocol")
+    saved = list(logger.filters)
+    for f in saved:
+        logger.removeFilter(f)
+
+    def warnings() -> list[str]:
+        return [r.getMessage() for r in caplog.records if r.name == "cassandra.protocol"]
+
+    try:
+        with caplog.at_level(logging.WARNING, logger="cassandra.protocol"):
+            session.execute(requests[0][0])
+            assert [m[:40] for m in warnings()] == ["Server warning: Unlogged batch covering "]
+            caplog.clear()
+            quiet_batch_warnings()
+            quiet_batch_warnings()  # installed once
+            assert len(logger.filters) == 1
+            session.execute(requests[1][0])
+            assert warnings() == []
+            logger.warning("Server warning: %s", "Read 5000 live rows and 1001 tombstone cells")
+            assert warnings() == ["Server warning: Read 5000 live rows and 1001 tombstone cells"]
+    finally:
+        for f in list(logger.filters):
+            logger.removeFilter(f)
+        for f in saved:
+            logger.addFilter(f)
+    assert len(select_all(session, keyspace, layout.table)) == 40
