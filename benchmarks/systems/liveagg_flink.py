@@ -82,6 +82,7 @@ class Sampler:
     def __init__(self, launcher: int) -> None:
         self._roots = [r.pid for p in flink_service.Flink.parts() if (r := p.live_record())]
         self._roots.append(launcher)
+        self._labels: dict[int, str] = {}
         self._first: dict[int, float] = {pid: process_cpu_s([pid]) for pid in self._pids()}
         self._last = dict(self._first)
         self.peak_rss_mb = 0.0
@@ -107,6 +108,9 @@ class Sampler:
 
     def _sample(self) -> None:
         pids = self._pids()
+        for pid in pids:
+            if pid not in self._labels:
+                self._labels[pid] = _label(pid)
         for pid in pids:  # max: a process that exits meanwhile reads as 0
             self._last[pid] = max(self._last.get(pid, 0.0), process_cpu_s([pid]))
         self.peak_rss_mb = max(self.peak_rss_mb, process_rss_mb(pids))
@@ -122,9 +126,38 @@ class Sampler:
         self._thread.join()
         self._sample()
 
+    def by_process(self) -> dict[str, float]:
+        """CPU seconds per kind of process (:func:`_label`), to see which part of the
+        cluster the time goes to."""
+        out: dict[str, float] = {}
+        for pid, cpu in self._last.items():
+            label = self._labels.get(pid, "other")
+            out[label] = round(out.get(label, 0.0) + cpu - self._first.get(pid, 0.0), 1)
+        return dict(sorted(out.items(), key=lambda item: -item[1]))
+
     def cpu_s(self, until: float) -> float:
         """CPU seconds from the start to the first sample at or after ``until`` (epoch s)."""
         return next((used for t, used in self._series if t >= until), self._series[-1][1])
+
+
+def _label(pid: int) -> str:
+    """A process's part of the cluster, from its command line."""
+    try:
+        argv = Path(f"/proc/{pid}/cmdline").read_bytes().decode(errors="replace").split("\0")
+    except OSError:
+        return "other"
+    text = " ".join(argv)
+    for needle, label in (
+        ("TaskManagerRunner", "flink taskmanager"),
+        ("StandaloneSessionClusterEntrypoint", "flink jobmanager"),
+        ("--job-port", "beam job server"),
+        ("SdkHarness", "python sdk worker"),
+        ("_beam_worker_pool", "python worker pool"),
+        ("liveagg", "liveagg launcher"),
+    ):
+        if needle in text:
+            return label
+    return Path(argv[0]).name or "other"
 
 
 def _rest(flink: Any, path: str) -> Any:
@@ -281,6 +314,7 @@ def sustained(ctx: Context, topic: str, events: int) -> dict[str, Any]:
     return {
         "wall_s": last - running,
         "cpu_s": sampler.cpu_s(last),
+        "cpu_s_by_process": sampler.by_process(),
         "peak_rss_mb": sampler.peak_rss_mb,
         "rows": {name: t[1] for name, t in totals.items()},
         "submit_s": round(running - job.started, 1),
