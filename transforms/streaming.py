@@ -400,12 +400,23 @@ class _WindowLogic(beam.DoFn):
         if not groups:
             return
         # Any window due by ``now`` fires, whichever window's timer this is: the watermark
-        # has passed ``now``. A timer from before timers were per window has no tag.
+        # has passed ``now``. A timer from before timers were per window has no tag, and
+        # re-arms every window. Entries not due are only looked at for the earliest due.
         changed: set[tuple[int, int]] = set()  # windows whose timer must be set again
+        earliest = _FOREVER  # of the entries left
         for group in list(groups):
             state = groups[group]
+            todo = []
+            for window, entry in state.items():
+                at = window[1] - 1 + (lateness if entry[_FIRED] else 0)  # self._due, inlined
+                if at <= now or not tag:
+                    todo.append(window)
+                elif at < earliest:
+                    earliest = at
+            if not todo:
+                continue
             key = (*state_key[:2], group, *state_key[3:])
-            for window in sorted(state):
+            for window in sorted(todo):
                 entry = state[window]
                 end_ts = window[1] - 1
                 if not entry[_FIRED] and end_ts <= now:
@@ -416,29 +427,30 @@ class _WindowLogic(beam.DoFn):
                     del state[window]
                     closed_upto = max(closed_upto, end_ts + lateness)
                     changed.add(window)
-                elif not tag:
+                    continue
+                if not tag:
                     changed.add(window)
+                earliest = min(earliest, self._due(window, entry))
             if not state:
                 del groups[group]
                 self._live_keys.dec()
+        self._swept[state_key] = earliest
         # A window's timer is shared by the bucket's keys: it is set to the earliest due of
         # the entries left, and cleared when none is left (this firing's own is spent).
         due: dict[tuple[int, int], int] = {}
-        earliest = _FOREVER
-        for state in groups.values():
-            for window, entry in state.items():
-                at = window[1] - 1 + (lateness if entry[_FIRED] else 0)  # self._due, inlined
-                if at < earliest:
-                    earliest = at
-                if window in changed:
+        for window in changed:
+            for state in groups.values():
+                entry = state.get(window)
+                if entry is not None:
+                    at = self._due(window, entry)
                     due[window] = min(due.get(window, at), at)
-        self._swept[state_key] = earliest
         for window in changed:
             if window in due:
                 watermark_timer.set(Timestamp(micros=due[window]), dynamic_timer_tag=_tag(window))
             elif _tag(window) != tag:
                 watermark_timer.clear(dynamic_timer_tag=_tag(window))
-        _store(cell, state_key, groups, closed_upto, early_pending)
+        if changed:  # else nothing fired or expired: the cell is as it was read
+            _store(cell, state_key, groups, closed_upto, early_pending)
 
     def _on_early(self, state_key: Any, cell: Any) -> Iterator[dict[str, Any]]:
         groups, closed_upto, _ = _load(cell, state_key)
