@@ -15,6 +15,7 @@ equals the DuckDB oracle computed from the same lines; Ctrl-C (SIGINT) then canc
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import signal
@@ -31,6 +32,7 @@ from typing import Any
 import orjson
 import pytest
 
+from integration import services
 from integration.services import CassandraConnection, KafkaConnection
 from liveagg.loader import load_views
 from liveagg.runners.flink_rest import FlinkRest, FlinkRestError, initializing
@@ -57,6 +59,7 @@ EXAMPLES = ROOT / "view_schemas" / "examples"
 VIEW_FILES = [EXAMPLES / "network_telemetry.json", EXAMPLES / "ad_impressions.json"]
 PARTITIONS = 3
 CONVERGE_TIMEOUT_S = 420.0
+_TERMINAL = ("CANCELED", "FAILED", "FINISHED")
 
 
 def _name(prefix: str) -> str:
@@ -102,7 +105,11 @@ class Run:
             self.close()
 
     def close(self) -> None:
-        """Stop the run and its Flink job (Ctrl-C cancels it), killing liveagg if it hangs."""
+        """Stop the run and its Flink job (Ctrl-C cancels it), killing liveagg if it hangs.
+
+        A job that outlives its liveagg (killed, or a failed cancel) is cancelled here, so
+        that it does not take the shared cluster's CPU from the tests after it.
+        """
         if self.proc.poll() is None:
             self.proc.send_signal(signal.SIGINT)
             try:
@@ -111,6 +118,12 @@ class Run:
                 self.proc.kill()
                 self.proc.wait(30)
         self._out.close()
+        match = re.search(r"Flink job ([0-9a-f]{32})", self.text())
+        if match:
+            rest = FlinkRest(services.connection("flink").rest_url)
+            with contextlib.suppress(FlinkRestError, OSError):
+                if rest.state(match.group(1)) not in _TERMINAL:
+                    rest.cancel(match.group(1))
 
 
 @dataclass
