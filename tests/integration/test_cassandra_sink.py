@@ -31,6 +31,7 @@ from liveagg.spec import Sink, ViewSpec
 from liveagg.transforms.plan import ViewPlan
 from liveagg.transforms.sinks import Connections, build_sink
 from liveagg.transforms.sinks.cassandra import (
+    CELL_OVERHEAD,
     AsyncWriter,
     CassandraSink,
     CassandraWriteError,
@@ -819,9 +820,11 @@ def test_rows_are_batched_per_replica_set_up_to_the_row_and_byte_limits() -> Non
         out += batches.add(_Bound(f"b{i}", "B"))
     # The third row of a replica set completes its batch; the fourth waits for more.
     assert out == [(["a0", "a1", "a2"], 3), (["b0", "b1", "b2"], 3)]
-    out = list(batches.add(_Bound("c0", "C", size=40)))
-    out += batches.add(_Bound("c1", "C", size=40))
-    out += batches.add(_Bound("c2", "C", size=40))  # 120 bytes would pass the limit
+    # A row counts its value and CELL_OVERHEAD per cell: 20 + 20 bytes.
+    assert CELL_OVERHEAD == 20
+    out = list(batches.add(_Bound("c0", "C", size=20)))
+    out += batches.add(_Bound("c1", "C", size=20))
+    out += batches.add(_Bound("c2", "C", size=20))  # 120 bytes would pass the limit
     assert out == [(["c0", "c1"], 2)]
     big = _Bound("big", "A", size=100)  # alone over the limit: a request of its own
     assert [(str(s), n) for s, n in batches.add(big)] == [("big", 1)]
@@ -877,7 +880,8 @@ def test_the_servers_warning_about_multi_partition_batches_is_not_logged(
         for request in batches.add(insert.bind(layout.values(row, 1_000_000 + i)))
     ]
     requests += batches.drain()
-    assert [n for _, n in requests] == [20, 20]  # as the sink sends them
+    counts = [n for _, n in requests]  # as the sink sends them
+    assert sum(counts) == 40 and counts[0] > 10 and counts[1] > 10  # the server warns above 10
     logger = logging.getLogger("cassandra.protocol")
     saved = list(logger.filters)
     for f in saved:
@@ -894,7 +898,8 @@ def test_the_servers_warning_about_multi_partition_batches_is_not_logged(
             quiet_batch_warnings()
             quiet_batch_warnings()  # installed once
             assert len(logger.filters) == 1
-            session.execute(requests[1][0])
+            for request, _ in requests[1:]:
+                session.execute(request)
             assert warnings() == []
             logger.warning("Server warning: %s", "Read 5000 live rows and 1001 tombstone cells")
             assert warnings() == ["Server warning: Read 5000 live rows and 1001 tombstone cells"]
@@ -904,3 +909,31 @@ def test_the_servers_warning_about_multi_partition_batches_is_not_logged(
         for f in saved:
             logger.addFilter(f)
     assert len(select_all(session, keyspace, layout.table)) == 40
+
+
+def test_batches_of_wide_rows_stay_under_the_servers_batch_size_warning(
+    cassandra: CassandraConnection,
+    keyspace: str,
+    session: Any,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """The sink's byte count includes what Cassandra counts per cell, so its batches do not
+    draw the batch-size warning (5 KiB by default) that the server logs and answers with."""
+    view = parse_view(FULL_VIEW)
+    layout = table_layout(view, keyspace, "wide")
+    insert = prepare_table(session, layout, 1)
+    rows = aggregate(view, list(_messages(60)))
+    batches = ReplicaBatches(replica_set(session, keyspace), unlogged_batch, 20)
+    requests = [
+        request
+        for i, row in enumerate(rows)
+        for request in batches.add(insert.bind(layout.values(row, 1_000_000 + i)))
+    ]
+    requests += batches.drain()
+    assert max(n for _, n in requests) > 1
+    with caplog.at_level(logging.WARNING, logger="cassandra.protocol"):
+        for request, _ in requests:
+            session.execute(request)
+    messages = [r.getMessage() for r in caplog.records]
+    assert [m for m in messages if "exceeding specified threshold" in m] == []
+    assert len(select_all(session, keyspace, layout.table)) == len(rows)
