@@ -37,6 +37,7 @@ from liveagg.transforms.sinks.cassandra import (
     CassandraWriteError,
     ReplicaBatches,
     RetryPolicy,
+    TableLayout,
     WriteSettings,
     column_name,
     prepare_table,
@@ -860,6 +861,21 @@ def test_a_batch_of_rows_with_their_own_timestamps_is_written_and_grouped_by_rep
     assert sorted(t[0] for t in times) == [1_000_000 + i for i in range(len(rows))]
 
 
+def _sink_requests(
+    session: Any, keyspace: str, view: ViewSpec, table: str, rows: list[dict[str, Any]]
+) -> tuple[TableLayout, list[tuple[Any, int]]]:
+    """The view's table, created, and the requests the sink sends for ``rows``."""
+    layout = table_layout(view, keyspace, table)
+    insert = prepare_table(session, layout, 1)
+    batches = ReplicaBatches(replica_set(session, keyspace), unlogged_batch, 20)
+    requests = [
+        request
+        for i, row in enumerate(rows)
+        for request in batches.add(insert.bind(layout.values(row, 1_000_000 + i)))
+    ]
+    return layout, [*requests, *batches.drain()]
+
+
 def test_the_servers_warning_about_multi_partition_batches_is_not_logged(
     cassandra: CassandraConnection,
     keyspace: str,
@@ -869,18 +885,9 @@ def test_the_servers_warning_about_multi_partition_batches_is_not_logged(
     """Batches of one replica set span partitions on purpose; Cassandra warns for each one,
     and logging that per response cost the sink's worker time. Other warnings stay."""
     view = parse_view(SIMPLE_VIEW)
-    layout = table_layout(view, keyspace, "quiet")
-    insert = prepare_table(session, layout, 1)
-    messages = [{"ts": T0 + i, "page": f"/p{i}", "ms": i} for i in range(40)]
-    rows = aggregate(view, messages)
-    batches = ReplicaBatches(replica_set(session, keyspace), unlogged_batch, 20)
-    requests = [
-        request
-        for i, row in enumerate(rows)
-        for request in batches.add(insert.bind(layout.values(row, 1_000_000 + i)))
-    ]
-    requests += batches.drain()
-    counts = [n for _, n in requests]  # as the sink sends them
+    rows = aggregate(view, [{"ts": T0 + i, "page": f"/p{i}", "ms": i} for i in range(40)])
+    layout, requests = _sink_requests(session, keyspace, view, "quiet", rows)
+    counts = [n for _, n in requests]
     assert sum(counts) == 40 and counts[0] > 10 and counts[1] > 10  # the server warns above 10
     logger = logging.getLogger("cassandra.protocol")
     saved = list(logger.filters)
@@ -920,16 +927,8 @@ def test_batches_of_wide_rows_stay_under_the_servers_batch_size_warning(
     """The sink's byte count includes what Cassandra counts per cell, so its batches do not
     draw the batch-size warning (5 KiB by default) that the server logs and answers with."""
     view = parse_view(FULL_VIEW)
-    layout = table_layout(view, keyspace, "wide")
-    insert = prepare_table(session, layout, 1)
     rows = aggregate(view, list(_messages(60)))
-    batches = ReplicaBatches(replica_set(session, keyspace), unlogged_batch, 20)
-    requests = [
-        request
-        for i, row in enumerate(rows)
-        for request in batches.add(insert.bind(layout.values(row, 1_000_000 + i)))
-    ]
-    requests += batches.drain()
+    layout, requests = _sink_requests(session, keyspace, view, "wide", rows)
     assert max(n for _, n in requests) > 1
     with caplog.at_level(logging.WARNING, logger="cassandra.protocol"):
         for request, _ in requests:
