@@ -66,6 +66,8 @@ _FOREVER = 2**62
 # Buckets per view variant (and shard). More buckets: more state round trips per bundle;
 # fewer: bigger cells, each rewritten whole when a bundle touches it (docs/performance.md).
 KEY_BUCKETS = 32
+#: Messages a router holds before sending its batches, whatever the bundle's size.
+MAX_BATCHED = 10_000
 
 Windows = dict[tuple[int, int], list]
 Groups = dict[bytes, Windows]  # a bucket's grouping keys and their open windows
@@ -140,6 +142,7 @@ class _Route(beam.DoFn):
     def start_bundle(self) -> None:
         # state key -> [view index, earliest event time, items]
         self._batches: dict[tuple, list] = {}
+        self._buffered = 0
 
     def process(self, element: Any) -> Iterator[TaggedOutput]:
         payload, source = element if isinstance(element, tuple) else (element, None)
@@ -171,12 +174,16 @@ class _Route(beam.DoFn):
                 elif ts < batch[1]:
                     batch[1] = ts
                 batch[2].append((key, ts, row, payload, source))
+        self._buffered += 1
+        if self._buffered >= MAX_BATCHED:  # a large bundle (a bounded read) leaves in parts
+            yield from self.finish_bundle()
 
     def finish_bundle(self) -> Iterator[TaggedOutput]:
         for routed, (index, earliest, items) in self._batches.items():
             value = GlobalWindows.windowed_value((routed, items), Timestamp(micros=earliest))
             yield TaggedOutput(self._tags[index], value)
         self._batches = {}
+        self._buffered = 0
 
 
 class _WindowLogic(beam.DoFn):

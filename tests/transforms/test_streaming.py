@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import apache_beam as beam
 import orjson
+import pytest
 from apache_beam.coders import FastPrimitivesCoder
 from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
 from apache_beam.testing.test_pipeline import TestPipeline
@@ -17,10 +18,12 @@ from apache_beam.utils.timestamp import Timestamp
 
 from liveagg.loader import parse_view
 from liveagg.spec import ViewSpec
+from liveagg.transforms import streaming
 from liveagg.transforms.streaming import (
     _NEVER,
     StreamingAggregate,
     _load,
+    _Route,
     _store,
     window_operator,
 )
@@ -355,3 +358,40 @@ def test_the_keys_of_a_bucket_share_its_window_timers_and_how_far_it_has_closed(
     (letter,) = message(b'["d"]', 8)
     assert letter.tag == "dead_letter" and letter.value["reason"] == "too_late"
     assert timers.due == {}
+
+
+def test_the_router_sends_a_bundle_as_batches_per_state_key_in_parts_of_bounded_size(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """One element per state key and bundle, not per message (each element crosses to the
+    runner and back on Flink); a large bundle leaves in parts, so memory stays bounded."""
+    monkeypatch.setattr(streaming, "MAX_BATCHED", 4)
+    router = _Route([VIEW])
+    router.setup()
+    router.start_bundle()
+    sent = []
+    for i in range(6):
+        payload = orjson.dumps({"k": "a" if i % 2 else "b", "t": 100 - i, "v": i})
+        sent += list(router.process(payload))
+    sent += list(router.finish_bundle())
+    batches = [(out.value.value, out.value.timestamp.micros) for out in sent]
+    assert {out.tag for out in sent} == {"view/clicks"}
+    assert streaming.bucket_of(b'["a"]') != streaming.bucket_of(b'["b"]')
+    # Two flushes (after 4 messages, then the bundle's end), each one batch per key.
+    assert [
+        (state_key[2], [ts // 10**6 for _, ts, _, _, _ in items], earliest // 10**6)
+        for (state_key, items), earliest in batches
+    ] == [
+        (streaming.bucket_of(b'["b"]'), [100, 98], 98),
+        (streaming.bucket_of(b'["a"]'), [99, 97], 97),
+        (streaming.bucket_of(b'["b"]'), [96], 96),
+        (streaming.bucket_of(b'["a"]'), [95], 95),
+    ]
+    assert [row for (_, items), _ in batches for _, _, row, _, _ in items] == [
+        (1, 0),
+        (1, 2),
+        (1, 1),
+        (1, 3),
+        (1, 4),
+        (1, 5),
+    ]
