@@ -35,7 +35,7 @@ import pytest
 from integration import services
 from integration.services import CassandraConnection, KafkaConnection
 from liveagg.loader import load_views
-from liveagg.runners.flink_rest import FlinkRest, FlinkRestError, initializing
+from liveagg.runners.flink_rest import TERMINAL, FlinkRest, FlinkRestError, initializing
 from liveagg.spec import ViewSpec
 from tests.support.cassandra_rows import view_rows
 from tests.support.cli import liveagg, rows_in
@@ -59,7 +59,6 @@ EXAMPLES = ROOT / "view_schemas" / "examples"
 VIEW_FILES = [EXAMPLES / "network_telemetry.json", EXAMPLES / "ad_impressions.json"]
 PARTITIONS = 3
 CONVERGE_TIMEOUT_S = 420.0
-_TERMINAL = ("CANCELED", "FAILED", "FINISHED")
 
 
 def _name(prefix: str) -> str:
@@ -86,12 +85,17 @@ class Run:
     def text(self) -> str:
         return self.log.read_text(errors="replace")
 
+    def printed_job_id(self) -> str | None:
+        """The Flink job id liveagg printed, if it has."""
+        match = re.search(r"Flink job ([0-9a-f]{32})", self.text())
+        return match.group(1) if match else None
+
     def flink_job_id(self, timeout_s: float = 180.0) -> str:
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:
-            match = re.search(r"Flink job ([0-9a-f]{32})", self.text())
-            if match:
-                return match.group(1)
+            job_id = self.printed_job_id()
+            if job_id:
+                return job_id
             assert self.proc.poll() is None, f"liveagg exited early:\n{self.text()[-4000:]}"
             time.sleep(0.5)
         raise AssertionError(f"no Flink job id printed:\n{self.text()[-4000:]}")
@@ -118,12 +122,12 @@ class Run:
                 self.proc.kill()
                 self.proc.wait(30)
         self._out.close()
-        match = re.search(r"Flink job ([0-9a-f]{32})", self.text())
-        if match:
+        job_id = self.printed_job_id()
+        if job_id:
             rest = FlinkRest(services.connection("flink").rest_url)
             with contextlib.suppress(FlinkRestError, OSError):
-                if rest.state(match.group(1)) not in _TERMINAL:
-                    rest.cancel(match.group(1))
+                if rest.state(job_id) not in TERMINAL:
+                    rest.cancel(job_id)
 
 
 @dataclass
