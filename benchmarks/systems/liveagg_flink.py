@@ -108,11 +108,10 @@ class Sampler:
 
     def _sample(self) -> None:
         pids = self._pids()
-        for pid in pids:
-            if pid not in self._labels:
-                self._labels[pid] = _label(pid)
         for pid in pids:  # max: a process that exits meanwhile reads as 0
             self._last[pid] = max(self._last.get(pid, 0.0), process_cpu_s([pid]))
+            if pid not in self._labels:
+                self._labels[pid] = _label(pid)
         self.peak_rss_mb = max(self.peak_rss_mb, process_rss_mb(pids))
         used = sum(cpu - self._first.get(pid, 0.0) for pid, cpu in self._last.items())
         self._series.append((time.time(), used))
