@@ -176,9 +176,13 @@ class _Route(beam.DoFn):
                 batch[2].append((key, ts, row, payload, source))
         self._buffered += 1
         if self._buffered >= MAX_BATCHED:  # a large bundle (a bounded read) leaves in parts
-            yield from self.finish_bundle()
+            yield from self._flush()
 
     def finish_bundle(self) -> Iterator[TaggedOutput]:
+        yield from self._flush()
+
+    def _flush(self) -> Iterator[TaggedOutput]:
+        """Each buffered batch as one element, stamped with its earliest event time."""
         for routed, (index, earliest, items) in self._batches.items():
             value = GlobalWindows.windowed_value((routed, items), Timestamp(micros=earliest))
             yield TaggedOutput(self._tags[index], value)
