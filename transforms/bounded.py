@@ -290,7 +290,8 @@ class _MergeShard(beam.DoFn):
         variants, row, extract = plan.variants, plan.row, codec.extract_output
         for (variant_index, start, end, group), data in parts.items():
             outputs = extract(self._merge(data))
-            yield row(variants[variant_index], start, end, group, outputs, "ON_TIME", 0, False)
+            variant = variants[variant_index]
+            yield row(variant, start, end, group, outputs, "ON_TIME", 0, count=False)
         plan.count_rows(len(parts))
 
     def _merge(self, partials: list[Any]) -> Any:
