@@ -102,7 +102,12 @@ def _json_text(value: Any) -> str:
 
 
 def encode_jsonl(rows: Iterable[dict[str, Any]]) -> bytes:
-    return b"".join(_json(r) + b"\n" for r in rows)
+    return _jsonl(map(_json, rows))
+
+
+def _jsonl(lines: Iterable[bytes]) -> bytes:
+    """Encoded rows as a JSON Lines file."""
+    return b"".join(line + b"\n" for line in lines)
 
 
 def encode_csv(rows: Iterable[dict[str, Any]], columns: Sequence[Column]) -> bytes:
@@ -290,9 +295,8 @@ class _WriteWindowFiles(beam.DoFn):
         (folder, stem), packed = element
         rows = [row for part in packed for row in unpack(part)]
         if self._files.fmt == "jsonl":
-            lines = sorted(map(_json, rows))
-            lines.append(b"")
-            yield self._files.write_data(folder, stem, b"\n".join(lines), replace=True)
+            data = _jsonl(sorted(map(_json, rows)))
+            yield self._files.write_data(folder, stem, data, replace=True)
             return
         yield self._files.write(folder, stem, sorted(rows, key=_row_order), replace=True)
 
