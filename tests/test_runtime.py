@@ -1,11 +1,12 @@
-"""The collector setting that the aggregating DoFns apply to their worker process."""
+"""The collector settings that the aggregating DoFns apply to their worker process."""
 
 from __future__ import annotations
 
+import gc
 import subprocess
 import sys
 
-from liveagg.runtime import GC_YOUNG_THRESHOLD
+from liveagg.runtime import GC_YOUNG_THRESHOLD, collector_paused, thaw
 
 # A fresh interpreter: the setting is process-wide and applied once per process.
 PROBE = """
@@ -35,3 +36,29 @@ def test_tuning_twice_keeps_a_higher_threshold_set_by_the_user() -> None:
     )
     out = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, check=True)
     assert int(out.stdout) == 500_000
+
+
+def test_a_paused_batch_freezes_what_it_keeps_and_thaw_returns_it() -> None:
+    kept: list[tuple[int, list[int]]] = []
+    assert gc.isenabled() and gc.get_freeze_count() == 0
+    try:
+        with collector_paused():
+            assert not gc.isenabled()
+            kept.extend((i, [i]) for i in range(1000))
+        assert gc.isenabled()
+        assert gc.get_freeze_count() >= 1000  # the tuples and lists kept, at least
+    finally:
+        thaw()
+    assert gc.get_freeze_count() == 0
+    assert len(kept) == 1000
+
+
+def test_a_collector_turned_off_by_the_user_stays_off_and_unfrozen() -> None:
+    gc.disable()
+    try:
+        with collector_paused():
+            pass
+        assert not gc.isenabled()
+        assert gc.get_freeze_count() == 0
+    finally:
+        gc.enable()

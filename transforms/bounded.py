@@ -23,7 +23,7 @@ import orjson
 from apache_beam.pvalue import TaggedOutput
 from apache_beam.transforms.window import GlobalWindows
 
-from liveagg.runtime import tune_gc
+from liveagg.runtime import collector_paused, thaw, tune_gc
 from liveagg.spec import ViewSpec
 from liveagg.transforms import envelope
 from liveagg.transforms.combine import MergeSessions
@@ -80,12 +80,13 @@ class _PreAggregate(beam.DoFn):
         self._offsets: dict[str, list[int]] = {}
 
     def process(self, element: Any) -> Iterator[TaggedOutput]:
-        if type(element) is list:  # a batch of messages (a source's ``read_batches``)
-            yield from self._add_batch(element)
-            return
-        if self._partials and type(element) is tuple and element[1]:
-            self._cover(element[1])
-        yield from self._add(element)
+        with collector_paused():  # what a batch adds stays buffered until a flush
+            if type(element) is list:  # a batch of messages (a source's ``read_batches``)
+                yield from self._add_batch(element)
+                return
+            if self._partials and type(element) is tuple and element[1]:
+                self._cover(element[1])
+            yield from self._add(element)
 
     def _cover(self, source: dict[str, Any]) -> None:
         """Record a Kafka message's offset in the offsets this flush covers."""
@@ -169,8 +170,10 @@ class _PreAggregate(beam.DoFn):
                 yield TaggedOutput(tag, kv)
 
     def finish_bundle(self) -> Iterator[TaggedOutput]:
-        for tag, kv in self._flush():
-            yield TaggedOutput(tag, GlobalWindows.windowed_value(kv))
+        with collector_paused():
+            for tag, kv in self._flush():
+                yield TaggedOutput(tag, GlobalWindows.windowed_value(kv))
+        thaw()
 
     def _flush(self) -> Iterator[tuple[str, Any]]:
         if self._partials:
@@ -267,6 +270,13 @@ class _MergeShard(beam.DoFn):
         self._codec = MergeSessions(combine) if self._plan.is_session else combine
 
     def process(self, element: tuple[int, Iterable[bytes]]) -> Iterator[dict[str, Any]]:
+        with collector_paused():  # a shard's keys, and the rows the file sink keeps
+            yield from self._rows(element)
+
+    def finish_bundle(self) -> None:
+        thaw()
+
+    def _rows(self, element: tuple[int, Iterable[bytes]]) -> Iterator[dict[str, Any]]:
         parts: dict[Any, list[Any]] = {}
         for packed in element[1]:
             for key, data in unpack(packed):
