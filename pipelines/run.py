@@ -174,7 +174,7 @@ def _sinks_for(config: RunConfig, view: ViewSpec) -> tuple[Sink, ...]:
 
 
 def pipeline_options(config: RunConfig) -> PipelineOptions:
-    args = list(config.beam_args)
+    args: list[str] = []
     if config.runner == "direct":
         args += direct.beam_args(config.direct_num_workers)
     elif config.runner == "flink":
@@ -187,7 +187,9 @@ def pipeline_options(config: RunConfig) -> PipelineOptions:
         pass
     else:
         args += beam_args(config.connections)
-    return PipelineOptions(args)
+    # The user's Beam arguments come last: of a flag given twice the last counts, so they
+    # override liveagg's defaults (say --max_bundle_size) instead of being overridden.
+    return PipelineOptions([*args, *config.beam_args])
 
 
 def _check_runner(config: RunConfig, views: Sequence[ViewSpec]) -> None:

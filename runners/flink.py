@@ -197,6 +197,11 @@ class FlinkProfile:
             # (transforms/streaming.py): bigger bundles spread that over more messages. A quiet
             # stream still closes bundles after Flink's maximum bundle time (1 s).
             args.append("--max_bundle_size=10000")
+            if self.environment_type == "external":
+                # One SDK worker process runs all of a job's Python and is what bounds a
+                # busy job (docs/performance.md, Flink finding 17); --sdk_worker_parallelism
+                # given by the user still wins (their arguments come last).
+                args.append("--sdk_worker_parallelism=2")
         if self.restore:
             args.append(f"--savepoint_path={resolve_restore(self.restore)}")
         return args

@@ -30,6 +30,7 @@ def test_a_cluster_with_a_worker_pool_runs_external_and_checkpoints_when_streami
     assert "--parallelism=4" in args
     assert "--job_name=j1" in args
     assert "--checkpointing_interval=1000" in args
+    assert "--sdk_worker_parallelism=2" in args
     assert profile.rest_url == "http://127.0.0.1:8081"
 
 
@@ -38,6 +39,7 @@ def test_bounded_runs_do_not_checkpoint_and_embedded_flink_runs_loopback() -> No
     args = profile.beam_args(streaming=False)
     assert "--environment_type=LOOPBACK" in args
     assert not any(a.startswith("--checkpointing_interval") for a in args)
+    assert not any(a.startswith("--sdk_worker_parallelism") for a in args)
     assert profile.rest_url is None
 
 
@@ -57,6 +59,19 @@ def test_java_side_options_survive_into_the_submitted_options() -> None:
     assert options["job_endpoint"] == "127.0.0.1:1"
     assert options["streaming"] is True
     assert PipelineOptions([]).view_as(FlinkJavaOptions).savepoint_path is None
+
+
+def test_a_users_beam_argument_overrides_liveaggs_default() -> None:
+    config = RunConfig(
+        views=[],
+        runner="flink",
+        kafka=KafkaInput(unbounded=True),
+        flink=_profile(worker_pool="127.0.0.1:50000", job_endpoint="127.0.0.1:1"),
+        beam_args=["--max_bundle_size=500", "--sdk_worker_parallelism=1"],
+    )
+    options = pipeline_options(config).get_all_options(retain_unknown_options=False)
+    assert options["max_bundle_size"] == 500
+    assert str(options["sdk_worker_parallelism"]) == "1"  # liveagg's default is 2
 
 
 @pytest.mark.parametrize(
