@@ -198,9 +198,9 @@ class FlinkProfile:
             # stream still closes bundles after Flink's maximum bundle time (1 s).
             args.append("--max_bundle_size=10000")
             if self.environment_type == "external":
-                # One SDK worker process runs all of a job's Python and is what bounds a
-                # busy job (docs/performance.md, Flink finding 17); --sdk_worker_parallelism
-                # given by the user still wins (their arguments come last).
+                # One SDK worker process runs the Python of all a TaskManager's subtasks and
+                # bounds a busy job (docs/performance.md, Flink finding 17); the user's
+                # --sdk_worker_parallelism still wins (their arguments come last).
                 args.append("--sdk_worker_parallelism=2")
         if self.restore:
             args.append(f"--savepoint_path={resolve_restore(self.restore)}")
