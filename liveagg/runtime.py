@@ -32,8 +32,8 @@ def collector_paused() -> Iterator[None]:
     flush, and the cycle collector scanned them again at each collection of their
     generation: about a tenth of a 1M-event run. Freezing (``gc.freeze``) moves them to
     the permanent generation, which collections skip; reference counting still frees
-    them when the flush drops them. :func:`thaw` hands them back at the end of a bundle,
-    so that cycles made meanwhile are still collected.
+    them when the flush drops them. :func:`thaw` hands them back at the end of a bundle
+    and collects the cycles made meanwhile.
     """
     if not gc.isenabled():  # nested, or the user turned the collector off
         yield
@@ -47,5 +47,12 @@ def collector_paused() -> Iterator[None]:
 
 
 def thaw() -> None:
-    """Return frozen objects to the oldest generation (called at the end of a bundle)."""
+    """Return frozen objects to the collector and collect once (at the end of a bundle).
+
+    Unfrozen objects join the oldest generation, which CPython collects only after many new
+    survivors: without this collection, garbage cycles frozen during the bundle (a finished
+    pipeline's Kafka producers, say) outlived it by far. It costs 0.07 to 0.09 CPU-s per
+    bundle of a 1M-event run, which has four.
+    """
     gc.unfreeze()
+    gc.collect()

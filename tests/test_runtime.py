@@ -5,6 +5,7 @@ from __future__ import annotations
 import gc
 import subprocess
 import sys
+import weakref
 
 from liveagg.runtime import GC_YOUNG_THRESHOLD, collector_paused, thaw
 
@@ -64,3 +65,18 @@ def test_a_collector_turned_off_by_the_user_stays_off_and_unfrozen() -> None:
         assert gc.get_freeze_count() == 0
     finally:
         gc.enable()
+
+
+def test_cycles_made_in_a_paused_batch_are_collected_when_the_bundle_thaws() -> None:
+    class Node:
+        other: object = None
+
+    thaw()
+    with collector_paused():
+        node = Node()
+        node.other = node  # a cycle: reference counting alone never frees it
+        ref = weakref.ref(node)
+        del node
+    assert ref() is not None  # frozen, so no collection reaches it
+    thaw()
+    assert ref() is None

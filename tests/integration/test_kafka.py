@@ -46,6 +46,7 @@ from liveagg.transforms.sources.kafka import (
     PartitionWatermark,
     ReadPartitions,
     ViewEventTime,
+    coordinated,
     plan_reads,
     shares,
 )
@@ -663,6 +664,35 @@ def test_sdf_never_moves_the_estimator_back() -> None:
     wm.reached_end()
     ReadPartitions._advance(estimator, wm)
     assert estimator.current_watermark() == Timestamp(199)
+
+
+def test_group_requests_wait_for_a_starting_coordinator_and_raise_other_errors() -> None:
+    """A broker just started answers group requests with NOT_COORDINATOR for a while (seen
+    as a failed ``committed()`` at a job's start); other errors are not waited out."""
+    answers: list[Any] = [
+        ck.KafkaException(ck.KafkaError(ck.KafkaError.NOT_COORDINATOR)),
+        ck.KafkaException(ck.KafkaError(ck.KafkaError.COORDINATOR_LOAD_IN_PROGRESS)),
+        "offsets",
+    ]
+
+    def starting() -> str:
+        answer = answers.pop(0)
+        if isinstance(answer, Exception):
+            raise answer
+        return answer
+
+    assert coordinated(starting) == "offsets"
+    assert answers == []
+
+    calls = []
+
+    def denied() -> str:
+        calls.append(1)
+        raise ck.KafkaException(ck.KafkaError(ck.KafkaError.GROUP_AUTHORIZATION_FAILED))
+
+    with pytest.raises(ck.KafkaException):
+        coordinated(denied)
+    assert len(calls) == 1
 
 
 def test_shares_are_even_and_capped_by_what_partitions_hold() -> None:

@@ -24,7 +24,7 @@ import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import apache_beam as beam
 import orjson
@@ -54,6 +54,7 @@ _METADATA_TIMEOUT_S = 30.0
 LAG_REPORT_S = 5.0
 
 TimestampFn = Callable[[bytes], "int | None"]
+T = TypeVar("T")
 
 
 def confluent_kafka() -> Any:
@@ -234,6 +235,33 @@ def shares(available: Sequence[int], total: int) -> list[int]:
     return out
 
 
+def coordinated(call: Callable[[], T]) -> T:
+    """``call``, a consumer-group request, retried while the group coordinator is starting.
+
+    A broker that has just started answers group requests with ``NOT_COORDINATOR`` or
+    ``COORDINATOR_LOAD_IN_PROGRESS`` until it has loaded its offsets topic: a job started
+    then would fail at once. Other errors, and these after ``_METADATA_TIMEOUT_S``, raise.
+    """
+    ck = confluent_kafka()
+    starting = {
+        ck.KafkaError.NOT_COORDINATOR,
+        ck.KafkaError.COORDINATOR_LOAD_IN_PROGRESS,
+        ck.KafkaError.COORDINATOR_NOT_AVAILABLE,
+    }
+    deadline = time.monotonic() + _METADATA_TIMEOUT_S
+    while True:
+        try:
+            return call()
+        except ck.KafkaException as e:
+            error = e.args[0] if e.args else None
+            if getattr(error, "code", lambda: None)() not in starting:
+                raise
+            if time.monotonic() > deadline:
+                raise
+            _LOGGER.info("Kafka group coordinator not ready (%s); retrying", error)
+            time.sleep(0.5)
+
+
 def plan_reads(source: KafkaSource) -> list[PartitionRead]:
     """Every partition's start offset (and stop offset when the read ends), taken now."""
     ck = confluent_kafka()
@@ -249,7 +277,7 @@ def plan_reads(source: KafkaSource) -> list[PartitionRead]:
             )
         tps = [ck.TopicPartition(source.topic, p) for p in sorted(topic.partitions)]
         committed = (
-            consumer.committed(tps, timeout=_METADATA_TIMEOUT_S)
+            coordinated(lambda: consumer.committed(tps, timeout=_METADATA_TIMEOUT_S))
             if source.start == "committed"
             else tps
         )
@@ -341,8 +369,10 @@ class _ReadBounded(beam.DoFn):
                     break
                 position = offset + 1
                 yield _payload(msg), _meta(msg)
-        consumer.commit(
-            offsets=[ck.TopicPartition(read.topic, read.partition, stop)], asynchronous=False
+        coordinated(
+            lambda: consumer.commit(
+                offsets=[ck.TopicPartition(read.topic, read.partition, stop)], asynchronous=False
+            )
         )
 
     def teardown(self) -> None:
