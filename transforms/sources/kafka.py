@@ -254,9 +254,8 @@ def coordinated(call: Callable[[], T]) -> T:
             return call()
         except ck.KafkaException as e:
             error = e.args[0] if e.args else None
-            if getattr(error, "code", lambda: None)() not in starting:
-                raise
-            if time.monotonic() > deadline:
+            code = getattr(error, "code", lambda: None)()
+            if code not in starting or time.monotonic() > deadline:
                 raise
             _LOGGER.info("Kafka group coordinator not ready (%s); retrying", error)
             time.sleep(0.5)
