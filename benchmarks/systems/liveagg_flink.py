@@ -324,7 +324,7 @@ def sustained(ctx: Context, topic: str, events: int) -> dict[str, Any]:
     names = [v.name for v in load_views([str(ctx.views)])]
     job = Job(ctx, topic, ctx.scratch(SYSTEM) / f"{topic}.log")
     sampler = Sampler(job.proc.pid)
-    beside = _service_cpu_s()
+    services_before = _service_cpu_s()
     cluster, session = _session()
     try:
         running = job.wait_running()
@@ -346,7 +346,7 @@ def sustained(ctx: Context, topic: str, events: int) -> dict[str, Any]:
     finally:
         cluster.shutdown()
         sampler.stop()
-        beside = {name: cpu - beside[name] for name, cpu in _service_cpu_s().items()}
+        service_cpu = {n: cpu - services_before[n] for n, cpu in _service_cpu_s().items()}
         state = job.stop()
     first = min(_epoch(t[2]) for t in totals.values())
     last = max(_epoch(t[3]) for t in totals.values())
@@ -355,7 +355,7 @@ def sustained(ctx: Context, topic: str, events: int) -> dict[str, Any]:
         "cpu_s": sampler.cpu_s(last),
         "cpu_s_by_process": sampler.by_process(),
         # Until the poll that saw the last row, with the poll's own queries: an upper bound.
-        "service_cpu_s": {name: round(cpu, 1) for name, cpu in beside.items()},
+        "service_cpu_s": {name: round(cpu, 1) for name, cpu in service_cpu.items()},
         "peak_rss_mb": sampler.peak_rss_mb,
         "rows": {name: t[1] for name, t in totals.items()},
         "submit_s": round(running - job.started, 1),
