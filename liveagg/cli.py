@@ -30,6 +30,7 @@ def _run(args: argparse.Namespace) -> int:
     from liveagg.errors import ViewError, ViewErrors
     from liveagg.pipelines.run import KafkaInput, RunConfig, run
     from liveagg.runners.flink import FlinkProfile, JobFailed
+    from liveagg.runners.prism import PrismProfile
     from liveagg.transforms.sinks import Connections
 
     defaults = Connections()
@@ -80,6 +81,7 @@ def _run(args: argparse.Namespace) -> int:
         streaming=args.streaming,
         direct_num_workers=args.direct_num_workers,
         flink=flink,
+        prism=PrismProfile(location=args.prism_location or PrismProfile().location),
         report_every_s=args.report_every_s,
         beam_args=args.beam_args,
         intermediate_topic=args.intermediate_topic,
@@ -247,8 +249,9 @@ def _add_run_options(p: argparse.ArgumentParser) -> None:
         "--runner",
         choices=RUNNERS,
         default="direct",
-        help="Beam runner: direct (default, Beam's local runner) or flink (Apache Flink through "
-        "Beam's FlinkRunner; see the Flink options below and docs/flink.md)",
+        help="Beam runner: direct (default: Beam's DirectRunner), prism (Beam's Go runner on "
+        "this machine; runs unbounded Kafka reads with early panes) or flink (Apache Flink "
+        "through Beam's FlinkRunner); see docs/runners.md",
     )
     p.add_argument(
         "--streaming",
@@ -262,6 +265,13 @@ def _add_run_options(p: argparse.ArgumentParser) -> None:
         default=1,
         metavar="N",
         help="parallel workers for the direct runner (default: 1)",
+    )
+    prism = p.add_argument_group("Prism (--runner prism)")
+    prism.add_argument(
+        "--prism-location",
+        metavar="PATH",
+        help="the Prism binary to run (default: $LIVEAGG_PRISM_LOCATION, else Beam downloads "
+        "the one of its version from GitHub); `python -m integration.services.prism` builds one",
     )
     flink = p.add_argument_group("Flink (--runner flink)")
     flink.add_argument(

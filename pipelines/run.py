@@ -18,7 +18,7 @@ from apache_beam.options.pipeline_options import PipelineOptions
 from liveagg.errors import COMMAND_LINE, ViewError
 from liveagg.loader import load_views
 from liveagg.pipelines.compile import Compiled, Source, attach_sinks, bind_sources, build
-from liveagg.runners import direct
+from liveagg.runners import direct, prism
 from liveagg.runners.flink import FlinkProfile, supervise
 from liveagg.spec import Sink, ViewSpec
 from liveagg.transforms.deadletter import NAMESPACE
@@ -50,10 +50,11 @@ class RunConfig:
     view_sinks: bool = True  # False: ignore the sinks written in view files
     dead_letter_topic: str | None = None
     connections: Connections = field(default_factory=Connections)
-    runner: str = "direct"  # direct | flink
+    runner: str = "direct"  # direct | prism | flink
     streaming: bool = False
     direct_num_workers: int = 1
     flink: FlinkProfile = field(default_factory=FlinkProfile)
+    prism: prism.PrismProfile = field(default_factory=prism.PrismProfile)
     report_every_s: float = 30.0  # metrics printed while a Flink job runs; 0: never
     beam_args: Sequence[str] = ()
     # Two-level runs: level 1 (``run``) writes partials here; level 2 (``rekey``) reads them.
@@ -144,6 +145,8 @@ def _kafka_source(
         "bounded": not config.kafka.unbounded,
         "max_records": config.kafka.max_records,
         "idle_timeout": config.kafka.idle_timeout,
+        # Prism runs every partition's read in this process (LOOPBACK): see KafkaSource.
+        "one_process": config.runner == "prism",
     }
     if timestamp_fn is not None:
         options["timestamp_fn"] = timestamp_fn
@@ -177,6 +180,8 @@ def pipeline_options(config: RunConfig) -> PipelineOptions:
     args: list[str] = []
     if config.runner == "direct":
         args += direct.beam_args(config.direct_num_workers)
+    elif config.runner == "prism":
+        args += config.prism.beam_args()
     elif config.runner == "flink":
         args += config.flink.beam_args(streaming=config.kafka.unbounded)
     if config.kafka.unbounded:
@@ -195,6 +200,8 @@ def pipeline_options(config: RunConfig) -> PipelineOptions:
 def _check_runner(config: RunConfig, views: Sequence[ViewSpec]) -> None:
     if config.runner == "flink":
         config.flink.check()
+    if config.runner == "prism":
+        config.prism.check()
     if not (config.kafka.unbounded and config.runner == "direct"):
         return
     for view in views:
@@ -204,8 +211,8 @@ def _check_runner(config: RunConfig, views: Sequence[ViewSpec]) -> None:
                 "$.emit.early",
                 f"view {view.name!r}: the direct runner cannot give early panes on an "
                 "unbounded Kafka read (its streaming engine cannot run a splittable DoFn "
-                "beside a processing-time timer); remove emit.early for local runs, or read "
-                "the topic bounded (without --unbounded)",
+                "beside a processing-time timer); run it with --runner prism, remove "
+                "emit.early, or read the topic bounded (without --unbounded)",
             )
 
 
@@ -257,9 +264,11 @@ def run(config: RunConfig) -> RunReport:
         dead_letter_topic=config.dead_letter_topic,
         intermediate_topic=config.intermediate_topic if level1 else None,
     )
-    result = pipeline.run()
+    result = prism.run(pipeline) if config.runner == "prism" else pipeline.run()
     if config.runner == "flink":
         supervise(result, config.flink, config.report_every_s)
+    elif config.runner == "prism":
+        prism.supervise(result)
     else:
         result.wait_until_finish()
     report = _report(result, typed_output, [v.name for v in views])

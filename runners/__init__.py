@@ -4,4 +4,4 @@
 Apache Flink cluster, or an embedded one, through Beam's portable FlinkRunner.
 """
 
-RUNNERS = ("direct", "flink")
+RUNNERS = ("direct", "prism", "flink")

@@ -20,7 +20,9 @@ Two modes:
 from __future__ import annotations
 
 import logging
+import threading
 import time
+import uuid
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import timedelta
@@ -76,6 +78,9 @@ class PartitionRead:
     partition: int
     start: int
     stop: int | None
+    #: How many partitions the read has, and an id shared by them (see ``one_process``).
+    partitions: int = 1
+    read_id: str = ""
 
 
 @dataclass(frozen=True)
@@ -103,6 +108,12 @@ class KafkaSource:
             data for this long, its watermark moves to wall-clock now minus ``idle_timeout`` so
             it does not hold windows back.
         batch_size: Messages per ``consume()`` call.
+        one_process: Unbounded mode: every partition is read in this one process (Prism's
+            LOOPBACK environment), so each partition reports the minimum watermark of all of
+            them. Prism takes a splittable DoFn's output watermark from the last bundle's
+            residuals alone (``ElementManager.PersistBundle`` sets ``estimatedOutput``), so a
+            partition that runs ahead, or goes idle, would otherwise move the watermark past
+            the unread records of the others and turn them too late.
         poll_timeout: How long one ``consume()`` waits for data. Short, because on Flink a
             checkpoint barrier waits for the read's open bundle, which holds one ``consume()``
             per partition, and the read's watermark only moves downstream at a barrier.
@@ -128,6 +139,7 @@ class KafkaSource:
     batch_size: int = 10_000
     poll_timeout: timedelta = timedelta(milliseconds=100)
     stall_timeout: timedelta = timedelta(seconds=120)
+    one_process: bool = False
 
     def __post_init__(self) -> None:
         if not self.topic:
@@ -299,8 +311,9 @@ def plan_reads(source: KafkaSource) -> list[PartitionRead]:
     if source.max_records is not None:
         budget = shares([e - s for s, e in zip(starts, ends, strict=True)], source.max_records)
         stops = [s + b for s, b in zip(starts, budget, strict=True)]
+    read_id = uuid.uuid4().hex
     return [
-        PartitionRead(source.topic, tp.partition, start, stop)
+        PartitionRead(source.topic, tp.partition, start, stop, len(tps), read_id)
         for tp, start, stop in zip(tps, starts, stops, strict=True)
     ]
 
@@ -529,10 +542,13 @@ class ReadPartitions(beam.DoFn):
                 break
             consumer[1] = next_offset = offset + 1
             yield self._timestamped(msg, clock)
-        if next_offset is not None:
-            finalizer.register(_Commit(self, key, next_offset))
+        # Registered on every call, also one that read nothing: Prism finalizes every bundle
+        # of a stage that asks for a finalizer, while the Python SDK releases a bundle that
+        # registered nothing at once and answers a later FinalizeBundle with an ERROR and a
+        # traceback (docs/runners.md quotes both).
+        finalizer.register(_Commit(self, key, next_offset))
         self._report_lag(ck, consumer, key)
-        self._advance(watermark, clock)
+        self._advance(watermark, clock, read if self._source.one_process else None)
         if not done:
             tracker.defer_remainder()
 
@@ -570,8 +586,12 @@ class ReadPartitions(beam.DoFn):
         )
 
     @staticmethod
-    def _advance(estimator: Any, clock: PartitionWatermark) -> None:
+    def _advance(
+        estimator: Any, clock: PartitionWatermark, shared: PartitionRead | None = None
+    ) -> None:
         target = clock.current_us()
+        if shared is not None:
+            target = _process_watermark(shared, target)
         if target is None:
             return
         current = estimator.current_watermark()
@@ -588,9 +608,12 @@ class ReadPartitions(beam.DoFn):
             entry[1] = start
         return entry
 
-    def commit(self, key: tuple[str, int], offset: int) -> None:
-        """Commit ``offset`` (the next to read) for the group; called once a bundle is durable."""
-        if offset <= self._committed.get(key, -1) or key not in self._consumers:
+    def commit(self, key: tuple[str, int], offset: int | None) -> None:
+        """Commit ``offset`` (the next to read) for the group; called once a bundle is durable.
+
+        ``None``: the bundle read nothing, there is nothing to commit.
+        """
+        if offset is None or offset <= self._committed.get(key, -1) or key not in self._consumers:
             return
         ck = confluent_kafka()
         try:
@@ -608,10 +631,26 @@ class ReadPartitions(beam.DoFn):
         self._consumers = {}
 
 
+_PROCESS_WATERMARKS: dict[str, dict[int, int | None]] = {}
+_PROCESS_WATERMARKS_LOCK = threading.Lock()
+
+
+def _process_watermark(read: PartitionRead, own_us: int | None) -> int | None:
+    """The minimum watermark of every partition of ``read``'s read in this process, ``None``
+    until each has reported one (``KafkaSource.one_process``)."""
+    with _PROCESS_WATERMARKS_LOCK:
+        seen = _PROCESS_WATERMARKS.setdefault(read.read_id, {})
+        seen[read.partition] = own_us
+        known = [us for us in seen.values() if us is not None]
+        if len(known) < read.partitions:
+            return None
+        return min(known)
+
+
 class _Commit:
     """A bundle-finalizer callback: a plain object, not a closure, so it is easy to inspect."""
 
-    def __init__(self, fn: ReadPartitions, key: tuple[str, int], offset: int) -> None:
+    def __init__(self, fn: ReadPartitions, key: tuple[str, int], offset: int | None) -> None:
         self.fn, self.key, self.offset = fn, key, offset
 
     def __call__(self) -> None:
