@@ -1,5 +1,5 @@
 """Session-scoped pytest fixtures for the real services: ``kafka``, ``cassandra``, ``s3``, ``gcs``
-and ``flink``.
+and ``flink``; and ``prism``, the path of a Prism binary built for the installed Beam SDK.
 
 Each fixture reuses a healthy service already on its port (one started with
 ``python -m integration.services start``, say) or starts one, yields its connection info, and
@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -85,3 +86,18 @@ def flink() -> Iterator[FlinkConnection]:
     friends); at the end of the session every part this process started is stopped.
     """
     yield from _serve("flink")
+
+
+@pytest.fixture(scope="session")
+def prism() -> Path:
+    """Prism of the installed Beam SDK's version (``--prism-location``), built with ``go
+    install`` into the cache on first use (minutes) and reused after; no Go skips (or, when
+    strict, fails) the tests that need it."""
+    from integration.services import prism as prism_build
+
+    try:
+        return prism_build.ensure_binary()
+    except services.PrerequisiteError as e:
+        if _strict():
+            pytest.fail(f"prism: {e}", pytrace=False)
+        pytest.skip(f"prism: {e}")

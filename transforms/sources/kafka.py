@@ -511,6 +511,12 @@ class ReadPartitions(beam.DoFn):
     ) -> Iterator[TimestampedValue]:
         ck = confluent_kafka()
         key = (read.topic, read.partition)
+        # Registered first, on every call, also one that reads nothing: Prism finalizes every
+        # bundle of a stage that asks for a finalizer, while the Python SDK releases a bundle
+        # that registered nothing at once and answers a later FinalizeBundle with an ERROR and
+        # a traceback (docs/runners.md quotes both). The offset is filled in below.
+        commit = _Commit(self, key, None)
+        finalizer.register(commit)
         restriction = tracker.current_restriction()
         if restriction.start >= restriction.stop:
             return
@@ -542,11 +548,7 @@ class ReadPartitions(beam.DoFn):
                 break
             consumer[1] = next_offset = offset + 1
             yield self._timestamped(msg, clock)
-        # Registered on every call, also one that read nothing: Prism finalizes every bundle
-        # of a stage that asks for a finalizer, while the Python SDK releases a bundle that
-        # registered nothing at once and answers a later FinalizeBundle with an ERROR and a
-        # traceback (docs/runners.md quotes both).
-        finalizer.register(_Commit(self, key, next_offset))
+        commit.offset = next_offset
         self._report_lag(ck, consumer, key)
         self._advance(watermark, clock, read if self._source.one_process else None)
         if not done:
