@@ -1,7 +1,8 @@
 """Runner profiles: the ``--runner`` choices and their flags turned into Beam PipelineOptions.
 
-``direct`` (:mod:`.direct`) runs in this process; ``flink`` (:mod:`.flink`) submits to an
-Apache Flink cluster, or an embedded one, through Beam's portable FlinkRunner.
+``direct`` (:mod:`.direct`) is Beam's DirectRunner; ``prism`` (:mod:`.prism`) runs on Prism,
+Beam's Go runner, on this machine; ``flink`` (:mod:`.flink`) submits to an Apache Flink
+cluster, or an embedded one, through Beam's portable FlinkRunner (docs/runners.md).
 """
 
 RUNNERS = ("direct", "prism", "flink")
