@@ -200,5 +200,5 @@ def test_unbounded_dead_letters_on_gcs(
 
     run([letter], write, bounded=False)
     (name,) = download("out/_dead_letter/")
-    assert re.fullmatch(r"_input-[0-9a-f]{32}\.jsonl", name)
+    assert re.fullmatch(r"input-[0-9a-f]{32}\.jsonl", name)
     assert read_rows(download("out/_dead_letter/")[name], "jsonl", ()) == [letter]
