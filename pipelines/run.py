@@ -164,7 +164,9 @@ class RunReport:
         rows per view and the dead letters by reason (SPEC section 5)."""
         lines = []
         numbers = self.accounting()
-        if not self.rekey:
+        # Level 2 reads envelopes, not messages; a runner that gave no metrics counted none.
+        accounted = not self.rekey and bool(self.lines_read or self.messages)
+        if accounted:
             input_letters = sum(numbers["input_dead_letters"].values())
             lines.append(
                 f"read {self.lines_read:,} lines = {self.messages:,} messages + "
@@ -177,7 +179,7 @@ class RunReport:
                 where = f" -> {Path(self.output, view)}/" if self.output else ""
                 what = f"{self.rows.get(view, 0):,} rows{where}"
             lines.append(f"view {view}: {what}")
-            if not self.rekey:
+            if accounted:
                 letters = sum(n["dead_letters"].values())
                 lines.append(
                     f"  {n['messages']:,} messages = {n['used']:,} used + {n['filtered']:,} "

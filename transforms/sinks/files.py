@@ -539,8 +539,7 @@ class OutputFolder:
         try:
             if local:
                 os.makedirs(self.path, exist_ok=True)
-            with fs.create(probe) as handle:
-                handle.write(b"")
+            objectstores.write_empty(probe, self.connections)
             fs.delete([probe])
         except Exception as e:
             raise PathError(self.path, f"cannot be written: {reason(e)}") from None
@@ -577,8 +576,7 @@ class OutputFolder:
         """Write the empty ``_SUCCESS``: call it last, when every row and dead letter is
         written."""
         try:
-            with self._filesystem().create(self._join(SUCCESS)) as handle:
-                handle.write(b"")
+            objectstores.write_empty(self._join(SUCCESS), self.connections)
         except Exception as e:
             raise PathError(self._join(SUCCESS), f"cannot be written: {reason(e)}") from None
 
