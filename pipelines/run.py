@@ -12,12 +12,13 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import posixpath
 import re
 import signal
 import sys
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import timedelta
 from pathlib import Path
@@ -37,7 +38,7 @@ from liveagg.runners.flink import FlinkProfile, supervise
 from liveagg.spec import Sink, ViewSpec
 from liveagg.transforms.deadletter import NAMESPACE
 from liveagg.transforms.sinks import Connections
-from liveagg.transforms.sinks.files import OutputFolder
+from liveagg.transforms.sinks.files import OutputFolder, written_by_liveagg
 from liveagg.transforms.sources import FileSource
 from liveagg.transforms.sources.progress import PROGRESS, Snapshot
 
@@ -365,6 +366,8 @@ def run(config: RunConfig) -> RunReport:
     # Bounded input gives a complete result: it replaces the previous one. Unbounded input
     # adds part files, which a job restored from a checkpoint or savepoint continues.
     bounded = all(source.bounded for source in sources.values())
+    if bounded:
+        _check_inputs_are_kept(sources.values(), folders)
     state, result = _execute(pipeline, config, folders, replace_files=bounded)
     if state == PipelineState.DONE:
         for folder in folders:  # last: every row and dead letter is written
@@ -389,6 +392,25 @@ def _check_destinations(config: RunConfig, written: Sequence[ViewSpec]) -> None:
             f"no output for view {views}: give --output DIR, --sink JSON, or a 'sinks' entry "
             f"in the view{ignored}"
         )
+
+
+def _check_inputs_are_kept(sources: Iterable[Source], folders: Sequence[OutputFolder]) -> None:
+    """Refuse a bounded run that would remove its own input: an ``--input`` file that is
+    one of those it replaces in its output folders (``OUT/<view>/*.jsonl``, say)."""
+    from liveagg.transforms.sources.files import match
+
+    owned = {_absolute(path).rstrip("/") for folder in folders for path in folder.owned()}
+    for source in sources:
+        if not isinstance(source, FileSource):
+            continue
+        for path, _ in match(source.pattern):
+            folder, name = posixpath.split(path) if "://" in path else os.path.split(path)
+            if folder in owned and written_by_liveagg(name):
+                raise PathError(
+                    folder,
+                    f"holds input files of this run ({path}), and a run replaces the files in "
+                    "the folders it writes; give another --output or sink path",
+                )
 
 
 def _execute(

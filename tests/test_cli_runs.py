@@ -235,6 +235,21 @@ def test_a_rerun_replaces_what_it_owns_and_nothing_else(view: Path, tmp_path: Pa
     assert (out / "_SUCCESS").exists()
 
 
+def test_a_run_never_removes_its_own_input(view: Path, tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    (out / "totals").mkdir(parents=True)
+    data = lines_file(out / "totals" / "in.jsonl", GOOD)
+    result = liveagg(
+        "run", "--views", str(view), "--input", str(data), "--output", str(out), ok=False
+    )
+    assert result.returncode == 1
+    assert result.stderr == (
+        f"{out / 'totals'}: holds input files of this run ({data}), and a run replaces the files "
+        "in the folders it writes; give another --output or sink path\n"
+    )
+    assert data.read_text() == "".join(f"{line}\n" for line in GOOD)
+
+
 def _can_mount_a_tmpfs(where: Path) -> bool:
     if shutil.which("unshare") is None:
         return False
@@ -425,3 +440,10 @@ def test_summary_lines_add_up() -> None:
         "  not_json: 2",
         "  not_numeric: 1",
     ]
+
+
+def test_summary_without_counters_claims_no_accounting() -> None:
+    """A runner that gave no metrics (a cancelled portable job) counted nothing: no zeros
+    that would read as 'nothing was read'."""
+    report = RunReport("out", rows={"cdn": 0})
+    assert report.summary().splitlines() == ["view cdn: 0 rows -> out/cdn/", "dead letters: 0"]

@@ -550,14 +550,14 @@ class OutputFolder:
             if not os.path.isdir(folder):
                 return []
             with os.scandir(folder) as entries:
-                return [e.path for e in entries if e.is_file() and _written_here(e.name)]
+                return [e.path for e in entries if e.is_file() and written_by_liveagg(e.name)]
         fs = self._filesystem()
         prefix = folder.rstrip("/") + "/"
         found = fs.match([prefix + "*"])[0].metadata_list
         return [
             m.path
             for m in found
-            if "/" not in m.path[len(prefix) :] and _written_here(m.path[len(prefix) :])
+            if "/" not in m.path[len(prefix) :] and written_by_liveagg(m.path[len(prefix) :])
         ]
 
     def abort(self) -> None:
@@ -581,7 +581,9 @@ class OutputFolder:
             raise PathError(self._join(SUCCESS), f"cannot be written: {reason(e)}") from None
 
 
-def _written_here(name: str) -> bool:
+def written_by_liveagg(name: str) -> bool:
+    """Whether a file of this name, in a view or dead-letter folder, is one that a run
+    replaces: data files of the formats, and in-progress files."""
     return name.endswith(_IN_PROGRESS) or name.rsplit(".", 1)[-1] in FORMATS
 
 
