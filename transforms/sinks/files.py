@@ -566,8 +566,8 @@ class OutputFolder:
         if objectstores.is_object_store(self.path):
             return
         for folder in self.owned():
-            with contextlib.suppress(OSError):
-                for entry in os.scandir(folder):
+            with contextlib.suppress(OSError), os.scandir(folder) as entries:
+                for entry in entries:
                     if entry.name.endswith(_IN_PROGRESS):
                         with contextlib.suppress(OSError):
                             os.remove(entry.path)
