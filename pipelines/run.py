@@ -426,8 +426,8 @@ def _execute(
     with _remember_signals() as caught:
         try:
             for folder in folders:  # before computing: an unwritable output fails fast
+                prepared.append(folder)  # from here on it may be partial
                 folder.prepare(replace=replace_files)
-                prepared.append(folder)
             # A Flink job's progress is its metrics, which supervise() prints.
             with _progress_line(config.progress and config.runner != "flink"):
                 result = pipeline.run()
