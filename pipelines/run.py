@@ -170,27 +170,27 @@ class RunReport:
         if accounted:
             input_letters = sum(numbers["input_dead_letters"].values())
             lines.append(
-                f"read {self.lines_read:,} lines = {self.messages:,} messages + "
-                f"{self.blank_lines:,} blank + {input_letters:,} not messages (dead letters)"
+                f"read {self.lines_read} lines = {self.messages} messages + "
+                f"{self.blank_lines} blank + {input_letters} not messages (dead letters)"
             )
         for view, n in numbers["views"].items():
             if self.intermediate_topic:
-                what = f"{self.partials.get(view, 0):,} partials -> topic {self.intermediate_topic}"
+                what = f"{self.partials.get(view, 0)} partials -> topic {self.intermediate_topic}"
             else:
                 where = f" -> {Path(self.output, view)}/" if self.output else ""
-                what = f"{self.rows.get(view, 0):,} rows{where}"
+                what = f"{self.rows.get(view, 0)} rows{where}"
             lines.append(f"view {view}: {what}")
             if accounted:
                 letters = sum(n["dead_letters"].values())
                 lines.append(
-                    f"  {n['messages']:,} messages = {n['used']:,} used + {n['filtered']:,} "
-                    f"filtered out + {letters:,} dead letters"
+                    f"  {n['messages']} messages = {n['used']} used + {n['filtered']} "
+                    f"filtered out + {letters} dead letters"
                 )
         total = sum(self.dead_letters.values())
         where = f" -> {Path(self.output, '_dead_letter')}/" if self.output and total else ""
-        lines.append(f"dead letters: {total:,}{where}")
+        lines.append(f"dead letters: {total}{where}")
         for reason, count in sorted(self.dead_letters.items()):
-            lines.append(f"  {reason}: {count:,}")
+            lines.append(f"  {reason}: {count}")
         return "\n".join(lines)
 
 
