@@ -190,7 +190,7 @@ class _Parser:
 
     def fail(self, expected: str) -> ExprSyntaxError:
         token = self.current
-        found = "the end of the expression" if token.kind == "end" else repr(token.text)
+        found = "the end of the expression" if token.kind == "end" else _quoted(token.text)
         return ExprSyntaxError(self.text, token.position, expected, found)
 
     def parse(self) -> _Program:
