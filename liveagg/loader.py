@@ -336,7 +336,25 @@ class _Problems:
 
     def to_errors(self, file: str, prefix: str, document: Any) -> list[ViewError]:
         ordered = sorted(self.items, key=lambda p: _document_order(document, p.parts))
-        return [ViewError(file, prefix + _render(p.parts), p.message) for p in ordered]
+        return [_error(file, prefix + _render(p.parts), p.message) for p in ordered]
+
+
+# Characters that end a line for str.splitlines() or a terminal, escaped in messages.
+_LINE_BREAKS = {
+    ord(c): c.encode("unicode_escape").decode() for c in "\n\r\v\f\x1c\x1d\x1e\x85\u2028\u2029"
+}
+
+
+def _error(file: str, path: str, message: str) -> ViewError:
+    """A ViewError whose ``str()`` is one printable line, whatever the view held.
+
+    Keys and values are quoted as written, so a view (or a file name) could carry line
+    breaks or lone surrogates (JSON's "\\ud800"), which UTF-8 output cannot encode.
+    """
+    parts = [file, path, message]
+    for i, text in enumerate(parts):
+        parts[i] = text.encode("utf-8", "backslashreplace").decode("utf-8").translate(_LINE_BREAKS)
+    return ViewError(*parts)
 
 
 def _render(parts: Sequence[Part]) -> str:
@@ -438,14 +456,14 @@ def _discover(paths: Iterable[str | Path]) -> tuple[list[tuple[Path, str]], list
             )
             if not found:
                 errors.append(
-                    ViewError(str(given), "$", "no view files (*.json) in this folder or below")
+                    _error(str(given), "$", "no view files (*.json) in this folder or below")
                 )
             for p in found:
                 add(p, str(p))
         elif path.exists():
             add(path, str(given))
         else:
-            errors.append(ViewError(str(given), "$", "no such file or folder"))
+            errors.append(_error(str(given), "$", "no such file or folder"))
     return files, errors
 
 
