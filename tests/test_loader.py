@@ -44,6 +44,11 @@ EXAMPLES = SCHEMA_PATH.parent / "examples"
 BAD_VIEWS = Path(__file__).parent / "data" / "bad_views"
 KNOWN = ", ".join(known())
 
+ALLOWED = (
+    "name, description, source, event_time, grouping_cols, grouping_sets, window, "
+    "allowed_lateness, emit, filter, aggregation_info, derived, sinks, rollup, hot_key_fanout"
+)
+
 BASE: dict[str, Any] = {
     "name": "clicks",
     "event_time": {"field": "timestamp_ms", "format": "epoch_ms"},
@@ -1487,6 +1492,22 @@ def test_validate_paths_never_raises_for_bad_views(tmp_path: Path) -> None:
     ]
 
 
+def test_error_lines_escape_line_breaks_and_lone_surrogates(tmp_path: Path) -> None:
+    # "\\ud800" is valid JSON for a lone surrogate, which UTF-8 output cannot encode.
+    text = json.dumps(view(**{"\ud800": 1, "a\u2028b": 2, "x": "\ud800\n"}))
+    path = write(tmp_path, "a\nb.json", text)
+    found = [str(e) for e in validate_paths([path])]
+    shown = str(path).replace("\n", "\\n")
+    assert found == [
+        f"{shown}: $['\\ud800']: unknown key '\\ud800'; allowed here: {ALLOWED}",
+        f"{shown}: $['a\\u2028b']: unknown key 'a\\u2028b'; allowed here: {ALLOWED}",
+        f"{shown}: $.x: unknown key 'x'; allowed here: {ALLOWED}",
+    ]
+    for line in found:
+        line.encode("utf-8")
+        assert line.splitlines() == [line]
+
+
 def test_json_syntax_error_has_line_and_column(tmp_path: Path) -> None:
     path = write(tmp_path, "a.json", '{\n  "name": "a"\n  "window": {}\n}')
     assert [str(e) for e in validate_paths([path])] == [
@@ -1600,3 +1621,5 @@ def test_bad_views_folder_prints_the_expected_lines(monkeypatch: pytest.MonkeyPa
     with pytest.raises(ViewErrors) as info:
         load_views(["."])
     assert str(info.value).splitlines() == expected
+    # custom_os_system.json asks os.system to run "echo PWNED > f" here.
+    assert not (BAD_VIEWS / "f").exists()
