@@ -29,12 +29,12 @@ Example:
 
 from __future__ import annotations
 
-import math
 import numbers
-import operator
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from functools import partial
+from math import isfinite
 from typing import Any
 
 #: Deeper nesting than this is certainly a mistake; it bounds the parser's recursion.
@@ -123,48 +123,60 @@ def _tokenize(text: str) -> list[_Token]:
 
 def _as_float(value: Any) -> float | None:
     """An operand as a finite float, or ``None`` (SQL's null) when it cannot be one."""
+    kind = type(value)
+    if kind is float:  # the common cases first: no isinstance against an ABC
+        return value if isfinite(value) else None
     # bool is an int subclass, but True + True is not an aggregate anyone meant to compute.
-    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+    if kind is bool or (kind is not int and not isinstance(value, numbers.Real)):
         return None
     try:
         number = float(value)
     except OverflowError:  # an int beyond a double's range
         return None
-    return number if math.isfinite(number) else None
+    return number if isfinite(number) else None
 
 
-_BINARY: dict[str, Callable[[float, float], float]] = {
-    "+": operator.add,
-    "-": operator.sub,
-    "*": operator.mul,
-    "/": operator.truediv,
-}
-
-# Postfix instructions: (_CONST, value), (_LOAD, name), (_NEG, None), (_APPLY, op function).
-_CONST, _LOAD, _NEG, _APPLY = range(4)
+# Postfix instructions, each ``(code, argument)``: push a constant, push a column's value,
+# negate the top of the stack, or combine the two top values with an operator.
+_CONST, _LOAD, _NEG, _ADD, _SUB, _MUL, _DIV = range(7)
+_BINARY = {"+": _ADD, "-": _SUB, "*": _MUL, "/": _DIV}
 _Program = tuple[tuple[int, Any], ...]
 
 
 def _run(program: _Program, values: Mapping[str, Any]) -> float | None:
-    """Evaluate a postfix program with an explicit stack: no recursion, whatever its length."""
-    stack: list[float | None] = []
+    """Evaluate a postfix program with an explicit stack: no recursion, whatever its length.
+
+    Every operator propagates null, so the first null operand, division by zero or
+    non-finite intermediate result makes the whole value null: evaluation stops there.
+    """
+    stack: list[float] = []
     push, pop = stack.append, stack.pop
     for code, arg in program:
-        if code == _CONST:
+        if code == _LOAD:
+            value = _as_float(values.get(arg))
+            if value is None:
+                return None
+            push(value)
+        elif code == _CONST:
             push(arg)
-        elif code == _LOAD:
-            push(_as_float(values.get(arg)))
         elif code == _NEG:
-            a = pop()
-            push(None if a is None else -a)
+            stack[-1] = -stack[-1]
         else:
             b = pop()
-            a = pop()
-            if a is None or b is None or (b == 0 and arg is operator.truediv):
-                push(None)
+            a = stack[-1]
+            if code == _ADD:
+                result = a + b
+            elif code == _SUB:
+                result = a - b
+            elif code == _MUL:
+                result = a * b
+            elif b == 0:
+                return None
             else:
-                result = arg(a, b)
-                push(result if math.isfinite(result) else None)
+                result = a / b
+            if not isfinite(result):
+                return None
+            stack[-1] = result
     return stack[0]
 
 
@@ -207,7 +219,7 @@ class _Parser:
             op = self.current.text
             self.index += 1
             self.term()
-            self.code.append((_APPLY, _BINARY[op]))
+            self.code.append((_BINARY[op], None))
 
     def term(self) -> None:
         self.unary()
@@ -215,7 +227,7 @@ class _Parser:
             op = self.current.text
             self.index += 1
             self.unary()
-            self.code.append((_APPLY, _BINARY[op]))
+            self.code.append((_BINARY[op], None))
 
     def unary(self) -> None:
         if self.current.kind == "op" and self.current.text == "-":
@@ -231,7 +243,7 @@ class _Parser:
         token = self.current
         if token.kind == "number":
             value = float(token.text)  # no digit limit, unlike int(); huge ones become inf
-            if not math.isfinite(value):
+            if not isfinite(value):
                 raise self.fail("a number a float can hold")
             self.index += 1
             self.code.append((_CONST, value))
@@ -271,23 +283,20 @@ class Expr:
     Attributes:
         text: The expression as written.
         names: The column names it reads, in order of first use.
-        program: The postfix code that :meth:`evaluate` runs.
+        evaluate: ``values -> float | None``; a missing, null, non-numeric or out-of-range
+            operand, division by zero and non-finite results give ``None``. It runs the
+            expression's postfix program (bound once: derived columns are on the row path).
     """
 
     text: str
     names: tuple[str, ...]
-    program: _Program = field(repr=False, compare=False)
-
-    def evaluate(self, values: Mapping[str, Any]) -> float | None:
-        """The value as a finite float, or ``None``: a missing, null, non-numeric or
-        out-of-range operand, a division by zero or a non-finite result."""
-        return _run(self.program, values)
+    evaluate: Callable[[Mapping[str, Any]], float | None] = field(repr=False, compare=False)
 
     def __call__(self, values: Mapping[str, Any]) -> float | None:
-        return _run(self.program, values)
+        return self.evaluate(values)
 
     def __reduce__(self) -> tuple[Any, ...]:
-        # Operator functions pickle, but the text is the whole state and stays readable.
+        # The text is the whole state.
         return (parse_expr, (self.text,))
 
 
@@ -304,4 +313,4 @@ def parse_expr(text: str) -> Expr:
         raise ExprTooLong(text)
     parser = _Parser(text)
     program = parser.parse()
-    return Expr(text, tuple(parser.names), program)
+    return Expr(text, tuple(parser.names), partial(_run, program))
