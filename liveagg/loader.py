@@ -25,7 +25,7 @@ import json
 import math
 import re
 import sys
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
@@ -318,10 +318,12 @@ class _Problems:
 
     def __init__(self) -> None:
         self.items: list[_Problem] = []
+        self._seen: set[_Problem] = set()  # a view may hold thousands of problems
 
     def add(self, parts: Parts, message: str) -> None:
         problem = _Problem(tuple(parts), message)
-        if problem not in self.items:
+        if problem not in self._seen:
+            self._seen.add(problem)
             self.items.append(problem)
 
     def extend(self, problems: Iterable[_Problem]) -> None:
@@ -335,7 +337,8 @@ class _Problems:
         return len(self.items)
 
     def to_errors(self, file: str, prefix: str, document: Any) -> list[ViewError]:
-        ordered = sorted(self.items, key=lambda p: _document_order(document, p.parts))
+        positions: dict[int, dict[Any, int]] = {}
+        ordered = sorted(self.items, key=lambda p: _document_order(document, p.parts, positions))
         return [_error(file, prefix + _render(p.parts), p.message) for p in ordered]
 
 
@@ -370,13 +373,22 @@ def _render(parts: Sequence[Part]) -> str:
     return "".join(out)
 
 
-def _document_order(document: Any, parts: Parts) -> tuple[int, ...]:
+def _document_order(
+    document: Any, parts: Parts, positions: dict[int, dict[Any, int]]
+) -> tuple[int, ...]:
+    """Sort key of a path: the place of each part in its object or array.
+
+    ``positions`` caches each object's key positions by ``id``, so that thousands of
+    problems in one object sort in linear time.
+    """
     key = []
     node = document
     for part in parts:
         if isinstance(node, dict):
-            keys = list(node)
-            key.append(keys.index(part) if part in node else len(keys))
+            places = positions.get(id(node))
+            if places is None:
+                places = positions[id(node)] = {k: i for i, k in enumerate(node)}
+            key.append(places.get(part, len(places)))
             node = node.get(part)
         elif isinstance(node, list) and isinstance(part, int):
             key.append(part)
@@ -870,13 +882,17 @@ def _describe(value: Any) -> str:
     return "an object"
 
 
-def _suggest(word: Any, choices: Iterable[str], aliases: Mapping[str, str] | None = None) -> str:
-    if not isinstance(word, str):
+#: Fuzzy suggestions compare a word with every choice; beyond this many choices (a view of
+#: thousands of columns) they are skipped, or one problem per column would take quadratic time.
+_MOST_CHOICES_TO_SUGGEST_FROM = 200
+
+
+def _suggest(word: Any, choices: Collection[str], aliases: Mapping[str, str] | None = None) -> str:
+    if not isinstance(word, str) or len(choices) > _MOST_CHOICES_TO_SUGGEST_FROM:
         return ""
-    choices = list(choices)
     if aliases and aliases.get(word.lower()) in choices:
         return f" (did you mean {aliases[word.lower()]!r}?)"
-    close = difflib.get_close_matches(word, choices, n=1, cutoff=0.6)
+    close = difflib.get_close_matches(word, list(choices), n=1, cutoff=0.6)
     if not close and word.lower() in choices:
         close = [word.lower()]
     return f" (did you mean {close[0]!r}?)" if close else ""
@@ -977,9 +993,30 @@ def _min_items_message(parts: Parts, count: int) -> str:
 
 
 def _unique_message(instance: list[Any]) -> str:
-    # jsonschema found a repeat, so one of the items equals an earlier one.
-    repeated = next(item for i, item in enumerate(instance) if item in instance[:i])
+    # jsonschema found a repeat, so one of the items equals an earlier one (as JSON compares:
+    # 1 equals 1.0, true does not equal 1). Keys make the search linear on long arrays.
+    seen: set[Any] = set()
+    repeated = instance[0]
+    for item in instance:
+        key = _unique_key(item)
+        if key in seen:
+            repeated = item
+            break
+        seen.add(key)
     return f"{_show(repeated)} is listed more than once; list each item once"
+
+
+def _unique_key(value: Any) -> Any:
+    """A hashable key under which JSON-equal values are equal."""
+    if isinstance(value, bool) or value is None:
+        return ("literal", value)
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    if isinstance(value, list):
+        return ("array", tuple(_unique_key(v) for v in value))
+    if isinstance(value, dict):
+        return ("object", frozenset((k, _unique_key(v)) for k, v in value.items()))
+    return value
 
 
 def _range_message(instance: Any, schema: Mapping[str, Any]) -> str:
@@ -1018,6 +1055,7 @@ class _Checker:
         self.at = at
         self.construct = construct
         self.grouping_cols: list[str] = list(view["grouping_cols"])
+        self.grouping_names = frozenset(self.grouping_cols)
         self.outputs: dict[str, int] = {}
 
     def add(self, parts: Parts, message: str) -> None:
@@ -1056,10 +1094,10 @@ class _Checker:
             if col in RESERVED_COLUMNS:
                 self.add(("grouping_cols", i), _reserved_message(col, "grouping column"))
         seen: dict[frozenset[str], int] = {}
-        listed = ", ".join(self.grouping_cols) or "none"
+        listed = _listing(self.grouping_cols)
         for i, grouping_set in enumerate(self.view.get("grouping_sets") or []):
             for j, col in enumerate(grouping_set):
-                if col not in self.grouping_cols:
+                if col not in self.grouping_names:
                     self.add(
                         ("grouping_sets", i, j),
                         f"{col!r} is not in grouping_cols ({listed}); a grouping set may only "
@@ -1150,9 +1188,9 @@ class _Checker:
         rollup = self.view.get("rollup")
         if rollup is None:
             return
-        listed = ", ".join(self.grouping_cols) or "none"
+        listed = _listing(self.grouping_cols)
         for j, col in enumerate(rollup.get("grouping_cols", ())):
-            if col not in self.grouping_cols:
+            if col not in self.grouping_names:
                 self.add(
                     ("rollup", "grouping_cols", j),
                     f"{col!r} is not in grouping_cols ({listed}); a roll-up keeps a subset of "
@@ -1228,7 +1266,7 @@ class _Checker:
         parts: Parts = ("aggregation_info", i, "aggregated_col_name")
         if name in RESERVED_COLUMNS:
             self.add(parts, _reserved_message(name, "aggregated_col_name"))
-        elif name in self.grouping_cols:
+        elif name in self.grouping_names:
             kind = self.view["aggregation_info"][i]["aggregation"]
             self.add(
                 parts,
@@ -1284,9 +1322,11 @@ class _Checker:
         derived = self.view.get("derived") or []
         available = set(self.outputs)
         later = {d["name"]: k for k, d in enumerate(derived)}
+        first: dict[str, int] = {}  # derived name -> index of its first definition
         for i, item in enumerate(derived):
             name = item["name"]
-            self.check_derived_name(i, name, derived)
+            self.check_derived_name(i, name, first)
+            first.setdefault(name, i)
             try:
                 expr = parse_expr(item["expr"])
             except ExprSyntaxError as e:
@@ -1298,12 +1338,11 @@ class _Checker:
                         self.add(("derived", i, "expr"), message)
             available.add(name)
 
-    def check_derived_name(self, i: int, name: str, derived: list[dict[str, Any]]) -> None:
+    def check_derived_name(self, i: int, name: str, earlier: Mapping[str, int]) -> None:
         parts: Parts = ("derived", i, "name")
-        earlier = [d["name"] for d in derived[:i]]
         if name in RESERVED_COLUMNS:
             self.add(parts, _reserved_message(name, "derived column"))
-        elif name in self.grouping_cols:
+        elif name in self.grouping_names:
             self.add(parts, f"{name!r} is a grouping column; choose another name")
         elif name in self.outputs:
             self.add(
@@ -1314,7 +1353,7 @@ class _Checker:
         elif name in earlier:
             self.add(
                 parts,
-                f"{name!r} is already defined at {self.where('derived', earlier.index(name))}; "
+                f"{name!r} is already defined at {self.where('derived', earlier[name])}; "
                 "derived names must be unique",
             )
 
@@ -1328,16 +1367,25 @@ class _Checker:
                 f"{ref!r} is defined later, at {self.where('derived', later[ref])}; a derived "
                 "column may only use aggregated columns and earlier derived columns"
             )
-        if ref in self.grouping_cols:
+        if ref in self.grouping_names:
             return (
                 f"{ref!r} is a grouping column; expressions compute over aggregated columns "
                 "(add an aggregation of it and use its aggregated_col_name)"
             )
-        listed = ", ".join(sorted(available)) or "none"
+        listed = _listing(sorted(available))
         return (
             f"unknown column {ref!r}{_suggest(ref, available)}; expressions may use the "
             f"aggregated columns and earlier derived columns: {listed}"
         )
+
+
+def _listing(names: Sequence[str], most: int = 20) -> str:
+    """Names for a message: all of a short list, the first ``most`` of a long one."""
+    if not names:
+        return "none"
+    if len(names) <= most:
+        return ", ".join(names)
+    return f"{', '.join(names[:most])}, ... ({len(names):,} in all)"
 
 
 def _reserved_message(name: str, what: str) -> str:

@@ -962,6 +962,33 @@ def test_a_number_of_thousands_of_digits_in_an_expression() -> None:
     )
 
 
+def test_thousands_of_columns_are_reported_with_short_messages() -> None:
+    # One problem per column: messages list the first 20 columns, and no suggestion is
+    # searched among thousands (each would compare the word with every column).
+    cols = [f"c{i}" for i in range(5000)]
+    found = errors(view(grouping_cols=cols, grouping_sets=[[f"d{i}"] for i in range(5000)]))
+    assert len(found) == 5000
+    listed = ", ".join(cols[:20])
+    assert found[-1] == (
+        f"<memory>: $.grouping_sets[4999][0]: 'd4999' is not in grouping_cols ({listed}, ... "
+        "(5,000 in all)); a grouping set may only use grouping columns"
+    )
+
+
+def test_a_repeat_far_down_a_long_list_is_named() -> None:
+    cols = [f"c{i}" for i in range(20000)]
+    assert error(view(grouping_cols=[*cols, "c7"])) == (
+        "<memory>: $.grouping_cols: 'c7' is listed more than once; list each item once"
+    )
+    # As JSON compares: 1 and 1.0 are equal, true and 1 are not.
+    assert errors(view(grouping_cols=[True, 1, "a", 1.0])) == [
+        "<memory>: $.grouping_cols: 1.0 is listed more than once; list each item once",
+        "<memory>: $.grouping_cols[0]: expected a string, got true",
+        "<memory>: $.grouping_cols[1]: expected a string, got the number 1",
+        "<memory>: $.grouping_cols[3]: expected a string, got the number 1.0",
+    ]
+
+
 # --------------------------------------------------------------------------- derived
 
 
