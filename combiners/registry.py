@@ -16,11 +16,14 @@ module must be installed where the view is checked (see docs/custom_combiners.md
 from __future__ import annotations
 
 import importlib
+import importlib.util
 import inspect
 import re
 import sys
+import sysconfig
 from collections.abc import Callable, Mapping
 from importlib.metadata import EntryPoint, entry_points
+from pathlib import Path
 from typing import Any
 
 import apache_beam as beam
@@ -104,7 +107,7 @@ def load_dotted(path: str) -> CombinerClass:
     module_name, _, attr = path.partition(":")
     parts = module_name.split(".")
     wanted = f"expected 'package.module:ClassName' naming {ACCEPTED} in an installed package"
-    if parts[0] in sys.stdlib_module_names or parts[0] in sys.builtin_module_names:
+    if _in_standard_library(parts[0]):
         raise CombinerNotFound(
             f"{path!r} names {parts[0]!r}, a module of Python's standard library, which holds "
             f"no aggregation; {wanted}"
@@ -128,6 +131,36 @@ def load_dotted(path: str) -> CombinerClass:
             f"{path!r}: module {module_name!r} has no attribute {attr!r}; {wanted}"
         ) from e
     return _checked(target, repr(path))
+
+
+def _in_standard_library(name: str) -> bool:
+    """Whether the top-level module ``name`` is Python's own, found without importing it.
+
+    ``sys.stdlib_module_names`` leaves out CPython's ``test`` package, whose ``autotest``
+    module runs the whole regression suite when imported; so a module is also Python's when
+    it is built in, frozen, or lives in the standard library's folders outside
+    site-packages.
+    """
+    if name in sys.stdlib_module_names or name in sys.builtin_module_names:
+        return True
+    try:  # a top-level spec: the import system's finders, no module's code
+        spec = importlib.util.find_spec(name)
+    except (ImportError, ValueError):  # ValueError: in sys.modules without a __spec__
+        return False
+    if spec is None:
+        return False
+    if spec.origin in ("built-in", "frozen"):
+        return True
+    paths = sysconfig.get_paths()
+    libraries = {Path(paths[k]).resolve() for k in ("stdlib", "platstdlib")}
+    packages = {Path(paths[k]).resolve() for k in ("purelib", "platlib")}
+    places = list(spec.submodule_search_locations or []) or [spec.origin or ""]
+    for place in places:
+        where = Path(place).resolve()
+        in_library = any(where.is_relative_to(lib) for lib in libraries)
+        if in_library and not any(where.is_relative_to(pkg) for pkg in packages):
+            return True
+    return False
 
 
 def load_entry_point(kind: str, point: EntryPoint) -> CombinerClass:

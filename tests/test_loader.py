@@ -1170,6 +1170,8 @@ def _hostile(tmp_path: Path, combine_fn: str, **params: Any) -> list[str]:
         ("shutil:rmtree", {"path": "{marker}"}, "shutil"),
         ("antigravity:Fn", {}, "antigravity"),  # opens a web browser when imported
         ("venv:main", {"args": ["{marker}"]}, "venv"),
+        # Not in sys.stdlib_module_names, but Python's; importing it runs the whole test suite.
+        ("test.autotest:Fn", {}, "test"),
     ],
 )
 def test_standard_library_references_are_refused_and_nothing_runs(
