@@ -260,12 +260,16 @@ def check_hll_sketch(data: bytes, lg_k: int, hll_type: str, owner: str) -> None:
 
 
 def _check_coupons(data: bytes, start: int, count: int, bad: Any) -> None:
-    """Coupons: the exact byte length, each distinct with a register value from 1 to 63."""
+    """Coupons: the exact byte length, each with a register value from 1 to 63 (the top 6
+    bits: a coupon below 2**26 has value 0), and distinct in a list, whose estimate is its
+    count (a set's count is recounted as its coupons are inserted)."""
     if len(data) != start + 4 * count:
         raise bad(f"{len(data)} bytes, but {count} coupons take {start + 4 * count}")
-    coupons = np.frombuffer(data, "<u4", count, start)
-    if count and (int((coupons >> _KEY_BITS).min()) == 0 or len(np.unique(coupons)) != count):
-        raise bad("a coupon that is empty or repeated")
+    coupons = struct.unpack_from(f"<{count}I", data, start)
+    if count and min(coupons) < 1 << _KEY_BITS:
+        raise bad("an empty coupon")
+    if start == _LIST_START and len(set(coupons)) != count:
+        raise bad("a repeated coupon")
 
 
 def _check_array(data: bytes, lg_k: int, hll_type: str, cur_min: int, bad: Any) -> None:
@@ -303,9 +307,10 @@ def _check_array(data: bytes, lg_k: int, hll_type: str, cur_min: int, bad: Any) 
     nibbles[0::2] = registers & 15
     nibbles[1::2] = registers >> 4
     token = nibbles == _AUX_TOKEN
-    plain = nibbles[~token]
-    if cur_min > _MAX_VALUE or (plain.size and cur_min + int(plain.max()) > _MAX_VALUE):
-        raise bad(f"a register value above {_MAX_VALUE} (cur_min {cur_min})")
+    if cur_min > _MAX_VALUE - _AUX_TOKEN + 1:  # else no nibble below 15 can exceed 63
+        plain = nibbles[~token]
+        if cur_min > _MAX_VALUE or (plain.size and cur_min + int(plain.max()) > _MAX_VALUE):
+            raise bad(f"a register value above {_MAX_VALUE} (cur_min {cur_min})")
     pairs = np.frombuffer(data, "<u4", aux_count, _ARRAY_START + array_bytes)
     slots, values = pairs & ((1 << _KEY_BITS) - 1), pairs >> _KEY_BITS
     if aux_count and (int(values.min()) < cur_min + _AUX_TOKEN or int(slots.max()) >= k):

@@ -15,6 +15,7 @@ result is one of the inputs. Ranks 0 and 1 give the exact minimum and maximum.
 
 from __future__ import annotations
 
+import itertools
 import math
 import struct
 from collections.abc import Iterable
@@ -151,6 +152,7 @@ _FAMILY, _M, _MIN_K, _MAX_LEVELS = 15, 8, 8, 61  # int_cap_aux() throws for dept
 _EMPTY, _SORTED, _SINGLE = 1, 2, 4
 _FULL = struct.Struct("<QHB")  # n, min_k, num_levels (then one unused byte)
 _FULL_START = 20
+_SMALL = 48  # up to this many items, plain Python checks them faster than numpy
 
 
 @cache
@@ -224,16 +226,29 @@ def check_kll_doubles(data: bytes, k: int, owner: str) -> None:
     weight = sum((levels[i + 1] - levels[i]) << i for i in range(num_levels))
     if weight != n or n < 2:
         raise bad(f"n {n}, but its levels weigh {weight}")
-    values = np.frombuffer(data, "<f8", retained + 2, items_start)
-    low, high, items = values[0], values[1], values[2:]
-    finite = np.isfinite(values).all()
-    if not (finite and low <= high and low <= items.min() and items.max() <= high):
+    low, high = struct.unpack_from("<2d", data, items_start)
+    if not (math.isfinite(low) and math.isfinite(high) and low <= high):
+        raise bad(f"min {low!r} and max {high!r}, expected finite numbers in order")
+    # Each level above 0 is sorted, and level 0 when flagged so (merges rely on it).
+    first = 0 if flags & _SORTED else levels[1] - levels[0] if num_levels > 1 else retained
+    bounds = [offset - levels[0] for offset in levels]
+    if retained <= _SMALL:
+        items = struct.unpack_from(f"<{retained}d", data, items_start + 16)
+        # NaN compares false: refused as out of range.
+        if not all(low <= item <= high for item in items):
+            raise bad("items that are not finite or not within its min and max")
+        for a, b in itertools.pairwise(bounds):
+            if b > first and any(y < x for x, y in itertools.pairwise(items[max(a, first) : b])):
+                raise bad("a level whose items are not sorted")
+        return
+    array = np.frombuffer(data, "<f8", retained, items_start + 16)
+    # min() and max() are NaN if an item is: the comparisons are then false.
+    if not (low <= array.min() and array.max() <= high):
         raise bad("items that are not finite or not within its min and max")
-    # Each level above 0 is sorted, and level 0 when flagged so; the items step down only
-    # where a level ends.
-    down = np.flatnonzero(items[1:] < items[:-1]) + 1
-    starts = {offset - levels[0] for offset in levels[1:-1]}
-    level0_end = levels[1] - levels[0] if num_levels > 1 else retained
-    for at in down.tolist():
-        if at not in starts and (flags & _SORTED or at >= level0_end):
+    if retained - first < 2:
+        return
+    tail = array[first:]
+    starts = set(bounds[1:-1])
+    for at in np.flatnonzero(tail[1:] < tail[:-1]).tolist():
+        if at + 1 + first not in starts:  # the items step down only where a level starts
             raise bad("a level whose items are not sorted")

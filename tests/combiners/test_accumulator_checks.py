@@ -93,8 +93,9 @@ HLL_CASES: list[tuple[str, bytes, Mutation, str]] = [
     ),
     ("list length", HLL_LIST, lambda d: d[:-4], "16 bytes, but 3 coupons take 20"),
     ("empty flag", HLL_LIST, lambda d: patch(d, 5, b"\x0c"), "a list of 3 coupons, flagged empty"),
-    ("empty coupon", HLL_LIST, lambda d: patch(d, 8, u32(0)), "a coupon that is empty or repeated"),
-    ("repeated coupon", HLL_LIST, lambda d: patch(d, 12, d[9:13]), "empty or repeated"),
+    ("empty coupon", HLL_LIST, lambda d: patch(d, 8, u32(0)), "an empty coupon"),
+    ("no value", HLL_SET, lambda d: patch(d, 12, u32(5)), "an empty coupon"),
+    ("repeated coupon", HLL_LIST, lambda d: patch(d, 12, d[9:13]), "a repeated coupon"),
     ("set count", HLL_SET, lambda d: patch(d, 8, u32(2**31)), "a set of 2147483648 coupons"),
     ("set length", HLL_SET, lambda d: d + b"\0", "813 bytes, but 200 coupons take 812"),
     ("array length", HLL_8, lambda d: d + b"\0", "4137 bytes, but lg_k 12 HLL_8 takes 4136"),
@@ -192,6 +193,29 @@ def test_malformed_kll_sketches_are_refused(data: bytes, mutation: Mutation, mes
         fn.check_accumulator(mutation(data))
     with pytest.raises(ValueError, match=message):
         fn.check_accumulator(mutation(data))
+
+
+@pytest.mark.parametrize(("k", "inputs"), [(8, 40), (200, 1000)], ids=["few", "many"])
+def test_items_are_checked_however_many_there_are(k: int, inputs: int) -> None:
+    # A few items are checked in Python, many with numpy: the same refusals either way.
+    fn = create("approx_quantiles", {"k": k})
+    data = written("approx_quantiles", {"k": k}, [float(i) for i in range(inputs)])
+    num_levels = data[1 + 18]
+    levels = struct.unpack_from(f"<{num_levels}I", data, 1 + 20)
+    retained = (len(data) - 1 - 20 - 4 * num_levels) // 8 - 2
+    assert num_levels == 3 and (retained <= 48) == (k == 8)
+    start = 1 + 20 + 4 * num_levels + 16  # the first item
+    bounds = [offset - levels[0] for offset in levels[1:]]
+    values = struct.unpack_from(f"<{retained}d", data, start)
+    # As written, the top level starts below where the level under it ends: allowed.
+    assert values[bounds[1]] < values[bounds[1] - 1]
+    fn.check_accumulator(data)
+    at = start + 8 * bounds[1]  # the top level's first two items
+    with pytest.raises(ValueError, match="not finite or not within its min and max"):
+        fn.check_accumulator(data[:at] + f64(math.inf) + data[at + 8 :])
+    swapped = data[:at] + data[at + 8 : at + 16] + data[at : at + 8] + data[at + 16 :]
+    with pytest.raises(ValueError, match="a level whose items are not sorted"):
+        fn.check_accumulator(swapped)
 
 
 def test_level_zero_may_be_unsorted_unless_flagged_sorted() -> None:
