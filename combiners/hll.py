@@ -197,9 +197,10 @@ class HllSketchFn(_HllFn):
 # SET: a count at byte 8, coupons from byte 12) or the HLL array (from byte 40, after the HIP
 # accumulator, kxq0 and kxq1 doubles and the num_at_cur_min and aux counts), then HLL_4's
 # exceptions (aux pairs). The readers check little beyond the first three bytes: newList()
-# copies `list count` coupons into an array of 8 whatever the count, newHll() sizes arrays
-# from an unchecked lg_k, and the estimators index tables by lg_k and register values. So each
-# of these is checked here, against what this aggregation writes (the view's lg_k and type).
+# copies `list count` coupons into an array of 8 whatever the count (a heap overflow),
+# newHll() sizes arrays from an unchecked lg_k, and the estimators look up tables by lg_k
+# (CompositeInterpolationXTable::get_x_arr). So each field is checked here, against what this
+# aggregation writes (the view's lg_k and type) and the invariants a sketch keeps.
 
 _LIST, _SET, _HLL = 0, 1, 2
 _PREAMBLE_INTS = {_LIST: 2, _SET: 3, _HLL: 10}

@@ -196,15 +196,16 @@ def check_frequent_strings(data: bytes, lg_max_map_size: int, owner: str) -> Non
     if int(weights.min()) < 1 or int(weights.max()) > total:
         raise bad(f"item weights out of range 1 to the total weight {total}")
     items = []
-    for _ in range(count):
-        if size - pos < _LENGTH.size:
-            raise bad(f"{size} bytes end within its {count} items")
-        (length,) = _LENGTH.unpack_from(data, pos)
-        pos += _LENGTH.size
-        if length > size - pos:
-            raise bad(f"an item of {length} bytes, but {size - pos} are left")
-        items.append(data[pos : pos + length])
-        pos += length
+    unpack, append = _LENGTH.unpack_from, items.append
+    try:
+        for _ in range(count):  # the bounds are checked once, after the loop
+            (length,) = unpack(data, pos)
+            append(data[pos + 4 : pos + 4 + length])
+            pos += 4 + length
+    except struct.error:
+        raise bad(f"{size} bytes end within its {count} items") from None
+    if pos > size:
+        raise bad(f"its {count} items run {pos - size} bytes past its end")
     if pos != size:
         raise bad(f"{size - pos} bytes after its {count} items")
     if not _all_items(items):
@@ -212,22 +213,27 @@ def check_frequent_strings(data: bytes, lg_max_map_size: int, owner: str) -> Non
         raise bad(f"item {c.brief(bad_item)} is not a value as {owner} stores it")
 
 
+_SCALAR_TYPES = frozenset({str, int, float, bool})
+
+
 def _all_items(items: list[bytes]) -> bool:
     """Whether every item is a canonical JSON scalar text, as ``add_input`` stores it.
 
-    In one pass of orjson over all items as one JSON array where it can: the array must
-    parse to as many scalars as there are items, and each must print back as its item (so
-    no item is part of a neighbour's value). Ints beyond 64 bits, stored as their digits,
-    read back as floats there, and are checked one by one.
+    In two passes of orjson over all items as one JSON array, one item per line: the array
+    must parse to as many scalars as there are items (orjson reads no NaN or infinity), and
+    print back, one per line, as exactly those lines. A scalar prints on one line, so each
+    item is the text of its own value, not part of a neighbour's. Ints beyond 64 bits,
+    stored as their digits, read back as floats there, and are checked one by one.
     """
+    lines = b"[\n  " + b",\n  ".join(items) + b"\n]"
     try:
-        values = orjson.loads(b"[" + b",".join(items) + b"]")
+        values = orjson.loads(lines)
     except orjson.JSONDecodeError:
         return False
     if (
         len(values) == len(items)
-        and all(map(c.is_scalar, values))
-        and [_dumps(v) for v in values] == items
+        and set(map(type, values)) <= _SCALAR_TYPES
+        and orjson.dumps(values, option=orjson.OPT_INDENT_2) == lines
     ):
         return True
     return all(map(_is_item, items))

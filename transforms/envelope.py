@@ -256,7 +256,7 @@ class Level2:
         return self.final.variants[0], start, start + self._size, group
 
 
-_MAX_PANE = 2**63 - 1  # a pane number is a count of firings; Beam's coders take int64
+_MAX_PANE = 2**63 - 1  # level 1 numbers a shard's panes from 0: an int64 is plenty
 
 
 def _coordinates_problem(shard: Any, pane: Any, offsets: Any) -> str | None:
@@ -292,29 +292,36 @@ def decode(payload: bytes, views: Mapping[str, Level2]) -> tuple[str, Partial]:
     """Read one envelope: ``(view name, final-level partial)``.
 
     Raises :class:`Reject` and nothing else, whatever ``payload`` holds: an error this module
-    did not foresee is a ``bad_envelope`` naming it, not a failed bundle.
+    did not foresee (a custom decoder's, say) is a ``bad_envelope`` naming it, not a failed
+    bundle. The Reject's ``view`` is the envelope's view once it is known.
     """
+    view = None
     try:
-        return _decode(payload, views)
-    except Reject:
+        env = _envelope_of(payload)
+        name = env.get("view")
+        level2 = views.get(name) if type(name) is str else None
+        if level2 is None:
+            raise Reject(
+                "incompatible_envelope",
+                f"envelope of view {brief(name)}, which --views does not define "
+                f"(defined: {', '.join(sorted(views)) or 'none'})",
+            )
+        view = name
+        return name, level2.check(env)
+    except Reject as r:
+        r.view = view  # type: ignore[attr-defined]
         raise
     except Exception as e:  # a defect shown as a dead letter, never a crashed worker
-        raise _unforeseen(e) from None
+        r = _unforeseen(e)
+        r.view = view  # type: ignore[attr-defined]
+        raise r from None
 
 
-def _unforeseen(error: Exception) -> Reject:
-    try:
-        text = str(error)
-    except Exception:  # an exception from a custom decoder may not even print
-        text = "(its message cannot be shown)"
-    text = text if len(text) <= 200 else text[:197] + "..."
-    return Reject("bad_envelope", f"the envelope could not be read: {type(error).__name__}: {text}")
-
-
-def _decode(payload: bytes, views: Mapping[str, Level2]) -> tuple[str, Partial]:
+def _envelope_of(payload: bytes) -> dict[str, Any]:
+    """The envelope a message holds, or :class:`Reject` if it holds none this liveagg reads."""
     try:
         env = orjson.loads(payload)
-    except orjson.JSONDecodeError:
+    except orjson.JSONDecodeError:  # also for a payload that is not bytes or str
         raise Reject("not_envelope", "the message is not JSON") from None
     if type(env) is not dict or env.get("envelope") != KIND:
         raise Reject(
@@ -327,20 +334,13 @@ def _decode(payload: bytes, views: Mapping[str, Level2]) -> tuple[str, Partial]:
             "incompatible_envelope",
             f"envelope version {brief(env.get('version'))}; this liveagg reads version {VERSION}",
         )
-    name = env.get("view")
-    level2 = views.get(name) if type(name) is str else None
-    if level2 is None:
-        raise Reject(
-            "incompatible_envelope",
-            f"envelope of view {brief(name)}, which --views does not define "
-            f"(defined: {', '.join(sorted(views)) or 'none'})",
-        )
+    return env
+
+
+def _unforeseen(error: Exception) -> Reject:
     try:
-        return name, level2.check(env)
-    except Reject as r:
-        r.view = name  # type: ignore[attr-defined]
-        raise
-    except Exception as e:
-        r = _unforeseen(e)
-        r.view = name  # type: ignore[attr-defined]
-        raise r from None
+        text = str(error)
+    except Exception:  # an exception from a custom decoder may not even print
+        text = "(its message cannot be shown)"
+    text = text if len(text) <= 200 else text[:197] + "..."
+    return Reject("bad_envelope", f"the envelope could not be read: {type(error).__name__}: {text}")

@@ -456,3 +456,10 @@ def test_the_23_byte_kll_accumulator_becomes_a_dead_letter() -> None:
         "(approx_quantiles): cannot decode a approx_quantiles accumulator: KLL sketch: 22 "
         "bytes, too short for the offsets of 2 levels",
     }
+
+
+@pytest.mark.parametrize("payload", [None, 7, ["x"]])
+def test_a_payload_that_is_not_even_bytes_is_a_dead_letter(payload: Any) -> None:
+    refused = _refusal(payload)
+    assert (refused.reason, refused.detail) == ("not_envelope", "the message is not JSON")
+    assert refused.view is None  # type: ignore[attr-defined]
