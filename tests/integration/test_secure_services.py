@@ -440,3 +440,92 @@ def test_a_local_run_has_no_s3_settings_in_its_pipeline_options(
     config = RunConfig(views=[], inputs=["events.jsonl"], output=str(tmp_path))
     options = pipeline_options(config, ["events.jsonl", str(tmp_path)])
     assert [k for k in options.get_all_options(drop_default=True) if k.startswith("s3_")] == []
+
+
+# --- ... nor on a Flink cluster -------------------------------------------------------------
+
+
+def _flink_texts(rest_url: str, job_id: str) -> dict[str, str]:
+    """What Flink's REST API shows of the job and the cluster: the job's configuration,
+    details and plan, and every log file of the JobManager and each TaskManager."""
+    from integration.services._core import http_get
+
+    def get(path: str) -> str:
+        return http_get(f"{rest_url}{path}", timeout_s=30, limit=256 * 2**20).decode(
+            errors="replace"
+        )
+
+    texts = {
+        p: get(p) for p in (f"/jobs/{job_id}/config", f"/jobs/{job_id}", f"/jobs/{job_id}/plan")
+    }
+    for log in orjson.loads(get("/jobmanager/logs"))["logs"]:
+        texts[f"/jobmanager/logs/{log['name']}"] = get(f"/jobmanager/logs/{log['name']}")
+    for tm in orjson.loads(get("/taskmanagers"))["taskmanagers"]:
+        base = f"/taskmanagers/{tm['id']}/logs"
+        for log in orjson.loads(get(base))["logs"]:
+            texts[f"{base}/{log['name']}"] = get(f"{base}/{log['name']}")
+    return texts
+
+
+def test_no_secret_on_a_flink_cluster(
+    flink: Any,
+    kafka: KafkaConnection,
+    cassandra: CassandraConnection,
+    topics: Callable[[int], list[str]],
+    view_file: Path,
+    tmp_path: Path,
+) -> None:
+    """The same secrets on the Flink cluster: the workers (the harness's worker pool) read
+    Kafka over SASL_SSL and write Cassandra over TLS, so the credentials reached them; yet
+    neither Flink's REST API (the job's configuration, details and plan, the JobManager's and
+    TaskManagers' logs), nor the job server's and worker pool's logs, nor what liveagg
+    printed show any of them."""
+    from tests.integration.test_flink import Run, _eventually
+
+    secrets = _secrets(kafka, cassandra)
+    source, out_topic, dead = topics(3)
+    produced = produce(kafka.bootstrap_servers, source, count=MESSAGES)
+    keyspace = _name("liveagg_secrets_")
+    env = {
+        **kafka.secure_env("SCRAM-SHA-512"),
+        **cassandra.tls_env(),
+        "AWS_ACCESS_KEY_ID": "AKIDEXAMPLE",
+        "AWS_SECRET_ACCESS_KEY": AWS_SECRET,
+    }
+    harness_logs = sorted((cache_dir() / "run" / "flink").glob("*/*.log"))
+    before = _log_tails(harness_logs)
+    run = Run(
+        [
+            *("-v", "run", "--views", str(view_file), "--kafka-topic", source),
+            *("--kafka-start", "earliest", "--unbounded", "--runner", "flink"),
+            *("--flink-master", flink.master, "--flink-job-endpoint", flink.job_endpoint),
+            *("--flink-worker-pool", flink.worker_pool, "--parallelism", "2"),
+            *("--checkpoint-interval-s", "2", "--report-every-s", "5", "--no-view-sinks"),
+            *("--sink", orjson.dumps({"type": "cassandra", "keyspace": keyspace}).decode()),
+            *("--sink", orjson.dumps({"type": "kafka", "topic": out_topic}).decode()),
+            *("--dead-letter-topic", dead),
+        ],
+        tmp_path / "liveagg.log",
+        env,
+    )
+    expected = expected_rows(produced)
+    try:
+        job_id = run.flink_job_id()
+
+        def stored() -> None:
+            assert run.proc.poll() is None, run.text()[-4000:]
+            assert _cassandra_totals(cassandra, keyspace) == expected
+
+        _eventually(stored, 420.0, every_s=5.0)
+        assert row_totals(_kafka_rows(kafka, out_topic, len(expected))) == expected
+        texts = _flink_texts(flink.rest_url, job_id)
+        assert run.interrupt() == 0, run.text()[-4000:]
+    finally:
+        run.close()
+        _drop(cassandra, keyspace)
+    assert {p: _leaks(t, secrets) for p, t in texts.items() if _leaks(t, secrets)} == {}
+    logged = _written_since(before)
+    assert "Starting worker" in "".join(logged.values())  # the worker pool's log is searched
+    assert {p: _leaks(t, secrets) for p, t in logged.items() if _leaks(t, secrets)} == {}
+    assert _leaks(run.text(), secrets) == []
+    assert "user-config" in texts[f"/jobs/{job_id}/config"]  # Beam's options are shown there

@@ -7,8 +7,8 @@ credentials. ``write`` adds the transforms that deliver one view's rows.
 Credentials are held as :class:`Secret`, whose ``repr`` and ``str`` hide the value, so that no
 log line, error message or ``repr`` of a transform shows them. They reach the workers inside
 the pickled transforms (the pipeline proto), never in the pipeline options: Beam's Flink runner
-copies those into the job's configuration that Flink's REST API shows, and every SDK worker
-logs them when it starts (docs/flink.md, "Credentials").
+copies those into the job's configuration that Flink's REST API shows, and an SDK worker that
+``sdk_worker_main`` starts logs them (docs/flink.md, "Credentials").
 """
 
 from __future__ import annotations

@@ -11,8 +11,8 @@ unset credentials on to boto3 (``apache_beam/io/aws/clients/s3/boto3_client.py``
 ``session.client(...)`` call with ``aws_access_key_id=access_key_id``), whose default chain
 reads ``AWS_ACCESS_KEY_ID`` / ``AWS_SECRET_ACCESS_KEY`` from the worker's environment,
 ``~/.aws`` or an instance role; while pipeline options are shown by Flink's REST API
-(``/jobs/<id>/config``) and logged by every SDK worker at start (``sdk_worker_main``:
-``'Pipeline_options: %s'``).
+(``/jobs/<id>/config``) and logged by an SDK worker that ``sdk_worker_main`` starts
+(``'Pipeline_options: %s'``).
 
 The file sinks do not rely on that process-wide setting alone: :func:`filesystem` builds
 each sink's filesystem from the sink's own connections (over the run's other ``--s3_*``
