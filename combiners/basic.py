@@ -23,6 +23,7 @@ class CountFn(LiveaggCombineFn):
         ``{"aggregation": "count", "aggregated_col_name": "events"}``
     """
 
+    name = "count"
     counts_rows = True
 
     def create_accumulator(self) -> int:
@@ -49,7 +50,10 @@ class CountFn(LiveaggCombineFn):
         return c.dump_json(accumulator)
 
     def decode_accumulator(self, data: bytes) -> int:
-        return c.load_json(data, "count")
+        acc = c.load_json(data, self.name)
+        if not c.is_count(acc):
+            raise c.corrupt(self.name, f"expected a count of at least 0, got {c.brief(acc)}")
+        return acc
 
 
 # The running sum of numbers: ints are summed exactly as Python ints; floats with Neumaier's
@@ -119,8 +123,20 @@ def _float_part(acc: list[Any]) -> float:
 
 def _decode_sum(data: bytes, owner: str) -> list[Any]:
     acc = c.load_json(data, owner)
-    if not isinstance(acc, list) or len(acc) != 5:
-        raise ValueError(f"cannot decode a {owner} accumulator: expected 5 fields, got {acc!r}")
+    if not (
+        type(acc) is list
+        and len(acc) == 5
+        and type(acc[_ISUM]) is int
+        and c.is_finite_float(acc[_FSUM])
+        and c.is_finite_float(acc[_COMP])
+        and c.is_count(acc[_NINT])
+        and c.is_count(acc[_NFLOAT])
+    ):
+        raise c.corrupt(
+            owner,
+            "expected [int sum, float sum, compensation, int count, float count] (an int, two "
+            f"finite floats, two counts), got {c.brief(acc)}",
+        )
     return acc
 
 
@@ -247,10 +263,8 @@ class _ExtremeFn(c.CanonicalNumberInput, LiveaggCombineFn):
 
     def decode_accumulator(self, data: bytes) -> int | float | None:
         acc = c.load_json(data, self.name)
-        if acc is not None and type(acc) not in (int, float):
-            raise ValueError(
-                f"cannot decode a {self.name} accumulator: expected a number or null, got {acc!r}"
-            )
+        if acc is not None and (type(acc) is not int and not c.is_finite_float(acc)):
+            raise c.corrupt(self.name, f"expected a finite number or null, got {c.brief(acc)}")
         return acc
 
 

@@ -92,8 +92,17 @@ class _MomentsFn(c.NumberInput, LiveaggCombineFn):
 
     def decode_accumulator(self, data: bytes) -> list[Any]:
         acc = c.load_json(data, self.name)
-        if not isinstance(acc, list) or len(acc) != 3:
-            raise ValueError(f"cannot decode a {self.name} accumulator: expected 3 fields")
+        if not (
+            type(acc) is list
+            and len(acc) == 3
+            and c.is_count(acc[_N])
+            and c.is_finite_float(acc[_MEAN])
+            and c.is_finite_float(acc[_M2])
+        ):
+            raise c.corrupt(
+                self.name,
+                f"expected [count, mean, m2] (a count and two finite floats), got {c.brief(acc)}",
+            )
         return acc
 
     def display_data(self) -> dict[str, Any]:

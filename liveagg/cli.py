@@ -8,6 +8,7 @@ import difflib
 import logging
 import sys
 from collections.abc import Sequence
+from typing import Any
 
 from liveagg import __version__
 from liveagg.runners import RUNNERS
@@ -31,19 +32,13 @@ def _run(args: argparse.Namespace) -> int:
     from liveagg.errors import PathError, ViewError, ViewErrors
     from liveagg.pipelines.run import Interrupted, KafkaInput, RunConfig, UsageError, run
     from liveagg.runners.flink import FlinkProfile, JobFailed
-    from liveagg.transforms.sinks import Connections
+    from liveagg.transforms.sinks import ConnectionFailed
 
-    defaults = Connections()
-    connections = Connections(
-        kafka_bootstrap=args.kafka_bootstrap or defaults.kafka_bootstrap,
-        cassandra_hosts=tuple(args.cassandra_hosts.split(","))
-        if args.cassandra_hosts
-        else defaults.cassandra_hosts,
-        cassandra_port=args.cassandra_port or defaults.cassandra_port,
-        cassandra_local_dc=args.cassandra_local_dc or defaults.cassandra_local_dc,
-        s3_endpoint=args.s3_endpoint or defaults.s3_endpoint,
-        gcs_endpoint=args.gcs_endpoint or defaults.gcs_endpoint,
-    )
+    try:
+        connections = _connections(args)
+    except ValueError as error:  # a malformed LIVEAGG_* variable, a certificate without key
+        print(f"liveagg {args.command}: error: {error}", file=sys.stderr)
+        return 2
     flink = FlinkProfile()
     flink = replace(
         flink,
@@ -93,7 +88,7 @@ def _run(args: argparse.Namespace) -> int:
         for error in errors:
             print(error, file=sys.stderr)
         return 1
-    except (ViewError, JobFailed, PathError) as error:
+    except (ViewError, JobFailed, ConnectionFailed, PathError) as error:
         print(error, file=sys.stderr)
         return 1
     except UsageError as error:
@@ -104,6 +99,51 @@ def _run(args: argparse.Namespace) -> int:
         return 128 + interrupted.signum
     print(report.summary())
     return 0
+
+
+def _connections(args: argparse.Namespace) -> Any:
+    """The run's :class:`Connections`: each option over its environment variable."""
+    from liveagg.transforms.sinks import CassandraTls, Connections, kafka_settings
+
+    defaults = Connections()
+    env_tls = defaults.cassandra_tls
+    files = {
+        "ca_file": args.cassandra_ca_file,
+        "cert_file": args.cassandra_cert_file,
+        "key_file": args.cassandra_key_file,
+    }
+    tls = env_tls
+    if args.cassandra_tls or any(files.values()) or args.cassandra_no_verify_hostname:
+        base = env_tls or CassandraTls()
+        tls = CassandraTls(
+            ca_file=files["ca_file"] or base.ca_file,
+            cert_file=files["cert_file"] or base.cert_file,
+            key_file=files["key_file"] or base.key_file,
+            verify_hostname=base.verify_hostname and not args.cassandra_no_verify_hostname,
+        )
+    return Connections(
+        kafka_bootstrap=args.kafka_bootstrap or defaults.kafka_bootstrap,
+        kafka_config={**defaults.kafka_config, **kafka_settings(args.kafka_config or [])},
+        cassandra_hosts=tuple(args.cassandra_hosts.split(","))
+        if args.cassandra_hosts
+        else defaults.cassandra_hosts,
+        cassandra_port=args.cassandra_port or defaults.cassandra_port,
+        cassandra_local_dc=args.cassandra_local_dc or defaults.cassandra_local_dc,
+        cassandra_username=args.cassandra_username or defaults.cassandra_username,
+        cassandra_password=defaults.cassandra_password,
+        cassandra_tls=tls,
+        s3_endpoint=args.s3_endpoint or defaults.s3_endpoint,
+        gcs_endpoint=args.gcs_endpoint or defaults.gcs_endpoint,
+    )
+
+
+def _kafka_setting(text: str) -> tuple[str, str]:
+    from liveagg.transforms.sinks import parse_kafka_setting
+
+    try:
+        return parse_kafka_setting(text)
+    except ValueError as e:  # argparse would print the value, which may be a password
+        raise argparse.ArgumentTypeError(str(e)) from None
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -204,6 +244,16 @@ def _add_run_options(p: argparse.ArgumentParser) -> None:
         metavar="HOST:PORT[,...]",
         help="Kafka bootstrap servers (default: $LIVEAGG_KAFKA_BOOTSTRAP)",
     )
+    p.add_argument(
+        "--kafka-config",
+        action="append",
+        type=_kafka_setting,
+        metavar="KEY=VALUE",
+        help="a librdkafka setting for every Kafka client of the run (source, sinks, dead "
+        "letters, intermediate topic), e.g. security.protocol=SASL_SSL. Repeatable; over "
+        "$LIVEAGG_KAFKA_CONFIG_<KEY> (dots as underscores: LIVEAGG_KAFKA_CONFIG_SASL_PASSWORD), "
+        "the place for passwords (docs/kafka.md)",
+    )
     p.add_argument("--kafka-group-id", metavar="ID", help="consumer group (liveagg-<topic>)")
     p.add_argument(
         "--kafka-start",
@@ -250,6 +300,42 @@ def _add_run_options(p: argparse.ArgumentParser) -> None:
         "--cassandra-port", type=int, help="CQL port (default: $LIVEAGG_CASSANDRA_PORT or 9042)"
     )
     p.add_argument("--cassandra-local-dc", metavar="DC", help="Cassandra local datacenter")
+    p.add_argument(
+        "--cassandra-username",
+        metavar="USER",
+        help="log in to Cassandra as USER (default: $LIVEAGG_CASSANDRA_USERNAME); the password "
+        "only from $LIVEAGG_CASSANDRA_PASSWORD",
+    )
+    p.add_argument(
+        "--cassandra-tls",
+        action="store_true",
+        help="connect to Cassandra with TLS (default: $LIVEAGG_CASSANDRA_TLS; implied by the "
+        "file options below)",
+    )
+    p.add_argument(
+        "--cassandra-ca-file",
+        metavar="PEM",
+        help="CA certificates that signed the nodes' certificates (default: "
+        "$LIVEAGG_CASSANDRA_CA_FILE, else the system's)",
+    )
+    p.add_argument(
+        "--cassandra-cert-file",
+        metavar="PEM",
+        help="client certificate, with --cassandra-key-file "
+        "(default: $LIVEAGG_CASSANDRA_CERT_FILE)",
+    )
+    p.add_argument(
+        "--cassandra-key-file",
+        metavar="PEM",
+        help="the client certificate's unencrypted private key (default: "
+        "$LIVEAGG_CASSANDRA_KEY_FILE)",
+    )
+    p.add_argument(
+        "--cassandra-no-verify-hostname",
+        action="store_true",
+        help="accept a node certificate that does not name the address it was reached at "
+        "(still signed by the CA); default: verify ($LIVEAGG_CASSANDRA_TLS_VERIFY_HOSTNAME)",
+    )
     p.add_argument(
         "--s3-endpoint",
         metavar="URL",

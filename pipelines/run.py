@@ -279,7 +279,15 @@ def _sinks_for(config: RunConfig, view: ViewSpec) -> tuple[Sink, ...]:
     return tuple(sinks)
 
 
-def pipeline_options(config: RunConfig) -> PipelineOptions:
+def _paths(config: RunConfig, views: Sequence[ViewSpec]) -> list[str]:
+    """Every file path of the run (inputs, output, sink paths): S3 settings go where used."""
+    paths = [_split_binding(item)[1] for item in config.inputs]
+    paths += [config.output] if config.output else []
+    paths += [s.options["path"] for v in views for s in v.sinks if "path" in s.options]
+    return paths
+
+
+def pipeline_options(config: RunConfig, paths: Sequence[str] = ()) -> PipelineOptions:
     args: list[str] = []
     if config.runner == "direct":
         args += direct.beam_args(config.direct_num_workers)
@@ -292,7 +300,7 @@ def pipeline_options(config: RunConfig) -> PipelineOptions:
     except ImportError:  # object-store extras not installed
         pass
     else:
-        args += beam_args(config.connections)
+        args += beam_args(config.connections, paths)
     # The user's Beam arguments come last: of a flag given twice the last counts, so they
     # override liveagg's defaults (say --max_bundle_size) instead of being overridden.
     return PipelineOptions([*args, *config.beam_args])
@@ -343,7 +351,7 @@ def run(config: RunConfig) -> RunReport:
     if config.output:
         config = replace(config, output=_absolute(config.output))
     PROGRESS.reset()
-    pipeline = beam.Pipeline(options=pipeline_options(config))
+    pipeline = beam.Pipeline(options=pipeline_options(config, _paths(config, written)))
     if config.rekey:
         compiled = _rekey(pipeline, config, views, sources)
     else:  # file patterns are matched here, once the pipeline has set up the file systems

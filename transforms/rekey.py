@@ -38,7 +38,7 @@ class _Decode(beam.DoFn):
     def process(self, element: Any) -> Iterator[Any]:
         payload, source = element if isinstance(element, tuple) else (element, None)
         try:
-            name, partial = envelope.decode(payload, self._views)
+            name, partial = envelope.decode(payload, self._views)  # raises Reject only
         except Reject as r:
             view = getattr(r, "view", None)
             yield TaggedOutput(DEAD_LETTER, dead_letter(payload, view, r.reason, r.detail, source))

@@ -158,12 +158,19 @@ def test_file_sink_takes_object_store_paths(
 
 
 def test_s3_through_pipeline_options(
-    s3: S3Connection, s3_bucket: tuple[str, Download], rows: list[dict[str, Any]]
+    s3: S3Connection,
+    s3_bucket: tuple[str, Download],
+    rows: list[dict[str, Any]],
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    """No connections on the transform: Beam's FileSystems takes the run's options."""
+    """No connections on the transform: Beam's FileSystems takes the endpoint from the run's
+    options and the credentials from boto3's chain (the environment), never from options."""
     bucket, download = s3_bucket
-    args = tuple(beam_args(s3_connections(s3)))
+    for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):
+        monkeypatch.setenv(name, s3.env()[name])
+    args = tuple(beam_args(s3_connections(s3), [f"s3://{bucket}/plain"]))
     assert f"--s3_endpoint_url={s3.endpoint_url}" in args
+    assert not any(s3.secret_access_key in a or "access_key" in a for a in args)
 
     def write(pcoll: beam.PCollection, bounded: bool) -> None:
         _ = pcoll | WriteViewFiles(f"s3://{bucket}/plain", "traffic", session=False)
