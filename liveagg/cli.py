@@ -4,6 +4,7 @@
 from __future__ import annotations
 
 import argparse
+import difflib
 import logging
 import sys
 from collections.abc import Sequence
@@ -28,8 +29,8 @@ def _run(args: argparse.Namespace) -> int:
     from dataclasses import replace
     from datetime import timedelta
 
-    from liveagg.errors import ViewError, ViewErrors
-    from liveagg.pipelines.run import KafkaInput, RunConfig, run
+    from liveagg.errors import PathError, ViewError, ViewErrors
+    from liveagg.pipelines.run import Interrupted, KafkaInput, RunConfig, UsageError, run
     from liveagg.runners.flink import FlinkProfile, JobFailed
     from liveagg.transforms.sinks import ConnectionFailed
 
@@ -79,6 +80,7 @@ def _run(args: argparse.Namespace) -> int:
         beam_args=args.beam_args,
         intermediate_topic=args.intermediate_topic,
         rekey=args.rekey,
+        progress=sys.stderr.isatty(),
     )
     try:
         report = run(config)
@@ -86,9 +88,15 @@ def _run(args: argparse.Namespace) -> int:
         for error in errors:
             print(error, file=sys.stderr)
         return 1
-    except (ViewError, JobFailed, ConnectionFailed) as error:
+    except (ViewError, JobFailed, ConnectionFailed, PathError) as error:
         print(error, file=sys.stderr)
         return 1
+    except UsageError as error:
+        print(f"liveagg {args.command}: error: {error}", file=sys.stderr)
+        return 2
+    except Interrupted as interrupted:
+        print(interrupted, file=sys.stderr)
+        return 128 + interrupted.signum
     print(report.summary())
     return 0
 
@@ -161,10 +169,15 @@ def build_parser() -> argparse.ArgumentParser:
     run = sub.add_parser(
         "run",
         help="compile views into one Beam pipeline and run it",
+        usage="liveagg run --views PATH... [--input [SOURCE=]FILE_OR_GLOB | --kafka-topic "
+        "[SOURCE=]TOPIC] [--output DIR] [options] [Beam pipeline options]",
         description="Compile the views into one Beam pipeline that reads each source once, "
         "and run it. With --input (JSON Lines) and --output DIR, rows are written as JSON "
         "Lines under DIR/<view>/ (one file per window), dead letters under "
-        "DIR/_dead_letter/. Unknown options are passed to Beam as pipeline options.",
+        "DIR/_dead_letter/, and DIR/_SUCCESS last. Beam's pipeline options "
+        "(--max_bundle_size=N, ...) are passed to Beam; an option that neither liveagg nor "
+        "Beam declares is an error. Exit status: 0 done, 1 failed (views, input, output), "
+        "2 bad command line, 130 interrupted.",
     )
     run.add_argument(
         "--views", nargs="+", required=True, metavar="PATH", help="view files or folders"
@@ -173,8 +186,10 @@ def build_parser() -> argparse.ArgumentParser:
         "--input",
         action="append",
         metavar="[SOURCE=]FILE_OR_GLOB",
-        help="JSON Lines input, one message per line. 'SOURCE=GLOB' binds a view source name; "
-        "a bare GLOB serves every source not bound otherwise. Repeatable.",
+        help="JSON Lines input, one message per line: a file or a glob (not a folder), "
+        "local, s3:// or gs://; .gz, .bz2, .xz, .zst and .deflate files are decompressed. "
+        "'SOURCE=GLOB' binds a view source name; a bare GLOB serves every source not bound "
+        "otherwise. Repeatable.",
     )
     run.add_argument(
         "--kafka-topic",
@@ -190,16 +205,19 @@ def build_parser() -> argparse.ArgumentParser:
         "instead of rows to its sinks; 'liveagg rekey' merges them (docs/two-level.md)",
     )
     _add_run_options(run)
-    run.set_defaults(func=_run, rekey=False)
+    run.set_defaults(func=_run, rekey=False, subparser=run)
 
     rekey = sub.add_parser(
         "rekey",
         help="level 2 of a two-level run: merge partial aggregates into rows",
+        usage="liveagg rekey --views PATH... --intermediate-topic TOPIC [--output DIR] "
+        "[options] [Beam pipeline options]",
         description="Read the partial aggregates that 'liveagg run --intermediate-topic' wrote, "
         "re-key them by each view's final grouping key and window (its roll-up, if it "
         "declares one), merge them and write rows to the sinks exactly as a one-level run. "
         "Partials of another definition of a view go to the dead letters, never merged. "
-        "Unknown options are passed to Beam as pipeline options.",
+        "Beam's pipeline options are passed to Beam; an option that neither liveagg nor "
+        "Beam declares is an error.",
     )
     rekey.add_argument(
         "--views",
@@ -215,7 +233,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="the Kafka topic level 1 writes its partials to",
     )
     _add_run_options(rekey)
-    rekey.set_defaults(func=_run, rekey=True, input=None, kafka_topic=None)
+    rekey.set_defaults(func=_run, rekey=True, input=None, kafka_topic=None, subparser=rekey)
     return parser
 
 
@@ -424,15 +442,94 @@ def main(argv: Sequence[str] | None = None) -> int:
     args, extra = parser.parse_known_args(argv)
     if extra and args.command not in ("run", "rekey"):
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    _configure_logging(args.verbose)  # before anything imports Beam
+    if extra:
+        try:
+            unknown = unknown_options(extra)
+        except argparse.ArgumentError as e:  # a Beam option with a value Beam refuses
+            args.subparser.error(str(e))
+        if unknown:
+            args.subparser.error(
+                f"unrecognized arguments: {' '.join(unknown)}{_suggest(unknown, args.subparser)}"
+            )
     args.beam_args = extra
-    logging.basicConfig(
-        level=logging.INFO if args.verbose else logging.WARNING,
-        format="%(levelname)s %(name)s: %(message)s",
-    )
-    if not args.verbose:
-        # Beam warns about optional GCP clients at import; they are not used here.
-        logging.getLogger("root").setLevel(logging.ERROR)
-    return args.func(args)
+    try:
+        return args.func(args)
+    except KeyboardInterrupt:  # before the run started writing (it reports its own)
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+def unknown_options(args: Sequence[str]) -> list[str]:
+    """The arguments that no ``PipelineOptions`` class declares, as Beam parses them.
+
+    Beam knows its options by the classes themselves: ``PipelineOptions.get_all_options``
+    builds a ``_BeamArgumentParser(allow_abbrev=False)``, calls
+    ``cls._add_argparse_args(parser)`` for every class in ``PipelineOptions.__subclasses__()``
+    (then the ``add_extra_args_fn`` it is given) and parses with ``parse_known_args``; what
+    is left over it only logs, "Discarding unparseable args"
+    (``apache_beam/options/pipeline_options.py``). Handing it an ``add_extra_args_fn`` that
+    keeps the parser gives that very parser, to find the leftovers with. Its errors raise
+    ``argparse.ArgumentError`` (``--max_bundle_size=many``, say) instead of printing Beam's
+    usage of every option.
+    """
+    from apache_beam.options.pipeline_options import PipelineOptions
+
+    # A class is known once imported: liveagg's own (``FlinkJavaOptions``: Flink options that
+    # Beam's Python SDK does not declare) come with the modules a run imports anyway.
+    import liveagg.pipelines.run  # noqa: F401
+
+    parsers: list[argparse.ArgumentParser] = []
+
+    def keep(parser: argparse.ArgumentParser) -> None:
+        parser.exit_on_error = False
+        parsers.append(parser)
+
+    PipelineOptions(list(args)).get_all_options(add_extra_args_fn=keep)
+    _, unknown = parsers[0].parse_known_args(list(args))
+    return list(unknown)
+
+
+def _suggest(unknown: Sequence[str], parser: argparse.ArgumentParser) -> str:
+    """``(did you mean --output?)`` for the first unknown option close to a liveagg one."""
+    known = [option for action in parser._actions for option in action.option_strings]
+    for arg in unknown:
+        if arg.startswith("--"):
+            close = difflib.get_close_matches(arg.split("=", 1)[0], known, n=1)
+            if close:
+                return f" (did you mean {close[0]}?)"
+    return ""
+
+
+class _OwnRecords(logging.Filter):
+    """Without ``-v``, only liveagg's own log records reach the terminal: third-party
+    warnings (Beam's, its clients', Python warnings) are for those who ask for them."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.name == "liveagg" or record.name.startswith("liveagg.")
+
+
+def _configure_logging(verbose: bool) -> None:
+    """Log to stderr; without ``verbose``, liveagg's warnings only.
+
+    This must run before Beam is imported. Importing Beam imports
+    ``apache_beam/io/gcp/internal/clients/bigquery/__init__.py``, which, when apitools is not
+    installed, calls ``logging.warning("apitools not found, ...")`` on the root logger; and
+    ``logging.warning`` first calls ``basicConfig()`` when the root logger has no handler
+    (Python's ``logging/__init__.py``), which would install a handler of its own that prints
+    every later warning. With a handler here first, that record meets the filter instead.
+    """
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
+    handler.set_name("liveagg")
+    if not verbose:
+        handler.addFilter(_OwnRecords())
+    root = logging.getLogger()
+    for old in [h for h in root.handlers if h.get_name() == "liveagg"]:  # main() called again
+        root.removeHandler(old)
+    root.addHandler(handler)
+    root.setLevel(logging.INFO if verbose else logging.WARNING)
+    logging.captureWarnings(True)  # warnings.warn(...) become "py.warnings" records
 
 
 if __name__ == "__main__":

@@ -2,12 +2,19 @@
 
 from __future__ import annotations
 
+import bz2
 import gzip
+import lzma
 import random
+import re
+import zlib
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+import zstandard
 
+from liveagg.errors import PathError
 from liveagg.transforms.sources.files import match, ranges, read_range
 
 
@@ -48,5 +55,57 @@ def test_compressed_files_are_read_whole_and_globs_sorted(tmp_path: Path) -> Non
 
 
 def test_no_match_says_so(tmp_path: Path) -> None:
-    with pytest.raises(FileNotFoundError, match="no file matches"):
-        match(str(tmp_path / "missing-*.jsonl"))
+    pattern = str(tmp_path / "missing-*.jsonl")
+    with pytest.raises(PathError, match=f"^{re.escape(pattern)}: no file matches; give a JSON"):
+        match(pattern)
+
+
+def test_a_folder_is_refused_with_a_glob_to_give(tmp_path: Path) -> None:
+    (tmp_path / "a.jsonl").write_bytes(b"{}\n")
+    with pytest.raises(PathError, match=f"^{re.escape(str(tmp_path))}: is a folder; give a file"):
+        match(str(tmp_path))
+
+
+LINES = b"".join(b'{"n": %d}\n' % i for i in range(2000))
+COMPRESSORS: dict[str, Callable[[bytes], bytes]] = {
+    "gz": gzip.compress,
+    "bz2": bz2.compress,
+    "xz": lzma.compress,
+    "zst": zstandard.ZstdCompressor().compress,
+    "deflate": zlib.compress,
+}
+
+
+@pytest.mark.parametrize("ext", sorted(COMPRESSORS))
+def test_concatenated_members_are_all_read(tmp_path: Path, ext: str) -> None:
+    compress = COMPRESSORS[ext]
+    path = tmp_path / f"in.jsonl.{ext}"
+    path.write_bytes(compress(LINES[:7000]) + compress(LINES[7000:]))
+    assert _lines(path, 1 << 20) == LINES.splitlines()
+
+
+@pytest.mark.parametrize("ext", sorted(COMPRESSORS))
+def test_a_file_that_ends_inside_a_member_is_truncated(tmp_path: Path, ext: str) -> None:
+    """One whole member and the first 30 bytes of a second: never read as complete."""
+    compress = COMPRESSORS[ext]
+    path = tmp_path / f"in.jsonl.{ext}"
+    path.write_bytes(compress(LINES[:7000]) + compress(LINES[7000:])[:30])
+    with pytest.raises(PathError, match=f"^{re.escape(str(path))}: truncated .* ends inside a"):
+        _lines(path, 1 << 20)
+
+
+@pytest.mark.parametrize("ext", sorted(COMPRESSORS))
+def test_an_empty_compressed_file_is_truncated(tmp_path: Path, ext: str) -> None:
+    path = tmp_path / f"in.jsonl.{ext}"
+    path.write_bytes(b"")
+    with pytest.raises(PathError, match=f"^{re.escape(str(path))}: truncated "):
+        _lines(path, 1 << 20)
+
+
+def test_corrupt_gzip_names_the_file(tmp_path: Path) -> None:
+    data = bytearray(gzip.compress(LINES))
+    data[40:90] = b"\xff" * 50
+    path = tmp_path / "in.jsonl.gz"
+    path.write_bytes(bytes(data))
+    with pytest.raises(PathError, match=f"^{re.escape(str(path))}: corrupt gzip data: Error -3"):
+        _lines(path, 1 << 20)

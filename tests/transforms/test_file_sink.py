@@ -349,8 +349,8 @@ def test_dead_letters(tmp_path: Path) -> None:
     with beam.Pipeline(options=PipelineOptions(["--runner=DirectRunner"])) as p:
         _ = p | beam.Create(letters) | WriteDeadLetters(str(tmp_path))
     folder = tmp_path / "_dead_letter"
-    assert sorted(p.name for p in folder.iterdir()) == ["_input.jsonl", "traffic.jsonl"]
-    assert read_rows((folder / "_input.jsonl").read_bytes(), "jsonl", ()) == [letters[1]]
+    assert sorted(p.name for p in folder.iterdir()) == ["input.jsonl", "traffic.jsonl"]
+    assert read_rows((folder / "input.jsonl").read_bytes(), "jsonl", ()) == [letters[1]]
 
 
 # --- unbounded -------------------------------------------------------------------------------

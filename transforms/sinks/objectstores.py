@@ -193,3 +193,23 @@ def _emulator_gcs_class() -> type[FileSystem]:
             return self._io
 
     return EndpointGCSFileSystem
+
+
+def write_empty(path: str, connections: Connections | None) -> None:
+    """Write an empty file (``_SUCCESS``, say) through the filesystem that serves ``path``.
+
+    Beam's S3 filesystem cannot: it writes every file as a multipart upload, and one with no
+    part is refused (``S3Uploader.finish`` in ``apache_beam/io/aws/s3io.py``: "writes with
+    zero length ... will fail"). On S3 the object is put with boto3 instead, built from the
+    same settings as the sinks' filesystem.
+    """
+    if FileSystems.get_scheme(path) != "s3":
+        with filesystem(path, connections).create(path) as handle:
+            handle.write(b"")
+        return
+    from apache_beam.io.aws import s3io
+    from apache_beam.io.aws.clients.s3 import boto3_client
+
+    bucket, key = s3io.parse_s3_path(path)
+    client = boto3_client.Client(_s3_options(connections or Connections())).client
+    client.put_object(Bucket=bucket, Key=key, Body=b"")
