@@ -55,6 +55,7 @@ _JSON_TYPES = {
     list: "array",
     tuple: "array",
     dict: "object",
+    type(None): "null",
 }
 
 
@@ -64,7 +65,10 @@ def json_type(value: Any) -> str:
 
 
 def _show(value: Any) -> str:
-    text = repr(value)
+    try:
+        text = repr(value)
+    except RecursionError:  # JSON nests up to 1024 levels, deeper than repr can go
+        text = f"<{json_type(value)} nested deeply>"
     return text if len(text) <= 60 else text[:57] + "..."
 
 

@@ -21,7 +21,7 @@ from liveagg.pipelines.compile import Compiled, Source, attach_sinks, bind_sourc
 from liveagg.runners import direct
 from liveagg.runners.flink import FlinkProfile, supervise
 from liveagg.spec import Sink, ViewSpec
-from liveagg.transforms.deadletter import NAMESPACE
+from liveagg.transforms.deadletter import INPUT, NAMESPACE
 from liveagg.transforms.sinks import Connections
 from liveagg.transforms.sources import FileSource
 
@@ -63,13 +63,31 @@ class RunConfig:
 
 @dataclass
 class RunReport:
-    """Counters read back from the finished pipeline."""
+    """Counters read back from the finished pipeline.
+
+    The message accounting (docs/semantics.md, "Accounting") is read from the counters
+    alone: every line read is blank, a message or an input dead letter, and every message
+    of a view's source is used by the view, filtered out or one of its dead letters.
+    """
 
     output: str | None
     rows: dict[str, int] = field(default_factory=dict)
-    dead_letters: dict[str, int] = field(default_factory=dict)
+    dead_letters: dict[str, int] = field(default_factory=dict)  # by reason, all of them
     partials: dict[str, int] = field(default_factory=dict)  # level 1: to --intermediate-topic
     intermediate_topic: str | None = None
+    lines_read: int = 0  # lines or records the sources gave
+    blank_lines: int = 0  # skipped: they carry no message
+    messages: int = 0  # lines that are JSON objects
+    messages_by_source: dict[str, int] = field(default_factory=dict)
+    used: dict[str, int] = field(default_factory=dict)  # view -> messages it aggregated
+    filtered: dict[str, int] = field(default_factory=dict)  # view -> rejected by its filter
+    late_windows: dict[str, int] = field(default_factory=dict)  # view -> windows missed
+    #: Message dead letters: view (``_input`` for those no view could read) -> reason -> n.
+    message_dead_letters: dict[str, dict[str, int]] = field(default_factory=dict)
+    #: Result dead letters (``overflow``): view -> reason -> n; no message is behind them.
+    result_dead_letters: dict[str, dict[str, int]] = field(default_factory=dict)
+    view_sources: dict[str, str] = field(default_factory=dict)  # view -> its source's name
+    rekey: bool = False  # a level-2 run reads envelopes, not messages: no accounting
 
     def summary(self) -> str:
         lines = []
@@ -86,6 +104,65 @@ class RunReport:
         for reason, count in sorted(self.dead_letters.items()):
             lines.append(f"  {reason}: {count}")
         return "\n".join(lines)
+
+    def view_messages(self, view: str) -> int:
+        """The messages the view's source gave (all messages when the counter per source is
+        missing, as from a run of one source)."""
+        source = self.view_sources.get(view)
+        return self.messages_by_source.get(source, self.messages) if source else self.messages
+
+    def accounting(self) -> dict[str, Any]:
+        """The numbers that account for every line, for printing: ``lines_read``,
+        ``blank_lines``, ``messages``, ``input_dead_letters`` (reason -> n) and ``views``:
+        view -> ``messages`` (of its source), ``used``, ``filtered``, ``dead_letters``
+        (reason -> n), ``late_windows``, ``result_dead_letters`` (reason -> n)."""
+        views = sorted({*self.rows, *self.used, *self.filtered, *self.view_sources})
+        return {
+            "lines_read": self.lines_read,
+            "blank_lines": self.blank_lines,
+            "messages": self.messages,
+            "input_dead_letters": dict(self.message_dead_letters.get(INPUT, {})),
+            "views": {
+                view: {
+                    "messages": self.view_messages(view),
+                    "used": self.used.get(view, 0),
+                    "filtered": self.filtered.get(view, 0),
+                    "dead_letters": dict(self.message_dead_letters.get(view, {})),
+                    "late_windows": self.late_windows.get(view, 0),
+                    "result_dead_letters": dict(self.result_dead_letters.get(view, {})),
+                }
+                for view in views
+            },
+        }
+
+    def reconcile(self) -> list[str]:
+        """The accounting invariants that do not hold, each as a sentence; empty when every
+        line is accounted for:
+
+        * ``lines_read = blank_lines + messages + dead_letter/_input/*``;
+        * per view, ``messages of its source = used + filtered + dead_letter/<view>/*``
+          (``result_dead_letter/<view>/*``, about rows, are not messages).
+
+        A level-2 run (``rekey``) reads envelopes, which these counters do not cover.
+        """
+        if self.rekey:
+            return []
+        problems = []
+        numbers = self.accounting()
+        input_letters = sum(numbers["input_dead_letters"].values())
+        if self.lines_read != self.blank_lines + self.messages + input_letters:
+            problems.append(
+                f"lines_read {self.lines_read} != blank_lines {self.blank_lines} + messages "
+                f"{self.messages} + input dead letters {input_letters}"
+            )
+        for view, n in numbers["views"].items():
+            letters = sum(n["dead_letters"].values())
+            if n["messages"] != n["used"] + n["filtered"] + letters:
+                problems.append(
+                    f"view {view}: messages {n['messages']} != used {n['used']} + filtered "
+                    f"{n['filtered']} + dead letters {letters}"
+                )
+        return problems
 
 
 def _split_binding(item: str) -> tuple[str | None, str]:
@@ -271,6 +348,8 @@ def run(config: RunConfig) -> RunReport:
     else:
         result.wait_until_finish()
     report = _report(result, typed_output, [v.name for v in views])
+    report.view_sources = {v.name: v.source for v in views}
+    report.rekey = config.rekey
     if level1:
         report.intermediate_topic = config.intermediate_topic
     return report
@@ -320,14 +399,31 @@ def _report(result: Any, output: str | None, names: list[str]) -> RunReport:
         _LOGGER.warning("no metrics from the runner: %s", e)
         return report
     counters = query["counters"]
+    per_view = {
+        "rows": report.rows,
+        "partials": report.partials,
+        "used": report.used,
+        "filtered": report.filtered,
+        "late_windows": report.late_windows,
+        "messages": report.messages_by_source,
+    }
     for counter in counters:
         name = counter.key.metric.name
         value = counter.committed if counter.committed is not None else counter.attempted
-        if name.startswith("rows/"):
-            report.rows[name[5:]] = report.rows.get(name[5:], 0) + value
-        elif name.startswith("partials/"):
-            report.partials[name[9:]] = report.partials.get(name[9:], 0) + value
-        elif name.startswith("dead_letter/") and name.count("/") == 1:
-            reason = name.split("/", 1)[1]
-            report.dead_letters[reason] = report.dead_letters.get(reason, 0) + value
+        parts = name.split("/")
+        if len(parts) == 1 and name in ("lines_read", "blank_lines", "messages"):
+            setattr(report, name, getattr(report, name) + value)
+        elif len(parts) == 2 and parts[0] in per_view:
+            into = per_view[parts[0]]
+            into[parts[1]] = into.get(parts[1], 0) + value
+        elif len(parts) == 2 and parts[0] == "dead_letter":
+            report.dead_letters[parts[1]] = report.dead_letters.get(parts[1], 0) + value
+        elif len(parts) == 3 and parts[0] in ("dead_letter", "result_dead_letter"):
+            family = (
+                report.message_dead_letters
+                if parts[0] == "dead_letter"
+                else report.result_dead_letters
+            )
+            reasons = family.setdefault(parts[1], {})
+            reasons[parts[2]] = reasons.get(parts[2], 0) + value
     return report
