@@ -172,7 +172,8 @@ class NumberInput:
             return value
         return check_number(value, self.name)
 
-    # orjson gives only finite floats and ints in [-2**63, 2**64), all of which pass as they are.
+    # orjson gives only finite floats and ints in [-2**63, 2**64), all of which pass as they are;
+    # messages with longer integers (decoded by the standard library) always call coerce.
     coerce.plain_types = frozenset({int, float})  # type: ignore[attr-defined]
 
 

@@ -36,7 +36,7 @@ from liveagg.transforms.plan import (
     Reject,
     Tally,
     ViewPlan,
-    decode,
+    decode_line,
     encode_key,
     exact,
     long_digits,
@@ -127,20 +127,22 @@ class _PreAggregate(beam.DoFn):
         tally = self._tally
         tally.add(LINES_READ, len(payloads))
         index: list[int] | None = None  # msgs[i] is payloads[index[i]]; None: the same i
+        exact_ones: list[int] = []  # msgs decoded again for integers beyond 64 bits
         try:
             msgs = [orjson.loads(p) for p in payloads]
             decoded = all(type(m) is dict for m in msgs)
-            if decoded and digit_runs:  # integers beyond 64 bits: exact, not orjson's floats
+            if decoded and digit_runs:
                 for i, payload in enumerate(payloads):
                     if long_digits(payload):
                         msgs[i] = exact(payload)
+                        exact_ones.append(i)
         except (orjson.JSONDecodeError, Reject):
             decoded = False
         if not decoded:  # rare: split off what is not a JSON object, per message
-            msgs, index = [], []
+            msgs, index, exact_ones = [], [], []
             for i, payload in enumerate(payloads):
                 try:
-                    msg = decode(payload)
+                    msg, was_exact = decode_line(payload, digit_runs)
                 except Reject as r:
                     source = None if where is None else where(i)
                     yield TaggedOutput(
@@ -150,12 +152,14 @@ class _PreAggregate(beam.DoFn):
                 if msg is None:
                     tally.add(BLANK_LINES)
                     continue
+                if was_exact:
+                    exact_ones.append(len(msgs))
                 msgs.append(msg)
                 index.append(i)
         tally.add(MESSAGES, len(msgs))
         shared: dict = {}
         for plan, buffer in zip(self._plans, self._buffers, strict=True):
-            column, rows, groups, rejects = plan.extract_batch(msgs, shared, tally)
+            column, rows, groups, rejects = plan.extract_batch(msgs, shared, tally, exact_ones)
             tally.add(plan.used_counter, len(column))
             for i, r in rejects:
                 j = i if index is None else index[i]

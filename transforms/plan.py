@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 from collections import Counter
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Collection, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -57,8 +57,6 @@ class Variant:
     assign: Callable[[int], list[tuple[int, int]]]
     session_gap_us: int | None
     fixed_us: int | None = None  # the size of a fixed window, for the batch path's shortcut
-    #: The event times whose windows all have writable bounds (windows.fixed_accepted ...).
-    accepted: tuple[int, int] = (MIN_US, MAX_US)
 
 
 _PLAIN_KEY = (str, int)  # key values kept as they are (bool is not int here: type() is exact)
@@ -120,7 +118,7 @@ def encode_key(values: tuple[Any, ...]) -> bytes:
     An integer beyond 64 bits takes its canonical form (``normalize_number``: the double when
     one holds it exactly, so ``2**70`` and ``1.1805916207174113e+21`` are one group); one no
     double holds is written by the standard library (orjson refuses to), followed by a space
-    that tells :func:`_loads_key` to read it back exactly.
+    that tells :func:`decode_key` to read it back exactly.
     """
     try:
         return orjson.dumps(values)
@@ -189,15 +187,23 @@ def decode(payload: bytes | str) -> dict | None:
     Integers beyond 64 bits stay exact (:func:`exact`). Raises :class:`Reject`:
     ``not_json`` with the parser's reason, ``not_an_object`` for other JSON values.
     """
+    return decode_line(payload)[0]
+
+
+def decode_line(payload: bytes | str, digit_runs: bool = True) -> tuple[dict | None, bool]:
+    """:func:`decode`, and whether the message was decoded again for its long integers
+    (``digit_runs`` False: the caller knows it holds none)."""
     try:
         msg = orjson.loads(payload)
     except orjson.JSONDecodeError as e:
         if not payload.strip(b" \t\r\n" if isinstance(payload, bytes) else " \t\r\n"):
-            return None
+            return None, False
         raise Reject("not_json", _not_json(payload, e)) from None
     if type(msg) is not dict:
         raise Reject("not_an_object", f"expected a JSON object, got {json_type(msg)}")
-    return exact(payload) if long_digits(payload) else msg
+    if digit_runs and long_digits(payload):
+        return exact(payload), True
+    return msg, False
 
 
 def _not_json(payload: bytes | str, error: orjson.JSONDecodeError) -> str:
@@ -215,7 +221,7 @@ def _not_json(payload: bytes | str, error: orjson.JSONDecodeError) -> str:
 _EXACT_KEY = b" "
 
 
-def _loads_key(key: bytes) -> Any:
+def decode_key(key: bytes) -> list[Any]:
     """A group key's values (:func:`encode_key`), integers beyond 64 bits exact."""
     return exact(key) if key.endswith(_EXACT_KEY) else orjson.loads(key)
 
@@ -254,6 +260,29 @@ class Tally:
         counts.clear()
 
 
+def accepted_times(spec: ViewSpec) -> tuple[int, int]:
+    """``(first, last)``: the event times the view takes, those whose every window (of every
+    size) has bounds that can be written, 0001-01-01T00:00:00Z to 9999-12-31T23:59:59.999999Z.
+
+    Other times are ``event_time_out_of_range`` dead letters: a daily window of
+    ``9999-12-31T12:00:00Z`` would end in year 10000. ``first > last`` when none fits.
+    """
+    w = spec.window
+    if w.type == "session":
+        if w.gap is None:
+            raise ValueError(f"view {spec.name!r}: session window without gap")
+        return windows.session_accepted(w.gap.micros, MIN_US, MAX_US)
+    spans = []
+    for size in w.sizes:
+        if w.type == "sliding":
+            if w.period is None:
+                raise ValueError(f"view {spec.name!r}: sliding window without period")
+            spans.append(windows.sliding_accepted(size.micros, w.period.micros, MIN_US, MAX_US))
+        else:
+            spans.append(windows.fixed_accepted(size.micros, MIN_US, MAX_US))
+    return max(first for first, _ in spans), min(last for _, last in spans)
+
+
 class ViewPlan:
     """Runtime form of a :class:`~liveagg.spec.ViewSpec`. Built on workers, never pickled."""
 
@@ -283,15 +312,13 @@ class ViewPlan:
         self._derived = [(d.name, parse_expr(d.expr)) for d in spec.derived]
         self._outputs = [a.output for a in spec.aggregations]
         self.variants = self._variants()
-        # A message is the view's only if every window of every variant can be written.
-        self._first = max(v.accepted[0] for v in self.variants)
-        self._last = min(v.accepted[1] for v in self.variants)
+        self._first, self._last = accepted_times(spec)
         self._layouts = [self._layout(v) for v in self.variants]
         # Outputs that may be a double beyond its range (inf, nan): written as null, with an
-        # ``overflow`` dead letter. Lists of doubles are looked into, other outputs not.
-        self._double_lists = frozenset(
-            i for i, fn in enumerate(self.fns) if fn.output_type() == "list<double>"
-        )
+        # ``overflow`` dead letter (see row). Counts, sketches and texts are not looked at.
+        types = [fn.output_type() for fn in self.fns]
+        self._doubles = tuple(i for i, t in enumerate(types) if t in ("double", "json"))
+        self._double_lists = tuple(i for i, t in enumerate(types) if t == "list<double>")
         self._aggregated = frozenset([*self._outputs, *(name for name, _ in self._derived)])
         # Every variant keeps all grouping columns: one key serves them all.
         self._single_set = spec.grouping_sets is None
@@ -326,7 +353,6 @@ class ViewPlan:
                         positions,
                         windows.session(gap.micros),
                         gap.micros,
-                        accepted=windows.session_accepted(gap.micros, MIN_US, MAX_US),
                     )
                 )
             return variants
@@ -335,10 +361,8 @@ class ViewPlan:
                 if w.period is None:
                     raise ValueError(f"view {spec.name!r}: sliding window without period")
                 assign = windows.sliding(size.micros, w.period.micros)
-                accepted = windows.sliding_accepted(size.micros, w.period.micros, MIN_US, MAX_US)
             else:
                 assign = windows.fixed(size.micros)
-                accepted = windows.fixed_accepted(size.micros, MIN_US, MAX_US)
             for set_index, positions in sets:
                 variants.append(
                     Variant(
@@ -349,7 +373,6 @@ class ViewPlan:
                         assign,
                         None,
                         size.micros if w.type == "fixed" else None,
-                        accepted,
                     )
                 )
         return variants
@@ -429,7 +452,11 @@ class ViewPlan:
         return ts, tuple(row), tuple(group)
 
     def extract_batch(
-        self, msgs: list[dict], shared: dict, tally: Tally | None = None
+        self,
+        msgs: list[dict],
+        shared: dict,
+        tally: Tally | None = None,
+        exact: Collection[int] = (),
     ) -> tuple[list[int], list[tuple[Any, ...]], list[Any], list[tuple[int, Reject]]]:
         """:meth:`extract` over a batch, column by column: ``(times, rows, groups, rejects)``.
 
@@ -442,7 +469,10 @@ class ViewPlan:
 
         ``shared`` is one dict per batch, handed to every view: views without a filter
         share the event times and columns they read, so each is read and checked once.
-        ``tally`` counts the messages the filter rejects.
+        ``tally`` counts the messages the filter rejects. ``exact`` holds the indexes of
+        messages with integers beyond 64 bits (:func:`exact`): the types that ``coerce``
+        passes unchanged do not say whether such an integer needs its canonical form, so
+        they always go through :meth:`extract`.
         """
         kept: list[int] | None = None
         if self._filter is not None:
@@ -457,6 +487,12 @@ class ViewPlan:
             column = shared[self.time_key] = [self.event_time(m) for m in msgs]
         slow = set(_outside(shared, self.time_key, column, _INT))
         slow.update(_beyond(shared, self.time_key, column, self._first, self._last))
+        if exact:
+            if kept is None:
+                slow.update(exact)
+            else:
+                position = {j: i for i, j in enumerate(kept)}
+                slow.update(position[j] for j in exact if j in position)
         columns: list[list[Any]] = []
         for column_name, get, coerce, with_time in self._inputs:
             if get is None:
@@ -544,16 +580,18 @@ class ViewPlan:
                 self._bounds.clear()
             bounds = self._bounds[(start_us, end_us)] = (rfc3339(start_us), rfc3339(end_us))
         names, width, extras = self._layouts[variant.index]
-        overflowed = [
-            i
-            for i, v in enumerate(outputs)
-            # v - v is 0.0 for a finite double, nan for inf and nan
-            if (type(v) is float and v - v)
-            or (i in self._double_lists and v and any(type(x) is float and x - x for x in v))
-        ]
+        overflowed = []
+        for i in self._doubles:
+            v = outputs[i]
+            if type(v) is float and v - v:  # v - v is 0.0 for a finite double, nan otherwise
+                overflowed.append(i)
+        for i in self._double_lists:
+            v = outputs[i]
+            if v and any(type(x) is float and x - x for x in v):
+                overflowed.append(i)
         if overflowed:
             outputs = tuple(None if i in overflowed else v for i, v in enumerate(outputs))
-        values = _loads_key(key)
+        values = decode_key(key)
         if width:  # a grouping set that leaves columns out: they are null
             grouping = [None] * width
             for position, value in zip(variant.positions, values, strict=True):
