@@ -87,20 +87,25 @@ def _outside(shared: dict, name: Any, values: list[Any], types: frozenset) -> li
 
 
 def _beyond(shared: dict, name: Any, times: list[Any], first: int, last: int) -> list[int]:
-    """Indexes of the event times outside ``[first, last]``; two C-level passes show that
-    most batches have none."""
+    """Indexes of the event times outside ``[first, last]``. The extremes of a batch's
+    times, two C-level passes shared by the views that read them, show that most batches
+    have none."""
+    extremes = shared.get((name, "extremes"))
+    if extremes is None:
+        try:
+            extremes = (min(times), max(times)) if times else (first, first)
+        except TypeError:  # a Reject among them: its index is handled as such
+            extremes = (None, None)
+        shared[(name, "extremes")] = extremes
+    low, high = extremes
+    if low is not None and first <= low and high <= last:
+        return []
     key = (name, first, last)
     found = shared.get(key)
     if found is None:
-        try:
-            inside = not times or (first <= min(times) and max(times) <= last)
-        except TypeError:  # a Reject among them: its index is handled as such
-            inside = False
-        found = shared[key] = (
-            []
-            if inside
-            else [i for i, t in enumerate(times) if type(t) is int and not first <= t <= last]
-        )
+        found = shared[key] = [
+            i for i, t in enumerate(times) if type(t) is int and not first <= t <= last
+        ]
     return found
 
 
