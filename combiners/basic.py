@@ -157,6 +157,11 @@ def _total(acc: list[Any], count: int = 1) -> float:
         return math.inf if exact > 0 else -math.inf
 
 
+def _encode_sum(acc: list[Any]) -> bytes:
+    """One form per value: a spilled part that came back to 0 is left out."""
+    return c.dump_json(acc if len(acc) == _SPILLED or acc[_SPILLED] else acc[:_SPILLED])
+
+
 def _decode_sum(data: bytes, owner: str) -> list[Any]:
     acc = c.load_json(data, owner)
     if not (
@@ -167,12 +172,12 @@ def _decode_sum(data: bytes, owner: str) -> list[Any]:
         and c.is_finite_float(acc[_COMP])
         and c.is_count(acc[_NINT])
         and c.is_count(acc[_NFLOAT])
-        and (len(acc) == 5 or type(acc[_SPILLED]) is int)
+        and (len(acc) == 5 or (type(acc[_SPILLED]) is int and acc[_SPILLED] != 0))
     ):
         raise c.corrupt(
             owner,
             "expected [int sum, float sum, compensation, int count, float count(, spilled)] "
-            f"(an int, two finite floats, two counts(, an int)), got {c.brief(acc)}",
+            f"(an int, two finite floats, two counts(, an int other than 0)), got {c.brief(acc)}",
         )
     return acc
 
@@ -232,7 +237,7 @@ class SumFn(_NumericFn):
         return "double"
 
     def encode_accumulator(self, accumulator: list[Any]) -> bytes:
-        return c.dump_json(accumulator)
+        return _encode_sum(accumulator)
 
     def decode_accumulator(self, data: bytes) -> list[Any]:
         return _decode_sum(data, self.name)
@@ -273,7 +278,7 @@ class MeanFn(_NumericFn):
         return "double"
 
     def encode_accumulator(self, accumulator: list[Any]) -> bytes:
-        return c.dump_json(accumulator)
+        return _encode_sum(accumulator)
 
     def decode_accumulator(self, data: bytes) -> list[Any]:
         return _decode_sum(data, self.name)

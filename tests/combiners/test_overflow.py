@@ -122,7 +122,12 @@ def test_spilled_sums_keep_a_sixth_field_and_ordinary_ones_their_bytes() -> None
     decoded = fn.decode_accumulator(fn.encode_accumulator(spilled))
     assert decoded == spilled
     assert fn.extract_output(fn.merge_accumulators([decoded, ordinary])) == math.inf
-    with pytest.raises(ValueError, match="expected 5 fields"):
+    back_to_zero = fn.add_inputs(fn.create_accumulator(), [1.7e308, 1.7e308, -1.7e308, -1.7e308])
+    assert back_to_zero[5] == 0 and fn.extract_output(back_to_zero) == 0.0
+    assert fn.encode_accumulator(back_to_zero) == b"\x01[0,0.0,0.0,0,4]"
+    with pytest.raises(ValueError, match=r"expected \[int sum.*other than 0"):
+        fn.decode_accumulator(b"\x01[0,0.0,0.0,0,4,0]")
+    with pytest.raises(ValueError, match=r"expected \[int sum"):
         fn.decode_accumulator(b"\x01[1,2]")
 
 

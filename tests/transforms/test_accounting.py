@@ -24,6 +24,9 @@ from apache_beam.utils.timestamp import Timestamp
 
 from liveagg.loader import parse_view
 from liveagg.pipelines.run import RunReport
+from liveagg.transforms import envelope
+from liveagg.transforms.plan import ViewPlan, encode_key
+from liveagg.transforms.rekey import RekeyAggregate
 from liveagg.transforms.streaming import StreamingAggregate, _Route, window_operator
 
 VIEW = parse_view(
@@ -206,3 +209,35 @@ def test_reconcile_names_what_does_not_add_up() -> None:
         "result_dead_letters": {"overflow": 4},
     }
     assert RunReport(None, lines_read=3, rekey=True).reconcile() == []
+
+
+def test_level_2_writes_an_overflowed_sum_as_null_with_its_dead_letter() -> None:
+    """Two level-1 shards whose sums fit a double each, merged at level 2: the row holds null
+    and an ``overflow`` dead letter says so, on the bounded path as on the streaming one."""
+    spec = parse_view(
+        {
+            "name": "totals",
+            "event_time": {"field": "ts", "format": "epoch_s"},
+            "grouping_cols": ["k"],
+            "window": {"size": "1m"},
+            "aggregation_info": [
+                {"aggregation": "sum", "col_name": "x", "aggregated_col_name": "s"},
+                {"aggregation": "count", "aggregated_col_name": "n"},
+            ],
+        }
+    )
+    plan = ViewPlan(spec)
+    payloads = []
+    for shard in ("t/0", "t/1"):
+        acc = plan.combine.add_input(plan.combine.create_accumulator(), (1.7e308, 1))
+        partial = ("totals", 0, 0, 60_000_000, encode_key(("a",)), shard, 0,
+                   plan.combine.encode(acc), {shard: [0, 0]})  # fmt: skip
+        payloads.append(orjson.dumps(envelope.envelope(plan, spec.fingerprint(), partial)))
+    with TestPipeline() as p:
+        out = p | beam.Create(payloads) | RekeyAggregate([spec], streaming=False)
+        rows = out["views"]["totals"] | "Rows" >> beam.Map(lambda r: (r["k"], r["s"], r["n"]))
+        letters = out["dead_letters"] | "Letters" >> beam.Map(
+            lambda d: (d["view"], d["reason"], orjson.loads(d["payload"])["k"])
+        )
+        assert_that(rows, equal_to([("a", None, 2)]), label="rows")
+        assert_that(letters, equal_to([("totals", "overflow", "a")]), label="letters")
