@@ -25,9 +25,11 @@ class FileSource:
     def read(self, pipeline: beam.Pipeline, label: str) -> beam.PCollection:
         """One ``(line, where)`` element per line: the lines of ``read_batches``, as bytes.
 
-        Not ``ReadFromText``: it decodes UTF-8 strictly, so a line of invalid UTF-8 would
-        fail the run instead of becoming a ``not_json`` dead letter, and it knows no line
-        numbers.
+        Not ``ReadFromText``: it decodes UTF-8 strictly (its default coder is
+        ``StrUtf8Coder``, apache_beam/io/textio.py:764, whose ``decode`` is
+        ``value.decode('utf-8')``, apache_beam/coders/coders.py:416), so a line of invalid
+        UTF-8 would fail the run instead of becoming a ``not_json`` dead letter; and it
+        knows no line numbers.
         """
         from liveagg.transforms.sources.files import LineBatch
 
