@@ -55,6 +55,7 @@ _JSON_TYPES = {
     list: "array",
     tuple: "array",
     dict: "object",
+    type(None): "null",
 }
 
 
@@ -64,7 +65,10 @@ def json_type(value: Any) -> str:
 
 
 def _show(value: Any) -> str:
-    text = repr(value)
+    try:
+        text = repr(value)
+    except RecursionError:  # JSON nests up to 1024 levels, deeper than repr can go
+        text = f"<{json_type(value)} nested deeply>"
     return text if len(text) <= 60 else text[:57] + "..."
 
 
@@ -168,7 +172,8 @@ class NumberInput:
             return value
         return check_number(value, self.name)
 
-    # orjson gives only finite floats and ints in [-2**63, 2**64), all of which pass as they are.
+    # orjson gives only finite floats and ints in [-2**63, 2**64), all of which pass as they are;
+    # messages with longer integers (decoded by the standard library) always call coerce.
     coerce.plain_types = frozenset({int, float})  # type: ignore[attr-defined]
 
 

@@ -36,7 +36,7 @@ from liveagg.pipelines.compile import Compiled, Source, attach_sinks, bind_sourc
 from liveagg.runners import direct
 from liveagg.runners.flink import FlinkProfile, supervise
 from liveagg.spec import Sink, ViewSpec
-from liveagg.transforms.deadletter import NAMESPACE
+from liveagg.transforms.deadletter import INPUT, NAMESPACE
 from liveagg.transforms.sinks import Connections
 from liveagg.transforms.sinks.files import OutputFolder, written_by_liveagg
 from liveagg.transforms.sources import FileSource
@@ -99,17 +99,13 @@ class Interrupted(Exception):
         super().__init__(f"interrupted: {what}")
 
 
-#: The per-view name, in counters, of dead letters that no view could read.
-INPUT = "_input"
-
-
 @dataclass
 class RunReport:
     """Counters read back from the finished pipeline.
 
-    The message accounting is read from the counters alone: every line read is blank, a
-    message or an input dead letter, and every message of a view's source is used by the
-    view, filtered out or one of its dead letters.
+    The message accounting (docs/semantics.md, "Accounting") is read from the counters
+    alone: every line read is blank, a message or an input dead letter, and every message
+    of a view's source is used by the view, filtered out or one of its dead letters.
     """
 
     output: str | None
@@ -123,41 +119,13 @@ class RunReport:
     messages_by_source: dict[str, int] = field(default_factory=dict)
     used: dict[str, int] = field(default_factory=dict)  # view -> messages it aggregated
     filtered: dict[str, int] = field(default_factory=dict)  # view -> rejected by its filter
+    late_windows: dict[str, int] = field(default_factory=dict)  # view -> windows missed
     #: Message dead letters: view (``_input`` for those no view could read) -> reason -> n.
     message_dead_letters: dict[str, dict[str, int]] = field(default_factory=dict)
     #: Result dead letters (``overflow``): view -> reason -> n; no message is behind them.
     result_dead_letters: dict[str, dict[str, int]] = field(default_factory=dict)
     view_sources: dict[str, str] = field(default_factory=dict)  # view -> its source's name
     rekey: bool = False  # a level-2 run reads envelopes, not messages: no accounting
-
-    def view_messages(self, view: str) -> int:
-        """The messages the view's source gave (all messages when the counter per source is
-        missing, as from a run of one source)."""
-        source = self.view_sources.get(view)
-        return self.messages_by_source.get(source, self.messages) if source else self.messages
-
-    def accounting(self) -> dict[str, Any]:
-        """The numbers that account for every line, for printing: ``lines_read``,
-        ``blank_lines``, ``messages``, ``input_dead_letters`` (reason -> n) and ``views``:
-        view -> ``messages`` (of its source), ``used``, ``filtered``, ``dead_letters``
-        (reason -> n), ``result_dead_letters`` (reason -> n)."""
-        views = sorted({*self.rows, *self.used, *self.filtered, *self.view_sources})
-        return {
-            "lines_read": self.lines_read,
-            "blank_lines": self.blank_lines,
-            "messages": self.messages,
-            "input_dead_letters": dict(self.message_dead_letters.get(INPUT, {})),
-            "views": {
-                view: {
-                    "messages": self.view_messages(view),
-                    "used": self.used.get(view, 0),
-                    "filtered": self.filtered.get(view, 0),
-                    "dead_letters": dict(self.message_dead_letters.get(view, {})),
-                    "result_dead_letters": dict(self.result_dead_letters.get(view, {})),
-                }
-                for view in views
-            },
-        }
 
     def summary(self) -> str:
         """What the run did, in lines that add up: ``lines read = messages + blank + not
@@ -192,6 +160,65 @@ class RunReport:
         for reason, count in sorted(self.dead_letters.items()):
             lines.append(f"  {reason}: {count}")
         return "\n".join(lines)
+
+    def view_messages(self, view: str) -> int:
+        """The messages the view's source gave (all messages when the counter per source is
+        missing, as from a run of one source)."""
+        source = self.view_sources.get(view)
+        return self.messages_by_source.get(source, self.messages) if source else self.messages
+
+    def accounting(self) -> dict[str, Any]:
+        """The numbers that account for every line, for printing: ``lines_read``,
+        ``blank_lines``, ``messages``, ``input_dead_letters`` (reason -> n) and ``views``:
+        view -> ``messages`` (of its source), ``used``, ``filtered``, ``dead_letters``
+        (reason -> n), ``late_windows``, ``result_dead_letters`` (reason -> n)."""
+        views = sorted({*self.rows, *self.used, *self.filtered, *self.view_sources})
+        return {
+            "lines_read": self.lines_read,
+            "blank_lines": self.blank_lines,
+            "messages": self.messages,
+            "input_dead_letters": dict(self.message_dead_letters.get(INPUT, {})),
+            "views": {
+                view: {
+                    "messages": self.view_messages(view),
+                    "used": self.used.get(view, 0),
+                    "filtered": self.filtered.get(view, 0),
+                    "dead_letters": dict(self.message_dead_letters.get(view, {})),
+                    "late_windows": self.late_windows.get(view, 0),
+                    "result_dead_letters": dict(self.result_dead_letters.get(view, {})),
+                }
+                for view in views
+            },
+        }
+
+    def reconcile(self) -> list[str]:
+        """The accounting invariants that do not hold, each as a sentence; empty when every
+        line is accounted for:
+
+        * ``lines_read = blank_lines + messages + dead_letter/_input/*``;
+        * per view, ``messages of its source = used + filtered + dead_letter/<view>/*``
+          (``result_dead_letter/<view>/*``, about rows, are not messages).
+
+        A level-2 run (``rekey``) reads envelopes, which these counters do not cover.
+        """
+        if self.rekey:
+            return []
+        problems = []
+        numbers = self.accounting()
+        input_letters = sum(numbers["input_dead_letters"].values())
+        if self.lines_read != self.blank_lines + self.messages + input_letters:
+            problems.append(
+                f"lines_read {self.lines_read} != blank_lines {self.blank_lines} + messages "
+                f"{self.messages} + input dead letters {input_letters}"
+            )
+        for view, n in numbers["views"].items():
+            letters = sum(n["dead_letters"].values())
+            if n["messages"] != n["used"] + n["filtered"] + letters:
+                problems.append(
+                    f"view {view}: messages {n['messages']} != used {n['used']} + filtered "
+                    f"{n['filtered']} + dead letters {letters}"
+                )
+        return problems
 
 
 def _split_binding(item: str) -> tuple[str | None, str]:
@@ -586,6 +613,7 @@ def _report(result: Any, output: str | None, names: list[str]) -> RunReport:
         "partials": report.partials,
         "used": report.used,
         "filtered": report.filtered,
+        "late_windows": report.late_windows,
         "messages": report.messages_by_source,
     }
     for counter in counters:

@@ -418,13 +418,6 @@ def test_the_summary_adds_up_and_agrees_with_the_files(view: Path, tmp_path: Pat
     assert f"dead letters: {letters} -> {out}/_dead_letter/\n" in summary
 
 
-def _accounted() -> bool:
-    import liveagg.transforms.plan as plan
-
-    return hasattr(plan, "LINES_READ")
-
-
-@pytest.mark.skipif(not _accounted(), reason="the message path does not count lines_read yet")
 def test_the_summary_reconciles_from_its_own_lines(tmp_path: Path) -> None:
     """read = messages + blank + not messages, and per view messages = used + filtered out
     + dead letters, checked from the printed summary alone; the example data has a filter

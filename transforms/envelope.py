@@ -38,7 +38,7 @@ import orjson
 
 from liveagg.combiners._common import brief, is_scalar
 from liveagg.spec import ViewSpec
-from liveagg.transforms.eventtime import _MAX_US, _MIN_US, rfc3339
+from liveagg.transforms.eventtime import MAX_US, MIN_US, rfc3339
 from liveagg.transforms.plan import Reject, Variant, ViewPlan, encode_key
 
 KIND = "liveagg.partial"
@@ -122,7 +122,7 @@ def envelope_time(payload: bytes) -> int | None:
     if type(env) is not dict or env.get("envelope") != KIND or not _is_version(env):
         return None
     start, end = env.get("window_start_us"), env.get("window_end_us")
-    if type(start) is int and type(end) is int and _MIN_US <= start < end <= _MAX_US:
+    if type(start) is int and type(end) is int and MIN_US <= start < end <= MAX_US:
         return start
     return None
 
@@ -195,13 +195,13 @@ class Level2:
         if type(start) is not int or type(end) is not int:
             return f"window_start_us and window_end_us must be integers, got {_window(start, end)}"
         # Rows and dead letters print their window: it must be a date datetime can show.
-        if not _MIN_US <= start < end <= _MAX_US:
+        if not MIN_US <= start < end <= MAX_US:
             return f"window {_window(start, end)} is outside the years 1 to 9999"
         if (start, end) not in variant.assign(start):
             return f"window {_window(start, end)} is not a window of the view"
         if self._size is not None:
             final = start - start % self._size
-            if final < _MIN_US or final + self._size > _MAX_US:
+            if final < MIN_US or final + self._size > MAX_US:
                 return f"rolled-up window of {_window(start, end)} is outside the years 1 to 9999"
         return None
 
@@ -279,7 +279,7 @@ def _coordinates_problem(shard: Any, pane: Any, offsets: Any) -> str | None:
 
 def _time(value: Any) -> str:
     """A window bound for a message: RFC 3339 when it is one, never raising."""
-    if type(value) is int and _MIN_US <= value <= _MAX_US:
+    if type(value) is int and MIN_US <= value <= MAX_US:
         return rfc3339(value)
     return brief(value)
 

@@ -42,6 +42,7 @@ from liveagg.transforms import eventtime
 from liveagg.transforms.deadletter import NAMESPACE
 from liveagg.transforms.eventtime import EventTimeError
 from liveagg.transforms.fields import getter
+from liveagg.transforms.plan import accepted_times
 from liveagg.transforms.sinks import ConnectionFailed, revealed
 
 if TYPE_CHECKING:
@@ -256,12 +257,13 @@ class ViewEventTime:
     """A view's event time read from a raw payload, as ``KafkaSource.timestamp_fn``.
 
     Returns None for anything the view would dead-letter, so that a bad message never moves
-    the watermark.
+    the watermark (an event time whose windows end after year 9999 included).
     """
 
     def __init__(self, view: ViewSpec) -> None:
         self._field = view.event_time.field
         self._format = view.event_time.format
+        self._first, self._last = accepted_times(view)
 
     def __call__(self, payload: bytes) -> int | None:
         if not hasattr(self, "_parse"):
@@ -275,18 +277,19 @@ class ViewEventTime:
         if raw is None:
             return None
         try:
-            return self._parse(raw)
+            event_us = self._parse(raw)
         except EventTimeError:
             return None
+        return event_us if self._first <= event_us <= self._last else None
 
     def __getstate__(self) -> dict[str, Any]:
-        return {"_field": self._field, "_format": self._format}
+        return {k: getattr(self, k) for k in ("_field", "_format", "_first", "_last")}
 
     def __eq__(self, other: object) -> bool:
         return isinstance(other, ViewEventTime) and self.__getstate__() == other.__getstate__()
 
     def __hash__(self) -> int:
-        return hash((self._field, self._format))
+        return hash((self._field, self._format, self._first, self._last))
 
 
 def shares(available: Sequence[int], total: int) -> list[int]:
