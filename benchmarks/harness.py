@@ -17,7 +17,9 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
-VIEWS = ROOT / "benchmarks" / "views"
+#: The benchmark's view sets, one folder each; ``basic`` is the default.
+VIEW_SETS = {name: ROOT / "benchmarks" / "views" / name for name in ("basic", "rich", "cube")}
+VIEWS = VIEW_SETS["basic"]
 PYTHON = os.environ.get("LIVEAGG_BENCH_PYTHON") or sys.executable
 
 
@@ -32,6 +34,12 @@ class Result:
     peak_rss_mb: float
     rows: dict[str, int] = field(default_factory=dict)  # output rows per view
     extra: dict[str, Any] = field(default_factory=dict)  # latency percentiles, notes, ...
+    output: str = ""  # the folder its rows were written to, when they are files
+
+    @property
+    def us_per_event(self) -> float:
+        """CPU microseconds per event."""
+        return self.cpu_s / self.events * 1e6 if self.events else 0.0
 
     @property
     def events_per_s(self) -> float:
@@ -45,6 +53,7 @@ class Result:
         out = asdict(self)
         out["events_per_s"] = round(self.events_per_s)
         out["events_per_cpu_s"] = round(self.events_per_cpu_s)
+        out["cpu_us_per_event"] = round(self.us_per_event, 2)
         return out
 
 
