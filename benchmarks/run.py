@@ -286,7 +286,7 @@ def scaling_table(runs: list[Result], startup: list[Result]) -> str:
             f"| {r.system} (start-up) | {r.events:,} | {_pairs(r):,} | {r.cpu_s:.1f} | | | "
             f"{r.peak_rss_mb:,.0f} | |"
         )
-    for r in sorted(runs, key=lambda r: (r.system, r.events)):
+    for r in sorted(runs, key=lambda r: (r.system != LIVEAGG, r.events)):
         after = (r.cpu_s - start.get(r.system, 0.0)) / r.events * 1e6
         lines.append(
             f"| {r.system} | {r.events:,} | {_pairs(r):,} | {r.cpu_s:.1f} | "
