@@ -11,6 +11,7 @@ from __future__ import annotations
 import bisect
 import math
 import shutil
+import sys
 from collections import defaultdict
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -22,7 +23,7 @@ import orjson
 import pytest
 
 from benchmarks import compare, generate
-from benchmarks.harness import VIEW_SETS, Result
+from benchmarks.harness import VIEW_SETS, Result, measure
 from benchmarks.run import check_rows, check_values, repeated, summary
 from benchmarks.systems import Context, beam_plain, duckdb_sql, liveagg_direct
 from benchmarks.systems._views import PlainView, plain_views
@@ -249,3 +250,14 @@ def test_summary_ratios_and_targets() -> None:
     assert s["ratio_target_met"] is False  # rich: at most 2x DuckDB's CPU
     assert s["rate_target_met"] is False  # 100,000 events/CPU-s < 200,000
     assert summary("cube", runs)["ratio_target_met"] is True  # cube: at most 2.5x
+
+
+def test_measure_reports_the_commands_peak_memory_not_the_harness() -> None:
+    """A child's ``ru_maxrss`` starts from the high-water mark of the process it replaced;
+    ``measure`` starts the command from a bare launcher, so a large harness does not show."""
+    ballast = bytearray(400 * 2**20)
+    ballast[::4096] = b"\x01" * len(range(0, len(ballast), 4096))  # touch every page
+    grow = "b = bytearray(100 * 2**20)\nb[::4096] = b'\\x01' * len(range(0, len(b), 4096))"
+    m = measure([sys.executable, "-c", grow])
+    assert 100 <= m.peak_rss_mb < 200, m
+    assert len(ballast) == 400 * 2**20

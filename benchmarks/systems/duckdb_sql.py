@@ -5,9 +5,9 @@ Windows are ``time_bucket`` buckets; each aggregation is the SQL a DuckDB user w
 * ``count_distinct`` (HyperLogLog) is ``approx_count_distinct``, DuckDB's HyperLogLog;
   ``count_distinct_exact`` is ``count(DISTINCT ...)``;
 * ``approx_quantiles`` (KLL) is ``approx_quantile`` (DuckDB's T-Digest), a sketch as KLL
-  is: bounded memory per group, no sort of the group's values (``quantile_disc`` would give
-  KLL's exact definition, the smallest value with at least a fraction ``q`` of the values
-  at or below it, and is what the benchmark's test checks both against);
+  is: bounded memory per group, no sort of the group's values. ``quantile_disc`` would give
+  KLL's definition exactly (the smallest value with at least a fraction ``q`` of the values
+  at or below it) but keeps every value of a group, which is not the work liveagg does;
 * ``top_k`` counts (window, key, value), ranks the values of each (window, key) with
   ``row_number()`` (count descending, then value, liveagg's tie order) and keeps ``k`` as
   ``[value, count]`` pairs, joined to the other aggregates;
