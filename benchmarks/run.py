@@ -135,7 +135,8 @@ def check_values(results: list[Result], views: Path) -> None:
 
 
 def _median(runs: list[Result]) -> Result:
-    """The run with the median CPU time; every run's CPU time in its notes."""
+    """The run with the median CPU time (the lower middle one of an even number); every
+    run's CPU time in its notes."""
     chosen = sorted(runs, key=lambda r: r.cpu_s)[(len(runs) - 1) // 2]
     if len(runs) > 1:
         chosen.extra["cpu_s_runs"] = [round(r.cpu_s, 1) for r in runs]
