@@ -316,7 +316,8 @@ def repeated(source: Path, times: int) -> Path:
 
 def memory(views: Path, events: int, work: Path, baseline: Path | None) -> list[Result]:
     """Peak memory with the same (key, window) pairs and three times the events (each line
-    three times), beside three times the events drawn afresh (more pairs)."""
+    three times), beside three times the events drawn afresh (as many pairs or more, and more
+    distinct values)."""
     one = generate.write(CACHE / f"events-{events}.jsonl", events)
     inputs = [
         ("generated", one, events),
@@ -398,7 +399,7 @@ def main(argv: list[str] | None = None) -> None:
         "--memory",
         action="store_true",
         help="also run liveagg on --events events, on the same events with each line three "
-        "times (same pairs, 3x events) and on 3x --events generated (more pairs): peak memory",
+        "times (same pairs, 3x events) and on 3x --events generated (fresh values): peak memory",
     )
     args = parser.parse_args(argv)
     names = [s.strip() for s in args.systems.split(",") if s.strip()]
