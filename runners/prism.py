@@ -14,7 +14,8 @@ Where the binary comes from (Beam's ``PrismJobServer._resolve_source_path``):
   ``~/.apache_beam/cache/prism/bin`` once, and reuses it.
 
 Ctrl-C (or SIGTERM) cancels the job through the job service, waits for it to end and stops
-Prism, so no Prism process outlives the run.
+Prism, so no Prism process outlives the run; the run then ends as any interrupted run (exit 130
+or 143 and one line).
 """
 
 from __future__ import annotations
@@ -23,9 +24,7 @@ import contextlib
 import io
 import logging
 import os
-import signal
 import sys
-import threading
 import time
 from dataclasses import dataclass, field
 from typing import Any
@@ -94,22 +93,36 @@ def run(pipeline: Any) -> Any:
 
 
 def supervise(result: Any) -> str:
-    """Wait for the job; on Ctrl-C or SIGTERM cancel it and wait until it has ended.
+    """Wait for the job and return its final state.
 
-    Returns the job's final state.
+    Ctrl-C and SIGTERM reach here as ``KeyboardInterrupt``, raised by the run's signal handler
+    (``pipelines/run.py``, ``_remember_signals``): the job is cancelled through the job service
+    and waited for, and the interrupt goes on, so that the run ends as every interrupted run
+    does (exit 130 or 143, one line).
     """
-    _stop_on_signals()
     try:
         result.wait_until_finish()
         return _state(result)
     except KeyboardInterrupt:
         _quiet_cancelled_bundles()
-        with contextlib.suppress(Exception):  # the job may have ended on its own meanwhile
-            result.cancel()
-        deadline = time.monotonic() + _CANCEL_TIMEOUT_S
-        while _state(result) not in TERMINAL and time.monotonic() < deadline:
-            time.sleep(0.2)
-        return _state(result)
+        _cancel(result)
+        raise
+
+
+def _cancel(result: Any) -> None:
+    """Cancel the job and wait until it has ended, or until Prism is gone: a terminal's
+    Ctrl-C reaches Prism too, and Beam's own SIGINT handler stops it
+    (``job_server.py``, ``StopOnExitJobServer._sigint_handler``)."""
+    with contextlib.suppress(Exception):  # the job may have ended on its own meanwhile
+        result.cancel()
+    deadline = time.monotonic() + _CANCEL_TIMEOUT_S
+    while time.monotonic() < deadline:
+        try:
+            if _state(result) in TERMINAL:
+                return
+        except Exception:  # the job service is gone, and the job with it
+            return
+        time.sleep(0.2)
 
 
 def _quiet_cancelled_bundles() -> None:
@@ -160,13 +173,6 @@ class _WorkerTracebacksToDebug(io.TextIOBase):
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._stream, name)
-
-
-def _stop_on_signals() -> None:
-    """Ctrl-C and SIGTERM both raise KeyboardInterrupt here (see runners/flink.py)."""
-    if threading.current_thread() is threading.main_thread():
-        signal.signal(signal.SIGINT, signal.default_int_handler)
-        signal.signal(signal.SIGTERM, signal.default_int_handler)
 
 
 def _state(result: Any) -> str:
