@@ -470,9 +470,14 @@ def _execute(
             for folder in folders:  # before computing: an unwritable output fails fast
                 prepared.append(folder)  # from here on it may be partial
                 folder.prepare(replace=replace_files)
-            # A Flink job's progress is its metrics, which supervise() prints.
-            with _progress_line(config.progress and config.runner != "flink"):
-                result = prism.run(pipeline) if config.runner == "prism" else pipeline.run()
+            # Prism runs for this pipeline alone; a Flink job's progress is its metrics,
+            # which supervise() prints.
+            serve = prism.serve if config.runner == "prism" else _nothing_to_serve
+            with (
+                _progress_line(config.progress and config.runner != "flink"),
+                serve(pipeline.options),
+            ):
+                result = pipeline.run()
                 if config.runner == "flink":
                     state = supervise(result, config.flink, config.report_every_s)
                 elif config.runner == "prism":
@@ -489,6 +494,11 @@ def _execute(
                 raise error from None
             raise
     return str(getattr(state, "name", state)).upper(), result
+
+
+def _nothing_to_serve(options: PipelineOptions) -> contextlib.nullcontext[None]:
+    """The job server of runners that need none started by liveagg."""
+    return contextlib.nullcontext()
 
 
 def _path_error(error: BaseException) -> PathError | None:

@@ -22,15 +22,10 @@ aggregates merge (:data:`ORDER_DEPENDENT`). Dead letters must be the same multis
 
 from __future__ import annotations
 
-import contextlib
-import os
-import signal
 import subprocess
-import sys
 import time
-import uuid
 from collections import Counter
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -41,14 +36,21 @@ import pytest
 from integration.services import FlinkConnection, KafkaConnection
 from liveagg.loader import load_views
 from liveagg.spec import ViewSpec
+from tests.conformance.streams import (
+    Topic,
+    create_topics,
+    ctrl_c,
+    latest_panes,
+    produce,
+    running,
+    unique,
+    without_panes,
+)
 from tests.pipelines.test_e2e import EXTRA_VIEWS
 from tests.support.cli import ROOT, liveagg, rows_in
 from tests.support.compare import assert_rows_match, row_key
 from tests.support.datagen import generate
 from tests.support.oracle import expected_rows
-
-ck = pytest.importorskip("confluent_kafka")
-from confluent_kafka.admin import AdminClient, NewTopic  # noqa: E402
 
 pytestmark = [pytest.mark.integration, pytest.mark.e2e]
 
@@ -64,10 +66,6 @@ in arrival order (its estimate does not change). The oracle bounds both on every
 FLOAT_DIGITS = 12
 """Floats (means, variances) are compared to 12 significant digits: a sum of floats depends on
 the order of its terms in the last bits."""
-
-
-def _name(prefix: str) -> str:
-    return f"{prefix}{uuid.uuid4().hex[:10]}"
 
 
 @dataclass(frozen=True)
@@ -101,24 +99,10 @@ def case(tmp_path_factory: pytest.TempPathFactory, kafka: KafkaConnection) -> Ca
             path.parent.mkdir(exist_ok=True)
             path.write_bytes(orjson.dumps(body))
             out.append(path)
-    topic = _name("liveagg-conformance-")
-    _create_topics(kafka, PARTITIONS, topic)
-    _produce(kafka, topic, events.read_bytes().splitlines())
+    topic = unique("liveagg-conformance-")
+    create_topics(kafka, PARTITIONS, topic)
+    produce(kafka, topic, events.read_bytes().splitlines())
     return Case(folder, events, view_files, streaming_files, topic)
-
-
-def _create_topics(kafka: KafkaConnection, partitions: int, *names: str) -> None:
-    admin = AdminClient(kafka.client_config())
-    for future in admin.create_topics([NewTopic(t, partitions, 1) for t in names]).values():
-        future.result(30)
-
-
-def _produce(kafka: KafkaConnection, topic: str, lines: Sequence[bytes]) -> None:
-    producer = ck.Producer({**kafka.client_config(), "linger.ms": 20})
-    for line in lines:
-        producer.produce(topic, value=line)
-        producer.poll(0)
-    assert producer.flush(60) == 0
 
 
 def _runner_args(
@@ -168,19 +152,6 @@ def _letters(letters: Sequence[Mapping[str, Any]]) -> Counter:
     )
 
 
-def _latest_panes(rows: Sequence[Mapping[str, Any]], view: ViewSpec) -> list[dict[str, Any]]:
-    latest: dict[Any, Mapping[str, Any]] = {}
-    for row in rows:
-        key = row_key(row, view)
-        if key not in latest or row["pane_index"] >= latest[key]["pane_index"]:
-            latest[key] = row
-    return [dict(r) for r in latest.values()]
-
-
-def _without_panes(rows: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
-    return [{k: v for k, v in r.items() if k not in ("pane_timing", "pane_index")} for r in rows]
-
-
 @pytest.fixture(scope="module")
 def reference(case: Case) -> dict[str, Any]:
     """The direct runner's bounded run from the file, the rows the others must equal."""
@@ -213,9 +184,9 @@ def _assert_conforms(
         actual = rows[view.name]
         expected = expected_rows(view, case.events)
         if streaming:  # the final pane of each window; its timing depends on arrival order
-            assert_rows_match(_without_panes(actual), _without_panes(expected), view)
-            assert _by_key(_without_panes(actual), view) == _by_key(
-                _without_panes(reference["rows"][view.name]), view
+            assert_rows_match(without_panes(actual), without_panes(expected), view)
+            assert _by_key(without_panes(actual), view) == _by_key(
+                without_panes(reference["rows"][view.name]), view
             ), view.name
         else:
             assert_rows_match(actual, expected, view)
@@ -256,7 +227,7 @@ def test_bounded_from_kafka(
     liveagg(
         *("run", "--views", *map(str, case.view_files), "--kafka-topic", case.topic),
         *("--kafka-bootstrap", kafka.bootstrap_servers, "--kafka-start", "earliest"),
-        *("--kafka-group-id", _name("conformance-"), "--output", str(out), *args),
+        *("--kafka-group-id", unique("conformance-"), "--output", str(out), *args),
     )
     print(f"{runner}: bounded from Kafka in {time.monotonic() - t0:.1f} s")
     rows = {v.name: rows_in(out / v.name) for v in case.views()}
@@ -266,69 +237,12 @@ def test_bounded_from_kafka(
 # --- streaming -------------------------------------------------------------------------------
 
 
-class _Topic:
-    """Reads a topic from the start, keeping what it has read between calls."""
-
-    def __init__(self, kafka: KafkaConnection, topic: str) -> None:
-        self.messages: list[Any] = []
-        self._consumer = ck.Consumer(
-            {
-                **kafka.client_config(),
-                "group.id": _name("conformance-check-"),
-                "auto.offset.reset": "earliest",
-            }
-        )
-        self._consumer.subscribe([topic])
-
-    def poll(self) -> list[Any]:
-        while batch := self._consumer.consume(5000, timeout=1.0):
-            self.messages += [orjson.loads(m.value()) for m in batch if m.error() is None]
-        return self.messages
-
-    def close(self) -> None:
-        self._consumer.close()
+STOPPED_WITH_CTRL_C = {"prism": 130, "flink": 0}
+"""Exit codes after Ctrl-C: an interrupted run's 130, except Flink, where Ctrl-C is how a
+streaming job is stopped (README, "Exit codes")."""
 
 
-@contextlib.contextmanager
-def _running(args: Sequence[str], log: Path) -> Iterator[subprocess.Popen]:
-    """``liveagg ARGS`` in its own process group, stopped at the end as a terminal's Ctrl-C
-    would (SIGINT to the whole group), and killed if that does not end it."""
-    with log.open("wb") as out:
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "liveagg.cli", *args],
-            stdout=out,
-            stderr=subprocess.STDOUT,
-            cwd=ROOT,
-            start_new_session=True,
-        )
-        try:
-            yield proc
-        finally:
-            if proc.poll() is None:
-                with contextlib.suppress(ProcessLookupError):
-                    os.killpg(proc.pid, signal.SIGINT)
-                try:
-                    proc.wait(120)
-                except subprocess.TimeoutExpired:
-                    os.killpg(proc.pid, signal.SIGKILL)
-                    proc.wait(30)
-
-
-PRISM_SPLITS_TIMER_BUNDLES = pytest.mark.xfail(
-    reason="Prism 2.77 splits bundles of the stateful window operator that carry timers "
-    "('Unexpected split on a bundle with timers', apache/beam#35771), and some windows then "
-    "count lines twice; docs/runners.md",
-    strict=False,
-)
-
-
-@pytest.mark.parametrize(
-    "runner",
-    [
-        pytest.param("prism", marks=PRISM_SPLITS_TIMER_BUNDLES),
-        pytest.param("flink", marks=pytest.mark.slow),
-    ],
-)
+@pytest.mark.parametrize("runner", ["prism", pytest.param("flink", marks=pytest.mark.slow)])
 def test_streaming_final_panes(
     runner: str,
     case: Case,
@@ -336,48 +250,48 @@ def test_streaming_final_panes(
     kafka: KafkaConnection,
     request: pytest.FixtureRequest,
 ) -> None:
-    rows_topic, dead_topic = _name("conformance-rows-"), _name("conformance-dead-")
-    _create_topics(kafka, 1, rows_topic, dead_topic)
+    rows_topic, dead_topic = unique("conformance-rows-"), unique("conformance-dead-")
+    create_topics(kafka, 1, rows_topic, dead_topic)
     views = case.views(streaming=True)
     args = [
         *("run", "--views", *map(str, case.streaming_view_files), "--kafka-topic", case.topic),
         *("--kafka-bootstrap", kafka.bootstrap_servers, "--kafka-start", "earliest"),
-        *("--kafka-group-id", _name("conformance-"), "--unbounded", "--idle-timeout-s", "3"),
+        *("--kafka-group-id", unique("conformance-"), "--unbounded", "--idle-timeout-s", "3"),
         *("--sink", orjson.dumps({"type": "kafka", "topic": rows_topic}).decode()),
         *("--dead-letter-topic", dead_topic),
         *_runner_args(runner, request, streaming=True),
     ]
-    expected = {v.name: _without_panes(expected_rows(v, case.events)) for v in views}
+    expected = {v.name: without_panes(expected_rows(v, case.events)) for v in views}
     log = case.folder / f"streaming-{runner}.log"
-    rows, letters = _Topic(kafka, rows_topic), _Topic(kafka, dead_topic)
+    rows, letters = Topic(kafka, rows_topic), Topic(kafka, dead_topic)
     t0 = time.monotonic()
     try:
-        with _running(args, log) as proc:
+        with log.open("wb") as out, running(args, out, subprocess.STDOUT) as proc:
             deadline = time.monotonic() + CONVERGE_TIMEOUT_S
             while True:
                 assert proc.poll() is None, log.read_text()[-4000:]
-                by_view = {v.name: [] for v in views}
+                by_view: dict[str, list[Any]] = {v.name: [] for v in views}
                 for row in rows.poll():
                     by_view[row["view"]].append(row)
+                dead = letters.poll()
                 try:
                     for view in views:
-                        final = _without_panes(_latest_panes(by_view[view.name], view))
+                        final = without_panes(latest_panes(by_view[view.name], view))
                         assert_rows_match(final, expected[view.name], view)
+                    assert len(dead) >= sum(reference["letters"].values())
                     break
                 except AssertionError:
                     if time.monotonic() > deadline:
                         raise
                 time.sleep(3.0)
             converged = time.monotonic() - t0
-            dead = letters.poll()
-            os.killpg(proc.pid, signal.SIGINT)  # Ctrl-C
-            code = proc.wait(120)
+            code = ctrl_c(proc)
         print(f"{runner}: streaming converged in {converged:.1f} s")
         text = log.read_text()
-        assert code == 0, text[-4000:]
+        assert code == STOPPED_WITH_CTRL_C[runner], text[-4000:]
         assert "ERROR" not in text and "Traceback" not in text, text[-4000:]
-        final = {v.name: _latest_panes(by_view[v.name], v) for v in views}
-        _assert_conforms(case, reference, final, _letters(dead), streaming=True)
+        final = {v.name: latest_panes(by_view[v.name], v) for v in views}
+        _assert_conforms(case, reference, final, _letters(letters.poll()), streaming=True)
         timings = Counter(r["pane_timing"] for r in rows.poll())
         assert timings["ON_TIME"] > 0, timings
     finally:

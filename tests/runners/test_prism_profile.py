@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import io
 import logging
+import os
+import threading
 from pathlib import Path
 
 import pytest
@@ -97,23 +99,71 @@ def test_each_partition_reports_the_minimum_watermark_of_the_read() -> None:
     assert _process_watermark(other, 7) == 7
 
 
-def test_after_a_cancel_worker_tracebacks_and_errors_go_to_debug() -> None:
+def test_worker_tracebacks_go_to_debug_when_needless_or_after_a_cancel() -> None:
     stream = io.StringIO()
     quiet = prism._WorkerTracebacksToDebug(stream)
-    print("Traceback (most recent call last):\n  File apache_beam/runners/worker/x", file=quiet)
+    worker = "Traceback (most recent call last):\n  File apache_beam/runners/worker/x\n"
+    needless = f"{worker}RuntimeError: Bundle is not in a finalizable state for inst-7\n"
+    print(needless, file=quiet)
+    print(f"{worker}ValueError: a real failure", file=quiet)
+    quiet.after_cancel = True
+    print(f"{worker}grpc: cancelled", file=quiet)
     print("Traceback (most recent call last):\n  File mine.py", file=quiet)
     print("a line of the run", file=quiet)
     assert stream.getvalue() == (
+        f"{worker}ValueError: a real failure\n"
         "Traceback (most recent call last):\n  File mine.py\na line of the run\n"
     )
+
+
+def test_after_a_cancel_worker_records_go_to_debug() -> None:
     drop = prism._DropAfterCancel()
 
-    def record(name: str, level: int) -> logging.LogRecord:
-        return logging.LogRecord(name, level, __file__, 1, "m", None, None)
+    def record(name: str, level: int, message: str = "m") -> logging.LogRecord:
+        return logging.LogRecord(name, level, __file__, 1, message, None, None)
 
     assert not drop.filter(record("PrismRunner", logging.ERROR))
     assert not drop.filter(record("apache_beam.runners.worker.sdk_worker", logging.ERROR))
     assert drop.filter(record("liveagg.pipelines.run", logging.ERROR))
+    needless = prism._NotFinalizableToDebug()
+    sdk = "apache_beam.runners.worker.sdk_worker"
+    assert not needless.filter(record(sdk, logging.ERROR, "Bundle is not in a finalizable state"))
+    assert needless.filter(record(sdk, logging.ERROR, "Error processing instruction 3"))
+
+
+def test_thread_exceptions_from_beam_go_to_debug_after_a_cancel() -> None:
+    handed_on: list[BaseException] = []
+    hook = prism._quiet_beam_threads(lambda args: handed_on.append(args.exc_value))
+
+    def raise_in(code: str) -> threading.ExceptHookArgs:
+        try:
+            exec(compile(code, filename, "exec"), {})
+        except RuntimeError as e:
+            return threading.ExceptHookArgs((RuntimeError, e, e.__traceback__, None))
+        raise AssertionError("no exception")
+
+    filename = f"/x/apache_beam{os.sep}runners{os.sep}worker/sdk_worker.py"
+    hook(raise_in("raise RuntimeError('stream removed')"))
+    filename = "/x/liveagg/mine.py"
+    mine = raise_in("raise RuntimeError('mine')")
+    hook(mine)
+    assert handed_on == [mine.exc_value]
+
+
+@pytest.mark.parametrize(
+    ("line", "expected"),
+    [
+        ('{"time":"t","level":"WARN","msg":"Unexpected split","bundle":"b1"}',
+         (logging.WARNING, "Unexpected split (bundle='b1')")),
+        ('{"time":"t","level":"ERROR+2","msg":"boom"}', (logging.ERROR + 2, "boom")),
+        ('{"time":"t","level":"INFO","msg":"log from SDK worker","sdk":{"msg":"hi"}}',
+         (logging.DEBUG, "hi")),
+        ("not json at all", (logging.INFO, "not json at all")),
+        ('{"level": "WARN"}', (logging.INFO, '{"level": "WARN"}')),
+    ],
+)  # fmt: skip
+def test_prism_log_lines_keep_their_level(line: str, expected: tuple[int, str]) -> None:
+    assert prism.prism_record(line) == expected
 
 
 def test_building_prism_without_go_says_how_to_get_it(monkeypatch: pytest.MonkeyPatch) -> None:
