@@ -38,11 +38,18 @@ def test_beam_args_name_the_runner_and_the_binary(tmp_path: Path) -> None:
     binary = tmp_path / "prism"
     binary.write_bytes(b"")
     args = prism.PrismProfile(location=str(binary)).beam_args()
-    assert args == ["--runner=PrismRunner", "--prism_log_level=warn", f"--prism_location={binary}"]
+    assert args == [*prism.PrismProfile(location=None).beam_args(), f"--prism_location={binary}"]
     assert prism.PrismProfile(location=None).beam_args() == [
         "--runner=PrismRunner",
         "--prism_log_level=warn",
+        "--experiments=prism_disable_sdf_split",
     ]
+
+
+def test_prism_gets_the_experiment_that_turns_splits_off() -> None:
+    config = RunConfig(views=[], runner="prism", beam_args=["--experiments=other"])
+    options = pipeline_options(config).get_all_options()
+    assert options["experiments"] == ["prism_disable_sdf_split", "other"]
 
 
 def test_the_location_defaults_to_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
