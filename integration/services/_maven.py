@@ -6,10 +6,12 @@ Maven Central is; so the brokers run from their published jars instead of a rele
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import shutil
 import subprocess
 import time
+import zipfile
 from pathlib import Path
 
 from ._core import REPO_ROOT, PrerequisiteError, ServiceError, cache_dir, tail
@@ -112,3 +114,49 @@ def resolve_jars(
     with log_file.open("a") as log:
         log.write(f"--- {name} jars ready in {time.monotonic() - t0:.1f} s: {target}\n")
     return target
+
+
+def manifest(attributes: dict[str, str]) -> bytes:
+    """A JAR manifest: lines of at most 72 bytes, continued after a leading space (JAR spec)."""
+    lines = []
+    for key, value in attributes.items():
+        data = f"{key}: {value}".encode()
+        lines.append(data[:72])
+        data = data[72:]
+        while data:
+            lines.append(b" " + data[:71])
+            data = data[71:]
+    return b"".join(line + b"\r\n" for line in lines) + b"\r\n"
+
+
+def launcher_jar(
+    name: str,
+    jar: Path,
+    main_class: str,
+    log_file: Path,
+    extra: dict[str, str] | None = None,
+) -> Path:
+    """The jars of ``integration/java/<name>/pom.xml`` in ``lib/`` beside ``jar``, and ``jar``
+    itself: a manifest alone (``Main-Class``, a relative ``Class-Path`` of ``lib/*.jar`` in
+    Maven's order, and ``extra`` attributes), so that ``java -jar`` on it runs ``main_class``.
+    """
+    lib = resolve_jars(name, log_file, jar.parent / "lib", classpath=True)
+    names = (lib / CLASSPATH_FILE).read_text().split()
+    content = manifest(
+        {
+            "Manifest-Version": "1.0",
+            "Created-By": "liveagg integration harness",
+            "Main-Class": main_class,
+            "Class-Path": " ".join(f"{lib.name}/{n}" for n in names),
+            **(extra or {}),
+        }
+    )
+    with contextlib.suppress(OSError, KeyError, zipfile.BadZipFile), zipfile.ZipFile(jar) as z:
+        if z.read("META-INF/MANIFEST.MF") == content:
+            return jar
+    partial = jar.with_name(f"{jar.name}.partial")
+    with zipfile.ZipFile(partial, "w", zipfile.ZIP_DEFLATED) as z:
+        z.writestr("META-INF/", b"")
+        z.writestr("META-INF/MANIFEST.MF", content)
+    partial.replace(jar)
+    return jar

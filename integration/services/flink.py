@@ -28,7 +28,6 @@ import signal
 import subprocess
 import sys
 import time
-import zipfile
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -61,6 +60,8 @@ BEAM_JOB_SERVER_VERSION = "2.62.0"
 """The newest ``beam-runners-flink-1.19`` on the mirror; the 2.77 Python SDK submits to it."""
 TASKMANAGERS = 2
 SLOTS_PER_TASKMANAGER = 2
+SORT_SHUFFLE_MIN_BUFFERS = 64
+"""Network buffers a batch result partition takes at least (2 MB of 32 KB segments)."""
 
 _DISTRIBUTION = (f"apache-flink=={FLINK_VERSION}", f"apache-flink-libraries=={FLINK_VERSION}")
 _PIP_TIMEOUT_S = 1800.0  # building the 230 MB libraries sdist takes a minute or two
@@ -232,46 +233,10 @@ def flink_home(log_file: Path) -> Path:
         return home
 
 
-def _manifest(attributes: dict[str, str]) -> bytes:
-    """A JAR manifest: lines of at most 72 bytes, continued after a leading space (JAR spec)."""
-    lines = []
-    for key, value in attributes.items():
-        data = f"{key}: {value}".encode()
-        lines.append(data[:72])
-        data = data[72:]
-        while data:
-            lines.append(b" " + data[:71])
-            data = data[71:]
-    return b"".join(line + b"\r\n" for line in lines) + b"\r\n"
-
-
 def job_server_launcher(log_file: Path) -> Path:
-    """The job server's jars from Maven Central, and a launcher jar that runs them.
-
-    The launcher holds only a manifest (``Main-Class`` and a relative ``Class-Path`` of
-    ``lib/*.jar`` in Maven's order), so ``java -jar`` on it, which is what Beam's
-    ``--flink_job_server_jar`` does, runs Beam's ``FlinkJobServerDriver``.
-    """
-    jar = job_server_jar()
-    lib = _maven.resolve_jars("flink-job-server", log_file, jar.parent / "lib", classpath=True)
-    names = (lib / _maven.CLASSPATH_FILE).read_text().split()
-    manifest = _manifest(
-        {
-            "Manifest-Version": "1.0",
-            "Created-By": "liveagg integration harness",
-            "Main-Class": _JOB_SERVER_MAIN,
-            "Class-Path": " ".join(f"{lib.name}/{name}" for name in names),
-        }
-    )
-    with contextlib.suppress(OSError, KeyError, zipfile.BadZipFile), zipfile.ZipFile(jar) as z:
-        if z.read("META-INF/MANIFEST.MF") == manifest:
-            return jar
-    partial = jar.with_name(f"{jar.name}.partial")
-    with zipfile.ZipFile(partial, "w", zipfile.ZIP_DEFLATED) as z:
-        z.writestr("META-INF/", b"")
-        z.writestr("META-INF/MANIFEST.MF", manifest)
-    partial.replace(jar)
-    return jar
+    """The job server's jars from Maven Central, and a launcher jar that runs them
+    (``java -jar``, which is what Beam's ``--flink_job_server_jar`` does)."""
+    return _maven.launcher_jar("flink-job-server", job_server_jar(), _JOB_SERVER_MAIN, log_file)
 
 
 # --- configuration --------------------------------------------------------------------------
@@ -314,6 +279,11 @@ def flink_config(tmp_dir: Path, taskmanager_port: int | None = None) -> dict[str
         "host": HOST,
         "numberOfTaskSlots": SLOTS_PER_TASKMANAGER,
         "memory": {"process": {"size": env_str("LIVEAGG_FLINK_TASKMANAGER_MEMORY", "1536m")}},
+        # A batch job's blocking result partition takes 512 network buffers at least (Flink
+        # 1.19's NettyShuffleEnvironmentOptions.NETWORK_SORT_SHUFFLE_MIN_BUFFERS), and the
+        # TaskManager has 3,481: a bounded run of many views, whose fused task writes many
+        # partitions, failed with "Insufficient number of network buffers: required 512".
+        "network": {"sort-shuffle": {"min-buffers": SORT_SHUFFLE_MIN_BUFFERS}},
     }
     if taskmanager_port is not None:
         taskmanager["rpc"] = {"port": taskmanager_port}
