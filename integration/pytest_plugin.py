@@ -1,5 +1,5 @@
-"""Session-scoped pytest fixtures for the real services: ``kafka``, ``cassandra``, ``s3``, ``gcs``
-and ``flink``; and ``prism``, the path of a Prism binary built for the installed Beam SDK.
+"""Session-scoped pytest fixtures for the real services: ``kafka``, ``cassandra``, ``s3``, ``gcs``,
+``flink`` and ``spark``; and ``prism``, the path of a Prism binary built for the installed Beam SDK.
 
 Each fixture reuses a healthy service already on its port (one started with
 ``python -m integration.services start``, say) or starts one, yields its connection info, and
@@ -28,6 +28,7 @@ from integration.services import (
     GcsConnection,
     KafkaConnection,
     S3Connection,
+    SparkConnection,
 )
 
 
@@ -86,6 +87,13 @@ def flink() -> Iterator[FlinkConnection]:
     friends); at the end of the session every part this process started is stopped.
     """
     yield from _serve("flink")
+
+
+@pytest.fixture(scope="session")
+def spark() -> Iterator[SparkConnection]:
+    """Beam's Spark job server, running jobs in Spark's local mode; ``spark.job_endpoint`` is
+    what ``--spark-job-endpoint`` takes. Its jars come from Maven Central on first use."""
+    yield from _serve("spark")
 
 
 @pytest.fixture(scope="session")

@@ -33,6 +33,7 @@ def _run(args: argparse.Namespace) -> int:
     from liveagg.pipelines.run import Interrupted, KafkaInput, RunConfig, UsageError, run
     from liveagg.runners.flink import FlinkProfile, JobFailed
     from liveagg.runners.prism import PrismProfile
+    from liveagg.runners.spark import SparkProfile
     from liveagg.transforms.sinks import ConnectionFailed
 
     try:
@@ -78,6 +79,7 @@ def _run(args: argparse.Namespace) -> int:
         direct_num_workers=args.direct_num_workers,
         flink=flink,
         prism=PrismProfile(location=args.prism_location or PrismProfile().location),
+        spark=_spark_profile(args, SparkProfile()),
         report_every_s=args.report_every_s,
         beam_args=args.beam_args,
         intermediate_topic=args.intermediate_topic,
@@ -101,6 +103,18 @@ def _run(args: argparse.Namespace) -> int:
         return 128 + interrupted.signum
     print(report.summary())
     return 0
+
+
+def _spark_profile(args: argparse.Namespace, default: Any) -> Any:
+    """``--spark-*`` over ``LIVEAGG_SPARK_*`` (``default``)."""
+    from dataclasses import replace
+
+    return replace(
+        default,
+        master=args.spark_master or default.master,
+        job_endpoint=args.spark_job_endpoint or default.job_endpoint,
+        job_server_jar=args.spark_job_server_jar or default.job_server_jar,
+    )
 
 
 def _connections(args: argparse.Namespace) -> Any:
@@ -354,8 +368,9 @@ def _add_run_options(p: argparse.ArgumentParser) -> None:
         choices=RUNNERS,
         default="direct",
         help="Beam runner: direct (default: Beam's DirectRunner), prism (Beam's Go runner on "
-        "this machine; runs unbounded Kafka reads with early panes) or flink (Apache Flink "
-        "through Beam's FlinkRunner); see docs/runners.md",
+        "this machine; runs unbounded Kafka reads with early panes), flink (Apache Flink "
+        "through Beam's FlinkRunner) or spark (Apache Spark through Beam's SparkRunner, "
+        "bounded input); see docs/runners.md",
     )
     p.add_argument(
         "--streaming",
@@ -376,6 +391,25 @@ def _add_run_options(p: argparse.ArgumentParser) -> None:
         metavar="PATH",
         help="the Prism binary to run (default: $LIVEAGG_PRISM_LOCATION, else Beam downloads "
         "the one of its version from GitHub); `python -m integration.services.prism` builds one",
+    )
+    spark = p.add_argument_group("Spark (--runner spark)")
+    spark.add_argument(
+        "--spark-master",
+        metavar="URL",
+        help="Spark master the job server runs the job on (default: $LIVEAGG_SPARK_MASTER, "
+        "else local[2]: Spark inside the job server)",
+    )
+    spark.add_argument(
+        "--spark-job-endpoint",
+        metavar="HOST:PORT",
+        help="a running Beam Spark job server (default: $LIVEAGG_SPARK_JOB_ENDPOINT; "
+        "`python -m integration.services start spark` runs one)",
+    )
+    spark.add_argument(
+        "--spark-job-server-jar",
+        metavar="JAR",
+        help="a Beam Spark job server jar that Beam starts for the run (default: "
+        "$LIVEAGG_SPARK_JOB_SERVER_JAR)",
     )
     flink = p.add_argument_group("Flink (--runner flink)")
     flink.add_argument(

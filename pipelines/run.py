@@ -33,7 +33,7 @@ from apache_beam.runners.runner import PipelineState
 from liveagg.errors import COMMAND_LINE, PathError, ViewError
 from liveagg.loader import load_views
 from liveagg.pipelines.compile import Compiled, Source, attach_sinks, bind_sources, build
-from liveagg.runners import direct, prism
+from liveagg.runners import direct, prism, spark
 from liveagg.runners.flink import FlinkProfile, supervise
 from liveagg.spec import Sink, ViewSpec
 from liveagg.transforms.deadletter import INPUT, NAMESPACE
@@ -67,11 +67,12 @@ class RunConfig:
     view_sinks: bool = True  # False: ignore the sinks written in view files
     dead_letter_topic: str | None = None
     connections: Connections = field(default_factory=Connections)
-    runner: str = "direct"  # direct | prism | flink
+    runner: str = "direct"  # direct | prism | flink | spark
     streaming: bool = False
     direct_num_workers: int = 1
     flink: FlinkProfile = field(default_factory=FlinkProfile)
     prism: prism.PrismProfile = field(default_factory=prism.PrismProfile)
+    spark: spark.SparkProfile = field(default_factory=spark.SparkProfile)
     report_every_s: float = 30.0  # metrics printed while a Flink job runs; 0: never
     beam_args: Sequence[str] = ()
     # Two-level runs: level 1 (``run``) writes partials here; level 2 (``rekey``) reads them.
@@ -325,6 +326,8 @@ def pipeline_options(config: RunConfig, paths: Sequence[str] = ()) -> PipelineOp
         args += config.prism.beam_args()
     elif config.runner == "flink":
         args += config.flink.beam_args(streaming=config.kafka.unbounded)
+    elif config.runner == "spark":
+        args += config.spark.beam_args()
     if config.kafka.unbounded:
         args.append("--streaming")
     try:
@@ -343,6 +346,8 @@ def _check_runner(config: RunConfig, views: Sequence[ViewSpec]) -> None:
         config.flink.check()
     if config.runner == "prism":
         config.prism.check()
+    if config.runner == "spark":
+        config.spark.check()
     if not (config.kafka.unbounded and config.runner == "direct"):
         return
     for view in views:
@@ -482,6 +487,8 @@ def _execute(
                     state = supervise(result, config.flink, config.report_every_s)
                 elif config.runner == "prism":
                     state = prism.supervise(result)
+                elif config.runner == "spark":
+                    state = spark.supervise(result)
                 else:
                     state = result.wait_until_finish()
         except BaseException as e:

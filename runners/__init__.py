@@ -2,7 +2,8 @@
 
 ``direct`` (:mod:`.direct`) is Beam's DirectRunner; ``prism`` (:mod:`.prism`) runs on Prism,
 Beam's Go runner, on this machine; ``flink`` (:mod:`.flink`) submits to an Apache Flink
-cluster, or an embedded one, through Beam's portable FlinkRunner (docs/runners.md).
+cluster, or an embedded one, through Beam's portable FlinkRunner; ``spark`` (:mod:`.spark`) to
+Beam's Spark job server (docs/runners.md).
 """
 
-RUNNERS = ("direct", "prism", "flink")
+RUNNERS = ("direct", "prism", "flink", "spark")

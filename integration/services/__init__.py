@@ -33,6 +33,7 @@ from .flink import Flink, FlinkConnection
 from .gcs import Gcs, GcsConnection
 from .kafka import Kafka, KafkaConnection
 from .s3 import S3, S3Connection
+from .spark import Spark, SparkConnection
 
 __all__ = [
     "HOST",
@@ -45,6 +46,7 @@ __all__ = [
     "S3Connection",
     "ServiceError",
     "ServiceHandle",
+    "SparkConnection",
     "cache_dir",
     "connection",
     "describe",
@@ -62,6 +64,7 @@ _SERVICES: dict[str, type[Service]] = {
     "s3": S3,
     "gcs": Gcs,
     "flink": Flink,
+    "spark": Spark,
 }
 NAMES: tuple[str, ...] = tuple(_SERVICES)
 """Every service the harness knows, in start order."""

@@ -1,17 +1,18 @@
 """One conformance suite for every runner: the same views over the same input with bad lines
-give the same rows and dead letters on direct, prism and flink.
+give the same rows and dead letters on direct, prism, flink and spark.
 
 The views are the examples and the end-to-end suite's extra views: every aggregation, fixed,
 sliding and session windows, grouping sets, granularities, filters and derived columns. One
 pipeline per runner and mode runs all of them over one generated input (3,000 lines, 1% bad,
 out of order by up to 30 s):
 
-* bounded, from a JSON Lines file;
-* bounded, from a three-partition Kafka topic holding the same lines;
+* bounded, from a JSON Lines file, on every runner;
+* bounded, from a three-partition Kafka topic holding the same lines, on every runner;
 * streaming (``--unbounded``) from that topic, on prism and flink only (the direct runner
-  refuses ``emit.early`` there), rows and dead letters to Kafka topics. Every view gets an
-  allowed lateness of 10 minutes here, longer than the input's disorder, so that no line is
-  ``too_late`` and the final pane of each window holds all its lines.
+  refuses ``emit.early`` there; streaming on Spark is not tested), rows and dead letters to
+  Kafka topics. Every view gets an allowed lateness of 10 minutes here, longer than the input's
+  disorder, so that no line is ``too_late`` and the final pane of each window holds all its
+  lines.
 
 Each run's rows must equal the DuckDB oracle's (``tests/support/compare.py``: exact, or within
 a sketch's error bound), and every run's rows must equal the direct runner's bounded rows
@@ -33,7 +34,7 @@ from typing import Any
 import orjson
 import pytest
 
-from integration.services import FlinkConnection, KafkaConnection
+from integration.services import FlinkConnection, KafkaConnection, SparkConnection
 from liveagg.loader import load_views
 from liveagg.spec import ViewSpec
 from tests.conformance.streams import (
@@ -113,6 +114,9 @@ def _runner_args(
         return ["--runner", "direct"]
     if runner == "prism":
         return ["--runner", "prism", "--prism-location", str(request.getfixturevalue("prism"))]
+    if runner == "spark":
+        spark: SparkConnection = request.getfixturevalue("spark")
+        return ["--runner", "spark", "--spark-job-endpoint", spark.job_endpoint]
     flink: FlinkConnection = request.getfixturevalue("flink")
     args = [
         *("--runner", "flink", "--flink-master", flink.master, "--parallelism", "2"),
@@ -196,7 +200,12 @@ def _assert_conforms(
 
 # --- bounded ---------------------------------------------------------------------------------
 
-RUNNERS = ["direct", "prism", pytest.param("flink", marks=pytest.mark.slow)]
+RUNNERS = [
+    "direct",
+    "prism",
+    pytest.param("flink", marks=pytest.mark.slow),
+    pytest.param("spark", marks=pytest.mark.slow),
+]
 
 
 @pytest.mark.parametrize("runner", RUNNERS)

@@ -31,7 +31,7 @@ EARLY_VIEW = {
 
 
 def test_prism_is_a_runner_choice() -> None:
-    assert RUNNERS == ("direct", "prism", "flink")
+    assert RUNNERS == ("direct", "prism", "flink", "spark")
 
 
 def test_beam_args_name_the_runner_and_the_binary(tmp_path: Path) -> None:
