@@ -11,7 +11,7 @@ module (``github.com/apache/beam/sdks/v2`` at ``v<SDK version>``), into the git-
     .cache/prism/build.log         the go install output of each build
 
 GOPATH, GOMODCACHE and GOCACHE point into ``.cache/prism/go`` during the build and are
-removed after a successful one (about 1 GB of sources and objects that only a rebuild would
+removed after a successful one (about 1.3 GB of sources and objects that only a rebuild would
 use), so a warm cache holds just the binary.
 
 ``python -m integration.services.prism`` builds it if missing and prints its path.
