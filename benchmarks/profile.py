@@ -22,7 +22,16 @@ from benchmarks.harness import PYTHON, ROOT, VIEWS
 #: (stage, substrings of a frame that place a sample in it), tried from the innermost frame.
 STAGES: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("read files", ("_ReadRange", "read_range", "ReadFromText", "textio.py")),
-    ("decode JSON", ("orjson.loads", "_add_batch.<locals>.<listcomp>", "decode_message")),
+    (
+        "decode JSON",
+        (
+            "orjson.loads",
+            "_add_batch.<locals>.<listcomp>",
+            "decode (transforms/plan",
+            "exact (transforms/plan",
+            "long_digits (transforms",
+        ),
+    ),
     ("event time", ("event_time", "eventtime.py")),
     ("extract columns", ("extract_batch", "extract ", "route ", "fields.py")),
     (

@@ -11,12 +11,19 @@ by one release can be read (or refused with a clear error) by the next:
 * ``0x02``: JSON holding integers beyond 64 bits, read with the standard library (orjson would
   turn them into floats);
 * ``0x10``: a serialized Apache DataSketches sketch follows.
+
+Accumulators that come from outside the pipeline (level 2 of a two-level run reads them from
+Kafka) are checked before they are used: every ``decode_accumulator`` refuses JSON of the wrong
+shape or types, and each sketch aggregation's ``check_accumulator`` checks the serialized sketch
+byte by byte, because DataSketches' native deserializers trust parts of the bytes they are
+given (``docs/two-level.md``).
 """
 
 from __future__ import annotations
 
 import json
 import math
+import reprlib
 from collections.abc import Iterable
 from typing import Any
 
@@ -48,6 +55,7 @@ _JSON_TYPES = {
     list: "array",
     tuple: "array",
     dict: "object",
+    type(None): "null",
 }
 
 
@@ -57,7 +65,10 @@ def json_type(value: Any) -> str:
 
 
 def _show(value: Any) -> str:
-    text = repr(value)
+    try:
+        text = repr(value)
+    except RecursionError:  # JSON nests up to 1024 levels, deeper than repr can go
+        text = f"<{json_type(value)} nested deeply>"
     return text if len(text) <= 60 else text[:57] + "..."
 
 
@@ -161,7 +172,8 @@ class NumberInput:
             return value
         return check_number(value, self.name)
 
-    # orjson gives only finite floats and ints in [-2**63, 2**64), all of which pass as they are.
+    # orjson gives only finite floats and ints in [-2**63, 2**64), all of which pass as they are;
+    # messages with longer integers (decoded by the standard library) always call coerce.
     coerce.plain_types = frozenset({int, float})  # type: ignore[attr-defined]
 
 
@@ -298,7 +310,10 @@ def load_json(data: bytes, owner: str) -> Any:
     if header == _JSON:
         return orjson.loads(data[1:])
     if header == _JSON_BIGINT:
-        return json.loads(data[1:])
+        try:
+            return json.loads(data[1:])
+        except RecursionError:  # orjson refuses such depths with a ValueError
+            raise corrupt(owner, "JSON nested too deeply") from None
     raise _bad_header(data, owner, "JSON (0x01 or 0x02)")
 
 
@@ -315,10 +330,41 @@ def load_sketch(data: bytes, owner: str) -> bytes:
 
 def _bad_header(data: bytes, owner: str, expected: str) -> ValueError:
     got = f"0x{data[0]:02x}" if data else "no bytes"
-    return ValueError(
-        f"cannot decode a {owner} accumulator: header {got}, expected {expected}; it was written "
-        "by another aggregation or a newer liveagg"
+    return corrupt(
+        owner,
+        f"header {got}, expected {expected}; it was written by another aggregation or a newer "
+        "liveagg",
     )
+
+
+def corrupt(owner: str, what: str) -> ValueError:
+    """The error for bytes that are not an accumulator ``owner`` writes; ``what`` says why."""
+    return ValueError(f"cannot decode a {owner} accumulator: {what}")
+
+
+_BRIEF = reprlib.Repr()
+_BRIEF.maxstring = _BRIEF.maxother = 60
+_BRIEF.maxlist = _BRIEF.maxdict = 4
+
+
+def brief(value: Any) -> str:
+    """A short ``repr`` of an untrusted value: bounded in length and depth, never raising."""
+    return _BRIEF.repr(value)
+
+
+def is_count(value: Any) -> bool:
+    """An int (not a bool) of at least 0."""
+    return type(value) is int and value >= 0
+
+
+def is_finite_float(value: Any) -> bool:
+    return type(value) is float and _isfinite(value)
+
+
+def is_scalar(value: Any) -> bool:
+    """A JSON scalar as an aggregation keeps it: string, boolean, int or finite float."""
+    kind = type(value)
+    return kind is str or kind is bool or kind is int or (kind is float and _isfinite(value))
 
 
 # ---------------------------------------------------------------------------------------------

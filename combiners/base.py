@@ -79,6 +79,16 @@ class LiveaggCombineFn(beam.CombineFn):
     def decode_accumulator(self, data: bytes) -> Any:
         raise NotImplementedError(f"{type(self).__name__} must implement decode_accumulator")
 
+    def check_accumulator(self, data: bytes) -> None:
+        """Raise ``ValueError`` unless ``data`` is an accumulator this aggregation writes.
+
+        Called before ``decode_accumulator`` on bytes from outside the pipeline (level 2 of a
+        two-level run reads them from Kafka), never on the runner's own state. Aggregations
+        whose decoder is native code that trusts its input (DataSketches) check the bytes
+        here; the default checks nothing, so ``decode_accumulator`` must raise for anything
+        its ``merge_accumulators`` and ``extract_output`` cannot use.
+        """
+
     def get_accumulator_coder(self) -> Coder:
         return AccumulatorCoder(self)
 

@@ -23,6 +23,7 @@ class CountFn(LiveaggCombineFn):
         ``{"aggregation": "count", "aggregated_col_name": "events"}``
     """
 
+    name = "count"
     counts_rows = True
 
     def create_accumulator(self) -> int:
@@ -49,18 +50,40 @@ class CountFn(LiveaggCombineFn):
         return c.dump_json(accumulator)
 
     def decode_accumulator(self, data: bytes) -> int:
-        return c.load_json(data, "count")
+        acc = c.load_json(data, self.name)
+        if not c.is_count(acc):
+            raise c.corrupt(self.name, f"expected a count of at least 0, got {c.brief(acc)}")
+        return acc
 
 
 # The running sum of numbers: ints are summed exactly as Python ints; floats with Neumaier's
 # compensated summation, so that float sums barely depend on the order inputs arrive in
 # (a plain float sum over shards merged in another order differs in the last digits).
-# Layout: [int_sum, float_sum, float_compensation, int_count, float_count].
-_ISUM, _FSUM, _COMP, _NINT, _NFLOAT = range(5)
+# Layout: [int_sum, float_sum, float_compensation, int_count, float_count(, spilled)].
+# A running float sum never leaves the double range: when the next addition would, the sum
+# and the value move to ``spilled``, an exact integer count of 2**-1074 (the smallest
+# double), so two 1.7e308 and a -1.7e308 sum to 1.7e308 in any order, and only a result
+# beyond the range is an overflow (an infinity, which the row writes as null with a dead
+# letter). The sixth field exists only once something spilled: ordinary accumulators keep
+# their five fields and their bytes.
+_ISUM, _FSUM, _COMP, _NINT, _NFLOAT, _SPILLED = range(6)
+_SCALE = 2**1074  # a double times this is an integer
 
 
 def _new_sum() -> list[Any]:
     return [0, 0.0, 0.0, 0, 0]
+
+
+def _units(value: float) -> int:
+    """A finite double as an exact integer number of 2**-1074."""
+    numerator, denominator = value.as_integer_ratio()  # the denominator is a power of 2
+    return numerator * (_SCALE // denominator)
+
+
+def _spill(acc: list[Any], units: int) -> None:
+    if len(acc) == _SPILLED:
+        acc.append(0)
+    acc[_SPILLED] += units
 
 
 def _add_number(acc: list[Any], value: int | float) -> list[Any]:
@@ -76,6 +99,10 @@ def _add_number(acc: list[Any], value: int | float) -> list[Any]:
 def _add_float(acc: list[Any], value: float) -> None:
     total = acc[_FSUM]
     new_total = total + value
+    if new_total - new_total:  # inf (or nan): the sum would leave the double range
+        _spill(acc, _units(total) + _units(value))
+        acc[_FSUM] = 0.0
+        return
     if abs(total) >= abs(value):
         acc[_COMP] += (total - new_total) + value
     else:
@@ -91,7 +118,10 @@ def _add_numbers(acc: list[Any], elements: Iterable[int | float]) -> list[Any]:
         acc[_ISUM] += sum(ints)
         acc[_NINT] += len(ints)
         # fsum is exact for the batch; one compensated add folds it into the running total.
-        _add_float(acc, math.fsum(floats))
+        try:
+            _add_float(acc, math.fsum(floats))
+        except OverflowError:  # the batch's partial sums leave the double range
+            _spill(acc, sum(map(_units, floats)))
         acc[_NFLOAT] += len(floats)
     else:
         acc[_ISUM] += sum(values)
@@ -107,20 +137,48 @@ def _merge_sums(accumulators: Iterable[list[Any]]) -> list[Any]:
         merged[_NFLOAT] += acc[_NFLOAT]
         _add_float(merged, acc[_FSUM])
         merged[_COMP] += acc[_COMP]
+        if len(acc) > _SPILLED and acc[_SPILLED]:
+            _spill(merged, acc[_SPILLED])
     return merged
 
 
 def _float_part(acc: list[Any]) -> float:
-    total = acc[_FSUM]
-    if not math.isfinite(total):  # overflowed: the compensation is meaningless
-        return total
-    return math.fsum((total, acc[_COMP]))
+    return math.fsum((acc[_FSUM], acc[_COMP]))
+
+
+def _total(acc: list[Any], count: int = 1) -> float:
+    """``(int sum + float sum) / count`` correctly rounded from the exact sum, as used once
+    something spilled or a rounded result overflowed; ``±inf`` beyond the double range."""
+    spilled = acc[_SPILLED] if len(acc) > _SPILLED else 0
+    exact = acc[_ISUM] * _SCALE + spilled + _units(acc[_FSUM]) + _units(acc[_COMP])
+    try:
+        return exact / (_SCALE * count)  # int / int: correctly rounded, or OverflowError
+    except OverflowError:
+        return math.inf if exact > 0 else -math.inf
+
+
+def _encode_sum(acc: list[Any]) -> bytes:
+    """One form per value: a spilled part that came back to 0 is left out."""
+    return c.dump_json(acc if len(acc) == _SPILLED or acc[_SPILLED] else acc[:_SPILLED])
 
 
 def _decode_sum(data: bytes, owner: str) -> list[Any]:
     acc = c.load_json(data, owner)
-    if not isinstance(acc, list) or len(acc) != 5:
-        raise ValueError(f"cannot decode a {owner} accumulator: expected 5 fields, got {acc!r}")
+    if not (
+        type(acc) is list
+        and len(acc) in (5, 6)
+        and type(acc[_ISUM]) is int
+        and c.is_finite_float(acc[_FSUM])
+        and c.is_finite_float(acc[_COMP])
+        and c.is_count(acc[_NINT])
+        and c.is_count(acc[_NFLOAT])
+        and (len(acc) == 5 or (type(acc[_SPILLED]) is int and acc[_SPILLED] != 0))
+    ):
+        raise c.corrupt(
+            owner,
+            "expected [int sum, float sum, compensation, int count, float count(, spilled)] "
+            f"(an int, two finite floats, two counts(, an int other than 0)), got {c.brief(acc)}",
+        )
     return acc
 
 
@@ -160,22 +218,26 @@ class SumFn(_NumericFn):
         return _merge_sums(accumulators)
 
     def extract_output(self, accumulator: list[Any]) -> int | float | None:
+        """The sum; ``±inf`` when it is beyond the range of a double (written as null)."""
         if not accumulator[_NFLOAT]:
             return accumulator[_ISUM] if accumulator[_NINT] else None
+        if len(accumulator) > _SPILLED:
+            return _total(accumulator)
         floats = _float_part(accumulator)
         total = accumulator[_ISUM]
-        if not total or not math.isfinite(floats):
+        if not total:
             return floats
         try:
-            return math.fsum((float(total), floats))
-        except OverflowError:
-            return math.copysign(math.inf, total)
+            result = math.fsum((float(total), floats))
+        except OverflowError:  # the int sum alone is beyond a double
+            result = math.inf
+        return result if math.isfinite(result) else _total(accumulator)
 
     def output_type(self) -> str:
         return "double"
 
     def encode_accumulator(self, accumulator: list[Any]) -> bytes:
-        return c.dump_json(accumulator)
+        return _encode_sum(accumulator)
 
     def decode_accumulator(self, data: bytes) -> list[Any]:
         return _decode_sum(data, self.name)
@@ -206,14 +268,17 @@ class MeanFn(_NumericFn):
         count = accumulator[_NINT] + accumulator[_NFLOAT]
         if not count:
             return None
+        if len(accumulator) > _SPILLED:
+            return _total(accumulator, count)
         # int / int is correctly rounded in Python, however large the sum.
-        return accumulator[_ISUM] / count + _float_part(accumulator) / count
+        mean = accumulator[_ISUM] / count + _float_part(accumulator) / count
+        return mean if math.isfinite(mean) else _total(accumulator, count)
 
     def output_type(self) -> str:
         return "double"
 
     def encode_accumulator(self, accumulator: list[Any]) -> bytes:
-        return c.dump_json(accumulator)
+        return _encode_sum(accumulator)
 
     def decode_accumulator(self, data: bytes) -> list[Any]:
         return _decode_sum(data, self.name)
@@ -247,10 +312,8 @@ class _ExtremeFn(c.CanonicalNumberInput, LiveaggCombineFn):
 
     def decode_accumulator(self, data: bytes) -> int | float | None:
         acc = c.load_json(data, self.name)
-        if acc is not None and type(acc) not in (int, float):
-            raise ValueError(
-                f"cannot decode a {self.name} accumulator: expected a number or null, got {acc!r}"
-            )
+        if acc is not None and (type(acc) is not int and not c.is_finite_float(acc)):
+            raise c.corrupt(self.name, f"expected a finite number or null, got {c.brief(acc)}")
         return acc
 
 

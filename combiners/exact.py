@@ -41,12 +41,30 @@ def _encode_keys(keys: set[Any]) -> bytes:
     return c.dump_json([list(keys - _BOOL_KEYS), [key[1] for key in keys & _BOOL_KEYS]])
 
 
-def _decode_keys(data: bytes, owner: str) -> set[Any]:
+_VALUE_TYPES = frozenset({str, int, float})
+
+
+def _decode_keys(data: bytes, owner: str, most: int | None = None) -> set[Any]:
+    """Read :func:`_encode_keys` output of at most ``most`` values."""
     parts = c.load_json(data, owner)
-    if not isinstance(parts, list) or len(parts) != 2:
-        raise ValueError(f"cannot decode a {owner} accumulator: expected [values, booleans]")
+    if not (
+        type(parts) is list
+        and len(parts) == 2
+        and type(parts[0]) is list
+        and type(parts[1]) is list
+        and set(map(type, parts[0])) <= _VALUE_TYPES
+        and set(map(type, parts[1])) <= {bool}
+        and all(math.isfinite(v) for v in parts[0] if type(v) is float)
+    ):
+        raise c.corrupt(
+            owner,
+            "expected [values, booleans]: a list of strings and finite numbers, and a list of "
+            f"booleans, got {c.brief(parts)}",
+        )
     keys = set(parts[0])
     keys.update(map(c.to_key, parts[1]))
+    if most is not None and len(keys) > most:
+        raise c.corrupt(owner, f"{len(keys)} values, more than the {most} it keeps")
     return keys
 
 
@@ -152,7 +170,7 @@ class CollectSetFn(c.ScalarInput, LiveaggCombineFn):
         return _encode_keys(accumulator)
 
     def decode_accumulator(self, data: bytes) -> set[Any]:
-        return _decode_keys(data, self.name)
+        return _decode_keys(data, self.name, 2 * self.max_size)
 
     def display_data(self) -> dict[str, Any]:
         return {"max_size": self.max_size}
@@ -241,11 +259,14 @@ class HistogramFn(c.NumberInput, LiveaggCombineFn):
 
     def decode_accumulator(self, data: bytes) -> list[int]:
         acc = c.load_json(data, self.name)
-        if not isinstance(acc, list) or len(acc) != len(self.bounds) + 1:
-            raise ValueError(
-                f"cannot decode a {self.name} accumulator: expected {len(self.bounds) + 1} "
-                f"counts for bounds {self.bounds}, got {acc!r:.80}; were the bounds changed?"
+        if type(acc) is not list or len(acc) != len(self.bounds) + 1:
+            raise c.corrupt(
+                self.name,
+                f"expected {len(self.bounds) + 1} counts for bounds {self.bounds}, got "
+                f"{c.brief(acc)}; were the bounds changed?",
             )
+        if not all(map(c.is_count, acc)):
+            raise c.corrupt(self.name, f"expected counts of at least 0, got {c.brief(acc)}")
         return acc
 
     def display_data(self) -> dict[str, Any]:

@@ -72,8 +72,17 @@ class _OrderedFn(c.ScalarInput, LiveaggCombineFn):
 
     def decode_accumulator(self, data: bytes) -> Entry:
         entry = c.load_json(data, self.name)
-        if entry is not None and (not isinstance(entry, list) or len(entry) != 2):
-            raise ValueError(f"cannot decode a {self.name} accumulator: expected [time, value]")
+        if entry is not None and not (
+            type(entry) is list
+            and len(entry) == 2
+            and type(entry[0]) is int
+            and c.is_scalar(entry[1])
+        ):
+            raise c.corrupt(
+                self.name,
+                "expected null or [time, value] (an int and a string, finite number or "
+                f"boolean), got {c.brief(entry)}",
+            )
         return entry
 
 

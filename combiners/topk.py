@@ -15,9 +15,11 @@ Values keep their JSON type: they are stored as canonical JSON text (``"a"``, ``
 
 from __future__ import annotations
 
+import struct
 from collections.abc import Iterable
 from typing import Any
 
+import numpy as np
 import orjson
 from datasketches import frequent_items_error_type, frequent_strings_sketch
 
@@ -118,5 +120,135 @@ class TopKFn(c.ScalarInput, LiveaggCombineFn):
     def decode_accumulator(self, data: bytes) -> frequent_strings_sketch:
         return frequent_strings_sketch.deserialize(c.load_sketch(data, self.name))
 
+    def check_accumulator(self, data: bytes) -> None:
+        check_frequent_strings(c.load_sketch(data, self.name), self.lg_max_map_size, self.name)
+
     def display_data(self) -> dict[str, Any]:
         return {"k": self.k, "lg_max_map_size": self.lg_max_map_size}
+
+
+# ---------------------------------------------------------------------------------------------
+# The serialized sketch, checked before DataSketches reads it
+# ---------------------------------------------------------------------------------------------
+#
+# frequent_strings_sketch.serialize() and .deserialize() (Apache DataSketches C++,
+# fi/include/frequent_items_sketch.hpp for the constants, frequent_items_sketch_impl.hpp:
+# serialize(unsigned) and deserialize(const void*, size_t, ...), reverse_purge_hash_map.hpp;
+# common/include/serde.hpp: serde<std::string>). Eight bytes: preamble longs (1 empty, else 4),
+# serial version (1), family (10), lg_max_map_size, lg_cur_map_size, flags (0, or 5 when
+# empty), two unused. Then, unless empty: the number of items (uint32), unused (uint32), the
+# total weight and the offset (uint64), one weight per item (uint64), and the items, each a
+# uint32 length and that many bytes.
+#
+# deserialize() checks the version, family and lg_cur <= lg_max, but not lg_max itself (the
+# map allocates 2**lg_cur slots from it), and ignores bytes left over. Each item is also read
+# back as this aggregation's canonical JSON text (extract_output parses it), and must be UTF-8
+# (the binding turns it into a Python str).
+
+_FI_FAMILY, _LG_MIN_MAP_SIZE = 10, 3
+_FI_HEADER = struct.Struct("<IIQQ")  # items, unused, total weight, offset
+_FI_START = 32
+_MAX_WEIGHT = 2**62  # a count of updates: far beyond any stream, and estimates stay int64
+_LENGTH = struct.Struct("<I")
+
+
+def check_frequent_strings(data: bytes, lg_max_map_size: int, owner: str) -> None:
+    """Raise ``ValueError`` unless ``data`` is a frequent-strings sketch of
+    ``lg_max_map_size`` holding this aggregation's JSON texts, that
+    ``frequent_strings_sketch.deserialize`` and ``extract_output`` can read safely."""
+
+    def bad(what: str) -> ValueError:
+        return c.corrupt(owner, f"frequent items sketch: {what}")
+
+    size = len(data)
+    if size < 8:
+        raise bad(f"{size} bytes, shorter than the 8-byte preamble")
+    preamble, version, family, lg_max, lg_cur, flags = data[:6]
+    if family != _FI_FAMILY:
+        raise bad(f"family id {family}, expected {_FI_FAMILY} (frequent items)")
+    if version != 1:
+        raise bad(f"serial version {version}, expected 1")
+    if lg_max != lg_max_map_size:
+        raise bad(
+            f"lg_max_map_size {lg_max}, but the view's {owner} has {lg_max_map_size}; it was "
+            "written by another definition"
+        )
+    if not _LG_MIN_MAP_SIZE <= lg_cur <= lg_max:
+        raise bad(f"lg_cur_map_size {lg_cur}, expected {_LG_MIN_MAP_SIZE} to {lg_max}")
+    if flags not in (0, 1, 5):
+        raise bad(f"flags 0x{flags:02x}")
+    if flags:
+        if preamble != 1 or size != 8:
+            raise bad(f"empty: {preamble} preamble longs and {size} bytes, expected 1 and 8")
+        return
+    if preamble != 4 or size < _FI_START:
+        raise bad(f"{preamble} preamble longs and {size} bytes, expected 4 and at least 32")
+    count, _, total, offset = _FI_HEADER.unpack_from(data, 8)
+    most = 3 << lg_max >> 2  # reverse_purge_hash_map's load factor, 0.75
+    if not 1 <= count <= most:
+        raise bad(f"{count} items, expected 1 to {most}")
+    if total > _MAX_WEIGHT or offset > total:
+        raise bad(f"total weight {total} and offset {offset} out of range")
+    pos = _FI_START + 8 * count
+    if size < pos:
+        raise bad(f"{size} bytes, too short for the weights of {count} items")
+    weights = np.frombuffer(data, "<u8", count, _FI_START)
+    if int(weights.min()) < 1 or int(weights.max()) > total:
+        raise bad(f"item weights out of range 1 to the total weight {total}")
+    items = []
+    unpack, append = _LENGTH.unpack_from, items.append
+    try:
+        for _ in range(count):  # the bounds are checked once, after the loop
+            (length,) = unpack(data, pos)
+            append(data[pos + 4 : pos + 4 + length])
+            pos += 4 + length
+    except struct.error:
+        raise bad(f"{size} bytes end within its {count} items") from None
+    if pos > size:
+        raise bad(f"its {count} items run {pos - size} bytes past its end")
+    if pos != size:
+        raise bad(f"{size - pos} bytes after its {count} items")
+    if not _all_items(items):
+        bad_item = next((raw for raw in items if not _is_item(raw)), items[0])
+        raise bad(f"item {c.brief(bad_item)} is not a value as {owner} stores it")
+
+
+_SCALAR_TYPES = frozenset({str, int, float, bool})
+
+
+def _all_items(items: list[bytes]) -> bool:
+    """Whether every item is a canonical JSON scalar text, as ``add_input`` stores it.
+
+    In two passes of orjson over all items as one JSON array, one item per line: the array
+    must parse to as many scalars as there are items (orjson reads no NaN or infinity), and
+    print back, one per line, as exactly those lines. A scalar prints on one line, so each
+    item is the text of its own value, not part of a neighbour's. Ints beyond 64 bits,
+    stored as their digits, read back as floats there, and are checked one by one.
+    """
+    lines = b"[\n  " + b",\n  ".join(items) + b"\n]"
+    try:
+        values = orjson.loads(lines)
+    except orjson.JSONDecodeError:
+        return False
+    if (
+        len(values) == len(items)
+        and set(map(type, values)) <= _SCALAR_TYPES
+        and orjson.dumps(values, option=orjson.OPT_INDENT_2) == lines
+    ):
+        return True
+    return all(map(_is_item, items))
+
+
+def _is_item(raw: bytes) -> bool:
+    """Whether ``raw`` is the canonical JSON text of a scalar, as ``add_input`` stores it."""
+    try:
+        text = raw.decode()
+        value = c.from_text(text)
+    except (ValueError, IndexError):  # UnicodeDecodeError and JSONDecodeError included
+        return False
+    if not c.is_scalar(value):
+        return False
+    try:
+        return _dumps(value).decode() == text
+    except TypeError:  # an int beyond 64 bits
+        return str(value) == text

@@ -15,6 +15,8 @@ or, once registered under the entry-point group ``liveagg.combiners`` in your pa
     {"aggregation": "range", "col_name": "price", "aggregated_col_name": "price_range"}
 
 Any other key in ``params`` is passed to the class as a keyword argument (here: ``scale``).
+A view can only name a subclass of ``LiveaggCombineFn``: a function or any other class is a
+validation error, and nothing it names is called.
 """
 
 from __future__ import annotations
@@ -48,7 +50,11 @@ class RangeFn(LiveaggCombineFn):
     """
 
     def __init__(self, scale: float = 1.0) -> None:
-        """Check the params once, when the view is loaded, not per message.
+        """Check the params once, when ``liveagg run`` loads the view, not per message.
+
+        ``liveagg validate`` does not call this: it checks the params' names against this
+        signature. Keep the module's top level free of side effects too: naming the class in
+        a view imports the module, which runs it.
 
         Args:
             scale: multiplies the result, e.g. ``0.001`` to turn milliseconds into seconds.

@@ -4,9 +4,11 @@
 from __future__ import annotations
 
 import argparse
+import difflib
 import logging
 import sys
 from collections.abc import Sequence
+from typing import Any
 
 from liveagg import __version__
 from liveagg.runners import RUNNERS
@@ -27,22 +29,16 @@ def _run(args: argparse.Namespace) -> int:
     from dataclasses import replace
     from datetime import timedelta
 
-    from liveagg.errors import ViewError, ViewErrors
-    from liveagg.pipelines.run import KafkaInput, RunConfig, run
+    from liveagg.errors import PathError, ViewError, ViewErrors
+    from liveagg.pipelines.run import Interrupted, KafkaInput, RunConfig, UsageError, run
     from liveagg.runners.flink import FlinkProfile, JobFailed
-    from liveagg.transforms.sinks import Connections
+    from liveagg.transforms.sinks import ConnectionFailed
 
-    defaults = Connections()
-    connections = Connections(
-        kafka_bootstrap=args.kafka_bootstrap or defaults.kafka_bootstrap,
-        cassandra_hosts=tuple(args.cassandra_hosts.split(","))
-        if args.cassandra_hosts
-        else defaults.cassandra_hosts,
-        cassandra_port=args.cassandra_port or defaults.cassandra_port,
-        cassandra_local_dc=args.cassandra_local_dc or defaults.cassandra_local_dc,
-        s3_endpoint=args.s3_endpoint or defaults.s3_endpoint,
-        gcs_endpoint=args.gcs_endpoint or defaults.gcs_endpoint,
-    )
+    try:
+        connections = _connections(args)
+    except ValueError as error:  # a malformed LIVEAGG_* variable, a certificate without key
+        print(f"liveagg {args.command}: error: {error}", file=sys.stderr)
+        return 2
     flink = FlinkProfile()
     flink = replace(
         flink,
@@ -84,6 +80,7 @@ def _run(args: argparse.Namespace) -> int:
         beam_args=args.beam_args,
         intermediate_topic=args.intermediate_topic,
         rekey=args.rekey,
+        progress=sys.stderr.isatty(),
     )
     try:
         report = run(config)
@@ -91,11 +88,62 @@ def _run(args: argparse.Namespace) -> int:
         for error in errors:
             print(error, file=sys.stderr)
         return 1
-    except (ViewError, JobFailed) as error:
+    except (ViewError, JobFailed, ConnectionFailed, PathError) as error:
         print(error, file=sys.stderr)
         return 1
+    except UsageError as error:
+        print(f"liveagg {args.command}: error: {error}", file=sys.stderr)
+        return 2
+    except Interrupted as interrupted:
+        print(interrupted, file=sys.stderr)
+        return 128 + interrupted.signum
     print(report.summary())
     return 0
+
+
+def _connections(args: argparse.Namespace) -> Any:
+    """The run's :class:`Connections`: each option over its environment variable."""
+    from liveagg.transforms.sinks import CassandraTls, Connections, kafka_settings
+
+    defaults = Connections()
+    env_tls = defaults.cassandra_tls
+    files = {
+        "ca_file": args.cassandra_ca_file,
+        "cert_file": args.cassandra_cert_file,
+        "key_file": args.cassandra_key_file,
+    }
+    tls = env_tls
+    if args.cassandra_tls or any(files.values()) or args.cassandra_no_verify_hostname:
+        base = env_tls or CassandraTls()
+        tls = CassandraTls(
+            ca_file=files["ca_file"] or base.ca_file,
+            cert_file=files["cert_file"] or base.cert_file,
+            key_file=files["key_file"] or base.key_file,
+            verify_hostname=base.verify_hostname and not args.cassandra_no_verify_hostname,
+        )
+    return Connections(
+        kafka_bootstrap=args.kafka_bootstrap or defaults.kafka_bootstrap,
+        kafka_config={**defaults.kafka_config, **kafka_settings(args.kafka_config or [])},
+        cassandra_hosts=tuple(args.cassandra_hosts.split(","))
+        if args.cassandra_hosts
+        else defaults.cassandra_hosts,
+        cassandra_port=args.cassandra_port or defaults.cassandra_port,
+        cassandra_local_dc=args.cassandra_local_dc or defaults.cassandra_local_dc,
+        cassandra_username=args.cassandra_username or defaults.cassandra_username,
+        cassandra_password=defaults.cassandra_password,
+        cassandra_tls=tls,
+        s3_endpoint=args.s3_endpoint or defaults.s3_endpoint,
+        gcs_endpoint=args.gcs_endpoint or defaults.gcs_endpoint,
+    )
+
+
+def _kafka_setting(text: str) -> tuple[str, str]:
+    from liveagg.transforms.sinks import parse_kafka_setting
+
+    try:
+        return parse_kafka_setting(text)
+    except ValueError as e:  # argparse would print the value, which may be a password
+        raise argparse.ArgumentTypeError(str(e)) from None
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -121,10 +169,15 @@ def build_parser() -> argparse.ArgumentParser:
     run = sub.add_parser(
         "run",
         help="compile views into one Beam pipeline and run it",
+        usage="liveagg run --views PATH... [--input [SOURCE=]FILE_OR_GLOB | --kafka-topic "
+        "[SOURCE=]TOPIC] [--output DIR] [options] [Beam pipeline options]",
         description="Compile the views into one Beam pipeline that reads each source once, "
         "and run it. With --input (JSON Lines) and --output DIR, rows are written as JSON "
         "Lines under DIR/<view>/ (one file per window), dead letters under "
-        "DIR/_dead_letter/. Unknown options are passed to Beam as pipeline options.",
+        "DIR/_dead_letter/, and DIR/_SUCCESS last. Beam's pipeline options "
+        "(--max_bundle_size=N, ...) are passed to Beam; an option that neither liveagg nor "
+        "Beam declares is an error. Exit status: 0 done, 1 failed (views, input, output), "
+        "2 bad command line, 130 interrupted.",
     )
     run.add_argument(
         "--views", nargs="+", required=True, metavar="PATH", help="view files or folders"
@@ -133,8 +186,10 @@ def build_parser() -> argparse.ArgumentParser:
         "--input",
         action="append",
         metavar="[SOURCE=]FILE_OR_GLOB",
-        help="JSON Lines input, one message per line. 'SOURCE=GLOB' binds a view source name; "
-        "a bare GLOB serves every source not bound otherwise. Repeatable.",
+        help="JSON Lines input, one message per line: a file or a glob (not a folder), "
+        "local, s3:// or gs://; .gz, .bz2, .xz, .zst and .deflate files are decompressed. "
+        "'SOURCE=GLOB' binds a view source name; a bare GLOB serves every source not bound "
+        "otherwise. Repeatable.",
     )
     run.add_argument(
         "--kafka-topic",
@@ -150,16 +205,19 @@ def build_parser() -> argparse.ArgumentParser:
         "instead of rows to its sinks; 'liveagg rekey' merges them (docs/two-level.md)",
     )
     _add_run_options(run)
-    run.set_defaults(func=_run, rekey=False)
+    run.set_defaults(func=_run, rekey=False, subparser=run)
 
     rekey = sub.add_parser(
         "rekey",
         help="level 2 of a two-level run: merge partial aggregates into rows",
+        usage="liveagg rekey --views PATH... --intermediate-topic TOPIC [--output DIR] "
+        "[options] [Beam pipeline options]",
         description="Read the partial aggregates that 'liveagg run --intermediate-topic' wrote, "
         "re-key them by each view's final grouping key and window (its roll-up, if it "
         "declares one), merge them and write rows to the sinks exactly as a one-level run. "
         "Partials of another definition of a view go to the dead letters, never merged. "
-        "Unknown options are passed to Beam as pipeline options.",
+        "Beam's pipeline options are passed to Beam; an option that neither liveagg nor "
+        "Beam declares is an error.",
     )
     rekey.add_argument(
         "--views",
@@ -175,7 +233,7 @@ def build_parser() -> argparse.ArgumentParser:
         help="the Kafka topic level 1 writes its partials to",
     )
     _add_run_options(rekey)
-    rekey.set_defaults(func=_run, rekey=True, input=None, kafka_topic=None)
+    rekey.set_defaults(func=_run, rekey=True, input=None, kafka_topic=None, subparser=rekey)
     return parser
 
 
@@ -185,6 +243,16 @@ def _add_run_options(p: argparse.ArgumentParser) -> None:
         "--kafka-bootstrap",
         metavar="HOST:PORT[,...]",
         help="Kafka bootstrap servers (default: $LIVEAGG_KAFKA_BOOTSTRAP)",
+    )
+    p.add_argument(
+        "--kafka-config",
+        action="append",
+        type=_kafka_setting,
+        metavar="KEY=VALUE",
+        help="a librdkafka setting for every Kafka client of the run (source, sinks, dead "
+        "letters, intermediate topic), e.g. security.protocol=SASL_SSL. Repeatable; over "
+        "$LIVEAGG_KAFKA_CONFIG_<KEY> (dots as underscores: LIVEAGG_KAFKA_CONFIG_SASL_PASSWORD), "
+        "the place for passwords (docs/kafka.md)",
     )
     p.add_argument("--kafka-group-id", metavar="ID", help="consumer group (liveagg-<topic>)")
     p.add_argument(
@@ -232,6 +300,42 @@ def _add_run_options(p: argparse.ArgumentParser) -> None:
         "--cassandra-port", type=int, help="CQL port (default: $LIVEAGG_CASSANDRA_PORT or 9042)"
     )
     p.add_argument("--cassandra-local-dc", metavar="DC", help="Cassandra local datacenter")
+    p.add_argument(
+        "--cassandra-username",
+        metavar="USER",
+        help="log in to Cassandra as USER (default: $LIVEAGG_CASSANDRA_USERNAME); the password "
+        "only from $LIVEAGG_CASSANDRA_PASSWORD",
+    )
+    p.add_argument(
+        "--cassandra-tls",
+        action="store_true",
+        help="connect to Cassandra with TLS (default: $LIVEAGG_CASSANDRA_TLS; implied by the "
+        "file options below)",
+    )
+    p.add_argument(
+        "--cassandra-ca-file",
+        metavar="PEM",
+        help="CA certificates that signed the nodes' certificates (default: "
+        "$LIVEAGG_CASSANDRA_CA_FILE, else the system's)",
+    )
+    p.add_argument(
+        "--cassandra-cert-file",
+        metavar="PEM",
+        help="client certificate, with --cassandra-key-file "
+        "(default: $LIVEAGG_CASSANDRA_CERT_FILE)",
+    )
+    p.add_argument(
+        "--cassandra-key-file",
+        metavar="PEM",
+        help="the client certificate's unencrypted private key (default: "
+        "$LIVEAGG_CASSANDRA_KEY_FILE)",
+    )
+    p.add_argument(
+        "--cassandra-no-verify-hostname",
+        action="store_true",
+        help="accept a node certificate that does not name the address it was reached at "
+        "(still signed by the CA); default: verify ($LIVEAGG_CASSANDRA_TLS_VERIFY_HOSTNAME)",
+    )
     p.add_argument(
         "--s3-endpoint",
         metavar="URL",
@@ -338,15 +442,94 @@ def main(argv: Sequence[str] | None = None) -> int:
     args, extra = parser.parse_known_args(argv)
     if extra and args.command not in ("run", "rekey"):
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    _configure_logging(args.verbose)  # before anything imports Beam
+    if extra:
+        try:
+            unknown = unknown_options(extra)
+        except argparse.ArgumentError as e:  # a Beam option with a value Beam refuses
+            args.subparser.error(str(e))
+        if unknown:
+            args.subparser.error(
+                f"unrecognized arguments: {' '.join(unknown)}{_suggest(unknown, args.subparser)}"
+            )
     args.beam_args = extra
-    logging.basicConfig(
-        level=logging.INFO if args.verbose else logging.WARNING,
-        format="%(levelname)s %(name)s: %(message)s",
-    )
-    if not args.verbose:
-        # Beam warns about optional GCP clients at import; they are not used here.
-        logging.getLogger("root").setLevel(logging.ERROR)
-    return args.func(args)
+    try:
+        return args.func(args)
+    except KeyboardInterrupt:  # before the run started writing (it reports its own)
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+def unknown_options(args: Sequence[str]) -> list[str]:
+    """The arguments that no ``PipelineOptions`` class declares, as Beam parses them.
+
+    Beam knows its options by the classes themselves: ``PipelineOptions.get_all_options``
+    builds a ``_BeamArgumentParser(allow_abbrev=False)``, calls
+    ``cls._add_argparse_args(parser)`` for every class in ``PipelineOptions.__subclasses__()``
+    (then the ``add_extra_args_fn`` it is given) and parses with ``parse_known_args``; what
+    is left over it only logs, "Discarding unparseable args"
+    (``apache_beam/options/pipeline_options.py``). Handing it an ``add_extra_args_fn`` that
+    keeps the parser gives that very parser, to find the leftovers with. Its errors raise
+    ``argparse.ArgumentError`` (``--max_bundle_size=many``, say) instead of printing Beam's
+    usage of every option.
+    """
+    from apache_beam.options.pipeline_options import PipelineOptions
+
+    # A class is known once imported: liveagg's own (``FlinkJavaOptions``: Flink options that
+    # Beam's Python SDK does not declare) come with the modules a run imports anyway.
+    import liveagg.pipelines.run  # noqa: F401
+
+    parsers: list[argparse.ArgumentParser] = []
+
+    def keep(parser: argparse.ArgumentParser) -> None:
+        parser.exit_on_error = False
+        parsers.append(parser)
+
+    PipelineOptions(list(args)).get_all_options(add_extra_args_fn=keep)
+    _, unknown = parsers[0].parse_known_args(list(args))
+    return list(unknown)
+
+
+def _suggest(unknown: Sequence[str], parser: argparse.ArgumentParser) -> str:
+    """``(did you mean --output?)`` for the first unknown option close to a liveagg one."""
+    known = [option for action in parser._actions for option in action.option_strings]
+    for arg in unknown:
+        if arg.startswith("--"):
+            close = difflib.get_close_matches(arg.split("=", 1)[0], known, n=1)
+            if close:
+                return f" (did you mean {close[0]}?)"
+    return ""
+
+
+class _OwnRecords(logging.Filter):
+    """Without ``-v``, only liveagg's own log records reach the terminal: third-party
+    warnings (Beam's, its clients', Python warnings) are for those who ask for them."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.name == "liveagg" or record.name.startswith("liveagg.")
+
+
+def _configure_logging(verbose: bool) -> None:
+    """Log to stderr; without ``verbose``, liveagg's warnings only.
+
+    This must run before Beam is imported. Importing Beam imports
+    ``apache_beam/io/gcp/internal/clients/bigquery/__init__.py``, which, when apitools is not
+    installed, calls ``logging.warning("apitools not found, ...")`` on the root logger; and
+    ``logging.warning`` first calls ``basicConfig()`` when the root logger has no handler
+    (Python's ``logging/__init__.py``), which would install a handler of its own that prints
+    every later warning. With a handler here first, that record meets the filter instead.
+    """
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
+    handler.set_name("liveagg")
+    if not verbose:
+        handler.addFilter(_OwnRecords())
+    root = logging.getLogger()
+    for old in [h for h in root.handlers if h.get_name() == "liveagg"]:  # main() called again
+        root.removeHandler(old)
+    root.addHandler(handler)
+    root.setLevel(logging.INFO if verbose else logging.WARNING)
+    logging.captureWarnings(True)  # warnings.warn(...) become "py.warnings" records
 
 
 if __name__ == "__main__":

@@ -6,6 +6,7 @@ Every problem found in a view is reported as ``FILE: $.json.path: message`` so t
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterable, Iterator
 from typing import TYPE_CHECKING
 
@@ -77,3 +78,46 @@ class ViewErrors(Exception):
 
 COMMAND_LINE = "<command line>"
 """The ``file`` of errors in command-line options rather than in a view file."""
+
+
+class PathError(Exception):
+    """A file or folder that a run cannot read or write: ``PATH: message``, one line.
+
+    Raised for what the environment gets wrong (a missing or unreadable input, a truncated
+    ``.gz``, an output folder that cannot be written, a full disk), not for bad messages,
+    which are dead letters. Beam's DirectRunner re-raises an exception from a DoFn as
+    ``type(exn)(exn.args[0] + " [while running 'STEP']", *exn.args[1:])``
+    (``apache_beam/runners/common.py``, ``_reraise_augmented``), so the whole line is the one
+    argument and ``str()`` drops that step annotation again.
+
+    Example::
+
+        raise PathError("logs/a.jsonl.gz", "truncated gzip data (the file ends inside a member)")
+    """
+
+    def __init__(self, path: str, message: str | None = None) -> None:
+        super().__init__(path if message is None else f"{path}: {message}")
+
+    def __str__(self) -> str:
+        return _STEP_ANNOTATION.sub("", str(self.args[0]))
+
+
+_STEP_ANNOTATION = re.compile(r" \[while running '[^']*'\]")
+
+
+def reason(error: BaseException) -> str:
+    """What went wrong with a file, in one line: ``No space left on device`` rather than
+    Beam's ``Rename operation failed with exceptions {(src, dst): IOError(OSError(...))}``
+    (``BeamIOError`` holds the error of each path in ``exception_details``)."""
+    from apache_beam.io.filesystem import BeamIOError
+
+    if isinstance(error, BeamIOError) and error.exception_details:
+        return "; ".join(sorted({reason(e) for e in error.exception_details.values()}))
+    if isinstance(error, OSError):
+        inner = error.args[0] if len(error.args) == 1 else None
+        if isinstance(inner, BaseException):  # Beam wraps an OSError in an IOError
+            return reason(inner)
+        if error.strerror:
+            return error.strerror
+    text = str(error).strip().splitlines()
+    return text[0] if text else type(error).__name__

@@ -2,12 +2,20 @@
 
 A derived column is computed from a window's aggregated values after the combine step. The
 language is deliberately tiny -- numbers, lowercase names, ``+ - * /``, unary minus and
-parentheses -- and is parsed by a hand-written recursive-descent parser into plain closures.
-User text is never passed to ``eval`` or ``compile``.
+parentheses -- and is parsed by a hand-written recursive-descent parser into a postfix
+program that a loop evaluates. User text is never passed to ``eval`` or ``compile``.
 
-Evaluation follows SQL's null rules, because the inputs are aggregates that may be null
-(an all-null group): any null or non-numeric operand gives ``None``, and so do division by
-zero and results that are not finite (``inf``/``nan`` cannot be written to JSON or Cassandra).
+Bounded by construction, so that a view that passes ``liveagg validate`` cannot fail at run
+time: an expression has at most :data:`MAX_LENGTH` characters and :data:`MAX_DEPTH` levels
+of parentheses and minus signs (the parser recurses once per level), and evaluation uses no
+recursion at all, so a long chain ``a + b + c + ...`` needs no more stack than ``a + b``.
+
+Arithmetic is in floating point (IEEE 754 doubles), as in SQL engines' ``DOUBLE``: integer
+inputs and literals are converted to floats, so ``events - clicks`` is ``1788.0``. Evaluation
+follows SQL's null rules, because the inputs are aggregates that may be null (an all-null
+group): any null or non-numeric operand gives ``None``, and so do operands beyond a double's
+range, division by zero and results that are not finite (``inf``/``nan`` cannot be written to
+JSON or Cassandra).
 
 Example:
     >>> ctr = parse_expr("clicks / impressions")
@@ -21,18 +29,18 @@ Example:
 
 from __future__ import annotations
 
-import math
 import numbers
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
+from functools import partial
+from math import isfinite
 from typing import Any
 
-Number = int | float
-Evaluator = Callable[[Mapping[str, Any]], Number | None]
-
-#: Deeper nesting than this is certainly a mistake and would exhaust Python's stack.
+#: Deeper nesting than this is certainly a mistake; it bounds the parser's recursion.
 MAX_DEPTH = 64
+#: Longer expressions are not formulas anyone reads; it bounds the work per output row.
+MAX_LENGTH = 1000
 
 _TOKEN = re.compile(
     r"""
@@ -45,6 +53,11 @@ _TOKEN = re.compile(
 )
 
 _OPERAND = "a number, a column name or '('"
+
+
+def _quoted(text: str) -> str:
+    """The expression as shown in messages: quoted, and cut when long."""
+    return repr(text) if len(text) <= 80 else repr(text[:77]) + "..."
 
 
 class ExprSyntaxError(ValueError):
@@ -61,8 +74,23 @@ class ExprSyntaxError(ValueError):
         self.position = position
         self.expected = expected
         super().__init__(
-            f"syntax error in {text!r} at column {position + 1}: expected {expected}, found {found}"
+            f"syntax error in {_quoted(text)} at column {position + 1}: expected {expected}, "
+            f"found {found}"
         )
+
+
+class ExprTooLong(ExprSyntaxError):
+    """The expression is longer than :data:`MAX_LENGTH`; it is not read at all."""
+
+    def __init__(self, text: str) -> None:
+        ValueError.__init__(
+            self,
+            f"the expression is {len(text):,} characters long; at most {MAX_LENGTH:,} are "
+            "accepted (split it into several derived columns)",
+        )
+        self.text = text
+        self.position = MAX_LENGTH
+        self.expected = f"at most {MAX_LENGTH:,} characters"
 
 
 @dataclass(frozen=True)
@@ -93,70 +121,72 @@ def _tokenize(text: str) -> list[_Token]:
     return tokens
 
 
-def _as_number(value: Any) -> Number | None:
+def _as_float(value: Any) -> float | None:
+    """An operand as a finite float, or ``None`` (SQL's null) when it cannot be one."""
+    kind = type(value)
+    if kind is float:  # the common cases first: no isinstance against an ABC
+        return value if isfinite(value) else None
     # bool is an int subclass, but True + True is not an aggregate anyone meant to compute.
-    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+    if kind is bool or (kind is not int and not isinstance(value, numbers.Real)):
         return None
-    return value  # type: ignore[return-value]
-
-
-def _finite(value: Number) -> Number | None:
-    if isinstance(value, float) and not math.isfinite(value):
+    try:
+        number = float(value)
+    except OverflowError:  # an int beyond a double's range
         return None
-    return value
+    return number if isfinite(number) else None
 
 
-def _constant(value: Number) -> Evaluator:
-    def evaluate(values: Mapping[str, Any]) -> Number | None:
-        return value
-
-    return evaluate
-
-
-def _lookup(name: str) -> Evaluator:
-    def evaluate(values: Mapping[str, Any]) -> Number | None:
-        return _as_number(values.get(name))
-
-    return evaluate
+# Postfix instructions, each ``(code, argument)``: push a constant, push a column's value,
+# negate the top of the stack, or combine the two top values with an operator.
+_CONST, _LOAD, _NEG, _ADD, _SUB, _MUL, _DIV = range(7)
+_BINARY = {"+": _ADD, "-": _SUB, "*": _MUL, "/": _DIV}
+_Program = tuple[tuple[int, Any], ...]
 
 
-def _negate(operand: Evaluator) -> Evaluator:
-    def evaluate(values: Mapping[str, Any]) -> Number | None:
-        value = operand(values)
-        return None if value is None else -value
+def _run(program: _Program, values: Mapping[str, Any]) -> float | None:
+    """Evaluate a postfix program with an explicit stack: no recursion, whatever its length.
 
-    return evaluate
-
-
-def _binary(op: str, left: Evaluator, right: Evaluator) -> Evaluator:
-    def evaluate(values: Mapping[str, Any]) -> Number | None:
-        a = left(values)
-        if a is None:
-            return None
-        b = right(values)
-        if b is None:
-            return None
-        try:
-            if op == "+":
+    Every operator propagates null, so the first null operand, division by zero or
+    non-finite intermediate result makes the whole value null: evaluation stops there.
+    """
+    stack: list[float] = []
+    push, pop = stack.append, stack.pop
+    for code, arg in program:
+        if code == _LOAD:
+            value = _as_float(values.get(arg))
+            if value is None:
+                return None
+            push(value)
+        elif code == _CONST:
+            push(arg)
+        elif code == _NEG:
+            stack[-1] = -stack[-1]
+        else:
+            b = pop()
+            a = stack[-1]
+            if code == _ADD:
                 result = a + b
-            elif op == "-":
+            elif code == _SUB:
                 result = a - b
-            elif op == "*":
+            elif code == _MUL:
                 result = a * b
+            elif b == 0:
+                return None
             else:
-                if b == 0:
-                    return None
                 result = a / b
-        except (OverflowError, ZeroDivisionError):
-            return None
-        return _finite(result)
-
-    return evaluate
+            if not isfinite(result):
+                return None
+            stack[-1] = result
+    return stack[0]
 
 
 class _Parser:
     """``expr := term (('+'|'-') term)*``; ``term := unary (('*'|'/') unary)*``;
-    ``unary := '-' unary | primary``; ``primary := number | name | '(' expr ')'``."""
+    ``unary := '-' unary | primary``; ``primary := number | name | '(' expr ')'``.
+
+    Emits postfix code as it goes; it recurses only into parentheses and minus signs, at most
+    :data:`MAX_DEPTH` deep.
+    """
 
     def __init__(self, text: str) -> None:
         self.text = text
@@ -164,6 +194,7 @@ class _Parser:
         self.index = 0
         self.depth = 0
         self.names: list[str] = []
+        self.code: list[tuple[int, Any]] = []
 
     @property
     def current(self) -> _Token:
@@ -171,66 +202,67 @@ class _Parser:
 
     def fail(self, expected: str) -> ExprSyntaxError:
         token = self.current
-        found = "the end of the expression" if token.kind == "end" else repr(token.text)
+        found = "the end of the expression" if token.kind == "end" else _quoted(token.text)
         return ExprSyntaxError(self.text, token.position, expected, found)
 
-    def parse(self) -> Evaluator:
+    def parse(self) -> _Program:
         if self.current.kind == "end":
             raise self.fail(_OPERAND)
-        evaluator = self.expr()
+        self.expr()
         if self.current.kind != "end":
             raise self.fail("an operator (+ - * /) or the end of the expression")
-        return evaluator
+        return tuple(self.code)
 
-    def expr(self) -> Evaluator:
-        result = self.term()
+    def expr(self) -> None:
+        self.term()
         while self.current.kind == "op" and self.current.text in "+-":
             op = self.current.text
             self.index += 1
-            result = _binary(op, result, self.term())
-        return result
+            self.term()
+            self.code.append((_BINARY[op], None))
 
-    def term(self) -> Evaluator:
-        result = self.unary()
+    def term(self) -> None:
+        self.unary()
         while self.current.kind == "op" and self.current.text in "*/":
             op = self.current.text
             self.index += 1
-            result = _binary(op, result, self.unary())
-        return result
+            self.unary()
+            self.code.append((_BINARY[op], None))
 
-    def unary(self) -> Evaluator:
+    def unary(self) -> None:
         if self.current.kind == "op" and self.current.text == "-":
             self.index += 1
             self.enter()
-            operand = self.unary()
+            self.unary()
             self.depth -= 1
-            return _negate(operand)
-        return self.primary()
+            self.code.append((_NEG, None))
+            return
+        self.primary()
 
-    def primary(self) -> Evaluator:
+    def primary(self) -> None:
         token = self.current
         if token.kind == "number":
-            self.index += 1
-            is_float = any(c in token.text for c in ".eE")
-            value: Number = float(token.text) if is_float else int(token.text)
-            if _finite(value) is None:
-                self.index -= 1
+            value = float(token.text)  # no digit limit, unlike int(); huge ones become inf
+            if not isfinite(value):
                 raise self.fail("a number a float can hold")
-            return _constant(value)
+            self.index += 1
+            self.code.append((_CONST, value))
+            return
         if token.kind == "name":
             self.index += 1
             if token.text not in self.names:
                 self.names.append(token.text)
-            return _lookup(token.text)
+            self.code.append((_LOAD, token.text))
+            return
         if token.kind == "op" and token.text == "(":
             self.index += 1
             self.enter()
-            inner = self.expr()
+            self.expr()
             self.depth -= 1
             if not (self.current.kind == "op" and self.current.text == ")"):
                 raise self.fail("')' or an operator (+ - * /)")
             self.index += 1
-            return inner
+            return
         raise self.fail(_OPERAND)
 
     def enter(self) -> None:
@@ -251,19 +283,20 @@ class Expr:
     Attributes:
         text: The expression as written.
         names: The column names it reads, in order of first use.
-        evaluate: ``values -> number | None``; missing, null or non-numeric inputs, division by
-            zero and non-finite results give ``None``.
+        evaluate: ``values -> float | None``; a missing, null, non-numeric or out-of-range
+            operand, division by zero and non-finite results give ``None``. It runs the
+            expression's postfix program (bound once: derived columns are on the row path).
     """
 
     text: str
     names: tuple[str, ...]
-    evaluate: Evaluator = field(repr=False, compare=False)
+    evaluate: Callable[[Mapping[str, Any]], float | None] = field(repr=False, compare=False)
 
-    def __call__(self, values: Mapping[str, Any]) -> Number | None:
+    def __call__(self, values: Mapping[str, Any]) -> float | None:
         return self.evaluate(values)
 
     def __reduce__(self) -> tuple[Any, ...]:
-        # Closures do not pickle with the standard library; the text is the whole state.
+        # The text is the whole state.
         return (parse_expr, (self.text,))
 
 
@@ -271,10 +304,13 @@ def parse_expr(text: str) -> Expr:
     """Parse a derived-column expression.
 
     Raises:
-        ExprSyntaxError: naming the column where parsing stopped and what was expected there.
+        ExprSyntaxError: naming the column where parsing stopped and what was expected there;
+            :class:`ExprTooLong` (a subclass) for text longer than :data:`MAX_LENGTH`.
     """
     if not isinstance(text, str):
         raise TypeError(f"an expression is a string, got {type(text).__name__}")
+    if len(text) > MAX_LENGTH:
+        raise ExprTooLong(text)
     parser = _Parser(text)
-    evaluator = parser.parse()
-    return Expr(text, tuple(parser.names), evaluator)
+    program = parser.parse()
+    return Expr(text, tuple(parser.names), partial(_run, program))

@@ -22,19 +22,27 @@ from __future__ import annotations
 import copy
 import difflib
 import json
+import math
 import re
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+import sys
+from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
-from jsonschema import Draft202012Validator
+from jsonschema import Draft202012Validator, validators
 from jsonschema.exceptions import ValidationError, best_match
 
 from liveagg import combiners
-from liveagg.combiners.registry import load_dotted
+from liveagg.combiners.registry import (
+    CombinerNotFound,
+    check_params,
+    class_params,
+    is_builtin,
+    resolve,
+)
 from liveagg.errors import ViewError, ViewErrors
 from liveagg.expr import ExprSyntaxError, parse_expr
 from liveagg.spec import (
@@ -53,7 +61,15 @@ from liveagg.spec import (
 )
 from liveagg.view_schemas import schema as view_schema
 
-__all__ = ["RESERVED_COLUMNS", "load_views", "parse_view", "validate_paths"]
+__all__ = [
+    "MAX_DURATION",
+    "MAX_NESTING",
+    "MAX_WINDOWS_PER_MESSAGE",
+    "RESERVED_COLUMNS",
+    "load_views",
+    "parse_view",
+    "validate_paths",
+]
 
 #: Keys every output row carries (SPEC section 3); no grouping, aggregated or derived column
 #: may take one of these names, or it would overwrite them.
@@ -66,6 +82,24 @@ RESERVED_COLUMNS = (
     "pane_timing",
     "pane_index",
 )
+
+#: Objects and arrays nest at most this deep in a view document. JSON parsers and JSON Schema
+#: validators recurse once (jsonschema about five frames) per level; this keeps them far from
+#: Python's recursion limit. A real view nests about 5 levels, and each all/any level of a
+#: filter takes two, so filters may still nest 29 deep.
+MAX_NESTING = 64
+
+#: The longest duration a view may give (window sizes and periods, session gaps,
+#: allowed_lateness, emit.early, roll-up sizes): 36,500 days, about 100 years. A window
+#: ends less than one window length after its event times, so for every event time of the
+#: years 101 to 9899 its window stays within the years 0001-9999 that output rows carry
+#: (RFC 3339). Running totals over all time are not windows of 100 years.
+MAX_DURATION = Duration("36500d", 36_500 * 86_400_000_000)
+
+#: A message falls in at most this many windows of one view (sliding windows put it in
+#: size / period of them, each granularity of a list of sizes adds its own): each is an
+#: accumulator update per message and an accumulator per key in state.
+MAX_WINDOWS_PER_MESSAGE = 1000
 
 Part = str | int
 Parts = tuple[Part, ...]
@@ -225,7 +259,7 @@ def load_views(paths: Iterable[str | Path] | str | Path) -> list[ViewSpec]:
     Raises:
         ViewErrors: with every problem found in every file, when there is any.
     """
-    specs, errors = _load(paths)
+    specs, errors = _load(paths, construct=True)
     if errors:
         raise ViewErrors(errors)
     return specs
@@ -235,8 +269,10 @@ def validate_paths(paths: Iterable[str | Path] | str | Path) -> list[ViewError]:
     """Every problem in the views under ``paths``; an empty list when all are valid.
 
     Never raises for a bad view: this is what ``liveagg validate`` prints, one line each.
+    Never calls a custom or registered aggregation class either: its params are checked
+    against the signature of its ``__init__`` (see :func:`load_views`).
     """
-    return _load(paths)[1]
+    return _load(paths, construct=False)[1]
 
 
 def parse_view(obj: Any, origin: str = "<memory>", path: str = "$") -> ViewSpec:
@@ -251,10 +287,14 @@ def parse_view(obj: Any, origin: str = "<memory>", path: str = "$") -> ViewSpec:
         ViewErrors: with every schema or semantic problem of the view.
     """
     problems = _Problems()
-    problems.extend(_schema_problems(obj, _view_validator(), ()))
+    deep = _too_deep(obj)
+    if deep is not None:
+        problems.add(deep, _nesting_message("here"))
+    else:
+        problems.extend(_schema_problems(obj, _view_validator(), ()))
     spec = None
     if not problems:
-        spec = _check_and_build(obj, origin, problems, ())
+        spec = _check_and_build(obj, origin, problems, (), construct=True)
     if problems or spec is None:
         raise ViewErrors(problems.to_errors(origin, path, obj))
     return spec
@@ -278,10 +318,12 @@ class _Problems:
 
     def __init__(self) -> None:
         self.items: list[_Problem] = []
+        self._seen: set[_Problem] = set()  # a view may hold thousands of problems
 
     def add(self, parts: Parts, message: str) -> None:
         problem = _Problem(tuple(parts), message)
-        if problem not in self.items:
+        if problem not in self._seen:
+            self._seen.add(problem)
             self.items.append(problem)
 
     def extend(self, problems: Iterable[_Problem]) -> None:
@@ -295,8 +337,27 @@ class _Problems:
         return len(self.items)
 
     def to_errors(self, file: str, prefix: str, document: Any) -> list[ViewError]:
-        ordered = sorted(self.items, key=lambda p: _document_order(document, p.parts))
-        return [ViewError(file, prefix + _render(p.parts), p.message) for p in ordered]
+        positions: dict[int, dict[Any, int]] = {}
+        ordered = sorted(self.items, key=lambda p: _document_order(document, p.parts, positions))
+        return [_error(file, prefix + _render(p.parts), p.message) for p in ordered]
+
+
+# Characters that end a line for str.splitlines() or a terminal, escaped in messages.
+_LINE_BREAKS = {
+    ord(c): c.encode("unicode_escape").decode() for c in "\n\r\v\f\x1c\x1d\x1e\x85\u2028\u2029"
+}
+
+
+def _error(file: str, path: str, message: str) -> ViewError:
+    """A ViewError whose ``str()`` is one printable line, whatever the view held.
+
+    Keys and values are quoted as written, so a view (or a file name) could carry line
+    breaks or lone surrogates (JSON's "\\ud800"), which UTF-8 output cannot encode.
+    """
+    parts = [file, path, message]
+    for i, text in enumerate(parts):
+        parts[i] = text.encode("utf-8", "backslashreplace").decode("utf-8").translate(_LINE_BREAKS)
+    return ViewError(*parts)
 
 
 def _render(parts: Sequence[Part]) -> str:
@@ -312,13 +373,22 @@ def _render(parts: Sequence[Part]) -> str:
     return "".join(out)
 
 
-def _document_order(document: Any, parts: Parts) -> tuple[int, ...]:
+def _document_order(
+    document: Any, parts: Parts, positions: dict[int, dict[Any, int]]
+) -> tuple[int, ...]:
+    """Sort key of a path: the place of each part in its object or array.
+
+    ``positions`` caches each object's key positions by ``id``, so that thousands of
+    problems in one object sort in linear time.
+    """
     key = []
     node = document
     for part in parts:
         if isinstance(node, dict):
-            keys = list(node)
-            key.append(keys.index(part) if part in node else len(keys))
+            places = positions.get(id(node))
+            if places is None:
+                places = positions[id(node)] = {k: i for i, k in enumerate(node)}
+            key.append(places.get(part, len(places)))
             node = node.get(part)
         elif isinstance(node, list) and isinstance(part, int):
             key.append(part)
@@ -332,7 +402,14 @@ def _document_order(document: Any, parts: Parts) -> tuple[int, ...]:
 # --------------------------------------------------------------------------- phase 1: load
 
 
-def _load(paths: Iterable[str | Path] | str | Path) -> tuple[list[ViewSpec], list[ViewError]]:
+def _load(
+    paths: Iterable[str | Path] | str | Path, construct: bool
+) -> tuple[list[ViewSpec], list[ViewError]]:
+    """Specs and errors of every view under ``paths``.
+
+    ``construct``: also build custom and registered aggregation classes with their params, as
+    a run is about to (``load_views``); ``liveagg validate`` only imports and inspects them.
+    """
     if isinstance(paths, str | Path):
         paths = [paths]
     files, errors = _discover(paths)
@@ -347,7 +424,7 @@ def _load(paths: Iterable[str | Path] | str | Path) -> tuple[list[ViewSpec], lis
         for view, parts in _views_of(document):
             if any(p.parts[: len(parts)] == parts for p in problems.items):
                 continue  # fix the shape first; semantic checks assume it
-            spec = _check_and_build(view, shown, problems, parts)
+            spec = _check_and_build(view, shown, problems, parts, construct)
             if spec is None:
                 continue
             where = "$" + _render((*parts, "name"))
@@ -391,14 +468,14 @@ def _discover(paths: Iterable[str | Path]) -> tuple[list[tuple[Path, str]], list
             )
             if not found:
                 errors.append(
-                    ViewError(str(given), "$", "no view files (*.json) in this folder or below")
+                    _error(str(given), "$", "no view files (*.json) in this folder or below")
                 )
             for p in found:
                 add(p, str(p))
         elif path.exists():
             add(path, str(given))
         else:
-            errors.append(ViewError(str(given), "$", "no such file or folder"))
+            errors.append(_error(str(given), "$", "no such file or folder"))
     return files, errors
 
 
@@ -422,6 +499,10 @@ def _read_json(path: Path) -> tuple[Any, _Problems]:
             (), 'the file is empty; expected a view object {"name": ...} or {"views": [...]}'
         )
         return _UNREADABLE, problems
+    deep = _deepest_bracket(text)
+    if deep is not None:
+        problems.add((), _nesting_message(f"at {_line_column(text, deep)}"))
+        return _UNREADABLE, problems
     duplicates: list[tuple[dict[str, Any], list[str]]] = []
 
     def object_pairs(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
@@ -439,7 +520,17 @@ def _read_json(path: Path) -> tuple[Any, _Problems]:
         raise ValueError(f"{name} is not a JSON number; write a number or null")
 
     try:
-        document = json.loads(text, object_pairs_hook=object_pairs, parse_constant=constant)
+        document = json.loads(
+            text,
+            object_pairs_hook=object_pairs,
+            parse_constant=constant,
+            parse_int=_parse_int,
+            parse_float=_parse_float,
+        )
+    except _OutOfRange as e:
+        where = _line_column(text, _find_number(text, e.text))
+        problems.add((), f"invalid JSON at {where}: {e}")
+        return _UNREADABLE, problems
     except json.JSONDecodeError as e:
         where = f"line {e.lineno}, column {e.colno}"
         problems.add((), f"invalid JSON at {where}: {e.msg}{_json_hint(e)}")
@@ -457,6 +548,90 @@ def _read_json(path: Path) -> tuple[Any, _Problems]:
                     "last value, so remove or rename the others",
                 )
     return document, problems
+
+
+# A JSON string (an unterminated one runs to the end), or a bracket. The unrolled loop
+# ``[^"\\]*(?:\\.[^"\\]*)*`` matches a string in one pass, without backtracking.
+_STRING_OR_BRACKET = re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*"?|[\[\]{}]', re.DOTALL)
+_STRING_OR_NUMBER = re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*"?|-?[0-9][0-9.eE+-]*', re.DOTALL)
+
+
+def _deepest_bracket(text: str) -> int | None:
+    """Offset of the first ``[`` or ``{`` nested deeper than :data:`MAX_NESTING`, if any.
+
+    A linear scan before parsing: Python's JSON parser recurses per level and raises
+    RecursionError near 1,000 levels, and JSON Schema validation fails far earlier.
+    """
+    depth = 0
+    for match in _STRING_OR_BRACKET.finditer(text):
+        char = text[match.start()]
+        if char in "[{":
+            depth += 1
+            if depth > MAX_NESTING:
+                return match.start()
+        elif char in "]}":
+            depth -= 1
+    return None
+
+
+def _too_deep(node: Any) -> Parts | None:
+    """For a document given as objects: the path of the first value nested too deep."""
+    stack: list[tuple[Any, Parts]] = [(node, ())]
+    while stack:
+        value, parts = stack.pop()
+        if isinstance(value, dict | list):
+            if len(parts) >= MAX_NESTING:
+                return parts
+            items = value.items() if isinstance(value, dict) else enumerate(value)
+            stack.extend((v, (*parts, k)) for k, v in items)
+    return None
+
+
+def _nesting_message(where: str) -> str:
+    return (
+        f"objects and arrays nest deeper than {MAX_NESTING} levels {where}; a view file may "
+        f"nest at most {MAX_NESTING} (each all/any of a filter takes two)"
+    )
+
+
+def _line_column(text: str, offset: int) -> str:
+    line = text.count("\n", 0, offset) + 1
+    column = offset - text.rfind("\n", 0, offset)
+    return f"line {line}, column {column}"
+
+
+class _OutOfRange(ValueError):
+    """A JSON number beyond a double's range; ``text`` is the number as written."""
+
+    def __init__(self, text: str) -> None:
+        shown = text if len(text) <= 40 else f"{text[:20]}... ({len(text):,} characters)"
+        super().__init__(
+            f"the number {shown} is out of range; numbers in a view are at most "
+            f"{sys.float_info.max:.1e} in magnitude (a double's range)"
+        )
+        self.text = text
+
+
+def _parse_int(text: str) -> int:
+    # Refuse before int(): it is quadratic in the digits and refuses more than 4300.
+    if len(text.lstrip("-")) > 309 or abs(value := int(text)) > sys.float_info.max:
+        raise _OutOfRange(text)
+    return value
+
+
+def _parse_float(text: str) -> float:
+    value = float(text)  # linear in the digits; out of range gives inf
+    if not math.isfinite(value):
+        raise _OutOfRange(text)
+    return value
+
+
+def _find_number(text: str, number: str) -> int:
+    """Offset of ``number`` as a JSON number token (not inside a string) in ``text``."""
+    for match in _STRING_OR_NUMBER.finditer(text):
+        if match.group() == number:
+            return match.start()
+    return 0
 
 
 def _json_hint(e: json.JSONDecodeError) -> str:
@@ -496,16 +671,36 @@ def _views_of(document: Any) -> list[tuple[Any, Parts]]:
 
 
 @cache
+def _ecma_regex(pattern: str) -> re.Pattern[str]:
+    # In JSON Schema's regular expressions (ECMA 262) a final "$" is the end of the string;
+    # jsonschema checks "pattern" with Python's re.search (jsonschema 4.26
+    # _keywords.py:218, `not re.search(patrn, instance)`), whose "$" also matches before a
+    # final newline, which would let "clicks\n" pass as a name. The schema's patterns end
+    # with "$".
+    if pattern.endswith("$") and not pattern.endswith("\\$"):
+        pattern = pattern[:-1] + r"\Z"
+    return re.compile(pattern)
+
+
+def _pattern(
+    validator: Draft202012Validator, pattern: str, instance: Any, schema: Mapping[str, Any]
+) -> Iterator[ValidationError]:
+    if validator.is_type(instance, "string") and not _ecma_regex(pattern).search(instance):
+        yield ValidationError(f"{instance!r} does not match {pattern!r}")
+
+
+_Validator = validators.extend(Draft202012Validator, {"pattern": _pattern})
+
+
+@cache
 def _root_validator() -> Draft202012Validator:
-    return Draft202012Validator(view_schema())
+    return _Validator(view_schema())
 
 
 @cache
 def _view_validator() -> Draft202012Validator:
     root = view_schema()
-    return Draft202012Validator(
-        {"$schema": root["$schema"], "$defs": root["$defs"], "$ref": "#/$defs/view"}
-    )
+    return _Validator({"$schema": root["$schema"], "$defs": root["$defs"], "$ref": "#/$defs/view"})
 
 
 def _schema_problems(
@@ -687,13 +882,17 @@ def _describe(value: Any) -> str:
     return "an object"
 
 
-def _suggest(word: Any, choices: Iterable[str], aliases: Mapping[str, str] | None = None) -> str:
-    if not isinstance(word, str):
+#: Fuzzy suggestions compare a word with every choice; beyond this many choices (a view of
+#: thousands of columns) they are skipped, or one problem per column would take quadratic time.
+_MOST_CHOICES_TO_SUGGEST_FROM = 200
+
+
+def _suggest(word: Any, choices: Collection[str], aliases: Mapping[str, str] | None = None) -> str:
+    if not isinstance(word, str) or len(choices) > _MOST_CHOICES_TO_SUGGEST_FROM:
         return ""
-    choices = list(choices)
     if aliases and aliases.get(word.lower()) in choices:
         return f" (did you mean {aliases[word.lower()]!r}?)"
-    close = difflib.get_close_matches(word, choices, n=1, cutoff=0.6)
+    close = difflib.get_close_matches(word, list(choices), n=1, cutoff=0.6)
     if not close and word.lower() in choices:
         close = [word.lower()]
     return f" (did you mean {close[0]!r}?)" if close else ""
@@ -765,11 +964,24 @@ def _fix_duration(text: str) -> str | None:
     if unit is None:
         return None
     millis = float(match.group(1)) * _DURATION_UNIT_SCALE[unit]
-    if millis != int(millis):
+    if not math.isfinite(millis) or millis != int(millis):
         return None
-    # The largest unit that divides it: '24 hours' -> '1d', '0.5s' -> '500ms'.
+    return _duration_text(int(millis))
+
+
+def _duration_text(millis: int) -> str:
+    """In the largest unit that divides it: 86,400,000 -> '1d', 500 -> '500ms'."""
     name = next(n for n in ("d", "h", "m", "s", "ms") if millis % _DURATION_UNIT_SCALE[n] == 0)
-    return f"{int(millis) // _DURATION_UNIT_SCALE[name]}{name}"
+    return f"{millis // _DURATION_UNIT_SCALE[name]}{name}"
+
+
+def _micros(text: str) -> int | None:
+    """A schema-valid duration in microseconds; None when it has too many digits to be one
+    that a view accepts (see :data:`MAX_DURATION`)."""
+    try:
+        return Duration.parse(text).micros
+    except ValueError:
+        return None
 
 
 def _min_items_message(parts: Parts, count: int) -> str:
@@ -781,9 +993,30 @@ def _min_items_message(parts: Parts, count: int) -> str:
 
 
 def _unique_message(instance: list[Any]) -> str:
-    # jsonschema found a repeat, so one of the items equals an earlier one.
-    repeated = next(item for i, item in enumerate(instance) if item in instance[:i])
+    # jsonschema found a repeat, so one of the items equals an earlier one (as JSON compares:
+    # 1 equals 1.0, true does not equal 1). Keys make the search linear on long arrays.
+    seen: set[Any] = set()
+    repeated = instance[0]
+    for item in instance:
+        key = _unique_key(item)
+        if key in seen:
+            repeated = item
+            break
+        seen.add(key)
     return f"{_show(repeated)} is listed more than once; list each item once"
+
+
+def _unique_key(value: Any) -> Any:
+    """A hashable key under which JSON-equal values are equal."""
+    if isinstance(value, bool) or value is None:
+        return ("literal", value)
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    if isinstance(value, list):
+        return ("array", tuple(_unique_key(v) for v in value))
+    if isinstance(value, dict):
+        return ("object", frozenset((k, _unique_key(v)) for k, v in value.items()))
+    return value
 
 
 def _range_message(instance: Any, schema: Mapping[str, Any]) -> str:
@@ -797,24 +1030,32 @@ def _range_message(instance: Any, schema: Mapping[str, Any]) -> str:
 
 
 def _check_and_build(
-    view: dict[str, Any], origin: str, problems: _Problems, at: Parts
+    view: dict[str, Any], origin: str, problems: _Problems, at: Parts, construct: bool
 ) -> ViewSpec | None:
     """Run the semantic checks on a schema-valid view; build the spec when they pass."""
     before = len(problems)
-    _Checker(view, problems, at).run()
+    _Checker(view, problems, at, construct).run()
     if len(problems) > before:
         return None
     return _build(view, origin)
 
 
 class _Checker:
-    """Semantic checks of one schema-valid view; ``at`` is the view's place in its file."""
+    """Semantic checks of one schema-valid view; ``at`` is the view's place in its file.
 
-    def __init__(self, view: dict[str, Any], problems: _Problems, at: Parts) -> None:
+    ``construct``: build custom and registered aggregation classes with their params; without
+    it they are imported and inspected, never called (``liveagg validate``).
+    """
+
+    def __init__(
+        self, view: dict[str, Any], problems: _Problems, at: Parts, construct: bool
+    ) -> None:
         self.view = view
         self.problems = problems
         self.at = at
+        self.construct = construct
         self.grouping_cols: list[str] = list(view["grouping_cols"])
+        self.grouping_names = frozenset(self.grouping_cols)
         self.outputs: dict[str, int] = {}
 
     def add(self, parts: Parts, message: str) -> None:
@@ -828,6 +1069,9 @@ class _Checker:
         self.check_grouping()
         self.check_window()
         self.check_emit()
+        if "allowed_lateness" in self.view:
+            lateness = self.view["allowed_lateness"]
+            self.length(("allowed_lateness",), lateness, "allowed_lateness", may_be_zero=True)
         self.check_aggregations()
         self.check_derived()
         self.check_rollup()
@@ -850,10 +1094,10 @@ class _Checker:
             if col in RESERVED_COLUMNS:
                 self.add(("grouping_cols", i), _reserved_message(col, "grouping column"))
         seen: dict[frozenset[str], int] = {}
-        listed = ", ".join(self.grouping_cols) or "none"
+        listed = _listing(self.grouping_cols)
         for i, grouping_set in enumerate(self.view.get("grouping_sets") or []):
             for j, col in enumerate(grouping_set):
-                if col not in self.grouping_cols:
+                if col not in self.grouping_names:
                     self.add(
                         ("grouping_sets", i, j),
                         f"{col!r} is not in grouping_cols ({listed}); a grouping set may only "
@@ -873,14 +1117,14 @@ class _Checker:
         window = self.view["window"]
         kind = window.get("type", "fixed")
         if kind == "session":
-            self.positive(("window", "gap"), window["gap"], "a session gap")
+            self.length(("window", "gap"), window["gap"], "a session gap")
             return
         size = window["size"]
         sizes = size if isinstance(size, list) else [size]
         lengths: dict[int, str] = {}
         for k, text in enumerate(sizes):
             parts: Parts = ("window", "size", k) if isinstance(size, list) else ("window", "size")
-            length = self.positive(parts, text, "a window size")
+            length = self.length(parts, text, "a window size")
             if length is None:
                 continue
             if length in lengths:
@@ -889,28 +1133,64 @@ class _Checker:
                     f"{text!r} is as long as {lengths[length]!r}; list each granularity once",
                 )
             lengths[length] = text
-        if kind == "sliding":
-            period = self.positive(("window", "period"), window["period"], "a sliding period")
-            for length, text in lengths.items():
-                if period is not None and period > length:
-                    self.add(
-                        ("window", "period"),
-                        f"period {window['period']!r} is longer than size {text!r}; windows "
-                        "would leave gaps between them. Use a period up to the size "
-                        "(a period equal to the size is a fixed window)",
-                    )
+        if kind != "sliding":
+            if len(sizes) > MAX_WINDOWS_PER_MESSAGE:
+                self.add(
+                    ("window", "size"),
+                    f"{len(sizes):,} sizes put each message in {len(sizes):,} windows; at most "
+                    f"{MAX_WINDOWS_PER_MESSAGE:,} are accepted",
+                )
+            return
+        period = self.length(("window", "period"), window["period"], "a sliding period")
+        if period is None:
+            return
+        for length, text in lengths.items():
+            if period > length:
+                self.add(
+                    ("window", "period"),
+                    f"period {window['period']!r} is longer than size {text!r}; windows "
+                    "would leave gaps between them. Use a period up to the size "
+                    "(a period equal to the size is a fixed window)",
+                )
+        self.check_windows_per_message(lengths, period)
+
+    def check_windows_per_message(self, lengths: Mapping[int, str], period: int) -> None:
+        """A sliding window puts each message in ceil(size / period) windows, per size."""
+        counts = {text: -(-length // period) for length, text in lengths.items()}
+        total = sum(counts.values())
+        if total <= MAX_WINDOWS_PER_MESSAGE:
+            return
+        every = self.view["window"]["period"]
+        if len(counts) == 1:
+            ((text, count),) = counts.items()
+            # The shortest period that fits, rounded up to whole milliseconds.
+            shortest = -(-max(lengths) // MAX_WINDOWS_PER_MESSAGE // 1000)
+            self.add(
+                ("window", "period"),
+                f"size {text!r} every period {every!r} puts each message in {count:,} windows; "
+                f"at most {MAX_WINDOWS_PER_MESSAGE:,} are accepted (a period of at least "
+                f"{_duration_text(shortest)!r} for this size)",
+            )
+            return
+        listed = " + ".join(f"{c:,}" for c in counts.values())
+        self.add(
+            ("window", "period"),
+            f"sizes {', '.join(repr(t) for t in counts)} every period {every!r} put each "
+            f"message in {listed} = {total:,} windows; at most {MAX_WINDOWS_PER_MESSAGE:,} are "
+            "accepted",
+        )
 
     def check_emit(self) -> None:
         if "emit" in self.view:
-            self.positive(("emit", "early"), self.view["emit"]["early"], "an early-firing period")
+            self.length(("emit", "early"), self.view["emit"]["early"], "an early-firing period")
 
     def check_rollup(self) -> None:
         rollup = self.view.get("rollup")
         if rollup is None:
             return
-        listed = ", ".join(self.grouping_cols) or "none"
+        listed = _listing(self.grouping_cols)
         for j, col in enumerate(rollup.get("grouping_cols", ())):
-            if col not in self.grouping_cols:
+            if col not in self.grouping_names:
                 self.add(
                     ("rollup", "grouping_cols", j),
                     f"{col!r} is not in grouping_cols ({listed}); a roll-up keeps a subset of "
@@ -934,17 +1214,36 @@ class _Checker:
         target = rollup.get("window", {}).get("size")
         if target is None:
             return
-        base, longer = Duration.parse(size).micros, Duration.parse(target).micros
-        if base > 0 and (longer < base or longer % base):
+        longer = self.length(("rollup", "window", "size"), target, "a roll-up window size")
+        base = _micros(size)
+        if (
+            longer is not None
+            and base is not None
+            and base > 0
+            and (longer < base or longer % base)
+        ):
             self.add(
                 ("rollup", "window", "size"),
                 f"{target!r} is not a whole multiple of the view's window size {size!r}; "
                 "each level-1 window must fall in exactly one rolled-up window",
             )
 
-    def positive(self, parts: Parts, text: str, what: str) -> int | None:
-        micros = Duration.parse(text).micros
-        if micros <= 0:
+    def length(self, parts: Parts, text: str, what: str, may_be_zero: bool = False) -> int | None:
+        """The duration in microseconds, or None once its problem is reported.
+
+        Every duration is at most :data:`MAX_DURATION`, and longer than 0 unless
+        ``may_be_zero`` (``allowed_lateness``).
+        """
+        micros = _micros(text)
+        shortest = "0s" if may_be_zero else "1ms"
+        if micros is None or micros > MAX_DURATION.micros:
+            self.add(
+                parts,
+                f"{_show(text)} is too long for {what}; accepted: from {shortest!r} to "
+                f"{MAX_DURATION.text!r} (about 100 years)",
+            )
+            return None
+        if micros <= 0 and not may_be_zero:
             self.add(parts, f"{what} must be longer than 0, got {text!r}")
             return None
         return micros
@@ -967,7 +1266,7 @@ class _Checker:
         parts: Parts = ("aggregation_info", i, "aggregated_col_name")
         if name in RESERVED_COLUMNS:
             self.add(parts, _reserved_message(name, "aggregated_col_name"))
-        elif name in self.grouping_cols:
+        elif name in self.grouping_names:
             kind = self.view["aggregation_info"][i]["aggregation"]
             self.add(
                 parts,
@@ -995,25 +1294,39 @@ class _Checker:
                         f"bounds must increase: {_show(bounds[k])} follows {_show(bounds[k - 1])}",
                     )
                     return
-        if kind == "custom":
-            try:
-                load_dotted(params["combine_fn"])
-            except ValueError as e:
-                self.add((*at, "combine_fn"), str(e))
-                return
+        # Resolve the class and check it is an aggregation before anything in it is called.
         try:
-            combiners.create(kind, params)
+            cls = resolve(kind, params)
+        except CombinerNotFound as e:
+            where = (
+                (*at, "combine_fn") if kind == "custom" else ("aggregation_info", i, "aggregation")
+            )
+            self.add(where, str(e))
+            return
+        arguments = class_params(kind, params)
+        ours = is_builtin(kind)
+        try:
+            check_params(kind, cls, arguments)
+            if ours or self.construct:
+                combiners.create(kind, params)
         except (ValueError, TypeError, ImportError) as e:
             message = str(e)
             self.add(at, message if kind in message else f"invalid params for {kind}: {message}")
+        except Exception as e:
+            if ours:
+                raise
+            # A user's class may raise anything from __init__: report it with the view.
+            self.add(at, f"{cls.__name__}(**params) raised {type(e).__name__}: {e}")
 
     def check_derived(self) -> None:
         derived = self.view.get("derived") or []
         available = set(self.outputs)
         later = {d["name"]: k for k, d in enumerate(derived)}
+        first: dict[str, int] = {}  # derived name -> index of its first definition
         for i, item in enumerate(derived):
             name = item["name"]
-            self.check_derived_name(i, name, derived)
+            self.check_derived_name(i, name, first)
+            first.setdefault(name, i)
             try:
                 expr = parse_expr(item["expr"])
             except ExprSyntaxError as e:
@@ -1025,12 +1338,11 @@ class _Checker:
                         self.add(("derived", i, "expr"), message)
             available.add(name)
 
-    def check_derived_name(self, i: int, name: str, derived: list[dict[str, Any]]) -> None:
+    def check_derived_name(self, i: int, name: str, earlier: Mapping[str, int]) -> None:
         parts: Parts = ("derived", i, "name")
-        earlier = [d["name"] for d in derived[:i]]
         if name in RESERVED_COLUMNS:
             self.add(parts, _reserved_message(name, "derived column"))
-        elif name in self.grouping_cols:
+        elif name in self.grouping_names:
             self.add(parts, f"{name!r} is a grouping column; choose another name")
         elif name in self.outputs:
             self.add(
@@ -1041,7 +1353,7 @@ class _Checker:
         elif name in earlier:
             self.add(
                 parts,
-                f"{name!r} is already defined at {self.where('derived', earlier.index(name))}; "
+                f"{name!r} is already defined at {self.where('derived', earlier[name])}; "
                 "derived names must be unique",
             )
 
@@ -1055,16 +1367,25 @@ class _Checker:
                 f"{ref!r} is defined later, at {self.where('derived', later[ref])}; a derived "
                 "column may only use aggregated columns and earlier derived columns"
             )
-        if ref in self.grouping_cols:
+        if ref in self.grouping_names:
             return (
                 f"{ref!r} is a grouping column; expressions compute over aggregated columns "
                 "(add an aggregation of it and use its aggregated_col_name)"
             )
-        listed = ", ".join(sorted(available)) or "none"
+        listed = _listing(sorted(available))
         return (
             f"unknown column {ref!r}{_suggest(ref, available)}; expressions may use the "
             f"aggregated columns and earlier derived columns: {listed}"
         )
+
+
+def _listing(names: Sequence[str], most: int = 20) -> str:
+    """Names for a message: all of a short list, the first ``most`` of a long one."""
+    if not names:
+        return "none"
+    if len(names) <= most:
+        return ", ".join(names)
+    return f"{', '.join(names[:most])}, ... ({len(names):,} in all)"
 
 
 def _reserved_message(name: str, what: str) -> str:

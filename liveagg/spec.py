@@ -14,7 +14,10 @@ from dataclasses import dataclass, field, replace
 from types import MappingProxyType
 from typing import Any, Literal
 
-_DURATION = re.compile(r"^([0-9]+)(ms|s|m|h|d)$")
+_DURATION = re.compile(r"([0-9]+)(ms|s|m|h|d)")
+#: Significant digits a duration may have: far beyond any length a view accepts, and cheap
+#: for int(), which is slow on thousands of digits and refuses more than 4300.
+_MAX_DIGITS = 18
 _UNIT_MICROS = {
     "ms": 1_000,
     "s": 1_000_000,
@@ -41,13 +44,19 @@ class Duration:
     @classmethod
     def parse(cls, text: str) -> Duration:
         """Parse ``"<integer><ms|s|m|h|d>"``; raise ``ValueError`` naming what is accepted."""
-        match = _DURATION.match(text) if isinstance(text, str) else None
+        match = _DURATION.fullmatch(text) if isinstance(text, str) else None
         if match is None:
+            shown = repr(text) if len(repr(text)) <= 80 else repr(text)[:77] + "..."
             raise ValueError(
-                f"invalid duration {text!r}; expected an integer and a unit "
+                f"invalid duration {shown}; expected an integer and a unit "
                 "(ms, s, m, h, d), e.g. '500ms', '90s', '10m', '1d'"
             )
-        return cls(text, int(match.group(1)) * _UNIT_MICROS[match.group(2)])
+        digits = match.group(1).lstrip("0")
+        if len(digits) > _MAX_DIGITS:
+            raise ValueError(
+                f"duration of {len(digits):,} digits; at most {_MAX_DIGITS} are accepted"
+            )
+        return cls(text, int(digits or "0") * _UNIT_MICROS[match.group(2)])
 
     @property
     def seconds(self) -> float:

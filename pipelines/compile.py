@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -13,7 +14,7 @@ from liveagg.errors import ViewError
 from liveagg.spec import Sink, ViewSpec
 from liveagg.transforms.bounded import BoundedAggregate
 from liveagg.transforms.sinks import Connections, build_sink
-from liveagg.transforms.sinks.files import WriteDeadLetters
+from liveagg.transforms.sinks.files import FileSink, OutputFolder, WriteDeadLetters
 from liveagg.transforms.streaming import StreamingAggregate
 
 
@@ -105,13 +106,22 @@ def attach_sinks(
     output: str | None = None,
     dead_letter_topic: str | None = None,
     intermediate_topic: str | None = None,
-) -> None:
-    """Deliver each view's rows to its sinks, and the dead letters.
+) -> list[OutputFolder]:
+    """Deliver each view's rows to its sinks, and the dead letters; returns the folders that
+    file sinks write to, for the run to prepare and to mark complete (``_SUCCESS``).
 
     ``output`` adds the local default: JSON Lines under ``output/<view>/`` and
     ``output/_dead_letter/``. Sink types are in :mod:`liveagg.transforms.sinks`.
     With ``intermediate_topic`` (level 1) the views' partials go there instead.
     """
+    folders: dict[str, OutputFolder] = {}
+
+    def folder(path: str) -> OutputFolder:
+        key = path.rstrip("/") if "://" in path else os.path.abspath(path)
+        return folders.setdefault(key, OutputFolder(path, set(), connections=connections))
+
+    if output:
+        folder(output).dead_letters = True
     for view in views:
         if intermediate_topic:
             from liveagg.transforms.sinks.kafka import WriteEnvelopes
@@ -130,6 +140,8 @@ def attach_sinks(
                 writer = build_sink(sink, connections)
             except ValueError as e:
                 raise ViewError(view.origin, f"$.sinks[{index}]", str(e)) from e
+            if isinstance(writer, FileSink):
+                folder(writer.path).views.add(view.name)
             label = f"{view.name}/Sink/{index}-{sink.type}"
             rows | label >> _Write(writer, view, bounded)
     all_bounded = all(source.bounded for source in sources.values())
@@ -143,6 +155,7 @@ def attach_sinks(
         compiled.dead_letters | "DeadLetters/Kafka" >> WriteDeadLettersToKafka(
             dead_letter_topic, connections
         )
+    return list(folders.values())
 
 
 class _Write(beam.PTransform):

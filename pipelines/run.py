@@ -1,29 +1,46 @@
-"""Run views end to end: load, bind sources, build the pipeline, attach sinks, run, report."""
+"""Run views end to end: load, bind sources, build the pipeline, attach sinks, run, report.
+
+Around the pipeline, a run keeps its file outputs honest: every output folder is checked
+writable and loses its ``_SUCCESS`` before anything is computed, a bounded run replaces the
+files of the folders it writes, and ``_SUCCESS`` is written last, only when the pipeline has
+finished (:class:`~liveagg.transforms.sinks.files.OutputFolder`). A failed or interrupted run
+removes its in-progress files and leaves no ``_SUCCESS``.
+"""
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
-from collections.abc import Sequence
+import posixpath
+import re
+import signal
+import sys
+import threading
+import time
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, TextIO
 
 import apache_beam as beam
 import orjson
 from apache_beam.metrics.metric import MetricsFilter
 from apache_beam.options.pipeline_options import PipelineOptions
+from apache_beam.runners.runner import PipelineState
 
-from liveagg.errors import COMMAND_LINE, ViewError
+from liveagg.errors import COMMAND_LINE, PathError, ViewError
 from liveagg.loader import load_views
 from liveagg.pipelines.compile import Compiled, Source, attach_sinks, bind_sources, build
 from liveagg.runners import direct
 from liveagg.runners.flink import FlinkProfile, supervise
 from liveagg.spec import Sink, ViewSpec
-from liveagg.transforms.deadletter import NAMESPACE
+from liveagg.transforms.deadletter import INPUT, NAMESPACE
 from liveagg.transforms.sinks import Connections
+from liveagg.transforms.sinks.files import OutputFolder, written_by_liveagg
 from liveagg.transforms.sources import FileSource
+from liveagg.transforms.sources.progress import PROGRESS, Snapshot
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -59,33 +76,149 @@ class RunConfig:
     # Two-level runs: level 1 (``run``) writes partials here; level 2 (``rekey``) reads them.
     intermediate_topic: str | None = None
     rekey: bool = False
+    # A progress line on stderr while the pipeline runs (the command line sets it on a tty).
+    progress: bool = False
+
+
+class UsageError(Exception):
+    """The command line asks for a run that cannot do what it should (it would write its
+    results nowhere, say): the command line's exit 2, as for an unknown option."""
+
+
+class Interrupted(Exception):
+    """SIGINT (Ctrl-C) or SIGTERM stopped the run; ``partial`` are the folders it had begun
+    to write, which hold no ``_SUCCESS``."""
+
+    def __init__(self, signum: int, partial: Sequence[str]) -> None:
+        self.signum = signum
+        self.partial = list(partial)
+        if self.partial:
+            what = f"output under {', '.join(self.partial)} is partial (no _SUCCESS)"
+        else:
+            what = "the sinks may hold part of the results"
+        super().__init__(f"interrupted: {what}")
 
 
 @dataclass
 class RunReport:
-    """Counters read back from the finished pipeline."""
+    """Counters read back from the finished pipeline.
+
+    The message accounting (docs/semantics.md, "Accounting") is read from the counters
+    alone: every line read is blank, a message or an input dead letter, and every message
+    of a view's source is used by the view, filtered out or one of its dead letters.
+    """
 
     output: str | None
     rows: dict[str, int] = field(default_factory=dict)
-    dead_letters: dict[str, int] = field(default_factory=dict)
+    dead_letters: dict[str, int] = field(default_factory=dict)  # by reason, all of them
     partials: dict[str, int] = field(default_factory=dict)  # level 1: to --intermediate-topic
     intermediate_topic: str | None = None
+    lines_read: int = 0  # lines or records the sources gave
+    blank_lines: int = 0  # skipped: they carry no message
+    messages: int = 0  # lines that are JSON objects
+    messages_by_source: dict[str, int] = field(default_factory=dict)
+    used: dict[str, int] = field(default_factory=dict)  # view -> messages it aggregated
+    filtered: dict[str, int] = field(default_factory=dict)  # view -> rejected by its filter
+    late_windows: dict[str, int] = field(default_factory=dict)  # view -> windows missed
+    #: Message dead letters: view (``_input`` for those no view could read) -> reason -> n.
+    message_dead_letters: dict[str, dict[str, int]] = field(default_factory=dict)
+    #: Result dead letters (``overflow``): view -> reason -> n; no message is behind them.
+    result_dead_letters: dict[str, dict[str, int]] = field(default_factory=dict)
+    view_sources: dict[str, str] = field(default_factory=dict)  # view -> its source's name
+    rekey: bool = False  # a level-2 run reads envelopes, not messages: no accounting
 
     def summary(self) -> str:
+        """What the run did, in lines that add up: ``lines read = messages + blank + not
+        messages``, and per view ``messages = used + filtered out + dead letters``, then the
+        rows per view and the dead letters by reason (SPEC section 5)."""
         lines = []
-        if self.intermediate_topic:
-            for view, count in sorted(self.partials.items()):
-                lines.append(f"view {view}: {count} partials -> topic {self.intermediate_topic}")
-        else:
-            for view, count in sorted(self.rows.items()):
+        numbers = self.accounting()
+        # Level 2 reads envelopes, not messages; a runner that gave no metrics counted none.
+        accounted = not self.rekey and bool(self.lines_read or self.messages)
+        if accounted:
+            input_letters = sum(numbers["input_dead_letters"].values())
+            lines.append(
+                f"read {self.lines_read} lines = {self.messages} messages + "
+                f"{self.blank_lines} blank + {input_letters} not messages (dead letters)"
+            )
+        for view, n in numbers["views"].items():
+            if self.intermediate_topic:
+                what = f"{self.partials.get(view, 0)} partials -> topic {self.intermediate_topic}"
+            else:
                 where = f" -> {Path(self.output, view)}/" if self.output else ""
-                lines.append(f"view {view}: {count} rows{where}")
+                what = f"{self.rows.get(view, 0)} rows{where}"
+            lines.append(f"view {view}: {what}")
+            if accounted:
+                letters = sum(n["dead_letters"].values())
+                lines.append(
+                    f"  {n['messages']} messages = {n['used']} used + {n['filtered']} "
+                    f"filtered out + {letters} dead letters"
+                )
         total = sum(self.dead_letters.values())
         where = f" -> {Path(self.output, '_dead_letter')}/" if self.output and total else ""
         lines.append(f"dead letters: {total}{where}")
         for reason, count in sorted(self.dead_letters.items()):
             lines.append(f"  {reason}: {count}")
         return "\n".join(lines)
+
+    def view_messages(self, view: str) -> int:
+        """The messages the view's source gave (all messages when the counter per source is
+        missing, as from a run of one source)."""
+        source = self.view_sources.get(view)
+        return self.messages_by_source.get(source, self.messages) if source else self.messages
+
+    def accounting(self) -> dict[str, Any]:
+        """The numbers that account for every line, for printing: ``lines_read``,
+        ``blank_lines``, ``messages``, ``input_dead_letters`` (reason -> n) and ``views``:
+        view -> ``messages`` (of its source), ``used``, ``filtered``, ``dead_letters``
+        (reason -> n), ``late_windows``, ``result_dead_letters`` (reason -> n)."""
+        views = sorted({*self.rows, *self.used, *self.filtered, *self.view_sources})
+        return {
+            "lines_read": self.lines_read,
+            "blank_lines": self.blank_lines,
+            "messages": self.messages,
+            "input_dead_letters": dict(self.message_dead_letters.get(INPUT, {})),
+            "views": {
+                view: {
+                    "messages": self.view_messages(view),
+                    "used": self.used.get(view, 0),
+                    "filtered": self.filtered.get(view, 0),
+                    "dead_letters": dict(self.message_dead_letters.get(view, {})),
+                    "late_windows": self.late_windows.get(view, 0),
+                    "result_dead_letters": dict(self.result_dead_letters.get(view, {})),
+                }
+                for view in views
+            },
+        }
+
+    def reconcile(self) -> list[str]:
+        """The accounting invariants that do not hold, each as a sentence; empty when every
+        line is accounted for:
+
+        * ``lines_read = blank_lines + messages + dead_letter/_input/*``;
+        * per view, ``messages of its source = used + filtered + dead_letter/<view>/*``
+          (``result_dead_letter/<view>/*``, about rows, are not messages).
+
+        A level-2 run (``rekey``) reads envelopes, which these counters do not cover.
+        """
+        if self.rekey:
+            return []
+        problems = []
+        numbers = self.accounting()
+        input_letters = sum(numbers["input_dead_letters"].values())
+        if self.lines_read != self.blank_lines + self.messages + input_letters:
+            problems.append(
+                f"lines_read {self.lines_read} != blank_lines {self.blank_lines} + messages "
+                f"{self.messages} + input dead letters {input_letters}"
+            )
+        for view, n in numbers["views"].items():
+            letters = sum(n["dead_letters"].values())
+            if n["messages"] != n["used"] + n["filtered"] + letters:
+                problems.append(
+                    f"view {view}: messages {n['messages']} != used {n['used']} + filtered "
+                    f"{n['filtered']} + dead letters {letters}"
+                )
+        return problems
 
 
 def _split_binding(item: str) -> tuple[str | None, str]:
@@ -173,7 +306,15 @@ def _sinks_for(config: RunConfig, view: ViewSpec) -> tuple[Sink, ...]:
     return tuple(sinks)
 
 
-def pipeline_options(config: RunConfig) -> PipelineOptions:
+def _paths(config: RunConfig, views: Sequence[ViewSpec]) -> list[str]:
+    """Every file path of the run (inputs, output, sink paths): S3 settings go where used."""
+    paths = [_split_binding(item)[1] for item in config.inputs]
+    paths += [config.output] if config.output else []
+    paths += [s.options["path"] for v in views for s in v.sinks if "path" in s.options]
+    return paths
+
+
+def pipeline_options(config: RunConfig, paths: Sequence[str] = ()) -> PipelineOptions:
     args: list[str] = []
     if config.runner == "direct":
         args += direct.beam_args(config.direct_num_workers)
@@ -186,7 +327,7 @@ def pipeline_options(config: RunConfig) -> PipelineOptions:
     except ImportError:  # object-store extras not installed
         pass
     else:
-        args += beam_args(config.connections)
+        args += beam_args(config.connections, paths)
     # The user's Beam arguments come last: of a flag given twice the last counts, so they
     # override liveagg's defaults (say --max_bundle_size) instead of being overridden.
     return PipelineOptions([*args, *config.beam_args])
@@ -210,7 +351,12 @@ def _check_runner(config: RunConfig, views: Sequence[ViewSpec]) -> None:
 
 
 def run(config: RunConfig) -> RunReport:
-    """Run ``config``: one level, level 1 (``intermediate_topic``) or level 2 (``rekey``)."""
+    """Run ``config``: one level, level 1 (``intermediate_topic``) or level 2 (``rekey``).
+
+    Raises :class:`~liveagg.errors.ViewError` for views and options, :class:`UsageError`
+    for a run that would write nowhere, :class:`~liveagg.errors.PathError` for an input or
+    output the run cannot read or write, and :class:`Interrupted` on SIGINT or SIGTERM.
+    """
     views = load_views(config.views)
     _check_runner(config, views)
     level1 = bool(config.intermediate_topic) and not config.rekey
@@ -226,29 +372,24 @@ def run(config: RunConfig) -> RunReport:
         sources = bind_sources(views, named, default)
     # Rows are written at the roll-up's grain; level 1 aggregates the views as declared.
     written = [replace(v.final(), sinks=_sinks_for(config, v)) for v in views]
+    if not level1:  # level 1 writes its partials to the intermediate topic
+        _check_destinations(config, written)
     typed_output = config.output  # reported as the user wrote it
     if config.output:
         config = replace(config, output=_absolute(config.output))
-    pipeline = beam.Pipeline(options=pipeline_options(config))
+    PROGRESS.reset()
+    pipeline = beam.Pipeline(options=pipeline_options(config, _paths(config, written)))
     if config.rekey:
         compiled = _rekey(pipeline, config, views, sources)
-    else:
-        try:  # file patterns are matched here, once the pipeline has set up the file systems
-            compiled = build(
-                pipeline,
-                views if level1 else written,
-                sources,
-                streaming=config.streaming or None,
-                partials=level1,
-            )
-        except FileNotFoundError as e:
-            raise ViewError(
-                COMMAND_LINE,
-                "$.input",
-                f"--input: {e}; give a JSON Lines file, a glob such as 'logs/*.jsonl', or an "
-                "s3:// or gs:// path",
-            ) from None
-    attach_sinks(
+    else:  # file patterns are matched here, once the pipeline has set up the file systems
+        compiled = build(
+            pipeline,
+            views if level1 else written,
+            sources,
+            streaming=config.streaming or None,
+            partials=level1,
+        )
+    folders = attach_sinks(
         compiled,
         views if level1 else written,
         sources,
@@ -257,15 +398,170 @@ def run(config: RunConfig) -> RunReport:
         dead_letter_topic=config.dead_letter_topic,
         intermediate_topic=config.intermediate_topic if level1 else None,
     )
-    result = pipeline.run()
-    if config.runner == "flink":
-        supervise(result, config.flink, config.report_every_s)
-    else:
-        result.wait_until_finish()
+    # Bounded input gives a complete result: it replaces the previous one. Unbounded input
+    # adds part files, which a job restored from a checkpoint or savepoint continues.
+    bounded = all(source.bounded for source in sources.values())
+    if bounded:
+        _check_inputs_are_kept(sources.values(), folders)
+    state, result = _execute(pipeline, config, folders, replace_files=bounded)
+    if state == PipelineState.DONE:
+        for folder in folders:  # last: every row and dead letter is written
+            folder.finish()
     report = _report(result, typed_output, [v.name for v in views])
+    report.view_sources = {v.name: v.source for v in views}
+    report.rekey = config.rekey
     if level1:
         report.intermediate_topic = config.intermediate_topic
     return report
+
+
+def _check_destinations(config: RunConfig, written: Sequence[ViewSpec]) -> None:
+    """Refuse a run whose results would go nowhere (SPEC section 5)."""
+    if config.output:
+        return
+    nowhere = [v.name for v in written if not v.sinks]
+    if nowhere:
+        views = ", ".join(nowhere)
+        ignored = " (--no-view-sinks ignores the views' own)" if not config.view_sinks else ""
+        raise UsageError(
+            f"no output for view {views}: give --output DIR, --sink JSON, or a 'sinks' entry "
+            f"in the view{ignored}"
+        )
+
+
+def _check_inputs_are_kept(sources: Iterable[Source], folders: Sequence[OutputFolder]) -> None:
+    """Refuse a bounded run that would remove its own input: an ``--input`` file that is
+    one of those it replaces in its output folders (``OUT/<view>/*.jsonl``, say)."""
+    from liveagg.transforms.sources.files import match
+
+    owned = {_absolute(path).rstrip("/") for folder in folders for path in folder.owned()}
+    for source in sources:
+        if not isinstance(source, FileSource):
+            continue
+        for path, _ in match(source.pattern):
+            folder, name = posixpath.split(path) if "://" in path else os.path.split(path)
+            if folder in owned and written_by_liveagg(name):
+                raise PathError(
+                    folder,
+                    f"holds input files of this run ({path}), and a run replaces the files in "
+                    "the folders it writes; give another --output or sink path",
+                )
+
+
+def _execute(
+    pipeline: beam.Pipeline,
+    config: RunConfig,
+    folders: Sequence[OutputFolder],
+    *,
+    replace_files: bool,
+) -> tuple[str, Any]:
+    """Prepare the output folders, run the pipeline and wait for it: its final state and
+    result. A failure or an interrupt removes the in-progress files first."""
+    prepared: list[OutputFolder] = []
+    with _remember_signals() as caught:
+        try:
+            for folder in folders:  # before computing: an unwritable output fails fast
+                prepared.append(folder)  # from here on it may be partial
+                folder.prepare(replace=replace_files)
+            # A Flink job's progress is its metrics, which supervise() prints.
+            with _progress_line(config.progress and config.runner != "flink"):
+                result = pipeline.run()
+                if config.runner == "flink":
+                    state = supervise(result, config.flink, config.report_every_s)
+                else:
+                    state = result.wait_until_finish()
+        except BaseException as e:
+            for folder in prepared:
+                folder.abort()
+            if caught:
+                raise Interrupted(caught[0], [f.path for f in prepared]) from None
+            error = _path_error(e)
+            if error is not None:
+                raise error from None
+            raise
+    return str(getattr(state, "name", state)).upper(), result
+
+
+def _path_error(error: BaseException) -> PathError | None:
+    """The :class:`PathError` a worker raised: the exception itself on the in-process
+    DirectRunner, else (a portable runner's job failure) found in the error's text."""
+    if isinstance(error, PathError):
+        return error
+    found = re.search(r"PathError: (.+)$", str(error), re.MULTILINE)
+    return PathError(found[1]) if found else None
+
+
+@contextlib.contextmanager
+def _remember_signals() -> Iterator[list[int]]:
+    """SIGINT and SIGTERM raise ``KeyboardInterrupt`` and are remembered in the list given.
+
+    The exception alone cannot tell: Beam's DirectRunner re-raises an exception from inside a
+    DoFn as ``type(exn)(exn.args[0] + step_annotation, ...)`` and, when that fails, as a
+    ``RuntimeError`` (``apache_beam/runners/common.py``, ``_reraise_augmented``); a
+    ``KeyboardInterrupt`` has no ``args[0]``, so Ctrl-C reaches the caller as a
+    ``RuntimeError``.
+    """
+    caught: list[int] = []
+    if threading.current_thread() is not threading.main_thread():
+        yield caught
+        return
+
+    def handler(signum: int, frame: Any) -> None:
+        caught.append(signum)
+        raise KeyboardInterrupt
+
+    previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
+    try:
+        yield caught
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, old if old is not None else signal.SIG_DFL)
+
+
+def progress_text(read: Snapshot, elapsed_s: float) -> str:
+    """The progress line: lines read, the share of the input's bytes, the rate."""
+    if not read.bytes_read:
+        return f"running, {elapsed_s:.0f} s"
+    rate = f"{read.lines_read / max(elapsed_s, 1e-3):,.0f} lines/s"
+    if read.bytes_total and read.bytes_read >= read.bytes_total:
+        return (
+            f"input read: {read.lines_read:,} lines ({rate}); aggregating and writing, "
+            f"{elapsed_s:.0f} s"
+        )
+    share = f", {100 * read.bytes_read / read.bytes_total:.0f}%" if read.bytes_total else ""
+    size = f" of {read.bytes_total / 2**20:,.1f} MiB" if read.bytes_total else ""
+    return f"reading: {read.lines_read:,} lines{share}{size}, {rate}, {elapsed_s:.0f} s"
+
+
+@contextlib.contextmanager
+def _progress_line(
+    enabled: bool, stream: TextIO | None = None, every_s: float = 1.0
+) -> Iterator[None]:
+    """With ``enabled``, rewrite one line of ``stream`` (stderr) every ``every_s`` while the
+    block runs, and clear it at the end. Only this process's readers count
+    (:mod:`liveagg.transforms.sources.progress`)."""
+    if not enabled:
+        yield
+        return
+    out = stream or sys.stderr
+    stop = threading.Event()
+    start = time.monotonic()
+
+    def show() -> None:
+        while not stop.wait(every_s):
+            text = progress_text(PROGRESS.snapshot(), time.monotonic() - start)
+            out.write(f"\r\x1b[K{text}")
+            out.flush()
+
+    thread = threading.Thread(target=show, name="liveagg-progress", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join()
+        out.write("\r\x1b[K")
+        out.flush()
 
 
 def _intermediate(config: RunConfig, views: Sequence[ViewSpec]) -> Source:
@@ -312,14 +608,31 @@ def _report(result: Any, output: str | None, names: list[str]) -> RunReport:
         _LOGGER.warning("no metrics from the runner: %s", e)
         return report
     counters = query["counters"]
+    per_view = {
+        "rows": report.rows,
+        "partials": report.partials,
+        "used": report.used,
+        "filtered": report.filtered,
+        "late_windows": report.late_windows,
+        "messages": report.messages_by_source,
+    }
     for counter in counters:
         name = counter.key.metric.name
         value = counter.committed if counter.committed is not None else counter.attempted
-        if name.startswith("rows/"):
-            report.rows[name[5:]] = report.rows.get(name[5:], 0) + value
-        elif name.startswith("partials/"):
-            report.partials[name[9:]] = report.partials.get(name[9:], 0) + value
-        elif name.startswith("dead_letter/") and name.count("/") == 1:
-            reason = name.split("/", 1)[1]
-            report.dead_letters[reason] = report.dead_letters.get(reason, 0) + value
+        parts = name.split("/")
+        if len(parts) == 1 and name in ("lines_read", "blank_lines", "messages"):
+            setattr(report, name, getattr(report, name) + value)
+        elif len(parts) == 2 and parts[0] in per_view:
+            into = per_view[parts[0]]
+            into[parts[1]] = into.get(parts[1], 0) + value
+        elif len(parts) == 2 and parts[0] == "dead_letter":
+            report.dead_letters[parts[1]] = report.dead_letters.get(parts[1], 0) + value
+        elif len(parts) == 3 and parts[0] in ("dead_letter", "result_dead_letter"):
+            family = (
+                report.message_dead_letters
+                if parts[0] == "dead_letter"
+                else report.result_dead_letters
+            )
+            reasons = family.setdefault(parts[1], {})
+            reasons[parts[2]] = reasons.get(parts[2], 0) + value
     return report

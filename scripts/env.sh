@@ -10,7 +10,15 @@ fi
 . .venv/bin/activate
 stamp=".venv/.liveagg-installed"
 if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ]; then
-  python -m pip install --quiet --upgrade pip
-  python -m pip install --quiet -e ".[${LIVEAGG_EXTRAS:-dev}]"
+  # What the installers print (setuptools' "Editable installation" notice, say) is shown
+  # only if the install fails.
+  echo "installing liveagg[${LIVEAGG_EXTRAS:-dev}] into .venv ..." >&2
+  log=".venv/install.log"
+  if ! { python -m pip install --quiet --upgrade pip &&
+    python -m pip install --quiet -e ".[${LIVEAGG_EXTRAS:-dev}]"; } >"$log" 2>&1; then
+    cat "$log" >&2
+    echo "installing liveagg failed; the log above is in $log" >&2
+    exit 1
+  fi
   touch "$stamp"
 fi

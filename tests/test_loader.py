@@ -7,15 +7,24 @@ import json
 import pickle
 import sys
 import types
+from importlib.metadata import EntryPoint
 from pathlib import Path
 from typing import Any
 
+import apache_beam as beam
 import pytest
 
 from liveagg.combiners import LiveaggCombineFn, known
 from liveagg.combiners import registry as combiner_registry
 from liveagg.errors import ViewError, ViewErrors
-from liveagg.loader import RESERVED_COLUMNS, load_views, parse_view, validate_paths
+from liveagg.expr import parse_expr
+from liveagg.loader import (
+    MAX_NESTING,
+    RESERVED_COLUMNS,
+    load_views,
+    parse_view,
+    validate_paths,
+)
 from liveagg.spec import (
     Aggregation,
     AllOf,
@@ -29,10 +38,16 @@ from liveagg.spec import (
     Window,
 )
 from liveagg.view_schemas import SCHEMA_PATH
+from tests.support.cli import liveagg
 
 EXAMPLES = SCHEMA_PATH.parent / "examples"
 BAD_VIEWS = Path(__file__).parent / "data" / "bad_views"
 KNOWN = ", ".join(known())
+
+ALLOWED = (
+    "name, description, source, event_time, grouping_cols, grouping_sets, window, "
+    "allowed_lateness, emit, filter, aggregation_info, derived, sinks, rollup, hot_key_fanout"
+)
 
 BASE: dict[str, Any] = {
     "name": "clicks",
@@ -724,6 +739,256 @@ def test_blank_event_time_field() -> None:
     )
 
 
+# --------------------------------------------------------------------------- limits
+
+LONGEST = "accepted: from '1ms' to '36500d' (about 100 years)"
+
+
+@pytest.mark.parametrize(
+    ("changes", "where", "what"),
+    [
+        ({"window": {"size": "36501d"}}, "$.window.size", "'36501d' is too long for a window size"),
+        ({"window": {"size": f"{10**30}ms"}}, "$.window.size",
+         f"'{10**30}ms' is too long for a window size"),
+        ({"window": {"size": ["1m", "876001h"]}}, "$.window.size[1]",
+         "'876001h' is too long for a window size"),
+        ({"window": {"type": "sliding", "size": "1h", "period": "36501d"}}, "$.window.period",
+         "'36501d' is too long for a sliding period"),
+        ({"window": {"type": "session", "gap": "52560001m"}}, "$.window.gap",
+         "'52560001m' is too long for a session gap"),
+        ({"emit": {"early": "3153600001s"}}, "$.emit.early",
+         "'3153600001s' is too long for an early-firing period"),
+        ({"rollup": {"window": {"size": "36510d"}}}, "$.rollup.window.size",
+         "'36510d' is too long for a roll-up window size"),
+    ],
+)  # fmt: skip
+def test_durations_are_at_most_100_years(changes: dict[str, Any], where: str, what: str) -> None:
+    assert error(view(**changes)) == f"<memory>: {where}: {what}; {LONGEST}"
+
+
+def test_the_longest_durations_are_accepted() -> None:
+    spec = parse_view(
+        view(
+            window={"size": "36500d"},
+            allowed_lateness="36500d",
+            emit={"early": "876000h"},
+            rollup={"window": {"size": "36500d"}},
+        )
+    )
+    assert spec.window.sizes[0].micros == spec.allowed_lateness.micros == 36_500 * 86_400 * 10**6
+    # Leading zeros are not digits that count.
+    assert parse_view(view(window={"size": "0" * 40 + "10m"})).window.sizes[0].micros == 6 * 10**8
+
+
+def test_lateness_is_bounded_too() -> None:
+    assert error(view(allowed_lateness="36501d")) == (
+        "<memory>: $.allowed_lateness: '36501d' is too long for allowed_lateness; accepted: "
+        "from '0s' to '36500d' (about 100 years)"
+    )
+
+
+def test_a_duration_of_thousands_of_digits_is_an_error_not_a_traceback() -> None:
+    # int() refuses strings of more than 4300 digits with a ValueError of its own.
+    text = "1" * 5000 + "ms"
+    assert error(view(window={"size": text})) == (
+        f"<memory>: $.window.size: '{'1' * 76}... is too long for a window size; {LONGEST}"
+    )
+
+
+@pytest.mark.parametrize(
+    ("window", "message"),
+    [
+        ({"type": "sliding", "size": "1d", "period": "1ms"},
+         "size '1d' every period '1ms' puts each message in 86,400,000 windows; at most 1,000 "
+         "are accepted (a period of at least '86400ms' for this size)"),
+        ({"type": "sliding", "size": "1h", "period": "3s"},
+         "size '1h' every period '3s' puts each message in 1,200 windows; at most 1,000 are "
+         "accepted (a period of at least '3600ms' for this size)"),
+        ({"type": "sliding", "size": "1001s", "period": "1s"},
+         "size '1001s' every period '1s' puts each message in 1,001 windows; at most 1,000 are "
+         "accepted (a period of at least '1001ms' for this size)"),
+        ({"type": "sliding", "size": ["1h", "1d"], "period": "1m"},
+         "sizes '1h', '1d' every period '1m' put each message in 60 + 1,440 = 1,500 windows; at "
+         "most 1,000 are accepted"),
+    ],
+)  # fmt: skip
+def test_windows_per_message_are_bounded(window: dict[str, Any], message: str) -> None:
+    assert error(view(window=window)) == f"<memory>: $.window.period: {message}"
+
+
+@pytest.mark.parametrize(
+    "window",
+    [
+        {"type": "sliding", "size": "1000s", "period": "1s"},
+        {"type": "sliding", "size": "1h", "period": "4s"},
+        # windows.sliding() starts a window at every multiple of the period that covers the
+        # event, so a size need not be a multiple of the period: 3 or 4 windows here.
+        {"type": "sliding", "size": "10m", "period": "3m"},
+    ],
+)
+def test_windows_per_message_up_to_the_bound(window: dict[str, Any]) -> None:
+    parse_view(view(window=window))
+
+
+def test_windows_per_message_of_many_fixed_sizes() -> None:
+    sizes = [f"{n}ms" for n in range(1, 1002)]
+    assert error(view(window={"size": sizes})) == (
+        "<memory>: $.window.size: 1,001 sizes put each message in 1,001 windows; at most 1,000 "
+        "are accepted"
+    )
+    parse_view(view(window={"size": sizes[:1000]}))
+
+
+def _nested_filter(levels: int) -> dict[str, Any]:
+    node: dict[str, Any] = {"field": "kind", "op": "eq", "value": "ads"}
+    for k in range(levels):
+        node = {"all" if k % 2 else "any": [node]}
+    return node
+
+
+def test_filters_nest_within_the_nesting_bound(tmp_path: Path) -> None:
+    # The view is level 1, its filter level 2, and each all/any adds an array and an object.
+    deepest = _nested_filter((MAX_NESTING - 2) // 2)
+    assert parse_view(view(filter=deepest)).filter is not None
+    path = write(tmp_path, "a.json", view(filter=deepest))
+    assert validate_paths([path]) == []
+
+
+def test_nesting_deeper_than_the_bound_is_an_error_not_a_traceback(tmp_path: Path) -> None:
+    for name, text in [
+        ("arrays.json", "[" * 100_000 + "]" * 100_000),
+        ("open.json", "{" + '"a":[' * 100_000),
+        ("filter.json", json.dumps(view(filter=_nested_filter(MAX_NESTING)), indent=1)),
+    ]:
+        path = write(tmp_path, name, text)
+        found = [str(e) for e in validate_paths([path])]
+        assert len(found) == 1, found
+        assert found[0].startswith(f"{path}: $: objects and arrays nest deeper than 64 levels at ")
+        assert found[0].endswith(
+            "; a view file may nest at most 64 (each all/any of a filter takes two)"
+        )
+    assert [str(e) for e in validate_paths([tmp_path / "arrays.json"])] == [
+        f"{tmp_path / 'arrays.json'}: $: objects and arrays nest deeper than 64 levels at line "
+        "1, column 65; a view file may nest at most 64 (each all/any of a filter takes two)"
+    ]
+
+
+def test_brackets_in_strings_are_not_nesting(tmp_path: Path) -> None:
+    path = write(tmp_path, "a.json", view(description='[{"' * 1000 + "\\" + "]" * 5))
+    assert validate_paths([path]) == []
+
+
+def test_nesting_of_a_view_given_as_objects() -> None:
+    value: Any = 1
+    for _ in range(100_000):
+        value = [value]
+    found = error(view(filter={"field": "kind", "op": "eq", "value": value}))
+    assert found == (
+        "<memory>: $.filter.value" + "[0]" * 62 + ": objects and arrays nest deeper than 64 "
+        "levels here; a view file may nest at most 64 (each all/any of a filter takes two)"
+    )
+
+
+@pytest.mark.parametrize(
+    ("number", "shown"),
+    [
+        ("1e999", "1e999"),
+        ("-1e999", "-1e999"),
+        ("1" * 5000, "11111111111111111111... (5,000 characters)"),
+        ("-" + "9" * 310, "-9999999999999999999... (311 characters)"),
+        (str(2 * 10**308), str(2 * 10**308)[:20] + "... (309 characters)"),
+        ("0." + "0" * 400 + "1e999", "0.000000000000000000... (407 characters)"),
+    ],
+)
+def test_numbers_beyond_a_double_are_errors_with_their_place(
+    tmp_path: Path, number: str, shown: str
+) -> None:
+    text = json.dumps(view(description="1e999 " + number), indent=2)
+    text = text.replace('"name": "clicks"', f'"name": "clicks",\n  "hot_key_fanout": {number}')
+    path = write(tmp_path, "a.json", text)
+    assert [str(e) for e in validate_paths([path])] == [
+        f"{path}: $: invalid JSON at line 3, column 21: the number {shown} is out of range; "
+        "numbers in a view are at most 1.8e+308 in magnitude (a double's range)"
+    ]
+
+
+def test_the_largest_numbers_are_read(tmp_path: Path) -> None:
+    big = int(sys.float_info.max)
+    text = json.dumps(view(hot_key_fanout=big, description="x"))
+    text = text.replace('"x"', '"x", "sinks": [{"type": "kafka", "topic": 1e-999}]')
+    path = write(tmp_path, "a.json", text)
+    # Read, then refused by the schema as any wrong value is.
+    assert [str(e) for e in validate_paths([path])] == [
+        f"{path}: $.hot_key_fanout: {str(big)[:77]}... is out of range; expected 2 to 1024",
+        f"{path}: $.sinks[0].topic: expected a Kafka topic name: 1 to 249 letters, digits, "
+        "'.', '_' or '-'; got the number 0.0",
+    ]
+
+
+@pytest.mark.parametrize(
+    ("changes", "where"),
+    [
+        ({"name": "clicks\n"}, "$.name"),
+        ({"window": {"size": "10m\n"}}, "$.window.size"),
+    ],
+)
+def test_a_final_newline_does_not_match_a_pattern(changes: dict[str, Any], where: str) -> None:
+    # JSON Schema's "$" is the end of the string; Python's also matches before a final "\n".
+    assert error(view(**changes)).startswith(f"<memory>: {where}: ")
+
+
+def test_a_derived_expression_of_a_thousand_terms() -> None:
+    # It passed validation and raised RecursionError on the first row.
+    derived = [{"name": "total", "expr": " + ".join(["events"] * 1000)}]
+    assert error(view(derived=derived)) == (
+        "<memory>: $.derived[0].expr: the expression is 8,997 characters long; at most 1,000 "
+        "are accepted (split it into several derived columns)"
+    )
+    derived = [{"name": "total", "expr": "+".join(["events"] * 142)}]
+    spec = parse_view(view(derived=derived))
+    assert parse_expr(spec.derived[0].expr).evaluate({"events": 2}) == 284.0
+
+
+def test_a_number_of_thousands_of_digits_in_an_expression() -> None:
+    derived = [{"name": "big", "expr": "events * " + "1" * 5000}]
+    assert error(view(derived=derived)) == (
+        "<memory>: $.derived[0].expr: the expression is 5,009 characters long; at most 1,000 "
+        "are accepted (split it into several derived columns)"
+    )
+    derived = [{"name": "big", "expr": "events * " + "1" * 400}]
+    assert error(view(derived=derived)) == (
+        f"<memory>: $.derived[0].expr: syntax error in {('events * ' + '1' * 68)!r}... at "
+        f"column 10: expected a number a float can hold, found {'1' * 77!r}..."
+    )
+
+
+def test_thousands_of_columns_are_reported_with_short_messages() -> None:
+    # One problem per column: messages list the first 20 columns, and no suggestion is
+    # searched among thousands (each would compare the word with every column).
+    cols = [f"c{i}" for i in range(5000)]
+    found = errors(view(grouping_cols=cols, grouping_sets=[[f"d{i}"] for i in range(5000)]))
+    assert len(found) == 5000
+    listed = ", ".join(cols[:20])
+    assert found[-1] == (
+        f"<memory>: $.grouping_sets[4999][0]: 'd4999' is not in grouping_cols ({listed}, ... "
+        "(5,000 in all)); a grouping set may only use grouping columns"
+    )
+
+
+def test_a_repeat_far_down_a_long_list_is_named() -> None:
+    cols = [f"c{i}" for i in range(20000)]
+    assert error(view(grouping_cols=[*cols, "c7"])) == (
+        "<memory>: $.grouping_cols: 'c7' is listed more than once; list each item once"
+    )
+    # As JSON compares: 1 and 1.0 are equal, true and 1 are not.
+    assert errors(view(grouping_cols=[True, 1, "a", 1.0])) == [
+        "<memory>: $.grouping_cols: 1.0 is listed more than once; list each item once",
+        "<memory>: $.grouping_cols[0]: expected a string, got true",
+        "<memory>: $.grouping_cols[1]: expected a string, got the number 1",
+        "<memory>: $.grouping_cols[3]: expected a string, got the number 1.0",
+    ]
+
+
 # --------------------------------------------------------------------------- derived
 
 
@@ -800,14 +1065,44 @@ def test_derived_names_unique() -> None:
 
 # --------------------------------------------------------------------------- custom and plugins
 
+#: Every call of a callable that a hostile view names, or of a test class's __init__. A view
+#: that validates without adding to it ran none of them.
+CALLS: list[tuple[str, dict[str, Any]]] = []
+
+ACCEPTED = "expected a subclass of liveagg.combiners.LiveaggCombineFn"
+IN_A_PACKAGE = (
+    "expected 'package.module:ClassName' naming a subclass of "
+    "liveagg.combiners.LiveaggCombineFn in an installed package"
+)
+
 
 class Scaled(LiveaggCombineFn):
     """A custom sum that multiplies by ``factor``; enough for loading, never run here."""
 
     def __init__(self, factor: int = 1) -> None:
+        CALLS.append(("Scaled", {"factor": factor}))
         if not isinstance(factor, int):
             raise ValueError(f"factor must be an integer, got {factor!r}")
         self.factor = factor
+
+
+class PlainBeamFn(beam.CombineFn):
+    """A Beam CombineFn that does not say how its accumulator is written to bytes."""
+
+    def __init__(self, **params: Any) -> None:
+        CALLS.append(("PlainBeamFn", params))
+
+
+def side_effect(**params: Any) -> None:
+    """A function in an importable module: naming it must not call it."""
+    CALLS.append(("side_effect", params))
+
+
+class Exploding(LiveaggCombineFn):
+    """Its __init__ fails with something other than ValueError or TypeError."""
+
+    def __init__(self, key: str = "x") -> None:
+        raise KeyError(key)
 
 
 @pytest.fixture
@@ -815,7 +1110,12 @@ def custom_module(monkeypatch: pytest.MonkeyPatch) -> str:
     module = types.ModuleType("liveagg_example_fns")
     module.Scaled = Scaled  # type: ignore[attr-defined]
     module.NotACombineFn = dict  # type: ignore[attr-defined]
+    module.PlainBeamFn = PlainBeamFn  # type: ignore[attr-defined]
+    module.side_effect = side_effect  # type: ignore[attr-defined]
+    module.Exploding = Exploding  # type: ignore[attr-defined]
+    module.INSTANCE = object.__new__(Scaled)  # type: ignore[attr-defined]
     monkeypatch.setitem(sys.modules, module.__name__, module)
+    CALLS.clear()
     return module.__name__
 
 
@@ -840,69 +1140,201 @@ def test_custom_aggregation_needs_combine_fn() -> None:
     )
 
 
-def test_custom_combine_fn_reference_is_checked() -> None:
-    assert error(view(aggregation_info=[agg("custom", combine_fn="pkg.Fn")])) == (
-        "<memory>: $.aggregation_info[0].params.combine_fn: 'pkg.Fn' is not a combine_fn "
+@pytest.mark.parametrize("reference", ["pkg.Fn", "pkg.mod:Fn\n", "pkg:Fn.attr", "pkg:"])
+def test_custom_combine_fn_reference_is_checked(reference: str) -> None:
+    assert error(view(aggregation_info=[agg("custom", combine_fn=reference)])) == (
+        f"<memory>: $.aggregation_info[0].params.combine_fn: {reference!r} is not a combine_fn "
         "reference; expected 'package.module:ClassName'"
     )
 
 
-def test_custom_module_that_does_not_import() -> None:
-    with pytest.raises(
-        ViewErrors,
-        match=r"^<memory>: \$\.aggregation_info\[0\]\.params\.combine_fn: .*'no_such_pkg",
-    ):
-        parse_view(view(aggregation_info=[agg("custom", combine_fn="no_such_pkg.fns:Fn")]))
+def _hostile(tmp_path: Path, combine_fn: str, **params: Any) -> list[str]:
+    """What ``liveagg validate`` and ``load_views`` say of a view naming ``combine_fn``."""
+    path = write(
+        tmp_path, "v.json", view(aggregation_info=[agg("custom", combine_fn=combine_fn, **params)])
+    )
+    found = [str(e) for e in validate_paths([path])]
+    with pytest.raises(ViewErrors) as info:
+        load_views([path])
+    assert [str(e) for e in info.value] == found
+    return [line.removeprefix(f"{path}: ") for line in found]
 
 
-def test_custom_class_that_does_not_exist(custom_module: str) -> None:
-    with pytest.raises(
-        ViewErrors,
-        match=r"^<memory>: \$\.aggregation_info\[0\]\.params\.combine_fn: .*'Nope'",
-    ):
-        parse_view(view(aggregation_info=[agg("custom", combine_fn=f"{custom_module}:Nope")]))
+@pytest.mark.parametrize(
+    ("combine_fn", "params", "module"),
+    [
+        ("os:system", {"command": "touch {marker}"}, "os"),
+        ("subprocess:Popen", {"args": ["touch", "{marker}"]}, "subprocess"),
+        ("subprocess:run", {"args": "touch {marker}", "shell": True}, "subprocess"),
+        ("builtins:eval", {"source": "open('{marker}', 'w')"}, "builtins"),
+        ("shutil:rmtree", {"path": "{marker}"}, "shutil"),
+        ("antigravity:Fn", {}, "antigravity"),  # opens a web browser when imported
+        ("venv:main", {"args": ["{marker}"]}, "venv"),
+        # Not in sys.stdlib_module_names, but Python's; importing it runs the whole test suite.
+        ("test.autotest:Fn", {}, "test"),
+    ],
+)
+def test_standard_library_references_are_refused_and_nothing_runs(
+    tmp_path: Path, combine_fn: str, params: dict[str, Any], module: str
+) -> None:
+    marker = tmp_path / "PWNED"
+    params = json.loads(json.dumps(params).replace("{marker}", str(marker)))
+    imported = module in sys.modules
+    assert _hostile(tmp_path, combine_fn, **params) == [
+        f"$.aggregation_info[0].params.combine_fn: {combine_fn!r} names {module!r}, a module "
+        f"of Python's standard library, which holds no aggregation; {IN_A_PACKAGE}"
+    ]
+    assert not marker.exists()
+    assert (module in sys.modules) == imported  # refused before importing
 
 
-def test_custom_class_that_is_not_a_combine_fn(custom_module: str) -> None:
-    item = agg("custom", combine_fn=f"{custom_module}:NotACombineFn")
-    with pytest.raises(
-        ViewErrors,
-        match=r"^<memory>: \$\.aggregation_info\[0\]\.params: .*'custom'.* dict.*LiveaggCombineFn",
-    ):
-        parse_view(view(aggregation_info=[item]))
+def test_main_modules_are_refused_before_importing(tmp_path: Path) -> None:
+    # pip/__main__.py adds a wheel to sys.path at import; other __main__ modules run programs.
+    assert "pip.__main__" not in sys.modules
+    assert _hostile(tmp_path, "pip.__main__:Fn") == [
+        "$.aggregation_info[0].params.combine_fn: 'pip.__main__:Fn' names a special module "
+        "(such as __main__, which runs a program when imported); module names starting with "
+        f"'__' are refused; {IN_A_PACKAGE}"
+    ]
+    assert "pip.__main__" not in sys.modules
 
 
-def test_custom_params_rejected_by_the_class(custom_module: str) -> None:
+@pytest.mark.parametrize(
+    ("attribute", "what"),
+    [
+        ("side_effect", "a function, not a class"),
+        ("NotACombineFn", "the class dict, which is not a CombineFn"),
+        (
+            "PlainBeamFn",
+            "a Beam CombineFn (PlainBeamFn) that does not subclass LiveaggCombineFn, so it does "
+            "not say how its accumulator is written to bytes",
+        ),
+        ("INSTANCE", "a Scaled instance, not a class"),
+    ],
+)
+def test_references_to_anything_but_an_aggregation_class_are_refused_uncalled(
+    tmp_path: Path, custom_module: str, attribute: str, what: str
+) -> None:
+    reference = f"{custom_module}:{attribute}"
+    assert _hostile(tmp_path, reference, factor=2) == [
+        f"$.aggregation_info[0].params.combine_fn: {reference!r} is {what}; {ACCEPTED}"
+    ]
+    assert CALLS == []
+
+
+def test_a_real_beam_combine_fn_is_refused(tmp_path: Path) -> None:
+    reference = "apache_beam.transforms.combiners:CountCombineFn"
+    assert _hostile(tmp_path, reference) == [
+        f"$.aggregation_info[0].params.combine_fn: {reference!r} is a Beam CombineFn "
+        "(CountCombineFn) that does not subclass LiveaggCombineFn, so it does not say how its "
+        f"accumulator is written to bytes; {ACCEPTED}"
+    ]
+
+
+def test_the_base_class_itself_is_refused(tmp_path: Path) -> None:
+    reference = "liveagg.combiners:LiveaggCombineFn"
+    assert _hostile(tmp_path, reference) == [
+        f"$.aggregation_info[0].params.combine_fn: {reference!r} is the base class itself; "
+        "name your subclass of it, which implements the aggregation"
+    ]
+
+
+def test_custom_module_that_does_not_import(tmp_path: Path) -> None:
+    assert _hostile(tmp_path, "no_such_pkg.fns:Fn") == [
+        "$.aggregation_info[0].params.combine_fn: 'no_such_pkg.fns:Fn': cannot import module "
+        "'no_such_pkg.fns' (ModuleNotFoundError: No module named 'no_such_pkg'); " + IN_A_PACKAGE
+    ]
+
+
+def test_custom_module_whose_import_fails_or_exits(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Importing runs a module's top-level code: what it raises, SystemExit included, is a
+    # validation error rather than the end of `liveagg validate`.
+    modules = tmp_path / "modules"
+    write(modules, "liveagg_exits_on_import.py", "raise SystemExit(3)\n")
+    write(modules, "liveagg_fails_on_import.py", "1 / 0\n")
+    monkeypatch.syspath_prepend(str(modules))
+    for name in ("liveagg_exits_on_import", "liveagg_fails_on_import"):
+        monkeypatch.delitem(sys.modules, name, raising=False)
+    assert _hostile(tmp_path, "liveagg_exits_on_import:Fn") == [
+        "$.aggregation_info[0].params.combine_fn: 'liveagg_exits_on_import:Fn': cannot import "
+        f"module 'liveagg_exits_on_import' (SystemExit: 3); {IN_A_PACKAGE}"
+    ]
+    assert _hostile(tmp_path, "liveagg_fails_on_import:Fn") == [
+        "$.aggregation_info[0].params.combine_fn: 'liveagg_fails_on_import:Fn': cannot import "
+        f"module 'liveagg_fails_on_import' (ZeroDivisionError: division by zero); {IN_A_PACKAGE}"
+    ]
+
+
+def test_custom_class_that_does_not_exist(tmp_path: Path, custom_module: str) -> None:
+    assert _hostile(tmp_path, f"{custom_module}:Nope") == [
+        f"$.aggregation_info[0].params.combine_fn: '{custom_module}:Nope': module "
+        f"'{custom_module}' has no attribute 'Nope'; {IN_A_PACKAGE}"
+    ]
+
+
+def test_validate_checks_custom_params_by_signature_without_calling(
+    tmp_path: Path, custom_module: str
+) -> None:
+    item = agg("custom", combine_fn=f"{custom_module}:Scaled", factor=3)
+    path = write(tmp_path, "v.json", view(aggregation_info=[item]))
+    assert validate_paths([path]) == []
+    assert CALLS == []
+    load_views([path])  # what a run does: the class is built with its params
+    assert CALLS == [("Scaled", {"factor": 3})]
+
+
+def test_custom_params_the_class_does_not_take(tmp_path: Path, custom_module: str) -> None:
+    item = agg("custom", combine_fn=f"{custom_module}:Scaled", scale=2)
+    path = write(tmp_path, "v.json", view(aggregation_info=[item]))
+    assert [str(e) for e in validate_paths([path])] == [
+        f"{path}: $.aggregation_info[0].params: aggregation 'custom': invalid params (got an "
+        "unexpected keyword argument 'scale'); accepted: factor"
+    ]
+    assert CALLS == []
+
+
+def test_custom_param_values_are_checked_by_the_class_when_loading_for_a_run(
+    tmp_path: Path, custom_module: str
+) -> None:
+    # Only the class knows which values it accepts, and validate does not call it.
     item = agg("custom", combine_fn=f"{custom_module}:Scaled", factor="x")
+    path = write(tmp_path, "v.json", view(aggregation_info=[item]))
+    assert validate_paths([path]) == []
+    assert CALLS == []
+    with pytest.raises(ViewErrors) as info:
+        load_views([path])
+    assert [str(e) for e in info.value] == [
+        f"{path}: $.aggregation_info[0].params: invalid params for custom: factor must be an "
+        "integer, got 'x'"
+    ]
     assert error(view(aggregation_info=[item])) == (
         "<memory>: $.aggregation_info[0].params: invalid params for custom: factor must be an "
         "integer, got 'x'"
     )
 
 
-def test_custom_params_the_class_does_not_take(custom_module: str) -> None:
-    item = agg("custom", combine_fn=f"{custom_module}:Scaled", scale=2)
-    with pytest.raises(
-        ViewErrors,
-        match=r"^<memory>: \$\.aggregation_info\[0\]\.params: .*custom.*'scale'.*factor",
-    ):
-        parse_view(view(aggregation_info=[item]))
-
-
-class _EntryPoint:
-    def __init__(self, factory: type) -> None:
-        self.factory = factory
-
-    def load(self) -> type:
-        return self.factory
+def test_a_custom_class_that_raises_anything_is_reported(custom_module: str) -> None:
+    item = agg("custom", combine_fn=f"{custom_module}:Exploding")
+    assert error(view(aggregation_info=[item])) == (
+        "<memory>: $.aggregation_info[0].params: Exploding(**params) raised KeyError: 'x'"
+    )
 
 
 @pytest.fixture
-def plugin(monkeypatch: pytest.MonkeyPatch) -> str:
-    """A name registered under the ``liveagg.combiners`` entry-point group."""
-    monkeypatch.setattr(
-        combiner_registry, "_entry_point_factories", lambda: {"scaled_sum": _EntryPoint(Scaled)}
-    )
+def plugin(monkeypatch: pytest.MonkeyPatch, custom_module: str) -> str:
+    """Names registered under the ``liveagg.combiners`` entry-point group."""
+    points = {
+        name: EntryPoint(name=name, value=value, group=combiner_registry.ENTRY_POINT_GROUP)
+        for name, value in [
+            ("scaled_sum", f"{custom_module}:Scaled"),
+            ("not_a_class", f"{custom_module}:side_effect"),
+            ("shell", "os:system"),
+            ("gone", "no_such_pkg.fns:Fn"),
+        ]
+    }
+    monkeypatch.setattr(combiner_registry, "_entry_point_factories", lambda: points)
     return "scaled_sum"
 
 
@@ -916,6 +1348,60 @@ def test_registered_aggregation_params_checked_by_its_factory(plugin: str) -> No
         "<memory>: $.aggregation_info[0].params: invalid params for scaled_sum: factor must be "
         "an integer, got 1.5"
     )
+
+
+def test_validate_does_not_call_a_registered_class(tmp_path: Path, plugin: str) -> None:
+    path = write(tmp_path, "v.json", view(aggregation_info=[agg(plugin, factor=1.5)]))
+    assert validate_paths([path]) == []
+    assert CALLS == []
+    path = write(tmp_path, "v.json", view(aggregation_info=[agg(plugin, scale=1)]))
+    assert [str(e) for e in validate_paths([path])] == [
+        f"{path}: $.aggregation_info[0].params: aggregation 'scaled_sum': invalid params (got "
+        "an unexpected keyword argument 'scale'); accepted: factor"
+    ]
+    assert CALLS == []
+
+
+@pytest.mark.parametrize(
+    ("name", "what"),
+    [
+        ("not_a_class", "= 'liveagg_example_fns:side_effect' (liveagg.combiners) is a function"),
+        ("shell", "= 'os:system' (liveagg.combiners) is a function"),
+    ],
+)
+def test_registered_names_must_be_aggregation_classes(
+    tmp_path: Path, plugin: str, name: str, what: str
+) -> None:
+    marker = tmp_path / "PWNED"
+    path = write(tmp_path, "v.json", view(aggregation_info=[agg(name, command=f"touch {marker}")]))
+    assert [str(e) for e in validate_paths([path])] == [
+        f"{path}: $.aggregation_info[0].aggregation: aggregation {name!r} registered by the "
+        f"entry point {name} {what}, not a class; {ACCEPTED}"
+    ]
+    assert CALLS == []
+    assert not marker.exists()
+
+
+def test_registered_name_that_does_not_load(plugin: str) -> None:
+    assert error(view(aggregation_info=[agg("gone")])) == (
+        "<memory>: $.aggregation_info[0].aggregation: aggregation 'gone' registered by the "
+        "entry point gone = 'no_such_pkg.fns:Fn' (liveagg.combiners) does not load "
+        "(ModuleNotFoundError: No module named 'no_such_pkg')"
+    )
+
+
+def test_validate_runs_no_command_from_the_command_line(tmp_path: Path) -> None:
+    """The reported attack, end to end: `liveagg validate` on a view naming os:system."""
+    marker = tmp_path / "PWNED"
+    item = agg("custom", combine_fn="os:system", command=f"echo PWNED > {marker}")
+    path = write(tmp_path, "v.json", view(aggregation_info=[item]))
+    result = liveagg("validate", str(path), ok=False)
+    assert (result.returncode, result.stderr) == (1, "")
+    assert result.stdout.splitlines() == [
+        f"{path}: $.aggregation_info[0].params.combine_fn: 'os:system' names 'os', a module of "
+        f"Python's standard library, which holds no aggregation; {IN_A_PACKAGE}"
+    ]
+    assert not marker.exists()
 
 
 # --------------------------------------------------------------------------- files and folders
@@ -1035,6 +1521,22 @@ def test_validate_paths_never_raises_for_bad_views(tmp_path: Path) -> None:
     ]
 
 
+def test_error_lines_escape_line_breaks_and_lone_surrogates(tmp_path: Path) -> None:
+    # "\\ud800" is valid JSON for a lone surrogate, which UTF-8 output cannot encode.
+    text = json.dumps(view(**{"\ud800": 1, "a\u2028b": 2, "x": "\ud800\n"}))
+    path = write(tmp_path, "a\nb.json", text)
+    found = [str(e) for e in validate_paths([path])]
+    shown = str(path).replace("\n", "\\n")
+    assert found == [
+        f"{shown}: $['\\ud800']: unknown key '\\ud800'; allowed here: {ALLOWED}",
+        f"{shown}: $['a\\u2028b']: unknown key 'a\\u2028b'; allowed here: {ALLOWED}",
+        f"{shown}: $.x: unknown key 'x'; allowed here: {ALLOWED}",
+    ]
+    for line in found:
+        line.encode("utf-8")
+        assert line.splitlines() == [line]
+
+
 def test_json_syntax_error_has_line_and_column(tmp_path: Path) -> None:
     path = write(tmp_path, "a.json", '{\n  "name": "a"\n  "window": {}\n}')
     assert [str(e) for e in validate_paths([path])] == [
@@ -1148,3 +1650,5 @@ def test_bad_views_folder_prints_the_expected_lines(monkeypatch: pytest.MonkeyPa
     with pytest.raises(ViewErrors) as info:
         load_views(["."])
     assert str(info.value).splitlines() == expected
+    # custom_os_system.json asks os.system to run "echo PWNED > f" here.
+    assert not (BAD_VIEWS / "f").exists()

@@ -14,6 +14,7 @@ import pytest
 from jsonschema import Draft202012Validator
 
 from liveagg import combiners, spec
+from liveagg.combiners import registry
 from liveagg.loader import load_views, parse_view
 from liveagg.spec import Duration
 from liveagg.view_schemas import SCHEMA_PATH, examples, schema
@@ -116,7 +117,13 @@ def test_window_types_match_the_spec_type() -> None:
 )
 def test_duration_pattern_agrees_with_the_spec_parser(text: str) -> None:
     in_schema = re.search(_defs()["duration"]["pattern"], text) is not None
-    assert in_schema == (spec._DURATION.match(text) is not None)
+    assert in_schema == (spec._DURATION.fullmatch(text) is not None)
+
+
+def test_combine_fn_pattern_is_the_registry_one() -> None:
+    # The registry checks references itself (load_dotted is also called outside views).
+    pattern = _defs()["params_custom"]["properties"]["combine_fn"]["pattern"]
+    assert pattern == "^" + registry._DOTTED.pattern + "$"
 
 
 def test_name_pattern_is_the_documented_one() -> None:

@@ -29,8 +29,22 @@ from liveagg.transforms import envelope
 from liveagg.transforms.combine import MergeSessions
 from liveagg.transforms.deadletter import TAG as DEAD_LETTER
 from liveagg.transforms.deadletter import dead_letter
-from liveagg.transforms.plan import ViewPlan, decode_message, encode_key, route, view_tag
+from liveagg.transforms.plan import (
+    BLANK_LINES,
+    LINES_READ,
+    MESSAGES,
+    Reject,
+    Tally,
+    ViewPlan,
+    decode_line,
+    encode_key,
+    exact,
+    long_digits,
+    route,
+    view_tag,
+)
 from liveagg.transforms.shuffle import pack, unpack
+from liveagg.transforms.sources.files import LineBatch
 
 #: Messages buffered per bundle before partial accumulators are flushed downstream.
 MAX_BUFFERED = 200_000
@@ -73,6 +87,7 @@ class _PreAggregate(beam.DoFn):
         self._plans = [ViewPlan(s) for s in self._specs]
         self._shard = uuid.uuid4().hex[:16]  # this worker's flushes are level-1 shards
         self._flushes = 0
+        self._tally = Tally(self._specs[0].source)
 
     def start_bundle(self) -> None:
         self._buffers: list[dict[Any, list]] = [{} for _ in self._plans]
@@ -81,10 +96,13 @@ class _PreAggregate(beam.DoFn):
 
     def process(self, element: Any) -> Iterator[TaggedOutput]:
         with collector_paused():  # what a batch adds stays buffered until a flush
-            if type(element) is list:  # a batch of messages (a source's ``read_batches``)
-                yield from self._add_batch(element)
+            if type(element) is LineBatch:  # a file's lines (``FileSource.read_batches``)
+                yield from self._add_batch(element.lines, element.where, element.digit_runs)
                 return
-            if self._partials and type(element) is tuple and element[1]:
+            if type(element) is list:  # a batch of payloads
+                yield from self._add_batch(element, None, True)
+                return
+            if self._partials and type(element) is tuple and type(element[1]) is dict:
                 self._cover(element[1])
             yield from self._add(element)
 
@@ -98,29 +116,56 @@ class _PreAggregate(beam.DoFn):
         else:
             span[0], span[1] = min(span[0], offset), max(span[1], offset)
 
-    def _add_batch(self, payloads: list[Any]) -> Iterator[TaggedOutput]:
-        """Pre-aggregate a batch column by column (:meth:`ViewPlan.extract_batch`)."""
+    def _add_batch(
+        self, payloads: list[Any], where: Any, digit_runs: bool
+    ) -> Iterator[TaggedOutput]:
+        """Pre-aggregate a batch column by column (:meth:`ViewPlan.extract_batch`).
+
+        ``where(i)`` locates payload ``i`` for its dead letters (files), if known;
+        ``digit_runs`` False says that no payload holds an integer beyond 64 bits.
+        """
+        tally = self._tally
+        tally.add(LINES_READ, len(payloads))
+        index: list[int] | None = None  # msgs[i] is payloads[index[i]]; None: the same i
+        exact_ones: list[int] = []  # msgs decoded again for integers beyond 64 bits
         try:
             msgs = [orjson.loads(p) for p in payloads]
             decoded = all(type(m) is dict for m in msgs)
-        except orjson.JSONDecodeError:
+            if decoded and digit_runs:
+                for i, payload in enumerate(payloads):
+                    if long_digits(payload):
+                        msgs[i] = exact(payload)
+                        exact_ones.append(i)
+        except (orjson.JSONDecodeError, Reject):
             decoded = False
         if not decoded:  # rare: split off what is not a JSON object, per message
-            msgs, kept = [], []
-            for payload in payloads:
-                _, _, msg = decode_message(payload)
-                if type(msg) is dict:
-                    msgs.append(msg)
-                    kept.append(payload)
-                else:
-                    yield from self._add(payload)  # its dead letter, or nothing if blank
-            payloads = kept
+            msgs, index, exact_ones = [], [], []
+            for i, payload in enumerate(payloads):
+                try:
+                    msg, was_exact = decode_line(payload, digit_runs)
+                except Reject as r:
+                    source = None if where is None else where(i)
+                    yield TaggedOutput(
+                        DEAD_LETTER, dead_letter(payload, None, r.reason, r.detail, source)
+                    )
+                    continue
+                if msg is None:
+                    tally.add(BLANK_LINES)
+                    continue
+                if was_exact:
+                    exact_ones.append(len(msgs))
+                msgs.append(msg)
+                index.append(i)
+        tally.add(MESSAGES, len(msgs))
         shared: dict = {}
         for plan, buffer in zip(self._plans, self._buffers, strict=True):
-            column, rows, groups, rejects = plan.extract_batch(msgs, shared)
+            column, rows, groups, rejects = plan.extract_batch(msgs, shared, tally, exact_ones)
+            tally.add(plan.used_counter, len(column))
             for i, r in rejects:
+                j = i if index is None else index[i]
+                source = None if where is None else where(j)
                 yield TaggedOutput(
-                    DEAD_LETTER, dead_letter(payloads[i], plan.name, r.reason, r.detail)
+                    DEAD_LETTER, dead_letter(payloads[j], plan.name, r.reason, r.detail, source)
                 )
             variants = plan.variants
             if len(variants) == 1 and variants[0].fixed_us and variants[0].grouping_set is None:
@@ -145,18 +190,19 @@ class _PreAggregate(beam.DoFn):
                         continue
                     for start, end in variant.assign(ts):
                         buffer.setdefault((variant.index, start, end, key), []).append(row)
-        self._buffered += len(payloads)
+        self._buffered += len(msgs)
         if self._buffered >= self._max_buffered:
             for tag, kv in self._flush():
                 yield TaggedOutput(tag, kv)
 
     def _add(self, element: Any) -> Iterator[TaggedOutput]:
-        for item in route(self._plans, element):
+        for item in route(self._plans, element, self._tally):
             if isinstance(item, dict):
                 yield TaggedOutput(DEAD_LETTER, item)
                 continue
             index, (ts, row, group) = item
             plan = self._plans[index]
+            self._tally.add(plan.used_counter)
             buffer = self._buffers[index]
             for variant, key in plan.keys(group):
                 if variant.session_gap_us is not None:
@@ -173,6 +219,7 @@ class _PreAggregate(beam.DoFn):
         with collector_paused():
             for tag, kv in self._flush():
                 yield TaggedOutput(tag, GlobalWindows.windowed_value(kv))
+        self._tally.flush()
         thaw()
 
     def _flush(self) -> Iterator[tuple[str, Any]]:
@@ -257,7 +304,8 @@ class _MergeShard(beam.DoFn):
     """Merges every partial of one shard's keys and turns each key's result into its row.
 
     Each key's partials are decoded and merged once, together: merging a sketch pairwise per
-    partial would build a union per partial.
+    partial would build a union per partial. A result beyond the range of a double leaves
+    an ``overflow`` dead letter (:meth:`ViewPlan.row`) on the ``dead_letter`` output.
     """
 
     def __init__(self, spec: ViewSpec) -> None:
@@ -269,14 +317,19 @@ class _MergeShard(beam.DoFn):
         combine = self._plan.combine
         self._codec = MergeSessions(combine) if self._plan.is_session else combine
 
-    def process(self, element: tuple[int, Iterable[bytes]]) -> Iterator[dict[str, Any]]:
+    def process(self, element: tuple[int, Iterable[bytes]]) -> Iterator[Any]:
         with collector_paused():  # a shard's keys, and the rows the file sink keeps
-            yield from self._rows(element)
+            letters: list[dict[str, Any]] = []
+            yield from self._rows(element, letters)
+            for letter in letters:
+                yield TaggedOutput(DEAD_LETTER, letter)
 
     def finish_bundle(self) -> None:
         thaw()
 
-    def _rows(self, element: tuple[int, Iterable[bytes]]) -> Iterator[dict[str, Any]]:
+    def _rows(
+        self, element: tuple[int, Iterable[bytes]], letters: list[dict[str, Any]]
+    ) -> Iterator[dict[str, Any]]:
         parts: dict[Any, list[Any]] = {}
         for packed in element[1]:
             for key, data in unpack(packed):
@@ -294,14 +347,16 @@ class _MergeShard(beam.DoFn):
                 variant = plan.variants[variant_index]
                 for start, end, outputs in extract(sessions):
                     rows += 1
-                    yield plan.row(variant, start, end, group, outputs, "ON_TIME", 0, count=False)
+                    yield plan.row(
+                        variant, start, end, group, outputs, "ON_TIME", 0, False, letters
+                    )
             plan.count_rows(rows)
             return
         variants, row, extract = plan.variants, plan.row, codec.extract_output
         for (variant_index, start, end, group), data in parts.items():
             outputs = extract(self._merge(data))
             variant = variants[variant_index]
-            yield row(variant, start, end, group, outputs, "ON_TIME", 0, count=False)
+            yield row(variant, start, end, group, outputs, "ON_TIME", 0, False, letters)
         plan.count_rows(len(parts))
 
     def _merge(self, partials: list[Any]) -> Any:
@@ -347,15 +402,20 @@ class BoundedAggregate(beam.PTransform):
             DEAD_LETTER, *(view_tag(n) for n in names)
         )
         views = {}
+        dead = [tagged[DEAD_LETTER]]
         for spec in self._specs:
             ViewPlan(spec)  # built once here to fail at construction, not on workers
             if self._partials:  # level 1: partials leave as they are, without a shuffle
                 envelope.check_sharded(spec, level1=True)
                 views[spec.name] = tagged[view_tag(spec.name)]
                 continue
-            views[spec.name] = (
+            merged = (
                 tagged[view_tag(spec.name)]
                 | f"{spec.name}/Shuffle" >> beam.GroupByKey()
-                | f"{spec.name}/Merge" >> beam.ParDo(_MergeShard(spec))
+                | f"{spec.name}/Merge"
+                >> beam.ParDo(_MergeShard(spec)).with_outputs(DEAD_LETTER, main="rows")
             )
-        return {"views": views, "dead_letters": tagged[DEAD_LETTER]}
+            views[spec.name] = merged.rows
+            dead.append(merged[DEAD_LETTER])
+        dead_letters = tuple(dead) | "DeadLetters" >> beam.Flatten()
+        return {"views": views, "dead_letters": dead_letters}

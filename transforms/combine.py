@@ -73,6 +73,34 @@ class ViewCombineFn(beam.CombineFn):
             pos += size
         return out
 
+    def decode_checked(self, data: bytes) -> list[Any]:
+        """:meth:`decode` for bytes from outside the pipeline (a level-1 envelope).
+
+        The framing must be exact (each length within the bytes, none left over), and each
+        aggregation checks its part (``check_accumulator``) before decoding it. Raises
+        ``ValueError`` naming the aggregation as ``aggregation_info[i]``, whatever a decoder
+        raised.
+        """
+        out, pos, end = [], 0, len(data)
+        for i, fn in enumerate(self.fns):
+            where = f"aggregation_info[{i}] ({getattr(fn, 'name', type(fn).__name__)})"
+            if end - pos < _LEN.size:
+                raise ValueError(f"{where}: the accumulator ends after {pos} of its bytes")
+            (size,) = _LEN.unpack_from(data, pos)
+            pos += _LEN.size
+            if size > end - pos:
+                raise ValueError(f"{where}: length {size}, but {end - pos} bytes are left")
+            part = data[pos : pos + size]
+            pos += size
+            try:
+                fn.check_accumulator(part)
+                out.append(fn.decode_accumulator(part))
+            except Exception as e:  # a custom decoder may raise anything
+                raise ValueError(f"{where}: {e}") from None
+        if pos != end:
+            raise ValueError(f"{end - pos} bytes after the last aggregation's accumulator")
+        return out
+
     def get_accumulator_coder(self) -> Coder:
         return _Coder(self.encode, self.decode)
 

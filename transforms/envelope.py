@@ -13,23 +13,32 @@ Between pipelines a partial travels as a JSON *envelope* (``docs/two-level.md``)
      "definition": "<ViewSpec.fingerprint()>", "granularity": null, "grouping_set": null,
      "window_start_us": ..., "window_end_us": ..., "key": ["acme"], "shard": "events/3",
      "pane": 2, "accumulator": "<base64 of ViewCombineFn.encode>",
-     "offsets": {"events/3": [1200, 1899]}}
+     "accumulator_crc32": 2914160342, "offsets": {"events/3": [1200, 1899]}}
 
 The Kafka message key is the view, the final (rolled-up) window and grouping key, so the
 default partitioner spreads keys and windows over the partitions and all partials of one
 final row land on one partition.
+
+Level 2 reads envelopes as untrusted input: :func:`decode` raises nothing but
+:class:`~liveagg.transforms.plan.Reject`, for any bytes, and a partial it returns merges and
+formats without error. Each field is checked against the view, and the accumulator is checked
+by the aggregations (:meth:`~liveagg.transforms.combine.ViewCombineFn.decode_checked`) before
+any of it reaches DataSketches' native deserializers.
 """
 
 from __future__ import annotations
 
 import base64
+import binascii
+import zlib
 from collections.abc import Mapping
 from typing import Any
 
 import orjson
 
+from liveagg.combiners._common import brief, is_scalar
 from liveagg.spec import ViewSpec
-from liveagg.transforms.eventtime import rfc3339
+from liveagg.transforms.eventtime import MAX_US, MIN_US, rfc3339
 from liveagg.transforms.plan import Reject, Variant, ViewPlan, encode_key
 
 KIND = "liveagg.partial"
@@ -72,6 +81,7 @@ def envelope(plan: ViewPlan, definition: str, partial: Partial) -> dict[str, Any
         "shard": shard,
         "pane": pane,
         "accumulator": base64.b64encode(acc).decode("ascii"),
+        "accumulator_crc32": zlib.crc32(acc),
         "offsets": offsets,
     }
 
@@ -100,12 +110,26 @@ def envelope_time(payload: bytes) -> int | None:
     The start, not the end: the watermark then passes a window only once every partition
     has moved on to partials of a later window, so level 2 fires a window when level 1 has
     delivered it (stragglers within allowed lateness are LATE panes).
+
+    None for a message that is plainly no envelope level 2 merges (not one, another version,
+    a window outside the years 1 to 9999), so that it never moves the watermark: one
+    ``window_start_us`` of ``2**62`` would otherwise make every later partial too late.
     """
     try:
-        start = orjson.loads(payload).get("window_start_us")
-    except (orjson.JSONDecodeError, AttributeError):
+        env = orjson.loads(payload)
+    except (orjson.JSONDecodeError, TypeError):
         return None
-    return start if type(start) is int else None
+    if type(env) is not dict or env.get("envelope") != KIND or not _is_version(env):
+        return None
+    start, end = env.get("window_start_us"), env.get("window_end_us")
+    if type(start) is int and type(end) is int and MIN_US <= start < end <= MAX_US:
+        return start
+    return None
+
+
+def _is_version(env: dict[str, Any]) -> bool:
+    version = env.get("version")
+    return type(version) is int and version == VERSION
 
 
 class Level2:
@@ -132,50 +156,94 @@ class Level2:
     def check(self, env: dict[str, Any]) -> Partial:
         """The final-level partial of a level-1 envelope, or :class:`Reject`."""
         spec = self.spec
-        if env.get("definition") != self.fingerprint:
+        definition = env.get("definition")
+        if definition != self.fingerprint:
             raise Reject(
                 "incompatible_envelope",
-                f"envelope of view {spec.name!r} has definition {env.get('definition')!r}, "
+                f"envelope of view {spec.name!r} has definition {brief(definition)}, "
                 f"but the view in {spec.origin} is {self.fingerprint!r}: it was aggregated "
                 "by another definition of the view, and is not merged",
             )
-        variant = self._variants.get((env.get("granularity"), env.get("grouping_set")))
+        granularity, grouping_set = env.get("granularity"), env.get("grouping_set")
+        variant = None
+        if type(granularity) in (str, type(None)) and type(grouping_set) in (int, type(None)):
+            variant = self._variants.get((granularity, grouping_set))
         if variant is None:
             raise Reject(
                 "incompatible_envelope",
-                f"view {spec.name!r} has no granularity {env.get('granularity')!r} and "
-                f"grouping set {env.get('grouping_set')!r}",
+                f"view {spec.name!r} has no granularity {brief(granularity)} and "
+                f"grouping set {brief(grouping_set)}",
             )
         start, end, key = env.get("window_start_us"), env.get("window_end_us"), env.get("key")
         shard, pane, offsets = env.get("shard"), env.get("pane"), env.get("offsets")
-        if not (
-            type(start) is int
-            and type(end) is int
-            and (start, end) in variant.assign(start)
-            and type(key) is list
-            and len(key) == len(variant.positions)
-            and type(shard) is str
-            and type(pane) is int
-            and isinstance(offsets, dict)
-        ):
-            raise Reject(
-                "bad_envelope",
-                f"envelope of view {spec.name!r}: window, key, shard, pane or offsets do not "
-                f"fit the view (window [{_time(start)}, {_time(end)}), key {key!r})",
-            )
-        try:
-            acc = base64.b64decode(env.get("accumulator", ""), validate=True)
-            self.level1.combine.decode(acc)
-        except Exception as e:  # binascii.Error, or whatever a custom decoder raises
-            raise Reject(
-                "bad_envelope", f"envelope of view {spec.name!r}: unreadable accumulator: {e}"
-            ) from None
+        problem = (
+            self._window_problem(variant, start, end)
+            or self._key_problem(variant, key)
+            or _coordinates_problem(shard, pane, offsets)
+        )
+        if problem:
+            raise Reject("bad_envelope", f"envelope of view {spec.name!r}: {problem}")
+        acc = self._accumulator(env)
         if self._keep is not None:
             # Rolled up, many level-1 keys and windows share a final one: each is its own
             # stream of panes, to merge with the others, never to replace them.
             shard = f"{shard}|{start}|{orjson.dumps(key).decode()}"
         variant, start, end, group = self.map(variant, start, end, key)
         return (spec.name, variant.index, start, end, group, shard, pane, acc, offsets)
+
+    def _window_problem(self, variant: Variant, start: Any, end: Any) -> str | None:
+        if type(start) is not int or type(end) is not int:
+            return f"window_start_us and window_end_us must be integers, got {_window(start, end)}"
+        # Rows and dead letters print their window: it must be a date datetime can show.
+        if not MIN_US <= start < end <= MAX_US:
+            return f"window {_window(start, end)} is outside the years 1 to 9999"
+        if (start, end) not in variant.assign(start):
+            return f"window {_window(start, end)} is not a window of the view"
+        if self._size is not None:
+            final = start - start % self._size
+            if final < MIN_US or final + self._size > MAX_US:
+                return f"rolled-up window of {_window(start, end)} is outside the years 1 to 9999"
+        return None
+
+    def _key_problem(self, variant: Variant, key: Any) -> str | None:
+        names = [self.spec.grouping_cols[i] for i in variant.positions]
+        if type(key) is not list or len(key) != len(names):
+            return f"key must list the {len(names)} values of {names}, got {brief(key)}"
+        for name, value in zip(names, key, strict=True):
+            # What level 1 keys by: a JSON scalar or null, integral floats made ints.
+            if not (value is None or is_scalar(value)) or (
+                type(value) is float and value.is_integer()
+            ):
+                return f"key value {name}={brief(value)} is not a grouping value level 1 writes"
+        return None
+
+    def _accumulator(self, env: dict[str, Any]) -> bytes:
+        """The accumulator's bytes, checked (checksum, then each aggregation's format)."""
+        name = self.spec.name
+        text = env.get("accumulator")
+        try:
+            if type(text) is not str:
+                raise ValueError(f"expected base64 text, got {brief(text)}")
+            acc = base64.b64decode(text, validate=True)
+        except (ValueError, binascii.Error) as e:
+            raise Reject(
+                "bad_envelope", f"envelope of view {name!r}: unreadable accumulator: {e}"
+            ) from None
+        crc = env.get("accumulator_crc32")
+        if crc is not None and (type(crc) is not int or crc != zlib.crc32(acc)):
+            raise Reject(
+                "bad_envelope",
+                f"envelope of view {name!r}: accumulator_crc32 {brief(crc)} does not match "
+                f"its accumulator ({zlib.crc32(acc)}): the bytes were altered after level 1 "
+                "wrote them",
+            )
+        try:
+            self.level1.combine.decode_checked(acc)
+        except ValueError as e:
+            raise Reject(
+                "bad_envelope", f"envelope of view {name!r}: unreadable accumulator: {e}"
+            ) from None
+        return acc
 
     def map(
         self, variant: Variant, start: int, end: int, key: list[Any]
@@ -188,15 +256,72 @@ class Level2:
         return self.final.variants[0], start, start + self._size, group
 
 
+_MAX_PANE = 2**63 - 1  # level 1 numbers a shard's panes from 0: an int64 is plenty
+
+
+def _coordinates_problem(shard: Any, pane: Any, offsets: Any) -> str | None:
+    """What is wrong with an envelope's shard, pane and offsets, if anything."""
+    if type(shard) is not str:
+        return f"shard must be a string, got {brief(shard)}"
+    if type(pane) is not int or not 0 <= pane <= _MAX_PANE:
+        return f"pane must be an integer from 0 to 2**63 - 1, got {brief(pane)}"
+    if type(offsets) is not dict or not all(
+        type(span) is list
+        and len(span) == 2
+        and type(span[0]) is int
+        and type(span[1]) is int
+        and 0 <= span[0] <= span[1]
+        for span in offsets.values()
+    ):
+        return f'offsets must map "topic/partition" to [first, last] offsets, got {brief(offsets)}'
+    return None
+
+
 def _time(value: Any) -> str:
-    return rfc3339(value) if type(value) is int else repr(value)
+    """A window bound for a message: RFC 3339 when it is one, never raising."""
+    if type(value) is int and MIN_US <= value <= MAX_US:
+        return rfc3339(value)
+    return brief(value)
+
+
+def _window(start: Any, end: Any) -> str:
+    return f"[{_time(start)}, {_time(end)})"
 
 
 def decode(payload: bytes, views: Mapping[str, Level2]) -> tuple[str, Partial]:
-    """Read one envelope: ``(view name, final-level partial)``; raises :class:`Reject`."""
+    """Read one envelope: ``(view name, final-level partial)``.
+
+    Raises :class:`Reject` and nothing else, whatever ``payload`` holds: an error this module
+    did not foresee (a custom decoder's, say) is a ``bad_envelope`` naming it, not a failed
+    bundle. The Reject's ``view`` is the envelope's view once it is known.
+    """
+    view = None
+    try:
+        env = _envelope_of(payload)
+        name = env.get("view")
+        level2 = views.get(name) if type(name) is str else None
+        if level2 is None:
+            raise Reject(
+                "incompatible_envelope",
+                f"envelope of view {brief(name)}, which --views does not define "
+                f"(defined: {', '.join(sorted(views)) or 'none'})",
+            )
+        view = name
+        return name, level2.check(env)
+    except Reject as r:
+        r.view = view  # type: ignore[attr-defined]
+        raise
+    except Exception as e:  # a defect shown as a dead letter, never a crashed worker
+        r = _unforeseen(e)
+        r.view = view  # type: ignore[attr-defined]
+        raise r from None
+
+
+def _envelope_of(payload: bytes) -> dict[str, Any]:
+    """The envelope a message holds, or :class:`Reject` if it holds none this liveagg reads."""
     try:
         env = orjson.loads(payload)
-    except orjson.JSONDecodeError:
+    except orjson.JSONDecodeError:  # also for a payload that is not bytes or str
         raise Reject("not_envelope", "the message is not JSON") from None
     if type(env) is not dict or env.get("envelope") != KIND:
         raise Reject(
@@ -204,21 +329,18 @@ def decode(payload: bytes, views: Mapping[str, Level2]) -> tuple[str, Partial]:
             f'expected a level-1 envelope (an object with "envelope": "{KIND}"); is '
             "--intermediate-topic the topic level 1 writes to?",
         )
-    if env.get("version") != VERSION:
+    if not _is_version(env):
         raise Reject(
             "incompatible_envelope",
-            f"envelope version {env.get('version')!r}; this liveagg reads version {VERSION}",
+            f"envelope version {brief(env.get('version'))}; this liveagg reads version {VERSION}",
         )
-    name = env.get("view")
-    level2 = views.get(name) if type(name) is str else None
-    if level2 is None:
-        raise Reject(
-            "incompatible_envelope",
-            f"envelope of view {name!r}, which --views does not define "
-            f"(defined: {', '.join(sorted(views)) or 'none'})",
-        )
+    return env
+
+
+def _unforeseen(error: Exception) -> Reject:
     try:
-        return name, level2.check(env)
-    except Reject as r:
-        r.view = name  # type: ignore[attr-defined]
-        raise
+        text = str(error)
+    except Exception:  # an exception from a custom decoder may not even print
+        text = "(its message cannot be shown)"
+    text = text if len(text) <= 200 else text[:197] + "..."
+    return Reject("bad_envelope", f"the envelope could not be read: {type(error).__name__}: {text}")

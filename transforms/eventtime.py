@@ -6,15 +6,18 @@ Microseconds are Beam's timestamp resolution; integers keep window arithmetic ex
 from __future__ import annotations
 
 from collections.abc import Callable
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from liveagg.spec import EventTimeFormat
 
 _EPOCH_SCALE = {"epoch_s": 1_000_000, "epoch_ms": 1_000, "epoch_us": 1}
-# Beam's timestamps are bounded; keep far inside them (years 1..9999 as datetime allows).
-_MIN_US = -62_135_596_800_000_000
-_MAX_US = 253_402_300_799_999_999
+#: The instants an event time and every bound of its windows must lie in: years 1 to 9999,
+#: what RFC 3339 (four-digit years) and Python's ``datetime`` can write; far inside Beam's
+#: timestamp range.
+MIN_US = -62_135_596_800_000_000  # 0001-01-01T00:00:00Z
+MAX_US = 253_402_300_799_999_999  # 9999-12-31T23:59:59.999999Z
+OUT_OF_RANGE = "event_time_out_of_range"
 
 
 class EventTimeError(ValueError):
@@ -34,14 +37,29 @@ def _from_epoch(value: Any, scale: int, field: str, fmt: str) -> int:
     elif isinstance(value, float):
         if value != value or value in (float("inf"), float("-inf")):
             raise EventTimeError("invalid_event_time", f"{field}={value!r} is not finite")
-        micros = round(value * scale)
+        scaled = value * scale
+        if not MIN_US - 1 <= scaled <= MAX_US + 1:  # before round(), which fails on inf
+            raise _out_of_range(field, value, fmt)
+        micros = round(scaled)
     else:
         raise EventTimeError(
             "invalid_event_time", f"{field}={value!r} is not a number ({fmt} expected)"
         )
-    if not _MIN_US <= micros <= _MAX_US:
-        raise EventTimeError("invalid_event_time", f"{field}={value!r} is out of range for {fmt}")
+    return _in_range(micros, field, value, fmt)
+
+
+def _in_range(micros: int, field: str, value: Any, fmt: str) -> int:
+    if not MIN_US <= micros <= MAX_US:
+        raise _out_of_range(field, value, fmt)
     return micros
+
+
+def _out_of_range(field: str, value: Any, fmt: str) -> EventTimeError:
+    return EventTimeError(
+        OUT_OF_RANGE,
+        f"{field}={value!r} is out of range for {fmt}: event times run from "
+        "0001-01-01T00:00:00Z to 9999-12-31T23:59:59.999999Z",
+    )
 
 
 def _from_iso(value: Any, field: str) -> int:
@@ -66,7 +84,7 @@ _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 def parser(field: str, fmt: EventTimeFormat | None) -> Callable[[Any], int]:
     """Return a function from the raw field value to microseconds, raising EventTimeError."""
     if fmt == "iso8601":
-        return lambda value: _from_iso(value, field)
+        return lambda value: _in_range(_from_iso(value, field), field, value, "iso8601")
     if fmt is not None:
         scale = _EPOCH_SCALE[fmt]
         return lambda value: _from_epoch(value, scale, field, fmt)
@@ -74,16 +92,24 @@ def parser(field: str, fmt: EventTimeFormat | None) -> Callable[[Any], int]:
     def auto(value: Any) -> int:
         # SPEC: iso8601 for strings, epoch seconds for numbers.
         if isinstance(value, str):
-            return _from_iso(value, field)
+            return _in_range(_from_iso(value, field), field, value, "iso8601")
         return _from_epoch(value, 1_000_000, field, "epoch_s")
 
     return auto
 
 
 def rfc3339(micros: int) -> str:
-    """Format as RFC 3339 UTC: ``2013-01-01T10:00:00Z``; a fraction only when there is one."""
+    """Format as RFC 3339 UTC: ``2013-01-01T10:00:00Z``; a fraction only when there is one.
+
+    Years have four digits (``0001-01-01T00:00:00Z``), whatever the platform's ``strftime``
+    does with small years. Raises ``ValueError`` outside :data:`MIN_US`..:data:`MAX_US`
+    (the plans dead-letter such event times before any bound is written).
+    """
+    if not MIN_US <= micros <= MAX_US:
+        raise ValueError(f"{micros} us since the epoch is outside years 1-9999")
     seconds, frac = divmod(micros, 1_000_000)
-    text = datetime.fromtimestamp(seconds, UTC).strftime("%Y-%m-%dT%H:%M:%S")
+    t = _EPOCH + timedelta(seconds=seconds)
+    text = f"{t.year:04d}-{t.month:02d}-{t.day:02d}T{t.hour:02d}:{t.minute:02d}:{t.second:02d}"
     if frac == 0:
         return text + "Z"
     if frac % 1000 == 0:

@@ -7,7 +7,9 @@ paths (bounded files and the streaming window operator) use it, so they cannot d
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+import json
+from collections import Counter
+from collections.abc import Callable, Collection, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -16,13 +18,14 @@ from apache_beam.metrics import Metrics
 
 from liveagg import combiners
 from liveagg.combiners import InputError
+from liveagg.combiners._common import json_type, normalize_number
 from liveagg.combiners.base import ALL_TYPES, plain_types
 from liveagg.expr import parse_expr
 from liveagg.spec import ViewSpec
 from liveagg.transforms import eventtime, windows
 from liveagg.transforms.combine import ViewCombineFn
-from liveagg.transforms.deadletter import NAMESPACE, dead_letter
-from liveagg.transforms.eventtime import EventTimeError, rfc3339
+from liveagg.transforms.deadletter import NAMESPACE, counter, dead_letter
+from liveagg.transforms.eventtime import MAX_US, MIN_US, OUT_OF_RANGE, EventTimeError, rfc3339
 from liveagg.transforms.fields import getter, values_of
 from liveagg.transforms.filters import compile_filter
 
@@ -83,25 +86,209 @@ def _outside(shared: dict, name: Any, values: list[Any], types: frozenset) -> li
     return found
 
 
+def _beyond(shared: dict, name: Any, times: list[Any], first: int, last: int) -> list[int]:
+    """Indexes of the event times outside ``[first, last]``. The extremes of a batch's
+    times, two C-level passes shared by the views that read them, show that most batches
+    have none."""
+    extremes = shared.get((name, "extremes"))
+    if extremes is None:
+        try:
+            extremes = (min(times), max(times)) if times else (first, first)
+        except TypeError:  # a Reject among them: its index is handled as such
+            extremes = (None, None)
+        shared[(name, "extremes")] = extremes
+    low, high = extremes
+    if low is not None and first <= low and high <= last:
+        return []
+    key = (name, first, last)
+    found = shared.get(key)
+    if found is None:
+        found = shared[key] = [
+            i for i, t in enumerate(times) if type(t) is int and not first <= t <= last
+        ]
+    return found
+
+
 def _key_value(col: str, value: Any) -> Any:
     if isinstance(value, dict | list):
         raise Reject("not_scalar", f"grouping column {col}={_short(value)} is not a scalar")
-    if type(value) is float and value.is_integer():
-        return int(value)  # 1 and 1.0 are one group, on every worker
+    if type(value) is float:
+        return normalize_number(value)  # 1 and 1.0 are one group, on every worker
     return value
 
 
 def encode_key(values: tuple[Any, ...]) -> bytes:
-    """Group keys travel as JSON bytes: typed (``true`` is not ``1``) and deterministic."""
+    """Group keys travel as JSON bytes: typed (``true`` is not ``1``) and deterministic.
+
+    An integer beyond 64 bits takes its canonical form (``normalize_number``: the double when
+    one holds it exactly, so ``2**70`` and ``1.1805916207174113e+21`` are one group); one no
+    double holds is written by the standard library (orjson refuses to), followed by a space
+    that tells :func:`decode_key` to read it back exactly.
+    """
     try:
         return orjson.dumps(values)
-    except TypeError:  # an integer beyond 64 bits
-        raise Reject("not_scalar", f"grouping value out of range: {values!r}") from None
+    except TypeError:
+        values = tuple(normalize_number(v) if type(v) is int else v for v in values)
+        try:
+            return orjson.dumps(values)
+        except TypeError:
+            text = json.dumps(values, separators=(",", ":"), ensure_ascii=False)
+            return text.encode() + _EXACT_KEY
 
 
 def _short(value: Any) -> str:
-    text = orjson.dumps(value).decode() if not isinstance(value, str) else repr(value)
+    if isinstance(value, str):
+        text = repr(value)
+    else:
+        try:
+            text = orjson.dumps(value).decode()
+        except TypeError:  # orjson writes 254 levels of nesting and 64-bit integers at most
+            text = str(value) if type(value) is int else f"<{json_type(value)} nested deeply>"
     return text if len(text) <= 80 else text[:77] + "..."
+
+
+# ---------------------------------------------------------------------------------------------
+# Decoding messages
+
+#: Digits as "0", anything else as " ": a run of 19 digits is then a substring, found in C.
+_DIGITS = bytes(0x30 if 0x30 <= b <= 0x39 else 0x20 for b in range(256))
+_RUN = b"0" * 19
+
+
+def long_digits(payload: bytes | str) -> bool:
+    """Whether a payload holds a run of 19 digits, the only way to spell an integer beyond
+    the 64 bits orjson reads exactly: it reads larger ones as floats
+    (``orjson.loads(b"18446744073709551616")`` is ``1.8446744073709552e+19``), as it calls
+    yyjson without ``YYJSON_READ_BIGNUM_AS_RAW`` (orjson's src/deserialize/yyjson.rs,
+    ``yyjson_read_opts(..., YYJSON_READ_NOFLAG, ...)``), and yyjson reads integers beyond
+    int64/uint64 as doubles unless that flag is set.
+
+    About 0.3 us for a 200-byte line, 3 ms for 4 MiB (a regular expression takes 2 us per
+    line); the file reader checks whole chunks (``LineBatch.digit_runs``).
+    """
+    if not isinstance(payload, bytes | bytearray):
+        payload = payload.encode("utf-8", "surrogatepass")
+    return _RUN in payload.translate(_DIGITS)
+
+
+def exact(payload: bytes | str) -> Any:
+    """A payload orjson accepted, decoded again by the standard library, which keeps every
+    integer exact (up to the 309 digits of the double range, beyond which orjson refuses).
+
+    Raises :class:`Reject` ``not_json`` if the nesting is too deep for the standard
+    library's recursive decoder (orjson takes 1024 levels).
+    """
+    text = payload.decode() if isinstance(payload, bytes | bytearray) else payload
+    try:
+        return json.loads(text)
+    except RecursionError:
+        raise Reject(
+            "not_json",
+            "the message nests too deeply to read its integers beyond 64 bits exactly "
+            "(maximum recursion depth exceeded)",
+        ) from None
+
+
+def decode(payload: bytes | str) -> dict | None:
+    """The message a payload holds, or None for a blank line (JSON whitespace only).
+
+    Integers beyond 64 bits stay exact (:func:`exact`). Raises :class:`Reject`:
+    ``not_json`` with the parser's reason, ``not_an_object`` for other JSON values.
+    """
+    return decode_line(payload)[0]
+
+
+def decode_line(payload: bytes | str, digit_runs: bool = True) -> tuple[dict | None, bool]:
+    """:func:`decode`, and whether the message was decoded again for its long integers
+    (``digit_runs`` False: the caller knows it holds none)."""
+    try:
+        msg = orjson.loads(payload)
+    except orjson.JSONDecodeError as e:
+        if not payload.strip(b" \t\r\n" if isinstance(payload, bytes) else " \t\r\n"):
+            return None, False
+        raise Reject("not_json", _not_json(payload, e)) from None
+    if type(msg) is not dict:
+        raise Reject("not_an_object", f"expected a JSON object, got {json_type(msg)}")
+    if digit_runs and long_digits(payload):
+        return exact(payload), True
+    return msg, False
+
+
+def _not_json(payload: bytes | str, error: orjson.JSONDecodeError) -> str:
+    detail = f"the message is not valid JSON: {error}"
+    if isinstance(payload, bytes | bytearray):
+        try:
+            payload = bytes(payload).decode()
+        except UnicodeDecodeError as e:
+            return f"{detail} (invalid UTF-8 at byte {e.start})"
+    if payload.startswith("\ufeff"):
+        detail += " (a byte order mark is dropped only at the start of a file)"
+    return detail
+
+
+_EXACT_KEY = b" "
+
+
+def decode_key(key: bytes) -> list[Any]:
+    """A group key's values (:func:`encode_key`), integers beyond 64 bits exact."""
+    return exact(key) if key.endswith(_EXACT_KEY) else orjson.loads(key)
+
+
+# ---------------------------------------------------------------------------------------------
+# Accounting
+
+LINES_READ = "lines_read"
+BLANK_LINES = "blank_lines"
+MESSAGES = "messages"
+
+
+class Tally:
+    """Message accounting (docs/semantics.md, "Accounting"), added up in memory and sent to
+    Beam's counters at :meth:`flush`: an ``inc()`` per message and view would cost more than
+    the message's aggregation.
+
+    Counters: ``lines_read``, ``blank_lines``, ``messages`` (and ``messages/<source>``), and
+    per view ``used/<view>``, ``filtered/<view>``, ``late_windows/<view>``.
+    """
+
+    def __init__(self, source: str) -> None:
+        self.source = source
+        self.counts: Counter[str] = Counter()
+
+    def add(self, name: str, n: int = 1) -> None:
+        self.counts[name] += n
+
+    def flush(self) -> None:
+        counts = self.counts
+        if counts.get(MESSAGES):
+            counts[f"{MESSAGES}/{self.source}"] += counts[MESSAGES]
+        for name, n in counts.items():
+            if n:
+                counter(name).inc(n)
+        counts.clear()
+
+
+def accepted_times(spec: ViewSpec) -> tuple[int, int]:
+    """``(first, last)``: the event times the view takes, those whose every window (of every
+    size) has bounds that can be written, 0001-01-01T00:00:00Z to 9999-12-31T23:59:59.999999Z.
+
+    Other times are ``event_time_out_of_range`` dead letters: a daily window of
+    ``9999-12-31T12:00:00Z`` would end in year 10000. ``first > last`` when none fits.
+    """
+    w = spec.window
+    if w.type == "session":
+        if w.gap is None:
+            raise ValueError(f"view {spec.name!r}: session window without gap")
+        return windows.session_accepted(w.gap.micros, MIN_US, MAX_US)
+    spans = []
+    for size in w.sizes:
+        if w.type == "sliding":
+            if w.period is None:
+                raise ValueError(f"view {spec.name!r}: sliding window without period")
+            spans.append(windows.sliding_accepted(size.micros, w.period.micros, MIN_US, MAX_US))
+        else:
+            spans.append(windows.fixed_accepted(size.micros, MIN_US, MAX_US))
+    return max(first for first, _ in spans), min(last for _, last in spans)
 
 
 class ViewPlan:
@@ -133,10 +320,22 @@ class ViewPlan:
         self._derived = [(d.name, parse_expr(d.expr)) for d in spec.derived]
         self._outputs = [a.output for a in spec.aggregations]
         self.variants = self._variants()
+        self._first, self._last = accepted_times(spec)
         self._layouts = [self._layout(v) for v in self.variants]
+        # Outputs that may be a double beyond its range (inf, nan): written as null, with an
+        # ``overflow`` dead letter (see row). Counts, sketches and texts are not looked at.
+        types = [fn.output_type() for fn in self.fns]
+        self._doubles = tuple(i for i, t in enumerate(types) if t in ("double", "json"))
+        self._double_lists = tuple(i for i, t in enumerate(types) if t == "list<double>")
+        self._aggregated = frozenset([*self._outputs, *(name for name, _ in self._derived)])
         # Every variant keeps all grouping columns: one key serves them all.
         self._single_set = spec.grouping_sets is None
         self._row_counter = Metrics.counter(NAMESPACE, f"rows/{spec.name}")
+        # Tally names (see Tally): messages the view aggregated, rejected by its filter, and
+        # window contributions dropped as too late (streaming).
+        self.used_counter = f"used/{spec.name}"
+        self.filtered_counter = f"filtered/{spec.name}"
+        self.late_counter = f"late_windows/{spec.name}"
         self._bounds: dict[tuple[int, int], tuple[str, str]] = {}
 
     def _variants(self) -> list[Variant]:
@@ -186,6 +385,22 @@ class ViewPlan:
                 )
         return variants
 
+    def _out_of_range(self, ts: int) -> Reject:
+        if self._first > self._last:
+            text = "no event time fits: a window of this view is longer than years 1-9999"
+        elif ts < self._first:
+            text = (
+                f"event time {rfc3339(ts)} falls in a window that starts before "
+                f"0001-01-01T00:00:00Z; this view takes event times from {rfc3339(self._first)}"
+            )
+        else:
+            text = (
+                f"event time {rfc3339(ts)} falls in a window that ends after "
+                f"9999-12-31T23:59:59.999999Z; this view takes event times up to "
+                f"{rfc3339(self._last)}"
+            )
+        return Reject(OUT_OF_RANGE, text)
+
     @property
     def is_session(self) -> bool:
         return self.spec.window.type == "session"
@@ -220,6 +435,8 @@ class ViewPlan:
                 ts = times[self.time_key] = self.event_time(msg)
         if type(ts) is not int:
             raise Reject(ts.reason, ts.detail)  # type: ignore[union-attr]
+        if not self._first <= ts <= self._last:
+            raise self._out_of_range(ts)
         row = []
         for column, get, coerce, with_time in self._inputs:
             if get is None:
@@ -243,7 +460,11 @@ class ViewPlan:
         return ts, tuple(row), tuple(group)
 
     def extract_batch(
-        self, msgs: list[dict], shared: dict
+        self,
+        msgs: list[dict],
+        shared: dict,
+        tally: Tally | None = None,
+        exact: Collection[int] = (),
     ) -> tuple[list[int], list[tuple[Any, ...]], list[Any], list[tuple[int, Reject]]]:
         """:meth:`extract` over a batch, column by column: ``(times, rows, groups, rejects)``.
 
@@ -256,17 +477,30 @@ class ViewPlan:
 
         ``shared`` is one dict per batch, handed to every view: views without a filter
         share the event times and columns they read, so each is read and checked once.
+        ``tally`` counts the messages the filter rejects. ``exact`` holds the indexes of
+        messages with integers beyond 64 bits (:func:`exact`): the types that ``coerce``
+        passes unchanged do not say whether such an integer needs its canonical form, so
+        they always go through :meth:`extract`.
         """
         kept: list[int] | None = None
         if self._filter is not None:
             keep = self._filter
             kept = [i for i, m in enumerate(msgs) if keep(m)]
+            if tally is not None:
+                tally.add(self.filtered_counter, len(msgs) - len(kept))
             msgs = [msgs[i] for i in kept]
             shared = {}  # columns of the filtered messages are this view's own
         column = shared.get(self.time_key)
         if column is None:
             column = shared[self.time_key] = [self.event_time(m) for m in msgs]
         slow = set(_outside(shared, self.time_key, column, _INT))
+        slow.update(_beyond(shared, self.time_key, column, self._first, self._last))
+        if exact:
+            if kept is None:
+                slow.update(exact)
+            else:
+                position = {j: i for i, j in enumerate(kept)}
+                slow.update(position[j] for j in exact if j in position)
         columns: list[list[Any]] = []
         for column_name, get, coerce, with_time in self._inputs:
             if get is None:
@@ -335,6 +569,7 @@ class ViewPlan:
         pane_timing: str,
         pane_index: int,
         count: bool = True,
+        letters: list[dict[str, Any]] | None = None,
     ) -> dict[str, Any]:
         """The flat output row of SPEC section 3.
 
@@ -342,6 +577,10 @@ class ViewPlan:
         path makes a row per output key, so this is on its hot path. ``count=False`` leaves
         the ``rows/<view>`` metric to the caller, which adds a batch's rows at once
         (:meth:`count_rows`).
+
+        A double beyond its range (a sum of ``1.7e308`` twice) cannot be written: JSON has no
+        infinity and orjson would write null without a word. Its column is null, and one
+        ``overflow`` dead letter per such column goes to ``letters`` (see :meth:`_overflow`).
         """
         bounds = self._bounds.get((start_us, end_us))
         if bounds is None:  # windows repeat across keys: format each once
@@ -349,7 +588,18 @@ class ViewPlan:
                 self._bounds.clear()
             bounds = self._bounds[(start_us, end_us)] = (rfc3339(start_us), rfc3339(end_us))
         names, width, extras = self._layouts[variant.index]
-        values = orjson.loads(key)
+        overflowed = []
+        for i in self._doubles:
+            v = outputs[i]
+            if type(v) is float and v - v:  # v - v is 0.0 for a finite double, nan otherwise
+                overflowed.append(i)
+        for i in self._double_lists:
+            v = outputs[i]
+            if v and any(type(x) is float and x - x for x in v):
+                overflowed.append(i)
+        if overflowed:
+            outputs = tuple(None if i in overflowed else v for i, v in enumerate(outputs))
+        values = decode_key(key)
         if width:  # a grouping set that leaves columns out: they are null
             grouping = [None] * width
             for position, value in zip(variant.positions, values, strict=True):
@@ -362,13 +612,34 @@ class ViewPlan:
             outputs = tuple(aggregated.values())
         if count:
             self._row_counter.inc()
-        return dict(
+        row = dict(
             zip(
                 names,
                 (self.name, *bounds, *values, *extras, *outputs, pane_timing, pane_index),
                 strict=True,
             )
         )
+        for i in overflowed:
+            letter = self._overflow(row, i)
+            if letters is not None:
+                letters.append(letter)
+        return row
+
+    def _overflow(self, row: dict[str, Any], index: int) -> dict[str, Any]:
+        """The ``overflow`` dead letter of a row's column ``index``: no message is to blame,
+        so its payload is the row's key and window (and pane) as JSON, and its detail names
+        the column. Counted apart from messages (``result_dead_letter/<view>/overflow``)."""
+        agg = self.spec.aggregations[index]
+        where = {k: v for k, v in row.items() if k not in self._aggregated}
+        try:
+            payload = orjson.dumps(where).decode()
+        except TypeError:  # a grouping value beyond 64 bits
+            payload = json.dumps(where, separators=(",", ":"), ensure_ascii=False)
+        detail = (
+            f"column {agg.output!r} ({agg.kind}) is beyond the range of a double "
+            "(about ±1.8e308); the row holds null there"
+        )
+        return dead_letter(payload, self.name, "overflow", detail)
 
     def count_rows(self, rows: int) -> None:
         """Add rows made with ``row(..., count=False)`` to the ``rows/<view>`` metric."""
@@ -394,46 +665,37 @@ class ViewPlan:
         return tuple(names), width, tuple(extras)
 
 
-def decode_message(element: Any) -> tuple[Any, dict | None, dict | None]:
-    """Split a source element into ``(payload, source_meta, message_or_None)``.
+def split(element: Any) -> tuple[Any, Any]:
+    """A source element as ``(payload, source_meta)``.
 
     Sources emit either the raw payload (``str``/``bytes``) or ``(payload, source_meta)``
-    where ``source_meta`` locates the message (Kafka topic, partition, offset).
+    where ``source_meta`` locates the message (Kafka topic, partition, offset; a file line).
     """
     if isinstance(element, tuple):
-        payload, source = element
-    else:
-        payload, source = element, None
-    try:
-        msg = orjson.loads(payload)
-    except orjson.JSONDecodeError:
-        return payload, source, None
-    return payload, source, msg
+        return element
+    return element, None
 
 
 def route(
-    plans: list[ViewPlan], element: Any
+    plans: list[ViewPlan], element: Any, tally: Tally
 ) -> Iterator[tuple[int, tuple[int, tuple[Any, ...], tuple[Any, ...]]] | dict[str, Any]]:
     """Decode one message and yield, per view, ``(view_index, extracted)`` or a dead letter.
 
-    Blank lines yield nothing: they carry no message.
+    Blank lines yield nothing: they carry no message. ``tally`` counts the line, the
+    message and the views that filter it out; whether a view used it is the caller's to
+    count (the streaming operator may still find it too late).
     """
-    payload, source, msg = decode_message(element)
+    payload, source = split(element)
+    tally.add(LINES_READ)
+    try:
+        msg = decode(payload)
+    except Reject as r:
+        yield dead_letter(payload, None, r.reason, r.detail, source)
+        return
     if msg is None:
-        text = payload.decode("utf-8", "replace") if isinstance(payload, bytes) else payload
-        if not text.strip():
-            return
-        yield dead_letter(payload, None, "not_json", "the message is not valid JSON", source)
+        tally.add(BLANK_LINES)
         return
-    if not isinstance(msg, dict):
-        yield dead_letter(
-            payload,
-            None,
-            "not_an_object",
-            f"expected a JSON object, got {type(msg).__name__}",
-            source,
-        )
-        return
+    tally.add(MESSAGES)
     times: dict = {}
     for index, plan in enumerate(plans):
         try:
@@ -441,5 +703,7 @@ def route(
         except Reject as r:
             yield dead_letter(payload, plan.name, r.reason, r.detail, source)
             continue
-        if extracted is not None:
-            yield index, extracted
+        if extracted is None:
+            tally.add(plan.filtered_counter)
+            continue
+        yield index, extracted

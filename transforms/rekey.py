@@ -38,7 +38,7 @@ class _Decode(beam.DoFn):
     def process(self, element: Any) -> Iterator[Any]:
         payload, source = element if isinstance(element, tuple) else (element, None)
         try:
-            name, partial = envelope.decode(payload, self._views)
+            name, partial = envelope.decode(payload, self._views)  # raises Reject only
         except Reject as r:
             view = getattr(r, "view", None)
             yield TaggedOutput(DEAD_LETTER, dead_letter(payload, view, r.reason, r.detail, source))
@@ -47,7 +47,8 @@ class _Decode(beam.DoFn):
 
 
 class _MergeWindow(beam.DoFn):
-    """Bounded: all partials of one (variant, window, key), latest pane per shard, as a row."""
+    """Bounded: all partials of one (variant, window, key), latest pane per shard, as a row,
+    followed by its ``overflow`` dead letters if a result is beyond a double."""
 
     def __init__(self, spec: ViewSpec) -> None:
         self._spec = spec
@@ -56,7 +57,7 @@ class _MergeWindow(beam.DoFn):
         tune_gc()
         self._plan = ViewPlan(self._spec)
 
-    def process(self, element: tuple[tuple, Iterable[tuple]]) -> Iterator[dict[str, Any]]:
+    def process(self, element: tuple[tuple, Iterable[tuple]]) -> Iterator[Any]:
         (variant, start, end, key), partials = element
         latest: dict[str, tuple[int, bytes]] = {}
         for shard, pane, data in partials:
@@ -66,7 +67,11 @@ class _MergeWindow(beam.DoFn):
         combine = self._plan.combine
         acc = combine.merge_accumulators([combine.decode(d) for _, d in latest.values()])
         outputs = combine.extract_output(acc)
-        yield self._plan.row(self._plan.variants[variant], start, end, key, outputs, "ON_TIME", 0)
+        letters: list[dict[str, Any]] = []
+        variant_ = self._plan.variants[variant]
+        yield self._plan.row(variant_, start, end, key, outputs, "ON_TIME", 0, letters=letters)
+        for letter in letters:
+            yield TaggedOutput(DEAD_LETTER, letter)
 
 
 def _by_window(element: tuple) -> tuple:
@@ -106,12 +111,15 @@ class RekeyAggregate(beam.PTransform):
             final = spec.final()
             envelope.Level2(spec)  # fail at construction time, not on a worker
             if not self._streaming:
-                views[spec.name] = (
+                merged = (
                     decoded[tag]
                     | f"{spec.name}/ByWindow" >> beam.Map(_by_window)
                     | f"{spec.name}/Shuffle" >> beam.GroupByKey()
-                    | f"{spec.name}/Merge" >> beam.ParDo(_MergeWindow(final))
+                    | f"{spec.name}/Merge"
+                    >> beam.ParDo(_MergeWindow(final)).with_outputs(DEAD_LETTER, main="rows")
                 )
+                views[spec.name] = merged.rows
+                dead.append(merged[DEAD_LETTER])
                 continue
             early = self._early_panes and final.early is not None
             operator = window_operator(final, self._clock, early, partials_in=True)

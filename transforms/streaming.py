@@ -12,11 +12,15 @@ accumulating mode:
 * one ``LATE`` pane per late message until the watermark passes end + allowed lateness,
   when the window's state is dropped.
 
-The operator knows the watermark only through its own fired timers. A message is a
-``too_late`` dead letter when its window closes (end + allowed lateness) no later than
-the last window its key's bucket closed. A message for a window that its key does not hold
-and that closes later is accepted, as a late pane if the watermark had passed; it cannot
-overwrite an earlier result, because there is none.
+The operator knows the watermark only through its own fired timers. A window is closed to a
+message when it closes (end + allowed lateness) no later than the last window its key's
+bucket closed. A message for a window that its key does not hold and that closes later is
+accepted, as a late pane if the watermark had passed; it cannot overwrite an earlier result,
+because there is none. A message closed out of all its windows is a ``too_late`` dead letter;
+one closed out of some of its (sliding) windows only is used, and each window it misses is
+counted in ``late_windows/<view>``, as Beam drops an element per window. A message travels
+once per variant (grouping set, granularity); its first variant decides whether it was used
+or too late, so that each message is counted once (docs/semantics.md, "Accounting").
 
 Layout, chosen for portable runners where state lives in the runner (Flink) and each state
 access costs the SDK worker a blocking round trip:
@@ -52,10 +56,10 @@ from apache_beam.utils.timestamp import Timestamp
 from liveagg.runtime import tune_gc
 from liveagg.spec import ViewSpec
 from liveagg.transforms import envelope
-from liveagg.transforms.deadletter import NAMESPACE, dead_letter
+from liveagg.transforms.deadletter import NAMESPACE, counter, dead_letter
 from liveagg.transforms.deadletter import TAG as DEAD_LETTER
 from liveagg.transforms.eventtime import rfc3339
-from liveagg.transforms.plan import ViewPlan, route, view_tag
+from liveagg.transforms.plan import Tally, ViewPlan, route, split, view_tag
 
 # Per-window state entry: [encoded accumulator, next pane index, on-time fired, dirty,
 # source offsets covered]. With partials in, the accumulator is {shard: (pane, encoded)}.
@@ -138,6 +142,7 @@ class _Route(beam.DoFn):
         self._tags = [view_tag(s.name) for s in self._specs]
         self._fanout = [s.hot_key_fanout or 0 for s in self._specs]
         self._turn = 0
+        self._tally = Tally(self._specs[0].source)
 
     def start_bundle(self) -> None:
         # state key -> [view index, earliest event time, items]
@@ -145,12 +150,13 @@ class _Route(beam.DoFn):
         self._buffered = 0
 
     def process(self, element: Any) -> Iterator[TaggedOutput]:
-        payload, source = element if isinstance(element, tuple) else (element, None)
+        payload, source = split(element)
         origin = None
-        if self._by_source:
-            origin = f"{source['topic']}/{source['partition']}" if source else "input"
+        if self._by_source:  # Kafka records name their partition; other sources are one
+            kafka = type(source) is dict and "partition" in source
+            origin = f"{source['topic']}/{source['partition']}" if kafka else "input"
         batches = self._batches
-        for item in route(self._plans, element):
+        for item in route(self._plans, element, self._tally):
             if isinstance(item, dict):
                 yield TaggedOutput(DEAD_LETTER, item)
                 continue
@@ -188,6 +194,7 @@ class _Route(beam.DoFn):
             yield TaggedOutput(self._tags[index], value)
         self._batches = {}
         self._buffered = 0
+        self._tally.flush()
 
 
 class _WindowLogic(beam.DoFn):
@@ -251,6 +258,11 @@ class _WindowLogic(beam.DoFn):
         decoded: dict[int, list] = {}  # id -> entry whose _ACC is decoded until the end
         armed: dict[tuple[int, int], list[bytes]] = {}  # windows new to keys -> those keys
         changed = unfired = False
+        # A message travels once per variant; its first variant (the first grouping set at
+        # the first size) accounts for it: used, or a too_late dead letter when all its
+        # windows there have closed. Windows closed for part of a message are counted only.
+        accounts = state_key[1] == 0 and not self._partials_in
+        used = late_windows = 0
         for group, ts, row, payload, source in items:
             key = (*state_key[:2], group, *state_key[3:])  # the row's (view, variant, key[, shard])
             state = groups.get(group)
@@ -292,14 +304,16 @@ class _WindowLogic(beam.DoFn):
                         decoded[id(entry)] = entry
                     else:
                         entry[_ACC] = combine.encode(acc)
-                    if self._partials_out and source:
+                    if self._partials_out and type(source) is dict and "offset" in source:
                         entry[_SPAN] = _cover(entry[_SPAN], source["offset"])
                 entry[_DIRTY] = True
                 if (start, end) not in state:
                     armed.setdefault((start, end), []).append(group)
                 state[(start, end)] = entry
                 touched.append((start, end))
-            if expired:
+            if expired and (touched or not (accounts or self._partials_in)):
+                late_windows += len(expired)  # as Beam drops a late window's element
+            elif expired:  # too late for all its windows: the message is a dead letter
                 windows_text = ", ".join(f"[{rfc3339(s)}, {rfc3339(e)})" for s, e in expired)
                 yield TaggedOutput(
                     DEAD_LETTER,
@@ -312,11 +326,13 @@ class _WindowLogic(beam.DoFn):
                         source,
                     ),
                 )
+            if touched and accounts:
+                used += 1
             for window in touched:
                 entry = state[window]
                 if entry[_FIRED]:  # late data within lateness: one LATE pane per message
                     data = combine.encode(entry[_ACC]) if id(entry) in decoded else None
-                    yield self._pane(key, window, entry, "LATE", data)
+                    yield from self._pane(key, window, entry, "LATE", data)
             if not touched:
                 continue
             changed = True
@@ -326,6 +342,10 @@ class _WindowLogic(beam.DoFn):
             unfired = unfired or any(not state[w][_FIRED] for w in touched)
         for entry in decoded.values():
             entry[_ACC] = combine.encode(entry[_ACC])
+        if used:
+            counter(plan.used_counter).inc(used)
+        if late_windows:
+            counter(plan.late_counter).inc(late_windows)
         if not changed:
             return
         for window, keys in armed.items():  # a new entry is not fired: its end is earliest due
@@ -372,10 +392,12 @@ class _WindowLogic(beam.DoFn):
         entry: list,
         timing: str,
         encoded: bytes | None = None,
-    ) -> Any:
+    ) -> Iterator[Any]:
         """The window's pane: a row, or with ``partials_out`` the shard's partial.
 
         ``encoded`` is the accumulator when ``entry`` holds it decoded (:meth:`_process`).
+        A row with a result beyond the range of a double is followed by its ``overflow``
+        dead letters (:meth:`ViewPlan.row`), one per pane that holds the null.
         """
         plan = self._plan
         combine = plan.combine
@@ -387,14 +409,19 @@ class _WindowLogic(beam.DoFn):
             origin, where = shard.split("#")[0], entry[_SPAN]  # "topic/partition[#sub-key]"
             offsets = {origin: where} if origin and where is not None else {}
             data = entry[_ACC] if encoded is None else encoded
-            return (plan.name, key[1], *window, key[2], shard, pane, data, offsets)
+            yield (plan.name, key[1], *window, key[2], shard, pane, data, offsets)
+            return
         if self._partials_in:
             accs = [combine.decode(data) for _, data in entry[_ACC].values()]
             acc = combine.merge_accumulators(accs)
         else:
             acc = combine.decode(entry[_ACC] if encoded is None else encoded)
         outputs = combine.extract_output(acc)
-        return plan.row(plan.variants[key[1]], *window, key[2], outputs, timing, pane)
+        letters: list[dict[str, Any]] = []
+        variant = plan.variants[key[1]]
+        yield plan.row(variant, *window, key[2], outputs, timing, pane, letters=letters)
+        for letter in letters:
+            yield TaggedOutput(DEAD_LETTER, letter)
 
     def _on_watermark(
         self, state_key: Any, fire_ts: Any, tag: str, cell: Any, watermark_timer: Any
@@ -431,7 +458,7 @@ class _WindowLogic(beam.DoFn):
                 entry = state[window]
                 end_ts = window[1] - 1
                 if not entry[_FIRED] and end_ts <= now:
-                    yield self._pane(key, window, entry, "ON_TIME")
+                    yield from self._pane(key, window, entry, "ON_TIME")
                     entry[_FIRED] = True
                     changed.add(window)
                 if entry[_FIRED] and end_ts + lateness <= now:
@@ -470,7 +497,7 @@ class _WindowLogic(beam.DoFn):
             for window in sorted(state):
                 entry = state[window]
                 if entry[_DIRTY] and not entry[_FIRED]:
-                    yield self._pane(key, window, entry, "EARLY")
+                    yield from self._pane(key, window, entry, "EARLY")
         _store(cell, state_key, groups, closed_upto, False)
 
 

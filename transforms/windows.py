@@ -36,3 +36,27 @@ def session(gap_us: int) -> Callable[[int], list[Interval]]:
         return [(ts, ts + gap_us)]
 
     return assign
+
+
+# The event times whose windows all lie within [low, high] (inclusive bounds): every bound a
+# row carries must be writable (eventtime.MIN_US..MAX_US), and a daily window of
+# 9999-12-31T12:00:00Z would end in year 10000. Window starts and ends grow with the event
+# time, so the accepted times are one interval, computed once per view; each message is then
+# checked with two comparisons. ``first > last`` when no time fits.
+
+
+def fixed_accepted(size_us: int, low: int, high: int) -> Interval:
+    first = -(-low // size_us) * size_us  # the first window start at or after ``low``
+    last = (high - size_us) // size_us * size_us + size_us - 1  # its window ends by ``high``
+    return first, min(last, high)
+
+
+def sliding_accepted(size_us: int, period_us: int, low: int, high: int) -> Interval:
+    # The earliest window of ts starts at the first multiple of period above ts - size.
+    first = (-(-low // period_us) - 1) * period_us + size_us
+    last = (high - size_us) // period_us * period_us + period_us - 1
+    return max(first, low), min(last, high)
+
+
+def session_accepted(gap_us: int, low: int, high: int) -> Interval:
+    return low, high - gap_us

@@ -13,6 +13,9 @@ def run(ctx: Context) -> Result:
     shutil.rmtree(out)
     cmd = [PYTHON, "-m", "liveagg.cli", "run", "--views", str(ctx.views)]
     m = measure([*cmd, "--input", str(ctx.dataset), "--output", str(out)])
-    rows = {v.name: sum(1 for f in v.glob("*.jsonl") for _ in f.open("rb")) for v in out.iterdir()}
-    rows.pop("_dead_letter", None)
+    rows = {
+        v.name: sum(1 for f in v.glob("*.jsonl") for _ in f.open("rb"))
+        for v in out.iterdir()
+        if v.is_dir() and not v.name.startswith("_")  # not _dead_letter/ nor _SUCCESS
+    }
     return Result("liveagg-direct", ctx.events, m.wall_s, m.cpu_s, m.peak_rss_mb, rows)

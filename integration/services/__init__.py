@@ -127,5 +127,7 @@ def connection(name: str) -> Any:
 
 
 def describe(conn: Any) -> str:
-    """``key=value`` pairs of a connection dataclass, for one-line messages."""
-    return " ".join(f"{k}={v}" for k, v in dataclasses.asdict(conn).items())
+    """``key=value`` pairs of a connection dataclass, for one-line messages; passwords
+    are left out (``env`` prints them, for a shell to export)."""
+    fields = dataclasses.asdict(conn).items()
+    return " ".join(f"{k}={v}" for k, v in fields if "password" not in k)

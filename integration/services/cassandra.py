@@ -3,21 +3,37 @@
 from __future__ import annotations
 
 import shutil
+import ssl
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from . import _maven
-from ._core import HOST, PrerequisiteError, Service, env_str, java_executable
+from ._core import HOST, PrerequisiteError, Service, ServiceError, env_str, java_executable
+from ._tls import STORE_PASSWORD, ensure_tls
+
+USERNAME = "liveagg"
+"""The login role the harness creates; every test connects as it."""
+PASSWORD = "liveagg-cassandra-test-password"
+"""Its password. A test password: tests grep every output of a run for it."""
+_DEFAULT_SUPERUSER = ("cassandra", "cassandra")  # CassandraRoleManager's default role
 
 
 @dataclass(frozen=True)
 class CassandraConnection:
-    """Where CQL clients connect."""
+    """Where CQL clients connect, and as whom.
+
+    The node takes plain and TLS connections on one port (client encryption ``optional``);
+    ``ca_file`` is the CA that signed its certificate.
+    """
 
     contact_points: tuple[str, ...]
     port: int
     local_dc: str = "datacenter1"
     protocol_version: int = 5
+    username: str = USERNAME
+    password: str = PASSWORD
+    ca_file: str | None = None
 
     def env(self) -> dict[str, str]:
         """What ``liveagg run`` reads for this node when no option is given."""
@@ -25,24 +41,41 @@ class CassandraConnection:
             "LIVEAGG_CASSANDRA_HOSTS": ",".join(self.contact_points),
             "LIVEAGG_CASSANDRA_PORT": str(self.port),
             "LIVEAGG_CASSANDRA_LOCAL_DC": self.local_dc,
+            "LIVEAGG_CASSANDRA_USERNAME": self.username,
+            "LIVEAGG_CASSANDRA_PASSWORD": self.password,
         }
 
-    def cluster_kwargs(self) -> dict[str, Any]:
-        """Arguments for ``cassandra.cluster.Cluster``.
+    def tls_env(self) -> dict[str, str]:
+        """:meth:`env` plus the settings of a TLS connection that checks the CA and host."""
+        if self.ca_file is None:
+            raise ServiceError("this Cassandra connection has no CA file")
+        return {
+            **self.env(),
+            "LIVEAGG_CASSANDRA_TLS": "true",
+            "LIVEAGG_CASSANDRA_CA_FILE": self.ca_file,
+        }
+
+    def cluster_kwargs(self, *, tls: bool = False) -> dict[str, Any]:
+        """Arguments for ``cassandra.cluster.Cluster``, logged in as :attr:`username`.
 
         The protocol version and a load-balancing policy are given explicitly: left out, the
         driver warns on every connect while it negotiates them.
         """
+        from cassandra.auth import PlainTextAuthProvider
         from cassandra.cluster import EXEC_PROFILE_DEFAULT, ExecutionProfile
         from cassandra.policies import DCAwareRoundRobinPolicy
 
         profile = ExecutionProfile(load_balancing_policy=DCAwareRoundRobinPolicy(self.local_dc))
-        return {
+        kwargs: dict[str, Any] = {
             "contact_points": list(self.contact_points),
             "port": self.port,
             "protocol_version": self.protocol_version,
             "execution_profiles": {EXEC_PROFILE_DEFAULT: profile},
+            "auth_provider": PlainTextAuthProvider(self.username, self.password),
         }
+        if tls:
+            kwargs["ssl_context"] = ssl.create_default_context(cafile=self.ca_file)
+        return kwargs
 
 
 def _cluster_class() -> Any:
@@ -103,6 +136,11 @@ class Cassandra(Service):
 
     Startup is made quick by skipping the gossip settle wait and shortening the ring delay,
     which is safe only because the node is alone. Data starts empty on every start.
+
+    Security is on: ``PasswordAuthenticator`` (the health check creates the login role
+    :data:`USERNAME`), and client encryption with ``optional: true``, so the native port takes
+    TLS and plain connections alike; the certificate is signed by a test CA made with
+    ``keytool`` (``run/cassandra/tls/``).
     """
 
     name = "cassandra"
@@ -113,8 +151,16 @@ class Cassandra(Service):
     default_start_timeout_s = 180.0
     stop_timeout_s = 60.0
 
+    @property
+    def tls_dir(self) -> Path:
+        return self.run_dir / "tls"
+
     def connection(self) -> CassandraConnection:
-        return CassandraConnection(contact_points=(HOST,), port=self.ports()["native"])
+        return CassandraConnection(
+            contact_points=(HOST,),
+            port=self.ports()["native"],
+            ca_file=str(self.tls_dir / "ca.pem"),
+        )
 
     def check_prerequisites(self) -> None:
         java_executable()
@@ -138,9 +184,16 @@ seed_provider:
     parameters:
       - seeds: "{HOST}:{ports["storage"]}"
 endpoint_snitch: SimpleSnitch
-authenticator: AllowAllAuthenticator
+authenticator: PasswordAuthenticator
 authorizer: AllowAllAuthorizer
 role_manager: CassandraRoleManager
+client_encryption_options:
+  enabled: true
+  optional: true
+  keystore: {d / "tls" / "server.p12"}
+  keystore_password: {STORE_PASSWORD}
+  store_type: PKCS12
+  require_client_auth: false
 data_file_directories:
   - {d / "data"}
 commitlog_directory: {d / "commitlog"}
@@ -160,6 +213,7 @@ auto_snapshot: false
 
     def prepare(self) -> None:
         _maven.resolve_jars(self.name, self.log_file)
+        ensure_tls(self.tls_dir, self.log_file)
         for sub in ("data", "commitlog", "saved_caches", "hints", "cdc_raw"):
             shutil.rmtree(self.run_dir / sub, ignore_errors=True)
         (self.run_dir / "cassandra.yaml").write_text(self.cassandra_yaml())
@@ -188,19 +242,49 @@ auto_snapshot: false
             "-Dcassandra.skip_wait_for_gossip_to_settle=0",
             "-Dcassandra.ring_delay_ms=100",
             "-Dcassandra.load_ring_state=false",
+            # The default superuser, through which the health check creates the test role,
+            # is made this long after the node starts (CassandraRelevantProperties:
+            # SUPERUSER_SETUP_DELAY_MS, 10000 by default).
+            "-Dcassandra.superuser_setup_delay_ms=0",
             "-cp",
             str(_maven.jar_dir(self.name) / "*"),
             "org.apache.cassandra.service.CassandraDaemon",
         ]
 
     def health(self) -> str:
-        """``SELECT release_version FROM system.local`` through cassandra-driver."""
+        """``SELECT release_version FROM system.local`` as the test role, over TLS.
+
+        On a fresh node the role does not exist yet: it is created through the default
+        superuser, which the node makes only once it is up (``setupDefaultRole``; until then
+        that login fails too, and the node is not healthy yet).
+        """
+        from cassandra import AuthenticationFailed
+        from cassandra.cluster import NoHostAvailable
+
+        conn = self.connection()
+        try:
+            row = self._query(conn, "SELECT release_version FROM system.local")
+        except NoHostAvailable as e:
+            if not all(isinstance(x, AuthenticationFailed) for x in e.errors.values()):
+                raise
+            superuser = CassandraConnection(
+                conn.contact_points, conn.port, username=_DEFAULT_SUPERUSER[0],
+                password=_DEFAULT_SUPERUSER[1], ca_file=conn.ca_file,
+            )  # fmt: skip
+            self._query(
+                superuser,
+                f"CREATE ROLE IF NOT EXISTS {USERNAME} WITH PASSWORD = '{PASSWORD}' "
+                "AND LOGIN = true",
+            )
+            row = self._query(conn, "SELECT release_version FROM system.local")
+        return f"Cassandra {row.release_version}, login {conn.username} over TLS"
+
+    @staticmethod
+    def _query(conn: CassandraConnection, cql: str) -> Any:
         cluster = _cluster_class()(
-            **self.connection().cluster_kwargs(), connect_timeout=5, control_connection_timeout=5
+            **conn.cluster_kwargs(tls=True), connect_timeout=5, control_connection_timeout=5
         )
         try:
-            session = cluster.connect()
-            row = session.execute("SELECT release_version FROM system.local").one()
+            return cluster.connect().execute(cql).one()
         finally:
             cluster.shutdown()
-        return f"Cassandra {row.release_version}"

@@ -41,9 +41,11 @@ def add_one_by_one(fn: lc.LiveaggCombineFn, inputs: list[Any]) -> Any:
 
 
 def shuffle_through_bytes(fn: lc.LiveaggCombineFn, acc: Any) -> Any:
-    """What crossing a shuffle or a Kafka topic does to an accumulator."""
+    """What crossing a shuffle or a Kafka topic does to an accumulator; every accumulator
+    written passes the check level 2 makes of accumulators from Kafka."""
     data = fn.encode_accumulator(acc)
     assert isinstance(data, bytes)
+    fn.check_accumulator(data)
     return fn.decode_accumulator(data)
 
 

@@ -276,10 +276,11 @@ BAD_PARAMS = [
     ("stddev", {"ddof": 1.5}, r"ddof must be an integer"),
     ("median_ish", {}, r"unknown aggregation 'median_ish'; known: .*approx_quantiles"),
     ("custom", {}, r"needs params.combine_fn 'package.module:ClassName'"),
-    ("custom", {"combine_fn": "no_colon"}, r"must look like 'package.module:ClassName'"),
+    ("custom", {"combine_fn": "no_colon"}, r"not a combine_fn reference; expected 'package"),
     ("custom", {"combine_fn": "examples.custom_combiners:Nope"}, r"has no attribute 'Nope'"),
     ("custom", {"combine_fn": "no_such_module_xyz:Fn"}, r"cannot import module"),
-    ("custom", {"combine_fn": "collections:OrderedDict"}, r"not a liveagg.*LiveaggCombineFn"),
+    ("custom", {"combine_fn": "collections:OrderedDict"}, r"Python's standard library"),
+    ("custom", {"combine_fn": "examples:custom_combiners"}, r"a module, not a class"),
     ("custom", {"combine_fn": CUSTOM_RANGE, "scal": 2}, r"accepted: scale"),
     ("custom", {"combine_fn": CUSTOM_RANGE, "scale": "2"}, r"scale must be a finite number"),
 ]

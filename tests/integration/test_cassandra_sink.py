@@ -29,7 +29,7 @@ from liveagg.combiners import LiveaggCombineFn
 from liveagg.loader import parse_view
 from liveagg.spec import Sink, ViewSpec
 from liveagg.transforms.plan import ViewPlan
-from liveagg.transforms.sinks import Connections, build_sink
+from liveagg.transforms.sinks import CassandraTls, Connections, build_sink
 from liveagg.transforms.sinks.cassandra import (
     CELL_OVERHEAD,
     AsyncWriter,
@@ -273,11 +273,15 @@ def simple_rows(
     ]
 
 
-def connections(cassandra: CassandraConnection) -> Connections:
+def connections(cassandra: CassandraConnection, *, tls: bool = False) -> Connections:
+    """The sink's settings for ``cassandra``, logged in as the harness's role."""
     return Connections(
         cassandra_hosts=cassandra.contact_points,
         cassandra_port=cassandra.port,
         cassandra_local_dc=cassandra.local_dc,
+        cassandra_username=cassandra.username,
+        cassandra_password=cassandra.password,
+        cassandra_tls=CassandraTls(ca_file=cassandra.ca_file) if tls else None,
     )
 
 

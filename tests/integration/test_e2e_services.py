@@ -218,7 +218,7 @@ def deployment(
     storage.Client(**gcs.client_kwargs()).create_bucket(bucket)
     keyspace = _name("liveagg_it_")
 
-    env = {**os.environ, **s3.env(), **gcs.env()}
+    env = {**os.environ, **s3.env(), **gcs.env(), **cassandra.env()}  # the Cassandra login
     command = [
         "run",
         "--views",

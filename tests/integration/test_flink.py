@@ -24,7 +24,7 @@ import sys
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -69,9 +69,12 @@ def _name(prefix: str) -> str:
 
 
 class Run:
-    """One ``liveagg run --runner flink`` process, its output in a log file."""
+    """One ``liveagg run --runner flink`` process, its output in a log file; ``env`` (the
+    Cassandra login, say) goes over this process's environment."""
 
-    def __init__(self, args: Sequence[str], log: Path) -> None:
+    def __init__(
+        self, args: Sequence[str], log: Path, env: Mapping[str, str] | None = None
+    ) -> None:
         self.log = log
         self._out = log.open("wb")
         self.proc = subprocess.Popen(
@@ -79,7 +82,7 @@ class Run:
             stdout=self._out,
             stderr=subprocess.STDOUT,
             cwd=ROOT,
-            env=os.environ.copy(),
+            env={**os.environ, **(env or {})},
         )
 
     def text(self) -> str:
@@ -369,6 +372,7 @@ def test_rows_dead_letters_and_metrics_on_a_flink_cluster(
             extra=["--sink", kafka_sink],
         ),
         tmp_path / "liveagg.log",
+        cassandra.env(),
     )
     try:
         job_id = run.flink_job_id()
@@ -476,6 +480,7 @@ def test_late_data_updates_the_row_and_too_late_data_is_a_dead_letter(
             extra=["--idle-timeout-s", "3600"],
         ),
         tmp_path / "liveagg.log",
+        cassandra.env(),
     )
     try:
         run.flink_job_id()
@@ -522,6 +527,7 @@ def test_a_killed_taskmanager_is_recovered_from_the_last_checkpoint(
             dead_letter_topic=dead_topic,
         ),
         tmp_path / "liveagg.log",
+        cassandra.env(),
     )
     producer = threading.Thread(
         target=_produce, args=(kafka, stream.topic, stream.lines, 600.0), daemon=True
@@ -584,7 +590,7 @@ def test_a_run_resumed_after_the_cluster_stops_ends_at_the_oracle(
         dead_letter_topic=dead_topic,
         extra=["--savepoint-on-stop"],
     )
-    first = Run(command, tmp_path / "first.log")
+    first = Run(command, tmp_path / "first.log", cassandra.env())
     producer = threading.Thread(
         target=_produce, args=(kafka, stream.topic, stream.lines, 600.0), daemon=True
     )
@@ -607,7 +613,7 @@ def test_a_run_resumed_after_the_cluster_stops_ends_at_the_oracle(
     finally:
         first.close()
         flink_service.start_cluster()
-    second = Run([*command, "--flink-restore", restore], tmp_path / "second.log")
+    second = Run([*command, "--flink-restore", restore], tmp_path / "second.log", cassandra.env())
     try:
         second_id = second.flink_job_id()
         _eventually(lambda: _assert_restored(rest, second_id), 120.0, every_s=1.0)

@@ -17,9 +17,16 @@ import pytest
 from apache_beam.options.pipeline_options import PipelineOptions
 
 from integration.services import GcsConnection, S3Connection
+from liveagg.errors import PathError
 from liveagg.spec import Sink
-from liveagg.transforms.sinks import Connections, build_sink
-from liveagg.transforms.sinks.files import FORMATS, WriteDeadLetters, WriteViewFiles, view_columns
+from liveagg.transforms.sinks import Connections, build_sink, objectstores
+from liveagg.transforms.sinks.files import (
+    FORMATS,
+    OutputFolder,
+    WriteDeadLetters,
+    WriteViewFiles,
+    view_columns,
+)
 from liveagg.transforms.sinks.objectstores import beam_args
 from tests.transforms.test_file_sink import VIEW, aggregate, assert_same_rows, messages, read_rows
 
@@ -151,12 +158,19 @@ def test_file_sink_takes_object_store_paths(
 
 
 def test_s3_through_pipeline_options(
-    s3: S3Connection, s3_bucket: tuple[str, Download], rows: list[dict[str, Any]]
+    s3: S3Connection,
+    s3_bucket: tuple[str, Download],
+    rows: list[dict[str, Any]],
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    """No connections on the transform: Beam's FileSystems takes the run's options."""
+    """No connections on the transform: Beam's FileSystems takes the endpoint from the run's
+    options and the credentials from boto3's chain (the environment), never from options."""
     bucket, download = s3_bucket
-    args = tuple(beam_args(s3_connections(s3)))
+    for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY"):
+        monkeypatch.setenv(name, s3.env()[name])
+    args = tuple(beam_args(s3_connections(s3), [f"s3://{bucket}/plain"]))
     assert f"--s3_endpoint_url={s3.endpoint_url}" in args
+    assert not any(s3.secret_access_key in a or "access_key" in a for a in args)
 
     def write(pcoll: beam.PCollection, bounded: bool) -> None:
         _ = pcoll | WriteViewFiles(f"s3://{bucket}/plain", "traffic", session=False)
@@ -200,5 +214,53 @@ def test_unbounded_dead_letters_on_gcs(
 
     run([letter], write, bounded=False)
     (name,) = download("out/_dead_letter/")
-    assert re.fullmatch(r"_input-[0-9a-f]{32}\.jsonl", name)
+    assert re.fullmatch(r"input-[0-9a-f]{32}\.jsonl", name)
     assert read_rows(download("out/_dead_letter/")[name], "jsonl", ()) == [letter]
+
+
+# --- the output folder of a run -------------------------------------------------------------
+
+
+@pytest.mark.parametrize("store", ["s3", "gcs"])
+def test_output_folder_on_an_object_store(
+    store: str,
+    s3: S3Connection,
+    gcs: GcsConnection,
+    s3_bucket: tuple[str, Download],
+    gcs_bucket: tuple[str, Download],
+) -> None:
+    """A bounded run's folder: checked by writing, its own files replaced, _SUCCESS last."""
+    if store == "s3":
+        (bucket, download), scheme, connections = s3_bucket, "s3", s3_connections(s3)
+    else:
+        (bucket, download), scheme = gcs_bucket, "gs"
+        connections = Connections(gcs_endpoint=gcs.emulator_host, gcs_project=gcs.project)
+    root = f"{scheme}://{bucket}/out"
+    fs = objectstores.filesystem(root, connections)
+    previous = ["_SUCCESS", "traffic/a.jsonl", "traffic/notes.txt", "other/b.jsonl"]
+    previous += ["_dead_letter/input.jsonl"]
+    for name in previous:
+        with fs.create(f"{root}/{name}") as handle:
+            handle.write(b"{}\n")
+
+    folder = OutputFolder(root, {"traffic"}, dead_letters=True, connections=connections)
+    folder.prepare(replace=True)
+    # Only liveagg's files of the folders this run writes are gone; the write check left none.
+    assert sorted(download("out/")) == ["other/b.jsonl", "traffic/notes.txt"]
+    folder.finish()
+    assert download("out/")["_SUCCESS"] == b""
+
+
+@pytest.mark.parametrize("store", ["s3", "gcs"])
+def test_an_object_store_output_that_cannot_be_written_fails_first(
+    store: str, s3: S3Connection, gcs: GcsConnection
+) -> None:
+    if store == "s3":
+        scheme, connections = "s3", s3_connections(s3)
+    else:
+        scheme = "gs"
+        connections = Connections(gcs_endpoint=gcs.emulator_host, gcs_project=gcs.project)
+    root = f"{scheme}://{_bucket()}/out"  # a bucket that does not exist
+    folder = OutputFolder(root, {"traffic"}, connections=connections)
+    with pytest.raises(PathError, match=f"^{re.escape(root)}: cannot be written: "):
+        folder.prepare(replace=True)

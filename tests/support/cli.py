@@ -13,18 +13,25 @@ import orjson
 ROOT = Path(__file__).resolve().parents[2]
 
 
+def command(*args: str) -> list[str]:
+    """The argv of ``liveagg ARGS``, run with this interpreter."""
+    return [sys.executable, "-m", "liveagg.cli", *args]
+
+
 def liveagg(
     *args: str,
     ok: bool = True,
     timeout: float | None = None,
     env: Mapping[str, str] | None = None,
+    prefix: tuple[str, ...] = (),
 ) -> subprocess.CompletedProcess:
     """``liveagg ARGS`` from the repository root; with ``ok``, assert it exits 0.
 
     ``env`` replaces the environment (service addresses, say); default: this process's.
+    ``prefix`` runs the command through another (``setpriv ...``, say).
     """
     result = subprocess.run(
-        [sys.executable, "-m", "liveagg.cli", *args],
+        [*prefix, *command(*args)],
         capture_output=True,
         text=True,
         check=False,

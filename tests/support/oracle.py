@@ -330,8 +330,13 @@ class Arith:
             return float(self.args[0])
         if self.op == "name":
             v = values.get(self.args[0])
-            ok = isinstance(v, int | float) and not isinstance(v, bool)
-            return float(v) if ok and math.isfinite(v) else None
+            if not isinstance(v, int | float) or isinstance(v, bool):
+                return None
+            try:
+                v = float(v)
+            except OverflowError:  # an int beyond a double's range is not a double: null
+                return None
+            return v if math.isfinite(v) else None
         parts = [a.evaluate(values) for a in self.args]
         if any(p is None for p in parts):
             return None

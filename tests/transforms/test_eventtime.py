@@ -1,8 +1,10 @@
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from liveagg.transforms.eventtime import EventTimeError, parser, rfc3339
+from liveagg.transforms.eventtime import MAX_US, MIN_US, EventTimeError, parser, rfc3339
+
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
 def micros(*args: int) -> int:
@@ -35,7 +37,6 @@ def test_formats(fmt: str | None, value: object, expected: int) -> None:
         ("epoch_ms", "soon", "not a number"),
         ("epoch_ms", "1357034400000", "not a number"),
         ("epoch_s", float("nan"), "not finite"),
-        ("epoch_s", 10**30, "out of range"),
         ("iso8601", 1357034400, "not an ISO 8601 string"),
         ("iso8601", "yesterday", "not ISO 8601"),
         (None, "13/01/2013", "not ISO 8601"),
@@ -50,13 +51,59 @@ def test_invalid(fmt: str | None, value: object, match: str) -> None:
 
 
 @pytest.mark.parametrize(
+    ("fmt", "value"),
+    [
+        ("epoch_s", 10**30),
+        ("epoch_s", 1.7e308),  # round() of the scaled float would fail
+        ("epoch_s", -1.7e308),
+        ("epoch_ms", 253402300800000),  # 10000-01-01T00:00:00Z
+        ("epoch_us", MIN_US - 1),
+        ("iso8601", "0001-01-01T00:00:00+01:00"),  # a valid date, an hour before year 1
+        ("iso8601", "9999-12-31T23:59:59-01:00"),
+        (None, "9999-12-31T23:30:00-00:31"),
+    ],
+)
+def test_out_of_range(fmt: str | None, value: object) -> None:
+    with pytest.raises(EventTimeError, match="out of range") as info:
+        parser("ts", fmt)(value)
+    assert info.value.reason == "event_time_out_of_range"
+    assert "0001-01-01T00:00:00Z to 9999-12-31T23:59:59.999999Z" in info.value.detail
+
+
+@pytest.mark.parametrize(
+    ("fmt", "value", "expected"),
+    [
+        ("epoch_us", MIN_US, MIN_US),
+        ("epoch_us", MAX_US, MAX_US),
+        ("epoch_ms", 253402300799999, MAX_US - 999),
+        ("iso8601", "0001-01-01T00:00:00Z", MIN_US),
+        ("iso8601", "9999-12-31T23:59:59.999999Z", MAX_US),
+        ("iso8601", "0001-01-01T00:59:00+00:59", MIN_US),
+    ],
+)
+def test_edges_of_the_range(fmt: str, value: object, expected: int) -> None:
+    assert parser("ts", fmt)(value) == expected
+
+
+@pytest.mark.parametrize(
     ("value", "text"),
     [
         (micros(2013, 1, 1, 10), "2013-01-01T10:00:00Z"),
         (micros(2013, 1, 1, 10) + 500_000, "2013-01-01T10:00:00.500Z"),
         (micros(2013, 1, 1, 10) + 7, "2013-01-01T10:00:00.000007Z"),
         (-1_000_000, "1969-12-31T23:59:59Z"),
+        (MIN_US, "0001-01-01T00:00:00Z"),  # four digits, whatever strftime does
+        (
+            (datetime(99, 1, 25, tzinfo=UTC) - EPOCH) // timedelta(microseconds=1),
+            "0099-01-25T00:00:00Z",
+        ),
+        (MAX_US, "9999-12-31T23:59:59.999999Z"),
     ],
 )
 def test_rfc3339(value: int, text: str) -> None:
     assert rfc3339(value) == text
+
+
+def test_rfc3339_refuses_what_it_cannot_write() -> None:
+    with pytest.raises(ValueError, match="outside years 1-9999"):
+        rfc3339(MAX_US + 1)

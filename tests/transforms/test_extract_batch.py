@@ -14,7 +14,7 @@ import orjson
 import pytest
 
 from liveagg.loader import load_views, parse_view
-from liveagg.transforms.plan import Reject, ViewPlan, encode_key
+from liveagg.transforms.plan import Reject, ViewPlan, decode_line, encode_key
 from tests.pipelines.test_e2e import EXAMPLES, EXTRA_VIEWS
 from tests.support.datagen import generate
 
@@ -100,3 +100,40 @@ def test_batch_and_per_message_agree(messages: list[dict[str, Any]]) -> None:
         reasons.update(reason for _, reason, _ in expected[1])
     # The input really exercised the per-message fallback.
     assert {"invalid_event_time", "not_numeric", "not_scalar"} <= reasons
+
+
+#: Lines whose integers orjson would read as floats, and times at the edges of years 1-9999.
+_CDN = b'{"kind": "cdn", "timestamp_ms": 1709251200000, "country": "DE", '
+EXACT_LINES = [
+    b'{"kind": "cdn", "timestamp_ms": 1709251200000, "country": 18446744073709551616}',
+    _CDN + b'"cache": 1180591620717411303425}',
+    _CDN + b'"path": 1180591620717411303424}',
+    _CDN + b'"bytes": %d}' % (int(1.7976931348623157e308) + 1),  # rounds to the largest double
+    _CDN + b'"bytes": 123456789012345678901}',
+    _CDN + b'"latency_ms": -99999999999999999999}',
+    b'{"kind": "network", "ts": "9999-12-31T23:59:59Z", "org": "acme", "bytes": 1}',
+    b'{"kind": "network", "ts": "0001-01-01T00:00:00Z", "org": "acme", "bytes": 1}',
+    b'{"kind": "cdn", "timestamp_ms": 253402300799999, "country": "DE"}',
+]
+
+
+def test_batch_and_per_message_agree_on_long_integers_and_edge_times(
+    messages: list[dict[str, Any]],
+) -> None:
+    """Integers beyond 64 bits (which no coerce fast path looks at) take the per-message path."""
+    decoded = [decode_line(line) for line in EXACT_LINES]
+    assert [was_exact for _, was_exact in decoded] == [True] * 6 + [False] * 3
+    msgs = messages[:500] + [msg for msg, _ in decoded]
+    exact = [500 + i for i, (_, was_exact) in enumerate(decoded) if was_exact]
+    reasons = set()
+    for plan in _plans():
+        expected = _per_message(plan, msgs)
+        column, rows, groups, rejects = plan.extract_batch(msgs, {}, exact=exact)
+        got = []
+        for ts, row, group in zip(column, rows, groups, strict=True):
+            if type(group) is tuple:
+                group = [encode_key(tuple(group[i] for i in v.positions)) for v in plan.variants]
+            got.append((ts, row, group))
+        assert (got, [(i, r.reason, r.detail) for i, r in rejects]) == expected, plan.name
+        reasons.update(reason for _, reason, _ in expected[1])
+    assert {"not_finite", "event_time_out_of_range"} <= reasons

@@ -1,22 +1,38 @@
-"""Line batches from files: byte ranges neither lose nor repeat a line, whatever the split."""
+"""Line batches from files: byte ranges neither lose nor repeat a line, whatever the split,
+and each line knows its file and 1-based line number."""
 
 from __future__ import annotations
 
+import bz2
 import gzip
+import lzma
 import random
+import re
+import zlib
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
+import zstandard
 
-from liveagg.transforms.sources.files import match, ranges, read_range
+from liveagg.errors import PathError
+from liveagg.transforms.sources import files
+from liveagg.transforms.sources.files import locate, match, ranges, read_range
 
 
 def _lines(path: Path, range_bytes: int, batch: int = 7) -> list[bytes]:
+    """Every line read, checking that each one's ``locate`` is its line number in its file
+    (counted here by splitting the whole file)."""
     out: list[bytes] = []
+    files._MARKS.clear()
+    seen: dict[str, int] = {}
     for file, start, end in ranges(match(str(path)), range_bytes):
         for lines in read_range(file, start, end, batch):
-            assert 0 < len(lines) <= batch
-            out.extend(lines)
+            assert 0 < len(lines.lines) <= batch
+            for i, line in enumerate(lines.lines):
+                seen[file] = number = seen.get(file, 0) + 1
+                assert locate(lines.where(i)) == {"file": file, "line": number}, line
+            out.extend(lines.lines)
     return out
 
 
@@ -48,5 +64,114 @@ def test_compressed_files_are_read_whole_and_globs_sorted(tmp_path: Path) -> Non
 
 
 def test_no_match_says_so(tmp_path: Path) -> None:
-    with pytest.raises(FileNotFoundError, match="no file matches"):
-        match(str(tmp_path / "missing-*.jsonl"))
+    pattern = str(tmp_path / "missing-*.jsonl")
+    with pytest.raises(PathError, match=f"^{re.escape(pattern)}: no file matches; give a JSON"):
+        match(pattern)
+
+
+def test_a_folder_is_refused_with_a_glob_to_give(tmp_path: Path) -> None:
+    (tmp_path / "a.jsonl").write_bytes(b"{}\n")
+    with pytest.raises(PathError, match=f"^{re.escape(str(tmp_path))}: is a folder; give a file"):
+        match(str(tmp_path))
+
+
+LINES = b"".join(b'{"n": %d}\n' % i for i in range(2000))
+COMPRESSORS: dict[str, Callable[[bytes], bytes]] = {
+    "gz": gzip.compress,
+    "bz2": bz2.compress,
+    "xz": lzma.compress,
+    "zst": zstandard.ZstdCompressor().compress,
+    "deflate": zlib.compress,
+}
+
+
+@pytest.mark.parametrize("ext", sorted(COMPRESSORS))
+def test_concatenated_members_are_all_read(tmp_path: Path, ext: str) -> None:
+    compress = COMPRESSORS[ext]
+    path = tmp_path / f"in.jsonl.{ext}"
+    path.write_bytes(compress(LINES[:7000]) + compress(LINES[7000:]))
+    assert _lines(path, 1 << 20) == LINES.splitlines()
+
+
+@pytest.mark.parametrize("ext", sorted(COMPRESSORS))
+def test_a_file_that_ends_inside_a_member_is_truncated(tmp_path: Path, ext: str) -> None:
+    """One whole member and the first 30 bytes of a second: never read as complete."""
+    compress = COMPRESSORS[ext]
+    path = tmp_path / f"in.jsonl.{ext}"
+    path.write_bytes(compress(LINES[:7000]) + compress(LINES[7000:])[:30])
+    with pytest.raises(PathError, match=f"^{re.escape(str(path))}: truncated .* ends inside a"):
+        _lines(path, 1 << 20)
+
+
+@pytest.mark.parametrize("ext", sorted(COMPRESSORS))
+def test_an_empty_compressed_file_is_truncated(tmp_path: Path, ext: str) -> None:
+    path = tmp_path / f"in.jsonl.{ext}"
+    path.write_bytes(b"")
+    with pytest.raises(PathError, match=f"^{re.escape(str(path))}: truncated "):
+        _lines(path, 1 << 20)
+
+
+def test_corrupt_gzip_names_the_file(tmp_path: Path) -> None:
+    data = bytearray(gzip.compress(LINES))
+    data[40:90] = b"\xff" * 50
+    path = tmp_path / "in.jsonl.gz"
+    path.write_bytes(bytes(data))
+    with pytest.raises(PathError, match=f"^{re.escape(str(path))}: corrupt gzip data: Error -3"):
+        _lines(path, 1 << 20)
+
+
+def test_line_numbers_are_counted_once_per_range(tmp_path: Path, monkeypatch: object) -> None:
+    """A range that starts mid-file counts the newlines before it once, not per dead letter;
+    counts are kept at every chunk, so the ranges after the first (in any order) read at
+    most one chunk each."""
+    monkeypatch.setattr(files, "_CHUNK", 16)  # type: ignore[attr-defined]
+    path = tmp_path / "in.jsonl"
+    path.write_bytes(b"".join(b"%d\n" % i for i in range(1, 201)))  # line n holds n
+    files._MARKS.clear()
+    reads: list[int] = []
+    real_open = files.FileSystems.open
+
+    def counting_open(*args: object, **kwargs: object) -> object:
+        f = real_open(*args, **kwargs)
+        real_read = f.read
+        f.read = lambda n=-1: reads.append(n) or real_read(n)  # type: ignore[method-assign]
+        return f
+
+    split = ranges(match(str(path)), 50)
+    batches = [b for r in reversed(split) for b in read_range(*r, 1000)]
+    reads.clear()
+    monkeypatch.setattr(files.FileSystems, "open", counting_open)  # type: ignore[attr-defined]
+    for batch in batches:
+        for i, line in enumerate(batch.lines):
+            assert locate(batch.where(i))["line"] == int(line)
+    last_start = split[-1][1]
+    assert sum(reads) <= last_start + 16 * (len(split) - 2)
+    assert set(range(0, last_start, 16)) <= set(files._MARKS[str(path)][0])
+
+
+def test_bom_is_dropped_at_the_start_of_a_file_only(tmp_path: Path) -> None:
+    bom = b"\xef\xbb\xbf"
+    (tmp_path / "a.jsonl").write_bytes(bom + b'{"x":1}\n' + bom + b'{"x":2}\n')
+    (tmp_path / "b.jsonl.gz").write_bytes(gzip.compress(bom + b'{"x":3}'))
+    for range_bytes in (1, 2, 4, 1000):
+        assert _lines(tmp_path / "*", range_bytes) == [b'{"x":1}', bom + b'{"x":2}', b'{"x":3}']
+
+
+@pytest.mark.parametrize("range_bytes", [5, 64, 1 << 20])
+def test_batches_say_whether_they_may_hold_long_digit_runs(
+    tmp_path: Path, range_bytes: int
+) -> None:
+    """``digit_runs`` may be True without cause (it is per chunk), never False with one."""
+    lines = [b'{"id":%d}' % (10**18 if i % 97 else 10**25) for i in range(500)]
+    path = tmp_path / "in.jsonl"
+    path.write_bytes(b"\n".join(lines))
+    flagged = 0
+    for file, start, end in ranges(match(str(path)), range_bytes):
+        for batch in read_range(file, start, end, 10):
+            if any(b"0" * 19 in line for line in batch.lines):
+                assert batch.digit_runs
+            flagged += batch.digit_runs
+    assert flagged
+    path.write_bytes(b"\n".join(b'{"id":%d}' % 10**17 for _ in range(500)))
+    batches = [b for r in ranges(match(str(path)), range_bytes) for b in read_range(*r, 10)]
+    assert not any(b.digit_runs for b in batches)

@@ -349,8 +349,8 @@ def test_dead_letters(tmp_path: Path) -> None:
     with beam.Pipeline(options=PipelineOptions(["--runner=DirectRunner"])) as p:
         _ = p | beam.Create(letters) | WriteDeadLetters(str(tmp_path))
     folder = tmp_path / "_dead_letter"
-    assert sorted(p.name for p in folder.iterdir()) == ["_input.jsonl", "traffic.jsonl"]
-    assert read_rows((folder / "_input.jsonl").read_bytes(), "jsonl", ()) == [letters[1]]
+    assert sorted(p.name for p in folder.iterdir()) == ["input.jsonl", "traffic.jsonl"]
+    assert read_rows((folder / "input.jsonl").read_bytes(), "jsonl", ()) == [letters[1]]
 
 
 # --- unbounded -------------------------------------------------------------------------------
@@ -489,16 +489,23 @@ def test_parquet_names_a_value_that_does_not_fit() -> None:
 # --- object-store configuration -------------------------------------------------------------
 
 
-def test_beam_args_carry_the_s3_settings_that_are_set() -> None:
+def test_beam_args_place_s3_for_a_run_that_uses_it_and_never_carry_credentials() -> None:
     connections = Connections(
-        s3_endpoint="http://127.0.0.1:9", s3_access_key_id="k", s3_secret_access_key=None
+        s3_endpoint="http://127.0.0.1:9",
+        s3_access_key_id="AKIDEXAMPLE",
+        s3_secret_access_key="wJalrXUtnFEMI-example-secret",
+        s3_region="eu-west-1",
     )
-    args = beam_args(connections)
-    assert "--s3_endpoint_url=http://127.0.0.1:9" in args
-    assert "--s3_access_key_id=k" in args
-    assert not any(a.startswith("--s3_secret_access_key") for a in args)
+    assert beam_args(connections, ["/data/in.jsonl", "/tmp/out", "gs://b/x"]) == []
+    args = beam_args(connections, ["/data/in.jsonl", "s3://bucket/out"])
+    assert args == ["--s3_endpoint_url=http://127.0.0.1:9", "--s3_region_name=eu-west-1"]
     options = PipelineOptions(args).view_as(S3Options)
     assert options.s3_endpoint_url == "http://127.0.0.1:9"
+    assert options.s3_access_key_id is None and options.s3_secret_access_key is None
+    # The sinks get the credentials from their own connections, revealed only there.
+    assert "wJalrXUtnFEMI-example-secret" not in repr(connections)
+    fs = objectstores.filesystem("s3://bucket/x", connections)
+    assert fs._options.view_as(S3Options).s3_secret_access_key == "wJalrXUtnFEMI-example-secret"
 
 
 def test_sink_filesystem_keeps_the_runs_other_s3_flags(monkeypatch: pytest.MonkeyPatch) -> None:

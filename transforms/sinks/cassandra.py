@@ -36,7 +36,13 @@ from apache_beam.metrics import Metrics
 
 from liveagg.spec import Duration, Sink, ViewSpec
 from liveagg.transforms.plan import ViewPlan
-from liveagg.transforms.sinks import Connections, register_sink
+from liveagg.transforms.sinks import (
+    CassandraTls,
+    ConnectionFailed,
+    Connections,
+    Secret,
+    register_sink,
+)
 
 _LOGGER = logging.getLogger(__name__)
 _SCHEMA_SETTLE_S = 10.0  # how long a table created by another client may take to show
@@ -529,6 +535,25 @@ class _QuietBatchWarnings(logging.Filter):
         )
 
 
+class _QuietConnectFailures(logging.Filter):
+    """Drops the driver's log of a failed first connection, traceback included
+    (``cluster.py``: ``log.exception("Control connection failed to connect, ...")``;
+    ``connection.py``: ``log.error("Failed to authenticate to %s. ...")``): the same error is
+    raised to the caller, which reports it in one line or retries it."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not str(record.msg).startswith(
+            ("Control connection failed to connect", "Failed to authenticate to")
+        )
+
+
+def _quiet_connect_failures() -> None:
+    for name in ("cassandra.cluster", "cassandra.connection"):
+        logger = logging.getLogger(name)
+        if not any(isinstance(f, _QuietConnectFailures) for f in logger.filters):
+            logger.addFilter(_QuietConnectFailures())
+
+
 def quiet_batch_warnings() -> None:
     """Install :class:`_QuietBatchWarnings` on the driver's protocol logger, once."""
     logger = logging.getLogger("cassandra.protocol")
@@ -613,17 +638,84 @@ class WriteSettings:
         )
 
 
-_SessionKey = tuple[tuple[str, ...], int, str, int, float]
+@dataclass(frozen=True)
+class _SessionKey:
+    """What tells one Cluster from another in a worker: where, as whom, how."""
+
+    hosts: tuple[str, ...]
+    port: int
+    local_dc: str
+    protocol_version: int
+    request_timeout_s: float
+    username: str | None
+    password: Secret | None = field(repr=False)
+    tls: CassandraTls | None
+
+    @property
+    def where(self) -> str:
+        return ",".join(f"{h}:{self.port}" for h in self.hosts)
 
 
 def _session_key(connections: Connections, settings: WriteSettings) -> _SessionKey:
-    return (
+    return _SessionKey(
         tuple(connections.cassandra_hosts),
         connections.cassandra_port,
         connections.cassandra_local_dc or "",
         settings.protocol_version,
         settings.request_timeout.total_seconds(),
+        connections.cassandra_username,
+        connections.cassandra_password,
+        connections.cassandra_tls,
     )
+
+
+def _security(key: _SessionKey) -> dict[str, Any]:
+    """The driver's ``auth_provider`` and ``ssl_context`` for ``key``, where set."""
+    kwargs: dict[str, Any] = {}
+    if key.password is not None and not key.username:
+        raise ConnectionFailed(
+            "Cassandra: a password without a username; set LIVEAGG_CASSANDRA_USERNAME "
+            "(or --cassandra-username)"
+        )
+    if key.username:
+        from cassandra.auth import PlainTextAuthProvider
+
+        password = key.password.reveal() if key.password is not None else ""
+        kwargs["auth_provider"] = PlainTextAuthProvider(key.username, password)
+    if key.tls is not None:
+        kwargs["ssl_context"] = key.tls.ssl_context()
+    return kwargs
+
+
+def connection_failure(error: BaseException, where: str) -> ConnectionFailed | None:
+    """The one-line error for a connection that no retry can fix (login refused, TLS
+    handshake failed), or None for one that may be transient (node down, timeout)."""
+    import ssl
+
+    from cassandra import AuthenticationFailed
+    from cassandra.cluster import NoHostAvailable
+
+    causes = list(error.errors.values()) if isinstance(error, NoHostAvailable) else [error]
+    if not causes:
+        return None
+    if all(isinstance(c, AuthenticationFailed) for c in causes):
+        cause = str(causes[0])
+        if "requires authentication" in cause:
+            return ConnectionFailed(
+                f"Cassandra at {where}: the cluster requires a login; set "
+                "LIVEAGG_CASSANDRA_USERNAME and LIVEAGG_CASSANDRA_PASSWORD"
+            )
+        return ConnectionFailed(
+            f"Cassandra at {where}: login refused ({cause}); check LIVEAGG_CASSANDRA_USERNAME "
+            "and LIVEAGG_CASSANDRA_PASSWORD"
+        )
+    if all(isinstance(c, ssl.SSLError) or "[SSL" in str(c) for c in causes):
+        cause = str(causes[0]).rsplit("Last error: ", 1)[-1]
+        return ConnectionFailed(
+            f"Cassandra at {where}: TLS handshake failed ({cause}); check the CA file "
+            "(--cassandra-ca-file) and the host names the certificates hold"
+        )
+    return None
 
 
 def _connect(key: _SessionKey) -> tuple[Any, Any]:
@@ -637,7 +729,8 @@ def _connect(key: _SessionKey) -> tuple[Any, Any]:
         )
     except ImportError as e:
         raise ImportError(_INSTALL_HINT) from e
-    hosts, port, local_dc, protocol_version, request_timeout_s = key
+    hosts, port, local_dc = key.hosts, key.port, key.local_dc
+    protocol_version, request_timeout_s = key.protocol_version, key.request_timeout_s
     # Explicit protocol version and load-balancing policy: left out, the driver warns on every
     # connect. LOCAL_QUORUM: a write is acknowledged by a majority of the local replicas.
     profile = ExecutionProfile(
@@ -652,11 +745,16 @@ def _connect(key: _SessionKey) -> tuple[Any, Any]:
         execution_profiles={EXEC_PROFILE_DEFAULT: profile},
         # Reconnect to a restarted node within seconds (the default backs off up to 10 minutes).
         reconnection_policy=ExponentialReconnectionPolicy(base_delay=0.5, max_delay=10.0),
+        **_security(key),
     )
+    _quiet_connect_failures()
     try:
         session = cluster.connect()
-    except BaseException:
+    except BaseException as e:
         cluster.shutdown()
+        failure = connection_failure(e, key.where) if isinstance(e, Exception) else None
+        if failure is not None:
+            raise failure from None  # not retried: another attempt gets the same answer
         raise
     # Each insert carries its own USING TIMESTAMP: the driver's client timestamp would be a
     # second clock per request, behind a lock that the writing threads contend for.
@@ -744,12 +842,12 @@ def create_table(layout: TableLayout, connections: Connections, settings: WriteS
     key = _session_key(connections, settings)
     try:
         session = _SESSIONS.acquire(key, replace(settings.retry, max_attempts=1))
-    except ImportError:
+    except (ImportError, ConnectionFailed):
         raise
     except Exception as e:  # the driver's NoHostAvailable and friends
         _LOGGER.warning(
             "Cassandra %s not reachable from here (%s); the workers will create %s.%s",
-            key[0],
+            key.where,
             e,
             layout.keyspace,
             layout.table,

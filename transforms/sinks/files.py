@@ -6,9 +6,17 @@ Every file goes through a Beam filesystem (see :mod:`.objectstores`), so a local
     <view>/<window_start>_<window_end>.<ext>   bounded input: one file per window
     <view>/sessions_<yyyymmdd>.<ext>           session windows: one file per UTC day
     <view>/<stem>-<bundle id>.<ext>            unbounded input: one part file per bundle
-    _dead_letter/<view>.jsonl                  dead letters (``_input`` when no view)
+    _dead_letter/<view>.jsonl                  dead letters (``input`` when no view)
+    _SUCCESS                                   empty, written last by a run that finished
 
-Times are compact UTC (``20130101T100000Z``). A bounded file holds the window's rows in a
+Times are compact UTC (``20130101T100000Z``). No data file's name starts with ``_`` or
+``.``, which Spark, Hive and Hadoop readers skip; a file being written on a local disk is
+``<folder>/.<name>.<random>.inprogress``, which they skip, and is renamed when complete.
+:class:`OutputFolder` is what a run does around the pipeline: check the folder can be
+written, remove ``_SUCCESS`` (and, for bounded input, the previous run's files of the folders
+it writes), and write ``_SUCCESS`` once everything else is written.
+
+A bounded file holds the window's rows in a
 stable order and is replaced whole when the pipeline runs again. Unbounded input never
 reaches the end of the global window, where a ``GroupByKey`` would fire, so each bundle
 writes one new file per window it saw: every pane lands in a file of its own and no file is
@@ -18,11 +26,13 @@ readers keep, per grouping key and window, the row with the highest ``pane_index
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import functools
 import importlib.util
 import io
 import json
+import os
 import uuid
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -32,9 +42,11 @@ from typing import Any
 
 import apache_beam as beam
 import orjson
+from apache_beam.io.filesystem import FileSystem
 from apache_beam.transforms.window import GlobalWindows
 from apache_beam.utils.windowed_value import WindowedValue
 
+from liveagg.errors import PathError, reason
 from liveagg.spec import Sink, ViewSpec
 from liveagg.transforms.plan import ViewPlan
 from liveagg.transforms.shuffle import pack, unpack
@@ -49,6 +61,11 @@ _MIME_TYPES = {
 }
 #: Column types beyond the aggregation output types: grouping values and window bounds.
 KEY, TIMESTAMP = "key", "timestamp"
+#: The folder of dead letters, and their file when no view could read the message.
+DEAD_LETTER_FOLDER, INPUT_DEAD_LETTERS = "_dead_letter", "input"
+#: The empty file a finished run writes last.
+SUCCESS = "_SUCCESS"
+_IN_PROGRESS = ".inprogress"
 
 
 @dataclass(frozen=True)
@@ -261,19 +278,37 @@ class _Files:
         return self.write_data(folder, name, encode(rows, self.fmt, self.columns), replace)
 
     def write_data(self, folder: str, name: str, data: bytes, replace: bool) -> str:
-        """Write an encoded file; the path written."""
+        """Write an encoded file; the path written.
+
+        A failure (a full disk, a refused upload) raises :class:`PathError` naming the file,
+        after removing what was half written.
+        """
         path = self._fs.join(self.directory, folder, f"{name}.{self.fmt}")
         mime_type = _MIME_TYPES[self.fmt]
         if self._object_store:  # an object appears whole when its upload completes
-            with self._fs.create(path, mime_type=mime_type) as handle:
-                handle.write(data)
+            try:
+                with self._fs.create(path, mime_type=mime_type) as handle:
+                    handle.write(data)
+            except Exception as e:
+                raise PathError(path, f"cannot be written: {reason(e)}") from None
             return path
-        tmp = f"{path}.inprogress"  # readers never see a half-written file
-        with self._fs.create(tmp, mime_type=mime_type) as handle:
-            handle.write(data)
-        if replace and self._fs.exists(path):
-            self._fs.delete([path])
-        self._fs.rename([tmp], [path])
+        # Readers never see a half-written file: they skip names starting with ".".
+        tmp = self._fs.join(
+            self.directory, folder, f".{name}.{self.fmt}.{uuid.uuid4().hex[:8]}{_IN_PROGRESS}"
+        )
+        try:
+            with self._fs.create(tmp, mime_type=mime_type) as handle:
+                handle.write(data)
+            if replace and self._fs.exists(path):
+                self._fs.delete([path])
+            self._fs.rename([tmp], [path])
+        except BaseException as e:  # Ctrl-C too: no in-progress file is left behind
+            with contextlib.suppress(Exception):
+                if self._fs.exists(tmp):
+                    self._fs.delete([tmp])
+            if isinstance(e, Exception):
+                raise PathError(path, f"cannot be written: {reason(e)}") from None
+            raise
         return path
 
 
@@ -369,7 +404,7 @@ def _view_file(view: str, session: bool, row: dict[str, Any]) -> tuple[str, str]
 
 
 def _dead_letter_file(letter: dict[str, Any]) -> tuple[str, str]:
-    return "_dead_letter", letter["view"] or "_input"
+    return DEAD_LETTER_FOLDER, letter["view"] or INPUT_DEAD_LETTERS
 
 
 class WriteViewFiles(beam.PTransform):
@@ -413,7 +448,8 @@ class WriteViewFiles(beam.PTransform):
 
 
 class WriteDeadLetters(beam.PTransform):
-    """Writes dead letters as JSON Lines under ``<directory>/_dead_letter/``, a file per view.
+    """Writes dead letters as JSON Lines under ``<directory>/_dead_letter/``, a file per view
+    (``input.jsonl`` for messages that no view could read).
 
     Example::
 
@@ -430,6 +466,125 @@ class WriteDeadLetters(beam.PTransform):
 
     def expand(self, dead: beam.PCollection) -> beam.PCollection:
         return _write(dead, _dead_letter_file, self._files, self._bounded, "ByView")
+
+
+# --- the output folder of a run ----------------------------------------------------------
+
+
+@dataclass
+class OutputFolder:
+    """A folder a run writes files under, and what the run owns in it.
+
+    ``views`` write their rows under ``<path>/<view>/``; with ``dead_letters`` the run's dead
+    letters go under ``<path>/_dead_letter/``. A run calls :meth:`prepare` before the
+    pipeline starts, :meth:`finish` once it has finished, and :meth:`abort` when it failed or
+    was interrupted, so that ``_SUCCESS`` is there exactly when the folder holds a complete
+    result.
+
+    Example::
+
+        folder = OutputFolder("out", {"cdn"}, dead_letters=True)
+        folder.prepare(replace=True)   # fails fast if "out" cannot be written
+        ...                            # run the pipeline
+        folder.finish()                # out/_SUCCESS
+    """
+
+    path: str
+    views: set[str]
+    dead_letters: bool = False
+    connections: Connections | None = None
+
+    def _filesystem(self) -> FileSystem:
+        return objectstores.filesystem(self.path, self.connections)
+
+    def _join(self, *parts: str) -> str:
+        return self._filesystem().join(self.path, *parts)
+
+    def owned(self) -> list[str]:
+        """The folders whose files this run replaces: ``<view>/`` and ``_dead_letter/``."""
+        names = sorted(self.views) + ([DEAD_LETTER_FOLDER] if self.dead_letters else [])
+        return [self._join(name) for name in names]
+
+    def prepare(self, *, replace: bool) -> None:
+        """Check that the folder can be written, remove ``_SUCCESS``, and with ``replace``
+        (bounded input) remove the files a previous run wrote in the owned folders.
+
+        Only files liveagg writes are removed (``*.jsonl``, ``*.csv``, ``*.parquet`` and
+        in-progress files directly in an owned folder); anything else is left alone.
+        Raises :class:`PathError` naming the folder.
+        """
+        self._probe()
+        fs = self._filesystem()
+        success = self._join(SUCCESS)
+        try:
+            if fs.exists(success):
+                fs.delete([success])
+            if replace:
+                stale = [path for folder in self.owned() for path in self._files_in(folder)]
+                if stale:
+                    fs.delete(stale)
+        except Exception as e:
+            raise PathError(
+                self.path, f"cannot remove the previous run's files: {reason(e)}"
+            ) from None
+
+    def _probe(self) -> None:
+        """Write and remove a hidden file: an output that cannot be written fails here, before
+        anything is computed (a missing bucket or a refused credential too, on S3 and GCS)."""
+        fs = self._filesystem()
+        probe = self._join(f".liveagg-write-check-{uuid.uuid4().hex[:8]}")
+        local = not objectstores.is_object_store(self.path)
+        if local and os.path.exists(self.path) and not os.path.isdir(self.path):
+            raise PathError(self.path, "is not a folder; give a folder for the output")
+        try:
+            if local:
+                os.makedirs(self.path, exist_ok=True)
+            objectstores.write_empty(probe, self.connections)
+            fs.delete([probe])
+        except Exception as e:
+            raise PathError(self.path, f"cannot be written: {reason(e)}") from None
+
+    def _files_in(self, folder: str) -> list[str]:
+        """The files liveagg writes (data and in-progress) directly in ``folder``."""
+        if not objectstores.is_object_store(folder):
+            if not os.path.isdir(folder):
+                return []
+            with os.scandir(folder) as entries:
+                return [e.path for e in entries if e.is_file() and written_by_liveagg(e.name)]
+        fs = self._filesystem()
+        prefix = folder.rstrip("/") + "/"
+        found = fs.match([prefix + "*"])[0].metadata_list
+        return [
+            m.path
+            for m in found
+            if "/" not in m.path[len(prefix) :] and written_by_liveagg(m.path[len(prefix) :])
+        ]
+
+    def abort(self) -> None:
+        """Remove the in-progress files of a failed or interrupted run (local folders; an
+        object store publishes an object only when its upload completes). Best effort."""
+        if objectstores.is_object_store(self.path):
+            return
+        for folder in self.owned():
+            with contextlib.suppress(OSError), os.scandir(folder) as entries:
+                for entry in entries:
+                    if entry.name.endswith(_IN_PROGRESS):
+                        with contextlib.suppress(OSError):
+                            os.remove(entry.path)
+
+    def finish(self) -> None:
+        """Write the empty ``_SUCCESS``: call it last, when every row and dead letter is
+        written."""
+        try:
+            objectstores.write_empty(self._join(SUCCESS), self.connections)
+        except Exception as e:
+            raise PathError(self._join(SUCCESS), f"cannot be written: {reason(e)}") from None
+
+
+def written_by_liveagg(name: str) -> bool:
+    """Whether a file of this name, in a view or dead-letter folder, is one that a run
+    replaces: data files of the formats, and in-progress files."""
+    return name.endswith(_IN_PROGRESS) or name.rsplit(".", 1)[-1] in FORMATS
 
 
 # --- the sinks ----------------------------------------------------------------------------

@@ -34,8 +34,8 @@ from liveagg.spec import Sink, ViewSpec
 from liveagg.transforms.deadletter import NAMESPACE
 from liveagg.transforms.envelope import EnvelopeKey, envelope
 from liveagg.transforms.plan import ViewPlan
-from liveagg.transforms.sinks import Connections, register_sink
-from liveagg.transforms.sources.kafka import confluent_kafka
+from liveagg.transforms.sinks import Connections, register_sink, revealed
+from liveagg.transforms.sources.kafka import check_kafka, confluent_kafka
 
 
 class KafkaDeliveryError(RuntimeError):
@@ -79,7 +79,11 @@ class DeadLetterKey:
 
 
 class ProduceToKafka(beam.DoFn):
-    """Produces each element as one message; a bundle ends only when all are acknowledged."""
+    """Produces each element as one message; a bundle ends only when all are acknowledged.
+
+    ``config`` holds credentials as :class:`~liveagg.transforms.sinks.Secret`; they are
+    revealed only for the producer, in ``setup``.
+    """
 
     def __init__(
         self,
@@ -96,7 +100,8 @@ class ProduceToKafka(beam.DoFn):
     def setup(self) -> None:
         ck = confluent_kafka()
         self._producer = ck.Producer(
-            {"enable.idempotence": True, "linger.ms": 20, "compression.type": "lz4"} | self._config
+            {"enable.idempotence": True, "linger.ms": 20, "compression.type": "lz4"}
+            | revealed(self._config)
         )
         self._failures: list[str] = []
 
@@ -177,6 +182,7 @@ class KafkaSink:
         return {"bootstrap.servers": self.bootstrap_servers, **self.config}
 
     def write(self, rows: beam.PCollection, view: ViewSpec, *, bounded: bool) -> beam.PCollection:
+        check_kafka(self.producer_config(), f"kafka sink to topic {self.topic!r}")
         fn = ProduceToKafka(
             self.topic, self.producer_config(), GroupingKey(view.grouping_cols), self.flush_timeout
         )
@@ -204,6 +210,7 @@ class WriteDeadLettersToKafka(beam.PTransform):
         self._config = {"bootstrap.servers": bootstrap, **connections.kafka_config}
 
     def expand(self, dead: beam.PCollection) -> beam.PCollection:
+        check_kafka(self._config, f"dead letters to topic {self._topic!r}")
         return dead | "Produce" >> beam.ParDo(
             ProduceToKafka(self._topic, self._config, DeadLetterKey())
         )
@@ -241,6 +248,7 @@ class WriteEnvelopes(beam.PTransform):
         self._config = {"bootstrap.servers": bootstrap, **connections.kafka_config}
 
     def expand(self, partials: beam.PCollection) -> beam.PCollection:
+        check_kafka(self._config, f"partials to --intermediate-topic {self._topic!r}")
         return (
             partials
             | "Envelope" >> beam.ParDo(_Envelope(self._spec))

@@ -5,7 +5,14 @@ Beam finds a filesystem by the path's scheme and builds it from the pipeline opt
 (where the DirectRunner runs bundles) and ``sdk_worker_main`` sets them on portable workers
 (Flink, ``--direct_running_mode=multi_processing``). :func:`beam_args` turns the connection
 settings into those options, so that every Beam IO of the run (``ReadFromText("s3://...")``
-as well as the file sinks) reaches the same endpoint.
+as well as the file sinks) reaches the same endpoint. It gives the endpoint and region only,
+and only to a run that uses an ``s3://`` path: never the credentials. Beam's S3 client passes
+unset credentials on to boto3 (``apache_beam/io/aws/clients/s3/boto3_client.py``, the
+``session.client(...)`` call with ``aws_access_key_id=access_key_id``), whose default chain
+reads ``AWS_ACCESS_KEY_ID`` / ``AWS_SECRET_ACCESS_KEY`` from the worker's environment,
+``~/.aws`` or an instance role; while pipeline options are shown by Flink's REST API
+(``/jobs/<id>/config``) and logged by an SDK worker that ``sdk_worker_main`` starts
+(``'Pipeline_options: %s'``).
 
 The file sinks do not rely on that process-wide setting alone: :func:`filesystem` builds
 each sink's filesystem from the sink's own connections (over the run's other ``--s3_*``
@@ -25,13 +32,14 @@ from __future__ import annotations
 
 import functools
 import importlib.util
+from collections.abc import Iterable
 from typing import Any
 
 from apache_beam.io.filesystem import CompressedFile, CompressionTypes, FileSystem
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.options.pipeline_options import PipelineOptions
 
-from liveagg.transforms.sinks import Connections
+from liveagg.transforms.sinks import Connections, reveal
 
 #: Installable extra and importable module behind each object-store scheme.
 _EXTRAS = {"s3": ("s3", "boto3"), "gs": ("gcs", "google.cloud.storage")}
@@ -41,23 +49,32 @@ def _s3_settings(connections: Connections) -> dict[str, str]:
     settings = {
         "s3_endpoint_url": connections.s3_endpoint,
         "s3_access_key_id": connections.s3_access_key_id,
-        "s3_secret_access_key": connections.s3_secret_access_key,
+        "s3_secret_access_key": reveal(connections.s3_secret_access_key),
         "s3_region_name": connections.s3_region,
     }
     return {name: value for name, value in settings.items() if value}
 
 
-def beam_args(connections: Connections) -> list[str]:
-    """Pipeline options for Beam's S3 filesystem (``S3Options``); unset settings are left out.
+#: The ``S3Options`` that :func:`beam_args` may set: where S3 is, never who we are.
+_S3_PLACE = ("s3_endpoint_url", "s3_region_name")
+
+
+def beam_args(connections: Connections, paths: Iterable[str]) -> list[str]:
+    """Pipeline options for Beam's S3 filesystem (``S3Options``) when one of ``paths`` (the
+    run's inputs, output and sink paths) is on S3: the endpoint and region, the ones set.
 
     Example::
 
-        PipelineOptions([*user_args, *beam_args(Connections())])
+        PipelineOptions([*user_args, *beam_args(Connections(), ["s3://bucket/out"])])
 
-    GCS has no such options: Beam's GCS filesystem reads ``STORAGE_EMULATOR_HOST`` from the
-    environment, and the file sinks use ``Connections.gcs_endpoint`` directly.
+    Credentials are left out (see the module docstring). GCS has no such options: Beam's GCS
+    filesystem reads ``STORAGE_EMULATOR_HOST`` from the environment, and the file sinks use
+    ``Connections.gcs_endpoint`` directly.
     """
-    return [f"--{name}={value}" for name, value in _s3_settings(connections).items()]
+    if not any(FileSystems.get_scheme(path) == "s3" for path in paths):
+        return []
+    settings = _s3_settings(connections)
+    return [f"--{name}={settings[name]}" for name in _S3_PLACE if name in settings]
 
 
 def _s3_options(connections: Connections) -> PipelineOptions:
@@ -176,3 +193,23 @@ def _emulator_gcs_class() -> type[FileSystem]:
             return self._io
 
     return EndpointGCSFileSystem
+
+
+def write_empty(path: str, connections: Connections | None) -> None:
+    """Write an empty file (``_SUCCESS``, say) through the filesystem that serves ``path``.
+
+    Beam's S3 filesystem cannot: it writes every file as a multipart upload, and one with no
+    part is refused (``S3Uploader.finish`` in ``apache_beam/io/aws/s3io.py``: "writes with
+    zero length ... will fail"). On S3 the object is put with boto3 instead, built from the
+    same settings as the sinks' filesystem.
+    """
+    if FileSystems.get_scheme(path) != "s3":
+        with filesystem(path, connections).create(path) as handle:
+            handle.write(b"")
+        return
+    from apache_beam.io.aws import s3io
+    from apache_beam.io.aws.clients.s3 import boto3_client
+
+    bucket, key = s3io.parse_s3_path(path)
+    client = boto3_client.Client(_s3_options(connections or Connections())).client
+    client.put_object(Bucket=bucket, Key=key, Body=b"")

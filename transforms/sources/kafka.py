@@ -19,6 +19,7 @@ Two modes:
 
 from __future__ import annotations
 
+import functools
 import logging
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -41,6 +42,8 @@ from liveagg.transforms import eventtime
 from liveagg.transforms.deadletter import NAMESPACE
 from liveagg.transforms.eventtime import EventTimeError
 from liveagg.transforms.fields import getter
+from liveagg.transforms.plan import accepted_times
+from liveagg.transforms.sinks import ConnectionFailed, revealed
 
 if TYPE_CHECKING:
     from liveagg.transforms.sinks import Connections
@@ -68,6 +71,61 @@ def confluent_kafka() -> Any:
     return ck
 
 
+_CHECK_TIMEOUT_S = 10.0
+#: librdkafka errors that no retry fixes: a refused login, a failed TLS handshake.
+_REFUSED = ("_AUTHENTICATION", "_SSL", "SASL_AUTHENTICATION_FAILED")
+
+
+def check_kafka(config: Mapping[str, Any], what: str) -> None:
+    """Connect once from where the pipeline is built, so that a refused login, a failed TLS
+    handshake or an unknown setting fails the run at once, in one line that names Kafka,
+    instead of failing every worker after its timeouts.
+
+    Brokers that do not answer from here are left to the workers (they may be reachable only
+    from there). One check per distinct settings in a process.
+    """
+    _check_kafka(tuple(sorted(config.items())), what)
+
+
+class _InfoLogger:
+    """librdkafka's log lines at INFO at most (shown with ``-v``): during the check its
+    connection failures are expected, and the one that matters is raised."""
+
+    def log(self, level: int, msg: str, *args: Any) -> None:
+        _LOGGER.log(min(level, logging.INFO), msg, *args)
+
+
+@functools.lru_cache(maxsize=64)
+def _check_kafka(items: tuple[tuple[str, Any], ...], what: str) -> None:
+    ck = confluent_kafka()
+    config = revealed(dict(items))
+    where = config.get("bootstrap.servers")
+    errors: list[Any] = []
+    settings = {**config, "error_cb": errors.append, "logger": _InfoLogger()}
+    try:
+        client = ck.Producer(settings)
+    except ck.KafkaException as e:
+        raise ConnectionFailed(
+            f"{what}: Kafka client settings refused: {e.args[0].str()}"
+        ) from None
+    deadline = time.monotonic() + _CHECK_TIMEOUT_S
+    while time.monotonic() < deadline:
+        try:
+            client.list_topics(timeout=0.5)
+            return
+        except ck.KafkaException:
+            client.poll(0)  # delivers the errors to error_cb
+        refused = [e for e in errors if e.name() in _REFUSED]
+        if refused:
+            raise ConnectionFailed(
+                f"{what}: Kafka at {where} refused the connection: {refused[0].str()}; check "
+                "the security settings (--kafka-config, LIVEAGG_KAFKA_CONFIG_*)"
+            )
+        if any(e.name() == "_ALL_BROKERS_DOWN" for e in errors):
+            break
+    _LOGGER.info("%s: Kafka at %s does not answer from here; the workers will try", what, where)
+
+
 @dataclass(frozen=True)
 class PartitionRead:
     """One partition's share of a read: offsets ``[start, stop)``; ``stop=None`` never ends."""
@@ -88,6 +146,7 @@ class KafkaSource:
         group_id: Consumer group whose offsets are read (``start="committed"``) and
             committed; default ``liveagg-<topic>``.
         config: Extra librdkafka settings (security, fetch sizes); they win over ours.
+            Credentials among them are :class:`~liveagg.transforms.sinks.Secret`.
         start: ``committed`` (the group's offsets, else earliest), ``earliest`` or ``latest``.
         bounded: Read up to the end offsets seen at start and stop (True), or for ever.
         max_records: Read at most this many offsets in all, spread over the partitions
@@ -118,7 +177,7 @@ class KafkaSource:
     topic: str
     bootstrap_servers: str
     group_id: str | None = None
-    config: Mapping[str, str] = field(default_factory=dict)
+    config: Mapping[str, Any] = field(default_factory=dict)
     start: str = "committed"
     bounded: bool = True
     max_records: int | None = None
@@ -163,7 +222,10 @@ class KafkaSource:
         return self.bounded or self.stop_at_end or self.max_records is not None
 
     def consumer_config(self) -> dict[str, Any]:
-        """librdkafka settings: manual commits only, so offsets mean "processed"."""
+        """librdkafka settings: manual commits only, so offsets mean "processed".
+
+        Credentials are revealed here, for the client: never log the result.
+        """
         config: dict[str, Any] = {
             "bootstrap.servers": self.bootstrap_servers,
             "group.id": self.group,
@@ -176,10 +238,14 @@ class KafkaSource:
             # A backlog is read to a known end: the broker's 500 ms long poll only slows it
             # (100k small messages: 75k/s with it, 150-200k/s at 10 ms on the test machine).
             config["fetch.wait.max.ms"] = 10
-        return config | dict(self.config)
+        return config | revealed(self.config)
 
     def read(self, pipeline: beam.Pipeline, label: str) -> beam.PCollection:
         confluent_kafka()
+        check_kafka(
+            {"bootstrap.servers": self.bootstrap_servers, **self.config},
+            f"Kafka topic {self.topic!r}",
+        )
         return pipeline | label >> ReadFromKafkaTopic(self)
 
     def describe(self) -> str:
@@ -191,12 +257,13 @@ class ViewEventTime:
     """A view's event time read from a raw payload, as ``KafkaSource.timestamp_fn``.
 
     Returns None for anything the view would dead-letter, so that a bad message never moves
-    the watermark.
+    the watermark (an event time whose windows end after year 9999 included).
     """
 
     def __init__(self, view: ViewSpec) -> None:
         self._field = view.event_time.field
         self._format = view.event_time.format
+        self._first, self._last = accepted_times(view)
 
     def __call__(self, payload: bytes) -> int | None:
         if not hasattr(self, "_parse"):
@@ -210,18 +277,19 @@ class ViewEventTime:
         if raw is None:
             return None
         try:
-            return self._parse(raw)
+            event_us = self._parse(raw)
         except EventTimeError:
             return None
+        return event_us if self._first <= event_us <= self._last else None
 
     def __getstate__(self) -> dict[str, Any]:
-        return {"_field": self._field, "_format": self._format}
+        return {k: getattr(self, k) for k in ("_field", "_format", "_first", "_last")}
 
     def __eq__(self, other: object) -> bool:
         return isinstance(other, ViewEventTime) and self.__getstate__() == other.__getstate__()
 
     def __hash__(self) -> int:
-        return hash((self._field, self._format))
+        return hash((self._field, self._format, self._first, self._last))
 
 
 def shares(available: Sequence[int], total: int) -> list[int]:
