@@ -31,9 +31,9 @@ import pyarrow.json as pj
 
 from liveagg.engine import values as v
 from liveagg.engine.partials import Inputs
-from liveagg.engine.windows import MAX_US, MIN_US, in_range_many
+from liveagg.engine.windows import MAX_US, MIN_US
 from liveagg.spec import AllOf, AnyOf, Filter, Predicate
-from liveagg.transforms.plan import Reject, ViewPlan
+from liveagg.transforms.plan import Reject, ViewPlan, accepted_times, decode
 
 #: ``(payload, view or None, reason, detail, source)`` of a dead letter, counted by the caller.
 DeadLetter = tuple[Any, str | None, str, str, Any]
@@ -47,8 +47,16 @@ _ISO_FAST = (
 )
 #: Parts of a batch smaller than this that the fast path cannot read take the exact path.
 MIN_SPLIT = 64
-_NUMERIC_KINDS = ("sum", "mean", "min", "max", "variance", "stddev", "histogram",
-                  "approx_quantiles")
+_NUMERIC_KINDS = (
+    "sum",
+    "mean",
+    "min",
+    "max",
+    "variance",
+    "stddev",
+    "histogram",
+    "approx_quantiles",
+)
 
 
 @dataclass
@@ -95,8 +103,12 @@ class Decoder:
         index: list[int] = []
         blank = 0
         for i, payload in enumerate(payloads):
-            data = payload if isinstance(payload, bytes) else str(payload).encode("utf-8", "surrogatepass")
-            if not data.strip():
+            data = (
+                payload
+                if isinstance(payload, bytes)
+                else str(payload).encode("utf-8", "surrogatepass")
+            )
+            if not data.strip(b" \t\r\n"):  # JSON whitespace only: no message
                 blank += 1
                 continue
             lines.append(data)
@@ -155,7 +167,9 @@ class Decoder:
             msgs.append(msg)
             where.append(i)
         views = [
-            self._exact_view(plan, msgs, [payloads[i] for i in where], [source(i) for i in where], dead)
+            self._exact_view(
+                plan, msgs, [payloads[i] for i in where], [source(i) for i in where], dead
+            )
             for plan in self._plans
         ]
         return Decoded(views, dead, messages=len(msgs))
@@ -255,13 +269,8 @@ class Decoder:
             batch.filtered = int(n - keep.sum())
         ok = keep.copy()
         ts, ts_ok = self._times(plan, columns[spec.event_time.field])
-        ok &= ts_ok
-        for variant in plan.variants:
-            if variant.session_gap_us is not None:
-                start, end = ts, ts + variant.session_gap_us
-            else:
-                _, start, end = _window_bounds(variant, ts)
-            ok &= _row_all(variant, in_range_many(start, end), ts)
+        first, last = accepted_times(spec)
+        ok &= ts_ok & (ts >= first) & (ts <= last)  # the rest: out of range, decided exactly
         keys = []
         for col in spec.grouping_cols:
             column = columns[col]
@@ -297,9 +306,7 @@ class Decoder:
                 rows = good[valid[good]]
                 taken = column.take(pa.array(rows))
                 taken_values.append((remap[rows], _as_input(agg.kind, taken)))
-            batch.inputs.append(
-                Inputs(ts[good], [k.take(pgood) for k in keys], taken_values)
-            )
+            batch.inputs.append(Inputs(ts[good], [k.take(pgood) for k in keys], taken_values))
             batch.used += len(good)
         if len(slow):
             msgs = [message(int(r)) for r in slow]
@@ -369,15 +376,12 @@ def _no_source(i: int) -> None:
 
 
 def _loads(line: bytes) -> tuple[Any, tuple[str, str] | None]:
-    """The message of a line, or the dead-letter reason and detail of a line that is none."""
+    """The message of a (non-blank) line, or the reason and detail of its dead letter: the
+    message path's own decoding (:func:`liveagg.transforms.plan.decode`)."""
     try:
-        msg = orjson.loads(line)
-    except orjson.JSONDecodeError as e:
-        return None, ("not_json", f"the message is not valid JSON: {e}")
-    if type(msg) is not dict:
-        kind = "null" if msg is None else type(msg).__name__
-        return None, ("not_an_object", f"expected a JSON object, got {kind}")
-    return msg, None
+        return decode(line), None
+    except Reject as r:
+        return None, (r.reason, r.detail)
 
 
 def _exact_rows(
@@ -395,8 +399,6 @@ def _exact_rows(
     for msg, payload, where in zip(msgs, payloads, sources, strict=True):
         try:
             extracted = plan.extract(msg)
-            if extracted is not None:
-                _check_windows(plan, extracted[0])
         except Reject as r:
             dead.append((payload, plan.name, r.reason, r.detail, where))
             continue
@@ -410,7 +412,9 @@ def _exact_rows(
     batch.used += len(times)
     if not times:
         return None
-    keys = [v.scalars_from_python([g[i] for g in groups]) for i in range(len(plan.spec.grouping_cols))]
+    keys = [
+        v.scalars_from_python([g[i] for g in groups]) for i in range(len(plan.spec.grouping_cols))
+    ]
     values: list[tuple[np.ndarray, Any] | None] = []
     for j, agg in enumerate(plan.spec.aggregations):
         if agg.column is None:
@@ -422,17 +426,6 @@ def _exact_rows(
             items = [item[1] for item in items]
         values.append((np.array(present, dtype=np.int64), _python_input(agg.kind, items)))
     return Inputs(np.array(times, dtype=np.int64), keys, values)
-
-
-def _check_windows(plan: ViewPlan, ts: int) -> None:
-    for variant in plan.variants:
-        for start, end in variant.assign(ts):
-            if not (MIN_US <= start and end <= MAX_US + 1):
-                raise Reject(
-                    "event_time_out_of_range",
-                    f"event time falls in a window [{start}, {end}) µs that RFC 3339 cannot "
-                    "write (years 1 to 9999)",
-                )
 
 
 def _python_input(kind: str, items: list[Any]) -> Any:
@@ -449,28 +442,6 @@ def _as_input(kind: str, column: pa.Array) -> Any:
     if kind in _NUMERIC_KINDS:
         return column.to_numpy()
     return v.scalars(column)
-
-
-def _window_bounds(variant: Any, ts: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    if variant.fixed_us:
-        start = ts - ts % variant.fixed_us
-        return np.arange(len(ts)), start, start + variant.fixed_us
-    from liveagg.engine.windows import WindowFn
-
-    spans = variant.assign(0)
-    size = spans[0][1] - spans[0][0]
-    period = (spans[0][0] - spans[1][0]) if len(spans) > 1 else size
-    return WindowFn.sliding(size, period).assign_many(ts)
-
-
-def _row_all(variant: Any, flags: np.ndarray, ts: np.ndarray) -> np.ndarray:
-    """Per event, whether every one of its windows has ``flags`` set."""
-    if variant.fixed_us or variant.session_gap_us is not None:
-        return flags
-    rows, _, _ = _window_bounds(variant, ts)
-    bad = np.zeros(len(ts), dtype=bool)
-    bad[rows[~flags]] = True
-    return ~bad
 
 
 def _fields_of(plan: ViewPlan) -> set[str]:
@@ -576,7 +547,9 @@ def _predicate_mask(p: Predicate, column: pa.Array, n: int) -> np.ndarray:
     if p.op in ("eq", "ne"):
         if kind != want_kind:
             return np.zeros(n, dtype=bool) if p.op == "eq" else present
-        equal = _bools(pc.equal(column, pa.scalar(want, column.type if kind != "number" else None)), n)
+        equal = _bools(
+            pc.equal(column, pa.scalar(want, column.type if kind != "number" else None)), n
+        )
         return present & (equal if p.op == "eq" else ~equal)
     if want_kind == "bool" or kind != want_kind:
         return np.zeros(n, dtype=bool)

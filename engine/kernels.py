@@ -22,6 +22,7 @@ forms merge; the vectorized ones are turned into accumulators first.
 from __future__ import annotations
 
 import heapq
+import itertools
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -81,7 +82,7 @@ class Bag:
     def groups(self) -> list[tuple[int, int]]:
         """``(start, end)`` of each row's values once sorted by owner (see :meth:`sorted`)."""
         bounds = np.searchsorted(self.owner, np.arange(self.rows + 1)).tolist()
-        return list(zip(bounds, bounds[1:]))
+        return list(itertools.pairwise(bounds))
 
     def sorted(self) -> Bag:
         order = np.argsort(self.owner, kind="stable")
@@ -173,9 +174,12 @@ class Kernel:
         return tuple(_concat([s[i] for s in states]) for i in range(len(states[0])))  # type: ignore[index]
 
     def take(self, state: State, index: np.ndarray) -> State:
-        """The state of the rows ``index`` (a shard, say)."""
+        """The state of the rows ``index`` (a shard, or a sliding window's slices, which
+        repeat). Accumulators are copied: a CombineFn merges into its first accumulator, and
+        one taken twice must not carry one window's values into another."""
         if isinstance(state, PyState):
-            return PyState([state.accumulators[i] for i in index.tolist()])
+            encode, decode = self.fn.encode_accumulator, self.fn.decode_accumulator
+            return PyState([decode(encode(state.accumulators[i])) for i in index.tolist()])
         if isinstance(state, Bag):
             return _take_bag(state, index)
         return tuple(_take(column, index) for column in state)
@@ -271,12 +275,14 @@ class SumKernel(Kernel):
             floats, float_ids = values[:0].astype(np.float64), ids[:0]
         else:
             integral = np.floor(values) == values
+            if integral.any() and np.abs(values[integral]).max() >= 2.0**63:
+                return self.py_batch(values.tolist(), ids, count)  # beyond int64: exact ints
             ints, int_ids = values[integral].astype(np.int64), ids[integral]
             floats, float_ids = values[~integral], ids[~integral]
         isum = _safe_int_sum(ints, int_ids, count)
-        if isum is None:
-            return self.py_batch(values.tolist(), ids, count)
         fsum = np.bincount(float_ids, weights=floats, minlength=count)
+        if isum is None or not np.isfinite(fsum).all():  # the CombineFn spills exactly
+            return self.py_batch(values.tolist(), ids, count)
         return (
             isum,
             fsum,
@@ -290,11 +296,12 @@ class SumKernel(Kernel):
             return super().merge(state, ids, count)
         isum, fsum, comp, nint, nfloat = state  # type: ignore[misc]
         merged = _safe_int_sum(isum, ids, count)
-        if merged is None:
+        floats = np.bincount(ids, weights=fsum, minlength=count)
+        if merged is None or not np.isfinite(floats).all():
             return super().merge(state, ids, count)
         return (
             merged,
-            np.bincount(ids, weights=fsum, minlength=count),
+            floats,
             np.bincount(ids, weights=comp, minlength=count),
             _add_at(count, ids, nint),
             _add_at(count, ids, nfloat),
@@ -321,9 +328,13 @@ class SumKernel(Kernel):
         else:
             result = np.where(nfloat > 0, isum + floats, 0.0).tolist()
             ints = isum.tolist()
-            result = [r if nf else i for r, i, nf in zip(result, ints, nfloat.tolist(), strict=True)]
+            result = [
+                r if nf else i for r, i, nf in zip(result, ints, nfloat.tolist(), strict=True)
+            ]
         if (n == 0).any():
-            result = [None if count == 0 else r for r, count in zip(result, n.tolist(), strict=True)]
+            result = [
+                None if count == 0 else r for r, count in zip(result, n.tolist(), strict=True)
+            ]
         return result
 
 
@@ -338,7 +349,11 @@ class ExtremeKernel(Kernel):
         self._start_float = math.inf if self._is_min else -math.inf
 
     def _reduce(
-        self, ints: np.ndarray, int_ids: np.ndarray, floats: np.ndarray, float_ids: np.ndarray,
+        self,
+        ints: np.ndarray,
+        int_ids: np.ndarray,
+        floats: np.ndarray,
+        float_ids: np.ndarray,
         count: int,
     ) -> State:
         best_int = np.full(count, self._start_int, dtype=np.int64)
@@ -398,7 +413,10 @@ class MomentsKernel(Kernel):
             mean = np.bincount(ids, weights=x, minlength=count) / n
         mean[n == 0] = 0.0
         dev = x - mean[ids]
-        m2 = np.bincount(ids, weights=dev * dev, minlength=count)
+        with np.errstate(over="ignore", invalid="ignore"):
+            m2 = np.bincount(ids, weights=dev * dev, minlength=count)
+        if not (np.isfinite(mean).all() and np.isfinite(m2).all()):
+            return self.py_batch(_python(values), ids, count)
         return (n, mean, m2)
 
     def merge(self, state: State, ids: np.ndarray, count: int) -> State:
@@ -410,7 +428,10 @@ class MomentsKernel(Kernel):
             new_mean = np.bincount(ids, weights=n * mean, minlength=count) / total
         new_mean[total == 0] = 0.0
         dev = mean - new_mean[ids]
-        new_m2 = np.bincount(ids, weights=m2 + n * dev * dev, minlength=count)
+        with np.errstate(over="ignore", invalid="ignore"):
+            new_m2 = np.bincount(ids, weights=m2 + n * dev * dev, minlength=count)
+        if not (np.isfinite(new_mean).all() and np.isfinite(new_m2).all()):
+            return super().merge(state, ids, count)
         return (total, new_mean, new_m2)
 
     def accumulators(self, state: State) -> list[Any]:
@@ -494,8 +515,7 @@ class OrderedKernel(Kernel):
     def extract(self, state: State) -> list[Any]:
         if isinstance(state, PyState):
             return super().extract(state)
-        times, column = state  # type: ignore[misc]
-        return v.python_values(column)
+        return v.python_values(state[1])  # type: ignore[index]
 
 
 # ---------------------------------------------------------------------------------------------

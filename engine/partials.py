@@ -12,6 +12,7 @@ streaming router and the two-level adapters call.
 
 from __future__ import annotations
 
+import pickle
 import zlib
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -22,7 +23,7 @@ import pyarrow as pa
 
 from liveagg.engine import values as v
 from liveagg.engine.groups import factorize
-from liveagg.engine.kernels import Kernel, State, kernel
+from liveagg.engine.kernels import Kernel, PyState, State, kernel
 from liveagg.engine.windows import WindowFn, session_ids
 
 #: ``variant`` of finest-grain rows (before the roll-up).
@@ -100,9 +101,7 @@ class ViewAggregator:
         # every column and whose windows are the grain itself.
         only = self.variants[0] if len(self.variants) == 1 else None
         self._finest_is_final = (
-            only is not None
-            and only.positions == self._all
-            and only.window.kind == "fixed"
+            only is not None and only.positions == self._all and only.window.kind == "fixed"
         )
 
     # -- from a batch ----------------------------------------------------------------------
@@ -134,7 +133,9 @@ class ViewAggregator:
     def _batch_states(self, inputs: Inputs, ids: np.ndarray, count: int) -> list[State]:
         states = []
         for kern, item, with_time in zip(
-            self.kernels, inputs.values, self.needs_time or [False] * len(self.kernels),
+            self.kernels,
+            inputs.values,
+            self.needs_time or [False] * len(self.kernels),
             strict=True,
         ):
             if item is None:
@@ -197,7 +198,12 @@ class ViewAggregator:
         count = int(ids.max()) + 1 if len(ids) else 0
         identity = len(rows) == source.rows and np.array_equal(rows, np.arange(source.rows))
         states = [
-            kern.merge(state if identity else kern.take(state, rows), ids, count)
+            # Variants share the finest rows: row-wise states are taken (copied) for each.
+            kern.merge(
+                state if identity and not isinstance(state, PyState) else kern.take(state, rows),
+                ids,
+                count,
+            )
             for kern, state in zip(self.kernels, source.states, strict=True)
         ]
         first = np.full(count, len(ids), dtype=np.int64)
@@ -250,17 +256,44 @@ class ViewAggregator:
 
     def extract(self, partial: Partial) -> list[list[Any]]:
         """Each aggregation's outputs, one list per aggregation, a value per row."""
-        return [kern.extract(state) for kern, state in zip(self.kernels, partial.states, strict=True)]
+        return [
+            kern.extract(state) for kern, state in zip(self.kernels, partial.states, strict=True)
+        ]
 
     def accumulators(self, partial: Partial) -> list[list[Any]]:
         """Each row's CombineFn accumulators (one per aggregation), for row-wise consumers:
         the streaming operator's state and level-1 envelopes."""
         columns = [
-            kern.accumulators(state) for kern, state in zip(self.kernels, partial.states, strict=True)
+            kern.accumulators(state)
+            for kern, state in zip(self.kernels, partial.states, strict=True)
         ]
         return [list(row) for row in zip(*columns, strict=True)] if columns else []
 
     # -- moving partials ---------------------------------------------------------------------
+
+    def dumps(self, partial: Partial) -> bytes:
+        """A partial as bytes for a shuffle between workers of one pipeline (pickle, with
+        row-wise states as their CombineFns' accumulator bytes: sketches do not pickle)."""
+        states = [
+            _Encoded([kern.fn.encode_accumulator(a) for a in state.accumulators])
+            if isinstance(state, PyState)
+            else state
+            for kern, state in zip(self.kernels, partial.states, strict=True)
+        ]
+        return pickle.dumps(
+            Partial(partial.variant, partial.start, partial.end, partial.keys, states),
+            protocol=pickle.HIGHEST_PROTOCOL,
+        )
+
+    def loads(self, data: bytes) -> Partial:
+        partial: Partial = pickle.loads(data)
+        partial.states = [
+            PyState([kern.fn.decode_accumulator(a) for a in state.data])
+            if isinstance(state, _Encoded)
+            else state
+            for kern, state in zip(self.kernels, partial.states, strict=True)
+        ]
+        return partial
 
     def take(self, partial: Partial, index: np.ndarray) -> Partial:
         pindex = pa.array(index, pa.int64())
@@ -269,7 +302,10 @@ class ViewAggregator:
             partial.start[index],
             partial.end[index],
             [k.take(pindex) for k in partial.keys],
-            [kern.take(state, index) for kern, state in zip(self.kernels, partial.states, strict=True)],
+            [
+                kern.take(state, index)
+                for kern, state in zip(self.kernels, partial.states, strict=True)
+            ],
         )
 
     def shard(self, partial: Partial, shards: int) -> list[tuple[int, Partial]]:
@@ -280,6 +316,13 @@ class ViewAggregator:
         for shard in np.unique(which).tolist():
             out.append((shard, self.take(partial, np.flatnonzero(which == shard))))
         return out
+
+
+@dataclass
+class _Encoded:
+    """A :class:`PyState` on the wire: each accumulator's bytes."""
+
+    data: list[bytes]
 
 
 def shard_of(partial: Partial, shards: int, by_window: bool) -> np.ndarray:
@@ -305,10 +348,7 @@ def concat(partials: Sequence[Partial], aggregator: ViewAggregator) -> Partial:
         np.concatenate([p.start for p in partials]),
         np.concatenate([p.end for p in partials]),
         [v.concat([p.keys[i] for p in partials]) for i in range(key_count)],
-        [
-            kern.concat([p.states[i] for p in partials])
-            for i, kern in enumerate(aggregator.kernels)
-        ],
+        [kern.concat([p.states[i] for p in partials]) for i, kern in enumerate(aggregator.kernels)],
     )
 
 

@@ -26,7 +26,7 @@ import orjson
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from liveagg.combiners._common import from_text
+from liveagg.combiners._common import from_text, normalize_number
 
 TEXT = pa.large_string()
 STRING = pa.string()
@@ -44,16 +44,15 @@ def is_text(column: pa.Array) -> bool:
 
 
 def canonical_text(value: Any) -> str | None:
-    """The canonical JSON text of a scalar: what orjson writes, integral floats as integers,
-    integers beyond 64 bits exactly."""
+    """The canonical JSON text of a scalar: numbers in the one form of
+    :func:`~liveagg.combiners._common.normalize_number` (``2.0`` is ``2``; ``2**70`` is the
+    double it equals), integers beyond 64 bits exactly, the rest as orjson writes them."""
     if value is None:
         return None
-    kind = type(value)
-    if kind is float and value.is_integer():
-        value = int(value)
-        kind = int
-    if kind is int and not _INT_MIN <= value < 2**64:
-        return str(value)
+    if type(value) is int or type(value) is float:
+        value = normalize_number(value)
+        if type(value) is int and not _INT_MIN <= value < 2**64:
+            return str(value)
     return orjson.dumps(value).decode()
 
 

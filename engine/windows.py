@@ -115,7 +115,7 @@ def _gcd(a: int, b: int) -> int:
 
 def in_range(start: int, end: int) -> bool:
     """Whether RFC 3339 can write both bounds of ``[start, end)`` (years 1 to 9999)."""
-    return MIN_US <= start and end <= MAX_US + 1
+    return start >= MIN_US and end <= MAX_US + 1
 
 
 def in_range_many(start: np.ndarray, end: np.ndarray) -> np.ndarray:

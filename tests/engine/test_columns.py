@@ -40,10 +40,18 @@ VIEWS = [
         "aggregation_info": [
             {"aggregation": "mean", "col_name": "latency", "aggregated_col_name": "mean"},
             {"aggregation": "stddev", "col_name": "latency", "aggregated_col_name": "sd"},
-            {"aggregation": "histogram", "col_name": "latency", "aggregated_col_name": "h",
-             "params": {"bounds": [1, 10, 100]}},
-            {"aggregation": "top_k", "col_name": "user", "aggregated_col_name": "top",
-             "params": {"k": 3}},
+            {
+                "aggregation": "histogram",
+                "col_name": "latency",
+                "aggregated_col_name": "h",
+                "params": {"bounds": [1, 10, 100]},
+            },
+            {
+                "aggregation": "top_k",
+                "col_name": "user",
+                "aggregated_col_name": "top",
+                "params": {"k": 3},
+            },
             {"aggregation": "collect_set", "col_name": "kind", "aggregated_col_name": "kinds"},
         ],
     },
@@ -53,7 +61,11 @@ VIEWS = [
         "grouping_cols": ["user"],
         "window": {"type": "sliding", "size": "30m", "period": "10m"},
         "aggregation_info": [
-            {"aggregation": "count_distinct_exact", "col_name": "org", "aggregated_col_name": "orgs"},
+            {
+                "aggregation": "count_distinct_exact",
+                "col_name": "org",
+                "aggregated_col_name": "orgs",
+            },
             {"aggregation": "min", "col_name": "bytes", "aggregated_col_name": "least"},
         ],
     },
@@ -62,7 +74,8 @@ VIEWS = [
 
 def clean_line(rng: random.Random, i: int) -> bytes:
     ms = 1_709_251_200_000 + rng.randrange(0, 3 * 3_600_000)
-    ts = f"2024-03-01T{(ms // 3_600_000) % 24:02d}:{(ms // 60_000) % 60:02d}:{(ms // 1000) % 60:02d}.{ms % 1000:03d}Z"
+    hours, minutes, seconds = (ms // 3_600_000) % 24, (ms // 60_000) % 60, (ms // 1000) % 60
+    ts = f"2024-03-01T{hours:02d}:{minutes:02d}:{seconds:02d}.{ms % 1000:03d}Z"
     msg = {
         "ts": ts,
         "ms": ms,
@@ -111,7 +124,10 @@ def run(lines: list[bytes], fast: bool) -> tuple[dict[str, Any], list[Any]]:
     dead: list[Any] = []
     for start in range(0, len(lines), 97):
         decoded = decoder.decode(lines[start : start + 97])
-        dead += [(view, reason, bytes(p) if isinstance(p, bytes) else p) for p, view, reason, _, _ in decoded.dead_letters]
+        dead += [
+            (view, reason, bytes(p) if isinstance(p, bytes) else p)
+            for p, view, reason, _, _ in decoded.dead_letters
+        ]
         for i, batch in enumerate(decoded.views):
             parts[i] += [aggregators[i].preaggregate(inputs) for inputs in batch.inputs]
     results: dict[str, Any] = {}
@@ -124,9 +140,13 @@ def run(lines: list[bytes], fast: bool) -> tuple[dict[str, Any], list[Any]]:
         keys = [k.to_pylist() for k in merged.keys]
         rows = []
         for r in range(merged.rows):
-            row = (int(merged.variant[r]), int(merged.start[r]), int(merged.end[r]),
-                   tuple(orjson.dumps(k[r]) for k in keys),
-                   tuple(orjson.dumps(rounded(o[r])) for o in outputs))
+            row = (
+                int(merged.variant[r]),
+                int(merged.start[r]),
+                int(merged.end[r]),
+                tuple(repr(k[r]) for k in keys),
+                tuple(repr(rounded(o[r])) for o in outputs),
+            )
             rows.append(row)
         results[plan.name] = sorted(rows)
     return results, sorted(dead, key=repr)
@@ -166,5 +186,9 @@ def test_clean_batches_take_the_fast_path() -> None:
     decoder = Decoder([ViewPlan(parse_view(view)) for view in VIEWS])
     fast = [decoder.decode(lines[i : i + 100]).fast for i in range(0, 500, 100)]
     assert all(fast)
-    one_bad = [*lines[:50], b'{"ts": "2024-03-01T00:00:00Z", "org": "o1", "bytes": "x"}', *lines[50:]]
+    one_bad = [
+        *lines[:50],
+        b'{"ts": "2024-03-01T00:00:00Z", "org": "o1", "bytes": "x"}',
+        *lines[50:],
+    ]
     assert decoder.decode(one_bad).fast  # a value of another type: that row alone goes exact

@@ -41,7 +41,10 @@ def group_outputs(case: Case, seed: int, n: int) -> tuple[Any, list[Any], list[l
     rng = random.Random(seed)
     inputs = coerce_all(fn, case.sample(rng, n))
     ids = np.array([rng.randrange(GROUPS) for _ in inputs], dtype=np.int64)
-    per_group = [[x for x, g in zip(inputs, ids.tolist(), strict=True) if g == group] for group in range(GROUPS)]
+    per_group = [
+        [x for x, g in zip(inputs, ids.tolist(), strict=True) if g == group]
+        for group in range(GROUPS)
+    ]
     return fn, inputs, per_group, ids
 
 
@@ -114,5 +117,20 @@ def test_scalar_forms_are_unified_before_they_meet() -> None:
     assert mixed.type == v.TEXT
     assert v.python_values(mixed) == ["a", "b", 1, 2]
     assert v.canonical_text(2.0) == "2" and v.canonical_text(True) == "true"
-    assert v.canonical_text(2**70) == str(2**70)
+    assert v.canonical_text(2**70) == "1.1805916207174113e+21"  # the double it equals
+    assert v.canonical_text(2**70 + 1) == str(2**70 + 1)  # no double equals it: exact
     assert v.to_text(v.scalars_from_python(['q"x', "y"])).to_pylist() == ['"q\\"x"', '"y"']
+
+
+@pytest.mark.parametrize("case", PARAMS)
+def test_a_taken_state_is_a_copy(case: Case) -> None:
+    """A sliding window takes a slice's state once per window it falls in, and grouping sets
+    share the finest rows: merging what was taken leaves the state it came from as it was
+    (a CombineFn merges into its first accumulator)."""
+    fn, inputs, per_group, ids = group_outputs(case, 4, 200)
+    kern = kernel(fn)
+    values = column(case, fn, inputs)
+    for state in (kern.batch(values, ids, GROUPS), kern.py_batch(values, ids, GROUPS)):
+        before = kern.extract(state)
+        kern.merge(kern.take(state, np.array([0, 0, 1, 1], dtype=np.int64)), np.zeros(4, int), 1)
+        assert_json_equal(kern.extract(state), before)

@@ -16,9 +16,13 @@ def naive_windows(fn: w.WindowFn, ts: int) -> list[tuple[int, int]]:
     """Every window of the function that contains ``ts``, by brute force over starts."""
     if fn.kind == "fixed":
         starts = range(ts - fn.size_us - 1, ts + 1)
-        return [(s, s + fn.size_us) for s in starts if s % fn.size_us == 0 and s <= ts < s + fn.size_us]
+        return [
+            (s, s + fn.size_us) for s in starts if s % fn.size_us == 0 and s <= ts < s + fn.size_us
+        ]
     starts = range(ts - fn.size_us, ts + 1)
-    found = [(s, s + fn.size_us) for s in starts if s % fn.period_us == 0 and s <= ts < s + fn.size_us]
+    found = [
+        (s, s + fn.size_us) for s in starts if s % fn.period_us == 0 and s <= ts < s + fn.size_us
+    ]
     return sorted(found, reverse=True)
 
 
