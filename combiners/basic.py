@@ -196,8 +196,9 @@ class SumFn(_NumericFn):
 
     The sum of integers stays an integer (of any size); one non-integral number among the
     inputs makes the result a float. An integral number counts as an integer however it is
-    written (``2.0`` is ``2``, as for ``min``, ``max`` and distinct values). Floats are summed with compensation, so the result is within a few ulps of the exact
-    sum whatever the order of inputs and merges. An empty group yields ``None``.
+    written (``2.0`` is ``2``, as for ``min``, ``max`` and distinct values). Floats are
+    summed with compensation, so the result is within a few ulps of the exact sum whatever
+    the order of inputs and merges. An empty group yields ``None``.
 
     ``output_type`` is ``double``: typed sinks store a double column, JSON sinks write the
     value as it is (integer sums as integers).

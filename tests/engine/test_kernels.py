@@ -127,7 +127,7 @@ def test_a_taken_state_is_a_copy(case: Case) -> None:
     """A sliding window takes a slice's state once per window it falls in, and grouping sets
     share the finest rows: merging what was taken leaves the state it came from as it was
     (a CombineFn merges into its first accumulator)."""
-    fn, inputs, per_group, ids = group_outputs(case, 4, 200)
+    fn, inputs, _, ids = group_outputs(case, 4, 200)
     kern = kernel(fn)
     values = column(case, fn, inputs)
     for state in (kern.batch(values, ids, GROUPS), kern.py_batch(values, ids, GROUPS)):

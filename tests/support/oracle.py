@@ -70,7 +70,8 @@ Windows
 Aggregations
     ``count`` without ``col_name`` counts messages, with it non-null values. Numbers are taken
     in canonical form (an integral number in ``[-2**63, 2**64)`` is an integer, however it is
-    written). ``sum`` stays an int when every value is an integer, else a float. ``min``/``max`` keep the winning value's type.
+    written). ``sum`` stays an int when every value is an integer, else a float.
+    ``min``/``max`` keep the winning value's type.
     ``mean`` is a float. ``variance``/``stddev``: ``sum((x - mean)**2) / (n - ddof)``
     (``ddof`` 1 by default), null when ``n <= ddof``. ``count_distinct`` and ``hll_sketch``
     are given as the exact distinct count (the comparator applies the sketch's error bound;
