@@ -30,6 +30,7 @@ import pyarrow.compute as pc
 import pyarrow.json as pj
 
 from liveagg.engine import values as v
+from liveagg.engine.kernels import vectorized
 from liveagg.engine.partials import Inputs
 from liveagg.engine.windows import MAX_US, MIN_US
 from liveagg.spec import AllOf, AnyOf, Filter, Predicate
@@ -424,6 +425,9 @@ def _exact_rows(
         items = [rows[i][j] for i in present]
         if items and type(items[0]) is tuple:  # (event time, value) of first/last
             items = [item[1] for item in items]
+        if not vectorized(plan.fns[j]):  # a custom CombineFn takes its values as they are
+            values.append((np.array(present, dtype=np.int64), items))
+            continue
         values.append((np.array(present, dtype=np.int64), _python_input(agg.kind, items)))
     return Inputs(np.array(times, dtype=np.int64), keys, values)
 
@@ -462,9 +466,7 @@ def _filter_fields(spec: Filter | None) -> set[str]:
 
 def _vectorizable(plan: ViewPlan) -> bool:
     """Whether the fast path computes this view's inputs (built-in aggregations only)."""
-    from liveagg.engine.kernels import Kernel, kernel
-
-    return all(type(kernel(fn)) is not Kernel for fn in plan.fns)
+    return all(vectorized(fn) for fn in plan.fns)
 
 
 def _arrow_type(kinds: set[type], values: list[Any]) -> pa.DataType | None:

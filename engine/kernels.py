@@ -152,7 +152,11 @@ class Kernel:
     def py_batch(self, values: Any, ids: np.ndarray, count: int) -> PyState:
         """One accumulator per group, fed the group's values by the CombineFn."""
         fn = self.fn
-        items = values if isinstance(values, list) else _python(values)
+        if fn.needs_event_time:  # ``(times, column)``: the CombineFn takes (time, value) pairs
+            times, column = values
+            items = list(zip(times.tolist(), _python(column), strict=True))
+        else:
+            items = values if isinstance(values, list) else _python(values)
         per_group: list[list[Any]] = [[] for _ in range(count)]
         for group, item in zip(ids.tolist(), items, strict=True):
             per_group[group].append(item)
@@ -497,11 +501,6 @@ class OrderedKernel(Kernel):
         present = times != self._NONE
         index = np.flatnonzero(present)
         return self._best(times[index], column.take(pa.array(index)), ids[index], count)
-
-    def py_batch(self, values: Any, ids: np.ndarray, count: int) -> PyState:
-        times, column = values
-        pairs = list(zip(times.tolist(), _python(column), strict=True))
-        return super().py_batch(pairs, ids, count)
 
     def accumulators(self, state: State) -> list[Any]:
         if isinstance(state, PyState):
@@ -848,6 +847,11 @@ _KERNELS: dict[type, Callable[[LiveaggCombineFn], Kernel]] = {
     ApproxQuantilesFn: KllKernel,
     TopKFn: TopKKernel,
 }
+
+
+def vectorized(fn: LiveaggCombineFn) -> bool:
+    """Whether ``fn`` has a vectorized kernel (a built-in); others run row by row."""
+    return type(fn) in _KERNELS
 
 
 def kernel(fn: LiveaggCombineFn) -> Kernel:
