@@ -17,7 +17,9 @@ from pathlib import Path
 from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
-VIEWS = ROOT / "benchmarks" / "views"
+#: The benchmark's view sets, one folder each; ``basic`` is the default.
+VIEW_SETS = {name: ROOT / "benchmarks" / "views" / name for name in ("basic", "rich", "cube")}
+VIEWS = VIEW_SETS["basic"]
 PYTHON = os.environ.get("LIVEAGG_BENCH_PYTHON") or sys.executable
 
 
@@ -32,6 +34,12 @@ class Result:
     peak_rss_mb: float
     rows: dict[str, int] = field(default_factory=dict)  # output rows per view
     extra: dict[str, Any] = field(default_factory=dict)  # latency percentiles, notes, ...
+    output: str = ""  # the folder its rows were written to, when they are files
+
+    @property
+    def us_per_event(self) -> float:
+        """CPU microseconds per event."""
+        return self.cpu_s / self.events * 1e6 if self.events else 0.0
 
     @property
     def events_per_s(self) -> float:
@@ -45,6 +53,7 @@ class Result:
         out = asdict(self)
         out["events_per_s"] = round(self.events_per_s)
         out["events_per_cpu_s"] = round(self.events_per_cpu_s)
+        out["cpu_us_per_event"] = round(self.us_per_event, 2)
         return out
 
 
@@ -56,21 +65,48 @@ class Measured:
     stdout: str
 
 
+#: Runs argv[2:] and writes its CPU seconds and peak RSS to the file argv[1]: see ``measure``.
+_LAUNCHER = """\
+import os, sys
+pid = os.posix_spawnp(sys.argv[2], sys.argv[2:], os.environ)
+_, status, usage = os.wait4(pid, 0)
+with open(sys.argv[1], "w") as out:
+    out.write(f"{usage.ru_utime} {usage.ru_stime} {usage.ru_maxrss}")
+sys.exit(os.waitstatus_to_exitcode(status))
+"""
+
+
 def measure(cmd: Sequence[str], env: Mapping[str, str] | None = None, cwd: Path = ROOT) -> Measured:
-    """Run ``cmd`` to completion: its wall time, CPU time and peak RSS (children included)."""
-    with tempfile.TemporaryFile("w+") as out, tempfile.TemporaryFile("w+") as err:
+    """Run ``cmd`` to completion: its wall time, CPU time and peak RSS (children included).
+
+    ``cmd`` is started by a small launcher process, not by the harness: a process's
+    ``ru_maxrss`` starts from the high-water mark of the address space it replaced at
+    ``exec`` (Linux ``fs/exec.c``, ``exec_mmap``:
+    ``setmax_mm_hiwater_rss(&tsk->signal->maxrss, old_mm)``), which for a child of the harness
+    is the harness's own, hundreds of MiB once it has compared rows. The launcher's is a
+    bare interpreter's; its own CPU (a few milliseconds) is left out.
+    """
+    with (
+        tempfile.TemporaryFile("w+") as out,
+        tempfile.TemporaryFile("w+") as err,
+        tempfile.NamedTemporaryFile("r") as usage,
+    ):
         started = time.perf_counter()
-        proc = subprocess.Popen(
-            list(cmd), cwd=cwd, env={**os.environ, **(env or {})}, stdout=out, stderr=err
+        proc = subprocess.run(
+            [sys.executable, "-S", "-c", _LAUNCHER, usage.name, *cmd],
+            cwd=cwd,
+            env={**os.environ, **(env or {})},
+            stdout=out,
+            stderr=err,
+            check=False,
         )
-        _, status, usage = os.wait4(proc.pid, 0)
         wall = time.perf_counter() - started
-        proc.returncode = os.waitstatus_to_exitcode(status)
         out.seek(0)
         err.seek(0)
         if proc.returncode != 0:
             raise RuntimeError(f"{' '.join(cmd)} exited {proc.returncode}:\n{err.read()[-4000:]}")
-        return Measured(wall, usage.ru_utime + usage.ru_stime, usage.ru_maxrss / 1024, out.read())
+        user, system, maxrss_kib = usage.read().split()
+        return Measured(wall, float(user) + float(system), int(maxrss_kib) / 1024, out.read())
 
 
 def process_cpu_s(pids: Sequence[int]) -> float:

@@ -1,10 +1,11 @@
 """Where liveagg's time goes on the DirectRunner: py-spy samples grouped into stages.
 
     python -m benchmarks.profile --events 300000
+    python -m benchmarks.profile --events 1000000 --views-set rich
 
-Runs ``liveagg run`` on the benchmark views under ``py-spy record`` (all threads) and sorts
-every sample into the first stage its stack reaches, innermost frame first, so that each
-sample counts once.
+Runs ``liveagg run`` on a set of the benchmark views (``basic`` by default) under
+``py-spy record`` (all threads) and sorts every sample into the first stage its stack
+reaches, innermost frame first, so that each sample counts once.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from collections import Counter
 from pathlib import Path
 
 from benchmarks import generate
-from benchmarks.harness import PYTHON, ROOT, VIEWS
+from benchmarks.harness import PYTHON, ROOT, VIEW_SETS
 
 #: (stage, substrings of a frame that place a sample in it), tried from the innermost frame.
 STAGES: tuple[tuple[str, tuple[str, ...]], ...] = (
@@ -68,6 +69,7 @@ def summarize(raw: Path) -> list[tuple[str, float]]:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--events", type=int, default=300_000)
+    parser.add_argument("--views-set", choices=sorted(VIEW_SETS), default="basic")
     parser.add_argument("--raw", type=Path, help="summarize this py-spy raw file instead")
     args = parser.parse_args(argv)
     raw = args.raw
@@ -77,7 +79,8 @@ def main(argv: list[str] | None = None) -> None:
         )
         work = Path(tempfile.mkdtemp(prefix="liveagg-profile-"))
         raw = work / "profile.txt"
-        cmd = [PYTHON, "-m", "liveagg.cli", "run", "--views", str(VIEWS), "--input", str(dataset)]
+        views = str(VIEW_SETS[args.views_set])
+        cmd = [PYTHON, "-m", "liveagg.cli", "run", "--views", views, "--input", str(dataset)]
         subprocess.run(
             [
                 str(Path(PYTHON).parent / "py-spy"),

@@ -430,6 +430,18 @@ def paced(ctx: Context, topic: str, rate: float) -> dict[str, Any]:
     }
 
 
+def supports(views: Path) -> str | None:
+    """Why this benchmark cannot run ``views`` (``None`` when it can): it knows a view is
+    complete when the sum of its ``requests`` column equals the events, which grouping sets
+    and granularities multiply."""
+    for view in load_views([str(views)]):
+        if view.grouping_sets is not None or len(view.window.sizes) != 1:
+            return f"{view.name}: grouping sets or granularities multiply its requests"
+        if not any(a.kind == "count" and a.output == "requests" for a in view.aggregations):
+            return f"{view.name}: no requests count to tell when its rows are complete"
+    return None
+
+
 def run(ctx: Context) -> Result:
     """The sustained run's figures, with the paced run's latency in ``extra``."""
     for name in ("kafka", "cassandra", "flink"):

@@ -36,6 +36,7 @@ from typing import Any
 
 from benchmarks.harness import PYTHON, ROOT, Result, measure
 from benchmarks.systems import Context
+from benchmarks.systems._views import plain_only
 from benchmarks.systems.kafka_topic import create_topic, lines, produce
 
 PARTITIONS = 4
@@ -269,6 +270,12 @@ def _clean_up(bootstrap: str, tag: str) -> None:
     for future in admin.delete_consumer_groups([tag]).values():
         with contextlib.suppress(Exception):  # none if the application never joined
             future.result()
+
+
+def supports(views: Path) -> str | None:
+    """Why the application cannot compute ``views`` (``None`` when it can): it maps count,
+    sum, mean and count_distinct to Quix's window aggregations, one window size per view."""
+    return plain_only(views, {"count", "sum", "mean", "count_distinct"})
 
 
 def run(ctx: Context) -> Result:
