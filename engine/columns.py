@@ -299,14 +299,19 @@ class Decoder:
             remap[good] = np.arange(len(good))
             taken_values: list[tuple[np.ndarray, Any] | None] = []
             pgood = pa.array(good)
+            shared: dict[tuple[str, str], tuple[np.ndarray, Any]] = {}
             for agg, item in zip(spec.aggregations, inputs, strict=True):
                 if item is None:
                     taken_values.append(None)
                     continue
-                valid, column = item
-                rows = good[valid[good]]
-                taken = column.take(pa.array(rows))
-                taken_values.append((remap[rows], _as_input(agg.kind, taken)))
+                found = shared.get((agg.column, _form(agg.kind)))  # type: ignore[arg-type]
+                if found is None:  # aggregations over one field share its column
+                    valid, column = item
+                    rows = good[valid[good]]
+                    taken = column.take(pa.array(rows))
+                    found = (remap[rows], _as_input(agg.kind, taken))
+                    shared[(agg.column, _form(agg.kind))] = found  # type: ignore[index]
+                taken_values.append(found)
             batch.inputs.append(Inputs(ts[good], [k.take(pgood) for k in keys], taken_values))
             batch.used += len(good)
         if len(slow):
@@ -417,9 +422,14 @@ def _exact_rows(
         v.scalars_from_python([g[i] for g in groups]) for i in range(len(plan.spec.grouping_cols))
     ]
     values: list[tuple[np.ndarray, Any] | None] = []
+    shared: dict[tuple[str, str], tuple[np.ndarray, Any]] = {}
     for j, agg in enumerate(plan.spec.aggregations):
         if agg.column is None:
             values.append(None)
+            continue
+        found = shared.get((agg.column, _form(agg.kind)))
+        if found is not None and vectorized(plan.fns[j]):
+            values.append(found)
             continue
         present = [i for i, row in enumerate(rows) if row[j] is not None]
         items = [rows[i][j] for i in present]
@@ -428,8 +438,17 @@ def _exact_rows(
         if not vectorized(plan.fns[j]):  # a custom CombineFn takes its values as they are
             values.append((np.array(present, dtype=np.int64), items))
             continue
-        values.append((np.array(present, dtype=np.int64), _python_input(agg.kind, items)))
+        found = (np.array(present, dtype=np.int64), _python_input(agg.kind, items))
+        shared[(agg.column, _form(agg.kind))] = found
+        values.append(found)
     return Inputs(np.array(times, dtype=np.int64), keys, values)
+
+
+def _form(kind: str) -> str:
+    """How an aggregation takes its column: counted, as numbers or as scalars."""
+    if kind == "count":
+        return "count"
+    return "number" if kind in _NUMERIC_KINDS else "scalar"
 
 
 def _python_input(kind: str, items: list[Any]) -> Any:

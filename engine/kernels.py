@@ -24,7 +24,8 @@ from __future__ import annotations
 import heapq
 import itertools
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -85,6 +86,9 @@ class Bag:
         return list(itertools.pairwise(bounds))
 
     def sorted(self) -> Bag:
+        """The bag with its values in order of owner (itself when they are already)."""
+        if len(self.owner) < 2 or bool((self.owner[1:] >= self.owner[:-1]).all()):
+            return self
         order = np.argsort(self.owner, kind="stable")
         return Bag(
             self.rows,
@@ -561,15 +565,45 @@ class HistogramKernel(Kernel):
 
 
 def _distinct_pairs(
-    values: pa.Array, ids: np.ndarray, counts: np.ndarray | None = None
+    values: pa.Array, ids: np.ndarray, counts: np.ndarray | None = None, share: bool = True
 ) -> tuple[np.ndarray, pa.Array, np.ndarray]:
-    """The distinct ``(group, value)`` pairs and how often each occurs (summing ``counts``)."""
+    """The distinct ``(group, value)`` pairs, in order of group, and how often each occurs
+    (summing ``counts``). Kept in order of group, a :class:`Bag` needs no sort later."""
     from liveagg.engine.groups import factorize
 
+    sharing = share and _SHARING[0] and counts is None  # arrays the caller keeps alive
+    if sharing:
+        memo = _PAIRS.get((id(values), id(ids)))
+        if memo is not None:
+            return memo
     pairs = factorize([ids, values])
     weights = np.ones(len(ids), dtype=np.int64) if counts is None else counts
     totals = _add_at(pairs.count, pairs.ids, weights)
-    return pairs.keys[0], pairs.keys[1], totals  # type: ignore[return-value]
+    owner = np.asarray(pairs.keys[0])
+    order = np.argsort(owner, kind="stable")
+    result = owner[order], _take(pairs.keys[1], order), totals[order]
+    if sharing:
+        _PAIRS[(id(values), id(ids))] = result
+    return result
+
+
+#: Distinct pairs of the batch being aggregated, shared by the kernels over one column (an
+#: exact and an estimated distinct count, say); :func:`sharing_pairs` scopes it.
+_PAIRS: dict[tuple[int, int], Any] = {}
+_SHARING = [False]
+
+
+@contextmanager
+def sharing_pairs() -> Iterator[None]:
+    """Within this block, kernels given the same value and id arrays share their pairs
+    (the arrays live as long as the block: their ids cannot be reused meanwhile)."""
+    _PAIRS.clear()
+    _SHARING[0] = True
+    try:
+        yield
+    finally:
+        _SHARING[0] = False
+        _PAIRS.clear()
 
 
 class _BagKernel(Kernel):
@@ -583,9 +617,10 @@ class _BagKernel(Kernel):
         return 1 << 62
 
     def batch(self, values: Any, ids: np.ndarray, count: int) -> State:
-        if isinstance(values, list):
+        share = not isinstance(values, list)
+        if not share:
             values = v.scalars_from_python(values)
-        owner, distinct, counts = _distinct_pairs(values, ids)
+        owner, distinct, counts = _distinct_pairs(values, ids, share=share)
         return self._settle(Bag(count, owner, distinct, counts if self.counted else None))
 
     def merge(self, state: State, ids: np.ndarray, count: int) -> State:
@@ -749,7 +784,7 @@ class KllKernel(_BagKernel):
 
     def batch(self, values: Any, ids: np.ndarray, count: int) -> State:
         floats = pa.array(np.asarray(values, dtype=np.float64))
-        owner, distinct, counts = _distinct_pairs(floats, ids)
+        owner, distinct, counts = _distinct_pairs(floats, ids, share=False)
         return self._settle(Bag(count, owner, distinct, counts))
 
     def oversized(self, bag: Bag) -> np.ndarray:

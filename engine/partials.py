@@ -23,7 +23,7 @@ import pyarrow as pa
 
 from liveagg.engine import values as v
 from liveagg.engine.groups import factorize
-from liveagg.engine.kernels import Kernel, PyState, State, kernel
+from liveagg.engine.kernels import Kernel, PyState, State, kernel, sharing_pairs
 from liveagg.engine.windows import WindowFn, session_ids
 
 #: ``variant`` of finest-grain rows (before the roll-up).
@@ -65,6 +65,51 @@ class Inputs:
     @property
     def rows(self) -> int:
         return len(self.ts)
+
+
+def concat_inputs(parts: Sequence[Inputs]) -> list[Inputs]:
+    """Several batches' inputs of one view as few, to be aggregated together: those whose
+    numeric columns have the same kind (int64, float64, Python numbers) are joined, as
+    joining ints with doubles would turn ints beyond 2**53 inexact."""
+    by_kind: dict[tuple[str, ...], list[Inputs]] = {}
+    for part in parts:
+        by_kind.setdefault(tuple(map(_kind, part.values)), []).append(part)
+    return [_join(group) for group in by_kind.values()]
+
+
+def _kind(item: tuple[np.ndarray, Any] | None) -> str:
+    """A column's kind for joining: ``i``/``f`` numpy numbers, ``list``, or ``any`` (scalar
+    columns, which :func:`liveagg.engine.values.concat` unifies, and absent ones)."""
+    if item is None or isinstance(item[1], pa.Array):
+        return "any"
+    if isinstance(item[1], np.ndarray):
+        return item[1].dtype.kind
+    return "list"
+
+
+def _join(parts: list[Inputs]) -> Inputs:
+    if len(parts) == 1:
+        return parts[0]
+    offsets = np.cumsum([0, *(p.rows for p in parts)])
+    keys = [v.concat([p.keys[i] for p in parts]) for i in range(len(parts[0].keys))]
+    values: list[tuple[np.ndarray, Any] | None] = []
+    for j in range(len(parts[0].values)):
+        items = [p.values[j] for p in parts]
+        if items[0] is None:
+            values.append(None)
+            continue
+        rows = np.concatenate(
+            [item[0] + offset for item, offset in zip(items, offsets[:-1], strict=True)]  # type: ignore[index]
+        )
+        columns = [item[1] for item in items]  # type: ignore[index]
+        if isinstance(columns[0], np.ndarray):
+            column: Any = np.concatenate(columns)
+        elif isinstance(columns[0], list):
+            column = [x for c in columns for x in c]
+        else:
+            column = v.concat(columns)
+        values.append((rows, column))
+    return Inputs(np.concatenate([p.ts for p in parts]), keys, values)
 
 
 @dataclass(frozen=True)
@@ -132,18 +177,23 @@ class ViewAggregator:
 
     def _batch_states(self, inputs: Inputs, ids: np.ndarray, count: int) -> list[State]:
         states = []
-        for kern, item, with_time in zip(
-            self.kernels,
-            inputs.values,
-            self.needs_time or [False] * len(self.kernels),
-            strict=True,
-        ):
-            if item is None:
-                states.append(kern.batch(None, ids, count))
-                continue
-            rows, column = item
-            values = (inputs.ts[rows], column) if with_time else column
-            states.append(kern.batch(values, ids[rows], count))
+        sub_ids: dict[int, np.ndarray] = {}  # one id array per row set: kernels share pairs
+        with sharing_pairs():
+            for kern, item, with_time in zip(
+                self.kernels,
+                inputs.values,
+                self.needs_time or [False] * len(self.kernels),
+                strict=True,
+            ):
+                if item is None:
+                    states.append(kern.batch(None, ids, count))
+                    continue
+                rows, column = item
+                own = sub_ids.get(id(rows))
+                if own is None:
+                    own = sub_ids[id(rows)] = ids[rows]
+                values = (inputs.ts[rows], column) if with_time else column
+                states.append(kern.batch(values, own, count))
         return states
 
     def _sessions(self, inputs: Inputs) -> Partial:

@@ -68,7 +68,8 @@ class _PreAggregate(beam.DoFn):
         self._tally = Tally(self._specs[0].source)
 
     def start_bundle(self) -> None:
-        self._parts: list[list[engine.Partial]] = [[] for _ in self._plans]
+        # Each view's inputs since the last flush, aggregated together at the flush.
+        self._parts: list[list[engine.Inputs]] = [[] for _ in self._plans]
         self._buffered = 0
         self._pending: list[Any] = []  # single messages waiting for a batch
         self._offsets: dict[str, list[int]] = {}
@@ -117,12 +118,10 @@ class _PreAggregate(beam.DoFn):
         tally.add(MESSAGES, decoded.messages)
         for payload, view, reason, detail, source in decoded.dead_letters:
             yield TaggedOutput(DEAD_LETTER, dead_letter(payload, view, reason, detail, source))
-        for plan, aggregator, batch, parts in zip(
-            self._plans, self._aggregators, decoded.views, self._parts, strict=True
-        ):
+        for plan, batch, parts in zip(self._plans, decoded.views, self._parts, strict=True):
             tally.add(plan.used_counter, batch.used)
             tally.add(plan.filtered_counter, batch.filtered)
-            parts.extend(aggregator.preaggregate(inputs) for inputs in batch.inputs)
+            parts.extend(batch.inputs)
         self._buffered += decoded.messages
         if self._buffered >= self._max_buffered:
             for tag, kv in self._flush():
@@ -139,14 +138,18 @@ class _PreAggregate(beam.DoFn):
         thaw()
 
     def _merged(self) -> Iterator[tuple[ViewPlan, Any, engine.Partial]]:
-        """Each view's partials of this flush, merged (a key and window once)."""
+        """Each view's inputs since the last flush, pre-aggregated at once (a key and window
+        once, unless numeric columns of different kinds kept batches apart)."""
         for plan, aggregator, parts in zip(
             self._plans, self._aggregators, self._parts, strict=True
         ):
-            if parts:
-                merged = aggregator.merge(engine.concat(parts, aggregator))
-                parts.clear()
-                yield plan, aggregator, merged
+            if not parts:
+                continue
+            partials = [aggregator.preaggregate(i) for i in engine.concat_inputs(parts)]
+            parts.clear()
+            if len(partials) > 1:
+                partials = [aggregator.merge(engine.concat(partials, aggregator))]
+            yield plan, aggregator, partials[0]
         self._buffered = 0
 
     def _flush(self) -> Iterator[tuple[str, Any]]:
