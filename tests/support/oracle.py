@@ -68,8 +68,10 @@ Windows
     rows carry its index in ``grouping_set``.
 
 Aggregations
-    ``count`` without ``col_name`` counts messages, with it non-null values. ``sum`` stays an
-    int when every value is an int, else a float. ``min``/``max`` keep the winning value's type.
+    ``count`` without ``col_name`` counts messages, with it non-null values. Numbers are taken
+    in canonical form (an integral number in ``[-2**63, 2**64)`` is an integer, however it is
+    written). ``sum`` stays an int when every value is an integer, else a float.
+    ``min``/``max`` keep the winning value's type.
     ``mean`` is a float. ``variance``/``stddev``: ``sum((x - mean)**2) / (n - ddof)``
     (``ddof`` 1 by default), null when ``n <= ddof``. ``count_distinct`` and ``hll_sketch``
     are given as the exact distinct count (the comparator applies the sketch's error bound;
@@ -173,6 +175,17 @@ CREATE OR REPLACE TEMP MACRO int_value(v, t) AS
     CASE WHEN t IN {_INT_TYPES} THEN TRY_CAST(v AS HUGEINT) END;
 CREATE OR REPLACE TEMP MACRO float_value(v, t) AS
     CASE WHEN t = 'DOUBLE' AND is_number(v, t) THEN TRY_CAST(v AS DOUBLE) END;
+-- A number in its canonical form (docs/aggregations.md): an integral number in
+-- [-2**63, 2**64) is an integer however it is written, any other number a float.
+CREATE OR REPLACE TEMP MACRO is_integral(v, t) AS
+    t IN {_INT_TYPES} OR coalesce(num_value(v, t) = floor(num_value(v, t))
+        AND num_value(v, t) >= -9223372036854775808.0
+        AND num_value(v, t) < 18446744073709551616.0, false);
+CREATE OR REPLACE TEMP MACRO canon_int(v, t) AS
+    CASE WHEN t IN {_INT_TYPES} THEN int_value(v, t)
+         WHEN is_integral(v, t) THEN CAST(num_value(v, t) AS HUGEINT) END;
+CREATE OR REPLACE TEMP MACRO canon_float(v, t) AS
+    CASE WHEN is_number(v, t) AND NOT is_integral(v, t) THEN num_value(v, t) END;
 CREATE OR REPLACE TEMP MACRO str_value(v, t) AS
     CASE WHEN t = 'VARCHAR' THEN json_extract_string(v, '$') END;
 CREATE OR REPLACE TEMP MACRO bool_value(v, t) AS
@@ -801,8 +814,8 @@ class Oracle:
             if "num" in needs.get(a, ()):
                 typed += [
                     f"num_value({a}, {a}_t) AS {a}_num",
-                    f"int_value({a}, {a}_t) AS {a}_int",
-                    f"float_value({a}, {a}_t) AS {a}_flt",
+                    f"canon_int({a}, {a}_t) AS {a}_int",
+                    f"canon_float({a}, {a}_t) AS {a}_flt",
                 ]
             if "key" in needs.get(a, ()):
                 typed.append(f"value_key({a}, {a}_t) AS {a}_key")
