@@ -93,6 +93,17 @@ EXTRA_VIEWS = [
             },
         ],
     },
+    {
+        "name": "edge_pops",
+        "event_time": {"field": "ts"},
+        "grouping_cols": ["edge.pop"],  # nested, a literal dotted key, or neither (datagen)
+        "window": {"size": "30m"},
+        "filter": {"field": "kind", "op": "eq", "value": "cdn"},
+        "aggregation_info": [
+            {"aggregation": "count", "aggregated_col_name": "requests"},
+            {"aggregation": "sum", "col_name": "bytes", "aggregated_col_name": "bytes"},
+        ],
+    },
 ]
 
 
