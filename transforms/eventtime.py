@@ -96,7 +96,7 @@ def _from_iso(value: Any, field: str) -> int:
             if value[-1] == "Z":
                 # Up to six digits fromisoformat checks; past six it skips digits, then
                 # ignores what follows them (".1234567x:Z" reads): those must be digits.
-                if 21 < n < 28 or (value.isascii() and value[20:-1].isdigit()):
+                if n == 24 or 21 < n < 28 or (value.isascii() and value[20:-1].isdigit()):
                     delta = _fromisoformat(value) - _EPOCH
                     return (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
             elif 26 < n < 33 and value[-3] == ":" and value[-6] in "+-" and value[-2] < "6":
@@ -114,20 +114,26 @@ def _from_iso(value: Any, field: str) -> int:
 
 
 def _from_common_iso(value: str, field: str) -> int:
-    """``YYYY-MM-DD[T ]hh:mm:ss``, then ``.fraction``/``,fraction`` and ``Z``, ``+hh:mm`` or
-    nothing: fromisoformat checks digits and ranges, and up to six fraction digits."""
+    """``YYYY-MM-DD[T ]hh:mm:ss``, then ``.fraction``/``,fraction`` and ``Z``, ``+hh:mm``,
+    ``+hhmm``, ``+hh`` or nothing: fromisoformat checks digits and ranges, and up to six
+    fraction digits."""
     parsed = _fromisoformat(value)
     if value[-1] == "Z":
-        epoch, frac = _EPOCH, len(value) - 20
+        epoch, zone = _EPOCH, 1
     elif parsed.tzinfo is None:
-        epoch, frac = _EPOCH_NAIVE, len(value) - 19
+        epoch, zone = _EPOCH_NAIVE, 0
     elif value[-6] in "+-" and value[-3] == ":" and value[-2] < "6":
-        epoch, frac = _EPOCH, len(value) - 25
-    else:
+        epoch, zone = _EPOCH, 6
+    elif value[-5] in "+-" and "0" <= value[-2] < "6":  # not "+hh.f", which it reads
+        epoch, zone = _EPOCH, 5
+    elif value[-3] in "+-":
+        epoch, zone = _EPOCH, 3
+    else:  # offset seconds, or minutes past 59
         return _from_iso_strict(value, field)
     # frac: the length of ".fraction" between the seconds and the offset ("." alone is not
     # a fraction). Past six digits fromisoformat skips digits, then ignores what follows
     # them up to the offset (".1234567x+02:00" reads): the rest must be digits.
+    frac = len(value) - 19 - zone
     if frac == 0 or 1 < frac < 8 or (frac > 7 and _digits(value[20 : 19 + frac])):
         delta = parsed - epoch
         return (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds

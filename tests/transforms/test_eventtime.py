@@ -144,7 +144,11 @@ _DATES = ["2024-03-01", "2024-02-30", "0000-01-01", "2024-W09-5", "20240301", "2
 _SEPARATORS = ["T", "t", " ", "x", ""]
 _TIMES = ["10:00:00", "10:00", "10", "1000", "100000", "24:00:00", "10:00:60", "10:00:00:00"]
 _FRACTIONS = ["", ".", ",", ".5", ",123", ".123456", ".1234567", ".123456789", ".1x", "x"]
-_OFFSETS = ["", "Z", "z", "+02:00", "-0530", "+02", "+24:00", "+02:60", "+02:00:00", "+2"]
+_OFFSETS = [
+    *("", "Z", "z", "+02:00", "-05:30", "-0530", "+02", "-00:00"),
+    *("+24:00", "+02:60", "+0260", "+02:00:00", "+020000", "+2", "+020", "+02.5", "+02,5"),
+    *("+02:00.5", "+0200.5", "+02:5.", "Z+02:00", "+02:00Z"),
+]
 _JUNK = ["", "x", ":", ".", " ", "Z", "+", "0", "\u0663"]
 
 
@@ -157,8 +161,9 @@ def _outcome(parse: Callable[[Any, str], int], text: str) -> int | str:
 
 def test_the_shortcuts_agree_with_the_grammar() -> None:
     """fromisoformat reads more than the grammar; _from_iso uses it only where it agrees with
-    _from_iso_strict, the grammar itself. Every mix of the pieces, then junk at every place
-    of the fraction (fromisoformat skips what follows a seventh digit)."""
+    _from_iso_strict, the grammar itself. Every mix of the pieces, junk at every place of the
+    fraction (fromisoformat skips what follows a seventh digit), and every single edit of a
+    few common forms."""
     texts = [
         "".join(parts)
         for parts in itertools.product(_DATES, _SEPARATORS, _TIMES, _FRACTIONS, _OFFSETS)
@@ -172,6 +177,17 @@ def test_the_shortcuts_agree_with_the_grammar() -> None:
         for junk in _JUNK
         for offset in _OFFSETS
     ]
-    assert len(texts) > 40_000
+    alphabet = "0123456789-:Tt Zz+.,W\u0663"
+    for base in (
+        "2024-03-01T10:00:00.123Z",
+        "2024-03-01 10:00:00,123456+02:00",
+        "2024-03-01T10:00:00.123456789-0530",
+        "2024-03-01t10:00:00+02",
+    ):  # every text one edit away: a character changed, added or dropped
+        for i in range(len(base) + 1):
+            texts += [base[:i] + c + base[i + 1 :] for c in alphabet if i < len(base)]
+            texts += [base[:i] + c + base[i:] for c in alphabet]
+            texts.append(base[:i] + base[i + 1 :])
+    assert len(texts) > 90_000
     differ = [t for t in texts if _outcome(_from_iso, t) != _outcome(_from_iso_strict, t)]
     assert differ == []
