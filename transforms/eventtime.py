@@ -84,19 +84,24 @@ def _from_iso(value: Any, field: str) -> int:
     separator, offsets with seconds, an empty fraction, ``+02:60``, junk after seconds). It
     is used only where a few character checks prove the string one it reads exactly as the
     grammar does. The most common forms are tested first, with the fewest checks:
-    ``...ss.fractionZ`` (JavaScript's ``toISOString``, Go's ``RFC3339Nano``),
-    ``...ss.ffffff+hh:mm`` (Python's ``isoformat``) and ``...ssZ``. The positions 7, 10, 13,
-    16 and 19 hold ``-T::`` and what follows the seconds; with ``Z`` there, fromisoformat
-    ends the string at it.
+    ``...ss.sssZ`` (JavaScript's ``toISOString``), then ``...ss.fractionZ`` (Go's
+    ``RFC3339Nano``), ``...ss.ffffff+hh:mm`` (Python's ``isoformat``) and ``...ssZ``. The
+    positions 7, 10, 13, 16 and 19 hold ``-T::`` and what follows the seconds; with ``Z``
+    there, fromisoformat ends the string at it.
     """
     try:
+        if value[-5:6:-3] == ".::T-" and value[-1] == "Z":
+            # Positions 19, 16, 13, 10 and 7 counted from a 24-character end: the date
+            # starts at 0 (fromisoformat reads no other date there), ...ss.sssZ.
+            delta = _fromisoformat(value) - _EPOCH
+            return (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
         shape = value[7:20:3]
         if shape == "-T::.":
             n = len(value)
             if value[-1] == "Z":
                 # Up to six digits fromisoformat checks; past six it skips digits, then
                 # ignores what follows them (".1234567x:Z" reads): those must be digits.
-                if n == 24 or 21 < n < 28 or (value.isascii() and value[20:-1].isdigit()):
+                if 21 < n < 28 or (value.isascii() and value[20:-1].isdigit()):
                     delta = _fromisoformat(value) - _EPOCH
                     return (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
             elif 26 < n < 33 and value[-3] == ":" and value[-6] in "+-" and value[-2] < "6":
