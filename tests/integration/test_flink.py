@@ -92,7 +92,8 @@ class Run:
             stdout=self._out,
             stderr=subprocess.STDOUT,
             cwd=ROOT,
-            env={**os.environ, **(env or {})},
+            # Unbuffered: the tests poll the log for what liveagg prints (job id, reports).
+            env={**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})},
         )
 
     def text(self) -> str:
@@ -593,6 +594,10 @@ def test_a_run_resumed_after_the_cluster_stops_ends_at_the_oracle(
         job_id = first.flink_job_id()
         producer.start()
         _wait_checkpoints(rest, job_id, 3)
+        # liveagg learns the newest checkpoint in its reports (every 5 s), after printing one:
+        # two more reports and it has asked since the checkpoints completed.
+        reports = _reports(first, job_id)
+        _eventually(lambda: _assert_reports(first, job_id, reports + 2), 60.0, every_s=1.0)
         if how == "savepoint":
             assert first.interrupt() == 0, first.text()[-4000:]
             restore = re.search(r"savepoint: (\S+)", first.text()).group(1)
@@ -618,6 +623,16 @@ def test_a_run_resumed_after_the_cluster_stops_ends_at_the_oracle(
         assert second.interrupt() == 0, second.text()[-4000:]
     finally:
         second.close()
+
+
+def _reports(run: Run, job_id: str) -> int:
+    """How many progress reports on the job liveagg has printed."""
+    return len(re.findall(rf"^job {job_id} [A-Z]+:$", run.text(), re.MULTILINE))
+
+
+def _assert_reports(run: Run, job_id: str, at_least: int) -> None:
+    assert run.proc.poll() is None, f"liveagg exited:\n{run.text()[-4000:]}"
+    assert _reports(run, job_id) >= at_least, run.text()[-2000:]
 
 
 def _assert_restored(rest: FlinkRest, job_id: str) -> None:
