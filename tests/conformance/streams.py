@@ -1,5 +1,5 @@
-"""Kafka topics and long-running ``liveagg run`` processes for the streaming checks of the
-conformance suite."""
+"""Long-running ``liveagg run`` processes, and the topics they write read as they grow, for the
+streaming checks of the conformance suite."""
 
 from __future__ import annotations
 
@@ -8,40 +8,26 @@ import os
 import signal
 import subprocess
 import uuid
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any, BinaryIO, TypeVar
 
 import orjson
 import pytest
 
 from integration.services import KafkaConnection
-from liveagg.spec import ViewSpec
 from tests.support.cli import ROOT, command
-from tests.support.compare import row_key
+from tests.support.waiting import eventually
 
 ck = pytest.importorskip("confluent_kafka")
-from confluent_kafka.admin import AdminClient, NewTopic  # noqa: E402
+from tests.support.kafka_topics import kafka_records  # noqa: E402
+
+T = TypeVar("T")
 
 
 def unique(prefix: str) -> str:
     """A topic or consumer group name of its own."""
     return f"{prefix}{uuid.uuid4().hex[:10]}"
-
-
-def create_topics(kafka: KafkaConnection, partitions: int, *names: str) -> None:
-    admin = AdminClient(kafka.client_config())
-    for future in admin.create_topics([NewTopic(t, partitions, 1) for t in names]).values():
-        future.result(30)
-
-
-def produce(kafka: KafkaConnection, topic: str, lines: Sequence[bytes]) -> None:
-    """Write ``lines`` to ``topic`` (one message each), in order, and wait until stored."""
-    producer = ck.Producer({**kafka.client_config(), "linger.ms": 20})
-    for line in lines:
-        producer.produce(topic, value=line)
-        producer.poll(0)
-    assert producer.flush(60) == 0
 
 
 class Topic:
@@ -59,8 +45,9 @@ class Topic:
         self._consumer.subscribe([topic])
 
     def poll(self) -> list[Any]:
+        """Everything read so far, after reading what has arrived since the last call."""
         while batch := self._consumer.consume(5000, timeout=1.0):
-            self.messages += [orjson.loads(m.value()) for m in batch if m.error() is None]
+            self.messages += [orjson.loads(m.value()) for m in kafka_records(batch)]
         return self.messages
 
     def close(self) -> None:
@@ -92,6 +79,26 @@ def running(
             except subprocess.TimeoutExpired:
                 os.killpg(proc.pid, signal.SIGKILL)
                 proc.wait(30)
+
+
+def while_running(
+    check: Callable[[], T],
+    proc: subprocess.Popen,
+    log: Path,
+    *,
+    what: str,
+    timeout_s: float,
+    every_s: float = 0.5,
+) -> T:
+    """``check()`` until it holds (``tests.support.waiting.eventually``); fails at once, with
+    the end of ``log``, when the run has exited."""
+
+    def step() -> T:
+        if proc.poll() is not None:
+            pytest.fail(f"liveagg exited {proc.returncode}:\n{log.read_text()[-4000:]}")
+        return check()
+
+    return eventually(step, what=what, timeout_s=timeout_s, every_s=every_s)
 
 
 def ctrl_c(proc: subprocess.Popen, timeout_s: float = 120.0) -> int:
@@ -133,18 +140,3 @@ def alive(pid: int) -> bool:
     except OSError:
         return False
     return stat.rsplit(")", 1)[1].split()[0] != "Z"
-
-
-def latest_panes(rows: Sequence[Mapping[str, Any]], view: ViewSpec) -> list[dict[str, Any]]:
-    """The last pane of each window: the window's value so far."""
-    latest: dict[Any, Mapping[str, Any]] = {}
-    for row in rows:
-        key = row_key(row, view)
-        if key not in latest or row["pane_index"] >= latest[key]["pane_index"]:
-            latest[key] = row
-    return [dict(r) for r in latest.values()]
-
-
-def without_panes(rows: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
-    """Rows without ``pane_timing`` and ``pane_index``, which depend on arrival order."""
-    return [{k: v for k, v in r.items() if k not in ("pane_timing", "pane_index")} for r in rows]

@@ -10,10 +10,9 @@ then waits for the pane that shows the run got there before the next step writes
 from __future__ import annotations
 
 import subprocess
-import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import orjson
 import pytest
@@ -23,16 +22,14 @@ from liveagg.loader import load_views
 from tests.conformance.streams import (
     Topic,
     alive,
-    create_topics,
     ctrl_c,
     descendants,
-    latest_panes,
-    produce,
     running,
     unique,
-    without_panes,
+    while_running,
 )
-from tests.support.compare import assert_rows_match
+from tests.support.compare import assert_rows_match, latest_panes, without_panes
+from tests.support.kafka_topics import create_topics, produce
 from tests.support.oracle import expected_rows
 
 pytestmark = [pytest.mark.integration, pytest.mark.e2e]
@@ -50,26 +47,13 @@ VIEW = {
     ],
 }
 STEP_TIMEOUT_S = 180.0
+T = TypeVar("T")
 
 
 def _line(key: str, second: int, value: int) -> bytes:
     """A message at ``second`` seconds after 2024-05-01T00:00:00Z."""
     return orjson.dumps({"k": key, "ts": f"2024-05-01T00:{second // 60:02d}:{second % 60:02d}Z",
                          "v": value})  # fmt: skip
-
-
-def _eventually(check: Callable[[], Any], proc: subprocess.Popen, log: Path) -> Any:
-    """``check()``'s value once it stops raising AssertionError; fails after the timeout or
-    when the run has exited."""
-    deadline = time.monotonic() + STEP_TIMEOUT_S
-    while True:
-        assert proc.poll() is None, f"liveagg exited {proc.returncode}:\n{log.read_text()[-4000:]}"
-        try:
-            return check()
-        except AssertionError:
-            if time.monotonic() > deadline:
-                raise
-        time.sleep(0.5)
 
 
 def test_early_on_time_late_and_too_late_then_ctrl_c(
@@ -79,7 +63,7 @@ def test_early_on_time_late_and_too_late_then_ctrl_c(
     view_file.write_bytes(orjson.dumps(VIEW))
     (view,) = load_views([view_file])
     topic, rows_topic, dead_topic = (unique(f"liveagg-prism-{p}-") for p in ("in", "rows", "dead"))
-    create_topics(kafka, 1, topic, rows_topic, dead_topic)
+    create_topics(kafka.client_config(), [topic, rows_topic, dead_topic], 1)
     args = [
         *("run", "--views", str(view_file), "--kafka-topic", topic, "--unbounded"),
         *("--kafka-bootstrap", kafka.bootstrap_servers, "--kafka-start", "earliest"),
@@ -95,7 +79,7 @@ def test_early_on_time_late_and_too_late_then_ctrl_c(
 
     def send(lines: Sequence[bytes], *, late: bool = False) -> None:
         (too_late if late else used).extend(lines)
-        produce(kafka, topic, lines)
+        produce(kafka.client_config(), topic, lines)
 
     def pane(key: str, start: str, timing: str, n: int, total: int) -> Callable[[], None]:
         """The newest ``timing`` pane of ``key``'s window at 00:``start`` holds ``n`` and
@@ -117,22 +101,26 @@ def test_early_on_time_late_and_too_late_then_ctrl_c(
 
     try:
         with log.open("wb") as err, running(args, subprocess.PIPE, err) as proc:
+
+            def wait(check: Callable[[], T], what: str) -> T:
+                return while_running(check, proc, log, what=what, timeout_s=STEP_TIMEOUT_S)
+
             # The watermark stays at 00:00:15: before [00:00, 00:01) ends, only EARLY panes,
             # every second of processing time while the window has new data.
             send([_line("a", 10, 1), _line("a", 11, 2), _line("b", 15, 4)])
-            _eventually(pane("a", "00", "EARLY", 2, 3), proc, log)
+            wait(pane("a", "00", "EARLY", 2, 3), "the EARLY pane of a at 00:00")
             # 00:01:10 passes the end of [00:00, 00:01): its ON_TIME pane.
             send([_line("a", 70, 8)])
-            _eventually(pane("a", "00", "ON_TIME", 2, 3), proc, log)
+            wait(pane("a", "00", "ON_TIME", 2, 3), "the ON_TIME pane of a at 00:00")
             # Late, within the allowed lateness (closes at 00:01 + 2m): a LATE pane.
             send([_line("a", 20, 16)])
-            _eventually(pane("a", "00", "LATE", 3, 19), proc, log)
+            wait(pane("a", "00", "LATE", 3, 19), "the LATE pane of a at 00:00")
             # 00:03:05 passes 00:03, where [00:00, 00:01) closes. Each key's [00:02, 00:03)
             # fires in the same timer callback that closes the key's [00:00, 00:01) (one
             # state cell per key bucket): its ON_TIME pane shows the window is closed.
             send([_line("a", 130, 32), _line("b", 140, 64), _line("a", 185, 128)])
-            _eventually(pane("a", "02", "ON_TIME", 1, 32), proc, log)
-            _eventually(pane("b", "02", "ON_TIME", 1, 64), proc, log)
+            wait(pane("a", "02", "ON_TIME", 1, 32), "the ON_TIME pane of a at 00:02")
+            wait(pane("b", "02", "ON_TIME", 1, 64), "the ON_TIME pane of b at 00:02")
             # Too late: their windows have closed.
             send([_line("a", 30, 256), _line("b", 40, 512)], late=True)
 
@@ -141,7 +129,7 @@ def test_early_on_time_late_and_too_late_then_ctrl_c(
                 assert len(dead) >= len(too_late), dead
                 return dead
 
-            dead = _eventually(all_too_late, proc, log)
+            dead = wait(all_too_late, "the too-late dead letters")
             events = tmp_path / "used.jsonl"
             events.write_bytes(b"\n".join(used) + b"\n")
             expected = without_panes(expected_rows(view, events))
@@ -150,7 +138,7 @@ def test_early_on_time_late_and_too_late_then_ctrl_c(
                 final = without_panes(latest_panes(rows.poll(), view))
                 assert_rows_match(final, expected, view)
 
-            _eventually(final_panes_match, proc, log)
+            wait(final_panes_match, "the final panes")
             prisms = {p: c for p, c in descendants(proc.pid).items() if str(prism) in c}
             assert prisms, f"no Prism process under liveagg: {descendants(proc.pid)}"
             code = ctrl_c(proc)

@@ -37,20 +37,12 @@ import pytest
 from integration.services import FlinkConnection, KafkaConnection, SparkConnection
 from liveagg.loader import load_views
 from liveagg.spec import ViewSpec
-from tests.conformance.streams import (
-    Topic,
-    create_topics,
-    ctrl_c,
-    latest_panes,
-    produce,
-    running,
-    unique,
-    without_panes,
-)
+from tests.conformance.streams import Topic, ctrl_c, running, unique, while_running
 from tests.pipelines.test_e2e import EXTRA_VIEWS
 from tests.support.cli import ROOT, liveagg, rows_in
-from tests.support.compare import assert_rows_match, row_key
+from tests.support.compare import assert_rows_match, latest_panes, row_key, without_panes
 from tests.support.datagen import generate
+from tests.support.kafka_topics import create_topics, produce
 from tests.support.oracle import expected_rows
 
 pytestmark = [pytest.mark.integration, pytest.mark.e2e]
@@ -101,8 +93,8 @@ def case(tmp_path_factory: pytest.TempPathFactory, kafka: KafkaConnection) -> Ca
             path.write_bytes(orjson.dumps(body))
             out.append(path)
     topic = unique("liveagg-conformance-")
-    create_topics(kafka, PARTITIONS, topic)
-    produce(kafka, topic, events.read_bytes().splitlines())
+    create_topics(kafka.client_config(), [topic], PARTITIONS)
+    produce(kafka.client_config(), topic, events.read_bytes().splitlines())
     return Case(folder, events, view_files, streaming_files, topic)
 
 
@@ -260,7 +252,7 @@ def test_streaming_final_panes(
     request: pytest.FixtureRequest,
 ) -> None:
     rows_topic, dead_topic = unique("conformance-rows-"), unique("conformance-dead-")
-    create_topics(kafka, 1, rows_topic, dead_topic)
+    create_topics(kafka.client_config(), [rows_topic, dead_topic], 1)
     views = case.views(streaming=True)
     args = [
         *("run", "--views", *map(str, case.streaming_view_files), "--kafka-topic", case.topic),
@@ -276,26 +268,29 @@ def test_streaming_final_panes(
     t0 = time.monotonic()
     try:
         with log.open("wb") as out, running(args, out, subprocess.STDOUT) as proc:
-            deadline = time.monotonic() + CONVERGE_TIMEOUT_S
-            while True:
-                assert proc.poll() is None, log.read_text()[-4000:]
+
+            def converged() -> dict[str, list[Any]]:
+                """Every view's final panes equal the oracle's; every dead letter is there."""
                 by_view: dict[str, list[Any]] = {v.name: [] for v in views}
                 for row in rows.poll():
                     by_view[row["view"]].append(row)
-                dead = letters.poll()
-                try:
-                    for view in views:
-                        final = without_panes(latest_panes(by_view[view.name], view))
-                        assert_rows_match(final, expected[view.name], view)
-                    assert len(dead) >= sum(reference["letters"].values())
-                    break
-                except AssertionError:
-                    if time.monotonic() > deadline:
-                        raise
-                time.sleep(3.0)
-            converged = time.monotonic() - t0
+                for view in views:
+                    final = without_panes(latest_panes(by_view[view.name], view))
+                    assert_rows_match(final, expected[view.name], view)
+                assert len(letters.poll()) >= sum(reference["letters"].values())
+                return by_view
+
+            by_view = while_running(
+                converged,
+                proc,
+                log,
+                what=f"{runner}: the final panes",
+                timeout_s=CONVERGE_TIMEOUT_S,
+                every_s=3.0,
+            )
+            converged_s = time.monotonic() - t0
             code = ctrl_c(proc)
-        print(f"{runner}: streaming converged in {converged:.1f} s")
+        print(f"{runner}: streaming converged in {converged_s:.1f} s")
         text = log.read_text()
         assert code == STOPPED_WITH_CTRL_C[runner], text[-4000:]
         assert "ERROR" not in text and "Traceback" not in text, text[-4000:]

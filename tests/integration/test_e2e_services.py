@@ -34,7 +34,7 @@ from liveagg.loader import load_views
 from liveagg.spec import ViewSpec
 from tests.support.cassandra_rows import select_all, stored_row
 from tests.support.cli import liveagg
-from tests.support.compare import assert_rows_match, row_key
+from tests.support.compare import assert_rows_match, latest_panes
 from tests.support.datagen import generate
 from tests.support.oracle import expected_rows
 from tests.support.waiting import (
@@ -108,16 +108,6 @@ def _view(name: str) -> ViewSpec:
 
 def _liveagg(command: list[str], env: dict[str, str]) -> subprocess.CompletedProcess[str]:
     return liveagg(*command, env=env, timeout=RUN_TIMEOUT_S)
-
-
-def _latest_panes(rows: list[dict[str, Any]], view: ViewSpec) -> list[dict[str, Any]]:
-    """Per key and window the row with the highest ``pane_index`` (the sink is at-least-once)."""
-    latest: dict[Any, dict[str, Any]] = {}
-    for row in rows:
-        key = row_key(row, view)
-        if key not in latest or row["pane_index"] >= latest[key]["pane_index"]:
-            latest[key] = row
-    return list(latest.values())
 
 
 def _jsonl_rows(objects: Mapping[str, bytes]) -> list[dict[str, Any]]:
@@ -298,7 +288,7 @@ def test_kafka_rows_equal_the_oracle(
         by_view[view.name].append(row)
     for name, rows in by_view.items():
         view = _view(name)
-        assert_rows_match(_latest_panes(rows, view), expected[name], view)
+        assert_rows_match(latest_panes(rows, view), expected[name], view)
 
 
 def test_dead_letters_name_every_bad_message(

@@ -39,7 +39,7 @@ from liveagg.runners.flink_rest import TERMINAL, FlinkRest, FlinkRestError
 from liveagg.spec import ViewSpec
 from tests.support.cassandra_rows import view_rows
 from tests.support.cli import liveagg, rows_in
-from tests.support.compare import assert_rows_match, row_key
+from tests.support.compare import assert_rows_match, latest_panes, without_panes
 from tests.support.datagen import generate
 from tests.support.oracle import expected_rows
 from tests.support.waiting import (
@@ -58,7 +58,7 @@ from cassandra.cluster import Cluster  # noqa: E402
 
 from integration.services import flink as flink_service  # noqa: E402
 from integration.services.flink import FlinkConnection  # noqa: E402
-from tests.support.kafka_topics import create_topics, end_offsets, read_to  # noqa: E402
+from tests.support.kafka_topics import create_topics, end_offsets, produce, read_to  # noqa: E402
 
 T = TypeVar("T")
 
@@ -157,27 +157,6 @@ def _create_topics(kafka: KafkaConnection, partitions: int, *names: str) -> None
     create_topics(kafka.client_config(), names, partitions)
 
 
-def _produce(
-    kafka: KafkaConnection, topic: str, lines: Sequence[bytes], per_second: float | None = None
-) -> None:
-    """Produce ``lines`` in order; at ``per_second`` when given, so a job is mid-stream."""
-    producer = ck.Producer({**kafka.client_config(), "linger.ms": 20, "enable.idempotence": True})
-    started = time.monotonic()
-    for i, line in enumerate(lines):
-        while True:
-            try:
-                producer.produce(topic, value=line)
-                break
-            except BufferError:
-                producer.poll(0.1)
-        producer.poll(0)
-        if per_second and i % 100 == 0:
-            ahead = i / per_second - (time.monotonic() - started)
-            if ahead > 0:
-                time.sleep(ahead)
-    assert producer.flush(60) == 0
-
-
 def _stream(kafka: KafkaConnection, folder: Path, n: int, seed: int) -> Stream:
     events = folder / "events.jsonl"
     generate(events, n, seed=seed, keys=300, span_s=2 * 3600)
@@ -261,17 +240,11 @@ def _converges(
         assert run.proc.poll() is None, f"liveagg exited:\n{run.text()[-4000:]}"
         for view in views:
             stored = _stored(cassandra, keyspace, view)
-            assert_rows_match(_values(stored), _values(expected[view.name]), view)
+            assert_rows_match(without_panes(stored), without_panes(expected[view.name]), view)
             # Every window has closed: its last pane is on time, or late after late data.
             assert {r["pane_timing"] for r in stored} <= {"ON_TIME", "LATE"}
 
     _eventually(check, CONVERGE_TIMEOUT_S, every_s=5.0)
-
-
-def _values(rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Rows without pane_timing and pane_index, which depend on when data arrived: a stream
-    has early panes before the on-time one, and out-of-order data late panes after it."""
-    return [{k: v for k, v in r.items() if k not in ("pane_timing", "pane_index")} for r in rows]
 
 
 def _stored(cassandra: CassandraConnection, keyspace: str, view: ViewSpec) -> list[dict]:
@@ -346,7 +319,7 @@ def test_rows_dead_letters_and_metrics_on_a_flink_cluster(
     rest: FlinkRest,
 ) -> None:
     stream = _stream(kafka, tmp_path, 20_000, seed=21)
-    _produce(kafka, stream.topic, stream.lines)
+    produce(kafka.client_config(), stream.topic, stream.lines)
     dead_topic, out_topic = _name("liveagg-flink-dead-"), _name("liveagg-flink-out-")
     _create_topics(kafka, 1, dead_topic, out_topic)
     kafka_sink = orjson.dumps({"type": "kafka", "topic": out_topic}).decode()
@@ -375,13 +348,8 @@ def test_rows_dead_letters_and_metrics_on_a_flink_cluster(
             """The Kafka sink has every pane; the newest per key and window is the result."""
             panes = _read_topic(kafka, out_topic)
             for view in _views():
-                latest: dict[Any, dict[str, Any]] = {}
-                for row in (p for p in panes if p["view"] == view.name):
-                    key = row_key(row, view)
-                    if key not in latest or row["pane_index"] >= latest[key]["pane_index"]:
-                        latest[key] = row
-                rows = _values(list(latest.values()))
-                assert_rows_match(rows, _values(expected[view.name]), view)
+                rows = latest_panes([p for p in panes if p["view"] == view.name], view)
+                assert_rows_match(without_panes(rows), without_panes(expected[view.name]), view)
 
         _eventually(kafka_panes, 120.0, every_s=2.0)
 
@@ -441,8 +409,8 @@ def test_late_data_updates_the_row_and_too_late_data_is_a_dead_letter(
     _create_topics(kafka, 1, topic, dead_topic)
 
     def send(*events: tuple[str, int, int]) -> None:  # (key, seconds after 00:00, value)
-        _produce(
-            kafka,
+        produce(
+            kafka.client_config(),
             topic,
             [
                 orjson.dumps({"k": k, "ts": f"2024-05-01T00:{s // 60:02d}:{s % 60:02d}Z", "v": v})
@@ -526,7 +494,7 @@ def test_a_killed_taskmanager_is_recovered_from_the_last_checkpoint(
         cassandra.env(),
     )
     producer = threading.Thread(
-        target=_produce, args=(kafka, stream.topic, stream.lines, 600.0), daemon=True
+        target=produce, args=(kafka.client_config(), stream.topic, stream.lines, 600.0), daemon=True
     )
     try:
         job_id = run.flink_job_id()
@@ -588,7 +556,7 @@ def test_a_run_resumed_after_the_cluster_stops_ends_at_the_oracle(
     )
     first = Run(command, tmp_path / "first.log", cassandra.env())
     producer = threading.Thread(
-        target=_produce, args=(kafka, stream.topic, stream.lines, 600.0), daemon=True
+        target=produce, args=(kafka.client_config(), stream.topic, stream.lines, 600.0), daemon=True
     )
     try:
         job_id = first.flink_job_id()
@@ -655,7 +623,7 @@ def test_level1_on_flink_then_rekey_equals_the_oracle(
     rollup_file.write_text(orjson.dumps(rollup).decode())
     view_files = [EXAMPLES / "network_telemetry.json", rollup_file]
     stream = _stream(kafka, tmp_path, 5_000, seed=33)
-    _produce(kafka, stream.topic, stream.lines)
+    produce(kafka.client_config(), stream.topic, stream.lines)
     partials = _name("liveagg-flink-partials-")
     _create_topics(kafka, PARTITIONS, partials)
     run = Run(

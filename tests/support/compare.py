@@ -27,7 +27,8 @@ Each column is then checked by its aggregation:
   approximate input (``count_distinct``) does not fail an exact formula.
 
 Only the final pane per key and window should be passed in (``pane_timing``/``pane_index``
-are compared like any column; a bounded run has one ``ON_TIME`` pane each).
+are compared like any column; a bounded run has one ``ON_TIME`` pane each): a stream's rows go
+through :func:`latest_panes`, and :func:`without_panes` where their timing depends on arrival.
 
 Example:
     >>> assert_rows_match(read_rows(out / "cdn"), expected_rows(view, path), view)  # doctest: +SKIP
@@ -92,6 +93,26 @@ def row_key(row: Mapping[str, Any], view: ViewSpec) -> Key:
         row.get("granularity"),
         tuple(_identity(row.get(c)) for c in view.grouping_cols),
     )
+
+
+PANE_COLUMNS = ("pane_timing", "pane_index")
+
+
+def latest_panes(rows: Sequence[Mapping[str, Any]], view: ViewSpec) -> list[dict[str, Any]]:
+    """Per key and window the row with the highest ``pane_index``: the window's value so far
+    (results accumulate, and a Kafka sink is at-least-once)."""
+    latest: dict[Key, Mapping[str, Any]] = {}
+    for row in rows:
+        key = row_key(row, view)
+        if key not in latest or row["pane_index"] >= latest[key]["pane_index"]:
+            latest[key] = row
+    return [dict(r) for r in latest.values()]
+
+
+def without_panes(rows: Sequence[Mapping[str, Any]]) -> list[dict[str, Any]]:
+    """Rows without ``pane_timing`` and ``pane_index``, which depend on when data arrived: a
+    stream has early panes before the on-time one, and out-of-order data late panes after it."""
+    return [{k: v for k, v in r.items() if k not in PANE_COLUMNS} for r in rows]
 
 
 def _describe_key(row: Mapping[str, Any], view: ViewSpec) -> str:

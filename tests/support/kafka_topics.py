@@ -7,6 +7,7 @@ Every function takes a client configuration (``KafkaConnection.client_config()``
 
 from __future__ import annotations
 
+import time
 import uuid
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -35,6 +36,28 @@ def create_topics(
             every_s=0.2,
             transient=kafka_metadata_settling,
         )
+
+
+def produce(
+    config: Mapping[str, Any], topic: str, values: Sequence[bytes], per_second: float | None = None
+) -> None:
+    """Write ``values`` to ``topic`` in order, one message each, and wait until all are stored;
+    at ``per_second`` when given, so that a job reads them mid-stream."""
+    producer = ck.Producer({**config, "linger.ms": 20, "enable.idempotence": True})
+    started = time.monotonic()
+    for i, value in enumerate(values):
+        while True:
+            try:
+                producer.produce(topic, value=value)
+                break
+            except BufferError:  # the local queue is full: let it drain
+                producer.poll(0.1)
+        producer.poll(0)
+        if per_second and i % 100 == 0:
+            ahead = i / per_second - (time.monotonic() - started)
+            if ahead > 0:
+                time.sleep(ahead)
+    assert producer.flush(60) == 0
 
 
 def _served(admin: AdminClient, topic: str, partitions: int) -> None:
