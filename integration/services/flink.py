@@ -33,7 +33,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, ClassVar
 
-from . import _maven
 from ._core import (
     HOST,
     REPO_ROOT,
@@ -52,6 +51,7 @@ from ._core import (
     started_by_this_process,
     tail,
 )
+from ._job_server import BeamJobServer, grpc_call, launcher_path
 
 FLINK_VERSION = "1.19.3"
 FLINK_MINOR = "1.19"
@@ -162,8 +162,7 @@ def run_root() -> Path:
 
 def job_server_jar() -> Path:
     """The launcher jar; ``lib/`` next to it holds the jars its manifest names."""
-    name = f"liveagg-flink-job-server-{BEAM_JOB_SERVER_VERSION}.jar"
-    return cache_dir() / "flink" / "job-server" / name
+    return launcher_path("flink", BEAM_JOB_SERVER_VERSION)
 
 
 def _run_logged(cmd: Sequence[str], log_file: Path, what: str, timeout_s: float) -> None:
@@ -231,12 +230,6 @@ def flink_home(log_file: Path) -> Path:
         with log_file.open("a") as log:
             log.write(f"--- Flink ready in {time.monotonic() - t0:.1f} s: FLINK_HOME={home}\n")
         return home
-
-
-def job_server_launcher(log_file: Path) -> Path:
-    """The job server's jars from Maven Central, and a launcher jar that runs them
-    (``java -jar``, which is what Beam's ``--flink_job_server_jar`` does)."""
-    return _maven.launcher_jar("flink-job-server", job_server_jar(), _JOB_SERVER_MAIN, log_file)
 
 
 # --- configuration --------------------------------------------------------------------------
@@ -446,28 +439,14 @@ class FlinkTaskManager1(_TaskManager):
 _TASKMANAGER_CLASSES: tuple[type[_TaskManager], ...] = (FlinkTaskManager0, FlinkTaskManager1)
 
 
-def _grpc_call(port: int, method: str) -> bytes:
-    """A unary gRPC call with an empty request, without importing apache_beam (whose import
-    is slow and logs warnings): enough to tell a Beam service from anything else."""
-    try:
-        import grpc
-    except ImportError:
-        raise PrerequisiteError(
-            "the flink health checks need grpcio (comes with apache-beam)"
-        ) from None
-    # An http_proxy in the environment must not capture a loopback connection.
-    options = [("grpc.enable_http_proxy", 0)]
-    with grpc.insecure_channel(f"{HOST}:{port}", options=options) as channel:
-        return channel.unary_unary(method)(b"", timeout=3)
-
-
-class FlinkJobServer(Service):
+class FlinkJobServer(BeamJobServer):
     """Beam's Flink job server, submitting to the cluster's REST address."""
 
     name = "flink-job-server"
     port_settings = (_JOB, _ARTIFACT)
-    default_start_timeout_s = 120.0
-    stop_timeout_s = 20.0
+    pom = "flink-job-server"
+    main_class = _JOB_SERVER_MAIN
+    heap_setting = "LIVEAGG_FLINK_JOB_SERVER_HEAP"
 
     @property
     def run_dir(self) -> Path:
@@ -476,42 +455,20 @@ class FlinkJobServer(Service):
     def connection(self) -> FlinkConnection:
         return Flink().connection()
 
-    def check_prerequisites(self) -> None:
-        java_executable()
-        if not _maven.jars_ready("flink-job-server", job_server_jar().parent / "lib"):
-            _maven.maven_executable("flink-job-server")
+    def jar(self) -> Path:
+        return job_server_jar()
 
-    def prepare(self) -> None:
-        job_server_launcher(self.log_file)
-        (self.run_dir / "artifacts").mkdir(exist_ok=True)
-
-    def command(self) -> list[str]:
-        ports = self.ports()
-        rest = _ports((_REST,))["rest"]
+    def jvm_options(self) -> list[str]:
         return [
-            java_executable(),
-            f"-Xmx{env_str('LIVEAGG_FLINK_JOB_SERVER_HEAP', '1g')}",
-            "-XX:+ExitOnOutOfMemoryError",
             "--add-opens=java.base/java.lang=ALL-UNNAMED",
             "--add-opens=java.base/java.util=ALL-UNNAMED",
             "--add-opens=java.base/java.nio=ALL-UNNAMED",
-            "-Djava.net.preferIPv4Stack=true",
             "-Dorg.slf4j.simpleLogger.showDateTime=true",
             "-Dorg.slf4j.simpleLogger.dateTimeFormat=yyyy-MM-dd HH:mm:ss,SSS",
-            "-jar",
-            str(job_server_jar()),
-            f"--flink-master={HOST}:{rest}",
-            f"--job-host={HOST}",
-            f"--job-port={ports['job']}",
-            f"--artifact-port={ports['artifact']}",
-            "--expansion-port=0",
-            f"--artifacts-dir={self.run_dir / 'artifacts'}",
         ]
 
-    def health(self) -> str:
-        """A ``GetJobs`` call on the Beam job service."""
-        _grpc_call(self.client_port, "/org.apache.beam.model.job_management.v1.JobService/GetJobs")
-        return "Beam job service answers GetJobs"
+    def driver_args(self) -> list[str]:
+        return [f"--flink-master={HOST}:{_ports((_REST,))['rest']}"]
 
 
 class BeamWorkerPool(Service):
@@ -558,7 +515,7 @@ class BeamWorkerPool(Service):
 
     def health(self) -> str:
         """A ``StopWorker`` for no worker (an empty id): only a worker pool answers it."""
-        _grpc_call(
+        grpc_call(
             self.client_port,
             "/org.apache.beam.model.fn_execution.v1.BeamFnExternalWorkerPool/StopWorker",
         )

@@ -4,7 +4,7 @@ One process, ``SparkJobServerDriver`` with ``--spark-master-url=local[2]``: Beam
 runner runs each job in an embedded Spark (driver and executors in the job server's JVM), and
 the pipeline's Python runs in the submitting process (LOOPBACK), so nothing else is needed.
 
-The job server is assembled as Flink's is (``flink.py``): Beam's shaded
+The job server is assembled as Flink's is (``_job_server.py``): Beam's shaded
 ``beam-runners-spark-3-job-server`` jar is not on the reachable Maven Central mirror, so
 ``integration/java/spark-job-server/pom.xml`` resolves the unshaded ``beam-runners-spark-3``
 2.62.0 (the newest there) and Spark 3.2.2 into ``.cache/spark/job-server/lib``, behind a
@@ -17,10 +17,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import ClassVar
 
-from . import _maven
-from ._core import HOST, Service, cache_dir, env_str, java_executable
-from .flink import _grpc_call
+from ._core import HOST
+from ._job_server import BeamJobServer, launcher_path
 
 BEAM_JOB_SERVER_VERSION = "2.62.0"
 """The newest ``beam-runners-spark-3`` on the mirror; the 2.77 Python SDK submits to it."""
@@ -73,58 +73,31 @@ class SparkConnection:
 
 def job_server_jar() -> Path:
     """The launcher jar; ``lib/`` next to it holds the jars its manifest names."""
-    name = f"liveagg-spark-job-server-{BEAM_JOB_SERVER_VERSION}.jar"
-    return cache_dir() / "spark" / "job-server" / name
+    return launcher_path("spark", BEAM_JOB_SERVER_VERSION)
 
 
-def job_server_launcher(log_file: Path) -> Path:
-    """The job server's jars from Maven Central, and the launcher jar that runs them."""
-    opens = {"Add-Opens": " ".join(_OPENS)}
-    return _maven.launcher_jar(
-        "spark-job-server", job_server_jar(), _JOB_SERVER_MAIN, log_file, opens
-    )
-
-
-class Spark(Service):
+class Spark(BeamJobServer):
     """Beam's Spark job server on 127.0.0.1, running jobs in Spark's local mode."""
 
     name = "spark"
     port_settings = (_JOB, _ARTIFACT)
-    default_start_timeout_s = 120.0
-    stop_timeout_s = 20.0
+    pom = "spark-job-server"
+    main_class = _JOB_SERVER_MAIN
+    heap_setting = "LIVEAGG_SPARK_JOB_SERVER_HEAP"
+    manifest_extra: ClassVar[dict[str, str]] = {"Add-Opens": " ".join(_OPENS)}
 
     def connection(self) -> SparkConnection:
         return SparkConnection(f"{HOST}:{self.ports()['job']}", job_server_jar())
 
-    def check_prerequisites(self) -> None:
-        java_executable()
-        if not _maven.jars_ready("spark-job-server", job_server_jar().parent / "lib"):
-            _maven.maven_executable("spark-job-server")
+    def jar(self) -> Path:
+        return job_server_jar()
 
     def prepare(self) -> None:
-        job_server_launcher(self.log_file)
-        (self.run_dir / "artifacts").mkdir(exist_ok=True)
+        super().prepare()
         (self.run_dir / "tmp").mkdir(exist_ok=True)
 
-    def command(self) -> list[str]:
-        ports = self.ports()
-        return [
-            java_executable(),
-            f"-Xmx{env_str('LIVEAGG_SPARK_JOB_SERVER_HEAP', '1g')}",
-            "-XX:+ExitOnOutOfMemoryError",
-            "-Djava.net.preferIPv4Stack=true",
-            f"-Djava.io.tmpdir={self.run_dir / 'tmp'}",  # Spark's block manager and shuffle
-            "-jar",
-            str(job_server_jar()),
-            f"--spark-master-url={MASTER}",
-            f"--job-host={HOST}",
-            f"--job-port={ports['job']}",
-            f"--artifact-port={ports['artifact']}",
-            "--expansion-port=0",
-            f"--artifacts-dir={self.run_dir / 'artifacts'}",
-        ]
+    def jvm_options(self) -> list[str]:
+        return [f"-Djava.io.tmpdir={self.run_dir / 'tmp'}"]  # Spark's block manager and shuffle
 
-    def health(self) -> str:
-        """A ``GetJobs`` call on the Beam job service."""
-        _grpc_call(self.client_port, "/org.apache.beam.model.job_management.v1.JobService/GetJobs")
-        return "Beam job service answers GetJobs"
+    def driver_args(self) -> list[str]:
+        return [f"--spark-master-url={MASTER}"]
