@@ -7,3 +7,12 @@ Beam's Spark job server (docs/runners.md).
 """
 
 RUNNERS = ("direct", "prism", "flink", "spark")
+
+
+def env(name: str) -> str | None:
+    """The environment variable ``name`` (a profile's ``LIVEAGG_*`` default), or None when it
+    is unset or blank."""
+    import os
+
+    value = os.environ.get(name, "").strip()
+    return value or None

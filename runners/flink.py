@@ -21,7 +21,6 @@ starts ``java -jar job_server_jar``, or downloads Beam's jar for ``version`` whe
 from __future__ import annotations
 
 import contextlib
-import os
 import re
 import signal
 import threading
@@ -36,6 +35,7 @@ from typing import Any
 from apache_beam.options.pipeline_options import PipelineOptions
 
 from liveagg.errors import COMMAND_LINE, ViewError
+from liveagg.runners import env
 from liveagg.runners.flink_rest import (
     TERMINAL,
     FlinkRest,
@@ -79,25 +79,20 @@ class FlinkJavaOptions(PipelineOptions):
         parser.add_argument("--execution_retry_delay", type=int, default=None)
 
 
-def _env(name: str) -> str | None:
-    value = os.environ.get(name, "").strip()
-    return value or None
-
-
 @dataclass(frozen=True)
 class FlinkProfile:
     """What ``--runner flink`` and its flags mean; defaults come from ``LIVEAGG_FLINK_*``."""
 
-    master: str = field(default_factory=lambda: _env("LIVEAGG_FLINK_MASTER") or "[local]")
-    version: str = field(default_factory=lambda: _env("LIVEAGG_FLINK_VERSION") or "1.19")
+    master: str = field(default_factory=lambda: env("LIVEAGG_FLINK_MASTER") or "[local]")
+    version: str = field(default_factory=lambda: env("LIVEAGG_FLINK_VERSION") or "1.19")
     parallelism: int | None = None
     # Beam's Flink runner sends the Kafka read's watermark downstream only at checkpoint
     # barriers, so a window closes at the first checkpoint after its end (docs/flink.md).
     checkpoint_interval: timedelta = timedelta(seconds=1)
     environment: str | None = None  # loopback | external; None: external iff a worker pool
-    worker_pool: str | None = field(default_factory=lambda: _env("LIVEAGG_FLINK_WORKER_POOL"))
-    job_endpoint: str | None = field(default_factory=lambda: _env("LIVEAGG_FLINK_JOB_ENDPOINT"))
-    job_server_jar: str | None = field(default_factory=lambda: _env("LIVEAGG_FLINK_JOB_SERVER_JAR"))
+    worker_pool: str | None = field(default_factory=lambda: env("LIVEAGG_FLINK_WORKER_POOL"))
+    job_endpoint: str | None = field(default_factory=lambda: env("LIVEAGG_FLINK_JOB_ENDPOINT"))
+    job_server_jar: str | None = field(default_factory=lambda: env("LIVEAGG_FLINK_JOB_SERVER_JAR"))
     restore: str | None = None  # a savepoint, a retained checkpoint, or a folder of them
     savepoint_on_stop: bool = False
     savepoint_dir: str | None = None

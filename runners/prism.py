@@ -38,6 +38,7 @@ import orjson
 from apache_beam.options.pipeline_options import PipelineOptions, PortableOptions
 
 from liveagg.errors import COMMAND_LINE, ViewError
+from liveagg.runners import env
 
 TERMINAL = frozenset({"DONE", "FAILED", "CANCELLED", "UPDATED", "DRAINED"})
 """Beam's terminal job states (``PipelineState.is_terminal``)."""
@@ -64,16 +65,11 @@ _BEAM_RUNNERS = f"apache_beam{os.sep}runners{os.sep}"
 _LOGGER = logging.getLogger(__name__)
 
 
-def _env(name: str) -> str | None:
-    value = os.environ.get(name, "").strip()
-    return value or None
-
-
 @dataclass(frozen=True)
 class PrismProfile:
     """What ``--runner prism`` and its flags mean; the default comes from ``LIVEAGG_PRISM_*``."""
 
-    location: str | None = field(default_factory=lambda: _env("LIVEAGG_PRISM_LOCATION"))
+    location: str | None = field(default_factory=lambda: env("LIVEAGG_PRISM_LOCATION"))
 
     def check(self) -> None:
         """Reject a binary that is not there before anything starts."""

@@ -17,29 +17,24 @@ local master). Only the bounded path is tested on Spark (docs/runners.md).
 from __future__ import annotations
 
 import contextlib
-import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from liveagg.errors import COMMAND_LINE, ViewError
+from liveagg.runners import env
 
 _MASTER = re.compile(r"^(local(\[(\d+|\*)\])?|spark://.+)$")
-
-
-def _env(name: str) -> str | None:
-    value = os.environ.get(name, "").strip()
-    return value or None
 
 
 @dataclass(frozen=True)
 class SparkProfile:
     """What ``--runner spark`` and its flags mean; defaults come from ``LIVEAGG_SPARK_*``."""
 
-    master: str = field(default_factory=lambda: _env("LIVEAGG_SPARK_MASTER") or "local[2]")
-    job_endpoint: str | None = field(default_factory=lambda: _env("LIVEAGG_SPARK_JOB_ENDPOINT"))
-    job_server_jar: str | None = field(default_factory=lambda: _env("LIVEAGG_SPARK_JOB_SERVER_JAR"))
+    master: str = field(default_factory=lambda: env("LIVEAGG_SPARK_MASTER") or "local[2]")
+    job_endpoint: str | None = field(default_factory=lambda: env("LIVEAGG_SPARK_JOB_ENDPOINT"))
+    job_server_jar: str | None = field(default_factory=lambda: env("LIVEAGG_SPARK_JOB_SERVER_JAR"))
 
     def check(self) -> None:
         """Reject flags that cannot work before anything starts, naming the flag."""
