@@ -240,7 +240,7 @@ def test_cli_status_and_errors(tmp_path: Path) -> None:
     assert result.returncode == 0, result.stderr
     lines = result.stdout.splitlines()
     assert [line.split()[:2] for line in lines] == [
-        [name, "stopped"] for name in ("kafka", "cassandra", "s3", "gcs", "flink")
+        [name, "stopped"] for name in ("kafka", "cassandra", "s3", "gcs", "flink", "spark")
     ]
     result = _cli("stop", "s3", env=env)
     assert result.stdout.split() == ["s3", "not", "running"]
