@@ -200,18 +200,29 @@ RUNNERS = [
 ]
 
 
+def _bounded_run(
+    runner: str,
+    source: str,
+    source_args: Sequence[str],
+    case: Case,
+    reference: dict[str, Any],
+    request: pytest.FixtureRequest,
+) -> None:
+    """One bounded run of every view on ``runner``, its rows and dead letters checked."""
+    out = case.folder / f"{source}-{runner}"
+    t0 = time.monotonic()
+    liveagg("run", "--views", *map(str, case.view_files), *source_args, "--output", str(out),
+            *_runner_args(runner, request))  # fmt: skip
+    print(f"{runner}: bounded from {source} in {time.monotonic() - t0:.1f} s")
+    rows = {v.name: rows_in(out / v.name) for v in case.views()}
+    _assert_conforms(case, reference, rows, _letters(rows_in(out / "_dead_letter")))
+
+
 @pytest.mark.parametrize("runner", RUNNERS)
 def test_bounded_from_files(
     runner: str, case: Case, reference: dict[str, Any], request: pytest.FixtureRequest
 ) -> None:
-    out = case.folder / f"files-{runner}"
-    args = _runner_args(runner, request)
-    t0 = time.monotonic()
-    liveagg("run", "--views", *map(str, case.view_files), "--input", str(case.events),
-            "--output", str(out), *args)  # fmt: skip
-    print(f"{runner}: bounded from files in {time.monotonic() - t0:.1f} s")
-    rows = {v.name: rows_in(out / v.name) for v in case.views()}
-    _assert_conforms(case, reference, rows, _letters(rows_in(out / "_dead_letter")))
+    _bounded_run(runner, "files", ["--input", str(case.events)], case, reference, request)
 
 
 @pytest.mark.parametrize("runner", RUNNERS)
@@ -222,17 +233,11 @@ def test_bounded_from_kafka(
     kafka: KafkaConnection,
     request: pytest.FixtureRequest,
 ) -> None:
-    out = case.folder / f"kafka-{runner}"
-    args = _runner_args(runner, request)
-    t0 = time.monotonic()
-    liveagg(
-        *("run", "--views", *map(str, case.view_files), "--kafka-topic", case.topic),
-        *("--kafka-bootstrap", kafka.bootstrap_servers, "--kafka-start", "earliest"),
-        *("--kafka-group-id", unique("conformance-"), "--output", str(out), *args),
-    )
-    print(f"{runner}: bounded from Kafka in {time.monotonic() - t0:.1f} s")
-    rows = {v.name: rows_in(out / v.name) for v in case.views()}
-    _assert_conforms(case, reference, rows, _letters(rows_in(out / "_dead_letter")))
+    source_args = [
+        *("--kafka-topic", case.topic, "--kafka-bootstrap", kafka.bootstrap_servers),
+        *("--kafka-start", "earliest", "--kafka-group-id", unique("conformance-")),
+    ]
+    _bounded_run(runner, "kafka", source_args, case, reference, request)
 
 
 # --- streaming -------------------------------------------------------------------------------

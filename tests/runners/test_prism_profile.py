@@ -18,7 +18,7 @@ from liveagg.loader import parse_view
 from liveagg.pipelines.run import KafkaInput, RunConfig, _check_runner, pipeline_options
 from liveagg.runners import RUNNERS, prism
 from liveagg.transforms.sources.kafka import PartitionRead, _process_watermark
-from tests.support.cli import liveagg
+from tests.support.cli import ROOT, liveagg
 
 EARLY_VIEW = {
     "name": "early",
@@ -28,6 +28,9 @@ EARLY_VIEW = {
     "emit": {"early": "5s"},
     "aggregation_info": [{"aggregation": "count", "aggregated_col_name": "n"}],
 }
+
+EXAMPLE_VIEW = ROOT / "view_schemas" / "examples" / "network_telemetry.json"
+EXAMPLE_INPUT = ROOT / "examples" / "data" / "events.jsonl"
 
 
 def test_prism_is_a_runner_choice() -> None:
@@ -82,12 +85,9 @@ def test_early_panes_on_an_unbounded_read_need_prism_not_direct() -> None:
 
 
 def test_the_command_line_says_what_to_do_without_a_binary(tmp_path: Path) -> None:
-    view = tmp_path / "v.json"
-    view.write_text('{"name": "v", "event_time": {"field": "ts"}, "grouping_cols": [], '
-                    '"window": {"size": "1m"}, "aggregation_info": '
-                    '[{"aggregation": "count", "aggregated_col_name": "n"}]}')  # fmt: skip
     result = liveagg(
-        *("run", "--views", str(view), "--input", str(view), "--output", str(tmp_path / "o")),
+        *("run", "--views", str(EXAMPLE_VIEW), "--input", str(EXAMPLE_INPUT)),
+        *("--output", str(tmp_path / "o")),
         *("--runner", "prism", "--prism-location", str(tmp_path / "missing")),
         ok=False,
     )

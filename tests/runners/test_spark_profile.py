@@ -10,7 +10,10 @@ import pytest
 from liveagg.errors import ViewError
 from liveagg.pipelines.run import RunConfig, _check_runner, pipeline_options
 from liveagg.runners.spark import SparkProfile
-from tests.support.cli import liveagg
+from tests.support.cli import ROOT, liveagg
+
+EXAMPLE_VIEW = ROOT / "view_schemas" / "examples" / "network_telemetry.json"
+EXAMPLE_INPUT = ROOT / "examples" / "data" / "events.jsonl"
 
 
 def test_beam_args_name_the_runner_master_and_job_server(tmp_path: Path) -> None:
@@ -52,12 +55,9 @@ def test_impossible_flags_are_refused_before_the_run(profile: SparkProfile, mess
 
 
 def test_the_command_line_names_the_flag(tmp_path: Path) -> None:
-    view = tmp_path / "v.json"
-    view.write_text('{"name": "v", "event_time": {"field": "ts"}, "grouping_cols": [], '
-                    '"window": {"size": "1m"}, "aggregation_info": '
-                    '[{"aggregation": "count", "aggregated_col_name": "n"}]}')  # fmt: skip
     result = liveagg(
-        *("run", "--views", str(view), "--input", str(view), "--output", str(tmp_path / "o")),
+        *("run", "--views", str(EXAMPLE_VIEW), "--input", str(EXAMPLE_INPUT)),
+        *("--output", str(tmp_path / "o")),
         *("--runner", "spark", "--spark-master", "mesos://x"),
         ok=False,
     )
