@@ -19,6 +19,7 @@ use), so a warm cache holds just the binary.
 
 from __future__ import annotations
 
+import importlib.metadata
 import os
 import re
 import shutil
@@ -37,10 +38,11 @@ BUILD_TIMEOUT_S = 1800.0  # ~3.5 min on 2 cores with an empty module and build c
 
 
 def beam_version() -> str:
-    """The installed Beam SDK's version: Prism must speak its protocol and know its URNs."""
-    from apache_beam.version import __version__
+    """The installed Beam SDK's version: Prism must speak its protocol and know its URNs.
 
-    return __version__
+    Read from the distribution's metadata (the same string as ``apache_beam.version``), so that
+    a warm cache answers without importing Beam, which takes seconds and logs a warning."""
+    return importlib.metadata.version("apache-beam")
 
 
 def root() -> Path:

@@ -185,3 +185,9 @@ def test_the_binary_is_kept_per_beam_version(
     monkeypatch.setenv("LIVEAGG_CACHE_DIR", str(tmp_path))
     assert prism_build.binary_path("2.77.0") == tmp_path / "prism" / "v2.77.0" / "prism"
     assert prism_build.binary_path().parent.name == f"v{prism_build.beam_version()}"
+
+
+def test_the_version_is_the_one_the_sdk_reports() -> None:
+    from apache_beam.version import __version__
+
+    assert prism_build.beam_version() == __version__
