@@ -288,7 +288,8 @@ class SumKernel(Kernel):
             ints, int_ids = values[integral].astype(np.int64), ids[integral]
             floats, float_ids = values[~integral], ids[~integral]
         isum = _safe_int_sum(ints, int_ids, count)
-        fsum = np.bincount(float_ids, weights=floats, minlength=count)
+        # bincount of no values gives ints, whatever the weights: the CombineFn's floats are floats
+        fsum = np.bincount(float_ids, weights=floats, minlength=count).astype(np.float64)
         if isum is None or not np.isfinite(fsum).all():  # the CombineFn spills exactly
             return self.py_batch(values.tolist(), ids, count)
         return (
@@ -304,13 +305,13 @@ class SumKernel(Kernel):
             return super().merge(state, ids, count)
         isum, fsum, comp, nint, nfloat = state  # type: ignore[misc]
         merged = _safe_int_sum(isum, ids, count)
-        floats = np.bincount(ids, weights=fsum, minlength=count)
+        floats = np.bincount(ids, weights=fsum, minlength=count).astype(np.float64)
         if merged is None or not np.isfinite(floats).all():
             return super().merge(state, ids, count)
         return (
             merged,
             floats,
-            np.bincount(ids, weights=comp, minlength=count),
+            np.bincount(ids, weights=comp, minlength=count).astype(np.float64),
             _add_at(count, ids, nint),
             _add_at(count, ids, nfloat),
         )
@@ -418,11 +419,11 @@ class MomentsKernel(Kernel):
         x = np.asarray(values, dtype=np.float64)
         n = _counts(ids, count)
         with np.errstate(invalid="ignore", divide="ignore"):
-            mean = np.bincount(ids, weights=x, minlength=count) / n
+            mean = np.bincount(ids, weights=x, minlength=count).astype(np.float64) / n
         mean[n == 0] = 0.0
         dev = x - mean[ids]
         with np.errstate(over="ignore", invalid="ignore"):
-            m2 = np.bincount(ids, weights=dev * dev, minlength=count)
+            m2 = np.bincount(ids, weights=dev * dev, minlength=count).astype(np.float64)
         if not (np.isfinite(mean).all() and np.isfinite(m2).all()):
             return self.py_batch(_python(values), ids, count)
         return (n, mean, m2)
@@ -433,11 +434,15 @@ class MomentsKernel(Kernel):
         n, mean, m2 = state  # type: ignore[misc]
         total = _add_at(count, ids, n)
         with np.errstate(invalid="ignore", divide="ignore"):
-            new_mean = np.bincount(ids, weights=n * mean, minlength=count) / total
+            new_mean = (
+                np.bincount(ids, weights=n * mean, minlength=count).astype(np.float64) / total
+            )
         new_mean[total == 0] = 0.0
         dev = mean - new_mean[ids]
         with np.errstate(over="ignore", invalid="ignore"):
-            new_m2 = np.bincount(ids, weights=m2 + n * dev * dev, minlength=count)
+            new_m2 = np.bincount(ids, weights=m2 + n * dev * dev, minlength=count).astype(
+                np.float64
+            )
         if not (np.isfinite(new_mean).all() and np.isfinite(new_m2).all()):
             return super().merge(state, ids, count)
         return (total, new_mean, new_m2)
@@ -488,7 +493,9 @@ class OrderedKernel(Kernel):
                 chosen[group] = pick(items)[1]
         present = chosen >= 0
         index = np.where(present, chosen, 0)
-        value_column = values.take(pa.array(index)) if len(values) else values
+        if not len(values):  # groups without values
+            return (np.full(count, self._NONE, dtype=np.int64), pa.nulls(count, values.type))
+        value_column = values.take(pa.array(index))
         if not present.all():
             value_column = pc.if_else(pa.array(present), value_column, None)
         best = np.where(present, best, self._NONE)

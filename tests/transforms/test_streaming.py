@@ -6,6 +6,7 @@ Timestamps are written relative to the window: window [0s, 60s), lateness 120s, 
 from __future__ import annotations
 
 import apache_beam as beam
+import numpy as np
 import orjson
 import pytest
 from apache_beam.coders import FastPrimitivesCoder
@@ -19,6 +20,7 @@ from apache_beam.utils.timestamp import Timestamp
 from liveagg.loader import parse_view
 from liveagg.spec import ViewSpec
 from liveagg.transforms import streaming
+from liveagg.transforms.plan import ViewPlan
 from liveagg.transforms.streaming import (
     _NEVER,
     StreamingAggregate,
@@ -224,35 +226,23 @@ class _Cell:
         self.value = None
 
 
-BUCKET = ("clicks", 0, 7)  # a state key: (view, variant, bucket)
-LEGACY = ("clicks", 0, b'["a"]')  # a state key of builds keyed by grouping key
+KEY = ("clicks", 0, b'["a"]')  # a state key: (view, variant, grouping key)
 
 
-def test_a_bucket_keeps_its_state_in_one_cell_that_its_coder_round_trips() -> None:
-    groups = {b'["a"]': {(0, 60_000_000): [b"acc", 2, True, False, None]}}
+def test_a_key_keeps_its_windows_in_one_cell_that_its_coder_round_trips() -> None:
+    windows = {(0, 60_000_000): [b"acc", 2, True, False, None, False, None]}
     cell = _Cell()
-    assert _load(cell, BUCKET) == ({}, _NEVER, False)
-    _store(cell, BUCKET, groups, 59_999_999, True)
+    assert _load(cell) == ({}, _NEVER)
+    _store(cell, windows, 59_999_999)
     coder = FastPrimitivesCoder()
     cell.value = coder.decode(coder.encode(cell.value))
-    assert _load(cell, BUCKET) == (groups, 59_999_999, True)
-    _store(cell, BUCKET, {}, 179_999_999, False)  # no window open, but how far it closed stays
-    assert _load(cell, BUCKET) == ({}, 179_999_999, False)
-    _store(cell, BUCKET, {}, _NEVER, False)
+    assert _load(cell) == (windows, 59_999_999)
+    _store(cell, {}, 179_999_999)  # no window open: the key leaves state
     assert cell.value is None
 
 
-def test_state_keyed_by_grouping_key_in_earlier_builds_keeps_its_open_windows() -> None:
-    windows = {(0, 60_000_000): [b"acc", 1, False, True, None]}
-    assert _load(_Cell(windows), LEGACY) == ({b'["a"]': windows}, _NEVER, False)  # three cells
-    cell = _Cell((windows, 59_999_999, 1))  # one cell
-    assert _load(cell, LEGACY) == ({b'["a"]': windows}, 59_999_999, True)
-    _store(cell, LEGACY, {b'["a"]': windows}, 59_999_999, False)
-    assert cell.value == (windows, 59_999_999, 0)  # written back in the layout it was read
-
-
 class _Timers:
-    """A watermark TimerParam that records each tag's timer, as the runner keeps them."""
+    """A TimerParam that records each tag's timer, as the runner keeps them."""
 
     def __init__(self) -> None:
         self.due: dict[str, int] = {}
@@ -264,107 +254,88 @@ class _Timers:
         self.due.pop(dynamic_timer_tag, None)
 
 
+def _item(operator: object, t: float, count: int = 1, candidates: list | None = None) -> tuple:
+    """One window of a router batch: the window of ``t`` and an accumulator of ``count`` ones."""
+    combine = operator._plan.combine  # type: ignore[attr-defined]
+    acc = combine.add_inputs(combine.create_accumulator(), [(1, 1)] * count)
+    start = int(t) // 60 * 60_000_000
+    return (start, start + 60_000_000, combine.encode(acc), candidates or [])
+
+
 def test_each_window_has_its_own_timer_so_a_watermark_jump_fires_them_all() -> None:
-    """One timer per key fired a key's windows one watermark step apart (minutes on Flink
-    for a backlog); a timer per window lets one jump of the watermark fire them all."""
+    """A timer per window: one jump of the watermark fires every due window of a key."""
     operator = window_operator(VIEW, clock=lambda: 0.0)
     operator.setup()
     cell, timers = _Cell(), _Timers()
-    key = BUCKET
     minute = 60_000_000
     for t in (5, 65, 125):  # three windows of one key
-        element = (key, [(b'["a"]', t * 1_000_000, (1, 1), b"{}", None)])
-        assert list(operator._process(element, cell, timers, None)) == []
+        assert list(operator._process((KEY, [_item(operator, t)]), cell, timers, None)) == []
     assert timers.due == {
         f"{m * minute}/{(m + 1) * minute}": (m + 1) * minute - 1 for m in range(3)
     }
-
     # The watermark jumps past all three windows' ends; the first window's timer fires.
     first = f"0/{minute}"
-    fire = Timestamp(micros=timers.due.pop(first))
-    rows = list(operator._on_watermark(key, Timestamp(micros=3 * minute), first, cell, timers))
+    timers.due.pop(first)
+    rows = list(operator._on_watermark(KEY, Timestamp(micros=3 * minute), first, cell, timers))
     assert [(r["window_start"], r["pane_timing"]) for r in rows] == [
         (W0, "ON_TIME"),
         (W1, "ON_TIME"),
         ("1970-01-01T00:02:00Z", "ON_TIME"),
     ]
-    # The first window's lateness has passed too: it is dropped at once. The others wait
-    # for their end + allowed lateness (2 minutes).
+    # The first window's lateness has passed too: dropped at once; the others wait for
+    # their end + allowed lateness (2 minutes).
     assert timers.due == {f"{m * minute}/{(m + 1) * minute}": (m + 3) * minute - 1 for m in (1, 2)}
-    assert fire.micros == minute - 1
-    assert _load(cell, key)[1] == 3 * minute - 1
-
-    # The second window's timer fires at its expiry: it is dropped, the third stays.
-    second = f"{minute}/{2 * minute}"
-    at = Timestamp(micros=timers.due.pop(second))
-    assert list(operator._on_watermark(key, at, second, cell, timers)) == []
-    groups, closed_upto, _ = _load(cell, key)
-    assert list(groups[b'["a"]']) == [(2 * minute, 3 * minute)]
-    assert closed_upto == 4 * minute - 1
-    assert list(timers.due) == [f"{2 * minute}/{3 * minute}"]
+    windows, closed_upto = _load(cell)
+    assert list(windows) == [(minute, 2 * minute), (2 * minute, 3 * minute)]
+    assert closed_upto == 3 * minute - 1
 
 
-def test_an_untagged_timer_of_the_earlier_layout_arms_every_open_window() -> None:
+def test_a_window_no_key_holds_is_too_late_once_any_key_saw_its_expiry() -> None:
+    """The watermark a stateful DoFn knows is the timers it fired: one key's expiry timer
+    tells every key of the operator that the window has closed (SPEC section 2)."""
     operator = window_operator(VIEW, clock=lambda: 0.0)
     operator.setup()
-    combine = operator._plan.combine
-    acc = combine.encode(combine.add_input(combine.create_accumulator(), (1, 1)))
     minute = 60_000_000
-    cell = _Cell(
-        {
-            (0, minute): [acc, 0, False, True, None],
-            (minute, 2 * minute): [acc, 0, False, True, None],
-        }
-    )
+    a, b = _Cell(), _Cell()
     timers = _Timers()
-    key = LEGACY
-    rows = list(operator._on_watermark(key, Timestamp(micros=minute - 1000), "", cell, timers))
-    assert [(r["window_start"], r["pane_timing"], r["n"]) for r in rows] == [(W0, "ON_TIME", 1)]
-    assert timers.due == {f"0/{minute}": 3 * minute - 1, f"{minute}/{2 * minute}": 2 * minute - 1}
+    assert list(operator._process((KEY, [_item(operator, 5)]), a, timers, None)) == []
+    at = Timestamp(micros=3 * minute - 1)  # past end + lateness of [0, 60s)
+    rows = list(operator._on_watermark(KEY, at, f"0/{minute}", a, timers))
+    assert [r["pane_timing"] for r in rows] == ["ON_TIME"]
+    other = ("clicks", 0, b'["b"]')
+    payload = b'{"k": "b", "t": 6, "v": 1}'
+    late = _item(operator, 6, candidates=[(0, 6_000_000, payload, None)])
+    (letter,) = operator._process((other, [late]), b, timers, None)
+    assert letter.tag == "dead_letter" and letter.value["reason"] == "too_late"
+    assert b.value is None  # nothing was kept for it
 
 
-def test_the_keys_of_a_bucket_share_its_window_timers_and_how_far_it_has_closed() -> None:
+def test_late_data_opening_a_window_is_a_late_pane() -> None:
+    """A pane is LATE whenever the watermark had passed the window's end, also the first."""
     operator = window_operator(VIEW, clock=lambda: 0.0)
     operator.setup()
-    cell, timers = _Cell(), _Timers()
     minute = 60_000_000
-    window = f"0/{minute}"
-
-    def message(group: bytes, t: float) -> list:
-        element = (BUCKET, [(group, int(t * 1_000_000), (1, 1), b"{}", None)])
-        return list(operator._process(element, cell, timers, None))
-
-    assert message(b'["a"]', 5) == []
-    assert message(b'["b"]', 6) == []
-    assert timers.due == {window: minute - 1}
-    at = Timestamp(micros=timers.due.pop(window))
-    rows = list(operator._on_watermark(BUCKET, at, window, cell, timers))
-    assert sorted((r["k"], r["pane_timing"]) for r in rows) == [("a", "ON_TIME"), ("b", "ON_TIME")]
-    assert timers.due == {window: 3 * minute - 1}  # both wait for end + allowed lateness
-
-    # A key new to the window after it fired: the shared timer moves back to the window's end,
-    # the new key's pane fires then, and the timer returns to the others' expiry.
-    assert message(b'["c"]', 7) == []
-    assert timers.due == {window: minute - 1}
-    at = Timestamp(micros=timers.due.pop(window))
-    rows = list(operator._on_watermark(BUCKET, at, window, cell, timers))
-    assert [(r["k"], r["pane_timing"], r["pane_index"]) for r in rows] == [("c", "ON_TIME", 0)]
-    assert timers.due == {window: 3 * minute - 1}
-
-    # Expiry drops the window for every key; a message for it, from any key, is too late.
-    at = Timestamp(micros=timers.due.pop(window))
-    assert list(operator._on_watermark(BUCKET, at, window, cell, timers)) == []
-    assert _load(cell, BUCKET) == ({}, 3 * minute - 1, False)
-    (letter,) = message(b'["d"]', 8)
-    assert letter.tag == "dead_letter" and letter.value["reason"] == "too_late"
-    assert timers.due == {}
+    timers = _Timers()
+    cell = _Cell()
+    operator._process((KEY, [_item(operator, 70)]), cell, timers, None)
+    list(
+        operator._on_watermark(
+            KEY, Timestamp(micros=2 * minute - 1), f"{minute}/{2 * minute}", cell, timers
+        )
+    )
+    other = ("clicks", 0, b'["b"]')
+    rows = list(operator._process((other, [_item(operator, 10)]), _Cell(), timers, None))
+    assert [(r["k"], r["window_start"], r["pane_timing"], r["pane_index"]) for r in rows] == [
+        ("b", W0, "LATE", 0)
+    ]
 
 
-def test_the_router_sends_a_bundle_as_batches_per_state_key_in_parts_of_bounded_size(
+def test_the_router_sends_one_element_per_key_and_batch_in_parts_of_bounded_size(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    """One element per state key and bundle, not per message (each element crosses to the
-    runner and back on Flink); a large bundle leaves in parts, so memory stays bounded."""
+    """One element per grouping key and batch, holding its windows' partial accumulators
+    (each element crosses to the runner and back on Flink); a large bundle leaves in
+    parts, so memory stays bounded."""
     monkeypatch.setattr(streaming, "MAX_BATCHED", 4)
     router = _Route([VIEW])
     router.setup()
@@ -374,24 +345,60 @@ def test_the_router_sends_a_bundle_as_batches_per_state_key_in_parts_of_bounded_
         payload = orjson.dumps({"k": "a" if i % 2 else "b", "t": 100 - i, "v": i})
         sent += list(router.process(payload))
     sent += list(router.finish_bundle())
-    batches = [(out.value.value, out.value.timestamp.micros) for out in sent]
     assert {out.tag for out in sent} == {"view/clicks"}
-    assert streaming.bucket_of(b'["a"]') != streaming.bucket_of(b'["b"]')
-    # Two flushes (after 4 messages, then the bundle's end), each one batch per key.
+    combine = ViewPlan(VIEW).combine
+    batches = [
+        (state_key[2], [(s, combine.extract_output(combine.decode(acc))) for s, _, acc, _ in items])
+        for state_key, items in (out.value.value for out in sent)
+    ]
+    # Two flushes (after 4 messages, then the bundle's end), each one element per key.
+    assert batches == [
+        (b'["b"]', [(60_000_000, (2, 2))]),
+        (b'["a"]', [(60_000_000, (2, 4))]),
+        (b'["b"]', [(60_000_000, (1, 4))]),
+        (b'["a"]', [(60_000_000, (1, 5))]),
+    ]
+
+
+def test_the_router_sends_only_the_messages_that_may_be_too_late() -> None:
+    """A record whose windows all close after its partition's watermark cannot be too late:
+    its payload stays behind (SPEC section 2; the module doc says why the bound holds)."""
+    router = _Route([VIEW])
+    router.setup()
+    router.start_bundle()
+    minute = 60_000_000
+    wm = 4 * minute  # the partition's watermark
+    for t in (30, 5 * 60 + 1):  # expired by the watermark (60s + 120s <= 240s), and not
+        meta = {"topic": "t", "partition": 0, "offset": t, streaming.WATERMARK: wm}
+        list(router.process((orjson.dumps({"k": "a", "t": t, "v": 1}), meta)))
+    (out,) = list(router.finish_bundle())
+    _, items = out.value.value
     assert [
-        (state_key[2], [ts // 10**6 for _, ts, _, _, _ in items], earliest // 10**6)
-        for (state_key, items), earliest in batches
+        (start // minute, [c[1] // 1_000_000 for c in cands]) for start, _, _, cands in items
     ] == [
-        (streaming.bucket_of(b'["b"]'), [100, 98], 98),
-        (streaming.bucket_of(b'["a"]'), [99, 97], 97),
-        (streaming.bucket_of(b'["b"]'), [96], 96),
-        (streaming.bucket_of(b'["a"]'), [95], 95),
+        (0, [30]),
+        (5, []),
     ]
-    assert [row for (_, items), _ in batches for _, _, row, _, _ in items] == [
-        (1, 0),
-        (1, 2),
-        (1, 1),
-        (1, 3),
-        (1, 4),
-        (1, 5),
-    ]
+
+
+def test_the_first_window_to_close_is_the_first_to_start() -> None:
+    from liveagg.engine.compiled import aggregator_of
+    from liveagg.transforms.streaming import _earliest_end
+
+    sliding = parse_view(
+        {
+            "name": "slide",
+            "event_time": {"field": "t", "format": "epoch_s"},
+            "grouping_cols": [],
+            "window": {"type": "sliding", "size": "3m", "period": "1m"},
+            "aggregation_info": [{"aggregation": "count", "aggregated_col_name": "n"}],
+        }
+    )
+    plan = ViewPlan(sliding)
+    minute = 60_000_000
+    ts = np.array([0, 1, minute - 1, minute, 5 * minute + 7, -1], dtype=np.int64)
+    expected = [min(end for _, end in plan.variants[0].assign(int(t))) for t in ts]
+    assert _earliest_end(aggregator_of(plan), ts).tolist() == expected
+    fixed = ViewPlan(VIEW)
+    expected = [min(end for _, end in fixed.variants[0].assign(int(t))) for t in ts]
+    assert _earliest_end(aggregator_of(fixed), ts).tolist() == expected
