@@ -76,7 +76,7 @@ class _MergeWindow(beam.DoFn):
 
 def _by_window(element: tuple) -> tuple:
     """A keyed partial (:func:`.streaming.keyed_partial`) keyed by its final window and key."""
-    (_, variant, key), [(start, end, (shard, pane, data), _)] = element
+    (_, variant, _), [(key, start, end, (shard, pane, data), _)] = element
     return (variant, start, end, key), (shard, pane, data)
 
 

@@ -26,9 +26,11 @@ its partition's watermark, which bounds the operator's (the minimum over partiti
 record arrives there; a record whose windows all close after it cannot be too late, and its
 payload stays behind. Sources without that stamp send every payload.
 
-**State** is keyed by grouping key: a bundle reads and writes the keys it touches, whatever
-the number of live keys, and with the SDK's state cache on (docs/flink.md) a read is a
-lookup in memory. Each window has its own event-time timer, tagged with its bounds.
+**State** is a bucket of grouping keys per cell (:mod:`liveagg.transforms.windowstate` says
+why): a bundle reads and writes a few cells, whatever the number of keys it holds, decodes
+only the keys it touches, and with the SDK's state cache on (docs/flink.md) reads from memory.
+Each window has its own event-time timer per bucket, tagged with its bounds and shared by the
+bucket's keys.
 
 **The watermark** is known to a stateful DoFn only through the timers it fires: the operator
 keeps the latest fired timer of the whole DoFn instance (every key's) as a floor of the
@@ -44,7 +46,6 @@ from typing import Any
 
 import apache_beam as beam
 import numpy as np
-from apache_beam.coders import FastPrimitivesCoder
 from apache_beam.metrics import Metrics
 from apache_beam.pvalue import TaggedOutput
 from apache_beam.transforms.timeutil import TimeDomain
@@ -74,6 +75,7 @@ from liveagg.transforms.plan import (
     view_tag,
 )
 from liveagg.transforms.sources import WATERMARK
+from liveagg.transforms.windowstate import Bucket, BucketCoder, Window, Windows, bucket_of
 
 #: Messages a router holds before sending its batches, whatever the bundle's size.
 MAX_BATCHED = 10_000
@@ -84,31 +86,14 @@ MAX_BATCHED = 10_000
 _ACC, _PANE, _FIRED, _DIRTY, _SPAN, _EARLY, _MILESTONES = range(7)
 _NEVER = -(2**62)
 
-Window = tuple[int, int]
 #: A candidate for ``too_late``: (message id in its batch, event time, payload, source).
 Candidate = tuple[int, int, Any, Any]
-#: One window of one key in a router batch: (start, end, encoded accumulator, candidates).
-Item = tuple[int, int, Any, list[Candidate]]
+#: One window of one key in a router batch: (key, start, end, accumulator, candidates).
+Item = tuple[bytes, int, int, Any, list[Candidate]]
 
 
 def _new_entry() -> list:
     return [None, 0, False, False, None, False, None]
-
-
-def _load(cell: Any) -> tuple[dict[Window, list], int]:
-    """A key's state: its open windows and how far it has closed windows."""
-    value = cell.read()
-    if value is None:
-        return {}, _NEVER
-    windows, closed_upto = value
-    return windows, closed_upto
-
-
-def _store(cell: Any, windows: dict[Window, list], closed_upto: int) -> None:
-    if not windows:
-        cell.clear()  # a key without open windows leaves state; closed windows stay closed
-        return
-    cell.write((windows, closed_upto))
 
 
 def _tag(window: Window) -> str:
@@ -228,18 +213,21 @@ class _Route(beam.DoFn):
         for r, acc in enumerate(accumulators):
             variant = plan.variants[variants[r]]
             group = encode_key(tuple(keys[i][r] for i in variant.positions))
+            bucket = bucket_of(group)
             state_key = (
-                (plan.name, variant.index, group)
+                (plan.name, variant.index, bucket)
                 if shard is None
-                else (plan.name, variant.index, group, shard)
+                else (plan.name, variant.index, bucket, shard)
             )
             candidates: list[Candidate] = []
-            by_key.setdefault(state_key, []).append((starts[r], ends[r], encode(acc), candidates))
+            by_key.setdefault(state_key, []).append(
+                (group, starts[r], ends[r], encode(acc), candidates)
+            )
             rows.setdefault((variant.index, group), {})[(starts[r], ends[r])] = candidates
         self._candidates(plan, aggregator, inputs, pairs, hints, rows)
         tag = self._tags[index]
         for state_key, items in by_key.items():
-            yield tag, (state_key, items), max(min(item[0] for item in items), book.MIN_US)
+            yield tag, (state_key, items), max(min(item[1] for item in items), book.MIN_US)
 
     @staticmethod
     def _candidates(
@@ -402,19 +390,21 @@ class _WindowLogic(beam.DoFn):
         watermark_timer: Any,
         early_timer: Any,
     ) -> Iterator[Any]:
-        """One key's windows of a router batch: merge each into its window's state, or
+        """A bucket's windows of a router batch: merge each into its key's window, or
         dead-letter the messages of a window that had closed."""
         state_key, items = element
         plan = self._plan
         variant = plan.variants[state_key[1]]
         lateness = plan.lateness_us
-        windows, closed_upto = _load(cell)
-        opened = not windows
-        floor = max(self._floor, closed_upto)
+        bucket = cell.read() or Bucket()
+        floor = max(self._floor, bucket.closed_upto)
         fates: dict[int, list[bool]] = {}  # candidate message -> accepted by each window
         letters: dict[int, tuple[Candidate, list[Window]]] = {}
-        changed = False
-        for start, end, data, candidates in items:
+        changed: set[Window] = set()  # windows whose timer is set again
+        quiet = set()  # windows without data waiting for an EARLY pane before this batch
+        for group, start, end, data, candidates in items:
+            windows = bucket.windows(group)
+            opened = not windows
             window = (start, end)
             if window not in windows and book.is_expired(end, lateness, floor):
                 for candidate in candidates:
@@ -424,32 +414,44 @@ class _WindowLogic(beam.DoFn):
             for candidate in candidates:
                 fates.setdefault(candidate[0], []).append(True)
             if variant.session_gap_us is not None:
-                window, entry = self._merge_session(windows, start, end, watermark_timer)
+                window, entry, gone = _merge_session(plan.combine, windows, start, end)
+                changed.update(gone)
             else:
                 entry = windows.get(window)
                 if entry is None:
                     entry = windows[window] = _new_entry()
-                    watermark_timer.set(Timestamp(micros=end - 1), dynamic_timer_tag=_tag(window))
+            if window not in changed and not bucket.dirty(window):
+                quiet.add(window)
+            changed.add(window)
             self._add(entry, data, candidates)
-            entry[_DIRTY] = changed = True
+            entry[_DIRTY] = True
+            key = (*state_key[:2], group, *state_key[3:])
             if entry[_FIRED] or book.is_late(window[1], floor):
-                yield from self._pane(state_key, window, entry, book.LATE)
-                if not entry[_FIRED]:  # late from its first pane: it expires at end + lateness
-                    entry[_FIRED] = True
-                    watermark_timer.set(
-                        Timestamp(micros=window[1] - 1 + lateness), dynamic_timer_tag=_tag(window)
-                    )
-            elif early_timer is not None and not entry[_EARLY]:
-                early_timer.set(
-                    Timestamp(seconds=self._clock()) + plan.early_us / 1_000_000,
-                    dynamic_timer_tag=_tag(window),
-                )
-                entry[_EARLY] = True
-        yield from self._too_late(letters, fates, state_key)
-        if changed:
+                entry[_FIRED] = True  # late from its first pane: it expires at end + lateness
+                yield from self._pane(key, window, entry, book.LATE)
             if opened:
                 self._live_keys.inc()
-            _store(cell, windows, closed_upto)
+        yield from self._too_late(letters, fates, state_key)
+        if not changed:
+            return
+        bucket.settle()
+        self._arm(bucket, changed, watermark_timer)
+        if early_timer is not None:
+            early = Timestamp(seconds=self._clock()) + plan.early_us / 1_000_000
+            for window in quiet & changed:
+                if bucket.dirty(window):  # unfired data: its EARLY pane is due in ``early``
+                    early_timer.set(early, dynamic_timer_tag=_tag(window))
+        cell.write(bucket)
+
+    def _arm(self, bucket: Bucket, windows: set[Window], timer: Any) -> None:
+        """Set each window's timer to its due (shared by the bucket's keys), or clear it."""
+        lateness = self._plan.lateness_us
+        for window in windows:
+            due = bucket.due(window, lateness)
+            if due is None:
+                timer.clear(dynamic_timer_tag=_tag(window))
+            else:
+                timer.set(Timestamp(micros=due), dynamic_timer_tag=_tag(window))
 
     def _add(self, entry: list, data: Any, candidates: list[Candidate]) -> None:
         combine = self._plan.combine
@@ -507,40 +509,6 @@ class _WindowLogic(beam.DoFn):
         if late_windows:
             counter(plan.late_counter).inc(late_windows)
 
-    def _merge_session(
-        self, windows: dict[Window, list], start: int, end: int, timer: Any
-    ) -> tuple[Window, list]:
-        """Merge the session [start, end) with the live sessions it overlaps, as Beam's
-        ``Sessions`` does; the merged session restarts its panes at 0, as Beam's do."""
-        combine = self._plan.combine
-        overlapping = [w for w in windows if w[0] < end and start < w[1]]
-        if not overlapping:
-            window = (start, end)
-            entry = windows[window] = _new_entry()
-            timer.set(Timestamp(micros=end - 1), dynamic_timer_tag=_tag(window))
-            return window, entry
-        if len(overlapping) == 1 and overlapping[0][0] <= start and end <= overlapping[0][1]:
-            return overlapping[0], windows[overlapping[0]]
-        entry = _new_entry()
-        accs = []
-        for window in overlapping:
-            old = windows.pop(window)
-            timer.clear(dynamic_timer_tag=_tag(window))
-            start, end = min(start, window[0]), max(end, window[1])
-            if old[_ACC] is not None:
-                accs.append(combine.decode(old[_ACC]))
-            entry[_FIRED] = entry[_FIRED] or old[_FIRED]
-            entry[_MILESTONES] = old[_MILESTONES] or entry[_MILESTONES]
-        if accs:
-            entry[_ACC] = combine.encode(combine.merge_accumulators(accs))
-        window = (start, end)
-        windows[window] = entry
-        timer.set(
-            Timestamp(micros=end - 1 + (self._plan.lateness_us if entry[_FIRED] else 0)),
-            dynamic_timer_tag=_tag(window),
-        )
-        return window, entry
-
     # -- panes -------------------------------------------------------------------------------
 
     def _pane(self, key: tuple, window: Window, entry: list, timing: str) -> Iterator[Any]:
@@ -572,48 +540,77 @@ class _WindowLogic(beam.DoFn):
     def _on_watermark(
         self, state_key: Any, fire_ts: Any, tag: str, cell: Any, watermark_timer: Any
     ) -> Iterator[Any]:
+        """Every window of the bucket due by now fires: its keys' ON_TIME panes at its end,
+        its state dropped at end + allowed lateness."""
         # Portable runners carry timer timestamps in milliseconds: the timer set for
         # end - 1us fires as end - 1ms, so anything within that millisecond is due.
         now = fire_ts.micros + 999
         self._raise_floor(now)
         self._lag.set(int(self._clock() - now / 1_000_000))
-        windows, closed_upto = _load(cell)
-        if not windows:
+        bucket = cell.read()
+        if bucket is None:
             return
         lateness = self._plan.lateness_us
-        changed = False
-        for window in sorted(windows):
-            entry = windows[window]
-            if window[1] - 1 + (lateness if entry[_FIRED] else 0) > now:
-                continue  # not due: its own timer is set
+        due = [w for w in bucket.windows_held() if (bucket.due(w, lateness) or now + 1) <= now]
+        if not due:
+            return
+        for window in sorted(due):
             end_ts = window[1] - 1
-            if not entry[_FIRED] and end_ts <= now:
-                yield from self._pane(state_key, window, entry, book.ON_TIME)
-                entry[_FIRED] = changed = True
-            if entry[_FIRED] and end_ts + lateness <= now:
-                del windows[window]
-                closed_upto = max(closed_upto, end_ts + lateness)
-                changed = True
-                continue
-            if entry[_FIRED]:
-                watermark_timer.set(
-                    Timestamp(micros=end_ts + lateness), dynamic_timer_tag=_tag(window)
-                )
-        if changed:
-            if not windows:
-                self._live_keys.dec()
-            _store(cell, windows, closed_upto)
+            for group in sorted(bucket.members(window)):
+                windows = bucket.windows(group)
+                entry = windows.get(window)
+                if entry is None:
+                    continue
+                key = (*state_key[:2], group, *state_key[3:])
+                if not entry[_FIRED] and end_ts <= now:
+                    yield from self._pane(key, window, entry, book.ON_TIME)
+                    entry[_FIRED] = True
+                if entry[_FIRED] and end_ts + lateness <= now:
+                    del windows[window]
+                    bucket.closed_upto = max(bucket.closed_upto, end_ts + lateness)
+                    if not windows:
+                        self._live_keys.dec()
+            bucket.settle()
+        self._arm(bucket, set(due), watermark_timer)
+        cell.write(bucket)
 
     def _on_early(self, state_key: Any, tag: str, cell: Any) -> Iterator[Any]:
-        windows, closed_upto = _load(cell)
-        window = _window_of(tag)
-        entry = windows.get(window)
-        if entry is None:
+        bucket = cell.read()
+        if bucket is None:
             return
-        entry[_EARLY] = False
-        if entry[_DIRTY] and not entry[_FIRED]:
-            yield from self._pane(state_key, window, entry, book.EARLY)
-        _store(cell, windows, closed_upto)
+        window = _window_of(tag)
+        for group in sorted(bucket.dirty(window)):
+            entry = bucket.windows(group).get(window)
+            if entry is not None and entry[_DIRTY] and not entry[_FIRED]:
+                key = (*state_key[:2], group, *state_key[3:])
+                yield from self._pane(key, window, entry, book.EARLY)
+        bucket.settle()
+        cell.write(bucket)
+
+
+def _merge_session(
+    combine: Any, windows: Windows, start: int, end: int
+) -> tuple[Window, list, list[Window]]:
+    """Merge the session [start, end) with the key's live sessions it overlaps, as Beam's
+    ``Sessions`` does; a merged session restarts its panes at 0, as Beam's do. Returns the
+    session, its entry and the sessions merged away (their timers are set again)."""
+    overlapping = [w for w in windows if w[0] < end and start < w[1]]
+    if len(overlapping) == 1 and overlapping[0][0] <= start and end <= overlapping[0][1]:
+        return overlapping[0], windows[overlapping[0]], []
+    entry = _new_entry()
+    accs = []
+    for window in overlapping:
+        old = windows.pop(window)
+        start, end = min(start, window[0]), max(end, window[1])
+        if old[_ACC] is not None:
+            accs.append(combine.decode(old[_ACC]))
+        entry[_FIRED] = entry[_FIRED] or old[_FIRED]
+        entry[_MILESTONES] = old[_MILESTONES] or entry[_MILESTONES]
+    if accs:
+        entry[_ACC] = combine.encode(combine.merge_accumulators(accs))
+    window = (start, end)
+    windows[window] = entry
+    return window, entry, overlapping
 
 
 #: Watermark floors per operator (its token), for the instances of this process.
@@ -646,7 +643,7 @@ def window_operator(
     """
     # Both halves of a fan-out run in one pipeline: their timer families need their own names.
     family = spec.name + ("_merge" if partials_in else "_shard" if partials_out else "")
-    windows = ReadModifyWriteStateSpec("windows", FastPrimitivesCoder())
+    windows = ReadModifyWriteStateSpec("bucket", BucketCoder())
     watermark = TimerSpec(f"watermark_{family}", TimeDomain.WATERMARK)
 
     class WindowOperator(_WindowLogic):
@@ -774,10 +771,8 @@ class MergePartials(beam.PTransform):
 
 
 def keyed_partial(partial: tuple, payload: Any = None, source: Any = None) -> tuple:
-    """A partial as the merge operator's ``((view, variant, key), [item])`` (a batch of one).
-
-    The envelope is the partial's message: a too-late one is its dead letter.
-    """
+    """A partial as the merge operator's ``((view, variant, bucket), [item])`` (a batch of
+    one). The envelope is the partial's message: a too-late one is its dead letter."""
     view, variant, start, end, key, shard, pane, data, _ = partial
     candidates = [(0, start, payload, source)] if payload is not None else []
-    return ((view, variant, key), [(start, end, (shard, pane, data), candidates)])
+    return ((view, variant, bucket_of(key)), [(key, start, end, (shard, pane, data), candidates)])

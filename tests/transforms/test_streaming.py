@@ -9,7 +9,6 @@ import apache_beam as beam
 import numpy as np
 import orjson
 import pytest
-from apache_beam.coders import FastPrimitivesCoder
 from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
 from apache_beam.testing.test_pipeline import TestPipeline
 from apache_beam.testing.test_stream import TestStream
@@ -21,14 +20,8 @@ from liveagg.loader import parse_view
 from liveagg.spec import ViewSpec
 from liveagg.transforms import streaming
 from liveagg.transforms.plan import ViewPlan
-from liveagg.transforms.streaming import (
-    _NEVER,
-    StreamingAggregate,
-    _load,
-    _Route,
-    _store,
-    window_operator,
-)
+from liveagg.transforms.streaming import StreamingAggregate, _Route, window_operator
+from liveagg.transforms.windowstate import Bucket, BucketCoder, bucket_of
 
 VIEW = parse_view(
     {
@@ -226,19 +219,26 @@ class _Cell:
         self.value = None
 
 
-KEY = ("clicks", 0, b'["a"]')  # a state key: (view, variant, grouping key)
+A = b'["a"]'
+BUCKET = ("clicks", 0, bucket_of(A))  # a state key: (view, variant, bucket)
 
 
-def test_a_key_keeps_its_windows_in_one_cell_that_its_coder_round_trips() -> None:
-    windows = {(0, 60_000_000): [b"acc", 2, True, False, None, False, None]}
-    cell = _Cell()
-    assert _load(cell) == ({}, _NEVER)
-    _store(cell, windows, 59_999_999)
-    coder = FastPrimitivesCoder()
-    cell.value = coder.decode(coder.encode(cell.value))
-    assert _load(cell) == (windows, 59_999_999)
-    _store(cell, {}, 179_999_999)  # no window open: the key leaves state
-    assert cell.value is None
+def test_a_bucket_keeps_its_keys_windows_encoded_apart_and_its_coder_round_trips() -> None:
+    bucket = Bucket()
+    bucket.windows(A)[(0, 60_000_000)] = [b"acc", 2, True, False, None, False, None]
+    bucket.windows(b'["b"]')[(0, 60_000_000)] = [b"acc", 0, False, True, None, False, None]
+    bucket.settle()
+    assert bucket.members((0, 60_000_000)) == {A, b'["b"]'}
+    assert bucket.dirty((0, 60_000_000)) == {b'["b"]'}
+    assert bucket.due((0, 60_000_000), 120_000_000) == 59_999_999  # "b" has not fired yet
+    coder = BucketCoder()
+    again = coder.decode(coder.encode(bucket))
+    assert again.windows(A) == {(0, 60_000_000): [b"acc", 2, True, False, None, False, None]}
+    assert again.members((0, 60_000_000)) == {A, b'["b"]'}
+    again.windows(b'["b"]').clear()  # "b" closes its window: only "a" holds it, fired
+    again.settle()
+    assert again.due((0, 60_000_000), 120_000_000) == 179_999_999
+    assert len(again) == 1
 
 
 class _Timers:
@@ -254,12 +254,14 @@ class _Timers:
         self.due.pop(dynamic_timer_tag, None)
 
 
-def _item(operator: object, t: float, count: int = 1, candidates: list | None = None) -> tuple:
-    """One window of a router batch: the window of ``t`` and an accumulator of ``count`` ones."""
+def _item(
+    operator: object, t: float, group: bytes = A, count: int = 1, candidates: list | None = None
+) -> tuple:
+    """One key's window of a router batch: the window of ``t``, ``count`` ones in it."""
     combine = operator._plan.combine  # type: ignore[attr-defined]
     acc = combine.add_inputs(combine.create_accumulator(), [(1, 1)] * count)
     start = int(t) // 60 * 60_000_000
-    return (start, start + 60_000_000, combine.encode(acc), candidates or [])
+    return (group, start, start + 60_000_000, combine.encode(acc), candidates or [])
 
 
 def test_each_window_has_its_own_timer_so_a_watermark_jump_fires_them_all() -> None:
@@ -269,14 +271,14 @@ def test_each_window_has_its_own_timer_so_a_watermark_jump_fires_them_all() -> N
     cell, timers = _Cell(), _Timers()
     minute = 60_000_000
     for t in (5, 65, 125):  # three windows of one key
-        assert list(operator._process((KEY, [_item(operator, t)]), cell, timers, None)) == []
+        assert list(operator._process((BUCKET, [_item(operator, t)]), cell, timers, None)) == []
     assert timers.due == {
         f"{m * minute}/{(m + 1) * minute}": (m + 1) * minute - 1 for m in range(3)
     }
     # The watermark jumps past all three windows' ends; the first window's timer fires.
     first = f"0/{minute}"
     timers.due.pop(first)
-    rows = list(operator._on_watermark(KEY, Timestamp(micros=3 * minute), first, cell, timers))
+    rows = list(operator._on_watermark(BUCKET, Timestamp(micros=3 * minute), first, cell, timers))
     assert [(r["window_start"], r["pane_timing"]) for r in rows] == [
         (W0, "ON_TIME"),
         (W1, "ON_TIME"),
@@ -285,9 +287,9 @@ def test_each_window_has_its_own_timer_so_a_watermark_jump_fires_them_all() -> N
     # The first window's lateness has passed too: dropped at once; the others wait for
     # their end + allowed lateness (2 minutes).
     assert timers.due == {f"{m * minute}/{(m + 1) * minute}": (m + 3) * minute - 1 for m in (1, 2)}
-    windows, closed_upto = _load(cell)
-    assert list(windows) == [(minute, 2 * minute), (2 * minute, 3 * minute)]
-    assert closed_upto == 3 * minute - 1
+    bucket = cell.value
+    assert sorted(bucket.windows(A)) == [(minute, 2 * minute), (2 * minute, 3 * minute)]
+    assert bucket.closed_upto == 3 * minute - 1
 
 
 def test_a_window_no_key_holds_is_too_late_once_any_key_saw_its_expiry() -> None:
@@ -298,13 +300,14 @@ def test_a_window_no_key_holds_is_too_late_once_any_key_saw_its_expiry() -> None
     minute = 60_000_000
     a, b = _Cell(), _Cell()
     timers = _Timers()
-    assert list(operator._process((KEY, [_item(operator, 5)]), a, timers, None)) == []
+    assert list(operator._process((BUCKET, [_item(operator, 5)]), a, timers, None)) == []
     at = Timestamp(micros=3 * minute - 1)  # past end + lateness of [0, 60s)
-    rows = list(operator._on_watermark(KEY, at, f"0/{minute}", a, timers))
+    rows = list(operator._on_watermark(BUCKET, at, f"0/{minute}", a, timers))
     assert [r["pane_timing"] for r in rows] == ["ON_TIME"]
-    other = ("clicks", 0, b'["b"]')
+    other_key = b'["b"]'
+    other = ("clicks", 0, bucket_of(other_key) + 100)  # another bucket, never seen a timer
     payload = b'{"k": "b", "t": 6, "v": 1}'
-    late = _item(operator, 6, candidates=[(0, 6_000_000, payload, None)])
+    late = _item(operator, 6, other_key, candidates=[(0, 6_000_000, payload, None)])
     (letter,) = operator._process((other, [late]), b, timers, None)
     assert letter.tag == "dead_letter" and letter.value["reason"] == "too_late"
     assert b.value is None  # nothing was kept for it
@@ -317,14 +320,15 @@ def test_late_data_opening_a_window_is_a_late_pane() -> None:
     minute = 60_000_000
     timers = _Timers()
     cell = _Cell()
-    operator._process((KEY, [_item(operator, 70)]), cell, timers, None)
+    operator._process((BUCKET, [_item(operator, 70)]), cell, timers, None)
     list(
         operator._on_watermark(
-            KEY, Timestamp(micros=2 * minute - 1), f"{minute}/{2 * minute}", cell, timers
+            BUCKET, Timestamp(micros=2 * minute - 1), f"{minute}/{2 * minute}", cell, timers
         )
     )
-    other = ("clicks", 0, b'["b"]')
-    rows = list(operator._process((other, [_item(operator, 10)]), _Cell(), timers, None))
+    b = b'["b"]'
+    other = ("clicks", 0, bucket_of(b))
+    rows = list(operator._process((other, [_item(operator, 10, b)]), _Cell(), timers, None))
     assert [(r["k"], r["window_start"], r["pane_timing"], r["pane_index"]) for r in rows] == [
         ("b", W0, "LATE", 0)
     ]
@@ -348,15 +352,20 @@ def test_the_router_sends_one_element_per_key_and_batch_in_parts_of_bounded_size
     assert {out.tag for out in sent} == {"view/clicks"}
     combine = ViewPlan(VIEW).combine
     batches = [
-        (state_key[2], [(s, combine.extract_output(combine.decode(acc))) for s, _, acc, _ in items])
+        (
+            state_key[2],
+            [(g, s, combine.extract_output(combine.decode(acc))) for g, s, _, acc, _ in items],
+        )
         for state_key, items in (out.value.value for out in sent)
     ]
-    # Two flushes (after 4 messages, then the bundle's end), each one element per key.
+    # Two flushes (after 4 messages, then the bundle's end), each one element per bucket.
+    a, b = b'["a"]', b'["b"]'
+    assert bucket_of(a) != bucket_of(b)
     assert batches == [
-        (b'["b"]', [(60_000_000, (2, 2))]),
-        (b'["a"]', [(60_000_000, (2, 4))]),
-        (b'["b"]', [(60_000_000, (1, 4))]),
-        (b'["a"]', [(60_000_000, (1, 5))]),
+        (bucket_of(b), [(b, 60_000_000, (2, 2))]),
+        (bucket_of(a), [(a, 60_000_000, (2, 4))]),
+        (bucket_of(b), [(b, 60_000_000, (1, 4))]),
+        (bucket_of(a), [(a, 60_000_000, (1, 5))]),
     ]
 
 
@@ -374,7 +383,7 @@ def test_the_router_sends_only_the_messages_that_may_be_too_late() -> None:
     (out,) = list(router.finish_bundle())
     _, items = out.value.value
     assert [
-        (start // minute, [c[1] // 1_000_000 for c in cands]) for start, _, _, cands in items
+        (start // minute, [c[1] // 1_000_000 for c in cands]) for _, start, _, _, cands in items
     ] == [
         (0, [30]),
         (5, []),
