@@ -49,7 +49,7 @@ import numpy as np
 from apache_beam.metrics import Metrics
 from apache_beam.pvalue import TaggedOutput
 from apache_beam.transforms.timeutil import TimeDomain
-from apache_beam.transforms.userstate import ReadModifyWriteStateSpec, TimerSpec, on_timer
+from apache_beam.transforms.userstate import BagStateSpec, TimerSpec, on_timer
 from apache_beam.transforms.window import GlobalWindows
 from apache_beam.utils.timestamp import Timestamp
 
@@ -396,8 +396,9 @@ class _WindowLogic(beam.DoFn):
         plan = self._plan
         variant = plan.variants[state_key[1]]
         lateness = plan.lateness_us
-        bucket = cell.read() or Bucket()
-        floor = max(self._floor, bucket.closed_upto)
+        bucket = Bucket.load(cell)
+        closed_before = bucket.closed_upto
+        floor = max(self._floor, closed_before)
         fates: dict[int, list[bool]] = {}  # candidate message -> accepted by each window
         letters: dict[int, tuple[Candidate, list[Window]]] = {}
         changed: set[Window] = set()  # windows whose timer is set again
@@ -432,16 +433,15 @@ class _WindowLogic(beam.DoFn):
             if opened:
                 self._live_keys.inc()
         yield from self._too_late(letters, fates, state_key)
+        bucket.store(cell, closed_before)
         if not changed:
             return
-        bucket.settle()
         self._arm(bucket, changed, watermark_timer)
         if early_timer is not None:
             early = Timestamp(seconds=self._clock()) + plan.early_us / 1_000_000
             for window in quiet & changed:
                 if bucket.dirty(window):  # unfired data: its EARLY pane is due in ``early``
                     early_timer.set(early, dynamic_timer_tag=_tag(window))
-        cell.write(bucket)
 
     def _arm(self, bucket: Bucket, windows: set[Window], timer: Any) -> None:
         """Set each window's timer to its due (shared by the bucket's keys), or clear it."""
@@ -547,9 +547,8 @@ class _WindowLogic(beam.DoFn):
         now = fire_ts.micros + 999
         self._raise_floor(now)
         self._lag.set(int(self._clock() - now / 1_000_000))
-        bucket = cell.read()
-        if bucket is None:
-            return
+        bucket = Bucket.load(cell)
+        closed_before = bucket.closed_upto
         lateness = self._plan.lateness_us
         due = [w for w in bucket.windows_held() if (bucket.due(w, lateness) or now + 1) <= now]
         if not due:
@@ -570,22 +569,19 @@ class _WindowLogic(beam.DoFn):
                     bucket.closed_upto = max(bucket.closed_upto, end_ts + lateness)
                     if not windows:
                         self._live_keys.dec()
-            bucket.settle()
+        bucket.store(cell, closed_before)
         self._arm(bucket, set(due), watermark_timer)
-        cell.write(bucket)
 
     def _on_early(self, state_key: Any, tag: str, cell: Any) -> Iterator[Any]:
-        bucket = cell.read()
-        if bucket is None:
-            return
+        bucket = Bucket.load(cell)
+        closed_before = bucket.closed_upto
         window = _window_of(tag)
         for group in sorted(bucket.dirty(window)):
             entry = bucket.windows(group).get(window)
             if entry is not None and entry[_DIRTY] and not entry[_FIRED]:
                 key = (*state_key[:2], group, *state_key[3:])
                 yield from self._pane(key, window, entry, book.EARLY)
-        bucket.settle()
-        cell.write(bucket)
+        bucket.store(cell, closed_before)
 
 
 def _merge_session(
@@ -643,7 +639,7 @@ def window_operator(
     """
     # Both halves of a fan-out run in one pipeline: their timer families need their own names.
     family = spec.name + ("_merge" if partials_in else "_shard" if partials_out else "")
-    windows = ReadModifyWriteStateSpec("bucket", BucketCoder())
+    windows = BagStateSpec("bucket", BucketCoder())
     watermark = TimerSpec(f"watermark_{family}", TimeDomain.WATERMARK)
 
     class WindowOperator(_WindowLogic):

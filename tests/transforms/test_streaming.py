@@ -5,6 +5,8 @@ Timestamps are written relative to the window: window [0s, 60s), lateness 120s, 
 
 from __future__ import annotations
 
+import random
+
 import apache_beam as beam
 import numpy as np
 import orjson
@@ -21,7 +23,8 @@ from liveagg.spec import ViewSpec
 from liveagg.transforms import streaming
 from liveagg.transforms.plan import ViewPlan
 from liveagg.transforms.streaming import StreamingAggregate, _Route, window_operator
-from liveagg.transforms.windowstate import Bucket, BucketCoder, bucket_of
+from liveagg.transforms.windowstate import MAX_DELTAS, Bucket, BucketCoder, Delta, bucket_of
+from tests.support.operator_state import Cell, Timers
 
 VIEW = parse_view(
     {
@@ -203,22 +206,6 @@ def test_zero_lateness_sends_late_data_to_dead_letters() -> None:
     check(stream, rows=[("a", W0, "ON_TIME", 0, 1, 1)], dead=[("strict", "too_late", 6)], view=view)
 
 
-class _Cell:
-    """A key's ReadModifyWriteState as the operator sees it: read, write, clear."""
-
-    def __init__(self, value: object = None) -> None:
-        self.value = value
-
-    def read(self) -> object:
-        return self.value
-
-    def write(self, value: object) -> None:
-        self.value = value
-
-    def clear(self) -> None:
-        self.value = None
-
-
 A = b'["a"]'
 BUCKET = ("clicks", 0, bucket_of(A))  # a state key: (view, variant, bucket)
 
@@ -241,17 +228,63 @@ def test_a_bucket_keeps_its_keys_windows_encoded_apart_and_its_coder_round_trips
     assert len(again) == 1
 
 
-class _Timers:
-    """A TimerParam that records each tag's timer, as the runner keeps them."""
+def _bundle(cell: Cell, rng: random.Random, keys: int) -> None:
+    """One bundle's worth of changes to a bucket: some keys gain or lose windows."""
+    bucket = Bucket.load(cell)
+    closed = bucket.closed_upto
+    for _ in range(rng.randint(0, 6)):
+        windows = bucket.windows(b"k%d" % rng.randrange(keys))
+        window = (rng.randrange(4) * 60, rng.randrange(4) * 60 + 60)
+        if rng.random() < 0.3:
+            windows.pop(window, None)
+        else:
+            entry = windows.setdefault(window, [b"", 0, False, False, None, False, None])
+            entry[0] += b"x"
+            entry[2], entry[3] = rng.random() < 0.5, rng.random() < 0.5
+    if rng.random() < 0.1:
+        bucket.closed_upto = max(closed, rng.randrange(10**6))
+    bucket.store(cell, closed)
 
-    def __init__(self) -> None:
-        self.due: dict[str, int] = {}
 
-    def set(self, ts: Timestamp, dynamic_timer_tag: str = "") -> None:
-        self.due[dynamic_timer_tag] = ts.micros
+@pytest.mark.parametrize("seed", range(5))
+def test_a_cell_log_reads_the_same_from_the_cache_and_from_the_runner(seed: int) -> None:
+    """The cached bucket (changed in place) and the one replayed from a snapshot and its
+    deltas agree after every bundle, across rewrites of the snapshot."""
+    rng = random.Random(seed)
+    cached, stored = Cell(cached=True), Cell(cached=False)
+    snapshots = 0
+    for _ in range(600):
+        state = rng.getstate()
+        _bundle(cached, rng, 40)
+        rng.setstate(state)
+        _bundle(stored, rng, 40)
+        assert Bucket.load(stored).state() == Bucket.load(cached).state()
+        assert len(stored.parts) <= MAX_DELTAS + 1
+        snapshots += bool(stored.parts) and len(stored.parts) == 1
+    assert snapshots > 2
 
-    def clear(self, dynamic_timer_tag: str = "") -> None:
-        self.due.pop(dynamic_timer_tag, None)
+
+def test_a_bundle_appends_only_the_keys_it_touched() -> None:
+    """A bundle's write costs the keys it changed, not the keys its bucket holds."""
+    cell = Cell(cached=False)
+    bucket = Bucket()
+    for i in range(5_000):
+        bucket.windows(b"k%d" % i)[(0, 60)] = [b"acc", 0, False, True, None, False, None]
+    bucket.store(cell, bucket.closed_upto)
+    (snapshot,) = cell.parts
+    bucket = Bucket.load(cell)
+    bucket.windows(b"k7")[(0, 60)][0] = b"acc2"
+    bucket.store(cell, bucket.closed_upto)
+    delta = cell.parts[-1]
+    assert isinstance(delta, Delta) and list(delta.changes) == [b"k7"]
+    assert len(BucketCoder().encode(delta)) < 100 < len(BucketCoder().encode(snapshot)) // 100
+    assert len(Bucket.load(cell)) == 5_000
+    # A bucket left by all its keys clears its cell.
+    bucket = Bucket.load(cell)
+    for i in range(5_000):
+        bucket.windows(b"k%d" % i).clear()
+    bucket.store(cell, bucket.closed_upto)
+    assert cell.parts == []
 
 
 def _item(
@@ -268,7 +301,7 @@ def test_each_window_has_its_own_timer_so_a_watermark_jump_fires_them_all() -> N
     """A timer per window: one jump of the watermark fires every due window of a key."""
     operator = window_operator(VIEW, clock=lambda: 0.0)
     operator.setup()
-    cell, timers = _Cell(), _Timers()
+    cell, timers = Cell(), Timers()
     minute = 60_000_000
     for t in (5, 65, 125):  # three windows of one key
         assert list(operator._process((BUCKET, [_item(operator, t)]), cell, timers, None)) == []
@@ -298,8 +331,8 @@ def test_a_window_no_key_holds_is_too_late_once_any_key_saw_its_expiry() -> None
     operator = window_operator(VIEW, clock=lambda: 0.0)
     operator.setup()
     minute = 60_000_000
-    a, b = _Cell(), _Cell()
-    timers = _Timers()
+    a, b = Cell(), Cell()
+    timers = Timers()
     assert list(operator._process((BUCKET, [_item(operator, 5)]), a, timers, None)) == []
     at = Timestamp(micros=3 * minute - 1)  # past end + lateness of [0, 60s)
     rows = list(operator._on_watermark(BUCKET, at, f"0/{minute}", a, timers))
@@ -310,7 +343,7 @@ def test_a_window_no_key_holds_is_too_late_once_any_key_saw_its_expiry() -> None
     late = _item(operator, 6, other_key, candidates=[(0, 6_000_000, payload, None)])
     (letter,) = operator._process((other, [late]), b, timers, None)
     assert letter.tag == "dead_letter" and letter.value["reason"] == "too_late"
-    assert b.value is None  # nothing was kept for it
+    assert b.parts == []  # nothing was kept for it
 
 
 def test_late_data_opening_a_window_is_a_late_pane() -> None:
@@ -318,8 +351,8 @@ def test_late_data_opening_a_window_is_a_late_pane() -> None:
     operator = window_operator(VIEW, clock=lambda: 0.0)
     operator.setup()
     minute = 60_000_000
-    timers = _Timers()
-    cell = _Cell()
+    timers = Timers()
+    cell = Cell()
     operator._process((BUCKET, [_item(operator, 70)]), cell, timers, None)
     list(
         operator._on_watermark(
@@ -328,7 +361,7 @@ def test_late_data_opening_a_window_is_a_late_pane() -> None:
     )
     b = b'["b"]'
     other = ("clicks", 0, bucket_of(b))
-    rows = list(operator._process((other, [_item(operator, 10, b)]), _Cell(), timers, None))
+    rows = list(operator._process((other, [_item(operator, 10, b)]), Cell(), timers, None))
     assert [(r["k"], r["window_start"], r["pane_timing"], r["pane_index"]) for r in rows] == [
         ("b", W0, "LATE", 0)
     ]
