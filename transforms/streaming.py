@@ -7,8 +7,9 @@ operator, a stateful DoFn with the semantics of Beam's
 mode, its rules written once in the window book (:mod:`liveagg.engine.windows`):
 
 * every pane carries the full value of its window;
-* ``EARLY`` panes ``emit.early`` of processing time after a window's first data since its
-  last pane (one timer per window, as Beam's ``pastFirstElementInPane``);
+* ``EARLY`` panes ``emit.early`` of processing time after a key's first data in a window
+  since its last pane (Beam's ``pastFirstElementInPane``); each entry keeps when its pane is
+  due, and one processing-time timer per window of a bucket fires at the earliest;
 * one ``ON_TIME`` pane when the watermark passes the end of the window;
 * one ``LATE`` pane per batch of late data that arrives together (Beam's ``AfterCount(1)``
   on a bundle), until the watermark passes end + allowed lateness, when the window's state
@@ -82,7 +83,7 @@ MAX_BATCHED = 10_000
 
 # Per-window state entry: [accumulator (encoded; with partials in, {shard: (pane, encoded)}),
 # next pane index, ON_TIME or LATE fired, data since the last pane, source offsets covered,
-# EARLY timer armed, milestones fired].
+# when its EARLY pane is due (processing time, us; None: none pending), milestones fired].
 _ACC, _PANE, _FIRED, _DIRTY, _SPAN, _EARLY, _MILESTONES = range(7)
 _NEVER = -(2**62)
 
@@ -93,7 +94,7 @@ Item = tuple[bytes, int, int, Any, list[Candidate]]
 
 
 def _new_entry() -> list:
-    return [None, 0, False, False, None, False, None]
+    return [None, 0, False, False, None, None, None]
 
 
 def _tag(window: Window) -> str:
@@ -403,6 +404,7 @@ class _WindowLogic(beam.DoFn):
         letters: dict[int, tuple[Candidate, list[Window]]] = {}
         changed: set[Window] = set()  # windows whose timer is set again
         quiet = set()  # windows without data waiting for an EARLY pane before this batch
+        early_due = int(self._clock() * 1_000_000) + plan.early_us if early_timer else 0
         for group, start, end, data, candidates in items:
             windows = bucket.windows(group)
             opened = not windows
@@ -430,6 +432,8 @@ class _WindowLogic(beam.DoFn):
             if entry[_FIRED] or book.is_late(window[1], floor):
                 entry[_FIRED] = True  # late from its first pane: it expires at end + lateness
                 yield from self._pane(key, window, entry, book.LATE)
+            elif early_timer is not None and entry[_EARLY] is None:
+                entry[_EARLY] = early_due
             if opened:
                 self._live_keys.inc()
         yield from self._too_late(letters, fates, state_key)
@@ -438,10 +442,11 @@ class _WindowLogic(beam.DoFn):
             return
         self._arm(bucket, changed, watermark_timer)
         if early_timer is not None:
-            early = Timestamp(seconds=self._clock()) + plan.early_us / 1_000_000
+            # A window whose keys had no pending EARLY pane: its timer is set for this
+            # batch's; otherwise it is set for an earlier one already.
             for window in quiet & changed:
-                if bucket.dirty(window):  # unfired data: its EARLY pane is due in ``early``
-                    early_timer.set(early, dynamic_timer_tag=_tag(window))
+                if bucket.dirty(window):
+                    early_timer.set(Timestamp(micros=early_due), dynamic_timer_tag=_tag(window))
 
     def _arm(self, bucket: Bucket, windows: set[Window], timer: Any) -> None:
         """Set each window's timer to its due (shared by the bucket's keys), or clear it."""
@@ -518,6 +523,7 @@ class _WindowLogic(beam.DoFn):
         pane = entry[_PANE]
         entry[_PANE] += 1
         entry[_DIRTY] = False
+        entry[_EARLY] = None
         if self._partials_out:
             shard = key[3] if len(key) > 3 else ""
             origin, where = shard.split("#")[0], entry[_SPAN]  # "topic/partition[#sub-key]"
@@ -572,15 +578,29 @@ class _WindowLogic(beam.DoFn):
         bucket.store(cell, closed_before)
         self._arm(bucket, set(due), watermark_timer)
 
-    def _on_early(self, state_key: Any, tag: str, cell: Any) -> Iterator[Any]:
+    def _on_early(self, state_key: Any, tag: str, cell: Any, early_timer: Any) -> Iterator[Any]:
+        """The window's EARLY panes that are due; the timer is set again for the next.
+
+        The timer was set for the earliest pending pane, so that one is due whatever the
+        clock says (a test's clock may stand still while the runner's advances)."""
         bucket = Bucket.load(cell)
         closed_before = bucket.closed_upto
         window = _window_of(tag)
+        pending = []
         for group in sorted(bucket.dirty(window)):
             entry = bucket.windows(group).get(window)
             if entry is not None and entry[_DIRTY] and not entry[_FIRED]:
-                key = (*state_key[:2], group, *state_key[3:])
-                yield from self._pane(key, window, entry, book.EARLY)
+                pending.append((group, entry))
+        if pending:
+            dues = [entry[_EARLY] or _NEVER for _, entry in pending]
+            now = max(int(self._clock() * 1_000_000), min(dues))
+            for (group, entry), due in zip(pending, dues, strict=True):
+                if due <= now:
+                    key = (*state_key[:2], group, *state_key[3:])
+                    yield from self._pane(key, window, entry, book.EARLY)
+            later = [due for due in dues if due > now]
+            if later:
+                early_timer.set(Timestamp(micros=min(later)), dynamic_timer_tag=tag)
         bucket.store(cell, closed_before)
 
 
@@ -683,8 +703,9 @@ def window_operator(
             key: Any = beam.DoFn.KeyParam,
             tag: str = beam.DoFn.DynamicTimerTagParam,
             cell: Any = beam.DoFn.StateParam(windows),
+            early_timer: Any = beam.DoFn.TimerParam(early_spec),
         ) -> Iterator[Any]:
-            return self._on_early(key, tag, cell)
+            return self._on_early(key, tag, cell, early_timer)
 
     return EarlyWindowOperator(spec, clock, partials_in, partials_out)
 

@@ -346,6 +346,32 @@ def test_a_window_no_key_holds_is_too_late_once_any_key_saw_its_expiry() -> None
     assert b.parts == []  # nothing was kept for it
 
 
+def test_each_key_gets_its_early_pane_emit_early_after_its_own_first_data() -> None:
+    """Two keys of one bucket: the window's one EARLY timer fires for the first key's pane,
+    then again for the second's, each ``emit.early`` (10 s) after that key's first data."""
+    now = [0.0]
+    operator = window_operator(VIEW, clock=lambda: now[0], early=True)
+    operator.setup()
+    other = next(k for i in range(1000) if bucket_of(k := b'["x%d"]' % i) == bucket_of(A))
+    cell, watermark, early = Cell(), Timers(), Timers()
+    tag = f"0/{60_000_000}"
+    assert list(operator._process((BUCKET, [_item(operator, 5)]), cell, watermark, early)) == []
+    assert early.due == {tag: 10_000_000}
+    now[0] = 8.0
+    list(operator._process((BUCKET, [_item(operator, 6, other)]), cell, watermark, early))
+    assert early.due == {tag: 10_000_000}  # set for the earliest pending pane
+    now[0] = 10.0
+    del early.due[tag]
+    rows = list(operator._on_early(BUCKET, tag, cell, early))
+    assert [(r["k"], r["pane_timing"]) for r in rows] == [("a", "EARLY")]
+    assert early.due == {tag: 18_000_000}
+    now[0] = 18.0
+    del early.due[tag]
+    rows = list(operator._on_early(BUCKET, tag, cell, early))
+    assert [(r["k"], r["pane_timing"]) for r in rows] == [(other.decode()[2:-2], "EARLY")]
+    assert early.due == {}
+
+
 def test_late_data_opening_a_window_is_a_late_pane() -> None:
     """A pane is LATE whenever the watermark had passed the window's end, also the first."""
     operator = window_operator(VIEW, clock=lambda: 0.0)
