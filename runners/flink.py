@@ -197,13 +197,12 @@ class FlinkProfile:
             # bundles give fewer partials per key. A quiet stream still closes bundles after
             # Flink's maximum bundle time (1 s).
             args.append("--max_bundle_size=10000")
-            if self.environment_type == "loopback":
-                # The SDK's user-state cache: the window operator's reads of keys it touched
-                # recently come from memory. Beam sizes it from this option for a LOOPBACK
-                # worker (portable_runner.py passes _get_state_cache_size_bytes(options) to
-                # the worker pool it starts), 0 (off) by default; a worker pool's is its own
-                # (docs/flink.md, "State cache").
-                args.append(f"--max_cache_memory_usage_mb={STATE_CACHE_MB}")
+            # The SDK's user-state cache: the window operator's cells come from memory.
+            # Beam sizes it from this option (sdk_worker_main._get_state_cache_size_bytes;
+            # 0, off, by default) for a LOOPBACK worker and for a worker that a pool starts
+            # through the SDK container's boot; a plain worker_pool_main's workers take the
+            # pool's own size (docs/flink.md, "The state cache").
+            args.append(f"--max_cache_memory_usage_mb={STATE_CACHE_MB}")
             if self.environment_type == "external":
                 # One SDK worker process runs the Python of all a TaskManager's subtasks and
                 # bounds a busy job (docs/performance.md, Flink finding 17); the user's
@@ -214,7 +213,7 @@ class FlinkProfile:
         return args
 
 
-#: The SDK state cache of a LOOPBACK run, in MiB (per SDK worker).
+#: The SDK state cache asked for, in MiB per SDK worker.
 STATE_CACHE_MB = 256
 
 
