@@ -76,7 +76,14 @@ from liveagg.transforms.plan import (
     view_tag,
 )
 from liveagg.transforms.sources import WATERMARK
-from liveagg.transforms.windowstate import Bucket, BucketCoder, Window, Windows, bucket_of
+from liveagg.transforms.windowstate import (
+    Bucket,
+    BucketCoder,
+    Window,
+    Windows,
+    bucket_of,
+    size_cache_entries_cheaply,
+)
 
 #: Messages a router holds before sending its batches, whatever the bundle's size.
 MAX_BATCHED = 10_000
@@ -365,6 +372,7 @@ class _WindowLogic(beam.DoFn):
 
     def setup(self) -> None:
         tune_gc()
+        size_cache_entries_cheaply()
         self._plan = ViewPlan(self._spec)
         # What an operator watches (docs/flink.md): keys holding open windows, and how far
         # the view's event time (the last watermark it fired on) is behind the wall clock.

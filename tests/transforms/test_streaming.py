@@ -470,3 +470,29 @@ def test_the_first_window_to_close_is_the_first_to_start() -> None:
     fixed = ViewPlan(VIEW)
     expected = [min(end for _, end in fixed.variants[0].assign(int(t))) for t in ts]
     assert _earliest_end(aggregator_of(fixed), ts).tolist() == expected
+
+
+def test_the_state_cache_weighs_a_cell_the_same_without_scanning_modules() -> None:
+    """The operator turns off objsize's per-call scan of module globals: a cell's weight
+    (the bucket's running byte count and its deltas') does not change."""
+    import objsize
+    from apache_beam.runners.worker.statecache import get_deep_size
+
+    from liveagg.transforms.windowstate import size_cache_entries_cheaply
+
+    cell = Cell()
+    bucket = Bucket()
+    bucket.windows(A)[(0, 60)] = [b"x" * 100, 0, False, True, None, None, None]
+    bucket.store(cell, bucket.closed_upto)
+    bucket = Bucket.load(cell)
+    bucket.windows(A)[(0, 60)][0] = b"y" * 300
+    bucket.store(cell, bucket.closed_upto)
+    assert [type(part) for part in cell.parts] == [Bucket, Delta]
+    scanning = objsize.default_settings.exclude_modules_globals
+    try:
+        objsize.default_settings.update(exclude_modules_globals=True)
+        before = get_deep_size(cell.parts)
+        size_cache_entries_cheaply()
+        assert get_deep_size(cell.parts) == before > 300
+    finally:
+        objsize.default_settings.update(exclude_modules_globals=scanning)
