@@ -46,7 +46,7 @@ Windows = dict[Window, list]
 KEY_BUCKETS = 16
 #: Deltas after which the snapshot is written again, whatever their weight: each is one more
 #: element to skip on a read and to visit when the state cache weighs the cell.
-MAX_DELTAS = 128
+MAX_DELTAS = 1024
 _FORMAT = 2
 _SNAPSHOT, _DELTA = b"S", b"D"
 _NEVER = -(2**62)
@@ -227,7 +227,8 @@ class Bucket(CacheAware):
             self.seq = self._deltas = self._delta_bytes = 0
             return
         self.seq += 1
-        if self.seq == 1 or self._deltas >= MAX_DELTAS or self._delta_bytes >= self._weight.bytes:
+        snapshot_bytes = self._weight.bytes - self._delta_bytes
+        if self.seq == 1 or self._deltas >= MAX_DELTAS or self._delta_bytes >= snapshot_bytes:
             cell.clear()
             cell.add(self)
             self._weight.bytes -= self._delta_bytes
