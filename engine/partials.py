@@ -56,11 +56,14 @@ class Inputs:
     ``ts`` holds the event time of each of the batch's ``rows`` used by the view; ``keys``
     one column per grouping column; ``values`` per aggregation ``(rows, column)``: the rows
     whose value is not null and their values (``None`` for ``count`` without ``col_name``).
+    ``origin`` holds the position in the batch of each row's message, for the callers that
+    need the message back (the streaming path's too-late dead letters).
     """
 
     ts: np.ndarray
     keys: list[pa.Array]
     values: list[tuple[np.ndarray, Any] | None]
+    origin: np.ndarray | None = None
 
     @property
     def rows(self) -> int:
@@ -109,7 +112,9 @@ def _join(parts: list[Inputs]) -> Inputs:
         else:
             column = v.concat(columns)
         values.append((rows, column))
-    return Inputs(np.concatenate([p.ts for p in parts]), keys, values)
+    origins = [p.origin for p in parts]
+    origin = None if any(o is None for o in origins) else np.concatenate(origins)  # type: ignore[arg-type]
+    return Inputs(np.concatenate([p.ts for p in parts]), keys, values, origin)
 
 
 @dataclass(frozen=True)
