@@ -13,8 +13,14 @@ import apache_beam as beam
 from liveagg.errors import ViewError
 from liveagg.spec import Sink, ViewSpec
 from liveagg.transforms.bounded import BoundedAggregate
+from liveagg.transforms.plan import MILESTONES
 from liveagg.transforms.sinks import Connections, build_sink
-from liveagg.transforms.sinks.files import FileSink, OutputFolder, WriteDeadLetters
+from liveagg.transforms.sinks.files import (
+    FileSink,
+    OutputFolder,
+    WriteDeadLetters,
+    WriteMilestones,
+)
 from liveagg.transforms.streaming import StreamingAggregate
 
 
@@ -28,10 +34,12 @@ class Source(Protocol):
 
 @dataclass
 class Compiled:
-    """What :func:`build` added to a pipeline: rows per view and all dead letters."""
+    """What :func:`build` added to a pipeline: rows per view, all dead letters, and the
+    milestone events of the views that declare milestones (None when none does)."""
 
     views: dict[str, beam.PCollection]
     dead_letters: beam.PCollection
+    milestones: beam.PCollection | None = None
 
 
 def bind_sources(
@@ -74,6 +82,7 @@ def build(
         by_source[view.source].append(view)
     rows: dict[str, beam.PCollection] = {}
     dead: list[beam.PCollection] = []
+    milestones: list[beam.PCollection] = []
     for source_name, source_views in by_source.items():
         source = sources[source_name]
         use_streaming = (not source.bounded) if streaming is None else streaming
@@ -93,8 +102,26 @@ def build(
             raise ViewError(source_views[0].origin, "$", f"source {source_name!r}: {e}") from e
         rows.update(out["views"])
         dead.append(out["dead_letters"])
+        if MILESTONES in out:
+            milestones.append(out[MILESTONES])
+        elif not partials:
+            _check_milestones_fire(source_views, use_streaming)
     dead_letters = tuple(dead) | "DeadLetters" >> beam.Flatten()
-    return Compiled(rows, dead_letters)
+    events = tuple(milestones) | "Milestones" >> beam.Flatten() if milestones else None
+    return Compiled(rows, dead_letters, events)
+
+
+def _check_milestones_fire(views: Sequence[ViewSpec], streaming: bool) -> None:
+    """A view's milestones are never dropped without a word: refuse a path that gives none."""
+    for view in views:
+        if view.milestones:
+            path = "streaming" if streaming else "bounded"
+            raise ViewError(
+                view.origin,
+                "$.milestones",
+                f"view {view.name!r}: the {path} path of this build does not fire milestones "
+                "yet; run it on bounded input, or remove milestones",
+            )
 
 
 def attach_sinks(
@@ -106,12 +133,15 @@ def attach_sinks(
     output: str | None = None,
     dead_letter_topic: str | None = None,
     intermediate_topic: str | None = None,
+    milestone_topic: str | None = None,
 ) -> list[OutputFolder]:
-    """Deliver each view's rows to its sinks, and the dead letters; returns the folders that
-    file sinks write to, for the run to prepare and to mark complete (``_SUCCESS``).
+    """Deliver each view's rows to its sinks, the dead letters and the milestone events;
+    returns the folders that file sinks write to, for the run to prepare and to mark
+    complete (``_SUCCESS``).
 
-    ``output`` adds the local default: JSON Lines under ``output/<view>/`` and
-    ``output/_dead_letter/``. Sink types are in :mod:`liveagg.transforms.sinks`.
+    ``output`` adds the local default: JSON Lines under ``output/<view>/``,
+    ``output/_dead_letter/`` and ``output/_milestones/``; ``milestone_topic`` sends the
+    milestone events to Kafka too. Sink types are in :mod:`liveagg.transforms.sinks`.
     With ``intermediate_topic`` (level 1) the views' partials go there instead.
     """
     folders: dict[str, OutputFolder] = {}
@@ -155,6 +185,18 @@ def attach_sinks(
         compiled.dead_letters | "DeadLetters/Kafka" >> WriteDeadLettersToKafka(
             dead_letter_topic, connections
         )
+    if compiled.milestones is not None:
+        if output:
+            folder(output).milestones = True
+            compiled.milestones | "Milestones/WriteFiles" >> WriteMilestones(
+                output, bounded=all_bounded, connections=connections
+            )
+        if milestone_topic:
+            from liveagg.transforms.sinks.kafka import WriteMilestonesToKafka
+
+            compiled.milestones | "Milestones/Kafka" >> WriteMilestonesToKafka(
+                milestone_topic, connections
+            )
     return list(folders.values())
 
 

@@ -78,6 +78,14 @@ class DeadLetterKey:
         return (dead.get("view") or "_input").encode()
 
 
+class MilestoneKey:
+    """The message key of a milestone event: its ``milestone_id``. A milestone delivered
+    twice (a retried bundle) has one key, so a compacted topic keeps it once."""
+
+    def __call__(self, event: Mapping[str, Any]) -> bytes:
+        return str(event["milestone_id"]).encode()
+
+
 class ProduceToKafka(beam.DoFn):
     """Produces each element as one message; a bundle ends only when all are acknowledged.
 
@@ -213,6 +221,28 @@ class WriteDeadLettersToKafka(beam.PTransform):
         check_kafka(self._config, f"dead letters to topic {self._topic!r}")
         return dead | "Produce" >> beam.ParDo(
             ProduceToKafka(self._topic, self._config, DeadLetterKey())
+        )
+
+
+class WriteMilestonesToKafka(beam.PTransform):
+    """Sends milestone events to ``topic`` as JSON, keyed by ``milestone_id``, at least once
+    (a consumer deduplicates by the key).
+
+    Example::
+
+        compiled.milestones | WriteMilestonesToKafka("liveagg-milestones", connections)
+    """
+
+    def __init__(self, topic: str, connections: Connections) -> None:
+        super().__init__()
+        self._topic = topic
+        bootstrap = _bootstrap(connections, f"milestones to topic {topic!r}")
+        self._config = {"bootstrap.servers": bootstrap, **connections.kafka_config}
+
+    def expand(self, events: beam.PCollection) -> beam.PCollection:
+        check_kafka(self._config, f"milestones to topic {self._topic!r}")
+        return events | "Produce" >> beam.ParDo(
+            ProduceToKafka(self._topic, self._config, MilestoneKey())
         )
 
 
