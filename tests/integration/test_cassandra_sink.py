@@ -553,6 +553,26 @@ def test_a_global_grand_total_is_one_row_keyed_by_the_view(
     assert [(r["view"], r["requests"]) for r in stored] == [("grand_total", 30)]
 
 
+def test_the_windows_of_a_cumulative_period_are_rows_of_their_own(
+    cassandra: CassandraConnection, keyspace: str, session: Any
+) -> None:
+    view = parse_view(
+        {**SIMPLE_VIEW, "name": "daily_pages", "allowed_lateness": "0s"}
+        | {"window": {"type": "cumulative", "size": "1h", "step": "10m"}}
+    )
+    layout = table_layout(view, keyspace)
+    assert [c.name for c in layout.partition_key] == ["page", "window_start", "window_end"]
+    messages = [{"ts": T0 + i * 60, "page": f"/p{i % 2}", "ms": i} for i in range(60)]
+    rows = aggregate(view, messages)
+    assert len(rows) == 12  # two pages, six prefixes of the hour each
+    run(CassandraSink(keyspace, connections=connections(cassandra)), view, rows)
+    stored = select_all(session, keyspace, "daily_pages")
+    start = datetime.fromtimestamp(T0, UTC).replace(tzinfo=None)
+    assert sorted((r["page"], r["window_end"] - start, r["views"]) for r in stored) == [
+        (f"/p{p}", timedelta(minutes=10 * k), 5 * k) for p in (0, 1) for k in range(1, 7)
+    ]
+
+
 def test_an_existing_table_of_another_shape_fails_at_setup(
     cassandra: CassandraConnection, keyspace: str, session: Any
 ) -> None:
