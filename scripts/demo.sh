@@ -6,6 +6,6 @@
 out="${1:-out/demo}"
 liveagg validate view_schemas/examples
 liveagg run --views view_schemas/examples --input examples/data/events.jsonl --output "$out"
-echo "rows are in $out/<view>/ (one JSON Lines file per window, global.jsonl for running totals), dead letters in $out/_dead_letter/"
+echo "rows are in $out/<view>/ (one JSON Lines file per window, global-NN.jsonl for running totals), dead letters in $out/_dead_letter/"
 echo "milestones in $out/_milestones/, the first three of post_engagement:"
 head -n 3 "$out/_milestones/post_engagement.jsonl"

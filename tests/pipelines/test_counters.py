@@ -4,6 +4,7 @@ every row and every milestone checked against the DuckDB oracle."""
 from __future__ import annotations
 
 import json
+import zlib
 from collections import Counter
 from pathlib import Path
 
@@ -120,8 +121,15 @@ def test_milestones_are_exactly_those_the_final_values_reach(run: dict, name: st
 
 def test_global_rows_have_no_window_and_one_file(run: dict) -> None:
     folder = run["out"] / "post_totals"
-    assert [p.name for p in folder.iterdir()] == ["global.jsonl"]
     rows = rows_in(folder)
+    # Spread over 16 files by key: a key's row is in the file its key's CRC-32 says.
+    names = sorted(p.name for p in folder.iterdir())
+    assert names == [f"global-{i:02d}.jsonl" for i in range(16)]
+    for path in folder.iterdir():
+        for line in path.read_bytes().splitlines():
+            row = orjson.loads(line)
+            key = orjson.dumps([row["post_id"], row["event_type"], row["grouping_set"]])
+            assert path.name == f"global-{zlib.crc32(key) % 16:02d}.jsonl"
     assert all("window_start" not in r and "window_end" not in r for r in rows)
     assert {(r["pane_timing"], r["pane_index"]) for r in rows} == {("ON_TIME", 0)}
     keys = Counter((r["grouping_set"], r["post_id"], r["event_type"]) for r in rows)

@@ -5,7 +5,7 @@ Every file goes through a Beam filesystem (see :mod:`.objectstores`), so a local
 
     <view>/<window_start>_<window_end>.<ext>   bounded input: one file per window
     <view>/sessions_<yyyymmdd>.<ext>           session windows: one file per UTC day
-    <view>/global.<ext>                        the global window: every key's running total
+    <view>/global-<NN>.<ext>                   the global window: running totals, 16 files by key
     <view>/<stem>-<bundle id>.<ext>            unbounded input: one part file per bundle
     _dead_letter/<view>.jsonl                  dead letters (``input`` when no view)
     _milestones/<view>.jsonl                   milestone events (docs/semantics.md)
@@ -36,6 +36,7 @@ import io
 import json
 import os
 import uuid
+import zlib
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
@@ -67,8 +68,10 @@ KEY, TIMESTAMP = "key", "timestamp"
 DEAD_LETTER_FOLDER, INPUT_DEAD_LETTERS = "_dead_letter", "input"
 #: The folder of milestone events, a file per view.
 MILESTONE_FOLDER = "_milestones"
-#: The file stem of a view's rows in the global window (they have no window bounds).
+#: The file stem of a view's rows in the global window (they have no window bounds), and how
+#: many files they are spread over by key, so that no one worker writes every key.
 GLOBAL_STEM = "global"
+GLOBAL_FILES = 16
 #: The empty file a finished run writes last.
 SUCCESS = "_SUCCESS"
 _IN_PROGRESS = ".inprogress"
@@ -245,12 +248,17 @@ def _compact(rfc: str) -> str:
     return rfc.replace("-", "").replace(":", "").replace(".", "")
 
 
-def file_stem(row: dict[str, Any], session: bool, global_window: bool = False) -> str:
+def file_stem(row: dict[str, Any], session: bool, global_keys: Sequence[str] | None = None) -> str:
     """``<window_start>_<window_end>``, ``sessions_<yyyymmdd>`` for session windows, or
-    ``global`` for the global window, whose rows have no bounds."""
-    if global_window:
-        return GLOBAL_STEM
+    ``global-<NN>`` for the global window, whose rows have no bounds: ``NN`` is the CRC-32 of
+    the JSON array of the row's ``global_keys`` values (its grouping columns and grouping set)
+    modulo :data:`GLOBAL_FILES`, so that a key's row is in the same file from run to run."""
+    if global_keys is not None:
+        return _GLOBAL_STEMS[zlib.crc32(_json([row[c] for c in global_keys])) % GLOBAL_FILES]
     return _stem(row["window_start"], row["window_end"], session)
+
+
+_GLOBAL_STEMS = [f"{GLOBAL_STEM}-{i:02d}" for i in range(GLOBAL_FILES)]
 
 
 @functools.lru_cache(maxsize=4096)
@@ -410,9 +418,9 @@ class _GroupInBundle(beam.DoFn):
 
 
 def _view_file(
-    view: str, session: bool, global_window: bool, row: dict[str, Any]
+    view: str, session: bool, global_keys: Sequence[str] | None, row: dict[str, Any]
 ) -> tuple[str, str]:
-    return view, file_stem(row, session, global_window)
+    return view, file_stem(row, session, global_keys)
 
 
 def _dead_letter_file(letter: dict[str, Any]) -> tuple[str, str]:
@@ -436,7 +444,8 @@ class WriteViewFiles(beam.PTransform):
         rows | WriteViewFiles("s3://bucket/views", "cdn", session=False, format="parquet",
                               columns=view_columns(spec), bounded=False, connections=conns)
 
-    ``global_window``: the rows have no window bounds; they go to ``global.<ext>``.
+    ``global_keys``: the rows are the global window's, without bounds; they go to
+    ``global-<NN>.<ext>`` by these columns' values (:func:`file_stem`).
     """
 
     def __init__(
@@ -449,7 +458,7 @@ class WriteViewFiles(beam.PTransform):
         columns: Sequence[Column] | None = None,
         bounded: bool = True,
         connections: Connections | None = None,
-        global_window: bool = False,
+        global_keys: Sequence[str] | None = None,
     ) -> None:
         super().__init__()
         check_format(format, columns)
@@ -459,7 +468,7 @@ class WriteViewFiles(beam.PTransform):
         self._files = _Files(directory, format, columns, connections)
         self._view = view
         self._session = session
-        self._global = global_window
+        self._global = tuple(global_keys) if global_keys is not None else None
         self._bounded = bounded
 
     def expand(self, rows: beam.PCollection) -> beam.PCollection:
@@ -635,6 +644,14 @@ def written_by_liveagg(name: str) -> bool:
 # --- the sinks ----------------------------------------------------------------------------
 
 
+def global_keys(view: ViewSpec) -> tuple[str, ...] | None:
+    """The row keys that place a global view's rows in files (None for other windows)."""
+    if not view.window.is_global:
+        return None
+    sets = ("grouping_set",) if view.grouping_sets is not None else ()
+    return (*view.grouping_cols, *sets)
+
+
 @dataclass(frozen=True)
 class FileSink:
     """A :class:`~liveagg.transforms.sinks.RowSink` writing a view's rows as files."""
@@ -651,7 +668,7 @@ class FileSink:
                 self.path,
                 view.name,
                 session=view.window.type == "session",
-                global_window=view.window.is_global,
+                global_keys=global_keys(view),
                 format=self.format,
                 columns=view_columns(view) if self.format != "jsonl" else None,
                 bounded=bounded,
