@@ -29,12 +29,14 @@ from liveagg.loader import parse_view
 from liveagg.pipelines.compile import build
 from liveagg.spec import Sink, ViewSpec
 from liveagg.transforms.bounded import BoundedAggregate
+from liveagg.transforms.plan import MILESTONES
 from liveagg.transforms.sinks import Connections, build_sink
 from liveagg.transforms.sinks.kafka import (
     GroupingKey,
     KafkaSink,
     ProduceToKafka,
     WriteDeadLettersToKafka,
+    WriteMilestonesToKafka,
     encode_json,
 )
 from liveagg.transforms.sources.kafka import (
@@ -395,6 +397,50 @@ def test_dead_letters_to_kafka_keyed_by_view(bootstrap: str, topic: Callable[...
             dead["reason"],
         )
     assert found == produced.bad
+
+
+def test_running_totals_from_a_topic_and_milestones_to_another(
+    bootstrap: str, topic: Callable[..., str], tmp_path: Path
+) -> None:
+    """A global view over a bounded read: one row per key with its total over the topic, and
+    each threshold a total reaches once on the milestone topic, keyed by its id."""
+    from tests.support.oracle import milestone_id
+
+    produced = produce(bootstrap, topic(), count=6000)
+    spec = parse_view(
+        {
+            **VIEW,
+            "name": "per_key_total",
+            "window": {"type": "global"},
+            "emit": {"early": "10s"},
+            "state_ttl": "7d",
+            "milestones": [{"column": "n", "at": [50, 250, 297, 5000]}],
+        }
+    )
+    out_topic = topic()
+    with beam.Pipeline(options=options()) as pipeline:
+        out = source(bootstrap, produced.topic).read(pipeline, "Read") | BoundedAggregate([spec])
+        collect(out["views"]["per_key_total"], tmp_path / "rows", "Rows")
+        out[MILESTONES] | WriteMilestonesToKafka(out_topic, Connections(kafka_bootstrap=bootstrap))
+
+    totals: dict[str, list[int]] = defaultdict(lambda: [0, 0])
+    for _, _, msg in produced.good:
+        totals[msg["key"]][0] += 1
+        totals[msg["key"]][1] += msg["value"]
+    rows = loaded(tmp_path / "rows")
+    assert {r["key"]: [r["n"], r["total"]] for r in rows} == totals
+    assert all(set(r) == {"view", "key", "n", "total", "pane_timing", "pane_index"} for r in rows)
+    reached = {
+        (key, t): n for key, (n, _) in totals.items() for t in (50, 250, 297, 5000) if n >= t
+    }
+    # 297 splits the keys (two have 296); 5000 is beyond every one.
+    assert {t for _, t in reached} == {50, 250, 297} and len(reached) == 58
+    messages = read_back(bootstrap, out_topic, len(reached))
+    events = [orjson.loads(m.value()) for m in messages]
+    assert {(e["key"], e["threshold"]): e["value"] for e in events} == reached
+    for message, event in zip(messages, events, strict=True):
+        parts = ["per_key_total", None, None, [event["key"]], None, None, "n", event["threshold"]]
+        assert message.key() == event["milestone_id"].encode() == milestone_id(parts).encode()
 
 
 def test_sink_needs_bootstrap_servers_and_encodes_huge_integers() -> None:
