@@ -463,6 +463,8 @@ def _as_input(kind: str, column: pa.Array) -> Any:
     if kind == "count":
         return np.ones(len(column), dtype=np.int8)
     if kind in _NUMERIC_KINDS:
+        if pa.types.is_null(column.type):  # a field no message of the batch has: no values
+            return np.zeros(len(column), dtype=np.float64)
         return column.to_numpy()
     return v.scalars(column)
 

@@ -129,6 +129,12 @@ def _counts(ids: np.ndarray, count: int) -> np.ndarray:
     return np.bincount(ids, minlength=count).astype(np.int64)
 
 
+def _weighted(ids: np.ndarray, weights: np.ndarray, count: int) -> np.ndarray:
+    """Sums of ``weights`` per id, as doubles: ``np.bincount`` gives int64 zeros when there
+    are no ids at all, weights or not, and an accumulator's float parts must be floats."""
+    return np.bincount(ids, weights=weights, minlength=count).astype(np.float64, copy=False)
+
+
 class Kernel:
     """Vectorized form of one aggregation; see the module doc."""
 
@@ -288,7 +294,7 @@ class SumKernel(Kernel):
             ints, int_ids = values[integral].astype(np.int64), ids[integral]
             floats, float_ids = values[~integral], ids[~integral]
         isum = _safe_int_sum(ints, int_ids, count)
-        fsum = np.bincount(float_ids, weights=floats, minlength=count)
+        fsum = _weighted(float_ids, floats, count)
         if isum is None or not np.isfinite(fsum).all():  # the CombineFn spills exactly
             return self.py_batch(values.tolist(), ids, count)
         return (
@@ -304,13 +310,13 @@ class SumKernel(Kernel):
             return super().merge(state, ids, count)
         isum, fsum, comp, nint, nfloat = state  # type: ignore[misc]
         merged = _safe_int_sum(isum, ids, count)
-        floats = np.bincount(ids, weights=fsum, minlength=count)
+        floats = _weighted(ids, fsum, count)
         if merged is None or not np.isfinite(floats).all():
             return super().merge(state, ids, count)
         return (
             merged,
             floats,
-            np.bincount(ids, weights=comp, minlength=count),
+            _weighted(ids, comp, count),
             _add_at(count, ids, nint),
             _add_at(count, ids, nfloat),
         )
@@ -418,11 +424,11 @@ class MomentsKernel(Kernel):
         x = np.asarray(values, dtype=np.float64)
         n = _counts(ids, count)
         with np.errstate(invalid="ignore", divide="ignore"):
-            mean = np.bincount(ids, weights=x, minlength=count) / n
+            mean = _weighted(ids, x, count) / n
         mean[n == 0] = 0.0
         dev = x - mean[ids]
         with np.errstate(over="ignore", invalid="ignore"):
-            m2 = np.bincount(ids, weights=dev * dev, minlength=count)
+            m2 = _weighted(ids, dev * dev, count)
         if not (np.isfinite(mean).all() and np.isfinite(m2).all()):
             return self.py_batch(_python(values), ids, count)
         return (n, mean, m2)
@@ -433,11 +439,11 @@ class MomentsKernel(Kernel):
         n, mean, m2 = state  # type: ignore[misc]
         total = _add_at(count, ids, n)
         with np.errstate(invalid="ignore", divide="ignore"):
-            new_mean = np.bincount(ids, weights=n * mean, minlength=count) / total
+            new_mean = _weighted(ids, n * mean, count) / total
         new_mean[total == 0] = 0.0
         dev = mean - new_mean[ids]
         with np.errstate(over="ignore", invalid="ignore"):
-            new_m2 = np.bincount(ids, weights=m2 + n * dev * dev, minlength=count)
+            new_m2 = _weighted(ids, m2 + n * dev * dev, count)
         if not (np.isfinite(new_mean).all() and np.isfinite(new_m2).all()):
             return super().merge(state, ids, count)
         return (total, new_mean, new_m2)

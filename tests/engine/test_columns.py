@@ -192,3 +192,33 @@ def test_clean_batches_take_the_fast_path() -> None:
         *lines[50:],
     ]
     assert decoder.decode(one_bad).fast  # a value of another type: that row alone goes exact
+
+
+def test_a_numeric_field_no_message_has_gives_nulls_and_accumulators_level_2_reads() -> None:
+    """A batch where a summed field is always an int and a variance's field always missing:
+    the fast path takes the missing column (Arrow's null type), and every accumulator's
+    float parts stay floats, as level 2's checked decoding requires."""
+    view = {
+        "name": "sparse",
+        "event_time": {"field": "ts"},
+        "grouping_cols": ["org"],
+        "window": {"size": "1m"},
+        "aggregation_info": [
+            {"aggregation": "sum", "col_name": "bytes", "aggregated_col_name": "bytes"},
+            {"aggregation": "mean", "col_name": "bytes", "aggregated_col_name": "mean"},
+            {"aggregation": "variance", "col_name": "absent", "aggregated_col_name": "var"},
+        ],
+    }
+    plan = ViewPlan(parse_view(view))
+    lines = [
+        orjson.dumps({"ts": 1709251200 + i, "org": f"o{i % 3}", "bytes": i}) for i in range(300)
+    ]
+    decoded = Decoder([plan]).decode(lines)
+    assert decoded.fast
+    aggregator = aggregator_of(plan)
+    [inputs] = decoded.views[0].inputs
+    # One batch's partial as level 1 sends it when a flush holds one batch: not merged again.
+    partial = aggregator.preaggregate(inputs)
+    assert aggregator.extract(partial)[2] == [None] * partial.rows == [None] * 15
+    for acc in aggregator.accumulators(partial):
+        plan.combine.decode_checked(plan.combine.encode(acc))  # raises on an int float part
