@@ -1413,7 +1413,13 @@ def test_validate_runs_no_command_from_the_command_line(tmp_path: Path) -> None:
 
 def test_examples_load() -> None:
     specs = {s.name: s for s in load_views([EXAMPLES])}
-    assert sorted(specs) == ["ad_impressions", "cdn_access", "network_telemetry", "post_engagement"]
+    assert sorted(specs) == [
+        "ad_daily_spend",
+        "ad_impressions",
+        "cdn_access",
+        "network_telemetry",
+        "post_engagement",
+    ]
     cdn = specs["cdn_access"]
     assert cdn.window.multi_granularity
     assert [d.text for d in cdn.window.sizes] == ["1m", "1h", "1d"]
@@ -1422,7 +1428,17 @@ def test_examples_load() -> None:
     assert ads.window.type == "sliding"
     assert [d.name for d in ads.derived] == ["impressions", "ctr", "cost_per_click"]
     assert specs["network_telemetry"].early == Duration("30s", 30_000_000)
-    assert specs["post_engagement"].event_time == EventTime("timestamp_ms", "epoch_ms")
+    posts = specs["post_engagement"]
+    assert posts.event_time == EventTime("timestamp_ms", "epoch_ms")
+    assert posts.window.type == "global" and posts.state_ttl == Duration("90d", 90 * 86_400_000_000)
+    assert posts.eager == Eager("events", 10)
+    assert posts.milestones == (Milestone("events", (10, 100, 1000, 10000, 100000, 1000000)),)
+    daily = specs["ad_daily_spend"].window
+    assert (daily.type, daily.sizes[0].text, daily.step) == (
+        "cumulative",
+        "1d",
+        Duration("1h", 3_600_000_000),
+    )
     assert cdn.origin == str(EXAMPLES / "cdn_access_logs.json")
 
 
@@ -1431,8 +1447,8 @@ def test_validate_paths_of_valid_views_is_empty() -> None:
 
 
 def test_a_single_path_is_not_iterated_character_by_character() -> None:
-    assert len(load_views(str(EXAMPLES))) == 4
-    assert len(load_views(EXAMPLES)) == 4
+    assert len(load_views(str(EXAMPLES))) == 5
+    assert len(load_views(EXAMPLES)) == 5
 
 
 def test_missing_path(tmp_path: Path) -> None:
