@@ -10,7 +10,7 @@ from typing import Any, Protocol
 
 import apache_beam as beam
 
-from liveagg.errors import ViewError
+from liveagg.errors import ViewError, ViewErrors
 from liveagg.spec import Sink, ViewSpec
 from liveagg.transforms.bounded import BoundedAggregate
 from liveagg.transforms.plan import MILESTONES
@@ -91,6 +91,9 @@ def build(
             messages = source.read_batches(pipeline, label)
         else:
             messages = source.read(pipeline, label)
+        if use_streaming:
+            how = "an unbounded Kafka read" if not source.bounded else "--streaming"
+            check_streaming(source_views, how, rows=not partials)
         transform = (
             StreamingAggregate(source_views, early_panes=not source.bounded, partials=partials)
             if use_streaming
@@ -104,24 +107,39 @@ def build(
         dead.append(out["dead_letters"])
         if MILESTONES in out:
             milestones.append(out[MILESTONES])
-        elif not partials:
-            _check_milestones_fire(source_views, use_streaming)
     dead_letters = tuple(dead) | "DeadLetters" >> beam.Flatten()
     events = tuple(milestones) | "Milestones" >> beam.Flatten() if milestones else None
     return Compiled(rows, dead_letters, events)
 
 
-def _check_milestones_fire(views: Sequence[ViewSpec], streaming: bool) -> None:
-    """A view's milestones are never dropped without a word: refuse a path that gives none."""
+def check_streaming(views: Sequence[ViewSpec], how: str, *, rows: bool = True) -> None:
+    """Refuse, naming each file and field, what the streaming window operator of this build
+    does not do yet: global and cumulative windows (with ``state_ttl``), and, for the views
+    whose rows it gives (``rows``; level 1 gives partials), milestones and eager updates.
+    Such a view runs on the bounded path; on the operator it would lose its milestone
+    events, ignore ``emit.eager`` and keep every key of a global window for ever."""
+    errors: list[ViewError] = []
     for view in views:
-        if view.milestones:
-            path = "streaming" if streaming else "bounded"
-            raise ViewError(
+        refused: list[tuple[str, str, str]] = []  # (path, what is not done, what to do)
+        kind = view.window.type
+        if kind in ("global", "cumulative"):
+            refused.append(("$.window.type", f"keep {kind} windows", "use a fixed window"))
+        if rows and view.milestones:
+            refused.append(("$.milestones", "fire milestones", "remove milestones"))
+        if rows and view.eager is not None:
+            refused.append(("$.emit.eager", "give eager updates", "remove emit.eager"))
+        errors += [
+            ViewError(
                 view.origin,
-                "$.milestones",
-                f"view {view.name!r}: the {path} path of this build does not fire milestones "
-                "yet; run it on bounded input, or remove milestones",
+                path,
+                f"view {view.name!r}: the streaming window operator ({how}) does not {what} "
+                "yet; run the view on the bounded path (files, or a Kafka read without "
+                f"--unbounded; no --streaming), or {instead}",
             )
+            for path, what, instead in refused
+        ]
+    if errors:
+        raise ViewErrors(errors)
 
 
 def attach_sinks(

@@ -32,7 +32,14 @@ from apache_beam.runners.runner import PipelineState
 
 from liveagg.errors import COMMAND_LINE, PathError, ViewError
 from liveagg.loader import load_views
-from liveagg.pipelines.compile import Compiled, Source, attach_sinks, bind_sources, build
+from liveagg.pipelines.compile import (
+    Compiled,
+    Source,
+    attach_sinks,
+    bind_sources,
+    build,
+    check_streaming,
+)
 from liveagg.runners import direct
 from liveagg.runners.flink import FlinkProfile, supervise
 from liveagg.spec import Sink, ViewSpec
@@ -345,9 +352,11 @@ def pipeline_options(config: RunConfig, paths: Sequence[str] = ()) -> PipelineOp
     return PipelineOptions([*args, *config.beam_args])
 
 
-def _check_runner(config: RunConfig, views: Sequence[ViewSpec]) -> None:
+def _check_runner(config: RunConfig, views: Sequence[ViewSpec], level1: bool) -> None:
     if config.runner == "flink":
         config.flink.check()
+    if config.kafka.unbounded:  # before the runner's limits: what no runner does comes first
+        check_streaming(views, "an unbounded Kafka read", rows=not level1)
     if not (config.kafka.unbounded and config.runner == "direct"):
         return
     for view in views:
@@ -370,8 +379,8 @@ def run(config: RunConfig) -> RunReport:
     output the run cannot read or write, and :class:`Interrupted` on SIGINT or SIGTERM.
     """
     views = load_views(config.views)
-    _check_runner(config, views)
     level1 = bool(config.intermediate_topic) and not config.rekey
+    _check_runner(config, views, level1)
     if config.rekey:
         intermediate = _intermediate(config, views)
         sources = {v.source: intermediate for v in views}
@@ -615,6 +624,9 @@ def _rekey(
 
     source = next(iter(sources.values()))
     streaming = config.streaming or not source.bounded
+    if streaming:
+        how = "--streaming" if source.bounded else "an unbounded read of --intermediate-topic"
+        check_streaming(views, how)
     envelopes = source.read(pipeline, "Read/intermediate")
     try:
         out = envelopes | "Rekey" >> RekeyAggregate(
@@ -622,15 +634,6 @@ def _rekey(
         )
     except ValueError as e:
         raise ViewError(views[0].origin, "$", str(e)) from e
-    if MILESTONES not in out:
-        for view in views:
-            if view.milestones:
-                raise ViewError(
-                    view.origin,
-                    "$.milestones",
-                    f"view {view.name!r}: the streaming level 2 of this build does not fire "
-                    "milestones yet; read the intermediate topic bounded, or remove milestones",
-                )
     return Compiled(out["views"], out["dead_letters"], out.get(MILESTONES))
 
 
