@@ -281,8 +281,6 @@ def test_churn_keys_are_each_active_once(tmp_path: Path) -> None:
     assert len(posts) == 3_000 and len(set(posts)) == 1_000
     assert posts == sorted(posts)  # each post's likes come together, then never again
     [result] = [
-        r
-        for r in counters.churn(path, 3_000, tmp_path / "work", streaming=False)
-        if r.extra["state_ttl"] == "1h"
+        r for r in counters.churn(path, 3_000, tmp_path / "work") if r.extra["state_ttl"] == "1h"
     ]
     assert result.rows == {"ttl_1h": 1_000}
