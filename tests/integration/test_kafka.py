@@ -50,7 +50,10 @@ ck = pytest.importorskip("confluent_kafka")
 from confluent_kafka.admin import AdminClient  # noqa: E402
 
 from tests.support import kafka_topics  # noqa: E402
+from tests.support.compare import assert_milestones_match, assert_rows_match  # noqa: E402
 from tests.support.kafka_topics import create_topics  # noqa: E402
+from tests.support.oracle import expected_milestones, milestone_id  # noqa: E402
+from tests.support.oracle import expected_rows as oracle_rows  # noqa: E402
 from tests.transforms.sources.test_kafka import VIEW, view_spec  # noqa: E402
 
 pytestmark = pytest.mark.integration
@@ -370,13 +373,13 @@ def test_dead_letters_to_kafka_keyed_by_view(bootstrap: str, topic: Callable[...
     assert found == produced.bad
 
 
-def test_running_totals_from_a_topic_and_milestones_to_another(
+def test_running_totals_and_a_cumulative_hour_from_a_topic_with_milestones_to_another(
     bootstrap: str, topic: Callable[..., str], tmp_path: Path
 ) -> None:
-    """A global view over a bounded read: one row per key with its total over the topic, and
-    each threshold a total reaches once on the milestone topic, keyed by its id."""
-    from tests.support.oracle import milestone_id
-
+    """A global and a cumulative view over one bounded read. The global view: one row per key
+    with its total over the topic, each threshold a total reaches once on the milestone topic,
+    keyed by its id. The cumulative view: the prefixes of each hour, and one milestone per
+    (key, hour, threshold), as the DuckDB oracle has them from the same messages."""
     produced = produce(bootstrap, topic(), count=6000)
     spec = parse_view(
         {
@@ -388,10 +391,21 @@ def test_running_totals_from_a_topic_and_milestones_to_another(
             "milestones": [{"column": "n", "at": [50, 250, 297, 5000]}],
         }
     )
+    hourly = parse_view(
+        {
+            **VIEW,
+            "name": "per_key_hour",
+            "window": {"type": "cumulative", "size": "1h", "step": "15m"},
+            "milestones": [{"column": "n", "at": [20, 100, 150]}],
+        }
+    )
     out_topic = topic()
     with beam.Pipeline(options=options()) as pipeline:
-        out = source(bootstrap, produced.topic).read(pipeline, "Read") | BoundedAggregate([spec])
+        out = source(bootstrap, produced.topic).read(pipeline, "Read") | BoundedAggregate(
+            [spec, hourly]
+        )
         collect(out["views"]["per_key_total"], tmp_path / "rows", "Rows")
+        collect(out["views"]["per_key_hour"], tmp_path / "hourly", "Hourly")
         out[MILESTONES] | WriteMilestonesToKafka(out_topic, Connections(kafka_bootstrap=bootstrap))
 
     totals: dict[str, list[int]] = defaultdict(lambda: [0, 0])
@@ -406,12 +420,25 @@ def test_running_totals_from_a_topic_and_milestones_to_another(
     }
     # 297 splits the keys (two have 296); 5000 is beyond every one.
     assert {t for _, t in reached} == {50, 250, 297} and len(reached) == 58
-    messages = read_back(bootstrap, out_topic, len(reached))
+
+    events_file = tmp_path / "good.jsonl"
+    events_file.write_bytes(b"".join(orjson.dumps(m) + b"\n" for _, _, m in produced.good))
+    expected_hourly = oracle_rows(hourly, events_file)
+    assert_rows_match(loaded(tmp_path / "hourly"), expected_hourly, hourly)
+    hourly_milestones = expected_milestones(hourly, expected_hourly)
+    assert {e["threshold"] for e in hourly_milestones} == {20, 100, 150}
+
+    messages = read_back(bootstrap, out_topic, len(reached) + len(hourly_milestones))
     events = [orjson.loads(m.value()) for m in messages]
-    assert {(e["key"], e["threshold"]): e["value"] for e in events} == reached
+    totals_events = [e for e in events if e["view"] == "per_key_total"]
+    assert {(e["key"], e["threshold"]): e["value"] for e in totals_events} == reached
+    assert len(totals_events) == len(reached)
+    assert_milestones_match([e for e in events if e["view"] == "per_key_hour"], hourly_milestones)
     for message, event in zip(messages, events, strict=True):
-        parts = ["per_key_total", None, None, [event["key"]], None, None, "n", event["threshold"]]
-        assert message.key() == event["milestone_id"].encode() == milestone_id(parts).encode()
+        if event["view"] == "per_key_total":
+            parts = ["per_key_total", None, None, [event["key"]], None, None, "n"]
+            assert event["milestone_id"] == milestone_id([*parts, event["threshold"]])
+        assert message.key() == event["milestone_id"].encode()
 
 
 # --- unbounded reads ------------------------------------------------------------------------

@@ -204,3 +204,31 @@ def test_milestones_need_a_destination(run: dict, tmp_path: Path) -> None:
         "no output for the milestones of view grand_total: give --output DIR or "
         "--milestone-topic TOPIC" in result.stderr
     )
+
+
+def test_a_bounded_run_counts_over_all_input_whatever_the_state_ttl(tmp_path: Path) -> None:
+    """docs/semantics.md, "State TTL": a bounded run's watermark reaches the end only after
+    all input, so a key quiet for longer than ``state_ttl`` keeps its total, and ``emit.eager``
+    adds no pane: one ON_TIME row per key, milestones from its total over all the input."""
+    views = tmp_path / "ttl.json"
+    views.write_text(
+        json.dumps(
+            VIEWS[1]
+            | {
+                "grouping_cols": ["k"],
+                "state_ttl": "1h",
+                "emit": {"early": "1m", "eager": {"column": "messages", "below": 10}},
+                "milestones": [{"column": "messages", "at": [2, 3]}],
+            }
+        )
+    )
+    events = tmp_path / "events.jsonl"
+    days = ["2024-03-01T00:00:00Z", "2024-03-02T00:00:00Z", "2024-03-09T12:00:00Z"]
+    events.write_text("".join(f'{{"k": "a", "ts": "{day}"}}\n' for day in days))
+    out = tmp_path / "out"
+    liveagg("run", "--views", str(views), "--input", str(events), "--output", str(out))
+    assert rows_in(out / "grand_total") == [
+        {"view": "grand_total", "k": "a", "messages": 3, "pane_timing": "ON_TIME", "pane_index": 0}
+    ]
+    fired = rows_in(out / "_milestones")
+    assert [(e["k"], e["threshold"], e["value"]) for e in fired] == [("a", 2, 3), ("a", 3, 3)]
