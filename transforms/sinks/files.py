@@ -476,7 +476,25 @@ class WriteViewFiles(beam.PTransform):
         return _write(rows, file_key, self._files, self._bounded, "ByWindow")
 
 
-class WriteDeadLetters(beam.PTransform):
+class _WriteByView(beam.PTransform):
+    """JSON Lines of a run's records that are not rows, a file per view in one folder
+    (bounded input; part files for unbounded input). ``_file`` names a record's file."""
+
+    _file: Callable[[dict[str, Any]], tuple[str, str]]
+
+    def __init__(
+        self, directory: str, *, bounded: bool = True, connections: Connections | None = None
+    ) -> None:
+        super().__init__()
+        objectstores.require(directory)
+        self._files = _Files(directory, "jsonl", None, connections)
+        self._bounded = bounded
+
+    def expand(self, records: beam.PCollection) -> beam.PCollection:
+        return _write(records, type(self)._file, self._files, self._bounded, "ByView")
+
+
+class WriteDeadLetters(_WriteByView):
     """Writes dead letters as JSON Lines under ``<directory>/_dead_letter/``, a file per view
     (``input.jsonl`` for messages that no view could read).
 
@@ -485,19 +503,10 @@ class WriteDeadLetters(beam.PTransform):
         compiled.dead_letters | WriteDeadLetters("out/", bounded=False)
     """
 
-    def __init__(
-        self, directory: str, *, bounded: bool = True, connections: Connections | None = None
-    ) -> None:
-        super().__init__()
-        objectstores.require(directory)
-        self._files = _Files(directory, "jsonl", None, connections)
-        self._bounded = bounded
-
-    def expand(self, dead: beam.PCollection) -> beam.PCollection:
-        return _write(dead, _dead_letter_file, self._files, self._bounded, "ByView")
+    _file = staticmethod(_dead_letter_file)
 
 
-class WriteMilestones(beam.PTransform):
+class WriteMilestones(_WriteByView):
     """Writes milestone events as JSON Lines under ``<directory>/_milestones/``, a file per
     view (bounded input; part files ``<view>-<bundle id>.jsonl`` for unbounded input).
 
@@ -506,16 +515,7 @@ class WriteMilestones(beam.PTransform):
         compiled.milestones | WriteMilestones("out/")
     """
 
-    def __init__(
-        self, directory: str, *, bounded: bool = True, connections: Connections | None = None
-    ) -> None:
-        super().__init__()
-        objectstores.require(directory)
-        self._files = _Files(directory, "jsonl", None, connections)
-        self._bounded = bounded
-
-    def expand(self, events: beam.PCollection) -> beam.PCollection:
-        return _write(events, _milestone_file, self._files, self._bounded, "ByView")
+    _file = staticmethod(_milestone_file)
 
 
 # --- the output folder of a run ----------------------------------------------------------
