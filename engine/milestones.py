@@ -32,7 +32,7 @@ from typing import Any
 from liveagg.engine.compiled import granularities, window_fns
 from liveagg.engine.windows import WindowFn
 from liveagg.spec import ViewSpec
-from liveagg.transforms.eventtime import rfc3339
+from liveagg.transforms.eventtime import WindowText
 
 #: Hex digits of a ``milestone_id``: 128 bits of SHA-256.
 ID_LENGTH = 32
@@ -144,7 +144,7 @@ class ViewMilestones:
             for set_index, positions in sets
         ]
         self._global = spec.window.is_global
-        self._bounds: dict[tuple[int, int], tuple[str, str]] = {}
+        self._window_text = WindowText(10_000)
 
     def __bool__(self) -> bool:
         return bool(self.watches)
@@ -252,7 +252,7 @@ class ViewMilestones:
             event["granularity"] = variant.granularity
         start = end = None
         if not self._global:
-            start, end = self._rfc3339(bounds)
+            start, end = self._window_text(bounds)
             event["window_start"], event["window_end"] = start, end
         event["column"] = column
         event["threshold"] = threshold
@@ -268,14 +268,6 @@ class ViewMilestones:
             threshold,
         )
         return event
-
-    def _rfc3339(self, bounds: tuple[int, int]) -> tuple[str, str]:
-        found = self._bounds.get(bounds)
-        if found is None:
-            if len(self._bounds) > 10_000:
-                self._bounds.clear()
-            found = self._bounds[bounds] = (rfc3339(bounds[0]), rfc3339(bounds[1]))
-        return found
 
     def _full_key(self, variant: _Variant, values: Sequence[Any]) -> list[Any]:
         """A grouping set's values as every grouping column's (null where it leaves one out)."""

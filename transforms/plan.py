@@ -28,7 +28,14 @@ from liveagg.spec import ViewSpec
 from liveagg.transforms import eventtime
 from liveagg.transforms.combine import ViewCombineFn
 from liveagg.transforms.deadletter import NAMESPACE, counter, dead_letter
-from liveagg.transforms.eventtime import MAX_US, MIN_US, OUT_OF_RANGE, EventTimeError, rfc3339
+from liveagg.transforms.eventtime import (
+    MAX_US,
+    MIN_US,
+    OUT_OF_RANGE,
+    EventTimeError,
+    WindowText,
+    rfc3339,
+)
 from liveagg.transforms.fields import getter, values_of
 from liveagg.transforms.filters import compile_filter
 
@@ -336,7 +343,7 @@ class ViewPlan:
         self.used_counter = f"used/{spec.name}"
         self.filtered_counter = f"filtered/{spec.name}"
         self.late_counter = f"late_windows/{spec.name}"
-        self._bounds: dict[tuple[int, int], tuple[str, str]] = {}
+        self._window_text = WindowText()
         self._global = spec.window.is_global
 
     def _variants(self) -> list[Variant]:
@@ -595,18 +602,12 @@ class ViewPlan:
         else every grouping column, null where its set leaves it out); ``outputs`` holds one
         list per aggregation. Not counted in ``rows/<view>`` (see :meth:`count_rows`)."""
         n = len(starts)
-        cache = self._bounds
-        if len(cache) > 100_000:
-            cache.clear()
-        bounds: list[tuple[str, ...]] = []
+        bounds: list[tuple[str, ...]]
         if self._global:  # rows of the global window carry no bounds
             bounds = [()] * n
         else:
-            for window in zip(starts, ends, strict=True):
-                found = cache.get(window)
-                if found is None:  # windows repeat across keys: format each once
-                    found = cache[window] = (rfc3339(window[0]), rfc3339(window[1]))
-                bounds.append(found)
+            text = self._window_text
+            bounds = [text(window) for window in zip(starts, ends, strict=True)]
         overflowed: dict[int, list[int]] = {}
         for i in self._doubles:
             column = outputs[i]
