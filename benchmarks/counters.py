@@ -32,7 +32,7 @@ import orjson
 
 from benchmarks import generate
 from benchmarks.harness import PYTHON, ROOT, Result, measure
-from benchmarks.run import CACHE, machine
+from benchmarks.run import CACHE, machine, publish
 from benchmarks.systems import Context, liveagg_direct
 
 VIEWS = ROOT / "benchmarks" / "views" / "counters"
@@ -197,10 +197,7 @@ def main(argv: list[str] | None = None) -> None:
         rows = churn(churn_data, args.churn_events, work)
         report["churn"] = [r.to_json() for r in rows]
         printed.append(f"## state TTL churn (bounded)\n\n{table(rows, None)}")
-    args.json.parent.mkdir(parents=True, exist_ok=True)
-    args.json.write_text(json.dumps(report, indent=2) + "\n")
-    print("\n\n".join(printed))
-    print(f"\n{report['machine']}\nJSON: {args.json}")
+    publish(report, printed, args.json)
 
 
 if __name__ == "__main__":
