@@ -425,7 +425,9 @@ class _WindowLogic(beam.DoFn):
             windows = bucket.windows(group)
             opened = not windows
             window = (start, end)
-            if window not in windows and book.is_expired(end, lateness, floor):
+            # Without candidates, every message of the item was read while its partition's
+            # watermark left the window open, which bounds the watermark here: kept.
+            if candidates and window not in windows and book.is_expired(end, lateness, floor):
                 for candidate in candidates:
                     fates.setdefault(candidate[0], []).append(False)
                     letters.setdefault(candidate[0], (candidate, []))[1].append(window)

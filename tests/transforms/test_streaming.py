@@ -534,3 +534,19 @@ def test_the_state_cache_weighs_a_cell_the_same_without_scanning_modules() -> No
         assert get_deep_size(cell.parts) == before > 300
     finally:
         objsize.default_settings.update(exclude_modules_globals=scanning)
+
+
+def test_an_item_no_message_of_which_may_be_too_late_is_kept() -> None:
+    """The router sends no payload for messages read while their partition's watermark left
+    every window of theirs open: such an item is kept even where the floor says otherwise,
+    as a LATE pane, since that watermark bounds the operator's."""
+    operator = window_operator(VIEW, clock=lambda: 0.0)
+    operator.setup()
+    minute = 60_000_000
+    cell, timers = Cell(), Timers()
+    list(operator._process((BUCKET, [_item(operator, 5)]), cell, timers, None))
+    list(operator._on_watermark(BUCKET, Timestamp(micros=3 * minute), f"0/{minute}", cell, timers))
+    other_key = b'["b"]'
+    other = ("clicks", 0, bucket_of(other_key) + 100)
+    rows = list(operator._process((other, [_item(operator, 6, other_key)]), Cell(), timers, None))
+    assert [(r["k"], r["pane_timing"], r["n"]) for r in rows] == [("b", "LATE", 1)]
