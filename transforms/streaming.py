@@ -388,10 +388,11 @@ class _WindowLogic(beam.DoFn):
         """The latest timer an instance of this operator fired in this process, of any key:
         the watermark was past it, for every key, where the runner runs each stage as one
         instance with one watermark (Beam's Python DirectRunner, which may also make a new
-        instance per bundle, and Prism). Elsewhere (Flink) the parallel instances of the
-        operator in one worker process have watermarks of their own, and one instance's
-        timer says nothing of another's keys: each bucket keeps the watermark its own timers
-        showed (``Bucket.closed_upto``) and only that counts."""
+        instance per bundle). Elsewhere (Flink) the parallel instances of the operator in one
+        worker process have watermarks of their own, and one instance's timer says nothing of
+        another's keys; Prism fires a key's timers by the upstream watermark while other keys'
+        older data still waits (:data:`_ONE_INSTANCE_RUNNERS`). There each bucket keeps the
+        watermark its own timers showed (``Bucket.closed_upto``) and only that counts."""
         return _FLOORS.get(self._token, _NEVER) if self._shared_floor else _NEVER
 
     def _raise_floor(self, at: int) -> None:
@@ -650,14 +651,20 @@ def _merge_session(
 #: Watermark floors per operator (its token), for the instances of this process.
 _FLOORS: dict[str, int] = {}
 
-#: Runners that run each stage of a pipeline as one instance at a time, with one watermark.
+#: Runners that run each stage of a pipeline as one instance at a time, with one watermark
+#: whose passing a timer of any key shows. Not Prism (Beam 2.77): it builds a stateful stage's
+#: bundles at the upstream watermark (``stageState.bundleReady`` returns ``upstreamW``, not the
+#: input watermark that pending data holds back) and fires a key's timer once that watermark
+#: passes it (``statefulStageKind.buildEventTimeBundle``: ``if e.timestamp > watermark``), in
+#: order with that key's own data only; so a timer of one bucket fires while another bucket's
+#: older data waits, and a shared floor made that data LATE, or too late. ``--runner direct``
+#: runs streaming pipelines on Beam's Python engine, never on Prism (runners/direct.py).
 _ONE_INSTANCE_RUNNERS = frozenset(
     {
         "DirectRunner",
         "SwitchingDirectRunner",
         "BundleBasedDirectRunner",
         "FnApiRunner",
-        "PrismRunner",
     }
 )
 
