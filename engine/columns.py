@@ -476,7 +476,10 @@ def _as_input(kind: str, column: pa.Array) -> Any:
     if kind == "count":
         return np.ones(len(column), dtype=np.int8)
     if kind in _NUMERIC_KINDS:
-        if pa.types.is_null(column.type):  # a field no message of the batch has: no values
+        if not (pa.types.is_integer(column.type) or pa.types.is_floating(column.type)):
+            # No values: a field no message of the batch has (Arrow's null type), or one whose
+            # every value is a boolean or a string, which went to the exact path; numpy cannot
+            # take an empty column of those without a copy.
             return np.zeros(len(column), dtype=np.float64)
         return column.to_numpy()
     return v.scalars(column)

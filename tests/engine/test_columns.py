@@ -222,3 +222,25 @@ def test_a_numeric_field_no_message_has_gives_nulls_and_accumulators_level_2_rea
     assert aggregator.extract(partial)[2] == [None] * partial.rows == [None] * 15
     for acc in aggregator.accumulators(partial):
         plan.combine.decode_checked(plan.combine.encode(acc))  # raises on an int float part
+
+
+@pytest.mark.parametrize("value", [True, "x"], ids=["boolean", "string"])
+def test_a_numeric_field_of_another_type_in_every_message_of_a_batch(value: Any) -> None:
+    """Every message of the batch that has ``bytes`` (summed) has a boolean or a string there:
+    those go to the exact path and become dead letters, and the fast path takes the others
+    with no value of the column (an empty boolean or string column, which numpy cannot take
+    without a copy)."""
+    lines = [
+        orjson.dumps(
+            {
+                "ts": 1709251200 + i,
+                "org": f"o{i % 3}",
+                "user": "u",
+                **({"bytes": value} if i % 2 else {}),
+            }
+        )
+        for i in range(50)
+    ]
+    fast, exact = run(lines, fast=True), run(lines, fast=False)
+    assert fast == exact
+    assert sum(1 for _, reason, _ in fast[1] if reason == "not_numeric") == 25
