@@ -19,7 +19,8 @@ Each run's rows must equal the DuckDB oracle's (``tests/support/compare.py``: ex
 a sketch's error bound), and every run's rows must equal the direct runner's bounded rows
 column for column, except the columns whose value depends on the order in which partial
 aggregates merge (:data:`ORDER_DEPENDENT`). Dead letters must be the same multiset of
-``(view, reason, detail, payload)`` everywhere.
+``(view, reason, detail, payload)`` everywhere, and a bounded run's milestone events exactly
+those the oracle's final values reach.
 """
 
 from __future__ import annotations
@@ -44,6 +45,7 @@ from tests.conformance.streams import Topic, ctrl_c, running, unique, while_runn
 from tests.pipelines.test_e2e import EXTRA_VIEWS
 from tests.support.cli import ROOT, liveagg, rows_in
 from tests.support.compare import (
+    assert_milestones_match,
     assert_rows_match,
     latest_panes,
     row_key,
@@ -51,7 +53,7 @@ from tests.support.compare import (
 )
 from tests.support.datagen import generate
 from tests.support.kafka_topics import create_topics, produce
-from tests.support.oracle import expected_rows
+from tests.support.oracle import expected_milestones, expected_rows
 
 pytestmark = [pytest.mark.integration, pytest.mark.e2e]
 
@@ -184,6 +186,7 @@ def test_the_reference_run_equals_the_oracle(case: Case, reference: dict[str, An
         assert_rows_match(reference["rows"][view.name], expected, view)
     reasons = {orjson.loads(k)[1] for k in letters}
     assert {"not_json", "not_an_object", "missing_event_time", "not_numeric"} <= reasons
+    _assert_milestones(case, case.folder / "reference")
 
 
 def _assert_conforms(
@@ -214,6 +217,19 @@ def _expected_letters(case: Case, reference: dict[str, Any], streaming: bool) ->
     return Counter({k: n for k, n in reference["letters"].items() if orjson.loads(k)[0] in names})
 
 
+def _assert_milestones(case: Case, out: Path) -> None:
+    """Each view's milestone events under ``out`` are exactly those its oracle rows reach."""
+    fired = 0
+    for view in (v for v in case.views() if v.milestones):
+        expected = expected_milestones(view, expected_rows(view, case.events))
+        path = out / "_milestones" / f"{view.name}.jsonl"
+        lines = path.read_bytes().splitlines() if path.exists() else []  # none fired
+        actual = [orjson.loads(line) for line in lines]
+        assert_milestones_match(actual, expected)
+        fired += len(actual)
+    assert fired, "the input must reach some milestones"
+
+
 # --- bounded ---------------------------------------------------------------------------------
 
 RUNNERS = [
@@ -241,6 +257,7 @@ def _bounded_run(
     print(f"{runner}: bounded from {source} in {time.monotonic() - t0:.1f} s")
     rows = {v.name: rows_in(out / v.name) for v in case.views()}
     _assert_conforms(case, reference, rows, _letters(rows_in(out / "_dead_letter")))
+    _assert_milestones(case, out)
 
 
 @pytest.mark.parametrize("runner", RUNNERS)
