@@ -340,9 +340,7 @@ def _paths(config: RunConfig, views: Sequence[ViewSpec]) -> list[str]:
 def pipeline_options(config: RunConfig, paths: Sequence[str] = ()) -> PipelineOptions:
     args: list[str] = []
     if config.runner == "direct":
-        args += direct.beam_args(
-            config.direct_num_workers, streaming=config.kafka.unbounded or config.streaming
-        )
+        args += direct.beam_args(config.direct_num_workers)
     elif config.runner == "prism":
         args += config.prism.beam_args()
     elif config.runner == "flink":

@@ -657,8 +657,9 @@ _FLOORS: dict[str, int] = {}
 #: input watermark that pending data holds back) and fires a key's timer once that watermark
 #: passes it (``statefulStageKind.buildEventTimeBundle``: ``if e.timestamp > watermark``), in
 #: order with that key's own data only; so a timer of one bucket fires while another bucket's
-#: older data waits, and a shared floor made that data LATE, or too late. ``--runner direct``
-#: runs streaming pipelines on Beam's Python engine, never on Prism (runners/direct.py).
+#: older data waits, and a shared floor made that data LATE, or too late. (Where Beam's
+#: DirectRunner hands a pipeline to Prism itself, the runner seen here is the DirectRunner:
+#: docs/runners.md, "Which engine a plain liveagg run uses".)
 _ONE_INSTANCE_RUNNERS = frozenset(
     {
         "DirectRunner",

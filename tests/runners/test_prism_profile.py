@@ -191,24 +191,3 @@ def test_the_version_is_the_one_the_sdk_reports() -> None:
     from apache_beam.version import __version__
 
     assert prism_build.beam_version() == __version__
-
-
-UNBOUNDED = KafkaInput(topics=["t"], unbounded=True)
-
-
-@pytest.mark.parametrize(
-    ("config", "runner"),
-    [
-        (RunConfig(views=[]), "DirectRunner"),
-        (
-            RunConfig(views=[], kafka=KafkaInput(topics=["t"], unbounded=True)),
-            "BundleBasedDirectRunner",
-        ),
-        (RunConfig(views=[], streaming=True), "BundleBasedDirectRunner"),
-        (RunConfig(views=[], runner="prism"), "PrismRunner"),
-    ],
-)
-def test_a_streaming_direct_run_stays_on_the_python_engine(config: RunConfig, runner: str) -> None:
-    """Beam's DirectRunner would hand it to Prism where it can download Prism, without the
-    Prism profile's settings; a bounded one may go (the conformance suite checks both)."""
-    assert pipeline_options(config).get_all_options()["runner"] == runner
