@@ -329,20 +329,34 @@ def coordinated(call: Callable[[], T]) -> T:
             time.sleep(0.5)
 
 
+def _partitions(consumer: Any, source: KafkaSource) -> list[int]:
+    """The topic's partitions, or a ValueError that says why there are none."""
+    metadata = consumer.list_topics(source.topic, timeout=_METADATA_TIMEOUT_S)
+    topic = metadata.topics.get(source.topic)
+    if topic is None or topic.error is not None or not topic.partitions:
+        reason = topic.error if topic is not None and topic.error else "it does not exist"
+        raise ValueError(
+            f"cannot read Kafka topic {source.topic!r} at {source.bootstrap_servers}: "
+            f"{reason}; create it or check the topic name"
+        )
+    return sorted(topic.partitions)
+
+
+def partitions(source: KafkaSource) -> list[int]:
+    """The topic's partitions now (what the read will plan, for reports that list them)."""
+    consumer = confluent_kafka().Consumer(source.consumer_config())
+    try:
+        return _partitions(consumer, source)
+    finally:
+        consumer.close()
+
+
 def plan_reads(source: KafkaSource) -> list[PartitionRead]:
     """Every partition's start offset (and stop offset when the read ends), taken now."""
     ck = confluent_kafka()
     consumer = ck.Consumer(source.consumer_config())
     try:
-        metadata = consumer.list_topics(source.topic, timeout=_METADATA_TIMEOUT_S)
-        topic = metadata.topics.get(source.topic)
-        if topic is None or topic.error is not None or not topic.partitions:
-            reason = topic.error if topic is not None and topic.error else "it does not exist"
-            raise ValueError(
-                f"cannot read Kafka topic {source.topic!r} at {source.bootstrap_servers}: "
-                f"{reason}; create it or check the topic name"
-            )
-        tps = [ck.TopicPartition(source.topic, p) for p in sorted(topic.partitions)]
+        tps = [ck.TopicPartition(source.topic, p) for p in _partitions(consumer, source)]
         committed = (
             coordinated(lambda: consumer.committed(tps, timeout=_METADATA_TIMEOUT_S))
             if source.start == "committed"
