@@ -59,6 +59,7 @@ from liveagg.transforms import envelope
 from liveagg.transforms.deadletter import NAMESPACE, counter, dead_letter
 from liveagg.transforms.deadletter import TAG as DEAD_LETTER
 from liveagg.transforms.eventtime import rfc3339
+from liveagg.transforms.live_keys import LiveKeys, run_token
 from liveagg.transforms.plan import Tally, ViewPlan, route, split, view_tag
 
 # Per-window state entry: [encoded accumulator, next pane index, on-time fired, dirty,
@@ -217,13 +218,14 @@ class _WindowLogic(beam.DoFn):
         # partials_out: panes are emitted as partials of the key's shard (level 1, fan-out).
         self._partials_in = partials_in
         self._partials_out = partials_out
+        self._run = run_token()  # live_keys: this run's cells (transforms/live_keys.py)
 
     def setup(self) -> None:
         tune_gc()
         self._plan = ViewPlan(self._spec)
         # What an operator watches (docs/flink.md): keys holding open windows, and how far
         # the view's event time (the last watermark it fired on) is behind the wall clock.
-        self._live_keys = Metrics.counter(NAMESPACE, f"live_keys/{self._spec.name}")
+        self._live_keys = LiveKeys(self._spec.name, self._run)
         self._lag = Metrics.gauge(NAMESPACE, f"lag_seconds/{self._spec.name}")
         self.start_bundle()
 
@@ -255,6 +257,7 @@ class _WindowLogic(beam.DoFn):
         lateness = plan.lateness_us
         in_place = variant.session_gap_us is None and not self._partials_in
         groups, closed_upto, early_pending = _load(cell, state_key)
+        self._live_keys.loaded(state_key, len(groups))
         decoded: dict[int, list] = {}  # id -> entry whose _ACC is decoded until the end
         armed: dict[tuple[int, int], list[bytes]] = {}  # windows new to keys -> those keys
         changed = unfired = False
@@ -435,6 +438,7 @@ class _WindowLogic(beam.DoFn):
             return  # nothing due: an earlier callback of this step swept the bucket
         lateness = self._plan.lateness_us
         groups, closed_upto, early_pending = _load(cell, state_key)
+        self._live_keys.loaded(state_key, len(groups))
         if not groups:
             return
         # Any window due by ``now`` fires, whichever window's timer this is: the watermark
