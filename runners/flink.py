@@ -312,8 +312,11 @@ class _Watch:
         say: Callable[[str], None],
         views: Sequence[str],
         partitions: Sequence[str],
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], None] = time.sleep,
     ) -> None:
         self.result = result
+        self.clock, self.sleep = clock, sleep  # injected by tests: 30 s of silence in none
         self.profile = profile
         self.say = say
         self.views = list(views)
@@ -339,7 +342,7 @@ class _Watch:
         except Exception as e:  # grpc.RpcError (UNAVAILABLE when it is gone), or anything
             self.beam_error = _one_line(_grpc_reason(e))
             if self.beam_down_since is None:
-                self.beam_down_since = time.monotonic()
+                self.beam_down_since = self.clock()
             return None
         self.beam_error = self.beam_down_since = None
         return state
@@ -354,14 +357,13 @@ class _Watch:
                 raise
             self.rest_error = _one_line(e.reason, 80)
             if self.rest_down_since is None:
-                self.rest_down_since = time.monotonic()
+                self.rest_down_since = self.clock()
             return None
         self.rest_error = self.rest_down_since = None
         return answer
 
-    @staticmethod
-    def down_too_long(since: float | None) -> bool:
-        return since is not None and time.monotonic() - since >= LOST_AFTER_S
+    def down_too_long(self, since: float | None) -> bool:
+        return since is not None and self.clock() - since >= LOST_AFTER_S
 
     # --- the run ------------------------------------------------------------------------
 
@@ -370,7 +372,7 @@ class _Watch:
             outcome = self.find_job()
             if outcome is not None:
                 return outcome
-        last_report = time.monotonic()
+        last_report = self.clock()
         while True:
             beam = self.beam_state()
             if self.rest is None:  # an embedded Flink: the job server is the cluster
@@ -382,11 +384,11 @@ class _Watch:
                 outcome = self.follow_flink(beam)
                 if outcome is not None:
                     return outcome
-            due = report_every_s > 0 and time.monotonic() - last_report >= report_every_s
+            due = report_every_s > 0 and self.clock() - last_report >= report_every_s
             if due and self.rest is not None:
-                last_report = time.monotonic()
+                last_report = self.clock()
                 self.report()
-            time.sleep(1.0)
+            self.sleep(1.0)
 
     def find_job(self) -> Outcome | None:
         """Wait for the Flink job of this run (Beam's job server submits it after ``run()``
@@ -394,17 +396,17 @@ class _Watch:
         the job ended before it was seen on Flink (its translation failed, say)."""
         assert self.rest is not None
         rest, name = self.rest, self.profile.job_name
-        deadline = time.monotonic() + SUBMIT_TIMEOUT_S
+        deadline = self.clock() + SUBMIT_TIMEOUT_S
         while not (job_id := self.rest_call(lambda: rest.find_job(name))):
             beam = self.beam_state()
             if beam in TERMINAL:
                 return self.finish()
             if self.down_too_long(self.beam_down_since):
                 raise self.lost(f"the Beam job server stopped answering ({self.beam_error})")
-            if self.down_too_long(self.rest_down_since) or time.monotonic() > deadline:
+            if self.down_too_long(self.rest_down_since) or self.clock() > deadline:
                 why = self.rest_error or f"not on Flink after {SUBMIT_TIMEOUT_S:.0f} s"
                 raise self.lost(f"the job was not seen on Flink ({why})")
-            time.sleep(1.0)
+            self.sleep(1.0)
         self.job_id = job_id
         with contextlib.suppress(FlinkRestError):
             self.checkpoint_dir = self.rest_call(lambda: rest.checkpoint_dir(job_id))
