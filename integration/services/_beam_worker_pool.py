@@ -94,18 +94,24 @@ class WorkerPool(BeamFnExternalWorkerPoolServicer):
         return beam_fn_api_pb2.StartWorkerResponse()
 
 
-def run_worker(control: str, worker_id: str, state_cache_size: int, buffer_ms: int) -> int:
-    """One SDK worker, as Beam's pool runs it, quiet about the runner's hang-up."""
-    from apache_beam.runners.worker.sdk_worker import SdkHarness
-
+def quiet_hang_ups() -> None:
+    """In this process, the data plane's reader logs the runner's hang-up at INFO, and the
+    exception it then re-raises (``data_plane.py``, ``_read_inputs``) ends its thread quietly."""
     logging.getLogger("apache_beam.runners.worker.data_plane").addFilter(RunnerHangUp())
     default_hook = threading.excepthook
 
-    def thread_died(args: Any) -> None:  # the data plane's reader re-raises what it logged
+    def thread_died(args: Any) -> None:
         if hang_up(args.exc_value) is None:
             default_hook(args)
 
     threading.excepthook = thread_died
+
+
+def run_worker(control: str, worker_id: str, state_cache_size: int, buffer_ms: int) -> int:
+    """One SDK worker, as Beam's pool runs it, quiet about the runner's hang-up."""
+    from apache_beam.runners.worker.sdk_worker import SdkHarness
+
+    quiet_hang_ups()
     harness = SdkHarness(
         control,
         worker_id=worker_id,
