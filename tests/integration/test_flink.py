@@ -290,6 +290,66 @@ def _command(
     ]
 
 
+@dataclass
+class Live:
+    """30,000 messages to produce live onto a fresh topic, and the command that reads them."""
+
+    stream: Stream
+    command: list[str]
+    producer: threading.Thread
+
+
+def _live(
+    tmp_path: Path,
+    flink: FlinkConnection,
+    kafka: KafkaConnection,
+    cassandra: CassandraConnection,
+    keyspace: str,
+    seed: int,
+    extra: Sequence[str] = (),
+) -> Live:
+    stream = _stream(kafka, tmp_path, 30_000, seed=seed)
+    dead_topic = _name("liveagg-flink-dead-")
+    _create_topics(kafka, 1, dead_topic)
+    command = _command(
+        flink,
+        kafka,
+        cassandra,
+        topic=stream.topic,
+        keyspace=keyspace,
+        dead_letter_topic=dead_topic,
+        extra=extra,
+    )
+    producer = threading.Thread(
+        target=_produce, args=(kafka, stream.topic, stream.lines, 600.0), daemon=True
+    )
+    return Live(stream, command, producer)
+
+
+def _resume(
+    live: Live,
+    restore: str,
+    tmp_path: Path,
+    cassandra: CassandraConnection,
+    keyspace: str,
+    rest: FlinkRest,
+    then: Callable[[str], None] = lambda job_id: None,
+) -> None:
+    """A new run from ``restore`` restores, reads the rest of the stream and ends at the
+    oracle; ``then(job_id)`` checks more before Ctrl-C stops it."""
+    run = Run([*live.command, "--flink-restore", restore], tmp_path / "second.log", cassandra.env())
+    try:
+        job_id = run.flink_job_id()
+        _eventually(lambda: _assert_restored(rest, job_id), 120.0, every_s=1.0)
+        live.producer.join(300)
+        assert not live.producer.is_alive()
+        _converges(cassandra, keyspace, _views(), live.stream.events, run)
+        then(job_id)
+        assert run.interrupt() == 0, run.text()[-4000:]
+    finally:
+        run.close()
+
+
 #: What the services answer while a job starts or creates its table: "not yet".
 _STARTING = either(cassandra_schema_settling, flink_job_starting)
 
@@ -591,27 +651,11 @@ def test_a_killed_taskmanager_is_recovered_from_the_last_checkpoint(
     keyspace: str,
     rest: FlinkRest,
 ) -> None:
-    stream = _stream(kafka, tmp_path, 30_000, seed=22)
-    dead_topic = _name("liveagg-flink-dead-")
-    _create_topics(kafka, 1, dead_topic)
-    run = Run(
-        _command(
-            flink,
-            kafka,
-            cassandra,
-            topic=stream.topic,
-            keyspace=keyspace,
-            dead_letter_topic=dead_topic,
-        ),
-        tmp_path / "liveagg.log",
-        cassandra.env(),
-    )
-    producer = threading.Thread(
-        target=_produce, args=(kafka, stream.topic, stream.lines, 600.0), daemon=True
-    )
+    live = _live(tmp_path, flink, kafka, cassandra, keyspace, seed=22)
+    run = Run(live.command, tmp_path / "liveagg.log", cassandra.env())
     try:
         job_id = run.flink_job_id()
-        producer.start()
+        live.producer.start()
         _wait_checkpoints(rest, job_id, 3)
         busy = _busy_taskmanager(rest, job_id)
         flink_service.kill_taskmanager(busy)  # kill -9 one that runs the job, mid-stream
@@ -619,9 +663,9 @@ def test_a_killed_taskmanager_is_recovered_from_the_last_checkpoint(
             _eventually(lambda: _assert_restored(rest, job_id), 180.0, every_s=1.0)
         finally:
             flink_service.start_taskmanager(busy)
-        producer.join(300)
-        assert not producer.is_alive()
-        _converges(cassandra, keyspace, _views(), stream.events, run)
+        live.producer.join(300)
+        assert not live.producer.is_alive()
+        _converges(cassandra, keyspace, _views(), live.stream.events, run)
         assert run.interrupt() == 0, run.text()[-4000:]
     finally:
         run.close()
@@ -652,26 +696,14 @@ def test_a_run_resumed_after_the_cluster_stops_ends_at_the_oracle(
 
     Either way the cluster is then stopped and started again, and a new run restores.
     """
-    stream = _stream(kafka, tmp_path, 30_000, seed=23)
-    dead_topic = _name("liveagg-flink-dead-")
-    _create_topics(kafka, 1, dead_topic)
-    command = _command(
-        flink,
-        kafka,
-        cassandra,
-        topic=stream.topic,
-        keyspace=keyspace,
-        dead_letter_topic=dead_topic,
-        extra=["--savepoint-on-stop"],
+    live = _live(
+        tmp_path, flink, kafka, cassandra, keyspace, seed=23, extra=["--savepoint-on-stop"]
     )
-    first = Run(command, tmp_path / "first.log", cassandra.env())
-    producer = threading.Thread(
-        target=_produce, args=(kafka, stream.topic, stream.lines, 600.0), daemon=True
-    )
+    first = Run(live.command, tmp_path / "first.log", cassandra.env())
     logs = ServiceLogs()
     try:
         job_id = first.flink_job_id()
-        producer.start()
+        live.producer.start()
         # No wait for a report: liveagg knows the job's checkpoint folder from its submission
         # and reads the newest complete checkpoint from it when the cluster is gone.
         _wait_checkpoints(rest, job_id, 3)
@@ -686,16 +718,7 @@ def test_a_run_resumed_after_the_cluster_stops_ends_at_the_oracle(
     finally:
         first.close()
         flink_service.start_cluster()
-    second = Run([*command, "--flink-restore", restore], tmp_path / "second.log", cassandra.env())
-    try:
-        second_id = second.flink_job_id()
-        _eventually(lambda: _assert_restored(rest, second_id), 120.0, every_s=1.0)
-        producer.join(300)
-        assert not producer.is_alive()
-        _converges(cassandra, keyspace, _views(), stream.events, second)
-        assert second.interrupt() == 0, second.text()[-4000:]
-    finally:
-        second.close()
+    _resume(live, restore, tmp_path, cassandra, keyspace, rest)
 
 
 def _lost_hint(run: Run, flink: FlinkConnection, job_id: str) -> str:
@@ -728,50 +751,30 @@ def test_the_service_stopped_as_its_harness_stops_it_names_the_checkpoint_to_res
     ``--flink-restore``; the run resumed from it ends at the oracle, and its ``live_keys``
     (restored keys adopted, not only counted down) come back to 0 when every window closed.
     """
-    stream = _stream(kafka, tmp_path, 30_000, seed=24)
-    dead_topic = _name("liveagg-flink-dead-")
-    _create_topics(kafka, 1, dead_topic)
-    command = _command(
-        flink,
-        kafka,
-        cassandra,
-        topic=stream.topic,
-        keyspace=keyspace,
-        dead_letter_topic=dead_topic,
-    )
+    live = _live(tmp_path, flink, kafka, cassandra, keyspace, seed=24)
     if when == "first seconds":  # liveagg's default: no report before the stop
-        at = command.index("--report-every-s")
-        command[at : at + 2] = []
-    first = Run(command, tmp_path / "first.log", cassandra.env())
-    producer = threading.Thread(
-        target=_produce, args=(kafka, stream.topic, stream.lines, 600.0), daemon=True
-    )
+        at = live.command.index("--report-every-s")
+        live.command[at : at + 2] = []
+    first = Run(live.command, tmp_path / "first.log", cassandra.env())
     try:
         job_id = first.flink_job_id()
-        producer.start()
+        live.producer.start()
         _wait_checkpoints(rest, job_id, 3 if when == "mid-stream" else 1)
         flink_service.stop_service()
         restore = _lost_hint(first, flink, job_id)
     finally:
         first.close()
         flink_service.start_cluster()
-    second = Run([*command, "--flink-restore", restore], tmp_path / "second.log", cassandra.env())
-    try:
-        second_id = second.flink_job_id()
-        _eventually(lambda: _assert_restored(rest, second_id), 120.0, every_s=1.0)
-        producer.join(300)
-        assert not producer.is_alive()
-        _converges(cassandra, keyspace, _views(), stream.events, second)
 
-        def no_live_keys() -> None:  # the data's windows all closed long ago
-            metrics = rest.metrics(second_id)
+    def no_live_keys(job_id: str) -> None:  # the data's windows all closed long ago
+        def check() -> None:
+            metrics = rest.metrics(job_id)
             for view in _views():
                 assert metrics.get(f"live_keys/{view.name}") == 0, metrics
 
-        _eventually(no_live_keys, 120.0)
-        assert second.interrupt() == 0, second.text()[-4000:]
-    finally:
-        second.close()
+        _eventually(check, 120.0)
+
+    _resume(live, restore, tmp_path, cassandra, keyspace, rest, then=no_live_keys)
 
 
 def _assert_restored(rest: FlinkRest, job_id: str) -> None:
