@@ -58,6 +58,14 @@ STARTUP_EVENTS = 1_000  # a run this small is (almost) all start-up
 CACHE = ROOT / ".cache" / "bench"
 
 
+def publish(report: dict[str, Any], printed: list[str], path: Path) -> None:
+    """Write ``report`` as JSON to ``path`` and print the tables, then the machine."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(report, indent=2) + "\n")
+    print("\n\n".join(printed))
+    print(f"\n{report['machine']}\nJSON: {path}")
+
+
 def machine() -> dict[str, object]:
     """What the figures were measured on."""
     model = ""
@@ -463,10 +471,7 @@ def main(argv: list[str] | None = None) -> None:
         runs_m = memory(folder, args.events, CACHE / "work" / "memory", baseline)
         report["memory"] = {"set": target, "results": [r.to_json() for r in runs_m]}
         printed.append(f"## memory ({target})\n\n{memory_table(runs_m)}")
-    args.json.parent.mkdir(parents=True, exist_ok=True)
-    args.json.write_text(json.dumps(report, indent=2) + "\n")
-    print("\n\n".join(printed))
-    print(f"\n{report['machine']}\nJSON: {args.json}")
+    publish(report, printed, args.json)
 
 
 if __name__ == "__main__":

@@ -169,7 +169,7 @@ class Decoder:
             where.append(i)
         views = [
             self._exact_view(
-                plan, msgs, [payloads[i] for i in where], [source(i) for i in where], dead
+                plan, msgs, [payloads[i] for i in where], [source(i) for i in where], dead, where
             )
             for plan in self._plans
         ]
@@ -182,9 +182,10 @@ class Decoder:
         payloads: list[Any],
         sources: list[Any],
         dead: list[DeadLetter],
+        origins: list[int],
     ) -> ViewBatch:
         batch = ViewBatch()
-        rows = _exact_rows(plan, msgs, payloads, sources, dead, batch)
+        rows = _exact_rows(plan, msgs, payloads, sources, dead, batch, origins)
         if rows is not None:
             batch.inputs.append(rows)
         return batch
@@ -312,7 +313,14 @@ class Decoder:
                     found = (remap[rows], _as_input(agg.kind, taken))
                     shared[(agg.column, _form(agg.kind))] = found  # type: ignore[index]
                 taken_values.append(found)
-            batch.inputs.append(Inputs(ts[good], [k.take(pgood) for k in keys], taken_values))
+            batch.inputs.append(
+                Inputs(
+                    ts[good],
+                    [k.take(pgood) for k in keys],
+                    taken_values,
+                    np.asarray(index, dtype=np.int64)[good],
+                )
+            )
             batch.used += len(good)
         if len(slow):
             msgs = [message(int(r)) for r in slow]
@@ -323,6 +331,7 @@ class Decoder:
                 [source(index[r]) for r in slow.tolist()],
                 dead,
                 batch,
+                [index[r] for r in slow.tolist()],
             )
             if rows is not None:
                 batch.inputs.append(rows)
@@ -397,12 +406,15 @@ def _exact_rows(
     sources: list[Any],
     dead: list[DeadLetter],
     batch: ViewBatch,
+    origins: list[int],
 ) -> Inputs | None:
-    """The view's own per-message definition over ``msgs``: inputs, dead letters, counts."""
+    """The view's own per-message definition over ``msgs``: inputs, dead letters, counts.
+    ``origins[i]`` is message ``i``'s position in the batch."""
     times: list[int] = []
     rows: list[tuple[Any, ...]] = []
     groups: list[tuple[Any, ...]] = []
-    for msg, payload, where in zip(msgs, payloads, sources, strict=True):
+    kept: list[int] = []
+    for msg, payload, where, origin in zip(msgs, payloads, sources, origins, strict=True):
         try:
             extracted = plan.extract(msg)
         except Reject as r:
@@ -415,6 +427,7 @@ def _exact_rows(
         times.append(ts)
         rows.append(row)
         groups.append(group)
+        kept.append(origin)
     batch.used += len(times)
     if not times:
         return None
@@ -441,7 +454,7 @@ def _exact_rows(
         found = (np.array(present, dtype=np.int64), _python_input(agg.kind, items))
         shared[(agg.column, _form(agg.kind))] = found
         values.append(found)
-    return Inputs(np.array(times, dtype=np.int64), keys, values)
+    return Inputs(np.array(times, dtype=np.int64), keys, values, np.array(kept, dtype=np.int64))
 
 
 def _form(kind: str) -> str:

@@ -8,17 +8,33 @@ from liveagg.spec import ViewSpec
 
 
 def window_fns(spec: ViewSpec) -> list[WindowFn]:
-    """One window function per granularity (``window.size`` entries; one for sessions)."""
+    """One window function per granularity (``window.size`` entries; one for sessions and
+    the global window)."""
     w = spec.window
     if w.type == "session":
         if w.gap is None:
             raise ValueError(f"view {spec.name!r}: session window without gap")
         return [WindowFn.session(w.gap.micros)]
+    if w.type == "global":
+        return [WindowFn.global_window()]
     if w.type == "sliding":
         if w.period is None:
             raise ValueError(f"view {spec.name!r}: sliding window without period")
         return [WindowFn.sliding(size.micros, w.period.micros) for size in w.sizes]
+    if w.type == "cumulative":
+        if w.step is None:
+            raise ValueError(f"view {spec.name!r}: cumulative window without step")
+        return [WindowFn.cumulative(size.micros, w.step.micros) for size in w.sizes]
     return [WindowFn.fixed(size.micros) for size in w.sizes]
+
+
+def granularities(spec: ViewSpec) -> list[str | None]:
+    """The ``granularity`` of each of :func:`window_fns`: the size as written when
+    ``window.size`` is a list, else None."""
+    w = spec.window
+    if w.type in ("session", "global"):
+        return [None]
+    return [size.text if w.multi_granularity else None for size in w.sizes]
 
 
 def variants(spec: ViewSpec) -> list[VariantSpec]:
@@ -28,10 +44,8 @@ def variants(spec: ViewSpec) -> list[VariantSpec]:
         sets: list[tuple[int | None, tuple[int, ...]]] = [(None, tuple(range(len(cols))))]
     else:
         sets = [(i, tuple(cols.index(c) for c in s)) for i, s in enumerate(spec.grouping_sets)]
-    sizes = spec.window.sizes if spec.window.type != "session" else (None,)
     out: list[VariantSpec] = []
-    for size, fn in zip(sizes, window_fns(spec), strict=True):
-        granularity = size.text if size is not None and spec.window.multi_granularity else None
+    for granularity, fn in zip(granularities(spec), window_fns(spec), strict=True):
         for set_index, positions in sets:
             out.append(VariantSpec(len(out), fn, positions, granularity, set_index))
     return out

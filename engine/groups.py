@@ -53,17 +53,20 @@ def factorize(columns: Sequence[pa.Array | np.ndarray], rows: int | None = None)
         n = rows or 0
         return Groups(np.zeros(n, dtype=np.int64), 1 if n else 0, ())
     combined, values = _codes(columns[0])
-    radix = max(len(values), 1)
-    for column in columns[1:]:
-        codes, values = _codes(column)
-        size = max(len(values), 1)
-        if radix * size >= _RADIX_LIMIT:
-            combined, values = _codes(combined)
-            radix = max(len(values), 1)
-        combined = combined + codes * radix
-        radix *= size
-    ids, distinct = _codes(combined)
-    count = len(distinct)
+    if len(columns) == 1:  # the codes of one column are dense ids already
+        ids, count = combined, len(values)
+    else:
+        radix = max(len(values), 1)
+        for column in columns[1:]:
+            codes, values = _codes(column)
+            size = max(len(values), 1)
+            if radix * size >= _RADIX_LIMIT:
+                combined, values = _codes(combined)
+                radix = max(len(values), 1)
+            combined = combined + codes * radix
+            radix *= size
+        ids, distinct = _codes(combined)
+        count = len(distinct)
     # The key columns of each group: the first row of each group carries them.
     first = np.full(count, len(ids), dtype=np.int64)
     np.minimum.at(first, ids, np.arange(len(ids), dtype=np.int64))

@@ -494,7 +494,9 @@ class OrderedKernel(Kernel):
                 chosen[group] = pick(items)[1]
         present = chosen >= 0
         index = np.where(present, chosen, 0)
-        value_column = values.take(pa.array(index)) if len(values) else values
+        if not len(values):  # groups without values
+            return (np.full(count, self._NONE, dtype=np.int64), pa.nulls(count, values.type))
+        value_column = values.take(pa.array(index))
         if not present.all():
             value_column = pc.if_else(pa.array(present), value_column, None)
         best = np.where(present, best, self._NONE)

@@ -2,9 +2,12 @@
 
 The staged aggregation of systems that count at scale: a batch of messages is aggregated
 once at its *finest grain* (every grouping column, the smallest slice of time all the view's
-windows are made of), and grouping sets, granularities and sliding windows are then *rolled
-up* from those pre-aggregates, not from each message. Partials of many batches, bundles or
-workers are concatenated and merged the same way, and extracted into output values at the end.
+windows are made of), and grouping sets, granularities, sliding and cumulative windows are
+then *rolled up* from those pre-aggregates, not from each message: a cumulative window
+``[p, p + k*step)`` is the merge of its period's step slices up to ``k``, each slice taken
+once per window it falls in. The global window has no slices: its finest rows are the keys.
+Partials of many batches, bundles or workers are concatenated and merged the same way, and
+extracted into output values at the end.
 
 Nothing here knows about Beam: :class:`ViewAggregator` is what the bounded path, the
 streaming router and the two-level adapters call.
@@ -24,7 +27,7 @@ import pyarrow as pa
 from liveagg.engine import values as v
 from liveagg.engine.groups import factorize
 from liveagg.engine.kernels import Kernel, PyState, State, kernel, sharing_pairs
-from liveagg.engine.windows import WindowFn, session_ids
+from liveagg.engine.windows import GLOBAL, WindowFn, session_ids
 
 #: ``variant`` of finest-grain rows (before the roll-up).
 FINEST = -1
@@ -56,11 +59,14 @@ class Inputs:
     ``ts`` holds the event time of each of the batch's ``rows`` used by the view; ``keys``
     one column per grouping column; ``values`` per aggregation ``(rows, column)``: the rows
     whose value is not null and their values (``None`` for ``count`` without ``col_name``).
+    ``origin`` holds the position in the batch of each row's message, for the callers that
+    need the message back (the streaming path's too-late dead letters).
     """
 
     ts: np.ndarray
     keys: list[pa.Array]
     values: list[tuple[np.ndarray, Any] | None]
+    origin: np.ndarray | None = None
 
     @property
     def rows(self) -> int:
@@ -109,7 +115,9 @@ def _join(parts: list[Inputs]) -> Inputs:
         else:
             column = v.concat(columns)
         values.append((rows, column))
-    return Inputs(np.concatenate([p.ts for p in parts]), keys, values)
+    origins = [p.origin for p in parts]
+    origin = None if any(o is None for o in origins) else np.concatenate(origins)  # type: ignore[arg-type]
+    return Inputs(np.concatenate([p.ts for p in parts]), keys, values, origin)
 
 
 @dataclass(frozen=True)
@@ -137,6 +145,8 @@ class ViewAggregator:
         self.kernels = [kernel(fn) for fn in self.fns]
         windows = {variant.window for variant in self.variants}
         self._merging = any(w.merging for w in windows)
+        # A view's windows are all global or none: its finest rows are then keys alone.
+        self._global = all(w.is_global for w in windows)
         grains = [w.grain_us for w in windows]
         self._grain = 0
         for g in grains:
@@ -146,7 +156,9 @@ class ViewAggregator:
         # every column and whose windows are the grain itself.
         only = self.variants[0] if len(self.variants) == 1 else None
         self._finest_is_final = (
-            only is not None and only.positions == self._all and only.window.kind == "fixed"
+            only is not None
+            and only.positions == self._all
+            and only.window.kind in ("fixed", "global")
         )
 
     # -- from a batch ----------------------------------------------------------------------
@@ -157,6 +169,16 @@ class ViewAggregator:
         ts = inputs.ts
         if self._merging:
             finest = self._sessions(inputs)
+        elif self._global:
+            groups = factorize(list(inputs.keys), inputs.rows)
+            states = self._batch_states(inputs, groups.ids, groups.count)
+            finest = Partial(
+                np.full(groups.count, FINEST, dtype=np.int64),
+                np.full(groups.count, GLOBAL[0], dtype=np.int64),
+                np.full(groups.count, GLOBAL[1], dtype=np.int64),
+                list(groups.keys),
+                states,
+            )
         else:
             grain = self._grain
             start = ts - ts % grain
@@ -228,12 +250,23 @@ class ViewAggregator:
             ids = session_ids(key_groups.ids, finest.start, finest.end)
             return self._reduce(finest, np.arange(finest.rows), ids, variant, keys, sessions=True)
         if window.kind == "fixed":
-            start = finest.start - finest.start % window.size_us
             rows = np.arange(finest.rows)
+            start = finest.start - finest.start % window.size_us
+            end = start + window.size_us
+            columns = [start, *kept]
+        elif window.is_global:
+            rows = np.arange(finest.rows)
+            start, end = finest.start, finest.end
+            columns = list(kept)
         else:
-            rows, start, _ = window.assign_many(finest.start)
-        groups = factorize([start, *[k.take(pa.array(rows)) for k in kept]], len(rows))
-        return self._reduce(finest, rows, groups.ids, variant, keys, groups=groups)
+            rows, start, end = window.assign_many(finest.start)
+            index = pa.array(rows)
+            # A sliding window is told by its start; a cumulative one by its end (the windows
+            # of a period share their start).
+            by = end if window.kind == "cumulative" else start
+            columns = [by, *[k.take(index) for k in kept]]
+        groups = factorize(columns, len(rows))
+        return self._reduce(finest, rows, groups.ids, variant, keys, bounds=(start, end))
 
     def _reduce(
         self,
@@ -243,8 +276,10 @@ class ViewAggregator:
         variant: VariantSpec,
         keys: list[pa.Array | None],
         sessions: bool = False,
-        groups: Any = None,
+        bounds: tuple[np.ndarray, np.ndarray] | None = None,
     ) -> Partial:
+        """Rows ``rows`` of ``source`` merged by ``ids``; ``bounds`` gives each of them its
+        window (``start``, ``end``, aligned with ``rows``), sessions take the union of theirs."""
         count = int(ids.max()) + 1 if len(ids) else 0
         identity = len(rows) == source.rows and np.array_equal(rows, np.arange(source.rows))
         states = [
@@ -264,9 +299,10 @@ class ViewAggregator:
             np.minimum.at(start, ids, source.start[rows])
             end = np.full(count, np.iinfo(np.int64).min, dtype=np.int64)
             np.maximum.at(end, ids, source.end[rows])
+        elif bounds is not None:
+            start, end = bounds[0][first], bounds[1][first]
         else:
-            start = np.asarray(groups.keys[0])
-            end = start + (variant.window.size_us)
+            raise ValueError("windows that do not merge need their bounds")
         key_columns = [
             pa.nulls(count, v.STRING) if k is None else k.take(pa.array(src)) for k in keys
         ]

@@ -5,7 +5,12 @@ path, the streaming operator, both levels of a two-level run) uses the same rule
 Times are integer microseconds since the Unix epoch (Beam's resolution); a window is
 ``[start, end)``. Fixed and sliding windows are aligned to the epoch, as Beam's
 ``FixedWindows`` and ``SlidingWindows``; a session is ``[first, last + gap)`` and merges with
-every session it overlaps, as Beam's ``Sessions``.
+every session it overlaps, as Beam's ``Sessions``. A cumulative window is Flink SQL's
+``CUMULATE``: each epoch-aligned *period* ``[p, p + size)`` has the windows
+``[p, p + k*step)`` for ``k = 1 .. size/step``, and an event time falls in those of its period
+that end after it. The global window is one window per key for all time,
+``[MIN_US, MAX_US + 1)`` (:data:`GLOBAL`): its rows carry no bounds, and the watermark passes
+its end only when input ends.
 
 Watermark rules (docs/semantics.md), for a window with ``last = end - 1`` (Beam's
 ``max_timestamp``) and allowed lateness ``L``:
@@ -32,15 +37,21 @@ MAX_US = 253_402_300_799_999_999
 
 EARLY, ON_TIME, LATE = "EARLY", "ON_TIME", "LATE"
 
+#: The bounds of the global window: every instant RFC 3339 can write. A bounded run's final
+#: watermark (the end of input) passes its end, so it fires one ``ON_TIME`` pane then.
+GLOBAL = (MIN_US, MAX_US + 1)
+
 
 @dataclass(frozen=True)
 class WindowFn:
-    """One variant's windows. ``kind`` is ``fixed``, ``sliding``, ``session`` or ``global``."""
+    """One variant's windows. ``kind`` is ``fixed``, ``sliding``, ``session``, ``cumulative``
+    or ``global``."""
 
     kind: str
     size_us: int = 0
     period_us: int = 0
     gap_us: int = 0
+    step_us: int = 0
 
     @classmethod
     def fixed(cls, size_us: int) -> WindowFn:
@@ -54,18 +65,35 @@ class WindowFn:
     def session(cls, gap_us: int) -> WindowFn:
         return cls("session", gap_us=gap_us)
 
+    @classmethod
+    def cumulative(cls, size_us: int, step_us: int) -> WindowFn:
+        if step_us <= 0 or size_us % step_us:
+            raise ValueError(f"a cumulative size ({size_us} us) is a multiple of its step")
+        return cls("cumulative", size_us=size_us, step_us=step_us)
+
+    @classmethod
+    def global_window(cls) -> WindowFn:
+        return cls("global")
+
     @property
     def merging(self) -> bool:
         return self.kind == "session"
 
     @property
+    def is_global(self) -> bool:
+        return self.kind == "global"
+
+    @property
     def grain_us(self) -> int:
         """The length of the slices every window of this function is a union of: a fixed
-        window itself, a sliding window's period. 0 for sessions (no fixed grain)."""
+        window itself, a sliding window's period, a cumulative window's step. 0 for sessions
+        (no fixed grain) and the global window (any slices make it up)."""
         if self.kind == "fixed":
             return self.size_us
         if self.kind == "sliding":
             return _gcd(self.size_us, self.period_us)
+        if self.kind == "cumulative":
+            return self.step_us
         return 0
 
     def assign(self, ts: int) -> list[tuple[int, int]]:
@@ -79,6 +107,12 @@ class WindowFn:
             return [(s, s + size) for s in range(last, ts - size, -self.period_us)]
         if self.kind == "session":
             return [(ts, ts + self.gap_us)]
+        if self.kind == "cumulative":
+            period = ts - ts % self.size_us
+            first = ts - ts % self.step_us + self.step_us  # the end of the event's step
+            return [(period, e) for e in range(first, period + self.size_us + 1, self.step_us)]
+        if self.kind == "global":
+            return [GLOBAL]
         raise ValueError(f"no windows for kind {self.kind!r}")
 
     def assign_many(self, ts: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -98,13 +132,79 @@ class WindowFn:
             return row, start, start + self.size_us
         if self.kind == "session":
             return rows, ts, ts + self.gap_us
+        if self.kind == "cumulative":
+            step = self.step_us
+            period = ts - ts % self.size_us
+            first = ts - ts % step + step
+            # The windows of each row: ends first, first + step, ..., period + size.
+            per = (period + self.size_us - first) // step + 1
+            row = np.repeat(rows, per)
+            offsets = np.arange(len(row)) - np.repeat(np.cumsum(per) - per, per)
+            return row, period[row], first[row] + offsets * step
+        if self.kind == "global":
+            n = len(ts)
+            return rows, np.full(n, GLOBAL[0], dtype=np.int64), np.full(n, GLOBAL[1], np.int64)
         raise ValueError(f"no windows for kind {self.kind!r}")
 
     def windows_per_event(self) -> int:
-        """How many windows one event time falls in (the bound the loader checks)."""
+        """How many windows one event time falls in, at most (the bound the loader checks)."""
         if self.kind == "sliding":
             return -(-self.size_us // self.period_us)
+        if self.kind == "cumulative":
+            return self.size_us // self.step_us
         return 1
+
+    def accepted(self, low: int = MIN_US, high: int = MAX_US) -> tuple[int, int]:
+        """``(first, last)``: the event times whose every window lies within ``[low, high]``
+        (inclusive); ``first > last`` when none does.
+
+        Window starts and ends grow with the event time, so the accepted times are one
+        interval, and each message is checked with two comparisons. A cumulative window lies
+        within its period, whose first message opens the longest one: the period's bounds are
+        those of a fixed window of ``size``. The global window's bounds are never written: it
+        takes every time.
+        """
+        if self.kind == "fixed":
+            return fixed_accepted(self.size_us, low, high)
+        if self.kind == "sliding":
+            return sliding_accepted(self.size_us, self.period_us, low, high)
+        if self.kind == "session":
+            return session_accepted(self.gap_us, low, high)
+        if self.kind == "cumulative":
+            return fixed_accepted(self.size_us, low, high)
+        if self.kind == "global":
+            return low, high
+        raise ValueError(f"no windows for kind {self.kind!r}")
+
+    def milestone_window(self, start: int, end: int) -> tuple[int, int]:
+        """The window a milestone of ``[start, end)`` belongs to: the windows of one
+        cumulative period share their milestones ("100 today" fires once per day, with the
+        day's bounds); any other window is its own."""
+        if self.kind == "cumulative":
+            return start, start + self.size_us
+        return start, end
+
+
+# The event times whose windows all lie within [low, high] (inclusive bounds): every bound a
+# row carries must be writable (MIN_US..MAX_US), and a daily window of 9999-12-31T12:00:00Z
+# would end in year 10000.
+
+
+def fixed_accepted(size_us: int, low: int, high: int) -> tuple[int, int]:
+    first = -(-low // size_us) * size_us  # the first window start at or after ``low``
+    last = (high - size_us) // size_us * size_us + size_us - 1  # its window ends by ``high``
+    return first, min(last, high)
+
+
+def sliding_accepted(size_us: int, period_us: int, low: int, high: int) -> tuple[int, int]:
+    # The earliest window of ts starts at the first multiple of period above ts - size.
+    first = (-(-low // period_us) - 1) * period_us + size_us
+    last = (high - size_us) // period_us * period_us + period_us - 1
+    return max(first, low), min(last, high)
+
+
+def session_accepted(gap_us: int, low: int, high: int) -> tuple[int, int]:
+    return low, high - gap_us
 
 
 def _gcd(a: int, b: int) -> int:

@@ -71,6 +71,7 @@ def _run(args: argparse.Namespace) -> int:
         sinks=args.sink or [],
         view_sinks=not args.no_view_sinks,
         dead_letter_topic=args.dead_letter_topic,
+        milestone_topic=args.milestone_topic,
         connections=connections,
         runner=args.runner,
         streaming=args.streaming,
@@ -280,8 +281,8 @@ def _add_run_options(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--output",
         metavar="DIR",
-        help="write rows under DIR/<view>/ and dead letters under DIR/_dead_letter/ "
-        "(local, s3:// or gs://)",
+        help="write rows under DIR/<view>/, dead letters under DIR/_dead_letter/ and milestone "
+        "events under DIR/_milestones/ (local, s3:// or gs://)",
     )
     p.add_argument(
         "--sink",
@@ -294,6 +295,12 @@ def _add_run_options(p: argparse.ArgumentParser) -> None:
         "--no-view-sinks", action="store_true", help="ignore the sinks written in the view files"
     )
     p.add_argument("--dead-letter-topic", metavar="TOPIC", help="also send dead letters here")
+    p.add_argument(
+        "--milestone-topic",
+        metavar="TOPIC",
+        help="also send the views' milestone events here, one JSON message each, keyed by "
+        "milestone_id",
+    )
     p.add_argument(
         "--cassandra-hosts",
         metavar="HOST[,...]",

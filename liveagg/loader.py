@@ -36,6 +36,7 @@ from jsonschema import Draft202012Validator, validators
 from jsonschema.exceptions import ValidationError, best_match
 
 from liveagg import combiners
+from liveagg.combiners._common import normalize_number
 from liveagg.combiners.registry import (
     CombinerNotFound,
     check_params,
@@ -51,8 +52,10 @@ from liveagg.spec import (
     AnyOf,
     Derived,
     Duration,
+    Eager,
     EventTime,
     Filter,
+    Milestone,
     Predicate,
     Rollup,
     Sink,
@@ -65,6 +68,7 @@ __all__ = [
     "MAX_DURATION",
     "MAX_NESTING",
     "MAX_WINDOWS_PER_MESSAGE",
+    "NUMERIC_AGGREGATIONS",
     "RESERVED_COLUMNS",
     "load_views",
     "parse_view",
@@ -95,6 +99,19 @@ MAX_NESTING = 64
 #: years 101 to 9899 its window stays within the years 0001-9999 that output rows carry
 #: (RFC 3339). Running totals over all time are not windows of 100 years.
 MAX_DURATION = Duration("36500d", 36_500 * 86_400_000_000)
+
+#: Aggregations whose values are numbers: what ``emit.eager`` and ``milestones`` may watch.
+NUMERIC_AGGREGATIONS = (
+    "count",
+    "count_distinct",
+    "count_distinct_exact",
+    "sum",
+    "mean",
+    "min",
+    "max",
+    "variance",
+    "stddev",
+)
 
 #: A message falls in at most this many windows of one view (sliding windows put it in
 #: size / period of them, each granularity of a list of sizes adds its own): each is an
@@ -225,6 +242,10 @@ _REQUIRED_HINTS = {
     "period": 'how often a sliding window starts, e.g. "period": "5m"',
     "gap": 'the inactivity that closes a session, e.g. "gap": "30m"',
     "early": 'how often early results are emitted, e.g. "early": "30s"',
+    "step": 'how often a cumulative window grows, e.g. "step": "1h"',
+    "column": 'an aggregated_col_name of the view, e.g. "likes"',
+    "below": 'the value from which emit.early applies again, e.g. "below": 10',
+    "at": 'the thresholds, ascending, e.g. "at": [10, 100, 1000]',
     "op": "one of eq, ne, in, not_in, exists, gt, ge, lt, le",
     "expr": 'e.g. "expr": "clicks / impressions"',
     "bounds": 'the bucket bounds, e.g. "bounds": [0, 10, 100]',
@@ -778,6 +799,11 @@ def _explain(error: ValidationError, root: Any) -> list[tuple[Parts, str]]:
         return [(parts, f"has {len(instance)} items; at most {value} are accepted")]
     if kind == "minItems":
         return [(parts, _min_items_message(parts, value))]
+    if kind == "minProperties" and value == 1:
+        keys = [k for k in schema.get("properties", {}) if k != "$schema"]
+        return [(parts, f"must not be empty; give {' or '.join(keys) or 'a key'}")]
+    if kind == "exclusiveMinimum":
+        return [(parts, f"{_show(instance)} is too small; expected a number above {value}")]
     if kind == "uniqueItems":
         return [(parts, _unique_message(instance))]
     if kind in ("minimum", "maximum"):
@@ -1075,6 +1101,7 @@ class _Checker:
         self.check_aggregations()
         self.check_derived()
         self.check_rollup()
+        self.check_counters()
         if "hot_key_fanout" in self.view and self.view["window"].get("type") == "session":
             self.add(
                 ("hot_key_fanout",),
@@ -1119,6 +1146,8 @@ class _Checker:
         if kind == "session":
             self.length(("window", "gap"), window["gap"], "a session gap")
             return
+        if kind == "global":
+            return
         size = window["size"]
         sizes = size if isinstance(size, list) else [size]
         lengths: dict[int, str] = {}
@@ -1133,6 +1162,9 @@ class _Checker:
                     f"{text!r} is as long as {lengths[length]!r}; list each granularity once",
                 )
             lengths[length] = text
+        if kind == "cumulative":
+            self.check_cumulative(lengths)
+            return
         if kind != "sliding":
             if len(sizes) > MAX_WINDOWS_PER_MESSAGE:
                 self.add(
@@ -1154,35 +1186,152 @@ class _Checker:
                 )
         self.check_windows_per_message(lengths, period)
 
-    def check_windows_per_message(self, lengths: Mapping[int, str], period: int) -> None:
-        """A sliding window puts each message in ceil(size / period) windows, per size."""
+    def check_cumulative(self, lengths: Mapping[int, str]) -> None:
+        """Each size a whole multiple of the step; a message falls in at most size / step
+        windows of each size (the first step's message in all of them)."""
+        window = self.view["window"]
+        step = self.length(("window", "step"), window["step"], "a cumulative step")
+        if step is None:
+            return
+        size = window["size"]
+        for k, (length, text) in enumerate(lengths.items()):
+            parts: Parts = ("window", "size", k) if isinstance(size, list) else ("window", "size")
+            if length % step:
+                self.add(
+                    parts,
+                    f"size {text!r} is not a whole multiple of step {window['step']!r}; a "
+                    "cumulative window grows by whole steps until it is the size "
+                    "(e.g. size '1d' with step '1h')",
+                )
+                return
+        self.check_windows_per_message(lengths, step, "step")
+
+    def check_windows_per_message(
+        self, lengths: Mapping[int, str], period: int, key: str = "period"
+    ) -> None:
+        """A sliding window puts each message in ceil(size / period) windows, per size; a
+        cumulative window in up to size / step."""
         counts = {text: -(-length // period) for length, text in lengths.items()}
         total = sum(counts.values())
         if total <= MAX_WINDOWS_PER_MESSAGE:
             return
-        every = self.view["window"]["period"]
+        every = self.view["window"][key]
         if len(counts) == 1:
             ((text, count),) = counts.items()
             # The shortest period that fits, rounded up to whole milliseconds.
             shortest = -(-max(lengths) // MAX_WINDOWS_PER_MESSAGE // 1000)
             self.add(
-                ("window", "period"),
-                f"size {text!r} every period {every!r} puts each message in {count:,} windows; "
-                f"at most {MAX_WINDOWS_PER_MESSAGE:,} are accepted (a period of at least "
+                ("window", key),
+                f"size {text!r} every {key} {every!r} puts each message in {count:,} windows; "
+                f"at most {MAX_WINDOWS_PER_MESSAGE:,} are accepted (a {key} of at least "
                 f"{_duration_text(shortest)!r} for this size)",
             )
             return
         listed = " + ".join(f"{c:,}" for c in counts.values())
         self.add(
-            ("window", "period"),
-            f"sizes {', '.join(repr(t) for t in counts)} every period {every!r} put each "
+            ("window", key),
+            f"sizes {', '.join(repr(t) for t in counts)} every {key} {every!r} put each "
             f"message in {listed} = {total:,} windows; at most {MAX_WINDOWS_PER_MESSAGE:,} are "
             "accepted",
         )
 
     def check_emit(self) -> None:
-        if "emit" in self.view:
-            self.length(("emit", "early"), self.view["emit"]["early"], "an early-firing period")
+        early = self.view.get("emit", {}).get("early")
+        if early is not None:
+            self.length(("emit", "early"), early, "an early-firing period")
+
+    def check_counters(self) -> None:
+        """``emit.eager``, ``milestones``, ``state_ttl`` and what a global window needs.
+
+        Runs after the aggregations are checked: eager and milestone columns must be
+        aggregated columns with numbers for values.
+        """
+        view = self.view
+        window_type = view["window"].get("type", "fixed")
+        eager = view.get("emit", {}).get("eager")
+        if eager is not None:
+            self.check_numeric_column(("emit", "eager", "column"), eager["column"], "emit.eager")
+        seen: dict[str, int] = {}
+        for i, milestone in enumerate(view.get("milestones") or ()):
+            column = milestone["column"]
+            self.check_numeric_column(("milestones", i, "column"), column, "a milestone")
+            if column in seen:
+                self.add(
+                    ("milestones", i, "column"),
+                    f"{column!r} already has milestones at {self.where('milestones', seen[column])}"
+                    "; list all of its thresholds there",
+                )
+            seen.setdefault(column, i)
+            at = milestone["at"]
+            for k in range(1, len(at)):
+                if at[k] <= at[k - 1]:
+                    self.add(
+                        ("milestones", i, "at", k),
+                        f"thresholds must increase: {_show(at[k])} follows {_show(at[k - 1])}",
+                    )
+                    break
+        if "state_ttl" in view:
+            self.length(("state_ttl",), view["state_ttl"], "state_ttl")
+            if window_type != "global":
+                self.add(
+                    ("state_ttl",),
+                    f"a {window_type} window's state is dropped when the window expires (its "
+                    "end plus allowed_lateness); state_ttl applies to global windows only",
+                )
+        if window_type != "global":
+            return
+        if view.get("emit", {}).get("early") is None:
+            self.add(
+                ("emit",) if "emit" in view else (),
+                'a global window never closes, so it has no on-time result: give "emit": '
+                '{"early": "10s"}, how often its running value is written',
+            )
+        if "state_ttl" not in view:
+            self.add(
+                (),
+                'a global window keeps each key for all time: give "state_ttl", how long a '
+                'key without messages is kept (event time), e.g. "state_ttl": "30d"',
+            )
+        lateness = view.get("allowed_lateness")
+        if lateness is not None and (_micros(lateness) or 0) > 0:
+            self.add(
+                ("allowed_lateness",),
+                "a global window never closes, so no message is late; remove allowed_lateness",
+            )
+
+    def check_numeric_column(self, parts: Parts, column: str, what: str) -> None:
+        """``column`` must be an aggregated column whose values are numbers."""
+        index = self.outputs.get(column)
+        if index is None:
+            derived = {d["name"] for d in self.view.get("derived") or ()}
+            if column in derived:
+                why = f"{column!r} is a derived column; {what} watches an aggregated column"
+            else:
+                why = f"unknown aggregated column {column!r}{_suggest(column, self.outputs)}"
+            self.add(parts, f"{why}; aggregated columns: {_listing(list(self.outputs))}")
+            return
+        item = self.view["aggregation_info"][index]
+        kind = item["aggregation"]
+        if kind in NUMERIC_AGGREGATIONS:
+            return
+        if is_builtin(kind) or not self.construct:
+            if is_builtin(kind):
+                self.add(
+                    parts,
+                    f"{column!r} is a {kind} aggregation, whose values are not numbers; "
+                    f"{what} watches one of {', '.join(NUMERIC_AGGREGATIONS)}",
+                )
+            return  # a custom class is only built by a run, which checks its output type
+        try:
+            output_type = combiners.create(kind, dict(item.get("params") or {})).output_type()
+        except Exception:  # its own problem is reported at its params
+            return
+        if output_type not in ("bigint", "double"):
+            self.add(
+                parts,
+                f"{column!r} ({kind}) has output type {output_type!r}; {what} watches a "
+                "column of numbers (output type bigint or double)",
+            )
 
     def check_rollup(self) -> None:
         rollup = self.view.get("rollup")
@@ -1208,7 +1357,8 @@ class _Checker:
             self.add(
                 ("rollup",),
                 'a roll-up needs a fixed window of one size ("window": {"size": "1m"}); '
-                "sliding, session and multi-granularity windows do not roll up",
+                "sliding, session, cumulative, global and multi-granularity windows do not "
+                "roll up",
             )
             return
         target = rollup.get("window", {}).get("size")
@@ -1403,6 +1553,7 @@ def _build(view: Mapping[str, Any], origin: str) -> ViewSpec:
     grouping_cols = tuple(view["grouping_cols"])
     sets = view.get("grouping_sets")
     early = view.get("emit", {}).get("early")
+    eager = view.get("emit", {}).get("eager")
     return ViewSpec(
         name=view["name"],
         event_time=EventTime(event_time["field"], event_time.get("format")),
@@ -1418,6 +1569,12 @@ def _build(view: Mapping[str, Any], origin: str) -> ViewSpec:
         ),
         allowed_lateness=Duration.parse(view.get("allowed_lateness", "0s")),
         early=Duration.parse(early) if early is not None else None,
+        eager=Eager(eager["column"], eager["below"]) if eager is not None else None,
+        milestones=tuple(
+            Milestone(m["column"], tuple(_canonical_number(t) for t in m["at"]))
+            for m in view.get("milestones", ())
+        ),
+        state_ttl=Duration.parse(view["state_ttl"]) if "state_ttl" in view else None,
         filter=_build_filter(view["filter"]) if "filter" in view else None,
         derived=tuple(Derived(d["name"], d["expr"]) for d in view.get("derived", ())),
         sinks=tuple(_build_sink(s) for s in view.get("sinks", ())),
@@ -1441,6 +1598,8 @@ def _build_window(window: Mapping[str, Any]) -> Window:
     kind = window.get("type", "fixed")
     if kind == "session":
         return Window("session", gap=Duration.parse(window["gap"]))
+    if kind == "global":
+        return Window("global")
     size = window["size"]
     many = isinstance(size, list)
     return Window(
@@ -1448,7 +1607,14 @@ def _build_window(window: Mapping[str, Any]) -> Window:
         sizes=tuple(Duration.parse(s) for s in (size if many else [size])),
         period=Duration.parse(window["period"]) if kind == "sliding" else None,
         multi_granularity=many,
+        step=Duration.parse(window["step"]) if kind == "cumulative" else None,
     )
+
+
+def _canonical_number(value: int | float) -> int | float:
+    """A threshold in the canonical form values take (``100.0`` is ``100``), so that its
+    ``milestone_id`` does not depend on how it was written."""
+    return normalize_number(value)
 
 
 def _build_aggregation(item: Mapping[str, Any]) -> Aggregation:

@@ -27,7 +27,7 @@ _UNIT_MICROS = {
 }
 
 EventTimeFormat = Literal["epoch_s", "epoch_ms", "epoch_us", "iso8601"]
-WindowType = Literal["fixed", "sliding", "session"]
+WindowType = Literal["fixed", "sliding", "session", "cumulative", "global"]
 FilterOp = Literal["eq", "ne", "in", "not_in", "exists", "gt", "ge", "lt", "le"]
 
 
@@ -73,13 +73,21 @@ class EventTime:
 
 @dataclass(frozen=True)
 class Window:
-    """Event-time windowing. ``sizes`` holds one entry per granularity (fixed/sliding)."""
+    """Event-time windowing. ``sizes`` holds one entry per granularity (fixed, sliding,
+    cumulative); ``period`` is a sliding window's, ``step`` a cumulative window's, ``gap`` a
+    session's. A ``global`` window has none of them: one window per key for all time."""
 
     type: WindowType
     sizes: tuple[Duration, ...] = ()
     period: Duration | None = None
     gap: Duration | None = None
     multi_granularity: bool = False  # ``size`` was a list: rows carry ``granularity``
+    step: Duration | None = None
+
+    @property
+    def is_global(self) -> bool:
+        """Rows of a global window carry no ``window_start``/``window_end``."""
+        return self.type == "global"
 
 
 @dataclass(frozen=True)
@@ -125,6 +133,24 @@ class Sink:
 
 
 @dataclass(frozen=True)
+class Eager:
+    """``emit.eager``: while a key's aggregated ``column`` is below ``below``, each message
+    (or batch of messages for the key) updates its row at once."""
+
+    column: str
+    below: int | float
+
+
+@dataclass(frozen=True)
+class Milestone:
+    """Thresholds of one aggregated column, ascending: each fires once per key and window
+    when the column first reaches it (SPEC section 1b)."""
+
+    column: str
+    at: tuple[int | float, ...]
+
+
+@dataclass(frozen=True)
 class Rollup:
     """What level 2 of a two-level run rolls a view up to: fewer columns, a longer window.
 
@@ -150,6 +176,9 @@ class ViewSpec:
     grouping_sets: tuple[tuple[str, ...], ...] | None = None
     allowed_lateness: Duration = Duration("0s", 0)
     early: Duration | None = None
+    eager: Eager | None = None
+    milestones: tuple[Milestone, ...] = ()
+    state_ttl: Duration | None = None
     filter: Filter | None = None
     derived: tuple[Derived, ...] = ()
     sinks: tuple[Sink, ...] = ()
@@ -182,7 +211,8 @@ class ViewSpec:
 
         Level 2 merges an envelope only when its fingerprint equals the view's: a changed
         aggregation, parameter, filter, key or window would otherwise be merged silently.
-        Name, sinks, lateness and early firing are left out: they do not change accumulators.
+        Name, sinks, lateness, early and eager firing, milestones and ``state_ttl`` are left
+        out: they do not change accumulators.
         """
         parts = {
             "event_time": [self.event_time.field, self.event_time.format],
@@ -193,6 +223,7 @@ class ViewSpec:
                 [d.micros for d in self.window.sizes],
                 self.window.period and self.window.period.micros,
                 self.window.gap and self.window.gap.micros,
+                *([self.window.step.micros] if self.window.step is not None else []),
             ],
             "filter": repr(self.filter),
             "aggregations": [

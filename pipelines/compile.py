@@ -10,11 +10,17 @@ from typing import Any, Protocol
 
 import apache_beam as beam
 
-from liveagg.errors import ViewError
+from liveagg.errors import ViewError, ViewErrors
 from liveagg.spec import Sink, ViewSpec
 from liveagg.transforms.bounded import BoundedAggregate
+from liveagg.transforms.plan import MILESTONES
 from liveagg.transforms.sinks import Connections, build_sink
-from liveagg.transforms.sinks.files import FileSink, OutputFolder, WriteDeadLetters
+from liveagg.transforms.sinks.files import (
+    FileSink,
+    OutputFolder,
+    WriteDeadLetters,
+    WriteMilestones,
+)
 from liveagg.transforms.streaming import StreamingAggregate
 
 
@@ -28,10 +34,12 @@ class Source(Protocol):
 
 @dataclass
 class Compiled:
-    """What :func:`build` added to a pipeline: rows per view and all dead letters."""
+    """What :func:`build` added to a pipeline: rows per view, all dead letters, and the
+    milestone events of the views that declare milestones (None when none does)."""
 
     views: dict[str, beam.PCollection]
     dead_letters: beam.PCollection
+    milestones: beam.PCollection | None = None
 
 
 def bind_sources(
@@ -74,6 +82,7 @@ def build(
         by_source[view.source].append(view)
     rows: dict[str, beam.PCollection] = {}
     dead: list[beam.PCollection] = []
+    milestones: list[beam.PCollection] = []
     for source_name, source_views in by_source.items():
         source = sources[source_name]
         use_streaming = (not source.bounded) if streaming is None else streaming
@@ -82,6 +91,9 @@ def build(
             messages = source.read_batches(pipeline, label)
         else:
             messages = source.read(pipeline, label)
+        if use_streaming:
+            how = "an unbounded Kafka read" if not source.bounded else "--streaming"
+            check_streaming(source_views, how, rows=not partials)
         transform = (
             StreamingAggregate(source_views, early_panes=not source.bounded, partials=partials)
             if use_streaming
@@ -93,8 +105,41 @@ def build(
             raise ViewError(source_views[0].origin, "$", f"source {source_name!r}: {e}") from e
         rows.update(out["views"])
         dead.append(out["dead_letters"])
+        if MILESTONES in out:
+            milestones.append(out[MILESTONES])
     dead_letters = tuple(dead) | "DeadLetters" >> beam.Flatten()
-    return Compiled(rows, dead_letters)
+    events = tuple(milestones) | "Milestones" >> beam.Flatten() if milestones else None
+    return Compiled(rows, dead_letters, events)
+
+
+def check_streaming(views: Sequence[ViewSpec], how: str, *, rows: bool = True) -> None:
+    """Refuse, naming each file and field, what the streaming window operator of this build
+    does not do yet: global and cumulative windows (with ``state_ttl``), and, for the views
+    whose rows it gives (``rows``; level 1 gives partials), milestones and eager updates.
+    Such a view runs on the bounded path; on the operator it would lose its milestone
+    events, ignore ``emit.eager`` and keep every key of a global window for ever."""
+    errors: list[ViewError] = []
+    for view in views:
+        refused: list[tuple[str, str, str]] = []  # (path, what is not done, what to do)
+        kind = view.window.type
+        if kind in ("global", "cumulative"):
+            refused.append(("$.window.type", f"keep {kind} windows", "use a fixed window"))
+        if rows and view.milestones:
+            refused.append(("$.milestones", "fire milestones", "remove milestones"))
+        if rows and view.eager is not None:
+            refused.append(("$.emit.eager", "give eager updates", "remove emit.eager"))
+        errors += [
+            ViewError(
+                view.origin,
+                path,
+                f"view {view.name!r}: the streaming window operator ({how}) does not {what} "
+                "yet; run the view on the bounded path (files, or a Kafka read without "
+                f"--unbounded; no --streaming), or {instead}",
+            )
+            for path, what, instead in refused
+        ]
+    if errors:
+        raise ViewErrors(errors)
 
 
 def attach_sinks(
@@ -106,12 +151,15 @@ def attach_sinks(
     output: str | None = None,
     dead_letter_topic: str | None = None,
     intermediate_topic: str | None = None,
+    milestone_topic: str | None = None,
 ) -> list[OutputFolder]:
-    """Deliver each view's rows to its sinks, and the dead letters; returns the folders that
-    file sinks write to, for the run to prepare and to mark complete (``_SUCCESS``).
+    """Deliver each view's rows to its sinks, the dead letters and the milestone events;
+    returns the folders that file sinks write to, for the run to prepare and to mark
+    complete (``_SUCCESS``).
 
-    ``output`` adds the local default: JSON Lines under ``output/<view>/`` and
-    ``output/_dead_letter/``. Sink types are in :mod:`liveagg.transforms.sinks`.
+    ``output`` adds the local default: JSON Lines under ``output/<view>/``,
+    ``output/_dead_letter/`` and ``output/_milestones/``; ``milestone_topic`` sends the
+    milestone events to Kafka too. Sink types are in :mod:`liveagg.transforms.sinks`.
     With ``intermediate_topic`` (level 1) the views' partials go there instead.
     """
     folders: dict[str, OutputFolder] = {}
@@ -155,6 +203,18 @@ def attach_sinks(
         compiled.dead_letters | "DeadLetters/Kafka" >> WriteDeadLettersToKafka(
             dead_letter_topic, connections
         )
+    if compiled.milestones is not None:
+        if output:
+            folder(output).milestones = True
+            compiled.milestones | "Milestones/WriteFiles" >> WriteMilestones(
+                output, bounded=all_bounded, connections=connections
+            )
+        if milestone_topic:
+            from liveagg.transforms.sinks.kafka import WriteMilestonesToKafka
+
+            compiled.milestones | "Milestones/Kafka" >> WriteMilestonesToKafka(
+                milestone_topic, connections
+            )
     return list(folders.values())
 
 

@@ -31,12 +31,20 @@ from apache_beam.runners.runner import PipelineState
 
 from liveagg.errors import COMMAND_LINE, PathError, ViewError
 from liveagg.loader import load_views
-from liveagg.pipelines.compile import Compiled, Source, attach_sinks, bind_sources, build
+from liveagg.pipelines.compile import (
+    Compiled,
+    Source,
+    attach_sinks,
+    bind_sources,
+    build,
+    check_streaming,
+)
 from liveagg.runners import direct
 from liveagg.runners.flink import FlinkProfile, Outcome, supervise
 from liveagg.runners.flink_rest import counter_values
 from liveagg.spec import Sink, ViewSpec
 from liveagg.transforms.deadletter import INPUT
+from liveagg.transforms.plan import MILESTONES
 from liveagg.transforms.sinks import Connections
 from liveagg.transforms.sinks.files import OutputFolder, written_by_liveagg
 from liveagg.transforms.sources import FileSource
@@ -66,6 +74,7 @@ class RunConfig:
     sinks: Sequence[str] = ()  # JSON sink objects added to every view
     view_sinks: bool = True  # False: ignore the sinks written in view files
     dead_letter_topic: str | None = None
+    milestone_topic: str | None = None  # milestone events, besides OUTPUT/_milestones/
     connections: Connections = field(default_factory=Connections)
     runner: str = "direct"  # direct | flink
     streaming: bool = False
@@ -112,6 +121,8 @@ class RunReport:
     rows: dict[str, int] = field(default_factory=dict)
     dead_letters: dict[str, int] = field(default_factory=dict)  # by reason, all of them
     partials: dict[str, int] = field(default_factory=dict)  # level 1: to --intermediate-topic
+    milestones: dict[str, int] = field(default_factory=dict)  # view -> milestone events fired
+    milestone_topic: str | None = None
     intermediate_topic: str | None = None
     lines_read: int = 0  # lines or records the sources gave
     blank_lines: int = 0  # skipped: they carry no message
@@ -150,6 +161,14 @@ class RunReport:
                 where = f" -> {Path(self.output, view)}/" if self.output else ""
                 what = f"{self.rows.get(view, 0)} rows{where}"
             lines.append(f"view {view}: {what}")
+            if view in self.milestones:
+                places = []
+                if self.output:
+                    places.append(f"{Path(self.output, '_milestones', view)}.jsonl")
+                if self.milestone_topic:
+                    places.append(f"topic {self.milestone_topic}")
+                where = f" -> {', '.join(places)}" if places else ""
+                lines.append(f"  {self.milestones[view]} milestones{where}")
             if accounted:
                 letters = sum(n["dead_letters"].values())
                 lines.append(
@@ -335,9 +354,11 @@ def pipeline_options(config: RunConfig, paths: Sequence[str] = ()) -> PipelineOp
     return PipelineOptions([*args, *config.beam_args])
 
 
-def _check_runner(config: RunConfig, views: Sequence[ViewSpec]) -> None:
+def _check_runner(config: RunConfig, views: Sequence[ViewSpec], level1: bool) -> None:
     if config.runner == "flink":
         config.flink.check()
+    if config.kafka.unbounded:  # before the runner's limits: what no runner does comes first
+        check_streaming(views, "an unbounded Kafka read", rows=not level1)
     if not (config.kafka.unbounded and config.runner == "direct"):
         return
     for view in views:
@@ -360,8 +381,8 @@ def run(config: RunConfig) -> RunReport:
     output the run cannot read or write, and :class:`Interrupted` on SIGINT or SIGTERM.
     """
     views = load_views(config.views)
-    _check_runner(config, views)
     level1 = bool(config.intermediate_topic) and not config.rekey
+    _check_runner(config, views, level1)
     if config.rekey:
         intermediate = _intermediate(config, views)
         sources = {v.source: intermediate for v in views}
@@ -399,6 +420,7 @@ def run(config: RunConfig) -> RunReport:
         output=config.output,
         dead_letter_topic=config.dead_letter_topic,
         intermediate_topic=config.intermediate_topic if level1 else None,
+        milestone_topic=None if level1 else config.milestone_topic,
     )
     # Bounded input gives a complete result: it replaces the previous one. Unbounded input
     # adds part files, which a job restored from a checkpoint or savepoint continues.
@@ -421,13 +443,25 @@ def run(config: RunConfig) -> RunReport:
     report.rekey = config.rekey
     if level1:
         report.intermediate_topic = config.intermediate_topic
+    else:  # level 1 fires no milestones: level 2 does, from its rows
+        for view in written:
+            if view.milestones:
+                report.milestones.setdefault(view.name, 0)
+        report.milestone_topic = config.milestone_topic
     return report
 
 
 def _check_destinations(config: RunConfig, written: Sequence[ViewSpec]) -> None:
-    """Refuse a run whose results would go nowhere (SPEC section 5)."""
+    """Refuse a run whose results would go nowhere (SPEC section 5), milestone events
+    included: they go to ``--output`` or ``--milestone-topic``, not to a view's sinks."""
     if config.output:
         return
+    counters = [v.name for v in written if v.milestones]
+    if counters and not config.milestone_topic:
+        raise UsageError(
+            f"no output for the milestones of view {', '.join(counters)}: give --output DIR "
+            "or --milestone-topic TOPIC"
+        )
     nowhere = [v.name for v in written if not v.sinks]
     if nowhere:
         views = ", ".join(nowhere)
@@ -625,6 +659,9 @@ def _rekey(
 
     source = next(iter(sources.values()))
     streaming = config.streaming or not source.bounded
+    if streaming:
+        how = "--streaming" if source.bounded else "an unbounded read of --intermediate-topic"
+        check_streaming(views, how)
     envelopes = source.read(pipeline, "Read/intermediate")
     try:
         out = envelopes | "Rekey" >> RekeyAggregate(
@@ -632,7 +669,7 @@ def _rekey(
         )
     except ValueError as e:
         raise ViewError(views[0].origin, "$", str(e)) from e
-    return Compiled(out["views"], out["dead_letters"])
+    return Compiled(out["views"], out["dead_letters"], out.get(MILESTONES))
 
 
 def _counters(result: Any) -> list[tuple[str, int]]:
@@ -650,6 +687,7 @@ def _report(counters: Iterable[tuple[str, int]], output: str | None, names: list
     per_view = {
         "rows": report.rows,
         "partials": report.partials,
+        "milestones": report.milestones,
         "used": report.used,
         "filtered": report.filtered,
         "late_windows": report.late_windows,

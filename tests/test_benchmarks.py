@@ -261,3 +261,26 @@ def test_measure_reports_the_commands_peak_memory_not_the_harness() -> None:
     m = measure([sys.executable, "-c", grow])
     assert 100 <= m.peak_rss_mb < 200, m
     assert len(ballast) == 400 * 2**20
+
+
+def test_running_counters_and_fixed_windows_count_the_same(tmp_path: Path) -> None:
+    from benchmarks import counters
+
+    dataset = generate.write(tmp_path / "events.jsonl", EVENTS)
+    running, fixed = counters.counters(dataset, EVENTS, 1, tmp_path / "work")  # totals agree
+    assert sum(n for n, _ in counters.totals(Path(running.output) / "running_counters").values())
+    assert running.rows["running_counters"] < fixed.rows["fixed_counters"]  # a row per post
+    assert running.extra["milestones"] > 0
+
+
+def test_churn_keys_are_each_active_once(tmp_path: Path) -> None:
+    from benchmarks import counters
+
+    path = counters.write_churn(tmp_path / "churn.jsonl", 3_000, keys=1_000)
+    posts = [orjson.loads(line)["post"] for line in path.read_bytes().splitlines()]
+    assert len(posts) == 3_000 and len(set(posts)) == 1_000
+    assert posts == sorted(posts)  # each post's likes come together, then never again
+    [result] = [
+        r for r in counters.churn(path, 3_000, tmp_path / "work") if r.extra["state_ttl"] == "1h"
+    ]
+    assert result.rows == {"ttl_1h": 1_000}

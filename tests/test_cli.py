@@ -8,6 +8,9 @@ from pathlib import Path
 import pytest
 
 from liveagg.cli import main
+from liveagg.errors import ViewErrors
+from liveagg.loader import parse_view
+from liveagg.pipelines.compile import check_streaming
 
 ROOT = Path(__file__).resolve().parents[1]
 VIEW = {
@@ -112,6 +115,74 @@ def test_unbounded_kafka_with_early_panes_on_direct_names_the_field(
     args = ["run", "--views", str(view), "--kafka-topic", "t", "--kafka-bootstrap", "127.0.0.1:1"]
     assert main([*args, "--unbounded"]) == 1
     assert f"{view}: $.emit.early: " in capsys.readouterr().err
+
+
+EXAMPLES = ROOT / "view_schemas" / "examples"
+#: The end of every refusal of the streaming window operator (pipelines/compile.py).
+ON_BOUNDED = (
+    "yet; run the view on the bounded path (files, or a Kafka read without --unbounded; no "
+    "--streaming), or "
+)
+
+
+@pytest.mark.parametrize("subcommand", ["run", "rekey"])
+def test_unbounded_running_counters_are_refused_field_by_field(
+    subcommand: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """What the streaming operator does not do yet is refused before anything runs (the
+    bootstrap servers are never reached), one line per field, for run and rekey alike."""
+    posts, daily = EXAMPLES / "post_engagement.json", EXAMPLES / "ad_daily_spend.json"
+    topic = "--kafka-topic" if subcommand == "run" else "--intermediate-topic"
+    args = [subcommand, "--views", str(posts), str(daily), topic, "t", "--output", "out"]
+    assert main([*args, "--kafka-bootstrap", "127.0.0.1:1", "--unbounded"]) == 1
+    operator = "the streaming window operator (an unbounded Kafka read) does not"
+    assert capsys.readouterr().err.splitlines() == [
+        f"{posts}: $.window.type: view 'post_engagement': {operator} keep global windows "
+        f"{ON_BOUNDED}use a fixed window",
+        f"{posts}: $.milestones: view 'post_engagement': {operator} fire milestones "
+        f"{ON_BOUNDED}remove milestones",
+        f"{posts}: $.emit.eager: view 'post_engagement': {operator} give eager updates "
+        f"{ON_BOUNDED}remove emit.eager",
+        f"{daily}: $.window.type: view 'ad_daily_spend': {operator} keep cumulative windows "
+        f"{ON_BOUNDED}use a fixed window",
+        f"{daily}: $.milestones: view 'ad_daily_spend': {operator} fire milestones "
+        f"{ON_BOUNDED}remove milestones",
+    ]
+
+
+def test_streaming_a_cumulative_window_from_files_is_refused_before_it_writes(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    view = tmp_path / "daily.json"
+    view.write_text(
+        json.dumps({**VIEW, "window": {"type": "cumulative", "size": "1d", "step": "1h"}})
+    )
+    events = tmp_path / "events.jsonl"
+    events.write_text('{"k": "a", "ts": "2024-01-01T00:00:10Z"}\n')
+    out = tmp_path / "out"
+    args = ["run", "--views", str(view), "--input", str(events), "--output", str(out)]
+    assert main([*args, "--streaming"]) == 1
+    assert capsys.readouterr().err.splitlines() == [
+        f"{view}: $.window.type: view 'totals': the streaming window operator (--streaming) "
+        f"does not keep cumulative windows {ON_BOUNDED}use a fixed window"
+    ]
+    assert not out.exists()
+    assert main(args) == 0  # the bounded path runs it
+    assert (out / "_SUCCESS").exists()
+
+
+def test_a_streaming_level_1_gives_partials_so_only_window_kinds_are_refused() -> None:
+    """Level 1 fires no milestones and no eager rows (level 2 does, from merged partials)."""
+    counters = {
+        **VIEW,
+        "emit": {"early": "10s", "eager": {"column": "n", "below": 10}},
+        "milestones": [{"column": "n", "at": [10]}],
+    }
+    check_streaming([parse_view(counters)], "--streaming", rows=False)
+    running = counters | {"window": {"type": "global"}, "state_ttl": "1d"}
+    with pytest.raises(ViewErrors, match=r"\$\.window\.type: .* keep global windows") as info:
+        check_streaming([parse_view(running, origin="v.json")], "--streaming", rows=False)
+    assert [e.path for e in info.value] == ["$.window.type"]
 
 
 def test_rekey_without_kafka_names_the_option(

@@ -434,7 +434,7 @@ def test_the_summary_reconciles_from_its_own_lines(tmp_path: Path) -> None:
     views = re.findall(
         r"^  (\d+) messages = (\d+) used \+ (\d+) filtered out \+ (\d+) dead letters$", text, re.M
     )
-    assert len(views) == 4
+    assert len(views) == 5
     view_letters = 0
     for given, used, filtered, dead in (map(int, v) for v in views):
         assert given == messages == used + filtered + dead

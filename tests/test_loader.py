@@ -31,7 +31,9 @@ from liveagg.spec import (
     AnyOf,
     Derived,
     Duration,
+    Eager,
     EventTime,
+    Milestone,
     Predicate,
     Sink,
     ViewSpec,
@@ -46,7 +48,8 @@ KNOWN = ", ".join(known())
 
 ALLOWED = (
     "name, description, source, event_time, grouping_cols, grouping_sets, window, "
-    "allowed_lateness, emit, filter, aggregation_info, derived, sinks, rollup, hot_key_fanout"
+    "allowed_lateness, emit, milestones, state_ttl, filter, aggregation_info, derived, sinks, "
+    "rollup, hot_key_fanout"
 )
 
 BASE: dict[str, Any] = {
@@ -299,7 +302,7 @@ def test_misspelled_required_key_is_reported_once() -> None:
 
 def test_unknown_key_without_likeness_lists_the_allowed() -> None:
     assert error(view(emit={"early": "1m", "zzz": 1})) == (
-        "<memory>: $.emit.zzz: unknown key 'zzz'; allowed here: early"
+        "<memory>: $.emit.zzz: unknown key 'zzz'; allowed here: early, eager"
     )
 
 
@@ -320,7 +323,7 @@ def test_odd_keys_are_quoted_in_the_path() -> None:
     assert error(view(**{"group by": ["x"]})) == (
         "<memory>: $['group by']: unknown key 'group by'; allowed here: name, description, "
         "source, event_time, grouping_cols, grouping_sets, window, allowed_lateness, emit, "
-        "filter, aggregation_info, derived, sinks, rollup, hot_key_fanout"
+        "milestones, state_ttl, filter, aggregation_info, derived, sinks, rollup, hot_key_fanout"
     )
 
 
@@ -452,13 +455,14 @@ def test_boolean_is_not_a_number() -> None:
 def test_window_type_unknown_lists_the_types() -> None:
     assert error(view(window={"type": "hopping", "size": "1h", "period": "5m"})) == (
         "<memory>: $.window.type: 'hopping' is not accepted; expected one of 'fixed', "
-        "'sliding', 'session' (did you mean 'sliding'?)"
+        "'sliding', 'session', 'cumulative', 'global' (did you mean 'sliding'?)"
     )
 
 
 def test_window_type_not_a_string() -> None:
     assert error(view(window={"type": 3, "size": "1h"})) == (
-        "<memory>: $.window.type: 3 is not accepted; expected one of 'fixed', 'sliding', 'session'"
+        "<memory>: $.window.type: 3 is not accepted; expected one of 'fixed', 'sliding', "
+        "'session', 'cumulative', 'global'"
     )
 
 
@@ -1409,7 +1413,13 @@ def test_validate_runs_no_command_from_the_command_line(tmp_path: Path) -> None:
 
 def test_examples_load() -> None:
     specs = {s.name: s for s in load_views([EXAMPLES])}
-    assert sorted(specs) == ["ad_impressions", "cdn_access", "network_telemetry", "post_engagement"]
+    assert sorted(specs) == [
+        "ad_daily_spend",
+        "ad_impressions",
+        "cdn_access",
+        "network_telemetry",
+        "post_engagement",
+    ]
     cdn = specs["cdn_access"]
     assert cdn.window.multi_granularity
     assert [d.text for d in cdn.window.sizes] == ["1m", "1h", "1d"]
@@ -1418,7 +1428,17 @@ def test_examples_load() -> None:
     assert ads.window.type == "sliding"
     assert [d.name for d in ads.derived] == ["impressions", "ctr", "cost_per_click"]
     assert specs["network_telemetry"].early == Duration("30s", 30_000_000)
-    assert specs["post_engagement"].event_time == EventTime("timestamp_ms", "epoch_ms")
+    posts = specs["post_engagement"]
+    assert posts.event_time == EventTime("timestamp_ms", "epoch_ms")
+    assert posts.window.type == "global" and posts.state_ttl == Duration("90d", 90 * 86_400_000_000)
+    assert posts.eager == Eager("events", 10)
+    assert posts.milestones == (Milestone("events", (10, 100, 1000, 10000, 100000, 1000000)),)
+    daily = specs["ad_daily_spend"].window
+    assert (daily.type, daily.sizes[0].text, daily.step) == (
+        "cumulative",
+        "1d",
+        Duration("1h", 3_600_000_000),
+    )
     assert cdn.origin == str(EXAMPLES / "cdn_access_logs.json")
 
 
@@ -1427,8 +1447,8 @@ def test_validate_paths_of_valid_views_is_empty() -> None:
 
 
 def test_a_single_path_is_not_iterated_character_by_character() -> None:
-    assert len(load_views(str(EXAMPLES))) == 4
-    assert len(load_views(EXAMPLES)) == 4
+    assert len(load_views(str(EXAMPLES))) == 5
+    assert len(load_views(EXAMPLES)) == 5
 
 
 def test_missing_path(tmp_path: Path) -> None:
@@ -1652,3 +1672,182 @@ def test_bad_views_folder_prints_the_expected_lines(monkeypatch: pytest.MonkeyPa
     assert str(info.value).splitlines() == expected
     # custom_os_system.json asks os.system to run "echo PWNED > f" here.
     assert not (BAD_VIEWS / "f").exists()
+
+
+# --------------------------------------------------------------------------- running counters
+
+GLOBAL = {"window": {"type": "global"}, "emit": {"early": "10s"}, "state_ttl": "30d"}
+
+
+def test_a_global_view_is_one_window_per_key() -> None:
+    spec = parse_view(view(**GLOBAL))
+    assert spec.window == Window("global")
+    assert spec.window.is_global
+    assert spec.state_ttl == Duration("30d", 30 * 86_400_000_000)
+    assert spec.early == Duration("10s", 10_000_000)
+
+
+def test_a_global_window_needs_early_results_and_a_ttl() -> None:
+    assert errors(view(window={"type": "global"})) == [
+        '<memory>: $: a global window never closes, so it has no on-time result: give "emit": '
+        '{"early": "10s"}, how often its running value is written',
+        '<memory>: $: a global window keeps each key for all time: give "state_ttl", how long '
+        'a key without messages is kept (event time), e.g. "state_ttl": "30d"',
+    ]
+
+
+def test_a_global_window_takes_neither_size_nor_lateness() -> None:
+    assert error(view(**GLOBAL | {"window": {"type": "global", "size": "1d"}})) == (
+        "<memory>: $.window.size: unknown key 'size'; allowed here: type ('size' belongs to "
+        '"type": "fixed")'
+    )
+    assert error(view(**GLOBAL, allowed_lateness="1m")) == (
+        "<memory>: $.allowed_lateness: a global window never closes, so no message is late; "
+        "remove allowed_lateness"
+    )
+    assert parse_view(view(**GLOBAL, allowed_lateness="0s")).allowed_lateness.micros == 0
+
+
+def test_state_ttl_is_for_global_windows() -> None:
+    assert error(view(state_ttl="1d")) == (
+        "<memory>: $.state_ttl: a fixed window's state is dropped when the window expires (its "
+        "end plus allowed_lateness); state_ttl applies to global windows only"
+    )
+    assert error(view(**GLOBAL | {"state_ttl": "0s"})) == (
+        "<memory>: $.state_ttl: state_ttl must be longer than 0, got '0s'"
+    )
+
+
+def test_cumulative_windows() -> None:
+    spec = parse_view(view(window={"type": "cumulative", "size": "1d", "step": "1h"}))
+    assert spec.window.type == "cumulative"
+    assert spec.window.sizes == (Duration("1d", 86_400_000_000),)
+    assert spec.window.step == Duration("1h", 3_600_000_000)
+    many = parse_view(view(window={"type": "cumulative", "size": ["1h", "1d"], "step": "1h"}))
+    assert many.window.multi_granularity
+
+
+@pytest.mark.parametrize(
+    ("window", "message"),
+    [
+        (
+            {"type": "cumulative", "size": "1d", "step": "7h"},
+            "$.window.size: size '1d' is not a whole multiple of step '7h'; a cumulative window "
+            "grows by whole steps until it is the size (e.g. size '1d' with step '1h')",
+        ),
+        (
+            {"type": "cumulative", "size": "1h", "step": "2h"},
+            "$.window.size: size '1h' is not a whole multiple of step '2h'; a cumulative window "
+            "grows by whole steps until it is the size (e.g. size '1d' with step '1h')",
+        ),
+        (
+            {"type": "cumulative", "size": ["1h", "1d"], "step": "1m"},
+            "$.window.step: sizes '1h', '1d' every step '1m' put each message in 60 + 1,440 = "
+            "1,500 windows; at most 1,000 are accepted",
+        ),
+        (
+            {"type": "cumulative", "size": "1d"},
+            "$.window: missing required key 'step': how often a cumulative window grows, e.g. "
+            '"step": "1h"',
+        ),
+        (
+            {"type": "cumulative", "size": "1d", "step": "0s"},
+            "$.window.step: a cumulative step must be longer than 0, got '0s'",
+        ),
+    ],
+)
+def test_cumulative_window_errors(window: dict[str, Any], message: str) -> None:
+    assert error(view(window=window)) == f"<memory>: {message}"
+
+
+def test_eager_and_milestones() -> None:
+    spec = parse_view(
+        view(
+            **GLOBAL
+            | {
+                "emit": {"early": "10s", "eager": {"column": "events", "below": 10}},
+                "milestones": [
+                    {"column": "events", "at": [10, 100.0, 1e3]},
+                    {"column": "spend", "at": [0.5]},
+                ],
+            }
+        )
+    )
+    assert spec.eager == Eager("events", 10)
+    # Thresholds take the canonical form of numbers, as values do: 100.0 is 100.
+    assert spec.milestones == (Milestone("events", (10, 100, 1000)), Milestone("spend", (0.5,)))
+    assert [type(t) for t in spec.milestones[0].at] == [int, int, int]
+    eager_only = parse_view(view(emit={"eager": {"column": "events", "below": 3}}))
+    assert eager_only.early is None and eager_only.eager == Eager("events", 3)
+
+
+@pytest.mark.parametrize(
+    ("changes", "message"),
+    [
+        (
+            {"milestones": [{"column": "events", "at": [10, 10]}]},
+            "$.milestones[0].at[1]: thresholds must increase: 10 follows 10",
+        ),
+        (
+            {"milestones": [{"column": "events", "at": [-1]}]},
+            "$.milestones[0].at[0]: -1 is too small; expected a number above 0",
+        ),
+        (
+            {"milestones": [{"column": "events", "at": []}]},
+            "$.milestones[0].at: must not be empty",
+        ),
+        (
+            {"milestones": [{"column": "campaign", "at": [1]}]},
+            "$.milestones[0].column: unknown aggregated column 'campaign'; aggregated columns: "
+            "events, spend",
+        ),
+        (
+            {"milestones": [{"column": "event", "at": [1]}]},
+            "$.milestones[0].column: unknown aggregated column 'event' (did you mean "
+            "'events'?); aggregated columns: events, spend",
+        ),
+        (
+            {
+                "milestones": [{"column": "events", "at": [1]}, {"column": "events", "at": [2]}],
+            },
+            "$.milestones[1].column: 'events' already has milestones at $.milestones[0]; list "
+            "all of its thresholds there",
+        ),
+        (
+            {
+                "aggregation_info": [
+                    {"aggregation": "collect_set", "col_name": "x", "aggregated_col_name": "xs"}
+                ],
+                "milestones": [{"column": "xs", "at": [1]}],
+            },
+            "$.milestones[0].column: 'xs' is a collect_set aggregation, whose values are not "
+            "numbers; a milestone watches one of count, count_distinct, count_distinct_exact, "
+            "sum, mean, min, max, variance, stddev",
+        ),
+        (
+            {
+                "derived": [{"name": "cpc", "expr": "spend / events"}],
+                "emit": {"eager": {"column": "cpc", "below": 1}},
+            },
+            "$.emit.eager.column: 'cpc' is a derived column; emit.eager watches an aggregated "
+            "column; aggregated columns: events, spend",
+        ),
+        ({"emit": {}}, "$.emit: must not be empty; give early or eager"),
+        (
+            {"emit": {"eager": {"column": "events"}}},
+            "$.emit.eager: missing required key 'below': the value from which emit.early "
+            'applies again, e.g. "below": 10',
+        ),
+    ],
+)
+def test_eager_and_milestone_errors(changes: dict[str, Any], message: str) -> None:
+    assert error(view(**changes)) == f"<memory>: {message}"
+
+
+def test_counters_do_not_roll_up() -> None:
+    rollup = {"rollup": {"window": {"size": "1d"}}}
+    assert error(view(**GLOBAL, **rollup)) == (
+        '<memory>: $.rollup: a roll-up needs a fixed window of one size ("window": {"size": '
+        '"1m"}); sliding, session, cumulative, global and multi-granularity windows do not roll '
+        "up"
+    )

@@ -360,8 +360,9 @@ def test_grouping_cols_may_be_empty_but_not_repeat(validator: Draft202012Validat
 # --------------------------------------------------------------------------- examples
 
 
-def test_there_are_four_examples() -> None:
+def test_there_are_five_examples() -> None:
     assert [p.stem for p in EXAMPLE_FILES] == [
+        "ad_daily_spend",
         "ad_impressions",
         "cdn_access_logs",
         "network_telemetry",
@@ -402,6 +403,7 @@ def _filter_fields(node: Any) -> Iterator[str]:
 def test_examples_load_together() -> None:
     specs = load_views([EXAMPLES])
     assert sorted(s.name for s in specs) == [
+        "ad_daily_spend",
         "ad_impressions",
         "cdn_access",
         "network_telemetry",

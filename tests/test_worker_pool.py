@@ -9,6 +9,7 @@ worker and its data plane are Beam's, run in a process of their own.
 from __future__ import annotations
 
 import logging
+import os
 import subprocess
 import sys
 from collections.abc import Callable, Iterator
@@ -17,9 +18,9 @@ from typing import Any
 
 import grpc
 import pytest
-from apache_beam.portability.api import beam_fn_api_pb2_grpc
+from apache_beam.portability.api import beam_fn_api_pb2, beam_fn_api_pb2_grpc, endpoints_pb2
 
-from integration.services._beam_worker_pool import RunnerHangUp, hang_up
+from integration.services._beam_worker_pool import RunnerHangUp, WorkerPool, hang_up
 
 Call = Callable[[grpc.StatusCode, str], grpc.RpcError]
 
@@ -206,3 +207,21 @@ def test_beams_data_plane_reader_is_quiet_about_the_hang_up_only(
     else:
         assert "ERROR apache_beam.runners.worker.data_plane Failed to read inputs" in done.stderr
         assert "Exception in thread read_grpc_client_inputs" in done.stderr, done.stderr
+
+
+def test_the_pool_starts_each_worker_with_its_state_cache(
+    runner: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The pool's state cache size reaches each SDK worker it starts (Beam's pool passes it to
+    ``SdkHarness``; a pool that started workers without it would leave their cache off)."""
+    monkeypatch.setenv("PATH", f"{os.path.dirname(sys.executable)}{os.pathsep}{os.environ['PATH']}")
+    pool = WorkerPool(use_process=True, data_buffer_time_limit_ms=-1, state_cache_size=256 << 20)
+    address = runner(grpc.StatusCode.CANCELLED, "Runner closed connection")
+    request = beam_fn_api_pb2.StartWorkerRequest(
+        worker_id="w7", control_endpoint=endpoints_pb2.ApiServiceDescriptor(url=address)
+    )
+    assert pool.StartWorker(request, None).error == ""
+    worker = pool._worker_processes["w7"]
+    assert worker.wait(120) == 0  # it ran, and the runner hung up
+    assert f"--state-cache-size={256 << 20}" in worker.args
+    assert f"--control={address}" in worker.args

@@ -32,6 +32,7 @@ from liveagg.transforms.plan import (
     BLANK_LINES,
     LINES_READ,
     MESSAGES,
+    MILESTONES,
     Tally,
     ViewPlan,
     encode_key,
@@ -194,7 +195,11 @@ class _MergeShard(beam.DoFn):
     """Merges every partial of one shard's keys and writes each key's row.
 
     A result beyond the range of a double leaves an ``overflow`` dead letter
-    (:meth:`ViewPlan.rows`) on the ``dead_letter`` output.
+    (:meth:`ViewPlan.rows`) on the ``dead_letter`` output. The rows are final, so the
+    milestones of the view fire from them: every threshold a final value reaches, once
+    (:meth:`~liveagg.engine.milestones.ViewMilestones.final`), on the ``milestones`` output.
+    A cumulative period's windows meet on one shard (shards go by window start), so that
+    they share their milestones.
     """
 
     def __init__(self, spec: ViewSpec) -> None:
@@ -208,41 +213,47 @@ class _MergeShard(beam.DoFn):
     def process(self, element: tuple[int, Iterable[bytes]]) -> Iterator[Any]:
         with collector_paused():  # a shard's keys, and the rows the file sink keeps
             letters: list[dict[str, Any]] = []
-            yield from self._rows(element, letters)
+            events: list[dict[str, Any]] = []
+            yield from self._rows(element, letters, events)
             for letter in letters:
                 yield TaggedOutput(DEAD_LETTER, letter)
+            for event in events:
+                yield TaggedOutput(MILESTONES, event)
 
     def finish_bundle(self) -> None:
         thaw()
 
     def _rows(
-        self, element: tuple[int, Iterable[bytes]], letters: list[dict[str, Any]]
+        self,
+        element: tuple[int, Iterable[bytes]],
+        letters: list[dict[str, Any]],
+        events: list[dict[str, Any]],
     ) -> list[dict[str, Any]]:
         aggregator, plan = self._aggregator, self._plan
         parts = [aggregator.loads(data) for data in element[1]]
         merged = aggregator.merge(engine.concat(parts, aggregator))
-        rows = plan.rows(
-            merged.variant.tolist(),
-            merged.start.tolist(),
-            merged.end.tolist(),
+        variants, starts, ends = merged.variant.tolist(), merged.start.tolist(), merged.end.tolist()
+        keys = (
             [list(key) for key in zip(*(v.python_values(k) for k in merged.keys), strict=True)]
             if merged.keys
-            else [[] for _ in range(merged.rows)],
-            aggregator.extract(merged),
-            "ON_TIME",
-            0,
-            letters,
+            else [[] for _ in range(merged.rows)]
         )
+        outputs = aggregator.extract(merged)
+        rows = plan.rows(variants, starts, ends, keys, outputs, "ON_TIME", 0, letters)
         plan.count_rows(len(rows))
+        if plan.milestones:
+            events.extend(plan.milestones.final(variants, starts, ends, keys, outputs))
+            plan.count_milestones(len(events))
         return rows
 
 
 class BoundedAggregate(beam.PTransform):
     """Aggregates a bounded PCollection of messages into every view it feeds.
 
-    Returns ``{"views": {name: PCollection[row]}, "dead_letters": PCollection[dict]}``;
-    with ``partials``, level 1 of a two-level run, each view's PCollection holds
-    :data:`~liveagg.transforms.envelope.Partial` tuples instead of rows.
+    Returns ``{"views": {name: PCollection[row]}, "dead_letters": PCollection[dict],
+    "milestones": PCollection[dict]}``; with ``partials``, level 1 of a two-level run, each
+    view's PCollection holds :data:`~liveagg.transforms.envelope.Partial` tuples instead of
+    rows, and no milestone fires (they fire at level 2, from the rows).
 
     Example::
 
@@ -263,6 +274,7 @@ class BoundedAggregate(beam.PTransform):
         )
         views = {}
         dead = [tagged[DEAD_LETTER]]
+        milestones = []
         for spec in self._specs:
             ViewPlan(spec)  # built once here to fail at construction, not on workers
             if self._partials:  # level 1: partials leave as they are, without a shuffle
@@ -273,9 +285,14 @@ class BoundedAggregate(beam.PTransform):
                 tagged[view_tag(spec.name)]
                 | f"{spec.name}/Shuffle" >> beam.GroupByKey()
                 | f"{spec.name}/Merge"
-                >> beam.ParDo(_MergeShard(spec)).with_outputs(DEAD_LETTER, main="rows")
+                >> beam.ParDo(_MergeShard(spec)).with_outputs(DEAD_LETTER, MILESTONES, main="rows")
             )
             views[spec.name] = merged.rows
             dead.append(merged[DEAD_LETTER])
+            if spec.milestones:
+                milestones.append(merged[MILESTONES])
         dead_letters = tuple(dead) | "DeadLetters" >> beam.Flatten()
-        return {"views": views, "dead_letters": dead_letters}
+        out: dict[str, Any] = {"views": views, "dead_letters": dead_letters}
+        if milestones:
+            out[MILESTONES] = tuple(milestones) | "Milestones" >> beam.Flatten()
+        return out

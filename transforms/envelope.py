@@ -37,6 +37,7 @@ from typing import Any
 import orjson
 
 from liveagg.combiners._common import brief, is_scalar
+from liveagg.engine.windows import GLOBAL
 from liveagg.spec import ViewSpec
 from liveagg.transforms.eventtime import MAX_US, MIN_US, rfc3339
 from liveagg.transforms.plan import Reject, Variant, ViewPlan, encode_key
@@ -194,8 +195,9 @@ class Level2:
     def _window_problem(self, variant: Variant, start: Any, end: Any) -> str | None:
         if type(start) is not int or type(end) is not int:
             return f"window_start_us and window_end_us must be integers, got {_window(start, end)}"
-        # Rows and dead letters print their window: it must be a date datetime can show.
-        if not MIN_US <= start < end <= MAX_US:
+        # Rows and dead letters print their window: it must be a date datetime can show
+        # (the global window's bounds are never printed).
+        if (start, end) != GLOBAL and not MIN_US <= start < end <= MAX_US:
             return f"window {_window(start, end)} is outside the years 1 to 9999"
         if (start, end) not in variant.assign(start):
             return f"window {_window(start, end)} is not a window of the view"

@@ -231,3 +231,21 @@ def rfc3339(micros: int) -> str:
     if frac % 1000 == 0:
         return f"{text}.{frac // 1000:03d}Z"
     return f"{text}.{frac:06d}Z"
+
+
+class WindowText:
+    """Window bounds as RFC 3339 text (:func:`rfc3339`), each window formatted once: windows
+    repeat across keys, and their rows and events carry the same text. Holds at most
+    ``limit`` windows, forgetting them all when full."""
+
+    def __init__(self, limit: int = 100_000) -> None:
+        self._cache: dict[tuple[int, int], tuple[str, str]] = {}
+        self._limit = limit
+
+    def __call__(self, window: tuple[int, int]) -> tuple[str, str]:
+        found = self._cache.get(window)
+        if found is None:
+            if len(self._cache) >= self._limit:
+                self._cache.clear()
+            found = self._cache[window] = (rfc3339(window[0]), rfc3339(window[1]))
+        return found

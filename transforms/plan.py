@@ -20,12 +20,22 @@ from liveagg import combiners
 from liveagg.combiners import InputError
 from liveagg.combiners._common import json_type, normalize_number
 from liveagg.combiners.base import ALL_TYPES, plain_types
+from liveagg.engine.compiled import granularities, window_fns
+from liveagg.engine.milestones import ViewMilestones
+from liveagg.engine.windows import WindowFn
 from liveagg.expr import parse_expr
 from liveagg.spec import ViewSpec
-from liveagg.transforms import eventtime, windows
+from liveagg.transforms import eventtime
 from liveagg.transforms.combine import ViewCombineFn
 from liveagg.transforms.deadletter import NAMESPACE, counter, dead_letter
-from liveagg.transforms.eventtime import MAX_US, MIN_US, OUT_OF_RANGE, EventTimeError, rfc3339
+from liveagg.transforms.eventtime import (
+    MAX_US,
+    MIN_US,
+    OUT_OF_RANGE,
+    EventTimeError,
+    WindowText,
+    rfc3339,
+)
 from liveagg.transforms.fields import getter, values_of
 from liveagg.transforms.filters import compile_filter
 
@@ -35,6 +45,11 @@ GroupKey = bytes  # JSON array of the grouping values kept by a variant
 def view_tag(view: str) -> str:
     """The tagged-output name of a view's messages (view names cannot clash with it)."""
     return f"view/{view}"
+
+
+#: The tagged output of milestone events (docs/semantics.md, "Milestones"); a view's
+#: aggregate transform returns them under this key beside ``views`` and ``dead_letters``.
+MILESTONES = "milestones"
 
 
 class Reject(Exception):
@@ -57,6 +72,7 @@ class Variant:
     assign: Callable[[int], list[tuple[int, int]]]
     session_gap_us: int | None
     fixed_us: int | None = None  # the size of a fixed window, for the batch path's shortcut
+    window: WindowFn | None = None  # the window book's function (``assign`` is its own)
 
 
 _PLAIN_KEY = (str, int)  # key values kept as they are (bool is not int here: type() is exact)
@@ -275,19 +291,7 @@ def accepted_times(spec: ViewSpec) -> tuple[int, int]:
     Other times are ``event_time_out_of_range`` dead letters: a daily window of
     ``9999-12-31T12:00:00Z`` would end in year 10000. ``first > last`` when none fits.
     """
-    w = spec.window
-    if w.type == "session":
-        if w.gap is None:
-            raise ValueError(f"view {spec.name!r}: session window without gap")
-        return windows.session_accepted(w.gap.micros, MIN_US, MAX_US)
-    spans = []
-    for size in w.sizes:
-        if w.type == "sliding":
-            if w.period is None:
-                raise ValueError(f"view {spec.name!r}: sliding window without period")
-            spans.append(windows.sliding_accepted(size.micros, w.period.micros, MIN_US, MAX_US))
-        else:
-            spans.append(windows.fixed_accepted(size.micros, MIN_US, MAX_US))
+    spans = [fn.accepted(MIN_US, MAX_US) for fn in window_fns(spec)]
     return max(first for first, _ in spans), min(last for _, last in spans)
 
 
@@ -331,16 +335,21 @@ class ViewPlan:
         # Every variant keeps all grouping columns: one key serves them all.
         self._single_set = spec.grouping_sets is None
         self._row_counter = Metrics.counter(NAMESPACE, f"rows/{spec.name}")
+        #: The view's milestones (falsy without any): which events a pane or a final row fires.
+        self.milestones = ViewMilestones(spec)
+        self._milestone_counter = Metrics.counter(NAMESPACE, f"milestones/{spec.name}")
         # Tally names (see Tally): messages the view aggregated, rejected by its filter, and
         # window contributions dropped as too late (streaming).
         self.used_counter = f"used/{spec.name}"
         self.filtered_counter = f"filtered/{spec.name}"
         self.late_counter = f"late_windows/{spec.name}"
-        self._bounds: dict[tuple[int, int], tuple[str, str]] = {}
+        self._window_text = WindowText()
+        self._global = spec.window.is_global
 
     def _variants(self) -> list[Variant]:
+        """Granularities crossed with grouping sets, as the engine's
+        :func:`~liveagg.engine.compiled.variants` orders them."""
         spec = self.spec
-        w = spec.window
         cols = spec.grouping_cols
         sets: list[tuple[int | None, tuple[int, ...]]]
         if spec.grouping_sets is None:
@@ -348,39 +357,18 @@ class ViewPlan:
         else:
             sets = [(i, tuple(cols.index(c) for c in s)) for i, s in enumerate(spec.grouping_sets)]
         variants = []
-        if w.type == "session":
-            gap = w.gap
-            if gap is None:
-                raise ValueError(f"view {spec.name!r}: session window without gap")
+        for granularity, fn in zip(granularities(spec), window_fns(spec), strict=True):
             for set_index, positions in sets:
                 variants.append(
                     Variant(
                         len(variants),
-                        None,
+                        granularity,
                         set_index,
                         positions,
-                        windows.session(gap.micros),
-                        gap.micros,
-                    )
-                )
-            return variants
-        for size in w.sizes:
-            if w.type == "sliding":
-                if w.period is None:
-                    raise ValueError(f"view {spec.name!r}: sliding window without period")
-                assign = windows.sliding(size.micros, w.period.micros)
-            else:
-                assign = windows.fixed(size.micros)
-            for set_index, positions in sets:
-                variants.append(
-                    Variant(
-                        len(variants),
-                        size.text if w.multi_granularity else None,
-                        set_index,
-                        positions,
-                        assign,
-                        None,
-                        size.micros if w.type == "fixed" else None,
+                        fn.assign,
+                        fn.gap_us if fn.merging else None,
+                        fn.size_us if fn.kind == "fixed" else None,
+                        fn,
                     )
                 )
         return variants
@@ -614,15 +602,12 @@ class ViewPlan:
         else every grouping column, null where its set leaves it out); ``outputs`` holds one
         list per aggregation. Not counted in ``rows/<view>`` (see :meth:`count_rows`)."""
         n = len(starts)
-        cache = self._bounds
-        if len(cache) > 100_000:
-            cache.clear()
-        bounds = []
-        for window in zip(starts, ends, strict=True):
-            found = cache.get(window)
-            if found is None:  # windows repeat across keys: format each once
-                found = cache[window] = (rfc3339(window[0]), rfc3339(window[1]))
-            bounds.append(found)
+        bounds: list[tuple[str, ...]]
+        if self._global:  # rows of the global window carry no bounds
+            bounds = [()] * n
+        else:
+            text = self._window_text
+            bounds = [text(window) for window in zip(starts, ends, strict=True)]
         overflowed: dict[int, list[int]] = {}
         for i in self._doubles:
             column = outputs[i]
@@ -708,13 +693,19 @@ class ViewPlan:
         if rows:
             self._row_counter.inc(rows)
 
+    def count_milestones(self, events: int) -> None:
+        """Add milestone events to the ``milestones/<view>`` metric."""
+        if events:
+            self._milestone_counter.inc(events)
+
     def _layout(self, variant: Variant) -> tuple[tuple[str, ...], int, tuple[Any, ...]]:
         """A variant's row column names, the grouping width to pad its key values to (0: the
         key holds every grouping column in order) and its ``grouping_set``/``granularity``."""
         spec = self.spec
         cols = tuple(spec.grouping_cols)
         extras: list[Any] = []
-        names = ["view", "window_start", "window_end", *cols]
+        bounds = [] if spec.window.is_global else ["window_start", "window_end"]
+        names = ["view", *bounds, *cols]
         if variant.grouping_set is not None:
             names.append("grouping_set")
             extras.append(variant.grouping_set)

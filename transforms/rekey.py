@@ -5,6 +5,7 @@ an envelope that does not fit a view (another definition, an unknown view, a dam
 accumulator) becomes a dead letter and is never merged. The rest are re-keyed by the final
 (rolled-up) window and grouping key and merged: on a bounded read by one shuffle per view,
 on an unbounded read by the window operator, with the same panes as a one-level run.
+Milestones fire here, at level 2, from the merged rows: level 1 holds partials only.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from liveagg.spec import ViewSpec
 from liveagg.transforms import envelope
 from liveagg.transforms.deadletter import TAG as DEAD_LETTER
 from liveagg.transforms.deadletter import dead_letter
-from liveagg.transforms.plan import Reject, ViewPlan, view_tag
+from liveagg.transforms.plan import MILESTONES, Reject, ViewPlan, decode_key, view_tag
 from liveagg.transforms.streaming import keyed_partial, window_operator
 
 
@@ -47,8 +48,13 @@ class _Decode(beam.DoFn):
 
 
 class _MergeWindow(beam.DoFn):
-    """Bounded: all partials of one (variant, window, key), latest pane per shard, as a row,
-    followed by its ``overflow`` dead letters if a result is beyond a double."""
+    """Bounded: all partials of one (variant, window start, key), latest pane per shard and
+    window, as a row per window, followed by its ``overflow`` dead letters if a result is
+    beyond a double, then the milestones the rows fire.
+
+    A window start is one window, but for cumulative windows, whose period's windows share
+    it: they meet here so that they share their milestones, as one level does.
+    """
 
     def __init__(self, spec: ViewSpec) -> None:
         self._spec = spec
@@ -58,25 +64,47 @@ class _MergeWindow(beam.DoFn):
         self._plan = ViewPlan(self._spec)
 
     def process(self, element: tuple[tuple, Iterable[tuple]]) -> Iterator[Any]:
-        (variant, start, end, key), partials = element
-        latest: dict[str, tuple[int, bytes]] = {}
-        for shard, pane, data in partials:
-            seen = latest.get(shard)
+        (variant, start, key), partials = element
+        latest: dict[tuple[int, str], tuple[int, bytes]] = {}
+        for end, shard, pane, data in partials:
+            seen = latest.get((end, shard))
             if seen is None or seen[0] <= pane:
-                latest[shard] = (pane, data)
-        combine = self._plan.combine
-        acc = combine.merge_accumulators([combine.decode(d) for _, d in latest.values()])
-        outputs = combine.extract_output(acc)
+                latest[(end, shard)] = (pane, data)
+        by_end: dict[int, list[bytes]] = {}
+        for (end, _), (_, data) in latest.items():
+            by_end.setdefault(end, []).append(data)
+        plan = self._plan
+        combine = plan.combine
+        variant_ = plan.variants[variant]
         letters: list[dict[str, Any]] = []
-        variant_ = self._plan.variants[variant]
-        yield self._plan.row(variant_, start, end, key, outputs, "ON_TIME", 0, letters=letters)
+        ends = sorted(by_end)
+        columns: list[list[Any]] = [[] for _ in plan.spec.aggregations]
+        for end in ends:
+            acc = combine.merge_accumulators([combine.decode(d) for d in by_end[end]])
+            outputs = combine.extract_output(acc)
+            for column, value in zip(columns, outputs, strict=True):
+                column.append(value)
+            yield plan.row(variant_, start, end, key, outputs, "ON_TIME", 0, letters=letters)
         for letter in letters:
             yield TaggedOutput(DEAD_LETTER, letter)
+        if plan.milestones:
+            values = decode_key(key)
+            full = [None] * len(plan.spec.grouping_cols)
+            for position, value in zip(variant_.positions, values, strict=True):
+                full[position] = value
+            events = plan.milestones.final(
+                [variant] * len(ends), [start] * len(ends), ends, [full] * len(ends), columns
+            )
+            plan.count_milestones(len(events))
+            for event in events:
+                yield TaggedOutput(MILESTONES, event)
 
 
 def _by_window(element: tuple) -> tuple:
-    (_, variant, _), [(key, _, (start, end, shard, pane, data), _, _)] = element
-    return (variant, start, end, key), (shard, pane, data)
+    """A keyed partial (:func:`.streaming.keyed_partial`) keyed by its window's start and key:
+    a cumulative period's windows share a start and merge together (their milestones)."""
+    (_, variant, _), [(key, start, end, (shard, pane, data), _)] = element
+    return (variant, start, key), (end, shard, pane, data)
 
 
 class RekeyAggregate(beam.PTransform):
@@ -107,6 +135,7 @@ class RekeyAggregate(beam.PTransform):
         )
         views = {}
         dead = [decoded[DEAD_LETTER]]
+        milestones = []
         for spec, tag in zip(self._specs, tags, strict=True):
             final = spec.final()
             envelope.Level2(spec)  # fail at construction time, not on a worker
@@ -116,10 +145,14 @@ class RekeyAggregate(beam.PTransform):
                     | f"{spec.name}/ByWindow" >> beam.Map(_by_window)
                     | f"{spec.name}/Shuffle" >> beam.GroupByKey()
                     | f"{spec.name}/Merge"
-                    >> beam.ParDo(_MergeWindow(final)).with_outputs(DEAD_LETTER, main="rows")
+                    >> beam.ParDo(_MergeWindow(final)).with_outputs(
+                        DEAD_LETTER, MILESTONES, main="rows"
+                    )
                 )
                 views[spec.name] = merged.rows
                 dead.append(merged[DEAD_LETTER])
+                if final.milestones:
+                    milestones.append(merged[MILESTONES])
                 continue
             early = self._early_panes and final.early is not None
             operator = window_operator(final, self._clock, early, partials_in=True)
@@ -129,4 +162,7 @@ class RekeyAggregate(beam.PTransform):
             views[spec.name] = merged.rows
             dead.append(merged[DEAD_LETTER])
         dead_letters = tuple(dead) | "DeadLetters" >> beam.Flatten()
-        return {"views": views, "dead_letters": dead_letters}
+        out: dict[str, Any] = {"views": views, "dead_letters": dead_letters}
+        if milestones:
+            out[MILESTONES] = tuple(milestones) | "Milestones" >> beam.Flatten()
+        return out

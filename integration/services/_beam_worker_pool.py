@@ -132,10 +132,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int)
+    parser.add_argument(
+        "--state-cache-mb",
+        type=int,
+        default=256,
+        help="each SDK worker's user-state cache (0: off, the servicer's default)",
+    )
     parser.add_argument("--worker", action="store_true", help="run one SDK worker (the pool's)")
     parser.add_argument("--control")
     parser.add_argument("--worker-id")
-    parser.add_argument("--state-cache-size", type=int, default=0)
+    parser.add_argument("--state-cache-size", type=int, default=0, help="bytes, from the pool")
     parser.add_argument("--data-buffer-time-limit-ms", type=int, default=-1)
     args = parser.parse_args(argv)
     # The pool says what it does at INFO; a worker, like Beam's, only warnings and errors
@@ -158,7 +164,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         thread_pool_executor.shared_unbounded_instance(),
         options=[("grpc.http2.max_pings_without_data", 0), ("grpc.http2.max_ping_strikes", 0)],
     )
-    servicer = WorkerPool(use_process=True, data_buffer_time_limit_ms=-1)
+    # The servicer's state_cache_size defaults to 0, which turns the SDK workers' user-state
+    # cache off (worker_pool_main.py: BeamFnExternalWorkerPoolServicer(..., state_cache_size=0)
+    # and "SdkHarness(..., state_cache_size=%d, ...)" for each worker it starts); the
+    # pipeline's --max_cache_memory_usage_mb does not reach workers started this way. The
+    # pool hands its size to each worker it starts (WorkerPool.StartWorker).
+    servicer = WorkerPool(
+        use_process=True, data_buffer_time_limit_ms=-1, state_cache_size=args.state_cache_mb << 20
+    )
     beam_fn_api_pb2_grpc.add_BeamFnExternalWorkerPoolServicer_to_server(servicer, server)
     address = f"{args.host}:{args.port}"
     try:

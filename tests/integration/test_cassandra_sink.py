@@ -322,6 +322,112 @@ def test_an_older_pane_that_arrives_last_does_not_win(
     assert {(r["pane_index"], r["views"] - int(r["page"][2:])) for r in stored} == {(1, 5)}
 
 
+#: Running totals per post and per event type, for all time.
+GLOBAL_VIEW = {
+    "name": "post_totals",
+    "event_time": {"field": "ts", "format": "epoch_s"},
+    "grouping_cols": ["country", "asn"],
+    "grouping_sets": [["country", "asn"], ["country"]],
+    "window": {"type": "global"},
+    "emit": {"early": "10s"},
+    "state_ttl": "30d",
+    "aggregation_info": [
+        {"aggregation": "count", "aggregated_col_name": "requests"},
+        {"aggregation": "sum", "col_name": "bytes", "aggregated_col_name": "bytes_total"},
+    ],
+    "derived": [{"name": "bytes_per_request", "expr": "bytes_total / requests"}],
+}
+
+
+def test_a_global_table_is_keyed_by_the_grouping_columns_alone(
+    cassandra: CassandraConnection, keyspace: str, session: Any
+) -> None:
+    view = parse_view(GLOBAL_VIEW)
+    messages = list(_messages(120))
+    rows = aggregate(view, messages)
+    assert rows and all("window_start" not in r and "window_end" not in r for r in rows)
+    sink = CassandraSink(keyspace, connections=connections(cassandra))
+    run(sink, view, rows)
+    columns = list(
+        session.execute(
+            "SELECT column_name, type, kind, position FROM system_schema.columns "
+            "WHERE keyspace_name = %s AND table_name = %s",
+            (keyspace, "post_totals"),
+        )
+    )
+    assert {c.column_name: c.type for c in columns} == {
+        "country": "text",
+        "asn": "text",
+        "grouping_set": "int",
+        "requests": "bigint",
+        "bytes_total": "double",
+        "bytes_per_request": "double",
+        "pane_timing": "text",
+        "pane_index": "int",
+        "updated_at": "timestamp",
+    }
+    key = sorted((c.position, c.column_name) for c in columns if c.kind == "partition_key")
+    assert [name for _, name in key] == ["country", "asn", "grouping_set"]
+    stored = {
+        (r["country"], r["asn"], r["grouping_set"]): r
+        for r in select_all(session, keyspace, "post_totals")
+    }
+    # Counted here from the messages, not from the rows: one running total per key.
+    totals: dict[tuple[str, str, int], list[int]] = {}
+    for msg in messages:
+        asn = "" if msg.get("asn") is None else json.dumps(msg["asn"])
+        for key in ((msg["country"], asn, 0), (msg["country"], "", 1)):
+            total = totals.setdefault(key, [0, 0])
+            total[0] += 1
+            total[1] += msg["bytes"]
+    assert stored.keys() == totals.keys()
+    for key, (requests, total_bytes) in totals.items():
+        row = stored[key]
+        assert (row["requests"], row["bytes_total"]) == (requests, float(total_bytes)), key
+        assert row["bytes_per_request"] == pytest.approx(total_bytes / requests)
+
+    # A later pane of a running total replaces the row of its key: no window keeps it apart.
+    more = aggregate(view, messages + list(_messages(10)), pane_timing="EARLY", index=1)
+    run(sink, view, more)
+    again = select_all(session, keyspace, "post_totals")
+    assert len(again) == len(totals)
+    assert {r["pane_index"] for r in again} == {1}
+    assert sum(r["requests"] for r in again if r["grouping_set"] == 1) == 130
+
+
+def test_a_global_grand_total_is_one_row_keyed_by_the_view(
+    cassandra: CassandraConnection, keyspace: str, session: Any
+) -> None:
+    plain = {k: v for k, v in GLOBAL_VIEW.items() if k != "grouping_sets"}
+    view = parse_view(plain | {"name": "grand_total", "grouping_cols": []})
+    layout = table_layout(view, keyspace)
+    assert [c.name for c in layout.partition_key] == ["view"]
+    rows = aggregate(view, list(_messages(30)))
+    run(CassandraSink(keyspace, connections=connections(cassandra)), view, rows)
+    stored = select_all(session, keyspace, "grand_total")
+    assert [(r["view"], r["requests"]) for r in stored] == [("grand_total", 30)]
+
+
+def test_the_windows_of_a_cumulative_period_are_rows_of_their_own(
+    cassandra: CassandraConnection, keyspace: str, session: Any
+) -> None:
+    view = parse_view(
+        {**SIMPLE_VIEW, "name": "daily_pages", "allowed_lateness": "0s"}
+        | {"window": {"type": "cumulative", "size": "1h", "step": "10m"}}
+    )
+    layout = table_layout(view, keyspace)
+    assert [c.name for c in layout.partition_key] == ["page", "window_start", "window_end"]
+    messages = [{"ts": T0 + i * 60, "page": f"/p{i % 2}", "ms": i} for i in range(60)]
+    rows = aggregate(view, messages)
+    assert len(rows) == 12  # two pages, six prefixes of the hour each
+    run(CassandraSink(keyspace, connections=connections(cassandra)), view, rows)
+    stored = select_all(session, keyspace, "daily_pages")
+    start = datetime.fromtimestamp(T0, UTC).replace(tzinfo=None)
+    assert sorted((r["page"], r["window_end"] - start, r["views"]) for r in stored) == [
+        (f"/p{p}", timedelta(minutes=10 * k), 5 * k) for p in (0, 1) for k in range(1, 7)
+    ]
+
+
 def test_an_existing_table_of_another_shape_fails_at_setup(
     cassandra: CassandraConnection, keyspace: str, session: Any
 ) -> None:

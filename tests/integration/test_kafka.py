@@ -24,13 +24,16 @@ from apache_beam.runners.sdf_utils import RestrictionTrackerView, ThreadsafeRest
 from apache_beam.utils.timestamp import Duration, Timestamp
 
 from integration.services import KafkaConnection
+from liveagg.loader import parse_view
 from liveagg.pipelines.compile import build
 from liveagg.spec import Sink
 from liveagg.transforms.bounded import BoundedAggregate
+from liveagg.transforms.plan import MILESTONES
 from liveagg.transforms.sinks import Connections, build_sink
 from liveagg.transforms.sinks.kafka import (
     KafkaSink,
     WriteDeadLettersToKafka,
+    WriteMilestonesToKafka,
 )
 from liveagg.transforms.sources.kafka import (
     UNBOUNDED,
@@ -47,8 +50,11 @@ ck = pytest.importorskip("confluent_kafka")
 from confluent_kafka.admin import AdminClient  # noqa: E402
 
 from tests.support import kafka_topics  # noqa: E402
+from tests.support.compare import assert_milestones_match, assert_rows_match  # noqa: E402
 from tests.support.kafka_topics import create_topics  # noqa: E402
-from tests.transforms.sources.test_kafka import view_spec  # noqa: E402
+from tests.support.oracle import expected_milestones, milestone_id  # noqa: E402
+from tests.support.oracle import expected_rows as oracle_rows  # noqa: E402
+from tests.transforms.sources.test_kafka import VIEW, view_spec  # noqa: E402
 
 pytestmark = pytest.mark.integration
 
@@ -365,6 +371,74 @@ def test_dead_letters_to_kafka_keyed_by_view(bootstrap: str, topic: Callable[...
             dead["reason"],
         )
     assert found == produced.bad
+
+
+def test_running_totals_and_a_cumulative_hour_from_a_topic_with_milestones_to_another(
+    bootstrap: str, topic: Callable[..., str], tmp_path: Path
+) -> None:
+    """A global and a cumulative view over one bounded read. The global view: one row per key
+    with its total over the topic, each threshold a total reaches once on the milestone topic,
+    keyed by its id. The cumulative view: the prefixes of each hour, and one milestone per
+    (key, hour, threshold), as the DuckDB oracle has them from the same messages."""
+    produced = produce(bootstrap, topic(), count=6000)
+    spec = parse_view(
+        {
+            **VIEW,
+            "name": "per_key_total",
+            "window": {"type": "global"},
+            "emit": {"early": "10s"},
+            "state_ttl": "7d",
+            "milestones": [{"column": "n", "at": [50, 250, 297, 5000]}],
+        }
+    )
+    hourly = parse_view(
+        {
+            **VIEW,
+            "name": "per_key_hour",
+            "window": {"type": "cumulative", "size": "1h", "step": "15m"},
+            "milestones": [{"column": "n", "at": [20, 100, 150]}],
+        }
+    )
+    out_topic = topic()
+    with beam.Pipeline(options=options()) as pipeline:
+        out = source(bootstrap, produced.topic).read(pipeline, "Read") | BoundedAggregate(
+            [spec, hourly]
+        )
+        collect(out["views"]["per_key_total"], tmp_path / "rows", "Rows")
+        collect(out["views"]["per_key_hour"], tmp_path / "hourly", "Hourly")
+        out[MILESTONES] | WriteMilestonesToKafka(out_topic, Connections(kafka_bootstrap=bootstrap))
+
+    totals: dict[str, list[int]] = defaultdict(lambda: [0, 0])
+    for _, _, msg in produced.good:
+        totals[msg["key"]][0] += 1
+        totals[msg["key"]][1] += msg["value"]
+    rows = loaded(tmp_path / "rows")
+    assert {r["key"]: [r["n"], r["total"]] for r in rows} == totals
+    assert all(set(r) == {"view", "key", "n", "total", "pane_timing", "pane_index"} for r in rows)
+    reached = {
+        (key, t): n for key, (n, _) in totals.items() for t in (50, 250, 297, 5000) if n >= t
+    }
+    # 297 splits the keys (two have 296); 5000 is beyond every one.
+    assert {t for _, t in reached} == {50, 250, 297} and len(reached) == 58
+
+    events_file = tmp_path / "good.jsonl"
+    events_file.write_bytes(b"".join(orjson.dumps(m) + b"\n" for _, _, m in produced.good))
+    expected_hourly = oracle_rows(hourly, events_file)
+    assert_rows_match(loaded(tmp_path / "hourly"), expected_hourly, hourly)
+    hourly_milestones = expected_milestones(hourly, expected_hourly)
+    assert {e["threshold"] for e in hourly_milestones} == {20, 100, 150}
+
+    messages = read_back(bootstrap, out_topic, len(reached) + len(hourly_milestones))
+    events = [orjson.loads(m.value()) for m in messages]
+    totals_events = [e for e in events if e["view"] == "per_key_total"]
+    assert {(e["key"], e["threshold"]): e["value"] for e in totals_events} == reached
+    assert len(totals_events) == len(reached)
+    assert_milestones_match([e for e in events if e["view"] == "per_key_hour"], hourly_milestones)
+    for message, event in zip(messages, events, strict=True):
+        if event["view"] == "per_key_total":
+            parts = ["per_key_total", None, None, [event["key"]], None, None, "n"]
+            assert event["milestone_id"] == milestone_id([*parts, event["threshold"]])
+        assert message.key() == event["milestone_id"].encode()
 
 
 # --- unbounded reads ------------------------------------------------------------------------

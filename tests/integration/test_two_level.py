@@ -26,9 +26,9 @@ from liveagg.loader import load_views
 from liveagg.spec import ViewSpec
 from tests.pipelines.test_e2e import EXTRA_VIEWS
 from tests.support.cli import liveagg, rows_in
-from tests.support.compare import assert_rows_match, row_key
+from tests.support.compare import assert_milestones_match, assert_rows_match, row_key
 from tests.support.datagen import generate
-from tests.support.oracle import expected_rows
+from tests.support.oracle import expected_milestones, expected_rows
 
 ck = pytest.importorskip("confluent_kafka")
 from confluent_kafka.admin import AdminClient  # noqa: E402
@@ -72,6 +72,22 @@ ROLLUP = {
             "aggregated_col_name": "rtt_range",
             "params": {"combine_fn": CUSTOM},
         },
+    ],
+}
+
+#: A cumulative day per campaign, hour by hour, with thresholds the generated spend reaches
+#: (the example's 10, 100 and 1,000 are beyond three hours of it): level 2 must give the
+#: windows of one day one milestone per threshold, as one level does.
+CAMPAIGN_DAY = {
+    "name": "campaign_day",
+    "event_time": {"field": "timestamp_ms", "format": "epoch_ms"},
+    "grouping_cols": ["campaign"],
+    "window": {"type": "cumulative", "size": "1d", "step": "1h"},
+    "milestones": [{"column": "spend", "at": [1, 2, 5]}, {"column": "clicks", "at": [3]}],
+    "filter": {"field": "kind", "op": "eq", "value": "ads"},
+    "aggregation_info": [
+        {"aggregation": "count", "col_name": "cost", "aggregated_col_name": "clicks"},
+        {"aggregation": "sum", "col_name": "cost", "aggregated_col_name": "spend"},
     ],
 }
 
@@ -138,7 +154,7 @@ def data(tmp_path_factory: pytest.TempPathFactory, kafka: KafkaConnection) -> It
     generate(events, 6_000, seed=17, keys=200, span_s=3 * 3600)
     views_dir = folder / "views"
     views_dir.mkdir()
-    for view in [*EXTRA_VIEWS[:2], ROLLUP]:  # every aggregation, sliding windows, the roll-up
+    for view in [*EXTRA_VIEWS[:2], ROLLUP, CAMPAIGN_DAY]:  # every aggregation, sliding, roll-up
         (views_dir / f"{view['name']}.json").write_text(json.dumps(view))
     paths = [*map(str, sorted(EXAMPLES.glob("*.json"))), str(views_dir)]
     topic = _name("liveagg-two-level-in-")
@@ -233,6 +249,17 @@ def test_two_levels_equal_one_level_and_the_oracle(data: dict, kafka: KafkaConne
     _level2(data, inter, out)
     assert not rows_in(out / "_dead_letter")
     _check(data, out, data["views"])
+    # Milestones fire at level 2 only: those of the oracle's rows, the same as one level's.
+    assert not (level1 / "_milestones").exists()
+    counters = [v for v in data["views"] if v.milestones]
+    assert {v.name for v in counters} == {"post_engagement", "ad_daily_spend", "campaign_day"}
+    fired = {run: rows_in(run / "_milestones") for run in (out, data["one"])}
+    for view in counters:
+        expected = expected_milestones(view, expected_rows(view, data["events"]))
+        if view.name != "ad_daily_spend":  # three hours of spend reach none of its thresholds
+            assert len(expected) >= 10, view.name
+        for events in fired.values():
+            assert_milestones_match([e for e in events if e["view"] == view.name], expected)
 
 
 def test_streaming_level1_shards_by_partition_and_rekey_merges_panes(

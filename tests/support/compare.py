@@ -39,6 +39,7 @@ import base64
 import bisect
 import itertools
 import math
+from collections import Counter
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -76,6 +77,8 @@ def _identity(value: Any) -> Any:
 
 
 def _instant(text: Any) -> Any:
+    if text is None:  # rows of the global window carry no bounds
+        return None
     try:
         return parse_instant(text)
     except (TypeError, ValueError):
@@ -290,8 +293,8 @@ def _row_differences(
     if extra_cols:
         problems.append(f"unexpected columns: {extra_cols}")
     fixed = ["view", "window_start", "window_end", "pane_timing", "pane_index"]
-    for col in fixed + [c for c in ("grouping_set", "granularity") if c in public]:
-        if col in act and act[col] != public[col]:
+    for col in [*fixed, "grouping_set", "granularity"]:
+        if col in act and col in public and act[col] != public[col]:
             problems.append(f"{col}: actual {act[col]!r}, expected {public[col]!r}")
     passed: set[str] = set()
     for agg in view.aggregations:
@@ -378,3 +381,33 @@ def assert_rows_match(
         lambda d: f"  [{_describe_key(d[0], view)}]\n" + "\n".join(f"    {p}" for p in d[1]),
     )
     raise AssertionError("\n".join(lines))
+
+
+def assert_milestones_match(
+    actual: Sequence[Mapping[str, Any]],
+    expected: Sequence[Mapping[str, Any]],
+    *,
+    rel_tol: float = 1e-9,
+) -> None:
+    """Raise ``AssertionError`` unless ``actual`` holds exactly the ``expected`` milestone
+    events, each once: matched by ``milestone_id``, every field equal (a float ``value``
+    within ``rel_tol``)."""
+    counts = Counter(e["milestone_id"] for e in actual)
+    repeated = sorted(i for i, n in counts.items() if n > 1)
+    by_id = {e["milestone_id"]: e for e in actual}
+    want = {e["milestone_id"]: e for e in expected}
+    problems = [f"fired more than once: {by_id[i]}" for i in repeated]
+    problems += [f"missing: {want[i]}" for i in want.keys() - by_id.keys()]
+    problems += [f"unexpected: {by_id[i]}" for i in by_id.keys() - want.keys()]
+    for i in want.keys() & by_id.keys():
+        a, e = by_id[i], want[i]
+        same = a.keys() == e.keys() and all(
+            a[k] == e[k]
+            or (k == "value" and _is_number(a[k]) and _close(a[k], e[k], rel_tol, 0) is None)
+            for k in e
+        )
+        if not same:
+            problems.append(f"differs: actual {dict(a)}, expected {dict(e)}")
+    if problems:
+        head = f"{len(actual)} milestones fired, {len(expected)} expected:"
+        raise AssertionError("\n".join([head, *problems[:20]]))

@@ -63,7 +63,10 @@ Windows
     Fixed windows are aligned to the Unix epoch; sliding windows ``[s, s + size)`` have ``s`` a
     multiple of ``period`` with ``s <= t < s + size``; sessions are per key and grouping set:
     sorted by event time, a new session starts when the gap to the previous message is
-    ``>= gap``, and the window is ``[first_t, last_t + gap)``. Window bounds are RFC 3339 UTC
+    ``>= gap``, and the window is ``[first_t, last_t + gap)``. Cumulative windows are the
+    prefixes ``[p, p + k*step)`` of each epoch-aligned period ``[p, p + size)`` that contain
+    ``t`` (``p + k*step > t``); the global window is one per key for all time, and its rows
+    have no ``window_start``/``window_end``. Window bounds are RFC 3339 UTC
     with a fraction only when needed, in groups of three digits (``.250``, ``.000250``), as
     Java's ``Instant.toString``. With ``size`` a list each size is a granularity (``granularity``
     is the size as written); with ``grouping_sets`` each set is aggregated on its own and its
@@ -95,6 +98,12 @@ Derived columns
     aggregated columns or earlier derived ones. Computed in double precision; any null or
     non-numeric operand, division by zero and a non-finite result give null.
 
+Milestones
+    :func:`expected_milestones` derives them from the expected rows, in Python: every
+    threshold a final value (a finite number) reaches fires once per (key, window), and once
+    per (key, period) for cumulative windows, from the period's first window that reaches it;
+    ``milestone_id`` is computed here from its documented definition.
+
 Example:
     >>> rows = expected_rows(view, "input.jsonl")  # doctest: +SKIP
     >>> public_rows(rows)[0]["window_start"]  # doctest: +SKIP
@@ -103,8 +112,10 @@ Example:
 
 from __future__ import annotations
 
+import hashlib
 import heapq
 import itertools
+import json
 import math
 import re
 from collections.abc import Callable, Mapping, Sequence
@@ -294,8 +305,8 @@ def row_sort_key(row: Mapping[str, Any], view: ViewSpec) -> tuple[Any, ...]:
     grans = [d.text for d in view.window.sizes]
     gran = row.get("granularity")
     return (
-        parse_instant(row["window_start"]),
-        parse_instant(row["window_end"]),
+        parse_instant(row["window_start"]) if "window_start" in row else 0,
+        parse_instant(row["window_end"]) if "window_end" in row else 0,
         grans.index(gran) if gran in grans else -1,
         row.get("grouping_set", -1),
         tuple(group_sort_key(row.get(c)) for c in view.grouping_cols),
@@ -762,7 +773,7 @@ class Oracle:
         )
 
         sets = view.grouping_sets if view.grouping_sets is not None else (view.grouping_cols,)
-        sizes = list(view.window.sizes) if view.window.type != "session" else [None]
+        sizes = list(view.window.sizes) if view.window.sizes else [None]
         out: list[dict[str, Any]] = []
         for set_index, cols in enumerate(sets):
             keys = [fields[c] for c in cols]
@@ -869,6 +880,15 @@ class Oracle:
         if w.type == "fixed":
             s = size_us
             return f"(SELECT *, __t - ((__t % {s}) + {s}) % {s} AS __ws FROM usable)", "__ws"
+        if w.type == "global":
+            return "(SELECT *, 0 AS __ws FROM usable)", "__ws"
+        if w.type == "cumulative":
+            s, step = size_us, w.step.micros
+            period = f"__t - ((__t % {s}) + {s}) % {s}"
+            # The end of t's step, then every step up to the period's end.
+            first_end = f"__t - ((__t % {step}) + {step}) % {step} + {step}"
+            ends = f"unnest(generate_series({first_end}, {period} + {s}, {step}))"
+            return f"(SELECT *, {period} AS __p, {ends} AS __we FROM usable)", "__we"
         if w.type == "sliding":
             s, p = size_us, w.period.micros
             count = -(-s // p)  # windows a message can belong to, at most
@@ -913,6 +933,10 @@ class Oracle:
             source = f"(SELECT *, {', '.join(edges)} FROM {source})"
         if view.window.type == "session":
             bounds = f"min(__t) AS __start, max(__t) + {view.window.gap.micros} AS __end"
+        elif view.window.type == "global":
+            bounds = "NULL AS __start, NULL AS __end"
+        elif view.window.type == "cumulative":
+            bounds = "min(__p) AS __start, __we AS __end"
         else:
             bounds = f"__ws AS __start, __ws + {size_us} AS __end"
         group_values = [
@@ -958,11 +982,10 @@ class Oracle:
         aggs: list[_AggSQL],
         derived: dict[str, Arith],
     ) -> dict[str, Any]:
-        row: dict[str, Any] = {
-            "view": view.name,
-            "window_start": format_instant(r["__start"]),
-            "window_end": format_instant(r["__end"]),
-        }
+        row: dict[str, Any] = {"view": view.name}
+        if view.window.type != "global":  # the global window's rows carry no bounds
+            row["window_start"] = format_instant(r["__start"])
+            row["window_end"] = format_instant(r["__end"])
         for j, col in enumerate(view.grouping_cols):
             key = r[f"__g{j}"]
             row[col] = None if key is None else _decode_key(key)
@@ -992,3 +1015,96 @@ def expected_rows(view: ViewSpec, input_path: str | Path | Sequence[str | Path])
         return oracle.rows(view)
     finally:
         oracle.close()
+
+
+# ---------------------------------------------------------------------------------------------
+# Milestones
+
+
+def milestone_id(parts: Sequence[Any]) -> str:
+    """docs/semantics.md's ``milestone_id``: SHA-256 of the compact JSON array
+    ``[view, grouping_set, granularity, [grouping values], window_start, window_end, column,
+    threshold]``, its first 32 hex digits."""
+    text = json.dumps(list(parts), separators=(",", ":"), ensure_ascii=False)
+    return hashlib.sha256(text.encode()).hexdigest()[:32]
+
+
+def _reaches(value: Any, threshold: float) -> bool:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return False
+    return math.isfinite(value) and value >= threshold
+
+
+def expected_milestones(view: ViewSpec, rows: Sequence[Mapping[str, Any]]) -> list[dict]:
+    """The milestone events a bounded run of ``view`` must fire, from the oracle's rows.
+
+    Every threshold a (key, window)'s final value reaches fires once. The windows of a
+    cumulative period share their milestones: a threshold fires once per (key, period), with
+    the period's bounds and the value of the period's first window (by end) that reaches it.
+    """
+    events: list[dict] = []
+    sizes = {d.text: d.micros for d in view.window.sizes}
+    for milestone in view.milestones:
+        if view.window.type == "cumulative":
+            periods: dict[tuple[Any, ...], list[Mapping[str, Any]]] = {}
+            for row in rows:
+                identity = (
+                    row.get("grouping_set"),
+                    row.get("granularity"),
+                    row["window_start"],
+                    tuple(group_sort_key(row[c]) for c in view.grouping_cols),
+                )
+                periods.setdefault(identity, []).append(row)
+            for windows in periods.values():
+                windows.sort(key=lambda r: parse_instant(r["window_end"]))
+                first = windows[0]
+                size = (
+                    sizes[first["granularity"]]
+                    if "granularity" in first
+                    else (view.window.sizes[0].micros)
+                )
+                end = format_instant(parse_instant(first["window_start"]) + size)
+                for threshold in milestone.at:
+                    reaching = [r for r in windows if _reaches(r[milestone.column], threshold)]
+                    if reaching:
+                        events.append(
+                            _milestone(view, reaching[0], end, milestone.column, threshold)
+                        )
+            continue
+        for row in rows:
+            for threshold in milestone.at:
+                if _reaches(row[milestone.column], threshold):
+                    events.append(
+                        _milestone(view, row, row.get("window_end"), milestone.column, threshold)
+                    )
+    return events
+
+
+def _milestone(
+    view: ViewSpec, row: Mapping[str, Any], end: str | None, column: str, threshold: Any
+) -> dict[str, Any]:
+    event: dict[str, Any] = {"view": view.name}
+    for c in view.grouping_cols:
+        event[c] = row[c]
+    for name in ("grouping_set", "granularity"):
+        if name in row:
+            event[name] = row[name]
+    start = row.get("window_start")
+    if start is not None:
+        event["window_start"], event["window_end"] = start, end
+    event["column"] = column
+    event["threshold"] = threshold
+    event["value"] = row[column]
+    event["milestone_id"] = milestone_id(
+        [
+            view.name,
+            row.get("grouping_set"),
+            row.get("granularity"),
+            [row[c] for c in view.grouping_cols],
+            start,
+            end if start is not None else None,
+            column,
+            threshold,
+        ]
+    )
+    return event

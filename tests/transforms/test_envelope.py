@@ -32,6 +32,8 @@ VIEW = {
     ],
 }
 
+UNROLLED = {k: v for k, v in VIEW.items() if k != "rollup"}
+
 
 def _envelope(spec: Any, start: int, group: tuple, users: list[str], **changes: Any) -> bytes:
     plan = ViewPlan(spec)
@@ -121,10 +123,19 @@ def test_the_fingerprint_follows_what_accumulators_hold() -> None:
         replace(spec, description="x"),
         replace(spec, allowed_lateness=Duration.parse("5m")),
         replace(spec, sinks=()),
+        parse_view(
+            VIEW
+            | {
+                "emit": {"early": "5s", "eager": {"column": "n", "below": 10}},
+                "milestones": [{"column": "n", "at": [10, 100]}],
+            }
+        ),
     ]
     assert {s.fingerprint() for s in same} == {spec.fingerprint()}
     changed = [
         parse_view(VIEW | {"window": {"size": "2m"}}),
+        parse_view(UNROLLED | {"window": {"type": "cumulative", "size": "2m", "step": "1m"}}),
+        parse_view(UNROLLED | {"window": {"type": "cumulative", "size": "2m", "step": "30s"}}),
         parse_view(VIEW | {"grouping_cols": ["org", "site", "x"]}),
         parse_view(VIEW | {"rollup": {"grouping_cols": ["site"]}}),
         parse_view(VIEW | {"filter": {"field": "k", "op": "eq", "value": 1}}),

@@ -9,6 +9,7 @@ from liveagg.transforms.eventtime import (
     MAX_US,
     MIN_US,
     EventTimeError,
+    WindowText,
     _from_iso,
     _from_iso_strict,
     parser,
@@ -191,3 +192,14 @@ def test_the_shortcuts_agree_with_the_grammar() -> None:
     assert len(texts) > 90_000
     differ = [t for t in texts if _outcome(_from_iso, t) != _outcome(_from_iso_strict, t)]
     assert differ == []
+
+
+def test_window_text_formats_each_window_once_and_forgets_all_when_full() -> None:
+    text = WindowText(limit=2)
+    minute = text((0, 60_000_000))
+    assert minute == ("1970-01-01T00:00:00Z", "1970-01-01T00:01:00Z")
+    assert text((0, 60_000_000)) is minute  # from the cache
+    assert text((1_000, 2_000_500)) == ("1970-01-01T00:00:00.001Z", "1970-01-01T00:00:02.000500Z")
+    text((3_000, 4_000))  # a third window: the full cache is cleared first
+    again = text((0, 60_000_000))
+    assert again == minute and again is not minute

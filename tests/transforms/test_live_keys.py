@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import uuid
+
 from apache_beam.metrics.execution import MetricsContainer, MetricsEnvironment
 from apache_beam.metrics.metricbase import MetricName
 from apache_beam.runners.worker import statesampler
 from apache_beam.utils.counters import CounterFactory
 
 from liveagg.transforms.deadletter import NAMESPACE
-from liveagg.transforms.live_keys import LiveKeys, run_token
+from liveagg.transforms.live_keys import LiveKeys
 
 
 def test_a_restored_cells_keys_are_adopted_once_then_opens_and_closes_count() -> None:
@@ -20,7 +22,7 @@ def test_a_restored_cells_keys_are_adopted_once_then_opens_and_closes_count() ->
     sampler.start()
     try:
         with step:
-            run = run_token()
+            run = uuid.uuid4().hex  # the operator's token: this pipeline's
             live = LiveKeys("v", run)
             live.loaded(("v", 0, 7), 3)  # restored: three keys with open windows
             live.loaded(("v", 0, 7), 3)  # read again in a later bundle: already counted
@@ -32,7 +34,7 @@ def test_a_restored_cells_keys_are_adopted_once_then_opens_and_closes_count() ->
             container = MetricsEnvironment.current_container()
             value = container.get_counter(MetricName(NAMESPACE, "live_keys/v")).get_cumulative()
             assert value == 0
-            LiveKeys("v", run_token()).loaded(("v", 0, 7), 2)  # another run's job: its own
+            LiveKeys("v", uuid.uuid4().hex).loaded(("v", 0, 7), 2)  # another run's job: its own
             value = container.get_counter(MetricName(NAMESPACE, "live_keys/v")).get_cumulative()
             assert value == 2
     finally:

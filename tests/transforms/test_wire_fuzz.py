@@ -143,6 +143,6 @@ def test_any_envelope_fields_and_json_accumulators_decode_or_dead_letter(
         assert r.reason in REASONS and type(r.detail) is str
         return
     _, variant, start, end, key, shard, pane, data, _ = partial
-    element = ((variant, start, end, key), [("base", 0, _REAL), (shard, pane, data)])
+    element = ((variant, start, key), [(end, "base", 0, _REAL), (end, shard, pane, data)])
     [row] = MERGE.process(element)
     assert row["window_start"] and row["window_end"]

@@ -248,18 +248,33 @@ class TableLayout:
 def table_layout(view: ViewSpec, keyspace: str, table: str | None = None) -> TableLayout:
     """The table for ``view``: partition key, then ``window_end``, values and pane columns.
 
+    The global window has no bounds: its rows are keyed by the grouping columns alone (and
+    ``grouping_set`` with grouping sets), one row per key holding its running total. A
+    global view without grouping columns is one row, keyed by ``view``. The windows of a
+    cumulative period share their start, so ``window_end`` is part of their key.
+
     Raises ``ValueError`` when two view columns map to the same Cassandra column, when an
     aggregation's output type has no column type, or when a name is not a Cassandra identifier.
     """
     keyspace = _identifier(keyspace, "keyspace")
     table = _identifier(view.name if table is None else table, "table")
+    windowed = not view.window.is_global
+    # The windows of a cumulative period share their start: the end tells them apart.
+    by_end = view.window.type == "cumulative"
     key = [Column(column_name(c), "text", c, _key_text) for c in view.grouping_cols]
-    key.append(Column("window_start", "timestamp", "window_start", _timestamp))
+    if windowed:
+        key.append(Column("window_start", "timestamp", "window_start", _timestamp))
+    if by_end:
+        key.append(Column("window_end", "timestamp", "window_end", _timestamp))
     if view.window.multi_granularity:
         key.append(Column("granularity", "text", "granularity", _key_text))
     if view.grouping_sets is not None:
         key.append(Column("grouping_set", "int", "grouping_set"))
-    values = [Column("window_end", "timestamp", "window_end", _timestamp)]
+    if not key:  # a grand total for all time: a partition key needs a column
+        key.append(Column("view", "text", "view"))
+    values = []
+    if windowed and not by_end:
+        values.append(Column("window_end", "timestamp", "window_end", _timestamp))
     for aggregation, fn in zip(view.aggregations, ViewPlan(view).fns, strict=True):
         output_type = fn.output_type()
         if output_type not in CQL_TYPES:

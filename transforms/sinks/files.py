@@ -5,8 +5,10 @@ Every file goes through a Beam filesystem (see :mod:`.objectstores`), so a local
 
     <view>/<window_start>_<window_end>.<ext>   bounded input: one file per window
     <view>/sessions_<yyyymmdd>.<ext>           session windows: one file per UTC day
+    <view>/global-<NN>.<ext>                   the global window: running totals, 16 files by key
     <view>/<stem>-<bundle id>.<ext>            unbounded input: one part file per bundle
     _dead_letter/<view>.jsonl                  dead letters (``input`` when no view)
+    _milestones/<view>.jsonl                   milestone events (docs/semantics.md)
     _SUCCESS                                   empty, written last by a run that finished
 
 Times are compact UTC (``20130101T100000Z``). No data file's name starts with ``_`` or
@@ -34,6 +36,7 @@ import io
 import json
 import os
 import uuid
+import zlib
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
@@ -63,6 +66,12 @@ _MIME_TYPES = {
 KEY, TIMESTAMP = "key", "timestamp"
 #: The folder of dead letters, and their file when no view could read the message.
 DEAD_LETTER_FOLDER, INPUT_DEAD_LETTERS = "_dead_letter", "input"
+#: The folder of milestone events, a file per view.
+MILESTONE_FOLDER = "_milestones"
+#: The file stem of a view's rows in the global window (they have no window bounds), and how
+#: many files they are spread over by key, so that no one worker writes every key.
+GLOBAL_STEM = "global"
+GLOBAL_FILES = 16
 #: The empty file a finished run writes last.
 SUCCESS = "_SUCCESS"
 _IN_PROGRESS = ".inprogress"
@@ -80,8 +89,9 @@ class Column:
 def view_columns(view: ViewSpec) -> tuple[Column, ...]:
     """The columns of the view's rows, in row order (SPEC section 3)."""
     fns = ViewPlan(view).fns
-    columns = [Column("view", "text"), Column("window_start", TIMESTAMP)]
-    columns.append(Column("window_end", TIMESTAMP))
+    columns = [Column("view", "text")]
+    if not view.window.is_global:  # rows of the global window carry no bounds
+        columns += [Column("window_start", TIMESTAMP), Column("window_end", TIMESTAMP)]
     columns += [Column(c, KEY) for c in view.grouping_cols]
     if view.grouping_sets is not None:
         columns.append(Column("grouping_set", "bigint"))
@@ -238,9 +248,17 @@ def _compact(rfc: str) -> str:
     return rfc.replace("-", "").replace(":", "").replace(".", "")
 
 
-def file_stem(row: dict[str, Any], session: bool) -> str:
-    """``<window_start>_<window_end>``, or ``sessions_<yyyymmdd>`` for session windows."""
+def file_stem(row: dict[str, Any], session: bool, global_keys: Sequence[str] | None = None) -> str:
+    """``<window_start>_<window_end>``, ``sessions_<yyyymmdd>`` for session windows, or
+    ``global-<NN>`` for the global window, whose rows have no bounds: ``NN`` is the CRC-32 of
+    the JSON array of the row's ``global_keys`` values (its grouping columns and grouping set)
+    modulo :data:`GLOBAL_FILES`, so that a key's row is in the same file from run to run."""
+    if global_keys is not None:
+        return _GLOBAL_STEMS[zlib.crc32(_json([row[c] for c in global_keys])) % GLOBAL_FILES]
     return _stem(row["window_start"], row["window_end"], session)
+
+
+_GLOBAL_STEMS = [f"{GLOBAL_STEM}-{i:02d}" for i in range(GLOBAL_FILES)]
 
 
 @functools.lru_cache(maxsize=4096)
@@ -399,12 +417,18 @@ class _GroupInBundle(beam.DoFn):
         self._rows.clear()
 
 
-def _view_file(view: str, session: bool, row: dict[str, Any]) -> tuple[str, str]:
-    return view, file_stem(row, session)
+def _view_file(
+    view: str, session: bool, global_keys: Sequence[str] | None, row: dict[str, Any]
+) -> tuple[str, str]:
+    return view, file_stem(row, session, global_keys)
 
 
 def _dead_letter_file(letter: dict[str, Any]) -> tuple[str, str]:
     return DEAD_LETTER_FOLDER, letter["view"] or INPUT_DEAD_LETTERS
+
+
+def _milestone_file(event: dict[str, Any]) -> tuple[str, str]:
+    return MILESTONE_FOLDER, event["view"]
 
 
 class WriteViewFiles(beam.PTransform):
@@ -419,6 +443,9 @@ class WriteViewFiles(beam.PTransform):
         rows | WriteViewFiles("out/", "cdn", session=False)
         rows | WriteViewFiles("s3://bucket/views", "cdn", session=False, format="parquet",
                               columns=view_columns(spec), bounded=False, connections=conns)
+
+    ``global_keys``: the rows are the global window's, without bounds; they go to
+    ``global-<NN>.<ext>`` by these columns' values (:func:`file_stem`).
     """
 
     def __init__(
@@ -431,6 +458,7 @@ class WriteViewFiles(beam.PTransform):
         columns: Sequence[Column] | None = None,
         bounded: bool = True,
         connections: Connections | None = None,
+        global_keys: Sequence[str] | None = None,
     ) -> None:
         super().__init__()
         check_format(format, columns)
@@ -440,21 +468,19 @@ class WriteViewFiles(beam.PTransform):
         self._files = _Files(directory, format, columns, connections)
         self._view = view
         self._session = session
+        self._global = tuple(global_keys) if global_keys is not None else None
         self._bounded = bounded
 
     def expand(self, rows: beam.PCollection) -> beam.PCollection:
-        file_key = functools.partial(_view_file, self._view, self._session)
+        file_key = functools.partial(_view_file, self._view, self._session, self._global)
         return _write(rows, file_key, self._files, self._bounded, "ByWindow")
 
 
-class WriteDeadLetters(beam.PTransform):
-    """Writes dead letters as JSON Lines under ``<directory>/_dead_letter/``, a file per view
-    (``input.jsonl`` for messages that no view could read).
+class _WriteByView(beam.PTransform):
+    """JSON Lines of a run's records that are not rows, a file per view in one folder
+    (bounded input; part files for unbounded input). ``_file`` names a record's file."""
 
-    Example::
-
-        compiled.dead_letters | WriteDeadLetters("out/", bounded=False)
-    """
+    _file: Callable[[dict[str, Any]], tuple[str, str]]
 
     def __init__(
         self, directory: str, *, bounded: bool = True, connections: Connections | None = None
@@ -464,8 +490,32 @@ class WriteDeadLetters(beam.PTransform):
         self._files = _Files(directory, "jsonl", None, connections)
         self._bounded = bounded
 
-    def expand(self, dead: beam.PCollection) -> beam.PCollection:
-        return _write(dead, _dead_letter_file, self._files, self._bounded, "ByView")
+    def expand(self, records: beam.PCollection) -> beam.PCollection:
+        return _write(records, type(self)._file, self._files, self._bounded, "ByView")
+
+
+class WriteDeadLetters(_WriteByView):
+    """Writes dead letters as JSON Lines under ``<directory>/_dead_letter/``, a file per view
+    (``input.jsonl`` for messages that no view could read).
+
+    Example::
+
+        compiled.dead_letters | WriteDeadLetters("out/", bounded=False)
+    """
+
+    _file = staticmethod(_dead_letter_file)
+
+
+class WriteMilestones(_WriteByView):
+    """Writes milestone events as JSON Lines under ``<directory>/_milestones/``, a file per
+    view (bounded input; part files ``<view>-<bundle id>.jsonl`` for unbounded input).
+
+    Example::
+
+        compiled.milestones | WriteMilestones("out/")
+    """
+
+    _file = staticmethod(_milestone_file)
 
 
 # --- the output folder of a run ----------------------------------------------------------
@@ -476,7 +526,8 @@ class OutputFolder:
     """A folder a run writes files under, and what the run owns in it.
 
     ``views`` write their rows under ``<path>/<view>/``; with ``dead_letters`` the run's dead
-    letters go under ``<path>/_dead_letter/``. A run calls :meth:`prepare` before the
+    letters go under ``<path>/_dead_letter/``, with ``milestones`` its milestone events under
+    ``<path>/_milestones/``. A run calls :meth:`prepare` before the
     pipeline starts, :meth:`finish` once it has finished, and :meth:`abort` when it failed or
     was interrupted, so that ``_SUCCESS`` is there exactly when the folder holds a complete
     result.
@@ -493,6 +544,7 @@ class OutputFolder:
     views: set[str]
     dead_letters: bool = False
     connections: Connections | None = None
+    milestones: bool = False
 
     def _filesystem(self) -> FileSystem:
         return objectstores.filesystem(self.path, self.connections)
@@ -501,8 +553,10 @@ class OutputFolder:
         return self._filesystem().join(self.path, *parts)
 
     def owned(self) -> list[str]:
-        """The folders whose files this run replaces: ``<view>/`` and ``_dead_letter/``."""
+        """The folders whose files this run replaces: ``<view>/``, ``_dead_letter/`` and
+        ``_milestones/``."""
         names = sorted(self.views) + ([DEAD_LETTER_FOLDER] if self.dead_letters else [])
+        names += [MILESTONE_FOLDER] if self.milestones else []
         return [self._join(name) for name in names]
 
     def prepare(self, *, replace: bool) -> None:
@@ -590,6 +644,14 @@ def written_by_liveagg(name: str) -> bool:
 # --- the sinks ----------------------------------------------------------------------------
 
 
+def global_keys(view: ViewSpec) -> tuple[str, ...] | None:
+    """The row keys that place a global view's rows in files (None for other windows)."""
+    if not view.window.is_global:
+        return None
+    sets = ("grouping_set",) if view.grouping_sets is not None else ()
+    return (*view.grouping_cols, *sets)
+
+
 @dataclass(frozen=True)
 class FileSink:
     """A :class:`~liveagg.transforms.sinks.RowSink` writing a view's rows as files."""
@@ -606,6 +668,7 @@ class FileSink:
                 self.path,
                 view.name,
                 session=view.window.type == "session",
+                global_keys=global_keys(view),
                 format=self.format,
                 columns=view_columns(view) if self.format != "jsonl" else None,
                 bounded=bounded,

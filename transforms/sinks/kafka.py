@@ -78,6 +78,14 @@ class DeadLetterKey:
         return (dead.get("view") or "_input").encode()
 
 
+class MilestoneKey:
+    """The message key of a milestone event: its ``milestone_id``. A milestone delivered
+    twice (a retried bundle) has one key, so a compacted topic keeps it once."""
+
+    def __call__(self, event: Mapping[str, Any]) -> bytes:
+        return str(event["milestone_id"]).encode()
+
+
 class ProduceToKafka(beam.DoFn):
     """Produces each element as one message; a bundle ends only when all are acknowledged.
 
@@ -195,7 +203,27 @@ def kafka_sink(sink: Sink, connections: Connections) -> KafkaSink:
     return KafkaSink.from_connections(sink.options["topic"], connections)
 
 
-class WriteDeadLettersToKafka(beam.PTransform):
+class _ProduceRecords(beam.PTransform):
+    """Sends a run's records that are not rows to ``topic`` as JSON, at least once; ``_what``
+    names them in errors, ``_key`` gives each message's key."""
+
+    _what: str
+    _key: Callable[[], Callable[[Mapping[str, Any]], bytes]]
+
+    def __init__(self, topic: str, connections: Connections) -> None:
+        super().__init__()
+        self._topic = topic
+        bootstrap = _bootstrap(connections, f"{self._what} to topic {topic!r}")
+        self._config = {"bootstrap.servers": bootstrap, **connections.kafka_config}
+
+    def expand(self, records: beam.PCollection) -> beam.PCollection:
+        check_kafka(self._config, f"{self._what} to topic {self._topic!r}")
+        return records | "Produce" >> beam.ParDo(
+            ProduceToKafka(self._topic, self._config, type(self)._key())
+        )
+
+
+class WriteDeadLettersToKafka(_ProduceRecords):
     """Sends dead letters to ``topic`` as JSON, keyed by view name (``_input`` for none).
 
     Example::
@@ -203,17 +231,21 @@ class WriteDeadLettersToKafka(beam.PTransform):
         compiled.dead_letters | WriteDeadLettersToKafka("liveagg-dead", connections)
     """
 
-    def __init__(self, topic: str, connections: Connections) -> None:
-        super().__init__()
-        self._topic = topic
-        bootstrap = _bootstrap(connections, f"dead letters to topic {topic!r}")
-        self._config = {"bootstrap.servers": bootstrap, **connections.kafka_config}
+    _what = "dead letters"
+    _key = DeadLetterKey
 
-    def expand(self, dead: beam.PCollection) -> beam.PCollection:
-        check_kafka(self._config, f"dead letters to topic {self._topic!r}")
-        return dead | "Produce" >> beam.ParDo(
-            ProduceToKafka(self._topic, self._config, DeadLetterKey())
-        )
+
+class WriteMilestonesToKafka(_ProduceRecords):
+    """Sends milestone events to ``topic`` as JSON, keyed by ``milestone_id``, at least once
+    (a consumer deduplicates by the key).
+
+    Example::
+
+        compiled.milestones | WriteMilestonesToKafka("liveagg-milestones", connections)
+    """
+
+    _what = "milestones"
+    _key = MilestoneKey
 
 
 class _Envelope(beam.DoFn):
