@@ -120,10 +120,22 @@ class FlinkRest:
         root = self._call("GET", f"/jobs/{job_id}/exceptions").get("root-exception")
         return root.strip().splitlines()[0] if root else None
 
-    def final_metrics(self, job_id: str) -> MetricResults | None:
-        """The job's Beam metrics as Flink kept them in its accumulator: summed over the
-        subtasks, and final once the job has ended (they cover its last attempt: a job
-        restarted from a checkpoint counts again from there). None when there are none."""
+    def final_metrics(self, job_id: str, timeout_s: float = 30.0) -> MetricResults | None:
+        """The Beam metrics of a job that has ended, as Flink kept them in its accumulator:
+        summed over the subtasks (they cover its last attempt: a job restarted from a
+        checkpoint counts again from there). None when there are none, or the job has not
+        ended within ``timeout_s``.
+
+        The REST API answers ``/jobs/<id>`` and ``/jobs/<id>/accumulators`` from a cache of
+        the job's execution graph (Flink's ``AbstractExecutionGraphHandler`` and
+        ``ExecutionGraphCache``, kept ``web.refresh-interval``, 3 s), unlike ``/status``: just
+        after the job has ended they may still be the running job's, whose accumulators lag
+        behind its tasks. So they are read once the cached graph says the job has ended.
+        """
+        if not wait_for(
+            lambda: self._call("GET", f"/jobs/{job_id}")["state"] in TERMINAL, timeout_s
+        ):
+            return None
         found = self._call("GET", f"/jobs/{job_id}/accumulators")["user-task-accumulators"]
         return accumulated_metrics(found)
 

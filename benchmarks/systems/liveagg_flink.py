@@ -234,7 +234,9 @@ class Job:
         self._out.close()
         if not self.job_id:
             return "not submitted"
-        state = _rest(self.flink, f"/jobs/{self.job_id}")["state"]
+        # /status, not /jobs/<id>: Flink answers the latter from a cache of the job's graph
+        # kept 3 s, which may still say RUNNING just after the cancel.
+        state = _rest(self.flink, f"/jobs/{self.job_id}/status")["status"]
         # Checkpoints are retained on cancellation (for --flink-restore); a benchmark needs none.
         shutil.rmtree(self.flink.checkpoint_dir / self.job_id, ignore_errors=True)
         return state
