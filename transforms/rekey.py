@@ -23,7 +23,7 @@ from liveagg.transforms import envelope
 from liveagg.transforms.deadletter import TAG as DEAD_LETTER
 from liveagg.transforms.deadletter import dead_letter
 from liveagg.transforms.plan import MILESTONES, Reject, ViewPlan, decode_key, view_tag
-from liveagg.transforms.streaming import keyed_partial, window_operator
+from liveagg.transforms.streaming import keyed_partial, one_watermark_per_stage, window_operator
 
 
 class _Decode(beam.DoFn):
@@ -155,7 +155,13 @@ class RekeyAggregate(beam.PTransform):
                     milestones.append(merged[MILESTONES])
                 continue
             early = self._early_panes and final.early is not None
-            operator = window_operator(final, self._clock, early, partials_in=True)
+            operator = window_operator(
+                final,
+                self._clock,
+                early,
+                partials_in=True,
+                shared_floor=one_watermark_per_stage(decoded[tag].pipeline),
+            )
             merged = decoded[tag] | f"{spec.name}/Merge" >> beam.ParDo(operator).with_outputs(
                 DEAD_LETTER, main="rows"
             )

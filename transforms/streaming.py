@@ -361,9 +361,13 @@ class _WindowLogic(beam.DoFn):
         clock: Callable[[], float] = time.time,
         partials_in: bool = False,
         partials_out: bool = False,
+        shared_floor: bool = True,
     ) -> None:
         self._spec = spec
         self._clock = clock  # processing time in seconds; tests inject the runner's test clock
+        # Whether the watermark one key's timer showed holds for every key of the process
+        # (see ``_floor``).
+        self._shared_floor = shared_floor
         # partials_in: elements are level-1 partials, merged per shard (level 2, fan-in);
         # partials_out: panes are emitted as partials of the key's shard (level 1, fan-out).
         self._partials_in = partials_in
@@ -383,12 +387,16 @@ class _WindowLogic(beam.DoFn):
     @property
     def _floor(self) -> int:
         """The latest timer an instance of this operator fired in this process, of any key:
-        the watermark was past it. Shared by the instances of a process, because a runner
-        may use a new instance per bundle (Beam's Python DirectRunner does)."""
-        return _FLOORS.get(self._token, _NEVER)
+        the watermark was past it, for every key, where the runner runs each stage as one
+        instance with one watermark (Beam's Python DirectRunner, which may also make a new
+        instance per bundle, and Prism). Elsewhere (Flink) the parallel instances of the
+        operator in one worker process have watermarks of their own, and one instance's
+        timer says nothing of another's keys: each bucket keeps the watermark its own timers
+        showed (``Bucket.closed_upto``) and only that counts."""
+        return _FLOORS.get(self._token, _NEVER) if self._shared_floor else _NEVER
 
     def _raise_floor(self, at: int) -> None:
-        if at > _FLOORS.get(self._token, _NEVER):
+        if self._shared_floor and at > _FLOORS.get(self._token, _NEVER):
             _FLOORS[self._token] = at
 
     # -- data --------------------------------------------------------------------------------
@@ -419,7 +427,9 @@ class _WindowLogic(beam.DoFn):
             windows = bucket.windows(group)
             opened = not windows
             window = (start, end)
-            if window not in windows and book.is_expired(end, lateness, floor):
+            # Without candidates, every message of the item was read while its partition's
+            # watermark left the window open, which bounds the watermark here: kept.
+            if candidates and window not in windows and book.is_expired(end, lateness, floor):
                 for candidate in candidates:
                     fates.setdefault(candidate[0], []).append(False)
                     letters.setdefault(candidate[0], (candidate, []))[1].append(window)
@@ -570,6 +580,7 @@ class _WindowLogic(beam.DoFn):
         due = [w for w in bucket.windows_held() if (bucket.due(w, lateness) or now + 1) <= now]
         if not due:
             return
+        bucket.closed_upto = max(bucket.closed_upto, now)  # the watermark is past ``now``
         for window in sorted(due):
             end_ts = window[1] - 1
             for group in sorted(bucket.members(window)):
@@ -583,7 +594,6 @@ class _WindowLogic(beam.DoFn):
                     entry[_FIRED] = True
                 if entry[_FIRED] and end_ts + lateness <= now:
                     del windows[window]
-                    bucket.closed_upto = max(bucket.closed_upto, end_ts + lateness)
                     if not windows:
                         self._live_keys.dec()
         bucket.store(cell, closed_before)
@@ -644,6 +654,23 @@ def _merge_session(
 #: Watermark floors per operator (its token), for the instances of this process.
 _FLOORS: dict[str, int] = {}
 
+#: Runners that run each stage of a pipeline as one instance at a time, with one watermark.
+_ONE_INSTANCE_RUNNERS = frozenset(
+    {
+        "DirectRunner",
+        "SwitchingDirectRunner",
+        "BundleBasedDirectRunner",
+        "FnApiRunner",
+        "PrismRunner",
+    }
+)
+
+
+def one_watermark_per_stage(pipeline: beam.Pipeline) -> bool:
+    """Whether ``pipeline``'s runner runs a stage as one instance with one watermark, so that
+    one key's timer tells the watermark of all keys (any other runner: no)."""
+    return type(pipeline.runner).__name__ in _ONE_INSTANCE_RUNNERS
+
 
 def _cover(span: list[int] | None, offset: int) -> list[int]:
     """The ``[first, last]`` source offsets of a window's messages, widened by ``offset``."""
@@ -657,8 +684,12 @@ def window_operator(
     *,
     partials_in: bool = False,
     partials_out: bool = False,
+    shared_floor: bool = True,
 ) -> beam.DoFn:
     """The window operator DoFn for one view; with ``early``, processing-time EARLY panes.
+
+    ``shared_floor``: whether the pipeline's runner runs each stage as one instance with one
+    watermark (:func:`one_watermark_per_stage`).
 
     ``partials_in`` and ``partials_out`` are the two halves of a sharded aggregation
     (:class:`_WindowLogic`).
@@ -695,7 +726,7 @@ def window_operator(
             return self._on_watermark(key, fire_ts, tag, cell, watermark_timer)
 
     if not early:
-        return WindowOperator(spec, clock, partials_in, partials_out)
+        return WindowOperator(spec, clock, partials_in, partials_out, shared_floor)
 
     early_spec = TimerSpec(f"early_{family}", TimeDomain.REAL_TIME)
 
@@ -719,7 +750,7 @@ def window_operator(
         ) -> Iterator[Any]:
             return self._on_early(key, tag, cell, early_timer)
 
-    return EarlyWindowOperator(spec, clock, partials_in, partials_out)
+    return EarlyWindowOperator(spec, clock, partials_in, partials_out, shared_floor)
 
 
 class StreamingAggregate(beam.PTransform):
@@ -755,7 +786,13 @@ class StreamingAggregate(beam.PTransform):
             envelope.check_sharded(spec, self._partials)
             early = self._early_panes and spec.early is not None
             sharded = self._partials or spec.hot_key_fanout is not None
-            operator = window_operator(spec, self._clock, early, partials_out=sharded)
+            operator = window_operator(
+                spec,
+                self._clock,
+                early,
+                partials_out=sharded,
+                shared_floor=one_watermark_per_stage(messages.pipeline),
+            )
             fired = routed[view_tag(spec.name)] | f"{spec.name}/Window" >> beam.ParDo(
                 operator
             ).with_outputs(DEAD_LETTER, main="rows")
@@ -791,7 +828,13 @@ class MergePartials(beam.PTransform):
         self._early = early
 
     def expand(self, partials: beam.PCollection) -> Any:
-        operator = window_operator(self._spec, self._clock, self._early, partials_in=True)
+        operator = window_operator(
+            self._spec,
+            self._clock,
+            self._early,
+            partials_in=True,
+            shared_floor=one_watermark_per_stage(partials.pipeline),
+        )
         return (
             partials
             | "Key" >> beam.Map(keyed_partial)

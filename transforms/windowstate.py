@@ -117,6 +117,7 @@ class Bucket(CacheAware):
         seq: int = 0,
     ) -> None:
         super().__init__()
+        #: The latest watermark this bucket's own timers showed (one of them fired at it).
         self.closed_upto = closed_upto
         #: The last delta this bucket holds; 0 for a bucket never stored.
         self.seq = seq

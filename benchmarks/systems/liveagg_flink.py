@@ -25,8 +25,12 @@ otherwise).
 ``Context.options``: ``flink_events`` (cap on the backlog), ``flink_rate`` (paced rate; default
 half the sustained throughput), ``flink_paced_s`` (180; 0 skips the paced run),
 ``flink_warmup_s`` (20: windows ending earlier are not measured), ``flink_disorder_s`` (0.5),
-``flink_checkpoint_s`` (liveagg's default), ``flink_timeout_s`` (3600) and ``flink_args``
-(more arguments for ``liveagg run``, e.g. Beam options).
+``flink_checkpoint_s`` (liveagg's default), ``flink_timeout_s`` (3600), ``flink_settle_s``
+(0: wait for every request until the timeout; else stop once the read is done and the
+tables have not changed for this long, and report ``missing_requests``), ``flink_args``
+(more arguments for ``liveagg run``, e.g. Beam options) and ``flink_pipeline``: ``liveagg``
+(the default) or ``beam-gbk``, the same run with Beam's windowed ``GroupByKey`` in place of
+liveagg's window operator (:mod:`benchmarks.systems.beam_gbk_partials`).
 
     .venv/bin/python -m benchmarks.systems.liveagg_flink --events 200000
 
@@ -74,6 +78,8 @@ SYSTEM = "liveagg-flink"
 KEYSPACE = f"bench_flink_{os.getpid()}"  # per process: runs may overlap on shared services
 PARTITIONS = 4
 PARALLELISM = 2
+#: ``flink_pipeline`` -> the module that launches the job (``liveagg run``'s command line).
+PIPELINES = {"liveagg": "liveagg.cli", "beam-gbk": "benchmarks.systems.beam_gbk_partials"}
 
 
 class Sampler:
@@ -160,6 +166,7 @@ def _label(pid: int) -> str:
         ("_beam_worker_pool --worker", "python sdk worker"),  # the harness pool's
         ("_beam_worker_pool", "python worker pool"),
         ("liveagg", "liveagg launcher"),
+        ("beam_gbk_partials", "liveagg launcher"),
     ):
         if needle in text:
             return label
@@ -192,11 +199,12 @@ class Job:
             *shlex.split(ctx.options.get("flink_args", "")),  # e.g. --sdk_worker_parallelism=2
         ]
         env = {**os.environ, **self.flink.env(), **cassandra.env()}
+        launcher = PIPELINES[ctx.options.get("flink_pipeline", "liveagg")]
         self.log = log
         self._out = log.open("wb")
         self.started = time.time()
         self.proc = subprocess.Popen(
-            [PYTHON, "-m", "liveagg.cli", *args],
+            [PYTHON, "-m", launcher, *args],
             stdout=self._out,
             stderr=subprocess.STDOUT,
             cwd=ROOT,
@@ -335,6 +343,9 @@ def sustained(ctx: Context, topic: str, events: int) -> dict[str, Any]:
         running = job.wait_running()
         deadline = time.monotonic() + float(ctx.options.get("flink_timeout_s", 3600))
         counted = time.monotonic()
+        settle_s = float(ctx.options.get("flink_settle_s", 0))
+        seen: dict[str, Any] = {}
+        unchanged = time.monotonic()
         while True:
             time.sleep(2.0)
             # A full-table aggregate per view: only once the backlog is read (or now and
@@ -345,6 +356,10 @@ def sustained(ctx: Context, topic: str, events: int) -> dict[str, Any]:
             totals = {name: _totals(session, name) for name in names}
             if all(t[0] == events for t in totals.values()):
                 break
+            if totals != seen:
+                seen, unchanged = totals, time.monotonic()
+            elif settle_s and time.monotonic() - unchanged >= settle_s:
+                break  # rows were lost: measured as they are, the loss reported
             if time.monotonic() > deadline or job.proc.poll() is not None:
                 done = {n: t[0] for n, t in totals.items()}
                 raise TimeoutError(f"requests per view {done}, expected {events}: {job.log}")
@@ -363,6 +378,7 @@ def sustained(ctx: Context, topic: str, events: int) -> dict[str, Any]:
         "service_cpu_s": {name: round(cpu, 1) for name, cpu in service_cpu.items()},
         "peak_rss_mb": sampler.peak_rss_mb,
         "rows": {name: t[1] for name, t in totals.items()},
+        "missing_requests": {n: events - t[0] for n, t in totals.items() if t[0] != events},
         "submit_s": round(running - job.started, 1),
         "first_row_s": round(first - running, 1),
         "job_state": state,
@@ -499,8 +515,9 @@ def run(ctx: Context) -> Result:
     finally:
         _drop_topics(topics)
         _drop_keyspace()
+    pipeline = ctx.options.get("flink_pipeline", "liveagg")
     return Result(
-        system=SYSTEM,
+        system=SYSTEM if pipeline == "liveagg" else f"{SYSTEM}-{pipeline}",
         events=events,
         wall_s=first.pop("wall_s"),
         cpu_s=first.pop("cpu_s"),
@@ -522,6 +539,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--rate", type=float, help="paced rate (default: half the throughput)")
     parser.add_argument("--paced-s", type=float, default=180.0, help="0 skips the paced run")
     parser.add_argument("--flink-args", default="", help="more arguments for liveagg run")
+    parser.add_argument("--settle-s", type=float, default=0.0, help="see flink_settle_s")
+    parser.add_argument(
+        "--pipeline", choices=sorted(PIPELINES), default="liveagg", help="see flink_pipeline"
+    )
     parser.add_argument(
         "--idle-s", type=float, default=0.0, help="only measure an idle job for this long"
     )
@@ -531,7 +552,12 @@ def main(argv: list[str] | None = None) -> None:
     # keyspace dropped instead of left running on the shared services.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     bench = ROOT / ".cache" / "bench"
-    options = {"flink_paced_s": str(args.paced_s), "flink_args": args.flink_args}
+    options = {
+        "flink_paced_s": str(args.paced_s),
+        "flink_args": args.flink_args,
+        "flink_pipeline": args.pipeline,
+        "flink_settle_s": str(args.settle_s),
+    }
     if args.idle_s:  # no events: the dataset is not made
         ctx = Context(dataset=bench / "none", events=0, work=bench / "work", options=options)
         for name in ("kafka", "cassandra", "flink"):

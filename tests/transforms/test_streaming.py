@@ -322,7 +322,7 @@ def test_each_window_has_its_own_timer_so_a_watermark_jump_fires_them_all() -> N
     assert timers.due == {f"{m * minute}/{(m + 1) * minute}": (m + 3) * minute - 1 for m in (1, 2)}
     bucket = cell.value
     assert sorted(bucket.windows(A)) == [(minute, 2 * minute), (2 * minute, 3 * minute)]
-    assert bucket.closed_upto == 3 * minute - 1
+    assert bucket.closed_upto == 3 * minute + 999  # the timer's millisecond, all of it
 
 
 def test_a_window_no_key_holds_is_too_late_once_any_key_saw_its_expiry() -> None:
@@ -370,6 +370,44 @@ def test_each_key_gets_its_early_pane_emit_early_after_its_own_first_data() -> N
     rows = list(operator._on_early(BUCKET, tag, cell, early))
     assert [(r["k"], r["pane_timing"]) for r in rows] == [(other.decode()[2:-2], "EARLY")]
     assert early.due == {}
+
+
+def test_where_instances_have_their_own_watermarks_a_bucket_judges_by_its_own_timers() -> None:
+    """On Flink the parallel instances of the operator in one process have watermarks of
+    their own: a timer of one bucket tells nothing of another bucket's watermark, so data for
+    a bucket whose timers have not passed the window's expiry is kept (never lost), and data
+    for the bucket that saw the expiry is too late."""
+    operator = window_operator(VIEW, clock=lambda: 0.0, shared_floor=False)
+    operator.setup()
+    minute = 60_000_000
+    a, b = Cell(), Cell()
+    timers = Timers()
+    list(operator._process((BUCKET, [_item(operator, 5)]), a, timers, None))
+    list(operator._process((BUCKET, [_item(operator, 65)]), a, timers, None))
+    at = Timestamp(micros=3 * minute - 1)  # past end + lateness of [0, 60s)
+    list(operator._on_watermark(BUCKET, at, f"0/{minute}", a, timers))
+    other_key = b'["b"]'
+    other = ("clicks", 0, bucket_of(other_key) + 100)
+    payload = b'{"k": "b", "t": 6, "v": 1}'
+    late = _item(operator, 6, other_key, candidates=[(0, 6_000_000, payload, None)])
+    assert list(operator._process((other, [late]), b, timers, None)) == []
+    assert list(Bucket.load(b).windows(other_key)) == [(0, minute)]  # kept, fires on its timer
+    again = _item(operator, 7, candidates=[(1, 7_000_000, payload, None)])
+    (letter,) = operator._process((BUCKET, [again]), a, timers, None)
+    assert letter.tag == "dead_letter" and letter.value["reason"] == "too_late"
+
+
+def test_the_runners_with_one_watermark_per_stage() -> None:
+    from apache_beam.options.pipeline_options import PipelineOptions
+
+    from liveagg.transforms.streaming import one_watermark_per_stage
+
+    def runs_as_one(*args: str) -> bool:
+        return one_watermark_per_stage(beam.Pipeline(options=PipelineOptions(list(args))))
+
+    assert runs_as_one() and runs_as_one("--runner=DirectRunner")
+    assert runs_as_one("--runner=PrismRunner")
+    assert not runs_as_one("--runner=FlinkRunner") and not runs_as_one("--runner=SparkRunner")
 
 
 def test_late_data_opening_a_window_is_a_late_pane() -> None:
@@ -496,3 +534,19 @@ def test_the_state_cache_weighs_a_cell_the_same_without_scanning_modules() -> No
         assert get_deep_size(cell.parts) == before > 300
     finally:
         objsize.default_settings.update(exclude_modules_globals=scanning)
+
+
+def test_an_item_no_message_of_which_may_be_too_late_is_kept() -> None:
+    """The router sends no payload for messages read while their partition's watermark left
+    every window of theirs open: such an item is kept even where the floor says otherwise,
+    as a LATE pane, since that watermark bounds the operator's."""
+    operator = window_operator(VIEW, clock=lambda: 0.0)
+    operator.setup()
+    minute = 60_000_000
+    cell, timers = Cell(), Timers()
+    list(operator._process((BUCKET, [_item(operator, 5)]), cell, timers, None))
+    list(operator._on_watermark(BUCKET, Timestamp(micros=3 * minute), f"0/{minute}", cell, timers))
+    other_key = b'["b"]'
+    other = ("clicks", 0, bucket_of(other_key) + 100)
+    rows = list(operator._process((other, [_item(operator, 6, other_key)]), Cell(), timers, None))
+    assert [(r["k"], r["pane_timing"], r["n"]) for r in rows] == [("b", "LATE", 1)]
