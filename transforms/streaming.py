@@ -65,6 +65,7 @@ from liveagg.transforms import envelope
 from liveagg.transforms.deadletter import NAMESPACE, counter, dead_letter
 from liveagg.transforms.deadletter import TAG as DEAD_LETTER
 from liveagg.transforms.eventtime import rfc3339
+from liveagg.transforms.live_keys import LiveKeys
 from liveagg.transforms.plan import (
     BLANK_LINES,
     LINES_READ,
@@ -380,7 +381,7 @@ class _WindowLogic(beam.DoFn):
         self._plan = ViewPlan(self._spec)
         # What an operator watches (docs/flink.md): keys holding open windows, and how far
         # the view's event time (the last watermark it fired on) is behind the wall clock.
-        self._live_keys = Metrics.counter(NAMESPACE, f"live_keys/{self._spec.name}")
+        self._live_keys = LiveKeys(self._spec.name, self._token)  # adopts restored keys
         self._lag = Metrics.gauge(NAMESPACE, f"lag_seconds/{self._spec.name}")
 
     @property
@@ -414,6 +415,7 @@ class _WindowLogic(beam.DoFn):
         variant = plan.variants[state_key[1]]
         lateness = plan.lateness_us
         bucket = Bucket.load(cell)
+        self._live_keys.loaded(state_key, len(bucket))
         closed_before = bucket.closed_upto
         floor = max(self._floor, closed_before)
         fates: dict[int, list[bool]] = {}  # candidate message -> accepted by each window
@@ -572,6 +574,7 @@ class _WindowLogic(beam.DoFn):
         self._raise_floor(now)
         self._lag.set(int(self._clock() - now / 1_000_000))
         bucket = Bucket.load(cell)
+        self._live_keys.loaded(state_key, len(bucket))
         closed_before = bucket.closed_upto
         lateness = self._plan.lateness_us
         due = [w for w in bucket.windows_held() if (bucket.due(w, lateness) or now + 1) <= now]
@@ -602,6 +605,7 @@ class _WindowLogic(beam.DoFn):
         The timer was set for the earliest pending pane, so that one is due whatever the
         clock says (a test's clock may stand still while the runner's advances)."""
         bucket = Bucket.load(cell)
+        self._live_keys.loaded(state_key, len(bucket))
         closed_before = bucket.closed_upto
         window = _window_of(tag)
         pending = []
