@@ -203,8 +203,14 @@ def counter_values(metrics: MetricResults) -> list[tuple[str, int]]:
 
 
 def initializing(error: str) -> bool:
-    """Whether Flink refused an operation only because the job's JobManager is starting."""
-    return "JobManager is initializing" in error
+    """Whether Flink refused an operation only because the job is (re)starting: its
+    JobManager initializing (restoring, say), or some of its tasks not running yet, as
+    after a restart from a checkpoint (``CheckpointCoordinator``: "Not all required tasks
+    are currently running"), when a savepoint cannot be triggered."""
+    return (
+        "JobManager is initializing" in error
+        or "Not all required tasks are currently running" in error
+    )
 
 
 def format_metrics(

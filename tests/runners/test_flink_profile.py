@@ -190,3 +190,18 @@ def test_a_stopped_jobs_summary_comes_from_its_flink_accumulator() -> None:
     assert "view network_telemetry: 104 rows" in summary
     assert "dead letters: 12" in summary
     assert accumulated_metrics([{"name": "other", "value": "1"}]) is None
+
+
+def test_a_savepoint_refused_while_the_job_restarts_is_asked_for_again() -> None:
+    """Flink refuses a savepoint while a restarted job's tasks deploy (the exact text of
+    CheckpointFailureReason.NOT_ALL_REQUIRED_TASKS_RUNNING): liveagg asks again."""
+    from liveagg.runners.flink_rest import initializing
+
+    refused = (
+        "CheckpointException: Checkpoint triggering task Source: Impulse (1/1) of job 1abc is "
+        "not being executed at the moment. Aborting checkpoint. Failure reason: Not all "
+        "required tasks are currently running."
+    )
+    assert initializing(refused)
+    assert initializing("org.apache.flink...: JobManager is initializing")
+    assert not initializing("CheckpointException: Checkpoint expired before completing.")
