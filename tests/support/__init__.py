@@ -6,4 +6,6 @@
   view must produce. It shares no code with the pipeline.
 * :mod:`tests.support.compare` matches the pipeline's rows against the oracle's, exactly
   for exact aggregations and within stated bounds for sketches.
+* :mod:`tests.support.beam_panes` runs a TestStream through plain Beam and the streaming
+  path side by side and names every difference between their panes.
 """
