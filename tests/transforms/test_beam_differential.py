@@ -12,14 +12,14 @@ difference: per (key, window) the panes (timing, index, elements, the step that 
 per element used by both, or dropped by Beam and a ``too_late`` dead letter in liveagg.
 
 Differences of a known cause are allowed while the cause is listed: liveagg's known defects in
-:data:`KNOWN_DEFECTS`, Beam's own quirk in :data:`BEAMS_OWN`. Anything else fails. Each known
+:data:`KNOWN_DEFECTS`, Beam's own quirks in :data:`BEAMS_OWN`. Anything else fails. Each known
 defect also has a small stream that shows it (:data:`PINNED`), marked ``xfail(strict=True)``:
 once a defect is fixed its pinned stream passes, the strict xfail fails, and the entry comes
 out of :data:`KNOWN_DEFECTS`, which removes the mark and makes the random streams hold liveagg
 to Beam there too.
 
 Streams whose Beam branch stalls (:class:`~tests.support.beam_panes.BeamStalled`, a
-watermark-hold leak of Beam's Python trigger driver around merged sessions) are rejected: there
+watermark-hold leak of Beam's Python trigger driver around late sessions) are rejected: there
 is nothing to compare against. liveagg alone must finish them.
 
 Watermarks sit at half seconds and event times, window bounds and lateness at whole seconds:
