@@ -225,6 +225,31 @@ class CanonicalNumberInput(NumberInput):
     coerce.plain_types = frozenset({int})  # type: ignore[attr-defined]
 
 
+class IntegralNumberInput(NumberInput):
+    """Mixin: the ``coerce`` of ``sum`` and ``mean``: :func:`check_number`, and an integral
+    double in ``[-2**63, 2**64)`` as the integer it equals (``2.0`` -> ``2``), as ``min``,
+    ``max`` and distinct values take it. Integers of any size stay exact integers, which
+    :class:`CanonicalNumberInput` does not keep (it turns ``2**70`` into a double).
+    """
+
+    def coerce(self, value: Any) -> int | float:
+        """Accept ints and floats, integral floats as ints; refuse booleans, strings, NaN
+        and infinity."""
+        kind = type(value)
+        if kind is float and _isfinite(value):
+            if value.is_integer() and _INT_MIN <= value < _INT_END:
+                return int(value)
+            return value
+        if kind is int and -_MAX_DOUBLE <= value <= _MAX_DOUBLE:
+            return value
+        number = check_number(value, self.name)
+        if type(number) is float and number.is_integer() and _INT_MIN <= number < _INT_END:
+            return int(number)
+        return number
+
+    coerce.plain_types = frozenset({int})  # type: ignore[attr-defined]
+
+
 # ---------------------------------------------------------------------------------------------
 # Order and identity of scalars
 # ---------------------------------------------------------------------------------------------

@@ -182,8 +182,10 @@ def _decode_sum(data: bytes, owner: str) -> list[Any]:
     return acc
 
 
-class _NumericFn(c.NumberInput, LiveaggCombineFn):
-    """Shared input check of the numeric aggregations."""
+class _NumericFn(c.IntegralNumberInput, LiveaggCombineFn):
+    """Shared input check of ``sum`` and ``mean``: numbers in their canonical form, so that
+    ``2.0`` counts as the integer ``2``, as it does for ``min``, ``max`` and distinct values
+    (and as a column decoder that holds numbers as doubles can tell)."""
 
     name = "numeric"
 
@@ -192,9 +194,11 @@ class _NumericFn(c.NumberInput, LiveaggCombineFn):
 class SumFn(_NumericFn):
     """Sum of numbers, exact for integers.
 
-    The sum of ints stays an int (of any size); one float among the inputs makes the result a
-    float. Floats are summed with compensation, so the result is within a few ulps of the exact
-    sum whatever the order of inputs and merges. An empty group yields ``None``.
+    The sum of integers stays an integer (of any size); one non-integral number among the
+    inputs makes the result a float. An integral number counts as an integer however it is
+    written (``2.0`` is ``2``, as for ``min``, ``max`` and distinct values). Floats are
+    summed with compensation, so the result is within a few ulps of the exact sum whatever
+    the order of inputs and merges. An empty group yields ``None``.
 
     ``output_type`` is ``double``: typed sinks store a double column, JSON sinks write the
     value as it is (integer sums as integers).

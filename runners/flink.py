@@ -193,10 +193,16 @@ class FlinkProfile:
                     "--retain_externalized_checkpoints_on_cancellation",
                     "--finish_bundle_before_checkpointing",
                 ]
-            # The window operator reads and rewrites each touched state bucket once per bundle
-            # (transforms/streaming.py): bigger bundles spread that over more messages. A quiet
-            # stream still closes bundles after Flink's maximum bundle time (1 s).
+            # The router pre-aggregates a bundle's messages (transforms/streaming.py): bigger
+            # bundles give fewer partials per key. A quiet stream still closes bundles after
+            # Flink's maximum bundle time (1 s).
             args.append("--max_bundle_size=10000")
+            # The SDK's user-state cache: the window operator's cells come from memory.
+            # Beam sizes it from this option (sdk_worker_main._get_state_cache_size_bytes;
+            # 0, off, by default) for a LOOPBACK worker and for a worker that a pool starts
+            # through the SDK container's boot; a plain worker_pool_main's workers take the
+            # pool's own size (docs/flink.md, "The state cache").
+            args.append(f"--max_cache_memory_usage_mb={STATE_CACHE_MB}")
             if self.environment_type == "external":
                 # One SDK worker process runs the Python of all a TaskManager's subtasks and
                 # bounds a busy job (docs/performance.md, Flink finding 17); the user's
@@ -205,6 +211,10 @@ class FlinkProfile:
         if self.restore:
             args.append(f"--savepoint_path={resolve_restore(self.restore)}")
         return args
+
+
+#: The SDK state cache asked for, in MiB per SDK worker.
+STATE_CACHE_MB = 256
 
 
 def resolve_restore(path: str) -> str:

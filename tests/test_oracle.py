@@ -28,8 +28,19 @@ from liveagg.spec import (
     ViewSpec,
     Window,
 )
+from liveagg.transforms.eventtime import parser
 from tests.support.compare import assert_rows_match
-from tests.support.datagen import BAD_KINDS, DOMAINS, NUMERIC_FIELDS, generate
+from tests.support.datagen import (
+    BAD_KINDS,
+    DOMAINS,
+    DOTTED_VARIANTS,
+    ISO_VARIANTS,
+    NUMERIC_FIELDS,
+    generate,
+)
+from tests.support.eventtime_cases import ISO_CASES, Instant
+from tests.support.eventtime_cases import micros as case_micros
+from tests.support.field_cases import FIELD_CASES
 from tests.support.oracle import (
     Oracle,
     expected_rows,
@@ -208,7 +219,7 @@ def test_sum_type_and_nulls(tmp_path: Path) -> None:
     assert (rows["mixed"]["lo"], rows["mixed"]["hi"]) == (0.5, 2)
     assert type(rows["mixed"]["hi"]) is int
     assert (rows["floats"]["s"], rows["floats"]["m"]) == (2.25, 1.125)
-    assert type(rows["floats"]["lo"]) is float
+    assert type(rows["floats"]["lo"]) is int  # min(1.25, 1.0): the integral 1.0 is 1
     nulls = rows["nulls"]
     assert (nulls["s"], nulls["lo"], nulls["hi"], nulls["m"]) == (None, None, None, None)
 
@@ -510,24 +521,10 @@ def test_sessions_per_grouping_set(tmp_path: Path) -> None:
 # ---------------------------------------------------------------------------------------------
 # Event time
 
-# (message event time, format, expected instant or None when invalid)
+# (message event time, format, expected instant or None when invalid); ISO 8601 strings are
+# the shared table ISO_CASES, below.
 EVENT_TIMES: list[tuple[Any, str | None, str | None]] = [
-    ("2024-03-01T10:00:00Z", None, "2024-03-01T10:00:00Z"),
-    ("2024-03-01T12:30:00+02:30", "iso8601", "2024-03-01T10:00:00Z"),
-    ("2024-03-01T05:00:00-05:00", None, "2024-03-01T10:00:00Z"),
-    ("2024-03-01 10:00:00.5Z", None, "2024-03-01T10:00:00.500Z"),
-    ("2024-03-01t10:00:00.123456789z", None, "2024-03-01T10:00:00.123456Z"),
-    ("2024-03-01T10:00:00", None, "2024-03-01T10:00:00Z"),  # no offset: UTC
-    ("2024-03-01T10:00:00.000250Z", None, "2024-03-01T10:00:00.000250Z"),
-    ("2024-02-29T10:00:00Z", None, "2024-02-29T10:00:00Z"),  # leap day
-    ("2024-02-30T10:00:00Z", None, None),
-    ("2024-03-01T24:00:00Z", None, None),
-    ("2024-03-01T10:00:60Z", None, None),
-    ("2024-03-01T10:00Z", None, None),
-    ("2024-03-01", None, None),
-    ("2024-03-01T10:00:00+0200", None, None),
-    ("yesterday", None, None),
-    ("", None, None),
+    ("2024-03-01T10:00:00Z", "iso8601", "2024-03-01T10:00:00Z"),
     (1709287200, None, "2024-03-01T10:00:00Z"),  # numbers default to epoch seconds
     (1709287200.25, "epoch_s", "2024-03-01T10:00:00.250Z"),
     (1709287200123, "epoch_ms", "2024-03-01T10:00:00.123Z"),
@@ -535,10 +532,12 @@ EVENT_TIMES: list[tuple[Any, str | None, str | None]] = [
     (1709287200123456, "epoch_us", "2024-03-01T10:00:00.123456Z"),
     (-1, "epoch_ms", "1969-12-31T23:59:59.999Z"),
     ("1709287200123", "epoch_ms", None),  # numeric strings are not epoch numbers
+    ("2024-03-01T10:00:00Z", "epoch_s", None),
     (1709287200, "iso8601", None),
     (True, None, None),
     (None, None, None),
     ({"s": 1}, None, None),
+    (["2024-03-01T10:00:00Z"], None, None),
     (1e300, "epoch_s", None),  # beyond year 9999
 ]
 
@@ -554,6 +553,55 @@ def test_event_time(tmp_path: Path, value: Any, fmt: str | None, instant: str | 
     )
     rows = rows_of(v, path)
     assert [r["window_start"] for r in rows] == ([instant] if instant else [])
+
+
+@pytest.fixture(scope="module")
+def iso_instants(tmp_path_factory: pytest.TempPathFactory) -> dict[int, str]:
+    """Each ISO_CASES line's event time as the oracle reads it, by case index: the start of
+    its session window (one key per line)."""
+    lines = [{"id": i, "t": text} for i, (text, _, _) in enumerate(ISO_CASES)]
+    path = write(tmp_path_factory.mktemp("iso"), lines)
+    v = view(
+        [agg("count", "n")],
+        group=("id",),
+        event_time=EventTime("t", "iso8601"),
+        window=Window("session", gap=Duration.parse("1s")),
+    )
+    return {r["id"]: r["window_start"] for r in rows_of(v, path)}
+
+
+@pytest.mark.parametrize(
+    ("index", "text", "instant", "rule"),
+    [(i, *case) for i, case in enumerate(ISO_CASES)],
+    ids=[f"{r}: {t!r}" for t, _, r in ISO_CASES],
+)
+def test_iso_grammar(
+    iso_instants: dict[int, str], index: int, text: str, instant: Instant | None, rule: str
+) -> None:
+    expected = None if instant is None else format_instant(case_micros(instant))
+    assert iso_instants.get(index) == expected, rule
+
+
+@pytest.fixture(scope="module")
+def field_oracle(tmp_path_factory: pytest.TempPathFactory) -> Oracle:
+    lines = [{"id": i, "ts": T("10:00:00"), **msg} for i, (msg, *_) in enumerate(FIELD_CASES)]
+    oracle = Oracle(write(tmp_path_factory.mktemp("fields"), lines))
+    yield oracle
+    oracle.close()
+
+
+@pytest.mark.parametrize(
+    ("index", "field", "value", "rule"),
+    [(i, name, value, rule) for i, (_, name, value, rule) in enumerate(FIELD_CASES)],
+    ids=[rule for *_, rule in FIELD_CASES],
+)
+def test_field_names(field_oracle: Oracle, index: int, field: str, value: Any, rule: str) -> None:
+    aggs = [agg("count", "n", field)]
+    if not isinstance(value, dict):  # first() takes scalars only
+        aggs.append(agg("first", "v", field))
+    rows = {r["id"]: r for r in public_rows(field_oracle.rows(view(aggs, group=("id",))))}
+    assert rows[index]["n"] == (value is not None), rule
+    assert rows[index].get("v", value) == value, rule
 
 
 def test_missing_event_time_field(tmp_path: Path) -> None:
@@ -830,6 +878,20 @@ def test_generator_is_deterministic_and_has_every_bad_kind(tmp_path: Path) -> No
     assert any(m.get("bytes", 0) is None for m in objects)  # null values
     times = [m["timestamp_ms"] for m in objects if isinstance(m.get("timestamp_ms"), int)]
     assert any(x > y for x, y in itertools.pairwise(times))  # out of order
+    assert set(a.iso_variants) == set(ISO_VARIANTS) and set(a.dotted) == set(DOTTED_VARIANTS)
+    assert any(isinstance(m.get("edge.pop"), str) for m in objects)  # the literal key
+
+
+def test_generated_event_times_are_one_instant_in_every_form(tmp_path: Path) -> None:
+    """``ts`` and ``timestamp_ms`` of a good line are the same instant, whatever the form."""
+    info = generate(tmp_path / "t.jsonl", 5000, seed=5, bad_fraction=0, iso_variant_fraction=0.5)
+    parse = parser("ts", "iso8601")
+    forms = set()
+    for line in info.path.read_bytes().splitlines():
+        m = orjson.loads(line)
+        assert parse(m["ts"]) == m["timestamp_ms"] * 1000, m
+        forms.add(len(m["ts"]))
+    assert len(forms) > 5
 
 
 def _python_counts(path: Path, size_ms: int) -> dict[tuple[int, str], tuple[int, int]]:

@@ -5,6 +5,7 @@ Microseconds are Beam's timestamp resolution; integers keep window arithmetic ex
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -62,23 +63,138 @@ def _out_of_range(field: str, value: Any, fmt: str) -> EventTimeError:
     )
 
 
+#: The event-time grammar (docs/semantics.md, "Event time"): RFC 3339 and the log variants
+#: (space or lowercase separators, no offset, ``+hhmm``/``+hh``, ``,`` fractions, no seconds).
+_ISO = re.compile(
+    r"([0-9]{4})-([0-9]{2})-([0-9]{2})[Tt ]([0-9]{2}):([0-9]{2})"
+    r"(?::([0-9]{2})(?:[.,]([0-9]+))?)?"
+    r"(?:[Zz]|([+-])([0-9]{2})(?::?([0-9]{2}))?)?"
+)
+#: ``value[7:20:3]``, the separators of ``YYYY-MM-DDThh:mm:ss`` and what follows the seconds.
+_SHAPES = frozenset(f"-{t}::{after}" for t in "T " for after in ("", ".", ",", "Z", "+", "-"))
+_fromisoformat = datetime.fromisoformat
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_EPOCH_NAIVE = datetime(1970, 1, 1)  # noqa: DTZ001 -- naive times are UTC
+
+
 def _from_iso(value: Any, field: str) -> int:
+    """Microseconds of an event-time string, by the grammar of ``_ISO``.
+
+    ``datetime.fromisoformat`` reads far more than the grammar (week dates, ``20240301``, any
+    separator, offsets with seconds, an empty fraction, ``+02:60``, junk after seconds). It
+    is used only where a few character checks prove the string one it reads exactly as the
+    grammar does. The most common forms are tested first, with the fewest checks:
+    ``...ss.sssZ`` (JavaScript's ``toISOString``), then ``...ss.fractionZ`` (Go's
+    ``RFC3339Nano``), ``...ss.ffffff+hh:mm`` (Python's ``isoformat``) and ``...ssZ``. The
+    positions 7, 10, 13, 16 and 19 hold ``-T::`` and what follows the seconds; with ``Z``
+    there, fromisoformat ends the string at it.
+    """
+    try:
+        if value[-5:6:-3] == ".::T-" and value[-1] == "Z":
+            # Positions 19, 16, 13, 10 and 7 counted from a 24-character end: the date
+            # starts at 0 (fromisoformat reads no other date there), ...ss.sssZ.
+            delta = _fromisoformat(value) - _EPOCH
+            return (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
+        shape = value[7:20:3]
+        if shape == "-T::.":
+            n = len(value)
+            if value[-1] == "Z":
+                # Up to six digits fromisoformat checks; past six it skips digits, then
+                # ignores what follows them (".1234567x:Z" reads): those must be digits.
+                if 21 < n < 28 or (value.isascii() and value[20:-1].isdigit()):
+                    delta = _fromisoformat(value) - _EPOCH
+                    return (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
+            elif 26 < n < 33 and value[-3] == ":" and value[-6] in "+-" and value[-2] < "6":
+                # one to six digits, then +hh:mm, as Python's isoformat() writes
+                delta = _fromisoformat(value) - _EPOCH
+                return (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
+        elif shape == "-T::Z":
+            delta = _fromisoformat(value) - _EPOCH
+            return (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
+        if shape in _SHAPES:
+            return _from_common_iso(value, field)
+    except (TypeError, ValueError, KeyError):
+        pass  # not a string, or not one of the common forms: the grammar decides
+    return _from_iso_strict(value, field)
+
+
+def _from_common_iso(value: str, field: str) -> int:
+    """``YYYY-MM-DD[T ]hh:mm:ss``, then ``.fraction``/``,fraction`` and ``Z``, ``+hh:mm``,
+    ``+hhmm``, ``+hh`` or nothing: fromisoformat checks digits and ranges, and up to six
+    fraction digits."""
+    parsed = _fromisoformat(value)
+    if value[-1] == "Z":
+        epoch, zone = _EPOCH, 1
+    elif parsed.tzinfo is None:
+        epoch, zone = _EPOCH_NAIVE, 0
+    elif value[-6] in "+-" and value[-3] == ":" and value[-2] < "6":
+        epoch, zone = _EPOCH, 6
+    elif value[-5] in "+-" and "0" <= value[-2] < "6":  # not "+hh.f", which it reads
+        epoch, zone = _EPOCH, 5
+    elif value[-3] in "+-":
+        epoch, zone = _EPOCH, 3
+    else:  # offset seconds, or minutes past 59
+        return _from_iso_strict(value, field)
+    # frac: the length of ".fraction" between the seconds and the offset ("." alone is not
+    # a fraction). Past six digits fromisoformat skips digits, then ignores what follows
+    # them up to the offset (".1234567x+02:00" reads): the rest must be digits.
+    frac = len(value) - 19 - zone
+    if frac == 0 or 1 < frac < 8 or (frac > 7 and _digits(value[20 : 19 + frac])):
+        delta = parsed - epoch
+        return (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
+    return _from_iso_strict(value, field)
+
+
+def _digits(text: str) -> bool:
+    """ASCII digits only (``str.isdigit`` alone takes other scripts' digits)."""
+    return text.isascii() and text.isdigit()
+
+
+def _from_iso_strict(value: Any, field: str) -> int:
+    """The grammar itself, for any string: ``_ISO``, then calendar and range checks."""
     if not isinstance(value, str):
         raise EventTimeError("invalid_event_time", f"{field}={value!r} is not an ISO 8601 string")
-    try:
-        parsed = datetime.fromisoformat(value)
-    except ValueError:
+    match = _ISO.fullmatch(value)
+    micros = None if match is None else _iso_micros(*match.groups())
+    if micros is None:
         raise EventTimeError(
             "invalid_event_time",
-            f"{field}={value!r} is not ISO 8601 (e.g. '2013-01-01T10:00:00Z')",
-        ) from None
-    if parsed.tzinfo is None:  # a naive time is read as UTC, as Flink SQL does for TIMESTAMP
-        parsed = parsed.replace(tzinfo=UTC)
-    delta = parsed - _EPOCH
-    return (delta.days * 86_400 + delta.seconds) * 1_000_000 + delta.microseconds
+            f"{field}={value!r} is not ISO 8601 (e.g. '2013-01-01T10:00:00Z'): "
+            "YYYY-MM-DD, T or a space, hh:mm[:ss[.fraction]], then Z, +hh:mm, +hhmm, +hh or "
+            "nothing (UTC)",
+        )
+    return micros
 
 
-_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+def _iso_micros(
+    y: str,
+    mo: str,
+    d: str,
+    h: str,
+    mi: str,
+    s: str | None,
+    frac: str | None,
+    sign: str | None,
+    off_h: str | None,
+    off_m: str | None,
+) -> int | None:
+    """Microseconds from the groups of ``_ISO``; None for a date or time that does not exist
+    (February 30, hour 24, second 60) or an offset beyond 23:59."""
+    try:
+        local = datetime(int(y), int(mo), int(d), int(h), int(mi), int(s or 0))  # noqa: DTZ001
+    except ValueError:
+        return None
+    delta = local - _EPOCH_NAIVE
+    micros = (delta.days * 86_400 + delta.seconds) * 1_000_000
+    if frac:
+        micros += int(frac[:6].ljust(6, "0"))  # beyond the microsecond: truncated
+    if sign:
+        hours, minutes = int(off_h), int(off_m or 0)
+        if hours > 23 or minutes > 59:
+            return None
+        offset = (hours * 60 + minutes) * 60_000_000
+        micros += -offset if sign == "+" else offset
+    return micros
 
 
 def parser(field: str, fmt: EventTimeFormat | None) -> Callable[[Any], int]:

@@ -6,22 +6,22 @@ from collections.abc import Callable
 from itertools import repeat
 from typing import Any
 
-_MISSING = object()
-
 
 def getter(name: str) -> Callable[[dict], Any]:
     """Return ``msg -> value or None``.
 
-    ``"client.ip"`` reads the key ``"client.ip"`` when the message has it, else
-    ``msg["client"]["ip"]``: real telemetry is nested, and a literal dotted key still wins.
+    ``"client.ip"`` reads the key ``"client.ip"`` when the message has it and it is not null,
+    else ``msg["client"]["ip"]`` through objects only: real telemetry is nested, and a literal
+    dotted key still wins. A null literal key is missing, as null is everywhere
+    (docs/semantics.md, "Messages").
     """
     if "." not in name:
         return lambda msg: msg.get(name)
     parts = name.split(".")
 
     def get(msg: dict) -> Any:
-        value = msg.get(name, _MISSING)
-        if value is not _MISSING:
+        value = msg.get(name)
+        if value is not None:
             return value
         value = msg
         for part in parts:

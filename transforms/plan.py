@@ -582,48 +582,110 @@ class ViewPlan:
         infinity and orjson would write null without a word. Its column is null, and one
         ``overflow`` dead letter per such column goes to ``letters`` (see :meth:`_overflow`).
         """
-        bounds = self._bounds.get((start_us, end_us))
-        if bounds is None:  # windows repeat across keys: format each once
-            if len(self._bounds) > 100_000:
-                self._bounds.clear()
-            bounds = self._bounds[(start_us, end_us)] = (rfc3339(start_us), rfc3339(end_us))
-        names, width, extras = self._layouts[variant.index]
-        overflowed = []
-        for i in self._doubles:
-            v = outputs[i]
-            if type(v) is float and v - v:  # v - v is 0.0 for a finite double, nan otherwise
-                overflowed.append(i)
-        for i in self._double_lists:
-            v = outputs[i]
-            if v and any(type(x) is float and x - x for x in v):
-                overflowed.append(i)
-        if overflowed:
-            outputs = tuple(None if i in overflowed else v for i, v in enumerate(outputs))
-        values = decode_key(key)
-        if width:  # a grouping set that leaves columns out: they are null
-            grouping = [None] * width
-            for position, value in zip(variant.positions, values, strict=True):
-                grouping[position] = value
-            values = grouping
-        if self._derived:
-            aggregated = dict(zip(self._outputs, outputs, strict=True))
-            for name, expr in self._derived:
-                aggregated[name] = expr.evaluate(aggregated)
-            outputs = tuple(aggregated.values())
+        rows = self.rows(
+            [variant.index],
+            [start_us],
+            [end_us],
+            [decode_key(key)],
+            [[value] for value in outputs],
+            pane_timing,
+            pane_index,
+            letters,
+            by_set=True,
+        )
         if count:
             self._row_counter.inc()
-        row = dict(
-            zip(
-                names,
-                (self.name, *bounds, *values, *extras, *outputs, pane_timing, pane_index),
-                strict=True,
+        return rows[0]
+
+    def rows(
+        self,
+        variants: list[int],
+        starts: list[int],
+        ends: list[int],
+        keys: list[list[Any]],
+        outputs: list[list[Any]],
+        pane_timing: str,
+        pane_index: int,
+        letters: list[dict[str, Any]] | None = None,
+        by_set: bool = False,
+    ) -> list[dict[str, Any]]:
+        """:meth:`row` for many rows at once, from columns: ``keys`` holds each row's key
+        values (``by_set``: only the columns of its grouping set, as in a :data:`GroupKey`;
+        else every grouping column, null where its set leaves it out); ``outputs`` holds one
+        list per aggregation. Not counted in ``rows/<view>`` (see :meth:`count_rows`)."""
+        n = len(starts)
+        cache = self._bounds
+        if len(cache) > 100_000:
+            cache.clear()
+        bounds = []
+        for window in zip(starts, ends, strict=True):
+            found = cache.get(window)
+            if found is None:  # windows repeat across keys: format each once
+                found = cache[window] = (rfc3339(window[0]), rfc3339(window[1]))
+            bounds.append(found)
+        overflowed: dict[int, list[int]] = {}
+        for i in self._doubles:
+            column = outputs[i]
+            bad = [r for r, v in enumerate(column) if type(v) is float and v - v]
+            if bad:
+                overflowed[i] = bad
+        for i in self._double_lists:
+            column = outputs[i]
+            bad = [
+                r for r, v in enumerate(column) if v and any(type(x) is float and x - x for x in v)
+            ]
+            if bad:
+                overflowed[i] = bad
+        if overflowed:
+            outputs = [list(column) for column in outputs]
+            for i, bad in overflowed.items():
+                for r in bad:
+                    outputs[i][r] = None
+        columns = outputs
+        if self._derived:
+            names = self._outputs
+            derived = [[] for _ in self._derived]
+            for values in zip(*outputs, strict=True):
+                aggregated = dict(zip(names, values, strict=True))
+                for j, (name, expr) in enumerate(self._derived):
+                    aggregated[name] = value = expr.evaluate(aggregated)
+                    derived[j].append(value)
+            columns = [*outputs, *derived]
+        rows = []
+        layouts = self._layouts
+        view = self.name
+        for r in range(n):
+            variant = self.variants[variants[r]]
+            names, width, extras = layouts[variant.index]
+            values = keys[r]
+            if by_set and width:  # a grouping set that leaves columns out: they are null
+                grouping = [None] * width
+                for position, value in zip(variant.positions, values, strict=True):
+                    grouping[position] = value
+                values = grouping
+            rows.append(
+                dict(
+                    zip(
+                        names,
+                        (
+                            view,
+                            *bounds[r],
+                            *values,
+                            *extras,
+                            *(c[r] for c in columns),
+                            pane_timing,
+                            pane_index,
+                        ),
+                        strict=True,
+                    )
+                )
             )
-        )
-        for i in overflowed:
-            letter = self._overflow(row, i)
-            if letters is not None:
-                letters.append(letter)
-        return row
+        for i, bad in overflowed.items():
+            for r in bad:
+                letter = self._overflow(rows[r], i)
+                if letters is not None:
+                    letters.append(letter)
+        return rows
 
     def _overflow(self, row: dict[str, Any], index: int) -> dict[str, Any]:
         """The ``overflow`` dead letter of a row's column ``index``: no message is to blame,

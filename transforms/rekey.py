@@ -75,7 +75,8 @@ class _MergeWindow(beam.DoFn):
 
 
 def _by_window(element: tuple) -> tuple:
-    (_, variant, _), [(key, _, (start, end, shard, pane, data), _, _)] = element
+    """A keyed partial (:func:`.streaming.keyed_partial`) keyed by its final window and key."""
+    (_, variant, _), [(key, start, end, (shard, pane, data), _)] = element
     return (variant, start, end, key), (shard, pane, data)
 
 

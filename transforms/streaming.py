@@ -1,135 +1,126 @@
-"""The streaming path: a keyed window operator with event-time and processing-time timers.
+"""The streaming path: a router that pre-aggregates batches, and a keyed window operator.
 
 Beam's windowed ``GroupByKey`` drops data later than the allowed lateness without a trace;
 SPEC requires such messages to reach the dead-letter output. So liveagg runs its own window
-operator, a stateful DoFn keyed by (view variant, bucket of grouping keys), with the semantics of
-Beam's ``AfterWatermark(early=AfterProcessingTime(early), late=AfterCount(1))`` in
-accumulating mode:
+operator, a stateful DoFn with the semantics of Beam's
+``AfterWatermark(early=AfterProcessingTime(early), late=AfterCount(1))`` in accumulating
+mode, its rules written once in the window book (:mod:`liveagg.engine.windows`):
 
 * every pane carries the full value of its window;
-* ``EARLY`` panes every ``emit.early`` of processing time while the window has new data;
+* ``EARLY`` panes ``emit.early`` of processing time after a key's first data in a window
+  since its last pane (Beam's ``pastFirstElementInPane``); each entry keeps when its pane is
+  due, and one processing-time timer per window of a bucket fires at the earliest;
 * one ``ON_TIME`` pane when the watermark passes the end of the window;
-* one ``LATE`` pane per late message until the watermark passes end + allowed lateness,
-  when the window's state is dropped.
+* one ``LATE`` pane per batch of late data that arrives together (Beam's ``AfterCount(1)``
+  on a bundle), until the watermark passes end + allowed lateness, when the window's state
+  is dropped; a pane is ``LATE`` whenever the watermark had passed the window's end, also a
+  window's first;
+* data for a window whose end + allowed lateness the watermark had passed is ``too_late``,
+  whether or not its key held state for the window.
 
-The operator knows the watermark only through its own fired timers. A window is closed to a
-message when it closes (end + allowed lateness) no later than the last window its key's
-bucket closed. A message for a window that its key does not hold and that closes later is
-accepted, as a late pane if the watermark had passed; it cannot overwrite an earlier result,
-because there is none. A message closed out of all its windows is a ``too_late`` dead letter;
-one closed out of some of its (sliding) windows only is used, and each window it misses is
-counted in ``late_windows/<view>``, as Beam drops an element per window. A message travels
-once per variant (grouping set, granularity); its first variant decides whether it was used
-or too late, so that each message is counted once (docs/semantics.md, "Accounting").
+**Router.** A bundle's messages are decoded once as a batch and pre-aggregated per view,
+variant, window and grouping key by the engine (:mod:`liveagg.engine.columns`,
+:mod:`liveagg.engine.partials`), so only partial accumulators reach the operator: one element
+per grouping key and bundle (or every :data:`MAX_BATCHED` messages), holding the key's windows.
+A message travels on only where it may be too late: the Kafka source stamps each record with
+its partition's watermark, which bounds the operator's (the minimum over partitions) when the
+record arrives there; a record whose windows all close after it cannot be too late, and its
+payload stays behind. Sources without that stamp send every payload.
 
-Layout, chosen for portable runners where state lives in the runner (Flink) and each state
-access costs the SDK worker a blocking round trip:
+**State** is a bucket of grouping keys per cell (:mod:`liveagg.transforms.windowstate` says
+why): a bundle reads and writes a few cells, whatever the number of keys it holds, decodes
+only the keys it touches, and with the SDK's state cache on (docs/flink.md) reads from memory.
+Each window has its own event-time timer per bucket, tagged with its bounds and shared by the
+bucket's keys.
 
-* the operator is keyed by a *bucket* of grouping keys (:func:`bucket_of`), not by the
-  grouping key: a bundle reads and writes at most :data:`KEY_BUCKETS` keys per view variant,
-  however many grouping keys it holds;
-* a bucket's whole state is one cell, read once per bucket and bundle (:func:`_load`);
-* each window has its own event-time timer, tagged with its bounds (:meth:`_WindowLogic._arm`),
-  shared by the bucket's grouping keys.
+**The watermark** is known to a stateful DoFn only through the timers it fires: the operator
+keeps the latest fired timer of the whole DoFn instance (every key's) as a floor of the
+watermark, beside each key's own, to judge data for windows its key never held.
 """
 
 from __future__ import annotations
 
 import time
-import zlib
+import uuid
 from collections.abc import Callable, Iterator
 from typing import Any
 
 import apache_beam as beam
-from apache_beam.coders import FastPrimitivesCoder
+import numpy as np
 from apache_beam.metrics import Metrics
 from apache_beam.pvalue import TaggedOutput
 from apache_beam.transforms.timeutil import TimeDomain
-from apache_beam.transforms.userstate import (
-    ReadModifyWriteStateSpec,
-    TimerSpec,
-    on_timer,
-)
+from apache_beam.transforms.userstate import BagStateSpec, TimerSpec, on_timer
 from apache_beam.transforms.window import GlobalWindows
 from apache_beam.utils.timestamp import Timestamp
 
+from liveagg.engine import partials as engine
+from liveagg.engine import values as v
+from liveagg.engine import windows as book
+from liveagg.engine.columns import Decoder
+from liveagg.engine.compiled import aggregator_of
 from liveagg.runtime import tune_gc
 from liveagg.spec import ViewSpec
 from liveagg.transforms import envelope
 from liveagg.transforms.deadletter import NAMESPACE, counter, dead_letter
 from liveagg.transforms.deadletter import TAG as DEAD_LETTER
 from liveagg.transforms.eventtime import rfc3339
-from liveagg.transforms.plan import Tally, ViewPlan, route, split, view_tag
+from liveagg.transforms.plan import (
+    BLANK_LINES,
+    LINES_READ,
+    MESSAGES,
+    Tally,
+    ViewPlan,
+    encode_key,
+    split,
+    view_tag,
+)
+from liveagg.transforms.sources import WATERMARK
+from liveagg.transforms.windowstate import (
+    Bucket,
+    BucketCoder,
+    Window,
+    Windows,
+    bucket_of,
+    size_cache_entries_cheaply,
+)
 
-# Per-window state entry: [encoded accumulator, next pane index, on-time fired, dirty,
-# source offsets covered]. With partials in, the accumulator is {shard: (pane, encoded)}.
-_ACC, _PANE, _FIRED, _DIRTY, _SPAN = range(5)
-_NEVER = -(2**62)
-_FOREVER = 2**62
-
-# Buckets per view variant (and shard). More buckets: more state round trips per bundle;
-# fewer: bigger cells, each rewritten whole when a bundle touches it (docs/performance.md).
-KEY_BUCKETS = 32
 #: Messages a router holds before sending its batches, whatever the bundle's size.
 MAX_BATCHED = 10_000
 
-Windows = dict[tuple[int, int], list]
-Groups = dict[bytes, Windows]  # a bucket's grouping keys and their open windows
+# Per-window state entry: [accumulator (encoded; with partials in, {shard: (pane, encoded)}),
+# next pane index, ON_TIME or LATE fired, data since the last pane, source offsets covered,
+# when its EARLY pane is due (processing time, us; None: none pending), milestones fired].
+_ACC, _PANE, _FIRED, _DIRTY, _SPAN, _EARLY, _MILESTONES = range(7)
+_NEVER = -(2**62)
+
+#: A candidate for ``too_late``: (message id in its batch, event time, payload, source).
+Candidate = tuple[int, int, Any, Any]
+#: One window of one key in a router batch: (key, start, end, accumulator, candidates).
+Item = tuple[bytes, int, int, Any, list[Candidate]]
 
 
-def bucket_of(key: bytes) -> int:
-    """The state bucket of a grouping key: stable across processes, unlike ``hash``."""
-    return zlib.crc32(key) % KEY_BUCKETS
+def _new_entry() -> list:
+    return [None, 0, False, False, None, None, None]
 
 
-def _legacy(state_key: tuple) -> bool:
-    """A state key of builds that keyed the operator by grouping key, not bucket."""
-    return not isinstance(state_key[2], int)
+def _tag(window: Window) -> str:
+    """A window's timer tag."""
+    return f"{window[0]}/{window[1]}"
 
 
-def _load(cell: Any, state_key: tuple) -> tuple[Groups, int, bool]:
-    """A bucket's state: its grouping keys' open windows, how far it has closed windows,
-    and whether an EARLY timer is pending.
-
-    All three live in one cell: on Flink each cell costs a blocking round trip per bundle.
-    A state key of earlier builds (:func:`_legacy`) holds one grouping key's windows: as a
-    bare dict (three cells), or with the other two parts (one cell).
-    """
-    value = cell.read()
-    if value is None:
-        return {}, _NEVER, False
-    if _legacy(state_key):
-        if type(value) is dict:
-            value = (value, _NEVER, False)
-        windows, closed_upto, early_pending = value
-        return ({state_key[2]: windows} if windows else {}), closed_upto, bool(early_pending)
-    groups, closed_upto, early_pending = value
-    return groups, closed_upto, bool(early_pending)
-
-
-def _store(
-    cell: Any, state_key: tuple, groups: Groups, closed_upto: int, early_pending: bool
-) -> None:
-    if not groups and closed_upto == _NEVER and not early_pending:
-        cell.clear()
-        return
-    if _legacy(state_key):  # written back in the layout its key was read with
-        groups = groups.get(state_key[2], {})  # type: ignore[assignment]
-    cell.write((groups, closed_upto, int(early_pending)))
+def _window_of(tag: str) -> Window:
+    start, end = tag.split("/")
+    return int(start), int(end)
 
 
 class _Route(beam.DoFn):
-    """Decodes messages and keys them per view by (variant, bucket[, shard]), the grouping
-    key travelling with the message.
-
-    A bundle's messages leave in one element per state key at the end of the bundle, not
-    one per message: on a portable runner each element crosses to the runner and back to a
-    worker, and the window operator loads a bucket's state and decodes each accumulator once
-    per element. The batch carries the earliest event time of its messages.
+    """Decodes a bundle's messages as batches and sends each view's partial accumulators,
+    one element per (variant, grouping key[, shard]) per batch.
 
     A view is sharded (a fourth key part) at level 1 of a two-level run, by the Kafka
-    partition it was read from, and when it declares ``hot_key_fanout``, by a round-robin
-    sub-key: its shards are aggregated apart and merged by a second operator.
+    partition a message was read from, and when it declares ``hot_key_fanout``, by a
+    round-robin sub-key: its shards are aggregated apart and merged by a second operator.
     """
 
     def __init__(self, specs: list[ViewSpec], by_source: bool = False) -> None:
@@ -139,62 +130,221 @@ class _Route(beam.DoFn):
     def setup(self) -> None:
         tune_gc()
         self._plans = [ViewPlan(s) for s in self._specs]
+        self._aggregators = [aggregator_of(plan) for plan in self._plans]
+        self._decoder = Decoder(self._plans)
         self._tags = [view_tag(s.name) for s in self._specs]
         self._fanout = [s.hot_key_fanout or 0 for s in self._specs]
-        self._turn = 0
         self._tally = Tally(self._specs[0].source)
+        self._turn = 0
 
     def start_bundle(self) -> None:
-        # state key -> [view index, earliest event time, items]
-        self._batches: dict[tuple, list] = {}
-        self._buffered = 0
+        self._pending: list[Any] = []
 
     def process(self, element: Any) -> Iterator[TaggedOutput]:
-        payload, source = split(element)
-        origin = None
-        if self._by_source:  # Kafka records name their partition; other sources are one
-            kafka = type(source) is dict and "partition" in source
-            origin = f"{source['topic']}/{source['partition']}" if kafka else "input"
-        batches = self._batches
-        for item in route(self._plans, element, self._tally):
-            if isinstance(item, dict):
-                yield TaggedOutput(DEAD_LETTER, item)
-                continue
-            index, (ts, row, group) = item
-            plan = self._plans[index]
-            shard = origin
-            fanout = self._fanout[index]
-            if fanout:
-                self._turn += 1
-                shard = f"{origin or ''}#{self._turn % fanout}"
-            for variant, key in plan.keys(group):
-                bucket = bucket_of(key)
-                routed = (
-                    (plan.name, variant.index, bucket)
-                    if shard is None
-                    else (plan.name, variant.index, bucket, shard)
-                )
-                batch = batches.get(routed)
-                if batch is None:
-                    batch = batches[routed] = [index, ts, []]
-                elif ts < batch[1]:
-                    batch[1] = ts
-                batch[2].append((key, ts, row, payload, source))
-        self._buffered += 1
-        if self._buffered >= MAX_BATCHED:  # a large bundle (a bounded read) leaves in parts
+        self._pending.append(element)
+        if len(self._pending) >= MAX_BATCHED:  # a large bundle (a bounded read) leaves in parts
             yield from self._flush()
 
     def finish_bundle(self) -> Iterator[TaggedOutput]:
         yield from self._flush()
+        self._tally.flush()
 
     def _flush(self) -> Iterator[TaggedOutput]:
-        """Each buffered batch as one element, stamped with its earliest event time."""
-        for routed, (index, earliest, items) in self._batches.items():
-            value = GlobalWindows.windowed_value((routed, items), Timestamp(micros=earliest))
-            yield TaggedOutput(self._tags[index], value)
-        self._batches = {}
-        self._buffered = 0
-        self._tally.flush()
+        """Each pending message's dead letters and each batch element, as windowed values
+        stamped with the earliest window start they hold (dead letters: the minimum)."""
+        for tag, value, at in self._batches():
+            yield TaggedOutput(tag, GlobalWindows.windowed_value(value, Timestamp(micros=at)))
+
+    def _batches(self) -> Iterator[tuple[str, Any, int]]:
+        pending, self._pending = self._pending, []
+        if not pending:
+            return
+        groups: dict[str, list[Any]] = {}
+        if self._by_source:  # level 1: a Kafka partition's messages are its own shard
+            for element in pending:
+                source = split(element)[1]
+                origin = f"{source['topic']}/{source['partition']}" if source else "input"
+                groups.setdefault(origin, []).append(element)
+        else:
+            groups[""] = pending
+        for origin, elements in groups.items():
+            yield from self._send(elements, origin or None)
+
+    def _send(self, elements: list[Any], origin: str | None) -> Iterator[tuple[str, Any, int]]:
+        pairs = [split(element) for element in elements]
+        hints = _hints([source for _, source in pairs])
+        if hints is not None:  # the partition watermark is the router's, not a dead letter's
+            pairs = [(p, {k: x for k, x in s.items() if k != WATERMARK}) for p, s in pairs]
+        payloads = [payload for payload, _ in pairs]
+        sources = [source for _, source in pairs]
+        decoded = self._decoder.decode(payloads, sources.__getitem__)
+        tally = self._tally
+        tally.add(LINES_READ, decoded.lines)
+        tally.add(BLANK_LINES, decoded.blank)
+        tally.add(MESSAGES, decoded.messages)
+        for payload, view, reason, detail, source in decoded.dead_letters:
+            letter = dead_letter(payload, view, reason, detail, source)
+            yield DEAD_LETTER, letter, book.MIN_US
+        for index, (plan, aggregator, batch) in enumerate(
+            zip(self._plans, self._aggregators, decoded.views, strict=True)
+        ):
+            tally.add(plan.used_counter, batch.used)
+            tally.add(plan.filtered_counter, batch.filtered)
+            fanout = self._fanout[index]
+            for inputs in batch.inputs:
+                for shard, part in _fan_out(inputs, origin, fanout, self):
+                    yield from self._elements(index, plan, aggregator, part, shard, pairs, hints)
+
+    def _elements(
+        self,
+        index: int,
+        plan: ViewPlan,
+        aggregator: Any,
+        inputs: engine.Inputs,
+        shard: str | None,
+        pairs: list[tuple[Any, Any]],
+        hints: np.ndarray | None,
+    ) -> Iterator[tuple[str, Any, int]]:
+        """The view's partial accumulators of a batch, one element per variant and key."""
+        partial = aggregator.preaggregate(inputs)
+        accumulators = aggregator.accumulators(partial)
+        encode = plan.combine.encode
+        keys = [v.python_values(k) for k in partial.keys]
+        variants, starts, ends = (
+            partial.variant.tolist(),
+            partial.start.tolist(),
+            partial.end.tolist(),
+        )
+        by_key: dict[tuple, list[Item]] = {}
+        # (variant, group) -> window -> the candidates of its item
+        rows: dict[tuple[int, bytes], dict[Window, list[Candidate]]] = {}
+        for r, acc in enumerate(accumulators):
+            variant = plan.variants[variants[r]]
+            group = encode_key(tuple(keys[i][r] for i in variant.positions))
+            bucket = bucket_of(group)
+            state_key = (
+                (plan.name, variant.index, bucket)
+                if shard is None
+                else (plan.name, variant.index, bucket, shard)
+            )
+            candidates: list[Candidate] = []
+            by_key.setdefault(state_key, []).append(
+                (group, starts[r], ends[r], encode(acc), candidates)
+            )
+            rows.setdefault((variant.index, group), {})[(starts[r], ends[r])] = candidates
+        self._candidates(plan, aggregator, inputs, pairs, hints, rows)
+        tag = self._tags[index]
+        for state_key, items in by_key.items():
+            yield tag, (state_key, items), max(min(item[1] for item in items), book.MIN_US)
+
+    @staticmethod
+    def _candidates(
+        plan: ViewPlan,
+        aggregator: Any,
+        inputs: engine.Inputs,
+        pairs: list[tuple[Any, Any]],
+        hints: np.ndarray | None,
+        rows: dict[tuple[int, bytes], dict[Window, list[Candidate]]],
+    ) -> None:
+        """Attach to each (variant, key, window) the messages that may be too late for it:
+        those whose earliest-closing window closed by the watermark their partition had
+        reported, or every message, where the source reports none."""
+        if inputs.origin is None:
+            return
+        origin, ts = inputs.origin, inputs.ts
+        if hints is None:
+            maybe = np.arange(len(ts))
+        else:
+            closes = _earliest_end(aggregator, ts) - 1 + plan.lateness_us
+            maybe = np.flatnonzero(closes <= hints[origin])
+        if not len(maybe):
+            return
+        key_values = [v.python_values(k.take(maybe)) for k in inputs.keys]
+        for j, row in enumerate(maybe.tolist()):
+            t = int(ts[row])
+            payload, source = pairs[int(origin[row])]
+            candidate = (int(origin[row]), t, payload, source)
+            for variant in plan.variants:
+                group = encode_key(tuple(key_values[i][j] for i in variant.positions))
+                found = rows.get((variant.index, group))
+                if found is None:
+                    continue
+                if variant.session_gap_us is not None:
+                    for (start, end), candidates in found.items():
+                        if start <= t < end:
+                            candidates.append(candidate)
+                            break
+                    continue
+                for window in variant.assign(t):
+                    candidates = found.get(window)
+                    if candidates is not None:
+                        candidates.append(candidate)
+
+
+def _earliest_end(aggregator: Any, ts: np.ndarray) -> np.ndarray:
+    """The end of the first window to close, of each event time, over the view's variants:
+    the window that starts first (a fixed window is a sliding one whose period is its size)."""
+    ends = []
+    for window in {variant.window for variant in aggregator.variants}:
+        if window.merging:
+            ends.append(ts + window.gap_us)
+            continue
+        period = window.period_us or window.size_us
+        ends.append(((ts - window.size_us) // period + 1) * period + window.size_us)
+    return np.minimum.reduce(ends) if len(ends) > 1 else ends[0]
+
+
+def _hints(sources: list[Any]) -> np.ndarray | None:
+    """Each message's partition watermark (µs), or None when a message has none."""
+    out = np.empty(len(sources), dtype=np.int64)
+    for i, source in enumerate(sources):
+        if type(source) is not dict or WATERMARK not in source:
+            return None
+        out[i] = source[WATERMARK]
+    return out
+
+
+def _fan_out(
+    inputs: engine.Inputs, origin: str | None, fanout: int, router: _Route
+) -> Iterator[tuple[str | None, engine.Inputs]]:
+    """The batch's inputs of one view, in round-robin sub-batches when the view fans hot
+    keys out (``hot_key_fanout``), each named by its shard."""
+    if not fanout:
+        yield origin, inputs
+        return
+    turns = (np.arange(inputs.rows) + router._turn) % fanout
+    router._turn = (router._turn + inputs.rows) % fanout
+    for turn in range(fanout):
+        rows = np.flatnonzero(turns == turn)
+        if len(rows):
+            yield f"{origin or ''}#{turn}", _take_inputs(inputs, rows)
+
+
+def _take_inputs(inputs: engine.Inputs, rows: np.ndarray) -> engine.Inputs:
+    remap = np.full(inputs.rows, -1, dtype=np.int64)
+    remap[rows] = np.arange(len(rows))
+    values: list[Any] = []
+    for item in inputs.values:
+        if item is None:
+            values.append(None)
+            continue
+        present, column = item
+        keep = np.flatnonzero(remap[present] >= 0)
+        values.append((remap[present[keep]], _take_column(column, keep)))
+    return engine.Inputs(
+        inputs.ts[rows],
+        [k.take(rows) for k in inputs.keys],
+        values,
+        None if inputs.origin is None else inputs.origin[rows],
+    )
+
+
+def _take_column(column: Any, index: np.ndarray) -> Any:
+    if isinstance(column, np.ndarray):
+        return column[index]
+    if isinstance(column, list):
+        return [column[i] for i in index.tolist()]
+    return column.take(index)
 
 
 class _WindowLogic(beam.DoFn):
@@ -217,104 +367,145 @@ class _WindowLogic(beam.DoFn):
         # partials_out: panes are emitted as partials of the key's shard (level 1, fan-out).
         self._partials_in = partials_in
         self._partials_out = partials_out
+        # Names this operator of this pipeline: the watermark floor its instances share.
+        self._token = uuid.uuid4().hex
 
     def setup(self) -> None:
         tune_gc()
+        size_cache_entries_cheaply()
         self._plan = ViewPlan(self._spec)
         # What an operator watches (docs/flink.md): keys holding open windows, and how far
         # the view's event time (the last watermark it fired on) is behind the wall clock.
         self._live_keys = Metrics.counter(NAMESPACE, f"live_keys/{self._spec.name}")
         self._lag = Metrics.gauge(NAMESPACE, f"lag_seconds/{self._spec.name}")
-        self.start_bundle()
 
-    def start_bundle(self) -> None:
-        # State key -> the earliest due of its entries after its last sweep in this bundle.
-        # One watermark step fires the timer of every window due in a bucket, one callback
-        # each; the first sweeps them all, so the others need neither a state read nor a
-        # scan of the bucket. Messages for the key forget it (:meth:`_process`).
-        self._swept: dict[Any, int] = {}
+    @property
+    def _floor(self) -> int:
+        """The latest timer an instance of this operator fired in this process, of any key:
+        the watermark was past it. Shared by the instances of a process, because a runner
+        may use a new instance per bundle (Beam's Python DirectRunner does)."""
+        return _FLOORS.get(self._token, _NEVER)
+
+    def _raise_floor(self, at: int) -> None:
+        if at > _FLOORS.get(self._token, _NEVER):
+            _FLOORS[self._token] = at
+
+    # -- data --------------------------------------------------------------------------------
 
     def _process(
         self,
-        element: tuple[tuple, list[tuple[bytes, int, tuple, Any, Any]]],
+        element: tuple[tuple, list[Item]],
         cell: Any,
         watermark_timer: Any,
         early_timer: Any,
     ) -> Iterator[Any]:
-        """One state key's batch of ``(group, ts, row, payload, source)`` items, in order.
-
-        The bucket's state is loaded and stored once per batch, and each window's
-        accumulator decoded and encoded once (sessions, which merge, and partials, which
-        are not decoded, excepted).
-        """
+        """A bucket's windows of a router batch: merge each into its key's window, or
+        dead-letter the messages of a window that had closed."""
         state_key, items = element
-        self._swept.pop(state_key, None)
         plan = self._plan
-        combine = plan.combine
         variant = plan.variants[state_key[1]]
         lateness = plan.lateness_us
-        in_place = variant.session_gap_us is None and not self._partials_in
-        groups, closed_upto, early_pending = _load(cell, state_key)
-        decoded: dict[int, list] = {}  # id -> entry whose _ACC is decoded until the end
-        armed: dict[tuple[int, int], list[bytes]] = {}  # windows new to keys -> those keys
-        changed = unfired = False
-        # A message travels once per variant; its first variant (the first grouping set at
-        # the first size) accounts for it: used, or a too_late dead letter when all its
-        # windows there have closed. Windows closed for part of a message are counted only.
-        accounts = state_key[1] == 0 and not self._partials_in
-        used = late_windows = 0
-        for group, ts, row, payload, source in items:
-            key = (*state_key[:2], group, *state_key[3:])  # the row's (view, variant, key[, shard])
-            state = groups.get(group)
-            opened = state is None  # the grouping key had no open window before this message
-            if state is None:
-                state = {}
-            touched = []
-            expired = []
-            # A partial names its window: (start, end, shard, pane, encoded accumulator).
-            spans = [(row[0], row[1])] if self._partials_in else variant.assign(ts)
-            for start, end in spans:
-                if (start, end) not in state and end - 1 + lateness <= closed_upto:
-                    expired.append((start, end))
-                    continue
-                if variant.session_gap_us is not None:
-                    start, end, entry = self._merge_session(state, start, end)
-                else:
-                    entry = state.get((start, end)) or [None, 0, False, False, None]
-                if self._partials_in:
-                    shards = entry[_ACC] or {}
-                    _, _, shard, pane, data = row
-                    seen = shards.get(shard)
-                    if seen is not None and seen[0] > pane:
-                        continue  # an older pane of this shard, delivered late: superseded
-                    shards[shard] = (pane, data)
-                    entry[_ACC] = shards
-                else:
-                    if in_place and id(entry) in decoded:
-                        acc = entry[_ACC]
-                    else:
-                        acc = (
-                            combine.create_accumulator()
-                            if entry[_ACC] is None
-                            else combine.decode(entry[_ACC])
-                        )
-                    acc = combine.add_input(acc, row)
-                    if in_place:
-                        entry[_ACC] = acc
-                        decoded[id(entry)] = entry
-                    else:
-                        entry[_ACC] = combine.encode(acc)
-                    if self._partials_out and type(source) is dict and "offset" in source:
-                        entry[_SPAN] = _cover(entry[_SPAN], source["offset"])
-                entry[_DIRTY] = True
-                if (start, end) not in state:
-                    armed.setdefault((start, end), []).append(group)
-                state[(start, end)] = entry
-                touched.append((start, end))
-            if expired and (touched or not (accounts or self._partials_in)):
-                late_windows += len(expired)  # as Beam drops a late window's element
-            elif expired:  # too late for all its windows: the message is a dead letter
-                windows_text = ", ".join(f"[{rfc3339(s)}, {rfc3339(e)})" for s, e in expired)
+        bucket = Bucket.load(cell)
+        closed_before = bucket.closed_upto
+        floor = max(self._floor, closed_before)
+        fates: dict[int, list[bool]] = {}  # candidate message -> accepted by each window
+        letters: dict[int, tuple[Candidate, list[Window]]] = {}
+        changed: set[Window] = set()  # windows whose timer is set again
+        quiet = set()  # windows without data waiting for an EARLY pane before this batch
+        early_due = int(self._clock() * 1_000_000) + plan.early_us if early_timer else 0
+        for group, start, end, data, candidates in items:
+            windows = bucket.windows(group)
+            opened = not windows
+            window = (start, end)
+            if window not in windows and book.is_expired(end, lateness, floor):
+                for candidate in candidates:
+                    fates.setdefault(candidate[0], []).append(False)
+                    letters.setdefault(candidate[0], (candidate, []))[1].append(window)
+                continue
+            for candidate in candidates:
+                fates.setdefault(candidate[0], []).append(True)
+            if variant.session_gap_us is not None:
+                window, entry, gone = _merge_session(plan.combine, windows, start, end)
+                changed.update(gone)
+            else:
+                entry = windows.get(window)
+                if entry is None:
+                    entry = windows[window] = _new_entry()
+            if window not in changed and not bucket.dirty(window):
+                quiet.add(window)
+            changed.add(window)
+            self._add(entry, data, candidates)
+            entry[_DIRTY] = True
+            key = (*state_key[:2], group, *state_key[3:])
+            if entry[_FIRED] or book.is_late(window[1], floor):
+                entry[_FIRED] = True  # late from its first pane: it expires at end + lateness
+                yield from self._pane(key, window, entry, book.LATE)
+            elif early_timer is not None and entry[_EARLY] is None:
+                entry[_EARLY] = early_due
+            if opened:
+                self._live_keys.inc()
+        yield from self._too_late(letters, fates, state_key)
+        bucket.store(cell, closed_before)
+        if not changed:
+            return
+        self._arm(bucket, changed, watermark_timer)
+        if early_timer is not None:
+            # A window whose keys had no pending EARLY pane: its timer is set for this
+            # batch's; otherwise it is set for an earlier one already.
+            for window in quiet & changed:
+                if bucket.dirty(window):
+                    early_timer.set(Timestamp(micros=early_due), dynamic_timer_tag=_tag(window))
+
+    def _arm(self, bucket: Bucket, windows: set[Window], timer: Any) -> None:
+        """Set each window's timer to its due (shared by the bucket's keys), or clear it."""
+        lateness = self._plan.lateness_us
+        for window in windows:
+            due = bucket.due(window, lateness)
+            if due is None:
+                timer.clear(dynamic_timer_tag=_tag(window))
+            else:
+                timer.set(Timestamp(micros=due), dynamic_timer_tag=_tag(window))
+
+    def _add(self, entry: list, data: Any, candidates: list[Candidate]) -> None:
+        combine = self._plan.combine
+        if self._partials_in:
+            shard, pane, encoded = data
+            shards = entry[_ACC] or {}
+            seen = shards.get(shard)
+            if seen is None or seen[0] <= pane:  # an older pane, delivered late: superseded
+                shards[shard] = (pane, encoded)
+            entry[_ACC] = shards
+            return
+        if entry[_ACC] is None:
+            entry[_ACC] = data
+        else:
+            entry[_ACC] = combine.encode(
+                combine.merge_accumulators([combine.decode(entry[_ACC]), combine.decode(data)])
+            )
+        if self._partials_out:
+            for _, _, _, source in candidates:
+                if type(source) is dict and "offset" in source:
+                    entry[_SPAN] = _cover(entry[_SPAN], source["offset"])
+
+    def _too_late(
+        self,
+        letters: dict[int, tuple[Candidate, list[Window]]],
+        fates: dict[int, list[bool]],
+        state_key: tuple,
+    ) -> Iterator[Any]:
+        """A message too late for every window of its key here is a ``too_late`` dead letter
+        (and no longer counts as used); one too late for some windows only is used, each
+        missed window counted in ``late_windows/<view>`` (as Beam drops a late window's
+        element). With several variants, the first decides (see docs/semantics.md)."""
+        plan = self._plan
+        late_windows = 0
+        for message, (candidate, missed) in letters.items():
+            decides = self._partials_in or state_key[1] == 0  # the first variant decides
+            if decides and all(not accepted for accepted in fates[message]):
+                _, ts, payload, source = candidate
+                windows_text = ", ".join(f"[{rfc3339(s)}, {rfc3339(e)})" for s, e in missed)
+                if not self._partials_in:  # level 2 reads envelopes: no message accounting
+                    counter(plan.used_counter).inc(-1)
                 yield TaggedOutput(
                     DEAD_LETTER,
                     dead_letter(
@@ -326,184 +517,128 @@ class _WindowLogic(beam.DoFn):
                         source,
                     ),
                 )
-            if touched and accounts:
-                used += 1
-            for window in touched:
-                entry = state[window]
-                if entry[_FIRED]:  # late data within lateness: one LATE pane per message
-                    data = combine.encode(entry[_ACC]) if id(entry) in decoded else None
-                    yield from self._pane(key, window, entry, "LATE", data)
-            if not touched:
-                continue
-            changed = True
-            if opened:
-                groups[group] = state
-                self._live_keys.inc()
-            unfired = unfired or any(not state[w][_FIRED] for w in touched)
-        for entry in decoded.values():
-            entry[_ACC] = combine.encode(entry[_ACC])
-        if used:
-            counter(plan.used_counter).inc(used)
+            else:
+                late_windows += len(missed)
         if late_windows:
             counter(plan.late_counter).inc(late_windows)
-        if not changed:
-            return
-        for window, keys in armed.items():  # a new entry is not fired: its end is earliest due
-            # An entry may have been merged into a larger session since: arm what is left.
-            entry = next((e for g in keys if (e := groups.get(g, {}).get(window))), None)
-            if entry is not None:
-                self._arm(watermark_timer, window, entry)
-        if early_timer is not None and not early_pending and unfired:
-            early_timer.set(Timestamp(seconds=self._clock()) + plan.early_us / 1_000_000)
-            early_pending = True
-        _store(cell, state_key, groups, closed_upto, early_pending)
 
-    def _merge_session(self, state: Windows, start: int, end: int) -> tuple[int, int, list]:
-        """Merge the proto-session [start, end) with the live sessions it overlaps."""
-        combine = self._plan.combine
-        entry: list = [None, 0, False, False, None]
-        accs = []
-        for window in [w for w in state if w[0] < end and start < w[1]]:
-            old = state.pop(window)
-            start, end = min(start, window[0]), max(end, window[1])
-            accs.append(combine.decode(old[_ACC]))
-            entry[_PANE] = max(entry[_PANE], old[_PANE])
-            entry[_FIRED] = entry[_FIRED] or old[_FIRED]
-        if accs:
-            entry[_ACC] = combine.encode(combine.merge_accumulators(accs))
-        return start, end, entry
+    # -- panes -------------------------------------------------------------------------------
 
-    def _arm(self, timer: Any, window: tuple[int, int], entry: list) -> None:
-        """Set the window's own timer: to its end, or once fired, to its end + lateness.
-
-        A timer per window, not one per key: when the watermark jumps (a backlog, a source
-        gone idle) every due window fires at once. One timer per key, moved to its next
-        window after each firing, fired a key's windows one watermark step apart.
-        """
-        timer.set(Timestamp(micros=self._due(window, entry)), dynamic_timer_tag=_tag(window))
-
-    def _due(self, window: tuple[int, int], entry: list) -> int:
-        return window[1] - 1 + (self._plan.lateness_us if entry[_FIRED] else 0)
-
-    def _pane(
-        self,
-        key: tuple,
-        window: tuple[int, int],
-        entry: list,
-        timing: str,
-        encoded: bytes | None = None,
-    ) -> Iterator[Any]:
-        """The window's pane: a row, or with ``partials_out`` the shard's partial.
-
-        ``encoded`` is the accumulator when ``entry`` holds it decoded (:meth:`_process`).
-        A row with a result beyond the range of a double is followed by its ``overflow``
-        dead letters (:meth:`ViewPlan.row`), one per pane that holds the null.
-        """
+    def _pane(self, key: tuple, window: Window, entry: list, timing: str) -> Iterator[Any]:
+        """The window's pane: a row, or with ``partials_out`` the shard's partial."""
         plan = self._plan
         combine = plan.combine
         pane = entry[_PANE]
         entry[_PANE] += 1
         entry[_DIRTY] = False
+        entry[_EARLY] = None
         if self._partials_out:
             shard = key[3] if len(key) > 3 else ""
             origin, where = shard.split("#")[0], entry[_SPAN]  # "topic/partition[#sub-key]"
             offsets = {origin: where} if origin and where is not None else {}
-            data = entry[_ACC] if encoded is None else encoded
-            yield (plan.name, key[1], *window, key[2], shard, pane, data, offsets)
+            yield (plan.name, key[1], *window, key[2], shard, pane, entry[_ACC], offsets)
             return
         if self._partials_in:
             accs = [combine.decode(data) for _, data in entry[_ACC].values()]
             acc = combine.merge_accumulators(accs)
         else:
-            acc = combine.decode(entry[_ACC] if encoded is None else encoded)
+            acc = combine.decode(entry[_ACC])
         outputs = combine.extract_output(acc)
         letters: list[dict[str, Any]] = []
-        variant = plan.variants[key[1]]
-        yield plan.row(variant, *window, key[2], outputs, timing, pane, letters=letters)
+        yield plan.row(plan.variants[key[1]], *window, key[2], outputs, timing, pane, True, letters)
         for letter in letters:
             yield TaggedOutput(DEAD_LETTER, letter)
 
+    # -- timers ------------------------------------------------------------------------------
+
     def _on_watermark(
         self, state_key: Any, fire_ts: Any, tag: str, cell: Any, watermark_timer: Any
-    ) -> Iterator[dict[str, Any]]:
+    ) -> Iterator[Any]:
+        """Every window of the bucket due by now fires: its keys' ON_TIME panes at its end,
+        its state dropped at end + allowed lateness."""
         # Portable runners carry timer timestamps in milliseconds: the timer set for
         # end - 1us fires as end - 1ms, so anything within that millisecond is due.
         now = fire_ts.micros + 999
+        self._raise_floor(now)
         self._lag.set(int(self._clock() - now / 1_000_000))
-        swept = self._swept.get(state_key)
-        if swept is not None and now < swept:
-            return  # nothing due: an earlier callback of this step swept the bucket
+        bucket = Bucket.load(cell)
+        closed_before = bucket.closed_upto
         lateness = self._plan.lateness_us
-        groups, closed_upto, early_pending = _load(cell, state_key)
-        if not groups:
+        due = [w for w in bucket.windows_held() if (bucket.due(w, lateness) or now + 1) <= now]
+        if not due:
             return
-        # Any window due by ``now`` fires, whichever window's timer this is: the watermark
-        # has passed ``now``. A timer from before timers were per window has no tag, and
-        # re-arms every window. Entries not due are only looked at for the earliest due.
-        changed: set[tuple[int, int]] = set()  # windows whose timer must be set again
-        earliest = _FOREVER  # of the entries left
-        for group in list(groups):
-            state = groups[group]
-            todo = []
-            for window, entry in state.items():
-                at = window[1] - 1 + (lateness if entry[_FIRED] else 0)  # self._due, inlined
-                if at <= now or not tag:
-                    todo.append(window)
-                elif at < earliest:
-                    earliest = at
-            if not todo:
-                continue
-            key = (*state_key[:2], group, *state_key[3:])
-            for window in sorted(todo):
-                entry = state[window]
-                end_ts = window[1] - 1
-                if not entry[_FIRED] and end_ts <= now:
-                    yield from self._pane(key, window, entry, "ON_TIME")
-                    entry[_FIRED] = True
-                    changed.add(window)
-                if entry[_FIRED] and end_ts + lateness <= now:
-                    del state[window]
-                    closed_upto = max(closed_upto, end_ts + lateness)
-                    changed.add(window)
+        for window in sorted(due):
+            end_ts = window[1] - 1
+            for group in sorted(bucket.members(window)):
+                windows = bucket.windows(group)
+                entry = windows.get(window)
+                if entry is None:
                     continue
-                if not tag:
-                    changed.add(window)
-                earliest = min(earliest, self._due(window, entry))
-            if not state:
-                del groups[group]
-                self._live_keys.dec()
-        self._swept[state_key] = earliest
-        # A window's timer is shared by the bucket's keys: it is set to the earliest due of
-        # the entries left, and cleared when none is left (this firing's own is spent).
-        due: dict[tuple[int, int], int] = {}
-        for window in changed:
-            for state in groups.values():
-                entry = state.get(window)
-                if entry is not None:
-                    at = self._due(window, entry)
-                    due[window] = min(due.get(window, at), at)
-        for window in changed:
-            if window in due:
-                watermark_timer.set(Timestamp(micros=due[window]), dynamic_timer_tag=_tag(window))
-            elif _tag(window) != tag:
-                watermark_timer.clear(dynamic_timer_tag=_tag(window))
-        if changed:  # else nothing fired or expired: the cell is as it was read
-            _store(cell, state_key, groups, closed_upto, early_pending)
+                key = (*state_key[:2], group, *state_key[3:])
+                if not entry[_FIRED] and end_ts <= now:
+                    yield from self._pane(key, window, entry, book.ON_TIME)
+                    entry[_FIRED] = True
+                if entry[_FIRED] and end_ts + lateness <= now:
+                    del windows[window]
+                    bucket.closed_upto = max(bucket.closed_upto, end_ts + lateness)
+                    if not windows:
+                        self._live_keys.dec()
+        bucket.store(cell, closed_before)
+        self._arm(bucket, set(due), watermark_timer)
 
-    def _on_early(self, state_key: Any, cell: Any) -> Iterator[dict[str, Any]]:
-        groups, closed_upto, _ = _load(cell, state_key)
-        for group, state in groups.items():
-            key = (*state_key[:2], group, *state_key[3:])
-            for window in sorted(state):
-                entry = state[window]
-                if entry[_DIRTY] and not entry[_FIRED]:
-                    yield from self._pane(key, window, entry, "EARLY")
-        _store(cell, state_key, groups, closed_upto, False)
+    def _on_early(self, state_key: Any, tag: str, cell: Any, early_timer: Any) -> Iterator[Any]:
+        """The window's EARLY panes that are due; the timer is set again for the next.
+
+        The timer was set for the earliest pending pane, so that one is due whatever the
+        clock says (a test's clock may stand still while the runner's advances)."""
+        bucket = Bucket.load(cell)
+        closed_before = bucket.closed_upto
+        window = _window_of(tag)
+        pending = []
+        for group in sorted(bucket.dirty(window)):
+            entry = bucket.windows(group).get(window)
+            if entry is not None and entry[_DIRTY] and not entry[_FIRED]:
+                pending.append((group, entry))
+        if pending:
+            dues = [entry[_EARLY] or _NEVER for _, entry in pending]
+            now = max(int(self._clock() * 1_000_000), min(dues))
+            for (group, entry), due in zip(pending, dues, strict=True):
+                if due <= now:
+                    key = (*state_key[:2], group, *state_key[3:])
+                    yield from self._pane(key, window, entry, book.EARLY)
+            later = [due for due in dues if due > now]
+            if later:
+                early_timer.set(Timestamp(micros=min(later)), dynamic_timer_tag=tag)
+        bucket.store(cell, closed_before)
 
 
-def _tag(window: tuple[int, int]) -> str:
-    """A window's timer tag."""
-    return f"{window[0]}/{window[1]}"
+def _merge_session(
+    combine: Any, windows: Windows, start: int, end: int
+) -> tuple[Window, list, list[Window]]:
+    """Merge the session [start, end) with the key's live sessions it overlaps, as Beam's
+    ``Sessions`` does; a merged session restarts its panes at 0, as Beam's do. Returns the
+    session, its entry and the sessions merged away (their timers are set again)."""
+    overlapping = [w for w in windows if w[0] < end and start < w[1]]
+    if len(overlapping) == 1 and overlapping[0][0] <= start and end <= overlapping[0][1]:
+        return overlapping[0], windows[overlapping[0]], []
+    entry = _new_entry()
+    accs = []
+    for window in overlapping:
+        old = windows.pop(window)
+        start, end = min(start, window[0]), max(end, window[1])
+        if old[_ACC] is not None:
+            accs.append(combine.decode(old[_ACC]))
+        entry[_FIRED] = entry[_FIRED] or old[_FIRED]
+        entry[_MILESTONES] = old[_MILESTONES] or entry[_MILESTONES]
+    if accs:
+        entry[_ACC] = combine.encode(combine.merge_accumulators(accs))
+    window = (start, end)
+    windows[window] = entry
+    return window, entry, overlapping
+
+
+#: Watermark floors per operator (its token), for the instances of this process.
+_FLOORS: dict[str, int] = {}
 
 
 def _cover(span: list[int] | None, offset: int) -> list[int]:
@@ -526,19 +661,19 @@ def window_operator(
 
     Each call makes fresh state and timer specs, with timer names that carry the view name:
     Beam's Python DirectRunner mixes up the timers of stateful transforms whose timer
-    families share a name. The early variant is a
-    separate class because a processing-time timer makes that runner leave its fast batch
-    engine, so views without early panes, and bounded runs, do without it.
+    families share a name. The early variant is a separate class because a processing-time
+    timer makes that runner leave its fast batch engine, so views without early panes, and
+    bounded runs, do without it.
     """
     # Both halves of a fan-out run in one pipeline: their timer families need their own names.
     family = spec.name + ("_merge" if partials_in else "_shard" if partials_out else "")
-    windows = ReadModifyWriteStateSpec("windows", FastPrimitivesCoder())  # see _load
+    windows = BagStateSpec("bucket", BucketCoder())
     watermark = TimerSpec(f"watermark_{family}", TimeDomain.WATERMARK)
 
     class WindowOperator(_WindowLogic):
         def process(
             self,
-            element: tuple[tuple, list[tuple[bytes, int, tuple, Any, Any]]],
+            element: tuple[tuple, list[Item]],
             cell: Any = beam.DoFn.StateParam(windows),
             watermark_timer: Any = beam.DoFn.TimerParam(watermark),
         ) -> Iterator[Any]:
@@ -552,7 +687,7 @@ def window_operator(
             tag: str = beam.DoFn.DynamicTimerTagParam,
             cell: Any = beam.DoFn.StateParam(windows),
             watermark_timer: Any = beam.DoFn.TimerParam(watermark),
-        ) -> Iterator[dict[str, Any]]:
+        ) -> Iterator[Any]:
             return self._on_watermark(key, fire_ts, tag, cell, watermark_timer)
 
     if not early:
@@ -563,7 +698,7 @@ def window_operator(
     class EarlyWindowOperator(WindowOperator):
         def process(
             self,
-            element: tuple[tuple, list[tuple[bytes, int, tuple, Any, Any]]],
+            element: tuple[tuple, list[Item]],
             cell: Any = beam.DoFn.StateParam(windows),
             watermark_timer: Any = beam.DoFn.TimerParam(watermark),
             early_timer: Any = beam.DoFn.TimerParam(early_spec),
@@ -574,9 +709,11 @@ def window_operator(
         def on_early(
             self,
             key: Any = beam.DoFn.KeyParam,
+            tag: str = beam.DoFn.DynamicTimerTagParam,
             cell: Any = beam.DoFn.StateParam(windows),
-        ) -> Iterator[dict[str, Any]]:
-            return self._on_early(key, cell)
+            early_timer: Any = beam.DoFn.TimerParam(early_spec),
+        ) -> Iterator[Any]:
+            return self._on_early(key, tag, cell, early_timer)
 
     return EarlyWindowOperator(spec, clock, partials_in, partials_out)
 
@@ -659,10 +796,8 @@ class MergePartials(beam.PTransform):
 
 
 def keyed_partial(partial: tuple, payload: Any = None, source: Any = None) -> tuple:
-    """A partial as the merge operator's ``((view, variant, bucket), [(key, ts, partial, ...)])``
-    (a batch of one)."""
+    """A partial as the merge operator's ``((view, variant, bucket), [item])`` (a batch of
+    one). The envelope is the partial's message: a too-late one is its dead letter."""
     view, variant, start, end, key, shard, pane, data, _ = partial
-    return (
-        (view, variant, bucket_of(key)),
-        [(key, start, (start, end, shard, pane, data), payload, source)],
-    )
+    candidates = [(0, start, payload, source)] if payload is not None else []
+    return ((view, variant, bucket_of(key)), [(key, start, end, (shard, pane, data), candidates)])

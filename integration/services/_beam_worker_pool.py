@@ -27,6 +27,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, required=True)
+    parser.add_argument(
+        "--state-cache-mb",
+        type=int,
+        default=256,
+        help="each SDK worker's user-state cache (0: off, the servicer's default)",
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s %(message)s")
 
@@ -35,7 +41,13 @@ def main(argv: Sequence[str] | None = None) -> int:
         thread_pool_executor.shared_unbounded_instance(),
         options=[("grpc.http2.max_pings_without_data", 0), ("grpc.http2.max_ping_strikes", 0)],
     )
-    servicer = BeamFnExternalWorkerPoolServicer(use_process=True, data_buffer_time_limit_ms=-1)
+    # The servicer's state_cache_size defaults to 0, which turns the SDK workers' user-state
+    # cache off (worker_pool_main.py: BeamFnExternalWorkerPoolServicer(..., state_cache_size=0)
+    # and "SdkHarness(..., state_cache_size=%d, ...)" for each worker it starts); the
+    # pipeline's --max_cache_memory_usage_mb does not reach workers started this way.
+    servicer = BeamFnExternalWorkerPoolServicer(
+        use_process=True, data_buffer_time_limit_ms=-1, state_cache_size=args.state_cache_mb << 20
+    )
     beam_fn_api_pb2_grpc.add_BeamFnExternalWorkerPoolServicer_to_server(servicer, server)
     address = f"{args.host}:{args.port}"
     try:

@@ -100,8 +100,12 @@ def test_numbers_beyond_64_bits_get_one_form(kind: str) -> None:
     assert fn.coerce(2**70 + 1) == 2**70 + 1  # no double holds it: stays an exact int
 
 
-def test_sum_keeps_floats_as_floats() -> None:
-    assert type(make("sum").coerce(2.0)) is float
+def test_sum_takes_numbers_in_canonical_form() -> None:
+    """An integral number is an integer however it is written; others stay floats."""
+    fn = make("sum")
+    assert type(fn.coerce(2.0)) is int and type(fn.coerce(2.5)) is float
+    assert fn.extract_output(fn.add_inputs(fn.create_accumulator(), [fn.coerce(2.0), 3])) == 5
+    assert type(fn.coerce(2.0**70)) is float  # beyond 64 bits a double stays a double
 
 
 def test_flags() -> None:

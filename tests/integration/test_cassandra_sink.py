@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import json
 import logging
-import re
 import socket
 import threading
 import time
@@ -25,20 +24,16 @@ from apache_beam.metrics.metric import MetricsFilter
 
 from integration.services import CassandraConnection
 from integration.services.cassandra import Cassandra
-from liveagg.combiners import LiveaggCombineFn
 from liveagg.loader import parse_view
-from liveagg.spec import Sink, ViewSpec
+from liveagg.spec import ViewSpec
 from liveagg.transforms.plan import ViewPlan
-from liveagg.transforms.sinks import CassandraTls, Connections, build_sink
+from liveagg.transforms.sinks import CassandraTls, Connections
 from liveagg.transforms.sinks.cassandra import (
-    CELL_OVERHEAD,
     AsyncWriter,
     CassandraSink,
-    CassandraWriteError,
     ReplicaBatches,
     RetryPolicy,
     TableLayout,
-    WriteSettings,
     column_name,
     prepare_table,
     quiet_batch_warnings,
@@ -51,159 +46,14 @@ from liveagg.transforms.sinks.cassandra import (
 pytestmark = pytest.mark.integration
 
 pytest.importorskip("cassandra")
-from cassandra import (  # noqa: E402
-    InvalidRequest,
-    OperationTimedOut,
-    Unavailable,
-    WriteTimeout,
-    WriteType,
-)
-from cassandra.cluster import Cluster, NoHostAvailable  # noqa: E402
-from cassandra.connection import ConnectionShutdown  # noqa: E402
+from cassandra.cluster import Cluster  # noqa: E402
 
-# --- custom aggregations for the two output types no built-in has --------------------------
-
-
-class AnyTrueFn(LiveaggCombineFn):
-    """``boolean``: whether any value is true."""
-
-    def create_accumulator(self) -> bool | None:
-        return None
-
-    def add_input(self, acc: bool | None, value: Any) -> bool:
-        return bool(acc) or bool(value)
-
-    def merge_accumulators(self, accs: Any) -> bool | None:
-        seen = [a for a in accs if a is not None]
-        return any(seen) if seen else None
-
-    def extract_output(self, acc: bool | None) -> bool | None:
-        return acc
-
-    def output_type(self) -> str:
-        return "boolean"
-
-    def encode_accumulator(self, acc: bool | None) -> bytes:
-        return orjson.dumps(acc)
-
-    def decode_accumulator(self, data: bytes) -> bool | None:
-        return orjson.loads(data)
-
-
-class TagsFn(LiveaggCombineFn):
-    """``list<text>``: the sorted distinct string values."""
-
-    def create_accumulator(self) -> set[str]:
-        return set()
-
-    def add_input(self, acc: set[str], value: Any) -> set[str]:
-        acc.add(str(value))
-        return acc
-
-    def merge_accumulators(self, accs: Any) -> set[str]:
-        return set().union(*accs)
-
-    def extract_output(self, acc: set[str]) -> list[str] | None:
-        return sorted(acc) or None
-
-    def output_type(self) -> str:
-        return "list<text>"
-
-    def encode_accumulator(self, acc: set[str]) -> bytes:
-        return orjson.dumps(sorted(acc))
-
-    def decode_accumulator(self, data: bytes) -> set[str]:
-        return set(orjson.loads(data))
-
+from tests.support.waiting import cassandra_schema_settling, eventually, retrying  # noqa: E402
+from tests.transforms.sinks.test_cassandra import FULL_TYPES, FULL_VIEW, SIMPLE_VIEW  # noqa: E402
 
 # --- views, rows and helpers ----------------------------------------------------------------
 
-#: Grouping sets, two granularities, a dotted grouping column, every output type.
-FULL_VIEW = {
-    "name": "cdn_traffic",
-    "event_time": {"field": "ts", "format": "epoch_s"},
-    "grouping_cols": ["client.ip", "country", "asn"],
-    "grouping_sets": [["client.ip", "country", "asn"], ["country"], []],
-    "window": {"type": "fixed", "size": ["1m", "1h"]},
-    "aggregation_info": [
-        {"aggregation": "count", "aggregated_col_name": "requests"},
-        {"aggregation": "sum", "col_name": "bytes", "aggregated_col_name": "bytes_total"},
-        {"aggregation": "mean", "col_name": "latency", "aggregated_col_name": "latency_mean"},
-        {"aggregation": "max", "col_name": "latency", "aggregated_col_name": "latency_max"},
-        {"aggregation": "hll_sketch", "col_name": "user", "aggregated_col_name": "users_hll"},
-        {
-            "aggregation": "approx_quantiles",
-            "col_name": "latency",
-            "aggregated_col_name": "latency_q",
-            "params": {"quantiles": [0.5, 0.9]},
-        },
-        {
-            "aggregation": "histogram",
-            "col_name": "latency",
-            "aggregated_col_name": "latency_hist",
-            "params": {"bounds": [10, 100]},
-        },
-        {
-            "aggregation": "top_k",
-            "col_name": "path",
-            "aggregated_col_name": "top_paths",
-            "params": {"k": 2},
-        },
-        {"aggregation": "collect_set", "col_name": "status", "aggregated_col_name": "statuses"},
-        {
-            "aggregation": "custom",
-            "col_name": "cached",
-            "aggregated_col_name": "any_cached",
-            "params": {"combine_fn": f"{__name__}:AnyTrueFn"},
-        },
-        {
-            "aggregation": "custom",
-            "col_name": "path",
-            "aggregated_col_name": "paths",
-            "params": {"combine_fn": f"{__name__}:TagsFn"},
-        },
-    ],
-    "derived": [{"name": "bytes_per_request", "expr": "bytes_total / requests"}],
-}
-
-FULL_TYPES = {
-    "client_ip": "text",
-    "country": "text",
-    "asn": "text",
-    "window_start": "timestamp",
-    "granularity": "text",
-    "grouping_set": "int",
-    "window_end": "timestamp",
-    "requests": "bigint",
-    "bytes_total": "double",
-    "latency_mean": "double",
-    "latency_max": "text",
-    "users_hll": "text",
-    "latency_q": "list<double>",
-    "latency_hist": "list<bigint>",
-    "top_paths": "text",
-    "statuses": "text",
-    "any_cached": "boolean",
-    "paths": "list<text>",
-    "bytes_per_request": "double",
-    "pane_timing": "text",
-    "pane_index": "int",
-    "updated_at": "timestamp",
-}
 JSON_COLUMNS = {"latency_max", "top_paths", "statuses"}
-
-SIMPLE_VIEW = {
-    "name": "page_views",
-    "event_time": {"field": "ts"},
-    "grouping_cols": ["page"],
-    "window": {"size": "1m"},
-    "allowed_lateness": "1h",
-    "aggregation_info": [
-        {"aggregation": "count", "aggregated_col_name": "views"},
-        {"aggregation": "sum", "col_name": "ms", "aggregated_col_name": "total_ms"},
-    ],
-}
-
 T0 = 1_357_034_400  # 2013-01-01T10:00:00Z
 
 
@@ -300,7 +150,12 @@ def run(sink: CassandraSink, view: ViewSpec, rows: list[dict[str, Any]]) -> dict
 
 
 def select_all(session: Any, keyspace: str, table: str) -> list[dict[str, Any]]:
-    return [r._asdict() for r in session.execute(f"SELECT * FROM {keyspace}.{table}")]
+    """Every row of a table a sink has just created (its transient states waited out)."""
+    return retrying(
+        lambda: [r._asdict() for r in session.execute(f"SELECT * FROM {keyspace}.{table}")],
+        what=f"{keyspace}.{table}",
+        transient=cassandra_schema_settling,
+    )
 
 
 def expected_cells(row: dict[str, Any], view: ViewSpec) -> dict[str, Any]:
@@ -554,15 +409,18 @@ def _wait_for_rows(conn: CassandraConnection, table: str, at_least: int) -> None
     cluster = Cluster(**conn.cluster_kwargs())
     try:
         session = cluster.connect()
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline:
-            try:
-                if session.execute(f"SELECT count(*) FROM {table}").one()[0] >= at_least:
-                    return
-            except (InvalidRequest, NoHostAvailable):  # the table is not there, or being made
-                pass
-            time.sleep(0.2)
-        raise AssertionError(f"{table} did not reach {at_least} rows within 120 s")
+
+        def enough() -> None:
+            count = session.execute(f"SELECT count(*) FROM {table}").one()[0]
+            assert count >= at_least, f"{count} rows"
+
+        eventually(
+            enough,
+            what=f"{at_least} rows in {table}",
+            timeout_s=120,
+            every_s=0.2,
+            transient=cassandra_schema_settling,  # the table is not there, or being made
+        )
     finally:
         cluster.shutdown()
 
@@ -592,258 +450,6 @@ class _PrivateCassandra(Cassandra):
         if not self._prepared:
             super().prepare()
             self._prepared = True
-
-
-# --- no server: sink building, layout errors, retries with an injected execute -------------
-
-
-def test_build_sink_from_a_view_entry() -> None:
-    sink = build_sink(Sink("cassandra", {"keyspace": "Metrics"}), Connections())
-    assert isinstance(sink, CassandraSink)
-    assert (sink.keyspace, sink.table) == ("metrics", None)
-    view = parse_view(SIMPLE_VIEW)
-    assert sink.layout(view).table == "page_views"
-    with pytest.raises(ValueError, match='cassandra sink needs "keyspace"'):
-        build_sink(Sink("cassandra", {"table": "t"}), Connections())
-    with pytest.raises(ValueError, match="keyspace 'my-ks' is not a Cassandra identifier"):
-        build_sink(Sink("cassandra", {"keyspace": "my-ks"}), Connections())
-
-
-def test_write_settings_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("LIVEAGG_CASSANDRA_MAX_IN_FLIGHT", "16")
-    monkeypatch.setenv("LIVEAGG_CASSANDRA_RETRY_ATTEMPTS", "7")
-    monkeypatch.setenv("LIVEAGG_CASSANDRA_RETRY_DEADLINE", "90s")
-    monkeypatch.setenv("LIVEAGG_CASSANDRA_BATCH_ROWS", "1")
-    settings = WriteSettings.from_env()
-    assert settings.max_in_flight == 16
-    assert settings.batch_rows == 1
-    assert settings.retry.max_attempts == 7
-    assert settings.retry.deadline == timedelta(seconds=90)
-    monkeypatch.setenv("LIVEAGG_CASSANDRA_MAX_IN_FLIGHT", "many")
-    with pytest.raises(ValueError, match="LIVEAGG_CASSANDRA_MAX_IN_FLIGHT='many' is not an"):
-        WriteSettings.from_env()
-
-
-def test_column_names_and_layout_errors() -> None:
-    assert column_name("client.ip") == "client_ip"
-    assert column_name("User-Agent") == "user_agent"
-    assert column_name("2xx") == "c_2xx"
-    view = parse_view({**SIMPLE_VIEW, "grouping_cols": ["client.ip", "client_ip"]})
-    with pytest.raises(
-        ValueError, match=re.escape("'client.ip' and 'client_ip' both map to Cassandra")
-    ):
-        table_layout(view, "ks")
-    agg = {"aggregation": "count", "aggregated_col_name": "updated_at"}
-    view = parse_view({**SIMPLE_VIEW, "aggregation_info": [agg]})
-    with pytest.raises(ValueError, match=r"'updated_at'.* both map to Cassandra column"):
-        table_layout(view, "ks")
-    view = parse_view({**SIMPLE_VIEW, "name": "v" * 49})
-    with pytest.raises(ValueError, match=r"table 'v{49}' is not a Cassandra identifier"):
-        table_layout(view, "ks")
-
-
-def test_layout_of_the_full_view() -> None:
-    layout = table_layout(parse_view(FULL_VIEW), "metrics")
-    assert {c.name: c.type for c in layout.columns} == FULL_TYPES
-    assert layout.insert_cql().endswith("USING TIMESTAMP ?")
-    assert 'PRIMARY KEY (("client_ip", "country", "asn", "window_start", "granularity", ' in (
-        layout.create_table_cql()
-    )
-
-
-def test_backoff_doubles_up_to_a_cap_and_stops_at_the_limits() -> None:
-    policy = RetryPolicy(
-        max_attempts=8,
-        initial_backoff=timedelta(milliseconds=100),
-        max_backoff=timedelta(seconds=1),
-        deadline=timedelta(seconds=30),
-    )
-    assert [policy.backoff(n).total_seconds() for n in range(1, 7)] == [
-        0.1,
-        0.2,
-        0.4,
-        0.8,
-        1.0,
-        1.0,
-    ]
-    for attempt in range(1, 8):
-        delay = policy.next_delay(attempt, timedelta(0))
-        assert delay is not None
-        assert policy.backoff(attempt) / 2 <= delay <= policy.backoff(attempt)
-    assert policy.next_delay(8, timedelta(0)) is None  # attempts spent
-    assert policy.next_delay(1, timedelta(seconds=29.95)) is None  # past the deadline
-    with pytest.raises(ValueError, match="jitter must be within"):
-        RetryPolicy(jitter=2)
-
-
-class _Done:
-    """A response future that has already completed."""
-
-    def __init__(self, error: BaseException | None) -> None:
-        self.error = error
-
-    def add_callbacks(
-        self, callback: Any, errback: Any, callback_args: tuple = (), errback_args: tuple = ()
-    ) -> None:
-        if self.error is None:
-            callback(None, *callback_args)
-        else:
-            errback(self.error, *errback_args)
-
-
-class FailingExecute:
-    """``execute_async`` that fails each statement ``failures`` times, then succeeds."""
-
-    def __init__(self, errors: Sequence[BaseException], failures: int) -> None:
-        self.errors = errors
-        self.failures = failures
-        self.calls: dict[Any, int] = {}
-        self.lock = threading.Lock()
-
-    def __call__(self, statement: Any) -> _Done:
-        with self.lock:
-            n = self.calls[statement] = self.calls.get(statement, 0) + 1
-        if n <= self.failures:
-            return _Done(self.errors[(n - 1) % len(self.errors)])
-        return _Done(None)
-
-
-FAST = RetryPolicy(
-    initial_backoff=timedelta(milliseconds=1),
-    max_backoff=timedelta(milliseconds=5),
-    deadline=timedelta(seconds=10),
-)
-TRANSIENT = [
-    WriteTimeout("write timeout", write_type=WriteType.SIMPLE),
-    Unavailable("unavailable"),
-    OperationTimedOut("client timeout"),
-    NoHostAvailable("no host", {}),
-    ConnectionShutdown("connection closed"),
-]
-
-
-def test_transient_errors_are_retried_until_the_write_succeeds() -> None:
-    execute = FailingExecute(TRANSIENT, failures=5)
-    writer = AsyncWriter(execute, max_in_flight=4, retry=FAST, retryable=retryable_errors())
-    for i in range(20):
-        writer.submit(f"statement {i}")
-    writer.flush()
-    assert execute.calls == {f"statement {i}": 6 for i in range(20)}
-    assert writer.take_counts() == (20, 100, 0)
-
-
-def test_a_write_that_keeps_failing_raises_after_the_attempts() -> None:
-    execute = FailingExecute([Unavailable("replica down")], failures=10**6)
-    retry = RetryPolicy(max_attempts=3, initial_backoff=timedelta(milliseconds=1))
-    writer = AsyncWriter(execute, max_in_flight=4, retry=retry, retryable=retryable_errors())
-    writer.submit("a")
-    writer.submit("b")
-    with pytest.raises(CassandraWriteError, match=r"2 row\(s\) failed.*Unavailable"):
-        writer.flush()
-    assert execute.calls == {"a": 3, "b": 3}
-    assert writer.take_counts() == (0, 4, 2)
-    writer.flush()  # the failure was reported once; the writer is usable again
-
-
-def test_the_deadline_bounds_the_retries() -> None:
-    execute = FailingExecute([WriteTimeout("slow", write_type=WriteType.SIMPLE)], failures=10**6)
-    retry = RetryPolicy(
-        max_attempts=10**6,
-        initial_backoff=timedelta(milliseconds=5),
-        max_backoff=timedelta(milliseconds=5),
-        deadline=timedelta(milliseconds=200),
-        jitter=0,
-    )
-    writer = AsyncWriter(execute, max_in_flight=1, retry=retry, retryable=retryable_errors())
-    t0 = time.monotonic()
-    writer.submit("a")
-    with pytest.raises(CassandraWriteError, match="WriteTimeout"):
-        writer.flush()
-    assert 0.19 <= time.monotonic() - t0 < 2  # gives up once the next wait would pass it
-    assert 10 < execute.calls["a"] <= 41
-
-
-def test_other_errors_are_not_retried_and_fail_the_next_submit() -> None:
-    execute = FailingExecute([InvalidRequest("unconfigured table")], failures=1)
-    writer = AsyncWriter(execute, max_in_flight=4, retry=FAST, retryable=retryable_errors())
-    writer.submit("a")
-    with pytest.raises(CassandraWriteError, match=re.escape("InvalidRequest")):
-        writer.submit("b")
-    assert execute.calls == {"a": 1}
-
-
-def test_requests_in_flight_are_bounded() -> None:
-    class Pending:
-        def add_callbacks(
-            self, callback: Any, errback: Any, callback_args: tuple = (), errback_args: tuple = ()
-        ) -> None:
-            self.callback = lambda result: callback(result, *callback_args)
-
-    issued: list[Pending] = []
-    writer = AsyncWriter(
-        lambda _s: issued.append(Pending()) or issued[-1],
-        max_in_flight=3,
-        retry=FAST,
-        retryable=retryable_errors(),
-    )
-    submitter = threading.Thread(target=lambda: [writer.submit(i) for i in range(10)])
-    submitter.start()
-    completed = 0
-    while completed < 10:
-        deadline = time.monotonic() + 5
-        while len(issued) <= completed and time.monotonic() < deadline:
-            time.sleep(0.001)
-        time.sleep(0.01)  # give the submitter a chance to exceed the bound
-        assert len(issued) - completed <= 3
-        issued[completed].callback(None)
-        completed += 1
-    submitter.join(5)
-    writer.flush()
-    assert writer.take_counts() == (10, 0, 0)
-
-
-class _Bound:
-    """What ReplicaBatches reads of a bound statement: its serialized values."""
-
-    def __init__(self, name: str, replicas: str, size: int = 10) -> None:
-        self.name, self.replicas, self.values = name, replicas, [b"x" * size, None]
-
-    def __repr__(self) -> str:
-        return self.name
-
-
-def _batches(max_rows: int, max_bytes: int = 4096) -> ReplicaBatches:
-    names = lambda statements: [s.name for s in statements]  # noqa: E731
-    return ReplicaBatches(lambda s: s.replicas, names, max_rows, max_bytes)
-
-
-def test_rows_are_batched_per_replica_set_up_to_the_row_and_byte_limits() -> None:
-    batches = _batches(max_rows=3, max_bytes=100)
-    out = []
-    for i in range(4):
-        out += batches.add(_Bound(f"a{i}", "A"))
-        out += batches.add(_Bound(f"b{i}", "B"))
-    # The third row of a replica set completes its batch; the fourth waits for more.
-    assert out == [(["a0", "a1", "a2"], 3), (["b0", "b1", "b2"], 3)]
-    # A row counts its value and CELL_OVERHEAD per cell: 20 + 20 bytes.
-    assert CELL_OVERHEAD == 20
-    out = list(batches.add(_Bound("c0", "C", size=20)))
-    out += batches.add(_Bound("c1", "C", size=20))
-    out += batches.add(_Bound("c2", "C", size=20))  # 120 bytes would pass the limit
-    assert out == [(["c0", "c1"], 2)]
-    big = _Bound("big", "A", size=100)  # alone over the limit: a request of its own
-    assert [(str(s), n) for s, n in batches.add(big)] == [("big", 1)]
-    # A batch of one row is sent as that row.
-    assert [(str(s), n) for s, n in batches.drain()] == [("a3", 1), ("b3", 1), ("c2", 1)]
-    assert list(batches.drain()) == []
-
-
-def test_one_row_per_request_when_batches_are_off() -> None:
-    batches = _batches(max_rows=1)
-    assert [(str(s), n) for s, n in batches.add(_Bound("a", "A"))] == [("a", 1)]
-    assert list(batches.drain()) == []
-    with pytest.raises(ValueError, match="max_rows must be at least 1"):
-        _batches(max_rows=0)
 
 
 def test_a_batch_of_rows_with_their_own_timestamps_is_written_and_grouped_by_replica(

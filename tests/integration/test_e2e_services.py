@@ -14,11 +14,10 @@ import os
 import signal
 import subprocess
 import sys
-import time
 import uuid
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +37,13 @@ from tests.support.cli import liveagg
 from tests.support.compare import assert_rows_match, row_key
 from tests.support.datagen import generate
 from tests.support.oracle import expected_rows
+from tests.support.waiting import (
+    cassandra_schema_settling,
+    cassandra_table_missing,
+    cassandra_table_opening,
+    eventually,
+    never,
+)
 
 ck = pytest.importorskip("confluent_kafka")
 boto3 = pytest.importorskip("boto3")
@@ -45,7 +51,15 @@ storage = pytest.importorskip("google.cloud.storage")
 pytest.importorskip("cassandra")
 from cassandra import InvalidRequest  # noqa: E402
 from cassandra.cluster import Cluster  # noqa: E402
-from confluent_kafka.admin import AdminClient, NewTopic  # noqa: E402
+from confluent_kafka.admin import AdminClient  # noqa: E402
+
+from tests.support.kafka_topics import (  # noqa: E402
+    Offsets,
+    committed,
+    create_topics,
+    end_offsets,
+    read_to,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -57,8 +71,6 @@ SEED = 11
 PARTITIONS = 3
 RUN_TIMEOUT_S = 900
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
-
-Offsets = dict[int, int]  # partition -> end offset
 
 
 @dataclass(frozen=True)
@@ -96,51 +108,6 @@ def _view(name: str) -> ViewSpec:
 
 def _liveagg(command: list[str], env: dict[str, str]) -> subprocess.CompletedProcess[str]:
     return liveagg(*command, env=env, timeout=RUN_TIMEOUT_S)
-
-
-def _end_offsets(bootstrap: str, topic: str) -> Offsets:
-    consumer = ck.Consumer({"bootstrap.servers": bootstrap, "group.id": _name("liveagg-it-")})
-    try:
-        partitions = consumer.list_topics(topic, timeout=30).topics[topic].partitions
-        return {
-            p: consumer.get_watermark_offsets(ck.TopicPartition(topic, p), timeout=30)[1]
-            for p in partitions
-        }
-    finally:
-        consumer.close()
-
-
-def _consume(bootstrap: str, topic: str, ends: Offsets) -> list[Any]:
-    """Every message of ``topic`` from the start up to ``ends``, as (partition, offset, msg)."""
-    consumer = ck.Consumer(
-        {
-            "bootstrap.servers": bootstrap,
-            "group.id": _name("liveagg-it-"),
-            "enable.auto.commit": False,
-            "enable.partition.eof": True,
-        }
-    )
-    messages: list[Any] = []
-    try:
-        consumer.assign(
-            [ck.TopicPartition(topic, p, ck.OFFSET_BEGINNING) for p, end in ends.items() if end]
-        )
-        pending = {p for p, end in ends.items() if end > 0}
-        deadline = datetime.now(UTC) + timedelta(seconds=120)
-        while pending:
-            assert datetime.now(UTC) < deadline, f"{topic}: partitions {pending} not read to end"
-            for msg in consumer.consume(1000, timeout=1.0):
-                if msg.error() is not None:
-                    if msg.error().code() == ck.KafkaError._PARTITION_EOF:
-                        continue
-                    raise AssertionError(f"{topic}: {msg.error()}")
-                if msg.offset() < ends[msg.partition()]:
-                    messages.append(msg)
-                if msg.offset() + 1 >= ends[msg.partition()]:
-                    pending.discard(msg.partition())
-    finally:
-        consumer.close()
-    return messages
 
 
 def _latest_panes(rows: list[dict[str, Any]], view: ViewSpec) -> list[dict[str, Any]]:
@@ -185,10 +152,8 @@ def deployment(
     assert len(lines) == MESSAGES
 
     bootstrap = kafka.bootstrap_servers
-    admin = AdminClient(kafka.client_config())
     topics = [_name("liveagg-it-in-"), _name("liveagg-it-out-"), _name("liveagg-it-dead-")]
-    for future in admin.create_topics([NewTopic(t, PARTITIONS, 1) for t in topics]).values():
-        future.result(30)
+    create_topics(kafka.client_config(), topics, PARTITIONS)
     input_topic, output_topic, dead_letter_topic = topics
 
     positions: dict[tuple[int, int], bytes] = {}
@@ -262,10 +227,11 @@ def deployment(
         bucket=bucket,
         command=command,
         env=env,
-        output_end=_end_offsets(bootstrap, output_topic),
-        dead_letter_end=_end_offsets(bootstrap, dead_letter_topic),
+        output_end=end_offsets(kafka.client_config(), output_topic),
+        dead_letter_end=end_offsets(kafka.client_config(), dead_letter_topic),
     )
 
+    admin = AdminClient(kafka.client_config())
     for future in admin.delete_topics(topics).values():
         future.result(30)
     cluster = Cluster(**cassandra.cluster_kwargs())
@@ -323,7 +289,7 @@ def test_gcs_rows_equal_the_oracle(
 def test_kafka_rows_equal_the_oracle(
     deployment: Deployment, expected: dict, kafka: KafkaConnection
 ) -> None:
-    messages = _consume(kafka.bootstrap_servers, deployment.output_topic, deployment.output_end)
+    messages = read_to(kafka.client_config(), deployment.output_topic, deployment.output_end)
     by_view: dict[str, list[dict[str, Any]]] = {name: [] for name in VIEW_NAMES}
     for msg in messages:
         row = orjson.loads(msg.value())
@@ -338,8 +304,8 @@ def test_kafka_rows_equal_the_oracle(
 def test_dead_letters_name_every_bad_message(
     deployment: Deployment, kafka: KafkaConnection
 ) -> None:
-    messages = _consume(
-        kafka.bootstrap_servers, deployment.dead_letter_topic, deployment.dead_letter_end
+    messages = read_to(
+        kafka.client_config(), deployment.dead_letter_topic, deployment.dead_letter_end
     )
     letters = [orjson.loads(m.value()) for m in messages]
     unusable = 0
@@ -376,27 +342,21 @@ def test_a_replay_converges_on_the_same_cassandra_table(
         assert_rows_match([stored_row(r, view) for r in stored], expected[name], view)
 
 
-def _rows_or_none(conn: CassandraConnection, keyspace: str, table: str) -> list[dict] | None:
-    """The table's rows, or ``None`` while the keyspace or table does not exist yet."""
+def _rows_left(conn: CassandraConnection, keyspace: str, table: str) -> list[dict]:
+    """What a killed run left in its table: nothing when it died before creating it."""
     try:
-        return select_all(conn, keyspace, table)
-    except InvalidRequest:
-        return None
-
-
-def _committed(bootstrap: str, topic: str, group: str) -> int:
-    """How many partitions of ``topic`` the consumer ``group`` has committed an offset for."""
-    consumer = ck.Consumer({"bootstrap.servers": bootstrap, "group.id": group})
-    try:
-        partitions = consumer.list_topics(topic, timeout=30).topics[topic].partitions
-        done = consumer.committed([ck.TopicPartition(topic, p) for p in partitions], timeout=30)
-        return sum(tp.offset >= 0 for tp in done)
-    finally:
-        consumer.close()
+        return select_all(conn, keyspace, table, transient=cassandra_table_opening)
+    except InvalidRequest as e:
+        if cassandra_table_missing(e):
+            return []
+        raise
 
 
 def test_interrupted_run_then_rerun_converges(
-    deployment: Deployment, expected: dict, cassandra: CassandraConnection
+    deployment: Deployment,
+    expected: dict,
+    cassandra: CassandraConnection,
+    kafka: KafkaConnection,
 ) -> None:
     """SIGKILL a run part-way through, then rerun it to completion; the table equals the oracle.
 
@@ -436,6 +396,16 @@ def test_interrupted_run_then_rerun_converges(
         "--sink",
         orjson.dumps({"type": "cassandra", "keyspace": keyspace}).decode(),
     ]
+
+    def under_way() -> None:
+        if process.poll() is not None:
+            return  # ended too soon: reported below
+        offsets = committed(kafka.client_config(), deployment.input_topic, group, PARTITIONS)
+        if any(o >= 0 for o in offsets):
+            return
+        # Raises while the table is missing or being created: not yet.
+        select_all(cassandra, keyspace, name, transient=never)
+
     try:
         process = subprocess.Popen(
             [sys.executable, "-m", "liveagg.cli", *command],
@@ -445,13 +415,13 @@ def test_interrupted_run_then_rerun_converges(
             cwd=ROOT,
         )
         try:
-            deadline = time.monotonic() + RUN_TIMEOUT_S
-            while process.poll() is None and time.monotonic() < deadline:
-                if _rows_or_none(cassandra, keyspace, name) is not None:
-                    break
-                if _committed(bootstrap, deployment.input_topic, group):
-                    break
-                time.sleep(0.2)
+            eventually(
+                under_way,
+                what="a table or a committed offset from the run",
+                timeout_s=RUN_TIMEOUT_S,
+                every_s=0.2,
+                transient=cassandra_schema_settling,
+            )
             running = process.poll() is None
             process.send_signal(signal.SIGKILL)
         finally:
@@ -463,7 +433,7 @@ def test_interrupted_run_then_rerun_converges(
             f"{stderr[-2000:].decode(errors='replace')}"
         )
         assert process.returncode == -signal.SIGKILL
-        left = _rows_or_none(cassandra, keyspace, name) or []
+        left = _rows_left(cassandra, keyspace, name)
         assert len(left) < len(expected[name]), "the killed run had already written every row"
 
         _liveagg(command, deployment.env)

@@ -27,7 +27,7 @@ import uuid
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import orjson
 import pytest
@@ -35,22 +35,32 @@ import pytest
 from integration import services
 from integration.services import CassandraConnection, KafkaConnection
 from liveagg.loader import load_views
-from liveagg.runners.flink_rest import TERMINAL, FlinkRest, FlinkRestError, initializing
+from liveagg.runners.flink_rest import TERMINAL, FlinkRest, FlinkRestError
 from liveagg.spec import ViewSpec
 from tests.support.cassandra_rows import view_rows
 from tests.support.cli import liveagg, rows_in
 from tests.support.compare import assert_rows_match, row_key
 from tests.support.datagen import generate
 from tests.support.oracle import expected_rows
+from tests.support.waiting import (
+    cassandra_schema_settling,
+    either,
+    eventually,
+    flink_job_starting,
+    kafka_records,
+    never,
+    retrying,
+)
 
 ck = pytest.importorskip("confluent_kafka")
 pytest.importorskip("cassandra")
-from cassandra import InvalidRequest  # noqa: E402
-from cassandra.cluster import Cluster, NoHostAvailable  # noqa: E402
-from confluent_kafka.admin import AdminClient, NewTopic  # noqa: E402
+from cassandra.cluster import Cluster  # noqa: E402
 
 from integration.services import flink as flink_service  # noqa: E402
 from integration.services.flink import FlinkConnection  # noqa: E402
+from tests.support.kafka_topics import create_topics, end_offsets, read_to  # noqa: E402
+
+T = TypeVar("T")
 
 pytestmark = pytest.mark.integration
 
@@ -82,7 +92,8 @@ class Run:
             stdout=self._out,
             stderr=subprocess.STDOUT,
             cwd=ROOT,
-            env={**os.environ, **(env or {})},
+            # Unbuffered: the tests poll the log for what liveagg prints (job id, reports).
+            env={**os.environ, "PYTHONUNBUFFERED": "1", **(env or {})},
         )
 
     def text(self) -> str:
@@ -94,14 +105,14 @@ class Run:
         return match.group(1) if match else None
 
     def flink_job_id(self, timeout_s: float = 180.0) -> str:
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
+        def printed() -> str:
             job_id = self.printed_job_id()
-            if job_id:
-                return job_id
-            assert self.proc.poll() is None, f"liveagg exited early:\n{self.text()[-4000:]}"
-            time.sleep(0.5)
-        raise AssertionError(f"no Flink job id printed:\n{self.text()[-4000:]}")
+            if job_id is None and self.proc.poll() is not None:
+                pytest.fail(f"liveagg exited early:\n{self.text()[-4000:]}")
+            assert job_id, f"no Flink job id printed:\n{self.text()[-4000:]}"
+            return job_id
+
+        return eventually(printed, what="the Flink job id", timeout_s=timeout_s)
 
     def interrupt(self, timeout_s: float = 300.0) -> int:
         """Ctrl-C, as a user would; returns the exit code."""
@@ -143,9 +154,7 @@ class Stream:
 
 
 def _create_topics(kafka: KafkaConnection, partitions: int, *names: str) -> None:
-    admin = AdminClient(kafka.client_config())
-    for future in admin.create_topics([NewTopic(t, partitions, 1) for t in names]).values():
-        future.result(30)
+    create_topics(kafka.client_config(), names, partitions)
 
 
 def _produce(
@@ -229,17 +238,14 @@ def _command(
     ]
 
 
-def _eventually(check: Callable[[], None], timeout_s: float, every_s: float = 3.0) -> None:
-    """Call ``check`` until it stops raising AssertionError; re-raise the last one at the end."""
-    deadline = time.monotonic() + timeout_s
-    while True:
-        try:
-            check()
-            return
-        except AssertionError:
-            if time.monotonic() > deadline:
-                raise
-        time.sleep(every_s)
+#: What the services answer while a job starts or creates its table: "not yet".
+_STARTING = either(cassandra_schema_settling, flink_job_starting)
+
+
+def _eventually(check: Callable[[], T], timeout_s: float, every_s: float = 3.0) -> T:
+    """:func:`~tests.support.waiting.eventually`, waiting out a starting job and its table."""
+    what = getattr(check, "__name__", "the condition")
+    return eventually(check, what=what, timeout_s=timeout_s, every_s=every_s, transient=_STARTING)
 
 
 def _converges(
@@ -269,11 +275,8 @@ def _values(rows: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 def _stored(cassandra: CassandraConnection, keyspace: str, view: ViewSpec) -> list[dict]:
-    """The view's table, or an AssertionError while the job has not created it yet."""
-    try:
-        return view_rows(cassandra, keyspace, view)
-    except (InvalidRequest, NoHostAvailable) as e:  # not created yet, or being created
-        raise AssertionError(f"{keyspace}.{view.name}: {e}") from e
+    """The view's table; while the job creates it, the error that :data:`_STARTING` waits out."""
+    return view_rows(cassandra, keyspace, view, transient=never)
 
 
 def _checkpoints(rest: FlinkRest, job_id: str) -> dict[str, Any]:
@@ -287,25 +290,10 @@ def _wait_checkpoints(rest: FlinkRest, job_id: str, at_least: int) -> None:
     _eventually(check, 180.0, every_s=1.0)
 
 
-def _read_topic(kafka: KafkaConnection, topic: str, idle_s: float = 5.0) -> list[Any]:
-    """Every message of ``topic``, read until none arrives for ``idle_s``."""
-    consumer = ck.Consumer(
-        {**kafka.client_config(), "group.id": _name("liveagg-it-"), "auto.offset.reset": "earliest"}
-    )
-    consumer.subscribe([topic])
-    found: list[Any] = []
-    started = quiet_since = time.monotonic()
-    try:  # the first messages wait for the group's assignment
-        while (not found and time.monotonic() - started < 60) or (
-            time.monotonic() - quiet_since < idle_s
-        ):
-            batch = [m for m in consumer.consume(1000, timeout=1.0) if m.error() is None]
-            if batch:
-                quiet_since = time.monotonic()
-                found.extend(orjson.loads(m.value()) for m in batch)
-    finally:
-        consumer.close()
-    return found
+def _read_topic(kafka: KafkaConnection, topic: str) -> list[Any]:
+    """Every message of ``topic`` up to its end now."""
+    config = kafka.client_config()
+    return [orjson.loads(m.value()) for m in read_to(config, topic, end_offsets(config, topic))]
 
 
 def _dead_letters(kafka: KafkaConnection, topic: str, at_least: int) -> list[dict[str, Any]]:
@@ -314,12 +302,13 @@ def _dead_letters(kafka: KafkaConnection, topic: str, at_least: int) -> list[dic
     )
     consumer.subscribe([topic])
     found: list[dict[str, Any]] = []
-    deadline = time.monotonic() + 120
+
+    def read_more() -> None:
+        found.extend(orjson.loads(m.value()) for m in kafka_records(consumer.consume(500, 1.0)))
+        assert len(found) >= at_least, f"{len(found)} of {at_least} dead letters"
+
     try:
-        while len(found) < at_least and time.monotonic() < deadline:
-            for msg in consumer.consume(500, timeout=1.0):
-                if msg.error() is None:
-                    found.append(orjson.loads(msg.value()))
+        eventually(read_more, what=f"dead letters in {topic!r}", timeout_s=120, every_s=0)
     finally:
         consumer.close()
     return found
@@ -376,18 +365,25 @@ def test_rows_dead_letters_and_metrics_on_a_flink_cluster(
     )
     try:
         job_id = run.flink_job_id()
-        assert rest.state(job_id) in ("CREATED", "RUNNING", "INITIALIZING")
+        state = retrying(lambda: rest.state(job_id), what="job state", transient=_STARTING)
+        assert state in ("CREATED", "RUNNING", "INITIALIZING")
         _converges(cassandra, keyspace, _views(), stream.events, run)
-        # The Kafka sink has every pane; the newest pane per key and window is the result.
-        panes = _read_topic(kafka, out_topic)
-        for view in _views():
-            latest: dict[Any, dict[str, Any]] = {}
-            for row in (p for p in panes if p["view"] == view.name):
-                key = row_key(row, view)
-                if key not in latest or row["pane_index"] >= latest[key]["pane_index"]:
-                    latest[key] = row
-            expected = expected_rows(view, stream.events)
-            assert_rows_match(_values(list(latest.values())), _values(expected), view)
+
+        expected = {v.name: expected_rows(v, stream.events) for v in _views()}
+
+        def kafka_panes() -> None:
+            """The Kafka sink has every pane; the newest per key and window is the result."""
+            panes = _read_topic(kafka, out_topic)
+            for view in _views():
+                latest: dict[Any, dict[str, Any]] = {}
+                for row in (p for p in panes if p["view"] == view.name):
+                    key = row_key(row, view)
+                    if key not in latest or row["pane_index"] >= latest[key]["pane_index"]:
+                        latest[key] = row
+                rows = _values(list(latest.values()))
+                assert_rows_match(rows, _values(expected[view.name]), view)
+
+        _eventually(kafka_panes, 120.0, every_s=2.0)
 
         def metrics_settled() -> None:
             metrics = rest.metrics(job_id)
@@ -598,6 +594,10 @@ def test_a_run_resumed_after_the_cluster_stops_ends_at_the_oracle(
         job_id = first.flink_job_id()
         producer.start()
         _wait_checkpoints(rest, job_id, 3)
+        # liveagg learns the newest checkpoint in its reports (every 5 s), after printing one:
+        # two more reports and it has asked since the checkpoints completed.
+        reports = _reports(first, job_id)
+        _eventually(lambda: _assert_reports(first, job_id, reports + 2), 60.0, every_s=1.0)
         if how == "savepoint":
             assert first.interrupt() == 0, first.text()[-4000:]
             restore = re.search(r"savepoint: (\S+)", first.text()).group(1)
@@ -625,13 +625,18 @@ def test_a_run_resumed_after_the_cluster_stops_ends_at_the_oracle(
         second.close()
 
 
+def _reports(run: Run, job_id: str) -> int:
+    """How many progress reports on the job liveagg has printed."""
+    return len(re.findall(rf"^job {job_id} [A-Z]+:$", run.text(), re.MULTILINE))
+
+
+def _assert_reports(run: Run, job_id: str, at_least: int) -> None:
+    assert run.proc.poll() is None, f"liveagg exited:\n{run.text()[-4000:]}"
+    assert _reports(run, job_id) >= at_least, run.text()[-2000:]
+
+
 def _assert_restored(rest: FlinkRest, job_id: str) -> None:
-    try:
-        latest = _checkpoints(rest, job_id)["latest"]
-    except FlinkRestError as e:
-        if initializing(str(e)):  # the restoring job's JobManager is still starting: wait
-            raise AssertionError(str(e)) from e
-        raise
+    latest = _checkpoints(rest, job_id)["latest"]  # a restoring job's JobManager may be starting
     assert latest.get("restored"), latest
 
 

@@ -10,7 +10,6 @@ import os
 import socket
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -26,6 +25,7 @@ from integration.services._core import (
     http_get,
     pid_alive,
 )
+from tests.support.waiting import eventually
 
 
 def _free_port() -> int:
@@ -90,10 +90,11 @@ def _spawn_foreign_server(port: int) -> subprocess.Popen[bytes]:
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
-    deadline = time.monotonic() + 20
-    while not _HttpServer().healthy()[0]:
-        assert time.monotonic() < deadline, "stand-in server did not start"
-        time.sleep(0.1)
+
+    def serving() -> None:
+        assert _HttpServer().healthy()[0], "not serving yet"
+
+    eventually(serving, what="the stand-in server", timeout_s=60, every_s=0.1)
     return proc
 
 

@@ -17,7 +17,6 @@ from typing import Any
 import apache_beam as beam
 import orjson
 import pytest
-from apache_beam.internal import pickler
 from apache_beam.io.restriction_trackers import OffsetRange
 from apache_beam.io.watermark_estimators import ManualWatermarkEstimator
 from apache_beam.options.pipeline_options import PipelineOptions
@@ -25,34 +24,31 @@ from apache_beam.runners.sdf_utils import RestrictionTrackerView, ThreadsafeRest
 from apache_beam.utils.timestamp import Timestamp
 
 from integration.services import KafkaConnection
-from liveagg.loader import parse_view
 from liveagg.pipelines.compile import build
-from liveagg.spec import Sink, ViewSpec
+from liveagg.spec import Sink
 from liveagg.transforms.bounded import BoundedAggregate
 from liveagg.transforms.sinks import Connections, build_sink
 from liveagg.transforms.sinks.kafka import (
-    GroupingKey,
     KafkaSink,
-    ProduceToKafka,
     WriteDeadLettersToKafka,
-    encode_json,
 )
 from liveagg.transforms.sources.kafka import (
     UNBOUNDED,
     KafkaSource,
     PartitionRanges,
-    PartitionRead,
     PartitionTracker,
-    PartitionWatermark,
     ReadPartitions,
     ViewEventTime,
-    coordinated,
     plan_reads,
-    shares,
 )
+from tests.support.waiting import eventually, kafka_records
 
 ck = pytest.importorskip("confluent_kafka")
-from confluent_kafka.admin import AdminClient, NewTopic  # noqa: E402
+from confluent_kafka.admin import AdminClient  # noqa: E402
+
+from tests.support import kafka_topics  # noqa: E402
+from tests.support.kafka_topics import create_topics  # noqa: E402
+from tests.transforms.sources.test_kafka import view_spec  # noqa: E402
 
 pytestmark = pytest.mark.integration
 
@@ -61,22 +57,6 @@ MESSAGES = 20_000
 KEYS = 20
 BASE_TS = 1_700_000_000  # 2023-11-14T22:13:20Z, not on a 10-minute boundary
 WINDOW_S = 600
-VIEW: dict[str, Any] = {
-    "name": "per_key",
-    "event_time": {"field": "ts", "format": "epoch_s"},
-    "grouping_cols": ["key"],
-    "window": {"size": "10m"},
-    "aggregation_info": [
-        {"aggregation": "count", "aggregated_col_name": "n"},
-        {"aggregation": "sum", "col_name": "value", "aggregated_col_name": "total"},
-    ],
-}
-
-
-def view_spec() -> ViewSpec:
-    return parse_view(VIEW)
-
-
 # --- the broker -----------------------------------------------------------------------------
 
 
@@ -102,8 +82,7 @@ def topic(bootstrap: str) -> Iterator[Callable[..., str]]:
 
     def make(partitions: int = PARTITIONS) -> str:
         name = f"liveagg-test-{uuid.uuid4().hex[:12]}"
-        for future in admin.create_topics([NewTopic(name, partitions, 1)]).values():
-            future.result(30)
+        create_topics({"bootstrap.servers": bootstrap}, [name], partitions)
         made.append(name)
         return name
 
@@ -159,23 +138,13 @@ def produce(bootstrap: str, topic: str, count: int = MESSAGES, ordered: bool = F
 
 
 def end_offsets(bootstrap: str, topic: str, partitions: int = PARTITIONS) -> list[int]:
-    consumer = ck.Consumer({"bootstrap.servers": bootstrap, "group.id": "liveagg-test-probe"})
-    try:
-        return [
-            consumer.get_watermark_offsets(ck.TopicPartition(topic, p), timeout=10)[1]
-            for p in range(partitions)
-        ]
-    finally:
-        consumer.close()
+    ends = kafka_topics.end_offsets({"bootstrap.servers": bootstrap}, topic)
+    assert sorted(ends) == list(range(partitions)), ends
+    return [ends[p] for p in range(partitions)]
 
 
 def committed(bootstrap: str, topic: str, group: str, partitions: int = PARTITIONS) -> list[int]:
-    consumer = ck.Consumer({"bootstrap.servers": bootstrap, "group.id": group})
-    try:
-        tps = [ck.TopicPartition(topic, p) for p in range(partitions)]
-        return [tp.offset for tp in consumer.committed(tps, timeout=10)]
-    finally:
-        consumer.close()
+    return kafka_topics.committed({"bootstrap.servers": bootstrap}, topic, group, partitions)
 
 
 def read_back(bootstrap: str, topic: str, count: int) -> list[Any]:
@@ -189,13 +158,14 @@ def read_back(bootstrap: str, topic: str, count: int) -> list[Any]:
     )
     consumer.subscribe([topic])
     messages: list[Any] = []
-    deadline = datetime.now(UTC) + timedelta(seconds=60)
+
+    def read_more() -> None:
+        messages.extend(kafka_records(consumer.consume(num_messages=1000, timeout=1.0)))
+        assert len(messages) >= count, f"{len(messages)} of {count} messages"
+
     try:
-        while len(messages) < count and datetime.now(UTC) < deadline:
-            for msg in consumer.consume(num_messages=1000, timeout=1.0):
-                assert msg.error() is None, msg.error()
-                messages.append(msg)
-        extra = consumer.consume(num_messages=10, timeout=1.0)  # nothing more may arrive
+        eventually(read_more, what=f"topic {topic!r}", timeout_s=60, every_s=0)
+        extra = kafka_records(consumer.consume(num_messages=10, timeout=1.0))  # none may come
     finally:
         consumer.close()
     assert len(messages) + len(extra) == count, (len(messages), len(extra), count)
@@ -397,15 +367,6 @@ def test_dead_letters_to_kafka_keyed_by_view(bootstrap: str, topic: Callable[...
     assert found == produced.bad
 
 
-def test_sink_needs_bootstrap_servers_and_encodes_huge_integers() -> None:
-    with pytest.raises(ValueError, match="kafka sink to topic 'out': no Kafka bootstrap"):
-        build_sink(Sink("kafka", {"topic": "out"}), Connections(kafka_bootstrap=None))
-    row = {"key": "a", "total": 2**70, "mean": float("nan")}
-    assert encode_json(row) == b'{"key":"a","total":1180591620717411303424,"mean":null}'
-    assert GroupingKey(["b", "a"])({"a": 1, "b": "x", "n": 3}) == b'["x",1]'
-    assert GroupingKey([])({"a": 1}) == b"[]"
-
-
 # --- unbounded reads ------------------------------------------------------------------------
 
 
@@ -484,13 +445,16 @@ def test_partition_reader_by_hand_commits_on_finalize_and_advances_idle_watermar
     assert restriction == OffsetRange(0, UNBOUNDED)
 
     out: list[Any] = []
-    for _ in range(50):  # the first polls may come back before the fetch does
-        if len(out) >= 4:
-            break
+
+    def fetched() -> None:  # the first polls may come back before the fetch does
+        nonlocal restriction
         got, restriction, callbacks = _call(fn, read, restriction, estimator)
-        out += got
+        out.extend(got)
         for callback in callbacks:
             callback()
+        assert len(out) >= 4, out
+
+    eventually(fetched, what="the partition's four records", timeout_s=60, every_s=0)
     assert [v.value[1]["offset"] for v in out] == [0, 1, 2, 3]
     assert [v.timestamp.micros // 1_000_000 for v in out[:3]] == [
         BASE_TS + 60,
@@ -526,16 +490,21 @@ def test_partition_reader_stalled_in_a_backlog_keeps_its_event_times(
     restriction: OffsetRange | None = PartitionRanges().initial_restriction(read)
     estimator = ManualWatermarkEstimator(None)
     seen: list[int] = []
-    for _ in range(50):
-        if len(seen) == 6:
-            break
+
+    def stalled_read() -> None:
+        nonlocal restriction
         assert restriction is not None
         out, restriction, _ = _call(fn, read, restriction, estimator)
-        seen += [v.value[1]["offset"] for v in out]
-        assert restriction is not None  # an unbounded read always defers its remainder
-        if seen:  # the watermark is the newest record's event time, never now - idle
-            assert estimator.current_watermark() == Timestamp(BASE_TS + seen[-1])
+        seen.extend(v.value[1]["offset"] for v in out)
+        if restriction is None:  # an unbounded read always defers its remainder
+            pytest.fail(f"the read ended at {seen}")
+        if seen and estimator.current_watermark() != Timestamp(BASE_TS + seen[-1]):
+            # the watermark is the newest record's event time, never now - idle
+            pytest.fail(f"watermark {estimator.current_watermark()} after {seen}")
         now[0] += 60  # a long stall before every call, empty polls (fetch not back) included
+        assert len(seen) >= 6, seen
+
+    eventually(stalled_read, what="six records read in a backlog", timeout_s=60, every_s=0)
     assert seen == list(range(6))
     fn.teardown()
 
@@ -577,161 +546,3 @@ class _Finalizer:
 
     def register(self, callback: Callable[[], None]) -> None:
         self.callbacks.append(callback)
-
-
-# --- offsets, restrictions and watermarks without a broker -----------------------------------
-
-
-def test_tracker_tolerates_gaps_and_ends_at_stop() -> None:
-    tracker = PartitionTracker(OffsetRange(10, 20))
-    assert tracker.is_bounded()
-    assert tracker.try_claim(10) and tracker.try_claim(13) and tracker.try_claim(17)
-    with pytest.raises(ValueError, match="not done"):
-        tracker.check_done()
-    assert not tracker.try_claim(20)  # trailing offsets 18 and 19 are gaps
-    tracker.check_done()
-
-
-def test_unbounded_tracker_only_checkpoints() -> None:
-    tracker = PartitionTracker(OffsetRange(5, UNBOUNDED))
-    assert not tracker.is_bounded()
-    assert tracker.try_claim(5) and tracker.try_claim(9)
-    assert tracker.try_split(0.5) is None
-    assert tracker.current_progress().completed_work == 4
-    primary, residual = tracker.try_split(0)
-    assert (primary, residual) == (OffsetRange(5, 10), OffsetRange(10, UNBOUNDED))
-    tracker.check_done()
-    assert not tracker.try_claim(10)
-
-
-def test_restriction_provider_keeps_one_restriction_per_partition() -> None:
-    provider = PartitionRanges()
-    bounded, unbounded = PartitionRead("t", 0, 3, 9), PartitionRead("t", 1, 3, None)
-    assert list(provider.split(bounded, provider.initial_restriction(bounded))) == [
-        OffsetRange(3, 9)
-    ]
-    assert provider.restriction_size(bounded, OffsetRange(3, 9)) == 6
-    assert provider.restriction_size(unbounded, provider.initial_restriction(unbounded)) == 1
-    assert provider.truncate(unbounded, provider.initial_restriction(unbounded)) is None
-
-
-def test_watermark_follows_max_event_time_then_idles_with_injected_clock() -> None:
-    now = [1000.0]
-    wm = PartitionWatermark(timedelta(seconds=10), clock=lambda: now[0])
-    assert wm.current_us() is None
-    wm.observe(5_000_000)
-    wm.observe(3_000_000)  # out of order: the watermark does not go back
-    wm.observe(None)  # no event time: counts as data, moves nothing
-    wm.reached_end()
-    assert wm.current_us() == 5_000_000
-    now[0] += 9.9
-    assert wm.current_us() == 5_000_000
-    now[0] += 0.1
-    assert wm.current_us() == (now[0] - 10) * 1_000_000
-    wm.observe(2_000_000_000)  # data again, ahead of the wall clock: whichever is later
-    wm.reached_end()
-    now[0] += 30
-    assert wm.current_us() == 2_000_000_000
-    now[0] += 1000
-    assert wm.current_us() == (now[0] - 10) * 1_000_000
-
-
-def test_a_partition_with_unread_records_is_slow_not_idle() -> None:
-    """A stalled read of a backlog keeps the backlog's event times, however long it waits."""
-    now = [1000.0]
-    wm = PartitionWatermark(timedelta(seconds=10), clock=lambda: now[0])
-    assert wm.current_us() is None  # nothing read yet, and not at the end: no idle guess
-    now[0] += 60
-    assert wm.current_us() is None
-    wm.observe(5_000_000)
-    now[0] += 600  # a long stall before the end of the partition
-    assert wm.current_us() == 5_000_000
-    wm.reached_end()  # the end: quiet from the last record on
-    assert wm.current_us() == (now[0] - 10) * 1_000_000
-    wm.observe(6_000_000)  # more data: not at the end any more
-    now[0] += 600
-    assert wm.current_us() == 6_000_000
-
-
-def test_sdf_never_moves_the_estimator_back() -> None:
-    estimator = ManualWatermarkEstimator(Timestamp(100))
-    now = [50.0]
-    wm = PartitionWatermark(timedelta(seconds=1), clock=lambda: now[0])
-    wm.observe(10_000_000)
-    ReadPartitions._advance(estimator, wm)
-    assert estimator.current_watermark() == Timestamp(100)
-    now[0] = 200.0
-    wm.reached_end()
-    ReadPartitions._advance(estimator, wm)
-    assert estimator.current_watermark() == Timestamp(199)
-
-
-def test_group_requests_wait_for_a_starting_coordinator_and_raise_other_errors() -> None:
-    """A broker just started answers group requests with NOT_COORDINATOR for a while (seen
-    as a failed ``committed()`` at a job's start); other errors are not waited out."""
-    answers: list[Any] = [
-        ck.KafkaException(ck.KafkaError(ck.KafkaError.NOT_COORDINATOR)),
-        ck.KafkaException(ck.KafkaError(ck.KafkaError.COORDINATOR_LOAD_IN_PROGRESS)),
-        "offsets",
-    ]
-
-    def starting() -> str:
-        answer = answers.pop(0)
-        if isinstance(answer, Exception):
-            raise answer
-        return answer
-
-    assert coordinated(starting) == "offsets"
-    assert answers == []
-
-    calls = []
-
-    def denied() -> str:
-        calls.append(1)
-        raise ck.KafkaException(ck.KafkaError(ck.KafkaError.GROUP_AUTHORIZATION_FAILED))
-
-    with pytest.raises(ck.KafkaException):
-        coordinated(denied)
-    assert len(calls) == 1
-
-
-def test_shares_are_even_and_capped_by_what_partitions_hold() -> None:
-    assert shares([100, 100, 100], 1001) == [100, 100, 100]
-    assert shares([1000, 1000, 1000], 1001) == [333, 334, 334]
-    assert shares([5, 1000, 1000], 1001) == [5, 498, 498]
-    assert shares([0, 7], 3) == [0, 3]
-    assert shares([], 10) == []
-
-
-def test_view_event_time_is_none_for_what_the_view_rejects() -> None:
-    fn = ViewEventTime(view_spec())
-    assert fn(b'{"ts": 60}') == 60_000_000
-    assert fn(b"{bad") is None
-    assert fn(b"[1]") is None
-    assert fn(b'{"ts": "soon"}') is None
-    assert fn(b'{"key": 1}') is None
-
-
-def test_readers_pickle_without_clients() -> None:
-    """Runners ship DoFns pickled; Kafka clients are made on workers, in setup or later."""
-    src = KafkaSource("t", "h:1", bounded=False, timestamp_fn=ViewEventTime(view_spec()))
-    fn = pickler.loads(pickler.dumps(ReadPartitions(src)))
-    assert fn._source == src
-    assert not hasattr(fn, "_consumers")
-    assert fn._source.timestamp_fn(b'{"ts": 1}') == 1_000_000
-    sink_fn = pickler.loads(pickler.dumps(ProduceToKafka("t", {}, GroupingKey(["a"]))))
-    assert not hasattr(sink_fn, "_producer")
-
-
-def test_source_options_are_checked() -> None:
-    with pytest.raises(ValueError, match="no bootstrap servers; set LIVEAGG_KAFKA_BOOTSTRAP"):
-        KafkaSource.from_connections("t", Connections(kafka_bootstrap=None))
-    with pytest.raises(ValueError, match="start must be one of committed, earliest, latest"):
-        KafkaSource("t", "h:1", start="beginning")
-    with pytest.raises(ValueError, match="idle_timeout must be positive"):
-        KafkaSource("t", "h:1", idle_timeout=timedelta(0))
-    src = KafkaSource("t", "h:1", config={"fetch.wait.max.ms": 100, "client.id": "me"})
-    assert src.group == "liveagg-t"
-    assert src.consumer_config()["fetch.wait.max.ms"] == 100
-    assert KafkaSource("t", "h:1", bounded=False).consumer_config().get("fetch.wait.max.ms") is None
-    assert src.describe() == "kafka topic t at h:1 (bounded, start committed)"

@@ -23,7 +23,6 @@ from integration.services import CassandraConnection, KafkaConnection, S3Connect
 from liveagg.pipelines.run import RunConfig, pipeline_options
 from liveagg.transforms.sinks import Connections
 from tests.integration.test_kafka import (
-    VIEW,
     Produced,
     expected_rows,
     produce,
@@ -31,11 +30,15 @@ from tests.integration.test_kafka import (
     row_totals,
 )
 from tests.support.cli import liveagg, rows_in
+from tests.support.waiting import cassandra_schema_settling, retrying
+from tests.transforms.sources.test_kafka import VIEW
 
 ck = pytest.importorskip("confluent_kafka")
 pytest.importorskip("cassandra")
 from cassandra.cluster import Cluster  # noqa: E402
-from confluent_kafka.admin import AdminClient, NewTopic  # noqa: E402
+from confluent_kafka.admin import AdminClient  # noqa: E402
+
+from tests.support.kafka_topics import create_topics  # noqa: E402
 
 pytestmark = pytest.mark.integration
 
@@ -62,8 +65,7 @@ def topics(kafka: KafkaConnection) -> Iterator[Callable[[int], list[str]]]:
 
     def make(count: int) -> list[str]:
         names = [_name("liveagg-secure-") for _ in range(count)]
-        for future in admin.create_topics([NewTopic(n, 3, 1) for n in names]).values():
-            future.result(30)
+        create_topics(kafka.secure_client_config(), names, 3)
         made.extend(names)
         return names
 
@@ -93,8 +95,12 @@ def _cassandra_totals(
 ) -> dict[tuple[str, str], tuple[int, int]]:
     cluster = Cluster(**cassandra.cluster_kwargs(tls=True))
     try:
-        rows = cluster.connect().execute(
-            f"SELECT key, window_start, n, total FROM {keyspace}.per_key"
+        session = cluster.connect()
+        query = f"SELECT key, window_start, n, total FROM {keyspace}.per_key"
+        rows = retrying(  # the run has just created the table
+            lambda: list(session.execute(query)),
+            what=f"{keyspace}.per_key",
+            transient=cassandra_schema_settling,
         )
         return {
             (r.key, r.window_start.strftime("%Y-%m-%dT%H:%M:%SZ")): (r.n, r.total) for r in rows

@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import time
 import uuid
 
 import pytest
 
 from integration import services
+from tests.support.waiting import eventually, kafka_records
 
 pytestmark = pytest.mark.integration
 
@@ -51,13 +51,15 @@ def test_kafka_produce_consume_round_trip(kafka: services.KafkaConnection) -> No
         }
     )
     received: dict[str, str] = {}
-    deadline = time.monotonic() + 60
+
+    def read_more() -> None:
+        for msg in kafka_records(consumer.consume(num_messages=500, timeout=1.0)):
+            received[msg.key().decode()] = msg.value().decode()
+        assert len(received) >= N_MESSAGES, f"{len(received)} of {N_MESSAGES} messages"
+
     try:
         consumer.subscribe([topic])
-        while len(received) < N_MESSAGES and time.monotonic() < deadline:
-            for msg in consumer.consume(num_messages=500, timeout=1.0):
-                assert msg.error() is None, msg.error()
-                received[msg.key().decode()] = msg.value().decode()
+        eventually(read_more, what=f"topic {topic!r}", timeout_s=60, every_s=0)
     finally:
         consumer.close()
     assert received == sent

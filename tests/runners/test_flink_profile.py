@@ -56,6 +56,9 @@ def test_java_side_options_survive_into_the_submitted_options() -> None:
     assert options["externalized_checkpoints_enabled"] is True
     assert options["retain_externalized_checkpoints_on_cancellation"] is True
     assert options["max_bundle_size"] == 10000
+    # The SDK's state cache: Beam's default (0) leaves it off.
+    assert options["max_cache_memory_usage_mb"] == 256
+    assert PipelineOptions([]).get_all_options()["max_cache_memory_usage_mb"] == 0
     assert options["job_endpoint"] == "127.0.0.1:1"
     assert options["streaming"] is True
     assert PipelineOptions([]).view_as(FlinkJavaOptions).savepoint_path is None

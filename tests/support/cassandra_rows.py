@@ -14,6 +14,7 @@ from liveagg.spec import ViewSpec
 from liveagg.transforms.sinks.cassandra import column_name
 from liveagg.transforms.sinks.files import KEY, TIMESTAMP, view_columns
 from tests.support.oracle import format_instant
+from tests.support.waiting import Transient, cassandra_schema_settling, retrying
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
@@ -41,15 +42,36 @@ def stored_row(stored: Mapping[str, Any], view: ViewSpec) -> dict[str, Any]:
     return row
 
 
-def select_all(conn: CassandraConnection, keyspace: str, table: str) -> list[dict[str, Any]]:
+def select_all(
+    conn: CassandraConnection,
+    keyspace: str,
+    table: str,
+    *,
+    transient: Transient = cassandra_schema_settling,
+    timeout_s: float = 60.0,
+) -> list[dict[str, Any]]:
+    """Every row of ``keyspace.table``, which a run has just created: by default the states of
+    a table being created are waited out (:mod:`tests.support.waiting`)."""
     cluster = Cluster(**conn.cluster_kwargs())
     try:
         session = cluster.connect()
-        return [r._asdict() for r in session.execute(f"SELECT * FROM {keyspace}.{table}")]
+        query = f"SELECT * FROM {keyspace}.{table}"
+        return retrying(
+            lambda: [r._asdict() for r in session.execute(query)],
+            what=f"{keyspace}.{table}",
+            transient=transient,
+            timeout_s=timeout_s,
+        )
     finally:
         cluster.shutdown()
 
 
-def view_rows(conn: CassandraConnection, keyspace: str, view: ViewSpec) -> list[dict[str, Any]]:
+def view_rows(
+    conn: CassandraConnection,
+    keyspace: str,
+    view: ViewSpec,
+    *,
+    transient: Transient = cassandra_schema_settling,
+) -> list[dict[str, Any]]:
     """Every row of the view's table (named after the view), as output rows."""
-    return [stored_row(r, view) for r in select_all(conn, keyspace, view.name)]
+    return [stored_row(r, view) for r in select_all(conn, keyspace, view.name, transient=transient)]

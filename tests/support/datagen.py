@@ -10,7 +10,7 @@ network    ``org``, ``site``, ``client_ip``, ``protocol``, ``server_port``, ``by
 engagement ``post_id``, ``event_type`` (``view`` | ``like`` | ``share``), ``user_id``,
            ``dwell_ms`` (views only)
 cdn        ``host``, ``path``, ``method``, ``status``, ``country``, ``cache``, ``bytes``,
-           ``latency_ms``
+           ``latency_ms``, ``edge`` (an object: ``{"pop": site}``, read as ``edge.pop``)
 ads        ``campaign``, ``ad_id``, ``event`` (``impression`` | ``click``), ``user_id``,
            ``cost`` (clicks only)
 ========== ==========================================================================
@@ -19,8 +19,18 @@ Event time is written twice, as ``ts`` (ISO 8601, millisecond fraction, ``Z``; a
 ``offset_fraction`` of lines use a ``+hh:mm``/``-hh:mm`` offset instead, same instant) and as
 ``timestamp_ms`` (epoch milliseconds). It follows a clock moving evenly from ``start`` over
 ``span_s`` seconds, jittered uniformly by up to ``disorder_s`` either way, so lines are out of
-order. Keys (orgs, sites, IPs, posts, users, hosts, paths, campaigns, ads, countries) are
-Zipf-skewed: rank ``r`` has weight ``1 / r**zipf_a``.
+order. A fraction ``iso_variant_fraction`` of lines write ``ts`` in another form of the
+event-time grammar (docs/semantics.md), one of :data:`ISO_VARIANTS` drawn uniformly: a space
+or lowercase ``t``/``z``, no offset, a comma, ``+hhmm``, ``-hh``, ``-00:00``, nine fraction
+digits (``.123000999``: truncated, not rounded, to the same instant), six digits with an
+offset, whole seconds, whole minutes (those two move both fields to the start of the second or
+minute, so that they stay the same instant). Keys (orgs, sites, IPs, posts, users, hosts,
+paths, campaigns, ads, countries) are Zipf-skewed: rank ``r`` has weight ``1 / r**zipf_a``.
+
+A fraction ``dotted_fraction`` of cdn lines write ``edge`` in one of :data:`DOTTED_VARIANTS`,
+the cases of the dotted-name rule for ``edge.pop``: the literal key ``"edge.pop"`` alone; both
+the literal key and ``edge`` (the literal wins); a null literal key (the nested value is read);
+``edge`` a string or an array (``edge.pop`` is null); ``{"pop": null}``.
 
 A fraction ``null_fraction`` of the optional fields is null or missing (half each); the
 event-time fields and ``kind`` never are. A fraction ``bad_fraction`` of lines is bad, the
@@ -29,8 +39,8 @@ kinds in :data:`BAD_KINDS` drawn uniformly:
 * ``not_json`` -- a truncated object or a plain-text log line;
 * ``not_object`` -- valid JSON that is an array, a string, a number, ``true`` or ``null``;
 * ``missing_event_time`` -- neither ``ts`` nor ``timestamp_ms``;
-* ``bad_event_time`` -- both present and invalid (impossible dates, free text, epoch numbers
-  written as strings, booleans, objects);
+* ``bad_event_time`` -- both present and invalid (impossible dates, free text, forms outside
+  the event-time grammar, epoch numbers written as strings, booleans, objects);
 * ``non_numeric`` -- a numeric field holding a string (``"lots"``, ``"12kb"``, ``"123"``,
   ``""``) or an object;
 * ``boolean_number`` -- a numeric field holding ``true`` or ``false``.
@@ -48,7 +58,7 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -65,6 +75,30 @@ BAD_KINDS: tuple[str, ...] = (
     "boolean_number",
 )
 DEFAULT_START = datetime(2024, 3, 1, tzinfo=UTC)
+#: Other forms of ``ts`` for the same instant (see the module docstring).
+ISO_VARIANTS: tuple[str, ...] = (
+    "space",
+    "lowercase",
+    "naive",
+    "comma",
+    "hhmm",
+    "hh",
+    "minus_zero",
+    "nanos",
+    "micros_offset",
+    "seconds",
+    "minutes",
+)
+#: How a cdn line may write ``edge`` (see the module docstring).
+DOTTED_VARIANTS: tuple[str, ...] = (
+    "literal",
+    "both",
+    "null_literal",
+    "not_object",
+    "array",
+    "null",
+)
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 #: Numeric fields per domain; ``non_numeric`` and ``boolean_number`` lines spoil one of them.
 NUMERIC_FIELDS: dict[str, tuple[str, ...]] = {
@@ -110,6 +144,8 @@ class Generated:
     lines: int
     bad: dict[str, int] = field(default_factory=dict)
     by_domain: dict[str, int] = field(default_factory=dict)
+    iso_variants: dict[str, int] = field(default_factory=dict)
+    dotted: dict[str, int] = field(default_factory=dict)
     start: datetime = DEFAULT_START
     end: datetime = DEFAULT_START
 
@@ -150,6 +186,54 @@ def _iso_strings(ts_ms: np.ndarray, offset_min: np.ndarray) -> list[str]:
     return out
 
 
+def _iso_variant(kind: str, ts_ms: int) -> tuple[str, int]:
+    """``ts`` in another form of the grammar, and the instant it reads (epoch milliseconds)."""
+    if kind == "seconds":
+        ts_ms -= ts_ms % 1000
+    elif kind == "minutes":
+        ts_ms -= ts_ms % 60_000
+    utc = _EPOCH + timedelta(milliseconds=ts_ms)
+    date, time, ms = f"{utc:%Y-%m-%d}", f"{utc:%H:%M:%S}", f"{ts_ms % 1000:03d}"
+
+    def local(offset: timedelta) -> str:
+        return f"{utc + offset:%Y-%m-%dT%H:%M:%S}"
+
+    text = {
+        "space": f"{date} {time}.{ms}Z",
+        "lowercase": f"{date}t{time}.{ms}z",
+        "naive": f"{date}T{time}.{ms}",
+        "comma": f"{date} {time},{ms}",
+        "hhmm": f"{local(timedelta(hours=5, minutes=30))}.{ms}+0530",
+        "hh": f"{local(timedelta(hours=-8))}.{ms}-08",
+        "minus_zero": f"{date}T{time}.{ms}-00:00",
+        "nanos": f"{date}T{time}.{ms}000999Z",
+        "micros_offset": f"{local(timedelta(hours=1))}.{ms}000+01:00",
+        "seconds": f"{date}T{time}Z",
+        "minutes": f"{date}T{utc:%H:%M}Z",
+    }[kind]
+    return text, ts_ms
+
+
+def _dotted(kind: str, msg: dict[str, Any]) -> None:
+    """Rewrite a cdn message's ``edge`` as one case of the dotted-name rule."""
+    pop = msg["edge"]["pop"]
+    other = _SITES[(_SITES.index(pop) + 1) % len(_SITES)]
+    if kind == "literal":
+        del msg["edge"]
+        msg["edge.pop"] = pop
+    elif kind == "both":
+        msg["edge.pop"] = pop
+        msg["edge"] = {"pop": other}  # not read: the literal key wins
+    elif kind == "null_literal":
+        msg["edge.pop"] = None
+    elif kind == "not_object":
+        msg["edge"] = pop
+    elif kind == "array":
+        msg["edge"] = [pop]
+    else:
+        msg["edge"] = {"pop": None}
+
+
 class _Columns:
     """Every field's values for all ``n`` lines, drawn up front with numpy."""
 
@@ -183,6 +267,7 @@ class _Columns:
         self.ad_id = [f"ad-{i:05d}" for i in zipf_indices(rng, keys, n, a).tolist()]
         self.ad_event = _weighted(rng, ("impression", "click"), (0.97, 0.03), n)
         self.cost = np.round(rng.gamma(2.0, 0.35, n), 4).tolist()
+        self.pop = _pick(rng, _SITES, n, a)
 
 
 def _message(c: _Columns, domain: str, i: int) -> dict[str, Any]:
@@ -216,6 +301,7 @@ def _message(c: _Columns, domain: str, i: int) -> dict[str, Any]:
             "cache": c.cache[i],
             "bytes": c.bytes[i],
             "latency_ms": c.latency_ms[i],
+            "edge": {"pop": c.pop[i]},
         }
     msg = {"campaign": c.campaign[i], "ad_id": c.ad_id[i], "event": c.ad_event[i]}
     msg["user_id"] = c.user_id[i]
@@ -236,7 +322,19 @@ def _blank(msg: dict[str, Any], null: list[bool], missing: list[bool]) -> None:
 
 
 _NOT_OBJECT = (b"[1, 2, 3]", b'"just a string"', b"42", b"true", b"null", b"[]")
-_BAD_TS = ("yesterday", "2024-13-45T25:61:00Z", "2024-02-30T10:00:00Z", "", "12/03/2024 10:00")
+_BAD_TS = (
+    "yesterday",
+    "2024-13-45T25:61:00Z",
+    "2024-02-30T10:00:00Z",
+    "",
+    "12/03/2024 10:00",
+    "2024-03-01",  # a date alone
+    "2024-03-01T24:00:00Z",  # hour 24
+    "2016-12-31T23:59:60Z",  # a leap second
+    "20240301T100000Z",  # basic format
+    "2024-03-01T10:00:00+02:00:00",  # offset seconds
+    "2024-03-01T10:00:00.Z",  # a point without digits
+)
 _BAD_TS_MS: tuple[Any, ...] = ("soon", "1709251200000", True, {"ms": 1}, [1709251200000])
 _BAD_NUMBER: tuple[Any, ...] = ("lots", "12kb", "123", "", {"value": 3})
 
@@ -279,6 +377,8 @@ def generate(
     span_s: float = 3600.0,
     zipf_a: float = 1.2,
     offset_fraction: float = 0.02,
+    iso_variant_fraction: float = 0.02,
+    dotted_fraction: float = 0.05,
     domains: Sequence[str] = DOMAINS,
 ) -> Generated:
     """Write ``n`` JSON Lines messages to ``path`` and say what was written.
@@ -296,6 +396,8 @@ def generate(
         span_s: The clock runs from ``start`` to ``start + span_s``.
         zipf_a: Skew of the keys.
         offset_fraction: Share of ``ts`` values written with a non-zero UTC offset.
+        iso_variant_fraction: Share of ``ts`` values written in one of :data:`ISO_VARIANTS`.
+        dotted_fraction: Share of cdn lines with ``edge`` in one of :data:`DOTTED_VARIANTS`.
         domains: Which domains to draw messages from.
     """
     unknown = sorted(set(domains) - set(DOMAINS))
@@ -330,18 +432,35 @@ def generate(
             strict=True,
         )
     )
+    iso_variant = np.where(
+        rng.random(n) < iso_variant_fraction, rng.integers(0, len(ISO_VARIANTS), n), -1
+    ).tolist()
+    dotted = np.where(
+        rng.random(n) < dotted_fraction, rng.integers(0, len(DOTTED_VARIANTS), n), -1
+    ).tolist()
 
     bad: Counter[str] = Counter()
+    variants: Counter[str] = Counter()
+    dotted_written: Counter[str] = Counter()
     out = Path(path)
     # Streamed line by line: building all lines in memory first is several times slower.
     with out.open("wb", buffering=1 << 20) as f:
         write = f.write
         for i in range(n):
             domain = domain_of[i]
-            msg = {"kind": domain, "ts": ts_text[i], "timestamp_ms": ts_list[i]}
+            if iso_variant[i] < 0:
+                msg = {"kind": domain, "ts": ts_text[i], "timestamp_ms": ts_list[i]}
+            else:
+                form = ISO_VARIANTS[iso_variant[i]]
+                variants[form] += 1
+                text, instant_ms = _iso_variant(form, ts_list[i])
+                msg = {"kind": domain, "ts": text, "timestamp_ms": instant_ms}
             msg.update(_message(cols, domain, i))
             if i in nulls:
                 _blank(msg, *nulls[i])
+            if domain == "cdn" and dotted[i] >= 0:
+                dotted_written[DOTTED_VARIANTS[dotted[i]]] += 1
+                _dotted(DOTTED_VARIANTS[dotted[i]], msg)
             if bad_mask[i]:
                 kind = BAD_KINDS[bad_kind[i]]
                 bad[kind] += 1
@@ -353,6 +472,8 @@ def generate(
         lines=n,
         bad={k: bad.get(k, 0) for k in BAD_KINDS},
         by_domain=dict(Counter(domain_of)),
+        iso_variants=dict(variants),
+        dotted=dict(dotted_written),
         start=start,
         end=datetime.fromtimestamp(start.timestamp() + span_s, tz=UTC),
     )

@@ -13,17 +13,19 @@ Lines
     Each line is one message. A line that is not valid JSON, or valid JSON that is not an object,
     is a dead letter for every view. Blank lines are ignored. Lines valid only for a lenient
     parser (``NaN``, ``Infinity``, trailing commas) are outside the contract: DuckDB accepts
-    them, strict parsers do not, and the data generator never writes them. Field names are
-    top-level keys taken literally (``"a.b"`` is a key with a dot, not a path). A JSON ``null``
-    and a missing key are the same: null.
+    them, strict parsers do not, and the data generator never writes them. A JSON ``null``
+    and a missing key are the same: null. A field name is a top-level key; a dotted name
+    (``a.b``) is the literal key ``"a.b"`` while that is present and not null, else the path
+    ``a`` -> ``b`` through objects only (an array on the way is not indexed).
 
 Event time
     Read from ``event_time.field``. ``epoch_s``/``epoch_ms``/``epoch_us`` accept JSON numbers
     only (a numeric string such as ``"1709251200000"`` is invalid); fractional values are
     rounded to the nearest microsecond, ties to even (Python's ``round``). ``iso8601`` accepts
-    strings only, of the form ``YYYY-MM-DD[T| ]hh:mm:ss[.fraction][Z|z|+hh:mm|-hh:mm]``:
-    hours 00-23, no leap second, a real calendar date, the fraction truncated to microseconds;
-    no offset means UTC.
+    strings only, of the form ``YYYY-MM-DD[T|t| ]hh:mm[:ss[(.|,)fraction]][Z|z|(+|-)hh[[:]mm]]``
+    with ASCII digits: a date that exists (not year 0000), hours 00-23, minutes and seconds
+    00-59 (no leap second), offsets up to 23:59, the fraction truncated to microseconds; no
+    seconds means ``:00``, no offset means UTC (docs/semantics.md, "Event time").
     Without ``format``, strings are ``iso8601`` and numbers ``epoch_s``. Booleans, objects,
     arrays, null and a missing field are invalid, and so is an instant outside
     ``0001-01-01T00:00:00Z .. 9999-12-31T23:59:59.999999Z``. A message whose event time is
@@ -68,8 +70,10 @@ Windows
     rows carry its index in ``grouping_set``.
 
 Aggregations
-    ``count`` without ``col_name`` counts messages, with it non-null values. ``sum`` stays an
-    int when every value is an int, else a float. ``min``/``max`` keep the winning value's type.
+    ``count`` without ``col_name`` counts messages, with it non-null values. Numbers are taken
+    in canonical form (an integral number in ``[-2**63, 2**64)`` is an integer, however it is
+    written). ``sum`` stays an int when every value is an integer, else a float.
+    ``min``/``max`` keep the winning value's type.
     ``mean`` is a float. ``variance``/``stddev``: ``sum((x - mean)**2) / (n - ddof)``
     (``ddof`` 1 by default), null when ``n <= ddof``. ``count_distinct`` and ``hll_sketch``
     are given as the exact distinct count (the comparator applies the sketch's error bound;
@@ -154,9 +158,12 @@ _UNIT_MICROS = {"epoch_s": 1_000_000, "epoch_ms": 1_000, "epoch_us": 1}
 
 _NUMBER_TYPES = "('BIGINT', 'UBIGINT', 'DOUBLE')"
 _INT_TYPES = "('BIGINT', 'UBIGINT')"
+# The event-time grammar (docs/semantics.md), in DuckDB's regular expressions (RE2), where
+# ``$`` does not match before a final newline (a case of tests/support/eventtime_cases.py).
 _ISO_PATTERN = (
-    r"^([0-9]{4})-([0-9]{2})-([0-9]{2})[Tt ]([01][0-9]|2[0-3]):([0-5][0-9]):([0-5][0-9])"
-    r"(?:\.([0-9]{1,9}))?([Zz]|[+-](?:[01][0-9]|2[0-3]):[0-5][0-9])?$"
+    r"^([0-9]{4})-([0-9]{2})-([0-9]{2})[Tt ]([01][0-9]|2[0-3]):([0-5][0-9])"
+    r"(?::([0-5][0-9])(?:[.,]([0-9]+))?)?"
+    r"([Zz]|[+-](?:[01][0-9]|2[0-3])(?::?[0-5][0-9])?)?$"
 )
 _ISO_PARTS = "['y', 'mo', 'd', 'h', 'mi', 's', 'f', 'o']"
 
@@ -173,6 +180,17 @@ CREATE OR REPLACE TEMP MACRO int_value(v, t) AS
     CASE WHEN t IN {_INT_TYPES} THEN TRY_CAST(v AS HUGEINT) END;
 CREATE OR REPLACE TEMP MACRO float_value(v, t) AS
     CASE WHEN t = 'DOUBLE' AND is_number(v, t) THEN TRY_CAST(v AS DOUBLE) END;
+-- A number in its canonical form (docs/aggregations.md): an integral number in
+-- [-2**63, 2**64) is an integer however it is written, any other number a float.
+CREATE OR REPLACE TEMP MACRO is_integral(v, t) AS
+    t IN {_INT_TYPES} OR coalesce(num_value(v, t) = floor(num_value(v, t))
+        AND num_value(v, t) >= -9223372036854775808.0
+        AND num_value(v, t) < 18446744073709551616.0, false);
+CREATE OR REPLACE TEMP MACRO canon_int(v, t) AS
+    CASE WHEN t IN {_INT_TYPES} THEN int_value(v, t)
+         WHEN is_integral(v, t) THEN CAST(num_value(v, t) AS HUGEINT) END;
+CREATE OR REPLACE TEMP MACRO canon_float(v, t) AS
+    CASE WHEN is_number(v, t) AND NOT is_integral(v, t) THEN num_value(v, t) END;
 CREATE OR REPLACE TEMP MACRO str_value(v, t) AS
     CASE WHEN t = 'VARCHAR' THEN json_extract_string(v, '$') END;
 CREATE OR REPLACE TEMP MACRO bool_value(v, t) AS
@@ -193,14 +211,18 @@ CREATE OR REPLACE TEMP MACRO epoch_micros(v, t, unit) AS
     CASE WHEN t IN {_INT_TYPES} THEN int_value(v, t) * unit
          WHEN coalesce(abs(float_value(v, t)) * unit < 1e19, false)
          THEN CAST(round_even(float_value(v, t) * unit, 0) AS HUGEINT) END;
+-- The parts of the ISO pattern: no seconds are :00, the fraction is truncated to the
+-- microsecond, an offset is +hh, +hhmm or +hh:mm. DuckDB reads year 0000 as 1 BC: not a date.
 CREATE OR REPLACE TEMP MACRO iso_micros(p) AS
-    CASE WHEN p.y <> '' THEN
+    CASE WHEN p.y NOT IN ('', '0000') THEN
         epoch_us(try_cast(p.y || '-' || p.mo || '-' || p.d || ' ' || p.h || ':' || p.mi || ':'
-                          || p.s AS TIMESTAMP))
+                          || CASE WHEN p.s = '' THEN '00' ELSE p.s END AS TIMESTAMP))
         + CAST(rpad(left(p.f, 6), 6, '0') AS BIGINT)
         - CASE WHEN p.o IN ('', 'Z', 'z') THEN 0
                ELSE (CASE WHEN p.o[1] = '-' THEN -1 ELSE 1 END)
-                    * (CAST(p.o[2:3] AS BIGINT) * 60 + CAST(p.o[5:6] AS BIGINT)) * 60000000 END
+                    * (CAST(p.o[2:3] AS BIGINT) * 60
+                       + CASE WHEN length(p.o) = 3 THEN 0 ELSE CAST(right(p.o, 2) AS BIGINT) END)
+                    * 60000000 END
     END;
 """
 
@@ -284,8 +306,29 @@ def _sql_str(text: str) -> str:
     return "'" + text.replace("'", "''") + "'"
 
 
-def _json_pointer(name: str) -> str:
-    return "/" + name.replace("~", "~0").replace("/", "~1")
+def _json_pointer(*keys: str) -> str:
+    """The JSON pointer of nested object keys (RFC 6901: ``~`` and ``/`` escaped)."""
+    return "".join("/" + k.replace("~", "~0").replace("/", "~1") for k in keys)
+
+
+def _field_sql(name: str, slot: Callable[[str], str]) -> str:
+    """A field's JSON value, SQL NULL for JSON null and missing; ``slot(pointer)`` is the SQL of
+    the value at a JSON pointer.
+
+    A dotted name is the literal key while that is present and not null, else the path
+    through nested objects. A pointer alone would also index arrays (``/a/0``): every step
+    of the path must be an object.
+    """
+    literal = slot(_json_pointer(name))
+    cases = [f"WHEN json_type({literal}) <> 'NULL' THEN {literal}"]
+    if "." in name:
+        parts = name.split(".")
+        nested = slot(_json_pointer(*parts))
+        steps = [
+            f"json_type({slot(_json_pointer(*parts[:i]))}) = 'OBJECT'" for i in range(1, len(parts))
+        ]
+        cases.append(f"WHEN {' AND '.join(steps)} AND json_type({nested}) <> 'NULL' THEN {nested}")
+    return f"CASE {' '.join(cases)} END"
 
 
 # ---------------------------------------------------------------------------------------------
@@ -778,11 +821,13 @@ class Oracle:
         again for every reference to a field.
         """
         aliases = list(fields.alias.values())
-        pointers = "[" + ", ".join(_sql_str(_json_pointer(n)) for n in fields.alias) + "]"
-        extracted = ", ".join(
-            f"CASE WHEN json_type(__v[{j + 1}]) <> 'NULL' THEN __v[{j + 1}] END AS {a}"
-            for j, a in enumerate(aliases)
-        )
+        slots: dict[str, str] = {}  # JSON pointer -> its value in the list __v
+
+        def slot(pointer: str) -> str:
+            return slots.setdefault(pointer, f"__v[{len(slots) + 1}]")
+
+        extracted = ", ".join(f"{_field_sql(n, slot)} AS {a}" for n, a in fields.alias.items())
+        pointers = "[" + ", ".join(_sql_str(p) for p in slots) + "]"
         self._con.execute(f"""
             CREATE OR REPLACE TEMP TABLE view_fields AS
             SELECT *, {", ".join(f"json_type({a}) AS {a}_t" for a in aliases)}
@@ -801,8 +846,8 @@ class Oracle:
             if "num" in needs.get(a, ()):
                 typed += [
                     f"num_value({a}, {a}_t) AS {a}_num",
-                    f"int_value({a}, {a}_t) AS {a}_int",
-                    f"float_value({a}, {a}_t) AS {a}_flt",
+                    f"canon_int({a}, {a}_t) AS {a}_int",
+                    f"canon_float({a}, {a}_t) AS {a}_flt",
                 ]
             if "key" in needs.get(a, ()):
                 typed.append(f"value_key({a}, {a}_t) AS {a}_key")

@@ -288,7 +288,7 @@ def run(seed: int, cases: int) -> dict[str, Any]:
             outcomes[f"{family}:dead"] += 1
             reasons[value["reason"]] += 1
             continue
-        (view, variant, _), [(key, _, (start, end, shard, pane, data), _, _)] = value
+        (view, variant, _), [(key, start, end, (shard, pane, data), _)] = value
         assert tag == view_tag(view)
         # Merged as level 2's bounded merge does: latest pane per shard, then one row.
         element = ((variant, start, end, key), [("baseline", 0, base[view]), (shard, pane, data)])

@@ -28,6 +28,7 @@ from liveagg.transforms import envelope
 from liveagg.transforms.plan import ViewPlan, encode_key
 from liveagg.transforms.rekey import RekeyAggregate
 from liveagg.transforms.streaming import StreamingAggregate, _Route, window_operator
+from tests.support.operator_state import Cell, Timers
 
 VIEW = parse_view(
     {
@@ -105,38 +106,13 @@ def counters() -> Iterator[dict[str, int]]:
     )
 
 
-class _Cell:
-    def __init__(self) -> None:
-        self.value: object = None
-
-    def read(self) -> object:
-        return self.value
-
-    def write(self, value: object) -> None:
-        self.value = value
-
-    def clear(self) -> None:
-        self.value = None
-
-
-class _Timers:
-    def __init__(self) -> None:
-        self.due: dict[str, int] = {}
-
-    def set(self, ts: Timestamp, dynamic_timer_tag: str = "") -> None:
-        self.due[dynamic_timer_tag] = ts.micros
-
-    def clear(self, dynamic_timer_tag: str = "") -> None:
-        self.due.pop(dynamic_timer_tag, None)
-
-
 def test_streaming_counters_reconcile_with_late_data() -> None:
     """The same stream, through the router and the operator's methods: every line counted."""
     router = _Route([VIEW])
     router.setup()
     operator = window_operator(VIEW, clock=lambda: 0.0)
     operator.setup()
-    cells: dict[tuple, tuple[_Cell, _Timers]] = {}
+    cells: dict[tuple, tuple[Cell, Timers]] = {}
     letters: list[tuple[str | None, str]] = []
 
     def send(*lines: str) -> None:
@@ -144,11 +120,11 @@ def test_streaming_counters_reconcile_with_late_data() -> None:
         out = [o for line in lines for o in router.process(line)]
         out += list(router.finish_bundle())
         for o in out:
-            if o.tag == "dead_letter":
-                letters.append((o.value["view"], o.value["reason"]))
+            if o.tag == "dead_letter":  # the router's outputs are windowed values
+                letters.append((o.value.value["view"], o.value.value["reason"]))
                 continue
             state_key, items = o.value.value
-            cell, timers = cells.setdefault(state_key, (_Cell(), _Timers()))
+            cell, timers = cells.setdefault(state_key, (Cell(), Timers()))
             for d in operator._process((state_key, items), cell, timers, None):
                 letters.append((d.value["view"], d.value["reason"]))
 

@@ -1,8 +1,21 @@
+import itertools
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
+from typing import Any
 
 import pytest
 
-from liveagg.transforms.eventtime import MAX_US, MIN_US, EventTimeError, parser, rfc3339
+from liveagg.transforms.eventtime import (
+    MAX_US,
+    MIN_US,
+    EventTimeError,
+    _from_iso,
+    _from_iso_strict,
+    parser,
+    rfc3339,
+)
+from tests.support.eventtime_cases import ISO_CASES, Instant
+from tests.support.eventtime_cases import micros as expected_micros
 
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
@@ -107,3 +120,74 @@ def test_rfc3339(value: int, text: str) -> None:
 def test_rfc3339_refuses_what_it_cannot_write() -> None:
     with pytest.raises(ValueError, match="outside years 1-9999"):
         rfc3339(MAX_US + 1)
+
+
+# --- the event-time grammar (docs/semantics.md), the same table as the oracle's test --------
+
+
+@pytest.mark.parametrize(
+    ("text", "instant", "rule"), ISO_CASES, ids=[f"{r}: {t!r}" for t, _, r in ISO_CASES]
+)
+@pytest.mark.parametrize("fmt", ["iso8601", None])
+def test_iso_grammar(text: str, instant: Instant | None, rule: str, fmt: str | None) -> None:
+    parse = parser("ts", fmt)
+    if instant is None:
+        with pytest.raises(EventTimeError, match=r"ts=.* is not ISO 8601") as info:
+            parse(text)
+        assert info.value.reason == "invalid_event_time"
+    else:
+        assert parse(text) == expected_micros(instant), rule
+
+
+#: Pieces of event times, valid and not: every mix is a test of the shortcuts in _from_iso.
+_DATES = ["2024-03-01", "2024-02-30", "0000-01-01", "2024-W09-5", "20240301", "2024-3-01"]
+_SEPARATORS = ["T", "t", " ", "x", ""]
+_TIMES = ["10:00:00", "10:00", "10", "1000", "100000", "24:00:00", "10:00:60", "10:00:00:00"]
+_FRACTIONS = ["", ".", ",", ".5", ",123", ".123456", ".1234567", ".123456789", ".1x", "x"]
+_OFFSETS = [
+    *("", "Z", "z", "+02:00", "-05:30", "-0530", "+02", "-00:00"),
+    *("+24:00", "+02:60", "+0260", "+02:00:00", "+020000", "+2", "+020", "+02.5", "+02,5"),
+    *("+02:00.5", "+0200.5", "+02:5.", "Z+02:00", "+02:00Z"),
+]
+_JUNK = ["", "x", ":", ".", " ", "Z", "+", "0", "\u0663"]
+
+
+def _outcome(parse: Callable[[Any, str], int], text: str) -> int | str:
+    try:
+        return parse(text, "ts")
+    except EventTimeError as e:
+        return e.reason
+
+
+def test_the_shortcuts_agree_with_the_grammar() -> None:
+    """fromisoformat reads more than the grammar; _from_iso uses it only where it agrees with
+    _from_iso_strict, the grammar itself. Every mix of the pieces, junk at every place of the
+    fraction (fromisoformat skips what follows a seventh digit), and every single edit of a
+    few common forms."""
+    texts = [
+        "".join(parts)
+        for parts in itertools.product(_DATES, _SEPARATORS, _TIMES, _FRACTIONS, _OFFSETS)
+    ]
+    digits = ".1234567890123"
+    texts += [
+        "2024-03-01" + sep + "10:00:00" + digits[:cut][:at] + junk + digits[:cut][at:] + offset
+        for sep in "T "
+        for cut in range(len(digits) + 1)
+        for at in range(cut + 1)
+        for junk in _JUNK
+        for offset in _OFFSETS
+    ]
+    alphabet = "0123456789-:Tt Zz+.,W\u0663"
+    for base in (
+        "2024-03-01T10:00:00.123Z",
+        "2024-03-01 10:00:00,123456+02:00",
+        "2024-03-01T10:00:00.123456789-0530",
+        "2024-03-01t10:00:00+02",
+    ):  # every text one edit away: a character changed, added or dropped
+        for i in range(len(base) + 1):
+            texts += [base[:i] + c + base[i + 1 :] for c in alphabet if i < len(base)]
+            texts += [base[:i] + c + base[i:] for c in alphabet]
+            texts.append(base[:i] + base[i + 1 :])
+    assert len(texts) > 90_000
+    differ = [t for t in texts if _outcome(_from_iso, t) != _outcome(_from_iso_strict, t)]
+    assert differ == []

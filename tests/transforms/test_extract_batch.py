@@ -15,7 +15,7 @@ import pytest
 
 from liveagg.loader import load_views, parse_view
 from liveagg.transforms.plan import Reject, ViewPlan, decode_line, encode_key
-from tests.pipelines.test_e2e import EXAMPLES, EXTRA_VIEWS
+from tests.pipelines.test_e2e import DOTTED_VIEW, EXAMPLES, EXTRA_VIEWS
 from tests.support.datagen import generate
 
 ODD = [
@@ -33,7 +33,7 @@ ODD = [
 
 def _plans() -> list[ViewPlan]:
     specs = load_views([str(p) for p in sorted(EXAMPLES.glob("*.json"))])
-    specs += [parse_view(v, origin=f"{v['name']}.json") for v in EXTRA_VIEWS]
+    specs += [parse_view(v, origin=f"{v['name']}.json") for v in [*EXTRA_VIEWS, DOTTED_VIEW]]
     specs.append(
         parse_view(
             {

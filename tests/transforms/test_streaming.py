@@ -5,10 +5,12 @@ Timestamps are written relative to the window: window [0s, 60s), lateness 120s, 
 
 from __future__ import annotations
 
+import random
+
 import apache_beam as beam
+import numpy as np
 import orjson
 import pytest
-from apache_beam.coders import FastPrimitivesCoder
 from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
 from apache_beam.testing.test_pipeline import TestPipeline
 from apache_beam.testing.test_stream import TestStream
@@ -19,14 +21,10 @@ from apache_beam.utils.timestamp import Timestamp
 from liveagg.loader import parse_view
 from liveagg.spec import ViewSpec
 from liveagg.transforms import streaming
-from liveagg.transforms.streaming import (
-    _NEVER,
-    StreamingAggregate,
-    _load,
-    _Route,
-    _store,
-    window_operator,
-)
+from liveagg.transforms.plan import ViewPlan
+from liveagg.transforms.streaming import StreamingAggregate, _Route, window_operator
+from liveagg.transforms.windowstate import MAX_DELTAS, Bucket, BucketCoder, Delta, bucket_of
+from tests.support.operator_state import Cell, Timers
 
 VIEW = parse_view(
     {
@@ -208,163 +206,199 @@ def test_zero_lateness_sends_late_data_to_dead_letters() -> None:
     check(stream, rows=[("a", W0, "ON_TIME", 0, 1, 1)], dead=[("strict", "too_late", 6)], view=view)
 
 
-class _Cell:
-    """A key's ReadModifyWriteState as the operator sees it: read, write, clear."""
-
-    def __init__(self, value: object = None) -> None:
-        self.value = value
-
-    def read(self) -> object:
-        return self.value
-
-    def write(self, value: object) -> None:
-        self.value = value
-
-    def clear(self) -> None:
-        self.value = None
+A = b'["a"]'
+BUCKET = ("clicks", 0, bucket_of(A))  # a state key: (view, variant, bucket)
 
 
-BUCKET = ("clicks", 0, 7)  # a state key: (view, variant, bucket)
-LEGACY = ("clicks", 0, b'["a"]')  # a state key of builds keyed by grouping key
+def test_a_bucket_keeps_its_keys_windows_encoded_apart_and_its_coder_round_trips() -> None:
+    bucket = Bucket()
+    bucket.windows(A)[(0, 60_000_000)] = [b"acc", 2, True, False, None, False, None]
+    bucket.windows(b'["b"]')[(0, 60_000_000)] = [b"acc", 0, False, True, None, False, None]
+    bucket.settle()
+    assert bucket.members((0, 60_000_000)) == {A, b'["b"]'}
+    assert bucket.dirty((0, 60_000_000)) == {b'["b"]'}
+    assert bucket.due((0, 60_000_000), 120_000_000) == 59_999_999  # "b" has not fired yet
+    coder = BucketCoder()
+    again = coder.decode(coder.encode(bucket))
+    assert again.windows(A) == {(0, 60_000_000): [b"acc", 2, True, False, None, False, None]}
+    assert again.members((0, 60_000_000)) == {A, b'["b"]'}
+    again.windows(b'["b"]').clear()  # "b" closes its window: only "a" holds it, fired
+    again.settle()
+    assert again.due((0, 60_000_000), 120_000_000) == 179_999_999
+    assert len(again) == 1
 
 
-def test_a_bucket_keeps_its_state_in_one_cell_that_its_coder_round_trips() -> None:
-    groups = {b'["a"]': {(0, 60_000_000): [b"acc", 2, True, False, None]}}
-    cell = _Cell()
-    assert _load(cell, BUCKET) == ({}, _NEVER, False)
-    _store(cell, BUCKET, groups, 59_999_999, True)
-    coder = FastPrimitivesCoder()
-    cell.value = coder.decode(coder.encode(cell.value))
-    assert _load(cell, BUCKET) == (groups, 59_999_999, True)
-    _store(cell, BUCKET, {}, 179_999_999, False)  # no window open, but how far it closed stays
-    assert _load(cell, BUCKET) == ({}, 179_999_999, False)
-    _store(cell, BUCKET, {}, _NEVER, False)
-    assert cell.value is None
+def _bundle(cell: Cell, rng: random.Random, keys: int) -> None:
+    """One bundle's worth of changes to a bucket: some keys gain or lose windows."""
+    bucket = Bucket.load(cell)
+    closed = bucket.closed_upto
+    for _ in range(rng.randint(0, 6)):
+        windows = bucket.windows(b"k%d" % rng.randrange(keys))
+        window = (rng.randrange(4) * 60, rng.randrange(4) * 60 + 60)
+        if rng.random() < 0.3:
+            windows.pop(window, None)
+        else:
+            entry = windows.setdefault(window, [b"", 0, False, False, None, False, None])
+            entry[0] += b"x"
+            entry[2], entry[3] = rng.random() < 0.5, rng.random() < 0.5
+    if rng.random() < 0.1:
+        bucket.closed_upto = max(closed, rng.randrange(10**6))
+    bucket.store(cell, closed)
 
 
-def test_state_keyed_by_grouping_key_in_earlier_builds_keeps_its_open_windows() -> None:
-    windows = {(0, 60_000_000): [b"acc", 1, False, True, None]}
-    assert _load(_Cell(windows), LEGACY) == ({b'["a"]': windows}, _NEVER, False)  # three cells
-    cell = _Cell((windows, 59_999_999, 1))  # one cell
-    assert _load(cell, LEGACY) == ({b'["a"]': windows}, 59_999_999, True)
-    _store(cell, LEGACY, {b'["a"]': windows}, 59_999_999, False)
-    assert cell.value == (windows, 59_999_999, 0)  # written back in the layout it was read
+@pytest.mark.parametrize("seed", range(5))
+def test_a_cell_log_reads_the_same_from_the_cache_and_from_the_runner(seed: int) -> None:
+    """The cached bucket (changed in place) and the one replayed from a snapshot and its
+    deltas agree after every bundle, across rewrites of the snapshot."""
+    rng = random.Random(seed)
+    cached, stored = Cell(cached=True), Cell(cached=False)
+    snapshots = 0
+    for _ in range(600):
+        state = rng.getstate()
+        _bundle(cached, rng, 40)
+        rng.setstate(state)
+        _bundle(stored, rng, 40)
+        assert Bucket.load(stored).state() == Bucket.load(cached).state()
+        assert len(stored.parts) <= MAX_DELTAS + 1
+        snapshots += bool(stored.parts) and len(stored.parts) == 1
+    assert snapshots > 2
 
 
-class _Timers:
-    """A watermark TimerParam that records each tag's timer, as the runner keeps them."""
+def test_a_bundle_appends_only_the_keys_it_touched() -> None:
+    """A bundle's write costs the keys it changed, not the keys its bucket holds."""
+    cell = Cell(cached=False)
+    bucket = Bucket()
+    for i in range(5_000):
+        bucket.windows(b"k%d" % i)[(0, 60)] = [b"acc", 0, False, True, None, False, None]
+    bucket.store(cell, bucket.closed_upto)
+    (snapshot,) = cell.parts
+    bucket = Bucket.load(cell)
+    bucket.windows(b"k7")[(0, 60)][0] = b"acc2"
+    bucket.store(cell, bucket.closed_upto)
+    delta = cell.parts[-1]
+    assert isinstance(delta, Delta) and list(delta.changes) == [b"k7"]
+    assert len(BucketCoder().encode(delta)) < 100 < len(BucketCoder().encode(snapshot)) // 100
+    assert len(Bucket.load(cell)) == 5_000
+    # A bucket left by all its keys clears its cell.
+    bucket = Bucket.load(cell)
+    for i in range(5_000):
+        bucket.windows(b"k%d" % i).clear()
+    bucket.store(cell, bucket.closed_upto)
+    assert cell.parts == []
 
-    def __init__(self) -> None:
-        self.due: dict[str, int] = {}
 
-    def set(self, ts: Timestamp, dynamic_timer_tag: str = "") -> None:
-        self.due[dynamic_timer_tag] = ts.micros
-
-    def clear(self, dynamic_timer_tag: str = "") -> None:
-        self.due.pop(dynamic_timer_tag, None)
+def _item(
+    operator: object, t: float, group: bytes = A, count: int = 1, candidates: list | None = None
+) -> tuple:
+    """One key's window of a router batch: the window of ``t``, ``count`` ones in it."""
+    combine = operator._plan.combine  # type: ignore[attr-defined]
+    acc = combine.add_inputs(combine.create_accumulator(), [(1, 1)] * count)
+    start = int(t) // 60 * 60_000_000
+    return (group, start, start + 60_000_000, combine.encode(acc), candidates or [])
 
 
 def test_each_window_has_its_own_timer_so_a_watermark_jump_fires_them_all() -> None:
-    """One timer per key fired a key's windows one watermark step apart (minutes on Flink
-    for a backlog); a timer per window lets one jump of the watermark fire them all."""
+    """A timer per window: one jump of the watermark fires every due window of a key."""
     operator = window_operator(VIEW, clock=lambda: 0.0)
     operator.setup()
-    cell, timers = _Cell(), _Timers()
-    key = BUCKET
+    cell, timers = Cell(), Timers()
     minute = 60_000_000
     for t in (5, 65, 125):  # three windows of one key
-        element = (key, [(b'["a"]', t * 1_000_000, (1, 1), b"{}", None)])
-        assert list(operator._process(element, cell, timers, None)) == []
+        assert list(operator._process((BUCKET, [_item(operator, t)]), cell, timers, None)) == []
     assert timers.due == {
         f"{m * minute}/{(m + 1) * minute}": (m + 1) * minute - 1 for m in range(3)
     }
-
     # The watermark jumps past all three windows' ends; the first window's timer fires.
     first = f"0/{minute}"
-    fire = Timestamp(micros=timers.due.pop(first))
-    rows = list(operator._on_watermark(key, Timestamp(micros=3 * minute), first, cell, timers))
+    timers.due.pop(first)
+    rows = list(operator._on_watermark(BUCKET, Timestamp(micros=3 * minute), first, cell, timers))
     assert [(r["window_start"], r["pane_timing"]) for r in rows] == [
         (W0, "ON_TIME"),
         (W1, "ON_TIME"),
         ("1970-01-01T00:02:00Z", "ON_TIME"),
     ]
-    # The first window's lateness has passed too: it is dropped at once. The others wait
-    # for their end + allowed lateness (2 minutes).
+    # The first window's lateness has passed too: dropped at once; the others wait for
+    # their end + allowed lateness (2 minutes).
     assert timers.due == {f"{m * minute}/{(m + 1) * minute}": (m + 3) * minute - 1 for m in (1, 2)}
-    assert fire.micros == minute - 1
-    assert _load(cell, key)[1] == 3 * minute - 1
-
-    # The second window's timer fires at its expiry: it is dropped, the third stays.
-    second = f"{minute}/{2 * minute}"
-    at = Timestamp(micros=timers.due.pop(second))
-    assert list(operator._on_watermark(key, at, second, cell, timers)) == []
-    groups, closed_upto, _ = _load(cell, key)
-    assert list(groups[b'["a"]']) == [(2 * minute, 3 * minute)]
-    assert closed_upto == 4 * minute - 1
-    assert list(timers.due) == [f"{2 * minute}/{3 * minute}"]
+    bucket = cell.value
+    assert sorted(bucket.windows(A)) == [(minute, 2 * minute), (2 * minute, 3 * minute)]
+    assert bucket.closed_upto == 3 * minute - 1
 
 
-def test_an_untagged_timer_of_the_earlier_layout_arms_every_open_window() -> None:
+def test_a_window_no_key_holds_is_too_late_once_any_key_saw_its_expiry() -> None:
+    """The watermark a stateful DoFn knows is the timers it fired: one key's expiry timer
+    tells every key of the operator that the window has closed (SPEC section 2)."""
     operator = window_operator(VIEW, clock=lambda: 0.0)
     operator.setup()
-    combine = operator._plan.combine
-    acc = combine.encode(combine.add_input(combine.create_accumulator(), (1, 1)))
     minute = 60_000_000
-    cell = _Cell(
-        {
-            (0, minute): [acc, 0, False, True, None],
-            (minute, 2 * minute): [acc, 0, False, True, None],
-        }
-    )
-    timers = _Timers()
-    key = LEGACY
-    rows = list(operator._on_watermark(key, Timestamp(micros=minute - 1000), "", cell, timers))
-    assert [(r["window_start"], r["pane_timing"], r["n"]) for r in rows] == [(W0, "ON_TIME", 1)]
-    assert timers.due == {f"0/{minute}": 3 * minute - 1, f"{minute}/{2 * minute}": 2 * minute - 1}
-
-
-def test_the_keys_of_a_bucket_share_its_window_timers_and_how_far_it_has_closed() -> None:
-    operator = window_operator(VIEW, clock=lambda: 0.0)
-    operator.setup()
-    cell, timers = _Cell(), _Timers()
-    minute = 60_000_000
-    window = f"0/{minute}"
-
-    def message(group: bytes, t: float) -> list:
-        element = (BUCKET, [(group, int(t * 1_000_000), (1, 1), b"{}", None)])
-        return list(operator._process(element, cell, timers, None))
-
-    assert message(b'["a"]', 5) == []
-    assert message(b'["b"]', 6) == []
-    assert timers.due == {window: minute - 1}
-    at = Timestamp(micros=timers.due.pop(window))
-    rows = list(operator._on_watermark(BUCKET, at, window, cell, timers))
-    assert sorted((r["k"], r["pane_timing"]) for r in rows) == [("a", "ON_TIME"), ("b", "ON_TIME")]
-    assert timers.due == {window: 3 * minute - 1}  # both wait for end + allowed lateness
-
-    # A key new to the window after it fired: the shared timer moves back to the window's end,
-    # the new key's pane fires then, and the timer returns to the others' expiry.
-    assert message(b'["c"]', 7) == []
-    assert timers.due == {window: minute - 1}
-    at = Timestamp(micros=timers.due.pop(window))
-    rows = list(operator._on_watermark(BUCKET, at, window, cell, timers))
-    assert [(r["k"], r["pane_timing"], r["pane_index"]) for r in rows] == [("c", "ON_TIME", 0)]
-    assert timers.due == {window: 3 * minute - 1}
-
-    # Expiry drops the window for every key; a message for it, from any key, is too late.
-    at = Timestamp(micros=timers.due.pop(window))
-    assert list(operator._on_watermark(BUCKET, at, window, cell, timers)) == []
-    assert _load(cell, BUCKET) == ({}, 3 * minute - 1, False)
-    (letter,) = message(b'["d"]', 8)
+    a, b = Cell(), Cell()
+    timers = Timers()
+    assert list(operator._process((BUCKET, [_item(operator, 5)]), a, timers, None)) == []
+    at = Timestamp(micros=3 * minute - 1)  # past end + lateness of [0, 60s)
+    rows = list(operator._on_watermark(BUCKET, at, f"0/{minute}", a, timers))
+    assert [r["pane_timing"] for r in rows] == ["ON_TIME"]
+    other_key = b'["b"]'
+    other = ("clicks", 0, bucket_of(other_key) + 100)  # another bucket, never seen a timer
+    payload = b'{"k": "b", "t": 6, "v": 1}'
+    late = _item(operator, 6, other_key, candidates=[(0, 6_000_000, payload, None)])
+    (letter,) = operator._process((other, [late]), b, timers, None)
     assert letter.tag == "dead_letter" and letter.value["reason"] == "too_late"
-    assert timers.due == {}
+    assert b.parts == []  # nothing was kept for it
 
 
-def test_the_router_sends_a_bundle_as_batches_per_state_key_in_parts_of_bounded_size(
+def test_each_key_gets_its_early_pane_emit_early_after_its_own_first_data() -> None:
+    """Two keys of one bucket: the window's one EARLY timer fires for the first key's pane,
+    then again for the second's, each ``emit.early`` (10 s) after that key's first data."""
+    now = [0.0]
+    operator = window_operator(VIEW, clock=lambda: now[0], early=True)
+    operator.setup()
+    other = next(k for i in range(1000) if bucket_of(k := b'["x%d"]' % i) == bucket_of(A))
+    cell, watermark, early = Cell(), Timers(), Timers()
+    tag = f"0/{60_000_000}"
+    assert list(operator._process((BUCKET, [_item(operator, 5)]), cell, watermark, early)) == []
+    assert early.due == {tag: 10_000_000}
+    now[0] = 8.0
+    list(operator._process((BUCKET, [_item(operator, 6, other)]), cell, watermark, early))
+    assert early.due == {tag: 10_000_000}  # set for the earliest pending pane
+    now[0] = 10.0
+    del early.due[tag]
+    rows = list(operator._on_early(BUCKET, tag, cell, early))
+    assert [(r["k"], r["pane_timing"]) for r in rows] == [("a", "EARLY")]
+    assert early.due == {tag: 18_000_000}
+    now[0] = 18.0
+    del early.due[tag]
+    rows = list(operator._on_early(BUCKET, tag, cell, early))
+    assert [(r["k"], r["pane_timing"]) for r in rows] == [(other.decode()[2:-2], "EARLY")]
+    assert early.due == {}
+
+
+def test_late_data_opening_a_window_is_a_late_pane() -> None:
+    """A pane is LATE whenever the watermark had passed the window's end, also the first."""
+    operator = window_operator(VIEW, clock=lambda: 0.0)
+    operator.setup()
+    minute = 60_000_000
+    timers = Timers()
+    cell = Cell()
+    operator._process((BUCKET, [_item(operator, 70)]), cell, timers, None)
+    list(
+        operator._on_watermark(
+            BUCKET, Timestamp(micros=2 * minute - 1), f"{minute}/{2 * minute}", cell, timers
+        )
+    )
+    b = b'["b"]'
+    other = ("clicks", 0, bucket_of(b))
+    rows = list(operator._process((other, [_item(operator, 10, b)]), Cell(), timers, None))
+    assert [(r["k"], r["window_start"], r["pane_timing"], r["pane_index"]) for r in rows] == [
+        ("b", W0, "LATE", 0)
+    ]
+
+
+def test_the_router_sends_one_element_per_key_and_batch_in_parts_of_bounded_size(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    """One element per state key and bundle, not per message (each element crosses to the
-    runner and back on Flink); a large bundle leaves in parts, so memory stays bounded."""
+    """One element per grouping key and batch, holding its windows' partial accumulators
+    (each element crosses to the runner and back on Flink); a large bundle leaves in
+    parts, so memory stays bounded."""
     monkeypatch.setattr(streaming, "MAX_BATCHED", 4)
     router = _Route([VIEW])
     router.setup()
@@ -374,24 +408,91 @@ def test_the_router_sends_a_bundle_as_batches_per_state_key_in_parts_of_bounded_
         payload = orjson.dumps({"k": "a" if i % 2 else "b", "t": 100 - i, "v": i})
         sent += list(router.process(payload))
     sent += list(router.finish_bundle())
-    batches = [(out.value.value, out.value.timestamp.micros) for out in sent]
     assert {out.tag for out in sent} == {"view/clicks"}
-    assert streaming.bucket_of(b'["a"]') != streaming.bucket_of(b'["b"]')
-    # Two flushes (after 4 messages, then the bundle's end), each one batch per key.
+    combine = ViewPlan(VIEW).combine
+    batches = [
+        (
+            state_key[2],
+            [(g, s, combine.extract_output(combine.decode(acc))) for g, s, _, acc, _ in items],
+        )
+        for state_key, items in (out.value.value for out in sent)
+    ]
+    # Two flushes (after 4 messages, then the bundle's end), each one element per bucket.
+    a, b = b'["a"]', b'["b"]'
+    assert bucket_of(a) != bucket_of(b)
+    assert batches == [
+        (bucket_of(b), [(b, 60_000_000, (2, 2))]),
+        (bucket_of(a), [(a, 60_000_000, (2, 4))]),
+        (bucket_of(b), [(b, 60_000_000, (1, 4))]),
+        (bucket_of(a), [(a, 60_000_000, (1, 5))]),
+    ]
+
+
+def test_the_router_sends_only_the_messages_that_may_be_too_late() -> None:
+    """A record whose windows all close after its partition's watermark cannot be too late:
+    its payload stays behind (SPEC section 2; the module doc says why the bound holds)."""
+    router = _Route([VIEW])
+    router.setup()
+    router.start_bundle()
+    minute = 60_000_000
+    wm = 4 * minute  # the partition's watermark
+    for t in (30, 5 * 60 + 1):  # expired by the watermark (60s + 120s <= 240s), and not
+        meta = {"topic": "t", "partition": 0, "offset": t, streaming.WATERMARK: wm}
+        list(router.process((orjson.dumps({"k": "a", "t": t, "v": 1}), meta)))
+    (out,) = list(router.finish_bundle())
+    _, items = out.value.value
     assert [
-        (state_key[2], [ts // 10**6 for _, ts, _, _, _ in items], earliest // 10**6)
-        for (state_key, items), earliest in batches
+        (start // minute, [c[1] // 1_000_000 for c in cands]) for _, start, _, _, cands in items
     ] == [
-        (streaming.bucket_of(b'["b"]'), [100, 98], 98),
-        (streaming.bucket_of(b'["a"]'), [99, 97], 97),
-        (streaming.bucket_of(b'["b"]'), [96], 96),
-        (streaming.bucket_of(b'["a"]'), [95], 95),
+        (0, [30]),
+        (5, []),
     ]
-    assert [row for (_, items), _ in batches for _, _, row, _, _ in items] == [
-        (1, 0),
-        (1, 2),
-        (1, 1),
-        (1, 3),
-        (1, 4),
-        (1, 5),
-    ]
+
+
+def test_the_first_window_to_close_is_the_first_to_start() -> None:
+    from liveagg.engine.compiled import aggregator_of
+    from liveagg.transforms.streaming import _earliest_end
+
+    sliding = parse_view(
+        {
+            "name": "slide",
+            "event_time": {"field": "t", "format": "epoch_s"},
+            "grouping_cols": [],
+            "window": {"type": "sliding", "size": "3m", "period": "1m"},
+            "aggregation_info": [{"aggregation": "count", "aggregated_col_name": "n"}],
+        }
+    )
+    plan = ViewPlan(sliding)
+    minute = 60_000_000
+    ts = np.array([0, 1, minute - 1, minute, 5 * minute + 7, -1], dtype=np.int64)
+    expected = [min(end for _, end in plan.variants[0].assign(int(t))) for t in ts]
+    assert _earliest_end(aggregator_of(plan), ts).tolist() == expected
+    fixed = ViewPlan(VIEW)
+    expected = [min(end for _, end in fixed.variants[0].assign(int(t))) for t in ts]
+    assert _earliest_end(aggregator_of(fixed), ts).tolist() == expected
+
+
+def test_the_state_cache_weighs_a_cell_the_same_without_scanning_modules() -> None:
+    """The operator turns off objsize's per-call scan of module globals: a cell's weight
+    (the bucket's running byte count and its deltas') does not change."""
+    import objsize
+    from apache_beam.runners.worker.statecache import get_deep_size
+
+    from liveagg.transforms.windowstate import size_cache_entries_cheaply
+
+    cell = Cell()
+    bucket = Bucket()
+    bucket.windows(A)[(0, 60)] = [b"x" * 100, 0, False, True, None, None, None]
+    bucket.store(cell, bucket.closed_upto)
+    bucket = Bucket.load(cell)
+    bucket.windows(A)[(0, 60)][0] = b"y" * 300
+    bucket.store(cell, bucket.closed_upto)
+    assert [type(part) for part in cell.parts] == [Bucket, Delta]
+    scanning = objsize.default_settings.exclude_modules_globals
+    try:
+        objsize.default_settings.update(exclude_modules_globals=True)
+        before = get_deep_size(cell.parts)
+        size_cache_entries_cheaply()
+        assert get_deep_size(cell.parts) == before > 300
+    finally:
+        objsize.default_settings.update(exclude_modules_globals=scanning)

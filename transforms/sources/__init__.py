@@ -6,6 +6,10 @@ Kafka topic, partition and offset, or a file line's :data:`~.files.Where`). ``bo
 whether the input ends; bounded input takes the fast bounded path, unbounded input the
 streaming window operator. A source may also offer ``read_batches``, giving ``list`` elements
 of payloads or :class:`~.files.LineBatch` elements, which the bounded path prefers.
+
+A Kafka record's ``meta`` also carries, under :data:`WATERMARK`, the watermark its partition
+had reported when the record was read; the streaming router uses it to tell which records
+cannot be too late, and drops it before ``meta`` reaches a dead letter.
 """
 
 from __future__ import annotations
@@ -13,6 +17,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import apache_beam as beam
+
+#: The ``meta`` key of a record's partition watermark (microseconds since the epoch).
+WATERMARK = "watermark"
 
 
 @dataclass(frozen=True)

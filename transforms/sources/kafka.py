@@ -44,6 +44,7 @@ from liveagg.transforms.eventtime import EventTimeError
 from liveagg.transforms.fields import getter
 from liveagg.transforms.plan import accepted_times
 from liveagg.transforms.sinks import ConnectionFailed, revealed
+from liveagg.transforms.sources import WATERMARK
 
 if TYPE_CHECKING:
     from liveagg.transforms.sinks import Connections
@@ -577,6 +578,11 @@ class ReadPartitions(beam.DoFn):
             num_messages=min(self._source.batch_size, restriction.stop - restriction.start),
             timeout=self._source.poll_timeout.total_seconds(),
         )
+        # The watermark this partition has reported so far: the operator's, the minimum over
+        # partitions, cannot pass it before these records reach it, as a watermark moves
+        # downstream only after the records read before it (transforms/streaming.py).
+        reported = watermark.current_watermark()
+        hint = reported.micros if reported is not None else MIN_TIMESTAMP.micros
         next_offset, done = None, False
         for msg in batch:
             error = msg.error()
@@ -596,7 +602,7 @@ class ReadPartitions(beam.DoFn):
                 consumer[1] = -1  # consumed past the claim: seek before reading again
                 break
             consumer[1] = next_offset = offset + 1
-            yield self._timestamped(msg, clock)
+            yield self._timestamped(msg, clock, hint)
         if next_offset is not None:
             finalizer.register(_Commit(self, key, next_offset))
         self._report_lag(ck, consumer, key)
@@ -604,8 +610,12 @@ class ReadPartitions(beam.DoFn):
         if not done:
             tracker.defer_remainder()
 
-    def _timestamped(self, msg: Any, clock: PartitionWatermark) -> TimestampedValue:
+    def _timestamped(
+        self, msg: Any, clock: PartitionWatermark, watermark_us: int | None = None
+    ) -> TimestampedValue:
         payload, meta = _payload(msg), _meta(msg)
+        if watermark_us is not None:
+            meta[WATERMARK] = watermark_us
         kafka_us = None if meta["timestamp_ms"] is None else meta["timestamp_ms"] * 1000
         if self._source.timestamp_fn is None:
             event_us = kafka_us

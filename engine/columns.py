@@ -1,0 +1,593 @@
+"""A batch of raw messages decoded once into the columns its views aggregate.
+
+Two paths give the same result, message for message:
+
+* the **fast path** decodes the whole batch with Arrow's JSON reader against the types the
+  fields had so far (strict: a string where a number was, a duplicate key, a line holding two
+  objects all fail it), then filters, reads event times, checks values and builds keys column
+  by column. Rows a vectorized check cannot accept (a value of another type, an unreadable
+  time) are handed to the exact path one by one, which decides for them;
+* the **exact path** decodes each message with orjson and runs the view's own per-message
+  definition (:meth:`liveagg.transforms.plan.ViewPlan.extract`): what a message means,
+  its dead letters and their reasons are written once, there.
+
+The fast path is an optimization: a batch it cannot read exactly (types that changed, dotted
+field names, a line that is not one JSON object) takes the exact path whole.
+"""
+
+from __future__ import annotations
+
+import io
+import re
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import orjson
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.json as pj
+
+from liveagg.engine import values as v
+from liveagg.engine.kernels import vectorized
+from liveagg.engine.partials import Inputs
+from liveagg.engine.windows import MAX_US, MIN_US
+from liveagg.spec import AllOf, AnyOf, Filter, Predicate
+from liveagg.transforms.plan import Reject, ViewPlan, accepted_times, decode
+
+#: ``(payload, view or None, reason, detail, source)`` of a dead letter, counted by the caller.
+DeadLetter = tuple[Any, str | None, str, str, Any]
+
+_EPOCH_SCALE = {"epoch_s": 1_000_000, "epoch_ms": 1_000, "epoch_us": 1}
+#: The ISO 8601 form Arrow's cast parses exactly as the view's parser does; other strings are
+#: parsed one by one by the view's parser.
+_ISO_FAST = (
+    r"^[0-9]{4}-(0[1-9]|1[0-2])-(0[1-9]|[12][0-9]|3[01])T([01][0-9]|2[0-3]):[0-5][0-9]"
+    r":[0-5][0-9](\.[0-9]{1,6})?(Z|[+-]([01][0-9]|2[0-3]):[0-5][0-9])$"
+)
+#: Parts of a batch smaller than this that the fast path cannot read take the exact path.
+MIN_SPLIT = 64
+_NUMERIC_KINDS = (
+    "sum",
+    "mean",
+    "min",
+    "max",
+    "variance",
+    "stddev",
+    "histogram",
+    "approx_quantiles",
+)
+
+
+@dataclass
+class ViewBatch:
+    """What one view takes from a batch: its inputs (the fast path's and the exact path's
+    rows are kept apart: their key columns may differ in form), and its counts."""
+
+    inputs: list[Inputs] = field(default_factory=list)
+    used: int = 0
+    filtered: int = 0
+
+
+@dataclass
+class Decoded:
+    """A decoded batch: per view its :class:`ViewBatch`, and the dead letters."""
+
+    views: list[ViewBatch]
+    dead_letters: list[DeadLetter]
+    lines: int = 0
+    blank: int = 0
+    messages: int = 0
+    fast: bool = False
+    exact_lines: int = 0  # lines the exact path decoded
+
+
+class Decoder:
+    """Decodes batches for a fixed list of views (one per worker; it learns field types)."""
+
+    def __init__(self, plans: Sequence[ViewPlan]) -> None:
+        self._plans = list(plans)
+        self._fields = sorted({f for plan in self._plans for f in _fields_of(plan)})
+        self._types: dict[str, pa.DataType] | None = None
+        self._fast_views = [_vectorizable(plan) for plan in self._plans]
+        self._fast_ok = all(self._fast_views) and not any("." in f for f in self._fields)
+        self._iso = re.compile(_ISO_FAST)
+
+    def decode(
+        self, payloads: Sequence[Any], source: Callable[[int], Any] | None = None
+    ) -> Decoded:
+        """Decode ``payloads`` (``bytes`` or ``str``, one message each); ``source(i)`` locates
+        payload ``i`` for its dead letters (a file and line, a Kafka offset)."""
+        source = source or _no_source
+        lines: list[bytes] = []
+        index: list[int] = []
+        blank = 0
+        for i, payload in enumerate(payloads):
+            data = (
+                payload
+                if isinstance(payload, bytes)
+                else str(payload).encode("utf-8", "surrogatepass")
+            )
+            if not data.strip(b" \t\r\n"):  # JSON whitespace only: no message
+                blank += 1
+                continue
+            lines.append(data)
+            index.append(i)
+        if self._fast_ok and self._types is None:
+            # Types from a sample; a batch they do not fit is split until the parts that do
+            # take the fast path, and the types are learnt again when most of it did not.
+            self._learn([msg for msg, problem in map(_loads, lines[:256]) if problem is None])
+        decoded = self._split(lines, payloads, index, source)
+        if self._fast_ok and decoded.exact_lines * 2 > len(lines):
+            self._learn([msg for msg, problem in map(_loads, lines[:1024]) if problem is None])
+        decoded.lines = len(payloads)
+        decoded.blank = blank
+        return decoded
+
+    # -- exact path ------------------------------------------------------------------------
+
+    def _split(
+        self,
+        lines: list[bytes],
+        payloads: Sequence[Any],
+        index: list[int],
+        source: Callable[[int], Any],
+    ) -> Decoded:
+        """The fast path where it reads the lines exactly; halves of what it cannot read are
+        tried again, down to :data:`MIN_SPLIT` lines, which take the exact path."""
+        if self._fast_ok and self._types is not None:
+            decoded = self._fast(lines, payloads, index, source)
+            if decoded is not None:
+                return decoded
+            if len(lines) > MIN_SPLIT:
+                half = len(lines) // 2
+                return _join(
+                    self._split(lines[:half], payloads, index[:half], source),
+                    self._split(lines[half:], payloads, index[half:], source),
+                )
+        decoded = self._exact(lines, payloads, index, source)
+        decoded.exact_lines = len(lines)
+        return decoded
+
+    def _exact(
+        self,
+        lines: list[bytes],
+        payloads: Sequence[Any],
+        index: list[int],
+        source: Callable[[int], Any],
+    ) -> Decoded:
+        dead: list[DeadLetter] = []
+        msgs: list[dict] = []
+        where: list[int] = []
+        for line, i in zip(lines, index, strict=True):
+            msg, problem = _loads(line)
+            if problem is not None:
+                dead.append((payloads[i], None, problem[0], problem[1], source(i)))
+                continue
+            msgs.append(msg)
+            where.append(i)
+        views = [
+            self._exact_view(
+                plan, msgs, [payloads[i] for i in where], [source(i) for i in where], dead, where
+            )
+            for plan in self._plans
+        ]
+        return Decoded(views, dead, messages=len(msgs))
+
+    def _exact_view(
+        self,
+        plan: ViewPlan,
+        msgs: list[dict],
+        payloads: list[Any],
+        sources: list[Any],
+        dead: list[DeadLetter],
+        origins: list[int],
+    ) -> ViewBatch:
+        batch = ViewBatch()
+        rows = _exact_rows(plan, msgs, payloads, sources, dead, batch, origins)
+        if rows is not None:
+            batch.inputs.append(rows)
+        return batch
+
+    def _learn(self, msgs: list[dict]) -> None:
+        """Field types for the fast path, from messages the exact path decoded."""
+        if not self._fast_ok or not msgs:
+            return
+        types: dict[str, pa.DataType] = {}
+        for name in self._fields:
+            kinds = {type(m.get(name)) for m in msgs}
+            kinds.discard(type(None))
+            kind = _arrow_type(kinds, [m.get(name) for m in msgs])
+            if kind is None:
+                self._types = None
+                return
+            types[name] = kind
+        self._types = types
+
+    # -- fast path -------------------------------------------------------------------------
+
+    def _fast(
+        self,
+        lines: list[bytes],
+        payloads: Sequence[Any],
+        index: list[int],
+        source: Callable[[int], Any],
+    ) -> Decoded | None:
+        if not lines or not all(line[:1] == b"{" and line[-1:] == b"}" for line in lines):
+            return None
+        assert self._types is not None
+        schema = pa.schema([(name, self._types[name]) for name in self._fields])
+        try:
+            table = pj.read_json(
+                io.BytesIO(b"\n".join(lines)),
+                read_options=pj.ReadOptions(use_threads=False, block_size=1 << 30),
+                parse_options=pj.ParseOptions(
+                    explicit_schema=schema, unexpected_field_behavior="ignore"
+                ),
+            )
+        except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+            return None
+        if table.num_rows != len(lines):
+            return None
+        columns = {name: table.column(name).combine_chunks() for name in self._fields}
+        for column in columns.values():
+            if pa.types.is_floating(column.type):
+                present = column.drop_null().to_numpy()
+                integral = present[np.floor(present) == present]
+                if len(integral) and np.abs(integral).max() >= v.EXACT_FLOAT_INT:
+                    return None  # an integer a double does not hold exactly
+        msgs: dict[int, dict] = {}
+
+        def message(row: int) -> dict:
+            msg = msgs.get(row)
+            if msg is None:
+                msg = msgs[row] = orjson.loads(lines[row])
+            return msg
+
+        dead: list[DeadLetter] = []
+        views = [
+            self._fast_view(plan, columns, len(lines), message, payloads, index, source, dead)
+            for plan in self._plans
+        ]
+        return Decoded(views, dead, messages=len(lines), fast=True)
+
+    def _fast_view(
+        self,
+        plan: ViewPlan,
+        columns: dict[str, pa.Array],
+        n: int,
+        message: Callable[[int], dict],
+        payloads: Sequence[Any],
+        index: list[int],
+        source: Callable[[int], Any],
+        dead: list[DeadLetter],
+    ) -> ViewBatch:
+        batch = ViewBatch()
+        spec = plan.spec
+        keep = np.ones(n, dtype=bool)
+        if spec.filter is not None:
+            keep = _filter_mask(spec.filter, columns, n)
+            batch.filtered = int(n - keep.sum())
+        ok = keep.copy()
+        ts, ts_ok = self._times(plan, columns[spec.event_time.field])
+        first, last = accepted_times(spec)
+        ok &= ts_ok & (ts >= first) & (ts <= last)  # the rest: out of range, decided exactly
+        keys = []
+        for col in spec.grouping_cols:
+            column = columns[col]
+            if pa.types.is_boolean(column.type) or pa.types.is_null(column.type):
+                column = v.scalars(column)
+            keys.append(v.scalars(column))
+        inputs: list[tuple[np.ndarray, Any] | None] = []
+        checks: list[tuple[pa.Array, str]] = []
+        for agg in spec.aggregations:
+            if agg.column is None:
+                inputs.append(None)
+                continue
+            column = columns[agg.column]
+            checks.append((column, agg.kind))
+            valid = ~np.asarray(column.is_null().to_numpy(zero_copy_only=False))
+            if agg.kind in _NUMERIC_KINDS and not (
+                pa.types.is_integer(column.type) or pa.types.is_floating(column.type)
+            ):
+                ok &= ~valid  # strings and booleans where numbers are needed: exact path
+            inputs.append((valid, column))
+        good = np.flatnonzero(ok)
+        slow = np.flatnonzero(keep & ~ok)
+        if len(good):
+            remap = np.full(n, -1, dtype=np.int64)
+            remap[good] = np.arange(len(good))
+            taken_values: list[tuple[np.ndarray, Any] | None] = []
+            pgood = pa.array(good)
+            shared: dict[tuple[str, str], tuple[np.ndarray, Any]] = {}
+            for agg, item in zip(spec.aggregations, inputs, strict=True):
+                if item is None:
+                    taken_values.append(None)
+                    continue
+                found = shared.get((agg.column, _form(agg.kind)))  # type: ignore[arg-type]
+                if found is None:  # aggregations over one field share its column
+                    valid, column = item
+                    rows = good[valid[good]]
+                    taken = column.take(pa.array(rows))
+                    found = (remap[rows], _as_input(agg.kind, taken))
+                    shared[(agg.column, _form(agg.kind))] = found  # type: ignore[index]
+                taken_values.append(found)
+            batch.inputs.append(
+                Inputs(
+                    ts[good],
+                    [k.take(pgood) for k in keys],
+                    taken_values,
+                    np.asarray(index, dtype=np.int64)[good],
+                )
+            )
+            batch.used += len(good)
+        if len(slow):
+            msgs = [message(int(r)) for r in slow]
+            rows = _exact_rows(
+                plan,
+                msgs,
+                [payloads[index[r]] for r in slow.tolist()],
+                [source(index[r]) for r in slow.tolist()],
+                dead,
+                batch,
+                [index[r] for r in slow.tolist()],
+            )
+            if rows is not None:
+                batch.inputs.append(rows)
+        return batch
+
+    def _times(self, plan: ViewPlan, column: pa.Array) -> tuple[np.ndarray, np.ndarray]:
+        """Event times in microseconds and whether each is valid (the rest: exact path)."""
+        n = len(column)
+        fmt = plan.spec.event_time.format
+        ts = np.zeros(n, dtype=np.int64)
+        ok = np.zeros(n, dtype=bool)
+        kind = column.type
+        if pa.types.is_string(kind) and fmt in (None, "iso8601"):
+            match = pc.match_substring_regex(column, _ISO_FAST).fill_null(False)
+            rows = np.flatnonzero(match.to_numpy(zero_copy_only=False))
+            if len(rows):
+                try:
+                    parsed = pc.cast(
+                        column.take(pa.array(rows)), pa.timestamp("us", tz="UTC")
+                    ).cast(pa.int64())
+                except pa.ArrowInvalid:
+                    return ts, ok  # a value Arrow cannot read: the view's parser decides
+                ts[rows] = parsed.to_numpy()
+                ok[rows] = True
+        elif (pa.types.is_integer(kind) or pa.types.is_floating(kind)) and fmt != "iso8601":
+            scale = _EPOCH_SCALE[fmt or "epoch_s"]
+            present = ~np.asarray(column.is_null().to_numpy(zero_copy_only=False))
+            raw = column.fill_null(0).to_numpy()
+            if pa.types.is_integer(kind):
+                inside = present & (raw >= MIN_US // scale) & (raw <= MAX_US // scale)
+                ts = np.where(inside, raw, 0).astype(np.int64) * scale
+            else:
+                with np.errstate(invalid="ignore", over="ignore"):
+                    scaled = np.round(raw * scale)
+                inside = present & (scaled >= MIN_US) & (scaled <= MAX_US)
+                ts = np.where(inside, scaled, 0).astype(np.int64)
+            ok = inside
+        ok &= (ts >= MIN_US) & (ts <= MAX_US)
+        return ts, ok
+
+
+def _join(a: Decoded, b: Decoded) -> Decoded:
+    views = []
+    for x, y in zip(a.views, b.views, strict=True):
+        views.append(ViewBatch(x.inputs + y.inputs, x.used + y.used, x.filtered + y.filtered))
+    return Decoded(
+        views,
+        a.dead_letters + b.dead_letters,
+        messages=a.messages + b.messages,
+        fast=a.fast or b.fast,
+        exact_lines=a.exact_lines + b.exact_lines,
+    )
+
+
+def _no_source(i: int) -> None:
+    return None
+
+
+def _loads(line: bytes) -> tuple[Any, tuple[str, str] | None]:
+    """The message of a (non-blank) line, or the reason and detail of its dead letter: the
+    message path's own decoding (:func:`liveagg.transforms.plan.decode`)."""
+    try:
+        return decode(line), None
+    except Reject as r:
+        return None, (r.reason, r.detail)
+
+
+def _exact_rows(
+    plan: ViewPlan,
+    msgs: list[dict],
+    payloads: list[Any],
+    sources: list[Any],
+    dead: list[DeadLetter],
+    batch: ViewBatch,
+    origins: list[int],
+) -> Inputs | None:
+    """The view's own per-message definition over ``msgs``: inputs, dead letters, counts.
+    ``origins[i]`` is message ``i``'s position in the batch."""
+    times: list[int] = []
+    rows: list[tuple[Any, ...]] = []
+    groups: list[tuple[Any, ...]] = []
+    kept: list[int] = []
+    for msg, payload, where, origin in zip(msgs, payloads, sources, origins, strict=True):
+        try:
+            extracted = plan.extract(msg)
+        except Reject as r:
+            dead.append((payload, plan.name, r.reason, r.detail, where))
+            continue
+        if extracted is None:
+            batch.filtered += 1
+            continue
+        ts, row, group = extracted
+        times.append(ts)
+        rows.append(row)
+        groups.append(group)
+        kept.append(origin)
+    batch.used += len(times)
+    if not times:
+        return None
+    keys = [
+        v.scalars_from_python([g[i] for g in groups]) for i in range(len(plan.spec.grouping_cols))
+    ]
+    values: list[tuple[np.ndarray, Any] | None] = []
+    shared: dict[tuple[str, str], tuple[np.ndarray, Any]] = {}
+    for j, agg in enumerate(plan.spec.aggregations):
+        if agg.column is None:
+            values.append(None)
+            continue
+        found = shared.get((agg.column, _form(agg.kind)))
+        if found is not None and vectorized(plan.fns[j]):
+            values.append(found)
+            continue
+        present = [i for i, row in enumerate(rows) if row[j] is not None]
+        items = [rows[i][j] for i in present]
+        if items and type(items[0]) is tuple:  # (event time, value) of first/last
+            items = [item[1] for item in items]
+        if not vectorized(plan.fns[j]):  # a custom CombineFn takes its values as they are
+            values.append((np.array(present, dtype=np.int64), items))
+            continue
+        found = (np.array(present, dtype=np.int64), _python_input(agg.kind, items))
+        shared[(agg.column, _form(agg.kind))] = found
+        values.append(found)
+    return Inputs(np.array(times, dtype=np.int64), keys, values, np.array(kept, dtype=np.int64))
+
+
+def _form(kind: str) -> str:
+    """How an aggregation takes its column: counted, as numbers or as scalars."""
+    if kind == "count":
+        return "count"
+    return "number" if kind in _NUMERIC_KINDS else "scalar"
+
+
+def _python_input(kind: str, items: list[Any]) -> Any:
+    if kind == "count":  # only how many values there are matters
+        return np.ones(len(items), dtype=np.int8)
+    if kind in _NUMERIC_KINDS:
+        return v.numbers(items)
+    return v.scalars_from_python(items)
+
+
+def _as_input(kind: str, column: pa.Array) -> Any:
+    if kind == "count":
+        return np.ones(len(column), dtype=np.int8)
+    if kind in _NUMERIC_KINDS:
+        if pa.types.is_null(column.type):  # a field no message of the batch has: no values
+            return np.zeros(len(column), dtype=np.float64)
+        return column.to_numpy()
+    return v.scalars(column)
+
+
+def _fields_of(plan: ViewPlan) -> set[str]:
+    spec = plan.spec
+    names = {spec.event_time.field, *spec.grouping_cols}
+    names.update(a.column for a in spec.aggregations if a.column is not None)
+    names.update(_filter_fields(spec.filter))
+    return names
+
+
+def _filter_fields(spec: Filter | None) -> set[str]:
+    if spec is None:
+        return set()
+    if isinstance(spec, AllOf | AnyOf):
+        return set().union(*(_filter_fields(item) for item in spec.items))
+    return {spec.field}
+
+
+def _vectorizable(plan: ViewPlan) -> bool:
+    """Whether the fast path computes this view's inputs (built-in aggregations only)."""
+    return all(vectorized(fn) for fn in plan.fns)
+
+
+def _arrow_type(kinds: set[type], values: list[Any]) -> pa.DataType | None:
+    if not kinds:
+        return pa.null()
+    if kinds == {str}:
+        return pa.string()
+    if kinds == {bool}:
+        return pa.bool_()
+    if kinds <= {int, float}:
+        ints = [x for x in values if type(x) is int]
+        if any(not -(2**63) <= x < 2**63 for x in ints):
+            return None
+        return pa.int64() if kinds == {int} else pa.float64()
+    return None
+
+
+# ---------------------------------------------------------------------------------------------
+# Filters over columns: the semantics of liveagg.transforms.filters, vectorized
+# ---------------------------------------------------------------------------------------------
+
+_KINDS = {bool: "bool", int: "number", float: "number", str: "str"}
+
+
+def _column_kind(column: pa.Array) -> str | None:
+    kind = column.type
+    if pa.types.is_string(kind):
+        return "str"
+    if pa.types.is_boolean(kind):
+        return "bool"
+    if pa.types.is_integer(kind) or pa.types.is_floating(kind):
+        return "number"
+    return None  # all null
+
+
+def _filter_mask(spec: Filter, columns: dict[str, pa.Array], n: int) -> np.ndarray:
+    if isinstance(spec, AllOf):
+        mask = np.ones(n, dtype=bool)
+        for item in spec.items:
+            mask &= _filter_mask(item, columns, n)
+        return mask
+    if isinstance(spec, AnyOf):
+        mask = np.zeros(n, dtype=bool)
+        for item in spec.items:
+            mask |= _filter_mask(item, columns, n)
+        return mask
+    return _predicate_mask(spec, columns[spec.field], n)
+
+
+def _bools(array: Any, n: int) -> np.ndarray:
+    if isinstance(array, pa.ChunkedArray):
+        array = array.combine_chunks()
+    return np.asarray(array.fill_null(False).to_numpy(zero_copy_only=False), dtype=bool)
+
+
+def _predicate_mask(p: Predicate, column: pa.Array, n: int) -> np.ndarray:
+    present = _bools(column.is_valid(), n)
+    if p.op == "exists":
+        return present if p.value is not False else ~present
+    kind = _column_kind(column)
+    if p.op in ("in", "not_in"):
+        given = list(p.value or [])
+        comparable = [o for o in given if type(o) in _KINDS]
+        inside = p.op == "in"
+        if not inside and len(comparable) < len(given):
+            return np.zeros(n, dtype=bool)
+        same = [o for o in comparable if _KINDS[type(o)] == kind]
+        if kind is None:
+            return np.zeros(n, dtype=bool)
+        hits = (
+            _bools(pc.is_in(column, value_set=pa.array(same, column.type)), n)
+            if same
+            else np.zeros(n, dtype=bool)
+        )
+        return present & (hits if inside else ~hits)
+    want = p.value
+    want_kind = _KINDS.get(type(want))
+    if want_kind is None:
+        return np.zeros(n, dtype=bool)
+    if p.op in ("eq", "ne"):
+        if kind != want_kind:
+            return np.zeros(n, dtype=bool) if p.op == "eq" else present
+        equal = _bools(
+            pc.equal(column, pa.scalar(want, column.type if kind != "number" else None)), n
+        )
+        return present & (equal if p.op == "eq" else ~equal)
+    if want_kind == "bool" or kind != want_kind:
+        return np.zeros(n, dtype=bool)
+    compare = {"gt": pc.greater, "ge": pc.greater_equal, "lt": pc.less, "le": pc.less_equal}
+    return present & _bools(compare[p.op](column, pa.scalar(want)), n)

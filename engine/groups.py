@@ -1,0 +1,82 @@
+"""Group ids for rows: the one hashing step every aggregation shares.
+
+:func:`factorize` gives each row the id of its group (the distinct tuple of its key columns)
+and the key columns of each group. Aggregation kernels then reduce values by id with numpy
+(``bincount``, ``minimum.at``), so a batch is hashed once however many aggregations it feeds.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+#: Mixed-radix codes stay below this; past it the codes are hashed down before the next column.
+_RADIX_LIMIT = 1 << 62
+
+
+@dataclass(frozen=True)
+class Groups:
+    """The group of every row: ``ids[i]`` in ``[0, count)``; ``keys`` holds each group's key
+    columns (one entry per input column, ``count`` long, in order of first appearance)."""
+
+    ids: np.ndarray
+    count: int
+    keys: tuple[pa.Array | np.ndarray, ...]
+
+    @property
+    def rows(self) -> int:
+        return len(self.ids)
+
+
+def _codes(column: pa.Array | np.ndarray) -> tuple[np.ndarray, pa.Array | np.ndarray]:
+    """Dense codes of a column's values (null is a value of its own) and the distinct values."""
+    if isinstance(column, np.ndarray):
+        column = pa.array(column)
+    encoded = pc.dictionary_encode(column, null_encoding="encode")
+    if isinstance(encoded, pa.ChunkedArray):
+        encoded = encoded.combine_chunks()
+    codes = encoded.indices.to_numpy(zero_copy_only=False).astype(np.int64, copy=False)
+    return codes, encoded.dictionary
+
+
+def factorize(columns: Sequence[pa.Array | np.ndarray], rows: int | None = None) -> Groups:
+    """Group rows by the tuple of ``columns`` (arrow arrays or numpy arrays, equal lengths).
+
+    No columns means one group of all ``rows``. Each column is dictionary-encoded by Arrow's
+    hash kernel; the codes are combined in mixed radix and hashed once more into dense ids.
+    """
+    if not columns:
+        n = rows or 0
+        return Groups(np.zeros(n, dtype=np.int64), 1 if n else 0, ())
+    combined, values = _codes(columns[0])
+    radix = max(len(values), 1)
+    for column in columns[1:]:
+        codes, values = _codes(column)
+        size = max(len(values), 1)
+        if radix * size >= _RADIX_LIMIT:
+            combined, values = _codes(combined)
+            radix = max(len(values), 1)
+        combined = combined + codes * radix
+        radix *= size
+    ids, distinct = _codes(combined)
+    count = len(distinct)
+    # The key columns of each group: the first row of each group carries them.
+    first = np.full(count, len(ids), dtype=np.int64)
+    np.minimum.at(first, ids, np.arange(len(ids), dtype=np.int64))
+    keys = tuple(_take(column, first) for column in columns)
+    return Groups(ids, count, keys)
+
+
+def _take(column: pa.Array | np.ndarray, index: np.ndarray) -> pa.Array | np.ndarray:
+    if isinstance(column, np.ndarray):
+        return column[index]
+    return column.take(pa.array(index))
+
+
+def of_ids(ids: np.ndarray, count: int) -> Groups:
+    """Groups given by ids already (a partial table's rows regrouped by a caller)."""
+    return Groups(ids, count, ())

@@ -1,0 +1,903 @@
+"""Each built-in aggregation computed over columns, and custom ones row by row.
+
+A kernel is the vectorized form of one aggregation's CombineFn (``fn``). Its *state* for a
+set of groups is a tuple of columns with one entry per group (or a :class:`Bag` of values
+per group), and it always turns losslessly into the CombineFn's own accumulators
+(:meth:`Kernel.accumulators`): the CombineFn stays the one definition of what an aggregation
+means, the kernel computes the same thing without a Python call per value. The shared
+harness (tests/combiners) checks every kernel against its CombineFn.
+
+Three operations, each over all groups at once:
+
+* ``batch(values, ids, count)``: the state of ``count`` groups from the (non-null, checked)
+  values of their rows, ``ids[i]`` being the group of value ``i``;
+* ``merge(state, ids, count)``: states of many rows (partials) reduced to ``count`` groups;
+* ``extract(state)``: each group's output, as the CombineFn's ``extract_output`` gives it.
+
+A state whose inputs a kernel cannot take exactly (integers beyond 64 bits, say) is a
+:class:`PyState`: a list of CombineFn accumulators, merged by the CombineFn. States of both
+forms merge; the vectorized ones are turned into accumulators first.
+"""
+
+from __future__ import annotations
+
+import heapq
+import itertools
+import math
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+from datasketches import (
+    frequent_strings_sketch,
+    hll_sketch,
+    hll_union,
+    kll_doubles_sketch,
+)
+
+from liveagg.combiners import LiveaggCombineFn
+from liveagg.combiners import _common as c
+from liveagg.combiners.basic import CountFn, MaxFn, MeanFn, MinFn, SumFn
+from liveagg.combiners.exact import CollectSetFn, CountDistinctExactFn, HistogramFn
+from liveagg.combiners.hll import CountDistinctFn, HllSketchFn, hash_form
+from liveagg.combiners.kll import ApproxQuantilesFn
+from liveagg.combiners.moments import StddevFn, VarianceFn
+from liveagg.combiners.ordered import FirstFn, LastFn
+from liveagg.combiners.topk import TopKFn
+from liveagg.engine import values as v
+
+Column = np.ndarray | pa.Array | list
+_INT64_MAX = 2**63 - 1
+
+
+@dataclass
+class PyState:
+    """A state as the CombineFn's own accumulators, one per group."""
+
+    accumulators: list[Any]
+
+    def __len__(self) -> int:
+        return len(self.accumulators)
+
+
+@dataclass
+class Bag:
+    """Values per group: ``owner[j]`` is the group (state row) of ``values[j]``, with an
+    optional ``counts[j]``; ``rows`` is the number of state rows. Distinct counts, sets,
+    sketches and ``top_k`` keep their values this way until a group has too many, then a
+    serialized sketch in ``sketches[row]`` (rows still held as values have none)."""
+
+    rows: int
+    owner: np.ndarray
+    values: pa.Array | np.ndarray
+    counts: np.ndarray | None = None
+    sketches: dict[int, bytes] = field(default_factory=dict)
+
+    def __len__(self) -> int:
+        return self.rows
+
+    def groups(self) -> list[tuple[int, int]]:
+        """``(start, end)`` of each row's values once sorted by owner (see :meth:`sorted`)."""
+        bounds = np.searchsorted(self.owner, np.arange(self.rows + 1)).tolist()
+        return list(itertools.pairwise(bounds))
+
+    def sorted(self) -> Bag:
+        """The bag with its values in order of owner (itself when they are already)."""
+        if len(self.owner) < 2 or bool((self.owner[1:] >= self.owner[:-1]).all()):
+            return self
+        order = np.argsort(self.owner, kind="stable")
+        return Bag(
+            self.rows,
+            self.owner[order],
+            _take(self.values, order),
+            None if self.counts is None else self.counts[order],
+            self.sketches,
+        )
+
+
+State = tuple[Column, ...] | Bag | PyState
+
+
+def _take(column: Any, index: np.ndarray) -> Any:
+    if isinstance(column, np.ndarray):
+        return column[index]
+    if isinstance(column, list):
+        return [column[i] for i in index.tolist()]
+    return column.take(pa.array(index, pa.int64()))
+
+
+def _concat(columns: Sequence[Any]) -> Any:
+    first = columns[0]
+    if isinstance(first, np.ndarray):
+        return np.concatenate(columns)
+    if isinstance(first, list):
+        return [x for column in columns for x in column]
+    return v.concat(columns)
+
+
+def _add_at(count: int, ids: np.ndarray, values: np.ndarray) -> np.ndarray:
+    out = np.zeros(count, dtype=values.dtype)
+    np.add.at(out, ids, values)
+    return out
+
+
+def _counts(ids: np.ndarray, count: int) -> np.ndarray:
+    return np.bincount(ids, minlength=count).astype(np.int64)
+
+
+def _weighted(ids: np.ndarray, weights: np.ndarray, count: int) -> np.ndarray:
+    """Sums of ``weights`` per id, as doubles: ``np.bincount`` gives int64 zeros when there
+    are no ids at all, weights or not, and an accumulator's float parts must be floats."""
+    return np.bincount(ids, weights=weights, minlength=count).astype(np.float64, copy=False)
+
+
+class Kernel:
+    """Vectorized form of one aggregation; see the module doc."""
+
+    def __init__(self, fn: LiveaggCombineFn) -> None:
+        self.fn = fn
+
+    # -- the vectorized form (overridden) ----------------------------------------------------
+
+    def batch(self, values: Any, ids: np.ndarray, count: int) -> State:
+        return self.py_batch(values, ids, count)
+
+    def merge(self, state: State, ids: np.ndarray, count: int) -> State:
+        return self.py_merge(self.accumulators(state), ids, count)
+
+    def extract(self, state: State) -> list[Any]:
+        return [self.fn.extract_output(acc) for acc in self.accumulators(state)]
+
+    def accumulators(self, state: State) -> list[Any]:
+        if isinstance(state, PyState):
+            return state.accumulators
+        raise NotImplementedError(type(self).__name__)
+
+    # -- the row-wise form, shared -----------------------------------------------------------
+
+    def py_batch(self, values: Any, ids: np.ndarray, count: int) -> PyState:
+        """One accumulator per group, fed the group's values by the CombineFn."""
+        fn = self.fn
+        if fn.needs_event_time:  # ``(times, column)``: the CombineFn takes (time, value) pairs
+            times, column = values
+            items = list(zip(times.tolist(), _python(column), strict=True))
+        else:
+            items = values if isinstance(values, list) else _python(values)
+        per_group: list[list[Any]] = [[] for _ in range(count)]
+        for group, item in zip(ids.tolist(), items, strict=True):
+            per_group[group].append(item)
+        return PyState([fn.add_inputs(fn.create_accumulator(), vals) for vals in per_group])
+
+    def py_merge(self, accumulators: list[Any], ids: np.ndarray, count: int) -> PyState:
+        per_group: list[list[Any]] = [[] for _ in range(count)]
+        for group, acc in zip(ids.tolist(), accumulators, strict=True):
+            per_group[group].append(acc)
+        merge, create = self.fn.merge_accumulators, self.fn.create_accumulator
+        return PyState([merge(accs) if accs else create() for accs in per_group])
+
+    def concat(self, states: Sequence[State]) -> State:
+        """States of several partials as one state over all their rows."""
+        if any(isinstance(s, PyState) for s in states) or type(self).merge is Kernel.merge:
+            return PyState([acc for s in states for acc in self.accumulators(s)])
+        if isinstance(states[0], Bag):
+            return _concat_bags(states)  # type: ignore[arg-type]
+        return tuple(_concat([s[i] for s in states]) for i in range(len(states[0])))  # type: ignore[index]
+
+    def take(self, state: State, index: np.ndarray) -> State:
+        """The state of the rows ``index`` (a shard, or a sliding window's slices, which
+        repeat). Accumulators are copied: a CombineFn merges into its first accumulator, and
+        one taken twice must not carry one window's values into another."""
+        if isinstance(state, PyState):
+            encode, decode = self.fn.encode_accumulator, self.fn.decode_accumulator
+            return PyState([decode(encode(state.accumulators[i])) for i in index.tolist()])
+        if isinstance(state, Bag):
+            return _take_bag(state, index)
+        return tuple(_take(column, index) for column in state)
+
+
+def _python(values: Any) -> list[Any]:
+    if isinstance(values, np.ndarray):
+        return values.tolist()
+    if isinstance(values, pa.Array):
+        return v.python_values(values)
+    return list(values)
+
+
+def _concat_bags(bags: Sequence[Bag]) -> Bag:
+    offset, owners = 0, []
+    for bag in bags:
+        owners.append(bag.owner + offset)
+        offset += bag.rows
+    counts = None if bags[0].counts is None else np.concatenate([b.counts for b in bags])
+    sketches: dict[int, bytes] = {}
+    base = 0
+    for bag in bags:
+        sketches.update((base + row, data) for row, data in bag.sketches.items())
+        base += bag.rows
+    return Bag(offset, np.concatenate(owners), _concat([b.values for b in bags]), counts, sketches)
+
+
+def _take_bag(bag: Bag, index: np.ndarray) -> Bag:
+    """The bag of rows ``index`` (repeats allowed: a sliding window's slices are taken once
+    per window they fall in)."""
+    bag = bag.sorted()
+    bounds = np.searchsorted(bag.owner, np.arange(bag.rows + 1))
+    starts, lengths = bounds[:-1][index], np.diff(bounds)[index]
+    total = int(lengths.sum())
+    owner = np.repeat(np.arange(len(index), dtype=np.int64), lengths)
+    positions = np.arange(total, dtype=np.int64) - np.repeat(np.cumsum(lengths) - lengths, lengths)
+    gather = np.repeat(starts, lengths) + positions
+    sketches: dict[int, bytes] = {}
+    if bag.sketches:
+        for new, old in enumerate(index.tolist()):
+            if old in bag.sketches:
+                sketches[new] = bag.sketches[old]
+    counts = None if bag.counts is None else bag.counts[gather]
+    return Bag(len(index), owner, _take(bag.values, gather), counts, sketches)
+
+
+# ---------------------------------------------------------------------------------------------
+# count, sum, mean, min, max
+# ---------------------------------------------------------------------------------------------
+
+
+class CountKernel(Kernel):
+    """State ``(n,)``; ``values`` is ``None`` for ``count`` without ``col_name``."""
+
+    def batch(self, values: Any, ids: np.ndarray, count: int) -> State:
+        return (_counts(ids, count),)
+
+    def merge(self, state: State, ids: np.ndarray, count: int) -> State:
+        if isinstance(state, PyState):
+            return super().merge(state, ids, count)
+        return (_add_at(count, ids, state[0]),)  # type: ignore[index]
+
+    def extract(self, state: State) -> list[Any]:
+        return self.accumulators(state)
+
+    def accumulators(self, state: State) -> list[Any]:
+        if isinstance(state, PyState):
+            return state.accumulators
+        return state[0].tolist()  # type: ignore[index, union-attr]
+
+
+def _safe_int_sum(values: np.ndarray, ids: np.ndarray, count: int) -> np.ndarray | None:
+    """Exact int64 sums per group, or None when a sum could leave the 64-bit range."""
+    if not len(values):
+        return np.zeros(count, dtype=np.int64)
+    bound = int(np.abs(values).max()) if values.dtype != np.uint64 else int(values.max())
+    if bound * len(values) > _INT64_MAX:
+        return None
+    return _add_at(count, ids, values.astype(np.int64, copy=False))
+
+
+class SumKernel(Kernel):
+    # extract is vectorized below for the common states; the CombineFn decides the rest.
+    """``sum`` and ``mean``: state ``(int_sum, float_sum, compensation, n_int, n_float)``, the
+    CombineFn's accumulator as columns. Integral values (canonical numbers) are summed exactly
+    as integers; the others as doubles."""
+
+    def batch(self, values: Any, ids: np.ndarray, count: int) -> State:
+        if isinstance(values, list):
+            return self.py_batch(values, ids, count)
+        if values.dtype.kind in "iu":
+            ints, int_ids = values, ids
+            floats, float_ids = values[:0].astype(np.float64), ids[:0]
+        else:
+            integral = np.floor(values) == values
+            if integral.any() and np.abs(values[integral]).max() >= 2.0**63:
+                return self.py_batch(values.tolist(), ids, count)  # beyond int64: exact ints
+            ints, int_ids = values[integral].astype(np.int64), ids[integral]
+            floats, float_ids = values[~integral], ids[~integral]
+        isum = _safe_int_sum(ints, int_ids, count)
+        fsum = _weighted(float_ids, floats, count)
+        if isum is None or not np.isfinite(fsum).all():  # the CombineFn spills exactly
+            return self.py_batch(values.tolist(), ids, count)
+        return (
+            isum,
+            fsum,
+            np.zeros(count),
+            _counts(int_ids, count),
+            _counts(float_ids, count),
+        )
+
+    def merge(self, state: State, ids: np.ndarray, count: int) -> State:
+        if isinstance(state, PyState) or state[0].dtype == object:  # type: ignore[index, union-attr]
+            return super().merge(state, ids, count)
+        isum, fsum, comp, nint, nfloat = state  # type: ignore[misc]
+        merged = _safe_int_sum(isum, ids, count)
+        floats = _weighted(ids, fsum, count)
+        if merged is None or not np.isfinite(floats).all():
+            return super().merge(state, ids, count)
+        return (
+            merged,
+            floats,
+            _weighted(ids, comp, count),
+            _add_at(count, ids, nint),
+            _add_at(count, ids, nfloat),
+        )
+
+    def accumulators(self, state: State) -> list[Any]:
+        if isinstance(state, PyState):
+            return state.accumulators
+        return [list(row) for row in zip(*(col.tolist() for col in state), strict=True)]  # type: ignore[union-attr]
+
+    def extract(self, state: State) -> list[Any]:
+        """The CombineFn's ``extract_output`` over all groups; the same arithmetic (one
+        correctly rounded operation per step) wherever the integer part is a double exactly."""
+        if isinstance(state, PyState) or state[0].dtype == object:  # type: ignore[index, union-attr]
+            return super().extract(state)
+        isum, fsum, comp, nint, nfloat = state  # type: ignore[misc]
+        floats = fsum + comp
+        if np.abs(isum).max(initial=0) >= v.EXACT_FLOAT_INT or not np.isfinite(floats).all():
+            return super().extract(state)
+        n = nint + nfloat
+        if isinstance(self.fn, MeanFn):
+            with np.errstate(invalid="ignore", divide="ignore"):
+                result = (isum / n + floats / n).tolist()
+        else:
+            result = np.where(nfloat > 0, isum + floats, 0.0).tolist()
+            ints = isum.tolist()
+            result = [
+                r if nf else i for r, i, nf in zip(result, ints, nfloat.tolist(), strict=True)
+            ]
+        if (n == 0).any():
+            result = [
+                None if count == 0 else r for r, count in zip(result, n.tolist(), strict=True)
+            ]
+        return result
+
+
+class ExtremeKernel(Kernel):
+    """``min`` and ``max``: state ``(int_extreme, has_int, float_extreme)`` (NaN: none)."""
+
+    def __init__(self, fn: LiveaggCombineFn) -> None:
+        super().__init__(fn)
+        self._is_min = isinstance(fn, MinFn)
+        self._at = np.minimum.at if self._is_min else np.maximum.at
+        self._start_int = np.iinfo(np.int64).max if self._is_min else np.iinfo(np.int64).min
+        self._start_float = math.inf if self._is_min else -math.inf
+
+    def _reduce(
+        self,
+        ints: np.ndarray,
+        int_ids: np.ndarray,
+        floats: np.ndarray,
+        float_ids: np.ndarray,
+        count: int,
+    ) -> State:
+        best_int = np.full(count, self._start_int, dtype=np.int64)
+        self._at(best_int, int_ids, ints)
+        has_int = np.zeros(count, dtype=bool)
+        has_int[int_ids] = True
+        best_float = np.full(count, self._start_float)
+        self._at(best_float, float_ids, floats)
+        best_float[np.isinf(best_float)] = np.nan
+        return (best_int, has_int, best_float)
+
+    def batch(self, values: Any, ids: np.ndarray, count: int) -> State:
+        if isinstance(values, list):
+            return self.py_batch(values, ids, count)
+        if values.dtype.kind in "iu":
+            return self._reduce(values, ids, values[:0].astype(float), ids[:0], count)
+        return self._reduce(values[:0].astype(np.int64), ids[:0], values, ids, count)
+
+    def merge(self, state: State, ids: np.ndarray, count: int) -> State:
+        if isinstance(state, PyState):
+            return super().merge(state, ids, count)
+        best_int, has_int, best_float = state  # type: ignore[misc]
+        present = ~np.isnan(best_float)
+        return self._reduce(
+            best_int[has_int], ids[has_int], best_float[present], ids[present], count
+        )
+
+    def accumulators(self, state: State) -> list[Any]:
+        if isinstance(state, PyState):
+            return state.accumulators
+        best_int, has_int, best_float = state  # type: ignore[misc]
+        pick = min if self._is_min else max
+        out: list[Any] = []
+        for i, has, f in zip(best_int.tolist(), has_int.tolist(), best_float.tolist(), strict=True):
+            candidates = [i] if has else []
+            if f == f:  # not NaN
+                candidates.append(int(f) if f.is_integer() else f)
+            out.append(pick(candidates) if candidates else None)
+        return out
+
+    def extract(self, state: State) -> list[Any]:
+        return self.accumulators(state)
+
+
+# ---------------------------------------------------------------------------------------------
+# variance and stddev
+# ---------------------------------------------------------------------------------------------
+
+
+class MomentsKernel(Kernel):
+    """State ``(n, mean, m2)``, merged with Chan's formula as the CombineFn does."""
+
+    def batch(self, values: Any, ids: np.ndarray, count: int) -> State:
+        x = np.asarray(values, dtype=np.float64)
+        n = _counts(ids, count)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            mean = _weighted(ids, x, count) / n
+        mean[n == 0] = 0.0
+        dev = x - mean[ids]
+        with np.errstate(over="ignore", invalid="ignore"):
+            m2 = _weighted(ids, dev * dev, count)
+        if not (np.isfinite(mean).all() and np.isfinite(m2).all()):
+            return self.py_batch(_python(values), ids, count)
+        return (n, mean, m2)
+
+    def merge(self, state: State, ids: np.ndarray, count: int) -> State:
+        if isinstance(state, PyState):
+            return super().merge(state, ids, count)
+        n, mean, m2 = state  # type: ignore[misc]
+        total = _add_at(count, ids, n)
+        with np.errstate(invalid="ignore", divide="ignore"):
+            new_mean = _weighted(ids, n * mean, count) / total
+        new_mean[total == 0] = 0.0
+        dev = mean - new_mean[ids]
+        with np.errstate(over="ignore", invalid="ignore"):
+            new_m2 = _weighted(ids, m2 + n * dev * dev, count)
+        if not (np.isfinite(new_mean).all() and np.isfinite(new_m2).all()):
+            return super().merge(state, ids, count)
+        return (total, new_mean, new_m2)
+
+    def accumulators(self, state: State) -> list[Any]:
+        if isinstance(state, PyState):
+            return state.accumulators
+        return [list(row) for row in zip(*(col.tolist() for col in state), strict=True)]  # type: ignore[union-attr]
+
+
+# ---------------------------------------------------------------------------------------------
+# first and last
+# ---------------------------------------------------------------------------------------------
+
+
+class OrderedKernel(Kernel):
+    """State ``(time, value)``: the winning event time and value per group (time
+    ``_NONE`` for none). Values arrive as ``(times, scalar column)``."""
+
+    _NONE = np.iinfo(np.int64).max
+
+    def __init__(self, fn: LiveaggCombineFn) -> None:
+        super().__init__(fn)
+        self._first = isinstance(fn, FirstFn)
+
+    def _best(self, times: np.ndarray, values: pa.Array, ids: np.ndarray, count: int) -> State:
+        if self._first:
+            best = np.full(count, np.iinfo(np.int64).max, dtype=np.int64)
+            np.minimum.at(best, ids, times)
+        else:
+            best = np.full(count, np.iinfo(np.int64).min, dtype=np.int64)
+            np.maximum.at(best, ids, times)
+        winners = np.flatnonzero(times == best[ids])
+        winner_ids = ids[winners]
+        ties = np.bincount(winner_ids, minlength=count)
+        chosen = np.full(count, -1, dtype=np.int64)
+        chosen[winner_ids] = winners  # any of the tied rows; ties resolved below
+        tied_groups = np.flatnonzero(ties > 1)
+        if len(tied_groups):
+            pick = min if self._first else max
+            tied = set(tied_groups.tolist())
+            candidates: dict[int, list[tuple[Any, int]]] = {}
+            py = v.python_values(values.take(pa.array(winners)))
+            for row, group, value in zip(winners.tolist(), winner_ids.tolist(), py, strict=True):
+                if group in tied:
+                    candidates.setdefault(group, []).append((c.order_key(value), row))
+            for group, items in candidates.items():
+                chosen[group] = pick(items)[1]
+        present = chosen >= 0
+        index = np.where(present, chosen, 0)
+        if not len(values):  # groups without values
+            return (np.full(count, self._NONE, dtype=np.int64), pa.nulls(count, values.type))
+        value_column = values.take(pa.array(index))
+        if not present.all():
+            value_column = pc.if_else(pa.array(present), value_column, None)
+        best = np.where(present, best, self._NONE)
+        return (best, value_column)
+
+    def batch(self, values: Any, ids: np.ndarray, count: int) -> State:
+        times, column = values
+        return self._best(times, column, ids, count)
+
+    def merge(self, state: State, ids: np.ndarray, count: int) -> State:
+        if isinstance(state, PyState):
+            return super().merge(state, ids, count)
+        times, column = state  # type: ignore[misc]
+        present = times != self._NONE
+        index = np.flatnonzero(present)
+        return self._best(times[index], column.take(pa.array(index)), ids[index], count)
+
+    def accumulators(self, state: State) -> list[Any]:
+        if isinstance(state, PyState):
+            return state.accumulators
+        times, column = state  # type: ignore[misc]
+        return [
+            None if t == self._NONE else [t, value]
+            for t, value in zip(times.tolist(), v.python_values(column), strict=True)
+        ]
+
+    def extract(self, state: State) -> list[Any]:
+        if isinstance(state, PyState):
+            return super().extract(state)
+        return v.python_values(state[1])  # type: ignore[index]
+
+
+# ---------------------------------------------------------------------------------------------
+# histogram
+# ---------------------------------------------------------------------------------------------
+
+
+class HistogramKernel(Kernel):
+    """State ``(counts,)``, a ``groups x buckets`` int64 matrix."""
+
+    def __init__(self, fn: LiveaggCombineFn) -> None:
+        super().__init__(fn)
+        self._bounds = np.array(fn.bounds, dtype=np.float64)  # type: ignore[attr-defined]
+        self._width = len(self._bounds) + 1
+
+    def batch(self, values: Any, ids: np.ndarray, count: int) -> State:
+        if isinstance(values, list):
+            return self.py_batch(values, ids, count)
+        # Python's bisect_right over the bounds: an int bound and a float value compare
+        # exactly; so do doubles here, as every value is within 2**53 or a double already.
+        buckets = np.searchsorted(self._bounds, values.astype(np.float64), side="right")
+        flat = np.bincount(ids * self._width + buckets, minlength=count * self._width)
+        return (flat.reshape(count, self._width).astype(np.int64),)
+
+    def merge(self, state: State, ids: np.ndarray, count: int) -> State:
+        if isinstance(state, PyState):
+            return super().merge(state, ids, count)
+        out = np.zeros((count, self._width), dtype=np.int64)
+        np.add.at(out, ids, state[0])  # type: ignore[index]
+        return (out,)
+
+    def accumulators(self, state: State) -> list[Any]:
+        if isinstance(state, PyState):
+            return state.accumulators
+        return state[0].tolist()  # type: ignore[index, union-attr]
+
+    def extract(self, state: State) -> list[Any]:
+        return self.accumulators(state)
+
+
+# ---------------------------------------------------------------------------------------------
+# Values per group: exact distinct counts, sets, HyperLogLog, KLL, top_k
+# ---------------------------------------------------------------------------------------------
+
+
+def _distinct_pairs(
+    values: pa.Array, ids: np.ndarray, counts: np.ndarray | None = None, share: bool = True
+) -> tuple[np.ndarray, pa.Array, np.ndarray]:
+    """The distinct ``(group, value)`` pairs, in order of group, and how often each occurs
+    (summing ``counts``). Kept in order of group, a :class:`Bag` needs no sort later."""
+    from liveagg.engine.groups import factorize
+
+    sharing = share and _SHARING[0] and counts is None  # arrays the caller keeps alive
+    if sharing:
+        memo = _PAIRS.get((id(values), id(ids)))
+        if memo is not None:
+            return memo
+    pairs = factorize([ids, values])
+    weights = np.ones(len(ids), dtype=np.int64) if counts is None else counts
+    totals = _add_at(pairs.count, pairs.ids, weights)
+    owner = np.asarray(pairs.keys[0])
+    order = np.argsort(owner, kind="stable")
+    result = owner[order], _take(pairs.keys[1], order), totals[order]
+    if sharing:
+        _PAIRS[(id(values), id(ids))] = result
+    return result
+
+
+#: Distinct pairs of the batch being aggregated, shared by the kernels over one column (an
+#: exact and an estimated distinct count, say); :func:`sharing_pairs` scopes it.
+_PAIRS: dict[tuple[int, int], Any] = {}
+_SHARING = [False]
+
+
+@contextmanager
+def sharing_pairs() -> Iterator[None]:
+    """Within this block, kernels given the same value and id arrays share their pairs
+    (the arrays live as long as the block: their ids cannot be reused meanwhile)."""
+    _PAIRS.clear()
+    _SHARING[0] = True
+    try:
+        yield
+    finally:
+        _SHARING[0] = False
+        _PAIRS.clear()
+
+
+class _BagKernel(Kernel):
+    """Shared body of the kernels whose state is a :class:`Bag` of distinct values."""
+
+    #: Keep occurrence counts (``top_k``) rather than just distinct values.
+    counted = False
+
+    def limit(self) -> int:
+        """Distinct values a group may hold as values before it becomes a sketch."""
+        return 1 << 62
+
+    def batch(self, values: Any, ids: np.ndarray, count: int) -> State:
+        share = not isinstance(values, list)
+        if not share:
+            values = v.scalars_from_python(values)
+        owner, distinct, counts = _distinct_pairs(values, ids, share=share)
+        return self._settle(Bag(count, owner, distinct, counts if self.counted else None))
+
+    def merge(self, state: State, ids: np.ndarray, count: int) -> State:
+        if isinstance(state, PyState):
+            return super().merge(state, ids, count)
+        bag: Bag = state  # type: ignore[assignment]
+        owner, distinct, counts = _distinct_pairs(bag.values, ids[bag.owner], bag.counts)
+        grouped: dict[int, list[bytes]] = {}
+        for row, sketch in bag.sketches.items():
+            grouped.setdefault(int(ids[row]), []).append(sketch)
+        sketches = {row: self.merge_sketches(found) for row, found in grouped.items()}
+        return self._settle(Bag(count, owner, distinct, counts if self.counted else None, sketches))
+
+    def oversized(self, bag: Bag) -> np.ndarray:
+        """The rows to hold as a sketch: past :meth:`limit` values, or holding one already."""
+        big = np.bincount(bag.owner, minlength=bag.rows) > self.limit()
+        big[list(bag.sketches)] = True
+        return big
+
+    def _settle(self, bag: Bag) -> Bag:
+        """Fold the values of the :meth:`oversized` rows into their sketches."""
+        big = self.oversized(bag)
+        if not big.any():
+            return bag
+        bag = bag.sorted()
+        sketches = dict(bag.sketches)
+        spans = bag.groups()
+        items = v.python_values(bag.values) if isinstance(bag.values, pa.Array) else None
+        for row in np.flatnonzero(big).tolist():
+            start, end = spans[row]
+            vals = items[start:end] if items is not None else bag.values[start:end]
+            weights = None if bag.counts is None else bag.counts[start:end].tolist()
+            sketches[row] = self.to_sketch(sketches.get(row), vals, weights)
+        keep = ~big[bag.owner]
+        return Bag(
+            bag.rows,
+            bag.owner[keep],
+            _take(bag.values, np.flatnonzero(keep)),
+            None if bag.counts is None else bag.counts[keep],
+            sketches,
+        )
+
+    def to_sketch(self, sketch: bytes | None, values: Any, weights: list[int] | None) -> bytes:
+        raise NotImplementedError
+
+    def merge_sketches(self, sketches: list[bytes]) -> bytes:
+        raise NotImplementedError
+
+    def accumulators(self, state: State) -> list[Any]:
+        if isinstance(state, PyState):
+            return state.accumulators
+        bag = state.sorted()  # type: ignore[union-attr]
+        items = v.python_values(bag.values) if isinstance(bag.values, pa.Array) else None
+        out = []
+        for row, (start, end) in enumerate(bag.groups()):
+            vals = items[start:end] if items is not None else bag.values[start:end]
+            weights = None if bag.counts is None else bag.counts[start:end].tolist()
+            sketch = bag.sketches.get(row)
+            out.append(self.to_accumulator(sketch, vals, weights))
+        return out
+
+    def to_accumulator(self, sketch: bytes | None, values: Any, weights: list[int] | None) -> Any:
+        raise NotImplementedError
+
+
+class ExactDistinctKernel(_BagKernel):
+    """``count_distinct_exact`` and ``collect_set``: the distinct values of each group."""
+
+    def to_accumulator(self, sketch: bytes | None, values: Any, weights: list[int] | None) -> Any:
+        return set(map(c.to_key, values))
+
+    def extract(self, state: State) -> list[Any]:
+        if isinstance(self.fn, CountDistinctExactFn) and isinstance(state, Bag):
+            return np.bincount(state.owner, minlength=state.rows).tolist()
+        return super().extract(state)
+
+
+class CollectSetKernel(ExactDistinctKernel):
+    def _settle(self, bag: Bag) -> Bag:
+        # Keep at most 2 * max_size values per group, the smallest, as the CombineFn does.
+        limit = 2 * self.fn.max_size  # type: ignore[attr-defined]
+        per_group = np.bincount(bag.owner, minlength=bag.rows)
+        if not (per_group > limit).any():
+            return bag
+        bag = bag.sorted()
+        items = v.python_values(bag.values)
+        keep: list[int] = []
+        for start, end in bag.groups():
+            if end - start <= limit:
+                keep.extend(range(start, end))
+                continue
+            ranked = heapq.nsmallest(
+                self.fn.max_size,  # type: ignore[attr-defined]
+                range(start, end),
+                key=lambda j: c.order_key(items[j]),
+            )
+            keep.extend(sorted(ranked))
+        index = np.array(keep, dtype=np.int64)
+        return Bag(bag.rows, bag.owner[index], _take(bag.values, index))
+
+
+class HllKernel(_BagKernel):
+    """``count_distinct`` and ``hll_sketch``: distinct values until a group has more than a
+    sketch's list mode holds (``2**lg_k / 8``), then a serialized DataSketches HLL sketch."""
+
+    def limit(self) -> int:
+        return max(64, (1 << self.fn.lg_k) // 8)  # type: ignore[attr-defined]
+
+    def _new(self) -> hll_sketch:
+        return self.fn.create_accumulator()
+
+    def to_accumulator(self, sketch: bytes | None, values: Any, weights: list[int] | None) -> Any:
+        acc = self._new() if sketch is None else hll_sketch.deserialize(sketch)
+        update = acc.update
+        for value in values:
+            update(value if type(value) is str and value else hash_form(value))
+        return acc
+
+    def to_sketch(self, sketch: bytes | None, values: Any, weights: list[int] | None) -> bytes:
+        return self.to_accumulator(sketch, values, weights).serialize_compact()
+
+    def extract(self, state: State) -> list[Any]:
+        if not isinstance(state, Bag):
+            return super().extract(state)
+        # One scratch sketch, reset per group: a new sketch costs more than its updates.
+        bag = state.sorted()
+        items = v.python_values(bag.values) if len(bag.owner) else []
+        scratch = self._new()
+        extract = self.fn.extract_output
+        out = []
+        for row, (start, end) in enumerate(bag.groups()):
+            data = bag.sketches.get(row)
+            if data is None:
+                scratch.reset()
+                sketch = scratch
+            else:
+                sketch = hll_sketch.deserialize(data)
+            update = sketch.update
+            for value in items[start:end]:
+                update(value if type(value) is str and value else hash_form(value))
+            out.append(extract(sketch))
+        return out
+
+    def merge_sketches(self, sketches: list[bytes]) -> bytes:
+        if len(sketches) == 1:
+            return sketches[0]
+        union = hll_union(self.fn.lg_k)  # type: ignore[attr-defined]
+        for data in sketches:
+            union.update(hll_sketch.deserialize(data))
+        return union.get_result(self.fn._target).serialize_compact()  # type: ignore[attr-defined]
+
+
+class KllKernel(_BagKernel):
+    """``approx_quantiles``: the group's values (with multiplicity) until there are more
+    than ``k``, then a serialized KLL sketch. Values are doubles, as the sketch holds."""
+
+    counted = True
+
+    def limit(self) -> int:
+        return self.fn.k  # type: ignore[attr-defined]
+
+    def batch(self, values: Any, ids: np.ndarray, count: int) -> State:
+        floats = pa.array(np.asarray(values, dtype=np.float64))
+        owner, distinct, counts = _distinct_pairs(floats, ids, share=False)
+        return self._settle(Bag(count, owner, distinct, counts))
+
+    def oversized(self, bag: Bag) -> np.ndarray:
+        # The limit counts values with their multiplicity.
+        big = np.bincount(bag.owner, weights=bag.counts, minlength=bag.rows) > self.limit()
+        big[list(bag.sketches)] = True
+        return big
+
+    def to_accumulator(self, sketch: bytes | None, values: Any, weights: list[int] | None) -> Any:
+        if sketch is None:
+            acc = self.fn.create_accumulator()
+        else:
+            acc = kll_doubles_sketch.deserialize(sketch)
+        if len(values):
+            data = np.asarray(values, dtype=np.float64)
+            if weights is not None:
+                data = np.repeat(data, weights)
+            acc.update(data)
+        return acc
+
+    def to_sketch(self, sketch: bytes | None, values: Any, weights: list[int] | None) -> bytes:
+        return self.to_accumulator(sketch, values, weights).serialize()
+
+    def merge_sketches(self, sketches: list[bytes]) -> bytes:
+        merged = kll_doubles_sketch.deserialize(sketches[0])
+        for data in sketches[1:]:
+            merged.merge(kll_doubles_sketch.deserialize(data))
+        return merged.serialize()
+
+
+class TopKKernel(_BagKernel):
+    """``top_k``: exact counts per value until a group has more distinct values than the
+    sketch's map holds exactly, then a frequent-items sketch fed with weighted updates."""
+
+    counted = True
+
+    def limit(self) -> int:
+        return self.fn.exact_up_to  # type: ignore[attr-defined]
+
+    def to_accumulator(self, sketch: bytes | None, values: Any, weights: list[int] | None) -> Any:
+        acc = (
+            self.fn.create_accumulator()
+            if not sketch
+            else frequent_strings_sketch.deserialize(sketch)
+        )
+        for value, weight in zip(values, weights or [1] * len(values), strict=True):
+            acc.update(v.canonical_text(value), weight)
+        return acc
+
+    def to_sketch(self, sketch: bytes | None, values: Any, weights: list[int] | None) -> bytes:
+        return self.to_accumulator(sketch, values, weights).serialize()
+
+    def merge_sketches(self, sketches: list[bytes]) -> bytes:
+        merged = frequent_strings_sketch.deserialize(sketches[0])
+        for data in sketches[1:]:
+            merged.merge(frequent_strings_sketch.deserialize(data))
+        return merged.serialize()
+
+    def extract(self, state: State) -> list[Any]:
+        if not isinstance(state, Bag) or state.sketches:
+            return super().extract(state)
+        # Exact counts: rank them directly, as the CombineFn ranks the sketch's items.
+        k = self.fn.k  # type: ignore[attr-defined]
+        bag = state.sorted()
+        items = v.python_values(bag.values)
+        counts = bag.counts.tolist()  # type: ignore[union-attr]
+        out: list[Any] = []
+        for start, end in bag.groups():
+            if start == end:
+                out.append(None)
+                continue
+            rows = sorted(
+                zip(items[start:end], counts[start:end], strict=True),
+                key=lambda row: (-row[1], c.order_key(row[0])),
+            )
+            out.append([[value, count] for value, count in rows[:k]])
+        return out
+
+
+_KERNELS: dict[type, Callable[[LiveaggCombineFn], Kernel]] = {
+    CountFn: CountKernel,
+    SumFn: SumKernel,
+    MeanFn: SumKernel,
+    MinFn: ExtremeKernel,
+    MaxFn: ExtremeKernel,
+    VarianceFn: MomentsKernel,
+    StddevFn: MomentsKernel,
+    FirstFn: OrderedKernel,
+    LastFn: OrderedKernel,
+    HistogramFn: HistogramKernel,
+    CountDistinctExactFn: ExactDistinctKernel,
+    CollectSetFn: CollectSetKernel,
+    CountDistinctFn: HllKernel,
+    HllSketchFn: HllKernel,
+    ApproxQuantilesFn: KllKernel,
+    TopKFn: TopKKernel,
+}
+
+
+def vectorized(fn: LiveaggCombineFn) -> bool:
+    """Whether ``fn`` has a vectorized kernel (a built-in); others run row by row."""
+    return type(fn) in _KERNELS
+
+
+def kernel(fn: LiveaggCombineFn) -> Kernel:
+    """The kernel of ``fn``: its vectorized form for a built-in (exactly that class, not a
+    subclass, whose methods may differ), else the row-wise one."""
+    return _KERNELS.get(type(fn), Kernel)(fn)

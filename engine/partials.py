@@ -1,0 +1,413 @@
+"""A view's pre-aggregated state as columns: one row per (variant, window, grouping key).
+
+The staged aggregation of systems that count at scale: a batch of messages is aggregated
+once at its *finest grain* (every grouping column, the smallest slice of time all the view's
+windows are made of), and grouping sets, granularities and sliding windows are then *rolled
+up* from those pre-aggregates, not from each message. Partials of many batches, bundles or
+workers are concatenated and merged the same way, and extracted into output values at the end.
+
+Nothing here knows about Beam: :class:`ViewAggregator` is what the bounded path, the
+streaming router and the two-level adapters call.
+"""
+
+from __future__ import annotations
+
+import pickle
+import zlib
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import pyarrow as pa
+
+from liveagg.engine import values as v
+from liveagg.engine.groups import factorize
+from liveagg.engine.kernels import Kernel, PyState, State, kernel, sharing_pairs
+from liveagg.engine.windows import WindowFn, session_ids
+
+#: ``variant`` of finest-grain rows (before the roll-up).
+FINEST = -1
+
+
+@dataclass
+class Partial:
+    """Rows of ``(variant, start, end, keys...)`` and one kernel state per aggregation.
+
+    ``keys`` holds one column per grouping column of the view (null where a grouping set
+    leaves a column out), in a scalar form of :mod:`liveagg.engine.values`.
+    """
+
+    variant: np.ndarray
+    start: np.ndarray
+    end: np.ndarray
+    keys: list[pa.Array]
+    states: list[State]
+
+    @property
+    def rows(self) -> int:
+        return len(self.variant)
+
+
+@dataclass
+class Inputs:
+    """What one view aggregates from a batch, column by column.
+
+    ``ts`` holds the event time of each of the batch's ``rows`` used by the view; ``keys``
+    one column per grouping column; ``values`` per aggregation ``(rows, column)``: the rows
+    whose value is not null and their values (``None`` for ``count`` without ``col_name``).
+    ``origin`` holds the position in the batch of each row's message, for the callers that
+    need the message back (the streaming path's too-late dead letters).
+    """
+
+    ts: np.ndarray
+    keys: list[pa.Array]
+    values: list[tuple[np.ndarray, Any] | None]
+    origin: np.ndarray | None = None
+
+    @property
+    def rows(self) -> int:
+        return len(self.ts)
+
+
+def concat_inputs(parts: Sequence[Inputs]) -> list[Inputs]:
+    """Several batches' inputs of one view as few, to be aggregated together: those whose
+    numeric columns have the same kind (int64, float64, Python numbers) are joined, as
+    joining ints with doubles would turn ints beyond 2**53 inexact."""
+    by_kind: dict[tuple[str, ...], list[Inputs]] = {}
+    for part in parts:
+        by_kind.setdefault(tuple(map(_kind, part.values)), []).append(part)
+    return [_join(group) for group in by_kind.values()]
+
+
+def _kind(item: tuple[np.ndarray, Any] | None) -> str:
+    """A column's kind for joining: ``i``/``f`` numpy numbers, ``list``, or ``any`` (scalar
+    columns, which :func:`liveagg.engine.values.concat` unifies, and absent ones)."""
+    if item is None or isinstance(item[1], pa.Array):
+        return "any"
+    if isinstance(item[1], np.ndarray):
+        return item[1].dtype.kind
+    return "list"
+
+
+def _join(parts: list[Inputs]) -> Inputs:
+    if len(parts) == 1:
+        return parts[0]
+    offsets = np.cumsum([0, *(p.rows for p in parts)])
+    keys = [v.concat([p.keys[i] for p in parts]) for i in range(len(parts[0].keys))]
+    values: list[tuple[np.ndarray, Any] | None] = []
+    for j in range(len(parts[0].values)):
+        items = [p.values[j] for p in parts]
+        if items[0] is None:
+            values.append(None)
+            continue
+        rows = np.concatenate(
+            [item[0] + offset for item, offset in zip(items, offsets[:-1], strict=True)]  # type: ignore[index]
+        )
+        columns = [item[1] for item in items]  # type: ignore[index]
+        if isinstance(columns[0], np.ndarray):
+            column: Any = np.concatenate(columns)
+        elif isinstance(columns[0], list):
+            column = [x for c in columns for x in c]
+        else:
+            column = v.concat(columns)
+        values.append((rows, column))
+    origins = [p.origin for p in parts]
+    origin = None if any(o is None for o in origins) else np.concatenate(origins)  # type: ignore[arg-type]
+    return Inputs(np.concatenate([p.ts for p in parts]), keys, values, origin)
+
+
+@dataclass(frozen=True)
+class VariantSpec:
+    """One output stream of a view: its windows and the grouping columns it keeps."""
+
+    index: int
+    window: WindowFn
+    positions: tuple[int, ...]
+    granularity: str | None = None
+    grouping_set: int | None = None
+
+
+@dataclass
+class ViewAggregator:
+    """Pre-aggregates, rolls up, merges and extracts one view's partials."""
+
+    fns: Sequence[Any]
+    variants: Sequence[VariantSpec]
+    key_count: int
+    needs_time: Sequence[bool] = ()
+    kernels: list[Kernel] = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.kernels = [kernel(fn) for fn in self.fns]
+        windows = {variant.window for variant in self.variants}
+        self._merging = any(w.merging for w in windows)
+        grains = [w.grain_us for w in windows]
+        self._grain = 0
+        for g in grains:
+            self._grain = g if not self._grain else _gcd(self._grain, g)
+        self._all = tuple(range(self.key_count))
+        # The finest pre-aggregate is already the output when there is one variant that keeps
+        # every column and whose windows are the grain itself.
+        only = self.variants[0] if len(self.variants) == 1 else None
+        self._finest_is_final = (
+            only is not None and only.positions == self._all and only.window.kind == "fixed"
+        )
+
+    # -- from a batch ----------------------------------------------------------------------
+
+    def preaggregate(self, inputs: Inputs) -> Partial:
+        """The batch's partial: aggregated at the finest grain, then rolled up to every
+        variant. Sessions are cut per key within the batch and merged across batches."""
+        ts = inputs.ts
+        if self._merging:
+            finest = self._sessions(inputs)
+        else:
+            grain = self._grain
+            start = ts - ts % grain
+            groups = factorize([start, *inputs.keys], inputs.rows)
+            states = self._batch_states(inputs, groups.ids, groups.count)
+            first = groups.keys[0]
+            finest = Partial(
+                np.full(groups.count, FINEST, dtype=np.int64),
+                np.asarray(first),
+                np.asarray(first) + grain,
+                list(groups.keys[1:]),
+                states,
+            )
+        if self._finest_is_final:
+            finest.variant[:] = 0
+            return finest
+        return self.rollup(finest)
+
+    def _batch_states(self, inputs: Inputs, ids: np.ndarray, count: int) -> list[State]:
+        states = []
+        sub_ids: dict[int, np.ndarray] = {}  # one id array per row set: kernels share pairs
+        with sharing_pairs():
+            for kern, item, with_time in zip(
+                self.kernels,
+                inputs.values,
+                self.needs_time or [False] * len(self.kernels),
+                strict=True,
+            ):
+                if item is None:
+                    states.append(kern.batch(None, ids, count))
+                    continue
+                rows, column = item
+                own = sub_ids.get(id(rows))
+                if own is None:
+                    own = sub_ids[id(rows)] = ids[rows]
+                values = (inputs.ts[rows], column) if with_time else column
+                states.append(kern.batch(values, own, count))
+        return states
+
+    def _sessions(self, inputs: Inputs) -> Partial:
+        """Finest sessions of a batch: per full grouping key, messages closer than the gap."""
+        gap = next(w.window.gap_us for w in self.variants if w.window.merging)
+        keys = factorize(list(inputs.keys), inputs.rows)
+        ts = inputs.ts
+        ids = session_ids(keys.ids, ts, ts + gap)
+        count = int(ids.max()) + 1 if len(ids) else 0
+        states = self._batch_states(inputs, ids, count)
+        start = np.full(count, np.iinfo(np.int64).max, dtype=np.int64)
+        np.minimum.at(start, ids, ts)
+        end = np.full(count, np.iinfo(np.int64).min, dtype=np.int64)
+        np.maximum.at(end, ids, ts + gap)
+        first = np.full(count, len(ids), dtype=np.int64)
+        np.minimum.at(first, ids, np.arange(len(ids)))
+        key_columns = [column.take(pa.array(first)) for column in inputs.keys]
+        return Partial(np.full(count, FINEST, dtype=np.int64), start, end, key_columns, states)
+
+    # -- roll-up and merge -----------------------------------------------------------------
+
+    def rollup(self, finest: Partial) -> Partial:
+        """Every variant's rows from finest-grain rows."""
+        return concat([self._rollup_one(finest, variant) for variant in self.variants], self)
+
+    def _rollup_one(self, finest: Partial, variant: VariantSpec) -> Partial:
+        keys = [finest.keys[i] if i in variant.positions else None for i in self._all]
+        kept = [finest.keys[i] for i in variant.positions]
+        window = variant.window
+        if window.merging:
+            key_groups = factorize(kept, finest.rows)
+            ids = session_ids(key_groups.ids, finest.start, finest.end)
+            return self._reduce(finest, np.arange(finest.rows), ids, variant, keys, sessions=True)
+        if window.kind == "fixed":
+            start = finest.start - finest.start % window.size_us
+            rows = np.arange(finest.rows)
+        else:
+            rows, start, _ = window.assign_many(finest.start)
+        groups = factorize([start, *[k.take(pa.array(rows)) for k in kept]], len(rows))
+        return self._reduce(finest, rows, groups.ids, variant, keys, groups=groups)
+
+    def _reduce(
+        self,
+        source: Partial,
+        rows: np.ndarray,
+        ids: np.ndarray,
+        variant: VariantSpec,
+        keys: list[pa.Array | None],
+        sessions: bool = False,
+        groups: Any = None,
+    ) -> Partial:
+        count = int(ids.max()) + 1 if len(ids) else 0
+        identity = len(rows) == source.rows and np.array_equal(rows, np.arange(source.rows))
+        states = [
+            # Variants share the finest rows: row-wise states are taken (copied) for each.
+            kern.merge(
+                state if identity and not isinstance(state, PyState) else kern.take(state, rows),
+                ids,
+                count,
+            )
+            for kern, state in zip(self.kernels, source.states, strict=True)
+        ]
+        first = np.full(count, len(ids), dtype=np.int64)
+        np.minimum.at(first, ids, np.arange(len(ids)))
+        src = rows[first]
+        if sessions:
+            start = np.full(count, np.iinfo(np.int64).max, dtype=np.int64)
+            np.minimum.at(start, ids, source.start[rows])
+            end = np.full(count, np.iinfo(np.int64).min, dtype=np.int64)
+            np.maximum.at(end, ids, source.end[rows])
+        else:
+            start = np.asarray(groups.keys[0])
+            end = start + (variant.window.size_us)
+        key_columns = [
+            pa.nulls(count, v.STRING) if k is None else k.take(pa.array(src)) for k in keys
+        ]
+        return Partial(
+            np.full(count, variant.index, dtype=np.int64), start, end, key_columns, states
+        )
+
+    def merge(self, partial: Partial) -> Partial:
+        """One row per (variant, window, key): partials of many batches merged."""
+        if not partial.rows:
+            return partial
+        if self._merging:
+            key_groups = factorize([partial.variant, *partial.keys], partial.rows)
+            ids = session_ids(key_groups.ids, partial.start, partial.end)
+            count = int(ids.max()) + 1
+            start = np.full(count, np.iinfo(np.int64).max, dtype=np.int64)
+            np.minimum.at(start, ids, partial.start)
+            end = np.full(count, np.iinfo(np.int64).min, dtype=np.int64)
+            np.maximum.at(end, ids, partial.end)
+        else:
+            groups = factorize(
+                [partial.variant, partial.start, partial.end, *partial.keys], partial.rows
+            )
+            ids, count = groups.ids, groups.count
+        first = np.full(count, len(ids), dtype=np.int64)
+        np.minimum.at(first, ids, np.arange(len(ids)))
+        if not self._merging:
+            start, end = partial.start[first], partial.end[first]
+        states = [
+            kern.merge(state, ids, count)
+            for kern, state in zip(self.kernels, partial.states, strict=True)
+        ]
+        index = pa.array(first)
+        return Partial(
+            partial.variant[first], start, end, [k.take(index) for k in partial.keys], states
+        )
+
+    def extract(self, partial: Partial) -> list[list[Any]]:
+        """Each aggregation's outputs, one list per aggregation, a value per row."""
+        return [
+            kern.extract(state) for kern, state in zip(self.kernels, partial.states, strict=True)
+        ]
+
+    def accumulators(self, partial: Partial) -> list[list[Any]]:
+        """Each row's CombineFn accumulators (one per aggregation), for row-wise consumers:
+        the streaming operator's state and level-1 envelopes."""
+        columns = [
+            kern.accumulators(state)
+            for kern, state in zip(self.kernels, partial.states, strict=True)
+        ]
+        return [list(row) for row in zip(*columns, strict=True)] if columns else []
+
+    # -- moving partials ---------------------------------------------------------------------
+
+    def dumps(self, partial: Partial) -> bytes:
+        """A partial as bytes for a shuffle between workers of one pipeline (pickle, with
+        row-wise states as their CombineFns' accumulator bytes: sketches do not pickle)."""
+        states = [
+            _Encoded([kern.fn.encode_accumulator(a) for a in state.accumulators])
+            if isinstance(state, PyState)
+            else state
+            for kern, state in zip(self.kernels, partial.states, strict=True)
+        ]
+        return pickle.dumps(
+            Partial(partial.variant, partial.start, partial.end, partial.keys, states),
+            protocol=pickle.HIGHEST_PROTOCOL,
+        )
+
+    def loads(self, data: bytes) -> Partial:
+        partial: Partial = pickle.loads(data)
+        partial.states = [
+            PyState([kern.fn.decode_accumulator(a) for a in state.data])
+            if isinstance(state, _Encoded)
+            else state
+            for kern, state in zip(self.kernels, partial.states, strict=True)
+        ]
+        return partial
+
+    def take(self, partial: Partial, index: np.ndarray) -> Partial:
+        pindex = pa.array(index, pa.int64())
+        return Partial(
+            partial.variant[index],
+            partial.start[index],
+            partial.end[index],
+            [k.take(pindex) for k in partial.keys],
+            [
+                kern.take(state, index)
+                for kern, state in zip(self.kernels, partial.states, strict=True)
+            ],
+        )
+
+    def shard(self, partial: Partial, shards: int) -> list[tuple[int, Partial]]:
+        """The partial split by a stable hash of (variant, key) (and the window start, unless
+        sessions, whose windows of one key must meet): each key's rows on one shard."""
+        which = shard_of(partial, shards, by_window=not self._merging)
+        out = []
+        for shard in np.unique(which).tolist():
+            out.append((shard, self.take(partial, np.flatnonzero(which == shard))))
+        return out
+
+
+@dataclass
+class _Encoded:
+    """A :class:`PyState` on the wire: each accumulator's bytes."""
+
+    data: list[bytes]
+
+
+def shard_of(partial: Partial, shards: int, by_window: bool) -> np.ndarray:
+    """A shard per row, the same on every worker (CRC-32 of the key's canonical text)."""
+    texts = [v.to_text(k).to_pylist() for k in partial.keys]
+    variants = partial.variant.tolist()
+    starts = partial.start.tolist() if by_window else [0] * partial.rows
+    out = np.empty(partial.rows, dtype=np.int64)
+    for i, parts in enumerate(zip(*texts, strict=True) if texts else [()] * partial.rows):
+        seed = (variants[i] * 1_000_003 + starts[i]) & 0xFFFFFFFF
+        out[i] = zlib.crc32("\x1f".join(p or "" for p in parts).encode(), seed) % shards
+    return out
+
+
+def concat(partials: Sequence[Partial], aggregator: ViewAggregator) -> Partial:
+    """Partials as one (rows of all of them, not merged)."""
+    partials = [p for p in partials if p.rows] or list(partials[:1])
+    if len(partials) == 1:
+        return partials[0]
+    key_count = len(partials[0].keys)
+    return Partial(
+        np.concatenate([p.variant for p in partials]),
+        np.concatenate([p.start for p in partials]),
+        np.concatenate([p.end for p in partials]),
+        [v.concat([p.keys[i] for p in partials]) for i in range(key_count)],
+        [kern.concat([p.states[i] for p in partials]) for i, kern in enumerate(aggregator.kernels)],
+    )
+
+
+def _gcd(a: int, b: int) -> int:
+    while b:
+        a, b = b, a % b
+    return a

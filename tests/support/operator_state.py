@@ -1,0 +1,47 @@
+"""Stand-ins for the runner's side of the window operator, to drive its methods directly: a
+bucket's bag state and a timer family."""
+
+from __future__ import annotations
+
+from apache_beam.utils.timestamp import Timestamp
+
+from liveagg.transforms.windowstate import Bucket, BucketCoder
+
+
+class Cell:
+    """A bucket's bag state as the operator sees it: read, add, clear. ``cached``: reads
+    return the very objects added, as the SDK's state cache does; otherwise each read
+    decodes what a runner would have stored."""
+
+    def __init__(self, cached: bool = True) -> None:
+        self.cached = cached
+        self.parts: list[object] = []
+        self.coder = BucketCoder()
+
+    def read(self) -> list[object]:
+        if self.cached:
+            return list(self.parts)
+        return [self.coder.decode(self.coder.encode(part)) for part in self.parts]
+
+    def add(self, value: object) -> None:
+        self.parts.append(value)
+
+    def clear(self) -> None:
+        self.parts = []
+
+    @property
+    def value(self) -> Bucket:
+        return Bucket.load(self)
+
+
+class Timers:
+    """A TimerParam that records each tag's timer, as the runner keeps them."""
+
+    def __init__(self) -> None:
+        self.due: dict[str, int] = {}
+
+    def set(self, ts: Timestamp, dynamic_timer_tag: str = "") -> None:
+        self.due[dynamic_timer_tag] = ts.micros
+
+    def clear(self, dynamic_timer_tag: str = "") -> None:
+        self.due.pop(dynamic_timer_tag, None)

@@ -1,0 +1,205 @@
+"""The Kafka source without a broker: offsets, restrictions, watermarks, group requests and
+options.
+
+``VIEW`` is shared with tests/integration/test_kafka.py, which reads a real broker.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Any
+
+import pytest
+from apache_beam.internal import pickler
+from apache_beam.io.restriction_trackers import OffsetRange
+from apache_beam.io.watermark_estimators import ManualWatermarkEstimator
+from apache_beam.utils.timestamp import Timestamp
+
+from liveagg.loader import parse_view
+from liveagg.spec import ViewSpec
+from liveagg.transforms.sinks import Connections
+from liveagg.transforms.sinks.kafka import GroupingKey, ProduceToKafka
+from liveagg.transforms.sources.kafka import (
+    UNBOUNDED,
+    KafkaSource,
+    PartitionRanges,
+    PartitionRead,
+    PartitionTracker,
+    PartitionWatermark,
+    ReadPartitions,
+    ViewEventTime,
+    coordinated,
+    shares,
+)
+
+ck = pytest.importorskip("confluent_kafka")
+
+VIEW: dict[str, Any] = {
+    "name": "per_key",
+    "event_time": {"field": "ts", "format": "epoch_s"},
+    "grouping_cols": ["key"],
+    "window": {"size": "10m"},
+    "aggregation_info": [
+        {"aggregation": "count", "aggregated_col_name": "n"},
+        {"aggregation": "sum", "col_name": "value", "aggregated_col_name": "total"},
+    ],
+}
+
+
+def view_spec() -> ViewSpec:
+    return parse_view(VIEW)
+
+
+def test_tracker_tolerates_gaps_and_ends_at_stop() -> None:
+    tracker = PartitionTracker(OffsetRange(10, 20))
+    assert tracker.is_bounded()
+    assert tracker.try_claim(10) and tracker.try_claim(13) and tracker.try_claim(17)
+    with pytest.raises(ValueError, match="not done"):
+        tracker.check_done()
+    assert not tracker.try_claim(20)  # trailing offsets 18 and 19 are gaps
+    tracker.check_done()
+
+
+def test_unbounded_tracker_only_checkpoints() -> None:
+    tracker = PartitionTracker(OffsetRange(5, UNBOUNDED))
+    assert not tracker.is_bounded()
+    assert tracker.try_claim(5) and tracker.try_claim(9)
+    assert tracker.try_split(0.5) is None
+    assert tracker.current_progress().completed_work == 4
+    primary, residual = tracker.try_split(0)
+    assert (primary, residual) == (OffsetRange(5, 10), OffsetRange(10, UNBOUNDED))
+    tracker.check_done()
+    assert not tracker.try_claim(10)
+
+
+def test_restriction_provider_keeps_one_restriction_per_partition() -> None:
+    provider = PartitionRanges()
+    bounded, unbounded = PartitionRead("t", 0, 3, 9), PartitionRead("t", 1, 3, None)
+    assert list(provider.split(bounded, provider.initial_restriction(bounded))) == [
+        OffsetRange(3, 9)
+    ]
+    assert provider.restriction_size(bounded, OffsetRange(3, 9)) == 6
+    assert provider.restriction_size(unbounded, provider.initial_restriction(unbounded)) == 1
+    assert provider.truncate(unbounded, provider.initial_restriction(unbounded)) is None
+
+
+def test_watermark_follows_max_event_time_then_idles_with_injected_clock() -> None:
+    now = [1000.0]
+    wm = PartitionWatermark(timedelta(seconds=10), clock=lambda: now[0])
+    assert wm.current_us() is None
+    wm.observe(5_000_000)
+    wm.observe(3_000_000)  # out of order: the watermark does not go back
+    wm.observe(None)  # no event time: counts as data, moves nothing
+    wm.reached_end()
+    assert wm.current_us() == 5_000_000
+    now[0] += 9.9
+    assert wm.current_us() == 5_000_000
+    now[0] += 0.1
+    assert wm.current_us() == (now[0] - 10) * 1_000_000
+    wm.observe(2_000_000_000)  # data again, ahead of the wall clock: whichever is later
+    wm.reached_end()
+    now[0] += 30
+    assert wm.current_us() == 2_000_000_000
+    now[0] += 1000
+    assert wm.current_us() == (now[0] - 10) * 1_000_000
+
+
+def test_a_partition_with_unread_records_is_slow_not_idle() -> None:
+    """A stalled read of a backlog keeps the backlog's event times, however long it waits."""
+    now = [1000.0]
+    wm = PartitionWatermark(timedelta(seconds=10), clock=lambda: now[0])
+    assert wm.current_us() is None  # nothing read yet, and not at the end: no idle guess
+    now[0] += 60
+    assert wm.current_us() is None
+    wm.observe(5_000_000)
+    now[0] += 600  # a long stall before the end of the partition
+    assert wm.current_us() == 5_000_000
+    wm.reached_end()  # the end: quiet from the last record on
+    assert wm.current_us() == (now[0] - 10) * 1_000_000
+    wm.observe(6_000_000)  # more data: not at the end any more
+    now[0] += 600
+    assert wm.current_us() == 6_000_000
+
+
+def test_sdf_never_moves_the_estimator_back() -> None:
+    estimator = ManualWatermarkEstimator(Timestamp(100))
+    now = [50.0]
+    wm = PartitionWatermark(timedelta(seconds=1), clock=lambda: now[0])
+    wm.observe(10_000_000)
+    ReadPartitions._advance(estimator, wm)
+    assert estimator.current_watermark() == Timestamp(100)
+    now[0] = 200.0
+    wm.reached_end()
+    ReadPartitions._advance(estimator, wm)
+    assert estimator.current_watermark() == Timestamp(199)
+
+
+def test_group_requests_wait_for_a_starting_coordinator_and_raise_other_errors() -> None:
+    """A broker just started answers group requests with NOT_COORDINATOR for a while (seen
+    as a failed ``committed()`` at a job's start); other errors are not waited out."""
+    answers: list[Any] = [
+        ck.KafkaException(ck.KafkaError(ck.KafkaError.NOT_COORDINATOR)),
+        ck.KafkaException(ck.KafkaError(ck.KafkaError.COORDINATOR_LOAD_IN_PROGRESS)),
+        "offsets",
+    ]
+
+    def starting() -> str:
+        answer = answers.pop(0)
+        if isinstance(answer, Exception):
+            raise answer
+        return answer
+
+    assert coordinated(starting) == "offsets"
+    assert answers == []
+
+    calls = []
+
+    def denied() -> str:
+        calls.append(1)
+        raise ck.KafkaException(ck.KafkaError(ck.KafkaError.GROUP_AUTHORIZATION_FAILED))
+
+    with pytest.raises(ck.KafkaException):
+        coordinated(denied)
+    assert len(calls) == 1
+
+
+def test_shares_are_even_and_capped_by_what_partitions_hold() -> None:
+    assert shares([100, 100, 100], 1001) == [100, 100, 100]
+    assert shares([1000, 1000, 1000], 1001) == [333, 334, 334]
+    assert shares([5, 1000, 1000], 1001) == [5, 498, 498]
+    assert shares([0, 7], 3) == [0, 3]
+    assert shares([], 10) == []
+
+
+def test_view_event_time_is_none_for_what_the_view_rejects() -> None:
+    fn = ViewEventTime(view_spec())
+    assert fn(b'{"ts": 60}') == 60_000_000
+    assert fn(b"{bad") is None
+    assert fn(b"[1]") is None
+    assert fn(b'{"ts": "soon"}') is None
+    assert fn(b'{"key": 1}') is None
+
+
+def test_readers_pickle_without_clients() -> None:
+    """Runners ship DoFns pickled; Kafka clients are made on workers, in setup or later."""
+    src = KafkaSource("t", "h:1", bounded=False, timestamp_fn=ViewEventTime(view_spec()))
+    fn = pickler.loads(pickler.dumps(ReadPartitions(src)))
+    assert fn._source == src
+    assert not hasattr(fn, "_consumers")
+    assert fn._source.timestamp_fn(b'{"ts": 1}') == 1_000_000
+    sink_fn = pickler.loads(pickler.dumps(ProduceToKafka("t", {}, GroupingKey(["a"]))))
+    assert not hasattr(sink_fn, "_producer")
+
+
+def test_source_options_are_checked() -> None:
+    with pytest.raises(ValueError, match="no bootstrap servers; set LIVEAGG_KAFKA_BOOTSTRAP"):
+        KafkaSource.from_connections("t", Connections(kafka_bootstrap=None))
+    with pytest.raises(ValueError, match="start must be one of committed, earliest, latest"):
+        KafkaSource("t", "h:1", start="beginning")
+    with pytest.raises(ValueError, match="idle_timeout must be positive"):
+        KafkaSource("t", "h:1", idle_timeout=timedelta(0))
+    src = KafkaSource("t", "h:1", config={"fetch.wait.max.ms": 100, "client.id": "me"})
+    assert src.group == "liveagg-t"
+    assert src.consumer_config()["fetch.wait.max.ms"] == 100
+    assert KafkaSource("t", "h:1", bounded=False).consumer_config().get("fetch.wait.max.ms") is None
+    assert src.describe() == "kafka topic t at h:1 (bounded, start committed)"

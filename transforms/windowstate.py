@@ -1,0 +1,302 @@
+"""The window operator's state: a bucket of grouping keys in one cell, each key's windows
+encoded apart.
+
+The operator is keyed by a *bucket* of grouping keys (:func:`bucket_of`), not by the key:
+on a portable runner each state cell costs a blocking round trip when a bundle commits it
+(``SynchronousBagRuntimeState.commit`` waits on the cell's last request), and the SDK's state
+cache measures a value at each store (``StateCache.put`` calls ``get_deep_size``, which scans
+every module's globals: about 2 ms a call with Beam imported), so a bundle must touch few
+cells, whatever the number of grouping keys it holds. Within its cell a key's windows stay
+encoded (``marshal``) until a bundle touches the key: writing the cell back costs a copy of
+the other keys' bytes, not their encoding, and the cache sizes the cell from a running count
+(:meth:`Bucket.get_referents_for_cache`) instead of walking it.
+
+Beside the keys, the cell keeps which keys hold each window and which of them have fired or
+have data since their last pane, so that a window's timer finds its keys without decoding
+the others.
+
+**A cell is a log**, a bag state: a snapshot of the bucket, then one :class:`Delta` per bundle
+that changed it, holding only the keys that bundle touched. A bundle appends its delta
+(``SynchronousBagRuntimeState.commit`` sends only the added elements; the caching handler's
+``extend`` appends them to the cached list), so its cost follows the keys it touched, not the
+keys the bucket holds. The snapshot is written again (clear, then add) once the deltas weigh
+as much as it does or number :data:`MAX_DELTAS`, which amortizes its cost over the bundles
+that grew the log. With the state cache on, the cached list's first element *is* the live
+:class:`Bucket`: it is changed in place and its ``seq`` says which deltas it already holds,
+so a read skips them; read from the runner (no cache), the snapshot is older than the deltas
+and they are applied in order.
+"""
+
+from __future__ import annotations
+
+import marshal
+import zlib
+from collections.abc import Iterator
+from typing import Any
+
+import objsize  # Beam's own dependency (apache-beam requires objsize<0.8.0,>=0.6.1)
+from apache_beam.coders import Coder
+from apache_beam.runners.worker.statecache import CacheAware
+
+Window = tuple[int, int]
+Windows = dict[Window, list]
+
+#: Buckets per view variant (and shard). More: more cells (round trips) per bundle; fewer:
+#: bigger cells, copied whole when a bundle writes them back.
+KEY_BUCKETS = 16
+#: Deltas after which the snapshot is written again, whatever their weight: each is one more
+#: element to skip on a read and to visit when the state cache weighs the cell.
+MAX_DELTAS = 1024
+_FORMAT = 2
+_SNAPSHOT, _DELTA = b"S", b"D"
+_NEVER = -(2**62)
+# Entry fields the indexes follow (see transforms/streaming.py for the whole entry).
+_FIRED, _DIRTY = 2, 3
+
+
+def size_cache_entries_cheaply() -> None:
+    """Let the SDK's state cache weigh a cell without scanning every module's globals.
+
+    ``StateCache.put`` weighs each value with ``get_deep_size`` (statecache.py), which calls
+    ``objsize.get_deep_size`` without ``exclude_modules_globals``; objsize's default (True)
+    then adds the ``vars()`` of every loaded module to its exclusion set on each call
+    (``_iter_modules_globals`` in objsize/traverse.py): about 1.2 ms a put with Beam and
+    liveagg loaded, paid by every bundle for every cell it writes. Beam's ``_filter_func``
+    already skips modules, types and functions, so nothing a cell holds reaches a module's
+    globals, and a cell weighs itself (:meth:`Bucket.get_referents_for_cache`): measuring
+    without that set gives the same weights at about 10 us. This changes objsize's default
+    for the worker process, whose only user of it is Beam's state cache."""
+    objsize.default_settings.update(exclude_modules_globals=False)
+
+
+def bucket_of(key: bytes) -> int:
+    """The state bucket of a grouping key: stable across processes, unlike ``hash``."""
+    return zlib.crc32(key) % KEY_BUCKETS
+
+
+class _Weight:
+    """An object whose size is the bucket's running byte count, for the state cache."""
+
+    __slots__ = ("bytes",)
+
+    def __init__(self) -> None:
+        self.bytes = 0
+
+    def __sizeof__(self) -> int:
+        return self.bytes
+
+
+class Delta(CacheAware):
+    """The keys one bundle changed (their windows' new bytes; None: the key left), and the
+    bucket's ``closed_upto`` after it. Its weight is counted in its bucket's."""
+
+    __slots__ = ("changes", "closed_upto", "seq")
+
+    def __init__(self, seq: int, closed_upto: int, changes: dict[bytes, bytes | None]) -> None:
+        self.seq = seq
+        self.closed_upto = closed_upto
+        self.changes = changes
+
+    def get_referents_for_cache(self) -> list[Any]:
+        return []
+
+    def weight(self) -> int:
+        return sum(64 + len(blob or b"") for blob in self.changes.values())
+
+
+class Bucket(CacheAware):
+    """One cell: the grouping keys of a bucket, each key's windows as bytes until touched."""
+
+    def __init__(
+        self,
+        closed_upto: int = _NEVER,
+        blobs: dict[bytes, bytes] | None = None,
+        members: dict[Window, set[bytes]] | None = None,
+        fired: dict[Window, set[bytes]] | None = None,
+        dirty: dict[Window, set[bytes]] | None = None,
+        seq: int = 0,
+    ) -> None:
+        super().__init__()
+        self.closed_upto = closed_upto
+        #: The last delta this bucket holds; 0 for a bucket never stored.
+        self.seq = seq
+        self._deltas = 0  # deltas stored after the snapshot
+        self._delta_bytes = 0
+        self._blobs = blobs or {}
+        self._members = members or {}
+        self._fired = fired or {}
+        self._dirty = dirty or {}
+        self._open: dict[bytes, Windows] = {}  # keys decoded for this bundle
+        self._before: dict[bytes, list[Window]] = {}  # their windows when decoded
+        self._weight = _Weight()
+        self._weight.bytes = sum(map(len, self._blobs.values())) + 64 * len(self._blobs)
+
+    def get_referents_for_cache(self) -> list[Any]:
+        return [self._weight]
+
+    def __len__(self) -> int:
+        """The grouping keys holding a window."""
+        return len(self._blobs)
+
+    def groups(self) -> Iterator[bytes]:
+        return iter(list(self._blobs))
+
+    def windows(self, group: bytes) -> Windows:
+        """A key's windows, decoded (an empty dict for a key the bucket does not hold); call
+        :meth:`settle` once done with the bundle's changes."""
+        found = self._open.get(group)
+        if found is None:
+            blob = self._blobs.get(group)
+            found = self._open[group] = {} if blob is None else marshal.loads(blob)
+            self._before[group] = list(found)
+        return found
+
+    def members(self, window: Window) -> set[bytes]:
+        """The keys holding ``window``."""
+        return self._members.get(window, set())
+
+    def windows_held(self) -> list[Window]:
+        return list(self._members)
+
+    def dirty(self, window: Window) -> set[bytes]:
+        """The keys with data in ``window`` since their last pane, not yet fired."""
+        return self._dirty.get(window, set())
+
+    def due(self, window: Window, lateness_us: int) -> int | None:
+        """When the window's timer must fire: its end while a key has not fired it, then
+        its end + allowed lateness; None when no key holds it."""
+        members = self._members.get(window)
+        if not members:
+            return None
+        if len(self._fired.get(window, ())) < len(members):
+            return window[1] - 1
+        return window[1] - 1 + lateness_us
+
+    def settle(self) -> dict[bytes, bytes | None]:
+        """Encode the keys decoded since the last call and bring the indexes up to date;
+        returns their new bytes (None for a key that holds no window any more)."""
+        changes: dict[bytes, bytes | None] = {}
+        for group, windows in self._open.items():
+            blob = marshal.dumps(windows) if windows else None
+            if blob == self._blobs.get(group):
+                continue  # decoded, not changed
+            self._put(group, self._before[group], blob, windows)
+            changes[group] = blob
+        self._open = {}
+        self._before = {}
+        return changes
+
+    def apply(self, delta: Delta) -> None:
+        """Replay a stored delta on a bucket read from an older snapshot."""
+        for group, blob in delta.changes.items():
+            old = self._blobs.get(group)
+            before = [] if old is None else list(marshal.loads(old))
+            self._put(group, before, blob, None if blob is None else marshal.loads(blob))
+        self.closed_upto = max(self.closed_upto, delta.closed_upto)
+        self.seq = delta.seq
+
+    def _put(
+        self, group: bytes, before: list[Window], blob: bytes | None, windows: Windows | None
+    ) -> None:
+        """Make ``blob`` (decoded: ``windows``) the key's bytes, its windows indexed."""
+        old = self._blobs.get(group)
+        if old is not None:
+            self._weight.bytes -= len(old) + 64
+            for window in before:
+                self._forget(window, group)
+        if blob is None:
+            self._blobs.pop(group, None)
+            return
+        self._blobs[group] = blob
+        self._weight.bytes += len(blob) + 64
+        for window, entry in (windows or {}).items():
+            self._members.setdefault(window, set()).add(group)
+            if entry[_FIRED]:
+                self._fired.setdefault(window, set()).add(group)
+            elif entry[_DIRTY]:
+                self._dirty.setdefault(window, set()).add(group)
+
+    def store(self, cell: Any, closed_before: int) -> None:
+        """Append this bundle's changes to the cell (a bag state) as a delta, or write the
+        bucket again as a snapshot when the deltas have grown (see the module doc)."""
+        changes = self.settle()
+        if not changes and self.closed_upto == closed_before:
+            return
+        if not self._blobs:  # no key holds a window: the cell goes
+            cell.clear()
+            self.seq = self._deltas = self._delta_bytes = 0
+            return
+        self.seq += 1
+        snapshot_bytes = self._weight.bytes - self._delta_bytes
+        if self.seq == 1 or self._deltas >= MAX_DELTAS or self._delta_bytes >= snapshot_bytes:
+            cell.clear()
+            cell.add(self)
+            self._weight.bytes -= self._delta_bytes
+            self._deltas = self._delta_bytes = 0
+            return
+        delta = Delta(self.seq, self.closed_upto, changes)
+        cell.add(delta)
+        self._deltas += 1
+        weight = delta.weight()
+        self._delta_bytes += weight
+        self._weight.bytes += weight  # the cached log holds the delta beside the bucket
+
+    @classmethod
+    def load(cls, cell: Any) -> Bucket:
+        """The bucket a cell's log holds: its snapshot with the deltas it does not hold."""
+        parts = iter(cell.read())
+        bucket = next(parts, None)
+        if bucket is None:
+            return cls()
+        if not isinstance(bucket, Bucket):
+            raise ValueError("window state: a cell's log starts with a delta, not a snapshot")
+        for delta in parts:
+            if delta.seq > bucket.seq:  # not a delta the cached bucket holds already
+                bucket.apply(delta)
+                weight = delta.weight()
+                bucket._deltas += 1
+                bucket._delta_bytes += weight
+                bucket._weight.bytes += weight
+        return bucket
+
+    def _forget(self, window: Window, group: bytes) -> None:
+        for index in (self._members, self._fired, self._dirty):
+            found = index.get(window)
+            if found is not None:
+                found.discard(group)
+                if not found:
+                    del index[window]
+
+    def state(self) -> tuple:
+        return (
+            _FORMAT,
+            self.seq,
+            self.closed_upto,
+            self._blobs,
+            self._members,
+            self._fired,
+            self._dirty,
+        )
+
+
+class BucketCoder(Coder):
+    """A cell's log entries, a :class:`Bucket` or a :class:`Delta`, as ``marshal`` bytes:
+    their keys' windows are bytes already."""
+
+    def encode(self, value: Bucket | Delta) -> bytes:
+        if isinstance(value, Delta):
+            return _DELTA + marshal.dumps((value.seq, value.closed_upto, value.changes))
+        value.settle()
+        return _SNAPSHOT + marshal.dumps(value.state())
+
+    def decode(self, encoded: bytes) -> Bucket | Delta:
+        kind, body = encoded[:1], marshal.loads(encoded[1:])
+        if kind == _DELTA:
+            return Delta(*body)
+        version, seq, closed_upto, blobs, members, fired, dirty = body
+        if kind != _SNAPSHOT or version != _FORMAT:
+            raise ValueError(f"window state of format {version}; this liveagg reads {_FORMAT}")
+        return Bucket(closed_upto, blobs, members, fired, dirty, seq)
+
+    def is_deterministic(self) -> bool:
+        return False
