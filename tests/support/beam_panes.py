@@ -70,6 +70,7 @@ DRAIN_CLOCK = 10_000
 
 Window = tuple[int, int]  # [start, end) in microseconds
 Pair = tuple[str, Window]  # (key, window)
+_NEVER = -(2**62)  # before any watermark or timer
 
 
 @dataclass(frozen=True)
@@ -161,7 +162,7 @@ def plan(actions: Iterable[Action]) -> Stream:
     clocks: list[float] = []
     watermarks: list[int] = []
     idents: dict[str, int] = defaultdict(int)
-    wm, now = -(2**62), 0.0
+    wm, now = _NEVER, 0.0
     for step, (kind, arg) in enumerate(steps):
         if kind == "elements":
             for key, seconds in arg:
@@ -469,17 +470,18 @@ def _session_merges(stream: Stream, w: Windowing) -> Iterator[_Merge]:
 # ---------------------------------------------------------------------------------------
 # Comparison: every difference between the two branches, named by its cause.
 
-#: liveagg gives a late message's window ON_TIME#0 where Beam gives LATE#0: the message
-#: opened a (key, window) without state after the watermark had passed the window's end.
+#: A defect: liveagg gives a late message's window ON_TIME#0 where Beam gives LATE#0 (the
+#: message opened a (key, window) after the watermark had passed the window's end), though
+#: the operator's watermark floor (:func:`floors`) already showed the end passed.
 LATE_FIRST_PANE = "late_first_pane"
-#: liveagg uses a message that Beam drops as too late: the watermark had passed its window's
-#: end + allowed lateness, but its key held no state for that window.
+#: A defect: liveagg uses a message that Beam drops as too late (the watermark had passed its
+#: window's end + allowed lateness), though the operator's floor already showed it.
 TOO_LATE_ACCEPTED = "too_late_accepted"
-#: After sessions merge, Beam restarts ``pane_index`` at 0; liveagg continues.
-SESSION_MERGE_INDEX = "session_merge_index"
-#: liveagg fires an EARLY pane before ``emit.early`` has passed since the first message it
-#: adds to its window: the early timer is shared by the state bucket, not kept per window.
-EARLY_PER_BUCKET = "early_per_bucket"
+#: liveagg's documented deviation (docs/semantics.md, "Too late"): one of the two above while
+#: the operator's watermark floor, the latest timer it fired, had not yet shown the window's
+#: end (for a late first pane) or end + allowed lateness (for a too-late message) passed.
+#: The floor lags the watermark until the next timer fires.
+WATERMARK_FLOOR_LAG = "watermark_floor_lag"
 #: Beam's, not liveagg's: Beam's Python trigger driver merges a new session into one whose
 #: end + allowed lateness the watermark had passed, because it never drops a session
 #: (:func:`_session_merges`); Beam's Java ReduceFnRunner clears a window's state at end +
@@ -517,6 +519,50 @@ def _fmt(panes: Summary) -> str:
     return " ".join(f"{t}@{s}{sorted(v)}" for t, v, s in panes) or "-"
 
 
+def floors(result: Run, w: Windowing) -> list[int]:
+    """Per step, the latest watermark timer that liveagg's output shows its operator fired
+    before the step's messages came: the watermark was past it, and the operator's floor is
+    at least that (docs/semantics.md, "Too late"; transforms/streaming.py, ``_on_watermark``
+    raises it to each timer it fires).
+
+    The operator sets a window's timer at its end - 1 us while a key has not fired it, then
+    at end - 1 us + allowed lateness (transforms/windowstate.py, ``Bucket.due``). The output
+    shows these fired:
+
+    * an ``ON_TIME`` pane's timer, at its window's end - 1 us, in the pane's step;
+    * a window's expiry timer, in the first step from the one it was held in whose watermark
+      has passed it. A fixed or sliding window is held from its first message until it
+      expires; a session from its first pane, if no session of its key contains it (else it
+      may have been merged away).
+
+    A lower bound, so it excuses no more than the operator could know.
+    """
+    lateness = w.lateness * 1_000_000
+    live = _by_pair(result.views[w.name].liveagg)
+    sent = {(e.key, e.ident): e for e in result.stream.elements}
+    marks = result.stream.watermarks
+    fired: dict[int, int] = defaultdict(lambda: _NEVER)  # step -> latest timer fired in it
+    for (key, x), panes in live.items():
+        for p in panes:
+            if p.timing == "ON_TIME":
+                fired[p.step] = max(fired[p.step], x[1] - 1)
+        if w.kind == "session":
+            if any(k == key and y != x and y[0] <= x[0] and x[1] <= y[1] for k, y in live):
+                continue
+            held = panes[0].step
+        else:
+            held = min(sent[(key, i)].step for i in panes[-1].idents)
+        expiry = x[1] - 1 + lateness
+        step = next((s for s in range(held, len(marks)) if marks[s] > expiry), None)
+        if step is not None:
+            fired[step] = max(fired[step], expiry)
+    out, floor = [], _NEVER
+    for step in range(len(marks)):
+        out.append(floor)
+        floor = max(floor, fired[step])
+    return out
+
+
 def compare(result: Run, w: Windowing) -> list[Mismatch]:
     """Every difference between Beam's and liveagg's output for the view of ``w``, named.
 
@@ -527,11 +573,15 @@ def compare(result: Run, w: Windowing) -> list[Mismatch]:
     bundle of late elements and liveagg one per message; SPEC allows both, so the LATE panes
     of one (key, window) at one step count as one, the last.
 
-    A (key, window) that holds an element Beam dropped (:data:`TOO_LATE_ACCEPTED`), or that
-    Beam merged into a stale session (:data:`BEAM_STALE_SESSION`), is not compared further,
-    nor are the sessions of its key that overlap it on the other side: the two sides' windows
-    no longer correspond there. The first is checked as far as it can be: for fixed and
-    sliding windows liveagg's final pane must be Beam's plus the too-late elements.
+    A late first pane that liveagg gives ``ON_TIME`` and an element Beam dropped that liveagg
+    used are :data:`WATERMARK_FLOOR_LAG` where the operator's floor could not know better
+    (:func:`floors`), else defects (:data:`LATE_FIRST_PANE`, :data:`TOO_LATE_ACCEPTED`).
+
+    A (key, window) that holds an element Beam dropped, or that Beam merged into a stale
+    session (:data:`BEAM_STALE_SESSION`), is not compared further, nor are the sessions of its
+    key that overlap it on the other side: the two sides' windows no longer correspond there.
+    The first is checked as far as it can be: for fixed and sliding windows liveagg's final
+    pane must be Beam's plus the too-late elements.
     """
     stream = result.stream
     out = result.views[w.name]
@@ -558,6 +608,7 @@ def compare(result: Run, w: Windowing) -> list[Mismatch]:
                 if (key, i) not in sent:
                     report(UNEXPLAINED, key, x, f"{side} holds element {i}, which was never sent")
                     return found
+    known = floors(result, w)
     beam_final = {pair: panes[-1].idents for pair, panes in beam.items()}
     live_final = {pair: panes[-1].idents for pair, panes in live.items()}
     beam_used = {(k, i) for (k, _), ids in beam_final.items() for i in ids}
@@ -578,16 +629,21 @@ def compare(result: Run, w: Windowing) -> list[Mismatch]:
     skip: set[Pair] = set()
     for (key, x), ids in sorted(live_final.items()):
         held = beam_final.get((key, x), frozenset())
-        late = []
+        late, lag = [], []
         for i in sorted(ids - held):
             e = sent[(key, i)]
             assigned = w.windows(e.time_us) if w.kind == "session" else [x]
             if all(expired(e, a) for a in assigned):
                 late.append(i)
+                if not all(known[e.step] >= a[1] - 1 + lateness for a in assigned):
+                    lag.append(i)
         if not late:
             continue
         skip.add((key, x))
-        report(TOO_LATE_ACCEPTED, key, x, ", ".join(str(sent[(key, i)]) for i in late))
+        for kind, which in ((WATERMARK_FLOOR_LAG, lag), (TOO_LATE_ACCEPTED, set(late) - set(lag))):
+            if which:
+                listed = ", ".join(str(sent[(key, i)]) for i in sorted(which))
+                report(kind, key, x, f"used, too late for Beam: {listed}")
         if w.kind != "session" and ids - set(late) != held:  # else sessions differ as well
             report(UNEXPLAINED, key, x, f"Beam's final {sorted(held)}, liveagg's {sorted(ids)}")
     for key, x in list(skip):
@@ -602,14 +658,14 @@ def compare(result: Run, w: Windowing) -> list[Mismatch]:
 
     for pair in sorted(set(beam) | set(live)):
         if pair not in skip:
-            _compare_pair(stream, w, pair, beam.get(pair, []), live.get(pair, []), report)
+            _compare_pair(w, pair, beam.get(pair, []), live.get(pair, []), known, report)
     return found
 
 
 def _compare_pair(
-    stream: Stream, w: Windowing, pair: Pair, b: list[Pane], lv: list[Pane], report: Any
+    w: Windowing, pair: Pair, b: list[Pane], lv: list[Pane], known: list[int], report: Any
 ) -> None:
-    """One (key, window)'s panes: Beam's ``b``, liveagg's ``lv``."""
+    """One (key, window)'s panes: Beam's ``b``, liveagg's ``lv``; ``known`` is :func:`floors`."""
     key, x = pair
     bn, ln = _collapse(b), _collapse(lv)
     kinds = []
@@ -618,18 +674,15 @@ def _compare_pair(
         kinds.append(BEAM_EARLY_TWICE)
         bn = [p for i, p in enumerate(bn) if i not in twice]
     if b and lv and b[0].index != lv[0].index:
-        if w.kind != "session":
-            report(UNEXPLAINED, key, x, f"first pane_index {b[0].index} vs {lv[0].index}")
-            return
-        kinds.append(SESSION_MERGE_INDEX)
+        report(UNEXPLAINED, key, x, f"first pane_index {b[0].index} vs {lv[0].index}")
+        return
     if bn and ln and bn[0][0] == "LATE" and ln[0][0] == "ON_TIME" and bn[0][1:] == ln[0][1:]:
-        kinds.append(LATE_FIRST_PANE)
+        # The pane's step is the step of the data that opened the window.
+        kinds.append(LATE_FIRST_PANE if known[ln[0][2]] >= x[1] - 1 else WATERMARK_FLOOR_LAG)
         ln[0] = ("LATE", *ln[0][1:])
     if bn != ln:
-        if not _early_per_bucket(stream, w, key, b, lv):
-            report(UNEXPLAINED, key, x, f"beam {_fmt(bn)} | liveagg {_fmt(ln)}")
-            return
-        kinds.append(EARLY_PER_BUCKET)
+        report(UNEXPLAINED, key, x, f"beam {_fmt(bn)} | liveagg {_fmt(ln)}")
+        return
     for kind in kinds:
         report(kind, key, x, f"beam {_fmt(bn)} | liveagg {_fmt(_collapse(lv))}")
 
@@ -667,31 +720,3 @@ def _collapse(panes: list[Pane]) -> Summary:
             out.pop()
         out.append((p.timing, p.idents, p.step))
     return out
-
-
-def _early_per_bucket(
-    stream: Stream, w: Windowing, key: str, beam: list[Pane], live: list[Pane]
-) -> bool:
-    """Whether the panes differ in their EARLY panes only, liveagg firing one before
-    ``emit.early`` had passed since the first message it adds, and every EARLY pane (of
-    either side) holding exactly the window's messages sent before it."""
-    if w.early is None or not beam or not live:
-        return False
-    if [p for p in _collapse(beam) if p[0] != "EARLY"] != [
-        p for p in _collapse(live) if p[0] != "EARLY"
-    ]:
-        return False
-    final = beam[-1].idents
-    sent = {e.ident: e for e in stream.elements if e.key == key}
-    for p in beam + live:
-        if p.timing == "EARLY" and p.idents != {i for i in final if sent[i].step < p.step}:
-            return False
-    premature = False
-    seen: frozenset[int] = frozenset()
-    for p in live:
-        if p.timing == "EARLY":
-            new = p.idents - seen
-            first = min((sent[i].clock for i in new), default=stream.clocks[p.step])
-            premature = premature or stream.clocks[p.step] < first + w.early
-        seen = p.idents
-    return premature

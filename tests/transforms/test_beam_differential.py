@@ -11,12 +11,16 @@ late=AfterCount(1))``, accumulating, ``CombinePerKey(sum)``) and through
 difference: per (key, window) the panes (timing, index, elements, the step that caused them),
 per element used by both, or dropped by Beam and a ``too_late`` dead letter in liveagg.
 
-Differences of a known cause are allowed while the cause is listed: liveagg's known defects in
-:data:`KNOWN_DEFECTS`, Beam's own quirks in :data:`BEAMS_OWN`. Anything else fails. Each known
-defect also has a small stream that shows it (:data:`PINNED`), marked ``xfail(strict=True)``:
-once a defect is fixed its pinned stream passes, the strict xfail fails, and the entry comes
-out of :data:`KNOWN_DEFECTS`, which removes the mark and makes the random streams hold liveagg
-to Beam there too.
+Differences of a known cause are allowed while the cause is listed: liveagg's documented
+deviations in :data:`DEVIATIONS`, Beam's own quirks in :data:`BEAMS_OWN`. Anything else
+fails, including the defects the operator once had (a late first pane ``ON_TIME``, a too-late
+message used because its key held no state, ``pane_index`` going on after a session merge,
+``EARLY`` panes sooner than ``emit.early`` after a key's first data): each has a small
+stream that must match Beam exactly (:data:`MATCHING`), and each deviation and quirk a small
+stream that shows it and nothing else.
+
+Two of the keys, ``a`` and ``q``, share a state bucket, so the bucket's shared timers are
+exercised; ``b`` has a bucket of its own.
 
 Streams whose Beam branch stalls (:class:`~tests.support.beam_panes.BeamStalled`, a
 watermark-hold leak of Beam's Python trigger driver around late sessions) are rejected: there
@@ -26,13 +30,12 @@ Watermarks sit at half seconds and event times, window bounds and lateness at wh
 at a watermark exactly at end + allowed lateness, Beam's Python driver keeps the element
 (``input_watermark > window.end + self.allowed_lateness`` drops it, transforms/trigger.py) but
 Beam's Java runners drop it (``LateDataDroppingDoFnRunner.canDropDueToExpiredWindow``:
-``window.maxTimestamp().plus(allowedLateness).isBefore(inputWM)``), as liveagg does for a window
-its key holds. The two Beams disagree there, so the streams leave that instant out.
+``window.maxTimestamp().plus(allowedLateness).isBefore(inputWM)``), as liveagg does. The two
+Beams disagree there, so the streams leave that instant out.
 """
 
 from __future__ import annotations
 
-import contextlib
 from copy import deepcopy
 from dataclasses import replace
 from typing import Any
@@ -41,45 +44,34 @@ import pytest
 from hypothesis import HealthCheck, event, given, reject, settings
 from hypothesis import strategies as st
 
+from liveagg.transforms.plan import encode_key
+from liveagg.transforms.windowstate import bucket_of
 from tests.support.beam_panes import (
     BASE,
     BEAM_EARLY_TWICE,
     BEAM_STALE_SESSION,
-    EARLY_PER_BUCKET,
-    LATE_FIRST_PANE,
-    SESSION_MERGE_INDEX,
-    TOO_LATE_ACCEPTED,
+    WATERMARK_FLOOR_LAG,
     Action,
     BeamStalled,
     Mismatch,
+    Pane,
     Run,
     Windowing,
     compare,
+    floors,
     run,
 )
 
-#: liveagg's known deviations from Beam, with the SPEC rule or Beam behaviour they break.
-KNOWN_DEFECTS = {
-    LATE_FIRST_PANE: (
-        "SPEC 2: a pane's timing is LATE whenever the watermark had passed the window's end, "
-        "even for the window's first pane; liveagg gives ON_TIME"
-    ),
-    TOO_LATE_ACCEPTED: (
-        "SPEC 2: a message is too late when the watermark had passed its window's end plus "
-        "allowed_lateness, whether or not its key held state for that window; liveagg uses it"
-    ),
-    SESSION_MERGE_INDEX: "Beam restarts pane_index at 0 after sessions merge; liveagg continues",
-    EARLY_PER_BUCKET: (
-        "Beam's AfterProcessingTime fires a window's EARLY pane emit.early after its first new "
-        "element; liveagg's early timer is per state bucket and can fire sooner"
+#: liveagg's documented deviations from Beam, with where they are documented and why.
+DEVIATIONS = {
+    WATERMARK_FLOOR_LAG: (
+        "docs/semantics.md, Too late: a stateful DoFn sees the watermark only through the "
+        "timers it fires, so data for a window its key holds no state for is judged on the "
+        "latest timer the operator fired, which lags the watermark until the next one fires"
     ),
 }
 #: Differences that are Beam's (its Python DirectRunner's), not liveagg's: see beam_panes.
 BEAMS_OWN = {BEAM_STALE_SESSION, BEAM_EARLY_TWICE}
-
-
-class KnownDeviation(AssertionError):
-    """liveagg differs from Beam only by known defects."""
 
 
 def mismatches(result: Run, windowings: list[Windowing]) -> list[Mismatch]:
@@ -87,20 +79,25 @@ def mismatches(result: Run, windowings: list[Windowing]) -> list[Mismatch]:
 
 
 def assert_like_beam(found: list[Mismatch]) -> None:
-    """Fails on any difference not of a known cause; raises :class:`KnownDeviation` for
-    known defects of liveagg."""
-    new = [m for m in found if m.kind not in KNOWN_DEFECTS and m.kind not in BEAMS_OWN]
+    """Fails on any difference that is neither a documented deviation nor Beam's own."""
+    new = [m for m in found if m.kind not in DEVIATIONS and m.kind not in BEAMS_OWN]
     if new:
         raise AssertionError("liveagg differs from Beam:\n" + "\n".join(map(str, new)))
-    known = [m for m in found if m.kind in KNOWN_DEFECTS]
-    if known:
-        raise KnownDeviation("known defects:\n" + "\n".join(map(str, known)))
 
 
 # ---------------------------------------------------------------------------------------
 # Random streams.
 
-KEYS = ("a", "b", "c")
+#: "a" and "q" share a state bucket (and its timers); "b" has its own.
+KEYS = ("a", "q", "b")
+#: A key with an element before each watermark advance, in some streams (:func:`streams`).
+STEADY = "z"
+
+
+def test_two_keys_share_a_bucket() -> None:
+    """What :data:`KEYS` says of them; a change of the bucket function shows here."""
+    a, q, b = (bucket_of(encode_key((k,))) for k in KEYS)
+    assert a == q != b
 
 
 @st.composite
@@ -136,8 +133,14 @@ def windowings(draw: Any) -> list[Windowing]:
 @st.composite
 def streams(draw: Any) -> list[Action]:
     """Bundles of 1-3 elements from -25s to +20s around the watermark, watermark advances of
-    1-15s (to half seconds), processing-time advances of 1-6s."""
+    1-15s (to half seconds), processing-time advances of 1-6s.
+
+    In half the streams a steady key, :data:`STEADY`, sends one element 1s before each
+    watermark advance reaches: its windows close as the watermark moves, so the operator's
+    timers fire and its floor follows the watermark, and late data is judged on a floor that
+    knows (without it, most late data comes before any timer has fired: the floor's lag)."""
     keys = KEYS[: draw(st.integers(1, len(KEYS)))]
+    steady = draw(st.booleans())
     wm = 0
     actions: list[Action] = [("watermark", BASE + 0.5)]
     for _ in range(draw(st.integers(2, 10))):
@@ -148,6 +151,8 @@ def streams(draw: Any) -> list[Action]:
             actions.append(("elements", [(k, BASE + wm + d) for k, d in sent]))
         elif kind == "watermark":
             wm += draw(st.integers(1, 15))
+            if steady:
+                actions.append(("elements", [(STEADY, BASE + wm - 1)]))
             actions.append(("watermark", BASE + wm + 0.5))
         else:
             actions.append(("clock", draw(st.integers(1, 6))))
@@ -159,7 +164,7 @@ def streams(draw: Any) -> list[Action]:
     derandomize=True,
     database=None,
     deadline=None,
-    suppress_health_check=[HealthCheck.too_slow],
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.filter_too_much],
 )
 @given(views=windowings(), actions=streams())
 def test_liveagg_panes_are_beams(views: list[Windowing], actions: list[Action]) -> None:
@@ -171,12 +176,11 @@ def test_liveagg_panes_are_beams(views: list[Windowing], actions: list[Action]) 
     found = mismatches(result, views)
     for kind in sorted({m.kind for m in found}):
         event(kind)
-    with contextlib.suppress(KnownDeviation):
-        assert_like_beam(found)
+    assert_like_beam(found)
 
 
 # ---------------------------------------------------------------------------------------
-# One small stream per known difference.
+# Small streams: the rules liveagg once broke, and each named difference.
 
 
 def _s(*actions: Action) -> list[Action]:
@@ -192,22 +196,27 @@ def _s(*actions: Action) -> list[Action]:
 
 
 FIXED = Windowing("fixed", "fixed", size=10, lateness=30)
-PINNED = {
-    # [0, 10) has passed its end, not its end + lateness: Beam LATE#0, liveagg ON_TIME#0.
-    LATE_FIRST_PANE: (FIXED, _s(("watermark", 20.5), ("elements", [("a", 5)]))),
-    # [0, 10) has passed its end + lateness; key "a" never held it: Beam drops, liveagg uses.
-    TOO_LATE_ACCEPTED: (
-        Windowing("fixed", "fixed", size=10, lateness=0),
-        _s(("watermark", 20.5), ("elements", [("a", 5)])),
+#: Streams where liveagg and Beam must give the same panes and drop the same elements.
+MATCHING = {
+    # Key "b" fires [0, 10) at 20.5, so the operator knows the watermark passed 10: "a"
+    # opens [0, 10) late, LATE#0 in both.
+    "late_first_pane": (
+        FIXED,
+        _s(("elements", [("b", 1)]), ("watermark", 20.5), ("elements", [("a", 5)])),
     ),
-    # [0, 5) fires, then merges into [0, 7): Beam LATE#0, liveagg LATE#1.
-    SESSION_MERGE_INDEX: (
+    # "b"'s [10, 20) expires at 20.5 (no lateness): "a" never held [0, 10), and its message
+    # is too late all the same: Beam drops it, liveagg dead-letters it.
+    "too_late_without_state": (
+        Windowing("fixed", "fixed", size=10),
+        _s(("elements", [("b", 11)]), ("watermark", 20.5), ("elements", [("a", 5)])),
+    ),
+    # [0, 5) fires, then merges into [0, 7): LATE#0 in both.
+    "session_merge_index": (
         Windowing("session", "session", gap=5, lateness=30),
         _s(("elements", [("a", 0)]), ("watermark", 10.5), ("elements", [("a", 2)])),
     ),
-    # [0, 10) gets data at processing time 0, [10, 20) at 3: Beam fires their EARLY panes at
-    # 5 and 8, liveagg both at 5.
-    EARLY_PER_BUCKET: (
+    # [0, 10) gets data at processing time 0, [10, 20) at 3: EARLY panes at 5 and 8.
+    "early_per_window": (
         Windowing("fixed", "fixed", size=10, early=5),
         _s(
             ("elements", [("a", 1)]),
@@ -217,27 +226,87 @@ PINNED = {
             ("clock", 3),
         ),
     ),
+    # "a" and "q" share a bucket and [0, 10): "a"'s data at 0, "q"'s at 3; EARLY panes at 5
+    # for "a" alone and at 8 for "q".
+    "early_per_key": (
+        Windowing("fixed", "fixed", size=10, early=5),
+        _s(
+            ("elements", [("a", 1)]),
+            ("clock", 3),
+            ("elements", [("q", 2)]),
+            ("clock", 2),
+            ("clock", 3),
+        ),
+    ),
 }
 
 
-@pytest.mark.parametrize(
-    "kind",
-    [
-        pytest.param(
-            kind,
-            marks=pytest.mark.xfail(strict=True, raises=KnownDeviation, reason=why),
-        )
-        if (why := KNOWN_DEFECTS.get(kind))
-        else kind
-        for kind in PINNED
-    ],
-)
-def test_pinned_stream(kind: str) -> None:
-    """Each stream shows one difference, and nothing else."""
-    w, actions = PINNED[kind]
-    found = compare(run(actions, [w]), w)
-    assert {m.kind for m in found} <= {kind}, "\n".join(map(str, found))
+@pytest.mark.parametrize("name", MATCHING)
+def test_a_stream_both_agree_on(name: str) -> None:
+    w, actions = MATCHING[name]
+    result = run(actions, [w])
+    assert [str(m) for m in compare(result, w)] == []
+    out = result.views[w.name]
+    assert out.beam, "the stream shows nothing"
+    if name == "too_late_without_state":
+        assert out.too_late == {("a", 0)}
+
+
+def test_the_floor_lags_until_a_timer_fires() -> None:
+    """No timer has fired: the operator cannot know that the watermark passed [0, 10)'s
+    end + 30 or [10, 20)'s end. "a" at 5 is used where Beam drops it, "q" at 15 opens its
+    window ON_TIME where Beam gives LATE. Their timers then fire at once, and "b" at 6, in a
+    bucket that never held [0, 10), is too late."""
+    actions = _s(
+        ("watermark", 40.5),
+        ("elements", [("a", 5), ("q", 15)]),
+        ("elements", [("b", 6)]),
+    )
+    result = run(actions, [FIXED])
+    found = compare(result, FIXED)
+    assert sorted((m.kind, m.key, m.window) for m in found) == [
+        (WATERMARK_FLOOR_LAG, "a", (BASE * 10**6, (BASE + 10) * 10**6)),
+        (WATERMARK_FLOOR_LAG, "q", ((BASE + 10) * 10**6, (BASE + 20) * 10**6)),
+    ]
     assert_like_beam(found)
+    assert floors(result, FIXED)[2] == (BASE + 40) * 10**6 - 1  # [0, 10)'s expiry
+    assert result.views["fixed"].too_late == {("b", 0)}
+
+
+def test_the_rules_liveagg_once_broke_are_caught() -> None:
+    """Where the floor knew the watermark had passed, a late first pane ``ON_TIME`` and a
+    too-late message used are defects, not the floor's lag."""
+    w, actions = MATCHING["late_first_pane"]
+    result = run(actions, [w])
+    (late,) = [i for i, p in enumerate(result.views["fixed"].liveagg) if p.key == "a"]
+
+    def on_time(out: Any) -> None:
+        out.liveagg[late] = replace(out.liveagg[late], timing="ON_TIME")
+
+    assert tampered(result, w, on_time) == [
+        "late_first_pane: fixed 'a' [0, 10): beam LATE@2[0] | liveagg ON_TIME@2[0]"
+    ]
+    w, actions = MATCHING["too_late_without_state"]
+    result = run(actions, [w])
+
+    def used(out: Any) -> None:
+        out.too_late.clear()
+        window = (BASE * 10**6, (BASE + 10) * 10**6)
+        out.liveagg.append(Pane("a", window, "ON_TIME", 0, 1, 2))
+
+    assert tampered(result, w, used) == [
+        "too_late_accepted: fixed 'a' [0, 10): used, too late for Beam: a#0 at 5 (step 2)"
+    ]
+
+
+def tampered(result: Run, w: Windowing, change: Any) -> list[str]:
+    """The mismatches found once ``change`` has altered liveagg's outcome; they must fail."""
+    copy = deepcopy(result)
+    change(copy.views[w.name])
+    found = compare(copy, w)
+    with pytest.raises(AssertionError, match="liveagg differs from Beam"):
+        assert_like_beam(found)
+    return [str(m) for m in found]
 
 
 def test_beams_stale_session_is_named() -> None:
@@ -263,7 +332,7 @@ def test_beams_early_pane_twice_is_named() -> None:
 
 
 def test_streams_both_agree_on() -> None:
-    """Early, on-time, late and too-late panes where liveagg has no known defect."""
+    """Early, on-time, late and too-late panes on all three windowings."""
     views = [
         Windowing("fixed", "fixed", size=10, lateness=5, early=3),
         Windowing("sliding", "sliding", size=10, period=5, lateness=5, early=3),
@@ -300,27 +369,22 @@ def test_a_difference_of_no_known_cause_fails() -> None:
     result = run(actions, [w])
     assert compare(result, w) == []
 
-    def tampered(change: Any) -> list[str]:
-        copy = deepcopy(result)
-        change(copy.views["fixed"])
-        found = compare(copy, w)
-        with pytest.raises(AssertionError) as failure:
-            assert_like_beam(found)
-        assert not isinstance(failure.value, KnownDeviation)
-        return [str(m) for m in found]
-
-    assert tampered(lambda out: out.liveagg.pop()) == [
+    assert tampered(result, w, lambda out: out.liveagg.pop()) == [
         "unexplained: fixed 'a': a#1 at 2 (step 2) is neither used nor a dead letter",
         "unexplained: fixed 'a' [0, 10): beam ON_TIME@1[0] LATE@2[0, 1] | liveagg ON_TIME@1[0]",
     ]
-    assert tampered(lambda out: out.liveagg.__setitem__(0, replace(out.liveagg[0], value=3))) == [
+    assert tampered(
+        result, w, lambda out: out.liveagg.__setitem__(0, replace(out.liveagg[0], value=3))
+    ) == [
         "unexplained: fixed 'a' [0, 10): beam ON_TIME@1[0] LATE@2[0, 1] "
         "| liveagg ON_TIME@1[0, 1] LATE@2[0, 1]",
     ]
-    assert tampered(lambda out: out.too_late.add(("a", 1))) == [
+    assert tampered(result, w, lambda out: out.too_late.add(("a", 1))) == [
         "unexplained: fixed 'a': a#1 at 2 (step 2) is both used and too_late",
         "unexplained: fixed 'a': a#1 at 2 (step 2) is too_late, but Beam used it",
     ]
-    assert tampered(lambda out: out.liveagg.__setitem__(1, replace(out.liveagg[1], value=7))) == [
+    assert tampered(
+        result, w, lambda out: out.liveagg.__setitem__(1, replace(out.liveagg[1], value=7))
+    ) == [
         "unexplained: fixed 'a' [0, 10): liveagg holds element 2, which was never sent",
     ]
