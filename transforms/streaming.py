@@ -423,6 +423,7 @@ class _WindowLogic(beam.DoFn):
         changed: set[Window] = set()  # windows whose timer is set again
         quiet = set()  # windows without data waiting for an EARLY pane before this batch
         early_due = int(self._clock() * 1_000_000) + plan.early_us if early_timer else 0
+        earliest: dict[Window, int] = {}  # the first EARLY pane due of each window touched
         for group, start, end, data, candidates in items:
             windows = bucket.windows(group)
             opened = not windows
@@ -452,8 +453,10 @@ class _WindowLogic(beam.DoFn):
             if entry[_FIRED] or book.is_late(window[1], floor):
                 entry[_FIRED] = True  # late from its first pane: it expires at end + lateness
                 yield from self._pane(key, window, entry, book.LATE)
-            elif early_timer is not None and entry[_EARLY] is None:
-                entry[_EARLY] = early_due
+            elif early_timer is not None:
+                if entry[_EARLY] is None:
+                    entry[_EARLY] = early_due
+                earliest[window] = min(earliest.get(window, entry[_EARLY]), entry[_EARLY])
             if opened:
                 self._live_keys.inc()
         yield from self._too_late(letters, fates, state_key)
@@ -462,11 +465,13 @@ class _WindowLogic(beam.DoFn):
             return
         self._arm(bucket, changed, watermark_timer)
         if early_timer is not None:
-            # A window whose keys had no pending EARLY pane: its timer is set for this
-            # batch's; otherwise it is set for an earlier one already.
+            # A window whose keys had no pending EARLY pane: its timer is set for the first
+            # due (this batch's, or a merged session's earlier one); otherwise it is set for
+            # an earlier one already.
             for window in quiet & changed:
                 if bucket.dirty(window):
-                    early_timer.set(Timestamp(micros=early_due), dynamic_timer_tag=_tag(window))
+                    due = earliest.get(window, early_due)
+                    early_timer.set(Timestamp(micros=due), dynamic_timer_tag=_tag(window))
 
     def _arm(self, bucket: Bucket, windows: set[Window], timer: Any) -> None:
         """Set each window's timer to its due (shared by the bucket's keys), or clear it."""
@@ -644,6 +649,8 @@ def _merge_session(
             accs.append(combine.decode(old[_ACC]))
         entry[_FIRED] = entry[_FIRED] or old[_FIRED]
         entry[_MILESTONES] = old[_MILESTONES] or entry[_MILESTONES]
+        if old[_EARLY] is not None:  # a pending EARLY pane keeps its due through the merge
+            entry[_EARLY] = min(old[_EARLY], entry[_EARLY] or old[_EARLY])
     if accs:
         entry[_ACC] = combine.encode(combine.merge_accumulators(accs))
     window = (start, end)

@@ -447,11 +447,6 @@ def test_the_runners_with_one_watermark_per_stage() -> None:
     assert not runs_as_one("--runner=FlinkRunner") and not runs_as_one("--runner=SparkRunner")
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="a merged session starts a new EARLY due at the merge instead of keeping the "
-    "earliest pending one of the sessions it merged",
-)
 def test_a_merged_session_keeps_its_earliest_pending_early_pane() -> None:
     """Session [10s, 16s) gets data at processing time 0s: its EARLY pane is due at 5s. At
     4s, data at 14s merges it into [10s, 20s), whose pane holds data since 0s: its EARLY pane
