@@ -316,12 +316,15 @@ def test_a_bundle_appends_only_the_keys_it_touched() -> None:
     assert isinstance(delta, Delta) and list(delta.changes) == [b"k7"]
     assert len(BucketCoder().encode(delta)) < 100 < len(BucketCoder().encode(snapshot)) // 100
     assert len(Bucket.load(cell)) == 5_000
-    # A bucket left by all its keys clears its cell.
+    # A bucket left by all its keys keeps a snapshot of no keys, and the watermark it saw.
     bucket = Bucket.load(cell)
     for i in range(5_000):
         bucket.windows(b"k%d" % i).clear()
-    bucket.store(cell, bucket.closed_upto)
-    assert cell.parts == []
+    bucket.closed_upto = 42
+    bucket.store(cell, -1)
+    (empty,) = cell.parts
+    assert len(BucketCoder().encode(empty)) < 100
+    assert Bucket.load(cell).closed_upto == 42 and len(Bucket.load(cell)) == 0
 
 
 def _item(
@@ -610,3 +613,21 @@ def test_an_item_no_message_of_which_may_be_too_late_is_kept() -> None:
     other = ("clicks", 0, bucket_of(other_key) + 100)
     rows = list(operator._process((other, [_item(operator, 6, other_key)]), Cell(), timers, None))
     assert [(r["k"], r["pane_timing"], r["n"]) for r in rows] == [("b", "LATE", 1)]
+
+
+def test_a_bucket_whose_keys_all_left_still_knows_the_watermark_it_saw() -> None:
+    """On Flink a bucket judges late data by its own timers: when its last key's last window
+    expires, the bucket keeps how far its timers went, so that key's too-late data is a dead
+    letter and not a new window."""
+    operator = window_operator(VIEW, clock=lambda: 0.0, shared_floor=False)
+    operator.setup()
+    minute = 60_000_000
+    cell, timers = Cell(cached=False), Timers()
+    list(operator._process((BUCKET, [_item(operator, 5)]), cell, timers, None))
+    for at in (minute - 1, 3 * minute - 1):  # ON_TIME, then expiry at end + lateness
+        list(operator._on_watermark(BUCKET, Timestamp(micros=at), f"0/{minute}", cell, timers))
+    assert len(Bucket.load(cell)) == 0
+    payload = b'{"k": "a", "t": 30, "v": 100}'
+    late = _item(operator, 30, candidates=[(0, 30_000_000, payload, None)])
+    (letter,) = operator._process((BUCKET, [late]), cell, timers, None)
+    assert letter.tag == "dead_letter" and letter.value["reason"] == "too_late"
