@@ -93,7 +93,10 @@ def _run(args: argparse.Namespace) -> int:
         for error in errors:
             print(error, file=sys.stderr)
         return 1
-    except (ViewError, JobFailed, ConnectionFailed, PathError) as error:
+    except JobFailed as error:  # one line, with the --flink-restore to resume from
+        print(error, file=sys.stderr)
+        return error.exit_code
+    except (ViewError, ConnectionFailed, PathError) as error:
         print(error, file=sys.stderr)
         return 1
     except UsageError as error:

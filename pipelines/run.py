@@ -26,7 +26,6 @@ from typing import Any, TextIO
 
 import apache_beam as beam
 import orjson
-from apache_beam.metrics.metric import MetricsFilter
 from apache_beam.options.pipeline_options import PipelineOptions
 from apache_beam.runners.runner import PipelineState
 
@@ -41,9 +40,10 @@ from liveagg.pipelines.compile import (
     check_streaming,
 )
 from liveagg.runners import direct, prism, spark
-from liveagg.runners.flink import FlinkProfile, supervise
+from liveagg.runners.flink import FlinkProfile, Outcome, supervise
+from liveagg.runners.flink_rest import counter_values
 from liveagg.spec import Sink, ViewSpec
-from liveagg.transforms.deadletter import INPUT, NAMESPACE
+from liveagg.transforms.deadletter import INPUT
 from liveagg.transforms.plan import MILESTONES
 from liveagg.transforms.sinks import Connections
 from liveagg.transforms.sinks.files import OutputFolder, written_by_liveagg
@@ -139,12 +139,14 @@ class RunReport:
     result_dead_letters: dict[str, dict[str, int]] = field(default_factory=dict)
     view_sources: dict[str, str] = field(default_factory=dict)  # view -> its source's name
     rekey: bool = False  # a level-2 run reads envelopes, not messages: no accounting
+    #: Whose figures these are when not the runner's result (a Flink job liveagg stopped).
+    figures: str = ""
 
     def summary(self) -> str:
         """What the run did, in lines that add up: ``lines read = messages + blank + not
         messages``, and per view ``messages = used + filtered out + dead letters``, then the
         rows per view and the dead letters by reason (SPEC section 5)."""
-        lines = []
+        lines = [f"{self.figures}:"] if self.figures else []
         numbers = self.accounting()
         # Level 2 reads envelopes, not messages; a runner that gave no metrics counted none.
         accounted = not self.rekey and bool(self.lines_read or self.messages)
@@ -437,11 +439,18 @@ def run(config: RunConfig) -> RunReport:
     bounded = all(source.bounded for source in sources.values())
     if bounded:
         _check_inputs_are_kept(sources.values(), folders)
-    state, result = _execute(pipeline, config, folders, replace_files=bounded)
+    names = [v.name for v in views]
+    state, result, outcome = _execute(
+        pipeline, config, folders, replace_files=bounded, views=names, sources=sources.values()
+    )
     if state == PipelineState.DONE:
         for folder in folders:  # last: every row and dead letter is written
             folder.finish()
-    report = _report(result, typed_output, [v.name for v in views])
+    if outcome is not None and outcome.counters is not None:  # a Flink job liveagg stopped
+        report = _report(outcome.counters, typed_output, names)
+        report.figures = outcome.figures
+    else:
+        report = _report(_counters(result), typed_output, names)
     report.view_sources = {v.name: v.source for v in views}
     report.rekey = config.rekey
     if level1:
@@ -500,10 +509,14 @@ def _execute(
     folders: Sequence[OutputFolder],
     *,
     replace_files: bool,
-) -> tuple[str, Any]:
-    """Prepare the output folders, run the pipeline and wait for it: its final state and
-    result. A failure or an interrupt removes the in-progress files first."""
+    views: Sequence[str] = (),
+    sources: Iterable[Source] = (),
+) -> tuple[str, Any, Outcome | None]:
+    """Prepare the output folders, run the pipeline and wait for it: its final state, its
+    result and, on Flink, how the job ended. A failure or an interrupt removes the
+    in-progress files first."""
     prepared: list[OutputFolder] = []
+    outcome = None
     with _remember_signals() as caught:
         try:
             for folder in folders:  # before computing: an unwritable output fails fast
@@ -518,7 +531,14 @@ def _execute(
             ):
                 result = pipeline.run()
                 if config.runner == "flink":
-                    state = supervise(result, config.flink, config.report_every_s)
+                    outcome = supervise(
+                        result,
+                        config.flink,
+                        config.report_every_s,
+                        views=views,
+                        partitions=_partitions(sources),
+                    )
+                    state = outcome.state
                 elif config.runner == "prism":
                     state = prism.supervise(result)
                 elif config.runner == "spark":
@@ -534,7 +554,22 @@ def _execute(
             if error is not None:
                 raise error from None
             raise
-    return str(getattr(state, "name", state)).upper(), result
+    return str(getattr(state, "name", state)).upper(), result, outcome
+
+
+def _partitions(sources: Iterable[Source]) -> list[str]:
+    """``topic/partition`` of each unbounded Kafka source, for the Flink job's reports;
+    none of a topic whose partitions cannot be listed now (the job's read says why)."""
+    from liveagg.transforms.sources.kafka import KafkaSource, partitions
+
+    found: dict[str, None] = {}  # several views may read one topic
+    for source in sources:
+        if isinstance(source, KafkaSource) and not source.bounded:
+            try:
+                found |= {f"{source.topic}/{p}": None for p in partitions(source)}
+            except Exception as e:  # a report without this topic's partitions, not a failure
+                _LOGGER.info("partitions of Kafka topic %s: %s", source.topic, e)
+    return list(found)
 
 
 def _nothing_to_serve(options: PipelineOptions) -> contextlib.nullcontext[None]:
@@ -663,14 +698,18 @@ def _rekey(
     return Compiled(out["views"], out["dead_letters"], out.get(MILESTONES))
 
 
-def _report(result: Any, output: str | None, names: list[str]) -> RunReport:
-    report = RunReport(output, rows=dict.fromkeys(names, 0))
+def _counters(result: Any) -> list[tuple[str, int]]:
+    """liveagg's counters from the runner's result; none when it has none to give."""
     try:
-        query = result.metrics().query(MetricsFilter().with_namespace(NAMESPACE))
+        return counter_values(result.metrics())
     except Exception as e:  # a cancelled portable job may have no metrics to give
         _LOGGER.warning("no metrics from the runner: %s", e)
-        return report
-    counters = query["counters"]
+        return []
+
+
+def _report(counters: Iterable[tuple[str, int]], output: str | None, names: list[str]) -> RunReport:
+    """The run's report from its counters, ``(name, value)`` per step that has them."""
+    report = RunReport(output, rows=dict.fromkeys(names, 0))
     per_view = {
         "rows": report.rows,
         "partials": report.partials,
@@ -680,9 +719,7 @@ def _report(result: Any, output: str | None, names: list[str]) -> RunReport:
         "late_windows": report.late_windows,
         "messages": report.messages_by_source,
     }
-    for counter in counters:
-        name = counter.key.metric.name
-        value = counter.committed if counter.committed is not None else counter.attempted
+    for name, value in counters:
         parts = name.split("/")
         if len(parts) == 1 and name in ("lines_read", "blank_lines", "messages"):
             setattr(report, name, getattr(report, name) + value)

@@ -65,6 +65,7 @@ from liveagg.transforms import envelope
 from liveagg.transforms.deadletter import NAMESPACE, counter, dead_letter
 from liveagg.transforms.deadletter import TAG as DEAD_LETTER
 from liveagg.transforms.eventtime import rfc3339
+from liveagg.transforms.live_keys import LiveKeys
 from liveagg.transforms.plan import (
     BLANK_LINES,
     LINES_READ,
@@ -380,7 +381,7 @@ class _WindowLogic(beam.DoFn):
         self._plan = ViewPlan(self._spec)
         # What an operator watches (docs/flink.md): keys holding open windows, and how far
         # the view's event time (the last watermark it fired on) is behind the wall clock.
-        self._live_keys = Metrics.counter(NAMESPACE, f"live_keys/{self._spec.name}")
+        self._live_keys = LiveKeys(self._spec.name, self._token)  # adopts restored keys
         self._lag = Metrics.gauge(NAMESPACE, f"lag_seconds/{self._spec.name}")
 
     @property
@@ -415,6 +416,7 @@ class _WindowLogic(beam.DoFn):
         variant = plan.variants[state_key[1]]
         lateness = plan.lateness_us
         bucket = Bucket.load(cell)
+        self._live_keys.loaded(state_key, len(bucket))
         closed_before = bucket.closed_upto
         floor = max(self._floor, closed_before)
         fates: dict[int, list[bool]] = {}  # candidate message -> accepted by each window
@@ -422,6 +424,7 @@ class _WindowLogic(beam.DoFn):
         changed: set[Window] = set()  # windows whose timer is set again
         quiet = set()  # windows without data waiting for an EARLY pane before this batch
         early_due = int(self._clock() * 1_000_000) + plan.early_us if early_timer else 0
+        earliest: dict[Window, int] = {}  # the first EARLY pane due of each window touched
         for group, start, end, data, candidates in items:
             windows = bucket.windows(group)
             opened = not windows
@@ -451,8 +454,10 @@ class _WindowLogic(beam.DoFn):
             if entry[_FIRED] or book.is_late(window[1], floor):
                 entry[_FIRED] = True  # late from its first pane: it expires at end + lateness
                 yield from self._pane(key, window, entry, book.LATE)
-            elif early_timer is not None and entry[_EARLY] is None:
-                entry[_EARLY] = early_due
+            elif early_timer is not None:
+                if entry[_EARLY] is None:
+                    entry[_EARLY] = early_due
+                earliest[window] = min(earliest.get(window, entry[_EARLY]), entry[_EARLY])
             if opened:
                 self._live_keys.inc()
         yield from self._too_late(letters, fates, state_key)
@@ -461,11 +466,13 @@ class _WindowLogic(beam.DoFn):
             return
         self._arm(bucket, changed, watermark_timer)
         if early_timer is not None:
-            # A window whose keys had no pending EARLY pane: its timer is set for this
-            # batch's; otherwise it is set for an earlier one already.
+            # A window whose keys had no pending EARLY pane: its timer is set for the first
+            # due (this batch's, or a merged session's earlier one); otherwise it is set for
+            # an earlier one already.
             for window in quiet & changed:
                 if bucket.dirty(window):
-                    early_timer.set(Timestamp(micros=early_due), dynamic_timer_tag=_tag(window))
+                    due = earliest.get(window, early_due)
+                    early_timer.set(Timestamp(micros=due), dynamic_timer_tag=_tag(window))
 
     def _arm(self, bucket: Bucket, windows: set[Window], timer: Any) -> None:
         """Set each window's timer to its due (shared by the bucket's keys), or clear it."""
@@ -573,6 +580,7 @@ class _WindowLogic(beam.DoFn):
         self._raise_floor(now)
         self._lag.set(int(self._clock() - now / 1_000_000))
         bucket = Bucket.load(cell)
+        self._live_keys.loaded(state_key, len(bucket))
         closed_before = bucket.closed_upto
         lateness = self._plan.lateness_us
         due = [w for w in bucket.windows_held() if (bucket.due(w, lateness) or now + 1) <= now]
@@ -603,6 +611,7 @@ class _WindowLogic(beam.DoFn):
         The timer was set for the earliest pending pane, so that one is due whatever the
         clock says (a test's clock may stand still while the runner's advances)."""
         bucket = Bucket.load(cell)
+        self._live_keys.loaded(state_key, len(bucket))
         closed_before = bucket.closed_upto
         window = _window_of(tag)
         pending = []
@@ -641,6 +650,8 @@ def _merge_session(
             accs.append(combine.decode(old[_ACC]))
         entry[_FIRED] = entry[_FIRED] or old[_FIRED]
         entry[_MILESTONES] = old[_MILESTONES] or entry[_MILESTONES]
+        if old[_EARLY] is not None:  # a pending EARLY pane keeps its due through the merge
+            entry[_EARLY] = min(old[_EARLY], entry[_EARLY] or old[_EARLY])
     if accs:
         entry[_ACC] = combine.encode(combine.merge_accumulators(accs))
     window = (start, end)

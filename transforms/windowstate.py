@@ -223,13 +223,16 @@ class Bucket(CacheAware):
         changes = self.settle()
         if not changes and self.closed_upto == closed_before:
             return
-        if not self._blobs:  # no key holds a window: the cell goes
-            cell.clear()
-            self.seq = self._deltas = self._delta_bytes = 0
-            return
         self.seq += 1
         snapshot_bytes = self._weight.bytes - self._delta_bytes
-        if self.seq == 1 or self._deltas >= MAX_DELTAS or self._delta_bytes >= snapshot_bytes:
+        # A bucket no key holds a window of stays, as a snapshot of a few bytes: its
+        # ``closed_upto`` still judges late data for its keys.
+        if (
+            self.seq == 1
+            or not self._blobs
+            or self._deltas >= MAX_DELTAS
+            or self._delta_bytes >= snapshot_bytes
+        ):
             cell.clear()
             cell.add(self)
             self._weight.bytes -= self._delta_bytes

@@ -33,6 +33,8 @@ tables have not changed for this long, and report ``missing_requests``), ``flink
 liveagg's window operator (:mod:`benchmarks.systems.beam_gbk_partials`).
 
     .venv/bin/python -m benchmarks.systems.liveagg_flink --events 200000
+
+``--idle-s 120`` measures only what a job costs with nothing to read (:func:`idle`).
 """
 
 from __future__ import annotations
@@ -160,7 +162,8 @@ def _label(pid: int) -> str:
         ("TaskManagerRunner", "flink taskmanager"),
         ("StandaloneSessionClusterEntrypoint", "flink jobmanager"),
         ("--job-port", "beam job server"),
-        ("SdkHarness", "python sdk worker"),
+        ("SdkHarness", "python sdk worker"),  # Beam's own worker pool's workers
+        ("_beam_worker_pool --worker", "python sdk worker"),  # the harness pool's
         ("_beam_worker_pool", "python worker pool"),
         ("liveagg", "liveagg launcher"),
         ("beam_gbk_partials", "liveagg launcher"),
@@ -239,7 +242,9 @@ class Job:
         self._out.close()
         if not self.job_id:
             return "not submitted"
-        state = _rest(self.flink, f"/jobs/{self.job_id}")["state"]
+        # /status, not /jobs/<id>: Flink answers the latter from a cache of the job's graph
+        # kept 3 s, which may still say RUNNING just after the cancel.
+        state = _rest(self.flink, f"/jobs/{self.job_id}/status")["status"]
         # Checkpoints are retained on cancellation (for --flink-restore); a benchmark needs none.
         shutil.rmtree(self.flink.checkpoint_dir / self.job_id, ignore_errors=True)
         return state
@@ -380,6 +385,42 @@ def sustained(ctx: Context, topic: str, events: int) -> dict[str, Any]:
     }
 
 
+def idle(ctx: Context, topic: str, seconds: float) -> dict[str, Any]:
+    """What a job costs with nothing to read: CPU seconds per second of the cluster's
+    processes (and, apart, the ``liveagg run`` launcher that supervises it), over ``seconds``
+    once the job on an empty topic has run for ``flink_warmup_s``."""
+    create_topic(services.connection("kafka").bootstrap_servers, topic, PARTITIONS)
+    job = Job(ctx, topic, ctx.scratch(SYSTEM) / f"{topic}.log")
+    try:
+        job.wait_running()
+        time.sleep(float(ctx.options.get("flink_warmup_s", 20)))
+        sizes = [_checkpoint_size(job)]
+        sampler = Sampler(job.proc.pid)
+        started = time.monotonic()
+        time.sleep(seconds)
+        sampler.stop()
+        wall = time.monotonic() - started
+        sizes.append(_checkpoint_size(job))
+    finally:
+        state = job.stop()
+    by_process = {name: round(cpu / wall, 3) for name, cpu in sampler.by_process().items()}
+    launcher = by_process.pop("liveagg launcher", 0.0)
+    return {
+        "idle_s": round(wall),
+        "cluster_cpu_per_s": round(sum(by_process.values()), 3),
+        "cluster_cpu_per_s_by_process": by_process,
+        "launcher_cpu_per_s": launcher,
+        "checkpoint_bytes_first_last": sizes,
+        "job_state": state,
+    }
+
+
+def _checkpoint_size(job: Job) -> int | None:
+    """The size of the job's newest completed checkpoint (bytes of its state)."""
+    latest = _rest(job.flink, f"/jobs/{job.job_id}/checkpoints").get("latest") or {}
+    return (latest.get("completed") or {}).get("state_size")
+
+
 def _stamp(epoch_s: float) -> str:
     return datetime.fromtimestamp(epoch_s, UTC).isoformat(timespec="milliseconds")[:23] + "Z"
 
@@ -502,19 +543,33 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--pipeline", choices=sorted(PIPELINES), default="liveagg", help="see flink_pipeline"
     )
+    parser.add_argument(
+        "--idle-s", type=float, default=0.0, help="only measure an idle job for this long"
+    )
     args = parser.parse_args(argv)
     logging.getLogger("cassandra").setLevel(logging.ERROR)  # aggregation-without-key warnings
     # SIGTERM (timeout, kill) unwinds like Ctrl-C, so the job is cancelled and the topics and
     # keyspace dropped instead of left running on the shared services.
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))
     bench = ROOT / ".cache" / "bench"
-    dataset = generate.write(bench / f"events-{args.events}.jsonl", args.events)
     options = {
         "flink_paced_s": str(args.paced_s),
         "flink_args": args.flink_args,
         "flink_pipeline": args.pipeline,
         "flink_settle_s": str(args.settle_s),
     }
+    if args.idle_s:  # no events: the dataset is not made
+        ctx = Context(dataset=bench / "none", events=0, work=bench / "work", options=options)
+        for name in ("kafka", "cassandra", "flink"):
+            services.ensure(name)
+        topic = f"bench-flink-idle-{os.getpid()}"
+        try:
+            print(json.dumps(idle(ctx, topic, args.idle_s), indent=2))
+        finally:
+            _drop_topics([topic])
+            _drop_keyspace()
+        return
+    dataset = generate.write(bench / f"events-{args.events}.jsonl", args.events)
     if args.rate:
         options["flink_rate"] = str(args.rate)
     ctx = Context(dataset=dataset, events=args.events, work=bench / "work", options=options)

@@ -13,7 +13,8 @@ Five processes, each a service of its own (pid file, lock and log under ``run/fl
 * ``beam-worker-pool``: the Python SDK harness pool the TaskManagers ask for SDK workers.
 
 ``Flink`` (the registry's ``flink``) starts and stops them together; ``kill_taskmanager``,
-``start_taskmanager``, ``stop_cluster`` and ``start_cluster`` let tests crash and restart parts.
+``start_taskmanager``, ``stop_cluster``, ``stop_service`` and ``start_cluster`` let tests crash
+and restart parts.
 """
 
 from __future__ import annotations
@@ -264,7 +265,10 @@ def flink_config(tmp_dir: Path, taskmanager_port: int | None = None) -> dict[str
     Tests crash TaskManagers on purpose: a 15 s heartbeat timeout notices a killed one quickly,
     and a fixed-delay restart strategy keeps retrying a job until slots come back. A 1 s
     registration error delay (Flink's default is 10 s) lets TaskManagers rejoin a restarted
-    JobManager quickly.
+    JobManager quickly. ``taskmanager.load-balance.mode: SLOTS`` spreads a job's slots over
+    the TaskManagers (Flink 1.19's name for the deprecated ``cluster.evenly-spread-out-slots``,
+    ``TaskManagerOptions.TASK_MANAGER_LOAD_BALANCE_MODE``): by default Flink fills one
+    TaskManager's slots first, and a job of parallelism 2 ran on one of the two.
     """
     jm = _ports((_REST, _RPC))
     taskmanager: dict[str, Any] = {
@@ -287,7 +291,7 @@ def flink_config(tmp_dir: Path, taskmanager_port: int | None = None) -> dict[str
             "bind-host": HOST,
             "memory": {"process": {"size": env_str("LIVEAGG_FLINK_JOBMANAGER_MEMORY", "1024m")}},
         },
-        "taskmanager": taskmanager,
+        "taskmanager": {**taskmanager, "load-balance": {"mode": "SLOTS"}},
         "rest": {"address": HOST, "bind-address": HOST, "port": jm["rest"]},
         "parallelism": {"default": SLOTS_PER_TASKMANAGER},
         "state": {
@@ -697,6 +701,12 @@ def stop_cluster() -> dict[str, str]:
     with Flink().lock():
         parts = [*(cls() for cls in reversed(_TASKMANAGER_CLASSES)), FlinkJobManager()]
         return {part.name: part.stop() for part in parts}
+
+
+def stop_service() -> str:
+    """Stop the whole service as ``python -m integration.services stop flink`` does: every part
+    the harness started, in reverse start order (the worker pool and the job server first)."""
+    return Flink().stop()
 
 
 def start_cluster() -> ServiceHandle:

@@ -10,7 +10,13 @@ equals the DuckDB oracle computed from the same lines; Ctrl-C (SIGINT) then canc
 * ``kill -9`` of a TaskManager mid-stream: Flink restores the last checkpoint and the table
   still equals the oracle (nothing lost, nothing counted twice);
 * the whole cluster stopped mid-stream: a new run restored from the retained checkpoint, or
-  from a savepoint taken on Ctrl-C, ends at the oracle too.
+  from a savepoint taken on Ctrl-C, ends at the oracle too;
+* the whole service stopped as ``python -m integration.services stop flink`` stops it (the
+  worker pool and the job server first), mid-stream or in the job's first seconds: liveagg
+  ends with one line naming the checkpoint to resume from, and resuming from it ends at the
+  oracle, ``live_keys`` back to 0 once every window has closed;
+* Ctrl-C prints the Flink job's own counters, and logs no ERROR in the job server's and the
+  worker pool's logs.
 """
 
 from __future__ import annotations
@@ -35,6 +41,7 @@ import pytest
 from integration import services
 from integration.services import CassandraConnection, KafkaConnection
 from liveagg.loader import load_views
+from liveagg.runners.flink import JOB_LOST_EXIT, resolve_restore
 from liveagg.runners.flink_rest import TERMINAL, FlinkRest, FlinkRestError
 from liveagg.spec import ViewSpec
 from tests.support.cassandra_rows import view_rows
@@ -153,6 +160,51 @@ class Stream:
     events: Path
 
 
+class ServiceLogs:
+    """What the job server and the worker pool log from now on."""
+
+    def __init__(self) -> None:
+        parts = (flink_service.FlinkJobServer(), flink_service.BeamWorkerPool())
+        self._files = {part.name: part.log_file for part in parts}
+        self._sizes = {n: f.stat().st_size if f.exists() else 0 for n, f in self._files.items()}
+
+    def new_text(self) -> dict[str, str]:
+        out = {}
+        for name, path in self._files.items():
+            with path.open("rb") as f:
+                f.seek(self._sizes[name])
+                out[name] = f.read().decode(errors="replace")
+        return out
+
+    def assert_no_error(self) -> None:
+        """No ERROR line once every SDK worker has exited (the TaskManagers close their
+        environments after the job has ended; a worker exits when the runner hangs up)."""
+        record = flink_service.BeamWorkerPool().live_record()
+        assert record is not None, "the worker pool is not running"
+
+        def workers_gone() -> None:
+            assert "starting SDK worker" in self.new_text()["beam-worker-pool"]
+            assert not _children(record.pid), _children(record.pid)
+
+        _eventually(workers_gone, 120.0, every_s=2.0)
+        for name, text in self.new_text().items():
+            errors = [line for line in text.splitlines() if "ERROR" in line]
+            assert not errors, f"{name}:\n{text[-6000:]}"
+
+
+def _children(pid: int) -> list[int]:
+    """The live processes whose parent is ``pid`` (an exited one not yet reaped is not)."""
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            state, ppid = stat.read_text().rsplit(")", 1)[1].split()[:2]
+        except (OSError, IndexError, ValueError):  # gone meanwhile
+            continue
+        if int(ppid) == pid and state != "Z":
+            found.append(int(stat.parent.name))
+    return found
+
+
 def _create_topics(kafka: KafkaConnection, partitions: int, *names: str) -> None:
     create_topics(kafka.client_config(), names, partitions)
 
@@ -215,6 +267,66 @@ def _command(
         cassandra.local_dc,
         *extra,
     ]
+
+
+@dataclass
+class Live:
+    """30,000 messages to produce live onto a fresh topic, and the command that reads them."""
+
+    stream: Stream
+    command: list[str]
+    producer: threading.Thread
+
+
+def _live(
+    tmp_path: Path,
+    flink: FlinkConnection,
+    kafka: KafkaConnection,
+    cassandra: CassandraConnection,
+    keyspace: str,
+    seed: int,
+    extra: Sequence[str] = (),
+) -> Live:
+    stream = _stream(kafka, tmp_path, 30_000, seed=seed)
+    dead_topic = _name("liveagg-flink-dead-")
+    _create_topics(kafka, 1, dead_topic)
+    command = _command(
+        flink,
+        kafka,
+        cassandra,
+        topic=stream.topic,
+        keyspace=keyspace,
+        dead_letter_topic=dead_topic,
+        extra=extra,
+    )
+    producer = threading.Thread(
+        target=produce, args=(kafka.client_config(), stream.topic, stream.lines, 600.0), daemon=True
+    )
+    return Live(stream, command, producer)
+
+
+def _resume(
+    live: Live,
+    restore: str,
+    tmp_path: Path,
+    cassandra: CassandraConnection,
+    keyspace: str,
+    rest: FlinkRest,
+    then: Callable[[str], None] = lambda job_id: None,
+) -> None:
+    """A new run from ``restore`` restores, reads the rest of the stream and ends at the
+    oracle; ``then(job_id)`` checks more before Ctrl-C stops it."""
+    run = Run([*live.command, "--flink-restore", restore], tmp_path / "second.log", cassandra.env())
+    try:
+        job_id = run.flink_job_id()
+        _eventually(lambda: _assert_restored(rest, job_id), 120.0, every_s=1.0)
+        live.producer.join(300)
+        assert not live.producer.is_alive()
+        _converges(cassandra, keyspace, _views(), live.stream.events, run)
+        then(job_id)
+        assert run.interrupt() == 0, run.text()[-4000:]
+    finally:
+        run.close()
 
 
 #: What the services answer while a job starts or creates its table: "not yet".
@@ -323,6 +435,7 @@ def test_rows_dead_letters_and_metrics_on_a_flink_cluster(
     dead_topic, out_topic = _name("liveagg-flink-dead-"), _name("liveagg-flink-out-")
     _create_topics(kafka, 1, dead_topic, out_topic)
     kafka_sink = orjson.dumps({"type": "kafka", "topic": out_topic}).decode()
+    logs = ServiceLogs()
     run = Run(
         _command(
             flink,
@@ -340,6 +453,18 @@ def test_rows_dead_letters_and_metrics_on_a_flink_cluster(
         job_id = run.flink_job_id()
         state = retrying(lambda: rest.state(job_id), what="job state", transient=_STARTING)
         assert state in ("CREATED", "RUNNING", "INITIALIZING")
+        # The first report lists every view and partition, whether or not it has figures yet.
+        _eventually(lambda: _assert_in("kafka offsets behind:", run.text()), 120.0)
+        first = re.search(r"job \w+ \w+:\n(.*?)kafka offsets behind: ([^\n]*)", run.text(), re.S)
+        assert first, run.text()[-3000:]
+        for view in _views():
+            assert f"view {view.name}: rows " in first.group(1), first.group(0)
+        for p in range(PARTITIONS):
+            assert f"{stream.topic}/{p} " in first.group(2) + " ", first.group(0)
+        # Parallelism 2 spreads over both TaskManagers (taskmanager.load-balance.mode).
+        for vertex in rest._call("GET", f"/jobs/{job_id}")["vertices"]:
+            if vertex["parallelism"] == 2:
+                assert len(_taskmanager_ports(rest, job_id, vertex["id"])) == 2, vertex
         _converges(cassandra, keyspace, _views(), stream.events, run)
 
         expected = {v.name: expected_rows(v, stream.events) for v in _views()}
@@ -374,12 +499,28 @@ def test_rows_dead_letters_and_metrics_on_a_flink_cluster(
         _eventually(lambda: _assert_in("dead letters:", run.text()), 30.0)
         assert run.interrupt() == 0, run.text()[-4000:]
         assert rest.state(job_id) == "CANCELED"
+        # The summary is the job's own: Flink's counters, not Beam's job service's zeros.
+        summary = run.text().split(f"job {job_id} CANCELED", 1)[1]
+        assert f"Flink job {job_id}: its own counters, final" in summary, summary
+        assert f"read {len(stream.lines)} lines = " in summary, summary
+        for view in _views():  # rows counts panes: at least one per stored row
+            found = re.search(rf"view {view.name}: (\d+) rows", summary)
+            assert found, summary
+            assert int(found.group(1)) >= len(_stored(cassandra, keyspace, view)), summary
+        assert f"dead letters: {len(letters)}\n" in summary, summary
+        logs.assert_no_error()  # a clean cancel
     finally:
         run.close()
 
 
 def _assert_in(needle: str, text: str) -> None:
     assert needle in text, text[-3000:]
+
+
+def _taskmanager_ports(rest: FlinkRest, job_id: str, vertex_id: str) -> set[int]:
+    """The RPC ports (the harness's names) of the TaskManagers running a vertex's subtasks."""
+    found = rest._call("GET", f"/jobs/{job_id}/vertices/{vertex_id}/taskmanagers")
+    return {int(tm["taskmanager-id"].split(":")[1].split("-")[0]) for tm in found["taskmanagers"]}
 
 
 LATE_VIEW = {
@@ -478,27 +619,11 @@ def test_a_killed_taskmanager_is_recovered_from_the_last_checkpoint(
     keyspace: str,
     rest: FlinkRest,
 ) -> None:
-    stream = _stream(kafka, tmp_path, 30_000, seed=22)
-    dead_topic = _name("liveagg-flink-dead-")
-    _create_topics(kafka, 1, dead_topic)
-    run = Run(
-        _command(
-            flink,
-            kafka,
-            cassandra,
-            topic=stream.topic,
-            keyspace=keyspace,
-            dead_letter_topic=dead_topic,
-        ),
-        tmp_path / "liveagg.log",
-        cassandra.env(),
-    )
-    producer = threading.Thread(
-        target=produce, args=(kafka.client_config(), stream.topic, stream.lines, 600.0), daemon=True
-    )
+    live = _live(tmp_path, flink, kafka, cassandra, keyspace, seed=22)
+    run = Run(live.command, tmp_path / "liveagg.log", cassandra.env())
     try:
         job_id = run.flink_job_id()
-        producer.start()
+        live.producer.start()
         _wait_checkpoints(rest, job_id, 3)
         busy = _busy_taskmanager(rest, job_id)
         flink_service.kill_taskmanager(busy)  # kill -9 one that runs the job, mid-stream
@@ -506,9 +631,9 @@ def test_a_killed_taskmanager_is_recovered_from_the_last_checkpoint(
             _eventually(lambda: _assert_restored(rest, job_id), 180.0, every_s=1.0)
         finally:
             flink_service.start_taskmanager(busy)
-        producer.join(300)
-        assert not producer.is_alive()
-        _converges(cassandra, keyspace, _views(), stream.events, run)
+        live.producer.join(300)
+        assert not live.producer.is_alive()
+        _converges(cassandra, keyspace, _views(), live.stream.events, run)
         assert run.interrupt() == 0, run.text()[-4000:]
     finally:
         run.close()
@@ -519,10 +644,7 @@ def _busy_taskmanager(rest: FlinkRest, job_id: str) -> int:
     job's slots on one TaskManager, and killing an idle one would test nothing)."""
     ports = {flink_service.taskmanager(i).client_port: i for i in range(flink_service.TASKMANAGERS)}
     for vertex in rest._call("GET", f"/jobs/{job_id}")["vertices"]:
-        for tm in rest._call("GET", f"/jobs/{job_id}/vertices/{vertex['id']}/taskmanagers")[
-            "taskmanagers"
-        ]:
-            port = int(tm["taskmanager-id"].split(":")[1].split("-")[0])
+        for port in _taskmanager_ports(rest, job_id, vertex["id"]):
             if port in ports:
                 return ports[port]
     raise AssertionError(f"no TaskManager of the harness runs job {job_id}")
@@ -542,65 +664,85 @@ def test_a_run_resumed_after_the_cluster_stops_ends_at_the_oracle(
 
     Either way the cluster is then stopped and started again, and a new run restores.
     """
-    stream = _stream(kafka, tmp_path, 30_000, seed=23)
-    dead_topic = _name("liveagg-flink-dead-")
-    _create_topics(kafka, 1, dead_topic)
-    command = _command(
-        flink,
-        kafka,
-        cassandra,
-        topic=stream.topic,
-        keyspace=keyspace,
-        dead_letter_topic=dead_topic,
-        extra=["--savepoint-on-stop"],
+    live = _live(
+        tmp_path, flink, kafka, cassandra, keyspace, seed=23, extra=["--savepoint-on-stop"]
     )
-    first = Run(command, tmp_path / "first.log", cassandra.env())
-    producer = threading.Thread(
-        target=produce, args=(kafka.client_config(), stream.topic, stream.lines, 600.0), daemon=True
-    )
+    first = Run(live.command, tmp_path / "first.log", cassandra.env())
+    logs = ServiceLogs()
     try:
         job_id = first.flink_job_id()
-        producer.start()
+        live.producer.start()
+        # No wait for a report: liveagg knows the job's checkpoint folder from its submission
+        # and reads the newest complete checkpoint from it when the cluster is gone.
         _wait_checkpoints(rest, job_id, 3)
-        # liveagg learns the newest checkpoint in its reports (every 5 s), after printing one:
-        # two more reports and it has asked since the checkpoints completed.
-        reports = _reports(first, job_id)
-        _eventually(lambda: _assert_reports(first, job_id, reports + 2), 60.0, every_s=1.0)
         if how == "savepoint":
             assert first.interrupt() == 0, first.text()[-4000:]
             restore = re.search(r"savepoint: (\S+)", first.text()).group(1)
+            logs.assert_no_error()  # a clean stop
             flink_service.stop_cluster()
         else:
             flink_service.stop_cluster()  # JobManager and TaskManagers, mid-stream
-            # The job is lost with the cluster: liveagg says so and where to resume from.
-            assert first.proc.wait(180) == 1, first.text()[-4000:]
-            hint = re.search(r"--flink-restore (\S+)", first.text())
-            assert hint, first.text()[-4000:]
-            restore = hint.group(1)
-            assert restore == f"file:{flink.checkpoint_dir / job_id}", restore
+            restore = _lost_hint(first, flink, job_id)
     finally:
         first.close()
         flink_service.start_cluster()
-    second = Run([*command, "--flink-restore", restore], tmp_path / "second.log", cassandra.env())
+    _resume(live, restore, tmp_path, cassandra, keyspace, rest)
+
+
+def _lost_hint(run: Run, flink: FlinkConnection, job_id: str) -> str:
+    """The run ends on its own with one line, no traceback: the job is lost, and the newest
+    checkpoint of its folder (the one on disk) is the one to resume from."""
+    assert run.proc.wait(180) == JOB_LOST_EXIT, run.text()[-4000:]
+    text = run.text()
+    assert "Traceback" not in text, text[-4000:]
+    hints = [line for line in text.splitlines() if "--flink-restore" in line]
+    assert len(hints) == 1, text[-4000:]
+    assert hints[0].startswith(f"Flink job {job_id} lost: "), hints[0]
+    restore = hints[0].split("--flink-restore ", 1)[1]
+    assert restore == resolve_restore(str(flink.checkpoint_dir / job_id)), restore
+    return restore
+
+
+@pytest.mark.parametrize("when", ["mid-stream", "first seconds"])
+def test_the_service_stopped_as_its_harness_stops_it_names_the_checkpoint_to_resume_from(
+    tmp_path: Path,
+    flink: FlinkConnection,
+    kafka: KafkaConnection,
+    cassandra: CassandraConnection,
+    keyspace: str,
+    rest: FlinkRest,
+    when: str,
+) -> None:
+    """``python -m integration.services stop flink`` mid-stream, or right after the job's first
+    checkpoint (before any periodic report): the worker pool and the job server go first,
+    then the TaskManagers and the JobManager. liveagg ends with one line and the exact
+    ``--flink-restore``; the run resumed from it ends at the oracle, and its ``live_keys``
+    (restored keys adopted, not only counted down) come back to 0 when every window closed.
+    """
+    live = _live(tmp_path, flink, kafka, cassandra, keyspace, seed=24)
+    if when == "first seconds":  # liveagg's default: no report before the stop
+        at = live.command.index("--report-every-s")
+        live.command[at : at + 2] = []
+    first = Run(live.command, tmp_path / "first.log", cassandra.env())
     try:
-        second_id = second.flink_job_id()
-        _eventually(lambda: _assert_restored(rest, second_id), 120.0, every_s=1.0)
-        producer.join(300)
-        assert not producer.is_alive()
-        _converges(cassandra, keyspace, _views(), stream.events, second)
-        assert second.interrupt() == 0, second.text()[-4000:]
+        job_id = first.flink_job_id()
+        live.producer.start()
+        _wait_checkpoints(rest, job_id, 3 if when == "mid-stream" else 1)
+        flink_service.stop_service()
+        restore = _lost_hint(first, flink, job_id)
     finally:
-        second.close()
+        first.close()
+        flink_service.start_cluster()
 
+    def no_live_keys(job_id: str) -> None:  # the data's windows all closed long ago
+        def check() -> None:
+            metrics = rest.metrics(job_id)
+            for view in _views():
+                assert metrics.get(f"live_keys/{view.name}") == 0, metrics
 
-def _reports(run: Run, job_id: str) -> int:
-    """How many progress reports on the job liveagg has printed."""
-    return len(re.findall(rf"^job {job_id} [A-Z]+:$", run.text(), re.MULTILINE))
+        _eventually(check, 120.0)
 
-
-def _assert_reports(run: Run, job_id: str, at_least: int) -> None:
-    assert run.proc.poll() is None, f"liveagg exited:\n{run.text()[-4000:]}"
-    assert _reports(run, job_id) >= at_least, run.text()[-2000:]
+    _resume(live, restore, tmp_path, cassandra, keyspace, rest, then=no_live_keys)
 
 
 def _assert_restored(rest: FlinkRest, job_id: str) -> None:

@@ -21,7 +21,7 @@ from apache_beam.io.restriction_trackers import OffsetRange
 from apache_beam.io.watermark_estimators import ManualWatermarkEstimator
 from apache_beam.options.pipeline_options import PipelineOptions
 from apache_beam.runners.sdf_utils import RestrictionTrackerView, ThreadsafeRestrictionTracker
-from apache_beam.utils.timestamp import Timestamp
+from apache_beam.utils.timestamp import Duration, Timestamp
 
 from integration.services import KafkaConnection
 from liveagg.loader import parse_view
@@ -550,6 +550,40 @@ def test_partition_reader_by_hand_commits_on_finalize_and_advances_idle_watermar
     fn.teardown()
 
 
+def test_a_quiet_partition_is_polled_every_idle_poll_not_at_once(
+    bootstrap: str, topic: Callable[..., str]
+) -> None:
+    """Each resumption of the read costs the runner (on Flink a bundle, a timer and a state
+    entry): a partition read to its end and quiet for ``idle_poll`` waits before the next."""
+    name = topic(partitions=1)
+    producer = ck.Producer({"bootstrap.servers": bootstrap})
+    producer.produce(name, orjson.dumps({"ts": BASE_TS, "key": "a", "value": 1}))
+    assert producer.flush(10) == 0
+    now = [1_800_000_000.0]
+    _, fn, read = _reader_by_hand(bootstrap, name, now, idle_poll=timedelta(seconds=3))
+    restriction = PartitionRanges().initial_restriction(read)
+    estimator = ManualWatermarkEstimator(None)
+    for _ in range(50):  # the first polls may come back before the fetch does
+        got, restriction, _, delay = _call(fn, read, restriction, estimator, with_delay=True)
+        if got:
+            break
+    assert got and delay == Duration(0)  # data: again at once
+    _, restriction, _, delay = _call(fn, read, restriction, estimator, with_delay=True)
+    assert delay == Duration(0)  # at the end, but quiet for less than idle_poll
+    now[0] += 3
+    _, restriction, _, delay = _call(fn, read, restriction, estimator, with_delay=True)
+    # 3 s and a half: Beam's Flink runner waits whole seconds of what is asked (kafka.py)
+    assert Duration(seconds=3.4) < delay <= Duration(seconds=3.5)
+    producer.produce(name, orjson.dumps({"ts": BASE_TS + 1, "key": "a", "value": 1}))
+    assert producer.flush(10) == 0
+    for _ in range(50):
+        got, restriction, _, delay = _call(fn, read, restriction, estimator, with_delay=True)
+        if got:
+            break
+    assert delay == Duration(0)  # data again: read on at once
+    fn.teardown()
+
+
 def test_partition_reader_stalled_in_a_backlog_keeps_its_event_times(
     bootstrap: str, topic: Callable[..., str]
 ) -> None:
@@ -603,15 +637,23 @@ def _reader_by_hand(
 
 
 def _call(
-    fn: ReadPartitions, read: Any, restriction: OffsetRange, estimator: ManualWatermarkEstimator
-) -> tuple[list[Any], OffsetRange | None, list[Any]]:
-    """One ``process`` call as a runner makes it: (outputs, deferred remainder, finalizers)."""
+    fn: ReadPartitions,
+    read: Any,
+    restriction: OffsetRange,
+    estimator: ManualWatermarkEstimator,
+    with_delay: bool = False,
+) -> Any:
+    """One ``process`` call as a runner makes it: (outputs, deferred remainder, finalizers),
+    and ``with_delay`` the delay asked for the remainder."""
     tracker = ThreadsafeRestrictionTracker(PartitionTracker(restriction))
     finalizer = _Finalizer()
     out = list(fn.process(read, finalizer, RestrictionTrackerView(tracker), estimator))
     tracker.check_done()
     deferred = tracker.deferred_status()
-    return out, None if deferred is None else deferred[0], finalizer.callbacks
+    remainder = None if deferred is None else deferred[0]
+    if with_delay:
+        return out, remainder, finalizer.callbacks, None if deferred is None else deferred[1]
+    return out, remainder, finalizer.callbacks
 
 
 class _Finalizer:

@@ -39,7 +39,7 @@ from hypothesis import strategies as st
 
 from liveagg.loader import parse_view
 from liveagg.pipelines.compile import build
-from liveagg.pipelines.run import RunReport, _report
+from liveagg.pipelines.run import RunReport, _counters, _report
 from liveagg.transforms.sources import FileSource
 from tests.support.cli import liveagg, rows_in
 from tests.support.compare import assert_rows_match
@@ -391,7 +391,7 @@ def run(path: Path, streaming: bool) -> tuple[dict[str, list[dict]], list[dict],
     compiled.dead_letters | "Collect/dead" >> beam.Map(_collect_dead_letter)
     result = p.run()
     result.wait_until_finish()
-    report = _report(result, None, NAMES)
+    report = _report(_counters(result), None, NAMES)
     report.view_sources = {v.name: v.source for v in VIEWS}
     rows = {name: list(SEEN.get(name, [])) for name in NAMES}
     return rows, list(SEEN.get("_dead", [])), report

@@ -6,6 +6,7 @@ Timestamps are written relative to the window: window [0s, 60s), lateness 120s, 
 from __future__ import annotations
 
 import random
+from typing import Any
 
 import apache_beam as beam
 import numpy as np
@@ -26,20 +27,26 @@ from liveagg.transforms.streaming import StreamingAggregate, _Route, window_oper
 from liveagg.transforms.windowstate import MAX_DELTAS, Bucket, BucketCoder, Delta, bucket_of
 from tests.support.operator_state import Cell, Timers
 
-VIEW = parse_view(
-    {
-        "name": "clicks",
-        "event_time": {"field": "t", "format": "epoch_s"},
-        "grouping_cols": ["k"],
-        "window": {"size": "1m"},
-        "allowed_lateness": "2m",
-        "emit": {"early": "10s"},
-        "aggregation_info": [
-            {"aggregation": "count", "aggregated_col_name": "n"},
-            {"aggregation": "sum", "col_name": "v", "aggregated_col_name": "total"},
-        ],
-    }
-)
+
+def view_of(name: str, window: dict, lateness: str, **extra: Any) -> ViewSpec:
+    """A view counting and summing ``v`` per ``k``, event time ``t`` in epoch seconds."""
+    return parse_view(
+        {
+            "name": name,
+            "event_time": {"field": "t", "format": "epoch_s"},
+            "grouping_cols": ["k"],
+            "window": window,
+            "allowed_lateness": lateness,
+            "aggregation_info": [
+                {"aggregation": "count", "aggregated_col_name": "n"},
+                {"aggregation": "sum", "col_name": "v", "aggregated_col_name": "total"},
+            ],
+            **extra,
+        }
+    )
+
+
+VIEW = view_of("clicks", {"size": "1m"}, "2m", emit={"early": "10s"})
 
 
 def msg(k: str, t: float, v: int = 1) -> TimestampedValue:
@@ -190,20 +197,50 @@ def test_zero_lateness_sends_late_data_to_dead_letters() -> None:
         .advance_watermark_to(END)
         .advance_watermark_to_infinity()
     )
-    view = parse_view(
-        {
-            "name": "strict",
-            "event_time": {"field": "t", "format": "epoch_s"},
-            "grouping_cols": ["k"],
-            "window": {"size": "1m"},
-            "allowed_lateness": "0s",
-            "aggregation_info": [
-                {"aggregation": "count", "aggregated_col_name": "n"},
-                {"aggregation": "sum", "col_name": "v", "aggregated_col_name": "total"},
-            ],
-        }
-    )
+    view = view_of("strict", {"size": "1m"}, "0s")
     check(stream, rows=[("a", W0, "ON_TIME", 0, 1, 1)], dead=[("strict", "too_late", 6)], view=view)
+
+
+SESSIONS = view_of("sessions", {"type": "session", "gap": "6s"}, "0s")
+
+
+@pytest.mark.parametrize(
+    "bundles",
+    [
+        pytest.param([[1], [5]], id="apart"),
+        pytest.param([[5], [1]], id="apart-reversed"),
+        pytest.param(
+            [[1, 5]],
+            id="together",
+            marks=pytest.mark.xfail(
+                strict=True,
+                reason="the router merges a batch's sessions before the operator judges "
+                "expiry, so the merged session [1s, 11s) is judged instead of [1s, 7s)",
+            ),
+        ),
+    ],
+)
+def test_a_session_message_is_too_late_by_its_own_session(bundles: list[list[int]]) -> None:
+    """Key "b"'s session [2s, 8s) fires and expires at 10.5s: the operator knows the
+    watermark passed 8s. "a" at 1s (its session [1s, 7s) has expired) is too late and "a" at
+    5s (session [5s, 11s)) is on time, whether the two arrive in one bundle or two: Beam
+    judges each element by the window it is assigned, before merging
+    (apache_beam/transforms/trigger.py, ``GeneralTriggerDriver.process_elements`` skips an
+    expired window, then merges)."""
+    stream = TestStream().advance_watermark_to(0).add_elements([msg("b", 2)])
+    stream = stream.advance_watermark_to(10.5)
+    for bundle in bundles:
+        stream = stream.add_elements([msg("a", t) for t in bundle])
+    stream = stream.advance_watermark_to(END).advance_watermark_to_infinity()
+    check(
+        stream,
+        rows=[
+            ("b", "1970-01-01T00:00:02Z", "ON_TIME", 0, 1, 1),
+            ("a", "1970-01-01T00:00:05Z", "ON_TIME", 0, 1, 1),
+        ],
+        dead=[("sessions", "too_late", 1)],
+        view=SESSIONS,
+    )
 
 
 A = b'["a"]'
@@ -279,12 +316,15 @@ def test_a_bundle_appends_only_the_keys_it_touched() -> None:
     assert isinstance(delta, Delta) and list(delta.changes) == [b"k7"]
     assert len(BucketCoder().encode(delta)) < 100 < len(BucketCoder().encode(snapshot)) // 100
     assert len(Bucket.load(cell)) == 5_000
-    # A bucket left by all its keys clears its cell.
+    # A bucket left by all its keys keeps a snapshot of no keys, and the watermark it saw.
     bucket = Bucket.load(cell)
     for i in range(5_000):
         bucket.windows(b"k%d" % i).clear()
-    bucket.store(cell, bucket.closed_upto)
-    assert cell.parts == []
+    bucket.closed_upto = 42
+    bucket.store(cell, -1)
+    (empty,) = cell.parts
+    assert len(BucketCoder().encode(empty)) < 100
+    assert Bucket.load(cell).closed_upto == 42 and len(Bucket.load(cell)) == 0
 
 
 def _item(
@@ -411,6 +451,29 @@ def test_the_runners_with_one_watermark_per_stage() -> None:
     # where in Prism); Flink and Spark run parallel instances.
     assert not runs_as_one("--runner=PrismRunner")
     assert not runs_as_one("--runner=FlinkRunner") and not runs_as_one("--runner=SparkRunner")
+
+
+def test_a_merged_session_keeps_its_earliest_pending_early_pane() -> None:
+    """Session [10s, 16s) gets data at processing time 0s: its EARLY pane is due at 5s. At
+    4s, data at 14s merges it into [10s, 20s), whose pane holds data since 0s: its EARLY pane
+    is still due at 5s, ``emit.early`` after the pane's first data. Beam keeps the merged
+    windows' timers (apache_beam/transforms/trigger.py, ``AfterProcessingTime.on_merge``:
+    "timers will be kept through merging"; ``on_element`` sets none while the merged
+    ``has_timer`` state is set), so its merged window fires at 5s."""
+    view = view_of("sessions", {"type": "session", "gap": "6s"}, "0s", emit={"early": "5s"})
+    now = [0.0]
+    operator = window_operator(view, clock=lambda: now[0], early=True)
+    operator.setup()
+    combine = operator._plan.combine
+    acc = combine.encode(combine.add_inputs(combine.create_accumulator(), [(1, 1)]))
+    state_key = ("sessions", 0, bucket_of(A))
+    cell, watermark, early = Cell(), Timers(), Timers()
+    for t in (10, 14):
+        item = (A, t * 1_000_000, (t + 6) * 1_000_000, acc, [])
+        assert list(operator._process((state_key, [item]), cell, watermark, early)) == []
+        now[0] = 4.0
+    assert sorted(cell.value.windows(A)) == [(10_000_000, 20_000_000)]
+    assert early.due.get("10000000/20000000") == 5_000_000
 
 
 def test_late_data_opening_a_window_is_a_late_pane() -> None:
@@ -553,3 +616,21 @@ def test_an_item_no_message_of_which_may_be_too_late_is_kept() -> None:
     other = ("clicks", 0, bucket_of(other_key) + 100)
     rows = list(operator._process((other, [_item(operator, 6, other_key)]), Cell(), timers, None))
     assert [(r["k"], r["pane_timing"], r["n"]) for r in rows] == [("b", "LATE", 1)]
+
+
+def test_a_bucket_whose_keys_all_left_still_knows_the_watermark_it_saw() -> None:
+    """On Flink a bucket judges late data by its own timers: when its last key's last window
+    expires, the bucket keeps how far its timers went, so that key's too-late data is a dead
+    letter and not a new window."""
+    operator = window_operator(VIEW, clock=lambda: 0.0, shared_floor=False)
+    operator.setup()
+    minute = 60_000_000
+    cell, timers = Cell(cached=False), Timers()
+    list(operator._process((BUCKET, [_item(operator, 5)]), cell, timers, None))
+    for at in (minute - 1, 3 * minute - 1):  # ON_TIME, then expiry at end + lateness
+        list(operator._on_watermark(BUCKET, Timestamp(micros=at), f"0/{minute}", cell, timers))
+    assert len(Bucket.load(cell)) == 0
+    payload = b'{"k": "a", "t": 30, "v": 100}'
+    late = _item(operator, 30, candidates=[(0, 30_000_000, payload, None)])
+    (letter,) = operator._process((BUCKET, [late]), cell, timers, None)
+    assert letter.tag == "dead_letter" and letter.value["reason"] == "too_late"

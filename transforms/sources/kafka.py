@@ -37,7 +37,7 @@ from apache_beam.io.watermark_estimators import ManualWatermarkEstimator
 from apache_beam.metrics import Metrics
 from apache_beam.transforms.core import RestrictionProvider, WatermarkEstimatorProvider
 from apache_beam.transforms.window import TimestampedValue
-from apache_beam.utils.timestamp import MIN_TIMESTAMP, Timestamp
+from apache_beam.utils.timestamp import MIN_TIMESTAMP, Duration, Timestamp
 
 from liveagg.spec import ViewSpec
 from liveagg.transforms import eventtime
@@ -177,6 +177,11 @@ class KafkaSource:
         poll_timeout: How long one ``consume()`` waits for data. Short, because on Flink a
             checkpoint barrier waits for the read's open bundle, which holds one ``consume()``
             per partition, and the read's watermark only moves downstream at a barrier.
+        idle_poll: Unbounded mode: once a partition has been read to its end and got nothing
+            for this long, it is polled about this often instead of again at once. Each poll
+            is a resumption of the splittable read, which costs the runner: on Beam 2.62's
+            Flink runner a bundle, a timer and a state entry that stays in every later
+            checkpoint (docs/flink.md, "An idle job").
         stall_timeout: Bounded mode: fail when a partition delivers nothing for this long
             before its end offset (broker gone, say) instead of waiting for ever.
 
@@ -198,6 +203,7 @@ class KafkaSource:
     idle_timeout: timedelta = timedelta(seconds=10)
     batch_size: int = 10_000
     poll_timeout: timedelta = timedelta(milliseconds=100)
+    idle_poll: timedelta = timedelta(seconds=2)
     stall_timeout: timedelta = timedelta(seconds=120)
     one_process: bool = False
 
@@ -215,7 +221,7 @@ class KafkaSource:
             raise ValueError(f"max_records must be >= 0, got {self.max_records}")
         if self.batch_size < 1:
             raise ValueError(f"batch_size must be positive, got {self.batch_size}")
-        for name in ("idle_timeout", "poll_timeout", "stall_timeout"):
+        for name in ("idle_timeout", "poll_timeout", "idle_poll", "stall_timeout"):
             if getattr(self, name) <= timedelta(0):
                 raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
 
@@ -342,20 +348,34 @@ def coordinated(call: Callable[[], T]) -> T:
             time.sleep(0.5)
 
 
+def _partitions(consumer: Any, source: KafkaSource) -> list[int]:
+    """The topic's partitions, or a ValueError that says why there are none."""
+    metadata = consumer.list_topics(source.topic, timeout=_METADATA_TIMEOUT_S)
+    topic = metadata.topics.get(source.topic)
+    if topic is None or topic.error is not None or not topic.partitions:
+        reason = topic.error if topic is not None and topic.error else "it does not exist"
+        raise ValueError(
+            f"cannot read Kafka topic {source.topic!r} at {source.bootstrap_servers}: "
+            f"{reason}; create it or check the topic name"
+        )
+    return sorted(topic.partitions)
+
+
+def partitions(source: KafkaSource) -> list[int]:
+    """The topic's partitions now (what the read will plan, for reports that list them)."""
+    consumer = confluent_kafka().Consumer(source.consumer_config())
+    try:
+        return _partitions(consumer, source)
+    finally:
+        consumer.close()
+
+
 def plan_reads(source: KafkaSource) -> list[PartitionRead]:
     """Every partition's start offset (and stop offset when the read ends), taken now."""
     ck = confluent_kafka()
     consumer = ck.Consumer(source.consumer_config())
     try:
-        metadata = consumer.list_topics(source.topic, timeout=_METADATA_TIMEOUT_S)
-        topic = metadata.topics.get(source.topic)
-        if topic is None or topic.error is not None or not topic.partitions:
-            reason = topic.error if topic is not None and topic.error else "it does not exist"
-            raise ValueError(
-                f"cannot read Kafka topic {source.topic!r} at {source.bootstrap_servers}: "
-                f"{reason}; create it or check the topic name"
-            )
-        tps = [ck.TopicPartition(source.topic, p) for p in sorted(topic.partitions)]
+        tps = [ck.TopicPartition(source.topic, p) for p in _partitions(consumer, source)]
         committed = (
             coordinated(lambda: consumer.committed(tps, timeout=_METADATA_TIMEOUT_S))
             if source.start == "committed"
@@ -538,6 +558,10 @@ class PartitionWatermark:
         """The consumer read to the partition's end (librdkafka's end-of-partition event)."""
         self._at_end = True
 
+    def quiet_s(self) -> float:
+        """How long the partition has been read to its end without new data (0: it has not)."""
+        return self._clock() - self._last_data_s if self._at_end else 0.0
+
     def current_us(self) -> int | None:
         """The watermark to hold now, in microseconds; None until anything is known."""
         now = self._clock()
@@ -626,7 +650,19 @@ class ReadPartitions(beam.DoFn):
         self._report_lag(ck, consumer, key)
         self._advance(watermark, clock, read if self._source.one_process else None)
         if not done:
-            tracker.defer_remainder()
+            tracker.defer_remainder(self._pause(next_offset is None, clock))
+
+    def _pause(self, empty: bool, clock: PartitionWatermark) -> Duration | None:
+        """How long to wait before reading the partition again: at once while it has data,
+        about ``idle_poll`` once it has been quiet that long. Beam 2.62's Flink runner waits
+        whole seconds of the delay asked for (``BundleCheckpointHandlers``:
+        ``getRequestedTimeDelay().getSeconds() * 1000``), and Beam's SDK subtracts the time
+        since ``defer_remainder`` (``sdf_utils.py``, ``deferred_status``): half a second more
+        keeps ``idle_poll`` whole."""
+        idle_s = self._source.idle_poll.total_seconds()
+        if not empty or clock.quiet_s() < idle_s:
+            return None
+        return Duration(seconds=idle_s + 0.5)
 
     def _timestamped(
         self, msg: Any, clock: PartitionWatermark, watermark_us: int | None = None
