@@ -42,7 +42,7 @@ from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from typing import Any
 
 import apache_beam as beam
@@ -174,6 +174,12 @@ class _Route(beam.DoFn):
     def _send(self, elements: list[Any], origin: str | None) -> Iterator[tuple[str, Any, int]]:
         pairs = [split(element) for element in elements]
         hints = _hints([source for _, source in pairs])
+        # Sessions judged message by message (_sessions_apart): where partition watermarks
+        # tell the few messages that may be late, or where messages come from no source of
+        # liveagg's (a stream of the caller's, a TestStream) and any may be. Bounded input
+        # through the operator (--streaming: files, a bounded Kafka read) is merged per batch,
+        # as the split would cost a hot key one aggregation per message of the batch.
+        apart = hints is not None or all(source is None for _, source in pairs)
         if hints is not None:  # the partition watermark is the router's, not a dead letter's
             pairs = [(p, {k: x for k, x in s.items() if k != WATERMARK}) for p, s in pairs]
         payloads = [payload for payload, _ in pairs]
@@ -194,46 +200,49 @@ class _Route(beam.DoFn):
             fanout = self._fanout[index]
             for inputs in batch.inputs:
                 for shard, part in _fan_out(inputs, origin, fanout, self):
-                    yield from self._elements(index, plan, aggregator, part, shard, pairs, hints)
+                    pieces = _sessions_apart(plan, aggregator, part, hints) if apart else [part]
+                    yield from self._elements(index, plan, aggregator, pieces, shard, pairs, hints)
 
     def _elements(
         self,
         index: int,
         plan: ViewPlan,
         aggregator: Any,
-        inputs: engine.Inputs,
+        pieces: Iterable[engine.Inputs],
         shard: str | None,
         pairs: list[tuple[Any, Any]],
         hints: np.ndarray | None,
     ) -> Iterator[tuple[str, Any, int]]:
-        """The view's partial accumulators of a batch, one element per variant and key."""
-        partial = aggregator.preaggregate(inputs)
-        accumulators = aggregator.accumulators(partial)
+        """The view's partial accumulators of a batch, one element per variant and bucket of
+        keys; a key's items in the order of the batch's pieces, aggregated apart."""
         encode = plan.combine.encode
-        keys = [v.python_values(k) for k in partial.keys]
-        variants, starts, ends = (
-            partial.variant.tolist(),
-            partial.start.tolist(),
-            partial.end.tolist(),
-        )
         by_key: dict[tuple, list[Item]] = {}
-        # (variant, group) -> window -> the candidates of its item
-        rows: dict[tuple[int, bytes], dict[Window, list[Candidate]]] = {}
-        for r, acc in enumerate(accumulators):
-            variant = plan.variants[variants[r]]
-            group = encode_key(tuple(keys[i][r] for i in variant.positions))
-            bucket = bucket_of(group)
-            state_key = (
-                (plan.name, variant.index, bucket)
-                if shard is None
-                else (plan.name, variant.index, bucket, shard)
+        for inputs in pieces:
+            partial = aggregator.preaggregate(inputs)
+            accumulators = aggregator.accumulators(partial)
+            keys = [v.python_values(k) for k in partial.keys]
+            variants, starts, ends = (
+                partial.variant.tolist(),
+                partial.start.tolist(),
+                partial.end.tolist(),
             )
-            candidates: list[Candidate] = []
-            by_key.setdefault(state_key, []).append(
-                (group, starts[r], ends[r], encode(acc), candidates)
-            )
-            rows.setdefault((variant.index, group), {})[(starts[r], ends[r])] = candidates
-        self._candidates(plan, aggregator, inputs, pairs, hints, rows)
+            # (variant, group) -> window -> the candidates of its item
+            rows: dict[tuple[int, bytes], dict[Window, list[Candidate]]] = {}
+            for r, acc in enumerate(accumulators):
+                variant = plan.variants[variants[r]]
+                group = encode_key(tuple(keys[i][r] for i in variant.positions))
+                bucket = bucket_of(group)
+                state_key = (
+                    (plan.name, variant.index, bucket)
+                    if shard is None
+                    else (plan.name, variant.index, bucket, shard)
+                )
+                candidates: list[Candidate] = []
+                by_key.setdefault(state_key, []).append(
+                    (group, starts[r], ends[r], encode(acc), candidates)
+                )
+                rows.setdefault((variant.index, group), {})[(starts[r], ends[r])] = candidates
+            self._candidates(plan, aggregator, inputs, pairs, hints, rows)
         tag = self._tags[index]
         for state_key, items in by_key.items():
             yield tag, (state_key, items), max(min(item[1] for item in items), book.MIN_US)
@@ -253,11 +262,7 @@ class _Route(beam.DoFn):
         if inputs.origin is None:
             return
         origin, ts = inputs.origin, inputs.ts
-        if hints is None:
-            maybe = np.arange(len(ts))
-        else:
-            closes = _earliest_end(aggregator, ts) - 1 + plan.lateness_us
-            maybe = np.flatnonzero(closes <= hints[origin])
+        maybe = _maybe_late(plan, aggregator, inputs, hints)
         if not len(maybe):
             return
         key_values = [v.python_values(k.take(maybe)) for k in inputs.keys]
@@ -280,6 +285,54 @@ class _Route(beam.DoFn):
                     candidates = found.get(window)
                     if candidates is not None:
                         candidates.append(candidate)
+
+
+def _maybe_late(
+    plan: ViewPlan, aggregator: Any, inputs: engine.Inputs, hints: np.ndarray | None
+) -> np.ndarray:
+    """The rows that may be too late: those whose earliest-closing window closed by the
+    watermark their partition had reported, or every row, where the source reports none."""
+    if hints is None:
+        return np.arange(inputs.rows)
+    closes = _earliest_end(aggregator, inputs.ts) - 1 + plan.lateness_us
+    return np.flatnonzero(closes <= hints[inputs.origin])
+
+
+def _sessions_apart(
+    plan: ViewPlan, aggregator: Any, inputs: engine.Inputs, hints: np.ndarray | None
+) -> Iterator[engine.Inputs]:
+    """A session view's batch in parts that merge no session of a message that may be too
+    late with another message's.
+
+    Beam judges each message by its own session, ``[t, t + gap)``, before merging
+    (apache_beam/transforms/trigger.py, ``GeneralTriggerDriver.process_elements`` drops an
+    element whose window has expired, then merges): a message whose session expired is too
+    late even where another message of the batch would have merged it into a session still
+    open. The operator judges each item it receives in order, so those messages reach it
+    unmerged: the rest of the batch as one part, then parts that hold at most one of them
+    per key (the grouping columns that all variants keep), all in the same elements. Where
+    the source reports partition watermarks, few messages may be late and the parts are
+    few."""
+    if inputs.origin is None or plan.variants[0].session_gap_us is None:
+        yield inputs
+        return
+    maybe = _maybe_late(plan, aggregator, inputs, hints)
+    if not len(maybe):
+        yield inputs
+        return
+    rest = np.setdiff1d(np.arange(inputs.rows), maybe, assume_unique=True)
+    if len(rest):
+        yield _take_inputs(inputs, rest)
+    common = sorted(set.intersection(*(set(v.positions) for v in plan.variants)))
+    columns = [v.python_values(inputs.keys[i].take(maybe)) for i in common]
+    seen: dict[tuple, int] = {}
+    parts: dict[int, list[int]] = {}
+    for j, row in enumerate(maybe.tolist()):
+        key = tuple(column[j] for column in columns) if common else (j,)
+        rank = seen[key] = seen.get(key, -1) + 1
+        parts.setdefault(rank, []).append(row)
+    for rows in parts.values():
+        yield _take_inputs(inputs, np.asarray(rows, dtype=np.int64))
 
 
 def _earliest_end(aggregator: Any, ts: np.ndarray) -> np.ndarray:
