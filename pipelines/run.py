@@ -370,7 +370,7 @@ def _check_runner(config: RunConfig, views: Sequence[ViewSpec], level1: bool) ->
     if config.runner == "spark":
         config.spark.check()
     if config.kafka.unbounded:  # before the runner's limits: what no runner does comes first
-        check_streaming(views, "an unbounded Kafka read", rows=not level1)
+        check_streaming(views, "an unbounded Kafka read")
     if not (config.kafka.unbounded and config.runner == "direct"):
         return
     for view in views:

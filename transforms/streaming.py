@@ -16,7 +16,14 @@ mode, its rules written once in the window book (:mod:`liveagg.engine.windows`):
   is dropped; a pane is ``LATE`` whenever the watermark had passed the window's end, also a
   window's first;
 * data for a window whose end + allowed lateness the watermark had passed is ``too_late``,
-  whether or not its key held state for the window.
+  whether or not its key held state for the window;
+* with ``emit.eager``, a batch for a key whose watched column was below ``below`` gives an
+  ``EARLY`` pane at once, after it is applied (no timer); from ``below`` on, the EARLY timer;
+* each pane fires the view's milestones that its value reaches and its window had not fired
+  (:class:`~liveagg.engine.milestones.ViewMilestones`, the code the bounded path's events
+  come from); the count fired is kept in the window's state entry, so it is checkpointed with
+  it and a merged session keeps what either session fired. Panes that are partials (level 1
+  of a two-level run, a hot key's shards) fire none: the operator that merges them does.
 
 **Router.** A bundle's messages are decoded once as a batch and pre-aggregated per view,
 variant, window and grouping key by the engine (:mod:`liveagg.engine.columns`,
@@ -70,8 +77,10 @@ from liveagg.transforms.plan import (
     BLANK_LINES,
     LINES_READ,
     MESSAGES,
+    MILESTONES,
     Tally,
     ViewPlan,
+    decode_key,
     encode_key,
     split,
     view_tag,
@@ -362,9 +371,12 @@ class _WindowLogic(beam.DoFn):
         partials_in: bool = False,
         partials_out: bool = False,
         shared_floor: bool = True,
+        eager: bool = False,
     ) -> None:
         self._spec = spec
         self._clock = clock  # processing time in seconds; tests inject the runner's test clock
+        # ``emit.eager`` panes: processing-time panes, so only where EARLY panes are given.
+        self._eager = eager and spec.eager is not None and not partials_out
         # Whether the watermark one key's timer showed holds for every key of the process
         # (see ``_floor``).
         self._shared_floor = shared_floor
@@ -379,6 +391,14 @@ class _WindowLogic(beam.DoFn):
         tune_gc()
         size_cache_entries_cheaply()
         self._plan = ViewPlan(self._spec)
+        eager = self._spec.eager
+        if self._eager and eager is not None:
+            outputs = [a.output for a in self._spec.aggregations]
+            self._eager_at: tuple[int, float] | None = (outputs.index(eager.column), eager.below)
+        else:
+            self._eager_at = None
+        # Milestones fire from rows: not where panes are partials (level 1, a fan-out shard).
+        self._milestones = None if self._partials_out else (self._plan.milestones or None)
         # What an operator watches (docs/flink.md): keys holding open windows, and how far
         # the view's event time (the last watermark it fired on) is behind the wall clock.
         self._live_keys = LiveKeys(self._spec.name, self._token)  # adopts restored keys
@@ -448,12 +468,15 @@ class _WindowLogic(beam.DoFn):
             if window not in changed and not bucket.dirty(window):
                 quiet.add(window)
             changed.add(window)
+            eager = self._below(entry)
             self._add(entry, data, candidates)
             entry[_DIRTY] = True
             key = (*state_key[:2], group, *state_key[3:])
             if entry[_FIRED] or book.is_late(window[1], floor):
                 entry[_FIRED] = True  # late from its first pane: it expires at end + lateness
                 yield from self._pane(key, window, entry, book.LATE)
+            elif eager:  # the batch shows at once; a pending EARLY pane is this one
+                yield from self._pane(key, window, entry, book.EARLY)
             elif early_timer is not None:
                 if entry[_EARLY] is None:
                     entry[_EARLY] = early_due
@@ -483,6 +506,30 @@ class _WindowLogic(beam.DoFn):
                 timer.clear(dynamic_timer_tag=_tag(window))
             else:
                 timer.set(Timestamp(micros=due), dynamic_timer_tag=_tag(window))
+
+    def _below(self, entry: list) -> bool:
+        """Whether ``emit.eager`` applies to the batch about to be added to ``entry``: the
+        watched column's value before it is below ``below``. A window without data yet, and
+        a null value (nothing counted), are below; so the key's first batch shows at once.
+        False for a view without eager panes."""
+        if self._eager_at is None:
+            return False
+        if entry[_ACC] is None:
+            return True
+        index, below = self._eager_at
+        value = self._outputs(entry)[index]
+        return type(value) not in (int, float) or value < below
+
+    def _outputs(self, entry: list) -> list[Any]:
+        """The window's value, one output per aggregation (with partials in: its shards'
+        latest panes merged)."""
+        combine = self._plan.combine
+        if self._partials_in:
+            accs = [combine.decode(data) for _, data in entry[_ACC].values()]
+            acc = combine.merge_accumulators(accs)
+        else:
+            acc = combine.decode(entry[_ACC])
+        return combine.extract_output(acc)
 
     def _add(self, entry: list, data: Any, candidates: list[Candidate]) -> None:
         combine = self._plan.combine
@@ -545,7 +592,6 @@ class _WindowLogic(beam.DoFn):
     def _pane(self, key: tuple, window: Window, entry: list, timing: str) -> Iterator[Any]:
         """The window's pane: a row, or with ``partials_out`` the shard's partial."""
         plan = self._plan
-        combine = plan.combine
         pane = entry[_PANE]
         entry[_PANE] += 1
         entry[_DIRTY] = False
@@ -556,16 +602,21 @@ class _WindowLogic(beam.DoFn):
             offsets = {origin: where} if origin and where is not None else {}
             yield (plan.name, key[1], *window, key[2], shard, pane, entry[_ACC], offsets)
             return
-        if self._partials_in:
-            accs = [combine.decode(data) for _, data in entry[_ACC].values()]
-            acc = combine.merge_accumulators(accs)
-        else:
-            acc = combine.decode(entry[_ACC])
-        outputs = combine.extract_output(acc)
+        outputs = self._outputs(entry)
         letters: list[dict[str, Any]] = []
         yield plan.row(plan.variants[key[1]], *window, key[2], outputs, timing, pane, True, letters)
         for letter in letters:
             yield TaggedOutput(DEAD_LETTER, letter)
+        if self._milestones is not None:
+            # The thresholds fired so far live in the entry: checkpointed and restored with
+            # it, and kept through session merges, so none fires twice.
+            fired, events = self._milestones.pane(
+                key[1], *window, decode_key(key[2]), outputs, entry[_MILESTONES]
+            )
+            entry[_MILESTONES] = fired
+            plan.count_milestones(len(events))
+            for event in events:
+                yield TaggedOutput(MILESTONES, event)
 
     # -- timers ------------------------------------------------------------------------------
 
@@ -649,7 +700,7 @@ def _merge_session(
         if old[_ACC] is not None:
             accs.append(combine.decode(old[_ACC]))
         entry[_FIRED] = entry[_FIRED] or old[_FIRED]
-        entry[_MILESTONES] = old[_MILESTONES] or entry[_MILESTONES]
+        entry[_MILESTONES] = _union(entry[_MILESTONES], old[_MILESTONES])
         if old[_EARLY] is not None:  # a pending EARLY pane keeps its due through the merge
             entry[_EARLY] = min(old[_EARLY], entry[_EARLY] or old[_EARLY])
     if accs:
@@ -657,6 +708,14 @@ def _merge_session(
     window = (start, end)
     windows[window] = entry
     return window, entry, overlapping
+
+
+def _union(fired: list[int] | None, other: list[int] | None) -> list[int] | None:
+    """The milestones two merged sessions fired: per watched column a count of thresholds
+    fired, a prefix of the ascending thresholds, so their union is the longer prefix."""
+    if fired is None or other is None:
+        return fired if other is None else list(other)
+    return [max(a, b) for a, b in zip(fired, other, strict=True)]
 
 
 #: Watermark floors per operator (its token), for the instances of this process.
@@ -700,8 +759,14 @@ def window_operator(
     partials_in: bool = False,
     partials_out: bool = False,
     shared_floor: bool = True,
+    eager: bool = False,
 ) -> beam.DoFn:
-    """The window operator DoFn for one view; with ``early``, processing-time EARLY panes.
+    """The window operator DoFn for one view; with ``early``, processing-time EARLY panes;
+    with ``eager``, the ``emit.eager`` panes of a view that declares it (EARLY panes right
+    after a batch, needing no timer).
+
+    Rows leave on the main output, dead letters on ``dead_letter`` and, where panes are rows
+    (not ``partials_out``), the view's milestone events on ``milestones``.
 
     ``shared_floor``: whether the pipeline's runner runs each stage as one instance with one
     watermark (:func:`one_watermark_per_stage`).
@@ -741,7 +806,7 @@ def window_operator(
             return self._on_watermark(key, fire_ts, tag, cell, watermark_timer)
 
     if not early:
-        return WindowOperator(spec, clock, partials_in, partials_out, shared_floor)
+        return WindowOperator(spec, clock, partials_in, partials_out, shared_floor, eager)
 
     early_spec = TimerSpec(f"early_{family}", TimeDomain.REAL_TIME)
 
@@ -765,16 +830,18 @@ def window_operator(
         ) -> Iterator[Any]:
             return self._on_early(key, tag, cell, early_timer)
 
-    return EarlyWindowOperator(spec, clock, partials_in, partials_out, shared_floor)
+    return EarlyWindowOperator(spec, clock, partials_in, partials_out, shared_floor, eager)
 
 
 class StreamingAggregate(beam.PTransform):
     """Aggregates an unbounded (or bounded) PCollection of messages with live panes.
 
-    Returns ``{"views": {name: PCollection[row]}, "dead_letters": PCollection[dict]}``,
-    like :class:`~liveagg.transforms.bounded.BoundedAggregate`. With ``partials`` (level 1
-    of a two-level run) each view's PCollection holds the
-    :data:`~liveagg.transforms.envelope.Partial` panes of each Kafka partition's keys.
+    Returns ``{"views": {name: PCollection[row]}, "dead_letters": PCollection[dict]}``, and
+    ``"milestones"`` when a view declares milestones, like
+    :class:`~liveagg.transforms.bounded.BoundedAggregate`: each pane fires the thresholds its
+    value reaches that its window had not fired. With ``partials`` (level 1 of a two-level
+    run) each view's PCollection holds the :data:`~liveagg.transforms.envelope.Partial` panes
+    of each Kafka partition's keys, and no milestone fires (level 2 fires them).
     """
 
     def __init__(
@@ -797,6 +864,7 @@ class StreamingAggregate(beam.PTransform):
         ).with_outputs(DEAD_LETTER, *names)
         views = {}
         dead = [routed[DEAD_LETTER]]
+        milestones = []
         for spec in self._specs:
             envelope.check_sharded(spec, self._partials)
             early = self._early_panes and spec.early is not None
@@ -807,28 +875,39 @@ class StreamingAggregate(beam.PTransform):
                 early,
                 partials_out=sharded,
                 shared_floor=one_watermark_per_stage(messages.pipeline),
+                eager=self._early_panes,
             )
             fired = routed[view_tag(spec.name)] | f"{spec.name}/Window" >> beam.ParDo(
                 operator
-            ).with_outputs(DEAD_LETTER, main="rows")
+            ).with_outputs(DEAD_LETTER, MILESTONES, main="rows")
             dead.append(fired[DEAD_LETTER])
             if self._partials or not sharded:
                 views[spec.name] = fired.rows
+                if spec.milestones and not self._partials:
+                    milestones.append(fired[MILESTONES])
                 continue
             # Hot-key fan-out: the sub-keys' partial panes merge per key in a second operator.
-            merged = fired.rows | f"{spec.name}/FanIn" >> MergePartials(spec, self._clock, early)
+            merged = fired.rows | f"{spec.name}/FanIn" >> MergePartials(
+                spec, self._clock, early, eager=self._early_panes
+            )
             views[spec.name] = merged.rows
             dead.append(merged[DEAD_LETTER])
+            if spec.milestones:
+                milestones.append(merged[MILESTONES])
         dead_letters = tuple(dead) | "DeadLetters" >> beam.Flatten()
-        return {"views": views, "dead_letters": dead_letters}
+        out: dict[str, Any] = {"views": views, "dead_letters": dead_letters}
+        if milestones:
+            out[MILESTONES] = tuple(milestones) | "Milestones" >> beam.Flatten()
+        return out
 
 
 class MergePartials(beam.PTransform):
     """Merges :data:`~liveagg.transforms.envelope.Partial` panes into the view's rows.
 
     Per grouping key, each window keeps the latest pane of every shard
-    and fires like the one-level operator. ``spec`` is the view whose rows are written.
-    Returns ``{"rows": ..., "dead_letter": ...}``.
+    and fires like the one-level operator, milestones and eager panes included (``eager``:
+    where EARLY panes are given). ``spec`` is the view whose rows are written.
+    Returns ``{"rows": ..., "dead_letter": ..., "milestones": ...}``.
     """
 
     def __init__(
@@ -836,11 +915,13 @@ class MergePartials(beam.PTransform):
         spec: ViewSpec,
         clock: Callable[[], float] = time.time,
         early: bool = False,
+        eager: bool = False,
     ) -> None:
         super().__init__()
         self._spec = spec
         self._clock = clock
         self._early = early
+        self._eager = eager
 
     def expand(self, partials: beam.PCollection) -> Any:
         operator = window_operator(
@@ -849,11 +930,12 @@ class MergePartials(beam.PTransform):
             self._early,
             partials_in=True,
             shared_floor=one_watermark_per_stage(partials.pipeline),
+            eager=self._eager,
         )
         return (
             partials
             | "Key" >> beam.Map(keyed_partial)
-            | "Merge" >> beam.ParDo(operator).with_outputs(DEAD_LETTER, main="rows")
+            | "Merge" >> beam.ParDo(operator).with_outputs(DEAD_LETTER, MILESTONES, main="rows")
         )
 
 
