@@ -26,7 +26,7 @@ from liveagg.transforms.rekey import RekeyAggregate
 from liveagg.transforms.sinks.kafka import _Envelope
 from liveagg.transforms.streaming import StreamingAggregate, _union, window_operator
 from liveagg.transforms.windowstate import bucket_of
-from tests.support.compare import assert_milestones_match
+from tests.support.compare import assert_fired_at_first_pane, assert_milestones_match
 from tests.support.operator_state import Cell, Timers
 from tests.support.oracle import expected_milestones, expected_rows
 
@@ -115,22 +115,6 @@ def run(
     return {"rows": list(_SEEN["rows"]), "events": list(_SEEN["events"]), "dead": _SEEN["dead"]}
 
 
-def _window(record: dict) -> tuple:
-    return (record.get("k"), record.get("g"), record.get("grouping_set"), record["window_start"])
-
-
-def assert_each_fired_at_its_first_pane(rows: list[dict], events: list[dict]) -> None:
-    """Every event carries the value of the first pane (by ``pane_index``) of its key and
-    window that reached its threshold: it fired there, not at a later pane."""
-    panes: dict[tuple, list[dict]] = defaultdict(list)
-    for row in rows:
-        panes[_window(row)].append(row)
-    for event in events:
-        ordered = sorted(panes[_window(event)], key=lambda r: r["pane_index"])
-        first = next(r for r in ordered if r[event["column"]] >= event["threshold"])
-        assert first[event["column"]] == event["value"], (event, ordered)
-
-
 def test_fixed_windows_fire_each_reached_threshold_once_across_early_on_time_and_late(
     tmp_path: Path,
 ) -> None:
@@ -162,7 +146,7 @@ def test_fixed_windows_fire_each_reached_threshold_once_across_early_on_time_and
     expected = expected_milestones(view, expected_rows(view, m.path))
     assert len(expected) == 10
     assert_milestones_match(out["events"], expected, values=False)
-    assert_each_fired_at_its_first_pane(out["rows"], out["events"])
+    assert_fired_at_first_pane(out["rows"], out["events"], view.grouping_cols)
     # The early ones fired from EARLY panes, before the window closed.
     assert [(e["k"], e["column"], e["threshold"]) for e in out["events"][:5]] == [
         ("a", "n", 1),
@@ -198,7 +182,7 @@ def test_sliding_windows_with_grouping_sets_fire_what_the_oracle_reaches(tmp_pat
     expected = expected_milestones(view, expected_rows(view, m.path))
     assert {e.get("grouping_set") for e in expected} == {0, 1}
     assert_milestones_match(out["events"], expected, values=False)
-    assert_each_fired_at_its_first_pane(out["rows"], out["events"])
+    assert_fired_at_first_pane(out["rows"], out["events"], view.grouping_cols)
     assert not out["dead"]
 
 
@@ -282,7 +266,7 @@ def test_a_two_level_run_fires_at_level_2_only(tmp_path: Path) -> None:
     out = run(stream, view, two_level=True)
     expected = expected_milestones(view, expected_rows(view, m.path))
     assert_milestones_match(out["events"], expected, values=False)
-    assert_each_fired_at_its_first_pane(out["rows"], out["events"])
+    assert_fired_at_first_pane(out["rows"], out["events"], view.grouping_cols)
     assert {e["threshold"] for e in out["events"] if e["k"] == "a"} == {1, 3, 4}
 
 
@@ -305,7 +289,7 @@ def test_a_hot_key_fans_out_and_fires_at_the_merge_only(tmp_path: Path) -> None:
     expected = expected_milestones(view, expected_rows(view, m.path))
     assert [(e["k"], e["threshold"]) for e in expected] == [("a", 2), ("a", 5), ("b", 2)]
     assert_milestones_match(out["events"], expected, values=False)
-    assert_each_fired_at_its_first_pane(out["rows"], out["events"])
+    assert_fired_at_first_pane(out["rows"], out["events"], view.grouping_cols)
 
 
 def _item(operator: Any, count: int) -> tuple:
