@@ -114,10 +114,9 @@ def build(
 
 def check_streaming(views: Sequence[ViewSpec], how: str) -> None:
     """Refuse, naming each file and field, what the streaming window operator of this build
-    does not do yet: global and cumulative windows (with ``state_ttl``). Such a view runs on
-    the bounded path; on the operator it would keep every key of a global window for ever
-    and fire a cumulative period's milestones once per window instead of once per period.
-    Milestones and ``emit.eager`` the operator gives (docs/semantics.md)."""
+    does not do yet: global windows (with ``state_ttl``). Such a view runs on the bounded
+    path; on the operator it would keep every key of a global window for ever. Cumulative
+    windows, milestones and ``emit.eager`` the operator gives (docs/semantics.md)."""
     errors = [
         ViewError(
             view.origin,
@@ -127,7 +126,7 @@ def check_streaming(views: Sequence[ViewSpec], how: str) -> None:
             "Kafka read without --unbounded; no --streaming), or use a fixed window",
         )
         for view in views
-        if view.window.type in ("global", "cumulative")
+        if view.window.type == "global"
     ]
     if errors:
         raise ViewErrors(errors)

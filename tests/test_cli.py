@@ -126,12 +126,12 @@ ON_BOUNDED = (
 
 
 @pytest.mark.parametrize("subcommand", ["run", "rekey"])
-def test_unbounded_global_and_cumulative_windows_are_refused_field_by_field(
+def test_unbounded_global_windows_are_refused_by_field(
     subcommand: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
     """What the streaming operator does not do yet is refused before anything runs (the
-    bootstrap servers are never reached), one line per view, for run and rekey alike. Their
-    milestones and ``emit.eager`` are not refused: the operator gives them."""
+    bootstrap servers are never reached), one line per view, for run and rekey alike. The
+    cumulative view, milestones and ``emit.eager`` are not refused: the operator gives them."""
     posts, daily = EXAMPLES / "post_engagement.json", EXAMPLES / "ad_daily_spend.json"
     topic = "--kafka-topic" if subcommand == "run" else "--intermediate-topic"
     args = [subcommand, "--views", str(posts), str(daily), topic, "t", "--output", "out"]
@@ -140,52 +140,78 @@ def test_unbounded_global_and_cumulative_windows_are_refused_field_by_field(
     assert capsys.readouterr().err.splitlines() == [
         f"{posts}: $.window.type: view 'post_engagement': {operator} keep global windows "
         f"{ON_BOUNDED}use a fixed window",
-        f"{daily}: $.window.type: view 'ad_daily_spend': {operator} keep cumulative windows "
-        f"{ON_BOUNDED}use a fixed window",
     ]
 
 
-def test_streaming_a_cumulative_window_from_files_is_refused_before_it_writes(
+def _lines(folder: Path) -> list[dict]:
+    return [
+        json.loads(line)
+        for path in sorted(folder.glob("*.jsonl"))
+        for line in path.read_text().splitlines()
+    ]
+
+
+def test_a_streamed_cumulative_window_ends_as_the_bounded_run_does(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
+    """``--streaming`` runs a cumulative view on the operator: each window's last pane is the
+    bounded run's row, and the same milestones fire, once per (key, day, threshold); a global
+    view is still refused there, before anything is written."""
+    daily = {
+        **VIEW,
+        "window": {"type": "cumulative", "size": "1d", "step": "6h"},
+        "milestones": [{"column": "n", "at": [1, 2, 3]}],
+    }
     view = tmp_path / "daily.json"
-    view.write_text(
-        json.dumps({**VIEW, "window": {"type": "cumulative", "size": "1d", "step": "1h"}})
-    )
+    view.write_text(json.dumps(daily))
     events = tmp_path / "events.jsonl"
-    events.write_text('{"k": "a", "ts": "2024-01-01T00:00:10Z"}\n')
-    out = tmp_path / "out"
-    args = ["run", "--views", str(view), "--input", str(events), "--output", str(out)]
-    assert main([*args, "--streaming"]) == 1
+    times = ["2024-01-01T00:00:10Z", "2024-01-01T07:00:00Z", "2024-01-01T13:00:00Z"]
+    events.write_text("".join(f'{{"k": "a", "ts": "{t}"}}\n' for t in [*times, times[0]]))
+    streamed, bounded = tmp_path / "streamed", tmp_path / "bounded"
+    args = ["run", "--views", str(view), "--input", str(events), "--output"]
+    assert main([*args, str(streamed), "--streaming"]) == 0
+    assert main([*args, str(bounded)]) == 0
+    final: dict[tuple, dict] = {}
+    for row in _lines(streamed / "totals"):
+        where = (row["window_start"], row["window_end"])
+        if where not in final or row["pane_index"] > final[where]["pane_index"]:
+            final[where] = row
+    assert {w: r["n"] for w, r in final.items()} == {
+        (r["window_start"], r["window_end"]): r["n"] for r in _lines(bounded / "totals")
+    }
+    assert len(final) == 4
+    ids = sorted(e["milestone_id"] for e in _lines(streamed / "_milestones"))
+    assert ids == sorted(e["milestone_id"] for e in _lines(bounded / "_milestones"))
+    assert len(ids) == 3
+
+    running = tmp_path / "running.json"
+    global_view = {"window": {"type": "global"}, "state_ttl": "1d", "emit": {"early": "1m"}}
+    running.write_text(json.dumps(daily | global_view))
+    out = tmp_path / "global"
+    capsys.readouterr()
+    argv = ["run", "--views", str(running), "--input", str(events), "--output", str(out)]
+    assert main([*argv, "--streaming"]) == 1
     assert capsys.readouterr().err.splitlines() == [
-        f"{view}: $.window.type: view 'totals': the streaming window operator (--streaming) "
-        f"does not keep cumulative windows {ON_BOUNDED}use a fixed window"
+        f"{running}: $.window.type: view 'totals': the streaming window operator (--streaming) "
+        f"does not keep global windows {ON_BOUNDED}use a fixed window"
     ]
     assert not out.exists()
-    assert main(args) == 0  # the bounded path runs it
-    assert (out / "_SUCCESS").exists()
 
 
 def test_milestones_and_eager_updates_are_not_refused_on_the_streaming_operator() -> None:
-    """The operator fires milestones and eager panes; the window kinds it does not keep are
-    still refused, whatever else the view declares."""
+    """The operator fires milestones and eager panes and keeps cumulative windows; the
+    global window it does not keep is still refused, whatever else the view declares."""
     counters = {
         **VIEW,
         "emit": {"early": "10s", "eager": {"column": "n", "below": 10}},
         "milestones": [{"column": "n", "at": [10]}],
     }
-    check_streaming([parse_view(counters)], "--streaming")
-    running = counters | {"window": {"type": "global"}, "state_ttl": "1d"}
     daily = counters | {"window": {"type": "cumulative", "size": "1d", "step": "1h"}}
-    with pytest.raises(ViewErrors) as info:
-        check_streaming(
-            [parse_view(running, origin="a.json"), parse_view(daily, origin="b.json")],
-            "--streaming",
-        )
-    assert [(e.path, "keep global" in str(e), "keep cumulative" in str(e)) for e in info.value] == [
-        ("$.window.type", True, False),
-        ("$.window.type", False, True),
-    ]
+    check_streaming([parse_view(counters), parse_view(daily)], "--streaming")
+    running = counters | {"window": {"type": "global"}, "state_ttl": "1d"}
+    with pytest.raises(ViewErrors, match=r"\$\.window\.type: .* keep global windows") as info:
+        check_streaming([parse_view(running, origin="a.json")], "--streaming")
+    assert [e.path for e in info.value] == ["$.window.type"]
 
 
 def test_rekey_without_kafka_names_the_option(

@@ -299,6 +299,9 @@ def _earliest_end(aggregator: Any, ts: np.ndarray) -> np.ndarray:
         if window.merging:
             ends.append(ts + window.gap_us)
             continue
+        if window.kind == "cumulative":  # the period's window that ends with the event's step
+            ends.append(ts - ts % window.step_us + window.step_us)
+            continue
         period = window.period_us or window.size_us
         ends.append(((ts - window.size_us) // period + 1) * period + window.size_us)
     return np.minimum.reduce(ends) if len(ends) > 1 else ends[0]
@@ -474,9 +477,9 @@ class _WindowLogic(beam.DoFn):
             key = (*state_key[:2], group, *state_key[3:])
             if entry[_FIRED] or book.is_late(window[1], floor):
                 entry[_FIRED] = True  # late from its first pane: it expires at end + lateness
-                yield from self._pane(key, window, entry, book.LATE)
+                yield from self._pane(key, window, entry, book.LATE, windows)
             elif eager:  # the batch shows at once; a pending EARLY pane is this one
-                yield from self._pane(key, window, entry, book.EARLY)
+                yield from self._pane(key, window, entry, book.EARLY, windows)
             elif early_timer is not None:
                 if entry[_EARLY] is None:
                     entry[_EARLY] = early_due
@@ -589,8 +592,11 @@ class _WindowLogic(beam.DoFn):
 
     # -- panes -------------------------------------------------------------------------------
 
-    def _pane(self, key: tuple, window: Window, entry: list, timing: str) -> Iterator[Any]:
-        """The window's pane: a row, or with ``partials_out`` the shard's partial."""
+    def _pane(
+        self, key: tuple, window: Window, entry: list, timing: str, windows: Windows
+    ) -> Iterator[Any]:
+        """The window's pane: a row, or with ``partials_out`` the shard's partial; ``windows``
+        are the key's (a cumulative period's windows share their milestones)."""
         plan = self._plan
         pane = entry[_PANE]
         entry[_PANE] += 1
@@ -610,13 +616,28 @@ class _WindowLogic(beam.DoFn):
         if self._milestones is not None:
             # The thresholds fired so far live in the entry: checkpointed and restored with
             # it, and kept through session merges, so none fires twice.
+            shared = self._period_windows(key[1], window, windows)
+            fired = entry[_MILESTONES]
+            for other in shared:
+                fired = _union(fired, windows[other][_MILESTONES])
             fired, events = self._milestones.pane(
-                key[1], *window, decode_key(key[2]), outputs, entry[_MILESTONES]
+                key[1], *window, decode_key(key[2]), outputs, fired
             )
             entry[_MILESTONES] = fired
+            for other in shared:
+                windows[other][_MILESTONES] = fired
             plan.count_milestones(len(events))
             for event in events:
                 yield TaggedOutput(MILESTONES, event)
+
+    def _period_windows(self, variant: int, window: Window, windows: Windows) -> list[Window]:
+        """The key's other windows that share ``window``'s milestones: those of its
+        cumulative period (they share its start). Each keeps the period's count, so that the
+        period's longest window, the last to expire, holds it to the end."""
+        fn = self._plan.variants[variant].window
+        if fn is None or fn.kind != "cumulative":
+            return []
+        return [w for w in windows if w[0] == window[0] and w != window]
 
     # -- timers ------------------------------------------------------------------------------
 
@@ -647,7 +668,7 @@ class _WindowLogic(beam.DoFn):
                     continue
                 key = (*state_key[:2], group, *state_key[3:])
                 if not entry[_FIRED] and end_ts <= now:
-                    yield from self._pane(key, window, entry, book.ON_TIME)
+                    yield from self._pane(key, window, entry, book.ON_TIME, windows)
                     entry[_FIRED] = True
                 if entry[_FIRED] and end_ts + lateness <= now:
                     del windows[window]
@@ -667,16 +688,17 @@ class _WindowLogic(beam.DoFn):
         window = _window_of(tag)
         pending = []
         for group in sorted(bucket.dirty(window)):
-            entry = bucket.windows(group).get(window)
+            windows = bucket.windows(group)
+            entry = windows.get(window)
             if entry is not None and entry[_DIRTY] and not entry[_FIRED]:
-                pending.append((group, entry))
+                pending.append((group, entry, windows))
         if pending:
-            dues = [entry[_EARLY] or _NEVER for _, entry in pending]
+            dues = [entry[_EARLY] or _NEVER for _, entry, _ in pending]
             now = max(int(self._clock() * 1_000_000), min(dues))
-            for (group, entry), due in zip(pending, dues, strict=True):
+            for (group, entry, windows), due in zip(pending, dues, strict=True):
                 if due <= now:
                     key = (*state_key[:2], group, *state_key[3:])
-                    yield from self._pane(key, window, entry, book.EARLY)
+                    yield from self._pane(key, window, entry, book.EARLY, windows)
             later = [due for due in dues if due > now]
             if later:
                 early_timer.set(Timestamp(micros=min(later)), dynamic_timer_tag=tag)

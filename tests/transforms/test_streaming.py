@@ -574,6 +574,14 @@ def test_the_first_window_to_close_is_the_first_to_start() -> None:
     fixed = ViewPlan(VIEW)
     expected = [min(end for _, end in fixed.variants[0].assign(int(t))) for t in ts]
     assert _earliest_end(aggregator_of(fixed), ts).tolist() == expected
+    # A cumulative period's windows share a start: the first to close is the shortest.
+    cumulative = ViewPlan(
+        view_of("daily", {"type": "cumulative", "size": "1d", "step": "1h"}, "0s")
+    )
+    hour = 60 * minute
+    ts = np.array([0, 1, hour - 1, hour, 23 * hour + 5, 25 * hour, -1], dtype=np.int64)
+    expected = [min(end for _, end in cumulative.variants[0].assign(int(t))) for t in ts]
+    assert _earliest_end(aggregator_of(cumulative), ts).tolist() == expected
 
 
 def test_the_state_cache_weighs_a_cell_the_same_without_scanning_modules() -> None:

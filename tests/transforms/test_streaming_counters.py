@@ -393,3 +393,57 @@ def test_a_bounded_stream_has_no_eager_panes(tmp_path: Path) -> None:
         )
         out["views"]["eager"] | _keep("rows")
     assert {r["pane_timing"] for r in _SEEN["rows"]} == {"ON_TIME", "LATE"}
+
+
+def test_cumulative_windows_share_their_period_milestones(tmp_path: Path) -> None:
+    """Periods of 1 minute, windows every 20 s: each window has its own panes (checked
+    against the oracle's rows), and a threshold fires once per (key, period), with the
+    period's bounds, from whichever window reaches it first, whatever pane that is."""
+    view = counter_view(
+        "cumulative",
+        {"type": "cumulative", "size": "1m", "step": "20s"},
+        emit={"early": "10s"},
+        milestones=[{"column": "n", "at": [1, 2, 4, 6]}],
+    )
+    m = Messages(tmp_path / "events.jsonl")
+    stream = (
+        TestStream()
+        .advance_watermark_to(0)
+        .add_elements([m(5), m(25, "b")])  # a: [0, 20), [0, 40), [0, 60); b: the last two
+        .advance_processing_time(11)  # EARLY panes: a and b fire 1 (once, not per window)
+        .add_elements([m(30), m(45)])  # a: 3 in [0, 60), 2 in [0, 40)
+        .advance_watermark_to(40)  # [0, 20) and [0, 40) ON_TIME: nothing new beyond 2
+        .add_elements([m(15), m(70)])  # late for [0, 20) and [0, 40); a's next period
+        .advance_watermark_to(60)  # [0, 60) ON_TIME with 4: fires 4
+        .add_elements([m(50), m(55)])  # LATE: 6
+        .advance_watermark_to(END)
+        .advance_watermark_to_infinity()
+    )
+    out = run(stream, view)
+    final: dict[tuple, dict] = {}
+    for row in out["rows"]:
+        where = (row["k"], row["window_start"], row["window_end"])
+        if where not in final or row["pane_index"] > final[where]["pane_index"]:
+            final[where] = row
+    oracle = expected_rows(view, m.path)
+    assert {w: r["n"] for w, r in final.items()} == {
+        (r["k"], r["window_start"], r["window_end"]): r["n"] for r in oracle
+    }
+    expected = expected_milestones(view, oracle)
+    assert [(e["k"], e["window_end"], e["threshold"]) for e in expected] == [
+        ("a", "1970-01-01T00:01:00Z", 1),
+        ("a", "1970-01-01T00:01:00Z", 2),
+        ("a", "1970-01-01T00:01:00Z", 4),
+        ("a", "1970-01-01T00:01:00Z", 6),
+        ("b", "1970-01-01T00:01:00Z", 1),
+        ("a", "1970-01-01T00:02:00Z", 1),
+    ]
+    assert_milestones_match(out["events"], expected, values=False)
+    # Each fired with the value of a pane of its period that reached it.
+    for event in out["events"]:
+        values = {
+            r["n"]
+            for r in out["rows"]
+            if (r["k"], r["window_start"]) == (event["k"], event["window_start"])
+        }
+        assert event["threshold"] <= event["value"] in values
