@@ -362,7 +362,7 @@ def pipeline_options(config: RunConfig, paths: Sequence[str] = ()) -> PipelineOp
     return PipelineOptions([*args, *config.beam_args])
 
 
-def _check_runner(config: RunConfig, views: Sequence[ViewSpec], level1: bool) -> None:
+def _check_runner(config: RunConfig, views: Sequence[ViewSpec]) -> None:
     if config.runner == "flink":
         config.flink.check()
     if config.runner == "prism":
@@ -394,7 +394,7 @@ def run(config: RunConfig) -> RunReport:
     """
     views = load_views(config.views)
     level1 = bool(config.intermediate_topic) and not config.rekey
-    _check_runner(config, views, level1)
+    _check_runner(config, views)
     if config.rekey:
         intermediate = _intermediate(config, views)
         sources = {v.source: intermediate for v in views}
