@@ -370,7 +370,7 @@ def _check_runner(config: RunConfig, views: Sequence[ViewSpec]) -> None:
     if config.runner == "spark":
         config.spark.check()
     if config.kafka.unbounded:  # before the runner's limits: what no runner does comes first
-        check_streaming(views, "an unbounded Kafka read")
+        check_streaming(views, "an unbounded Kafka read", two_level=bool(config.intermediate_topic))
     if not (config.kafka.unbounded and config.runner == "direct"):
         return
     for view in views:
@@ -687,7 +687,7 @@ def _rekey(
     streaming = config.streaming or not source.bounded
     if streaming:
         how = "--streaming" if source.bounded else "an unbounded read of --intermediate-topic"
-        check_streaming(views, how)
+        check_streaming(views, how, two_level=True)
     envelopes = source.read(pipeline, "Read/intermediate")
     try:
         out = envelopes | "Rekey" >> RekeyAggregate(

@@ -125,21 +125,23 @@ ON_BOUNDED = (
 )
 
 
-@pytest.mark.parametrize("subcommand", ["run", "rekey"])
-def test_unbounded_global_windows_are_refused_by_field(
-    subcommand: str, capsys: pytest.CaptureFixture[str]
+@pytest.mark.parametrize(
+    "level", [["run", "--kafka-topic", "t", "--intermediate-topic", "i"], ["rekey"]]
+)
+def test_a_global_window_is_refused_in_a_streaming_two_level_run(
+    level: list[str], capsys: pytest.CaptureFixture[str]
 ) -> None:
     """What the streaming operator does not do yet is refused before anything runs (the
-    bootstrap servers are never reached), one line per view, for run and rekey alike. The
-    cumulative view, milestones and ``emit.eager`` are not refused: the operator gives them."""
+    bootstrap servers are never reached), at level 1 and level 2 alike: a global window in
+    shards. The cumulative view, milestones and ``emit.eager`` are not refused."""
     posts, daily = EXAMPLES / "post_engagement.json", EXAMPLES / "ad_daily_spend.json"
-    topic = "--kafka-topic" if subcommand == "run" else "--intermediate-topic"
-    args = [subcommand, "--views", str(posts), str(daily), topic, "t", "--output", "out"]
+    where = ["--intermediate-topic", "t"] if level == ["rekey"] else []
+    args = [*level, "--views", str(posts), str(daily), *where, "--output", "out"]
     assert main([*args, "--kafka-bootstrap", "127.0.0.1:1", "--unbounded"]) == 1
-    operator = "the streaming window operator (an unbounded Kafka read) does not"
     assert capsys.readouterr().err.splitlines() == [
-        f"{posts}: $.window.type: view 'post_engagement': {operator} keep global windows "
-        f"{ON_BOUNDED}use a fixed window",
+        f"{posts}: $.window.type: view 'post_engagement': the streaming window operator "
+        "(an unbounded Kafka read) does not keep global windows in a two-level run "
+        f"{ON_BOUNDED}run it in one level",
     ]
 
 
@@ -151,19 +153,34 @@ def _lines(folder: Path) -> list[dict]:
     ]
 
 
-def test_a_streamed_cumulative_window_ends_as_the_bounded_run_does(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+def _final_panes(rows: list[dict]) -> dict[tuple, dict]:
+    """Per window (None for the global window's rows) the row with the highest pane index."""
+    final: dict[tuple, dict] = {}
+    for row in rows:
+        where = (row.get("window_start"), row.get("window_end"))
+        if where not in final or row["pane_index"] > final[where]["pane_index"]:
+            final[where] = row
+    return final
+
+
+@pytest.mark.parametrize(
+    "window",
+    [
+        {"window": {"type": "cumulative", "size": "1d", "step": "6h"}},
+        {"window": {"type": "global"}, "state_ttl": "1h", "emit": {"early": "1m"}},
+    ],
+    ids=["cumulative", "global"],
+)
+def test_a_streamed_running_counter_ends_as_the_bounded_run_does(
+    window: dict, tmp_path: Path
 ) -> None:
-    """``--streaming`` runs a cumulative view on the operator: each window's last pane is the
-    bounded run's row, and the same milestones fire, once per (key, day, threshold); a global
-    view is still refused there, before anything is written."""
-    daily = {
-        **VIEW,
-        "window": {"type": "cumulative", "size": "1d", "step": "6h"},
-        "milestones": [{"column": "n", "at": [1, 2, 3]}],
-    }
-    view = tmp_path / "daily.json"
-    view.write_text(json.dumps(daily))
+    """``--streaming`` runs cumulative and global views on the operator: each window's last
+    pane is the bounded run's row, and the same milestones fire, once per (key, window or
+    day, threshold). Bounded input keeps every key of a global window to its ON_TIME row,
+    whatever its ``state_ttl``, as the bounded path does."""
+    counter = {**VIEW, **window, "milestones": [{"column": "n", "at": [1, 2, 3]}]}
+    view = tmp_path / "counter.json"
+    view.write_text(json.dumps(counter))
     events = tmp_path / "events.jsonl"
     times = ["2024-01-01T00:00:10Z", "2024-01-01T07:00:00Z", "2024-01-01T13:00:00Z"]
     events.write_text("".join(f'{{"k": "a", "ts": "{t}"}}\n' for t in [*times, times[0]]))
@@ -171,47 +188,34 @@ def test_a_streamed_cumulative_window_ends_as_the_bounded_run_does(
     args = ["run", "--views", str(view), "--input", str(events), "--output"]
     assert main([*args, str(streamed), "--streaming"]) == 0
     assert main([*args, str(bounded)]) == 0
-    final: dict[tuple, dict] = {}
-    for row in _lines(streamed / "totals"):
-        where = (row["window_start"], row["window_end"])
-        if where not in final or row["pane_index"] > final[where]["pane_index"]:
-            final[where] = row
+    final = _final_panes(_lines(streamed / "totals"))
     assert {w: r["n"] for w, r in final.items()} == {
-        (r["window_start"], r["window_end"]): r["n"] for r in _lines(bounded / "totals")
+        w: r["n"] for w, r in _final_panes(_lines(bounded / "totals")).items()
     }
-    assert len(final) == 4
+    assert len(final) == (4 if "step" in counter["window"] else 1)
     ids = sorted(e["milestone_id"] for e in _lines(streamed / "_milestones"))
     assert ids == sorted(e["milestone_id"] for e in _lines(bounded / "_milestones"))
     assert len(ids) == 3
 
-    running = tmp_path / "running.json"
-    global_view = {"window": {"type": "global"}, "state_ttl": "1d", "emit": {"early": "1m"}}
-    running.write_text(json.dumps(daily | global_view))
-    out = tmp_path / "global"
-    capsys.readouterr()
-    argv = ["run", "--views", str(running), "--input", str(events), "--output", str(out)]
-    assert main([*argv, "--streaming"]) == 1
-    assert capsys.readouterr().err.splitlines() == [
-        f"{running}: $.window.type: view 'totals': the streaming window operator (--streaming) "
-        f"does not keep global windows {ON_BOUNDED}use a fixed window"
-    ]
-    assert not out.exists()
 
-
-def test_milestones_and_eager_updates_are_not_refused_on_the_streaming_operator() -> None:
-    """The operator fires milestones and eager panes and keeps cumulative windows; the
-    global window it does not keep is still refused, whatever else the view declares."""
+def test_only_a_sharded_global_window_is_refused_on_the_streaming_operator() -> None:
+    """The operator fires milestones and eager panes and keeps cumulative and global
+    windows; a global window in shards (a two-level run, ``hot_key_fanout``) is refused."""
     counters = {
         **VIEW,
         "emit": {"early": "10s", "eager": {"column": "n", "below": 10}},
         "milestones": [{"column": "n", "at": [10]}],
     }
     daily = counters | {"window": {"type": "cumulative", "size": "1d", "step": "1h"}}
-    check_streaming([parse_view(counters), parse_view(daily)], "--streaming")
     running = counters | {"window": {"type": "global"}, "state_ttl": "1d"}
-    with pytest.raises(ViewErrors, match=r"\$\.window\.type: .* keep global windows") as info:
-        check_streaming([parse_view(running, origin="a.json")], "--streaming")
-    assert [e.path for e in info.value] == ["$.window.type"]
+    views = [parse_view(v) for v in (counters, daily, running)]
+    check_streaming(views, "--streaming")
+    check_streaming(views[:2], "--streaming", two_level=True)
+    with pytest.raises(ViewErrors, match=r"\$\.window\.type: .* global windows in a two-level"):
+        check_streaming(views, "--streaming", two_level=True)
+    hot = parse_view(running | {"hot_key_fanout": 4})
+    with pytest.raises(ViewErrors, match=r"\$\.hot_key_fanout: .* remove hot_key_fanout$"):
+        check_streaming([hot], "--streaming")
 
 
 def test_rekey_without_kafka_names_the_option(

@@ -100,18 +100,22 @@ MAX_BATCHED = 10_000
 
 # Per-window state entry: [accumulator (encoded; with partials in, {shard: (pane, encoded)}),
 # next pane index, ON_TIME or LATE fired, data since the last pane, source offsets covered,
-# when its EARLY pane is due (processing time, us; None: none pending), milestones fired].
-_ACC, _PANE, _FIRED, _DIRTY, _SPAN, _EARLY, _MILESTONES = range(7)
+# when its EARLY pane is due (processing time, us; None: none pending), milestones fired,
+# when the key leaves state (a global window's latest event time + state_ttl, us; None:
+# never before the window expires)]. Entries restored from state written before the last
+# field existed have seven fields, and are never a global window's.
+_ACC, _PANE, _FIRED, _DIRTY, _SPAN, _EARLY, _MILESTONES, _EXPIRES = range(8)
 _NEVER = -(2**62)
 
 #: A candidate for ``too_late``: (message id in its batch, event time, payload, source).
 Candidate = tuple[int, int, Any, Any]
-#: One window of one key in a router batch: (key, start, end, accumulator, candidates).
-Item = tuple[bytes, int, int, Any, list[Candidate]]
+#: One window of one key in a router batch: (key, start, end, accumulator, candidates[,
+#: latest event time of the key's messages, for a global window's ``state_ttl``]).
+Item = tuple[bytes, int, int, Any, list[Candidate]] | tuple[bytes, int, int, Any, list, int]
 
 
 def _new_entry() -> list:
-    return [None, 0, False, False, None, None, None]
+    return [None, 0, False, False, None, None, None, None]
 
 
 def _tag(window: Window) -> str:
@@ -228,6 +232,7 @@ class _Route(beam.DoFn):
         by_key: dict[tuple, list[Item]] = {}
         # (variant, group) -> window -> the candidates of its item
         rows: dict[tuple[int, bytes], dict[Window, list[Candidate]]] = {}
+        latest = _latest(plan, inputs)
         for r, acc in enumerate(accumulators):
             variant = plan.variants[variants[r]]
             group = encode_key(tuple(keys[i][r] for i in variant.positions))
@@ -238,9 +243,10 @@ class _Route(beam.DoFn):
                 else (plan.name, variant.index, bucket, shard)
             )
             candidates: list[Candidate] = []
-            by_key.setdefault(state_key, []).append(
-                (group, starts[r], ends[r], encode(acc), candidates)
-            )
+            item: Item = (group, starts[r], ends[r], encode(acc), candidates)
+            if latest:
+                item = (*item, latest[(variant.index, group)])
+            by_key.setdefault(state_key, []).append(item)
             rows.setdefault((variant.index, group), {})[(starts[r], ends[r])] = candidates
         self._candidates(plan, aggregator, inputs, pairs, hints, rows)
         tag = self._tags[index]
@@ -291,6 +297,22 @@ class _Route(beam.DoFn):
                         candidates.append(candidate)
 
 
+def _latest(plan: ViewPlan, inputs: engine.Inputs) -> dict[tuple[int, bytes], int]:
+    """The latest event time of each (variant, key) of the batch, for the variants of a global
+    window (whose ``state_ttl`` counts from it); empty for a view without one."""
+    global_variants = [v for v in plan.variants if v.window is not None and v.window.is_global]
+    if not global_variants or not len(inputs.ts):
+        return {}
+    values = [v.python_values(k) for k in inputs.keys]
+    latest: dict[tuple[int, bytes], int] = {}
+    for row, t in enumerate(inputs.ts.tolist()):
+        for variant in global_variants:
+            where = (variant.index, encode_key(tuple(values[i][row] for i in variant.positions)))
+            if latest.get(where, book.MIN_US - 1) < t:
+                latest[where] = t
+    return latest
+
+
 def _earliest_end(aggregator: Any, ts: np.ndarray) -> np.ndarray:
     """The end of the first window to close, of each event time, over the view's variants:
     the window that starts first (a fixed window is a sliding one whose period is its size)."""
@@ -301,6 +323,9 @@ def _earliest_end(aggregator: Any, ts: np.ndarray) -> np.ndarray:
             continue
         if window.kind == "cumulative":  # the period's window that ends with the event's step
             ends.append(ts - ts % window.step_us + window.step_us)
+            continue
+        if window.kind == "global":  # it never closes
+            ends.append(np.full_like(ts, book.GLOBAL[1]))
             continue
         period = window.period_us or window.size_us
         ends.append(((ts - window.size_us) // period + 1) * period + window.size_us)
@@ -375,8 +400,13 @@ class _WindowLogic(beam.DoFn):
         partials_out: bool = False,
         shared_floor: bool = True,
         eager: bool = False,
+        ttl: bool = False,
     ) -> None:
         self._spec = spec
+        # ``state_ttl`` of a global window: a key leaves state once the watermark passes its
+        # latest event time + state_ttl. Only on unbounded input (``ttl``), whose watermark
+        # follows the data: on bounded input it jumps to the end, after every key's final row.
+        self._ttl_us = spec.state_ttl.micros if ttl and spec.state_ttl is not None else None
         self._clock = clock  # processing time in seconds; tests inject the runner's test clock
         # ``emit.eager`` panes: processing-time panes, so only where EARLY panes are given.
         self._eager = eager and spec.eager is not None and not partials_out
@@ -448,7 +478,8 @@ class _WindowLogic(beam.DoFn):
         quiet = set()  # windows without data waiting for an EARLY pane before this batch
         early_due = int(self._clock() * 1_000_000) + plan.early_us if early_timer else 0
         earliest: dict[Window, int] = {}  # the first EARLY pane due of each window touched
-        for group, start, end, data, candidates in items:
+        for item in items:
+            group, start, end, data, candidates = item[:5]
             windows = bucket.windows(group)
             opened = not windows
             window = (start, end)
@@ -474,6 +505,9 @@ class _WindowLogic(beam.DoFn):
             eager = self._below(entry)
             self._add(entry, data, candidates)
             entry[_DIRTY] = True
+            if self._ttl_us is not None and len(item) > 5:
+                expires = item[5] + self._ttl_us
+                entry[_EXPIRES] = max(expires, entry[_EXPIRES] or expires)
             key = (*state_key[:2], group, *state_key[3:])
             if entry[_FIRED] or book.is_late(window[1], floor):
                 entry[_FIRED] = True  # late from its first pane: it expires at end + lateness
@@ -645,7 +679,8 @@ class _WindowLogic(beam.DoFn):
         self, state_key: Any, fire_ts: Any, tag: str, cell: Any, watermark_timer: Any
     ) -> Iterator[Any]:
         """Every window of the bucket due by now fires: its keys' ON_TIME panes at its end,
-        its state dropped at end + allowed lateness."""
+        its state dropped at end + allowed lateness, or a key's once its ``state_ttl`` has
+        passed (a global window)."""
         # Portable runners carry timer timestamps in milliseconds: the timer set for
         # end - 1us fires as end - 1ms, so anything within that millisecond is due.
         now = fire_ts.micros + 999
@@ -670,7 +705,18 @@ class _WindowLogic(beam.DoFn):
                 if not entry[_FIRED] and end_ts <= now:
                     yield from self._pane(key, window, entry, book.ON_TIME, windows)
                     entry[_FIRED] = True
+                expires = entry[_EXPIRES] if len(entry) > _EXPIRES else None
                 if entry[_FIRED] and end_ts + lateness <= now:
+                    drop = True
+                elif expires is not None and expires <= now:
+                    # state_ttl: the key leaves state; data since its last pane is written
+                    # first, so its last row holds all of it.
+                    if entry[_DIRTY]:
+                        yield from self._pane(key, window, entry, book.EARLY, windows)
+                    drop = True
+                else:
+                    drop = False
+                if drop:
                     del windows[window]
                     if not windows:
                         self._live_keys.dec()
@@ -782,10 +828,12 @@ def window_operator(
     partials_out: bool = False,
     shared_floor: bool = True,
     eager: bool = False,
+    ttl: bool = False,
 ) -> beam.DoFn:
     """The window operator DoFn for one view; with ``early``, processing-time EARLY panes;
     with ``eager``, the ``emit.eager`` panes of a view that declares it (EARLY panes right
-    after a batch, needing no timer).
+    after a batch, needing no timer); with ``ttl``, a global window's ``state_ttl`` (keys
+    leave state), for unbounded input.
 
     Rows leave on the main output, dead letters on ``dead_letter`` and, where panes are rows
     (not ``partials_out``), the view's milestone events on ``milestones``.
@@ -828,7 +876,7 @@ def window_operator(
             return self._on_watermark(key, fire_ts, tag, cell, watermark_timer)
 
     if not early:
-        return WindowOperator(spec, clock, partials_in, partials_out, shared_floor, eager)
+        return WindowOperator(spec, clock, partials_in, partials_out, shared_floor, eager, ttl)
 
     early_spec = TimerSpec(f"early_{family}", TimeDomain.REAL_TIME)
 
@@ -852,7 +900,7 @@ def window_operator(
         ) -> Iterator[Any]:
             return self._on_early(key, tag, cell, early_timer)
 
-    return EarlyWindowOperator(spec, clock, partials_in, partials_out, shared_floor, eager)
+    return EarlyWindowOperator(spec, clock, partials_in, partials_out, shared_floor, eager, ttl)
 
 
 class StreamingAggregate(beam.PTransform):
@@ -898,6 +946,7 @@ class StreamingAggregate(beam.PTransform):
                 partials_out=sharded,
                 shared_floor=one_watermark_per_stage(messages.pipeline),
                 eager=self._early_panes,
+                ttl=self._early_panes,
             )
             fired = routed[view_tag(spec.name)] | f"{spec.name}/Window" >> beam.ParDo(
                 operator

@@ -10,8 +10,8 @@ out of order by up to 30 s):
 * bounded, from a three-partition Kafka topic holding the same lines, on every runner;
 * streaming (``--unbounded``) from that topic, on prism and flink only (the direct runner
   refuses ``emit.early`` there; streaming on Spark is not tested), rows and dead letters to
-  Kafka topics, with the views the streaming window operator takes (``check_streaming``:
-  global windows run on the bounded path only); its milestone events go to a topic too, and
+  Kafka topics, with the views the streaming window operator takes (``check_streaming``: all
+  of them, in one level); its milestone events go to a topic too, and
   the ids there must be those the oracle's final values reach (none, for this input).
   Every view gets an allowed lateness of 10 minutes here, longer than the input's disorder, so
   that no line is ``too_late`` and the final pane of each window holds all its lines.

@@ -5,6 +5,7 @@ Timestamps are written relative to the window: window [0s, 60s), lateness 120s, 
 
 from __future__ import annotations
 
+import marshal
 import random
 from typing import Any
 
@@ -19,6 +20,7 @@ from apache_beam.testing.util import assert_that, equal_to
 from apache_beam.transforms.window import TimestampedValue
 from apache_beam.utils.timestamp import Timestamp
 
+from liveagg.engine.windows import GLOBAL
 from liveagg.loader import parse_view
 from liveagg.spec import ViewSpec
 from liveagg.transforms import streaming
@@ -263,6 +265,29 @@ def test_a_bucket_keeps_its_keys_windows_encoded_apart_and_its_coder_round_trips
     again.settle()
     assert again.due((0, 60_000_000), 120_000_000) == 179_999_999
     assert len(again) == 1
+
+
+def test_a_global_windows_timer_is_due_when_its_first_key_expires() -> None:
+    """``state_ttl``: each key's expiry is indexed, kept by the coder and by the deltas of
+    a cell's log, and the window's timer is due at the earliest; a state of the format
+    before the index (no key held a global window) still reads."""
+    window = GLOBAL
+    b = b'["b"]'
+    cell = Cell(cached=False)
+    bucket = Bucket()
+    bucket.windows(A)[window] = [b"acc", 1, False, True, None, None, None, 90]
+    bucket.windows(b)[window] = [b"acc", 1, False, True, None, None, None, 70]
+    bucket.store(cell, bucket.closed_upto)
+    assert cell.value.due(window, 0) == 70
+    again = cell.value
+    again.windows(b)[window][7] = 120  # "b" got a later message
+    again.store(cell, again.closed_upto)
+    assert isinstance(cell.parts[-1], Delta) and cell.value.due(window, 0) == 90
+    again.windows(A).clear()  # "a" left state
+    again.store(cell, again.closed_upto)
+    assert cell.value.due(window, 0) == 120
+    old = b"S" + marshal.dumps((2, 1, 5, {}, {}, {}, {}))  # format 2: no expiry index
+    assert BucketCoder().decode(old).closed_upto == 5
 
 
 def _bundle(cell: Cell, rng: random.Random, keys: int) -> None:

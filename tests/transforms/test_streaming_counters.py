@@ -447,3 +447,115 @@ def test_cumulative_windows_share_their_period_milestones(tmp_path: Path) -> Non
             if (r["k"], r["window_start"]) == (event["k"], event["window_start"])
         }
         assert event["threshold"] <= event["value"] in values
+
+
+RUNNING = counter_view(
+    "running",
+    {"type": "global"},
+    "0s",
+    emit={"early": "10s", "eager": {"column": "n", "below": 2}},
+    state_ttl="1m",
+    milestones=[{"column": "n", "at": [1, 2, 3]}],
+)
+
+
+def _running_stream(m: Messages) -> TestStream:
+    return (
+        TestStream()
+        .advance_watermark_to(0)
+        .add_elements([m(5), m(5, "b")])  # new keys: eager panes, milestone 1
+        .add_elements([m(10)])  # a was 1: eager pane, milestone 2
+        .add_elements([m(20), m(30)])  # a was 2: waits for its EARLY timer
+        .add_elements([m(100)])  # a's latest event time: 100 s, in state until 160 s
+        .advance_watermark_to(70)  # b (latest 5 s) leaves state, its row written
+        .add_elements([m(71, "b")])  # a new total for b, from pane 0
+        .add_elements([m(50)])  # never too late: a global window never closes
+        .advance_watermark_to(200)  # a leaves, its pending data written first; b leaves
+        .add_elements([m(300)])  # a new total for a
+        .advance_watermark_to(END)
+        .advance_watermark_to_infinity()
+    )
+
+
+def test_a_global_window_keeps_running_totals_until_state_ttl(tmp_path: Path) -> None:
+    """Running totals: EARLY rows only (eager ones below 2, and the one a key's pending data
+    gets when it leaves state), a key leaving state once the watermark passes its latest
+    event time + state_ttl, and starting again from nothing (pane 0, milestones fired again
+    with the same ids) when it comes back."""
+    out = run(_running_stream(Messages(tmp_path / "events.jsonl")), RUNNING, clock=LATER)
+    rows = [(r["k"], r["pane_index"], r["pane_timing"], r["n"]) for r in out["rows"]]
+    assert all("window_start" not in r for r in out["rows"])
+    assert rows == [
+        ("a", 0, "EARLY", 1),
+        ("b", 0, "EARLY", 1),
+        ("a", 1, "EARLY", 2),
+        ("b", 0, "EARLY", 1),  # b again, after it left state at 65 s
+        ("a", 2, "EARLY", 6),  # a's pending 4 messages, written as it leaves at 160 s
+        ("a", 0, "EARLY", 1),  # a again
+    ]
+    fired = [(e["k"], e["threshold"], e["value"]) for e in out["events"]]
+    assert fired == [("a", 1, 1), ("b", 1, 1), ("a", 2, 2), ("b", 1, 1), ("a", 3, 6), ("a", 1, 1)]
+    ids = {(e["k"], e["threshold"]): e["milestone_id"] for e in out["events"]}
+    assert len(ids) == 4  # a key's threshold has one id, however often it fires
+    assert all("window_start" not in e for e in out["events"])
+    assert not out["dead"]
+
+
+def test_a_bounded_stream_keeps_every_key_of_a_global_window_to_its_on_time_row(
+    tmp_path: Path,
+) -> None:
+    """Bounded input under ``--streaming``: its watermark jumps to the end after all the
+    input, so no key leaves state, and each key's one ON_TIME row holds its total over all
+    of it, as the bounded path's row does (the oracle's)."""
+    m = Messages(tmp_path / "events.jsonl")
+    _SEEN.clear()
+    options = PipelineOptions()
+    options.view_as(StandardOptions).streaming = True
+    with TestPipeline(options=options) as p:
+        out = (
+            p
+            | _running_stream(m)
+            | StreamingAggregate([RUNNING], clock=lambda: 0.0, early_panes=False)
+        )
+        out["views"]["running"] | _keep("rows")
+    rows = sorted((r["k"], r["pane_timing"], r["n"], r["total"]) for r in _SEEN["rows"])
+    oracle = expected_rows(RUNNING, m.path)
+    assert rows == sorted((r["k"], "ON_TIME", r["n"], r["total"]) for r in oracle)
+    assert [n for _, _, n, _ in rows] == [7, 2]
+
+
+def test_each_grouping_set_of_a_global_window_leaves_state_by_its_own_latest_message(
+    tmp_path: Path,
+) -> None:
+    """A key of each grouping set has its own latest event time: ("a", "x") leaves at 65 s
+    while ("a") holds on to 110 s, from ("a", "y")'s message."""
+    view = counter_view(
+        "sets",
+        {"type": "global"},
+        "0s",
+        grouping_cols=["k", "g"],
+        grouping_sets=[["k", "g"], ["k"]],
+        emit={"early": "10s", "eager": {"column": "n", "below": 2}},
+        state_ttl="1m",
+    )
+    m = Messages(tmp_path / "events.jsonl")
+    stream = (
+        TestStream()
+        .advance_watermark_to(0)
+        .add_elements([m(5, g="x"), m(50, g="y")])
+        .advance_watermark_to(70)  # ("a", "x") leaves
+        .add_elements([m(71, g="x")])  # a new ("a", "x"); ("a") was 2: waits
+        .advance_watermark_to(200)  # all leave; ("a") writes its pending row first
+        .advance_watermark_to(END)
+        .advance_watermark_to_infinity()
+    )
+    out = run(stream, view, clock=LATER)
+    rows = [(r["grouping_set"], r["g"], r["pane_index"], r["n"]) for r in out["rows"]]
+    assert sorted(rows) == [
+        (0, "x", 0, 1),
+        (0, "x", 0, 1),  # after it left state
+        (0, "y", 0, 1),
+        (1, None, 0, 2),
+        (1, None, 1, 3),  # written as it leaves
+    ]
+    assert {r["pane_timing"] for r in out["rows"]} == {"EARLY"}
