@@ -404,8 +404,9 @@ class _WindowLogic(beam.DoFn):
     ) -> None:
         self._spec = spec
         # ``state_ttl`` of a global window: a key leaves state once the watermark passes its
-        # latest event time + state_ttl. Only on unbounded input (``ttl``), whose watermark
-        # follows the data: on bounded input it jumps to the end, after every key's final row.
+        # latest event time + state_ttl. Only on unbounded input (``ttl``): bounded input
+        # keeps every key to its final ON_TIME row, whatever its TTL, as the bounded path
+        # does (docs/semantics.md, "State TTL"), however its runner advances the watermark.
         self._ttl_us = spec.state_ttl.micros if ttl and spec.state_ttl is not None else None
         self._clock = clock  # processing time in seconds; tests inject the runner's test clock
         # ``emit.eager`` panes: processing-time panes, so only where EARLY panes are given.
