@@ -14,8 +14,8 @@ per CPU-second. Both runs' totals per post must agree, or the run fails.
 span (:func:`write_churn`), through a global view with ``state_ttl`` 1h and one whose TTL
 outlives the data (36500d: never), on the bounded path: its watermark reaches the end only
 after all input, so no key leaves state early and both rows hold every key to the end, by
-design. TTL eviction itself is the streaming window operator's, which does not keep global
-windows yet (it refuses them, docs/semantics.md); its rows belong here once it does.
+design. TTL eviction itself is the streaming window operator's (docs/semantics.md, "On
+the streaming path"), which this benchmark does not run yet; its rows belong here.
 """
 
 from __future__ import annotations

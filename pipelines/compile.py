@@ -93,7 +93,7 @@ def build(
             messages = source.read(pipeline, label)
         if use_streaming:
             how = "an unbounded Kafka read" if not source.bounded else "--streaming"
-            check_streaming(source_views, how, rows=not partials)
+            check_streaming(source_views, how, two_level=partials)
         transform = (
             StreamingAggregate(source_views, early_panes=not source.bounded, partials=partials)
             if use_streaming
@@ -112,32 +112,31 @@ def build(
     return Compiled(rows, dead_letters, events)
 
 
-def check_streaming(views: Sequence[ViewSpec], how: str, *, rows: bool = True) -> None:
+def check_streaming(views: Sequence[ViewSpec], how: str, *, two_level: bool = False) -> None:
     """Refuse, naming each file and field, what the streaming window operator of this build
-    does not do yet: global and cumulative windows (with ``state_ttl``), and, for the views
-    whose rows it gives (``rows``; level 1 gives partials), milestones and eager updates.
-    Such a view runs on the bounded path; on the operator it would lose its milestone
-    events, ignore ``emit.eager`` and keep every key of a global window for ever."""
-    errors: list[ViewError] = []
+    does not do yet: a global window in shards, at either level of a two-level run
+    (``two_level``) or with ``hot_key_fanout``. The operator that merges shards knows no
+    event time of the messages, which ``state_ttl`` counts from, so it would keep every key
+    for ever; such a view runs one-level, or on the bounded path."""
+    errors = []
     for view in views:
-        refused: list[tuple[str, str, str]] = []  # (path, what is not done, what to do)
-        kind = view.window.type
-        if kind in ("global", "cumulative"):
-            refused.append(("$.window.type", f"keep {kind} windows", "use a fixed window"))
-        if rows and view.milestones:
-            refused.append(("$.milestones", "fire milestones", "remove milestones"))
-        if rows and view.eager is not None:
-            refused.append(("$.emit.eager", "give eager updates", "remove emit.eager"))
-        errors += [
+        if not view.window.is_global:
+            continue
+        if two_level:
+            path, what, instead = "$.window.type", "in a two-level run", "run it in one level"
+        elif view.hot_key_fanout is not None:
+            path, what, instead = "$.hot_key_fanout", "with hot_key_fanout", "remove hot_key_fanout"
+        else:
+            continue
+        errors.append(
             ViewError(
                 view.origin,
                 path,
-                f"view {view.name!r}: the streaming window operator ({how}) does not {what} "
-                "yet; run the view on the bounded path (files, or a Kafka read without "
-                f"--unbounded; no --streaming), or {instead}",
+                f"view {view.name!r}: the streaming window operator ({how}) does not keep "
+                f"global windows {what} yet; run the view on the bounded path (files, or a "
+                f"Kafka read without --unbounded; no --streaming), or {instead}",
             )
-            for path, what, instead in refused
-        ]
+        )
     if errors:
         raise ViewErrors(errors)
 

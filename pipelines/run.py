@@ -362,7 +362,7 @@ def pipeline_options(config: RunConfig, paths: Sequence[str] = ()) -> PipelineOp
     return PipelineOptions([*args, *config.beam_args])
 
 
-def _check_runner(config: RunConfig, views: Sequence[ViewSpec], level1: bool) -> None:
+def _check_runner(config: RunConfig, views: Sequence[ViewSpec]) -> None:
     if config.runner == "flink":
         config.flink.check()
     if config.runner == "prism":
@@ -370,7 +370,7 @@ def _check_runner(config: RunConfig, views: Sequence[ViewSpec], level1: bool) ->
     if config.runner == "spark":
         config.spark.check()
     if config.kafka.unbounded:  # before the runner's limits: what no runner does comes first
-        check_streaming(views, "an unbounded Kafka read", rows=not level1)
+        check_streaming(views, "an unbounded Kafka read", two_level=bool(config.intermediate_topic))
     if not (config.kafka.unbounded and config.runner == "direct"):
         return
     for view in views:
@@ -394,7 +394,7 @@ def run(config: RunConfig) -> RunReport:
     """
     views = load_views(config.views)
     level1 = bool(config.intermediate_topic) and not config.rekey
-    _check_runner(config, views, level1)
+    _check_runner(config, views)
     if config.rekey:
         intermediate = _intermediate(config, views)
         sources = {v.source: intermediate for v in views}
@@ -687,7 +687,7 @@ def _rekey(
     streaming = config.streaming or not source.bounded
     if streaming:
         how = "--streaming" if source.bounded else "an unbounded read of --intermediate-topic"
-        check_streaming(views, how)
+        check_streaming(views, how, two_level=True)
     envelopes = source.read(pipeline, "Read/intermediate")
     try:
         out = envelopes | "Rekey" >> RekeyAggregate(

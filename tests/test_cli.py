@@ -125,64 +125,97 @@ ON_BOUNDED = (
 )
 
 
-@pytest.mark.parametrize("subcommand", ["run", "rekey"])
-def test_unbounded_running_counters_are_refused_field_by_field(
-    subcommand: str, capsys: pytest.CaptureFixture[str]
+@pytest.mark.parametrize(
+    "level", [["run", "--kafka-topic", "t", "--intermediate-topic", "i"], ["rekey"]]
+)
+def test_a_global_window_is_refused_in_a_streaming_two_level_run(
+    level: list[str], capsys: pytest.CaptureFixture[str]
 ) -> None:
     """What the streaming operator does not do yet is refused before anything runs (the
-    bootstrap servers are never reached), one line per field, for run and rekey alike."""
+    bootstrap servers are never reached), at level 1 and level 2 alike: a global window in
+    shards. The cumulative view, milestones and ``emit.eager`` are not refused."""
     posts, daily = EXAMPLES / "post_engagement.json", EXAMPLES / "ad_daily_spend.json"
-    topic = "--kafka-topic" if subcommand == "run" else "--intermediate-topic"
-    args = [subcommand, "--views", str(posts), str(daily), topic, "t", "--output", "out"]
+    where = ["--intermediate-topic", "t"] if level == ["rekey"] else []
+    args = [*level, "--views", str(posts), str(daily), *where, "--output", "out"]
     assert main([*args, "--kafka-bootstrap", "127.0.0.1:1", "--unbounded"]) == 1
-    operator = "the streaming window operator (an unbounded Kafka read) does not"
     assert capsys.readouterr().err.splitlines() == [
-        f"{posts}: $.window.type: view 'post_engagement': {operator} keep global windows "
-        f"{ON_BOUNDED}use a fixed window",
-        f"{posts}: $.milestones: view 'post_engagement': {operator} fire milestones "
-        f"{ON_BOUNDED}remove milestones",
-        f"{posts}: $.emit.eager: view 'post_engagement': {operator} give eager updates "
-        f"{ON_BOUNDED}remove emit.eager",
-        f"{daily}: $.window.type: view 'ad_daily_spend': {operator} keep cumulative windows "
-        f"{ON_BOUNDED}use a fixed window",
-        f"{daily}: $.milestones: view 'ad_daily_spend': {operator} fire milestones "
-        f"{ON_BOUNDED}remove milestones",
+        f"{posts}: $.window.type: view 'post_engagement': the streaming window operator "
+        "(an unbounded Kafka read) does not keep global windows in a two-level run "
+        f"{ON_BOUNDED}run it in one level",
     ]
 
 
-def test_streaming_a_cumulative_window_from_files_is_refused_before_it_writes(
-    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+def _lines(folder: Path) -> list[dict]:
+    return [
+        json.loads(line)
+        for path in sorted(folder.glob("*.jsonl"))
+        for line in path.read_text().splitlines()
+    ]
+
+
+def _final_panes(rows: list[dict]) -> dict[tuple, dict]:
+    """Per window (None for the global window's rows) the row with the highest pane index."""
+    final: dict[tuple, dict] = {}
+    for row in rows:
+        where = (row.get("window_start"), row.get("window_end"))
+        if where not in final or row["pane_index"] > final[where]["pane_index"]:
+            final[where] = row
+    return final
+
+
+@pytest.mark.parametrize(
+    "window",
+    [
+        {"window": {"type": "cumulative", "size": "1d", "step": "6h"}},
+        {"window": {"type": "global"}, "state_ttl": "1h", "emit": {"early": "1m"}},
+    ],
+    ids=["cumulative", "global"],
+)
+def test_a_streamed_running_counter_ends_as_the_bounded_run_does(
+    window: dict, tmp_path: Path
 ) -> None:
-    view = tmp_path / "daily.json"
-    view.write_text(
-        json.dumps({**VIEW, "window": {"type": "cumulative", "size": "1d", "step": "1h"}})
-    )
+    """``--streaming`` runs cumulative and global views on the operator: each window's last
+    pane is the bounded run's row, and the same milestones fire, once per (key, window or
+    day, threshold). Bounded input keeps every key of a global window to its ON_TIME row,
+    whatever its ``state_ttl``, as the bounded path does."""
+    counter = {**VIEW, **window, "milestones": [{"column": "n", "at": [1, 2, 3]}]}
+    view = tmp_path / "counter.json"
+    view.write_text(json.dumps(counter))
     events = tmp_path / "events.jsonl"
-    events.write_text('{"k": "a", "ts": "2024-01-01T00:00:10Z"}\n')
-    out = tmp_path / "out"
-    args = ["run", "--views", str(view), "--input", str(events), "--output", str(out)]
-    assert main([*args, "--streaming"]) == 1
-    assert capsys.readouterr().err.splitlines() == [
-        f"{view}: $.window.type: view 'totals': the streaming window operator (--streaming) "
-        f"does not keep cumulative windows {ON_BOUNDED}use a fixed window"
-    ]
-    assert not out.exists()
-    assert main(args) == 0  # the bounded path runs it
-    assert (out / "_SUCCESS").exists()
+    times = ["2024-01-01T00:00:10Z", "2024-01-01T07:00:00Z", "2024-01-01T13:00:00Z"]
+    events.write_text("".join(f'{{"k": "a", "ts": "{t}"}}\n' for t in [*times, times[0]]))
+    streamed, bounded = tmp_path / "streamed", tmp_path / "bounded"
+    args = ["run", "--views", str(view), "--input", str(events), "--output"]
+    assert main([*args, str(streamed), "--streaming"]) == 0
+    assert main([*args, str(bounded)]) == 0
+    final = _final_panes(_lines(streamed / "totals"))
+    assert {w: r["n"] for w, r in final.items()} == {
+        w: r["n"] for w, r in _final_panes(_lines(bounded / "totals")).items()
+    }
+    assert len(final) == (4 if "step" in counter["window"] else 1)
+    ids = sorted(e["milestone_id"] for e in _lines(streamed / "_milestones"))
+    assert ids == sorted(e["milestone_id"] for e in _lines(bounded / "_milestones"))
+    assert len(ids) == 3
 
 
-def test_a_streaming_level_1_gives_partials_so_only_window_kinds_are_refused() -> None:
-    """Level 1 fires no milestones and no eager rows (level 2 does, from merged partials)."""
+def test_only_a_sharded_global_window_is_refused_on_the_streaming_operator() -> None:
+    """The operator fires milestones and eager panes and keeps cumulative and global
+    windows; a global window in shards (a two-level run, ``hot_key_fanout``) is refused."""
     counters = {
         **VIEW,
         "emit": {"early": "10s", "eager": {"column": "n", "below": 10}},
         "milestones": [{"column": "n", "at": [10]}],
     }
-    check_streaming([parse_view(counters)], "--streaming", rows=False)
+    daily = counters | {"window": {"type": "cumulative", "size": "1d", "step": "1h"}}
     running = counters | {"window": {"type": "global"}, "state_ttl": "1d"}
-    with pytest.raises(ViewErrors, match=r"\$\.window\.type: .* keep global windows") as info:
-        check_streaming([parse_view(running, origin="v.json")], "--streaming", rows=False)
-    assert [e.path for e in info.value] == ["$.window.type"]
+    views = [parse_view(v) for v in (counters, daily, running)]
+    check_streaming(views, "--streaming")
+    check_streaming(views[:2], "--streaming", two_level=True)
+    with pytest.raises(ViewErrors, match=r"\$\.window\.type: .* global windows in a two-level"):
+        check_streaming(views, "--streaming", two_level=True)
+    hot = parse_view(running | {"hot_key_fanout": 4})
+    with pytest.raises(ViewErrors, match=r"\$\.hot_key_fanout: .* remove hot_key_fanout$"):
+        check_streaming([hot], "--streaming")
 
 
 def test_rekey_without_kafka_names_the_option(

@@ -111,8 +111,9 @@ class RekeyAggregate(beam.PTransform):
     """Merges a PCollection of envelopes into each view's final rows.
 
     ``specs`` are the views as declared (their roll-up applied here). Returns
-    ``{"views": {name: PCollection[row]}, "dead_letters": PCollection[dict]}``, like the
-    one-level transforms.
+    ``{"views": {name: PCollection[row]}, "dead_letters": PCollection[dict]}``, and
+    ``"milestones"`` when a view declares milestones, like the one-level transforms: bounded,
+    from the final rows; streaming, from each pane of the merge operator.
     """
 
     def __init__(
@@ -161,12 +162,15 @@ class RekeyAggregate(beam.PTransform):
                 early,
                 partials_in=True,
                 shared_floor=one_watermark_per_stage(decoded[tag].pipeline),
+                eager=self._early_panes,
             )
             merged = decoded[tag] | f"{spec.name}/Merge" >> beam.ParDo(operator).with_outputs(
-                DEAD_LETTER, main="rows"
+                DEAD_LETTER, MILESTONES, main="rows"
             )
             views[spec.name] = merged.rows
             dead.append(merged[DEAD_LETTER])
+            if final.milestones:
+                milestones.append(merged[MILESTONES])
         dead_letters = tuple(dead) | "DeadLetters" >> beam.Flatten()
         out: dict[str, Any] = {"views": views, "dead_letters": dead_letters}
         if milestones:

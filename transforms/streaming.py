@@ -16,7 +16,14 @@ mode, its rules written once in the window book (:mod:`liveagg.engine.windows`):
   is dropped; a pane is ``LATE`` whenever the watermark had passed the window's end, also a
   window's first;
 * data for a window whose end + allowed lateness the watermark had passed is ``too_late``,
-  whether or not its key held state for the window.
+  whether or not its key held state for the window;
+* with ``emit.eager``, a batch for a key whose watched column was below ``below`` gives an
+  ``EARLY`` pane at once, after it is applied (no timer); from ``below`` on, the EARLY timer;
+* each pane fires the view's milestones that its value reaches and its window had not fired
+  (:class:`~liveagg.engine.milestones.ViewMilestones`, the code the bounded path's events
+  come from); the count fired is kept in the window's state entry, so it is checkpointed with
+  it and a merged session keeps what either session fired. Panes that are partials (level 1
+  of a two-level run, a hot key's shards) fire none: the operator that merges them does.
 
 **Router.** A bundle's messages are decoded once as a batch and pre-aggregated per view,
 variant, window and grouping key by the engine (:mod:`liveagg.engine.columns`,
@@ -70,8 +77,10 @@ from liveagg.transforms.plan import (
     BLANK_LINES,
     LINES_READ,
     MESSAGES,
+    MILESTONES,
     Tally,
     ViewPlan,
+    decode_key,
     encode_key,
     split,
     view_tag,
@@ -91,18 +100,22 @@ MAX_BATCHED = 10_000
 
 # Per-window state entry: [accumulator (encoded; with partials in, {shard: (pane, encoded)}),
 # next pane index, ON_TIME or LATE fired, data since the last pane, source offsets covered,
-# when its EARLY pane is due (processing time, us; None: none pending), milestones fired].
-_ACC, _PANE, _FIRED, _DIRTY, _SPAN, _EARLY, _MILESTONES = range(7)
+# when its EARLY pane is due (processing time, us; None: none pending), milestones fired,
+# when the key leaves state (a global window's latest event time + state_ttl, us; None:
+# never before the window expires)]. Entries restored from state written before the last
+# field existed have seven fields, and are never a global window's.
+_ACC, _PANE, _FIRED, _DIRTY, _SPAN, _EARLY, _MILESTONES, _EXPIRES = range(8)
 _NEVER = -(2**62)
 
 #: A candidate for ``too_late``: (message id in its batch, event time, payload, source).
 Candidate = tuple[int, int, Any, Any]
-#: One window of one key in a router batch: (key, start, end, accumulator, candidates).
-Item = tuple[bytes, int, int, Any, list[Candidate]]
+#: One window of one key in a router batch: (key, start, end, accumulator, candidates[,
+#: latest event time of the key's messages, for a global window's ``state_ttl``]).
+Item = tuple[bytes, int, int, Any, list[Candidate]] | tuple[bytes, int, int, Any, list, int]
 
 
 def _new_entry() -> list:
-    return [None, 0, False, False, None, None, None]
+    return [None, 0, False, False, None, None, None, None]
 
 
 def _tag(window: Window) -> str:
@@ -228,6 +241,7 @@ class _Route(beam.DoFn):
             )
             # (variant, group) -> window -> the candidates of its item
             rows: dict[tuple[int, bytes], dict[Window, list[Candidate]]] = {}
+            latest = _latest(plan, inputs)
             for r, acc in enumerate(accumulators):
                 variant = plan.variants[variants[r]]
                 group = encode_key(tuple(keys[i][r] for i in variant.positions))
@@ -238,9 +252,10 @@ class _Route(beam.DoFn):
                     else (plan.name, variant.index, bucket, shard)
                 )
                 candidates: list[Candidate] = []
-                by_key.setdefault(state_key, []).append(
-                    (group, starts[r], ends[r], encode(acc), candidates)
-                )
+                item: Item = (group, starts[r], ends[r], encode(acc), candidates)
+                if latest:
+                    item = (*item, latest[(variant.index, group)])
+                by_key.setdefault(state_key, []).append(item)
                 rows.setdefault((variant.index, group), {})[(starts[r], ends[r])] = candidates
             self._candidates(plan, aggregator, inputs, pairs, hints, rows)
         tag = self._tags[index]
@@ -335,6 +350,22 @@ def _sessions_apart(
         yield _take_inputs(inputs, np.asarray(rows, dtype=np.int64))
 
 
+def _latest(plan: ViewPlan, inputs: engine.Inputs) -> dict[tuple[int, bytes], int]:
+    """The latest event time of each (variant, key) of the batch, for the variants of a global
+    window (whose ``state_ttl`` counts from it); empty for a view without one."""
+    global_variants = [v for v in plan.variants if v.window is not None and v.window.is_global]
+    if not global_variants or not len(inputs.ts):
+        return {}
+    values = [v.python_values(k) for k in inputs.keys]
+    latest: dict[tuple[int, bytes], int] = {}
+    for row, t in enumerate(inputs.ts.tolist()):
+        for variant in global_variants:
+            where = (variant.index, encode_key(tuple(values[i][row] for i in variant.positions)))
+            if latest.get(where, book.MIN_US - 1) < t:
+                latest[where] = t
+    return latest
+
+
 def _earliest_end(aggregator: Any, ts: np.ndarray) -> np.ndarray:
     """The end of the first window to close, of each event time, over the view's variants:
     the window that starts first (a fixed window is a sliding one whose period is its size)."""
@@ -342,6 +373,12 @@ def _earliest_end(aggregator: Any, ts: np.ndarray) -> np.ndarray:
     for window in {variant.window for variant in aggregator.variants}:
         if window.merging:
             ends.append(ts + window.gap_us)
+            continue
+        if window.kind == "cumulative":  # the period's window that ends with the event's step
+            ends.append(ts - ts % window.step_us + window.step_us)
+            continue
+        if window.kind == "global":  # it never closes
+            ends.append(np.full_like(ts, book.GLOBAL[1]))
             continue
         period = window.period_us or window.size_us
         ends.append(((ts - window.size_us) // period + 1) * period + window.size_us)
@@ -415,9 +452,18 @@ class _WindowLogic(beam.DoFn):
         partials_in: bool = False,
         partials_out: bool = False,
         shared_floor: bool = True,
+        eager: bool = False,
+        ttl: bool = False,
     ) -> None:
         self._spec = spec
+        # ``state_ttl`` of a global window: a key leaves state once the watermark passes its
+        # latest event time + state_ttl. Only on unbounded input (``ttl``): bounded input
+        # keeps every key to its final ON_TIME row, whatever its TTL, as the bounded path
+        # does (docs/semantics.md, "State TTL"), however its runner advances the watermark.
+        self._ttl_us = spec.state_ttl.micros if ttl and spec.state_ttl is not None else None
         self._clock = clock  # processing time in seconds; tests inject the runner's test clock
+        # ``emit.eager`` panes: processing-time panes, so only where EARLY panes are given.
+        self._eager = eager and spec.eager is not None and not partials_out
         # Whether the watermark one key's timer showed holds for every key of the process
         # (see ``_floor``).
         self._shared_floor = shared_floor
@@ -432,6 +478,14 @@ class _WindowLogic(beam.DoFn):
         tune_gc()
         size_cache_entries_cheaply()
         self._plan = ViewPlan(self._spec)
+        eager = self._spec.eager
+        if self._eager and eager is not None:
+            outputs = [a.output for a in self._spec.aggregations]
+            self._eager_at: tuple[int, float] | None = (outputs.index(eager.column), eager.below)
+        else:
+            self._eager_at = None
+        # Milestones fire from rows: not where panes are partials (level 1, a fan-out shard).
+        self._milestones = None if self._partials_out else (self._plan.milestones or None)
         # What an operator watches (docs/flink.md): keys holding open windows, and how far
         # the view's event time (the last watermark it fired on) is behind the wall clock.
         self._live_keys = LiveKeys(self._spec.name, self._token)  # adopts restored keys
@@ -478,7 +532,11 @@ class _WindowLogic(beam.DoFn):
         quiet = set()  # windows without data waiting for an EARLY pane before this batch
         early_due = int(self._clock() * 1_000_000) + plan.early_us if early_timer else 0
         earliest: dict[Window, int] = {}  # the first EARLY pane due of each window touched
-        for group, start, end, data, candidates in items:
+        # Panes shown once the batch is in: a key's items may merge sessions with each other
+        # (_sessions_apart), and only the session they end in shows, as in Beam's bundle.
+        shown: dict[tuple[bytes, Window], tuple[tuple, str]] = {}
+        for item in items:
+            group, start, end, data, candidates = item[:5]
             windows = bucket.windows(group)
             opened = not windows
             window = (start, end)
@@ -501,18 +559,28 @@ class _WindowLogic(beam.DoFn):
             if window not in changed and not bucket.dirty(window):
                 quiet.add(window)
             changed.add(window)
+            eager = self._below(entry)
             self._add(entry, data, candidates)
             entry[_DIRTY] = True
+            if self._ttl_us is not None and len(item) > 5:
+                expires = item[5] + self._ttl_us
+                entry[_EXPIRES] = max(expires, entry[_EXPIRES] or expires)
             key = (*state_key[:2], group, *state_key[3:])
             if entry[_FIRED] or book.is_late(window[1], floor):
                 entry[_FIRED] = True  # late from its first pane: it expires at end + lateness
-                yield from self._pane(key, window, entry, book.LATE)
+                shown[(group, window)] = (key, book.LATE)
+            elif eager:  # the batch shows at once; a pending EARLY pane is this one
+                shown[(group, window)] = (key, book.EARLY)
             elif early_timer is not None:
                 if entry[_EARLY] is None:
                     entry[_EARLY] = early_due
                 earliest[window] = min(earliest.get(window, entry[_EARLY]), entry[_EARLY])
             if opened:
                 self._live_keys.inc()
+        for (group, window), (key, timing) in shown.items():
+            windows = bucket.windows(group)
+            if window in windows:  # not merged into a later item's session
+                yield from self._pane(key, window, windows[window], timing, windows)
         yield from self._too_late(letters, fates, state_key)
         bucket.store(cell, closed_before)
         if not changed:
@@ -536,6 +604,30 @@ class _WindowLogic(beam.DoFn):
                 timer.clear(dynamic_timer_tag=_tag(window))
             else:
                 timer.set(Timestamp(micros=due), dynamic_timer_tag=_tag(window))
+
+    def _below(self, entry: list) -> bool:
+        """Whether ``emit.eager`` applies to the batch about to be added to ``entry``: the
+        watched column's value before it is below ``below``. A window without data yet, and
+        a null value (nothing counted), are below; so the key's first batch shows at once.
+        False for a view without eager panes."""
+        if self._eager_at is None:
+            return False
+        if entry[_ACC] is None:
+            return True
+        index, below = self._eager_at
+        value = self._outputs(entry)[index]
+        return type(value) not in (int, float) or value < below
+
+    def _outputs(self, entry: list) -> list[Any]:
+        """The window's value, one output per aggregation (with partials in: its shards'
+        latest panes merged)."""
+        combine = self._plan.combine
+        if self._partials_in:
+            accs = [combine.decode(data) for _, data in entry[_ACC].values()]
+            acc = combine.merge_accumulators(accs)
+        else:
+            acc = combine.decode(entry[_ACC])
+        return combine.extract_output(acc)
 
     def _add(self, entry: list, data: Any, candidates: list[Candidate]) -> None:
         combine = self._plan.combine
@@ -595,10 +687,12 @@ class _WindowLogic(beam.DoFn):
 
     # -- panes -------------------------------------------------------------------------------
 
-    def _pane(self, key: tuple, window: Window, entry: list, timing: str) -> Iterator[Any]:
-        """The window's pane: a row, or with ``partials_out`` the shard's partial."""
+    def _pane(
+        self, key: tuple, window: Window, entry: list, timing: str, windows: Windows
+    ) -> Iterator[Any]:
+        """The window's pane: a row, or with ``partials_out`` the shard's partial; ``windows``
+        are the key's (a cumulative period's windows share their milestones)."""
         plan = self._plan
-        combine = plan.combine
         pane = entry[_PANE]
         entry[_PANE] += 1
         entry[_DIRTY] = False
@@ -609,16 +703,36 @@ class _WindowLogic(beam.DoFn):
             offsets = {origin: where} if origin and where is not None else {}
             yield (plan.name, key[1], *window, key[2], shard, pane, entry[_ACC], offsets)
             return
-        if self._partials_in:
-            accs = [combine.decode(data) for _, data in entry[_ACC].values()]
-            acc = combine.merge_accumulators(accs)
-        else:
-            acc = combine.decode(entry[_ACC])
-        outputs = combine.extract_output(acc)
+        outputs = self._outputs(entry)
         letters: list[dict[str, Any]] = []
         yield plan.row(plan.variants[key[1]], *window, key[2], outputs, timing, pane, True, letters)
         for letter in letters:
             yield TaggedOutput(DEAD_LETTER, letter)
+        if self._milestones is not None:
+            # The thresholds fired so far live in the entry: checkpointed and restored with
+            # it, and kept through session merges, so none fires twice.
+            shared = self._period_windows(key[1], window, windows)
+            fired = entry[_MILESTONES]
+            for other in shared:
+                fired = _union(fired, windows[other][_MILESTONES])
+            fired, events = self._milestones.pane(
+                key[1], *window, decode_key(key[2]), outputs, fired
+            )
+            entry[_MILESTONES] = fired
+            for other in shared:
+                windows[other][_MILESTONES] = fired
+            plan.count_milestones(len(events))
+            for event in events:
+                yield TaggedOutput(MILESTONES, event)
+
+    def _period_windows(self, variant: int, window: Window, windows: Windows) -> list[Window]:
+        """The key's other windows that share ``window``'s milestones: those of its
+        cumulative period (they share its start). Each keeps the period's count, so that the
+        period's longest window, the last to expire, holds it to the end."""
+        fn = self._plan.variants[variant].window
+        if fn is None or fn.kind != "cumulative":
+            return []
+        return [w for w in windows if w[0] == window[0] and w != window]
 
     # -- timers ------------------------------------------------------------------------------
 
@@ -626,7 +740,8 @@ class _WindowLogic(beam.DoFn):
         self, state_key: Any, fire_ts: Any, tag: str, cell: Any, watermark_timer: Any
     ) -> Iterator[Any]:
         """Every window of the bucket due by now fires: its keys' ON_TIME panes at its end,
-        its state dropped at end + allowed lateness."""
+        its state dropped at end + allowed lateness, or a key's once its ``state_ttl`` has
+        passed (a global window)."""
         # Portable runners carry timer timestamps in milliseconds: the timer set for
         # end - 1us fires as end - 1ms, so anything within that millisecond is due.
         now = fire_ts.micros + 999
@@ -649,9 +764,20 @@ class _WindowLogic(beam.DoFn):
                     continue
                 key = (*state_key[:2], group, *state_key[3:])
                 if not entry[_FIRED] and end_ts <= now:
-                    yield from self._pane(key, window, entry, book.ON_TIME)
+                    yield from self._pane(key, window, entry, book.ON_TIME, windows)
                     entry[_FIRED] = True
+                expires = entry[_EXPIRES] if len(entry) > _EXPIRES else None
                 if entry[_FIRED] and end_ts + lateness <= now:
+                    drop = True
+                elif expires is not None and expires <= now:
+                    # state_ttl: the key leaves state; data since its last pane is written
+                    # first, so its last row holds all of it.
+                    if entry[_DIRTY]:
+                        yield from self._pane(key, window, entry, book.EARLY, windows)
+                    drop = True
+                else:
+                    drop = False
+                if drop:
                     del windows[window]
                     if not windows:
                         self._live_keys.dec()
@@ -669,16 +795,17 @@ class _WindowLogic(beam.DoFn):
         window = _window_of(tag)
         pending = []
         for group in sorted(bucket.dirty(window)):
-            entry = bucket.windows(group).get(window)
+            windows = bucket.windows(group)
+            entry = windows.get(window)
             if entry is not None and entry[_DIRTY] and not entry[_FIRED]:
-                pending.append((group, entry))
+                pending.append((group, entry, windows))
         if pending:
-            dues = [entry[_EARLY] or _NEVER for _, entry in pending]
+            dues = [entry[_EARLY] or _NEVER for _, entry, _ in pending]
             now = max(int(self._clock() * 1_000_000), min(dues))
-            for (group, entry), due in zip(pending, dues, strict=True):
+            for (group, entry, windows), due in zip(pending, dues, strict=True):
                 if due <= now:
                     key = (*state_key[:2], group, *state_key[3:])
-                    yield from self._pane(key, window, entry, book.EARLY)
+                    yield from self._pane(key, window, entry, book.EARLY, windows)
             later = [due for due in dues if due > now]
             if later:
                 early_timer.set(Timestamp(micros=min(later)), dynamic_timer_tag=tag)
@@ -702,7 +829,7 @@ def _merge_session(
         if old[_ACC] is not None:
             accs.append(combine.decode(old[_ACC]))
         entry[_FIRED] = entry[_FIRED] or old[_FIRED]
-        entry[_MILESTONES] = old[_MILESTONES] or entry[_MILESTONES]
+        entry[_MILESTONES] = _union(entry[_MILESTONES], old[_MILESTONES])
         if old[_EARLY] is not None:  # a pending EARLY pane keeps its due through the merge
             entry[_EARLY] = min(old[_EARLY], entry[_EARLY] or old[_EARLY])
     if accs:
@@ -710,6 +837,14 @@ def _merge_session(
     window = (start, end)
     windows[window] = entry
     return window, entry, overlapping
+
+
+def _union(fired: list[int] | None, other: list[int] | None) -> list[int] | None:
+    """The milestones two merged sessions fired: per watched column a count of thresholds
+    fired, a prefix of the ascending thresholds, so their union is the longer prefix."""
+    if fired is None or other is None:
+        return fired if other is None else list(other)
+    return [max(a, b) for a, b in zip(fired, other, strict=True)]
 
 
 #: Watermark floors per operator (its token), for the instances of this process.
@@ -753,8 +888,16 @@ def window_operator(
     partials_in: bool = False,
     partials_out: bool = False,
     shared_floor: bool = True,
+    eager: bool = False,
+    ttl: bool = False,
 ) -> beam.DoFn:
-    """The window operator DoFn for one view; with ``early``, processing-time EARLY panes.
+    """The window operator DoFn for one view; with ``early``, processing-time EARLY panes;
+    with ``eager``, the ``emit.eager`` panes of a view that declares it (EARLY panes right
+    after a batch, needing no timer); with ``ttl``, a global window's ``state_ttl`` (keys
+    leave state), for unbounded input.
+
+    Rows leave on the main output, dead letters on ``dead_letter`` and, where panes are rows
+    (not ``partials_out``), the view's milestone events on ``milestones``.
 
     ``shared_floor``: whether the pipeline's runner runs each stage as one instance with one
     watermark (:func:`one_watermark_per_stage`).
@@ -794,7 +937,7 @@ def window_operator(
             return self._on_watermark(key, fire_ts, tag, cell, watermark_timer)
 
     if not early:
-        return WindowOperator(spec, clock, partials_in, partials_out, shared_floor)
+        return WindowOperator(spec, clock, partials_in, partials_out, shared_floor, eager, ttl)
 
     early_spec = TimerSpec(f"early_{family}", TimeDomain.REAL_TIME)
 
@@ -818,16 +961,18 @@ def window_operator(
         ) -> Iterator[Any]:
             return self._on_early(key, tag, cell, early_timer)
 
-    return EarlyWindowOperator(spec, clock, partials_in, partials_out, shared_floor)
+    return EarlyWindowOperator(spec, clock, partials_in, partials_out, shared_floor, eager, ttl)
 
 
 class StreamingAggregate(beam.PTransform):
     """Aggregates an unbounded (or bounded) PCollection of messages with live panes.
 
-    Returns ``{"views": {name: PCollection[row]}, "dead_letters": PCollection[dict]}``,
-    like :class:`~liveagg.transforms.bounded.BoundedAggregate`. With ``partials`` (level 1
-    of a two-level run) each view's PCollection holds the
-    :data:`~liveagg.transforms.envelope.Partial` panes of each Kafka partition's keys.
+    Returns ``{"views": {name: PCollection[row]}, "dead_letters": PCollection[dict]}``, and
+    ``"milestones"`` when a view declares milestones, like
+    :class:`~liveagg.transforms.bounded.BoundedAggregate`: each pane fires the thresholds its
+    value reaches that its window had not fired. With ``partials`` (level 1 of a two-level
+    run) each view's PCollection holds the :data:`~liveagg.transforms.envelope.Partial` panes
+    of each Kafka partition's keys, and no milestone fires (level 2 fires them).
     """
 
     def __init__(
@@ -850,6 +995,7 @@ class StreamingAggregate(beam.PTransform):
         ).with_outputs(DEAD_LETTER, *names)
         views = {}
         dead = [routed[DEAD_LETTER]]
+        milestones = []
         for spec in self._specs:
             envelope.check_sharded(spec, self._partials)
             early = self._early_panes and spec.early is not None
@@ -860,28 +1006,40 @@ class StreamingAggregate(beam.PTransform):
                 early,
                 partials_out=sharded,
                 shared_floor=one_watermark_per_stage(messages.pipeline),
+                eager=self._early_panes,
+                ttl=self._early_panes,
             )
             fired = routed[view_tag(spec.name)] | f"{spec.name}/Window" >> beam.ParDo(
                 operator
-            ).with_outputs(DEAD_LETTER, main="rows")
+            ).with_outputs(DEAD_LETTER, MILESTONES, main="rows")
             dead.append(fired[DEAD_LETTER])
             if self._partials or not sharded:
                 views[spec.name] = fired.rows
+                if spec.milestones and not self._partials:
+                    milestones.append(fired[MILESTONES])
                 continue
             # Hot-key fan-out: the sub-keys' partial panes merge per key in a second operator.
-            merged = fired.rows | f"{spec.name}/FanIn" >> MergePartials(spec, self._clock, early)
+            merged = fired.rows | f"{spec.name}/FanIn" >> MergePartials(
+                spec, self._clock, early, eager=self._early_panes
+            )
             views[spec.name] = merged.rows
             dead.append(merged[DEAD_LETTER])
+            if spec.milestones:
+                milestones.append(merged[MILESTONES])
         dead_letters = tuple(dead) | "DeadLetters" >> beam.Flatten()
-        return {"views": views, "dead_letters": dead_letters}
+        out: dict[str, Any] = {"views": views, "dead_letters": dead_letters}
+        if milestones:
+            out[MILESTONES] = tuple(milestones) | "Milestones" >> beam.Flatten()
+        return out
 
 
 class MergePartials(beam.PTransform):
     """Merges :data:`~liveagg.transforms.envelope.Partial` panes into the view's rows.
 
     Per grouping key, each window keeps the latest pane of every shard
-    and fires like the one-level operator. ``spec`` is the view whose rows are written.
-    Returns ``{"rows": ..., "dead_letter": ...}``.
+    and fires like the one-level operator, milestones and eager panes included (``eager``:
+    where EARLY panes are given). ``spec`` is the view whose rows are written.
+    Returns ``{"rows": ..., "dead_letter": ..., "milestones": ...}``.
     """
 
     def __init__(
@@ -889,11 +1047,13 @@ class MergePartials(beam.PTransform):
         spec: ViewSpec,
         clock: Callable[[], float] = time.time,
         early: bool = False,
+        eager: bool = False,
     ) -> None:
         super().__init__()
         self._spec = spec
         self._clock = clock
         self._early = early
+        self._eager = eager
 
     def expand(self, partials: beam.PCollection) -> Any:
         operator = window_operator(
@@ -902,11 +1062,12 @@ class MergePartials(beam.PTransform):
             self._early,
             partials_in=True,
             shared_floor=one_watermark_per_stage(partials.pipeline),
+            eager=self._eager,
         )
         return (
             partials
             | "Key" >> beam.Map(keyed_partial)
-            | "Merge" >> beam.ParDo(operator).with_outputs(DEAD_LETTER, main="rows")
+            | "Merge" >> beam.ParDo(operator).with_outputs(DEAD_LETTER, MILESTONES, main="rows")
         )
 
 

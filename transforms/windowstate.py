@@ -47,11 +47,14 @@ KEY_BUCKETS = 16
 #: Deltas after which the snapshot is written again, whatever their weight: each is one more
 #: element to skip on a read and to visit when the state cache weighs the cell.
 MAX_DELTAS = 1024
-_FORMAT = 2
+_FORMAT = 3
+#: Formats this liveagg reads: 2 is 3 without the expiry index (no key held a global window).
+_READS = (2, 3)
 _SNAPSHOT, _DELTA = b"S", b"D"
 _NEVER = -(2**62)
-# Entry fields the indexes follow (see transforms/streaming.py for the whole entry).
-_FIRED, _DIRTY = 2, 3
+# Entry fields the indexes follow (see transforms/streaming.py for the whole entry); entries
+# of state written before ``_EXPIRES`` existed have none.
+_FIRED, _DIRTY, _EXPIRES = 2, 3, 7
 
 
 def size_cache_entries_cheaply() -> None:
@@ -115,6 +118,7 @@ class Bucket(CacheAware):
         fired: dict[Window, set[bytes]] | None = None,
         dirty: dict[Window, set[bytes]] | None = None,
         seq: int = 0,
+        expiry: dict[Window, dict[bytes, int]] | None = None,
     ) -> None:
         super().__init__()
         #: The latest watermark this bucket's own timers showed (one of them fired at it).
@@ -127,6 +131,8 @@ class Bucket(CacheAware):
         self._members = members or {}
         self._fired = fired or {}
         self._dirty = dirty or {}
+        #: When each key of a window leaves state (``state_ttl`` of a global window), µs.
+        self._expiry = expiry or {}
         self._open: dict[bytes, Windows] = {}  # keys decoded for this bundle
         self._before: dict[bytes, list[Window]] = {}  # their windows when decoded
         self._weight = _Weight()
@@ -165,13 +171,17 @@ class Bucket(CacheAware):
 
     def due(self, window: Window, lateness_us: int) -> int | None:
         """When the window's timer must fire: its end while a key has not fired it, then
-        its end + allowed lateness; None when no key holds it."""
+        its end + allowed lateness, or before either when a key's state expires (a global
+        window's ``state_ttl``); None when no key holds it."""
         members = self._members.get(window)
         if not members:
             return None
         if len(self._fired.get(window, ())) < len(members):
-            return window[1] - 1
-        return window[1] - 1 + lateness_us
+            due = window[1] - 1
+        else:
+            due = window[1] - 1 + lateness_us
+        expiry = self._expiry.get(window)
+        return min(due, min(expiry.values())) if expiry else due
 
     def settle(self) -> dict[bytes, bytes | None]:
         """Encode the keys decoded since the last call and bring the indexes up to date;
@@ -216,6 +226,8 @@ class Bucket(CacheAware):
                 self._fired.setdefault(window, set()).add(group)
             elif entry[_DIRTY]:
                 self._dirty.setdefault(window, set()).add(group)
+            if len(entry) > _EXPIRES and entry[_EXPIRES] is not None:
+                self._expiry.setdefault(window, {})[group] = entry[_EXPIRES]
 
     def store(self, cell: Any, closed_before: int) -> None:
         """Append this bundle's changes to the cell (a bag state) as a delta, or write the
@@ -270,6 +282,11 @@ class Bucket(CacheAware):
                 found.discard(group)
                 if not found:
                     del index[window]
+        expiry = self._expiry.get(window)
+        if expiry is not None:
+            expiry.pop(group, None)
+            if not expiry:
+                del self._expiry[window]
 
     def state(self) -> tuple:
         return (
@@ -280,6 +297,7 @@ class Bucket(CacheAware):
             self._members,
             self._fired,
             self._dirty,
+            self._expiry,
         )
 
 
@@ -297,10 +315,14 @@ class BucketCoder(Coder):
         kind, body = encoded[:1], marshal.loads(encoded[1:])
         if kind == _DELTA:
             return Delta(*body)
-        version, seq, closed_upto, blobs, members, fired, dirty = body
-        if kind != _SNAPSHOT or version != _FORMAT:
-            raise ValueError(f"window state of format {version}; this liveagg reads {_FORMAT}")
-        return Bucket(closed_upto, blobs, members, fired, dirty, seq)
+        version = body[0]
+        if kind != _SNAPSHOT or version not in _READS:
+            raise ValueError(
+                f"window state of format {version}; this liveagg reads "
+                f"{', '.join(map(str, _READS))}"
+            )
+        _, seq, closed_upto, blobs, members, fired, dirty, *expiry = body
+        return Bucket(closed_upto, blobs, members, fired, dirty, seq, *expiry)
 
     def is_deterministic(self) -> bool:
         return False

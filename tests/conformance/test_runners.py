@@ -10,8 +10,9 @@ out of order by up to 30 s):
 * bounded, from a three-partition Kafka topic holding the same lines, on every runner;
 * streaming (``--unbounded``) from that topic, on prism and flink only (the direct runner
   refuses ``emit.early`` there; streaming on Spark is not tested), rows and dead letters to
-  Kafka topics, with the views the streaming window operator takes (``check_streaming``:
-  global and cumulative windows, milestones and ``emit.eager`` run on the bounded path only).
+  Kafka topics, with the views the streaming window operator takes (``check_streaming``: all
+  of them, in one level); its milestone events go to a topic too, and the ids there must be
+  those the oracle's final values reach.
   Every view gets an allowed lateness of 10 minutes here, longer than the input's disorder, so
   that no line is ``too_late`` and the final pane of each window holds all its lines.
 
@@ -299,20 +300,30 @@ def test_streaming_final_panes(
     request: pytest.FixtureRequest,
 ) -> None:
     rows_topic, dead_topic = unique("conformance-rows-"), unique("conformance-dead-")
-    create_topics(kafka.client_config(), [rows_topic, dead_topic], 1)
+    milestones_topic = unique("conformance-milestones-")
+    create_topics(kafka.client_config(), [rows_topic, dead_topic, milestones_topic], 1)
     views = case.views(streaming=True)
     args = [
         *("run", "--views", *map(str, case.streaming_view_files), "--kafka-topic", case.topic),
         *("--kafka-bootstrap", kafka.bootstrap_servers, "--kafka-start", "earliest"),
         *("--kafka-group-id", unique("conformance-"), "--unbounded", "--idle-timeout-s", "3"),
         *("--sink", orjson.dumps({"type": "kafka", "topic": rows_topic}).decode()),
-        *("--dead-letter-topic", dead_topic),
+        *("--dead-letter-topic", dead_topic, "--milestone-topic", milestones_topic),
         *_runner_args(runner, request, streaming=True),
     ]
     expected = {v.name: without_panes(expected_rows(v, case.events)) for v in views}
+    # Milestones are delivered at least once: a replayed pane sends an id again.
+    expected_ids = {
+        e["milestone_id"]
+        for v in views
+        if v.milestones
+        for e in expected_milestones(v, expected_rows(v, case.events))
+    }
+    assert expected_ids, "the running counters must reach some milestones"
     expected_letters = _expected_letters(case, reference, streaming=True)
     log = case.folder / f"streaming-{runner}.log"
     rows, letters = Topic(kafka, rows_topic), Topic(kafka, dead_topic)
+    milestones = Topic(kafka, milestones_topic)
     t0 = time.monotonic()
     try:
         with log.open("wb") as out, running(args, out, subprocess.STDOUT) as proc:
@@ -326,6 +337,7 @@ def test_streaming_final_panes(
                     final = without_panes(latest_panes(by_view[view.name], view))
                     assert_rows_match(final, expected[view.name], view)
                 assert len(letters.poll()) >= sum(expected_letters.values())
+                assert {e["milestone_id"] for e in milestones.poll()} == expected_ids
                 return by_view
 
             by_view = while_running(
@@ -349,3 +361,4 @@ def test_streaming_final_panes(
     finally:
         rows.close()
         letters.close()
+        milestones.close()

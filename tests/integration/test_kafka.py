@@ -50,7 +50,11 @@ ck = pytest.importorskip("confluent_kafka")
 from confluent_kafka.admin import AdminClient  # noqa: E402
 
 from tests.support import kafka_topics  # noqa: E402
-from tests.support.compare import assert_milestones_match, assert_rows_match  # noqa: E402
+from tests.support.compare import (  # noqa: E402
+    assert_fired_at_first_pane,
+    assert_milestones_match,
+    assert_rows_match,
+)
 from tests.support.kafka_topics import create_topics  # noqa: E402
 from tests.support.oracle import expected_milestones, milestone_id  # noqa: E402
 from tests.support.oracle import expected_rows as oracle_rows  # noqa: E402
@@ -499,6 +503,58 @@ def test_unbounded_read_through_the_streaming_path(
             final[key] = row
     assert row_totals(list(final.values())) == expected_rows(produced)
     assert_dead_letters(loaded(tmp_path / "dead"), produced)
+
+
+def test_unbounded_read_fires_milestones_from_panes_and_eager_panes_below_the_threshold(
+    bootstrap: str, topic: Callable[..., str], tmp_path: Path
+) -> None:
+    """The streaming window operator over an unbounded read: each threshold the final values
+    reach fires once on the milestone topic, from the first pane that reached it; while a
+    key's count is below 3, each bundle for the key gives an EARLY pane (eager panes need no
+    processing-time timer, so the direct runner gives them on an unbounded read)."""
+    produced = produce(bootstrap, topic(), count=3000, ordered=True)
+    spec = parse_view(
+        {
+            **VIEW,
+            "emit": {"eager": {"column": "n", "below": 3}},
+            "milestones": [{"column": "n", "at": [1, 3, 10, 1000]}],
+        }
+    )
+    src = source(
+        bootstrap, produced.topic, bounded=False, stop_at_end=True, timestamp_fn=ViewEventTime(spec)
+    )
+    out_topic = topic()
+    with beam.Pipeline(options=options(streaming=True)) as pipeline:
+        compiled = build(pipeline, [spec], {"events": src})
+        collect(compiled.views["per_key"], tmp_path / "rows", "Rows")
+        assert compiled.milestones is not None
+        compiled.milestones | WriteMilestonesToKafka(
+            out_topic, Connections(kafka_bootstrap=bootstrap)
+        )
+
+    rows = loaded(tmp_path / "rows")
+    events_file = tmp_path / "good.jsonl"
+    events_file.write_bytes(b"".join(orjson.dumps(m) + b"\n" for _, _, m in produced.good))
+    expected = expected_milestones(spec, oracle_rows(spec, events_file))
+    assert {e["threshold"] for e in expected} == {1, 3, 10}
+    messages = read_back(bootstrap, out_topic, len(expected))
+    events = [orjson.loads(m.value()) for m in messages]
+    assert_milestones_match(events, expected, values=False)
+    assert_fired_at_first_pane(rows, events, spec.grouping_cols)
+    assert all(m.key() == e["milestone_id"].encode() for m, e in zip(messages, events, strict=True))
+
+    panes: dict[tuple[str, str], list[dict[str, Any]]] = defaultdict(list)
+    for row in rows:
+        panes[(row["key"], row["window_start"])].append(row)
+    eager = 0
+    for window in panes.values():
+        window.sort(key=lambda r: r["pane_index"])
+        for before, row in zip([None, *window], window, strict=False):
+            if row["pane_timing"] == "EARLY":
+                assert before is None or before["n"] < 3, window
+                eager += 1
+    assert eager > 0
+    assert any(w[0]["pane_timing"] == "EARLY" and w[-1]["n"] >= 3 for w in panes.values())
 
 
 def test_partition_reader_by_hand_commits_on_finalize_and_advances_idle_watermark(

@@ -80,8 +80,8 @@ def test_early_panes_on_an_unbounded_read_need_prism_not_direct() -> None:
     view = parse_view(EARLY_VIEW, origin="early.json")
     unbounded = KafkaInput(topics=["t"], unbounded=True)
     with pytest.raises(ViewError, match=r"early.json: \$.emit.early: .*run it with --runner prism"):
-        _check_runner(RunConfig(views=[], kafka=unbounded, runner="direct"), [view], level1=False)
-    _check_runner(RunConfig(views=[], kafka=unbounded, runner="prism"), [view], level1=False)
+        _check_runner(RunConfig(views=[], kafka=unbounded, runner="direct"), [view])
+    _check_runner(RunConfig(views=[], kafka=unbounded, runner="prism"), [view])
 
 
 def test_the_command_line_says_what_to_do_without_a_binary(tmp_path: Path) -> None:

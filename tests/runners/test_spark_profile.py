@@ -51,7 +51,7 @@ def test_defaults_come_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> 
 )
 def test_impossible_flags_are_refused_before_the_run(profile: SparkProfile, message: str) -> None:
     with pytest.raises(ViewError, match=message):
-        _check_runner(RunConfig(views=[], runner="spark", spark=profile), [], level1=False)
+        _check_runner(RunConfig(views=[], runner="spark", spark=profile), [])
 
 
 def test_the_command_line_names_the_flag(tmp_path: Path) -> None:

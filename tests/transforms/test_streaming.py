@@ -5,6 +5,7 @@ Timestamps are written relative to the window: window [0s, 60s), lateness 120s, 
 
 from __future__ import annotations
 
+import marshal
 import random
 from typing import Any
 
@@ -19,6 +20,7 @@ from apache_beam.testing.util import assert_that, equal_to
 from apache_beam.transforms.window import TimestampedValue
 from apache_beam.utils.timestamp import Timestamp
 
+from liveagg.engine.windows import GLOBAL
 from liveagg.loader import parse_view
 from liveagg.spec import ViewSpec
 from liveagg.transforms import streaming
@@ -247,6 +249,28 @@ def test_a_session_message_is_too_late_by_its_own_session(
     )
 
 
+def test_late_messages_that_merge_in_one_bundle_show_one_late_pane() -> None:
+    """Two late messages of "b" in one bundle, each within the allowed lateness, merge into
+    the session [8s, 19s): one LATE pane, as Beam merges a bundle's windows before firing,
+    though the router hands the operator each of them apart (either may have been too late).
+    Key "c"'s session fires first, so the operator knows the watermark passed 19s."""
+    view = view_of("sessions", {"type": "session", "gap": "6s"}, "12s")
+    stream = (
+        TestStream()
+        .advance_watermark_to(0)
+        .add_elements([msg("c", 2)])
+        .advance_watermark_to(20.5)
+        .add_elements([msg("b", 13), msg("b", 8, 5)])
+        .advance_watermark_to(END)
+        .advance_watermark_to_infinity()
+    )
+    rows = [
+        ("c", "1970-01-01T00:00:02Z", "ON_TIME", 0, 1, 1),
+        ("b", "1970-01-01T00:00:08Z", "LATE", 0, 2, 6),
+    ]
+    check(stream, rows=rows, dead=[], view=view)
+
+
 A = b'["a"]'
 BUCKET = ("clicks", 0, bucket_of(A))  # a state key: (view, variant, bucket)
 
@@ -267,6 +291,29 @@ def test_a_bucket_keeps_its_keys_windows_encoded_apart_and_its_coder_round_trips
     again.settle()
     assert again.due((0, 60_000_000), 120_000_000) == 179_999_999
     assert len(again) == 1
+
+
+def test_a_global_windows_timer_is_due_when_its_first_key_expires() -> None:
+    """``state_ttl``: each key's expiry is indexed, kept by the coder and by the deltas of
+    a cell's log, and the window's timer is due at the earliest; a state of the format
+    before the index (no key held a global window) still reads."""
+    window = GLOBAL
+    b = b'["b"]'
+    cell = Cell(cached=False)
+    bucket = Bucket()
+    bucket.windows(A)[window] = [b"acc", 1, False, True, None, None, None, 90]
+    bucket.windows(b)[window] = [b"acc", 1, False, True, None, None, None, 70]
+    bucket.store(cell, bucket.closed_upto)
+    assert cell.value.due(window, 0) == 70
+    again = cell.value
+    again.windows(b)[window][7] = 120  # "b" got a later message
+    again.store(cell, again.closed_upto)
+    assert isinstance(cell.parts[-1], Delta) and cell.value.due(window, 0) == 90
+    again.windows(A).clear()  # "a" left state
+    again.store(cell, again.closed_upto)
+    assert cell.value.due(window, 0) == 120
+    old = b"S" + marshal.dumps((2, 1, 5, {}, {}, {}, {}))  # format 2: no expiry index
+    assert BucketCoder().decode(old).closed_upto == 5
 
 
 def _bundle(cell: Cell, rng: random.Random, keys: int) -> None:
@@ -578,6 +625,14 @@ def test_the_first_window_to_close_is_the_first_to_start() -> None:
     fixed = ViewPlan(VIEW)
     expected = [min(end for _, end in fixed.variants[0].assign(int(t))) for t in ts]
     assert _earliest_end(aggregator_of(fixed), ts).tolist() == expected
+    # A cumulative period's windows share a start: the first to close is the shortest.
+    cumulative = ViewPlan(
+        view_of("daily", {"type": "cumulative", "size": "1d", "step": "1h"}, "0s")
+    )
+    hour = 60 * minute
+    ts = np.array([0, 1, hour - 1, hour, 23 * hour + 5, 25 * hour, -1], dtype=np.int64)
+    expected = [min(end for _, end in cumulative.variants[0].assign(int(t))) for t in ts]
+    assert _earliest_end(aggregator_of(cumulative), ts).tolist() == expected
 
 
 def test_the_state_cache_weighs_a_cell_the_same_without_scanning_modules() -> None:
