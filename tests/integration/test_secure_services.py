@@ -531,7 +531,7 @@ def test_no_secret_on_a_flink_cluster(
         _drop(cassandra, keyspace)
     assert {p: _leaks(t, secrets) for p, t in texts.items() if _leaks(t, secrets)} == {}
     logged = _written_since(before)
-    assert "Starting worker" in "".join(logged.values())  # the worker pool's log is searched
+    assert "starting SDK worker" in "".join(logged.values())  # the worker pool's log is searched
     assert {p: _leaks(t, secrets) for p, t in logged.items() if _leaks(t, secrets)} == {}
     assert _leaks(run.text(), secrets) == []
     assert "user-config" in texts[f"/jobs/{job_id}/config"]  # Beam's options are shown there
