@@ -532,9 +532,10 @@ class _WindowLogic(beam.DoFn):
         quiet = set()  # windows without data waiting for an EARLY pane before this batch
         early_due = int(self._clock() * 1_000_000) + plan.early_us if early_timer else 0
         earliest: dict[Window, int] = {}  # the first EARLY pane due of each window touched
-        # Panes shown once the batch is in: a key's items may merge sessions with each other
-        # (_sessions_apart), and only the session they end in shows, as in Beam's bundle.
-        shown: dict[tuple[bytes, Window], tuple[tuple, str]] = {}
+        # Windows judged once the batch is in (late, eager, or waiting for an EARLY pane): a
+        # key's items may merge sessions with each other (_sessions_apart), and only the
+        # session they end in is judged, as Beam merges a bundle's windows before firing.
+        touched: dict[tuple[bytes, Window], tuple[tuple, bool]] = {}
         for item in items:
             group, start, end, data, candidates = item[:5]
             windows = bucket.windows(group)
@@ -566,21 +567,23 @@ class _WindowLogic(beam.DoFn):
                 expires = item[5] + self._ttl_us
                 entry[_EXPIRES] = max(expires, entry[_EXPIRES] or expires)
             key = (*state_key[:2], group, *state_key[3:])
+            touched.setdefault((group, window), (key, eager))
+            if opened:
+                self._live_keys.inc()
+        for (group, window), (key, eager) in touched.items():
+            windows = bucket.windows(group)
+            entry = windows.get(window)
+            if entry is None:  # merged into a later item's session
+                continue
             if entry[_FIRED] or book.is_late(window[1], floor):
                 entry[_FIRED] = True  # late from its first pane: it expires at end + lateness
-                shown[(group, window)] = (key, book.LATE)
+                yield from self._pane(key, window, entry, book.LATE, windows)
             elif eager:  # the batch shows at once; a pending EARLY pane is this one
-                shown[(group, window)] = (key, book.EARLY)
+                yield from self._pane(key, window, entry, book.EARLY, windows)
             elif early_timer is not None:
                 if entry[_EARLY] is None:
                     entry[_EARLY] = early_due
                 earliest[window] = min(earliest.get(window, entry[_EARLY]), entry[_EARLY])
-            if opened:
-                self._live_keys.inc()
-        for (group, window), (key, timing) in shown.items():
-            windows = bucket.windows(group)
-            if window in windows:  # not merged into a later item's session
-                yield from self._pane(key, window, windows[window], timing, windows)
         yield from self._too_late(letters, fates, state_key)
         bucket.store(cell, closed_before)
         if not changed:

@@ -271,6 +271,28 @@ def test_late_messages_that_merge_in_one_bundle_show_one_late_pane() -> None:
     check(stream, rows=rows, dead=[], view=view)
 
 
+def test_a_late_session_merged_into_an_open_one_in_its_bundle_is_on_time() -> None:
+    """ "a" at 12s alone would be late (its session [12s, 18s) ended before the watermark,
+    20.5s), but "a" at 16s in the same bundle merges it into the open session [20s, 26s):
+    Beam merges the bundle's windows first, so [12s, 26s) is on time, one ON_TIME pane."""
+    view = view_of("sessions", {"type": "session", "gap": "6s"}, "12s")
+    stream = (
+        TestStream()
+        .advance_watermark_to(0)
+        .add_elements([msg("c", 2)])
+        .advance_watermark_to(20.5)
+        .add_elements([msg("a", 20)])
+        .add_elements([msg("a", 12), msg("a", 16)])
+        .advance_watermark_to(END)
+        .advance_watermark_to_infinity()
+    )
+    rows = [
+        ("c", "1970-01-01T00:00:02Z", "ON_TIME", 0, 1, 1),
+        ("a", "1970-01-01T00:00:12Z", "ON_TIME", 0, 3, 3),
+    ]
+    check(stream, rows=rows, dead=[], view=view)
+
+
 A = b'["a"]'
 BUCKET = ("clicks", 0, bucket_of(A))  # a state key: (view, variant, bucket)
 
