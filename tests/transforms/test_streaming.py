@@ -249,48 +249,37 @@ def test_a_session_message_is_too_late_by_its_own_session(
     )
 
 
+LATE_SESSIONS = view_of("sessions", {"type": "session", "gap": "6s"}, "12s")
+
+
+def check_after_c(bundles: list[list[TimestampedValue]], rows: list[tuple]) -> None:
+    """Key "c"'s session [2s, 8s) fires and expires (20s) before ``bundles`` arrive at the
+    watermark 20.5s, so the operator knows the watermark; then the panes are ``rows``."""
+    stream = TestStream().advance_watermark_to(0).add_elements([msg("c", 2)])
+    stream = stream.advance_watermark_to(20.5)
+    for bundle in bundles:
+        stream = stream.add_elements(bundle)
+    stream = stream.advance_watermark_to(END).advance_watermark_to_infinity()
+    c = ("c", "1970-01-01T00:00:02Z", "ON_TIME", 0, 1, 1)
+    check(stream, rows=[c, *rows], dead=[], view=LATE_SESSIONS)
+
+
 def test_late_messages_that_merge_in_one_bundle_show_one_late_pane() -> None:
     """Two late messages of "b" in one bundle, each within the allowed lateness, merge into
     the session [8s, 19s): one LATE pane, as Beam merges a bundle's windows before firing,
-    though the router hands the operator each of them apart (either may have been too late).
-    Key "c"'s session fires first, so the operator knows the watermark passed 19s."""
-    view = view_of("sessions", {"type": "session", "gap": "6s"}, "12s")
-    stream = (
-        TestStream()
-        .advance_watermark_to(0)
-        .add_elements([msg("c", 2)])
-        .advance_watermark_to(20.5)
-        .add_elements([msg("b", 13), msg("b", 8, 5)])
-        .advance_watermark_to(END)
-        .advance_watermark_to_infinity()
-    )
-    rows = [
-        ("c", "1970-01-01T00:00:02Z", "ON_TIME", 0, 1, 1),
-        ("b", "1970-01-01T00:00:08Z", "LATE", 0, 2, 6),
-    ]
-    check(stream, rows=rows, dead=[], view=view)
+    though the router hands the operator each of them apart (either may have been too late)."""
+    late = ("b", "1970-01-01T00:00:08Z", "LATE", 0, 2, 6)
+    check_after_c([[msg("b", 13), msg("b", 8, 5)]], [late])
 
 
 def test_a_late_session_merged_into_an_open_one_in_its_bundle_is_on_time() -> None:
     """ "a" at 12s alone would be late (its session [12s, 18s) ended before the watermark,
     20.5s), but "a" at 16s in the same bundle merges it into the open session [20s, 26s):
     Beam merges the bundle's windows first, so [12s, 26s) is on time, one ON_TIME pane."""
-    view = view_of("sessions", {"type": "session", "gap": "6s"}, "12s")
-    stream = (
-        TestStream()
-        .advance_watermark_to(0)
-        .add_elements([msg("c", 2)])
-        .advance_watermark_to(20.5)
-        .add_elements([msg("a", 20)])
-        .add_elements([msg("a", 12), msg("a", 16)])
-        .advance_watermark_to(END)
-        .advance_watermark_to_infinity()
+    check_after_c(
+        [[msg("a", 20)], [msg("a", 12), msg("a", 16)]],
+        [("a", "1970-01-01T00:00:12Z", "ON_TIME", 0, 3, 3)],
     )
-    rows = [
-        ("c", "1970-01-01T00:00:02Z", "ON_TIME", 0, 1, 1),
-        ("a", "1970-01-01T00:00:12Z", "ON_TIME", 0, 3, 3),
-    ]
-    check(stream, rows=rows, dead=[], view=view)
 
 
 A = b'["a"]'
