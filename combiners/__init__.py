@@ -1,4 +1,5 @@
-"""Aggregations: Beam CombineFns with a stable accumulator encoding, found by name."""
+"""``liveagg.combiners``: aggregations, Beam CombineFns with a stable accumulator encoding,
+found by name."""
 
 from liveagg.combiners.base import AccumulatorCoder, InputError, LiveaggCombineFn
 from liveagg.combiners.registry import builtin_names, create, known, register

@@ -29,8 +29,8 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from liveagg.engine.compiled import granularities, window_fns
-from liveagg.engine.windows import WindowFn
+from liveagg.engine.compiled import variants
+from liveagg.engine.partials import Variant
 from liveagg.spec import ViewSpec
 from liveagg.transforms.eventtime import WindowText
 
@@ -104,14 +104,6 @@ class Watch:
     at: tuple[Threshold, ...]
 
 
-@dataclass(frozen=True)
-class _Variant:
-    window: WindowFn
-    positions: tuple[int, ...]
-    grouping_set: int | None
-    granularity: str | None
-
-
 class ViewMilestones:
     """The milestones of one view: its watches, and the events of panes or final rows.
 
@@ -133,16 +125,7 @@ class ViewMilestones:
         self.watches = tuple(
             Watch(m.column, outputs.index(m.column), m.at) for m in spec.milestones
         )
-        cols = spec.grouping_cols
-        if spec.grouping_sets is None:
-            sets: list[tuple[int | None, tuple[int, ...]]] = [(None, tuple(range(len(cols))))]
-        else:
-            sets = [(i, tuple(cols.index(c) for c in s)) for i, s in enumerate(spec.grouping_sets)]
-        self._variants = [
-            _Variant(fn, positions, set_index, granularity)
-            for granularity, fn in zip(granularities(spec), window_fns(spec), strict=True)
-            for set_index, positions in sets
-        ]
+        self._variants = variants(spec)
         self._global = spec.window.is_global
         self._window_text = WindowText(10_000)
 
@@ -236,7 +219,7 @@ class ViewMilestones:
 
     def event(
         self,
-        variant: _Variant,
+        variant: Variant,
         key: Sequence[Any],
         bounds: tuple[int, int],
         column: str,
@@ -269,7 +252,7 @@ class ViewMilestones:
         )
         return event
 
-    def _full_key(self, variant: _Variant, values: Sequence[Any]) -> list[Any]:
+    def _full_key(self, variant: Variant, values: Sequence[Any]) -> list[Any]:
         """A grouping set's values as every grouping column's (null where it leaves one out)."""
         if len(values) == len(self.grouping_cols):
             return list(values)

@@ -121,8 +121,10 @@ def _join(parts: list[Inputs]) -> Inputs:
 
 
 @dataclass(frozen=True)
-class VariantSpec:
-    """One output stream of a view: its windows and the grouping columns it keeps."""
+class Variant:
+    """One output stream of a view: a granularity (its windows) crossed with a grouping set
+    (the grouping columns it keeps, by position). Rows carry ``granularity`` only when
+    ``window.size`` is a list and ``grouping_set`` only when the view has grouping sets."""
 
     index: int
     window: WindowFn
@@ -130,13 +132,26 @@ class VariantSpec:
     granularity: str | None = None
     grouping_set: int | None = None
 
+    def assign(self, ts: int) -> list[tuple[int, int]]:
+        """The windows of an event time."""
+        return self.window.assign(ts)
+
+    @property
+    def session_gap_us(self) -> int | None:
+        return self.window.gap_us if self.window.merging else None
+
+    @property
+    def fixed_us(self) -> int | None:
+        """The size of a fixed window, for the paths' shortcut to its one window."""
+        return self.window.size_us if self.window.kind == "fixed" else None
+
 
 @dataclass
 class ViewAggregator:
     """Pre-aggregates, rolls up, merges and extracts one view's partials."""
 
     fns: Sequence[Any]
-    variants: Sequence[VariantSpec]
+    variants: Sequence[Variant]
     key_count: int
     needs_time: Sequence[bool] = ()
     kernels: list[Kernel] = field(init=False)
@@ -241,7 +256,7 @@ class ViewAggregator:
         """Every variant's rows from finest-grain rows."""
         return concat([self._rollup_one(finest, variant) for variant in self.variants], self)
 
-    def _rollup_one(self, finest: Partial, variant: VariantSpec) -> Partial:
+    def _rollup_one(self, finest: Partial, variant: Variant) -> Partial:
         keys = [finest.keys[i] if i in variant.positions else None for i in self._all]
         kept = [finest.keys[i] for i in variant.positions]
         window = variant.window
@@ -273,7 +288,7 @@ class ViewAggregator:
         source: Partial,
         rows: np.ndarray,
         ids: np.ndarray,
-        variant: VariantSpec,
+        variant: Variant,
         keys: list[pa.Array | None],
         sessions: bool = False,
         bounds: tuple[np.ndarray, np.ndarray] | None = None,

@@ -26,7 +26,7 @@ import math
 import re
 import sys
 from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from functools import cache
 from pathlib import Path
 from types import MappingProxyType
@@ -44,7 +44,7 @@ from liveagg.combiners.registry import (
     is_builtin,
     resolve,
 )
-from liveagg.errors import ViewError, ViewErrors
+from liveagg.errors import COMMAND_LINE, ViewError, ViewErrors
 from liveagg.expr import ExprSyntaxError, parse_expr
 from liveagg.spec import (
     Aggregation,
@@ -319,6 +319,45 @@ def parse_view(obj: Any, origin: str = "<memory>", path: str = "$") -> ViewSpec:
     if problems or spec is None:
         raise ViewErrors(problems.to_errors(origin, path, obj))
     return spec
+
+
+def parse_sinks(texts: Sequence[str], origin: str = COMMAND_LINE) -> tuple[Sink, ...]:
+    """Sinks given as JSON texts (``--sink``), checked against the view schema's ``sink``
+    entry and built with its defaults, exactly as a view file's ``sinks``; errors name
+    ``origin`` and the option's place (``$.sink[1].keyspace``).
+
+    One ``--sink`` serves every view, so a Cassandra sink may leave out ``table``: each
+    view then writes to the table of its own name (the sink's default).
+
+    Raises:
+        ViewErrors: with every problem of every text.
+    """
+    errors: list[ViewError] = []
+    sinks: list[Sink] = []
+    for i, text in enumerate(texts):
+        where = f"$.sink[{i}]"
+        try:
+            document = json.loads(text)
+        except (json.JSONDecodeError, RecursionError) as e:
+            detail = f"{e}{_json_hint(e)}" if isinstance(e, json.JSONDecodeError) else str(e)
+            errors.append(_error(origin, where, f"--sink {_show(text)} is not JSON: {detail}"))
+            continue
+        problems = _Problems()
+        deep = _too_deep(document)
+        if deep is not None:
+            problems.add(deep, _nesting_message("here"))
+        else:
+            checked = document
+            if isinstance(document, dict) and document.get("type") == "cassandra":
+                checked = {"table": "view_name", **document}
+            problems.extend(_schema_problems(checked, _sink_validator(), ()))
+        if problems:
+            errors.extend(problems.to_errors(origin, where, document))
+            continue
+        sinks.append(replace(_build_sink(document), origin=origin, at=where))
+    if errors:
+        raise ViewErrors(errors)
+    return tuple(sinks)
 
 
 # --------------------------------------------------------------------------- collecting
@@ -716,6 +755,12 @@ _Validator = validators.extend(Draft202012Validator, {"pattern": _pattern})
 @cache
 def _root_validator() -> Draft202012Validator:
     return _Validator(view_schema())
+
+
+@cache
+def _sink_validator() -> Draft202012Validator:
+    root = view_schema()
+    return _Validator({"$schema": root["$schema"], "$defs": root["$defs"], "$ref": "#/$defs/sink"})
 
 
 @cache

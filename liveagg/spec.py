@@ -128,8 +128,13 @@ class Derived:
 
 @dataclass(frozen=True)
 class Sink:
+    """A ``sinks`` entry. ``origin`` and ``at`` place an entry that did not come from the
+    view's file (``<command line>``, ``$.sink[0]``), for its errors; empty: the view's own."""
+
     type: str
     options: Mapping[str, Any] = field(default_factory=lambda: MappingProxyType({}))
+    origin: str = field(default="", compare=False)
+    at: str = field(default="", compare=False)
 
 
 @dataclass(frozen=True)

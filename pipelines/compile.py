@@ -5,12 +5,13 @@ from __future__ import annotations
 import os
 from collections import defaultdict
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import apache_beam as beam
 
-from liveagg.errors import ViewError, ViewErrors
+from liveagg.engine.compiled import CompiledView, RunContext, compile_views
+from liveagg.errors import COMMAND_LINE, ViewError
 from liveagg.spec import Sink, ViewSpec
 from liveagg.transforms.bounded import BoundedAggregate
 from liveagg.transforms.plan import MILESTONES
@@ -40,6 +41,8 @@ class Compiled:
     views: dict[str, beam.PCollection]
     dead_letters: beam.PCollection
     milestones: beam.PCollection | None = None
+    #: Each view compiled once for this run, by name: the sinks read their columns.
+    compiled: dict[str, CompiledView] = field(default_factory=dict)
 
 
 def bind_sources(
@@ -83,6 +86,7 @@ def build(
     rows: dict[str, beam.PCollection] = {}
     dead: list[beam.PCollection] = []
     milestones: list[beam.PCollection] = []
+    every: dict[str, CompiledView] = {}
     for source_name, source_views in by_source.items():
         source = sources[source_name]
         use_streaming = (not source.bounded) if streaming is None else streaming
@@ -91,54 +95,24 @@ def build(
             messages = source.read_batches(pipeline, label)
         else:
             messages = source.read(pipeline, label)
+        how = None
         if use_streaming:
             how = "an unbounded Kafka read" if not source.bounded else "--streaming"
-            check_streaming(source_views, how, two_level=partials)
+        compiled = compile_views(source_views, RunContext(how, level=1 if partials else 0))
         transform = (
-            StreamingAggregate(source_views, early_panes=not source.bounded, partials=partials)
+            StreamingAggregate(compiled, early_panes=not source.bounded, partials=partials)
             if use_streaming
-            else BoundedAggregate(source_views, partials=partials)
+            else BoundedAggregate(compiled, partials=partials)
         )
-        try:
-            out = messages | f"Aggregate/{source_name}" >> transform
-        except Exception as e:  # a view that cannot be compiled names itself
-            raise ViewError(source_views[0].origin, "$", f"source {source_name!r}: {e}") from e
+        out = messages | f"Aggregate/{source_name}" >> transform
+        every.update((view.name, view) for view in compiled)
         rows.update(out["views"])
         dead.append(out["dead_letters"])
         if MILESTONES in out:
             milestones.append(out[MILESTONES])
     dead_letters = tuple(dead) | "DeadLetters" >> beam.Flatten()
     events = tuple(milestones) | "Milestones" >> beam.Flatten() if milestones else None
-    return Compiled(rows, dead_letters, events)
-
-
-def check_streaming(views: Sequence[ViewSpec], how: str, *, two_level: bool = False) -> None:
-    """Refuse, naming each file and field, what the streaming window operator of this build
-    does not do yet: a global window in shards, at either level of a two-level run
-    (``two_level``) or with ``hot_key_fanout``. The operator that merges shards knows no
-    event time of the messages, which ``state_ttl`` counts from, so it would keep every key
-    for ever; such a view runs one-level, or on the bounded path."""
-    errors = []
-    for view in views:
-        if not view.window.is_global:
-            continue
-        if two_level:
-            path, what, instead = "$.window.type", "in a two-level run", "run it in one level"
-        elif view.hot_key_fanout is not None:
-            path, what, instead = "$.hot_key_fanout", "with hot_key_fanout", "remove hot_key_fanout"
-        else:
-            continue
-        errors.append(
-            ViewError(
-                view.origin,
-                path,
-                f"view {view.name!r}: the streaming window operator ({how}) does not keep "
-                f"global windows {what} yet; run the view on the bounded path (files, or a "
-                f"Kafka read without --unbounded; no --streaming), or {instead}",
-            )
-        )
-    if errors:
-        raise ViewErrors(errors)
+    return Compiled(rows, dead_letters, events, every)
 
 
 def attach_sinks(
@@ -174,23 +148,29 @@ def attach_sinks(
             from liveagg.transforms.sinks.kafka import WriteEnvelopes
 
             compiled.views[view.name] | f"{view.name}/Partials" >> WriteEnvelopes(
-                intermediate_topic, connections, view
+                intermediate_topic, connections, compiled.compiled[view.name]
             )
             continue
         bounded = sources[view.source].bounded
         rows = compiled.views[view.name]
         sinks = list(view.sinks)
         if output:
-            sinks.append(Sink("file", {"path": output, "format": "jsonl"}))
+            sinks.append(
+                Sink("file", {"path": output, "format": "jsonl"}, COMMAND_LINE, "$.output")
+            )
         for index, sink in enumerate(sinks):
+            # A sink that cannot take the view's rows is an error of the entry that asked.
+            origin, at = (
+                (sink.origin, sink.at) if sink.origin else (view.origin, f"$.sinks[{index}]")
+            )
             try:
                 writer = build_sink(sink, connections)
+                if isinstance(writer, FileSink):
+                    folder(writer.path).views.add(view.name)
+                label = f"{view.name}/Sink/{index}-{sink.type}"
+                rows | label >> _Write(writer, compiled.compiled[view.name], bounded)
             except ValueError as e:
-                raise ViewError(view.origin, f"$.sinks[{index}]", str(e)) from e
-            if isinstance(writer, FileSink):
-                folder(writer.path).views.add(view.name)
-            label = f"{view.name}/Sink/{index}-{sink.type}"
-            rows | label >> _Write(writer, view, bounded)
+                raise ViewError(origin, at, str(e)) from e
     all_bounded = all(source.bounded for source in sources.values())
     if output:
         compiled.dead_letters | "DeadLetters/WriteFiles" >> WriteDeadLetters(
@@ -220,7 +200,7 @@ def attach_sinks(
 class _Write(beam.PTransform):
     """Applies one sink under a stable label."""
 
-    def __init__(self, writer: Any, view: ViewSpec, bounded: bool) -> None:
+    def __init__(self, writer: Any, view: CompiledView, bounded: bool) -> None:
         super().__init__()
         self._writer = writer
         self._view = view

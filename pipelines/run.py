@@ -25,24 +25,23 @@ from pathlib import Path
 from typing import Any, TextIO
 
 import apache_beam as beam
-import orjson
 from apache_beam.options.pipeline_options import PipelineOptions
 from apache_beam.runners.runner import PipelineState
 
+from liveagg.engine.compiled import RunContext, check_run, compile_views
 from liveagg.errors import COMMAND_LINE, PathError, ViewError
-from liveagg.loader import load_views
+from liveagg.loader import load_views, parse_sinks
 from liveagg.pipelines.compile import (
     Compiled,
     Source,
     attach_sinks,
     bind_sources,
     build,
-    check_streaming,
 )
 from liveagg.runners import direct, prism, spark
 from liveagg.runners.flink import FlinkProfile, Outcome, supervise
 from liveagg.runners.flink_rest import counter_values
-from liveagg.spec import Sink, ViewSpec
+from liveagg.spec import ViewSpec
 from liveagg.transforms.deadletter import INPUT
 from liveagg.transforms.plan import MILESTONES
 from liveagg.transforms.sinks import Connections
@@ -310,27 +309,6 @@ def _kafka_source(
     return KafkaSource.from_connections(topic, config.connections, **options)
 
 
-def _sinks_for(config: RunConfig, view: ViewSpec) -> tuple[Sink, ...]:
-    sinks = list(view.sinks) if config.view_sinks else []
-    for text in config.sinks:
-        try:
-            obj = orjson.loads(text)
-        except orjson.JSONDecodeError as e:
-            raise ViewError(COMMAND_LINE, "$.sink", f"--sink {text!r} is not JSON: {e}") from e
-        if not isinstance(obj, dict) or not isinstance(obj.get("type"), str):
-            raise ViewError(
-                COMMAND_LINE,
-                "$.sink",
-                f"--sink {text!r}: expected an object with a 'type', e.g. "
-                '\'{"type": "cassandra", "keyspace": "liveagg"}\'',
-            )
-        options = {k: v for k, v in obj.items() if k != "type"}
-        if obj["type"] == "cassandra":
-            options.setdefault("table", view.name)
-        sinks.append(Sink(obj["type"], options))
-    return tuple(sinks)
-
-
 def _paths(config: RunConfig, views: Sequence[ViewSpec]) -> list[str]:
     """Every file path of the run (inputs, output, sink paths): S3 settings go where used."""
     paths = [_split_binding(item)[1] for item in config.inputs]
@@ -370,7 +348,8 @@ def _check_runner(config: RunConfig, views: Sequence[ViewSpec]) -> None:
     if config.runner == "spark":
         config.spark.check()
     if config.kafka.unbounded:  # before the runner's limits: what no runner does comes first
-        check_streaming(views, "an unbounded Kafka read", two_level=bool(config.intermediate_topic))
+        level = 0 if not config.intermediate_topic else 2 if config.rekey else 1
+        check_run(views, RunContext("an unbounded Kafka read", level=level))
     if not (config.kafka.unbounded and config.runner == "direct"):
         return
     for view in views:
@@ -406,7 +385,11 @@ def run(config: RunConfig) -> RunReport:
             )
         sources = bind_sources(views, named, default)
     # Rows are written at the roll-up's grain; level 1 aggregates the views as declared.
-    written = [replace(v.final(), sinks=_sinks_for(config, v)) for v in views]
+    # --sink entries are parsed as a view file's sinks are, named as the command line's.
+    added = parse_sinks(config.sinks)
+    written = [
+        replace(v.final(), sinks=(*(v.sinks if config.view_sinks else ()), *added)) for v in views
+    ]
     if not level1:  # level 1 writes its partials to the intermediate topic
         _check_destinations(config, written)
     typed_output = config.output  # reported as the user wrote it
@@ -685,17 +668,16 @@ def _rekey(
 
     source = next(iter(sources.values()))
     streaming = config.streaming or not source.bounded
+    how = None
     if streaming:
         how = "--streaming" if source.bounded else "an unbounded read of --intermediate-topic"
-        check_streaming(views, how, two_level=True)
+    context = RunContext(how, level=2)
+    declared = compile_views(views, context)
     envelopes = source.read(pipeline, "Read/intermediate")
-    try:
-        out = envelopes | "Rekey" >> RekeyAggregate(
-            list(views), streaming=streaming, early_panes=not source.bounded
-        )
-    except ValueError as e:
-        raise ViewError(views[0].origin, "$", str(e)) from e
-    return Compiled(out["views"], out["dead_letters"], out.get(MILESTONES))
+    rekey = RekeyAggregate(declared, streaming=streaming, early_panes=not source.bounded)
+    out = envelopes | "Rekey" >> rekey
+    compiled = {written.name: written for _, written in rekey.views}
+    return Compiled(out["views"], out["dead_letters"], out.get(MILESTONES), compiled)
 
 
 def _counters(result: Any) -> list[tuple[str, int]]:

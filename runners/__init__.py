@@ -1,4 +1,5 @@
-"""Runner profiles: the ``--runner`` choices and their flags turned into Beam PipelineOptions.
+"""``liveagg.runners``: runner profiles, the ``--runner`` choices and their flags turned into
+Beam PipelineOptions.
 
 ``direct`` (:mod:`.direct`) is Beam's DirectRunner; ``prism`` (:mod:`.prism`) runs on Prism,
 Beam's Go runner, on this machine; ``flink`` (:mod:`.flink`) submits to an Apache Flink

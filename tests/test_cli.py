@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 
 from liveagg.cli import main
+from liveagg.engine.compiled import RunContext, check_run
 from liveagg.errors import ViewErrors
 from liveagg.loader import parse_view
-from liveagg.pipelines.compile import check_streaming
 
 ROOT = Path(__file__).resolve().parents[1]
 VIEW = {
@@ -209,13 +209,14 @@ def test_only_a_sharded_global_window_is_refused_on_the_streaming_operator() -> 
     daily = counters | {"window": {"type": "cumulative", "size": "1d", "step": "1h"}}
     running = counters | {"window": {"type": "global"}, "state_ttl": "1d"}
     views = [parse_view(v) for v in (counters, daily, running)]
-    check_streaming(views, "--streaming")
-    check_streaming(views[:2], "--streaming", two_level=True)
+    check_run(views, RunContext("--streaming"))
+    check_run(views[:2], RunContext("--streaming", level=1))
     with pytest.raises(ViewErrors, match=r"\$\.window\.type: .* global windows in a two-level"):
-        check_streaming(views, "--streaming", two_level=True)
+        check_run(views, RunContext("--streaming", level=1))
     hot = parse_view(running | {"hot_key_fanout": 4})
     with pytest.raises(ViewErrors, match=r"\$\.hot_key_fanout: .* remove hot_key_fanout$"):
-        check_streaming([hot], "--streaming")
+        check_run([hot], RunContext("--streaming"))
+    check_run([hot], RunContext())  # the bounded path keeps it
 
 
 def test_rekey_without_kafka_names_the_option(

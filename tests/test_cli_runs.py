@@ -97,6 +97,27 @@ def test_a_run_with_no_output_is_refused(view: Path, tmp_path: Path) -> None:
     )
 
 
+def test_a_command_line_sink_is_checked_as_a_view_files_sink(view: Path, tmp_path: Path) -> None:
+    """Before anything runs: the error names the command line and the option's place."""
+    data = lines_file(tmp_path / "in.jsonl", GOOD)
+    sinks = ('{"type": "file", "path": "o"}', '{"type": "file", "path": "o", "format": "xml"}')
+    result = liveagg(
+        "run",
+        "--views",
+        str(view),
+        "--input",
+        str(data),
+        "--sink",
+        sinks[0],
+        "--sink",
+        sinks[1],
+        ok=False,
+    )
+    assert result.returncode == 1  # as for an error in a view file
+    assert result.stderr.startswith("<command line>: $.sink[1].format: 'xml'"), result.stderr
+    assert not (tmp_path / "o").exists()
+
+
 # --- input ---------------------------------------------------------------------------------
 
 

@@ -12,10 +12,11 @@ from liveagg.runtime import GC_YOUNG_THRESHOLD, collector_paused, thaw
 # A fresh interpreter: the setting is process-wide and applied once per process.
 PROBE = """
 import gc
+from liveagg.engine.compiled import compile_views
 from liveagg.loader import load_views
 from liveagg.transforms.bounded import _PreAggregate
 before = gc.get_threshold()
-_PreAggregate(load_views("view_schemas/examples")).setup()
+_PreAggregate(compile_views(load_views("view_schemas/examples"))).setup()
 print(before[0], *gc.get_threshold())
 """
 

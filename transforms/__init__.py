@@ -1,1 +1,6 @@
-"""Beam transforms that liveagg pipelines are built from."""
+"""``liveagg.transforms``: the Beam transforms liveagg pipelines are built from.
+
+The Beam adapters over :mod:`liveagg.engine` (``bounded``, ``streaming``, ``rekey``), the
+runtime plan of a compiled view (``plan``), dead letters, and the sources and sinks
+(:mod:`.sources`, :mod:`.sinks`).
+"""

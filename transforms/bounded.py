@@ -12,7 +12,7 @@ shard. The shard's merge step merges them again, extracts the results and writes
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
 
 import apache_beam as beam
@@ -22,7 +22,7 @@ from apache_beam.transforms.window import GlobalWindows
 from liveagg.engine import partials as engine
 from liveagg.engine import values as v
 from liveagg.engine.columns import Decoder
-from liveagg.engine.compiled import aggregator_of
+from liveagg.engine.compiled import CompiledView, RunContext, as_compiled
 from liveagg.runtime import collector_paused, thaw, tune_gc
 from liveagg.spec import ViewSpec
 from liveagg.transforms import envelope
@@ -53,20 +53,20 @@ class _PreAggregate(beam.DoFn):
     """Decodes batches of messages and pre-aggregates them per bundle, one output per view."""
 
     def __init__(
-        self, specs: list[ViewSpec], max_buffered: int = MAX_BUFFERED, partials: bool = False
+        self, views: list[CompiledView], max_buffered: int = MAX_BUFFERED, partials: bool = False
     ) -> None:
-        self._specs = specs
+        self._views = views
         self._max_buffered = max_buffered
         self._partials = partials  # level 1 of a two-level run: emit each key's Partial
 
     def setup(self) -> None:
         tune_gc()
-        self._plans = [ViewPlan(s) for s in self._specs]
-        self._aggregators = [aggregator_of(plan) for plan in self._plans]
+        self._plans = [ViewPlan(view) for view in self._views]
+        self._aggregators = [view.aggregator() for view in self._views]
         self._decoder = Decoder(self._plans)
         self._shard = uuid.uuid4().hex[:16]  # this worker's flushes are level-1 shards
         self._flushes = 0
-        self._tally = Tally(self._specs[0].source)
+        self._tally = Tally(self._views[0].spec.source)
 
     def start_bundle(self) -> None:
         # Each view's inputs since the last flush, aggregated together at the flush.
@@ -202,13 +202,13 @@ class _MergeShard(beam.DoFn):
     they share their milestones.
     """
 
-    def __init__(self, spec: ViewSpec) -> None:
-        self._spec = spec
+    def __init__(self, view: CompiledView) -> None:
+        self._view = view
 
     def setup(self) -> None:
         tune_gc()
-        self._plan = ViewPlan(self._spec)
-        self._aggregator = aggregator_of(self._plan)
+        self._plan = ViewPlan(self._view)
+        self._aggregator = self._view.aggregator()
 
     def process(self, element: tuple[int, Iterable[bytes]]) -> Iterator[Any]:
         with collector_paused():  # a shard's keys, and the rows the file sink keeps
@@ -261,31 +261,31 @@ class BoundedAggregate(beam.PTransform):
         out["views"]["cdn"] | beam.Map(print)
     """
 
-    def __init__(self, specs: list[ViewSpec], partials: bool = False) -> None:
+    def __init__(self, views: Sequence[CompiledView | ViewSpec], partials: bool = False) -> None:
         super().__init__()
-        self._specs = specs
+        context = RunContext(level=1 if partials else 0)
+        self._views = [as_compiled(view, context) for view in views]
         self._partials = partials
 
     def expand(self, messages: beam.PCollection) -> dict[str, Any]:
-        names = [s.name for s in self._specs]
-        aggregate = _PreAggregate(self._specs, partials=self._partials)
+        names = [view.name for view in self._views]
+        aggregate = _PreAggregate(self._views, partials=self._partials)
         tagged = messages | "PreAggregate" >> beam.ParDo(aggregate).with_outputs(
             DEAD_LETTER, *(view_tag(n) for n in names)
         )
         views = {}
         dead = [tagged[DEAD_LETTER]]
         milestones = []
-        for spec in self._specs:
-            ViewPlan(spec)  # built once here to fail at construction, not on workers
+        for view in self._views:
+            spec = view.spec
             if self._partials:  # level 1: partials leave as they are, without a shuffle
-                envelope.check_sharded(spec, level1=True)
                 views[spec.name] = tagged[view_tag(spec.name)]
                 continue
             merged = (
                 tagged[view_tag(spec.name)]
                 | f"{spec.name}/Shuffle" >> beam.GroupByKey()
                 | f"{spec.name}/Merge"
-                >> beam.ParDo(_MergeShard(spec)).with_outputs(DEAD_LETTER, MILESTONES, main="rows")
+                >> beam.ParDo(_MergeShard(view)).with_outputs(DEAD_LETTER, MILESTONES, main="rows")
             )
             views[spec.name] = merged.rows
             dead.append(merged[DEAD_LETTER])

@@ -37,10 +37,12 @@ from typing import Any
 import orjson
 
 from liveagg.combiners._common import brief, is_scalar
+from liveagg.engine.compiled import CompiledView, as_compiled
+from liveagg.engine.partials import Variant
 from liveagg.engine.windows import GLOBAL
 from liveagg.spec import ViewSpec
 from liveagg.transforms.eventtime import MAX_US, MIN_US, rfc3339
-from liveagg.transforms.plan import Reject, Variant, ViewPlan, encode_key
+from liveagg.transforms.plan import Reject, ViewPlan, encode_key
 
 KIND = "liveagg.partial"
 VERSION = 1
@@ -48,17 +50,6 @@ VERSION = 1
 #: ``(view, variant, start_us, end_us, key, shard, pane, accumulator, offsets)``; plain tuples
 #: so that Beam encodes them without pickling.
 Partial = tuple[str, int, int, int, bytes, str, int, bytes, dict[str, list[int]]]
-
-
-def check_sharded(spec: ViewSpec, level1: bool) -> None:
-    """Fail at construction when a view cannot be aggregated in shards."""
-    ViewPlan(spec)  # fail at construction time, not on a worker
-    if (level1 or spec.hot_key_fanout) and spec.window.type == "session":
-        why = "level 1 of a two-level run" if level1 else "hot_key_fanout"
-        raise ValueError(
-            f"view {spec.name!r}: session windows cannot be aggregated in shards ({why}): a "
-            "shard's session changes shape as it merges; use fixed or sliding windows"
-        )
 
 
 def envelope(plan: ViewPlan, definition: str, partial: Partial) -> dict[str, Any]:
@@ -90,19 +81,19 @@ def envelope(plan: ViewPlan, definition: str, partial: Partial) -> dict[str, Any
 class EnvelopeKey:
     """The Kafka key of an envelope: view, final window start and final grouping key."""
 
-    def __init__(self, specs: list[ViewSpec]) -> None:
-        self._specs = {s.name: s for s in specs}
+    def __init__(self, views: list[CompiledView]) -> None:
+        self._compiled = {view.name: view for view in views}
 
     def __call__(self, env: Mapping[str, Any]) -> bytes:
         if not hasattr(self, "_views"):  # built on the worker: plans are not pickled
-            self._views = {name: Level2(spec) for name, spec in self._specs.items()}
+            self._views = {name: Level2(view) for name, view in self._compiled.items()}
         level2 = self._views[env["view"]]
         variant = level2.level1.variants[0]  # only views of one variant roll up
         _, start, _, group = level2.map(variant, env["window_start_us"], 0, env["key"])
         return b"%s|%d|%s" % (env["view"].encode(), start, group)
 
     def __getstate__(self) -> dict[str, Any]:
-        return {"_specs": self._specs}
+        return {"_compiled": self._compiled}
 
 
 def envelope_time(payload: bytes) -> int | None:
@@ -136,15 +127,17 @@ def _is_version(env: dict[str, Any]) -> bool:
 class Level2:
     """Reads envelopes of one view and maps them onto the rows the view writes.
 
-    ``spec`` is the view as declared (what level 1 aggregated); ``final`` is
-    :meth:`ViewSpec.final`, where level 2 merges (the same view unless it rolls up).
+    ``view`` is the view as declared (what level 1 aggregated); ``final`` is its
+    :meth:`ViewSpec.final` compiled, where level 2 merges (the same view unless it rolls up;
+    compiled here when not given).
     """
 
-    def __init__(self, spec: ViewSpec) -> None:
-        self.spec = spec
-        self.fingerprint = spec.fingerprint()
-        self.level1 = ViewPlan(spec)
-        self.final = ViewPlan(spec.final())
+    def __init__(self, view: CompiledView | ViewSpec, final: CompiledView | None = None) -> None:
+        declared = as_compiled(view)
+        self.spec = spec = declared.spec
+        self.fingerprint = declared.fingerprint
+        self.level1 = ViewPlan(declared)
+        self.final = ViewPlan(final if final is not None else as_compiled(spec.final()))
         self._variants = {(v.granularity, v.grouping_set): v for v in self.level1.variants}
         rollup = spec.rollup
         self._keep = (

@@ -10,19 +10,17 @@ from __future__ import annotations
 import json
 from collections import Counter
 from collections.abc import Callable, Collection, Iterator
-from dataclasses import dataclass
 from typing import Any
 
 import orjson
 from apache_beam.metrics import Metrics
 
-from liveagg import combiners
 from liveagg.combiners import InputError
 from liveagg.combiners._common import json_type, normalize_number
 from liveagg.combiners.base import ALL_TYPES, plain_types
-from liveagg.engine.compiled import granularities, window_fns
+from liveagg.engine.compiled import CompiledView, as_compiled, window_fns
 from liveagg.engine.milestones import ViewMilestones
-from liveagg.engine.windows import WindowFn
+from liveagg.engine.partials import Variant
 from liveagg.expr import parse_expr
 from liveagg.spec import ViewSpec
 from liveagg.transforms import eventtime
@@ -59,20 +57,6 @@ class Reject(Exception):
         super().__init__(detail)
         self.reason = reason
         self.detail = detail
-
-
-@dataclass(frozen=True)
-class Variant:
-    """One output stream of a view: a granularity crossed with a grouping set."""
-
-    index: int
-    granularity: str | None  # set only when window.size is a list
-    grouping_set: int | None  # set only when the view has grouping_sets
-    positions: tuple[int, ...]  # indexes into grouping_cols kept by this set
-    assign: Callable[[int], list[tuple[int, int]]]
-    session_gap_us: int | None
-    fixed_us: int | None = None  # the size of a fixed window, for the batch path's shortcut
-    window: WindowFn | None = None  # the window book's function (``assign`` is its own)
 
 
 _PLAIN_KEY = (str, int)  # key values kept as they are (bool is not int here: type() is exact)
@@ -296,12 +280,15 @@ def accepted_times(spec: ViewSpec) -> tuple[int, int]:
 
 
 class ViewPlan:
-    """Runtime form of a :class:`~liveagg.spec.ViewSpec`. Built on workers, never pickled."""
+    """Runtime form of a :class:`~liveagg.engine.compiled.CompiledView` (accessors, filter,
+    parsers, row layouts, metrics). Built on workers from the compiled view they receive,
+    never pickled."""
 
-    def __init__(self, spec: ViewSpec) -> None:
-        self.spec = spec
+    def __init__(self, view: CompiledView | ViewSpec) -> None:
+        self.compiled = compiled = as_compiled(view)
+        self.spec = spec = compiled.spec
         self.name = spec.name
-        self.fns = [combiners.create(a.kind, a.params) for a in spec.aggregations]
+        self.fns = list(compiled.fns)
         self.combine = ViewCombineFn(self.fns)
         self.lateness_us = spec.allowed_lateness.micros
         self.early_us = spec.early.micros if spec.early else None
@@ -323,12 +310,12 @@ class ViewPlan:
         ]
         self._derived = [(d.name, parse_expr(d.expr)) for d in spec.derived]
         self._outputs = [a.output for a in spec.aggregations]
-        self.variants = self._variants()
+        self.variants = list(compiled.variants)
         self._first, self._last = accepted_times(spec)
         self._layouts = [self._layout(v) for v in self.variants]
         # Outputs that may be a double beyond its range (inf, nan): written as null, with an
         # ``overflow`` dead letter (see row). Counts, sketches and texts are not looked at.
-        types = [fn.output_type() for fn in self.fns]
+        types = [fn.output_type() for fn in compiled.fns]
         self._doubles = tuple(i for i, t in enumerate(types) if t in ("double", "json"))
         self._double_lists = tuple(i for i, t in enumerate(types) if t == "list<double>")
         self._aggregated = frozenset([*self._outputs, *(name for name, _ in self._derived)])
@@ -345,33 +332,6 @@ class ViewPlan:
         self.late_counter = f"late_windows/{spec.name}"
         self._window_text = WindowText()
         self._global = spec.window.is_global
-
-    def _variants(self) -> list[Variant]:
-        """Granularities crossed with grouping sets, as the engine's
-        :func:`~liveagg.engine.compiled.variants` orders them."""
-        spec = self.spec
-        cols = spec.grouping_cols
-        sets: list[tuple[int | None, tuple[int, ...]]]
-        if spec.grouping_sets is None:
-            sets = [(None, tuple(range(len(cols))))]
-        else:
-            sets = [(i, tuple(cols.index(c) for c in s)) for i, s in enumerate(spec.grouping_sets)]
-        variants = []
-        for granularity, fn in zip(granularities(spec), window_fns(spec), strict=True):
-            for set_index, positions in sets:
-                variants.append(
-                    Variant(
-                        len(variants),
-                        granularity,
-                        set_index,
-                        positions,
-                        fn.assign,
-                        fn.gap_us if fn.merging else None,
-                        fn.size_us if fn.kind == "fixed" else None,
-                        fn,
-                    )
-                )
-        return variants
 
     def _out_of_range(self, ts: int) -> Reject:
         if self._first > self._last:
@@ -699,23 +659,16 @@ class ViewPlan:
             self._milestone_counter.inc(events)
 
     def _layout(self, variant: Variant) -> tuple[tuple[str, ...], int, tuple[Any, ...]]:
-        """A variant's row column names, the grouping width to pad its key values to (0: the
-        key holds every grouping column in order) and its ``grouping_set``/``granularity``."""
-        spec = self.spec
-        cols = tuple(spec.grouping_cols)
-        extras: list[Any] = []
-        bounds = [] if spec.window.is_global else ["window_start", "window_end"]
-        names = ["view", *bounds, *cols]
-        if variant.grouping_set is not None:
-            names.append("grouping_set")
-            extras.append(variant.grouping_set)
-        if variant.granularity is not None:
-            names.append("granularity")
-            extras.append(variant.granularity)
-        names += [*self._outputs, *(name for name, _ in self._derived)]
-        names += ["pane_timing", "pane_index"]
+        """A variant's row column names (the compiled view's columns, the same for every
+        variant), the grouping width to pad its key values to (0: the key holds every
+        grouping column in order) and its ``grouping_set``/``granularity`` values."""
+        names = tuple(c.name for c in self.compiled.columns)
+        extras = tuple(
+            value for value in (variant.grouping_set, variant.granularity) if value is not None
+        )
+        cols = self.spec.grouping_cols
         width = 0 if variant.positions == tuple(range(len(cols))) else len(cols)
-        return tuple(names), width, tuple(extras)
+        return names, width, extras
 
 
 def split(element: Any) -> tuple[Any, Any]:

@@ -11,12 +11,13 @@ Milestones fire here, at level 2, from the merged rows: level 1 holds partials o
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any
 
 import apache_beam as beam
 from apache_beam.pvalue import TaggedOutput
 
+from liveagg.engine.compiled import CompiledView, RunContext, as_compiled, compile_view
 from liveagg.runtime import tune_gc
 from liveagg.spec import ViewSpec
 from liveagg.transforms import envelope
@@ -29,12 +30,14 @@ from liveagg.transforms.streaming import keyed_partial, one_watermark_per_stage,
 class _Decode(beam.DoFn):
     """Envelopes, decoded and keyed for the merge operator (:func:`.streaming.keyed_partial`)."""
 
-    def __init__(self, specs: list[ViewSpec]) -> None:
-        self._specs = specs
+    def __init__(self, views: list[tuple[CompiledView, CompiledView]]) -> None:
+        self._compiled = views  # (as declared, as written)
 
     def setup(self) -> None:
         tune_gc()
-        self._views = {s.name: envelope.Level2(s) for s in self._specs}
+        self._views = {
+            declared.name: envelope.Level2(declared, final) for declared, final in self._compiled
+        }
 
     def process(self, element: Any) -> Iterator[Any]:
         payload, source = element if isinstance(element, tuple) else (element, None)
@@ -56,12 +59,12 @@ class _MergeWindow(beam.DoFn):
     it: they meet here so that they share their milestones, as one level does.
     """
 
-    def __init__(self, spec: ViewSpec) -> None:
-        self._spec = spec
+    def __init__(self, view: CompiledView) -> None:
+        self._view = view
 
     def setup(self) -> None:
         tune_gc()
-        self._plan = ViewPlan(self._spec)
+        self._plan = ViewPlan(self._view)
 
     def process(self, element: tuple[tuple, Iterable[tuple]]) -> Iterator[Any]:
         (variant, start, key), partials = element
@@ -110,7 +113,7 @@ def _by_window(element: tuple) -> tuple:
 class RekeyAggregate(beam.PTransform):
     """Merges a PCollection of envelopes into each view's final rows.
 
-    ``specs`` are the views as declared (their roll-up applied here). Returns
+    ``views`` are the views as declared (their roll-up applied here). Returns
     ``{"views": {name: PCollection[row]}, "dead_letters": PCollection[dict]}``, and
     ``"milestones"`` when a view declares milestones, like the one-level transforms: bounded,
     from the final rows; streaming, from each pane of the merge operator.
@@ -118,35 +121,37 @@ class RekeyAggregate(beam.PTransform):
 
     def __init__(
         self,
-        specs: list[ViewSpec],
+        views: Sequence[CompiledView | ViewSpec],
         streaming: bool,
         clock: Callable[[], float] = time.time,
         early_panes: bool = True,
     ) -> None:
         super().__init__()
-        self._specs = specs
+        context = RunContext("--streaming" if streaming else None, level=2)
+        declared = [as_compiled(view, context) for view in views]
+        #: Each view compiled as declared (level 1's accumulators) and as written (its rows).
+        self.views = [(v, compile_view(v.spec.final(), context)) for v in declared]
         self._streaming = streaming
         self._clock = clock
         self._early_panes = early_panes
 
     def expand(self, envelopes: beam.PCollection) -> dict[str, Any]:
-        tags = [view_tag(s.name) for s in self._specs]
-        decoded = envelopes | "Decode" >> beam.ParDo(_Decode(self._specs)).with_outputs(
+        tags = [view_tag(declared.name) for declared, _ in self.views]
+        decoded = envelopes | "Decode" >> beam.ParDo(_Decode(self.views)).with_outputs(
             DEAD_LETTER, *tags
         )
         views = {}
         dead = [decoded[DEAD_LETTER]]
         milestones = []
-        for spec, tag in zip(self._specs, tags, strict=True):
-            final = spec.final()
-            envelope.Level2(spec)  # fail at construction time, not on a worker
+        for (declared, compiled), tag in zip(self.views, tags, strict=True):
+            spec, final = declared.spec, compiled.spec
             if not self._streaming:
                 merged = (
                     decoded[tag]
                     | f"{spec.name}/ByWindow" >> beam.Map(_by_window)
                     | f"{spec.name}/Shuffle" >> beam.GroupByKey()
                     | f"{spec.name}/Merge"
-                    >> beam.ParDo(_MergeWindow(final)).with_outputs(
+                    >> beam.ParDo(_MergeWindow(compiled)).with_outputs(
                         DEAD_LETTER, MILESTONES, main="rows"
                     )
                 )
@@ -157,7 +162,7 @@ class RekeyAggregate(beam.PTransform):
                 continue
             early = self._early_panes and final.early is not None
             operator = window_operator(
-                final,
+                compiled,
                 self._clock,
                 early,
                 partials_in=True,

@@ -49,7 +49,7 @@ from __future__ import annotations
 
 import time
 import uuid
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import Any
 
 import apache_beam as beam
@@ -65,10 +65,9 @@ from liveagg.engine import partials as engine
 from liveagg.engine import values as v
 from liveagg.engine import windows as book
 from liveagg.engine.columns import Decoder
-from liveagg.engine.compiled import aggregator_of
+from liveagg.engine.compiled import CompiledView, RunContext, as_compiled
 from liveagg.runtime import tune_gc
 from liveagg.spec import ViewSpec
-from liveagg.transforms import envelope
 from liveagg.transforms.deadletter import NAMESPACE, counter, dead_letter
 from liveagg.transforms.deadletter import TAG as DEAD_LETTER
 from liveagg.transforms.eventtime import rfc3339
@@ -137,14 +136,15 @@ class _Route(beam.DoFn):
     round-robin sub-key: its shards are aggregated apart and merged by a second operator.
     """
 
-    def __init__(self, specs: list[ViewSpec], by_source: bool = False) -> None:
-        self._specs = specs
+    def __init__(self, views: Sequence[CompiledView | ViewSpec], by_source: bool = False) -> None:
+        self._views = [as_compiled(view) for view in views]
+        self._specs = [view.spec for view in self._views]
         self._by_source = by_source
 
     def setup(self) -> None:
         tune_gc()
-        self._plans = [ViewPlan(s) for s in self._specs]
-        self._aggregators = [aggregator_of(plan) for plan in self._plans]
+        self._plans = [ViewPlan(view) for view in self._views]
+        self._aggregators = [view.aggregator() for view in self._views]
         self._decoder = Decoder(self._plans)
         self._tags = [view_tag(s.name) for s in self._specs]
         self._fanout = [s.hot_key_fanout or 0 for s in self._specs]
@@ -447,7 +447,7 @@ class _WindowLogic(beam.DoFn):
 
     def __init__(
         self,
-        spec: ViewSpec,
+        view: CompiledView,
         clock: Callable[[], float] = time.time,
         partials_in: bool = False,
         partials_out: bool = False,
@@ -455,7 +455,8 @@ class _WindowLogic(beam.DoFn):
         eager: bool = False,
         ttl: bool = False,
     ) -> None:
-        self._spec = spec
+        self._view = view
+        self._spec = spec = view.spec
         # ``state_ttl`` of a global window: a key leaves state once the watermark passes its
         # latest event time + state_ttl. Only on unbounded input (``ttl``): bounded input
         # keeps every key to its final ON_TIME row, whatever its TTL, as the bounded path
@@ -477,7 +478,7 @@ class _WindowLogic(beam.DoFn):
     def setup(self) -> None:
         tune_gc()
         size_cache_entries_cheaply()
-        self._plan = ViewPlan(self._spec)
+        self._plan = ViewPlan(self._view)
         eager = self._spec.eager
         if self._eager and eager is not None:
             outputs = [a.output for a in self._spec.aggregations]
@@ -884,7 +885,7 @@ def _cover(span: list[int] | None, offset: int) -> list[int]:
 
 
 def window_operator(
-    spec: ViewSpec,
+    view: CompiledView | ViewSpec,
     clock: Callable[[], float] = time.time,
     early: bool = False,
     *,
@@ -914,8 +915,9 @@ def window_operator(
     timer makes that runner leave its fast batch engine, so views without early panes, and
     bounded runs, do without it.
     """
+    view = as_compiled(view)
     # Both halves of a fan-out run in one pipeline: their timer families need their own names.
-    family = spec.name + ("_merge" if partials_in else "_shard" if partials_out else "")
+    family = view.name + ("_merge" if partials_in else "_shard" if partials_out else "")
     windows = BagStateSpec("bucket", BucketCoder())
     watermark = TimerSpec(f"watermark_{family}", TimeDomain.WATERMARK)
 
@@ -940,7 +942,7 @@ def window_operator(
             return self._on_watermark(key, fire_ts, tag, cell, watermark_timer)
 
     if not early:
-        return WindowOperator(spec, clock, partials_in, partials_out, shared_floor, eager, ttl)
+        return WindowOperator(view, clock, partials_in, partials_out, shared_floor, eager, ttl)
 
     early_spec = TimerSpec(f"early_{family}", TimeDomain.REAL_TIME)
 
@@ -964,7 +966,7 @@ def window_operator(
         ) -> Iterator[Any]:
             return self._on_early(key, tag, cell, early_timer)
 
-    return EarlyWindowOperator(spec, clock, partials_in, partials_out, shared_floor, eager, ttl)
+    return EarlyWindowOperator(view, clock, partials_in, partials_out, shared_floor, eager, ttl)
 
 
 class StreamingAggregate(beam.PTransform):
@@ -980,31 +982,32 @@ class StreamingAggregate(beam.PTransform):
 
     def __init__(
         self,
-        specs: list[ViewSpec],
+        views: Sequence[CompiledView | ViewSpec],
         clock: Callable[[], float] = time.time,
         early_panes: bool = True,
         partials: bool = False,
     ) -> None:
         super().__init__()
-        self._specs = specs
+        context = RunContext("--streaming", level=1 if partials else 0)
+        self._views = [as_compiled(view, context) for view in views]
         self._clock = clock
         self._early_panes = early_panes  # False for bounded input: its watermark jumps to the end
         self._partials = partials
 
     def expand(self, messages: beam.PCollection) -> dict[str, Any]:
-        names = [view_tag(s.name) for s in self._specs]
+        names = [view_tag(view.name) for view in self._views]
         routed = messages | "Route" >> beam.ParDo(
-            _Route(self._specs, by_source=self._partials)
+            _Route(self._views, by_source=self._partials)
         ).with_outputs(DEAD_LETTER, *names)
         views = {}
         dead = [routed[DEAD_LETTER]]
         milestones = []
-        for spec in self._specs:
-            envelope.check_sharded(spec, self._partials)
+        for view in self._views:
+            spec = view.spec
             early = self._early_panes and spec.early is not None
             sharded = self._partials or spec.hot_key_fanout is not None
             operator = window_operator(
-                spec,
+                view,
                 self._clock,
                 early,
                 partials_out=sharded,
@@ -1023,7 +1026,7 @@ class StreamingAggregate(beam.PTransform):
                 continue
             # Hot-key fan-out: the sub-keys' partial panes merge per key in a second operator.
             merged = fired.rows | f"{spec.name}/FanIn" >> MergePartials(
-                spec, self._clock, early, eager=self._early_panes
+                view, self._clock, early, eager=self._early_panes
             )
             views[spec.name] = merged.rows
             dead.append(merged[DEAD_LETTER])
@@ -1041,26 +1044,26 @@ class MergePartials(beam.PTransform):
 
     Per grouping key, each window keeps the latest pane of every shard
     and fires like the one-level operator, milestones and eager panes included (``eager``:
-    where EARLY panes are given). ``spec`` is the view whose rows are written.
+    where EARLY panes are given). ``view`` is the view whose rows are written.
     Returns ``{"rows": ..., "dead_letter": ..., "milestones": ...}``.
     """
 
     def __init__(
         self,
-        spec: ViewSpec,
+        view: CompiledView | ViewSpec,
         clock: Callable[[], float] = time.time,
         early: bool = False,
         eager: bool = False,
     ) -> None:
         super().__init__()
-        self._spec = spec
+        self._view = view
         self._clock = clock
         self._early = early
         self._eager = eager
 
     def expand(self, partials: beam.PCollection) -> Any:
         operator = window_operator(
-            self._spec,
+            self._view,
             self._clock,
             self._early,
             partials_in=True,

@@ -1,4 +1,4 @@
-"""The JSON Schema of liveagg views, shipped as package data.
+"""``liveagg.view_schemas``: the JSON Schema of liveagg views, shipped as package data.
 
 The schema is a plain JSON file so that editors and other languages can use it too
 (``"$schema": ".../view.schema.json"``); this module only finds and loads it.

@@ -10,7 +10,7 @@ out of order by up to 30 s):
 * bounded, from a three-partition Kafka topic holding the same lines, on every runner;
 * streaming (``--unbounded``) from that topic, on prism and flink only (the direct runner
   refuses ``emit.early`` there; streaming on Spark is not tested), rows and dead letters to
-  Kafka topics, with the views the streaming window operator takes (``check_streaming``: all
+  Kafka topics, with the views the streaming window operator takes (``check_run``: all
   of them, in one level); its milestone events go to a topic too, and the ids there must be
   those the oracle's final values reach.
   Every view gets an allowed lateness of 10 minutes here, longer than the input's disorder, so
@@ -38,9 +38,9 @@ import orjson
 import pytest
 
 from integration.services import FlinkConnection, KafkaConnection, SparkConnection
+from liveagg.engine.compiled import RunContext, check_run
 from liveagg.errors import ViewErrors
 from liveagg.loader import load_views
-from liveagg.pipelines.compile import check_streaming
 from liveagg.spec import ViewSpec
 from tests.conformance.streams import Topic, ctrl_c, running, unique, while_running
 from tests.pipelines.test_e2e import EXTRA_VIEWS
@@ -111,11 +111,11 @@ def case(tmp_path_factory: pytest.TempPathFactory, kafka: KafkaConnection) -> Ca
 
 
 def _on_the_operator(view_file: Path) -> bool:
-    """Whether the streaming window operator runs the view (``check_streaming``); a view
+    """Whether the streaming window operator runs the view (``check_run``); a view
     the suite made invalid fails here rather than leaving the streaming run unnoticed."""
     views = load_views([view_file])
     try:
-        check_streaming(views, "an unbounded Kafka read")
+        check_run(views, RunContext("an unbounded Kafka read"))
     except ViewErrors:
         return False
     return True

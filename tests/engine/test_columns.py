@@ -11,7 +11,6 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from liveagg.engine.columns import Decoder
-from liveagg.engine.compiled import aggregator_of
 from liveagg.engine.partials import concat
 from liveagg.loader import parse_view
 from liveagg.transforms.plan import ViewPlan
@@ -119,7 +118,7 @@ def run(lines: list[bytes], fast: bool) -> tuple[dict[str, Any], list[Any]]:
     decoder = Decoder(plans)
     if not fast:
         decoder._fast_ok = False
-    aggregators = [aggregator_of(plan) for plan in plans]
+    aggregators = [plan.compiled.aggregator() for plan in plans]
     parts: list[list[Any]] = [[] for _ in plans]
     dead: list[Any] = []
     for start in range(0, len(lines), 97):
@@ -215,7 +214,7 @@ def test_a_numeric_field_no_message_has_gives_nulls_and_accumulators_level_2_rea
     ]
     decoded = Decoder([plan]).decode(lines)
     assert decoded.fast
-    aggregator = aggregator_of(plan)
+    aggregator = plan.compiled.aggregator()
     [inputs] = decoded.views[0].inputs
     # One batch's partial as level 1 sends it when a flush holds one batch: not merged again.
     partial = aggregator.preaggregate(inputs)

@@ -19,7 +19,6 @@ from hypothesis import strategies as st
 from liveagg.engine import milestones as m
 from liveagg.engine import windows as w
 from liveagg.engine.columns import Decoder
-from liveagg.engine.compiled import aggregator_of
 from liveagg.engine.partials import concat
 from liveagg.loader import parse_view
 from liveagg.transforms.plan import ViewPlan
@@ -154,7 +153,7 @@ VIEWS = [
 def engine_rows(plan: ViewPlan, lines: list[bytes], batch: int) -> list[tuple]:
     """Decoded in batches, pre-aggregated, rolled up, merged and extracted by the engine."""
     decoder = Decoder([plan])
-    aggregator = aggregator_of(plan)
+    aggregator = plan.compiled.aggregator()
     parts = []
     for first in range(0, len(lines), batch):
         for inputs in decoder.decode(lines[first : first + batch]).views[0].inputs:

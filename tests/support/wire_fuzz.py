@@ -35,6 +35,7 @@ from typing import Any
 
 import orjson
 
+from liveagg.engine.compiled import compile_view
 from liveagg.loader import parse_view
 from liveagg.transforms import envelope, rekey
 from liveagg.transforms.combine import _LEN
@@ -262,9 +263,9 @@ def mutate(rnd: random.Random, corpus: Corpus) -> tuple[str, bytes]:
 def run(seed: int, cases: int) -> dict[str, Any]:
     rnd = random.Random(seed)
     corpus = Corpus(rnd)
-    decoder = rekey._Decode(corpus.specs)
+    decoder = rekey._Decode(rekey.RekeyAggregate(corpus.specs, streaming=False).views)
     decoder.setup()
-    mergers = {s.name: rekey._MergeWindow(s.final()) for s in corpus.specs}
+    mergers = {s.name: rekey._MergeWindow(compile_view(s.final())) for s in corpus.specs}
     for merger in mergers.values():
         merger.setup()
     # A real partial of each view, to merge every accepted one with.

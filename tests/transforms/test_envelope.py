@@ -14,6 +14,7 @@ import orjson
 import pytest
 
 from liveagg.combiners import LiveaggCombineFn
+from liveagg.engine.compiled import compile_view
 from liveagg.loader import parse_view, validate_paths
 from liveagg.spec import Duration
 from liveagg.transforms import envelope
@@ -79,7 +80,7 @@ def test_the_kafka_key_is_the_final_key_and_window() -> None:
     spec = parse_view(VIEW)
     start = 1_709_251_200_000_000
     keys = {
-        envelope.EnvelopeKey([spec])(
+        envelope.EnvelopeKey([compile_view(spec)])(
             orjson.loads(_envelope(spec, start + m * MINUTE, ("acme", s), ["a"]))
         )
         for m in range(10)
@@ -440,7 +441,7 @@ env = {"envelope": "liveagg.partial", "version": 1, "view": "q",
        "window_start_us": 0, "window_end_us": 60000000, "key": ["acme"], "shard": "t/0",
        "pane": 0, "accumulator": base64.b64encode(acc).decode(),
        "accumulator_crc32": zlib.crc32(acc), "offsets": {}}
-decoder = rekey._Decode([spec])
+decoder = rekey._Decode(rekey.RekeyAggregate([spec], streaming=False).views)
 decoder.setup()
 [out] = decoder.process((orjson.dumps(env), None))
 print(orjson.dumps({"tag": out.tag, "reason": out.value["reason"],

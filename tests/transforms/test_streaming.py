@@ -616,7 +616,6 @@ def test_the_router_sends_only_the_messages_that_may_be_too_late() -> None:
 
 
 def test_the_first_window_to_close_is_the_first_to_start() -> None:
-    from liveagg.engine.compiled import aggregator_of
     from liveagg.transforms.streaming import _earliest_end
 
     sliding = parse_view(
@@ -632,10 +631,10 @@ def test_the_first_window_to_close_is_the_first_to_start() -> None:
     minute = 60_000_000
     ts = np.array([0, 1, minute - 1, minute, 5 * minute + 7, -1], dtype=np.int64)
     expected = [min(end for _, end in plan.variants[0].assign(int(t))) for t in ts]
-    assert _earliest_end(aggregator_of(plan), ts).tolist() == expected
+    assert _earliest_end(plan.compiled.aggregator(), ts).tolist() == expected
     fixed = ViewPlan(VIEW)
     expected = [min(end for _, end in fixed.variants[0].assign(int(t))) for t in ts]
-    assert _earliest_end(aggregator_of(fixed), ts).tolist() == expected
+    assert _earliest_end(fixed.compiled.aggregator(), ts).tolist() == expected
     # A cumulative period's windows share a start: the first to close is the shortest.
     cumulative = ViewPlan(
         view_of("daily", {"type": "cumulative", "size": "1d", "step": "1h"}, "0s")
@@ -643,7 +642,7 @@ def test_the_first_window_to_close_is_the_first_to_start() -> None:
     hour = 60 * minute
     ts = np.array([0, 1, hour - 1, hour, 23 * hour + 5, 25 * hour, -1], dtype=np.int64)
     expected = [min(end for _, end in cumulative.variants[0].assign(int(t))) for t in ts]
-    assert _earliest_end(aggregator_of(cumulative), ts).tolist() == expected
+    assert _earliest_end(cumulative.compiled.aggregator(), ts).tolist() == expected
 
 
 def test_the_state_cache_weighs_a_cell_the_same_without_scanning_modules() -> None:

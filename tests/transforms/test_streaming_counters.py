@@ -19,6 +19,7 @@ from apache_beam.testing.test_stream import TestStream
 from apache_beam.transforms.window import TimestampedValue
 from apache_beam.utils.timestamp import Timestamp
 
+from liveagg.engine.compiled import compile_view
 from liveagg.loader import parse_view
 from liveagg.spec import ViewSpec
 from liveagg.transforms.plan import MILESTONES
@@ -100,7 +101,7 @@ def run(
             assert MILESTONES not in level1  # level 1 gives partials: it fires nothing
             level2 = (
                 level1["views"][view.name]
-                | beam.ParDo(_Envelope(view))
+                | beam.ParDo(_Envelope(compile_view(view)))
                 | beam.Map(orjson.dumps)
                 | RekeyAggregate([view], streaming=True, clock=lambda: clock)
             )

@@ -20,6 +20,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from liveagg.engine.compiled import compile_view
 from liveagg.loader import parse_view
 from liveagg.transforms import envelope, rekey
 from liveagg.transforms.deadletter import REASONS
@@ -80,7 +81,7 @@ def test_without_the_sketch_checks_the_same_inputs_break_the_process() -> None:
 JSON_VIEW = parse_view(EXACT)
 VIEWS = {JSON_VIEW.name: envelope.Level2(JSON_VIEW)}
 PLAN = ViewPlan(JSON_VIEW)
-MERGE = rekey._MergeWindow(JSON_VIEW.final())
+MERGE = rekey._MergeWindow(compile_view(JSON_VIEW.final()))
 MERGE.setup()
 _REAL = PLAN.combine.encode(PLAN.combine.create_accumulator())
 BASE = envelope.envelope(

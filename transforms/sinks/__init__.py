@@ -16,11 +16,14 @@ from __future__ import annotations
 import os
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import apache_beam as beam
 
-from liveagg.spec import Sink, ViewSpec
+from liveagg.spec import Sink
+
+if TYPE_CHECKING:
+    from liveagg.engine.compiled import CompiledView
 
 KAFKA_CONFIG_ENV_PREFIX = "LIVEAGG_KAFKA_CONFIG_"
 _TRUE, _FALSE = ("1", "true", "yes", "on"), ("0", "false", "no", "off", "")
@@ -237,10 +240,11 @@ class Connections:
 
 
 class RowSink(Protocol):
-    """Delivers one view's rows. ``bounded`` says whether the input ends (batch) or not."""
+    """Delivers one view's rows, whose columns are ``view.columns`` (the compiled view's
+    one schema). ``bounded`` says whether the input ends (batch) or not."""
 
     def write(
-        self, rows: beam.PCollection, view: ViewSpec, *, bounded: bool
+        self, rows: beam.PCollection, view: CompiledView, *, bounded: bool
     ) -> beam.PCollection | None: ...
 
 

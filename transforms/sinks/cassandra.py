@@ -34,8 +34,8 @@ import apache_beam as beam
 import orjson
 from apache_beam.metrics import Metrics
 
+from liveagg.engine.compiled import CompiledView, as_compiled
 from liveagg.spec import Duration, Sink, ViewSpec
-from liveagg.transforms.plan import ViewPlan
 from liveagg.transforms.sinks import (
     CassandraTls,
     ConnectionFailed,
@@ -245,7 +245,9 @@ class TableLayout:
         return problems
 
 
-def table_layout(view: ViewSpec, keyspace: str, table: str | None = None) -> TableLayout:
+def table_layout(
+    view: CompiledView | ViewSpec, keyspace: str, table: str | None = None
+) -> TableLayout:
     """The table for ``view``: partition key, then ``window_end``, values and pane columns.
 
     The global window has no bounds: its rows are keyed by the grouping columns alone (and
@@ -256,6 +258,9 @@ def table_layout(view: ViewSpec, keyspace: str, table: str | None = None) -> Tab
     Raises ``ValueError`` when two view columns map to the same Cassandra column, when an
     aggregation's output type has no column type, or when a name is not a Cassandra identifier.
     """
+    compiled = as_compiled(view)
+    view = compiled.spec
+    types = {c.name: c.type for c in compiled.columns}  # the view's one row schema
     keyspace = _identifier(keyspace, "keyspace")
     table = _identifier(view.name if table is None else table, "table")
     windowed = not view.window.is_global
@@ -275,8 +280,8 @@ def table_layout(view: ViewSpec, keyspace: str, table: str | None = None) -> Tab
     values = []
     if windowed and not by_end:
         values.append(Column("window_end", "timestamp", "window_end", _timestamp))
-    for aggregation, fn in zip(view.aggregations, ViewPlan(view).fns, strict=True):
-        output_type = fn.output_type()
+    for aggregation in view.aggregations:
+        output_type = types[aggregation.output]
         if output_type not in CQL_TYPES:
             raise ValueError(
                 f"view {view.name!r}: aggregation {aggregation.output!r} has output type "
@@ -974,10 +979,12 @@ class CassandraSink:
         self.connections = connections or Connections()
         self.settings = settings or WriteSettings()
 
-    def layout(self, view: ViewSpec) -> TableLayout:
+    def layout(self, view: CompiledView | ViewSpec) -> TableLayout:
         return table_layout(view, self.keyspace, self.table)
 
-    def write(self, rows: beam.PCollection, view: ViewSpec, *, bounded: bool) -> None:
+    def write(
+        self, rows: beam.PCollection, view: CompiledView | ViewSpec, *, bounded: bool
+    ) -> None:
         # Bounded and unbounded inputs are written alike: every pane is an upsert.
         layout = self.layout(view)
         create_table(layout, self.connections, self.settings)

@@ -49,9 +49,9 @@ from apache_beam.io.filesystem import FileSystem
 from apache_beam.transforms.window import GlobalWindows
 from apache_beam.utils.windowed_value import WindowedValue
 
+from liveagg.engine.compiled import KEY, TIMESTAMP, Column, CompiledView, as_compiled
 from liveagg.errors import PathError, reason
 from liveagg.spec import Sink, ViewSpec
-from liveagg.transforms.plan import ViewPlan
 from liveagg.transforms.shuffle import pack, unpack
 from liveagg.transforms.sinks import Connections, objectstores, register_sink
 
@@ -62,8 +62,6 @@ _MIME_TYPES = {
     "csv": "text/csv",
     "parquet": "application/vnd.apache.parquet",
 }
-#: Column types beyond the aggregation output types: grouping values and window bounds.
-KEY, TIMESTAMP = "key", "timestamp"
 #: The folder of dead letters, and their file when no view could read the message.
 DEAD_LETTER_FOLDER, INPUT_DEAD_LETTERS = "_dead_letter", "input"
 #: The folder of milestone events, a file per view.
@@ -77,33 +75,9 @@ SUCCESS = "_SUCCESS"
 _IN_PROGRESS = ".inprogress"
 
 
-@dataclass(frozen=True)
-class Column:
-    """One column of a view's rows: its name and type (an aggregation output type, ``key``
-    for a grouping column or ``timestamp`` for a window bound)."""
-
-    name: str
-    type: str
-
-
-def view_columns(view: ViewSpec) -> tuple[Column, ...]:
-    """The columns of the view's rows, in row order (SPEC section 3)."""
-    fns = ViewPlan(view).fns
-    columns = [Column("view", "text")]
-    if not view.window.is_global:  # rows of the global window carry no bounds
-        columns += [Column("window_start", TIMESTAMP), Column("window_end", TIMESTAMP)]
-    columns += [Column(c, KEY) for c in view.grouping_cols]
-    if view.grouping_sets is not None:
-        columns.append(Column("grouping_set", "bigint"))
-    if view.window.multi_granularity:
-        columns.append(Column("granularity", "text"))
-    columns += [
-        Column(a.output, fn.output_type()) for a, fn in zip(view.aggregations, fns, strict=True)
-    ]
-    # Arithmetic over the aggregates: "/" gives floats, so a derived column is a double.
-    columns += [Column(d.name, "double") for d in view.derived]
-    columns += [Column("pane_timing", "text"), Column("pane_index", "bigint")]
-    return tuple(columns)
+def view_columns(view: CompiledView | ViewSpec) -> tuple[Column, ...]:
+    """The columns of the view's rows, in row order (SPEC section 3): the compiled view's."""
+    return as_compiled(view).columns
 
 
 # --- formats ------------------------------------------------------------------------------
@@ -661,8 +635,10 @@ class FileSink:
     connections: Connections
 
     def write(
-        self, rows: beam.PCollection, view: ViewSpec, *, bounded: bool
+        self, rows: beam.PCollection, view: CompiledView | ViewSpec, *, bounded: bool
     ) -> beam.PCollection | None:
+        compiled = as_compiled(view)
+        view = compiled.spec
         try:
             transform = WriteViewFiles(
                 self.path,
@@ -670,7 +646,7 @@ class FileSink:
                 session=view.window.type == "session",
                 global_keys=global_keys(view),
                 format=self.format,
-                columns=view_columns(view) if self.format != "jsonl" else None,
+                columns=compiled.columns if self.format != "jsonl" else None,
                 bounded=bounded,
                 connections=self.connections,
             )

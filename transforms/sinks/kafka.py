@@ -30,6 +30,7 @@ import apache_beam as beam
 import orjson
 from apache_beam.metrics import Metrics
 
+from liveagg.engine.compiled import CompiledView, RunContext, as_compiled
 from liveagg.spec import Sink, ViewSpec
 from liveagg.transforms.deadletter import NAMESPACE
 from liveagg.transforms.envelope import EnvelopeKey, envelope
@@ -189,10 +190,13 @@ class KafkaSink:
     def producer_config(self) -> dict[str, Any]:
         return {"bootstrap.servers": self.bootstrap_servers, **self.config}
 
-    def write(self, rows: beam.PCollection, view: ViewSpec, *, bounded: bool) -> beam.PCollection:
+    def write(
+        self, rows: beam.PCollection, view: CompiledView | ViewSpec, *, bounded: bool
+    ) -> beam.PCollection:
         check_kafka(self.producer_config(), f"kafka sink to topic {self.topic!r}")
+        spec = as_compiled(view).spec
         fn = ProduceToKafka(
-            self.topic, self.producer_config(), GroupingKey(view.grouping_cols), self.flush_timeout
+            self.topic, self.producer_config(), GroupingKey(spec.grouping_cols), self.flush_timeout
         )
         return rows | f"{view.name}/WriteKafka/{self.topic}" >> beam.ParDo(fn)
 
@@ -251,13 +255,13 @@ class WriteMilestonesToKafka(_ProduceRecords):
 class _Envelope(beam.DoFn):
     """A level-1 partial as its JSON envelope, counted as ``liveagg/partials/<view>``."""
 
-    def __init__(self, spec: ViewSpec) -> None:
-        self._spec = spec
+    def __init__(self, view: CompiledView) -> None:
+        self._view = view
 
     def setup(self) -> None:
-        self._plan = ViewPlan(self._spec)
-        self._definition = self._spec.fingerprint()
-        self._counter = Metrics.counter(NAMESPACE, f"partials/{self._spec.name}")
+        self._plan = ViewPlan(self._view)
+        self._definition = self._view.fingerprint
+        self._counter = Metrics.counter(NAMESPACE, f"partials/{self._view.name}")
 
     def process(self, partial: tuple) -> Iterator[dict[str, Any]]:
         self._counter.inc()
@@ -272,10 +276,10 @@ class WriteEnvelopes(beam.PTransform):
     here: level 2 merges a shard's pane once however often it arrives.
     """
 
-    def __init__(self, topic: str, connections: Connections, spec: ViewSpec) -> None:
+    def __init__(self, topic: str, connections: Connections, view: CompiledView | ViewSpec) -> None:
         super().__init__()
         self._topic = topic
-        self._spec = spec
+        self._view = as_compiled(view, RunContext(level=1))
         bootstrap = _bootstrap(connections, f"partials to --intermediate-topic {topic!r}")
         self._config = {"bootstrap.servers": bootstrap, **connections.kafka_config}
 
@@ -283,7 +287,7 @@ class WriteEnvelopes(beam.PTransform):
         check_kafka(self._config, f"partials to --intermediate-topic {self._topic!r}")
         return (
             partials
-            | "Envelope" >> beam.ParDo(_Envelope(self._spec))
+            | "Envelope" >> beam.ParDo(_Envelope(self._view))
             | "Produce"
-            >> beam.ParDo(ProduceToKafka(self._topic, self._config, EnvelopeKey([self._spec])))
+            >> beam.ParDo(ProduceToKafka(self._topic, self._config, EnvelopeKey([self._view])))
         )
