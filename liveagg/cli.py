@@ -34,7 +34,7 @@ def _run(args: argparse.Namespace) -> int:
     from liveagg.runners.flink import FlinkProfile, JobFailed
     from liveagg.runners.prism import PrismProfile
     from liveagg.runners.spark import SparkProfile
-    from liveagg.transforms.sinks import ConnectionFailed
+    from liveagg.settings import ConnectionFailed
 
     try:
         connections = _connections(args)
@@ -123,7 +123,7 @@ def _spark_profile(args: argparse.Namespace, default: Any) -> Any:
 
 def _connections(args: argparse.Namespace) -> Any:
     """The run's :class:`Connections`: each option over its environment variable."""
-    from liveagg.transforms.sinks import CassandraTls, Connections, kafka_settings
+    from liveagg.settings import CassandraTls, Connections, kafka_settings
 
     defaults = Connections()
     env_tls = defaults.cassandra_tls
@@ -158,7 +158,7 @@ def _connections(args: argparse.Namespace) -> Any:
 
 
 def _kafka_setting(text: str) -> tuple[str, str]:
-    from liveagg.transforms.sinks import parse_kafka_setting
+    from liveagg.settings import parse_kafka_setting
 
     try:
         return parse_kafka_setting(text)

@@ -12,10 +12,11 @@ import apache_beam as beam
 
 from liveagg.engine.compiled import CompiledView, RunContext, compile_views
 from liveagg.errors import COMMAND_LINE, ViewError
+from liveagg.settings import Connections
 from liveagg.spec import Sink, ViewSpec
 from liveagg.transforms.bounded import BoundedAggregate
 from liveagg.transforms.plan import MILESTONES
-from liveagg.transforms.sinks import Connections, build_sink
+from liveagg.transforms.sinks import build_sink
 from liveagg.transforms.sinks.files import (
     FileSink,
     OutputFolder,

@@ -41,10 +41,10 @@ from liveagg.pipelines.compile import (
 from liveagg.runners import direct, prism, spark
 from liveagg.runners.flink import FlinkProfile, Outcome, supervise
 from liveagg.runners.flink_rest import counter_values
+from liveagg.settings import Connections
 from liveagg.spec import ViewSpec
 from liveagg.transforms.deadletter import INPUT
 from liveagg.transforms.plan import MILESTONES
-from liveagg.transforms.sinks import Connections
 from liveagg.transforms.sinks.files import OutputFolder, written_by_liveagg
 from liveagg.transforms.sources import FileSource
 from liveagg.transforms.sources.progress import PROGRESS, Snapshot

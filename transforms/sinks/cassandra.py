@@ -35,14 +35,9 @@ import orjson
 from apache_beam.metrics import Metrics
 
 from liveagg.engine.compiled import CompiledView, as_compiled
+from liveagg.settings import CassandraTls, ConnectionFailed, Connections, Secret
 from liveagg.spec import Duration, Sink, ViewSpec
-from liveagg.transforms.sinks import (
-    CassandraTls,
-    ConnectionFailed,
-    Connections,
-    Secret,
-    register_sink,
-)
+from liveagg.transforms.sinks import register_sink
 
 _LOGGER = logging.getLogger(__name__)
 _SCHEMA_SETTLE_S = 10.0  # how long a table created by another client may take to show

@@ -51,9 +51,10 @@ from apache_beam.utils.windowed_value import WindowedValue
 
 from liveagg.engine.compiled import KEY, TIMESTAMP, Column, CompiledView, as_compiled
 from liveagg.errors import PathError, reason
+from liveagg.settings import Connections
 from liveagg.spec import Sink, ViewSpec
 from liveagg.transforms.shuffle import pack, unpack
-from liveagg.transforms.sinks import Connections, objectstores, register_sink
+from liveagg.transforms.sinks import objectstores, register_sink
 
 #: File formats; each is also the file extension.
 FORMATS = ("jsonl", "csv", "parquet")

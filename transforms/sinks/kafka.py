@@ -31,12 +31,13 @@ import orjson
 from apache_beam.metrics import Metrics
 
 from liveagg.engine.compiled import CompiledView, RunContext, as_compiled
+from liveagg.settings import Connections, revealed
 from liveagg.spec import Sink, ViewSpec
 from liveagg.transforms.deadletter import NAMESPACE
 from liveagg.transforms.envelope import EnvelopeKey, envelope
+from liveagg.transforms.kafka_client import check_kafka, confluent_kafka
 from liveagg.transforms.plan import ViewPlan
-from liveagg.transforms.sinks import Connections, register_sink, revealed
-from liveagg.transforms.sources.kafka import check_kafka, confluent_kafka
+from liveagg.transforms.sinks import register_sink
 
 
 class KafkaDeliveryError(RuntimeError):

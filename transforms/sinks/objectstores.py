@@ -39,7 +39,7 @@ from apache_beam.io.filesystem import CompressedFile, CompressionTypes, FileSyst
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.options.pipeline_options import PipelineOptions
 
-from liveagg.transforms.sinks import Connections, reveal
+from liveagg.settings import Connections, reveal
 
 #: Installable extra and importable module behind each object-store scheme.
 _EXTRAS = {"s3": ("s3", "boto3"), "gs": ("gcs", "google.cloud.storage")}

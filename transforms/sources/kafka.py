@@ -19,7 +19,6 @@ Two modes:
 
 from __future__ import annotations
 
-import functools
 import logging
 import threading
 import time
@@ -39,17 +38,18 @@ from apache_beam.transforms.core import RestrictionProvider, WatermarkEstimatorP
 from apache_beam.transforms.window import TimestampedValue
 from apache_beam.utils.timestamp import MIN_TIMESTAMP, Duration, Timestamp
 
+from liveagg.settings import revealed
 from liveagg.spec import ViewSpec
 from liveagg.transforms import eventtime
 from liveagg.transforms.deadletter import NAMESPACE
 from liveagg.transforms.eventtime import EventTimeError
 from liveagg.transforms.fields import getter
+from liveagg.transforms.kafka_client import check_kafka, confluent_kafka
 from liveagg.transforms.plan import accepted_times
-from liveagg.transforms.sinks import ConnectionFailed, revealed
 from liveagg.transforms.sources import WATERMARK
 
 if TYPE_CHECKING:
-    from liveagg.transforms.sinks import Connections
+    from liveagg.settings import Connections
 
 _LOGGER = logging.getLogger(__name__)
 
@@ -61,72 +61,6 @@ LAG_REPORT_S = 5.0
 
 TimestampFn = Callable[[bytes], "int | None"]
 T = TypeVar("T")
-
-
-def confluent_kafka() -> Any:
-    """Import confluent-kafka, or say how to install it."""
-    try:
-        import confluent_kafka as ck
-    except ImportError as e:  # pragma: no cover - depends on the environment
-        raise ImportError(
-            "the Kafka source and sink need confluent-kafka: pip install 'liveagg[kafka]'"
-        ) from e
-    return ck
-
-
-_CHECK_TIMEOUT_S = 10.0
-#: librdkafka errors that no retry fixes: a refused login, a failed TLS handshake.
-_REFUSED = ("_AUTHENTICATION", "_SSL", "SASL_AUTHENTICATION_FAILED")
-
-
-def check_kafka(config: Mapping[str, Any], what: str) -> None:
-    """Connect once from where the pipeline is built, so that a refused login, a failed TLS
-    handshake or an unknown setting fails the run at once, in one line that names Kafka,
-    instead of failing every worker after its timeouts.
-
-    Brokers that do not answer from here are left to the workers (they may be reachable only
-    from there). One check per distinct settings in a process.
-    """
-    _check_kafka(tuple(sorted(config.items())), what)
-
-
-class _InfoLogger:
-    """librdkafka's log lines at INFO at most (shown with ``-v``): during the check its
-    connection failures are expected, and the one that matters is raised."""
-
-    def log(self, level: int, msg: str, *args: Any) -> None:
-        _LOGGER.log(min(level, logging.INFO), msg, *args)
-
-
-@functools.lru_cache(maxsize=64)
-def _check_kafka(items: tuple[tuple[str, Any], ...], what: str) -> None:
-    ck = confluent_kafka()
-    config = revealed(dict(items))
-    where = config.get("bootstrap.servers")
-    errors: list[Any] = []
-    settings = {**config, "error_cb": errors.append, "logger": _InfoLogger()}
-    try:
-        client = ck.Producer(settings)
-    except ck.KafkaException as e:
-        raise ConnectionFailed(
-            f"{what}: Kafka client settings refused: {e.args[0].str()}"
-        ) from None
-    deadline = time.monotonic() + _CHECK_TIMEOUT_S
-    while time.monotonic() < deadline:
-        try:
-            client.list_topics(timeout=0.5)
-            return
-        except ck.KafkaException:
-            client.poll(0)  # delivers the errors to error_cb
-        refused = [e for e in errors if e.name() in _REFUSED]
-        if refused:
-            raise ConnectionFailed(
-                f"{what}: Kafka at {where} refused the connection: {refused[0].str()}; check "
-                "the security settings (--kafka-config, LIVEAGG_KAFKA_CONFIG_*)"
-            )
-        if any(e.name() == "_ALL_BROKERS_DOWN" for e in errors):
-            break
-    _LOGGER.info("%s: Kafka at %s does not answer from here; the workers will try", what, where)
 
 
 @dataclass(frozen=True)
