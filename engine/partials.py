@@ -120,6 +120,15 @@ def _join(parts: list[Inputs]) -> Inputs:
     return Inputs(np.concatenate([p.ts for p in parts]), keys, values, origin)
 
 
+def keep_latest(panes: dict[Any, tuple[int, bytes]], shard: Any, pane: int, data: bytes) -> None:
+    """Keep a shard's latest pane: a shard's panes accumulate, so the latest holds all it
+    saw, and an older pane delivered again or late (Kafka is at least once) changes nothing.
+    The merge of two-level and fan-out shards, bounded and streaming, keeps panes this way."""
+    seen = panes.get(shard)
+    if seen is None or seen[0] <= pane:
+        panes[shard] = (pane, data)
+
+
 @dataclass(frozen=True)
 class Variant:
     """One output stream of a view: a granularity (its windows) crossed with a grouping set

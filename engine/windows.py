@@ -146,6 +146,19 @@ class WindowFn:
             return rows, np.full(n, GLOBAL[0], dtype=np.int64), np.full(n, GLOBAL[1], np.int64)
         raise ValueError(f"no windows for kind {self.kind!r}")
 
+    def first_end_many(self, ts: np.ndarray) -> np.ndarray:
+        """The end of the first of each event time's windows to close: the one that starts
+        first (a fixed window is a sliding one whose period is its size), a cumulative
+        period's window that ends with the event's step; the global window never closes."""
+        if self.merging:
+            return ts + self.gap_us
+        if self.kind == "cumulative":
+            return ts - ts % self.step_us + self.step_us
+        if self.kind == "global":
+            return np.full_like(ts, GLOBAL[1])
+        period = self.period_us or self.size_us
+        return ((ts - self.size_us) // period + 1) * period + self.size_us
+
     def windows_per_event(self) -> int:
         """How many windows one event time falls in, at most (the bound the loader checks)."""
         if self.kind == "sliding":

@@ -17,7 +17,6 @@ from apache_beam.coders import Coder
 from liveagg.combiners import LiveaggCombineFn
 
 _LEN = struct.Struct(">I")
-_SESSION = struct.Struct(">qqI")
 
 
 class ViewCombineFn(beam.CombineFn):
@@ -112,56 +111,3 @@ class _Coder(Coder):
 
     def is_deterministic(self) -> bool:
         return False
-
-
-Session = tuple[int, int, list[Any]]  # start_us, end_us, accumulator
-
-
-def merge_sessions(view_fn: ViewCombineFn, sessions: Iterable[Session]) -> list[Session]:
-    """Merge overlapping sessions, as Beam's ``Sessions`` merges intersecting windows."""
-    merged: list[Session] = []
-    for start, end, acc in sorted(sessions, key=lambda s: (s[0], s[1])):
-        if merged and start < merged[-1][1]:
-            m_start, m_end, m_acc = merged[-1]
-            merged[-1] = (m_start, max(m_end, end), view_fn.merge_accumulators([m_acc, acc]))
-        else:
-            merged.append((start, end, acc))
-    return merged
-
-
-class MergeSessions(beam.CombineFn):
-    """Merges encoded per-bundle session lists of one key into its final sessions."""
-
-    def __init__(self, view_fn: ViewCombineFn) -> None:
-        self.view_fn = view_fn
-
-    def create_accumulator(self) -> list[Session]:
-        return []
-
-    def add_input(self, accumulator: list[Session], data: bytes) -> list[Session]:
-        return merge_sessions(self.view_fn, accumulator + self.decode(data))
-
-    def merge_accumulators(self, accumulators: Iterable[list[Session]]) -> list[Session]:
-        return merge_sessions(self.view_fn, [s for acc in accumulators for s in acc])
-
-    def extract_output(self, accumulator: list[Session]) -> list[tuple[int, int, tuple]]:
-        return [(s, e, self.view_fn.extract_output(a)) for s, e, a in accumulator]
-
-    def encode(self, sessions: list[Session]) -> bytes:
-        out = []
-        for start, end, acc in sessions:
-            data = self.view_fn.encode(acc)
-            out.append(_SESSION.pack(start, end, len(data)) + data)
-        return b"".join(out)
-
-    def decode(self, data: bytes) -> list[Session]:
-        sessions, pos = [], 0
-        while pos < len(data):
-            start, end, size = _SESSION.unpack_from(data, pos)
-            pos += _SESSION.size
-            sessions.append((start, end, self.view_fn.decode(data[pos : pos + size])))
-            pos += size
-        return sessions
-
-    def get_accumulator_coder(self) -> Coder:
-        return _Coder(self.encode, self.decode)

@@ -145,7 +145,8 @@ class Level2:
             if rollup is None
             else tuple(spec.grouping_cols.index(c) for c in rollup.grouping_cols)
         )
-        self._size = None if rollup is None else rollup.size.micros
+        # The roll-up's windows: the final view's one fixed granularity.
+        self._rollup = None if rollup is None else self.final.variants[0].window
 
     def check(self, env: dict[str, Any]) -> Partial:
         """The final-level partial of a level-1 envelope, or :class:`Reject`."""
@@ -194,9 +195,9 @@ class Level2:
             return f"window {_window(start, end)} is outside the years 1 to 9999"
         if (start, end) not in variant.assign(start):
             return f"window {_window(start, end)} is not a window of the view"
-        if self._size is not None:
-            final = start - start % self._size
-            if final < MIN_US or final + self._size > MAX_US:
+        if self._rollup is not None:
+            [(final, final_end)] = self._rollup.assign(start)
+            if final < MIN_US or final_end > MAX_US:
                 return f"rolled-up window of {_window(start, end)} is outside the years 1 to 9999"
         return None
 
@@ -244,11 +245,11 @@ class Level2:
         self, variant: Variant, start: int, end: int, key: list[Any]
     ) -> tuple[Variant, int, int, bytes]:
         """A level-1 (variant, window, key) as the final view's."""
-        if self._keep is None or self._size is None:
+        if self._keep is None or self._rollup is None:
             return variant, start, end, encode_key(tuple(key))
-        start -= start % self._size
+        [(start, end)] = self._rollup.assign(start)
         group = encode_key(tuple(key[i] for i in self._keep))
-        return self.final.variants[0], start, start + self._size, group
+        return self.final.variants[0], start, end, group
 
 
 _MAX_PANE = 2**63 - 1  # level 1 numbers a shard's panes from 0: an int64 is plenty

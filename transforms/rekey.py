@@ -18,6 +18,7 @@ import apache_beam as beam
 from apache_beam.pvalue import TaggedOutput
 
 from liveagg.engine.compiled import CompiledView, RunContext, as_compiled, compile_view
+from liveagg.engine.partials import keep_latest
 from liveagg.runtime import tune_gc
 from liveagg.spec import ViewSpec
 from liveagg.transforms import envelope
@@ -70,9 +71,7 @@ class _MergeWindow(beam.DoFn):
         (variant, start, key), partials = element
         latest: dict[tuple[int, str], tuple[int, bytes]] = {}
         for end, shard, pane, data in partials:
-            seen = latest.get((end, shard))
-            if seen is None or seen[0] <= pane:
-                latest[(end, shard)] = (pane, data)
+            keep_latest(latest, (end, shard), pane, data)
         by_end: dict[int, list[bytes]] = {}
         for (end, _), (_, data) in latest.items():
             by_end.setdefault(end, []).append(data)

@@ -66,6 +66,7 @@ from liveagg.engine import values as v
 from liveagg.engine import windows as book
 from liveagg.engine.columns import Decoder
 from liveagg.engine.compiled import CompiledView, RunContext, as_compiled
+from liveagg.engine.partials import keep_latest
 from liveagg.runtime import tune_gc
 from liveagg.spec import ViewSpec
 from liveagg.transforms.deadletter import NAMESPACE, counter, dead_letter
@@ -367,21 +368,8 @@ def _latest(plan: ViewPlan, inputs: engine.Inputs) -> dict[tuple[int, bytes], in
 
 
 def _earliest_end(aggregator: Any, ts: np.ndarray) -> np.ndarray:
-    """The end of the first window to close, of each event time, over the view's variants:
-    the window that starts first (a fixed window is a sliding one whose period is its size)."""
-    ends = []
-    for window in {variant.window for variant in aggregator.variants}:
-        if window.merging:
-            ends.append(ts + window.gap_us)
-            continue
-        if window.kind == "cumulative":  # the period's window that ends with the event's step
-            ends.append(ts - ts % window.step_us + window.step_us)
-            continue
-        if window.kind == "global":  # it never closes
-            ends.append(np.full_like(ts, book.GLOBAL[1]))
-            continue
-        period = window.period_us or window.size_us
-        ends.append(((ts - window.size_us) // period + 1) * period + window.size_us)
+    """The end of the first window to close, of each event time, over the view's variants."""
+    ends = [window.first_end_many(ts) for window in {v.window for v in aggregator.variants}]
     return np.minimum.reduce(ends) if len(ends) > 1 else ends[0]
 
 
@@ -638,9 +626,7 @@ class _WindowLogic(beam.DoFn):
         if self._partials_in:
             shard, pane, encoded = data
             shards = entry[_ACC] or {}
-            seen = shards.get(shard)
-            if seen is None or seen[0] <= pane:  # an older pane, delivered late: superseded
-                shards[shard] = (pane, encoded)
+            keep_latest(shards, shard, pane, encoded)
             entry[_ACC] = shards
             return
         if entry[_ACC] is None:

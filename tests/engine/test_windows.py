@@ -46,6 +46,23 @@ def test_vectorized_assignment_equals_scalar(times: list[int], period: int, peri
 
 
 @SETTINGS
+@given(TIMES, st.sampled_from([1, 7, 60_000_000]), st.sampled_from([1, 2, 4]))
+def test_the_first_window_to_close_is_the_earliest_end_of_the_assigned(
+    times: list[int], step: int, steps: int
+) -> None:
+    functions = (
+        w.WindowFn.fixed(step),
+        w.WindowFn.sliding(step * steps, step),
+        w.WindowFn.cumulative(step * steps, step),
+        w.WindowFn.session(step),
+        w.WindowFn.global_window(),
+    )
+    for fn in functions:
+        got = fn.first_end_many(np.array(times, dtype=np.int64)).tolist()
+        assert got == [min(end for _, end in fn.assign(ts)) for ts in times], fn
+
+
+@SETTINGS
 @given(st.lists(st.tuples(st.integers(0, 3), st.integers(0, 200), st.integers(1, 30)), max_size=40))
 def test_session_ids_merge_as_intervals(rows: list[tuple[int, int, int]]) -> None:
     keys = np.array([k for k, _, _ in rows], dtype=np.int64)
