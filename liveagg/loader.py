@@ -47,6 +47,7 @@ from liveagg.combiners.registry import (
 from liveagg.errors import COMMAND_LINE, ViewError, ViewErrors
 from liveagg.expr import ExprSyntaxError, parse_expr
 from liveagg.spec import (
+    DEFAULT_FILE_FORMAT,
     Aggregation,
     AllOf,
     AnyOf,
@@ -1690,5 +1691,5 @@ _FILE_SINKS = ("file", "s3", "gcs")
 def _build_sink(sink: Mapping[str, Any]) -> Sink:
     options = {k: copy.deepcopy(v) for k, v in sink.items() if k != "type"}
     if sink["type"] in _FILE_SINKS:
-        options.setdefault("format", "jsonl")
+        options.setdefault("format", DEFAULT_FILE_FORMAT)
     return Sink(sink["type"], MappingProxyType(options))

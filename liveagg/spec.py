@@ -126,6 +126,10 @@ class Derived:
     expr: str
 
 
+#: The format of a file, s3 or gcs sink that names none.
+DEFAULT_FILE_FORMAT = "jsonl"
+
+
 @dataclass(frozen=True)
 class Sink:
     """A ``sinks`` entry. ``origin`` and ``at`` place an entry that did not come from the

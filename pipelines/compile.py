@@ -156,9 +156,7 @@ def attach_sinks(
         rows = compiled.views[view.name]
         sinks = list(view.sinks)
         if output:
-            sinks.append(
-                Sink("file", {"path": output, "format": "jsonl"}, COMMAND_LINE, "$.output")
-            )
+            sinks.append(Sink("file", {"path": output}, COMMAND_LINE, "$.output"))
         for index, sink in enumerate(sinks):
             # A sink that cannot take the view's rows is an error of the entry that asked.
             origin, at = (

@@ -52,7 +52,7 @@ from apache_beam.utils.windowed_value import WindowedValue
 from liveagg.engine.compiled import KEY, TIMESTAMP, Column, CompiledView, as_compiled
 from liveagg.errors import PathError, reason
 from liveagg.settings import Connections
-from liveagg.spec import Sink, ViewSpec
+from liveagg.spec import DEFAULT_FILE_FORMAT, Sink, ViewSpec
 from liveagg.transforms.shuffle import pack, unpack
 from liveagg.transforms.sinks import objectstores, register_sink
 
@@ -665,7 +665,7 @@ def _file_sink(sink: Sink, connections: Connections, scheme: str | None) -> File
             f"sink {sink.type!r}: path {path!r} must start with {scheme}://, "
             f"e.g. {_example(scheme)}"
         )
-    fmt = sink.options.get("format", "jsonl")
+    fmt = sink.options.get("format", DEFAULT_FILE_FORMAT)
     check_format(fmt)
     objectstores.require(path)
     return FileSink(path, fmt, connections)
