@@ -49,6 +49,7 @@ from liveagg.combiners.moments import StddevFn, VarianceFn
 from liveagg.combiners.ordered import FirstFn, LastFn
 from liveagg.combiners.topk import TopKFn
 from liveagg.engine import values as v
+from liveagg.engine.groups import dense_codes, distinct
 
 Column = np.ndarray | pa.Array | list
 _INT64_MAX = 2**63 - 1
@@ -577,41 +578,61 @@ def _distinct_pairs(
 ) -> tuple[np.ndarray, pa.Array, np.ndarray]:
     """The distinct ``(group, value)`` pairs, in order of group, and how often each occurs
     (summing ``counts``). Kept in order of group, a :class:`Bag` needs no sort later."""
-    from liveagg.engine.groups import factorize
-
-    sharing = share and _SHARING[0] and counts is None  # arrays the caller keeps alive
-    if sharing:
+    sharing = share and _SHARING[0]
+    if sharing and counts is None:
         memo = _PAIRS.get((id(values), id(ids)))
-        if memo is not None:
-            return memo
-    pairs = factorize([ids, values])
-    weights = np.ones(len(ids), dtype=np.int64) if counts is None else counts
-    totals = _add_at(pairs.count, pairs.ids, weights)
-    owner = np.asarray(pairs.keys[0])
-    order = np.argsort(owner, kind="stable")
-    result = owner[order], _take(pairs.keys[1], order), totals[order]
-    if sharing:
-        _PAIRS[(id(values), id(ids))] = result
+        if memo is not None and memo[0] is values and memo[1] is ids:
+            return memo[2]
+    codes, size = _value_codes(values, sharing)
+    # A pair is one int64: group-major, so that the sort leaves the pairs in order of group
+    # (ids and codes are below the number of rows: no overflow below 3e9 rows).
+    first, totals = distinct(ids * size + codes, counts)
+    owner = ids[first]
+    # Within a group, values in order of first appearance, as they were fed before.
+    order = np.argsort(owner * len(ids) + first)
+    first = first[order]
+    result = owner[order], _take(values, first), totals[order]
+    if sharing and counts is None:
+        _PAIRS[(id(values), id(ids))] = (values, ids, result)
     return result
 
 
-#: Distinct pairs of the batch being aggregated, shared by the kernels over one column (an
-#: exact and an estimated distinct count, say); :func:`sharing_pairs` scopes it.
-_PAIRS: dict[tuple[int, int], Any] = {}
+def _value_codes(values: Any, sharing: bool) -> tuple[np.ndarray, int]:
+    """Dense codes of ``values`` and their number; within :func:`sharing_pairs`, once per
+    column (a roll-up regroups one column of values once per variant)."""
+    if sharing:
+        memo = _CODES.get(id(values))
+        if memo is not None and memo[0] is values:
+            return memo[1], memo[2]
+    codes, dictionary = dense_codes(values)
+    size = max(len(dictionary), 1)
+    if sharing:
+        _CODES[id(values)] = (values, codes, size)
+    return codes, size
+
+
+#: Distinct pairs and value codes of the batch being aggregated, shared by the kernels over
+#: one column (an exact and an estimated distinct count, say) and by the variants of a
+#: roll-up; :func:`sharing_pairs` scopes them. Each entry holds the arrays it was computed
+#: from, so that their ids are not reused while it is kept.
+_PAIRS: dict[tuple[int, int], tuple[Any, np.ndarray, Any]] = {}
+_CODES: dict[int, tuple[Any, np.ndarray, int]] = {}
 _SHARING = [False]
 
 
 @contextmanager
 def sharing_pairs() -> Iterator[None]:
-    """Within this block, kernels given the same value and id arrays share their pairs
-    (the arrays live as long as the block: their ids cannot be reused meanwhile)."""
+    """Within this block, kernels given the same value (and id) arrays share their codes
+    (and pairs)."""
     _PAIRS.clear()
+    _CODES.clear()
     _SHARING[0] = True
     try:
         yield
     finally:
         _SHARING[0] = False
         _PAIRS.clear()
+        _CODES.clear()
 
 
 class _BagKernel(Kernel):
