@@ -238,8 +238,9 @@ class ViewAggregator:
     # -- roll-up and merge -----------------------------------------------------------------
 
     def rollup(self, finest: Partial) -> Partial:
-        """Every variant's rows from finest-grain rows."""
-        return concat([self._rollup_one(finest, variant) for variant in self.variants], self)
+        """Every variant's rows from finest-grain rows (sharing the codes of their values)."""
+        with sharing_pairs():
+            return concat([self._rollup_one(finest, variant) for variant in self.variants], self)
 
     def _rollup_one(self, finest: Partial, variant: VariantSpec) -> Partial:
         keys = [finest.keys[i] if i in variant.positions else None for i in self._all]
