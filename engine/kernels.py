@@ -24,6 +24,7 @@ from __future__ import annotations
 import heapq
 import itertools
 import math
+from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -677,10 +678,10 @@ class _BagKernel(Kernel):
         bag = bag.sorted()
         sketches = dict(bag.sketches)
         spans = bag.groups()
-        items = v.python_values(bag.values) if isinstance(bag.values, pa.Array) else None
+        items = self.items(bag.values)
         for row in np.flatnonzero(big).tolist():
             start, end = spans[row]
-            vals = items[start:end] if items is not None else bag.values[start:end]
+            vals = items[start:end]
             weights = None if bag.counts is None else bag.counts[start:end].tolist()
             sketches[row] = self.to_sketch(sketches.get(row), vals, weights)
         keep = ~big[bag.owner]
@@ -692,6 +693,10 @@ class _BagKernel(Kernel):
             sketches,
         )
 
+    def items(self, values: pa.Array | np.ndarray) -> Any:
+        """A bag's values as :meth:`to_accumulator` takes them, sliced per row."""
+        return v.python_values(values) if isinstance(values, pa.Array) else values
+
     def to_sketch(self, sketch: bytes | None, values: Any, weights: list[int] | None) -> bytes:
         raise NotImplementedError
 
@@ -702,10 +707,10 @@ class _BagKernel(Kernel):
         if isinstance(state, PyState):
             return state.accumulators
         bag = state.sorted()  # type: ignore[union-attr]
-        items = v.python_values(bag.values) if isinstance(bag.values, pa.Array) else None
+        items = self.items(bag.values)
         out = []
         for row, (start, end) in enumerate(bag.groups()):
-            vals = items[start:end] if items is not None else bag.values[start:end]
+            vals = items[start:end]
             weights = None if bag.counts is None else bag.counts[start:end].tolist()
             sketch = bag.sketches.get(row)
             out.append(self.to_accumulator(sketch, vals, weights))
@@ -761,11 +766,23 @@ class HllKernel(_BagKernel):
     def _new(self) -> hll_sketch:
         return self.fn.create_accumulator()
 
+    def items(self, values: pa.Array | np.ndarray) -> list[Any]:
+        """What each value is handed to ``hll_sketch.update`` as (:func:`hash_form`): a
+        string column without empty strings as it is, converted once for every row."""
+        if (
+            isinstance(values, pa.Array)
+            and values.type == v.STRING
+            and not values.null_count
+            and not pc.any(pc.equal(pc.binary_length(values), 0)).as_py()
+        ):
+            return values.to_pylist()
+        items = super().items(values)
+        return [x if type(x) is str and x else hash_form(x) for x in items]
+
     def to_accumulator(self, sketch: bytes | None, values: Any, weights: list[int] | None) -> Any:
+        """A sketch fed ``values`` as :meth:`items` gives them."""
         acc = self._new() if sketch is None else hll_sketch.deserialize(sketch)
-        update = acc.update
-        for value in values:
-            update(value if type(value) is str and value else hash_form(value))
+        deque(map(acc.update, values), maxlen=0)  # update each, without a loop in Python
         return acc
 
     def to_sketch(self, sketch: bytes | None, values: Any, weights: list[int] | None) -> bytes:
@@ -776,7 +793,7 @@ class HllKernel(_BagKernel):
             return super().extract(state)
         # One scratch sketch, reset per group: a new sketch costs more than its updates.
         bag = state.sorted()
-        items = v.python_values(bag.values) if len(bag.owner) else []
+        items = self.items(bag.values) if len(bag.owner) else []
         scratch = self._new()
         extract = self.fn.extract_output
         out = []
@@ -787,9 +804,7 @@ class HllKernel(_BagKernel):
                 sketch = scratch
             else:
                 sketch = hll_sketch.deserialize(data)
-            update = sketch.update
-            for value in items[start:end]:
-                update(value if type(value) is str and value else hash_form(value))
+            deque(map(sketch.update, items[start:end]), maxlen=0)
             out.append(extract(sketch))
         return out
 
