@@ -82,10 +82,16 @@ class Bag:
     def __len__(self) -> int:
         return self.rows
 
+    def bounds(self) -> np.ndarray:
+        """Where each row's values start once sorted by owner (see :meth:`sorted`), and the
+        end: counted in one pass, where a binary search per row costs ``log`` values each."""
+        bounds = np.zeros(self.rows + 1, dtype=np.int64)
+        np.cumsum(np.bincount(self.owner, minlength=self.rows), out=bounds[1:])
+        return bounds
+
     def groups(self) -> list[tuple[int, int]]:
         """``(start, end)`` of each row's values once sorted by owner (see :meth:`sorted`)."""
-        bounds = np.searchsorted(self.owner, np.arange(self.rows + 1)).tolist()
-        return list(itertools.pairwise(bounds))
+        return list(itertools.pairwise(self.bounds().tolist()))
 
     def sorted(self) -> Bag:
         """The bag with its values in order of owner (itself when they are already)."""
@@ -227,7 +233,7 @@ def _take_bag(bag: Bag, index: np.ndarray) -> Bag:
     """The bag of rows ``index`` (repeats allowed: a sliding window's slices are taken once
     per window they fall in)."""
     bag = bag.sorted()
-    bounds = np.searchsorted(bag.owner, np.arange(bag.rows + 1))
+    bounds = bag.bounds()
     starts, lengths = bounds[:-1][index], np.diff(bounds)[index]
     total = int(lengths.sum())
     owner = np.repeat(np.arange(len(index), dtype=np.int64), lengths)
