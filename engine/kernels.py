@@ -894,20 +894,38 @@ class TopKKernel(_BagKernel):
         return merged.serialize()
 
     def extract(self, state: State) -> list[Any]:
-        if not isinstance(state, Bag) or state.sketches:
+        """Rows held as exact counts are ranked directly, as the CombineFn ranks the sketch's
+        items, and only over the values whose count reaches the row's k-th largest (the
+        others cannot be among its k); rows holding a sketch are extracted by the CombineFn."""
+        if not isinstance(state, Bag):
             return super().extract(state)
-        # Exact counts: rank them directly, as the CombineFn ranks the sketch's items.
         k = self.fn.k  # type: ignore[attr-defined]
         bag = state.sorted()
-        items = v.python_values(bag.values)
-        counts = bag.counts.tolist()  # type: ignore[union-attr]
+        counts: np.ndarray = bag.counts  # type: ignore[assignment]
+        bounds = bag.bounds()
+        starts, ends = bounds[:-1], bounds[1:]
+        ranked = counts[np.lexsort((-counts, bag.owner))]  # per row, largest count first
+        kth = np.zeros(bag.rows, dtype=counts.dtype)
+        held = ends > starts
+        kth[held] = ranked[np.minimum(starts + k - 1, ends - 1)[held]]
+        sketched = np.zeros(bag.rows, dtype=bool)
+        sketched[list(bag.sketches)] = True
+        index = np.flatnonzero((counts >= kth[bag.owner]) | sketched[bag.owner])
+        candidates = Bag(bag.rows, bag.owner[index], _take(bag.values, index), counts[index])
+        items = v.python_values(candidates.values)
+        kept = candidates.counts.tolist()  # type: ignore[union-attr]
+        extract = self.fn.extract_output
         out: list[Any] = []
-        for start, end in bag.groups():
+        for row, (start, end) in enumerate(candidates.groups()):
+            sketch = bag.sketches.get(row)
+            if sketch is not None:
+                out.append(extract(self.to_accumulator(sketch, items[start:end], kept[start:end])))
+                continue
             if start == end:
                 out.append(None)
                 continue
             rows = sorted(
-                zip(items[start:end], counts[start:end], strict=True),
+                zip(items[start:end], kept[start:end], strict=True),
                 key=lambda row: (-row[1], c.order_key(row[0])),
             )
             out.append([[value, count] for value, count in rows[:k]])
