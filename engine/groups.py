@@ -32,7 +32,7 @@ class Groups:
         return len(self.ids)
 
 
-def _codes(column: pa.Array | np.ndarray) -> tuple[np.ndarray, pa.Array | np.ndarray]:
+def dense_codes(column: pa.Array | np.ndarray) -> tuple[np.ndarray, pa.Array | np.ndarray]:
     """Dense codes of a column's values (null is a value of its own) and the distinct values."""
     if isinstance(column, np.ndarray):
         column = pa.array(column)
@@ -52,26 +52,47 @@ def factorize(columns: Sequence[pa.Array | np.ndarray], rows: int | None = None)
     if not columns:
         n = rows or 0
         return Groups(np.zeros(n, dtype=np.int64), 1 if n else 0, ())
-    combined, values = _codes(columns[0])
+    combined, values = dense_codes(columns[0])
     if len(columns) == 1:  # the codes of one column are dense ids already
         ids, count = combined, len(values)
     else:
         radix = max(len(values), 1)
         for column in columns[1:]:
-            codes, values = _codes(column)
+            codes, values = dense_codes(column)
             size = max(len(values), 1)
             if radix * size >= _RADIX_LIMIT:
-                combined, values = _codes(combined)
+                combined, values = dense_codes(combined)
                 radix = max(len(values), 1)
             combined = combined + codes * radix
             radix *= size
-        ids, distinct = _codes(combined)
-        count = len(distinct)
+        ids, found = dense_codes(combined)
+        count = len(found)
     # The key columns of each group: the first row of each group carries them.
     first = np.full(count, len(ids), dtype=np.int64)
     np.minimum.at(first, ids, np.arange(len(ids), dtype=np.int64))
     keys = tuple(_take(column, first) for column in columns)
     return Groups(ids, count, keys)
+
+
+def distinct(codes: np.ndarray, weights: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """The first row of each distinct value of ``codes`` (int64) and its total ``weights``
+    (its number of rows without them), in order of value.
+
+    A sort and a reduction at the run boundaries: for many distinct values that is about
+    twice as fast as Arrow's hash of an int64 column, and which row comes first is taken
+    from the rows themselves, not from the order of the sort.
+    """
+    if not len(codes):
+        return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64)
+    order = np.argsort(codes)
+    ordered = codes[order]
+    starts = np.flatnonzero(np.concatenate(([True], ordered[1:] != ordered[:-1])))
+    first = np.minimum.reduceat(order, starts)
+    if weights is None:
+        totals = np.diff(starts, append=len(codes)).astype(np.int64)
+    else:
+        totals = np.add.reduceat(weights[order], starts)
+    return first, totals
 
 
 def _take(column: pa.Array | np.ndarray, index: np.ndarray) -> pa.Array | np.ndarray:

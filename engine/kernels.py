@@ -24,6 +24,7 @@ from __future__ import annotations
 import heapq
 import itertools
 import math
+from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -49,6 +50,7 @@ from liveagg.combiners.moments import StddevFn, VarianceFn
 from liveagg.combiners.ordered import FirstFn, LastFn
 from liveagg.combiners.topk import TopKFn
 from liveagg.engine import values as v
+from liveagg.engine.groups import dense_codes, distinct
 
 Column = np.ndarray | pa.Array | list
 _INT64_MAX = 2**63 - 1
@@ -80,10 +82,16 @@ class Bag:
     def __len__(self) -> int:
         return self.rows
 
+    def bounds(self) -> np.ndarray:
+        """Where each row's values start once sorted by owner (see :meth:`sorted`), and the
+        end: counted in one pass, where a binary search per row costs ``log`` values each."""
+        bounds = np.zeros(self.rows + 1, dtype=np.int64)
+        np.cumsum(np.bincount(self.owner, minlength=self.rows), out=bounds[1:])
+        return bounds
+
     def groups(self) -> list[tuple[int, int]]:
         """``(start, end)`` of each row's values once sorted by owner (see :meth:`sorted`)."""
-        bounds = np.searchsorted(self.owner, np.arange(self.rows + 1)).tolist()
-        return list(itertools.pairwise(bounds))
+        return list(itertools.pairwise(self.bounds().tolist()))
 
     def sorted(self) -> Bag:
         """The bag with its values in order of owner (itself when they are already)."""
@@ -225,7 +233,7 @@ def _take_bag(bag: Bag, index: np.ndarray) -> Bag:
     """The bag of rows ``index`` (repeats allowed: a sliding window's slices are taken once
     per window they fall in)."""
     bag = bag.sorted()
-    bounds = np.searchsorted(bag.owner, np.arange(bag.rows + 1))
+    bounds = bag.bounds()
     starts, lengths = bounds[:-1][index], np.diff(bounds)[index]
     total = int(lengths.sum())
     owner = np.repeat(np.arange(len(index), dtype=np.int64), lengths)
@@ -577,41 +585,61 @@ def _distinct_pairs(
 ) -> tuple[np.ndarray, pa.Array, np.ndarray]:
     """The distinct ``(group, value)`` pairs, in order of group, and how often each occurs
     (summing ``counts``). Kept in order of group, a :class:`Bag` needs no sort later."""
-    from liveagg.engine.groups import factorize
-
-    sharing = share and _SHARING[0] and counts is None  # arrays the caller keeps alive
-    if sharing:
+    sharing = share and _SHARING[0]
+    if sharing and counts is None:
         memo = _PAIRS.get((id(values), id(ids)))
-        if memo is not None:
-            return memo
-    pairs = factorize([ids, values])
-    weights = np.ones(len(ids), dtype=np.int64) if counts is None else counts
-    totals = _add_at(pairs.count, pairs.ids, weights)
-    owner = np.asarray(pairs.keys[0])
-    order = np.argsort(owner, kind="stable")
-    result = owner[order], _take(pairs.keys[1], order), totals[order]
-    if sharing:
-        _PAIRS[(id(values), id(ids))] = result
+        if memo is not None and memo[0] is values and memo[1] is ids:
+            return memo[2]
+    codes, size = _value_codes(values, sharing)
+    # A pair is one int64: group-major, so that the sort leaves the pairs in order of group
+    # (ids and codes are below the number of rows: no overflow below 3e9 rows).
+    first, totals = distinct(ids * size + codes, counts)
+    owner = ids[first]
+    # Within a group, values in order of first appearance, as they were fed before.
+    order = np.argsort(owner * len(ids) + first)
+    first = first[order]
+    result = owner[order], _take(values, first), totals[order]
+    if sharing and counts is None:
+        _PAIRS[(id(values), id(ids))] = (values, ids, result)
     return result
 
 
-#: Distinct pairs of the batch being aggregated, shared by the kernels over one column (an
-#: exact and an estimated distinct count, say); :func:`sharing_pairs` scopes it.
-_PAIRS: dict[tuple[int, int], Any] = {}
+def _value_codes(values: Any, sharing: bool) -> tuple[np.ndarray, int]:
+    """Dense codes of ``values`` and their number; within :func:`sharing_pairs`, once per
+    column (a roll-up regroups one column of values once per variant)."""
+    if sharing:
+        memo = _CODES.get(id(values))
+        if memo is not None and memo[0] is values:
+            return memo[1], memo[2]
+    codes, dictionary = dense_codes(values)
+    size = max(len(dictionary), 1)
+    if sharing:
+        _CODES[id(values)] = (values, codes, size)
+    return codes, size
+
+
+#: Distinct pairs and value codes of the batch being aggregated, shared by the kernels over
+#: one column (an exact and an estimated distinct count, say) and by the variants of a
+#: roll-up; :func:`sharing_pairs` scopes them. Each entry holds the arrays it was computed
+#: from, so that their ids are not reused while it is kept.
+_PAIRS: dict[tuple[int, int], tuple[Any, np.ndarray, Any]] = {}
+_CODES: dict[int, tuple[Any, np.ndarray, int]] = {}
 _SHARING = [False]
 
 
 @contextmanager
 def sharing_pairs() -> Iterator[None]:
-    """Within this block, kernels given the same value and id arrays share their pairs
-    (the arrays live as long as the block: their ids cannot be reused meanwhile)."""
+    """Within this block, kernels given the same value (and id) arrays share their codes
+    (and pairs)."""
     _PAIRS.clear()
+    _CODES.clear()
     _SHARING[0] = True
     try:
         yield
     finally:
         _SHARING[0] = False
         _PAIRS.clear()
+        _CODES.clear()
 
 
 class _BagKernel(Kernel):
@@ -656,10 +684,10 @@ class _BagKernel(Kernel):
         bag = bag.sorted()
         sketches = dict(bag.sketches)
         spans = bag.groups()
-        items = v.python_values(bag.values) if isinstance(bag.values, pa.Array) else None
+        items = self.items(bag.values)
         for row in np.flatnonzero(big).tolist():
             start, end = spans[row]
-            vals = items[start:end] if items is not None else bag.values[start:end]
+            vals = items[start:end]
             weights = None if bag.counts is None else bag.counts[start:end].tolist()
             sketches[row] = self.to_sketch(sketches.get(row), vals, weights)
         keep = ~big[bag.owner]
@@ -671,6 +699,10 @@ class _BagKernel(Kernel):
             sketches,
         )
 
+    def items(self, values: pa.Array | np.ndarray) -> Any:
+        """A bag's values as :meth:`to_accumulator` takes them, sliced per row."""
+        return v.python_values(values) if isinstance(values, pa.Array) else values
+
     def to_sketch(self, sketch: bytes | None, values: Any, weights: list[int] | None) -> bytes:
         raise NotImplementedError
 
@@ -681,10 +713,10 @@ class _BagKernel(Kernel):
         if isinstance(state, PyState):
             return state.accumulators
         bag = state.sorted()  # type: ignore[union-attr]
-        items = v.python_values(bag.values) if isinstance(bag.values, pa.Array) else None
+        items = self.items(bag.values)
         out = []
         for row, (start, end) in enumerate(bag.groups()):
-            vals = items[start:end] if items is not None else bag.values[start:end]
+            vals = items[start:end]
             weights = None if bag.counts is None else bag.counts[start:end].tolist()
             sketch = bag.sketches.get(row)
             out.append(self.to_accumulator(sketch, vals, weights))
@@ -740,11 +772,23 @@ class HllKernel(_BagKernel):
     def _new(self) -> hll_sketch:
         return self.fn.create_accumulator()
 
+    def items(self, values: pa.Array | np.ndarray) -> list[Any]:
+        """What each value is handed to ``hll_sketch.update`` as (:func:`hash_form`): a
+        string column without empty strings as it is, converted once for every row."""
+        if (
+            isinstance(values, pa.Array)
+            and values.type == v.STRING
+            and not values.null_count
+            and not pc.any(pc.equal(pc.binary_length(values), 0)).as_py()
+        ):
+            return values.to_pylist()
+        items = super().items(values)
+        return [x if type(x) is str and x else hash_form(x) for x in items]
+
     def to_accumulator(self, sketch: bytes | None, values: Any, weights: list[int] | None) -> Any:
+        """A sketch fed ``values`` as :meth:`items` gives them."""
         acc = self._new() if sketch is None else hll_sketch.deserialize(sketch)
-        update = acc.update
-        for value in values:
-            update(value if type(value) is str and value else hash_form(value))
+        deque(map(acc.update, values), maxlen=0)  # update each, without a loop in Python
         return acc
 
     def to_sketch(self, sketch: bytes | None, values: Any, weights: list[int] | None) -> bytes:
@@ -755,7 +799,7 @@ class HllKernel(_BagKernel):
             return super().extract(state)
         # One scratch sketch, reset per group: a new sketch costs more than its updates.
         bag = state.sorted()
-        items = v.python_values(bag.values) if len(bag.owner) else []
+        items = self.items(bag.values) if len(bag.owner) else []
         scratch = self._new()
         extract = self.fn.extract_output
         out = []
@@ -766,9 +810,7 @@ class HllKernel(_BagKernel):
                 sketch = scratch
             else:
                 sketch = hll_sketch.deserialize(data)
-            update = sketch.update
-            for value in items[start:end]:
-                update(value if type(value) is str and value else hash_form(value))
+            deque(map(sketch.update, items[start:end]), maxlen=0)
             out.append(extract(sketch))
         return out
 
@@ -852,20 +894,38 @@ class TopKKernel(_BagKernel):
         return merged.serialize()
 
     def extract(self, state: State) -> list[Any]:
-        if not isinstance(state, Bag) or state.sketches:
+        """Rows held as exact counts are ranked directly, as the CombineFn ranks the sketch's
+        items, and only over the values whose count reaches the row's k-th largest (the
+        others cannot be among its k); rows holding a sketch are extracted by the CombineFn."""
+        if not isinstance(state, Bag):
             return super().extract(state)
-        # Exact counts: rank them directly, as the CombineFn ranks the sketch's items.
         k = self.fn.k  # type: ignore[attr-defined]
         bag = state.sorted()
-        items = v.python_values(bag.values)
-        counts = bag.counts.tolist()  # type: ignore[union-attr]
+        counts: np.ndarray = bag.counts  # type: ignore[assignment]
+        bounds = bag.bounds()
+        starts, ends = bounds[:-1], bounds[1:]
+        ranked = counts[np.lexsort((-counts, bag.owner))]  # per row, largest count first
+        kth = np.zeros(bag.rows, dtype=counts.dtype)
+        held = ends > starts
+        kth[held] = ranked[np.minimum(starts + k - 1, ends - 1)[held]]
+        sketched = np.zeros(bag.rows, dtype=bool)
+        sketched[list(bag.sketches)] = True
+        index = np.flatnonzero((counts >= kth[bag.owner]) | sketched[bag.owner])
+        candidates = Bag(bag.rows, bag.owner[index], _take(bag.values, index), counts[index])
+        items = v.python_values(candidates.values)
+        kept = candidates.counts.tolist()  # type: ignore[union-attr]
+        extract = self.fn.extract_output
         out: list[Any] = []
-        for start, end in bag.groups():
+        for row, (start, end) in enumerate(candidates.groups()):
+            sketch = bag.sketches.get(row)
+            if sketch is not None:
+                out.append(extract(self.to_accumulator(sketch, items[start:end], kept[start:end])))
+                continue
             if start == end:
                 out.append(None)
                 continue
             rows = sorted(
-                zip(items[start:end], counts[start:end], strict=True),
+                zip(items[start:end], kept[start:end], strict=True),
                 key=lambda row: (-row[1], c.order_key(row[0])),
             )
             out.append([[value, count] for value, count in rows[:k]])

@@ -26,7 +26,7 @@ import pyarrow as pa
 
 from liveagg.engine import values as v
 from liveagg.engine.groups import factorize
-from liveagg.engine.kernels import Kernel, PyState, State, kernel, sharing_pairs
+from liveagg.engine.kernels import Bag, Kernel, PyState, State, kernel, sharing_pairs
 from liveagg.engine.windows import GLOBAL, WindowFn, session_ids
 
 #: ``variant`` of finest-grain rows (before the roll-up).
@@ -262,8 +262,9 @@ class ViewAggregator:
     # -- roll-up and merge -----------------------------------------------------------------
 
     def rollup(self, finest: Partial) -> Partial:
-        """Every variant's rows from finest-grain rows."""
-        return concat([self._rollup_one(finest, variant) for variant in self.variants], self)
+        """Every variant's rows from finest-grain rows (sharing the codes of their values)."""
+        with sharing_pairs():
+            return concat([self._rollup_one(finest, variant) for variant in self.variants], self)
 
     def _rollup_one(self, finest: Partial, variant: Variant) -> Partial:
         keys = [finest.keys[i] if i in variant.positions else None for i in self._all]
@@ -383,12 +384,10 @@ class ViewAggregator:
 
     def dumps(self, partial: Partial) -> bytes:
         """A partial as bytes for a shuffle between workers of one pipeline (pickle, with
-        row-wise states as their CombineFns' accumulator bytes: sketches do not pickle)."""
+        row-wise states as their CombineFns' accumulator bytes: sketches do not pickle, and
+        bags with how many values each row holds rather than the row of each value)."""
         states = [
-            _Encoded([kern.fn.encode_accumulator(a) for a in state.accumulators])
-            if isinstance(state, PyState)
-            else state
-            for kern, state in zip(self.kernels, partial.states, strict=True)
+            _packed(kern, state) for kern, state in zip(self.kernels, partial.states, strict=True)
         ]
         return pickle.dumps(
             Partial(partial.variant, partial.start, partial.end, partial.keys, states),
@@ -398,10 +397,7 @@ class ViewAggregator:
     def loads(self, data: bytes) -> Partial:
         partial: Partial = pickle.loads(data)
         partial.states = [
-            PyState([kern.fn.decode_accumulator(a) for a in state.data])
-            if isinstance(state, _Encoded)
-            else state
-            for kern, state in zip(self.kernels, partial.states, strict=True)
+            _unpacked(kern, state) for kern, state in zip(self.kernels, partial.states, strict=True)
         ]
         return partial
 
@@ -433,6 +429,36 @@ class _Encoded:
     """A :class:`PyState` on the wire: each accumulator's bytes."""
 
     data: list[bytes]
+
+
+@dataclass
+class _PackedBag:
+    """A :class:`Bag` on the wire: ``lengths[row]`` values per row, in order of row (an
+    int64 per row instead of one per value: a third of a rich view's shuffle)."""
+
+    rows: int
+    lengths: np.ndarray
+    values: pa.Array | np.ndarray
+    counts: np.ndarray | None
+    sketches: dict[int, bytes]
+
+
+def _packed(kern: Kernel, state: State) -> Any:
+    if isinstance(state, PyState):
+        return _Encoded([kern.fn.encode_accumulator(a) for a in state.accumulators])
+    if isinstance(state, Bag):
+        bag = state.sorted()  # itself: bags are kept in order of row
+        return _PackedBag(bag.rows, np.diff(bag.bounds()), bag.values, bag.counts, bag.sketches)
+    return state
+
+
+def _unpacked(kern: Kernel, state: Any) -> State:
+    if isinstance(state, _Encoded):
+        return PyState([kern.fn.decode_accumulator(a) for a in state.data])
+    if isinstance(state, _PackedBag):
+        owner = np.repeat(np.arange(state.rows, dtype=np.int64), state.lengths)
+        return Bag(state.rows, owner, state.values, state.counts, state.sketches)
+    return state
 
 
 def shard_of(partial: Partial, shards: int, by_window: bool) -> np.ndarray:
