@@ -32,7 +32,7 @@ import sys
 import threading
 import time
 import uuid
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -235,6 +235,7 @@ def _command(
     dead_letter_topic: str,
     views: Sequence[Path] = VIEW_FILES,
     parallelism: int = 2,
+    checkpoint_interval_s: int = 2,
     extra: Sequence[str] = (),
 ) -> list[str]:
     return [
@@ -259,7 +260,7 @@ def _command(
         "--parallelism",
         str(parallelism),
         "--checkpoint-interval-s",
-        "2",
+        str(checkpoint_interval_s),
         "--report-every-s",
         "5",
         "--no-view-sinks",
@@ -325,6 +326,7 @@ def _live(
     extra: Sequence[str] = (),
     views: Sequence[Path] = VIEW_FILES,
     gate: Gate | None = None,
+    checkpoint_interval_s: int = 2,
 ) -> Live:
     stream = _stream(kafka, tmp_path, 30_000, seed=seed)
     dead_topic = _name("liveagg-flink-dead-")
@@ -337,6 +339,7 @@ def _live(
         keyspace=keyspace,
         dead_letter_topic=dead_topic,
         views=views,
+        checkpoint_interval_s=checkpoint_interval_s,
         extra=extra,
     )
     producer = threading.Thread(target=_produce_live, args=(kafka, stream, gate), daemon=True)
@@ -691,6 +694,9 @@ def _busy_taskmanager(rest: FlinkRest, job_id: str) -> int:
 
 
 COUNTERS = EXAMPLES / "post_engagement.json"
+#: Checkpoints of the running-counters kill test: far enough apart that the test can kill a
+#: TaskManager after milestones were sent past the newest checkpoint and before the next starts.
+KILL_CHECKPOINT_S = 10
 #: post_engagement's thresholds and more below them: every new key fires at once, so
 #: milestones fire all through the stream, some of them after the checkpoint a kill restores.
 DENSE_MILESTONES = [1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 10000, 100000, 1000000]
@@ -712,7 +718,8 @@ def test_a_killed_taskmanager_loses_no_running_count_and_no_milestone(
     the input still unwritten; the job restores its last checkpoint and reads the rest. Then
     the table equals the oracle, and the topic holds what docs/flink.md promises: every
     milestone the oracle's totals reach and no other, an id more than once only as a replay
-    (at most once more per restore), each copy keyed by its id.
+    (at most once more per restore), each copy keyed by its id; of the events sent before the
+    kill, those sent before the restored checkpoint once, those sent after it again.
     """
     counters = tmp_path / "post_engagement.json"
     body = orjson.loads(COUNTERS.read_bytes())
@@ -732,6 +739,7 @@ def test_a_killed_taskmanager_loses_no_running_count_and_no_milestone(
         extra=["--milestone-topic", milestone_topic],
         views=[counters],
         gate=gate,
+        checkpoint_interval_s=KILL_CHECKPOINT_S,
     )
     config = kafka.client_config()
     expected = expected_milestones(view, expected_rows(view, live.stream.events))
@@ -740,24 +748,37 @@ def test_a_killed_taskmanager_loses_no_running_count_and_no_milestone(
     try:
         job_id = run.flink_job_id()
         live.producer.start()
-        _wait_checkpoints(rest, job_id, 3)
+        _wait_checkpoints(rest, job_id, 1)
 
-        def output_out() -> None:
-            assert sum(end_offsets(config, milestone_topic).values()) > 0
+        def sent_past_a_checkpoint() -> dict[str, Any]:
+            """The newest checkpoint, once rows are stored and a milestone was sent after
+            every task acknowledged it, while the next cannot have started (2 s to spare):
+            the kill that follows makes the job restore it and fire that milestone again."""
             assert _stored(cassandra, keyspace, view)
+            newest = _checkpoints(rest, job_id)["latest"]["completed"]
+            assert newest is not None
+            sent = read_to(config, milestone_topic, end_offsets(config, milestone_topic))
+            assert any(m.timestamp()[1] > newest["latest_ack_timestamp"] for m in sent)
+            next_due_ms = newest["trigger_timestamp"] + (KILL_CHECKPOINT_S - 2) * 1000
+            assert time.time() * 1000 < next_due_ms, "too close to the next checkpoint"
+            return newest
 
-        _eventually(output_out, 120.0, every_s=1.0)
+        newest = _eventually(sent_past_a_checkpoint, 120.0, every_s=0.3)
         assert rest.state(job_id) == "RUNNING"
         busy = _busy_taskmanager(rest, job_id)
         flink_service.kill_taskmanager(busy)
+        killed_ms = time.time() * 1000
         # Mid-stream: the job cannot have read what is not written yet.
         assert sum(end_offsets(config, live.stream.topic).values()) < len(live.stream.lines)
-        sent_before = sum(end_offsets(config, milestone_topic).values())
+        sent_before = end_offsets(config, milestone_topic)[0]
         gate.open()
         try:
             _eventually(lambda: _assert_restored(rest, job_id), 180.0, every_s=1.0)
+            restored = _eventually(lambda: _restored_checkpoint(rest, job_id), 60.0, every_s=1.0)
         finally:
             flink_service.start_taskmanager(busy)
+        assert restored["id"] == newest["id"], (restored, newest)
+        assert restored["latest_ack_timestamp"] < killed_ms, restored
         live.producer.join(300)
         assert not live.producer.is_alive()
         _converges(cassandra, keyspace, [view], live.stream.events, run)
@@ -772,15 +793,51 @@ def test_a_killed_taskmanager_loses_no_running_count_and_no_milestone(
         restores = _checkpoints(rest, job_id)["counts"]["restored"]
         assert restores >= 1
         _assert_replays_only(messages, expected, restores)
+        replayed = _assert_replayed_after(restored, messages, sent_before)
+        assert replayed > 0  # the kill came after a milestone was sent past the checkpoint
         print(
-            f"{len(messages)} milestone messages for {len(expected)} ids, {sent_before} of "
-            f"them sent before the kill, {restores} restores"
+            f"{len(messages)} milestone messages for {len(expected)} ids; {sent_before} sent "
+            f"before the kill, {replayed} of them after the checkpoint restored; {restores} "
+            "restores"
         )
         assert run.interrupt() == 0, run.text()[-4000:]
     finally:
         if not gate.is_open:
             gate.open(go=False)
         run.close()
+
+
+def _restored_checkpoint(rest: FlinkRest, job_id: str) -> dict[str, Any]:
+    """The checkpoint the job restored, from the REST API's recent checkpoints (read soon
+    after the restore, while they still hold it)."""
+    stats = _checkpoints(rest, job_id)
+    restored = stats["latest"]["restored"]["id"]
+    found = [c for c in stats["history"] if c["id"] == restored]
+    assert found, stats
+    return found[0]
+
+
+def _assert_replayed_after(
+    restored: Mapping[str, Any], messages: Sequence[Any], sent_before: int
+) -> int:
+    """Of the milestones sent before the kill (offsets below ``sent_before``), those sent
+    before the restored checkpoint was triggered are on the topic once, those sent after
+    every task acknowledged it more than once: the job fired them again. Returns how many
+    were sent after it."""
+    count = Counter(orjson.loads(m.value())["milestone_id"] for m in messages)
+    after = 0
+    for message in messages:
+        if message.offset() >= sent_before:
+            continue
+        kind, sent_ms = message.timestamp()
+        assert kind == ck.TIMESTAMP_CREATE_TIME, kind
+        copies = count[orjson.loads(message.value())["milestone_id"]]
+        if sent_ms < restored["trigger_timestamp"]:
+            assert copies == 1, (sent_ms, restored, copies)
+        elif sent_ms > restored["latest_ack_timestamp"]:
+            assert copies >= 2, (sent_ms, restored, copies)
+            after += 1
+    return after
 
 
 def _assert_replays_only(messages: Sequence[Any], expected: Sequence[dict], restores: int) -> None:
