@@ -714,8 +714,9 @@ def test_a_killed_taskmanager_loses_no_running_count_and_no_milestone(
     ``state_ttl``, milestones at 1, 2, 5, 10, 20 ... 1,000,000), milestones to
     ``--milestone-topic``.
 
-    A TaskManager running the job is killed (-9) once milestones and rows are out, with half
-    the input still unwritten; the job restores its last checkpoint and reads the rest. Then
+    A TaskManager running the job is killed (-9) once rows are stored and a milestone was sent
+    after the newest checkpoint, with half the input still unwritten; the job restores that
+    checkpoint and reads the rest. Then
     the table equals the oracle, and the topic holds what docs/flink.md promises: every
     milestone the oracle's totals reach and no other, an id more than once only as a replay
     (at most once more per restore), each copy keyed by its id; of the events sent before the
@@ -747,8 +748,10 @@ def test_a_killed_taskmanager_loses_no_running_count_and_no_milestone(
     run = Run(live.command, tmp_path / "liveagg.log", cassandra.env())
     try:
         job_id = run.flink_job_id()
-        live.producer.start()
+        # The stream starts once the whole job runs (a checkpoint completes only then): its
+        # first half lasts 25 s, two checkpoints' time in which to kill.
         _wait_checkpoints(rest, job_id, 1)
+        live.producer.start()
 
         def sent_past_a_checkpoint() -> dict[str, Any]:
             """The newest checkpoint, once rows are stored and a milestone was sent after
