@@ -2,6 +2,7 @@
 
     python -m benchmarks.counters                          # 1M events, 3M churn events
     python -m benchmarks.counters --repeat 3 --events 1000000 --churn-events 3000000
+    python -m benchmarks.counters --only streaming-churn --churn-events 3000000
 
 **Counters.** liveagg on the DirectRunner, bounded input, over the events of
 :mod:`benchmarks.generate` (its ``user`` field stands for a post: about a million keys,
@@ -15,7 +16,9 @@ span (:func:`write_churn`), through a global view with ``state_ttl`` 1h and one 
 outlives the data (36500d: never), on the bounded path: its watermark reaches the end only
 after all input, so no key leaves state early and both rows hold every key to the end, by
 design. TTL eviction itself is the streaming window operator's (docs/semantics.md, "On
-the streaming path"), which this benchmark does not run yet; its rows belong here.
+the streaming path"): the streaming rows run the same views through it, driven in one
+process as on an unbounded read (:mod:`benchmarks.streaming_churn`), and report its live
+keys and the bytes its state holds as the stream goes on.
 """
 
 from __future__ import annotations
@@ -151,13 +154,39 @@ def churn(dataset: Path, events: int, work: Path) -> list[Result]:
     return out
 
 
+def streaming_churn(dataset: Path, events: int, work: Path) -> list[Result]:
+    """Each churn view alone on ``dataset`` through the streaming window operator
+    (:mod:`benchmarks.streaming_churn`): its CPU and peak memory, and its live keys and
+    state bytes at their peak and at the end of the input."""
+    views = _churn_views(work / "churn-views")
+    out = []
+    for name in CHURN_TTLS:
+        print(f"churn: {name}, streaming operator, {events:,} events ...", file=sys.stderr)
+        cmd = [PYTHON, "-m", "benchmarks.streaming_churn", "--input", str(dataset)]
+        m = measure([*cmd, "--view", str(views / f"{name}.json")])
+        report = json.loads(m.stdout)
+        result = Result(
+            f"liveagg operator streaming {name}", events, m.wall_s, m.cpu_s, m.peak_rss_mb
+        )
+        result.rows = {name: report["rows"]}
+        result.extra["state_ttl"] = CHURN_TTLS[name]
+        for what in ("live_keys", "state_bytes"):
+            result.extra[f"{what} peak"] = f"{report[f'{what}_peak']:,}"
+            result.extra[f"{what} end"] = f"{report[f'{what}_end']:,}"
+        result.extra["timer firings"] = f"{report['timer_firings']:,}"
+        result.extra["timer rounds per advance, max"] = report["timer_rounds_max"]
+        result.extra["samples"] = report["samples"]
+        out.append(result)
+    return out
+
+
 def table(rows: list[Result], ratio: float | None) -> str:
     lines = [
         "| run | events | wall s | CPU s | events/CPU-s | CPU-us/event | rows | peak MiB | notes |",
         "|---|---:|---:|---:|---:|---:|---:|---:|---|",
     ]
     for r in rows:
-        notes = "; ".join(f"{k}: {v}" for k, v in r.extra.items())
+        notes = "; ".join(f"{k}: {v}" for k, v in r.extra.items() if k != "samples")
         lines.append(
             f"| {r.system} | {r.events:,} | {r.wall_s:.1f} | {r.cpu_s:.1f} | "
             f"{r.events_per_cpu_s:,.0f} | {r.us_per_event:.1f} | {sum(r.rows.values()):,} | "
@@ -172,31 +201,51 @@ def table(rows: list[Result], ratio: float | None) -> str:
     return "\n".join(lines)
 
 
+PARTS = ("counters", "churn", "streaming-churn")
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--events", type=int, default=1_000_000)
     parser.add_argument("--repeat", type=int, default=1)
     parser.add_argument("--churn-events", type=int, default=3_000_000, help="0: no churn rows")
+    parser.add_argument(
+        "--only", choices=PARTS, action="append", help="run only this part (repeatable)"
+    )
     parser.add_argument("--json", type=Path, default=CACHE / "counters.json")
     args = parser.parse_args(argv)
+    parts = set(args.only or PARTS)
+    if not args.churn_events:
+        parts -= {"churn", "streaming-churn"}
     work = CACHE / "work" / "counters"
-    dataset = generate.write(CACHE / f"events-{args.events}.jsonl", args.events)
-    running, fixed = counters(dataset, args.events, args.repeat, work)
-    ratio = running.events_per_cpu_s / fixed.events_per_cpu_s
     report: dict[str, Any] = {
         "date": datetime.now(UTC).isoformat(timespec="seconds"),
         "machine": machine(),
-        "counters": [running.to_json(), fixed.to_json()],
-        "ratio": round(ratio, 3),
-        "target": TARGET,
-        "target_met": ratio >= TARGET,
     }
-    printed = [f"## running counters against fixed windows\n\n{table([running, fixed], ratio)}"]
-    if args.churn_events:
+    printed = []
+    if "counters" in parts:
+        dataset = generate.write(CACHE / f"events-{args.events}.jsonl", args.events)
+        running, fixed = counters(dataset, args.events, args.repeat, work)
+        ratio = running.events_per_cpu_s / fixed.events_per_cpu_s
+        report |= {
+            "counters": [running.to_json(), fixed.to_json()],
+            "ratio": round(ratio, 3),
+            "target": TARGET,
+            "target_met": ratio >= TARGET,
+        }
+        printed.append(
+            f"## running counters against fixed windows\n\n{table([running, fixed], ratio)}"
+        )
+    if parts & {"churn", "streaming-churn"}:
         churn_data = write_churn(CACHE / f"churn-{args.churn_events}.jsonl", args.churn_events)
+    if "churn" in parts:
         rows = churn(churn_data, args.churn_events, work)
         report["churn"] = [r.to_json() for r in rows]
         printed.append(f"## state TTL churn (bounded)\n\n{table(rows, None)}")
+    if "streaming-churn" in parts:
+        streaming = streaming_churn(churn_data, args.churn_events, work)
+        report["churn_streaming"] = [r.to_json() for r in streaming]
+        printed.append(f"## state TTL churn (streaming operator)\n\n{table(streaming, None)}")
     publish(report, printed, args.json)
 
 

@@ -46,23 +46,28 @@ VIEW = parse_view(
 
 
 class CachedCell:
-    """A bag state cell behind the SDK's state cache; counts the bytes a commit sends."""
+    """A bag state cell behind the SDK's state cache; counts the bytes a commit sends
+    (``sent``) and the bytes the runner's state then holds for the cell (``held``)."""
 
     coder = BucketCoder()
 
     def __init__(self) -> None:
         self.parts: list[Any] = []
         self.sent = 0
+        self.held = 0
 
     def read(self) -> list[Any]:
         return self.parts
 
     def add(self, value: Any) -> None:
         self.parts.append(value)
-        self.sent += len(self.coder.encode(value))
+        size = len(self.coder.encode(value))
+        self.sent += size
+        self.held += size
 
     def clear(self) -> None:
         self.parts = []
+        self.held = 0
 
 
 class NoTimers:

@@ -284,3 +284,39 @@ def test_churn_keys_are_each_active_once(tmp_path: Path) -> None:
         r for r in counters.churn(path, 3_000, tmp_path / "work") if r.extra["state_ttl"] == "1h"
     ]
     assert result.rows == {"ttl_1h": 1_000}
+
+
+@pytest.mark.parametrize("name", ["ttl_1h", "ttl_never"])
+def test_streaming_churn_evicts_keys_only_with_a_ttl(tmp_path: Path, name: str) -> None:
+    """The streaming operator's churn rows measure eviction, not something else: with
+    ``state_ttl`` 1h, the keys whose last like is an hour behind the watermark have left
+    state, each with a last row holding its whole total; without, every key stays. DuckDB
+    reads the totals and last likes from the same file."""
+    from benchmarks import counters, streaming_churn
+    from liveagg.loader import parse_view
+
+    path = counters.write_churn(tmp_path / "churn.jsonl", 30_000, keys=3_000)
+    view = parse_view(counters.CHURN_VIEW | {"name": name, "state_ttl": counters.CHURN_TTLS[name]})
+    with path.open("rb") as lines:
+        report = streaming_churn.drive(view, lines, bundle=500, sample_every=5, keep_rows=True)
+    assert report.events == 30_000
+    watermark = report.samples[-1].watermark_us // 1000
+    ttl_ms = view.state_ttl.micros // 1000
+    totals = {
+        post: (likes, weight, last)
+        for post, likes, weight, last in duckdb.sql(
+            f"SELECT post, count(*), sum(weight), max(ts) FROM read_json_auto('{path}') "
+            "GROUP BY post"
+        ).fetchall()
+    }
+    gone = {post for post, (_, _, last) in totals.items() if last + ttl_ms <= watermark}
+    summary = report.summary()
+    assert summary["live_keys_end"] == len(totals) - len(gone)
+    if name == "ttl_never":
+        assert not gone and summary["live_keys_end"] == 3_000
+        return
+    assert len(gone) > 2_900  # all but the last hour's posts
+    assert summary["live_keys_peak"] < 300  # a bundle's posts and an hour's, not all 3,000
+    for post in gone:  # its row at eviction holds all its likes
+        row = report.last_rows[(post,)]
+        assert (row["likes"], row["weight"]) == totals[post][:2], (post, row)

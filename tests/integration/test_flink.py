@@ -8,7 +8,9 @@ equals the DuckDB oracle computed from the same lines; Ctrl-C (SIGINT) then canc
 * the rows, the dead letters and the metrics in Flink's REST API are right;
 * data late within allowed lateness updates the stored row; later data is a dead letter;
 * ``kill -9`` of a TaskManager mid-stream: Flink restores the last checkpoint and the table
-  still equals the oracle (nothing lost, nothing counted twice);
+  still equals the oracle (nothing lost, nothing counted twice); for running counters with
+  milestones too, whose topic then holds every milestone the oracle reaches, none other, and
+  an id twice only as a replay of the restored checkpoint;
 * the whole cluster stopped mid-stream: a new run restored from the retained checkpoint, or
   from a savepoint taken on Ctrl-C, ends at the oracle too;
 * the whole service stopped as ``python -m integration.services stop flink`` stops it (the
@@ -30,6 +32,7 @@ import sys
 import threading
 import time
 import uuid
+from collections import Counter, defaultdict
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -46,9 +49,14 @@ from liveagg.runners.flink_rest import TERMINAL, FlinkRest, FlinkRestError
 from liveagg.spec import ViewSpec
 from tests.support.cassandra_rows import view_rows
 from tests.support.cli import liveagg, rows_in
-from tests.support.compare import assert_rows_match, latest_panes, without_panes
+from tests.support.compare import (
+    assert_milestones_match,
+    assert_rows_match,
+    latest_panes,
+    without_panes,
+)
 from tests.support.datagen import generate
-from tests.support.oracle import expected_rows
+from tests.support.oracle import expected_milestones, expected_rows
 from tests.support.waiting import (
     cassandra_schema_settling,
     either,
@@ -227,6 +235,7 @@ def _command(
     dead_letter_topic: str,
     views: Sequence[Path] = VIEW_FILES,
     parallelism: int = 2,
+    checkpoint_interval_s: int = 2,
     extra: Sequence[str] = (),
 ) -> list[str]:
     return [
@@ -251,7 +260,7 @@ def _command(
         "--parallelism",
         str(parallelism),
         "--checkpoint-interval-s",
-        "2",
+        str(checkpoint_interval_s),
         "--report-every-s",
         "5",
         "--no-view-sinks",
@@ -278,6 +287,35 @@ class Live:
     producer: threading.Thread
 
 
+class Gate:
+    """Holds back the second half of a live stream until the test opens it."""
+
+    def __init__(self) -> None:
+        self._opened = threading.Event()
+        self._go = False
+
+    def open(self, go: bool = True) -> None:
+        """Let the rest be written, or with ``go`` false, never (the test has failed)."""
+        self._go = go
+        self._opened.set()
+
+    @property
+    def is_open(self) -> bool:
+        return self._opened.is_set()
+
+    def wait(self) -> bool:
+        return self._opened.wait(CONVERGE_TIMEOUT_S) and self._go
+
+
+def _produce_live(kafka: KafkaConnection, stream: Stream, gate: Gate | None) -> None:
+    """Writes the stream at 600 lines a second; with ``gate``, the second half once it opens."""
+    config, lines = kafka.client_config(), stream.lines
+    first = len(lines) // 2 if gate is not None else len(lines)
+    produce(config, stream.topic, lines[:first], 600.0)
+    if gate is not None and gate.wait():
+        produce(config, stream.topic, lines[first:], 600.0)
+
+
 def _live(
     tmp_path: Path,
     flink: FlinkConnection,
@@ -286,6 +324,9 @@ def _live(
     keyspace: str,
     seed: int,
     extra: Sequence[str] = (),
+    views: Sequence[Path] = VIEW_FILES,
+    gate: Gate | None = None,
+    checkpoint_interval_s: int = 2,
 ) -> Live:
     stream = _stream(kafka, tmp_path, 30_000, seed=seed)
     dead_topic = _name("liveagg-flink-dead-")
@@ -297,11 +338,11 @@ def _live(
         topic=stream.topic,
         keyspace=keyspace,
         dead_letter_topic=dead_topic,
+        views=views,
+        checkpoint_interval_s=checkpoint_interval_s,
         extra=extra,
     )
-    producer = threading.Thread(
-        target=produce, args=(kafka.client_config(), stream.topic, stream.lines, 600.0), daemon=True
-    )
+    producer = threading.Thread(target=_produce_live, args=(kafka, stream, gate), daemon=True)
     return Live(stream, command, producer)
 
 
@@ -353,8 +394,10 @@ def _converges(
         for view in views:
             stored = _stored(cassandra, keyspace, view)
             assert_rows_match(without_panes(stored), without_panes(expected[view.name]), view)
-            # Every window has closed: its last pane is on time, or late after late data.
-            assert {r["pane_timing"] for r in stored} <= {"ON_TIME", "LATE"}
+            # Every window has closed: its last pane is on time, or late after late data. A
+            # global window never closes on a stream: its rows are early panes.
+            closed = {"EARLY"} if view.window.type == "global" else {"ON_TIME", "LATE"}
+            assert {r["pane_timing"] for r in stored} <= closed
 
     _eventually(check, CONVERGE_TIMEOUT_S, every_s=5.0)
 
@@ -648,6 +691,175 @@ def _busy_taskmanager(rest: FlinkRest, job_id: str) -> int:
             if port in ports:
                 return ports[port]
     raise AssertionError(f"no TaskManager of the harness runs job {job_id}")
+
+
+COUNTERS = EXAMPLES / "post_engagement.json"
+#: Checkpoints of the running-counters kill test: far enough apart that the test can kill a
+#: TaskManager after milestones were sent past the newest checkpoint and before the next starts.
+KILL_CHECKPOINT_S = 10
+#: post_engagement's thresholds and more below them: every new key fires at once, so
+#: milestones fire all through the stream, some of them after the checkpoint a kill restores.
+DENSE_MILESTONES = [1, 2, 5, 10, 20, 50, 100, 200, 500, 1000, 10000, 100000, 1000000]
+
+
+def test_a_killed_taskmanager_loses_no_running_count_and_no_milestone(
+    tmp_path: Path,
+    flink: FlinkConnection,
+    kafka: KafkaConnection,
+    cassandra: CassandraConnection,
+    keyspace: str,
+    rest: FlinkRest,
+) -> None:
+    """The running counters of ``post_engagement`` (a global window, ``emit.eager`` below 10,
+    ``state_ttl``, milestones at 1, 2, 5, 10, 20 ... 1,000,000), milestones to
+    ``--milestone-topic``.
+
+    A TaskManager running the job is killed (-9) once rows are stored and a milestone was sent
+    after the newest checkpoint, with half the input still unwritten; the job restores that
+    checkpoint and reads the rest. Then
+    the table equals the oracle, and the topic holds what docs/flink.md promises: every
+    milestone the oracle's totals reach and no other, an id more than once only as a replay
+    (at most once more per restore), each copy keyed by its id; of the events sent before the
+    kill, those sent before the restored checkpoint once, those sent after it again.
+    """
+    counters = tmp_path / "post_engagement.json"
+    body = orjson.loads(COUNTERS.read_bytes())
+    body["milestones"] = [{"column": "events", "at": DENSE_MILESTONES}]
+    counters.write_bytes(orjson.dumps(body))
+    (view,) = _views([counters])
+    milestone_topic = _name("liveagg-flink-milestones-")
+    _create_topics(kafka, 1, milestone_topic)
+    gate = Gate()
+    live = _live(
+        tmp_path,
+        flink,
+        kafka,
+        cassandra,
+        keyspace,
+        seed=25,
+        extra=["--milestone-topic", milestone_topic],
+        views=[counters],
+        gate=gate,
+        checkpoint_interval_s=KILL_CHECKPOINT_S,
+    )
+    config = kafka.client_config()
+    expected = expected_milestones(view, expected_rows(view, live.stream.events))
+    assert {e["threshold"] for e in expected} >= {1, 10, 100, 1000}, "few milestones to lose"
+    run = Run(live.command, tmp_path / "liveagg.log", cassandra.env())
+    try:
+        job_id = run.flink_job_id()
+        # The stream starts once the whole job runs (a checkpoint completes only then): its
+        # first half lasts 25 s, two checkpoints' time in which to kill.
+        _wait_checkpoints(rest, job_id, 1)
+        live.producer.start()
+
+        def sent_past_a_checkpoint() -> dict[str, Any]:
+            """The newest checkpoint, once rows are stored and a milestone was sent after
+            every task acknowledged it, while the next cannot have started (2 s to spare):
+            the kill that follows makes the job restore it and fire that milestone again."""
+            assert _stored(cassandra, keyspace, view)
+            newest = _checkpoints(rest, job_id)["latest"]["completed"]
+            assert newest is not None
+            sent = read_to(config, milestone_topic, end_offsets(config, milestone_topic))
+            assert any(m.timestamp()[1] > newest["latest_ack_timestamp"] for m in sent)
+            next_due_ms = newest["trigger_timestamp"] + (KILL_CHECKPOINT_S - 2) * 1000
+            assert time.time() * 1000 < next_due_ms, "too close to the next checkpoint"
+            return newest
+
+        newest = _eventually(sent_past_a_checkpoint, 120.0, every_s=0.3)
+        assert rest.state(job_id) == "RUNNING"
+        busy = _busy_taskmanager(rest, job_id)
+        flink_service.kill_taskmanager(busy)
+        killed_ms = time.time() * 1000
+        # Mid-stream: the job cannot have read what is not written yet.
+        assert sum(end_offsets(config, live.stream.topic).values()) < len(live.stream.lines)
+        sent_before = end_offsets(config, milestone_topic)[0]
+        gate.open()
+        try:
+            _eventually(lambda: _assert_restored(rest, job_id), 180.0, every_s=1.0)
+            restored = _eventually(lambda: _restored_checkpoint(rest, job_id), 60.0, every_s=1.0)
+        finally:
+            flink_service.start_taskmanager(busy)
+        assert restored["id"] == newest["id"], (restored, newest)
+        assert restored["latest_ack_timestamp"] < killed_ms, restored
+        live.producer.join(300)
+        assert not live.producer.is_alive()
+        _converges(cassandra, keyspace, [view], live.stream.events, run)
+
+        def every_milestone() -> list[Any]:
+            messages = read_to(config, milestone_topic, end_offsets(config, milestone_topic))
+            ids = {orjson.loads(m.value())["milestone_id"] for m in messages}
+            assert ids == {e["milestone_id"] for e in expected}
+            return messages
+
+        messages = _eventually(every_milestone, 120.0, every_s=2.0)
+        restores = _checkpoints(rest, job_id)["counts"]["restored"]
+        assert restores >= 1
+        _assert_replays_only(messages, expected, restores)
+        replayed = _assert_replayed_after(restored, messages, sent_before)
+        assert replayed > 0  # the kill came after a milestone was sent past the checkpoint
+        print(
+            f"{len(messages)} milestone messages for {len(expected)} ids; {sent_before} sent "
+            f"before the kill, {replayed} of them after the checkpoint restored; {restores} "
+            "restores"
+        )
+        assert run.interrupt() == 0, run.text()[-4000:]
+    finally:
+        if not gate.is_open:
+            gate.open(go=False)
+        run.close()
+
+
+def _restored_checkpoint(rest: FlinkRest, job_id: str) -> dict[str, Any]:
+    """The checkpoint the job restored, from the REST API's recent checkpoints (read soon
+    after the restore, while they still hold it)."""
+    stats = _checkpoints(rest, job_id)
+    restored = stats["latest"]["restored"]["id"]
+    found = [c for c in stats["history"] if c["id"] == restored]
+    assert found, stats
+    return found[0]
+
+
+def _assert_replayed_after(
+    restored: Mapping[str, Any], messages: Sequence[Any], sent_before: int
+) -> int:
+    """Of the milestones sent before the kill (offsets below ``sent_before``), those sent
+    before the restored checkpoint was triggered are on the topic once, those sent after
+    every task acknowledged it more than once: the job fired them again. Returns how many
+    were sent after it."""
+    count = Counter(orjson.loads(m.value())["milestone_id"] for m in messages)
+    after = 0
+    for message in messages:
+        if message.offset() >= sent_before:
+            continue
+        kind, sent_ms = message.timestamp()
+        assert kind == ck.TIMESTAMP_CREATE_TIME, kind
+        copies = count[orjson.loads(message.value())["milestone_id"]]
+        if sent_ms < restored["trigger_timestamp"]:
+            assert copies == 1, (sent_ms, restored, copies)
+        elif sent_ms > restored["latest_ack_timestamp"]:
+            assert copies >= 2, (sent_ms, restored, copies)
+            after += 1
+    return after
+
+
+def _assert_replays_only(messages: Sequence[Any], expected: Sequence[dict], restores: int) -> None:
+    """The milestone topic after ``restores`` restores, as docs/flink.md describes it: each
+    expected event, keyed by its id; an id more than once only as a replay of a restore (at
+    most ``1 + restores`` copies), every copy the same event but for ``value``, the value of
+    the pane that fired it: at least the threshold, at most the final total."""
+    copies: dict[str, list[dict[str, Any]]] = defaultdict(list)
+    for message in messages:
+        event = orjson.loads(message.value())
+        assert message.key() == event["milestone_id"].encode(), event
+        copies[event["milestone_id"]].append(event)
+    assert_milestones_match([c[0] for c in copies.values()], expected, values=False)
+    for want in expected:
+        sent = copies[want["milestone_id"]]
+        assert len(sent) <= 1 + restores, (restores, sent)
+        for event in sent:
+            assert {**event, "value": None} == {**want, "value": None}, (event, want)
+            assert want["threshold"] <= event["value"] <= want["value"], (event, want)
 
 
 @pytest.mark.parametrize("how", ["checkpoint", "savepoint"])
