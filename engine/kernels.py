@@ -229,6 +229,13 @@ def _concat_bags(bags: Sequence[Bag]) -> Bag:
     return Bag(offset, np.concatenate(owners), _concat([b.values for b in bags]), counts, sketches)
 
 
+def _subset(bag: Bag, mask: np.ndarray) -> Bag:
+    """The values of a bag where ``mask`` holds, in their order (its rows stay)."""
+    index = np.flatnonzero(mask)
+    counts = None if bag.counts is None else bag.counts[index]
+    return Bag(bag.rows, bag.owner[index], _take(bag.values, index), counts)
+
+
 def _take_bag(bag: Bag, index: np.ndarray) -> Bag:
     """The bag of rows ``index`` (repeats allowed: a sliding window's slices are taken once
     per window they fall in)."""
@@ -683,21 +690,19 @@ class _BagKernel(Kernel):
             return bag
         bag = bag.sorted()
         sketches = dict(bag.sketches)
-        spans = bag.groups()
-        items = self.items(bag.values)
+        folded = big[bag.owner]
+        # Only the values being folded are made Python objects, not the whole bag's.
+        fold = bag if folded.all() else _subset(bag, folded)
+        spans = fold.groups()
+        items = self.items(fold.values)
         for row in np.flatnonzero(big).tolist():
             start, end = spans[row]
             vals = items[start:end]
-            weights = None if bag.counts is None else bag.counts[start:end].tolist()
+            weights = None if fold.counts is None else fold.counts[start:end].tolist()
             sketches[row] = self.to_sketch(sketches.get(row), vals, weights)
-        keep = ~big[bag.owner]
-        return Bag(
-            bag.rows,
-            bag.owner[keep],
-            _take(bag.values, np.flatnonzero(keep)),
-            None if bag.counts is None else bag.counts[keep],
-            sketches,
-        )
+        kept = _subset(bag, ~folded)
+        kept.sketches = sketches
+        return kept
 
     def items(self, values: pa.Array | np.ndarray) -> Any:
         """A bag's values as :meth:`to_accumulator` takes them, sliced per row."""
