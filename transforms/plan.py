@@ -639,6 +639,7 @@ class ViewPlan:
         rows = []
         layouts = self._layouts
         view = self.name
+        aggregated = list(zip(*columns, strict=True)) if columns else [()] * n
         for r in range(n):
             variant = self.variants[variants[r]]
             names, width, extras = layouts[variant.index]
@@ -657,7 +658,7 @@ class ViewPlan:
                             *bounds[r],
                             *values,
                             *extras,
-                            *(c[r] for c in columns),
+                            *aggregated[r],
                             pane_timing,
                             pane_index,
                         ),
