@@ -15,6 +15,7 @@ streaming router and the two-level adapters call.
 
 from __future__ import annotations
 
+import itertools
 import pickle
 import zlib
 from collections.abc import Sequence
@@ -26,7 +27,16 @@ import pyarrow as pa
 
 from liveagg.engine import values as v
 from liveagg.engine.groups import dense_codes, factorize
-from liveagg.engine.kernels import Bag, Kernel, PyState, State, kernel, sharing_pairs
+from liveagg.engine.kernels import (
+    Bag,
+    Kernel,
+    PyState,
+    State,
+    kernel,
+    sharing_pairs,
+    slice_column,
+    slice_state,
+)
 from liveagg.engine.windows import GLOBAL, WindowFn, session_ids
 
 #: ``variant`` of finest-grain rows (before the roll-up).
@@ -394,9 +404,26 @@ class ViewAggregator:
         """The partial split by a stable hash of (variant, key) (and the window start, unless
         sessions, whose windows of one key must meet): each key's rows on one shard."""
         which = shard_of(partial, shards, by_window=not self._merging)
+        order = np.argsort(which, kind="stable")
+        # One gather puts each shard's rows together; each shard is then a slice.
+        grouped = self.take(partial, order)
+        bags = [s.bounds() if isinstance(s, Bag) else None for s in grouped.states]
+        limits = np.searchsorted(which[order], np.arange(shards + 1)).tolist()
         out = []
-        for shard in np.unique(which).tolist():
-            out.append((shard, self.take(partial, np.flatnonzero(which == shard))))
+        for shard, (start, end) in enumerate(itertools.pairwise(limits)):
+            if start == end:
+                continue
+            part = Partial(
+                grouped.variant[start:end],
+                grouped.start[start:end],
+                grouped.end[start:end],
+                [slice_column(k, start, end) for k in grouped.keys],
+                [
+                    slice_state(state, start, end, bounds)
+                    for state, bounds in zip(grouped.states, bags, strict=True)
+                ],
+            )
+            out.append((shard, part))
         return out
 
 
