@@ -229,6 +229,44 @@ def _concat_bags(bags: Sequence[Bag]) -> Bag:
     return Bag(offset, np.concatenate(owners), _concat([b.values for b in bags]), counts, sketches)
 
 
+def _subset(bag: Bag, mask: np.ndarray) -> Bag:
+    """The values of a bag where ``mask`` holds, in their order (its rows stay)."""
+    index = np.flatnonzero(mask)
+    counts = None if bag.counts is None else bag.counts[index]
+    return Bag(bag.rows, bag.owner[index], _take(bag.values, index), counts)
+
+
+def slice_state(state: State, start: int, end: int, bounds: np.ndarray | None) -> State:
+    """Rows ``[start, end)`` of a state, copied where a pickle would write more than them
+    (``bounds``: a :class:`Bag`'s, from :meth:`Bag.bounds`, its values in order of row)."""
+    if isinstance(state, PyState):
+        return PyState(state.accumulators[start:end])
+    if isinstance(state, Bag):
+        bounds = state.bounds() if bounds is None else bounds
+        low, high = int(bounds[start]), int(bounds[end])
+        return Bag(
+            end - start,
+            state.owner[low:high] - start,
+            slice_column(state.values, low, high),
+            None if state.counts is None else state.counts[low:high],
+            {row - start: s for row, s in state.sketches.items() if start <= row < end},
+        )
+    return tuple(slice_column(column, start, end) for column in state)
+
+
+def slice_column(column: Any, start: int, end: int) -> Any:
+    """Items ``[start, end)`` of a column, to be pickled.
+
+    An Arrow slice is copied: it pickles its parent's whole buffers (pyarrow/array.pxi,
+    ``Array.__reduce__``: ``_reduce_array_data(self.sp_array.get().data().get())``, which
+    does ``buffers.append(pyarrow_wrap_buffer(buf) ...)`` for each buffer; 10 values of a
+    100,000-string array pickled to 1.3 MB). numpy pickles a view's own values only.
+    """
+    if isinstance(column, pa.Array):
+        return pa.concat_arrays([column.slice(start, end - start)])
+    return column[start:end]
+
+
 def _take_bag(bag: Bag, index: np.ndarray) -> Bag:
     """The bag of rows ``index`` (repeats allowed: a sliding window's slices are taken once
     per window they fall in)."""
@@ -683,21 +721,19 @@ class _BagKernel(Kernel):
             return bag
         bag = bag.sorted()
         sketches = dict(bag.sketches)
-        spans = bag.groups()
-        items = self.items(bag.values)
+        folded = big[bag.owner]
+        # Only the values being folded are made Python objects, not the whole bag's.
+        fold = bag if folded.all() else _subset(bag, folded)
+        spans = fold.groups()
+        items = self.items(fold.values)
         for row in np.flatnonzero(big).tolist():
             start, end = spans[row]
             vals = items[start:end]
-            weights = None if bag.counts is None else bag.counts[start:end].tolist()
+            weights = None if fold.counts is None else fold.counts[start:end].tolist()
             sketches[row] = self.to_sketch(sketches.get(row), vals, weights)
-        keep = ~big[bag.owner]
-        return Bag(
-            bag.rows,
-            bag.owner[keep],
-            _take(bag.values, np.flatnonzero(keep)),
-            None if bag.counts is None else bag.counts[keep],
-            sketches,
-        )
+        kept = _subset(bag, ~folded)
+        kept.sketches = sketches
+        return kept
 
     def items(self, values: pa.Array | np.ndarray) -> Any:
         """A bag's values as :meth:`to_accumulator` takes them, sliced per row."""

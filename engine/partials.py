@@ -15,6 +15,7 @@ streaming router and the two-level adapters call.
 
 from __future__ import annotations
 
+import itertools
 import pickle
 import zlib
 from collections.abc import Sequence
@@ -25,8 +26,17 @@ import numpy as np
 import pyarrow as pa
 
 from liveagg.engine import values as v
-from liveagg.engine.groups import factorize
-from liveagg.engine.kernels import Bag, Kernel, PyState, State, kernel, sharing_pairs
+from liveagg.engine.groups import dense_codes, factorize
+from liveagg.engine.kernels import (
+    Bag,
+    Kernel,
+    PyState,
+    State,
+    kernel,
+    sharing_pairs,
+    slice_column,
+    slice_state,
+)
 from liveagg.engine.windows import GLOBAL, WindowFn, session_ids
 
 #: ``variant`` of finest-grain rows (before the roll-up).
@@ -418,9 +428,26 @@ class ViewAggregator:
         """The partial split by a stable hash of (variant, key) (and the window start, unless
         sessions, whose windows of one key must meet): each key's rows on one shard."""
         which = shard_of(partial, shards, by_window=not self._merging)
+        order = np.argsort(which, kind="stable")
+        # One gather puts each shard's rows together; each shard is then a slice.
+        grouped = self.take(partial, order)
+        bags = [s.bounds() if isinstance(s, Bag) else None for s in grouped.states]
+        limits = np.searchsorted(which[order], np.arange(shards + 1)).tolist()
         out = []
-        for shard in np.unique(which).tolist():
-            out.append((shard, self.take(partial, np.flatnonzero(which == shard))))
+        for shard, (start, end) in enumerate(itertools.pairwise(limits)):
+            if start == end:
+                continue
+            part = Partial(
+                grouped.variant[start:end],
+                grouped.start[start:end],
+                grouped.end[start:end],
+                [slice_column(k, start, end) for k in grouped.keys],
+                [
+                    slice_state(state, start, end, bounds)
+                    for state, bounds in zip(grouped.states, bags, strict=True)
+                ],
+            )
+            out.append((shard, part))
         return out
 
 
@@ -462,15 +489,27 @@ def _unpacked(kern: Kernel, state: Any) -> State:
 
 
 def shard_of(partial: Partial, shards: int, by_window: bool) -> np.ndarray:
-    """A shard per row, the same on every worker (CRC-32 of the key's canonical text)."""
-    texts = [v.to_text(k).to_pylist() for k in partial.keys]
-    variants = partial.variant.tolist()
-    starts = partial.start.tolist() if by_window else [0] * partial.rows
-    out = np.empty(partial.rows, dtype=np.int64)
-    for i, parts in enumerate(zip(*texts, strict=True) if texts else [()] * partial.rows):
-        seed = (variants[i] * 1_000_003 + starts[i]) & 0xFFFFFFFF
-        out[i] = zlib.crc32("\x1f".join(p or "" for p in parts).encode(), seed) % shards
-    return out
+    """A shard per row, the same on every worker: the CRC-32 of each key value's canonical
+    text (computed once per distinct value), mixed with the variant, the window start and
+    the other key columns by SplitMix64's finalizer, all rows at once."""
+    mixed = _mix(partial.variant.astype(np.uint64))
+    if by_window:
+        mixed = _mix(mixed ^ partial.start.astype(np.uint64))
+    for column in partial.keys:
+        codes, values = dense_codes(column)
+        texts = v.to_text(pa.array(values)).to_pylist()
+        crc = [0 if t is None else zlib.crc32(t.encode()) for t in texts]
+        mixed = _mix(mixed ^ np.array(crc, dtype=np.uint64)[codes])
+    return (mixed % np.uint64(shards)).astype(np.int64)
+
+
+def _mix(x: np.ndarray) -> np.ndarray:
+    """SplitMix64's finalizer: every input bit reaches every output bit (uint64, wrapping)."""
+    x = x ^ (x >> np.uint64(30))
+    x = x * np.uint64(0xBF58476D1CE4E5B9)
+    x = x ^ (x >> np.uint64(27))
+    x = x * np.uint64(0x94D049BB133111EB)
+    return x ^ (x >> np.uint64(31))
 
 
 def concat(partials: Sequence[Partial], aggregator: ViewAggregator) -> Partial:

@@ -599,6 +599,7 @@ class ViewPlan:
         rows = []
         layouts = self._layouts
         view = self.name
+        aggregated = list(zip(*columns, strict=True)) if columns else [()] * n
         for r in range(n):
             variant = self.variants[variants[r]]
             names, width, extras = layouts[variant.index]
@@ -617,7 +618,7 @@ class ViewPlan:
                             *bounds[r],
                             *values,
                             *extras,
-                            *(c[r] for c in columns),
+                            *aggregated[r],
                             pane_timing,
                             pane_index,
                         ),
