@@ -49,19 +49,7 @@ from liveagg.spec import ViewSpec
 from liveagg.transforms.deadletter import NAMESPACE
 from liveagg.transforms.deadletter import TAG as DEAD_LETTER
 from liveagg.transforms.streaming import MAX_BATCHED, _Route, window_operator
-
-
-class Timers:
-    """One timer family of one state key, as the runner keeps it: a due time per tag."""
-
-    def __init__(self) -> None:
-        self.due: dict[str, int] = {}
-
-    def set(self, ts: Timestamp, dynamic_timer_tag: str = "") -> None:
-        self.due[dynamic_timer_tag] = ts.micros
-
-    def clear(self, dynamic_timer_tag: str = "") -> None:
-        self.due.pop(dynamic_timer_tag, None)
+from tests.support.operator_state import Timers
 
 
 @dataclass
