@@ -747,7 +747,10 @@ class _WindowLogic(beam.DoFn):
         bucket.closed_upto = max(bucket.closed_upto, now)  # the watermark is past ``now``
         for window in sorted(due):
             end_ts = window[1] - 1
-            for group in sorted(bucket.members(window)):
+            # Before its end a window changes only for keys whose state_ttl has passed (the
+            # global window never ends): those alone are decoded, not every key it holds.
+            held = bucket.members(window) if end_ts <= now else bucket.expired(window, now)
+            for group in sorted(held):
                 windows = bucket.windows(group)
                 entry = windows.get(window)
                 if entry is None:

@@ -162,6 +162,12 @@ class Bucket(CacheAware):
         """The keys holding ``window``."""
         return self._members.get(window, set())
 
+    def expired(self, window: Window, now: int) -> list[bytes]:
+        """The keys of ``window`` whose ``state_ttl`` has passed by ``now``, found in the
+        index of expiries without decoding any key."""
+        expiry = self._expiry.get(window)
+        return [group for group, at in expiry.items() if at <= now] if expiry else []
+
     def windows_held(self) -> list[Window]:
         return list(self._members)
 

@@ -20,13 +20,14 @@ from apache_beam.transforms.window import TimestampedValue
 from apache_beam.utils.timestamp import Timestamp
 
 from liveagg.engine.compiled import compile_view
+from liveagg.engine.windows import GLOBAL
 from liveagg.loader import parse_view
 from liveagg.spec import ViewSpec
 from liveagg.transforms.plan import MILESTONES
 from liveagg.transforms.rekey import RekeyAggregate
 from liveagg.transforms.sinks.kafka import _Envelope
 from liveagg.transforms.streaming import StreamingAggregate, _union, window_operator
-from liveagg.transforms.windowstate import bucket_of
+from liveagg.transforms.windowstate import Bucket, bucket_of
 from tests.support.compare import assert_fired_at_first_pane, assert_milestones_match
 from tests.support.operator_state import Cell, Timers
 from tests.support.oracle import expected_milestones, expected_rows
@@ -319,6 +320,33 @@ def test_a_restored_operator_does_not_fire_again() -> None:
     late = list(after._process((state_key, [_item(after, 1)]), cell, timers, None))
     assert [r["pane_timing"] for r in late if isinstance(r, dict)] == ["LATE"]
     assert [o.value["threshold"] for o in late if getattr(o, "tag", None) == MILESTONES] == [4]
+
+
+def test_state_ttl_decodes_only_the_keys_it_evicts(monkeypatch: Any) -> None:
+    """A bucket of 40 keys whose latest messages are 1 s apart: the timer that passes the
+    expiry of the first 5 decodes those 5 alone (not the 35 others), writes their last rows
+    and drops them; the rest stay, due later."""
+    view = counter_view(
+        "evict", {"type": "global"}, state_ttl="1m", emit={"early": "10s"}, lateness="0s"
+    )
+    state_key = ("evict", 0, 7)
+    cell, timers = Cell(cached=False), Timers()
+    operator = window_operator(view, clock=lambda: 0.0, shared_floor=False, ttl=True)
+    operator.setup()
+    combine = operator._plan.combine
+    acc = combine.encode(combine.add_inputs(combine.create_accumulator(), [(1, 1)]))
+    groups = [orjson.dumps([f"k{i:02}"]) for i in range(40)]
+    items = [(g, *GLOBAL, acc, [], (i + 1) * 1_000_000) for i, g in enumerate(groups)]
+    list(operator._process((state_key, items), cell, timers, None))
+    assert min(timers.due.values()) == 61_000_000  # the first key's latest + state_ttl
+    decoded: list[bytes] = []
+    windows = Bucket.windows
+    monkeypatch.setattr(Bucket, "windows", lambda b, g: decoded.append(g) or windows(b, g))
+    out = list(operator._on_watermark(state_key, Timestamp(micros=65_000_000), "", cell, timers))
+    assert decoded == groups[:5]
+    assert [r["k"] for r in out] == [f"k{i:02}" for i in range(5)]
+    assert all(r["pane_timing"] == "EARLY" and r["n"] == 1 for r in out)
+    assert min(timers.due.values()) == 66_000_000
 
 
 def _panes(rows: list[dict]) -> list[tuple]:
