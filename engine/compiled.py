@@ -2,9 +2,9 @@
 any graph is built.
 
 :func:`compile_view` resolves the view's combiners, its variants (granularities crossed with
-grouping sets), the typed columns of its rows (the one schema every sink reads), its
-definition fingerprint and the event times it accepts, and runs every check that needs more
-than the view file, the run's included (:class:`RunContext`). The result is frozen; the
+grouping sets), the typed columns of its rows (the one schema every sink reads) and its
+definition fingerprint, and runs the checks that depend on the run (:class:`RunContext`).
+The result is frozen; the
 pipeline's transforms carry it to the workers, which build their runtime form
 (:class:`~liveagg.transforms.plan.ViewPlan`) from it without planning again. A problem is a
 :class:`~liveagg.errors.ViewError` naming the view's own file and field.
