@@ -36,11 +36,9 @@ from pathlib import Path
 from typing import Any
 
 from apache_beam.coders import FastPrimitivesCoder
-from apache_beam.metrics.execution import MetricsContainer, MetricsEnvironment
+from apache_beam.metrics.execution import MetricsEnvironment
 from apache_beam.metrics.metricbase import MetricName
 from apache_beam.pvalue import TaggedOutput
-from apache_beam.runners.worker import statesampler
-from apache_beam.utils.counters import CounterFactory
 from apache_beam.utils.timestamp import Timestamp
 
 from benchmarks.operator_state import CachedCell
@@ -49,7 +47,7 @@ from liveagg.spec import ViewSpec
 from liveagg.transforms.deadletter import NAMESPACE
 from liveagg.transforms.deadletter import TAG as DEAD_LETTER
 from liveagg.transforms.streaming import MAX_BATCHED, _Route, window_operator
-from tests.support.operator_state import Timers
+from tests.support.operator_state import Timers, step_metrics
 
 
 @dataclass
@@ -118,16 +116,8 @@ def drive(
     firing its timers as a runner would (see the module doc)."""
     if view.event_time.format != "epoch_ms":  # the watermark is read from the last line
         raise ValueError(f"view {view.name!r}: event time must be epoch_ms, as churn's is")
-    sampler = statesampler.StateSampler("", CounterFactory())
-    statesampler.set_current_tracker(sampler)
-    scope = sampler.scoped_state("window", "process", metrics_container=MetricsContainer("w"))
-    sampler.start()
-    try:
-        with scope:
-            return _drive(view, lines, bundle, sample_every, keep_rows)
-    finally:
-        sampler.stop()
-        statesampler.set_current_tracker(None)
+    with step_metrics("window"):
+        return _drive(view, lines, bundle, sample_every, keep_rows)
 
 
 def _drive(

@@ -12,8 +12,9 @@ pipeline's transforms carry it to the workers, which build their runtime form
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import TypeVar
 
 from liveagg import combiners
 from liveagg.combiners.base import LiveaggCombineFn
@@ -24,6 +25,8 @@ from liveagg.spec import ViewSpec
 
 #: Column types beyond the aggregation output types: grouping values and window bounds.
 KEY, TIMESTAMP = "key", "timestamp"
+
+T = TypeVar("T")
 
 
 @dataclass(frozen=True)
@@ -66,6 +69,12 @@ class CompiledView:
     def origin(self) -> str:
         return self.spec.origin
 
+    @property
+    def output_types(self) -> tuple[str, ...]:
+        """The type of each aggregation's column, in the order of ``spec.aggregations``."""
+        by_name = {column.name: column.type for column in self.columns}
+        return tuple(by_name[a.output] for a in self.spec.aggregations)
+
     def aggregator(self) -> ViewAggregator:
         """The engine's aggregator of the view's messages."""
         return ViewAggregator(
@@ -98,31 +107,28 @@ def compile_views(
     specs: Sequence[ViewSpec], context: RunContext | None = None
 ) -> list[CompiledView]:
     """:func:`compile_view` of each view; the problems of all of them at once."""
-    compiled: list[CompiledView] = []
-    errors: list[ViewError] = []
-    for spec in specs:
-        try:
-            compiled.append(compile_view(spec, context))
-        except ViewErrors as e:
-            errors.extend(e.errors)
-        except ViewError as e:
-            errors.append(e)
-    if errors:
-        raise ViewErrors(errors)
-    return compiled
+    return _each(specs, lambda spec: compile_view(spec, context))
 
 
 def check_run(specs: Sequence[ViewSpec], context: RunContext) -> None:
     """The checks of ``context`` alone, for every view at once: what a run refuses before
     it reads anything (:func:`compile_view` runs them too)."""
-    errors = []
+    _each(specs, lambda spec: _check_run(spec, context))
+
+
+def _each(specs: Sequence[ViewSpec], step: Callable[[ViewSpec], T]) -> list[T]:
+    """``step`` of every view; one :class:`ViewErrors` with the problem of each view that
+    has one, so a run names them all, not only the first."""
+    results: list[T] = []
+    errors: list[ViewError] = []
     for spec in specs:
         try:
-            _check_run(spec, context)
+            results.append(step(spec))
         except ViewError as e:
             errors.append(e)
     if errors:
         raise ViewErrors(errors)
+    return results
 
 
 def as_compiled(view: CompiledView | ViewSpec, context: RunContext | None = None) -> CompiledView:

@@ -315,7 +315,7 @@ class ViewPlan:
         self._layouts = [self._layout(v) for v in self.variants]
         # Outputs that may be a double beyond its range (inf, nan): written as null, with an
         # ``overflow`` dead letter (see row). Counts, sketches and texts are not looked at.
-        types = [fn.output_type() for fn in compiled.fns]
+        types = compiled.output_types
         self._doubles = tuple(i for i, t in enumerate(types) if t in ("double", "json"))
         self._double_lists = tuple(i for i, t in enumerate(types) if t == "list<double>")
         self._aggregated = frozenset([*self._outputs, *(name for name, _ in self._derived)])

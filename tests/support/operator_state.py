@@ -1,8 +1,15 @@
 """Stand-ins for the runner's side of the window operator, to drive its methods directly: a
-bucket's bag state and a timer family."""
+bucket's bag state, a timer family and the metrics scope of a running step."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+from apache_beam.metrics.execution import MetricsContainer, MetricsEnvironment
+from apache_beam.metrics.metricbase import MetricName
+from apache_beam.runners.worker import statesampler
+from apache_beam.utils.counters import CounterFactory
 from apache_beam.utils.timestamp import Timestamp
 
 from liveagg.transforms.windowstate import Bucket, BucketCoder
@@ -45,3 +52,24 @@ class Timers:
 
     def clear(self, dynamic_timer_tag: str = "") -> None:
         self.due.pop(dynamic_timer_tag, None)
+
+
+@contextmanager
+def step_metrics(step: str = "step") -> Iterator[MetricsContainer]:
+    """The metrics container of a running step, set as a Beam worker sets it, so that
+    ``Metrics.counter(...)`` in the code driven inside lands where it can be read."""
+    sampler = statesampler.StateSampler("", CounterFactory())
+    statesampler.set_current_tracker(sampler)
+    scope = sampler.scoped_state(step, "process", metrics_container=MetricsContainer(step))
+    sampler.start()
+    try:
+        with scope:
+            yield MetricsEnvironment.current_container()
+    finally:
+        sampler.stop()
+        statesampler.set_current_tracker(None)
+
+
+def counter_value(container: MetricsContainer, namespace: str, name: str) -> int:
+    """A counter's cumulative value in ``container``."""
+    return container.get_counter(MetricName(namespace, name)).get_cumulative()
