@@ -110,6 +110,9 @@ HOSTILE = [
     b'{"a": 1}{"b": 2}',
     b'\xff\xfe{"ts": 1}',
     b'{"ts": "2024-03-01T00:00:00.1234567Z", "org": "o\\"1"}',
+    b'{"ts": "2024-03-01T00:00:00Z", "org": "o1", "bytes": 2}\r\n',
+    b' \t{"ts": "2024-03-01T00:00:00Z", "org": "o1",\n "bytes": 3} ',
+    b'\n',
 ]
 
 
@@ -191,6 +194,18 @@ def test_clean_batches_take_the_fast_path() -> None:
         *lines[50:],
     ]
     assert decoder.decode(one_bad).fast  # a value of another type: that row alone goes exact
+
+
+def test_messages_in_json_whitespace_take_the_fast_path() -> None:
+    """A producer's trailing newline or a CRLF file's carriage return is no part of the
+    message: such a batch is read by the fast path, to the same result as the exact one."""
+    rng = random.Random(2)
+    lines = [clean_line(rng, i) + rng.choice([b"\n", b"\r\n", b" ", b""]) for i in range(300)]
+    decoder = Decoder([ViewPlan(parse_view(view)) for view in VIEWS])
+    decoded = decoder.decode(lines[:100])
+    decoded = decoder.decode(lines[100:])
+    assert decoded.fast and decoded.exact_lines == 0
+    assert run(lines, fast=True) == run(lines, fast=False)
 
 
 def test_a_numeric_field_no_message_has_gives_nulls_and_accumulators_level_2_reads() -> None:
