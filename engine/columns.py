@@ -109,8 +109,8 @@ class Decoder:
                 if isinstance(payload, bytes)
                 else str(payload).encode("utf-8", "surrogatepass")
             )
-            # JSON whitespace around a message (a producer's trailing newline, a CRLF file's
-            # carriage return) is no part of it; left in, it kept the batch off the fast path.
+            # JSON whitespace around a message (a Kafka producer's trailing newline or CRLF)
+            # is no part of it; left in, it kept the whole batch off the fast path.
             data = data.strip(b" \t\r\n")
             if not data:  # JSON whitespace only: no message
                 blank += 1

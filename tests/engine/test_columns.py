@@ -112,7 +112,7 @@ HOSTILE = [
     b'{"ts": "2024-03-01T00:00:00.1234567Z", "org": "o\\"1"}',
     b'{"ts": "2024-03-01T00:00:00Z", "org": "o1", "bytes": 2}\r\n',
     b' \t{"ts": "2024-03-01T00:00:00Z", "org": "o1",\n "bytes": 3} ',
-    b'\n',
+    b"\n",
 ]
 
 
@@ -197,8 +197,8 @@ def test_clean_batches_take_the_fast_path() -> None:
 
 
 def test_messages_in_json_whitespace_take_the_fast_path() -> None:
-    """A producer's trailing newline or a CRLF file's carriage return is no part of the
-    message: such a batch is read by the fast path, to the same result as the exact one."""
+    """A Kafka producer's trailing newline or CRLF is no part of the message: such a batch
+    is read by the fast path, to the same result as the exact one."""
     rng = random.Random(2)
     lines = [clean_line(rng, i) + rng.choice([b"\n", b"\r\n", b" ", b""]) for i in range(300)]
     decoder = Decoder([ViewPlan(parse_view(view)) for view in VIEWS])
