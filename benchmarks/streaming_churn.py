@@ -27,25 +27,29 @@ and peak memory are measured by the caller (:func:`benchmarks.harness.measure`).
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import sys
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+import orjson
 from apache_beam.coders import FastPrimitivesCoder
 from apache_beam.metrics.execution import MetricsEnvironment
 from apache_beam.metrics.metricbase import MetricName
 from apache_beam.pvalue import TaggedOutput
-from apache_beam.utils.timestamp import Timestamp
+from apache_beam.utils.timestamp import MAX_TIMESTAMP, Timestamp
 
 from benchmarks.operator_state import CachedCell
-from liveagg.loader import parse_view
+from liveagg.loader import load_views
 from liveagg.spec import ViewSpec
+from liveagg.transforms import eventtime
 from liveagg.transforms.deadletter import NAMESPACE
 from liveagg.transforms.deadletter import TAG as DEAD_LETTER
+from liveagg.transforms.sources import WATERMARK
 from liveagg.transforms.streaming import MAX_BATCHED, _Route, window_operator
 from tests.support.operator_state import Timers, step_metrics
 
@@ -67,6 +71,8 @@ class Report:
     events: int = 0
     rows: int = 0
     timer_firings: int = 0
+    #: CPU seconds of this process per stage: route, wire, operator, timers.
+    stages_cpu_s: dict[str, float] = field(default_factory=dict)
     #: Rounds of timer firings each watermark advance took (see ``_fire_watermark``).
     timer_rounds: list[int] = field(default_factory=list)
     samples: list[Sample] = field(default_factory=list)
@@ -114,32 +120,68 @@ def drive(
 ) -> Report:
     """Run ``lines`` (in event-time order) through the view's router and window operator,
     firing its timers as a runner would (see the module doc)."""
-    if view.event_time.format != "epoch_ms":  # the watermark is read from the last line
-        raise ValueError(f"view {view.name!r}: event time must be epoch_ms, as churn's is")
+    return drive_views([view], lines, bundle=bundle, sample_every=sample_every, keep_rows=keep_rows)
+
+
+def drive_views(
+    views: Sequence[ViewSpec],
+    lines: Iterable[bytes],
+    *,
+    bundle: int = MAX_BATCHED,
+    sample_every: int = 20,
+    keep_rows: bool = False,
+    kafka: bool = False,
+    close: bool = False,
+) -> Report:
+    """:func:`drive` for several views through one router, as a run reads them from one
+    source. ``kafka``: each message comes as the Kafka read hands it on (``ReadPartitions``:
+    its partition, offset and the partition's watermark when it was read, here the watermark
+    after the bundle before), so the router carries payloads only for messages that may be
+    late; without, any message may be late, as from a source that stamps no watermark.
+    ``keep_rows`` keys the last rows by grouping values alone: for one view. ``close``: at
+    the end the watermark passes every window, as a job's source reaches its end."""
     with step_metrics("window"):
-        return _drive(view, lines, bundle, sample_every, keep_rows)
+        return _drive(list(views), lines, bundle, sample_every, keep_rows, kafka, close)
 
 
 def _drive(
-    view: ViewSpec, lines: Iterable[bytes], bundle: int, sample_every: int, keep_rows: bool
+    views: list[ViewSpec],
+    lines: Iterable[bytes],
+    bundle: int,
+    sample_every: int,
+    keep_rows: bool,
+    kafka: bool,
+    close: bool,
 ) -> Report:
-    router = _Route([view])
+    router = _Route(views)
     # As StreamingAggregate builds it for an unbounded read on Flink: early and eager panes,
     # state_ttl, a watermark per bucket (no floor shared between instances).
-    operator = window_operator(
-        view, time.time, view.early is not None, shared_floor=False, eager=True, ttl=True
-    )
+    operators = {
+        view.name: window_operator(
+            view, time.time, view.early is not None, shared_floor=False, eager=True, ttl=True
+        )
+        for view in views
+    }
+    timed_early = {view.name for view in views if view.early is not None}
     router.setup()
-    operator.setup()
+    for operator in operators.values():
+        operator.setup()
     wire = FastPrimitivesCoder()  # Beam's coder of elements without a type hint
     cells: dict[Any, CachedCell] = {}
     watermark: dict[Any, Timers] = {}
     early: dict[Any, Timers] = {}
-    live_keys = MetricsEnvironment.current_container().get_counter(
-        MetricName(NAMESPACE, f"live_keys/{view.name}")
+    container = MetricsEnvironment.current_container()
+    live_keys = [
+        container.get_counter(MetricName(NAMESPACE, f"live_keys/{view.name}")) for view in views
+    ]
+    report = Report(
+        ",".join(view.name for view in views),
+        views[0].state_ttl.text if len(views) == 1 and views[0].state_ttl else None,
     )
-    report = Report(view.name, view.state_ttl.text if view.state_ttl else None)
-    field_name = view.event_time.field
+    event_time = views[0].event_time
+    parse = eventtime.parser(event_time.field, event_time.format)
+    stages = report.stages_cpu_s
+    clock = time.process_time
 
     def emit(outputs: Iterable[Any]) -> None:
         for out in outputs:
@@ -147,54 +189,89 @@ def _drive(
                 continue
             report.rows += 1
             if keep_rows:
-                report.last_rows[tuple(out[c] for c in view.grouping_cols)] = out
+                report.last_rows[tuple(out[c] for c in views[0].grouping_cols)] = out
 
     def sample(bundles: int, wm: int) -> None:
         held = sum(cell.held for cell in cells.values())
-        report.samples.append(
-            Sample(bundles, report.events, wm, live_keys.get_cumulative(), held, _rss_mib())
-        )
+        live = sum(counter.get_cumulative() for counter in live_keys)
+        report.samples.append(Sample(bundles, report.events, wm, live, held, _rss_mib()))
+
+    def timed(stage: str, began: float) -> float:
+        now = clock()
+        stages[stage] = stages.get(stage, 0.0) + now - began
+        return now
 
     wm = 0
     bundles = 0
     for chunk in _chunks(lines, bundle):
+        began = clock()
         router.start_bundle()
-        routed = [o for line in chunk for o in router.process(line)]
+        if kafka:
+            first = report.events
+            messages: list[Any] = [(line, _source(first + i, wm)) for i, line in enumerate(chunk)]
+        else:
+            messages = chunk
+        routed = [o for message in messages for o in router.process(message)]
         routed += list(router.finish_bundle())
-        for out in routed:
-            if out.tag == DEAD_LETTER:
-                continue
-            # The runner's data plane between the two stages: what the operator holds is what
-            # a worker decodes, not the router's own objects (orjson's key bytes, say, which
-            # keep a 4 KiB allocation each).
-            state_key, items = wire.decode(wire.encode(out.value.value))
+        began = timed("route", began)
+        # The runner's data plane between the two stages: what the operator holds is what
+        # a worker decodes, not the router's own objects (orjson's key bytes, say, which
+        # keep a 4 KiB allocation each).
+        crossed = [
+            wire.decode(wire.encode(out.value.value)) for out in routed if out.tag != DEAD_LETTER
+        ]
+        began = timed("wire", began)
+        for state_key, items in crossed:
             cell = cells.setdefault(state_key, CachedCell())
+            operator = operators[state_key[0]]
             emit(
                 operator._process(
                     (state_key, items),
                     cell,
                     watermark.setdefault(state_key, Timers()),
-                    early.setdefault(state_key, Timers()) if view.early is not None else None,
+                    early.setdefault(state_key, Timers()) if state_key[0] in timed_early else None,
                 )
             )
+        began = timed("operator", began)
         report.events += len(chunk)
         bundles += 1
-        wm = max(wm, int(json.loads(chunk[-1])[field_name]) * 1000)  # epoch ms -> us
-        _fire_watermark(operator, cells, watermark, wm, emit, report)
+        # A Kafka partition's watermark is the largest event time it has read (the module
+        # doc); one partition here.
+        wm = max(wm, parse(orjson.loads(chunk[-1])[event_time.field]))
+        _fire_watermark(operators, cells, watermark, wm, emit, report)
         now = int(time.time() * 1_000_000)
         for state_key, timers in early.items():
             for tag, due in list(timers.due.items()):
                 if due <= now:
                     del timers.due[tag]
-                    emit(operator._on_early(state_key, tag, cells[state_key], timers))
+                    emit(
+                        operators[state_key[0]]._on_early(state_key, tag, cells[state_key], timers)
+                    )
+        timed("timers", began)
         if bundles % sample_every == 0:
             sample(bundles, wm)
+    if close:
+        began = clock()
+        wm = MAX_TIMESTAMP.micros
+        _fire_watermark(operators, cells, watermark, wm, emit, report)
+        timed("timers", began)
     sample(bundles, wm)
     return report
 
 
+def _source(offset: int, watermark_us: int) -> dict[str, Any]:
+    """A message's source as ``ReadPartitions`` stamps it (``transforms/sources/kafka.py``)."""
+    return {
+        "topic": "events",
+        "partition": 0,
+        "offset": offset,
+        "timestamp_ms": None,
+        WATERMARK: watermark_us,
+    }
+
+
 def _fire_watermark(
-    operator: Any,
+    operators: dict[str, Any],
     cells: dict[Any, CachedCell],
     watermark: dict[Any, Timers],
     wm: int,
@@ -218,11 +295,12 @@ def _fire_watermark(
             break
         rounds += 1
         for at, state_key, tag in due:
+            if not watermark[state_key].take(tag, at):
+                continue  # set again, or cleared, by a firing of this round
             timers = watermark[state_key]
-            del timers.due[tag]
             report.timer_firings += 1
             emit(
-                operator._on_watermark(
+                operators[state_key[0]]._on_watermark(
                     state_key, Timestamp(micros=at), tag, cells[state_key], timers
                 )
             )
@@ -231,14 +309,29 @@ def _fire_watermark(
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--input", type=Path, required=True, help="churn JSON Lines, in order")
-    parser.add_argument("--view", type=Path, required=True, help="the view file")
+    parser.add_argument("--input", type=Path, required=True, help="JSON Lines, in order")
+    parser.add_argument(
+        "--view", type=Path, required=True, action="append", help="a view file or folder"
+    )
+    parser.add_argument("--events", type=int, help="the first lines only")
     parser.add_argument("--bundle", type=int, default=MAX_BATCHED, help="lines per bundle")
     parser.add_argument("--sample-every", type=int, default=20, help="bundles between samples")
+    parser.add_argument(
+        "--kafka", action="store_true", help="messages as the Kafka read hands them on"
+    )
+    parser.add_argument("--close", action="store_true", help="close every window at the end")
     args = parser.parse_args(argv)
-    view = parse_view(json.loads(args.view.read_text()))
-    with args.input.open("rb") as lines:
-        report = drive(view, lines, bundle=args.bundle, sample_every=args.sample_every)
+    views = load_views(args.view)
+    with args.input.open("rb") as f:
+        lines = itertools.islice(f, args.events)
+        report = drive_views(
+            views,
+            lines,
+            bundle=args.bundle,
+            sample_every=args.sample_every,
+            kafka=args.kafka,
+            close=args.close,
+        )
     json.dump(report.summary(), sys.stdout)
     print()
     return 0

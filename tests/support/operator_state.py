@@ -53,6 +53,16 @@ class Timers:
     def clear(self, dynamic_timer_tag: str = "") -> None:
         self.due.pop(dynamic_timer_tag, None)
 
+    def take(self, tag: str, at: int) -> bool:
+        """Whether the timer ``tag`` is still set for ``at``, and so fires now (then it is no
+        longer set). A firing earlier in the same watermark advance may have set it again,
+        for later, or cleared it: the latest set wins, as for any Beam timer, so a list of
+        due timers made before the first firing must not fire or drop it."""
+        if self.due.get(tag) != at:
+            return False
+        del self.due[tag]
+        return True
+
 
 @contextmanager
 def step_metrics(step: str = "step") -> Iterator[MetricsContainer]:

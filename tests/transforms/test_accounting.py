@@ -131,8 +131,7 @@ def test_streaming_counters_reconcile_with_late_data() -> None:
     def advance(seconds: int) -> None:
         for state_key, (cell, timers) in cells.items():
             for tag, due in sorted(timers.due.items(), key=lambda item: item[1]):
-                if due <= seconds * 1_000_000 and tag in timers.due:
-                    del timers.due[tag]
+                if due <= seconds * 1_000_000 and timers.take(tag, due):
                     now = Timestamp(micros=seconds * 1_000_000)
                     list(operator._on_watermark(state_key, now, tag, cell, timers))
 
