@@ -76,7 +76,8 @@ class Report:
     #: Rounds of timer firings each watermark advance took (see ``_fire_watermark``).
     timer_rounds: list[int] = field(default_factory=list)
     samples: list[Sample] = field(default_factory=list)
-    #: The latest row of each key, kept only when asked (a test's oracle compares them).
+    #: The latest row of each (view, window start, *key), kept only when asked (a test's
+    #: oracle compares them).
     last_rows: dict[Any, dict[str, Any]] = field(default_factory=dict)
 
     def summary(self) -> dict[str, Any]:
@@ -138,7 +139,8 @@ def drive_views(
     its partition, offset and the partition's watermark when it was read, here the watermark
     after the bundle before), so the router carries payloads only for messages that may be
     late; without, any message may be late, as from a source that stamps no watermark.
-    ``keep_rows`` keys the last rows by grouping values alone: for one view. ``close``: at
+    ``keep_rows``: the latest row of each (view, window start, *grouping values), the
+    window start None for a global window's rows, which carry none. ``close``: at
     the end the watermark passes every window, as a job's source reaches its end."""
     with step_metrics("window"):
         return _drive(list(views), lines, bundle, sample_every, keep_rows, kafka, close)
@@ -163,6 +165,7 @@ def _drive(
         for view in views
     }
     timed_early = {view.name for view in views if view.early is not None}
+    grouping = {view.name: view.grouping_cols for view in views}
     router.setup()
     for operator in operators.values():
         operator.setup()
@@ -189,7 +192,9 @@ def _drive(
                 continue
             report.rows += 1
             if keep_rows:
-                report.last_rows[tuple(out[c] for c in views[0].grouping_cols)] = out
+                view = out["view"]
+                key = tuple(out[c] for c in grouping[view])
+                report.last_rows[(view, out.get("window_start"), *key)] = out
 
     def sample(bundles: int, wm: int) -> None:
         held = sum(cell.held for cell in cells.values())
