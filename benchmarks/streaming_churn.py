@@ -14,7 +14,7 @@ watermark, and its processing-time (EARLY) timers through ``_on_early`` once the
 passes them. The cells are kept as the SDK's state cache keeps them
 (:class:`~benchmarks.operator_state.CachedCell`). The churn input is in event-time order and
 a Kafka partition's watermark is the largest event time it has read
-(``transforms/sources/kafka.py``, ``PartitionWatermark``), so the watermark after a bundle is
+(``transforms/kafka/source.py``, ``PartitionWatermark``), so the watermark after a bundle is
 its last event time. Left out: the runner's side (gRPC, Flink's state backend).
 
 It prints one JSON object: the events, the rows, and samples every ``--sample-every`` bundles

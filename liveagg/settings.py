@@ -1,6 +1,14 @@
-"""``liveagg.settings``: the run's connection settings, from command-line options and the
-environment, in one place below every layer that uses them (the command line, the pipelines,
-the sources and sinks).
+"""``liveagg.settings``: the run's settings from the environment, in one place below every
+layer that uses them (the command line, the pipelines, the runners, the sources and sinks):
+where each service is and how to log in (:class:`Connections`), and where each runner sends
+the job (:class:`FlinkSettings`, :class:`SparkSettings`, :class:`PrismSettings`). The command
+line's options go over them.
+
+Every ``LIVEAGG_*`` variable is read by :func:`env_text` or :func:`env_value`, so all follow
+one rule: unset or blank means the setting's default, a value is taken without the spaces
+around it, and one that does not parse fails naming the variable, its value and what is
+accepted. Credentials alone are taken as they are, spaces and all (a password may hold any
+character).
 
 Credentials are held as :class:`Secret`, whose ``repr`` and ``str`` hide the value, so that no
 log line, error message or ``repr`` of a transform shows them. They reach the workers inside
@@ -12,12 +20,60 @@ copies those into the job's configuration that Flink's REST API shows, and an SD
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
+
+T = TypeVar("T")
 
 KAFKA_CONFIG_ENV_PREFIX = "LIVEAGG_KAFKA_CONFIG_"
-_TRUE, _FALSE = ("1", "true", "yes", "on"), ("0", "false", "no", "off", "")
+_TRUE, _FALSE = ("1", "true", "yes", "on"), ("0", "false", "no", "off")
+
+
+def env_text(name: str, default: str | None = None) -> str | None:
+    """The environment variable ``name`` without surrounding spaces; ``default`` when it is
+    unset or blank (so ``NAME=`` in a shell or a compose file means "not set")."""
+    value = os.environ.get(name, "").strip()
+    return value or default
+
+
+def env_value(name: str, parse: Callable[[str], T], default: T, expected: str) -> T:
+    """The environment variable ``name`` read by :func:`env_text` and parsed by ``parse``.
+
+    A value that ``parse`` rejects (``ValueError``) fails here, naming the variable, the value
+    and ``expected``, what is accepted (``"an integer, e.g. 9042"``): the parser's own message
+    would not say which variable to fix.
+    """
+    text = env_text(name)
+    if text is None:
+        return default
+    try:
+        return parse(text)
+    except ValueError:
+        raise ValueError(f"{name}={text!r} is not {expected}") from None
+
+
+def env_int(name: str, default: int) -> int:
+    return env_value(name, int, default, f"an integer, e.g. {default}")
+
+
+def _flag(text: str) -> bool:
+    lowered = text.lower()
+    if lowered in _TRUE:
+        return True
+    if lowered in _FALSE:
+        return False
+    raise ValueError(text)
+
+
+def env_flag(name: str, default: bool) -> bool:
+    """A yes/no environment variable (``1``/``true``/``yes``/``on`` or ``0``/``false``/...)."""
+    return env_value(name, _flag, default, "true or false (1/0, yes/no, on/off)")
+
+
+def _env_secret(name: str) -> Secret | None:
+    """A credential, taken as it is (see the module docstring); None when unset or empty."""
+    return secret(os.environ.get(name))
 
 
 class ConnectionFailed(RuntimeError):
@@ -108,23 +164,6 @@ def revealed(config: Mapping[str, Any]) -> dict[str, Any]:
     return {k: reveal(v) for k, v in config.items()}
 
 
-def _env(name: str, default: str | None = None) -> str | None:
-    return os.environ.get(name, default)
-
-
-def env_flag(name: str, default: bool) -> bool:
-    """A yes/no environment variable (``1``/``true``/``yes``/``on`` or ``0``/``false``/...)."""
-    raw = os.environ.get(name)
-    if raw is None:
-        return default
-    text = raw.strip().lower()
-    if text in _TRUE:
-        return True
-    if text in _FALSE:
-        return False
-    raise ValueError(f"{name}={raw!r}: expected true or false (1/0, yes/no, on/off)")
-
-
 @dataclass(frozen=True)
 class CassandraTls:
     """TLS to Cassandra: the CA that signed the nodes' certificates (default: the system's),
@@ -147,9 +186,9 @@ class CassandraTls:
     def from_env(cls) -> CassandraTls | None:
         """``LIVEAGG_CASSANDRA_TLS`` and the files; a CA or certificate file implies TLS."""
         files = {
-            "ca_file": _env("LIVEAGG_CASSANDRA_CA_FILE") or None,
-            "cert_file": _env("LIVEAGG_CASSANDRA_CERT_FILE") or None,
-            "key_file": _env("LIVEAGG_CASSANDRA_KEY_FILE") or None,
+            "ca_file": env_text("LIVEAGG_CASSANDRA_CA_FILE"),
+            "cert_file": env_text("LIVEAGG_CASSANDRA_CERT_FILE"),
+            "key_file": env_text("LIVEAGG_CASSANDRA_KEY_FILE"),
         }
         on = env_flag("LIVEAGG_CASSANDRA_TLS", any(files.values()))
         if not on:
@@ -173,6 +212,13 @@ class CassandraTls:
         return context
 
 
+def _hosts(text: str) -> tuple[str, ...]:
+    hosts = tuple(h.strip() for h in text.split(",") if h.strip())
+    if not hosts:
+        raise ValueError(text)
+    return hosts
+
+
 @dataclass(frozen=True)
 class Connections:
     """Connection settings of a run: command-line options, else environment variables.
@@ -183,37 +229,35 @@ class Connections:
     are kept as :class:`Secret`.
     """
 
-    kafka_bootstrap: str | None = field(default_factory=lambda: _env("LIVEAGG_KAFKA_BOOTSTRAP"))
+    kafka_bootstrap: str | None = field(default_factory=lambda: env_text("LIVEAGG_KAFKA_BOOTSTRAP"))
     # librdkafka settings for every Kafka client of the run (source, sinks, dead letters,
     # intermediate topic): LIVEAGG_KAFKA_CONFIG_* under --kafka-config.
     kafka_config: Mapping[str, str | Secret] = field(default_factory=kafka_config_from_env)
     cassandra_hosts: tuple[str, ...] = field(
-        default_factory=lambda: tuple(
-            h for h in (_env("LIVEAGG_CASSANDRA_HOSTS", "127.0.0.1") or "").split(",") if h
+        default_factory=lambda: env_value(
+            "LIVEAGG_CASSANDRA_HOSTS", _hosts, ("127.0.0.1",), "a comma-separated host list"
         )
     )
-    cassandra_port: int = field(
-        default_factory=lambda: int(_env("LIVEAGG_CASSANDRA_PORT", "9042") or 9042)
-    )
+    cassandra_port: int = field(default_factory=lambda: env_int("LIVEAGG_CASSANDRA_PORT", 9042))
     cassandra_local_dc: str | None = field(
-        default_factory=lambda: _env("LIVEAGG_CASSANDRA_LOCAL_DC")
+        default_factory=lambda: env_text("LIVEAGG_CASSANDRA_LOCAL_DC")
     )
     cassandra_replication: int = 1
     cassandra_username: str | None = field(
-        default_factory=lambda: _env("LIVEAGG_CASSANDRA_USERNAME") or None
+        default_factory=lambda: env_text("LIVEAGG_CASSANDRA_USERNAME")
     )
     cassandra_password: Secret | None = field(
-        default_factory=lambda: secret(_env("LIVEAGG_CASSANDRA_PASSWORD")), repr=False
+        default_factory=lambda: _env_secret("LIVEAGG_CASSANDRA_PASSWORD"), repr=False
     )
     cassandra_tls: CassandraTls | None = field(default_factory=CassandraTls.from_env)
-    s3_endpoint: str | None = field(default_factory=lambda: _env("LIVEAGG_S3_ENDPOINT"))
-    s3_access_key_id: str | None = field(default_factory=lambda: _env("AWS_ACCESS_KEY_ID"))
+    s3_endpoint: str | None = field(default_factory=lambda: env_text("LIVEAGG_S3_ENDPOINT"))
+    s3_access_key_id: str | None = field(default_factory=lambda: env_text("AWS_ACCESS_KEY_ID"))
     s3_secret_access_key: Secret | None = field(
-        default_factory=lambda: secret(_env("AWS_SECRET_ACCESS_KEY")), repr=False
+        default_factory=lambda: _env_secret("AWS_SECRET_ACCESS_KEY"), repr=False
     )
-    s3_region: str | None = field(default_factory=lambda: _env("AWS_DEFAULT_REGION"))
-    gcs_endpoint: str | None = field(default_factory=lambda: _env("STORAGE_EMULATOR_HOST"))
-    gcs_project: str | None = field(default_factory=lambda: _env("GOOGLE_CLOUD_PROJECT"))
+    s3_region: str | None = field(default_factory=lambda: env_text("AWS_DEFAULT_REGION"))
+    gcs_endpoint: str | None = field(default_factory=lambda: env_text("STORAGE_EMULATOR_HOST"))
+    gcs_project: str | None = field(default_factory=lambda: env_text("GOOGLE_CLOUD_PROJECT"))
 
     def __post_init__(self) -> None:
         # Plain strings given by a caller become Secrets, so the rule holds for every source.
@@ -228,3 +272,40 @@ class Connections:
                 for k, v in config.items()
             },
         )
+
+
+# --- runners --------------------------------------------------------------------------------
+# Each runner profile (liveagg.runners) is one of these plus the run's own flags; the command
+# line's --flink-*, --spark-* and --prism-* options go over these defaults.
+
+
+@dataclass(frozen=True)
+class FlinkSettings:
+    """Where a Flink run goes: ``LIVEAGG_FLINK_*``, else an embedded Flink 1.19 with Beam's
+    job server for it (docs/flink.md)."""
+
+    master: str = field(default_factory=lambda: env_text("LIVEAGG_FLINK_MASTER", "[local]"))
+    version: str = field(default_factory=lambda: env_text("LIVEAGG_FLINK_VERSION", "1.19"))
+    worker_pool: str | None = field(default_factory=lambda: env_text("LIVEAGG_FLINK_WORKER_POOL"))
+    job_endpoint: str | None = field(default_factory=lambda: env_text("LIVEAGG_FLINK_JOB_ENDPOINT"))
+    job_server_jar: str | None = field(
+        default_factory=lambda: env_text("LIVEAGG_FLINK_JOB_SERVER_JAR")
+    )
+
+
+@dataclass(frozen=True)
+class SparkSettings:
+    """Where a Spark run goes: ``LIVEAGG_SPARK_*``, else ``local[2]`` (docs/runners.md)."""
+
+    master: str = field(default_factory=lambda: env_text("LIVEAGG_SPARK_MASTER", "local[2]"))
+    job_endpoint: str | None = field(default_factory=lambda: env_text("LIVEAGG_SPARK_JOB_ENDPOINT"))
+    job_server_jar: str | None = field(
+        default_factory=lambda: env_text("LIVEAGG_SPARK_JOB_SERVER_JAR")
+    )
+
+
+@dataclass(frozen=True)
+class PrismSettings:
+    """The Prism binary: ``LIVEAGG_PRISM_LOCATION``, else the one Beam downloads."""
+
+    location: str | None = field(default_factory=lambda: env_text("LIVEAGG_PRISM_LOCATION"))

@@ -146,7 +146,7 @@ def attach_sinks(
         folder(output).dead_letters = True
     for view in views:
         if intermediate_topic:
-            from liveagg.transforms.sinks.kafka import WriteEnvelopes
+            from liveagg.transforms.kafka.sink import WriteEnvelopes
 
             compiled.views[view.name] | f"{view.name}/Partials" >> WriteEnvelopes(
                 intermediate_topic, connections, compiled.compiled[view.name]
@@ -176,7 +176,7 @@ def attach_sinks(
             output, bounded=all_bounded, connections=connections
         )
     if dead_letter_topic:
-        from liveagg.transforms.sinks.kafka import WriteDeadLettersToKafka
+        from liveagg.transforms.kafka.sink import WriteDeadLettersToKafka
 
         compiled.dead_letters | "DeadLetters/Kafka" >> WriteDeadLettersToKafka(
             dead_letter_topic, connections
@@ -188,7 +188,7 @@ def attach_sinks(
                 output, bounded=all_bounded, connections=connections
             )
         if milestone_topic:
-            from liveagg.transforms.sinks.kafka import WriteMilestonesToKafka
+            from liveagg.transforms.kafka.sink import WriteMilestonesToKafka
 
             compiled.milestones | "Milestones/Kafka" >> WriteMilestonesToKafka(
                 milestone_topic, connections

@@ -284,7 +284,7 @@ def _kafka_source(
     timestamp_fn: Any = None,
     option: str = "--kafka-topic",
 ) -> Source:
-    from liveagg.transforms.sources.kafka import KafkaSource, ViewEventTime
+    from liveagg.transforms.kafka.source import KafkaSource, ViewEventTime
 
     if not config.connections.kafka_bootstrap:
         raise ViewError(
@@ -543,7 +543,7 @@ def _execute(
 def _partitions(sources: Iterable[Source]) -> list[str]:
     """``topic/partition`` of each unbounded Kafka source, for the Flink job's reports;
     none of a topic whose partitions cannot be listed now (the job's read says why)."""
-    from liveagg.transforms.sources.kafka import KafkaSource, partitions
+    from liveagg.transforms.kafka.source import KafkaSource, partitions
 
     found: dict[str, None] = {}  # several views may read one topic
     for source in sources:

@@ -5,15 +5,9 @@ Beam PipelineOptions.
 Beam's Go runner, on this machine; ``flink`` (:mod:`.flink`) submits to an Apache Flink
 cluster, or an embedded one, through Beam's portable FlinkRunner; ``spark`` (:mod:`.spark`) to
 Beam's Spark job server (docs/runners.md).
+
+Each profile is its runner's settings from the environment (``liveagg.settings``) plus the
+run's own flags; no profile reads the environment itself.
 """
 
 RUNNERS = ("direct", "prism", "flink", "spark")
-
-
-def env(name: str) -> str | None:
-    """The environment variable ``name`` (a profile's ``LIVEAGG_*`` default), or None when it
-    is unset or blank."""
-    import os
-
-    value = os.environ.get(name, "").strip()
-    return value or None

@@ -35,7 +35,6 @@ from typing import Any
 from apache_beam.options.pipeline_options import PipelineOptions
 
 from liveagg.errors import COMMAND_LINE, ViewError
-from liveagg.runners import env
 from liveagg.runners.flink_rest import (
     GAUGES,
     TERMINAL,
@@ -45,6 +44,7 @@ from liveagg.runners.flink_rest import (
     format_metrics,
     wait_for,
 )
+from liveagg.settings import FlinkSettings
 
 FLINK_VERSIONS = ("1.19", "1.20", "2.0", "2.1", "2.2")
 """Flink versions Beam's FlinkRunner is built for; the cluster's must be one of them."""
@@ -82,19 +82,15 @@ class FlinkJavaOptions(PipelineOptions):
 
 
 @dataclass(frozen=True)
-class FlinkProfile:
-    """What ``--runner flink`` and its flags mean; defaults come from ``LIVEAGG_FLINK_*``."""
+class FlinkProfile(FlinkSettings):
+    """What ``--runner flink`` and its flags mean: where the job goes (:class:`FlinkSettings`,
+    from ``LIVEAGG_FLINK_*``) and how this run uses it."""
 
-    master: str = field(default_factory=lambda: env("LIVEAGG_FLINK_MASTER") or "[local]")
-    version: str = field(default_factory=lambda: env("LIVEAGG_FLINK_VERSION") or "1.19")
     parallelism: int | None = None
     # Beam's Flink runner sends the Kafka read's watermark downstream only at checkpoint
     # barriers, so a window closes at the first checkpoint after its end (docs/flink.md).
     checkpoint_interval: timedelta = timedelta(seconds=1)
     environment: str | None = None  # loopback | external; None: external iff a worker pool
-    worker_pool: str | None = field(default_factory=lambda: env("LIVEAGG_FLINK_WORKER_POOL"))
-    job_endpoint: str | None = field(default_factory=lambda: env("LIVEAGG_FLINK_JOB_ENDPOINT"))
-    job_server_jar: str | None = field(default_factory=lambda: env("LIVEAGG_FLINK_JOB_SERVER_JAR"))
     restore: str | None = None  # a savepoint, a retained checkpoint, or a folder of them
     savepoint_on_stop: bool = False
     savepoint_dir: str | None = None

@@ -31,14 +31,14 @@ import sys
 import threading
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import orjson
 from apache_beam.options.pipeline_options import PipelineOptions, PortableOptions
 
 from liveagg.errors import COMMAND_LINE, ViewError
-from liveagg.runners import env
+from liveagg.settings import PrismSettings
 
 TERMINAL = frozenset({"DONE", "FAILED", "CANCELLED", "UPDATED", "DRAINED"})
 """Beam's terminal job states (``PipelineState.is_terminal``)."""
@@ -66,10 +66,9 @@ _LOGGER = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
-class PrismProfile:
-    """What ``--runner prism`` and its flags mean; the default comes from ``LIVEAGG_PRISM_*``."""
-
-    location: str | None = field(default_factory=lambda: env("LIVEAGG_PRISM_LOCATION"))
+class PrismProfile(PrismSettings):
+    """What ``--runner prism`` and its flags mean, over :class:`PrismSettings`
+    (``LIVEAGG_PRISM_LOCATION``)."""
 
     def check(self) -> None:
         """Reject a binary that is not there before anything starts."""

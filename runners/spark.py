@@ -18,23 +18,20 @@ from __future__ import annotations
 
 import contextlib
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from liveagg.errors import COMMAND_LINE, ViewError
-from liveagg.runners import env
+from liveagg.settings import SparkSettings
 
 _MASTER = re.compile(r"^(local(\[(\d+|\*)\])?|spark://.+)$")
 
 
 @dataclass(frozen=True)
-class SparkProfile:
-    """What ``--runner spark`` and its flags mean; defaults come from ``LIVEAGG_SPARK_*``."""
-
-    master: str = field(default_factory=lambda: env("LIVEAGG_SPARK_MASTER") or "local[2]")
-    job_endpoint: str | None = field(default_factory=lambda: env("LIVEAGG_SPARK_JOB_ENDPOINT"))
-    job_server_jar: str | None = field(default_factory=lambda: env("LIVEAGG_SPARK_JOB_SERVER_JAR"))
+class SparkProfile(SparkSettings):
+    """What ``--runner spark`` and its flags mean, over :class:`SparkSettings`
+    (``LIVEAGG_SPARK_*``)."""
 
     def check(self) -> None:
         """Reject flags that cannot work before anything starts, naming the flag."""

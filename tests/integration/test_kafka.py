@@ -28,14 +28,12 @@ from liveagg.loader import parse_view
 from liveagg.pipelines.compile import build
 from liveagg.spec import Sink
 from liveagg.transforms.bounded import BoundedAggregate
-from liveagg.transforms.plan import MILESTONES
-from liveagg.transforms.sinks import Connections, build_sink
-from liveagg.transforms.sinks.kafka import (
+from liveagg.transforms.kafka.sink import (
     KafkaSink,
     WriteDeadLettersToKafka,
     WriteMilestonesToKafka,
 )
-from liveagg.transforms.sources.kafka import (
+from liveagg.transforms.kafka.source import (
     UNBOUNDED,
     KafkaSource,
     PartitionRanges,
@@ -44,6 +42,8 @@ from liveagg.transforms.sources.kafka import (
     ViewEventTime,
     plan_reads,
 )
+from liveagg.transforms.plan import MILESTONES
+from liveagg.transforms.sinks import Connections, build_sink
 from tests.support.waiting import eventually, kafka_records
 
 ck = pytest.importorskip("confluent_kafka")
@@ -58,7 +58,7 @@ from tests.support.compare import (  # noqa: E402
 from tests.support.kafka_topics import create_topics  # noqa: E402
 from tests.support.oracle import expected_milestones, milestone_id  # noqa: E402
 from tests.support.oracle import expected_rows as oracle_rows  # noqa: E402
-from tests.transforms.sources.test_kafka import VIEW, view_spec  # noqa: E402
+from tests.transforms.kafka.test_source import VIEW, view_spec  # noqa: E402
 
 pytestmark = pytest.mark.integration
 

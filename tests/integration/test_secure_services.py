@@ -31,7 +31,7 @@ from tests.integration.test_kafka import (
 )
 from tests.support.cli import liveagg, rows_in
 from tests.support.waiting import cassandra_schema_settling, retrying
-from tests.transforms.sources.test_kafka import VIEW
+from tests.transforms.kafka.test_source import VIEW
 
 ck = pytest.importorskip("confluent_kafka")
 pytest.importorskip("cassandra")

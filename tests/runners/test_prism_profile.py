@@ -17,7 +17,7 @@ from liveagg.errors import ViewError
 from liveagg.loader import parse_view
 from liveagg.pipelines.run import KafkaInput, RunConfig, _check_runner, pipeline_options
 from liveagg.runners import RUNNERS, prism
-from liveagg.transforms.sources.kafka import PartitionRead, _process_watermark
+from liveagg.transforms.kafka.source import PartitionRead, _process_watermark
 from tests.support.cli import ROOT, liveagg
 
 EARLY_VIEW = {

@@ -15,7 +15,7 @@ from typing import Any
 import confluent_kafka as ck
 from confluent_kafka.admin import AdminClient, NewTopic
 
-from liveagg.transforms.sources.kafka import coordinated
+from liveagg.transforms.kafka.source import coordinated
 from tests.support.waiting import eventually, kafka_metadata_settling, kafka_records, retrying
 
 Offsets = dict[int, int]  # partition -> offset

@@ -23,9 +23,9 @@ from liveagg.engine.compiled import compile_view
 from liveagg.engine.windows import GLOBAL
 from liveagg.loader import parse_view
 from liveagg.spec import ViewSpec
+from liveagg.transforms.kafka.sink import _Envelope
 from liveagg.transforms.plan import MILESTONES
 from liveagg.transforms.rekey import RekeyAggregate
-from liveagg.transforms.sinks.kafka import _Envelope
 from liveagg.transforms.streaming import StreamingAggregate, _union, window_operator
 from liveagg.transforms.windowstate import Bucket, bucket_of
 from tests.support.compare import assert_fired_at_first_pane, assert_milestones_match

@@ -1,4 +1,5 @@
-"""Sinks: where a view's rows go. One small interface, one module per kind.
+"""Sinks: where a view's rows go. One small interface, one module per kind (Kafka's is
+:mod:`liveagg.transforms.kafka.sink`, beside Kafka's client and source).
 
 A sink is built from a view's ``sinks`` entry (or one the run adds) and the run's
 :class:`~liveagg.settings.Connections`, which hold every connection setting: views never carry
@@ -68,12 +69,21 @@ def build_sink(sink: Sink, connections: Connections) -> RowSink:
     return factory(sink, connections)
 
 
+# The modules whose ``register_sink`` calls define the sink types. The Kafka sink lives with
+# Kafka's client and source (:mod:`liveagg.transforms.kafka`).
+_MODULES = (
+    "liveagg.transforms.sinks.files",
+    "liveagg.transforms.kafka.sink",
+    "liveagg.transforms.sinks.cassandra",
+)
+
+
 def _load() -> None:
     import importlib
 
-    for module in ("files", "kafka", "cassandra"):
+    for module in _MODULES:
         try:
-            importlib.import_module(f"liveagg.transforms.sinks.{module}")
+            importlib.import_module(module)
         except ModuleNotFoundError as e:
-            if e.name != f"liveagg.transforms.sinks.{module}":
+            if e.name != module:
                 raise

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import random
 import re
 import threading
@@ -35,7 +34,14 @@ import orjson
 from apache_beam.metrics import Metrics
 
 from liveagg.engine.compiled import CompiledView, as_compiled
-from liveagg.settings import CassandraTls, ConnectionFailed, Connections, Secret
+from liveagg.settings import (
+    CassandraTls,
+    ConnectionFailed,
+    Connections,
+    Secret,
+    env_int,
+    env_value,
+)
 from liveagg.spec import Duration, Sink, ViewSpec
 from liveagg.transforms.sinks import register_sink
 
@@ -606,16 +612,6 @@ def _call_with_retry(retry: RetryPolicy, call: Callable[[], Any]) -> Any:
 # --- settings and sessions ------------------------------------------------------------------
 
 
-def _env_int(name: str, default: int) -> int:
-    raw = os.environ.get(name, "").strip()
-    if not raw:
-        return default
-    try:
-        return int(raw)
-    except ValueError:
-        raise ValueError(f"{name}={raw!r} is not an integer; e.g. {default}") from None
-
-
 @dataclass(frozen=True)
 class WriteSettings:
     """How the sink writes; the defaults suit a single cluster with a nearby client."""
@@ -634,20 +630,20 @@ class WriteSettings:
         keeps its default.
         """
         default = cls()
-        deadline = os.environ.get("LIVEAGG_CASSANDRA_RETRY_DEADLINE", "").strip()
         retry = RetryPolicy(
-            max_attempts=_env_int("LIVEAGG_CASSANDRA_RETRY_ATTEMPTS", default.retry.max_attempts),
-            deadline=(
-                timedelta(microseconds=Duration.parse(deadline).micros)
-                if deadline
-                else default.retry.deadline
+            max_attempts=env_int("LIVEAGG_CASSANDRA_RETRY_ATTEMPTS", default.retry.max_attempts),
+            deadline=env_value(
+                "LIVEAGG_CASSANDRA_RETRY_DEADLINE",
+                lambda text: timedelta(microseconds=Duration.parse(text).micros),
+                default.retry.deadline,
+                "a duration such as 90s or 5m",
             ),
         )
         return cls(
-            max_in_flight=_env_int("LIVEAGG_CASSANDRA_MAX_IN_FLIGHT", default.max_in_flight),
-            batch_rows=_env_int("LIVEAGG_CASSANDRA_BATCH_ROWS", default.batch_rows),
+            max_in_flight=env_int("LIVEAGG_CASSANDRA_MAX_IN_FLIGHT", default.max_in_flight),
+            batch_rows=env_int("LIVEAGG_CASSANDRA_BATCH_ROWS", default.batch_rows),
             retry=retry,
-            protocol_version=_env_int(
+            protocol_version=env_int(
                 "LIVEAGG_CASSANDRA_PROTOCOL_VERSION", default.protocol_version
             ),
         )

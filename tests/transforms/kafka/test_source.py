@@ -17,9 +17,8 @@ from apache_beam.utils.timestamp import Timestamp
 
 from liveagg.loader import parse_view
 from liveagg.spec import ViewSpec
-from liveagg.transforms.sinks import Connections
-from liveagg.transforms.sinks.kafka import GroupingKey, ProduceToKafka
-from liveagg.transforms.sources.kafka import (
+from liveagg.transforms.kafka.sink import GroupingKey, ProduceToKafka
+from liveagg.transforms.kafka.source import (
     UNBOUNDED,
     KafkaSource,
     PartitionRanges,
@@ -31,6 +30,7 @@ from liveagg.transforms.sources.kafka import (
     coordinated,
     shares,
 )
+from liveagg.transforms.sinks import Connections
 
 ck = pytest.importorskip("confluent_kafka")
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 
 from liveagg.spec import Sink
+from liveagg.transforms.kafka.sink import GroupingKey, encode_json
 from liveagg.transforms.sinks import Connections, build_sink
-from liveagg.transforms.sinks.kafka import GroupingKey, encode_json
 
 
 def test_sink_needs_bootstrap_servers_and_encodes_huge_integers() -> None:

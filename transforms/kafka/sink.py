@@ -35,7 +35,7 @@ from liveagg.settings import Connections, revealed
 from liveagg.spec import Sink, ViewSpec
 from liveagg.transforms.deadletter import NAMESPACE
 from liveagg.transforms.envelope import EnvelopeKey, envelope
-from liveagg.transforms.kafka_client import check_kafka, confluent_kafka
+from liveagg.transforms.kafka.client import check_kafka, confluent_kafka
 from liveagg.transforms.plan import ViewPlan
 from liveagg.transforms.sinks import register_sink
 
@@ -91,7 +91,7 @@ class MilestoneKey:
 class ProduceToKafka(beam.DoFn):
     """Produces each element as one message; a bundle ends only when all are acknowledged.
 
-    ``config`` holds credentials as :class:`~liveagg.transforms.sinks.Secret`; they are
+    ``config`` holds credentials as :class:`~liveagg.settings.Secret`; they are
     revealed only for the producer, in ``setup``.
     """
 

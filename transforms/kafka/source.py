@@ -44,7 +44,7 @@ from liveagg.transforms import eventtime
 from liveagg.transforms.deadletter import NAMESPACE
 from liveagg.transforms.eventtime import EventTimeError
 from liveagg.transforms.fields import getter
-from liveagg.transforms.kafka_client import check_kafka, confluent_kafka
+from liveagg.transforms.kafka.client import check_kafka, confluent_kafka
 from liveagg.transforms.plan import accepted_times
 from liveagg.transforms.sources import WATERMARK
 
@@ -86,7 +86,7 @@ class KafkaSource:
         group_id: Consumer group whose offsets are read (``start="committed"``) and
             committed; default ``liveagg-<topic>``.
         config: Extra librdkafka settings (security, fetch sizes); they win over ours.
-            Credentials among them are :class:`~liveagg.transforms.sinks.Secret`.
+            Credentials among them are :class:`~liveagg.settings.Secret`.
         start: ``committed`` (the group's offsets, else earliest), ``earliest`` or ``latest``.
         bounded: Read up to the end offsets seen at start and stop (True), or for ever.
         max_records: Read at most this many offsets in all, spread over the partitions
@@ -161,7 +161,7 @@ class KafkaSource:
 
     @classmethod
     def from_connections(cls, topic: str, connections: Connections, **options: Any) -> KafkaSource:
-        """Build from the run's :class:`~liveagg.transforms.sinks.Connections`."""
+        """Build from the run's :class:`~liveagg.settings.Connections`."""
         config = {**connections.kafka_config, **options.pop("config", {})}
         return cls(topic, connections.kafka_bootstrap or "", config=config, **options)
 

@@ -1,5 +1,5 @@
-"""Kafka's client, shared by the Kafka source (:mod:`.sources.kafka`) and the Kafka sinks
-(:mod:`.sinks.kafka`): confluent-kafka imported with an install hint, and the connection
+"""Kafka's client, shared by the Kafka source (:mod:`.source`) and the Kafka sinks
+(:mod:`.sink`): confluent-kafka imported with an install hint, and the connection
 check a run makes once, where the pipeline is built.
 """
 
