@@ -265,7 +265,7 @@ def _drive(
 
 
 def _source(offset: int, watermark_us: int) -> dict[str, Any]:
-    """A message's source as ``ReadPartitions`` stamps it (``transforms/sources/kafka.py``)."""
+    """A message's source as ``ReadPartitions`` stamps it (``transforms/kafka/source.py``)."""
     return {
         "topic": "events",
         "partition": 0,
