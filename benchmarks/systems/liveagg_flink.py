@@ -35,6 +35,9 @@ liveagg's window operator (:mod:`benchmarks.systems.beam_gbk_partials`).
     .venv/bin/python -m benchmarks.systems.liveagg_flink --events 200000
 
 ``--idle-s 120`` measures only what a job costs with nothing to read (:func:`idle`).
+``--taskmanagers 1,2,1,2`` makes one run per count, each on a cluster restarted with that many
+TaskManagers (``LIVEAGG_FLINK_TASKMANAGERS``, 2 slots each), and ends with a table of them
+(:func:`on_taskmanagers`): scale-out measured on one machine.
 """
 
 from __future__ import annotations
@@ -145,6 +148,11 @@ class Sampler:
             label = self._labels.get(pid, "other")
             out[label] = round(out.get(label, 0.0) + cpu - self._first.get(pid, 0.0), 1)
         return dict(sorted(out.items(), key=lambda item: -item[1]))
+
+    def processes(self, label: str) -> int:
+        """How many processes of a kind (:func:`_label`) ran while sampling, e.g. SDK workers,
+        whose number depends on the TaskManagers and ``--sdk_worker_parallelism``."""
+        return sum(1 for seen in self._labels.values() if seen == label)
 
     def cpu_s(self, until: float) -> float:
         """CPU seconds from the start to the first sample at or after ``until`` (epoch s)."""
@@ -374,6 +382,7 @@ def sustained(ctx: Context, topic: str, events: int) -> dict[str, Any]:
         "wall_s": last - running,
         "cpu_s": sampler.cpu_s(last),
         "cpu_s_by_process": sampler.by_process(),
+        "sdk_worker_processes": sampler.processes("python sdk worker"),
         # Until the poll that saw the last row, with the poll's own queries: an upper bound.
         "service_cpu_s": {name: round(cpu, 1) for name, cpu in service_cpu.items()},
         "peak_rss_mb": sampler.peak_rss_mb,
@@ -516,6 +525,7 @@ def run(ctx: Context) -> Result:
         _drop_topics(topics)
         _drop_keyspace()
     pipeline = ctx.options.get("flink_pipeline", "liveagg")
+    load = os.getloadavg()  # the machine may be shared: how busy it was, beside the figures
     return Result(
         system=SYSTEM if pipeline == "liveagg" else f"{SYSTEM}-{pipeline}",
         events=events,
@@ -527,10 +537,58 @@ def run(ctx: Context) -> Result:
             **first,
             **latency,
             "parallelism": PARALLELISM,
+            "taskmanagers": flink_service.taskmanager_count(),
+            "load_avg_1_5_15": [round(x, 2) for x in load],
             "not_counted": "Kafka and Cassandra (source and sink) are not in cpu_s or "
             "peak_rss_mb; service_cpu_s has their CPU during the backlog",
         },
     )
+
+
+def on_taskmanagers(ctx: Context, count: int) -> Result:
+    """:func:`run` on a Flink cluster restarted with ``count`` TaskManagers.
+
+    Restarted whatever ran before (the harness reuses a healthy cluster, whatever its size), so
+    every count starts from fresh JVMs and the runs compare alike. The worker pool restarts
+    too, from this interpreter, so its SDK workers run this checkout's code.
+    """
+    os.environ["LIVEAGG_FLINK_TASKMANAGERS"] = str(count)
+    flink_service.stop_service()
+    return run(ctx)
+
+
+def scale_table(results: list[Result]) -> str:
+    """One Markdown row per run, the columns of docs/performance.md's Flink tables."""
+    lines = [
+        "| TaskManagers (slots) | SDK workers | wall s | events/s | cluster CPU-s | events/CPU-s "
+        "| TaskManagers CPU-s | SDK workers CPU-s | JobManager + job server CPU-s "
+        "| Cassandra / Kafka CPU-s | load (1 min) |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for r in results:
+        by = r.extra["cpu_s_by_process"]
+        tms = r.extra["taskmanagers"]
+        control = by.get("flink jobmanager", 0.0) + by.get("beam job server", 0.0)
+        svc = r.extra["service_cpu_s"]
+        lines.append(
+            f"| {tms} ({tms * flink_service.SLOTS_PER_TASKMANAGER}) "
+            f"| {r.extra['sdk_worker_processes']} | {r.wall_s:.1f} | {r.events_per_s:,.0f} "
+            f"| {r.cpu_s:.1f} | {r.events_per_cpu_s:,.0f} | {by.get('flink taskmanager', 0.0)} "
+            f"| {by.get('python sdk worker', 0.0)} | {control:.1f} "
+            f"| {svc.get('cassandra', 0.0)} / {svc.get('kafka', 0.0)} "
+            f"| {r.extra['load_avg_1_5_15'][0]} |"
+        )
+    return "\n".join(lines)
+
+
+def _counts(text: str) -> list[int]:
+    try:
+        counts = [int(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        raise SystemExit(f"--taskmanagers {text!r}: give counts such as 1,2,1,2") from None
+    if any(not 1 <= c <= flink_service.MAX_TASKMANAGERS for c in counts):
+        raise SystemExit(f"--taskmanagers: 1 to {flink_service.MAX_TASKMANAGERS} each")
+    return counts
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -546,7 +604,13 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument(
         "--idle-s", type=float, default=0.0, help="only measure an idle job for this long"
     )
+    parser.add_argument(
+        "--taskmanagers",
+        default="",
+        help="e.g. 1,2,1,2: one run per count, on a cluster restarted with that many",
+    )
     args = parser.parse_args(argv)
+    counts = _counts(args.taskmanagers)  # before anything starts: a typo fails at once
     logging.getLogger("cassandra").setLevel(logging.ERROR)  # aggregation-without-key warnings
     # SIGTERM (timeout, kill) unwinds like Ctrl-C, so the job is cancelled and the topics and
     # keyspace dropped instead of left running on the shared services.
@@ -573,6 +637,13 @@ def main(argv: list[str] | None = None) -> None:
     if args.rate:
         options["flink_rate"] = str(args.rate)
     ctx = Context(dataset=dataset, events=args.events, work=bench / "work", options=options)
+    if counts:
+        results = []
+        for count in counts:
+            results.append(on_taskmanagers(ctx, count))
+            print(json.dumps(results[-1].to_json(), indent=2), flush=True)
+        print(scale_table(results))
+        return
     print(json.dumps(run(ctx).to_json(), indent=2))
 
 

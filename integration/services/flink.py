@@ -2,11 +2,12 @@
 
 Five processes, each a service of its own (pid file, lock and log under ``run/flink/<part>``):
 
-* ``flink-jobmanager`` and ``flink-taskmanager-0``/``-1``: Flink's own ``bin/jobmanager.sh`` and
-  ``bin/taskmanager.sh start-foreground`` (both ``exec java``, so the pid is the JVM's and a
-  SIGKILL is a real TaskManager crash), from the distribution PyPI ships as
-  ``apache-flink-libraries``, installed into a virtualenv of its own because apache-flink's
-  pins conflict with the project's Beam;
+* ``flink-jobmanager`` and ``flink-taskmanager-0``/``-1`` (only ``-0`` with
+  ``LIVEAGG_FLINK_TASKMANAGERS=1``, see :func:`taskmanager_count`): Flink's own
+  ``bin/jobmanager.sh`` and ``bin/taskmanager.sh start-foreground`` (both ``exec java``, so
+  the pid is the JVM's and a SIGKILL is a real TaskManager crash), from the distribution PyPI
+  ships as ``apache-flink-libraries``, installed into a virtualenv of its own because
+  apache-flink's pins conflict with the project's Beam;
 * ``flink-job-server``: Beam's ``FlinkJobServerDriver``, assembled from the unshaded
   ``beam-runners-flink-1.19`` jars (the shaded job-server jars are not on the reachable Maven
   Central mirror) behind a launcher jar that ``--flink_job_server_jar`` also accepts;
@@ -60,6 +61,7 @@ FLINK_MINOR = "1.19"
 BEAM_JOB_SERVER_VERSION = "2.62.0"
 """The newest ``beam-runners-flink-1.19`` on the mirror; the 2.77 Python SDK submits to it."""
 TASKMANAGERS = 2
+"""TaskManagers the cluster runs unless ``LIVEAGG_FLINK_TASKMANAGERS`` says otherwise."""
 SLOTS_PER_TASKMANAGER = 2
 SORT_SHUFFLE_MIN_BUFFERS = 64
 """Network buffers a batch result partition takes at least (2 MB of 32 KB segments)."""
@@ -74,6 +76,7 @@ _TASKMANAGER_RPC = (
     ("taskmanager-0", "LIVEAGG_FLINK_TASKMANAGER_0_PORT", 16124),
     ("taskmanager-1", "LIVEAGG_FLINK_TASKMANAGER_1_PORT", 16125),
 )
+MAX_TASKMANAGERS = len(_TASKMANAGER_RPC)
 _JOB = ("job", "LIVEAGG_FLINK_JOB_PORT", 18099)
 _ARTIFACT = ("artifact", "LIVEAGG_FLINK_ARTIFACT_PORT", 18098)
 # Below the ephemeral range (32768-60999): an outgoing connection can hold a port up there.
@@ -306,6 +309,21 @@ def flink_config(tmp_dir: Path, taskmanager_port: int | None = None) -> dict[str
         "cluster": {"registration": {"error-delay": 1000}},
         "io": {"tmp": {"dirs": str(tmp_dir)}},
     }
+
+
+def taskmanager_count() -> int:
+    """TaskManagers in the cluster: ``LIVEAGG_FLINK_TASKMANAGERS``, 1 or 2 (default 2).
+
+    A setting so that the same machine can measure a job on one TaskManager and on two; no
+    more than two because each needs a fixed RPC port (``_TASKMANAGER_RPC``), by which the
+    REST API names it.
+    """
+    count = env_int("LIVEAGG_FLINK_TASKMANAGERS", TASKMANAGERS)
+    if not 1 <= count <= MAX_TASKMANAGERS:
+        raise ServiceError(
+            f"LIVEAGG_FLINK_TASKMANAGERS={count}: the harness runs 1 to {MAX_TASKMANAGERS}"
+        )
+    return count
 
 
 def _rest_json(path: str) -> Any:
@@ -548,11 +566,13 @@ def _ensure_together(parts: Sequence[Service]) -> list[ServiceHandle]:
 
 
 class Flink(Service):
-    """The whole cluster: JobManager, two TaskManagers, job server and worker pool.
+    """The whole cluster: JobManager, TaskManagers (:func:`taskmanager_count`), job server and
+    worker pool.
 
     ``ensure()`` reuses each part that is healthy and starts the others: the JobManager, job
-    server and worker pool together, then both TaskManagers (which need the JobManager to
-    register). Stopping stops, part by part, only what the harness started.
+    server and worker pool together, then the TaskManagers (which need the JobManager to
+    register). Stopping stops, part by part, only what the harness started, every TaskManager
+    included whatever the count is now.
     """
 
     name = "flink"
@@ -561,11 +581,14 @@ class Flink(Service):
     stop_timeout_s = 30.0
 
     @staticmethod
-    def parts() -> list[Service]:
-        """Every process, in start order."""
+    def parts(every_taskmanager: bool = False) -> list[Service]:
+        """Every process of the cluster, in start order; with ``every_taskmanager``, also the
+        TaskManagers that :func:`taskmanager_count` leaves out (to stop one a larger count
+        started)."""
+        count = MAX_TASKMANAGERS if every_taskmanager else taskmanager_count()
         return [
             FlinkJobManager(),
-            *(cls() for cls in _TASKMANAGER_CLASSES),
+            *(cls() for cls in _TASKMANAGER_CLASSES[:count]),
             FlinkJobServer(),
             BeamWorkerPool(),
         ]
@@ -611,6 +634,17 @@ class Flink(Service):
                 if not part.healthy()[0]:
                     part.check_prerequisites()
             jm, *taskmanagers, job_server, pool = parts
+            # A TaskManager past the count would still take the job's slots: say so.
+            extra = [
+                tm.name
+                for cls in _TASKMANAGER_CLASSES[len(taskmanagers) :]
+                if (tm := cls()).live_record() is not None
+            ]
+            if extra:
+                raise ServiceError(
+                    f"{', '.join(extra)} runs, more than LIVEAGG_FLINK_TASKMANAGERS="
+                    f"{len(taskmanagers)}: run `python -m integration.services stop flink` first"
+                )
             first = _ensure_together([jm, job_server, pool])
             try:
                 handles = [first[0], *_ensure_together(taskmanagers), *first[1:]]
@@ -635,7 +669,7 @@ class Flink(Service):
         with self.lock():
             stopped = [
                 f"{part.name} {part.stop()}"
-                for part in reversed(self.parts())
+                for part in reversed(self.parts(every_taskmanager=True))
                 if (record := part.live_record()) is not None
                 and started_by_this_process(record.pid)
             ]
@@ -643,7 +677,8 @@ class Flink(Service):
 
     def stop(self) -> str:
         with self.lock():
-            results = {part.name: part.stop() for part in reversed(self.parts())}
+            parts = reversed(self.parts(every_taskmanager=True))
+            results = {part.name: part.stop() for part in parts}
         if all(r == "not running" for r in results.values()):
             return "not running"
         stopped = sum(r.startswith(("stopped", "killed")) for r in results.values())
@@ -668,7 +703,7 @@ def taskmanager(index: int) -> Service:
     try:
         return _TASKMANAGER_CLASSES[index]()
     except IndexError:
-        raise ServiceError(f"no TaskManager {index}: there are {TASKMANAGERS} (0, 1)") from None
+        raise ServiceError(f"no TaskManager {index}: there are {MAX_TASKMANAGERS} (0, 1)") from None
 
 
 def kill_taskmanager(index: int) -> int:

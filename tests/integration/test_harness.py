@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 
 from integration import pytest_plugin, services
-from integration.services import _maven
+from integration.services import _maven, flink
 from integration.services._core import (
     HOST,
     PrerequisiteError,
@@ -201,6 +201,23 @@ def test_ports_come_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> Non
     monkeypatch.setenv("LIVEAGG_S3_PORT", "abc")
     with pytest.raises(ServiceError, match="LIVEAGG_S3_PORT='abc' is not an integer"):
         services.connection("s3")
+
+
+def test_flink_taskmanagers_come_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    def taskmanagers(**kwargs: bool) -> list[str]:
+        parts = flink.Flink.parts(**kwargs)
+        return [p.name for p in parts if p.name.startswith("flink-taskmanager")]
+
+    monkeypatch.delenv("LIVEAGG_FLINK_TASKMANAGERS", raising=False)
+    assert taskmanagers() == ["flink-taskmanager-0", "flink-taskmanager-1"]
+    monkeypatch.setenv("LIVEAGG_FLINK_TASKMANAGERS", "1")
+    assert taskmanagers() == ["flink-taskmanager-0"]
+    # Stopping still covers a TaskManager that a start with two left running.
+    assert taskmanagers(every_taskmanager=True) == ["flink-taskmanager-0", "flink-taskmanager-1"]
+    for wrong in ("0", "3"):
+        monkeypatch.setenv("LIVEAGG_FLINK_TASKMANAGERS", wrong)
+        with pytest.raises(ServiceError, match=f"LIVEAGG_FLINK_TASKMANAGERS={wrong}: .* 1 to 2"):
+            flink.taskmanager_count()
 
 
 def test_unknown_service_lists_the_known_ones() -> None:
