@@ -2,6 +2,12 @@
 
     python -m benchmarks.streaming_churn --input churn.jsonl --view ttl_1h.json
 
+The same drive measures where the streaming path's time goes, per stage, for several views
+read from one Kafka topic (docs/performance.md, Flink, finding 19)::
+
+    python -m benchmarks.streaming_churn --input events-300000.jsonl \
+        --view benchmarks/views/basic --bundle 2500 --kafka --close
+
 ``liveagg run --streaming`` over files keeps every key to its final row whatever its TTL
 (docs/semantics.md, "On the streaming path"): only an unbounded read evicts, and a Flink run
 of millions of events takes far longer than the operator's own work. So this process drives
