@@ -12,7 +12,8 @@ Two paths give the same result, message for message:
   its dead letters and their reasons are written once, there.
 
 The fast path is an optimization: a batch it cannot read exactly (types that changed, dotted
-field names, a line that is not one JSON object) takes the exact path whole.
+field names) takes the exact path whole. Arrow's reader is more lenient than JSON, so lines it
+would read where the exact path rejects them (:func:`misread`) take the exact path alone.
 """
 
 from __future__ import annotations
@@ -24,7 +25,6 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
-import orjson
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.json as pj
@@ -121,7 +121,7 @@ class Decoder:
             # Types from a sample; a batch they do not fit is split until the parts that do
             # take the fast path, and the types are learnt again when most of it did not.
             self._learn([msg for msg, problem in map(_loads, lines[:256]) if problem is None])
-        decoded = self._split(lines, payloads, index, source)
+        decoded = self._screened(lines, payloads, index, source)
         if self._fast_ok and decoded.exact_lines * 2 > len(lines):
             self._learn([msg for msg, problem in map(_loads, lines[:1024]) if problem is None])
         decoded.lines = len(payloads)
@@ -130,17 +130,42 @@ class Decoder:
 
     # -- exact path ------------------------------------------------------------------------
 
-    def _split(
+    def _screened(
         self,
         lines: list[bytes],
         payloads: Sequence[Any],
         index: list[int],
         source: Callable[[int], Any],
     ) -> Decoded:
+        """:meth:`_split` for the lines the fast path reads as the exact path does; the exact
+        path for the others (:func:`misread`)."""
+        if not (self._fast_ok and self._types is not None and lines):
+            return self._split(lines, payloads, index, source)
+        odd, joined = misread(lines)
+        if not odd.any():
+            return self._split(lines, payloads, index, source, joined)
+        rest = np.flatnonzero(~odd).tolist()
+        rows = np.flatnonzero(odd).tolist()
+        exact = self._exact([lines[r] for r in rows], payloads, [index[r] for r in rows], source)
+        exact.exact_lines = len(rows)
+        if not rest:
+            return exact
+        fast = self._split([lines[r] for r in rest], payloads, [index[r] for r in rest], source)
+        return _join(fast, exact)
+
+    def _split(
+        self,
+        lines: list[bytes],
+        payloads: Sequence[Any],
+        index: list[int],
+        source: Callable[[int], Any],
+        joined: bytes | None = None,
+    ) -> Decoded:
         """The fast path where it reads the lines exactly; halves of what it cannot read are
-        tried again, down to :data:`MIN_SPLIT` lines, which take the exact path."""
+        tried again, down to :data:`MIN_SPLIT` lines, which take the exact path. ``joined``:
+        the lines joined by newlines, if the caller has them."""
         if self._fast_ok and self._types is not None:
-            decoded = self._fast(lines, payloads, index, source)
+            decoded = self._fast(lines, payloads, index, source, joined)
             if decoded is not None:
                 return decoded
             if len(lines) > MIN_SPLIT:
@@ -216,14 +241,15 @@ class Decoder:
         payloads: Sequence[Any],
         index: list[int],
         source: Callable[[int], Any],
+        joined: bytes | None = None,
     ) -> Decoded | None:
-        if not lines or not all(line[:1] == b"{" and line[-1:] == b"}" for line in lines):
+        if not lines:
             return None
         assert self._types is not None
         schema = pa.schema([(name, self._types[name]) for name in self._fields])
         try:
             table = pj.read_json(
-                io.BytesIO(b"\n".join(lines)),
+                io.BytesIO(b"\n".join(lines) if joined is None else joined),
                 read_options=pj.ReadOptions(use_threads=False, block_size=1 << 30),
                 parse_options=pj.ParseOptions(
                     explicit_schema=schema, unexpected_field_behavior="ignore"
@@ -245,14 +271,20 @@ class Decoder:
         def message(row: int) -> dict:
             msg = msgs.get(row)
             if msg is None:
-                msg = msgs[row] = orjson.loads(lines[row])
+                msg, problem = _loads(lines[row])
+                if problem is not None:  # read by Arrow, not by the exact path: not ours
+                    raise _Misread
+                msgs[row] = msg
             return msg
 
         dead: list[DeadLetter] = []
-        views = [
-            self._fast_view(plan, columns, len(lines), message, payloads, index, source, dead)
-            for plan in self._plans
-        ]
+        try:
+            views = [
+                self._fast_view(plan, columns, len(lines), message, payloads, index, source, dead)
+                for plan in self._plans
+            ]
+        except _Misread:
+            return None
         return Decoded(views, dead, messages=len(lines), fast=True)
 
     def _fast_view(
@@ -374,6 +406,59 @@ class Decoder:
             ok = inside
         ok &= (ts >= MIN_US) & (ts <= MAX_US)
         return ts, ok
+
+
+class _Misread(Exception):
+    """A line Arrow's reader read that the exact path does not decode: the part it is in
+    takes the exact path."""
+
+
+#: orjson, the exact path's decoder, rejects documents nested this deep (its recursion limit).
+_MAX_DEPTH = 1024
+_NAN_INF = (b"NaN", b"Inf")
+
+
+def misread(lines: list[bytes]) -> tuple[np.ndarray, bytes]:
+    """Which of ``lines`` (stripped, none blank) Arrow's JSON reader could read although the
+    exact path rejects them, or read otherwise: they are decoded by the exact path alone.
+    Also the lines joined by newlines, as the reader takes them.
+
+    Arrow's reader (``cpp/src/arrow/json/parser.cc``) parses with RapidJSON's
+    ``kParseIterativeFlag | kParseNanAndInfFlag | kParseStopWhenDoneFlag |
+    kParseNumbersAsStringsFlag`` over ``EncodedInputStream<UTF8<>, MemoryStream>``: it takes
+    ``NaN``, ``Inf`` and ``Infinity`` as numbers, any nesting depth, and strings of invalid
+    UTF-8 (no ``kParseValidateEncodingFlag``), all of which orjson rejects. The test is
+    conservative: a line with ``NaN`` or ``Inf`` inside a string goes to the exact path too.
+    Lines that are not framed as one object take the exact path here as well, rather than
+    making the whole batch fail the reader.
+    """
+    n = len(lines)
+    lengths = np.fromiter(map(len, lines), dtype=np.int64, count=n)
+    joined = b"\n".join(lines)
+    data = np.frombuffer(joined, dtype=np.uint8)
+    starts = np.zeros(n, dtype=np.int64)
+    np.cumsum(lengths[:-1] + 1, out=starts[1:])
+    odd = (data[starts] != ord("{")) | (data[starts + lengths - 1] != ord("}"))
+    head = data[:-2]
+    for token in _NAN_INF:
+        at = np.flatnonzero(head == token[0])
+        at = at[(data[at + 1] == token[1]) & (data[at + 2] == token[2])]
+        if len(at):
+            odd[np.searchsorted(starts, at, side="right") - 1] = True
+    if not joined.isascii():
+        try:
+            joined.decode("utf-8")
+        except UnicodeDecodeError:
+            for i, line in enumerate(lines):
+                if not line.isascii():
+                    try:
+                        line.decode("utf-8")
+                    except UnicodeDecodeError:
+                        odd[i] = True
+    for i in np.flatnonzero(lengths >= 2 * _MAX_DEPTH).tolist():
+        if lines[i].count(b"[") + lines[i].count(b"{") >= _MAX_DEPTH:
+            odd[i] = True
+    return odd, joined
 
 
 def _join(a: Decoded, b: Decoded) -> Decoded:

@@ -113,6 +113,18 @@ HOSTILE = [
     b'{"ts": "2024-03-01T00:00:00Z", "org": "o1", "bytes": 2}\r\n',
     b' \t{"ts": "2024-03-01T00:00:00Z", "org": "o1",\n "bytes": 3} ',
     b"\n",
+    # Arrow's reader takes these (RapidJSON's NaN and Inf, unchecked UTF-8, any depth); the
+    # exact path does not: they once crashed a batch or were aggregated.
+    b'{"ts": "2024-03-01T00:00:00Z", "org": "o1", "latency": NaN}',
+    b'{"ts": "2024-03-01T00:00:00Z", "org": "o1", "latency": -Infinity, "bytes": 1}',
+    b'{"ts": "2024-03-01T00:00:00Z", "org": "o1", "unused": Inf}',
+    b'{"ts": "2024-03-01T00:00:00Z", "org": "o1", "user": "NaN Infinity"}',
+    b'{"ts": "2024-03-01T00:00:00Z", "org": "o\xc3(", "bytes": 1}',
+    b'{"ts": "2024-03-01T00:00:00Z", "org": "o1", "unused": "\xed\xa0\x80"}',
+    b'{"ts": "2024-03-01T00:00:00Z", "o\xffrg": "o1"}',
+    b'{"ts": "2024-03-01T00:00:00Z", "org": "\xc3\xa9t\xc3\xa9"}',
+    b'{"ts": "2024-03-01T00:00:00Z", "org": "o1", "deep": ' + b"[" * 1024 + b"]" * 1024 + b"}",
+    b'{"ts": "2024-03-01T00:00:00Z", "org": "o1", "deep": ' + b"[" * 1023 + b"]" * 1023 + b"}",
 ]
 
 
