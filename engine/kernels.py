@@ -450,7 +450,7 @@ class ExtremeKernel(Kernel):
         for i, has, f in zip(best_int.tolist(), has_int.tolist(), best_float.tolist(), strict=True):
             candidates = [i] if has else []
             if f == f:  # not NaN
-                candidates.append(int(f) if f.is_integer() else f)
+                candidates.append(c.normalize_number(f))  # as the CombineFn gives it
             out.append(pick(candidates) if candidates else None)
         return out
 

@@ -36,7 +36,7 @@ from typing import Any
 
 import orjson
 
-from liveagg.combiners._common import brief, is_scalar
+from liveagg.combiners._common import brief, is_scalar, normalize_number
 from liveagg.engine.compiled import CompiledView, as_compiled
 from liveagg.engine.partials import Variant
 from liveagg.engine.windows import GLOBAL
@@ -206,9 +206,10 @@ class Level2:
         if type(key) is not list or len(key) != len(names):
             return f"key must list the {len(names)} values of {names}, got {brief(key)}"
         for name, value in zip(names, key, strict=True):
-            # What level 1 keys by: a JSON scalar or null, integral floats made ints.
+            # What level 1 keys by: a JSON scalar or null in its normal form (integral floats
+            # in the 64-bit ranges made ints; 1e308 stays a float).
             if not (value is None or is_scalar(value)) or (
-                type(value) is float and value.is_integer()
+                type(value) is float and normalize_number(value) is not value
             ):
                 return f"key value {name}={brief(value)} is not a grouping value level 1 writes"
         return None

@@ -102,6 +102,11 @@ WIDE_NUMBERS = st.lists(
     ),
     max_size=60,
 )
+#: Doubles only, integral ones beyond 64 bits among them (a column the engine holds as float64).
+WIDE_FLOATS = st.lists(
+    st.one_of(_FLOAT, st.sampled_from([0.0, -0.0, 2.0, 2.0**70, -(2.0**70), -1e300, 1e308])),
+    max_size=60,
+)
 PAIRS = st.lists(st.tuples(st.integers(0, 20), _SCALAR), max_size=40)
 ANYTHING = st.lists(
     st.one_of(_SCALAR, st.lists(st.integers(), max_size=2), st.dictionaries(st.text(), st.none())),
@@ -141,6 +146,12 @@ def sample_wide_numbers(rng: random.Random, n: int) -> list[Any]:
     """Numbers, with big ints (exact beyond 64 bits) and equal ints and floats mixed in."""
     numbers = sample_numbers(rng, n)
     return [rng.randint(-(2**70), 2**70) if rng.random() < 0.2 else v for v in numbers]
+
+
+def sample_wide_floats(rng: random.Random, n: int) -> list[Any]:
+    """Doubles only, with integral ones beyond 64 bits (``1e308`` is a double, not an int)."""
+    big = [2.0**70, -(2.0**70), -1e300, 1e308]
+    return [rng.choice(big) if rng.random() < 0.2 else rng.uniform(-1e6, 1e6) for _ in range(n)]
 
 
 def sample_pairs(rng: random.Random, n: int) -> list[Any]:
@@ -415,6 +426,12 @@ CASES: list[Case] = [
         values=WIDE_NUMBERS,
         sample=sample_wide_numbers,
         check=check_extreme(max),
+    ),
+    Case(
+        "max-floats", "max", values=WIDE_FLOATS, sample=sample_wide_floats, check=check_extreme(max)
+    ),
+    Case(
+        "min-floats", "min", values=WIDE_FLOATS, sample=sample_wide_floats, check=check_extreme(min)
     ),
     Case("mean", "mean", check=check_mean, deterministic=False),
     Case("variance", "variance", check=check_variance(1, False), deterministic=False),

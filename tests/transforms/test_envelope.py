@@ -289,6 +289,7 @@ for _ in range(200):
         ({"key": ["acme", DEEP]}, "bad_envelope", "key value site=[[[[[[[...]]]]]]] is not a"),
         ({"key": ["acme", {"a": 1}]}, "bad_envelope", "key value site={'a': 1} is not"),
         ({"key": ["acme", 2.0]}, "bad_envelope", "key value site=2.0 is not a grouping value"),
+        ({"key": ["acme", -0.0]}, "bad_envelope", "key value site=-0.0 is not a grouping value"),
         ({"shard": 3}, "bad_envelope", "shard must be a string, got 3"),
         ({"pane": -1}, "bad_envelope", "pane must be an integer from 0 to 2**63 - 1, got -1"),
         ({"pane": 2**64 - 1}, "bad_envelope", "pane must be an integer from 0 to 2**63 - 1"),
@@ -312,7 +313,7 @@ def test_each_field_is_checked(changes: dict, reason: str, detail: str) -> None:
 
 def test_values_level_1_writes_as_keys_are_accepted() -> None:
     spec = parse_view(VIEW)
-    for key in (["acme", None], [True, 3], [-1.5, "fra1"], [2**64 - 1, ""]):
+    for key in (["acme", None], [True, 3], [-1.5, "fra1"], [2**64 - 1, ""], [1e308, 2.0**70]):
         _, partial = envelope.decode(_envelope(spec, START, tuple(key), ["a"]), _views(spec))
         assert partial[4] == encode_key((key[0],))
 
