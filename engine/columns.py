@@ -523,12 +523,15 @@ def _exact_rows(
         v.scalars_from_python([g[i] for g in groups]) for i in range(len(plan.spec.grouping_cols))
     ]
     values: list[tuple[np.ndarray, Any] | None] = []
-    shared: dict[tuple[str, str], tuple[np.ndarray, Any]] = {}
+    # Values are shared only between aggregations that coerce them alike: a quantile's are
+    # doubles, a max's keep integers exact.
+    shared: dict[tuple[str, str, Any], tuple[np.ndarray, Any]] = {}
     for j, agg in enumerate(plan.spec.aggregations):
         if agg.column is None:
             values.append(None)
             continue
-        found = shared.get((agg.column, _form(agg.kind)))
+        same = (agg.column, _form(agg.kind), getattr(type(plan.fns[j]), "coerce", None))
+        found = shared.get(same)
         if found is not None and vectorized(plan.fns[j]):
             values.append(found)
             continue
@@ -540,7 +543,7 @@ def _exact_rows(
             values.append((np.array(present, dtype=np.int64), items))
             continue
         found = (np.array(present, dtype=np.int64), _python_input(agg.kind, items))
-        shared[(agg.column, _form(agg.kind))] = found
+        shared[same] = found
         values.append(found)
     return Inputs(np.array(times, dtype=np.int64), keys, values, np.array(kept, dtype=np.int64))
 

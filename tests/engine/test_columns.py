@@ -65,6 +65,13 @@ VIEWS = [
                 "col_name": "org",
                 "aggregated_col_name": "orgs",
             },
+            # The quantiles take bytes as doubles; min, after them, must keep integers exact.
+            {
+                "aggregation": "approx_quantiles",
+                "col_name": "bytes",
+                "aggregated_col_name": "q",
+                "params": {"quantiles": [0.5]},
+            },
             {"aggregation": "min", "col_name": "bytes", "aggregated_col_name": "least"},
         ],
     },
@@ -105,6 +112,7 @@ HOSTILE = [
     b'{"ts": "9999-12-31T23:59:59Z", "org": "o1", "ms": 253402300799999}',
     b'{"ts": "2024-03-01T00:00:00Z", "org": "o1", "bytes": 123456789012345678901234567890}',
     b'{"ts": "2024-03-01T00:00:00Z", "org": "o1", "bytes": 9007199254740993.0}',
+    b'{"ts": "2024-03-01T00:00:00Z", "user": "u1", "bytes": -9007199254740993, "latency": 1.5}',
     b'{"ts": "2024-03-01T00:00:00+02:00", "org": true, "latency": -0.0, "kind": 1.0}',
     b'{"ts": "2024-02-30T00:00:00Z", "org": "o1"}',
     b'{"a": 1}{"b": 2}',
