@@ -100,23 +100,7 @@ class Decoder:
         """Decode ``payloads`` (``bytes`` or ``str``, one message each); ``source(i)`` locates
         payload ``i`` for its dead letters (a file and line, a Kafka offset)."""
         source = source or _no_source
-        lines: list[bytes] = []
-        index: list[int] = []
-        blank = 0
-        for i, payload in enumerate(payloads):
-            data = (
-                payload
-                if isinstance(payload, bytes)
-                else str(payload).encode("utf-8", "surrogatepass")
-            )
-            # JSON whitespace around a message (a Kafka producer's trailing newline or CRLF)
-            # is no part of it; left in, it kept the whole batch off the fast path.
-            data = data.strip(b" \t\r\n")
-            if not data:  # JSON whitespace only: no message
-                blank += 1
-                continue
-            lines.append(data)
-            index.append(i)
+        lines, index, blank = _messages(payloads)
         if self._fast_ok and self._types is None:
             # Types from a sample; a batch they do not fit is split until the parts that do
             # take the fast path, and the types are learnt again when most of it did not.
@@ -406,6 +390,30 @@ class Decoder:
             ok = inside
         ok &= (ts >= MIN_US) & (ts <= MAX_US)
         return ts, ok
+
+
+def _messages(payloads: Sequence[Any]) -> tuple[list[bytes], list[int], int]:
+    """The payloads that hold a message, as bytes without the JSON whitespace around them
+    (a Kafka producer's trailing newline or CRLF is no part of a message, and left in, it kept
+    the whole batch off the fast path), their positions, and how many hold none."""
+    if set(map(type, payloads)) <= {bytes}:  # the common case, without a loop in Python
+        stripped = [payload.strip(b" \t\r\n") for payload in payloads]
+        if all(stripped):
+            return stripped, list(range(len(stripped))), 0
+    lines: list[bytes] = []
+    index: list[int] = []
+    blank = 0
+    for i, payload in enumerate(payloads):
+        data = (
+            payload if isinstance(payload, bytes) else str(payload).encode("utf-8", "surrogatepass")
+        )
+        data = data.strip(b" \t\r\n")
+        if not data:  # JSON whitespace only: no message
+            blank += 1
+            continue
+        lines.append(data)
+        index.append(i)
+    return lines, index, blank
 
 
 class _Misread(Exception):

@@ -158,20 +158,15 @@ def test_bom_is_dropped_at_the_start_of_a_file_only(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("range_bytes", [5, 64, 1 << 20])
-def test_batches_say_whether_they_may_hold_long_digit_runs(
-    tmp_path: Path, range_bytes: int
+def test_a_carriage_return_first_seen_in_a_later_chunk_is_dropped(
+    tmp_path: Path, range_bytes: int, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """``digit_runs`` may be True without cause (it is per chunk), never False with one."""
-    lines = [b'{"id":%d}' % (10**18 if i % 97 else 10**25) for i in range(500)]
+    """Lines are checked for a CR only once a chunk read holds one; a file whose first CRLF
+    line comes chunks after its start still loses every CR of its line ends."""
+    monkeypatch.setattr(files, "_CHUNK", 32)
+    lines = [b'{"n":%d}' % i for i in range(200)]
     path = tmp_path / "in.jsonl"
-    path.write_bytes(b"\n".join(lines))
-    flagged = 0
-    for file, start, end in ranges(match(str(path)), range_bytes):
-        for batch in read_range(file, start, end, 10):
-            if any(b"0" * 19 in line for line in batch.lines):
-                assert batch.digit_runs
-            flagged += batch.digit_runs
-    assert flagged
-    path.write_bytes(b"\n".join(b'{"id":%d}' % 10**17 for _ in range(500)))
-    batches = [b for r in ranges(match(str(path)), range_bytes) for b in read_range(*r, 10)]
-    assert not any(b.digit_runs for b in batches)
+    path.write_bytes(
+        b"".join(line + (b"\r\n" if i >= 150 else b"\n") for i, line in enumerate(lines))
+    )
+    assert _lines(path, range_bytes) == lines

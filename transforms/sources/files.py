@@ -39,7 +39,6 @@ from apache_beam.io.filesystem import BeamIOError, CompressionTypes
 from apache_beam.io.filesystems import FileSystems
 
 from liveagg.errors import PathError, reason
-from liveagg.transforms.plan import long_digits
 from liveagg.transforms.sources.progress import PROGRESS
 
 #: Lines per element handed to the aggregation.
@@ -56,18 +55,12 @@ Where = tuple[str, int, int]
 @dataclass(frozen=True)
 class LineBatch:
     """Consecutive lines of one byte range: ``lines[i]`` is line ``first + i`` of the range
-    that starts at byte ``start`` of ``path``.
-
-    ``digit_runs`` is False when no line holds a run of 19 digits (``plan.long_digits``),
-    checked on the 4 MiB chunks read, about 3 ms each: most batches then need no check of
-    their own for integers beyond 64 bits.
-    """
+    that starts at byte ``start`` of ``path``."""
 
     path: str
     start: int
     first: int
     lines: list[bytes]
-    digit_runs: bool = True
 
     def where(self, i: int) -> Where:
         return (self.path, self.start, self.first + i)
@@ -139,7 +132,7 @@ def read_range(path: str, start: int, end: int, batch: int = BATCH_LINES) -> Ite
         carry = b""
         first_line = start == 0  # its BOM, if any, is dropped
         done = 0  # lines of the range yielded so far
-        runs_until = 0  # lines [0, runs_until) of the range may hold a run of 19 digits
+        crlf = False  # a chunk held a carriage return: lines may end in one
         while end < 0 or pos < end:
             chunk = f.read(_CHUNK if end < 0 else min(_CHUNK, end - pos))
             if not chunk:
@@ -152,22 +145,18 @@ def read_range(path: str, start: int, end: int, batch: int = BATCH_LINES) -> Ite
                 lines[0] = _strip_bom(lines[0])
                 first_line = False
             pending.extend(lines)
-            if long_digits(data):
-                runs_until = done + len(pending) + 1  # + 1: the line ``carry`` begins
+            crlf = crlf or b"\r" in data  # one search per chunk spares most files a pass
             while len(pending) >= batch:
-                lines = _strip_cr(pending[:batch])
-                yield LineBatch(path, start, done, lines, done < runs_until)
+                lines = _strip_cr(pending[:batch]) if crlf else pending[:batch]
+                yield LineBatch(path, start, done, lines)
                 done += batch
                 del pending[:batch]
         if carry and end >= 0 and pos >= end:
-            rest = f.readline().rstrip(b"\n")  # the last line started before ``end``
-            if long_digits(carry + rest):
-                runs_until = done + len(pending) + 1
-            carry += rest
+            carry += f.readline().rstrip(b"\n")  # the last line started before ``end``
         if carry:
             pending.append(_strip_bom(carry) if first_line else carry)
         if pending:
-            yield LineBatch(path, start, done, _strip_cr(pending), done < runs_until)
+            yield LineBatch(path, start, done, _strip_cr(pending))
 
 
 def _strip_bom(line: bytes) -> bytes:
