@@ -10,7 +10,7 @@ import apache_beam as beam
 import orjson
 from apache_beam.testing.test_pipeline import TestPipeline
 from apache_beam.testing.util import assert_that
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from liveagg.engine.compiled import compile_views
@@ -18,7 +18,7 @@ from liveagg.loader import parse_view
 from liveagg.spec import ViewSpec
 from liveagg.transforms.bounded import BoundedAggregate
 from liveagg.transforms.streaming import StreamingAggregate
-from tests.support.compare import assert_rows_match, latest_panes
+from tests.support.compare import assert_rows_match, assert_same_rows, latest_panes
 from tests.support.oracle import expected_rows
 
 START = 1_709_251_200_000  # 2024-03-01T00:00:00Z, in milliseconds
@@ -96,8 +96,7 @@ def _agree(view: ViewSpec, expected: list[dict[str, Any]]) -> Any:
         bounded = [row for path, row in pairs if path == "bounded"]
         streamed = [row for path, row in pairs if path == "streaming"]
         assert_rows_match(bounded, expected, view)
-        final = latest_panes(streamed, view)
-        assert sorted(map(orjson.dumps, final)) == sorted(map(orjson.dumps, bounded))
+        assert_same_rows(latest_panes(streamed, view), bounded, view)
 
     return match
 
@@ -109,6 +108,23 @@ def _agree(view: ViewSpec, expected: list[dict[str, Any]]) -> Any:
     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
 )
 @given(view=views(), msgs=messages)
+@example(  # a standard deviation merged message by message, and one of the whole batch
+    view=parse_view(
+        {
+            "name": "v",
+            "event_time": {"field": "ts", "format": "epoch_ms"},
+            "grouping_cols": ["a"],
+            "window": {"type": "session", "gap": "90s"},
+            "aggregation_info": [AGGREGATIONS[6]],
+        }
+    ),
+    msgs=[
+        {"ts": START, "a": "p", "v": None},
+        {"ts": START, "a": "p", "v": 0},
+        {"ts": START, "a": "r", "v": 999.0},
+        {"ts": START, "a": "r", "v": 136.618},
+    ],
+)
 def test_bounded_rows_equal_final_streaming_panes_equal_the_oracle(
     tmp_path: Path, view: ViewSpec, msgs: list[dict[str, Any]]
 ) -> None:

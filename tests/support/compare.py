@@ -405,6 +405,34 @@ def assert_rows_match(
     raise AssertionError("\n".join(lines))
 
 
+def _same(a: Any, b: Any, rel_tol: float) -> bool:
+    """Equal JSON values, floats to ``rel_tol`` (and ints beside floats by value)."""
+    if type(a) is float or type(b) is float:
+        return _is_number(a) and _is_number(b) and math.isclose(a, b, rel_tol=rel_tol)
+    if isinstance(a, list) and isinstance(b, list):
+        return len(a) == len(b) and all(_same(x, y, rel_tol) for x, y in zip(a, b, strict=True))
+    if isinstance(a, Mapping) and isinstance(b, Mapping):
+        return a.keys() == b.keys() and all(_same(a[k], b[k], rel_tol) for k in a)
+    return type(a) is type(b) and a == b
+
+
+def assert_same_rows(
+    actual: Sequence[Mapping[str, Any]],
+    expected: Sequence[Mapping[str, Any]],
+    view: ViewSpec,
+    rel_tol: float = 1e-12,
+) -> None:
+    """Two runs' rows are the same rows, column for column, pane columns included; floats
+    to ``rel_tol``: a variance merged from single messages (Chan's formula) and one computed
+    from the whole batch at once differ in the last bits."""
+    a = {row_key(row, view): row for row in actual}
+    e = {row_key(row, view): row for row in expected}
+    assert len(a) == len(actual) and len(e) == len(expected), "duplicate rows"
+    assert a.keys() == e.keys(), (sorted(a.keys() - e.keys()), sorted(e.keys() - a.keys()))
+    differ = [(a[k], e[k]) for k in a if not _same(a[k], e[k], rel_tol)]
+    assert not differ, differ[:3]
+
+
 def assert_milestones_match(
     actual: Sequence[Mapping[str, Any]],
     expected: Sequence[Mapping[str, Any]],
