@@ -4,16 +4,19 @@ Two paths give the same result, message for message:
 
 * the **fast path** decodes the whole batch with Arrow's JSON reader against the types the
   fields had so far (strict: a string where a number was, a duplicate key, a line holding two
-  objects all fail it), then filters, reads event times, checks values and builds keys column
-  by column. Rows a vectorized check cannot accept (a value of another type, an unreadable
-  time) are handed to the exact path one by one, which decides for them;
+  objects all fail it; a dotted field is read as its literal key and as a path through
+  objects read as structs, the literal key first, as ``fields.getter`` does), then filters,
+  reads event times, checks values and builds keys column by column. Rows a vectorized check
+  cannot accept (a value of another type, an unreadable time) are handed to the exact path
+  one by one, which decides for them;
 * the **exact path** decodes each message with orjson and runs the view's own per-message
   definition (:meth:`liveagg.transforms.plan.ViewPlan.extract`): what a message means,
   its dead letters and their reasons are written once, there.
 
-The fast path is an optimization: a batch it cannot read exactly (types that changed, dotted
-field names) takes the exact path whole. Arrow's reader is more lenient than JSON, so lines it
-would read where the exact path rejects them (:func:`misread`) take the exact path alone.
+The fast path is an optimization: a batch it cannot read exactly (types that changed, an
+object where a value was) takes the exact path, in parts. Arrow's reader is more lenient
+than JSON, so lines it would read where the exact path rejects them (:func:`misread`) take
+the exact path alone.
 """
 
 from __future__ import annotations
@@ -90,8 +93,10 @@ class Decoder:
         self._plans = list(plans)
         self._fields = sorted({f for plan in self._plans for f in _fields_of(plan)})
         self._types: dict[str, pa.DataType] | None = None
+        #: A dotted field's type as a path into nested objects (its literal key's: _types).
+        self._nested: dict[str, pa.DataType] = {}
         self._fast_views = [_vectorizable(plan) for plan in self._plans]
-        self._fast_ok = all(self._fast_views) and not any("." in f for f in self._fields)
+        self._fast_ok = all(self._fast_views) and _paths_fit(self._fields)
         self._iso = re.compile(_ISO_FAST)
 
     def decode(
@@ -207,15 +212,61 @@ class Decoder:
         if not self._fast_ok or not msgs:
             return
         types: dict[str, pa.DataType] = {}
+        nested: dict[str, pa.DataType] = {}
         for name in self._fields:
-            kinds = {type(m.get(name)) for m in msgs}
-            kinds.discard(type(None))
-            kind = _arrow_type(kinds, [m.get(name) for m in msgs])
-            if kind is None:
-                self._types = None
-                return
-            types[name] = kind
+            found = {name: [m.get(name) for m in msgs]}
+            if "." in name:  # the literal key, and the path (fields.getter reads both)
+                parts = name.split(".")
+                found[""] = [_nested_value(m, parts) for m in msgs]
+            for which, values in found.items():
+                kinds = set(map(type, values))
+                kinds.discard(type(None))
+                kind = _arrow_type(kinds, values)
+                if kind is None:
+                    self._types = None
+                    return
+                if which:
+                    types[name] = kind
+                else:
+                    nested[name] = kind
         self._types = types
+        self._nested = nested
+
+    def _schema(self) -> pa.Schema:
+        """What the reader reads: every field's literal key, and the objects holding the
+        dotted fields' paths as structs (their other keys are skipped)."""
+        assert self._types is not None
+        fields: list[tuple[str, pa.DataType]] = [(name, self._types[name]) for name in self._fields]
+        tree: dict[str, Any] = {}
+        for name, kind in self._nested.items():
+            *parents, leaf = name.split(".")
+            node = tree
+            for part in parents:
+                node = node.setdefault(part, {})
+            node[leaf] = kind
+
+        def struct(node: dict[str, Any]) -> pa.DataType:
+            return pa.struct(
+                [(k, struct(x) if isinstance(x, dict) else x) for k, x in node.items()]
+            )
+
+        fields += [(root, struct(node)) for root, node in tree.items()]
+        return pa.schema(fields)
+
+    def _column(self, table: pa.Table, name: str) -> pa.Array | None:
+        """A field's column as :func:`liveagg.transforms.fields.getter` reads it: the literal
+        key where it is not null, else the path through objects; None when the two have
+        different types in this batch (the exact path then decides)."""
+        column = table.column(name).combine_chunks()
+        if "." not in name:
+            return column
+        root, *path = name.split(".")
+        nested = pc.struct_field(table.column(root).combine_chunks(), path)
+        if column.null_count == len(column):
+            return nested
+        if column.type != nested.type:
+            return None
+        return pc.coalesce(column, nested)
 
     # -- fast path -------------------------------------------------------------------------
 
@@ -229,8 +280,7 @@ class Decoder:
     ) -> Decoded | None:
         if not lines:
             return None
-        assert self._types is not None
-        schema = pa.schema([(name, self._types[name]) for name in self._fields])
+        schema = self._schema()
         try:
             table = pj.read_json(
                 io.BytesIO(b"\n".join(lines) if joined is None else joined),
@@ -243,7 +293,12 @@ class Decoder:
             return None
         if table.num_rows != len(lines):
             return None
-        columns = {name: table.column(name).combine_chunks() for name in self._fields}
+        columns = {}
+        for name in self._fields:
+            column = self._column(table, name)
+            if column is None:
+                return None
+            columns[name] = column
         for column in columns.values():
             if pa.types.is_floating(column.type):
                 present = column.drop_null().to_numpy()
@@ -414,6 +469,29 @@ def _messages(payloads: Sequence[Any]) -> tuple[list[bytes], list[int], int]:
         lines.append(data)
         index.append(i)
     return lines, index, blank
+
+
+def _paths_fit(fields: Sequence[str]) -> bool:
+    """Whether the fields' dotted paths can be read as structs: no empty part, and no field
+    is an object that another field's path goes through ("a" beside "a.b")."""
+    names = set(fields)
+    for name in fields:
+        parts = name.split(".")
+        if "" in parts:
+            return False
+        if any(".".join(parts[:i]) in names for i in range(1, len(parts))):
+            return False
+    return True
+
+
+def _nested_value(msg: dict, parts: list[str]) -> Any:
+    """The value at a dotted path through objects only (None past anything else)."""
+    value: Any = msg
+    for part in parts:
+        if not isinstance(value, dict):
+            return None
+        value = value.get(part)
+    return value
 
 
 class _Misread(Exception):

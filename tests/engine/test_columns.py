@@ -75,6 +75,24 @@ VIEWS = [
             {"aggregation": "min", "col_name": "bytes", "aggregated_col_name": "least"},
         ],
     },
+    {
+        # Dotted fields: a literal key wins where it is not null, else the path through
+        # objects (fields.getter); the fast path reads the objects as structs.
+        "name": "nested",
+        "event_time": {"field": "meta.at", "format": "epoch_ms"},
+        "grouping_cols": ["geo.country"],
+        "window": {"size": "1h"},
+        "filter": {"field": "geo.city.kind", "op": "ne", "value": "noise"},
+        "aggregation_info": [
+            {"aggregation": "count", "aggregated_col_name": "n"},
+            {
+                "aggregation": "count_distinct_exact",
+                "col_name": "geo.city.name",
+                "aggregated_col_name": "cities",
+            },
+            {"aggregation": "sum", "col_name": "meta.size", "aggregated_col_name": "size"},
+        ],
+    },
 ]
 
 
@@ -91,7 +109,14 @@ def clean_line(rng: random.Random, i: int) -> bytes:
         "bytes": rng.randrange(0, 10_000),
         "latency": round(rng.uniform(0, 200), 2),
         "kind": rng.choice(["a", "b", "noise"]),
+        "meta": {"at": ms, "size": rng.randrange(100), "other": [1, {"x": None}]},
     }
+    shape = rng.random()
+    if shape < 0.8:
+        city = {"name": f"c{rng.randrange(9)}", "kind": rng.choice(["a", "noise"])}
+        msg["geo"] = {"country": rng.choice(["DE", "FR", None]), "city": city, "zip": "x"}
+    elif shape < 0.9:
+        msg["geo"] = None
     return orjson.dumps(msg)
 
 
@@ -133,6 +158,18 @@ HOSTILE = [
     b'{"ts": "2024-03-01T00:00:00Z", "org": "\xc3\xa9t\xc3\xa9"}',
     b'{"ts": "2024-03-01T00:00:00Z", "org": "o1", "deep": ' + b"[" * 1024 + b"]" * 1024 + b"}",
     b'{"ts": "2024-03-01T00:00:00Z", "org": "o1", "deep": ' + b"[" * 1023 + b"]" * 1023 + b"}",
+    # Dotted fields: objects that are not, literal keys beside paths, duplicates inside.
+    b'{"ts": "2024-03-01T00:00:00Z", "meta": {"at": 1709251200000}, "geo": "DE"}',
+    b'{"ts": "2024-03-01T00:00:00Z", "meta": {"at": 1709251200000}, "geo": [{"country": 1}]}',
+    b'{"ts": "2024-03-01T00:00:00Z", "meta": {"at": 1709251200000}, "geo": {"country": 5}}',
+    b'{"meta": {"at": 1709251200000}, "geo.country": "lit", "geo": {"country": "DE"}}',
+    b'{"meta": {"at": 1709251200000}, "geo.country": null, "geo": {"country": "FR"}}',
+    b'{"meta": {"at": 1709251200000}, "geo": {"country": "DE", "country": "FR"}}',
+    b'{"meta": null, "geo": {"country": "DE", "city": {"name": "c1"}}}',
+    b'{"meta": {"at": "soon"}, "geo": {"city": {"name": {"deep": 1}, "kind": 3}}}',
+    b'{"meta.at": 1709251200000, "meta": {"at": 1}, "geo": {"city": {"name": "c2"}}}',
+    b'{"meta": {"at": 1709251200000, "size": 2.5}, "geo": {"city": null}}',
+    b'{"meta": {"at": 1709251200000, "size": "2"}, "geo": {"city": "c3"}}',
 ]
 
 
@@ -278,3 +315,30 @@ def test_a_numeric_field_of_another_type_in_every_message_of_a_batch(value: Any)
     fast, exact = run(lines, fast=True), run(lines, fast=False)
     assert fast == exact
     assert sum(1 for _, reason, _ in fast[1] if reason == "not_numeric") == 25
+
+
+def test_dotted_fields_read_the_literal_key_first_on_the_fast_path() -> None:
+    """Where messages spell a dotted field both ways, the fast path reads the literal key
+    where it is not null and the path through objects elsewhere, as the exact path does,
+    without leaving the fast path."""
+    rng = random.Random(4)
+    lines = []
+    for i in range(400):
+        msg = orjson.loads(clean_line(rng, i))
+        msg["geo"] = {
+            "country": rng.choice(["DE", "FR"]),
+            "city": {"name": f"c{i % 7}", "kind": "a"},
+        }
+        spelling = rng.random()
+        if spelling < 0.4:
+            msg["geo.country"] = rng.choice(["lit-a", "lit-b"])
+        elif spelling < 0.6:
+            msg["geo.country"] = None
+        lines.append(orjson.dumps(msg))
+    decoder = Decoder([ViewPlan(parse_view(view)) for view in VIEWS])
+    decoded = [decoder.decode(lines[i : i + 100]) for i in range(0, 400, 100)]
+    assert all(d.fast and d.exact_lines == 0 for d in decoded)
+    fast, _ = run(lines, fast=True)
+    assert fast == run(lines, fast=False)[0]
+    keys = {row[3] for row in fast["nested"]}
+    assert {("'lit-a'",), ("'DE'",)} <= keys
