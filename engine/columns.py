@@ -22,7 +22,6 @@ the exact path alone.
 from __future__ import annotations
 
 import io
-import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -43,12 +42,17 @@ from liveagg.transforms.plan import Reject, ViewPlan, accepted_times, decode
 DeadLetter = tuple[Any, str | None, str, str, Any]
 
 _EPOCH_SCALE = {"epoch_s": 1_000_000, "epoch_ms": 1_000, "epoch_us": 1}
-#: The ISO 8601 form Arrow's cast parses exactly as the view's parser does; other strings are
-#: parsed one by one by the view's parser.
-_ISO_FAST = (
-    r"^[0-9]{4}-(0[1-9]|1[0-2])-(0[1-9]|[12][0-9]|3[01])T([01][0-9]|2[0-3]):[0-5][0-9]"
-    r":[0-5][0-9](\.[0-9]{1,6})?(Z|[+-]([01][0-9]|2[0-3]):[0-5][0-9])$"
+#: The ISO 8601 forms Arrow's cast parses exactly as the view's parser does: a date, ``T`` or
+#: a space, a time with seconds and up to six fraction digits, then ``Z`` or an offset
+#: (``+hh:mm``, ``+hhmm``, ``+hh``: cast to UTC) or nothing (a log's naive time, UTC to the
+#: view's parser: cast without a zone). Other strings are parsed one by one by the view's
+#: parser, as are dates Arrow refuses (February 30th).
+_ISO_TIME = (
+    r"^[0-9]{4}-(0[1-9]|1[0-2])-(0[1-9]|[12][0-9]|3[01])[T ]([01][0-9]|2[0-3]):[0-5][0-9]"
+    r":[0-5][0-9](\.[0-9]{1,6})?"
 )
+_ISO_FAST = _ISO_TIME + r"(Z|[+-]([01][0-9]|2[0-3])(:?[0-5][0-9])?)$"
+_ISO_NAIVE = _ISO_TIME + "$"
 #: Parts of a batch smaller than this that the fast path cannot read take the exact path.
 MIN_SPLIT = 64
 _NUMERIC_KINDS = (
@@ -97,7 +101,6 @@ class Decoder:
         self._nested: dict[str, pa.DataType] = {}
         self._fast_views = [_vectorizable(plan) for plan in self._plans]
         self._fast_ok = all(self._fast_views) and _paths_fit(self._fields)
-        self._iso = re.compile(_ISO_FAST)
 
     def decode(
         self, payloads: Sequence[Any], source: Callable[[int], Any] | None = None
@@ -419,17 +422,26 @@ class Decoder:
         ok = np.zeros(n, dtype=bool)
         kind = column.type
         if pa.types.is_string(kind) and fmt in (None, "iso8601"):
-            match = pc.match_substring_regex(column, _ISO_FAST).fill_null(False)
-            rows = np.flatnonzero(match.to_numpy(zero_copy_only=False))
-            if len(rows):
+            rest = np.ones(n, dtype=bool)
+            rest[np.flatnonzero(column.is_null().to_numpy(zero_copy_only=False))] = False
+            for pattern, zone in ((_ISO_FAST, "UTC"), (_ISO_NAIVE, None)):
+                if not rest.any():
+                    break
+                part = column if rest.all() else column.filter(pa.array(rest))
+                where = np.flatnonzero(rest)
+                match = pc.match_substring_regex(part, pattern).fill_null(False)
+                rows = where[match.to_numpy(zero_copy_only=False)]
+                if not len(rows):
+                    continue
                 try:
-                    parsed = pc.cast(
-                        column.take(pa.array(rows)), pa.timestamp("us", tz="UTC")
-                    ).cast(pa.int64())
+                    parsed = pc.cast(column.take(pa.array(rows)), pa.timestamp("us", tz=zone)).cast(
+                        pa.int64()
+                    )
                 except pa.ArrowInvalid:
-                    return ts, ok  # a value Arrow cannot read: the view's parser decides
+                    continue  # a value Arrow cannot read: the view's parser decides
                 ts[rows] = parsed.to_numpy()
                 ok[rows] = True
+                rest[rows] = False
         elif (pa.types.is_integer(kind) or pa.types.is_floating(kind)) and fmt != "iso8601":
             scale = _EPOCH_SCALE[fmt or "epoch_s"]
             present = ~np.asarray(column.is_null().to_numpy(zero_copy_only=False))

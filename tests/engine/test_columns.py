@@ -6,6 +6,7 @@ import random
 from typing import Any
 
 import orjson
+import pyarrow as pa
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -342,3 +343,56 @@ def test_dotted_fields_read_the_literal_key_first_on_the_fast_path() -> None:
     assert fast == run(lines, fast=False)[0]
     keys = {row[3] for row in fast["nested"]}
     assert {("'lit-a'",), ("'DE'",)} <= keys
+
+
+@st.composite
+def iso_times(draw: st.DrawFn) -> str:
+    """Event-time strings of the grammar's variants, some out of range or malformed."""
+    year = draw(st.integers(1, 9999))
+    month, day = draw(st.integers(0, 13)), draw(st.integers(0, 32))
+    hour, minute, second = (
+        draw(st.integers(0, 24)),
+        draw(st.integers(0, 60)),
+        draw(st.integers(0, 60)),
+    )
+    text = f"{year:04d}-{month:02d}-{day:02d}{draw(st.sampled_from('T t'))}{hour:02d}:{minute:02d}"
+    if draw(st.booleans()):
+        text += f":{second:02d}"
+        if draw(st.booleans()):
+            text += draw(st.sampled_from(".,")) + "7" * draw(st.integers(0, 9))
+    sign = draw(st.sampled_from("+-"))
+    oh, om = draw(st.integers(0, 25)), draw(st.integers(0, 61))
+    zone = draw(
+        st.sampled_from(["", "Z", "z", f"{sign}{oh:02d}:{om:02d}", f"{sign}{oh:02d}{om:02d}"])
+        | st.just(f"{sign}{oh:02d}")
+    )
+    return text + zone
+
+
+@settings(max_examples=300, deadline=None, derandomize=True)
+@given(st.lists(iso_times(), min_size=1, max_size=30))
+def test_event_times_arrow_reads_are_the_views_parsers(values: list[str]) -> None:
+    """Every event time the fast path reads with Arrow's cast (RFC 3339, and a log's space
+    separator, ``+hhmm`` or ``+hh`` offsets, no zone at all) is what the view's own parser
+    reads; the rest it leaves to that parser."""
+    from liveagg.transforms import eventtime
+
+    plan = ViewPlan(parse_view(VIEWS[0]))
+    decoder = Decoder([plan])
+    ts, ok = decoder._times(plan, pa.array(values, pa.string()))
+    parse = eventtime.parser("ts", "iso8601")
+    for value, micros, read in zip(values, ts.tolist(), ok.tolist(), strict=True):
+        if read:
+            assert parse(value) == micros, value
+
+
+def test_a_logs_naive_and_space_separated_times_take_the_fast_path() -> None:
+    from liveagg.transforms import eventtime
+
+    plan = ViewPlan(parse_view(VIEWS[0]))
+    values = ["2024-03-01 00:00:00", "2024-03-01T10:00:00.5", "2024-03-01 12:30:00+0200"]
+    values += ["2024-03-01 23:59:59.123456-05", "2024-03-01T00:00:00Z", None]
+    ts, ok = Decoder([plan])._times(plan, pa.array(values, pa.string()))
+    assert ok.tolist() == [True] * 5 + [False]
+    parse = eventtime.parser("ts", "iso8601")
+    assert ts.tolist()[:5] == [parse(v) for v in values[:5]]
