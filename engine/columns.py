@@ -95,12 +95,21 @@ class Decoder:
 
     def __init__(self, plans: Sequence[ViewPlan]) -> None:
         self._plans = list(plans)
-        self._fields = sorted({f for plan in self._plans for f in _fields_of(plan)})
+        self._fast_views = [_vectorizable(plan) for plan in self._plans]
+        # The fields the fast path reads: those of the views it aggregates (a view with a
+        # custom aggregation takes every message through the exact path, its fields too).
+        self._fields = sorted(
+            {
+                f
+                for plan, fast in zip(self._plans, self._fast_views, strict=True)
+                if fast
+                for f in _fields_of(plan)
+            }
+        )
         self._types: dict[str, pa.DataType] | None = None
         #: A dotted field's type as a path into nested objects (its literal key's: _types).
         self._nested: dict[str, pa.DataType] = {}
-        self._fast_views = [_vectorizable(plan) for plan in self._plans]
-        self._fast_ok = all(self._fast_views) and _paths_fit(self._fields)
+        self._fast_ok = any(self._fast_views) and _paths_fit(self._fields)
 
     def decode(
         self, payloads: Sequence[Any], source: Callable[[int], Any] | None = None
@@ -320,11 +329,25 @@ class Decoder:
             return msg
 
         dead: list[DeadLetter] = []
+        views: list[ViewBatch] = []
+        everyone: list[dict] | None = None  # every message, for the views read exactly
         try:
-            views = [
-                self._fast_view(plan, columns, len(lines), message, payloads, index, source, dead)
-                for plan in self._plans
-            ]
+            for plan, fast in zip(self._plans, self._fast_views, strict=True):
+                if fast:
+                    views.append(
+                        self._fast_view(
+                            plan, columns, len(lines), message, payloads, index, source, dead
+                        )
+                    )
+                    continue
+                if everyone is None:
+                    everyone = [message(row) for row in range(len(lines))]
+                sources = [source(i) for i in index]
+                views.append(
+                    self._exact_view(
+                        plan, everyone, [payloads[i] for i in index], sources, dead, index
+                    )
+                )
         except _Misread:
             return None
         return Decoded(views, dead, messages=len(lines), fast=True)

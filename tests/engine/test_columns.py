@@ -174,8 +174,10 @@ HOSTILE = [
 ]
 
 
-def run(lines: list[bytes], fast: bool) -> tuple[dict[str, Any], list[Any]]:
-    plans = [ViewPlan(parse_view(view)) for view in VIEWS]
+def run(
+    lines: list[bytes], fast: bool, views: list[dict[str, Any]] = VIEWS
+) -> tuple[dict[str, Any], list[Any]]:
+    plans = [ViewPlan(parse_view(view)) for view in views]
     decoder = Decoder(plans)
     if not fast:
         decoder._fast_ok = False
@@ -396,3 +398,32 @@ def test_a_logs_naive_and_space_separated_times_take_the_fast_path() -> None:
     assert ok.tolist() == [True] * 5 + [False]
     parse = eventtime.parser("ts", "iso8601")
     assert ts.tolist()[:5] == [parse(v) for v in values[:5]]
+
+
+def test_a_view_with_a_custom_aggregation_keeps_the_others_on_the_fast_path() -> None:
+    """A custom CombineFn runs row by row: its view reads every message exactly, while the
+    built-in views of the same run still read the batch as columns, to the same rows."""
+    custom = {
+        "name": "spread",
+        "event_time": {"field": "ts"},
+        "grouping_cols": ["org"],
+        "window": {"size": "10m"},
+        "aggregation_info": [
+            {
+                "aggregation": "custom",
+                "col_name": "latency",
+                "aggregated_col_name": "range",
+                "params": {"combine_fn": "examples.custom_combiners:RangeFn"},
+            },
+            {"aggregation": "count", "aggregated_col_name": "n"},
+        ],
+    }
+    rng = random.Random(6)
+    lines = [clean_line(rng, i) for i in range(300)]
+    lines.insert(100, b'{"ts": "2024-03-01T00:00:00Z", "org": "o1", "latency": "slow"}')
+    views = [*VIEWS, custom]
+    decoder = Decoder([ViewPlan(parse_view(view)) for view in views])
+    assert decoder.decode(lines[:100]).fast
+    fast = run(lines, fast=True, views=views)
+    assert fast == run(lines, fast=False, views=views)
+    assert fast[0]["spread"]
