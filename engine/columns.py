@@ -22,7 +22,7 @@ the exact path alone.
 from __future__ import annotations
 
 import io
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -196,6 +196,7 @@ class Decoder:
                 continue
             msgs.append(msg)
             where.append(i)
+        self._widen(msgs)
         views = [
             self._exact_view(
                 plan, msgs, [payloads[i] for i in where], [source(i) for i in where], dead, where
@@ -225,24 +226,47 @@ class Decoder:
             return
         types: dict[str, pa.DataType] = {}
         nested: dict[str, pa.DataType] = {}
-        for name in self._fields:
-            found = {name: [m.get(name) for m in msgs]}
-            if "." in name:  # the literal key, and the path (fields.getter reads both)
-                parts = name.split(".")
-                found[""] = [_nested_value(m, parts) for m in msgs]
-            for which, values in found.items():
-                kinds = set(map(type, values))
-                kinds.discard(type(None))
-                kind = _arrow_type(kinds, values)
-                if kind is None:
-                    self._types = None
-                    return
-                if which:
-                    types[name] = kind
-                else:
-                    nested[name] = kind
+        for name, path, values in self._values(msgs):
+            kinds = set(map(type, values))
+            kinds.discard(type(None))
+            kind = _arrow_type(kinds, values)
+            if kind is None:
+                self._types = None
+                return
+            (nested if path else types)[name] = kind
         self._types = types
         self._nested = nested
+
+    def _widen(self, msgs: list[dict]) -> None:
+        """Widen the learnt types by what messages the fast path could not read held.
+
+        A field the sample never had (null) takes the type it shows, and an int64 field that
+        met a double becomes float64 (an integral double takes the int's place everywhere,
+        and the fast path checks that each double holds its integer exactly). Other changes,
+        a string where a number was, stay with the exact path, message by message. Without
+        this, a field missing from the sample, or one double among ints, made the reader fail
+        on part of every later batch, which then took the exact path.
+        """
+        if not (self._fast_ok and self._types is not None and msgs):
+            return
+        for name, path, values in self._values(msgs):
+            table = self._nested if path else self._types
+            kinds = set(map(type, values))
+            kinds.discard(type(None))
+            have, kind = table[name], _arrow_type(kinds, values) if kinds else None
+            if kind is None or kind == have:
+                continue
+            if pa.types.is_null(have) or (have == pa.int64() and kind == pa.float64()):
+                table[name] = kind
+
+    def _values(self, msgs: list[dict]) -> Iterator[tuple[str, bool, list[Any]]]:
+        """Each field's values in ``msgs``: its literal key's, then, for a dotted field, its
+        path's through objects (True), as :func:`liveagg.transforms.fields.getter` reads both."""
+        for name in self._fields:
+            yield name, False, [m.get(name) for m in msgs]
+            if "." in name:
+                parts = name.split(".")
+                yield name, True, [_nested_value(m, parts) for m in msgs]
 
     def _schema(self) -> pa.Schema:
         """What the reader reads: every field's literal key, and the objects holding the

@@ -427,3 +427,23 @@ def test_a_view_with_a_custom_aggregation_keeps_the_others_on_the_fast_path() ->
     fast = run(lines, fast=True, views=views)
     assert fast == run(lines, fast=False, views=views)
     assert fast[0]["spread"]
+
+
+def test_types_widen_to_what_the_exact_path_met() -> None:
+    """A sparse field absent from the sample (learnt as null) and a rare double in a column
+    of ints make the reader fail only in the first batch that holds them: the types widen to
+    what the exact path decoded there, and later batches stay on the fast path."""
+    rng = random.Random(7)
+    lines = []
+    for i in range(30_000):
+        msg = orjson.loads(clean_line(rng, i))
+        if i % 500 != 499:
+            del msg["status"]  # sparse: never in the sample
+        if i % 2000 == 1999:
+            msg["bytes"] = 1.5  # a double among ints
+        lines.append(orjson.dumps(msg))
+    decoder = Decoder([ViewPlan(parse_view(view)) for view in VIEWS])
+    exact = [decoder.decode(lines[i : i + 10_000]).exact_lines for i in range(0, 30_000, 10_000)]
+    assert 0 < exact[0] < 5_000 and exact[1:] == [0, 0], exact
+    some = lines[:2_000]
+    assert run(some, fast=True) == run(some, fast=False)
