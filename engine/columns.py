@@ -43,16 +43,22 @@ DeadLetter = tuple[Any, str | None, str, str, Any]
 
 _EPOCH_SCALE = {"epoch_s": 1_000_000, "epoch_ms": 1_000, "epoch_us": 1}
 #: The ISO 8601 forms Arrow's cast parses exactly as the view's parser does: a date, ``T`` or
-#: a space, a time with seconds and up to six fraction digits, then ``Z`` or an offset
-#: (``+hh:mm``, ``+hhmm``, ``+hh``: cast to UTC) or nothing (a log's naive time, UTC to the
-#: view's parser: cast without a zone). Other strings are parsed one by one by the view's
-#: parser, as are dates Arrow refuses (February 30th).
+#: a space, a time with seconds, then ``Z`` or an offset (``+hh:mm``, ``+hhmm``, ``+hh``: cast
+#: to UTC) or nothing (a log's naive time, UTC to the view's parser: cast without a zone); up
+#: to six fraction digits in microseconds, seven to nine (Java's and Go's nanoseconds) in
+#: nanoseconds, floored to microseconds as the parser drops the digits past six. Other strings
+#: are parsed one by one by the view's parser, as are dates Arrow refuses (February 30th).
 _ISO_TIME = (
     r"^[0-9]{4}-(0[1-9]|1[0-2])-(0[1-9]|[12][0-9]|3[01])[T ]([01][0-9]|2[0-3]):[0-5][0-9]"
-    r":[0-5][0-9](\.[0-9]{1,6})?"
+    r":[0-5][0-9]"
 )
-_ISO_FAST = _ISO_TIME + r"(Z|[+-]([01][0-9]|2[0-3])(:?[0-5][0-9])?)$"
-_ISO_NAIVE = _ISO_TIME + "$"
+_ISO_ZONE = r"(Z|[+-]([01][0-9]|2[0-3])(:?[0-5][0-9])?)"
+#: (pattern, unit, zone) of each form, the most common first.
+_ISO_FORMS = tuple(
+    (f"{_ISO_TIME}{fraction}{zone}$", unit, tz)
+    for fraction, unit in ((r"(\.[0-9]{1,6})?", "us"), (r"\.[0-9]{7,9}", "ns"))
+    for zone, tz in ((_ISO_ZONE, "UTC"), ("", None))
+)
 #: Parts of a batch smaller than this that the fast path cannot read take the exact path.
 MIN_SPLIT = 64
 _NUMERIC_KINDS = (
@@ -471,7 +477,7 @@ class Decoder:
         if pa.types.is_string(kind) and fmt in (None, "iso8601"):
             rest = np.ones(n, dtype=bool)
             rest[np.flatnonzero(column.is_null().to_numpy(zero_copy_only=False))] = False
-            for pattern, zone in ((_ISO_FAST, "UTC"), (_ISO_NAIVE, None)):
+            for pattern, unit, zone in _ISO_FORMS:
                 if not rest.any():
                     break
                 part = column if rest.all() else column.filter(pa.array(rest))
@@ -480,13 +486,8 @@ class Decoder:
                 rows = where[match.to_numpy(zero_copy_only=False)]
                 if not len(rows):
                     continue
-                try:
-                    parsed = pc.cast(column.take(pa.array(rows)), pa.timestamp("us", tz=zone)).cast(
-                        pa.int64()
-                    )
-                except pa.ArrowInvalid:
-                    continue  # a value Arrow cannot read: the view's parser decides
-                ts[rows] = parsed.to_numpy()
+                rows, parsed = _cast_times(column, rows, pa.timestamp(unit, tz=zone))
+                ts[rows] = parsed // (1000 if unit == "ns" else 1)
                 ok[rows] = True
                 rest[rows] = False
         elif (pa.types.is_integer(kind) or pa.types.is_floating(kind)) and fmt != "iso8601":
@@ -528,6 +529,25 @@ def _messages(payloads: Sequence[Any]) -> tuple[list[bytes], list[int], int]:
         lines.append(data)
         index.append(i)
     return lines, index, blank
+
+
+def _cast_times(
+    column: pa.Array, rows: np.ndarray, target: pa.DataType
+) -> tuple[np.ndarray, np.ndarray]:
+    """The ``rows`` whose strings Arrow's cast reads as ``target``, and their values (int64).
+
+    A cast fails whole on one string it refuses (February 30th): the halves of a part it
+    refuses are cast again, down to single rows, so that such a string leaves the rest of
+    its batch on the fast path; the rows refused are left to the view's parser.
+    """
+    try:
+        return rows, pc.cast(column.take(pa.array(rows)), target).cast(pa.int64()).to_numpy()
+    except pa.ArrowInvalid:
+        if len(rows) == 1:
+            return rows[:0], np.zeros(0, dtype=np.int64)
+        half = len(rows) // 2
+        first, second = (_cast_times(column, part, target) for part in (rows[:half], rows[half:]))
+        return np.concatenate([first[0], second[0]]), np.concatenate([first[1], second[1]])
 
 
 def _paths_fit(fields: Sequence[str]) -> bool:
