@@ -115,6 +115,10 @@ class Decoder:
         self._types: dict[str, pa.DataType] | None = None
         #: A dotted field's type as a path into nested objects (its literal key's: _types).
         self._nested: dict[str, pa.DataType] = {}
+        #: Fields whose values mix JSON types (numbers and "N/A", say): read from the decoded
+        #: messages, not by Arrow's reader, which fails a batch on any value of another type;
+        #: their values of the learnt type are columns, the others go to the exact path.
+        self._loose: set[str] = set()
         self._fast_ok = any(self._fast_views) and _paths_fit(self._fields)
 
     def decode(
@@ -232,16 +236,21 @@ class Decoder:
             return
         types: dict[str, pa.DataType] = {}
         nested: dict[str, pa.DataType] = {}
+        loose: set[str] = set()
         for name, path, values in self._values(msgs):
             kinds = set(map(type, values))
             kinds.discard(type(None))
             kind = _arrow_type(kinds, values)
+            if kind is None and not path and "." not in name:
+                kind = _loose_type(kinds, values)
+                loose.add(name)
             if kind is None:
                 self._types = None
                 return
             (nested if path else types)[name] = kind
         self._types = types
         self._nested = nested
+        self._loose = loose
 
     def _widen(self, msgs: list[dict]) -> None:
         """Widen the learnt types by what messages the fast path could not read held.
@@ -278,7 +287,9 @@ class Decoder:
         """What the reader reads: every field's literal key, and the objects holding the
         dotted fields' paths as structs (their other keys are skipped)."""
         assert self._types is not None
-        fields: list[tuple[str, pa.DataType]] = [(name, self._types[name]) for name in self._fields]
+        fields: list[tuple[str, pa.DataType]] = [
+            (name, self._types[name]) for name in self._fields if name not in self._loose
+        ]
         tree: dict[str, Any] = {}
         for name, kind in self._nested.items():
             *parents, leaf = name.split(".")
@@ -335,18 +346,6 @@ class Decoder:
             return None
         if table.num_rows != len(lines):
             return None
-        columns = {}
-        for name in self._fields:
-            column = self._column(table, name)
-            if column is None:
-                return None
-            columns[name] = column
-        for column in columns.values():
-            if pa.types.is_floating(column.type):
-                present = column.drop_null().to_numpy()
-                integral = present[np.floor(present) == present]
-                if len(integral) and np.abs(integral).max() >= v.EXACT_FLOAT_INT:
-                    return None  # an integer a double does not hold exactly
         msgs: dict[int, dict] = {}
 
         def message(row: int) -> dict:
@@ -358,15 +357,39 @@ class Decoder:
                 msgs[row] = msg
             return msg
 
+        columns = {}
+        strays: dict[str, np.ndarray] = {}  # per loose field, rows of another type
+        everyone: list[dict] | None = None  # every message, for loose fields and exact views
+        try:
+            for name in self._fields:
+                if name in self._loose:
+                    if everyone is None:
+                        everyone = [message(row) for row in range(len(lines))]
+                    columns[name], strays[name] = _loose_column(
+                        [m.get(name) for m in everyone], self._types[name]
+                    )
+                    continue
+                column = self._column(table, name)
+                if column is None:
+                    return None
+                columns[name] = column
+        except _Misread:
+            return None
+        for column in columns.values():
+            if pa.types.is_floating(column.type):
+                present = column.drop_null().to_numpy()
+                integral = present[np.floor(present) == present]
+                if len(integral) and np.abs(integral).max() >= v.EXACT_FLOAT_INT:
+                    return None  # an integer a double does not hold exactly
+
         dead: list[DeadLetter] = []
         views: list[ViewBatch] = []
-        everyone: list[dict] | None = None  # every message, for the views read exactly
         try:
             for plan, fast in zip(self._plans, self._fast_views, strict=True):
                 if fast:
                     views.append(
                         self._fast_view(
-                            plan, columns, len(lines), message, payloads, index, source, dead
+                            plan, columns, strays, message, payloads, index, source, dead
                         )
                     )
                     continue
@@ -386,7 +409,7 @@ class Decoder:
         self,
         plan: ViewPlan,
         columns: dict[str, pa.Array],
-        n: int,
+        strays: dict[str, np.ndarray],
         message: Callable[[int], dict],
         payloads: Sequence[Any],
         index: list[int],
@@ -395,11 +418,17 @@ class Decoder:
     ) -> ViewBatch:
         batch = ViewBatch()
         spec = plan.spec
+        n = len(index)
+        # Rows whose loose fields hold a value of another type: the exact path decides them
+        # whole, filter included.
+        stray = np.zeros(n, dtype=bool)
+        for name in _fields_of(plan) & strays.keys():
+            stray |= strays[name]
         keep = np.ones(n, dtype=bool)
         if spec.filter is not None:
-            keep = _filter_mask(spec.filter, columns, n)
+            keep = _filter_mask(spec.filter, columns, n) | stray
             batch.filtered = int(n - keep.sum())
-        ok = keep.copy()
+        ok = keep & ~stray
         ts, ts_ok = self._times(plan, columns[spec.event_time.field])
         first, last = accepted_times(spec)
         ok &= ts_ok & (ts >= first) & (ts <= last)  # the rest: out of range, decided exactly
@@ -529,6 +558,39 @@ def _messages(payloads: Sequence[Any]) -> tuple[list[bytes], list[int], int]:
         lines.append(data)
         index.append(i)
     return lines, index, blank
+
+
+#: The Python types of the values a column of each learnt type holds.
+_ACCEPTS = {
+    pa.int64(): (int,),
+    pa.float64(): (int, float),
+    pa.string(): (str,),
+    pa.bool_(): (bool,),
+}
+
+
+def _loose_type(kinds: set[type], values: list[Any]) -> pa.DataType | None:
+    """The column type of a field whose values mix JSON types: its numbers', else its
+    strings' (the other values go to the exact path)."""
+    for group in ({int, float}, {str}, {bool}):
+        if kinds & group:
+            return _arrow_type(kinds & group, [x for x in values if type(x) in group])
+    return None
+
+
+def _loose_column(values: list[Any], kind: pa.DataType) -> tuple[pa.Array, np.ndarray]:
+    """A loose field's column: its values of ``kind``, null elsewhere; and the rows holding
+    a value of another type."""
+    accepts = _ACCEPTS[kind]
+    fits = [x if type(x) in accepts else None for x in values]
+    if kind == pa.int64():  # beyond 64 bits: not a value of the column
+        fits = [x if x is None or -(2**63) <= x < 2**63 else None for x in fits]
+    stray = np.fromiter(
+        (x is not None and y is None for x, y in zip(values, fits, strict=True)),
+        dtype=bool,
+        count=len(values),
+    )
+    return pa.array(fits, kind), stray
 
 
 def _cast_times(

@@ -452,3 +452,24 @@ def test_types_widen_to_what_the_exact_path_met() -> None:
     assert 0 < exact[0] < 5_000 and exact[1:] == [0, 0], exact
     some = lines[:2_000]
     assert run(some, fast=True) == run(some, fast=False)
+
+
+def test_a_field_mixing_numbers_and_strings_stays_on_the_fast_path() -> None:
+    """Numbers with an occasional "N/A" (or true) in the sample: the field is read from the
+    decoded messages as a column of its numbers, and only the rows holding another type go
+    to the exact path (they are dead letters there), to the same rows and dead letters."""
+    rng = random.Random(8)
+    lines = []
+    for i in range(3000):
+        msg = orjson.loads(clean_line(rng, i))
+        if i % 50 == 7:
+            msg["bytes"] = rng.choice(["N/A", "", True, 12.5])
+        if i % 70 == 3:
+            msg["org"] = rng.choice([7, None, "o9"])  # a grouping column, numbers among strings
+        lines.append(orjson.dumps(msg))
+    decoder = Decoder([ViewPlan(parse_view(view)) for view in VIEWS])
+    decoded = [decoder.decode(lines[i : i + 1000]) for i in range(0, 3000, 1000)]
+    assert all(d.fast and d.exact_lines == 0 for d in decoded)
+    assert {"bytes", "org"} <= decoder._loose
+    assert any(d.dead_letters for d in decoded)
+    assert run(lines, fast=True) == run(lines, fast=False)
