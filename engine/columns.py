@@ -29,6 +29,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.json as pj
 
+from liveagg.combiners.registry import builtin_kind
 from liveagg.engine import values as v
 from liveagg.engine.kernels import vectorized
 from liveagg.engine.partials import Inputs
@@ -316,14 +317,15 @@ class Decoder:
             keys.append(v.scalars(column))
         inputs: list[tuple[np.ndarray, Any] | None] = []
         checks: list[tuple[pa.Array, str]] = []
-        for agg in spec.aggregations:
+        kinds = _kinds(plan)
+        for agg, kind in zip(spec.aggregations, kinds, strict=True):
             if agg.column is None:
                 inputs.append(None)
                 continue
             column = columns[agg.column]
-            checks.append((column, agg.kind))
+            checks.append((column, kind))
             valid = ~np.asarray(column.is_null().to_numpy(zero_copy_only=False))
-            if agg.kind in _NUMERIC_KINDS and not (
+            if kind in _NUMERIC_KINDS and not (
                 pa.types.is_integer(column.type) or pa.types.is_floating(column.type)
             ):
                 ok &= ~valid  # strings and booleans where numbers are needed: exact path
@@ -336,17 +338,17 @@ class Decoder:
             taken_values: list[tuple[np.ndarray, Any] | None] = []
             pgood = pa.array(good)
             shared: dict[tuple[str, str], tuple[np.ndarray, Any]] = {}
-            for agg, item in zip(spec.aggregations, inputs, strict=True):
+            for agg, kind, item in zip(spec.aggregations, kinds, inputs, strict=True):
                 if item is None:
                     taken_values.append(None)
                     continue
-                found = shared.get((agg.column, _form(agg.kind)))  # type: ignore[arg-type]
+                found = shared.get((agg.column, _form(kind)))  # type: ignore[arg-type]
                 if found is None:  # aggregations over one field share its column
                     valid, column = item
                     rows = good[valid[good]]
                     taken = column.take(pa.array(rows))
-                    found = (remap[rows], _as_input(agg.kind, taken))
-                    shared[(agg.column, _form(agg.kind))] = found  # type: ignore[index]
+                    found = (remap[rows], _as_input(kind, taken))
+                    shared[(agg.column, _form(kind))] = found  # type: ignore[index]
                 taken_values.append(found)
             batch.inputs.append(
                 Inputs(
@@ -526,11 +528,12 @@ def _exact_rows(
     # Values are shared only between aggregations that coerce them alike: a quantile's are
     # doubles, a max's keep integers exact.
     shared: dict[tuple[str, str, Any], tuple[np.ndarray, Any]] = {}
+    kinds = _kinds(plan)
     for j, agg in enumerate(plan.spec.aggregations):
         if agg.column is None:
             values.append(None)
             continue
-        same = (agg.column, _form(agg.kind), getattr(type(plan.fns[j]), "coerce", None))
+        same = (agg.column, _form(kinds[j]), getattr(type(plan.fns[j]), "coerce", None))
         found = shared.get(same)
         if found is not None and vectorized(plan.fns[j]):
             values.append(found)
@@ -542,10 +545,20 @@ def _exact_rows(
         if not vectorized(plan.fns[j]):  # a custom CombineFn takes its values as they are
             values.append((np.array(present, dtype=np.int64), items))
             continue
-        found = (np.array(present, dtype=np.int64), _python_input(agg.kind, items))
+        found = (np.array(present, dtype=np.int64), _python_input(kinds[j], items))
         shared[same] = found
         values.append(found)
     return Inputs(np.array(times, dtype=np.int64), keys, values, np.array(kept, dtype=np.int64))
+
+
+def _kinds(plan: ViewPlan) -> list[str]:
+    """Each aggregation's kind as its kernel takes values: a ``custom`` one that names a
+    built-in class is that built-in (its kernel, chosen by class, takes numbers, not the
+    scalars of a custom aggregation)."""
+    return [
+        builtin_kind(type(fn)) or agg.kind
+        for agg, fn in zip(plan.spec.aggregations, plan.fns, strict=True)
+    ]
 
 
 def _form(kind: str) -> str:

@@ -278,3 +278,61 @@ def test_a_numeric_field_of_another_type_in_every_message_of_a_batch(value: Any)
     fast, exact = run(lines, fast=True), run(lines, fast=False)
     assert fast == exact
     assert sum(1 for _, reason, _ in fast[1] if reason == "not_numeric") == 25
+
+
+def test_a_custom_aggregation_naming_a_built_in_class_aggregates_as_the_built_in() -> None:
+    """``"custom"`` with ``combine_fn`` naming ``liveagg.combiners.basic:SumFn`` is a sum: its
+    kernel takes numbers, whatever name the view gave the aggregation (it was given the
+    scalars of a ``custom`` one, and the batch failed)."""
+
+    def view(custom: bool) -> dict[str, Any]:
+        def agg(kind: str, cls: str, name: str) -> dict[str, Any]:
+            if not custom:
+                return {"aggregation": kind, "col_name": "bytes", "aggregated_col_name": name}
+            return {
+                "aggregation": "custom",
+                "col_name": "bytes",
+                "aggregated_col_name": name,
+                "params": {"combine_fn": f"liveagg.combiners.{cls}"},
+            }
+
+        return {
+            "name": "custom" if custom else "builtin",
+            "event_time": {"field": "ts"},
+            "grouping_cols": ["org"],
+            "window": {"size": "1m"},
+            "aggregation_info": [
+                agg("sum", "basic:SumFn", "total"),
+                agg("max", "basic:MaxFn", "most"),
+                agg("variance", "moments:VarianceFn", "var"),
+            ],
+        }
+
+    lines = [
+        orjson.dumps({"ts": 1709251200 + i, "org": f"o{i % 3}", "bytes": i * 7}) for i in range(200)
+    ]
+    lines.insert(100, b'{"ts": 1709251300, "org": "o1", "bytes": "12"}')
+    results = {}
+    for custom in (False, True):
+        for fast in (True, False):
+            plan = ViewPlan(parse_view(view(custom)))
+            decoder = Decoder([plan])
+            decoder._fast_ok = fast
+            decoded = decoder.decode(lines)
+            aggregator = plan.compiled.aggregator()
+            parts = [aggregator.preaggregate(inputs) for inputs in decoded.views[0].inputs]
+            merged = aggregator.merge(concat(parts, aggregator))
+            keys = merged.keys[0].to_pylist()
+            outputs = aggregator.extract(merged)
+            reasons = [reason for _, _, reason, _, _ in decoded.dead_letters]
+            results[custom, fast] = (
+                sorted(zip(keys, *[[rounded(x) for x in o] for o in outputs], strict=True)),
+                reasons,
+            )
+    assert results[True, True] == results[True, False] == results[False, True]
+    assert results[False, True][1] == ["not_numeric"]
+    totals: dict[tuple[str, int], int] = {}
+    for i in range(200):
+        key = (f"o{i % 3}", i // 60)
+        totals[key] = totals.get(key, 0) + i * 7
+    assert sorted(row[1] for row in results[True, True][0]) == sorted(totals.values())
