@@ -19,6 +19,7 @@ would read where the exact path rejects them (:func:`misread`) take the exact pa
 from __future__ import annotations
 
 import io
+import math
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -677,6 +678,9 @@ def _predicate_mask(p: Predicate, column: pa.Array, n: int) -> np.ndarray:
         same = [o for o in comparable if _KINDS[type(o)] == kind]
         if kind is None:
             return np.zeros(n, dtype=bool)
+        if kind == "number":  # only the numbers some value of the column may equal
+            exact = [_exact_number("eq", o, column.type) for o in same]
+            same = [x for x in exact if type(x) is not bool]
         hits = (
             _bools(pc.is_in(column, value_set=pa.array(same, column.type)), n)
             if same
@@ -690,11 +694,41 @@ def _predicate_mask(p: Predicate, column: pa.Array, n: int) -> np.ndarray:
     if p.op in ("eq", "ne"):
         if kind != want_kind:
             return np.zeros(n, dtype=bool) if p.op == "eq" else present
-        equal = _bools(
-            pc.equal(column, pa.scalar(want, column.type if kind != "number" else None)), n
-        )
-        return present & (equal if p.op == "eq" else ~equal)
-    if want_kind == "bool" or kind != want_kind:
+    elif want_kind == "bool" or kind != want_kind:
         return np.zeros(n, dtype=bool)
-    compare = {"gt": pc.greater, "ge": pc.greater_equal, "lt": pc.less, "le": pc.less_equal}
-    return present & _bools(compare[p.op](column, pa.scalar(want)), n)
+    if kind == "number":
+        bound = _exact_number(p.op, want, column.type)
+        if type(bound) is bool:  # on one side of every value of the column
+            return present if bound else np.zeros(n, dtype=bool)
+        want = bound
+    compare = {
+        "eq": pc.equal,
+        "ne": pc.not_equal,
+        "gt": pc.greater,
+        "ge": pc.greater_equal,
+        "lt": pc.less,
+        "le": pc.less_equal,
+    }
+    return present & _bools(compare[p.op](column, pa.scalar(want, column.type)), n)
+
+
+def _exact_number(op: str, want: int | float, kind: pa.DataType) -> Any:
+    """A number of the column's type that compares with each of its values under ``op`` as
+    ``want`` does in Python (exactly), or the answer for every value (a bool).
+
+    Arrow would convert one side: an int64 column to doubles (failing beyond 2**53), a float
+    to an int (1.5 matching 1), an int beyond 64 bits to nothing at all.
+    """
+    if pa.types.is_floating(kind):
+        # A double column of the fast path holds no number of 2**53 or more (see _fast):
+        # a bound beyond it is on the same side of every value as 2**53 is.
+        return float(max(-v.EXACT_FLOAT_INT, min(v.EXACT_FLOAT_INT, want)))
+    if type(want) is float:
+        if op in ("eq", "ne") and not want.is_integer():
+            return op == "ne"
+        # An integer is above x when above its floor, and at least x when at least its ceiling.
+        want = math.floor(want) if op in ("eq", "ne", "gt", "le") else math.ceil(want)
+    if -(2**63) <= want < 2**63:
+        return want
+    above = want > 0  # beyond every int64
+    return {"eq": False, "ne": True, "gt": not above, "ge": not above}.get(op, above)
