@@ -1642,7 +1642,8 @@ def _build(view: Mapping[str, Any], origin: str) -> ViewSpec:
         derived=tuple(Derived(d["name"], d["expr"]) for d in view.get("derived", ())),
         sinks=tuple(_build_sink(s) for s in view.get("sinks", ())),
         rollup=_build_rollup(view) if "rollup" in view else None,
-        hot_key_fanout=view.get("hot_key_fanout"),
+        # An integer to JSON Schema may be written 4.0; sub-keys are counted in ints.
+        hot_key_fanout=int(view["hot_key_fanout"]) if "hot_key_fanout" in view else None,
         origin=origin,
     )
 
