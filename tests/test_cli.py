@@ -263,3 +263,31 @@ def test_a_topic_option_without_kafka_names_the_option(
         f"<command line>: $.{option[2:].replace('-', '_')}: {what}: no Kafka bootstrap "
         "servers; set LIVEAGG_KAFKA_BOOTSTRAP or pass them in the run's connection options\n"
     )
+
+
+@pytest.mark.parametrize(
+    ("option", "value", "expected"),
+    [
+        ("--direct-num-workers", "-3", "an integer of at least 0"),
+        ("--max-records", "-1", "an integer of at least 0"),
+        ("--parallelism", "0", "an integer of at least 1"),
+        ("--idle-timeout-s", "nan", "a number of seconds, 0 or more"),
+        ("--idle-timeout-s", "-1", "a number of seconds, 0 or more"),
+        ("--checkpoint-interval-s", "inf", "a number of seconds, 0 or more"),
+        ("--report-every-s", "nan", "a number of seconds, 0 or more"),
+    ],
+)
+def test_a_numeric_option_out_of_its_range_is_a_usage_error(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], option: str, value: str, expected: str
+) -> None:
+    """Some failed the run with a traceback (-3 workers, nan or inf seconds), others were
+    taken silently (a negative timeout)."""
+    view = tmp_path / "v.json"
+    view.write_text(json.dumps(VIEW))
+    args = ["run", "--views", str(view), "--input", str(view), "--output", str(tmp_path / "o")]
+    with pytest.raises(SystemExit) as info:
+        main([*args, option, value])
+    assert info.value.code == 2
+    assert capsys.readouterr().err.splitlines()[-1] == (
+        f"liveagg run: error: argument {option}: expected {expected}, got {value!r}"
+    )
