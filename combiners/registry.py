@@ -89,6 +89,14 @@ def is_builtin(kind: str) -> bool:
     return kind in _BUILTINS
 
 
+def builtin_kind(cls: type) -> str | None:
+    """The built-in aggregation whose class is exactly ``cls``, if any: a ``custom``
+    aggregation may name one (``liveagg.combiners.basic:SumFn``), and then takes its values
+    as that built-in does."""
+    _load_builtins()
+    return next((name for name, known in _BUILTINS.items() if known is cls), None)
+
+
 def load_dotted(path: str) -> CombinerClass:
     """Resolve ``"package.module:ClassName"`` to a :class:`LiveaggCombineFn` subclass.
 

@@ -22,6 +22,7 @@ the exact path alone.
 from __future__ import annotations
 
 import io
+import math
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -31,6 +32,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.json as pj
 
+from liveagg.combiners.registry import builtin_kind
 from liveagg.engine import values as v
 from liveagg.engine.kernels import vectorized
 from liveagg.engine.partials import Inputs
@@ -440,14 +442,15 @@ class Decoder:
             keys.append(v.scalars(column))
         inputs: list[tuple[np.ndarray, Any] | None] = []
         checks: list[tuple[pa.Array, str]] = []
-        for agg in spec.aggregations:
+        kinds = _kinds(plan)
+        for agg, kind in zip(spec.aggregations, kinds, strict=True):
             if agg.column is None:
                 inputs.append(None)
                 continue
             column = columns[agg.column]
-            checks.append((column, agg.kind))
+            checks.append((column, kind))
             valid = ~np.asarray(column.is_null().to_numpy(zero_copy_only=False))
-            if agg.kind in _NUMERIC_KINDS and not (
+            if kind in _NUMERIC_KINDS and not (
                 pa.types.is_integer(column.type) or pa.types.is_floating(column.type)
             ):
                 ok &= ~valid  # strings and booleans where numbers are needed: exact path
@@ -460,17 +463,17 @@ class Decoder:
             taken_values: list[tuple[np.ndarray, Any] | None] = []
             pgood = pa.array(good)
             shared: dict[tuple[str, str], tuple[np.ndarray, Any]] = {}
-            for agg, item in zip(spec.aggregations, inputs, strict=True):
+            for agg, kind, item in zip(spec.aggregations, kinds, inputs, strict=True):
                 if item is None:
                     taken_values.append(None)
                     continue
-                found = shared.get((agg.column, _form(agg.kind)))  # type: ignore[arg-type]
+                found = shared.get((agg.column, _form(kind)))  # type: ignore[arg-type]
                 if found is None:  # aggregations over one field share its column
                     valid, column = item
                     rows = good[valid[good]]
                     taken = column.take(pa.array(rows))
-                    found = (remap[rows], _as_input(agg.kind, taken))
-                    shared[(agg.column, _form(agg.kind))] = found  # type: ignore[index]
+                    found = (remap[rows], _as_input(kind, taken))
+                    shared[(agg.column, _form(kind))] = found  # type: ignore[index]
                 taken_values.append(found)
             batch.inputs.append(
                 Inputs(
@@ -753,11 +756,12 @@ def _exact_rows(
     # Values are shared only between aggregations that coerce them alike: a quantile's are
     # doubles, a max's keep integers exact.
     shared: dict[tuple[str, str, Any], tuple[np.ndarray, Any]] = {}
+    kinds = _kinds(plan)
     for j, agg in enumerate(plan.spec.aggregations):
         if agg.column is None:
             values.append(None)
             continue
-        same = (agg.column, _form(agg.kind), getattr(type(plan.fns[j]), "coerce", None))
+        same = (agg.column, _form(kinds[j]), getattr(type(plan.fns[j]), "coerce", None))
         found = shared.get(same)
         if found is not None and vectorized(plan.fns[j]):
             values.append(found)
@@ -769,10 +773,20 @@ def _exact_rows(
         if not vectorized(plan.fns[j]):  # a custom CombineFn takes its values as they are
             values.append((np.array(present, dtype=np.int64), items))
             continue
-        found = (np.array(present, dtype=np.int64), _python_input(agg.kind, items))
+        found = (np.array(present, dtype=np.int64), _python_input(kinds[j], items))
         shared[same] = found
         values.append(found)
     return Inputs(np.array(times, dtype=np.int64), keys, values, np.array(kept, dtype=np.int64))
+
+
+def _kinds(plan: ViewPlan) -> list[str]:
+    """Each aggregation's kind as its kernel takes values: a ``custom`` one that names a
+    built-in class is that built-in (its kernel, chosen by class, takes numbers, not the
+    scalars of a custom aggregation)."""
+    return [
+        builtin_kind(type(fn)) or agg.kind
+        for agg, fn in zip(plan.spec.aggregations, plan.fns, strict=True)
+    ]
 
 
 def _form(kind: str) -> str:
@@ -891,6 +905,9 @@ def _predicate_mask(p: Predicate, column: pa.Array, n: int) -> np.ndarray:
         same = [o for o in comparable if _KINDS[type(o)] == kind]
         if kind is None:
             return np.zeros(n, dtype=bool)
+        if kind == "number":  # only the numbers some value of the column may equal
+            exact = [_exact_number("eq", o, column.type) for o in same]
+            same = [x for x in exact if type(x) is not bool]
         hits = (
             _bools(pc.is_in(column, value_set=pa.array(same, column.type)), n)
             if same
@@ -904,11 +921,41 @@ def _predicate_mask(p: Predicate, column: pa.Array, n: int) -> np.ndarray:
     if p.op in ("eq", "ne"):
         if kind != want_kind:
             return np.zeros(n, dtype=bool) if p.op == "eq" else present
-        equal = _bools(
-            pc.equal(column, pa.scalar(want, column.type if kind != "number" else None)), n
-        )
-        return present & (equal if p.op == "eq" else ~equal)
-    if want_kind == "bool" or kind != want_kind:
+    elif want_kind == "bool" or kind != want_kind:
         return np.zeros(n, dtype=bool)
-    compare = {"gt": pc.greater, "ge": pc.greater_equal, "lt": pc.less, "le": pc.less_equal}
-    return present & _bools(compare[p.op](column, pa.scalar(want)), n)
+    if kind == "number":
+        bound = _exact_number(p.op, want, column.type)
+        if type(bound) is bool:  # on one side of every value of the column
+            return present if bound else np.zeros(n, dtype=bool)
+        want = bound
+    compare = {
+        "eq": pc.equal,
+        "ne": pc.not_equal,
+        "gt": pc.greater,
+        "ge": pc.greater_equal,
+        "lt": pc.less,
+        "le": pc.less_equal,
+    }
+    return present & _bools(compare[p.op](column, pa.scalar(want, column.type)), n)
+
+
+def _exact_number(op: str, want: int | float, kind: pa.DataType) -> Any:
+    """A number of the column's type that compares with each of its values under ``op`` as
+    ``want`` does in Python (exactly), or the answer for every value (a bool).
+
+    Arrow would convert one side: an int64 column to doubles (failing beyond 2**53), a float
+    to an int (1.5 matching 1), an int beyond 64 bits to nothing at all.
+    """
+    if pa.types.is_floating(kind):
+        # A double column of the fast path holds no number of 2**53 or more (see _fast):
+        # a bound beyond it is on the same side of every value as 2**53 is.
+        return float(max(-v.EXACT_FLOAT_INT, min(v.EXACT_FLOAT_INT, want)))
+    if type(want) is float:
+        if op in ("eq", "ne") and not want.is_integer():
+            return op == "ne"
+        # An integer is above x when above its floor, and at least x when at least its ceiling.
+        want = math.floor(want) if op in ("eq", "ne", "gt", "le") else math.ceil(want)
+    if -(2**63) <= want < 2**63:
+        return want
+    above = want > 0  # beyond every int64
+    return {"eq": False, "ne": True, "gt": not above, "ge": not above}.get(op, above)

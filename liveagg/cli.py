@@ -6,8 +6,9 @@ from __future__ import annotations
 import argparse
 import difflib
 import logging
+import math
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 from liveagg import __version__
@@ -166,6 +167,35 @@ def _kafka_setting(text: str) -> tuple[str, str]:
         raise argparse.ArgumentTypeError(str(e)) from None
 
 
+def _at_least(minimum: int) -> Callable[[str], int]:
+    """An argparse type: an integer of at least ``minimum`` (a count of workers, records)."""
+
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            value = minimum - 1
+        if value < minimum:
+            raise argparse.ArgumentTypeError(
+                f"expected an integer of at least {minimum}, got {text!r}"
+            )
+        return value
+
+    return parse
+
+
+def _seconds(text: str) -> float:
+    """An argparse type: a finite number of seconds, 0 or more (``float`` takes nan, inf and
+    negative numbers, which failed the run or were taken silently)."""
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not 0 <= value < math.inf:
+        raise argparse.ArgumentTypeError(f"expected a number of seconds, 0 or more, got {text!r}")
+    return value
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="liveagg",
@@ -286,10 +316,12 @@ def _add_run_options(p: argparse.ArgumentParser) -> None:
         action="store_true",
         help="read Kafka for ever (streaming: early, on-time and late panes)",
     )
-    p.add_argument("--max-records", type=int, metavar="N", help="stop after N Kafka records in all")
+    p.add_argument(
+        "--max-records", type=_at_least(0), metavar="N", help="stop after N Kafka records in all"
+    )
     p.add_argument(
         "--idle-timeout-s",
-        type=float,
+        type=_seconds,
         default=10.0,
         metavar="SECONDS",
         help="an idle Kafka partition stops holding the watermark back after this (default 10)",
@@ -390,7 +422,7 @@ def _add_run_options(p: argparse.ArgumentParser) -> None:
     )
     p.add_argument(
         "--direct-num-workers",
-        type=int,
+        type=_at_least(0),
         default=1,
         metavar="N",
         help="parallel workers for the direct runner (default: 1)",
@@ -434,10 +466,10 @@ def _add_run_options(p: argparse.ArgumentParser) -> None:
         help="Flink version of the cluster: 1.19, 1.20, 2.0, 2.1 or 2.2 "
         "(default: $LIVEAGG_FLINK_VERSION or 1.19)",
     )
-    flink.add_argument("--parallelism", type=int, metavar="N", help="job parallelism")
+    flink.add_argument("--parallelism", type=_at_least(1), metavar="N", help="job parallelism")
     flink.add_argument(
         "--checkpoint-interval-s",
-        type=float,
+        type=_seconds,
         metavar="SECONDS",
         help="checkpoint every this often when streaming (default 1; 0: off). Windows close at "
         "the first checkpoint after the watermark passes their end. Checkpoints are retained "
@@ -484,7 +516,7 @@ def _add_run_options(p: argparse.ArgumentParser) -> None:
     )
     flink.add_argument(
         "--report-every-s",
-        type=float,
+        type=_seconds,
         default=30.0,
         metavar="SECONDS",
         help="print the job's metrics this often while it runs (default 30; 0: never)",

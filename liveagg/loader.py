@@ -72,6 +72,7 @@ __all__ = [
     "NUMERIC_AGGREGATIONS",
     "RESERVED_COLUMNS",
     "load_views",
+    "output_problem",
     "parse_view",
     "validate_paths",
 ]
@@ -124,6 +125,9 @@ Parts = tuple[Part, ...]
 
 _DURATION_PATTERN = "^[0-9]+(ms|s|m|h|d)$"
 _NAME_PATTERN = "^[a-z][a-z0-9_]{0,62}$"
+#: A file sink's path (the schema's): a local folder or a bucket's prefix on S3 or GCS. Beam's
+#: file systems fail a run on another scheme, or on S3 or GCS without a bucket.
+_OUTPUT_PATTERN = "^((s3|gs)://[^/]|(?![A-Za-z][-A-Za-z0-9+.]*://))"
 _DURATION_HELP = "an integer and a unit (ms, s, m, h, d), e.g. '500ms', '90s', '10m', '1d'"
 
 # pattern -> (what it is, what is expected)
@@ -138,8 +142,12 @@ _PATTERN_HINTS: dict[str, tuple[str, str]] = {
         "a combine_fn reference",
         "'package.module:ClassName'",
     ),
-    "^s3://.+": ("an S3 path", "'s3://bucket/prefix'"),
-    "^gs://.+": ("a GCS path", "'gs://bucket/prefix'"),
+    "^s3://[^/]": ("an S3 path", "'s3://bucket/prefix'"),
+    "^gs://[^/]": ("a GCS path", "'gs://bucket/prefix'"),
+    _OUTPUT_PATTERN: (
+        "a local folder, S3 or GCS path",
+        "a local folder ('out'), 's3://bucket/prefix' or 'gs://bucket/prefix'",
+    ),
     "^[A-Za-z][A-Za-z0-9_]{0,47}$": (
         "a Cassandra identifier",
         "a letter, then up to 47 letters, digits or '_'",
@@ -285,6 +293,15 @@ def load_views(paths: Iterable[str | Path] | str | Path) -> list[ViewSpec]:
     if errors:
         raise ViewErrors(errors)
     return specs
+
+
+def output_problem(path: str) -> str | None:
+    """What is wrong with ``--output PATH``, by the rule of a file sink's path; None if
+    nothing."""
+    if _ecma_regex(_OUTPUT_PATTERN).search(path):
+        return None
+    noun, detail = _PATTERN_HINTS[_OUTPUT_PATTERN]
+    return f"is not {noun}; expected {detail}"
 
 
 def validate_paths(paths: Iterable[str | Path] | str | Path) -> list[ViewError]:
@@ -1625,7 +1642,8 @@ def _build(view: Mapping[str, Any], origin: str) -> ViewSpec:
         derived=tuple(Derived(d["name"], d["expr"]) for d in view.get("derived", ())),
         sinks=tuple(_build_sink(s) for s in view.get("sinks", ())),
         rollup=_build_rollup(view) if "rollup" in view else None,
-        hot_key_fanout=view.get("hot_key_fanout"),
+        # An integer to JSON Schema may be written 4.0; sub-keys are counted in ints.
+        hot_key_fanout=int(view["hot_key_fanout"]) if "hot_key_fanout" in view else None,
         origin=origin,
     )
 

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 from collections import defaultdict
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -148,9 +149,10 @@ def attach_sinks(
         if intermediate_topic:
             from liveagg.transforms.kafka.sink import WriteEnvelopes
 
-            compiled.views[view.name] | f"{view.name}/Partials" >> WriteEnvelopes(
-                intermediate_topic, connections, compiled.compiled[view.name]
-            )
+            with _option("$.intermediate_topic"):
+                compiled.views[view.name] | f"{view.name}/Partials" >> WriteEnvelopes(
+                    intermediate_topic, connections, compiled.compiled[view.name]
+                )
             continue
         bounded = sources[view.source].bounded
         rows = compiled.views[view.name]
@@ -178,9 +180,10 @@ def attach_sinks(
     if dead_letter_topic:
         from liveagg.transforms.kafka.sink import WriteDeadLettersToKafka
 
-        compiled.dead_letters | "DeadLetters/Kafka" >> WriteDeadLettersToKafka(
-            dead_letter_topic, connections
-        )
+        with _option("$.dead_letter_topic"):
+            compiled.dead_letters | "DeadLetters/Kafka" >> WriteDeadLettersToKafka(
+                dead_letter_topic, connections
+            )
     if compiled.milestones is not None:
         if output:
             folder(output).milestones = True
@@ -190,10 +193,21 @@ def attach_sinks(
         if milestone_topic:
             from liveagg.transforms.kafka.sink import WriteMilestonesToKafka
 
-            compiled.milestones | "Milestones/Kafka" >> WriteMilestonesToKafka(
-                milestone_topic, connections
-            )
+            with _option("$.milestone_topic"):
+                compiled.milestones | "Milestones/Kafka" >> WriteMilestonesToKafka(
+                    milestone_topic, connections
+                )
     return list(folders.values())
+
+
+@contextlib.contextmanager
+def _option(at: str) -> Iterator[None]:
+    """A writer a command-line option asks for that cannot be built (no Kafka bootstrap
+    servers, say) is an error of that option, as a sink's is of its entry."""
+    try:
+        yield
+    except ValueError as e:
+        raise ViewError(COMMAND_LINE, at, str(e)) from e
 
 
 class _Write(beam.PTransform):

@@ -30,7 +30,7 @@ from apache_beam.runners.runner import PipelineState
 
 from liveagg.engine.compiled import RunContext, check_run, compile_views
 from liveagg.errors import COMMAND_LINE, PathError, ViewError
-from liveagg.loader import load_views, parse_sinks
+from liveagg.loader import load_views, output_problem, parse_sinks
 from liveagg.pipelines.compile import (
     Compiled,
     Source,
@@ -393,6 +393,8 @@ def run(config: RunConfig) -> RunReport:
     if not level1:  # level 1 writes its partials to the intermediate topic
         _check_destinations(config, written)
     typed_output = config.output  # reported as the user wrote it
+    if config.output and (problem := output_problem(config.output)):
+        raise PathError(config.output, problem)
     if config.output:
         config = replace(config, output=_absolute(config.output))
     PROGRESS.reset()

@@ -235,3 +235,59 @@ def test_rekey_without_kafka_names_the_option(
         "<command line>: $: --intermediate-topic partials: no Kafka bootstrap servers; give "
         "--kafka-bootstrap HOST:PORT or set LIVEAGG_KAFKA_BOOTSTRAP"
     )
+
+
+@pytest.mark.parametrize(
+    ("option", "what"),
+    [
+        ("--dead-letter-topic", "dead letters to topic 'topic'"),
+        ("--intermediate-topic", "partials to --intermediate-topic 'topic'"),
+    ],
+)
+def test_a_topic_option_without_kafka_names_the_option(
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+    option: str,
+    what: str,
+) -> None:
+    """It failed with a traceback; a view's Kafka sink already said this in one line."""
+    monkeypatch.delenv("LIVEAGG_KAFKA_BOOTSTRAP", raising=False)
+    view = tmp_path / "v.json"
+    view.write_text(json.dumps(VIEW))
+    data = tmp_path / "in.jsonl"
+    data.write_text('{"k": "a", "ts": "2024-01-01T00:00:10Z"}\n')
+    args = ["run", "--views", str(view), "--input", str(data), "--output", str(tmp_path / "o")]
+    assert main([*args, option, "topic"]) == 1
+    assert capsys.readouterr().err == (
+        f"<command line>: $.{option[2:].replace('-', '_')}: {what}: no Kafka bootstrap "
+        "servers; set LIVEAGG_KAFKA_BOOTSTRAP or pass them in the run's connection options\n"
+    )
+
+
+@pytest.mark.parametrize(
+    ("option", "value", "expected"),
+    [
+        ("--direct-num-workers", "-3", "an integer of at least 0"),
+        ("--max-records", "-1", "an integer of at least 0"),
+        ("--parallelism", "0", "an integer of at least 1"),
+        ("--idle-timeout-s", "nan", "a number of seconds, 0 or more"),
+        ("--idle-timeout-s", "-1", "a number of seconds, 0 or more"),
+        ("--checkpoint-interval-s", "inf", "a number of seconds, 0 or more"),
+        ("--report-every-s", "nan", "a number of seconds, 0 or more"),
+    ],
+)
+def test_a_numeric_option_out_of_its_range_is_a_usage_error(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], option: str, value: str, expected: str
+) -> None:
+    """Some failed the run with a traceback (-3 workers, nan or inf seconds), others were
+    taken silently (a negative timeout)."""
+    view = tmp_path / "v.json"
+    view.write_text(json.dumps(VIEW))
+    args = ["run", "--views", str(view), "--input", str(view), "--output", str(tmp_path / "o")]
+    with pytest.raises(SystemExit) as info:
+        main([*args, option, value])
+    assert info.value.code == 2
+    assert capsys.readouterr().err.splitlines()[-1] == (
+        f"liveagg run: error: argument {option}: expected {expected}, got {value!r}"
+    )

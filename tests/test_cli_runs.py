@@ -208,6 +208,25 @@ def test_an_output_that_is_a_file_is_refused(view: Path, tmp_path: Path) -> None
     assert result.stderr == f"{data}: is not a folder; give a folder for the output\n"
 
 
+@pytest.mark.parametrize("output", ["hdfs://nn/rows", "http://host/rows", "s3://", "gs:///x"])
+def test_an_output_on_no_file_system_liveagg_writes_to_is_refused(
+    view: Path, tmp_path: Path, output: str
+) -> None:
+    """It failed with Beam's traceback, or (S3 without a bucket) left a local folder 's3:'
+    holding a write-check file in the working directory."""
+    data = lines_file(tmp_path / "in.jsonl", GOOD)
+    result = subprocess.run(
+        command("run", "--views", str(view), "--input", str(data), "--output", output),
+        capture_output=True, text=True, cwd=tmp_path, check=False,
+    )  # fmt: skip
+    assert result.returncode == 1
+    assert result.stderr == (
+        f"{output}: is not a local folder, S3 or GCS path; expected a local folder ('out'), "
+        "'s3://bucket/prefix' or 'gs://bucket/prefix'\n"
+    )
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in.jsonl", "v.json"]
+
+
 def test_success_writes_success_last_and_prints_no_warning(view: Path, tmp_path: Path) -> None:
     data = lines_file(tmp_path / "in.jsonl", GOOD + BAD)
     out = tmp_path / "out"

@@ -582,6 +582,31 @@ def test_object_store_path_needs_its_scheme() -> None:
     )
 
 
+@pytest.mark.parametrize(
+    ("sink", "shown"),
+    [
+        ({"type": "file", "path": "hdfs://nn/rows"}, "'hdfs://nn/rows'"),
+        ({"type": "file", "path": "file:///tmp/rows"}, "'file:///tmp/rows'"),
+        ({"type": "file", "path": "s3://"}, "'s3://'"),
+        ({"type": "s3", "path": "s3:///rows"}, "'s3:///rows'"),
+        ({"type": "gcs", "path": "gs://"}, "'gs://'"),
+    ],
+)
+def test_a_file_sink_path_is_a_folder_or_a_bucket_prefix(sink: dict, shown: str) -> None:
+    """Beam's file systems know no other scheme here, and none without a bucket: such a path
+    passed validation and failed the run with a traceback (an S3 path without a bucket left
+    a local folder 's3:' behind)."""
+    noun = {"file": "a local folder, S3 or GCS path", "s3": "an S3 path", "gcs": "a GCS path"}
+    assert error(view(sinks=[sink])).startswith(
+        f"<memory>: $.sinks[0].path: {shown} is not {noun[sink['type']]}; expected "
+    )
+
+
+@pytest.mark.parametrize("path", ["out", "/tmp/rows", "s3:/rows", "a:b", "s3://b/p", "gs://b"])
+def test_local_folders_and_bucket_prefixes_are_file_sink_paths(path: str) -> None:
+    parse_view(view(sinks=[{"type": "file", "path": path}]))
+
+
 def test_file_format() -> None:
     assert error(view(sinks=[{"type": "file", "path": "out", "format": "json"}])) == (
         "<memory>: $.sinks[0].format: 'json' is not accepted; expected one of 'jsonl', 'csv', "

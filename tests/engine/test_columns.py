@@ -473,3 +473,109 @@ def test_a_field_mixing_numbers_and_strings_stays_on_the_fast_path() -> None:
     assert {"bytes", "org"} <= decoder._loose
     assert any(d.dead_letters for d in decoded)
     assert run(lines, fast=True) == run(lines, fast=False)
+
+
+def test_a_custom_aggregation_naming_a_built_in_class_aggregates_as_the_built_in() -> None:
+    """``"custom"`` with ``combine_fn`` naming ``liveagg.combiners.basic:SumFn`` is a sum: its
+    kernel takes numbers, whatever name the view gave the aggregation (it was given the
+    scalars of a ``custom`` one, and the batch failed)."""
+
+    def view(custom: bool) -> dict[str, Any]:
+        def agg(kind: str, cls: str, name: str) -> dict[str, Any]:
+            if not custom:
+                return {"aggregation": kind, "col_name": "bytes", "aggregated_col_name": name}
+            return {
+                "aggregation": "custom",
+                "col_name": "bytes",
+                "aggregated_col_name": name,
+                "params": {"combine_fn": f"liveagg.combiners.{cls}"},
+            }
+
+        return {
+            "name": "custom" if custom else "builtin",
+            "event_time": {"field": "ts"},
+            "grouping_cols": ["org"],
+            "window": {"size": "1m"},
+            "aggregation_info": [
+                agg("sum", "basic:SumFn", "total"),
+                agg("max", "basic:MaxFn", "most"),
+                agg("variance", "moments:VarianceFn", "var"),
+            ],
+        }
+
+    lines = [
+        orjson.dumps({"ts": 1709251200 + i, "org": f"o{i % 3}", "bytes": i * 7}) for i in range(200)
+    ]
+    lines.insert(100, b'{"ts": 1709251300, "org": "o1", "bytes": "12"}')
+    results = {}
+    for custom in (False, True):
+        for fast in (True, False):
+            plan = ViewPlan(parse_view(view(custom)))
+            decoder = Decoder([plan])
+            decoder._fast_ok = fast
+            decoded = decoder.decode(lines)
+            aggregator = plan.compiled.aggregator()
+            parts = [aggregator.preaggregate(inputs) for inputs in decoded.views[0].inputs]
+            merged = aggregator.merge(concat(parts, aggregator))
+            keys = merged.keys[0].to_pylist()
+            outputs = aggregator.extract(merged)
+            reasons = [reason for _, _, reason, _, _ in decoded.dead_letters]
+            results[custom, fast] = (
+                sorted(zip(keys, *[[rounded(x) for x in o] for o in outputs], strict=True)),
+                reasons,
+            )
+    assert results[True, True] == results[True, False] == results[False, True]
+    assert results[False, True][1] == ["not_numeric"]
+    totals: dict[tuple[str, int], int] = {}
+    for i in range(200):
+        key = (f"o{i % 3}", i // 60)
+        totals[key] = totals.get(key, 0) + i * 7
+    assert sorted(row[1] for row in results[True, True][0]) == sorted(totals.values())
+
+
+#: Values of ``x`` in a batch the fast path reads: an int64 column up to its limits, a double
+#: column of values below 2**53 (the fast path reads no larger integral double).
+FILTERED = {
+    "ints": [0, 1, 2, 200, 2**53, 2**53 + 1, 2**62, -(2**63), 2**63 - 1],
+    "doubles": [0.0, -0.5, 1.5, 200.0, 2.0**52 + 0.5, 9007199254740991.0, -1e15],
+}
+FILTER_VALUES = [
+    *[
+        (op, value)
+        for op in ("eq", "ne", "gt", "ge", "lt", "le")
+        for value in (1.5, -0.0, 200.0, 2.0**53, 2**53 + 1, 2**63, -(2**63) - 1, 2**64, 1e19)
+    ],
+    ("in", [1.5, 2]),
+    ("in", [2**64, 2**53 + 1, 9007199254740991]),
+    ("not_in", [200.0, -(2**64)]),
+]
+
+
+@pytest.mark.parametrize("column", sorted(FILTERED))
+@pytest.mark.parametrize(("op", "value"), FILTER_VALUES)
+def test_a_numeric_filter_selects_what_the_exact_path_does(
+    column: str, op: str, value: Any
+) -> None:
+    """A filter number compares with a column's numbers exactly, as Python compares them:
+    Arrow, asked to, converted an int64 column to doubles (failing the batch on 2**53 + 1),
+    a float to the column's ints (1.5 ``in`` it matched 1) or an int beyond 64 bits to
+    nothing at all (failing the batch)."""
+    view = {
+        "name": "f",
+        "event_time": {"field": "ts"},
+        "grouping_cols": [],
+        "window": {"size": "1h"},
+        "filter": {"field": "x", "op": op, "value": value},
+        "aggregation_info": [{"aggregation": "count", "aggregated_col_name": "n"}],
+    }
+    lines = [
+        orjson.dumps({"ts": 1709251200 + i, "x": x}) for i, x in enumerate(FILTERED[column] * 20)
+    ]
+    counts = {}
+    for fast in (True, False):
+        decoder = Decoder([ViewPlan(parse_view(view))])
+        decoder._fast_ok = fast
+        decoded = decoder.decode(lines)
+        assert decoded.fast == fast
+        counts[fast] = (decoded.views[0].used, decoded.views[0].filtered)
+    assert counts[True] == counts[False]

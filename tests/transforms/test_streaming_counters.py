@@ -13,6 +13,7 @@ from typing import Any
 
 import apache_beam as beam
 import orjson
+import pytest
 from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
 from apache_beam.testing.test_pipeline import TestPipeline
 from apache_beam.testing.test_stream import TestStream
@@ -272,10 +273,15 @@ def test_a_two_level_run_fires_at_level_2_only(tmp_path: Path) -> None:
     assert {e["threshold"] for e in out["events"] if e["k"] == "a"} == {1, 3, 4}
 
 
-def test_a_hot_key_fans_out_and_fires_at_the_merge_only(tmp_path: Path) -> None:
-    """``hot_key_fanout``: the sub-keys' operator gives partials, the merge fires."""
+@pytest.mark.parametrize("fanout", [4, 4.0])
+def test_a_hot_key_fans_out_and_fires_at_the_merge_only(tmp_path: Path, fanout: float) -> None:
+    """``hot_key_fanout``: the sub-keys' operator gives partials, the merge fires. ``4.0`` is
+    an integer to JSON Schema, and is 4 (as a float, it failed the bundle in ``range``)."""
     view = counter_view(
-        "hot", {"size": "1m"}, hot_key_fanout=4, milestones=[{"column": "n", "at": [2, 5, 9]}]
+        "hot",
+        {"size": "1m"},
+        hot_key_fanout=fanout,
+        milestones=[{"column": "n", "at": [2, 5, 9]}],
     )
     m = Messages(tmp_path / "events.jsonl")
     stream = (
