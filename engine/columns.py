@@ -160,7 +160,6 @@ class Decoder:
         rest = np.flatnonzero(~odd).tolist()
         rows = np.flatnonzero(odd).tolist()
         exact = self._exact([lines[r] for r in rows], payloads, [index[r] for r in rows], source)
-        exact.exact_lines = len(rows)
         if not rest:
             return exact
         fast = self._split([lines[r] for r in rest], payloads, [index[r] for r in rest], source)
@@ -187,9 +186,7 @@ class Decoder:
                     self._split(lines[:half], payloads, index[:half], source),
                     self._split(lines[half:], payloads, index[half:], source),
                 )
-        decoded = self._exact(lines, payloads, index, source)
-        decoded.exact_lines = len(lines)
-        return decoded
+        return self._exact(lines, payloads, index, source)
 
     def _exact(
         self,
@@ -215,7 +212,7 @@ class Decoder:
             )
             for plan in self._plans
         ]
-        return Decoded(views, dead, messages=len(msgs))
+        return Decoded(views, dead, messages=len(msgs), exact_lines=len(lines))
 
     def _exact_view(
         self,
