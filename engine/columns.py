@@ -356,14 +356,16 @@ class Decoder:
                 msgs[row] = msg
             return msg
 
-        columns = {}
+        columns: dict[str, pa.Array] = {}
         strays: dict[str, np.ndarray] = {}  # per loose field, rows of another type
-        everyone: list[dict] | None = None  # every message, for loose fields and exact views
+        dead: list[DeadLetter] = []
+        views: list[ViewBatch] = []
         try:
+            # Every message, decoded once, for the loose fields and the views read exactly.
+            wanted = self._loose or not all(self._fast_views)
+            everyone = [message(row) for row in range(len(lines))] if wanted else []
             for name in self._fields:
                 if name in self._loose:
-                    if everyone is None:
-                        everyone = [message(row) for row in range(len(lines))]
                     columns[name], strays[name] = _loose_column(
                         [m.get(name) for m in everyone], self._types[name]
                     )
@@ -372,34 +374,25 @@ class Decoder:
                 if column is None:
                     return None
                 columns[name] = column
-        except _Misread:
-            return None
-        for column in columns.values():
-            if pa.types.is_floating(column.type):
-                present = column.drop_null().to_numpy()
-                integral = present[np.floor(present) == present]
-                if len(integral) and np.abs(integral).max() >= v.EXACT_FLOAT_INT:
-                    return None  # an integer a double does not hold exactly
-
-        dead: list[DeadLetter] = []
-        views: list[ViewBatch] = []
-        try:
+            for column in columns.values():
+                if pa.types.is_floating(column.type):
+                    present = column.drop_null().to_numpy()
+                    integral = present[np.floor(present) == present]
+                    if len(integral) and np.abs(integral).max() >= v.EXACT_FLOAT_INT:
+                        return None  # an integer a double does not hold exactly
+            exact = not all(self._fast_views)  # a view with a custom aggregation
+            exact_payloads = [payloads[i] for i in index] if exact else []
+            exact_sources = [source(i) for i in index] if exact else []
             for plan, fast in zip(self._plans, self._fast_views, strict=True):
                 if fast:
-                    views.append(
-                        self._fast_view(
-                            plan, columns, strays, message, payloads, index, source, dead
-                        )
+                    batch = self._fast_view(
+                        plan, columns, strays, message, payloads, index, source, dead
                     )
-                    continue
-                if everyone is None:
-                    everyone = [message(row) for row in range(len(lines))]
-                sources = [source(i) for i in index]
-                views.append(
-                    self._exact_view(
-                        plan, everyone, [payloads[i] for i in index], sources, dead, index
+                else:
+                    batch = self._exact_view(
+                        plan, everyone, exact_payloads, exact_sources, dead, index
                     )
-                )
+                views.append(batch)
         except _Misread:
             return None
         return Decoded(views, dead, messages=len(lines), fast=True)
@@ -504,8 +497,7 @@ class Decoder:
         ok = np.zeros(n, dtype=bool)
         kind = column.type
         if pa.types.is_string(kind) and fmt in (None, "iso8601"):
-            rest = np.ones(n, dtype=bool)
-            rest[np.flatnonzero(column.is_null().to_numpy(zero_copy_only=False))] = False
+            rest = ~np.asarray(column.is_null().to_numpy(zero_copy_only=False))
             for pattern, unit, zone in _ISO_FORMS:
                 if not rest.any():
                     break
