@@ -43,7 +43,9 @@ def rows(output: Path, view: str) -> Iterator[dict[str, Any]]:
 
 
 def keyed(output: Path, view: PlainView) -> dict[Key, dict[str, Any]]:
-    """The view's rows by (window start, granularity, grouping set, grouping values)."""
+    """The view's rows by (window start, granularity, grouping set, grouping values). A
+    streaming run writes a row per pane, each with the window's whole value: the latest
+    (highest ``pane_index``) stands for its window."""
     out: dict[Key, dict[str, Any]] = {}
     for row in rows(output, view.name):
         start = row["window_start"]
@@ -55,8 +57,12 @@ def keyed(output: Path, view: PlainView) -> dict[Key, dict[str, Any]]:
             row.get("grouping_set"),
             *(row[g] for g in view.group),
         )
-        if key in out:
-            raise ValueError(f"{view.name}: two rows for {key}")
+        other = out.get(key)
+        if other is not None:
+            if "pane_index" not in row or row["pane_index"] == other.get("pane_index"):
+                raise ValueError(f"{view.name}: two rows for {key}")
+            if row["pane_index"] < other["pane_index"]:
+                continue
         out[key] = row
     return out
 

@@ -55,7 +55,7 @@ from liveagg.spec import ViewSpec
 from liveagg.transforms import eventtime
 from liveagg.transforms.deadletter import NAMESPACE
 from liveagg.transforms.deadletter import TAG as DEAD_LETTER
-from liveagg.transforms.sources import WATERMARK
+from liveagg.transforms.sources import KafkaRecords
 from liveagg.transforms.streaming import MAX_BATCHED, _Route, window_operator
 from tests.support.operator_state import Timers, step_metrics
 
@@ -141,10 +141,12 @@ def drive_views(
     close: bool = False,
 ) -> Report:
     """:func:`drive` for several views through one router, as a run reads them from one
-    source. ``kafka``: each message comes as the Kafka read hands it on (``ReadPartitions``:
-    its partition, offset and the partition's watermark when it was read, here the watermark
-    after the bundle before), so the router carries payloads only for messages that may be
-    late; without, any message may be late, as from a source that stamps no watermark.
+    source. ``kafka``: a bundle's messages come as the Kafka read hands them on
+    (``ReadPartitions``: one :class:`KafkaRecords` with their partition, offsets and the
+    partition's watermark when they were read, here the watermark after the bundle before),
+    so the router carries payloads only for messages that may be late; without, each message
+    is an element of its own and any may be late, as from a source that stamps no
+    watermark.
     ``keep_rows``: the latest row of each (view, window start, *grouping values), the
     window start None for a global window's rows, which carry none. ``close``: at
     the end the watermark passes every window, as a job's source reaches its end."""
@@ -219,7 +221,9 @@ def _drive(
         router.start_bundle()
         if kafka:
             first = report.events
-            messages: list[Any] = [(line, _source(first + i, wm)) for i, line in enumerate(chunk)]
+            offsets = list(range(first, first + len(chunk)))
+            stamps: list[int | None] = [None] * len(chunk)
+            messages: list[Any] = [KafkaRecords("events", 0, offsets, stamps, chunk, wm)]
         else:
             messages = chunk
         routed = [o for message in messages for o in router.process(message)]
@@ -268,17 +272,6 @@ def _drive(
         timed("timers", began)
     sample(bundles, wm)
     return report
-
-
-def _source(offset: int, watermark_us: int) -> dict[str, Any]:
-    """A message's source as ``ReadPartitions`` stamps it (``transforms/kafka/source.py``)."""
-    return {
-        "topic": "events",
-        "partition": 0,
-        "offset": offset,
-        "timestamp_ms": None,
-        WATERMARK: watermark_us,
-    }
 
 
 def _fire_watermark(

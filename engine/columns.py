@@ -129,7 +129,7 @@ class Decoder:
         """Decode ``payloads`` (``bytes`` or ``str``, one message each); ``source(i)`` locates
         payload ``i`` for its dead letters (a file and line, a Kafka offset)."""
         source = source or _no_source
-        lines, index, blank = _messages(payloads)
+        lines, index, blank = message_lines(payloads)
         if self._fast_ok and self._types is None:
             # Types from a sample; a batch they do not fit is split until the parts that do
             # take the fast path, and the types are learnt again when most of it did not.
@@ -332,18 +332,8 @@ class Decoder:
     ) -> Decoded | None:
         if not lines:
             return None
-        schema = self._schema()
-        try:
-            table = pj.read_json(
-                io.BytesIO(b"\n".join(lines) if joined is None else joined),
-                read_options=pj.ReadOptions(use_threads=False, block_size=1 << 30),
-                parse_options=pj.ParseOptions(
-                    explicit_schema=schema, unexpected_field_behavior="ignore"
-                ),
-            )
-        except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
-            return None
-        if table.num_rows != len(lines):
+        table = read_table(b"\n".join(lines) if joined is None else joined, self._schema())
+        if table is None or table.num_rows != len(lines):
             return None
         msgs: dict[int, dict] = {}
 
@@ -490,45 +480,68 @@ class Decoder:
         return batch
 
     def _times(self, plan: ViewPlan, column: pa.Array) -> tuple[np.ndarray, np.ndarray]:
-        """Event times in microseconds and whether each is valid (the rest: exact path)."""
-        n = len(column)
-        fmt = plan.spec.event_time.format
-        ts = np.zeros(n, dtype=np.int64)
-        ok = np.zeros(n, dtype=bool)
-        kind = column.type
-        if pa.types.is_string(kind) and fmt in (None, "iso8601"):
-            rest = ~np.asarray(column.is_null().to_numpy(zero_copy_only=False))
-            for pattern, unit, zone in _ISO_FORMS:
-                if not rest.any():
-                    break
-                part = column if rest.all() else column.filter(pa.array(rest))
-                where = np.flatnonzero(rest)
-                match = pc.match_substring_regex(part, pattern).fill_null(False)
-                rows = where[match.to_numpy(zero_copy_only=False)]
-                if not len(rows):
-                    continue
-                rows, parsed = _cast_times(column, rows, pa.timestamp(unit, tz=zone))
-                ts[rows] = parsed // (1000 if unit == "ns" else 1)
-                ok[rows] = True
-                rest[rows] = False
-        elif (pa.types.is_integer(kind) or pa.types.is_floating(kind)) and fmt != "iso8601":
-            scale = _EPOCH_SCALE[fmt or "epoch_s"]
-            present = ~np.asarray(column.is_null().to_numpy(zero_copy_only=False))
-            raw = column.fill_null(0).to_numpy()
-            if pa.types.is_integer(kind):
-                inside = present & (raw >= MIN_US // scale) & (raw <= MAX_US // scale)
-                ts = np.where(inside, raw, 0).astype(np.int64) * scale
-            else:
-                with np.errstate(invalid="ignore", over="ignore"):
-                    scaled = np.round(raw * scale)
-                inside = present & (scaled >= MIN_US) & (scaled <= MAX_US)
-                ts = np.where(inside, scaled, 0).astype(np.int64)
-            ok = inside
-        ok &= (ts >= MIN_US) & (ts <= MAX_US)
-        return ts, ok
+        return column_times(plan.spec.event_time.format, column)
 
 
-def _messages(payloads: Sequence[Any]) -> tuple[list[bytes], list[int], int]:
+def read_table(joined: bytes, schema: pa.Schema) -> pa.Table | None:
+    """Newline-joined messages read by Arrow's JSON reader as ``schema`` (other keys
+    skipped), or None when the reader refuses the batch (a value of another type, a
+    duplicate key, a line that is no object)."""
+    try:
+        return pj.read_json(
+            io.BytesIO(joined),
+            read_options=pj.ReadOptions(use_threads=False, block_size=1 << 30),
+            parse_options=pj.ParseOptions(
+                explicit_schema=schema, unexpected_field_behavior="ignore"
+            ),
+        )
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+        return None
+
+
+def column_times(fmt: str | None, column: pa.Array) -> tuple[np.ndarray, np.ndarray]:
+    """Event times in microseconds of a column read as ``fmt`` (a view's
+    ``event_time.format``), and whether each is valid; the rest are left to the view's
+    parser (:func:`liveagg.transforms.eventtime.parser`)."""
+    n = len(column)
+    ts = np.zeros(n, dtype=np.int64)
+    ok = np.zeros(n, dtype=bool)
+    kind = column.type
+    if pa.types.is_string(kind) and fmt in (None, "iso8601"):
+        rest = ~np.asarray(column.is_null().to_numpy(zero_copy_only=False))
+        for pattern, unit, zone in _ISO_FORMS:
+            if not rest.any():
+                break
+            part = column if rest.all() else column.filter(pa.array(rest))
+            where = np.flatnonzero(rest)
+            match = pc.match_substring_regex(part, pattern).fill_null(False)
+            rows = where[match.to_numpy(zero_copy_only=False)]
+            if not len(rows):
+                continue
+            rows, parsed = _cast_times(column, rows, pa.timestamp(unit, tz=zone))
+            ts[rows] = parsed // (1000 if unit == "ns" else 1)
+            ok[rows] = True
+            rest[rows] = False
+    elif (pa.types.is_integer(kind) or pa.types.is_floating(kind)) and fmt != "iso8601":
+        scale = _EPOCH_SCALE[fmt or "epoch_s"]
+        present = ~np.asarray(column.is_null().to_numpy(zero_copy_only=False))
+        raw = column.fill_null(0).to_numpy()
+        if pa.types.is_integer(kind):
+            inside = present & (raw >= MIN_US // scale) & (raw <= MAX_US // scale)
+            ts = np.where(inside, raw, 0).astype(np.int64) * scale
+        else:
+            with np.errstate(invalid="ignore", over="ignore"):
+                scaled = np.round(raw * scale)
+                # an integer a double does not hold exactly: the parser reads its digits
+                inexact = (np.floor(raw) == raw) & (np.abs(raw) >= v.EXACT_FLOAT_INT)
+            inside = present & ~inexact & (scaled >= MIN_US) & (scaled <= MAX_US)
+            ts = np.where(inside, scaled, 0).astype(np.int64)
+        ok = inside
+    ok &= (ts >= MIN_US) & (ts <= MAX_US)
+    return ts, ok
+
+
+def message_lines(payloads: Sequence[Any]) -> tuple[list[bytes], list[int], int]:
     """The payloads that hold a message, as bytes without the JSON whitespace around them
     (a Kafka producer's trailing newline or CRLF is no part of a message, and left in, it kept
     the whole batch off the fast path), their positions, and how many hold none."""

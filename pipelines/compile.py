@@ -93,7 +93,7 @@ def build(
         source = sources[source_name]
         use_streaming = (not source.bounded) if streaming is None else streaming
         label = f"Read/{source_name}"
-        if not use_streaming and hasattr(source, "read_batches"):
+        if hasattr(source, "read_batches"):  # both paths take batches (sources' module doc)
             messages = source.read_batches(pipeline, label)
         else:
             messages = source.read(pipeline, label)

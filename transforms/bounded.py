@@ -39,6 +39,7 @@ from liveagg.transforms.plan import (
     split,
     view_tag,
 )
+from liveagg.transforms.sources import KafkaRecords
 from liveagg.transforms.sources.files import LineBatch
 
 #: Messages buffered per bundle before partial accumulators are flushed downstream.
@@ -79,6 +80,10 @@ class _PreAggregate(beam.DoFn):
         with collector_paused():  # what a batch adds stays buffered until a flush
             if type(element) is LineBatch:  # a file's lines (``FileSource.read_batches``)
                 yield from self._add(element.lines, element.where)
+            elif type(element) is KafkaRecords:  # a Kafka read's batch of one partition
+                if self._partials and element.offsets:
+                    self._cover(element.origin, element.offsets[0], element.offsets[-1])
+                yield from self._add(element.lines, element.where)
             elif type(element) is list:  # a batch of payloads
                 yield from self._add(element, None)
             else:
@@ -93,19 +98,19 @@ class _PreAggregate(beam.DoFn):
         if self._partials:
             for _, source in pairs:
                 if type(source) is dict:
-                    self._cover(source)
+                    where = f"{source['topic']}/{source['partition']}"
+                    self._cover(where, source["offset"], source["offset"])
         sources = [source for _, source in pairs]
         yield from self._add([payload for payload, _ in pairs], sources.__getitem__)
 
-    def _cover(self, source: dict[str, Any]) -> None:
-        """Record a Kafka message's offset in the offsets this flush covers."""
-        where = f"{source['topic']}/{source['partition']}"
-        offset = source["offset"]
+    def _cover(self, where: str, first: int, last: int) -> None:
+        """Record Kafka offsets ``first..last`` of partition ``where`` in the offsets this
+        flush covers."""
         span = self._offsets.get(where)
         if span is None:
-            self._offsets[where] = [offset, offset]
+            self._offsets[where] = [first, last]
         else:
-            span[0], span[1] = min(span[0], offset), max(span[1], offset)
+            span[0], span[1] = min(span[0], first), max(span[1], last)
 
     def _add(self, payloads: list[Any], where: Any) -> Iterator[TaggedOutput]:
         """Decode a batch once for all views and pre-aggregate each view's columns.

@@ -25,6 +25,7 @@ from liveagg.transforms import envelope
 from liveagg.transforms.deadletter import TAG as DEAD_LETTER
 from liveagg.transforms.deadletter import dead_letter
 from liveagg.transforms.plan import MILESTONES, Reject, ViewPlan, decode_key, view_tag
+from liveagg.transforms.sources import KafkaRecords
 from liveagg.transforms.streaming import keyed_partial, one_watermark_per_stage, window_operator
 
 
@@ -41,7 +42,13 @@ class _Decode(beam.DoFn):
         }
 
     def process(self, element: Any) -> Iterator[Any]:
-        payload, source = element if isinstance(element, tuple) else (element, None)
+        if type(element) is KafkaRecords:  # a Kafka read's batch: each record is one partial
+            for payload, source in element.messages():
+                yield from self._decode(payload, source)
+            return
+        yield from self._decode(*(element if isinstance(element, tuple) else (element, None)))
+
+    def _decode(self, payload: Any, source: Any) -> Iterator[Any]:
         try:
             name, partial = envelope.decode(payload, self._views)  # raises Reject only
         except Reject as r:

@@ -25,14 +25,15 @@ mode, its rules written once in the window book (:mod:`liveagg.engine.windows`):
   it and a merged session keeps what either session fired. Panes that are partials (level 1
   of a two-level run, a hot key's shards) fire none: the operator that merges them does.
 
-**Router.** A bundle's messages are decoded once as a batch and pre-aggregated per view,
-variant, window and grouping key by the engine (:mod:`liveagg.engine.columns`,
-:mod:`liveagg.engine.partials`), so only partial accumulators reach the operator: one element
-per grouping key and bundle (or every :data:`MAX_BATCHED` messages), holding the key's windows.
-A message travels on only where it may be too late: the Kafka source stamps each record with
-its partition's watermark, which bounds the operator's (the minimum over partitions) when the
-record arrives there; a record whose windows all close after it cannot be too late, and its
-payload stays behind. Sources without that stamp send every payload.
+**Router.** A bundle's messages (batches from the sources, :class:`Messages`) are decoded once
+as a batch and pre-aggregated per view, variant, window and grouping key by the engine
+(:mod:`liveagg.engine.columns`, :mod:`liveagg.engine.partials`), so only partial accumulators
+reach the operator: one element per grouping key and bundle (or every :data:`MAX_BATCHED`
+messages), holding the key's windows. A message travels on only where it may be too late: the
+Kafka source stamps each batch of records with its partition's watermark, which bounds the
+operator's (the minimum over partitions) when the records arrive there; a record whose windows
+all close after it cannot be too late, and its payload stays behind. Sources without that stamp
+send every payload.
 
 **State** is a bucket of grouping keys per cell (:mod:`liveagg.transforms.windowstate` says
 why): a bundle reads and writes a few cells, whatever the number of keys it holds, decodes
@@ -47,6 +48,7 @@ watermark, beside each key's own, to judge data for windows its key never held.
 
 from __future__ import annotations
 
+import bisect
 import time
 import uuid
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -85,7 +87,8 @@ from liveagg.transforms.plan import (
     split,
     view_tag,
 )
-from liveagg.transforms.sources import WATERMARK
+from liveagg.transforms.sources import WATERMARK, KafkaRecords
+from liveagg.transforms.sources.files import LineBatch
 from liveagg.transforms.windowstate import (
     Bucket,
     BucketCoder,
@@ -154,10 +157,12 @@ class _Route(beam.DoFn):
 
     def start_bundle(self) -> None:
         self._pending: list[Any] = []
+        self._held = 0  # messages in _pending
 
     def process(self, element: Any) -> Iterator[TaggedOutput]:
         self._pending.append(element)
-        if len(self._pending) >= MAX_BATCHED:  # a large bundle (a bounded read) leaves in parts
+        self._held += len(element.lines) if type(element) in BATCHES else 1
+        if self._held >= MAX_BATCHED:  # a large bundle (a bounded read) leaves in parts
             yield from self._flush()
 
     def finish_bundle(self) -> Iterator[TaggedOutput]:
@@ -171,34 +176,27 @@ class _Route(beam.DoFn):
             yield TaggedOutput(tag, GlobalWindows.windowed_value(value, Timestamp(micros=at)))
 
     def _batches(self) -> Iterator[tuple[str, Any, int]]:
-        pending, self._pending = self._pending, []
+        pending, self._pending, self._held = self._pending, [], 0
         if not pending:
             return
         groups: dict[str, list[Any]] = {}
         if self._by_source:  # level 1: a Kafka partition's messages are its own shard
             for element in pending:
-                source = split(element)[1]
-                origin = f"{source['topic']}/{source['partition']}" if source else "input"
-                groups.setdefault(origin, []).append(element)
+                groups.setdefault(_origin(element), []).append(element)
         else:
             groups[""] = pending
         for origin, elements in groups.items():
-            yield from self._send(elements, origin or None)
+            yield from self._send(Messages(elements), origin or None)
 
-    def _send(self, elements: list[Any], origin: str | None) -> Iterator[tuple[str, Any, int]]:
-        pairs = [split(element) for element in elements]
-        hints = _hints([source for _, source in pairs])
+    def _send(self, messages: Messages, origin: str | None) -> Iterator[tuple[str, Any, int]]:
+        hints = messages.hints
         # Sessions judged message by message (_sessions_apart): where partition watermarks
         # tell the few messages that may be late, or where messages come from no source of
         # liveagg's (a stream of the caller's, a TestStream) and any may be. Bounded input
         # through the operator (--streaming: files, a bounded Kafka read) is merged per batch,
         # as the split would cost a hot key one aggregation per message of the batch.
-        apart = hints is not None or all(source is None for _, source in pairs)
-        if hints is not None:  # the partition watermark is the router's, not a dead letter's
-            pairs = [(p, {k: x for k, x in s.items() if k != WATERMARK}) for p, s in pairs]
-        payloads = [payload for payload, _ in pairs]
-        sources = [source for _, source in pairs]
-        decoded = self._decoder.decode(payloads, sources.__getitem__)
+        apart = hints is not None or not messages.located
+        decoded = self._decoder.decode(messages.payloads, messages.where)
         tally = self._tally
         tally.add(LINES_READ, decoded.lines)
         tally.add(BLANK_LINES, decoded.blank)
@@ -215,7 +213,7 @@ class _Route(beam.DoFn):
             for inputs in batch.inputs:
                 for shard, part in _fan_out(inputs, origin, fanout, self):
                     pieces = _sessions_apart(plan, aggregator, part, hints) if apart else [part]
-                    yield from self._elements(index, plan, aggregator, pieces, shard, pairs, hints)
+                    yield from self._elements(index, plan, aggregator, pieces, shard, messages)
 
     def _elements(
         self,
@@ -224,8 +222,7 @@ class _Route(beam.DoFn):
         aggregator: Any,
         pieces: Iterable[engine.Inputs],
         shard: str | None,
-        pairs: list[tuple[Any, Any]],
-        hints: np.ndarray | None,
+        messages: Messages,
     ) -> Iterator[tuple[str, Any, int]]:
         """The view's partial accumulators of a batch, one element per variant and bucket of
         keys; a key's items in the order of the batch's pieces, aggregated apart."""
@@ -258,7 +255,7 @@ class _Route(beam.DoFn):
                     item = (*item, latest[(variant.index, group)])
                 by_key.setdefault(state_key, []).append(item)
                 rows.setdefault((variant.index, group), {})[(starts[r], ends[r])] = candidates
-            self._candidates(plan, aggregator, inputs, pairs, hints, rows)
+            self._candidates(plan, aggregator, inputs, messages, rows)
         tag = self._tags[index]
         for state_key, items in by_key.items():
             yield tag, (state_key, items), max(min(item[1] for item in items), book.MIN_US)
@@ -268,8 +265,7 @@ class _Route(beam.DoFn):
         plan: ViewPlan,
         aggregator: Any,
         inputs: engine.Inputs,
-        pairs: list[tuple[Any, Any]],
-        hints: np.ndarray | None,
+        messages: Messages,
         rows: dict[tuple[int, bytes], dict[Window, list[Candidate]]],
     ) -> None:
         """Attach to each (variant, key, window) the messages that may be too late for it:
@@ -278,14 +274,13 @@ class _Route(beam.DoFn):
         if inputs.origin is None:
             return
         origin, ts = inputs.origin, inputs.ts
-        maybe = _maybe_late(plan, aggregator, inputs, hints)
+        maybe = _maybe_late(plan, aggregator, inputs, messages.hints)
         if not len(maybe):
             return
         key_values = [v.python_values(k.take(maybe)) for k in inputs.keys]
         for j, row in enumerate(maybe.tolist()):
-            t = int(ts[row])
-            payload, source = pairs[int(origin[row])]
-            candidate = (int(origin[row]), t, payload, source)
+            t, i = int(ts[row]), int(origin[row])
+            candidate = (i, t, messages.payloads[i], messages.where(i))
             for variant in plan.variants:
                 group = encode_key(tuple(key_values[i][j] for i in variant.positions))
                 found = rows.get((variant.index, group))
@@ -373,14 +368,66 @@ def _earliest_end(aggregator: Any, ts: np.ndarray) -> np.ndarray:
     return np.minimum.reduce(ends) if len(ends) > 1 else ends[0]
 
 
-def _hints(sources: list[Any]) -> np.ndarray | None:
-    """Each message's partition watermark (µs), or None when a message has none."""
-    out = np.empty(len(sources), dtype=np.int64)
-    for i, source in enumerate(sources):
-        if type(source) is not dict or WATERMARK not in source:
-            return None
-        out[i] = source[WATERMARK]
-    return out
+#: The batch elements of sources (:mod:`liveagg.transforms.sources`).
+BATCHES = (KafkaRecords, LineBatch)
+
+
+def _origin(element: Any) -> str:
+    """A level-1 shard: the Kafka partition an element was read from, else ``input``."""
+    if type(element) is KafkaRecords:
+        return element.origin
+    if type(element) is LineBatch:
+        return "input"
+    source = split(element)[1]
+    return f"{source['topic']}/{source['partition']}" if type(source) is dict else "input"
+
+
+class Messages:
+    """A flush's elements (batches and single messages) as one batch: every payload, where
+    each came from (:meth:`where`, for its dead letters), and each one's partition watermark
+    when every element reports one (``hints``, µs; else None)."""
+
+    def __init__(self, elements: list[Any]) -> None:
+        self.payloads: list[Any] = []
+        self._starts: list[int] = []  # each part's first payload
+        self._wheres: list[Callable[[int], Any]] = []  # each part's where, from 0
+        self.located = False  # whether any message says where it came from
+        hints: list[np.ndarray] | None = []
+        singles: list[Any] | None = None  # the sources of the last part, if singles
+        for element in elements:
+            if type(element) in BATCHES:
+                self._part(element.where)
+                self.payloads.extend(element.lines)
+                self.located, singles = True, None
+                watermark = getattr(element, "watermark_us", None)
+                if hints is not None and watermark is not None:
+                    hints.append(np.full(len(element.lines), watermark, dtype=np.int64))
+                else:
+                    hints = None
+                continue
+            payload, source = split(element)
+            if type(source) is dict and WATERMARK in source:
+                if hints is not None:
+                    hints.append(np.array([source[WATERMARK]], dtype=np.int64))
+                source = {k: x for k, x in source.items() if k != WATERMARK}
+            else:
+                hints = None
+            if singles is None:
+                singles = []
+                self._part(singles.__getitem__)
+            singles.append(source)
+            self.payloads.append(payload)
+            self.located |= source is not None
+        self.hints = np.concatenate(hints) if hints else None
+
+    def _part(self, where: Callable[[int], Any]) -> None:
+        self._starts.append(len(self.payloads))
+        self._wheres.append(where)
+
+    def where(self, i: int) -> Any:
+        """Where payload ``i`` came from: its ``meta`` (or file line), None if unknown."""
+        part = bisect.bisect_right(self._starts, i) - 1
+        return self._wheres[part](i - self._starts[part])
 
 
 def _fan_out(

@@ -44,6 +44,7 @@ from liveagg.transforms.kafka.source import (
 )
 from liveagg.transforms.plan import MILESTONES
 from liveagg.transforms.sinks import Connections, build_sink
+from liveagg.transforms.sources import KafkaRecords
 from tests.support.waiting import eventually, kafka_records
 
 ck = pytest.importorskip("confluent_kafka")
@@ -300,7 +301,11 @@ def test_max_records_spreads_over_partitions_and_commits_what_it_read(
     produced = produce(bootstrap, topic(), count=3000)
     src = source(bootstrap, produced.topic, max_records=1001)
     with beam.Pipeline(options=options()) as pipeline:
-        messages = src.read(pipeline, "Read") | beam.Map(lambda m: (m[1], len(m[0])))
+        messages = (
+            src.read(pipeline, "Read")
+            | beam.FlatMap(KafkaRecords.messages)
+            | beam.Map(lambda m: (m[1], len(m[0])))
+        )
         collect(messages, tmp_path / "meta", "Meta")
 
     metas = [m for m, _ in loaded(tmp_path / "meta")]
@@ -464,19 +469,26 @@ def test_unbounded_read_stops_at_end_with_event_time_timestamps(
 
     class Stamp(beam.DoFn):
         def process(self, element: Any, ts: Any = beam.DoFn.TimestampParam) -> Iterator[Any]:
-            yield element[1], ts.micros
+            yield (
+                element.partition,
+                element.offsets,
+                [x.decode("utf-8", "replace") for x in element.lines],
+                ts.micros,
+            )
 
     with beam.Pipeline(options=options(streaming=True)) as pipeline:
         stamped = src.read(pipeline, "Read") | beam.ParDo(Stamp())
         collect(stamped, tmp_path / "stamped", "Stamped")
 
     stamped = loaded(tmp_path / "stamped")
-    assert len(stamped) == 3000
-    event_us = {(p, o): msg["ts"] * 1_000_000 for p, o, msg in produced.good}
-    for meta, ts in stamped:
-        where = (meta["partition"], meta["offset"])
-        if where in event_us:
-            assert ts == event_us[where], meta
+    read = {(p, o) for p, offsets, _, _ in stamped for o in offsets}
+    assert len(read) == sum(len(offsets) for _, offsets, _, _ in stamped) == 3000
+    assert max(len(offsets) for _, offsets, _, _ in stamped) <= 400
+    # Each batch is stamped with its earliest event time (a record's own integer "ts").
+    for partition, offsets, lines, ts in stamped:
+        times = [m["ts"] for m in map(_object, lines) if type(m.get("ts")) is int]
+        if times:
+            assert ts == min(times) * 1_000_000, (partition, offsets[0])
     # The bundle finalizer committed every offset read.
     assert committed(bootstrap, produced.topic, src.group) == end_offsets(bootstrap, produced.topic)
 
@@ -582,16 +594,18 @@ def test_partition_reader_by_hand_commits_on_finalize_and_advances_idle_watermar
         out.extend(got)
         for callback in callbacks:
             callback()
-        assert len(out) >= 4, out
+        assert sum(len(v.value.offsets) for v in out) >= 4, out
 
     eventually(fetched, what="the partition's four records", timeout_s=60, every_s=0)
-    assert [v.value[1]["offset"] for v in out] == [0, 1, 2, 3]
-    assert [v.timestamp.micros // 1_000_000 for v in out[:3]] == [
-        BASE_TS + 60,
-        BASE_TS,
-        BASE_TS + 30,
-    ]
-    assert out[3].timestamp == out[0].timestamp  # no event time: the partition's latest
+    assert [o for v in out for o in v.value.offsets] == [0, 1, 2, 3]
+    # Each batch is stamped with its earliest event time; one without any (the bad
+    # message alone) with the partition's latest.
+    times = {0: BASE_TS + 60, 1: BASE_TS, 2: BASE_TS + 30}
+    latest = None
+    for v in out:
+        known = [times[o] for o in v.value.offsets if o in times]
+        latest = max([*known, latest or 0])
+        assert v.timestamp.micros // 1_000_000 == (min(known) if known else latest)
     assert restriction == OffsetRange(4, UNBOUNDED)
     assert estimator.current_watermark() == Timestamp(BASE_TS + 60)
     assert committed(bootstrap, name, src.group, partitions=1) == [4]
@@ -659,7 +673,7 @@ def test_partition_reader_stalled_in_a_backlog_keeps_its_event_times(
         nonlocal restriction
         assert restriction is not None
         out, restriction, _ = _call(fn, read, restriction, estimator)
-        seen.extend(v.value[1]["offset"] for v in out)
+        seen.extend(o for v in out for o in v.value.offsets)
         if restriction is None:  # an unbounded read always defers its remainder
             pytest.fail(f"the read ended at {seen}")
         if seen and estimator.current_watermark() != Timestamp(BASE_TS + seen[-1]):
@@ -671,6 +685,15 @@ def test_partition_reader_stalled_in_a_backlog_keeps_its_event_times(
     eventually(stalled_read, what="six records read in a backlog", timeout_s=60, every_s=0)
     assert seen == list(range(6))
     fn.teardown()
+
+
+def _object(line: str) -> dict[str, Any]:
+    """A line's JSON object, empty when it holds none."""
+    try:
+        msg = orjson.loads(line)
+    except orjson.JSONDecodeError:
+        return {}
+    return msg if isinstance(msg, dict) else {}
 
 
 def _reader_by_hand(

@@ -24,6 +24,7 @@ from liveagg.engine.windows import GLOBAL
 from liveagg.loader import parse_view
 from liveagg.spec import ViewSpec
 from liveagg.transforms import streaming
+from liveagg.transforms.deadletter import TAG as DEAD_LETTER
 from liveagg.transforms.plan import ViewPlan
 from liveagg.transforms.streaming import StreamingAggregate, _Route, window_operator
 from liveagg.transforms.windowstate import MAX_DELTAS, Bucket, BucketCoder, Delta, bucket_of
@@ -613,6 +614,94 @@ def test_the_router_sends_only_the_messages_that_may_be_too_late() -> None:
         (0, [30]),
         (5, []),
     ]
+
+
+def _routed(elements: list[Any], views: list[ViewSpec], by_source: bool = False) -> list[Any]:
+    """What a router sends for ``elements`` given in one bundle, decoded to plain values."""
+    router = _Route(views, by_source=by_source)
+    router.setup()
+    router.start_bundle()
+    out = []
+    for element in elements:
+        out += list(router.process(element))
+    out += list(router.finish_bundle())
+    sent = []
+    for o in out:
+        value = o.value.value
+        if o.tag == DEAD_LETTER:
+            sent.append((o.tag, orjson.dumps(value, option=orjson.OPT_SORT_KEYS)))
+            continue
+        state_key, items = value
+        plan = ViewPlan(views[[streaming.view_tag(v.name) for v in views].index(o.tag)])
+        decoded = [
+            (g, s, e, plan.combine.extract_output(plan.combine.decode(acc)), cands, *rest)
+            for g, s, e, acc, cands, *rest in items
+        ]
+        sent.append((o.tag, state_key, o.value.timestamp.micros, repr(decoded)))
+    return sorted(sent, key=repr)
+
+
+@pytest.mark.parametrize("by_source", [False, True], ids=["one shard", "level 1"])
+def test_a_kafka_batch_routes_as_its_records_one_by_one(by_source: bool) -> None:
+    """A Kafka read hands the router one :class:`KafkaRecords` per ``consume()``; the router
+    sends what it sends for the same records as single ``(payload, meta)`` messages: the same
+    partials, the same too-late candidates (payload and meta, without the watermark) and the
+    same dead letters, which say where each record came from."""
+    from liveagg.transforms.sources import KafkaRecords
+
+    rng = random.Random(7)
+    minute = 60_000_000
+    session = view_of("sessions", {"type": "session", "gap": "1m"}, "1m")
+    batches = []
+    for partition, watermark in ((0, 4 * minute), (1, 2 * minute), (0, 9 * minute)):
+        lines = []
+        for _ in range(40):
+            t = rng.randrange(0, 12 * 60)
+            lines.append(orjson.dumps({"k": rng.choice("ab"), "t": t, "v": rng.randrange(9)}))
+        lines[5] = b"not json"
+        lines[9] = b'{"k": "a", "t": "soon"}'
+        lines[11] = b""
+        offsets = [100 * partition + 3 * i for i in range(len(lines))]  # with gaps
+        stamps = [None if i % 7 == 0 else 1_000 + i for i in range(len(lines))]
+        batches.append(KafkaRecords("t", partition, offsets, stamps, lines, watermark))
+    singles = [
+        (payload, {**meta, streaming.WATERMARK: batch.watermark_us})
+        for batch in batches
+        for payload, meta in batch.messages()
+    ]
+    views = [VIEW, session]
+    as_batches = _routed(batches, views, by_source)
+    assert as_batches == _routed(singles, views, by_source)
+    assert any(tag == DEAD_LETTER for tag, *_ in as_batches)
+    assert any(b'"offset":15' in sent[1] for sent in as_batches if sent[0] == DEAD_LETTER)
+    # Some records travel on as too-late candidates (their payload in the item).
+    assert any('b\'{"k"' in sent[3] for sent in as_batches if sent[0] != DEAD_LETTER)
+
+
+def test_a_flush_locates_each_message_of_batches_and_singles() -> None:
+    from liveagg.transforms.sources import KafkaRecords
+    from liveagg.transforms.sources.files import LineBatch
+    from liveagg.transforms.streaming import Messages
+
+    kafka = KafkaRecords("t", 3, [7, 9], [None, 5], [b"a", b"b"], 100)
+    lines = LineBatch("f.jsonl", 0, 10, [b"c", b"d", b"e"])
+    one = (b"f", {"topic": "t", "partition": 1, "offset": 4, streaming.WATERMARK: 50})
+    messages = Messages([one, kafka, b"g", b"h", lines, KafkaRecords("t", 0, [], [], [])])
+    assert messages.payloads == [b"f", b"a", b"b", b"g", b"h", b"c", b"d", b"e"]
+    assert [messages.where(i) for i in range(8)] == [
+        {"topic": "t", "partition": 1, "offset": 4},
+        {"topic": "t", "partition": 3, "offset": 7, "timestamp_ms": None},
+        {"topic": "t", "partition": 3, "offset": 9, "timestamp_ms": 5},
+        None,
+        None,
+        ("f.jsonl", 0, 10),
+        ("f.jsonl", 0, 11),
+        ("f.jsonl", 0, 12),
+    ]
+    assert messages.located and messages.hints is None  # b"g" has no watermark
+    watermarked = Messages([one, kafka])
+    assert watermarked.hints.tolist() == [50, 100, 100]
+    assert not Messages([b"x", b"y"]).located
 
 
 def test_the_first_window_to_close_is_the_first_to_start() -> None:

@@ -2,9 +2,10 @@
 
 Pure Python on confluent-kafka (librdkafka), so that it runs on every Beam runner, portable
 ones included, without a Java expansion service or Java SDK harness (docs/kafka.md says why
-and what it measured). Each element is ``(payload: bytes, meta)`` with
-``meta = {"topic", "partition", "offset", "timestamp_ms"}``; payloads go on untouched, so a
-bad message becomes a dead letter downstream that says where it came from.
+and what it measured). Each element is a :class:`~liveagg.transforms.sources.KafkaRecords`,
+the records of one partition that one ``consume()`` returned, so that Beam's per-element
+work is paid per batch, not per record; payloads go on untouched, so a bad message becomes a
+dead letter downstream that says where it came from (its topic, partition and offset).
 
 Two modes:
 
@@ -29,7 +30,9 @@ from datetime import timedelta
 from typing import TYPE_CHECKING, Any, TypeVar
 
 import apache_beam as beam
+import numpy as np
 import orjson
+import pyarrow as pa
 from apache_beam.io.iobase import RestrictionProgress
 from apache_beam.io.restriction_trackers import OffsetRange, OffsetRestrictionTracker
 from apache_beam.io.watermark_estimators import ManualWatermarkEstimator
@@ -38,6 +41,7 @@ from apache_beam.transforms.core import RestrictionProvider, WatermarkEstimatorP
 from apache_beam.transforms.window import TimestampedValue
 from apache_beam.utils.timestamp import MIN_TIMESTAMP, Duration, Timestamp
 
+from liveagg.engine.columns import MIN_SPLIT, column_times, message_lines, misread, read_table
 from liveagg.settings import revealed
 from liveagg.spec import ViewSpec
 from liveagg.transforms import eventtime
@@ -46,7 +50,7 @@ from liveagg.transforms.eventtime import EventTimeError
 from liveagg.transforms.fields import getter
 from liveagg.transforms.kafka.client import check_kafka, confluent_kafka
 from liveagg.transforms.plan import accepted_times
-from liveagg.transforms.sources import WATERMARK
+from liveagg.transforms.sources import KafkaRecords
 
 if TYPE_CHECKING:
     from liveagg.settings import Connections
@@ -60,6 +64,8 @@ _METADATA_TIMEOUT_S = 30.0
 LAG_REPORT_S = 5.0
 
 TimestampFn = Callable[[bytes], "int | None"]
+#: A payload without event time in :meth:`ViewEventTime.many`.
+NO_TIME = np.iinfo(np.int64).min
 T = TypeVar("T")
 
 
@@ -235,6 +241,78 @@ class ViewEventTime:
             return None
         return event_us if self._first <= event_us <= self._last else None
 
+    def many(self, payloads: Sequence[bytes]) -> np.ndarray:
+        """``self(p)`` of every payload as int64 microseconds, :data:`NO_TIME` for None.
+
+        Read as one batch where it can be: the field's column by Arrow's JSON reader and
+        :func:`~liveagg.engine.columns.column_times`, as the engine reads event times.
+        Messages that those do not read as ``self`` does (:func:`misread`, a time the cast
+        refuses or the view does not accept, a batch the reader refuses) go through
+        ``self`` one by one, so the result is the same, message for message.
+        """
+        out = np.full(len(payloads), NO_TIME, dtype=np.int64)
+        slow: list[int] = []
+        if "." in self._field:  # a literal dotted key wins over the path: one by one
+            slow = list(range(len(payloads)))
+        else:
+            lines, index, _ = message_lines(payloads)
+            if lines:
+                odd, joined = misread(lines)
+                rows = np.asarray(index, dtype=np.int64)
+                if odd.any():
+                    slow += rows[odd].tolist()
+                    rest = np.flatnonzero(~odd)
+                    lines, rows, joined = [lines[r] for r in rest], rows[rest], None
+                self._fast(lines, rows, joined, out, slow)
+        for i in slow:
+            event_us = self(payloads[i])
+            if event_us is not None:
+                out[i] = event_us
+        return out
+
+    def _fast(
+        self,
+        lines: list[bytes],
+        rows: np.ndarray,
+        joined: bytes | None,
+        out: np.ndarray,
+        slow: list[int],
+    ) -> None:
+        """Event times of ``lines`` (payloads ``rows``) into ``out``; rows the column does not
+        settle into ``slow``. Halves of a batch the reader refuses are read again."""
+        if not lines:
+            return
+        joined = b"\n".join(lines) if joined is None else joined
+        column = self._column(joined, len(lines))
+        if column is None:
+            if len(lines) <= MIN_SPLIT:
+                slow += rows.tolist()
+                return
+            half = len(lines) // 2
+            self._fast(lines[:half], rows[:half], None, out, slow)
+            self._fast(lines[half:], rows[half:], None, out, slow)
+            return
+        ts, ok = column_times(self._format, column)
+        ok &= (ts >= self._first) & (ts <= self._last)
+        out[rows[ok]] = ts[ok]
+        null = np.asarray(column.is_null().to_numpy(zero_copy_only=False))
+        slow += rows[~ok & ~null].tolist()  # null: the view has no time (absent, or null)
+
+    def _column(self, joined: bytes, n: int) -> pa.Array | None:
+        """The field's column, of the type it had last (strings for ISO 8601 times, integers
+        or doubles for epochs); None when the reader refuses the batch as every type."""
+        kinds = getattr(self, "_kinds", None)
+        if kinds is None:
+            iso, epoch = [pa.string()], [pa.int64(), pa.float64()]
+            kinds = self._kinds = {"iso8601": iso, None: iso + epoch}.get(self._format, epoch)
+        for j, kind in enumerate(kinds):
+            table = read_table(joined, pa.schema([(self._field, kind)]))
+            if table is not None and table.num_rows == n:
+                if j:
+                    kinds.insert(0, kinds.pop(j))  # the next batch tries it first
+                return table.column(0).combine_chunks()
+        return None
+
     def __getstate__(self) -> dict[str, Any]:
         return {k: getattr(self, k) for k in ("_field", "_format", "_first", "_last")}
 
@@ -341,19 +419,25 @@ def plan_reads(source: KafkaSource) -> list[PartitionRead]:
     ]
 
 
-def _meta(msg: Any) -> dict[str, Any]:
-    kind, ts = msg.timestamp()
-    return {
-        "topic": msg.topic(),
-        "partition": msg.partition(),
-        "offset": msg.offset(),
-        "timestamp_ms": None if kind == 0 else ts,  # 0: TIMESTAMP_NOT_AVAILABLE
-    }
+class _Batch:
+    """The records of a ``consume()`` that a read keeps, gathered for one element."""
 
+    __slots__ = ("lines", "offsets", "stamps")
 
-def _payload(msg: Any) -> bytes:
-    value = msg.value()
-    return b"" if value is None else value  # a tombstone carries no message
+    def __init__(self) -> None:
+        self.lines: list[bytes] = []
+        self.offsets: list[int] = []
+        self.stamps: list[int | None] = []
+
+    def add(self, msg: Any) -> None:
+        value = msg.value()
+        kind, ms = msg.timestamp()
+        self.lines.append(b"" if value is None else value)  # a tombstone carries no message
+        self.offsets.append(msg.offset())
+        self.stamps.append(None if kind == 0 else ms)  # 0: TIMESTAMP_NOT_AVAILABLE
+
+    def records(self, key: tuple[str, int], watermark_us: int | None = None) -> KafkaRecords:
+        return KafkaRecords(key[0], key[1], self.offsets, self.stamps, self.lines, watermark_us)
 
 
 class _ReadBounded(beam.DoFn):
@@ -365,7 +449,7 @@ class _ReadBounded(beam.DoFn):
     def setup(self) -> None:
         self._consumer: Any = None
 
-    def process(self, read: PartitionRead) -> Iterator[tuple[bytes, dict[str, Any]]]:
+    def process(self, read: PartitionRead) -> Iterator[KafkaRecords]:
         ck = confluent_kafka()
         if self._consumer is None:
             self._consumer = ck.Consumer(self._source.consumer_config())
@@ -389,6 +473,7 @@ class _ReadBounded(beam.DoFn):
                     )
                 continue
             last_data = time.monotonic()
+            kept = _Batch()
             for msg in batch:
                 error = msg.error()
                 if error is not None:
@@ -403,7 +488,9 @@ class _ReadBounded(beam.DoFn):
                     position = stop
                     break
                 position = offset + 1
-                yield _payload(msg), _meta(msg)
+                kept.add(msg)
+            if kept.lines:
+                yield kept.records((read.topic, read.partition))
         coordinated(
             lambda: consumer.commit(
                 offsets=[ck.TopicPartition(read.topic, read.partition, stop)], asynchronous=False
@@ -561,6 +648,7 @@ class ReadPartitions(beam.DoFn):
         reported = watermark.current_watermark()
         hint = reported.micros if reported is not None else MIN_TIMESTAMP.micros
         next_offset, done = None, False
+        kept = _Batch()
         for msg in batch:
             error = msg.error()
             if error is not None:
@@ -579,7 +667,9 @@ class ReadPartitions(beam.DoFn):
                 consumer[1] = -1  # consumed past the claim: seek before reading again
                 break
             consumer[1] = next_offset = offset + 1
-            yield self._timestamped(msg, clock, hint)
+            kept.add(msg)
+        if kept.lines:
+            yield self._timestamped(kept.records(key, hint), clock)
         commit.offset = next_offset
         self._report_lag(ck, consumer, key)
         self._advance(watermark, clock, read if self._source.one_process else None)
@@ -598,25 +688,29 @@ class ReadPartitions(beam.DoFn):
             return None
         return Duration(seconds=idle_s + 0.5)
 
-    def _timestamped(
-        self, msg: Any, clock: PartitionWatermark, watermark_us: int | None = None
-    ) -> TimestampedValue:
-        payload, meta = _payload(msg), _meta(msg)
-        if watermark_us is not None:
-            meta[WATERMARK] = watermark_us
-        kafka_us = None if meta["timestamp_ms"] is None else meta["timestamp_ms"] * 1000
-        if self._source.timestamp_fn is None:
-            event_us = kafka_us
+    def _timestamped(self, records: KafkaRecords, clock: PartitionWatermark) -> TimestampedValue:
+        """``records`` stamped with their earliest event time; the partition's watermark
+        moves to their latest. A record without one (a bad message, dead-lettered later)
+        moves nothing."""
+        fn = self._source.timestamp_fn
+        if fn is None:
+            stamps = [NO_TIME if ms is None else ms * 1000 for ms in records.timestamps_ms]
+            times = np.asarray(stamps, dtype=np.int64)
+        elif isinstance(fn, ViewEventTime):
+            times = fn.many(records.lines)
         else:
-            try:
-                event_us = self._source.timestamp_fn(payload)
-            except Exception:  # a bad message never stops the read; it is dead-lettered later
-                event_us = None
-        clock.observe(event_us)
-        if event_us is None:
-            event_us = clock.max_event_us if clock.max_event_us is not None else kafka_us
+            times = np.fromiter(map(_event_time(fn), records.lines), np.int64, len(records.lines))
+        known = times[times != NO_TIME]
+        clock.observe(int(known.max()) if len(known) else None)
+        if len(known):
+            event_us = int(known.min())
+        elif clock.max_event_us is not None:
+            event_us = clock.max_event_us
+        else:
+            stamps_ms = [ms for ms in records.timestamps_ms if ms is not None]
+            event_us = min(stamps_ms) * 1000 if stamps_ms else None
         ts = MIN_TIMESTAMP if event_us is None else Timestamp(micros=event_us)
-        return TimestampedValue((payload, meta), ts)
+        return TimestampedValue(records, ts)
 
     def _report_lag(self, ck: Any, consumer: list[Any], key: tuple[str, int]) -> None:
         """Offsets behind the partition's end, as a gauge; asks the broker at most every 5 s."""
@@ -695,6 +789,20 @@ def _process_watermark(read: PartitionRead, own_us: int | None) -> int | None:
         if len(known) < read.partitions:
             return None
         return min(known)
+
+
+def _event_time(fn: TimestampFn) -> Callable[[bytes], int]:
+    """A caller's ``timestamp_fn`` with :data:`NO_TIME` for None and for what it raises: a
+    bad message never stops the read; it is dead-lettered later."""
+
+    def call(payload: bytes) -> int:
+        try:
+            event_us = fn(payload)
+        except Exception:
+            return NO_TIME
+        return NO_TIME if event_us is None else event_us
+
+    return call
 
 
 class _Commit:

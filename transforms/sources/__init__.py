@@ -1,25 +1,74 @@
 """Sources: where messages come from. A source is read once per pipeline, for all its views.
 
-A source's ``read`` yields one element per message: the raw payload (``str`` or ``bytes``),
-or ``(payload, meta)`` where ``meta`` locates the message for dead letters (a dict with the
-Kafka topic, partition and offset, or a file line's :data:`~.files.Where`). ``bounded`` says
-whether the input ends; bounded input takes the fast bounded path, unbounded input the
-streaming window operator. A source may also offer ``read_batches``, giving ``list`` elements
-of payloads or :class:`~.files.LineBatch` elements, which the bounded path prefers.
+A source's ``read`` yields the raw messages, as single elements or as batches:
 
-A Kafka record's ``meta`` also carries, under :data:`WATERMARK`, the watermark its partition
-had reported when the record was read; the streaming router uses it to tell which records
-cannot be too late, and drops it before ``meta`` reaches a dead letter.
+* one element per message: the raw payload (``str`` or ``bytes``), or ``(payload, meta)``
+  where ``meta`` locates the message for dead letters (a dict with the Kafka topic,
+  partition and offset, or a file line's :data:`~.files.Where`); what a caller's stream or
+  a ``TestStream`` gives;
+* a batch of messages read together: :class:`KafkaRecords` (one ``consume()`` of one
+  partition) or :class:`~.files.LineBatch` (a block of a file's lines). Both hold
+  ``lines`` and locate line ``i`` with ``where(i)``. Beam's work per element is a few
+  microseconds of Python, more than decoding a message costs, so Kafka reads and files
+  hand their messages on in batches and the aggregations decode each batch at once.
+
+``bounded`` says whether the input ends; bounded input takes the fast bounded path,
+unbounded input the streaming window operator. A source may also offer ``read_batches``,
+which the bounded path prefers.
+
+A Kafka batch also carries the watermark its partition had reported when it was read; the
+streaming router uses it to tell which records cannot be too late (a single ``meta`` may
+carry it under :data:`WATERMARK`, and the router drops it before ``meta`` reaches a dead
+letter).
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
+from typing import Any
 
 import apache_beam as beam
 
 #: The ``meta`` key of a record's partition watermark (microseconds since the epoch).
 WATERMARK = "watermark"
+
+
+@dataclass(frozen=True, slots=True)
+class KafkaRecords:
+    """Records of one Kafka partition read together, in offset order: one element for all.
+
+    ``lines[i]`` is the payload of offset ``offsets[i]`` (``b""`` for a tombstone), written
+    at ``timestamps_ms[i]`` (None: the record has none). ``watermark_us``: the watermark
+    the partition had reported before these records were read (an unbounded read), which
+    bounds the streaming operator's when they reach it.
+    """
+
+    topic: str
+    partition: int
+    offsets: list[int]
+    timestamps_ms: list[int | None]
+    lines: list[bytes]
+    watermark_us: int | None = None
+
+    @property
+    def origin(self) -> str:
+        """``topic/partition``: a level-1 shard of a two-level run."""
+        return f"{self.topic}/{self.partition}"
+
+    def where(self, i: int) -> dict[str, Any]:
+        """Record ``i``'s ``meta`` (topic, partition, offset, timestamp_ms)."""
+        return {
+            "topic": self.topic,
+            "partition": self.partition,
+            "offset": self.offsets[i],
+            "timestamp_ms": self.timestamps_ms[i],
+        }
+
+    def messages(self) -> Iterator[tuple[bytes, dict[str, Any]]]:
+        """One ``(payload, meta)`` per record, for a caller that wants single messages."""
+        for i, line in enumerate(self.lines):
+            yield line, self.where(i)
 
 
 @dataclass(frozen=True)

@@ -6,19 +6,24 @@ options.
 
 from __future__ import annotations
 
+import random
 from datetime import timedelta
 from typing import Any
 
+import orjson
 import pytest
 from apache_beam.internal import pickler
 from apache_beam.io.restriction_trackers import OffsetRange
 from apache_beam.io.watermark_estimators import ManualWatermarkEstimator
 from apache_beam.utils.timestamp import Timestamp
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from liveagg.loader import parse_view
 from liveagg.spec import ViewSpec
 from liveagg.transforms.kafka.sink import GroupingKey, ProduceToKafka
 from liveagg.transforms.kafka.source import (
+    NO_TIME,
     UNBOUNDED,
     KafkaSource,
     PartitionRanges,
@@ -31,6 +36,7 @@ from liveagg.transforms.kafka.source import (
     shares,
 )
 from liveagg.transforms.sinks import Connections
+from tests.engine.test_columns import HOSTILE, clean_line
 
 ck = pytest.importorskip("confluent_kafka")
 
@@ -178,6 +184,75 @@ def test_view_event_time_is_none_for_what_the_view_rejects() -> None:
     assert fn(b"[1]") is None
     assert fn(b'{"ts": "soon"}') is None
     assert fn(b'{"key": 1}') is None
+
+
+EVENT_TIMES = [
+    {"field": "ts", "format": "iso8601"},
+    {"field": "ts"},  # ISO 8601 strings or epoch seconds
+    {"field": "ms", "format": "epoch_ms"},
+    {"field": "ts", "format": "epoch_s"},
+    {"field": "meta.at", "format": "epoch_ms"},
+]
+TIMES = [
+    b'{"ts": 1709251200.25}',
+    b'{"ts": 1709251200, "ms": 1709251200000}',
+    b'{"ts": 9007199254740993, "ms": 9007199254740993.0}',
+    b'{"ts": 1e300, "ms": -1e300}',
+    b'{"ts": true, "ms": false}',
+    b'{"ts": "1709251200", "ms": "1709251200000"}',
+    b'{"ts": 253402300800, "ms": 253402300799999}',
+    b'{"ts": -62135596800, "ms": -62135596800001}',
+    b'{"ts": null, "ms": null, "meta": {"at": null}}',
+    b'{"ts": "2024-03-01T00:00:00.123456789+05:30", "ms": 1.5}',
+    b'{"ts": "2024-03-01", "ms": 1709251200000.4}',
+    b'{"ts": {"$date": 1}, "ms": [1]}',
+    b'{"ts": 5, "ts": "2024-03-01T00:00:00Z", "ms": 1, "ms": null}',
+    # Arrow's cast refuses these; the view's parser reads them.
+    b'{"ts": "2024-03-01T00:00:00,5Z"}',
+    b'{"ts": "2024-03-01t00:00:00z"}',
+    b'{"ts": "2024-03-01T00:00Z"}',
+    # The view's daily windows of these would end past year 9999.
+    b'{"ts": "9999-12-31T23:00:00Z", "ms": 253402297200000}',
+    b'{"ts": 253402297200, "meta": {"at": 253402297200000}}',
+]
+
+
+@settings(max_examples=60, deadline=None, derandomize=True)
+@given(
+    st.sampled_from(EVENT_TIMES),
+    st.integers(0, 10**6),
+    st.lists(st.sampled_from(HOSTILE + TIMES), max_size=40),
+    st.integers(1, 300),
+)
+def test_a_batch_of_event_times_is_each_messages_event_time(
+    event_time: dict[str, str], seed: int, hostile: list[bytes], size: int
+) -> None:
+    """The Kafka read takes a batch's event times at once (:meth:`ViewEventTime.many`, the
+    engine's column reader), and gets for each record what the view's own parser gives it
+    alone: the watermark moves as it did message by message."""
+    daily = {**VIEW, "event_time": event_time, "window": {"size": ["10m", "1d"]}}
+    fn = ViewEventTime(parse_view(daily))
+    rng = random.Random(seed)
+    lines = [clean_line(rng, i) for i in range(size)]
+    for line in hostile:
+        lines.insert(rng.randrange(len(lines) + 1), line)
+    for start in range(0, len(lines), 150):  # one instance over batches, as a reader has it
+        batch = lines[start : start + 150]
+        expected = [fn(p) for p in batch]
+        got = fn.many(batch).tolist()
+        assert [None if t == NO_TIME else t for t in got] == expected
+
+
+def test_clean_event_times_are_read_as_a_column(monkeypatch: pytest.MonkeyPatch) -> None:
+    fn = ViewEventTime(parse_view({**VIEW, "event_time": {"field": "ms", "format": "epoch_ms"}}))
+    rng = random.Random(1)
+    lines = [clean_line(rng, i) for i in range(500)]
+    alone: list[bytes] = []
+    one_by_one = ViewEventTime.__call__
+    monkeypatch.setattr(ViewEventTime, "__call__", lambda s, p: alone.append(p) or one_by_one(s, p))
+    times = fn.many(lines)
+    assert alone == []
+    assert times.tolist() == [orjson.loads(line)["ms"] * 1000 for line in lines]
 
 
 def test_readers_pickle_without_clients() -> None:
