@@ -18,7 +18,7 @@ import signal
 import sys
 import threading
 import time
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import timedelta
 from pathlib import Path
@@ -273,6 +273,27 @@ def _sources(
     return named, default
 
 
+def _check_bindings(
+    config: RunConfig, views: Sequence[ViewSpec], named: Mapping[str, Source]
+) -> None:
+    """Refuse an input no view reads, as an unknown option is refused (SPEC section 5: never
+    a run that silently ignores what it was given): a binding whose name no view has as its
+    source, most likely a typo, and an unnamed input when every view's source is bound by
+    name."""
+    read = {view.source for view in views}
+    given = [("--input", item) for item in config.inputs]
+    given += [("--kafka-topic", item) for item in config.kafka.topics]
+    for option, item in given:
+        name = _split_binding(item)[0]
+        if name is None and read <= named.keys():
+            why = f"every view's source is bound by name ({', '.join(sorted(read))})"
+        elif name is not None and name not in read:
+            why = f"no view reads source {name!r} (the views read: {', '.join(sorted(read))})"
+        else:
+            continue
+        raise UsageError(f"{option} {item}: nothing would read it: {why}")
+
+
 def _absolute(path: str) -> str:
     return path if "://" in path else os.path.abspath(path)
 
@@ -384,12 +405,14 @@ def run(config: RunConfig) -> RunReport:
                 COMMAND_LINE, "$", "no input: give --input FILE_OR_GLOB or --kafka-topic TOPIC"
             )
         sources = bind_sources(views, named, default)
+        _check_bindings(config, views, named)
     # Rows are written at the roll-up's grain; level 1 aggregates the views as declared.
     # --sink entries are parsed as a view file's sinks are, named as the command line's.
     added = parse_sinks(config.sinks)
     written = [
         replace(v.final(), sinks=(*(v.sinks if config.view_sinks else ()), *added)) for v in views
     ]
+    _check_milestone_topic(config, written, level1)
     if not level1:  # level 1 writes its partials to the intermediate topic
         _check_destinations(config, written)
     typed_output = config.output  # reported as the user wrote it
@@ -446,6 +469,21 @@ def run(config: RunConfig) -> RunReport:
                 report.milestones.setdefault(view.name, 0)
         report.milestone_topic = config.milestone_topic
     return report
+
+
+def _check_milestone_topic(config: RunConfig, written: Sequence[ViewSpec], level1: bool) -> None:
+    """Refuse a ``--milestone-topic`` that would get nothing, as an unknown option is: no view
+    declares milestones, or the run is level 1 of two, whose partials fire none (level 2,
+    ``liveagg rekey``, does)."""
+    if not config.milestone_topic:
+        return
+    if level1:
+        why = "level 1 fires no milestones; give it to liveagg rekey, which merges the partials"
+    elif not any(v.milestones for v in written):
+        why = "no view declares milestones"
+    else:
+        return
+    raise UsageError(f"--milestone-topic {config.milestone_topic}: {why}")
 
 
 def _check_destinations(config: RunConfig, written: Sequence[ViewSpec]) -> None:

@@ -97,6 +97,30 @@ def test_a_run_with_no_output_is_refused(view: Path, tmp_path: Path) -> None:
     )
 
 
+@pytest.mark.parametrize(
+    ("inputs", "why"),
+    [
+        (["IN", "other=IN"], "no view reads source 'other' (the views read: events)"),
+        (["events=IN", "IN"], "every view's source is bound by name (events)"),
+    ],
+    ids=["a name no view reads", "an unnamed input beside the views' name"],
+)
+def test_an_input_nothing_reads_is_refused(
+    view: Path, tmp_path: Path, inputs: list[str], why: str
+) -> None:
+    """As an unknown option is: never a run that silently ignores what it was given."""
+    data = lines_file(tmp_path / "in.jsonl", GOOD)
+    given = [item.replace("IN", str(data)) for item in inputs]
+    args = [a for item in given for a in ("--input", item)]
+    out = tmp_path / "out"
+    result = liveagg("run", "--views", str(view), *args, "--output", str(out), ok=False)
+    assert result.returncode == 2
+    assert (
+        result.stderr == f"liveagg run: error: --input {given[-1]}: nothing would read it: {why}\n"
+    )
+    assert not out.exists()
+
+
 def test_a_command_line_sink_is_checked_as_a_view_files_sink(view: Path, tmp_path: Path) -> None:
     """Before anything runs: the error names the command line and the option's place."""
     data = lines_file(tmp_path / "in.jsonl", GOOD)

@@ -206,6 +206,29 @@ def test_milestones_need_a_destination(run: dict, tmp_path: Path) -> None:
     )
 
 
+@pytest.mark.parametrize(
+    ("extra", "why"),
+    [
+        ([], "no view declares milestones"),
+        (["--intermediate-topic", "partials"], "level 1 fires no milestones; give it to "),
+    ],
+    ids=["no milestones", "level 1"],
+)
+def test_a_milestone_topic_that_would_get_nothing_is_refused(
+    run: dict, tmp_path: Path, extra: list[str], why: str
+) -> None:
+    """As an unknown option is: never a run that silently ignores what it was given."""
+    views = tmp_path / "one.json"
+    plain = {k: x for k, x in VIEWS[1].items() if k != "milestones"}
+    views.write_text(json.dumps(plain if not extra else VIEWS[1]))
+    args = ["--input", str(run["events"]), "--output", str(tmp_path / "out")]
+    args += ["--milestone-topic", "events", "--kafka-bootstrap", "127.0.0.1:1", *extra]
+    result = liveagg("run", "--views", str(views), *args, ok=False)
+    assert result.returncode == 2
+    assert f"liveagg run: error: --milestone-topic events: {why}" in result.stderr
+    assert not (tmp_path / "out").exists()
+
+
 def test_a_bounded_run_counts_over_all_input_whatever_the_state_ttl(tmp_path: Path) -> None:
     """docs/semantics.md, "State TTL": a bounded run's watermark reaches the end only after
     all input, so a key quiet for longer than ``state_ttl`` keeps its total, and ``emit.eager``
