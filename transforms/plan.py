@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 from collections import Counter
-from collections.abc import Callable, Collection, Iterator
+from collections.abc import Callable, Collection, Iterator, Sequence
 from typing import Any
 
 import orjson
@@ -551,14 +551,15 @@ class ViewPlan:
         keys: list[list[Any]],
         outputs: list[list[Any]],
         pane_timing: str,
-        pane_index: int,
+        pane_index: int | Sequence[int],
         letters: list[dict[str, Any]] | None = None,
         by_set: bool = False,
     ) -> list[dict[str, Any]]:
         """:meth:`row` for many rows at once, from columns: ``keys`` holds each row's key
         values (``by_set``: only the columns of its grouping set, as in a :data:`GroupKey`;
         else every grouping column, null where its set leaves it out); ``outputs`` holds one
-        list per aggregation. Not counted in ``rows/<view>`` (see :meth:`count_rows`)."""
+        list per aggregation; ``pane_index`` is every row's, or one per row. Not counted in
+        ``rows/<view>`` (see :meth:`count_rows`)."""
         n = len(starts)
         bounds: list[tuple[str, ...]]
         if self._global:  # rows of the global window carry no bounds
@@ -618,7 +619,7 @@ class ViewPlan:
                             *extras,
                             *aggregated[r],
                             pane_timing,
-                            pane_index,
+                            pane_index if type(pane_index) is int else pane_index[r],
                         ),
                         strict=True,
                     )

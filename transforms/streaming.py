@@ -572,27 +572,29 @@ class _WindowLogic(beam.DoFn):
         # key's items may merge sessions with each other (_sessions_apart), and only the
         # session they end in is judged, as Beam merges a bundle's windows before firing.
         touched: dict[tuple[bytes, Window], tuple[tuple, bool]] = {}
+        sessions = variant.session_gap_us is not None
         for item in items:
             group, start, end, data, candidates = item[:5]
-            windows = bucket.windows(group)
-            opened = not windows
+            opened = not bucket.holds(group)
             window = (start, end)
+            # Sessions merge with the key's others; other windows are read alone.
+            windows = bucket.windows(group) if sessions else None
+            entry = windows.get(window) if windows is not None else bucket.entry(group, window)
             # Without candidates, every message of the item was read while its partition's
             # watermark left the window open, which bounds the watermark here: kept.
-            if candidates and window not in windows and book.is_expired(end, lateness, floor):
+            if candidates and entry is None and book.is_expired(end, lateness, floor):
                 for candidate in candidates:
                     fates.setdefault(candidate[0], []).append(False)
                     letters.setdefault(candidate[0], (candidate, []))[1].append(window)
                 continue
             for candidate in candidates:
                 fates.setdefault(candidate[0], []).append(True)
-            if variant.session_gap_us is not None:
+            if windows is not None:
                 window, entry, gone = _merge_session(plan.combine, windows, start, end)
                 changed.update(gone)
-            else:
-                entry = windows.get(window)
-                if entry is None:
-                    entry = windows[window] = _new_entry()
+            elif entry is None:
+                entry = _new_entry()
+                bucket.put(group, window, entry)
             if window not in changed and not bucket.dirty(window):
                 quiet.add(window)
             changed.add(window)
@@ -607,15 +609,14 @@ class _WindowLogic(beam.DoFn):
             if opened:
                 self._live_keys.inc()
         for (group, window), (key, eager) in touched.items():
-            windows = bucket.windows(group)
-            entry = windows.get(window)
+            entry = bucket.entry(group, window)
             if entry is None:  # merged into a later item's session
                 continue
             if entry[_FIRED] or book.is_late(window[1], floor):
                 entry[_FIRED] = True  # late from its first pane: it expires at end + lateness
-                yield from self._pane(key, window, entry, book.LATE, windows)
+                yield from self._pane(key, window, entry, book.LATE, bucket)
             elif eager:  # the batch shows at once; a pending EARLY pane is this one
-                yield from self._pane(key, window, entry, book.EARLY, windows)
+                yield from self._pane(key, window, entry, book.EARLY, bucket)
             elif early_timer is not None:
                 if entry[_EARLY] is None:
                     entry[_EARLY] = early_due
@@ -725,10 +726,18 @@ class _WindowLogic(beam.DoFn):
     # -- panes -------------------------------------------------------------------------------
 
     def _pane(
-        self, key: tuple, window: Window, entry: list, timing: str, windows: Windows
+        self,
+        key: tuple,
+        window: Window,
+        entry: list,
+        timing: str,
+        bucket: Bucket,
+        batch: list[tuple[tuple, tuple, int]] | None = None,
     ) -> Iterator[Any]:
-        """The window's pane: a row, or with ``partials_out`` the shard's partial; ``windows``
-        are the key's (a cumulative period's windows share their milestones)."""
+        """The window's pane: a row, or with ``partials_out`` the shard's partial; ``bucket``
+        holds the key's other windows (a cumulative period's windows share their
+        milestones). With ``batch`` (and no milestones to fire) the row is not made here:
+        its key, outputs and pane index go to ``batch``, for :meth:`_rows`."""
         plan = self._plan
         pane = entry[_PANE]
         entry[_PANE] += 1
@@ -741,6 +750,9 @@ class _WindowLogic(beam.DoFn):
             yield (plan.name, key[1], *window, key[2], shard, pane, entry[_ACC], offsets)
             return
         outputs = self._outputs(entry)
+        if batch is not None and self._milestones is None:
+            batch.append((key, outputs, pane))
+            return
         letters: list[dict[str, Any]] = []
         yield plan.row(plan.variants[key[1]], *window, key[2], outputs, timing, pane, True, letters)
         for letter in letters:
@@ -748,7 +760,7 @@ class _WindowLogic(beam.DoFn):
         if self._milestones is not None:
             # The thresholds fired so far live in the entry: checkpointed and restored with
             # it, and kept through session merges, so none fires twice.
-            shared = self._period_windows(key[1], window, windows)
+            shared, windows = self._period_windows(key, window, bucket)
             fired = entry[_MILESTONES]
             for other in shared:
                 fired = _union(fired, windows[other][_MILESTONES])
@@ -762,14 +774,39 @@ class _WindowLogic(beam.DoFn):
             for event in events:
                 yield TaggedOutput(MILESTONES, event)
 
-    def _period_windows(self, variant: int, window: Window, windows: Windows) -> list[Window]:
+    def _rows(self, window: Window, panes: list[tuple[tuple, tuple, int]], timing: str) -> list:
+        """The rows of a window's panes collected by :meth:`_pane`, made at once (and their
+        ``overflow`` dead letters)."""
+        plan = self._plan
+        n = len(panes)
+        letters: list[dict[str, Any]] = []
+        rows: list[Any] = plan.rows(
+            [key[1] for key, _, _ in panes],
+            [window[0]] * n,
+            [window[1]] * n,
+            [decode_key(key[2]) for key, _, _ in panes],
+            [list(column) for column in zip(*(outputs for _, outputs, _ in panes), strict=True)],
+            timing,
+            [pane for _, _, pane in panes],
+            letters,
+            by_set=True,
+        )
+        plan.count_rows(n)
+        rows.extend(TaggedOutput(DEAD_LETTER, letter) for letter in letters)
+        return rows
+
+    def _period_windows(
+        self, key: tuple, window: Window, bucket: Bucket
+    ) -> tuple[list[Window], Windows]:
         """The key's other windows that share ``window``'s milestones: those of its
-        cumulative period (they share its start). Each keeps the period's count, so that the
-        period's longest window, the last to expire, holds it to the end."""
-        fn = self._plan.variants[variant].window
+        cumulative period (they share its start), and the key's windows (decoded only for a
+        cumulative view). Each keeps the period's count, so that the period's longest
+        window, the last to expire, holds it to the end."""
+        fn = self._plan.variants[key[1]].window
         if fn is None or fn.kind != "cumulative":
-            return []
-        return [w for w in windows if w[0] == window[0] and w != window]
+            return [], {}
+        windows = bucket.windows(key[2])
+        return [w for w in windows if w[0] == window[0] and w != window], windows
 
     # -- timers ------------------------------------------------------------------------------
 
@@ -797,32 +834,40 @@ class _WindowLogic(beam.DoFn):
             # Before its end a window changes only for keys whose state_ttl has passed (the
             # global window never ends): those alone are decoded, not every key it holds.
             held = bucket.members(window) if end_ts <= now else bucket.expired(window, now)
+            # Past end + lateness the entries that have fired leave undecoded: nothing of
+            # theirs is written any more.
+            fired = bucket.fired(window) if end_ts + lateness <= now else ()
+            panes: list[tuple[tuple, tuple, int]] = []  # the ON_TIME panes, made at once
             for group in sorted(held):
-                windows = bucket.windows(group)
-                entry = windows.get(window)
+                if group in fired:
+                    self._drop(bucket, group, window)
+                    continue
+                entry = bucket.entry(group, window)
                 if entry is None:
                     continue
                 key = (*state_key[:2], group, *state_key[3:])
                 if not entry[_FIRED] and end_ts <= now:
-                    yield from self._pane(key, window, entry, book.ON_TIME, windows)
+                    yield from self._pane(key, window, entry, book.ON_TIME, bucket, panes)
                     entry[_FIRED] = True
                 expires = entry[_EXPIRES] if len(entry) > _EXPIRES else None
                 if entry[_FIRED] and end_ts + lateness <= now:
-                    drop = True
+                    self._drop(bucket, group, window)
                 elif expires is not None and expires <= now:
                     # state_ttl: the key leaves state; data since its last pane is written
                     # first, so its last row holds all of it.
                     if entry[_DIRTY]:
-                        yield from self._pane(key, window, entry, book.EARLY, windows)
-                    drop = True
-                else:
-                    drop = False
-                if drop:
-                    del windows[window]
-                    if not windows:
-                        self._live_keys.dec()
+                        yield from self._pane(key, window, entry, book.EARLY, bucket)
+                    self._drop(bucket, group, window)
+            if panes:
+                yield from self._rows(window, panes, book.ON_TIME)
         bucket.store(cell, closed_before)
         self._arm(bucket, set(due), watermark_timer)
+
+    def _drop(self, bucket: Bucket, group: bytes, window: Window) -> None:
+        """The key leaves the window's state, and the live keys once it holds no window."""
+        bucket.drop(group, window)
+        if not bucket.holds(group):
+            self._live_keys.dec()
 
     def _on_early(self, state_key: Any, tag: str, cell: Any, early_timer: Any) -> Iterator[Any]:
         """The window's EARLY panes that are due; the timer is set again for the next.
@@ -835,17 +880,16 @@ class _WindowLogic(beam.DoFn):
         window = _window_of(tag)
         pending = []
         for group in sorted(bucket.dirty(window)):
-            windows = bucket.windows(group)
-            entry = windows.get(window)
+            entry = bucket.entry(group, window)
             if entry is not None and entry[_DIRTY] and not entry[_FIRED]:
-                pending.append((group, entry, windows))
+                pending.append((group, entry))
         if pending:
-            dues = [entry[_EARLY] or _NEVER for _, entry, _ in pending]
+            dues = [entry[_EARLY] or _NEVER for _, entry in pending]
             now = max(int(self._clock() * 1_000_000), min(dues))
-            for (group, entry, windows), due in zip(pending, dues, strict=True):
+            for (group, entry), due in zip(pending, dues, strict=True):
                 if due <= now:
                     key = (*state_key[:2], group, *state_key[3:])
-                    yield from self._pane(key, window, entry, book.EARLY, windows)
+                    yield from self._pane(key, window, entry, book.EARLY, bucket)
             later = [due for due in dues if due > now]
             if later:
                 early_timer.set(Timestamp(micros=min(later)), dynamic_timer_tag=tag)

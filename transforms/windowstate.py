@@ -1,24 +1,26 @@
-"""The window operator's state: a bucket of grouping keys in one cell, each key's windows
-encoded apart.
+"""The window operator's state: a bucket of grouping keys in one cell, each (key, window)
+entry encoded apart.
 
 The operator is keyed by a *bucket* of grouping keys (:func:`bucket_of`), not by the key:
 on a portable runner each state cell costs a blocking round trip when a bundle commits it
 (``SynchronousBagRuntimeState.commit`` waits on the cell's last request), and the SDK's state
 cache measures a value at each store (``StateCache.put`` calls ``get_deep_size``, which scans
 every module's globals: about 2 ms a call with Beam imported), so a bundle must touch few
-cells, whatever the number of grouping keys it holds. Within its cell a key's windows stay
-encoded (``marshal``) until a bundle touches the key: writing the cell back costs a copy of
-the other keys' bytes, not their encoding, and the cache sizes the cell from a running count
-(:meth:`Bucket.get_referents_for_cache`) instead of walking it.
+cells, whatever the number of grouping keys it holds. Within its cell each (key, window)
+entry stays encoded (``marshal``) until a bundle touches it: writing the cell back costs a
+copy of the other entries' bytes, not their encoding, and the cache sizes the cell from a
+running count (:meth:`Bucket.get_referents_for_cache`) instead of walking it.
 
-Beside the keys, the cell keeps which keys hold each window and which of them have fired or
-have data since their last pane, so that a window's timer finds its keys without decoding
-the others.
+The entries are held per window, then per key: a window's timer finds its keys without
+decoding the others, fires each key's entry of that window alone (not the key's other
+windows: a key of one-minute windows with five minutes of lateness holds six), and drops the
+window's entries once all have fired without decoding them. Beside them the cell keeps which
+keys have fired each window or have data in it since their last pane.
 
 **A cell is a log**, a bag state: a snapshot of the bucket, then one :class:`Delta` per bundle
-that changed it, holding only the keys that bundle touched. A bundle appends its delta
+that changed it, holding only the entries that bundle touched. A bundle appends its delta
 (``SynchronousBagRuntimeState.commit`` sends only the added elements; the caching handler's
-``extend`` appends them to the cached list), so its cost follows the keys it touched, not the
+``extend`` appends them to the cached list), so its cost follows the entries it touched, not the
 keys the bucket holds. The snapshot is written again (clear, then add) once the deltas weigh
 as much as it does or number :data:`MAX_DELTAS`, which amortizes its cost over the bundles
 that grew the log. With the state cache on, the cached list's first element *is* the live
@@ -31,7 +33,7 @@ from __future__ import annotations
 
 import marshal
 import zlib
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 from typing import Any
 
 import objsize  # Beam's own dependency (apache-beam requires objsize<0.8.0,>=0.6.1)
@@ -47,14 +49,17 @@ KEY_BUCKETS = 16
 #: Deltas after which the snapshot is written again, whatever their weight: each is one more
 #: element to skip on a read and to visit when the state cache weighs the cell.
 MAX_DELTAS = 1024
-_FORMAT = 3
-#: Formats this liveagg reads: 2 is 3 without the expiry index (no key held a global window).
-_READS = (2, 3)
+_FORMAT = 4
+#: Formats this liveagg reads: 4; 3 kept each key's windows as one blob (converted when read);
+#: 2 is 3 without the expiry index (no key held a global window).
+_READS = (2, 3, 4)
 _SNAPSHOT, _DELTA = b"S", b"D"
 _NEVER = -(2**62)
 # Entry fields the indexes follow (see transforms/streaming.py for the whole entry); entries
 # of state written before ``_EXPIRES`` existed have none.
 _FIRED, _DIRTY, _EXPIRES = 2, 3, 7
+#: Bytes counted for a (key, window) entry beside its blob, for the state cache's weight.
+_ENTRY = 64
 
 
 def size_cache_entries_cheaply() -> None:
@@ -90,12 +95,15 @@ class _Weight:
 
 
 class Delta(CacheAware):
-    """The keys one bundle changed (their windows' new bytes; None: the key left), and the
-    bucket's ``closed_upto`` after it. Its weight is counted in its bucket's."""
+    """The (key, window) entries one bundle changed (their new bytes; None: the key left
+    the window), and the bucket's ``closed_upto`` after it. Its weight is counted in its
+    bucket's."""
 
     __slots__ = ("changes", "closed_upto", "seq")
 
-    def __init__(self, seq: int, closed_upto: int, changes: dict[bytes, bytes | None]) -> None:
+    def __init__(
+        self, seq: int, closed_upto: int, changes: dict[tuple[bytes, Window], bytes | None]
+    ) -> None:
         self.seq = seq
         self.closed_upto = closed_upto
         self.changes = changes
@@ -104,17 +112,17 @@ class Delta(CacheAware):
         return []
 
     def weight(self) -> int:
-        return sum(64 + len(blob or b"") for blob in self.changes.values())
+        return sum(_ENTRY + len(blob or b"") for blob in self.changes.values())
 
 
 class Bucket(CacheAware):
-    """One cell: the grouping keys of a bucket, each key's windows as bytes until touched."""
+    """One cell: the grouping keys of a bucket, each (key, window) entry as bytes until a
+    bundle touches it."""
 
     def __init__(
         self,
         closed_upto: int = _NEVER,
-        blobs: dict[bytes, bytes] | None = None,
-        members: dict[Window, set[bytes]] | None = None,
+        blobs: dict[Window, dict[bytes, bytes]] | None = None,
         fired: dict[Window, set[bytes]] | None = None,
         dirty: dict[Window, set[bytes]] | None = None,
         seq: int = 0,
@@ -127,40 +135,92 @@ class Bucket(CacheAware):
         self.seq = seq
         self._deltas = 0  # deltas stored after the snapshot
         self._delta_bytes = 0
+        #: Per window, its keys' entries as ``marshal`` bytes: also the index of its keys.
         self._blobs = blobs or {}
-        self._members = members or {}
         self._fired = fired or {}
         self._dirty = dirty or {}
         #: When each key of a window leaves state (``state_ttl`` of a global window), µs.
         self._expiry = expiry or {}
-        self._open: dict[bytes, Windows] = {}  # keys decoded for this bundle
-        self._before: dict[bytes, list[Window]] = {}  # their windows when decoded
+        #: Per key, the windows it holds (stored).
+        self._held: dict[bytes, set[Window]] = {}
         self._weight = _Weight()
-        self._weight.bytes = sum(map(len, self._blobs.values())) + 64 * len(self._blobs)
+        for window, entries in self._blobs.items():
+            for group, blob in entries.items():
+                self._held.setdefault(group, set()).add(window)
+                self._weight.bytes += len(blob) + _ENTRY
+        self._open: dict[bytes, Windows] = {}  # entries decoded (or added) for this bundle
+        self._covered: dict[bytes, set[Window]] = {}  # the stored windows each answers for
 
     def get_referents_for_cache(self) -> list[Any]:
         return [self._weight]
 
     def __len__(self) -> int:
-        """The grouping keys holding a window."""
-        return len(self._blobs)
+        """The grouping keys holding a window (as stored)."""
+        return len(self._held)
 
     def groups(self) -> Iterator[bytes]:
-        return iter(list(self._blobs))
+        return iter(list(self._held))
 
     def windows(self, group: bytes) -> Windows:
-        """A key's windows, decoded (an empty dict for a key the bucket does not hold); call
-        :meth:`settle` once done with the bundle's changes."""
-        found = self._open.get(group)
-        if found is None:
-            blob = self._blobs.get(group)
-            found = self._open[group] = {} if blob is None else marshal.loads(blob)
-            self._before[group] = list(found)
+        """All of a key's windows, decoded (an empty dict for a key the bucket does not
+        hold), to change in place, add to or delete from; call :meth:`settle` once done with
+        the bundle's changes. The entries are those :meth:`entry` returns."""
+        found = self._opened(group)
+        covered = self._covered[group]
+        for window in self._held.get(group, ()):
+            if window not in covered:
+                covered.add(window)
+                found[window] = marshal.loads(self._blobs[window][group])
         return found
 
-    def members(self, window: Window) -> set[bytes]:
+    def entry(self, group: bytes, window: Window) -> list | None:
+        """One window's entry of a key, decoded alone (None: the key does not hold it)."""
+        found = self._opened(group)
+        entry = found.get(window)
+        if entry is None and window not in self._covered[group]:
+            blob = self._blobs.get(window, {}).get(group)
+            if blob is not None:
+                self._covered[group].add(window)
+                entry = found[window] = marshal.loads(blob)
+        return entry
+
+    def put(self, group: bytes, window: Window, entry: list) -> None:
+        """Give a key the entry of a window it does not hold."""
+        self._opened(group)[window] = entry
+
+    def drop(self, group: bytes, window: Window) -> None:
+        """A key leaves a window, its entry not decoded."""
+        self._opened(group).pop(window, None)
+        if window in self._held.get(group, ()):
+            self._covered[group].add(window)
+
+    def holds(self, group: bytes) -> bool:
+        """Whether the key holds a window, this bundle's changes included."""
+        found = self._open.get(group)
+        if found:
+            return True
+        held = self._held.get(group)
+        if not held:
+            return False
+        if found is None:  # not opened this bundle: its stored windows stand
+            return True
+        covered = self._covered[group]
+        return any(w not in covered for w in held)
+
+    def _opened(self, group: bytes) -> Windows:
+        found = self._open.get(group)
+        if found is None:
+            found = self._open[group] = {}
+            self._covered[group] = set()
+        return found
+
+    def members(self, window: Window) -> Collection[bytes]:
         """The keys holding ``window``."""
-        return self._members.get(window, set())
+        return self._blobs.get(window, {}).keys()
+
+    def fired(self, window: Window) -> set[bytes]:
+        """The keys whose (stored) entry of ``window`` has fired."""
+        return self._fired.get(window, set())
 
     def expired(self, window: Window, now: int) -> list[bytes]:
         """The keys of ``window`` whose ``state_ttl`` has passed by ``now``, found in the
@@ -168,8 +228,12 @@ class Bucket(CacheAware):
         expiry = self._expiry.get(window)
         return [group for group, at in expiry.items() if at <= now] if expiry else []
 
+    def expires(self, window: Window) -> bool:
+        """Whether a key of ``window`` has a ``state_ttl`` expiry."""
+        return window in self._expiry
+
     def windows_held(self) -> list[Window]:
-        return list(self._members)
+        return list(self._blobs)
 
     def dirty(self, window: Window) -> set[bytes]:
         """The keys with data in ``window`` since their last pane, not yet fired."""
@@ -179,7 +243,7 @@ class Bucket(CacheAware):
         """When the window's timer must fire: its end while a key has not fired it, then
         its end + allowed lateness, or before either when a key's state expires (a global
         window's ``state_ttl``); None when no key holds it."""
-        members = self._members.get(window)
+        members = self._blobs.get(window)
         if not members:
             return None
         if len(self._fired.get(window, ())) < len(members):
@@ -189,51 +253,78 @@ class Bucket(CacheAware):
         expiry = self._expiry.get(window)
         return min(due, min(expiry.values())) if expiry else due
 
-    def settle(self) -> dict[bytes, bytes | None]:
-        """Encode the keys decoded since the last call and bring the indexes up to date;
-        returns their new bytes (None for a key that holds no window any more)."""
-        changes: dict[bytes, bytes | None] = {}
-        for group, windows in self._open.items():
-            blob = marshal.dumps(windows) if windows else None
-            if blob == self._blobs.get(group):
-                continue  # decoded, not changed
-            self._put(group, self._before[group], blob, windows)
-            changes[group] = blob
+    def settle(self) -> dict[tuple[bytes, Window], bytes | None]:
+        """Encode the entries decoded or added since the last call and bring the indexes up
+        to date; returns their new bytes (None for an entry the key no longer holds)."""
+        changes: dict[tuple[bytes, Window], bytes | None] = {}
+        for group, found in self._open.items():
+            for window in self._covered[group]:
+                if window not in found:
+                    self._set(group, window, None, None)
+                    changes[group, window] = None
+            for window, entry in found.items():
+                blob = marshal.dumps(entry)
+                if blob != self._blobs.get(window, {}).get(group):
+                    self._set(group, window, blob, entry)
+                    changes[group, window] = blob
         self._open = {}
-        self._before = {}
+        self._covered = {}
         return changes
 
     def apply(self, delta: Delta) -> None:
         """Replay a stored delta on a bucket read from an older snapshot."""
-        for group, blob in delta.changes.items():
-            old = self._blobs.get(group)
-            before = [] if old is None else list(marshal.loads(old))
-            self._put(group, before, blob, None if blob is None else marshal.loads(blob))
+        for change, blob in delta.changes.items():
+            if type(change) is bytes:  # format 3: the key's whole windows (None: it left)
+                windows = {} if blob is None else marshal.loads(blob)
+                for window in self._held.get(change, set()) - windows.keys():
+                    self._set(change, window, None, None)
+                for window, entry in windows.items():
+                    self._set(change, window, marshal.dumps(entry), entry)
+                continue
+            group, window = change
+            self._set(group, window, blob, None if blob is None else marshal.loads(blob))
         self.closed_upto = max(self.closed_upto, delta.closed_upto)
         self.seq = delta.seq
 
-    def _put(
-        self, group: bytes, before: list[Window], blob: bytes | None, windows: Windows | None
-    ) -> None:
-        """Make ``blob`` (decoded: ``windows``) the key's bytes, its windows indexed."""
-        old = self._blobs.get(group)
+    def _set(self, group: bytes, window: Window, blob: bytes | None, entry: list | None) -> None:
+        """Make ``blob`` (decoded: ``entry``; None: none) the key's entry of ``window``,
+        indexed."""
+        entries = self._blobs.get(window)
+        old = None if entries is None else entries.get(group)
         if old is not None:
-            self._weight.bytes -= len(old) + 64
-            for window in before:
-                self._forget(window, group)
-        if blob is None:
-            self._blobs.pop(group, None)
+            self._weight.bytes -= len(old) + _ENTRY
+        if blob is None or entry is None:
+            if entries is None or old is None:
+                return
+            del entries[group]
+            if not entries:
+                del self._blobs[window]
+            held = self._held[group]
+            held.discard(window)
+            if not held:
+                del self._held[group]
+            for index in (self._fired, self._dirty, self._expiry):
+                _discard(index, window, group)
             return
-        self._blobs[group] = blob
-        self._weight.bytes += len(blob) + 64
-        for window, entry in (windows or {}).items():
-            self._members.setdefault(window, set()).add(group)
-            if entry[_FIRED]:
-                self._fired.setdefault(window, set()).add(group)
-            elif entry[_DIRTY]:
+        if entries is None:
+            entries = self._blobs[window] = {}
+        entries[group] = blob
+        self._weight.bytes += len(blob) + _ENTRY
+        if old is None:
+            self._held.setdefault(group, set()).add(window)
+        if entry[_FIRED]:
+            self._fired.setdefault(window, set()).add(group)
+            _discard(self._dirty, window, group)
+        else:
+            _discard(self._fired, window, group)
+            if entry[_DIRTY]:
                 self._dirty.setdefault(window, set()).add(group)
-            if len(entry) > _EXPIRES and entry[_EXPIRES] is not None:
-                self._expiry.setdefault(window, {})[group] = entry[_EXPIRES]
+            else:
+                _discard(self._dirty, window, group)
+        if len(entry) > _EXPIRES and entry[_EXPIRES] is not None:
+            self._expiry.setdefault(window, {})[group] = entry[_EXPIRES]
+        else:
+            _discard(self._expiry, window, group)
 
     def store(self, cell: Any, closed_before: int) -> None:
         """Append this bundle's changes to the cell (a bag state) as a delta, or write the
@@ -281,26 +372,12 @@ class Bucket(CacheAware):
                 bucket._weight.bytes += weight
         return bucket
 
-    def _forget(self, window: Window, group: bytes) -> None:
-        for index in (self._members, self._fired, self._dirty):
-            found = index.get(window)
-            if found is not None:
-                found.discard(group)
-                if not found:
-                    del index[window]
-        expiry = self._expiry.get(window)
-        if expiry is not None:
-            expiry.pop(group, None)
-            if not expiry:
-                del self._expiry[window]
-
     def state(self) -> tuple:
         return (
             _FORMAT,
             self.seq,
             self.closed_upto,
             self._blobs,
-            self._members,
             self._fired,
             self._dirty,
             self._expiry,
@@ -327,8 +404,33 @@ class BucketCoder(Coder):
                 f"window state of format {version}; this liveagg reads "
                 f"{', '.join(map(str, _READS))}"
             )
-        _, seq, closed_upto, blobs, members, fired, dirty, *expiry = body
-        return Bucket(closed_upto, blobs, members, fired, dirty, seq, *expiry)
+        if version == _FORMAT:
+            _, seq, closed_upto, blobs, fired, dirty, expiry = body
+            return Bucket(closed_upto, blobs, fired, dirty, seq, expiry)
+        _, seq, closed_upto, per_key, _members, fired, dirty, *expiry = body
+        return Bucket(closed_upto, _per_window(per_key), fired, dirty, seq, *expiry)
 
     def is_deterministic(self) -> bool:
         return False
+
+
+def _per_window(per_key: dict[bytes, bytes]) -> dict[Window, dict[bytes, bytes]]:
+    """Format 3's blobs (per key, the marshal of its windows) as format 4's (per window, the
+    marshal of each key's entry)."""
+    blobs: dict[Window, dict[bytes, bytes]] = {}
+    for group, blob in per_key.items():
+        for window, entry in marshal.loads(blob).items():
+            blobs.setdefault(window, {})[group] = marshal.dumps(entry)
+    return blobs
+
+
+def _discard(index: dict[Window, Any], window: Window, group: bytes) -> None:
+    """Take a key out of a window's set (or dict) in an index, and the window once empty."""
+    found = index.get(window)
+    if found is not None and group in found:
+        if type(found) is dict:
+            del found[group]
+        else:
+            found.discard(group)
+        if not found:
+            del index[window]

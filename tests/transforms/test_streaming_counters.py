@@ -346,8 +346,8 @@ def test_state_ttl_decodes_only_the_keys_it_evicts(monkeypatch: Any) -> None:
     list(operator._process((state_key, items), cell, timers, None))
     assert min(timers.due.values()) == 61_000_000  # the first key's latest + state_ttl
     decoded: list[bytes] = []
-    windows = Bucket.windows
-    monkeypatch.setattr(Bucket, "windows", lambda b, g: decoded.append(g) or windows(b, g))
+    entry = Bucket.entry
+    monkeypatch.setattr(Bucket, "entry", lambda b, g, w: decoded.append(g) or entry(b, g, w))
     out = list(operator._on_watermark(state_key, Timestamp(micros=65_000_000), "", cell, timers))
     assert decoded == groups[:5]
     assert [r["k"] for r in out] == [f"k{i:02}" for i in range(5)]
