@@ -141,12 +141,16 @@ class Bucket(CacheAware):
         self._dirty = dirty or {}
         #: When each key of a window leaves state (``state_ttl`` of a global window), µs.
         self._expiry = expiry or {}
-        #: Per key, the windows it holds (stored).
-        self._held: dict[bytes, set[Window]] = {}
+        #: Per key, the windows it holds (stored): the window itself while it holds one (most
+        #: keys: a set per key would cost about 200 bytes more each), else a set.
+        self._held: dict[bytes, Window | set[Window]] = {}
+        #: Each window's own tuple, which the keys' ``_held`` share.
+        self._canon: dict[Window, Window] = {}
         self._weight = _Weight()
         for window, entries in self._blobs.items():
+            self._canon[window] = window
             for group, blob in entries.items():
-                self._held.setdefault(group, set()).add(window)
+                self._hold(group, window)
                 self._weight.bytes += len(blob) + _ENTRY
         self._open: dict[bytes, Windows] = {}  # entries decoded (or added) for this bundle
         self._covered: dict[bytes, set[Window]] = {}  # the stored windows each answers for
@@ -167,7 +171,7 @@ class Bucket(CacheAware):
         the bundle's changes. The entries are those :meth:`entry` returns."""
         found = self._opened(group)
         covered = self._covered[group]
-        for window in self._held.get(group, ()):
+        for window in self._held_by(group):
             if window not in covered:
                 covered.add(window)
                 found[window] = marshal.loads(self._blobs[window][group])
@@ -191,7 +195,7 @@ class Bucket(CacheAware):
     def drop(self, group: bytes, window: Window) -> None:
         """A key leaves a window, its entry not decoded."""
         self._opened(group).pop(window, None)
-        if window in self._held.get(group, ()):
+        if window in self._held_by(group):
             self._covered[group].add(window)
 
     def holds(self, group: bytes) -> bool:
@@ -199,13 +203,27 @@ class Bucket(CacheAware):
         found = self._open.get(group)
         if found:
             return True
-        held = self._held.get(group)
-        if not held:
+        if group not in self._held:
             return False
         if found is None:  # not opened this bundle: its stored windows stand
             return True
         covered = self._covered[group]
-        return any(w not in covered for w in held)
+        return any(w not in covered for w in self._held_by(group))
+
+    def _held_by(self, group: bytes) -> tuple[Window, ...] | set[Window]:
+        """The windows a key holds (stored)."""
+        held = self._held.get(group, ())
+        return (held,) if type(held) is tuple and held else held
+
+    def _hold(self, group: bytes, window: Window) -> None:
+        held = self._held.get(group)
+        if held is None:
+            self._held[group] = window
+        elif type(held) is tuple:
+            if held != window:
+                self._held[group] = {held, window}
+        else:
+            held.add(window)
 
     def _opened(self, group: bytes) -> Windows:
         found = self._open.get(group)
@@ -276,7 +294,7 @@ class Bucket(CacheAware):
         for change, blob in delta.changes.items():
             if type(change) is bytes:  # format 3: the key's whole windows (None: it left)
                 windows = {} if blob is None else marshal.loads(blob)
-                for window in self._held.get(change, set()) - windows.keys():
+                for window in set(self._held_by(change)) - windows.keys():
                     self._set(change, window, None, None)
                 for window, entry in windows.items():
                     self._set(change, window, marshal.dumps(entry), entry)
@@ -299,19 +317,26 @@ class Bucket(CacheAware):
             del entries[group]
             if not entries:
                 del self._blobs[window]
+                del self._canon[window]
             held = self._held[group]
-            held.discard(window)
-            if not held:
+            if type(held) is tuple:
                 del self._held[group]
+            else:
+                held.discard(window)
+                if len(held) == 1:
+                    self._held[group] = held.pop()
             for index in (self._fired, self._dirty, self._expiry):
                 _discard(index, window, group)
             return
         if entries is None:
             entries = self._blobs[window] = {}
+            self._canon[window] = window
+        else:
+            window = self._canon[window]
         entries[group] = blob
         self._weight.bytes += len(blob) + _ENTRY
         if old is None:
-            self._held.setdefault(group, set()).add(window)
+            self._hold(group, window)
         if entry[_FIRED]:
             self._fired.setdefault(window, set()).add(group)
             _discard(self._dirty, window, group)

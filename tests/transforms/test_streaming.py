@@ -359,6 +359,11 @@ def test_a_cell_log_reads_the_same_from_the_cache_and_from_the_runner(seed: int)
         rng.setstate(state)
         _bundle(stored, rng, 40)
         assert Bucket.load(stored).state() == Bucket.load(cached).state()
+        for bucket in (Bucket.load(cached), Bucket.load(stored)):  # each key's windows index
+            blobs = bucket.state()[3]
+            held = {g: {w for w, keys in blobs.items() if g in keys} for g in bucket.groups()}
+            assert held == {g: set(bucket._held_by(g)) for g in bucket.groups()}
+            assert set(held) == {g for keys in blobs.values() for g in keys}
         assert len(stored.parts) <= MAX_DELTAS + 1
         snapshots += bool(stored.parts) and len(stored.parts) == 1
     assert snapshots > 2
