@@ -117,6 +117,9 @@ def _key_value(col: str, value: Any) -> Any:
     return value
 
 
+_JOIN = b"".join
+
+
 def encode_key(values: tuple[Any, ...]) -> bytes:
     """Group keys travel as JSON bytes: typed (``true`` is not ``1``) and deterministic.
 
@@ -124,13 +127,19 @@ def encode_key(values: tuple[Any, ...]) -> bytes:
     one holds it exactly, so ``2**70`` and ``1.1805916207174113e+21`` are one group); one no
     double holds is written by the standard library (orjson refuses to), followed by a space
     that tells :func:`decode_key` to read it back exactly.
+
+    The bytes are copied out of orjson's: a key lives as long as its windows do (it keys the
+    streaming operator's state), and the bytes object orjson returns keeps the buffer it
+    wrote into, 4 KiB for the shortest output (orjson 3.13; ``tracemalloc`` counts 4,098
+    bytes for ``orjson.dumps(("wayne", 12))`` and 54 for its copy), which at a million live
+    keys is 4 GiB. ``b"".join`` with an empty second part makes the copy (0.1 us).
     """
     try:
-        return orjson.dumps(values)
+        return _JOIN((orjson.dumps(values), b""))
     except TypeError:
         values = tuple(normalize_number(v) if type(v) is int else v for v in values)
         try:
-            return orjson.dumps(values)
+            return _JOIN((orjson.dumps(values), b""))
         except TypeError:
             text = json.dumps(values, separators=(",", ":"), ensure_ascii=False)
             return text.encode() + _EXACT_KEY

@@ -4,6 +4,7 @@ integers exact however long; event times whose windows cannot be written refused
 from __future__ import annotations
 
 import math
+import tracemalloc
 from typing import Any
 
 import orjson
@@ -114,6 +115,19 @@ def test_group_keys_keep_integers_beyond_64_bits() -> None:
     assert key == b'["a",1180591620717411303425] '
     assert decode_key(key) == ["a", 2**70 + 1]
     assert decode_key(encode_key(("a", 1))) == ["a", 1]
+
+
+def test_a_group_key_holds_only_its_own_bytes() -> None:
+    """A key lives in the streaming operator's state as long as its windows: it must not
+    keep the 4 KiB buffer orjson wrote it into (a million keys would hold 4 GiB)."""
+    tracemalloc.start()
+    try:
+        keys = [encode_key((f"org{i}", i)) for i in range(1_000)]
+        held = tracemalloc.get_traced_memory()[0]
+    finally:
+        tracemalloc.stop()
+    assert held < 1_000 * 200, f"{held / 1_000:.0f} bytes per key"
+    assert keys[7] == b'["org7",7]' and decode_key(keys[7]) == ["org7", 7]
 
 
 def _plan(window: dict[str, Any], **extra: Any) -> ViewPlan:
