@@ -129,10 +129,11 @@ def encode_key(values: tuple[Any, ...]) -> bytes:
     that tells :func:`decode_key` to read it back exactly.
 
     The bytes are copied out of orjson's: a key lives as long as its windows do (it keys the
-    streaming operator's state), and the bytes object orjson returns keeps the buffer it
-    wrote into, 4 KiB for the shortest output (orjson 3.13; ``tracemalloc`` counts 4,098
-    bytes for ``orjson.dumps(("wayne", 12))`` and 54 for its copy), which at a million live
-    keys is 4 GiB. ``b"".join`` with an empty second part makes the copy (0.1 us).
+    streaming operator's state), and with orjson 3.13 the bytes object ``dumps`` returns
+    holds a 4 KiB allocation whatever its length (``tracemalloc`` counts 4,098 bytes for
+    ``orjson.dumps(("wayne", 12))`` and 54 for its copy; docs/performance.md, Flink,
+    finding 23), 4 GiB at a million live keys. ``b"".join`` with an empty second part makes
+    the copy (0.1 us).
     """
     try:
         return _JOIN((orjson.dumps(values), b""))
