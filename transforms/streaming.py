@@ -37,7 +37,8 @@ send every payload.
 
 **State** is a bucket of grouping keys per cell (:mod:`liveagg.transforms.windowstate` says
 why): a bundle reads and writes a few cells, whatever the number of keys it holds, decodes
-only the keys it touches, and with the SDK's state cache on (docs/flink.md) reads from memory.
+only the (key, window) entries it touches, and with the SDK's state cache on (docs/flink.md)
+reads from memory.
 Each window has its own event-time timer per bucket, tagged with its bounds and shared by the
 bucket's keys.
 

@@ -246,10 +246,6 @@ class Bucket(CacheAware):
         expiry = self._expiry.get(window)
         return [group for group, at in expiry.items() if at <= now] if expiry else []
 
-    def expires(self, window: Window) -> bool:
-        """Whether a key of ``window`` has a ``state_ttl`` expiry."""
-        return window in self._expiry
-
     def windows_held(self) -> list[Window]:
         return list(self._blobs)
 
