@@ -117,9 +117,6 @@ def _key_value(col: str, value: Any) -> Any:
     return value
 
 
-_JOIN = b"".join
-
-
 def encode_key(values: tuple[Any, ...]) -> bytes:
     """Group keys travel as JSON bytes: typed (``true`` is not ``1``) and deterministic.
 
@@ -136,14 +133,15 @@ def encode_key(values: tuple[Any, ...]) -> bytes:
     the copy (0.1 us).
     """
     try:
-        return _JOIN((orjson.dumps(values), b""))
+        dumped = orjson.dumps(values)
     except TypeError:
         values = tuple(normalize_number(v) if type(v) is int else v for v in values)
         try:
-            return _JOIN((orjson.dumps(values), b""))
+            dumped = orjson.dumps(values)
         except TypeError:
             text = json.dumps(values, separators=(",", ":"), ensure_ascii=False)
             return text.encode() + _EXACT_KEY
+    return b"".join((dumped, b""))
 
 
 def _short(value: Any) -> str:
