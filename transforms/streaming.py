@@ -737,8 +737,8 @@ class _WindowLogic(beam.DoFn):
     ) -> Iterator[Any]:
         """The window's pane: a row, or with ``partials_out`` the shard's partial; ``bucket``
         holds the key's other windows (a cumulative period's windows share their
-        milestones). With ``batch`` (and no milestones to fire) the row is not made here:
-        its key, outputs and pane index go to ``batch``, for :meth:`_rows`."""
+        milestones). With ``batch`` the row is not made here: its key, outputs and pane index
+        go to ``batch``, for :meth:`_rows`."""
         plan = self._plan
         pane = entry[_PANE]
         entry[_PANE] += 1
@@ -751,13 +751,16 @@ class _WindowLogic(beam.DoFn):
             yield (plan.name, key[1], *window, key[2], shard, pane, entry[_ACC], offsets)
             return
         outputs = self._outputs(entry)
-        if batch is not None and self._milestones is None:
+        if batch is not None:
             batch.append((key, outputs, pane))
-            return
-        letters: list[dict[str, Any]] = []
-        yield plan.row(plan.variants[key[1]], *window, key[2], outputs, timing, pane, True, letters)
-        for letter in letters:
-            yield TaggedOutput(DEAD_LETTER, letter)
+        else:
+            letters: list[dict[str, Any]] = []
+            row = plan.row(
+                plan.variants[key[1]], *window, key[2], outputs, timing, pane, True, letters
+            )
+            yield row
+            for letter in letters:
+                yield TaggedOutput(DEAD_LETTER, letter)
         if self._milestones is not None:
             # The thresholds fired so far live in the entry: checkpointed and restored with
             # it, and kept through session merges, so none fires twice.
