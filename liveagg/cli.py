@@ -12,6 +12,7 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 from liveagg import __version__
+from liveagg.beamstart import import_beam
 from liveagg.runners import RUNNERS
 
 
@@ -529,6 +530,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if extra and args.command not in ("run", "rekey"):
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
     _configure_logging(args.verbose)  # before anything imports Beam
+    if args.command in ("run", "rekey"):
+        import_beam()
     if extra:
         try:
             unknown = unknown_options(extra)

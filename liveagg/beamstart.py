@@ -1,0 +1,90 @@
+"""Importing Beam in the launching process without the cloud clients a run does not use.
+
+``import apache_beam`` imports every object-store client that is installed, whether the run
+reads or writes a ``gs://`` or ``s3://`` path or not. In Beam 2.77,
+``apache_beam/io/__init__.py`` runs, in one ``try ... except ImportError: pass`` block,
+``from apache_beam.io.gcp.bigquery import *``, ``from apache_beam.io.gcp.pubsub import *``,
+``from apache_beam.io.gcp import gcsio`` and ``from apache_beam.transforms.xlang.io import *``
+(google-cloud-storage and the BigQuery client), and ``apache_beam/io/filesystems.py`` runs
+``from apache_beam.io.gcp.gcsfilesystem import GCSFileSystem`` and ``from
+apache_beam.io.aws.s3filesystem import S3FileSystem``, each under ``except
+ModuleNotFoundError: pass``. With liveagg's ``s3`` and ``gcs`` extras installed, that is
+about 450 modules and 0.2 CPU-s of every ``liveagg run``.
+
+:func:`import_beam` imports Beam with those three modules marked missing (a ``None`` in
+``sys.modules`` makes their import raise ``ModuleNotFoundError``, which both places skip),
+then unmarks them, so that anything may import them later. Beam finds a filesystem by
+looking through ``FileSystem.get_all_subclasses()`` for the path's scheme
+(``FileSystems.get_filesystem``), so the scheme needs a class before its client is loaded:
+:class:`_Deferred` claims ``gs`` and ``s3`` until the first such path, then imports Beam's
+own filesystem and hands its instance on. It stops claiming the scheme once Beam's module
+is imported by any route, since Beam refuses a scheme that two classes claim.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+import sys
+from typing import Any
+
+#: Imported by ``import apache_beam`` only for clouds a run may not use.
+_DEFERRED_MODULES = (
+    "apache_beam.io.gcp.bigquery",
+    "apache_beam.io.gcp.gcsfilesystem",
+    "apache_beam.io.aws.s3filesystem",
+)
+
+#: The deferred classes: Python lists subclasses through weak references, so they are kept here.
+_CLASSES: list[type] = []
+
+#: Scheme, Beam's module that defines its filesystem, and the client that module needs.
+_SCHEMES = (
+    ("gs", "apache_beam.io.gcp.gcsfilesystem", "google.cloud.storage"),
+    ("s3", "apache_beam.io.aws.s3filesystem", "boto3"),
+)
+
+
+def import_beam() -> None:
+    """Import Beam for a run launched from this process; nothing if Beam is imported."""
+    if "apache_beam" in sys.modules:
+        return
+    marked = [name for name in _DEFERRED_MODULES if name not in sys.modules]
+    for name in marked:
+        sys.modules[name] = None  # type: ignore[assignment]
+    try:
+        import apache_beam  # noqa: F401
+        from apache_beam.io.filesystem import FileSystem
+    finally:
+        for name in marked:
+            if sys.modules.get(name, ...) is None:
+                del sys.modules[name]
+    for scheme, module, client in _SCHEMES:
+        if module not in sys.modules and _installed(client):
+            _CLASSES.append(_deferred_class(FileSystem, scheme, module))
+
+
+def _installed(module: str) -> bool:
+    try:
+        return importlib.util.find_spec(module) is not None
+    except ModuleNotFoundError:  # its parent package is missing
+        return False
+
+
+def _deferred_class(base: type, scheme: str, module: str) -> type:
+    """A filesystem class that claims ``scheme`` until Beam's own is imported."""
+
+    class _Deferred(base):  # type: ignore[misc, valid-type]
+        @classmethod
+        def scheme(cls) -> str | None:
+            return None if sys.modules.get(module) is not None else scheme
+
+        def __new__(cls, pipeline_options: Any = None) -> Any:
+            importlib.import_module(module)
+            own = [fs for fs in base.get_all_subclasses() if fs.scheme() == scheme]
+            if len(own) != 1:
+                raise ValueError(f"{len(own)} filesystems claim {scheme}:// after {module}")
+            return own[0](pipeline_options=pipeline_options)
+
+    _Deferred.__name__ = _Deferred.__qualname__ = f"Deferred{scheme.upper()}FileSystem"
+    return _Deferred
