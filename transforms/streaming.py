@@ -944,11 +944,12 @@ _FLOORS: dict[str, int] = {}
 #: input watermark that pending data holds back) and fires a key's timer once that watermark
 #: passes it (``statefulStageKind.buildEventTimeBundle``: ``if e.timestamp > watermark``), in
 #: order with that key's own data only; so a timer of one bucket fires while another bucket's
-#: older data waits, and a shared floor made that data LATE, or too late. (Where Beam's
-#: DirectRunner hands a pipeline to Prism itself, the runner seen here is the DirectRunner:
-#: docs/runners.md, "Which engine a plain liveagg run uses".)
+#: older data waits, and a shared floor made that data LATE, or too late. (Beam's own
+#: DirectRunner may hand a pipeline to Prism itself; liveagg's ``PythonDirectRunner`` never
+#: does: docs/runners.md, "Which engine a plain liveagg run uses".)
 _ONE_INSTANCE_RUNNERS = frozenset(
     {
+        "PythonDirectRunner",
         "DirectRunner",
         "SwitchingDirectRunner",
         "BundleBasedDirectRunner",
