@@ -578,7 +578,10 @@ def test_the_runners_with_one_watermark_per_stage() -> None:
     def runs_as_one(*args: str) -> bool:
         return one_watermark_per_stage(beam.Pipeline(options=PipelineOptions(list(args))))
 
+    from liveagg.runners import direct
+
     assert runs_as_one() and runs_as_one("--runner=DirectRunner")
+    assert runs_as_one(*direct.beam_args()) and runs_as_one(*direct.beam_args(2))
     assert runs_as_one("--runner=BundleBasedDirectRunner")
     # Prism fires one key's timers while another key's older data waits (the constant says
     # where in Prism); Flink and Spark run parallel instances.
