@@ -77,6 +77,8 @@ class FlinkJavaOptions(PipelineOptions):
             "--finish_bundle_before_checkpointing", action="store_true", default=None
         )
         parser.add_argument("--max_bundle_size", type=int, default=None)
+        parser.add_argument("--faster_copy", action="store_true", default=None)
+        parser.add_argument("--object_reuse", action="store_true", default=None)
         parser.add_argument("--number_of_execution_retries", type=int, default=None)
         parser.add_argument("--execution_retry_delay", type=int, default=None)
 
