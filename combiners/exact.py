@@ -180,6 +180,15 @@ class CollectSetFn(c.ScalarInput, LiveaggCombineFn):
 _NUMPY_BATCH = 64
 
 
+def _least_double_from(bound: float) -> float:
+    """The least double that is not below ``bound`` (an int or a double)."""
+    try:
+        nearest = float(bound)
+    except OverflowError:  # an int beyond every double
+        nearest = math.inf if bound > 0 else -math.inf
+    return math.nextafter(nearest, math.inf) if nearest < bound else nearest
+
+
 @register("histogram")
 class HistogramFn(c.NumberInput, LiveaggCombineFn):
     """Counts per bucket ``(-inf, b0), [b0, b1), ..., [bn, +inf)`` for ``bounds = [b0..bn]``.
@@ -220,6 +229,22 @@ class HistogramFn(c.NumberInput, LiveaggCombineFn):
                     f"got {low!r} then {high!r}"
                 )
         self.bounds = list(bounds)
+        # Each bound as the least number of a column's type that is not below it: an int
+        # reaches bound b when it reaches ceil(b), a double when it reaches the least double
+        # >= b (a bound beyond 2**53 may lie between two doubles); so numpy's comparisons
+        # are Python's, for int64 values beyond 2**53 too, which doubles would merge.
+        ceilings = [math.ceil(b) for b in self.bounds]
+        self._int_bounds = np.array(
+            [max(c, -(2**63)) for c in ceilings if c < 2**63], dtype=np.int64
+        )
+        self._float_bounds = np.array(
+            [_least_double_from(b) for b in self.bounds], dtype=np.float64
+        )
+
+    def buckets(self, values: np.ndarray) -> np.ndarray:
+        """Each value's bucket, as :meth:`add_input` gives it, for an int64 or float64 array."""
+        bounds = self._int_bounds if values.dtype.kind in "iu" else self._float_bounds
+        return np.searchsorted(bounds, values, side="right")
 
     def create_accumulator(self) -> list[int]:
         return [0] * (len(self.bounds) + 1)
@@ -231,9 +256,15 @@ class HistogramFn(c.NumberInput, LiveaggCombineFn):
     def add_inputs(self, accumulator: list[int], elements: Iterable[int | float]) -> list[int]:
         values = elements if isinstance(elements, list) else list(elements)
         bounds = self.bounds
-        if len(values) >= _NUMPY_BATCH:
-            buckets = np.searchsorted(np.array(bounds, dtype=np.float64), values, side="right")
-            counts = np.bincount(buckets, minlength=len(bounds) + 1).tolist()
+        array = np.asarray(values) if len(values) >= _NUMPY_BATCH else None
+        if (
+            array is not None
+            and array.dtype.kind == "f"  # a double holds each int up to 2**53 only
+            and any(type(x) is int and not -(2**53) <= x <= 2**53 for x in values)
+        ):
+            array = None
+        if array is not None and array.dtype.kind in "iuf":
+            counts = np.bincount(self.buckets(array), minlength=len(bounds) + 1).tolist()
             for i, count in enumerate(counts):
                 accumulator[i] += count
         else:

@@ -590,6 +590,8 @@ def _loose_column(values: list[Any], kind: pa.DataType) -> tuple[pa.Array, np.nd
     fits = [x if type(x) in accepts else None for x in values]
     if kind == pa.int64():  # beyond 64 bits: not a value of the column
         fits = [x if x is None or -(2**63) <= x < 2**63 else None for x in fits]
+    elif kind == pa.float64():  # an int no double holds exactly: the exact path reads it
+        fits = [x if type(x) is not int or -(2**53) <= x <= 2**53 else None for x in fits]
     stray = np.fromiter(
         (x is not None and y is None for x, y in zip(values, fits, strict=True)),
         dtype=bool,
@@ -910,6 +912,11 @@ def _predicate_mask(p: Predicate, column: pa.Array, n: int) -> np.ndarray:
         if kind == "number":  # only the numbers some value of the column may equal
             exact = [_exact_number("eq", o, column.type) for o in same]
             same = [x for x in exact if type(x) is not bool]
+            if pa.types.is_floating(column.type):
+                # is_in hashes doubles by their bits, so -0.0 would not be 0; x + 0.0 is 0.0
+                # for either zero and x otherwise, as Python's == compares them.
+                column = pc.add(column, pa.scalar(0.0, column.type))
+                same = [x + 0.0 for x in same]
         hits = (
             _bools(pc.is_in(column, value_set=pa.array(same, column.type)), n)
             if same

@@ -585,15 +585,12 @@ class HistogramKernel(Kernel):
 
     def __init__(self, fn: LiveaggCombineFn) -> None:
         super().__init__(fn)
-        self._bounds = np.array(fn.bounds, dtype=np.float64)  # type: ignore[attr-defined]
-        self._width = len(self._bounds) + 1
+        self._width = len(fn.bounds) + 1  # type: ignore[attr-defined]
 
     def batch(self, values: Any, ids: np.ndarray, count: int) -> State:
         if isinstance(values, list):
             return self.py_batch(values, ids, count)
-        # Python's bisect_right over the bounds: an int bound and a float value compare
-        # exactly; so do doubles here, as every value is within 2**53 or a double already.
-        buckets = np.searchsorted(self._bounds, values.astype(np.float64), side="right")
+        buckets = self.fn.buckets(np.asarray(values))  # type: ignore[attr-defined]
         flat = np.bincount(ids * self._width + buckets, minlength=count * self._width)
         return (flat.reshape(count, self._width).astype(np.int64),)
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import bisect
 import random
 from typing import Any
 
@@ -475,6 +476,78 @@ def test_a_field_mixing_numbers_and_strings_stays_on_the_fast_path() -> None:
     assert run(lines, fast=True) == run(lines, fast=False)
 
 
+def test_a_loose_numeric_field_with_integers_no_double_holds() -> None:
+    """Doubles, a string now and then and 64-bit integers beyond 2**53 in one field (ids, say):
+    those integers leave the column of doubles for the exact path, as a string does; building
+    the column from them failed the whole run (Arrow refuses an int it cannot hold exactly)."""
+    rng = random.Random(11)
+    big = [2**53 + 1, 4404395573647542517, -(2**62) - 3, 2**63 - 1]
+    lines = []
+    for i in range(2000):
+        msg = orjson.loads(clean_line(rng, i))
+        if i % 40 == 5:
+            msg["bytes"] = rng.choice(["N/A", *big])
+        if i % 45 == 9:
+            msg["org"] = rng.choice(["o9", 2.5, *big])  # a grouping column
+        if i % 3 == 0:
+            msg["bytes"] = msg.get("bytes", 0) + 0.5 if type(msg.get("bytes")) is int else 0.25
+        lines.append(orjson.dumps(msg))
+    decoder = Decoder([ViewPlan(parse_view(view)) for view in VIEWS])
+    decoded = [decoder.decode(lines[i : i + 500]) for i in range(0, 2000, 500)]
+    assert all(d.fast for d in decoded)
+    assert run(lines, fast=True) == run(lines, fast=False)
+
+
+HISTOGRAM_VALUES = {
+    "ints": [10**17, 10**17 + 1, 10**17 + 2, -(2**63), 2**63 - 1, 2**53, 2**53 + 1, 0, 3],
+    # The fast path reads no integral double from 2**53 up (such a batch is read exactly).
+    "doubles": [9007199254740991.0, 4503599627370495.5, 2.5, -0.0, -1e15],
+}
+
+
+@pytest.mark.parametrize("column", sorted(HISTOGRAM_VALUES))
+@pytest.mark.parametrize(
+    "bounds",
+    [[10**17 + 1], [2**53 + 1, 10**17], [2.5, 2**53 + 1, 1e17, 2**63 - 1], [-(2**64), 2**64]],
+)
+def test_histogram_buckets_large_numbers_as_the_exact_path_does(
+    column: str, bounds: list[Any]
+) -> None:
+    """Bounds and values compare as Python compares them: the fast path's int64 column holds
+    integers beyond 2**53, which doubles merge (10**17 and 10**17 + 1 fell in one bucket), and
+    a bound beyond 2**53 may lie between two doubles."""
+    view = {
+        "name": "h",
+        "event_time": {"field": "ts"},
+        "grouping_cols": [],
+        "window": {"size": "1h"},
+        "aggregation_info": [
+            {
+                "aggregation": "histogram",
+                "col_name": "x",
+                "aggregated_col_name": "h",
+                "params": {"bounds": bounds},
+            }
+        ],
+    }
+    values = HISTOGRAM_VALUES[column]
+    lines = [orjson.dumps({"ts": 1709251200 + i, "x": x}) for i, x in enumerate(values)]
+    assert Decoder([ViewPlan(parse_view(view))]).decode(lines).fast
+    expected = [0] * (len(bounds) + 1)
+    for x in values:  # the rule of HistogramFn.add_input
+        expected[bisect.bisect_right(bounds, x)] += 1
+    for fast in (True, False):
+        ((*_, (got,)),) = run(lines, fast=fast, views=[view])[0]["h"]
+        assert got == repr(expected)
+    fn = ViewPlan(parse_view(view)).compiled.fns[0]
+    many = values * 10  # HistogramFn.add_inputs takes numpy from 64 values
+    assert fn.add_inputs(fn.create_accumulator(), many) == [10 * n for n in expected]
+    mixed = [*many, 0.5]  # ints and doubles: numpy would make them all doubles
+    assert fn.add_inputs(fn.create_accumulator(), mixed) == [
+        sum(bisect.bisect_right(bounds, x) == i for x in mixed) for i in range(len(bounds) + 1)
+    ]
+
+
 def test_a_custom_aggregation_naming_a_built_in_class_aggregates_as_the_built_in() -> None:
     """``"custom"`` with ``combine_fn`` naming ``liveagg.combiners.basic:SumFn`` is a sum: its
     kernel takes numbers, whatever name the view gave the aggregation (it was given the
@@ -537,7 +610,7 @@ def test_a_custom_aggregation_naming_a_built_in_class_aggregates_as_the_built_in
 #: column of values below 2**53 (the fast path reads no larger integral double).
 FILTERED = {
     "ints": [0, 1, 2, 200, 2**53, 2**53 + 1, 2**62, -(2**63), 2**63 - 1],
-    "doubles": [0.0, -0.5, 1.5, 200.0, 2.0**52 + 0.5, 9007199254740991.0, -1e15],
+    "doubles": [0.0, -0.0, -0.5, 1.5, 200.0, 2.0**52 + 0.5, 9007199254740991.0, -1e15],
 }
 FILTER_VALUES = [
     *[
@@ -546,6 +619,9 @@ FILTER_VALUES = [
         for value in (1.5, -0.0, 200.0, 2.0**53, 2**53 + 1, 2**63, -(2**63) - 1, 2**64, 1e19)
     ],
     ("in", [1.5, 2]),
+    ("in", [0]),
+    ("in", [-0.0, 7]),
+    ("not_in", [0]),
     ("in", [2**64, 2**53 + 1, 9007199254740991]),
     ("not_in", [200.0, -(2**64)]),
 ]
