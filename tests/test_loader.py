@@ -535,6 +535,13 @@ def test_filter_in_takes_a_non_empty_array() -> None:
     )
 
 
+def test_filter_in_takes_any_json_values() -> None:
+    """SPEC: ``"value": any``; a null or an object in the list matches nothing (SQL's IN)."""
+    for op in ("in", "not_in"):
+        spec = parse_view(view(filter={"field": "a", "op": op, "value": ["x", None, {"b": 1}, 2]}))
+        assert spec.filter is not None
+
+
 def test_filter_exists_value_is_a_boolean() -> None:
     assert error(view(filter={"field": "a", "op": "exists", "value": "yes"})) == (
         "<memory>: $.filter.value: expected true or false, got the string 'yes'"

@@ -622,6 +622,8 @@ FILTER_VALUES = [
     ("in", [0]),
     ("in", [-0.0, 7]),
     ("not_in", [0]),
+    ("in", [200.0, None, {"a": 1}]),  # null, an object: they match nothing
+    ("not_in", [1.5, None]),  # SQL's x NOT IN (1.5, NULL) is never true
     ("in", [2**64, 2**53 + 1, 9007199254740991]),
     ("not_in", [200.0, -(2**64)]),
 ]
