@@ -7,6 +7,7 @@ which writes their rows to a real Cassandra.
 
 from __future__ import annotations
 
+import random
 import re
 import threading
 import time
@@ -29,6 +30,7 @@ from liveagg.transforms.sinks.cassandra import (
     ReplicaBatches,
     RetryPolicy,
     WriteSettings,
+    binder,
     column_name,
     retryable_errors,
     table_layout,
@@ -443,3 +445,73 @@ def test_one_row_per_request_when_batches_are_off() -> None:
     assert list(batches.drain()) == []
     with pytest.raises(ValueError, match="max_rows must be at least 1"):
         _batches(max_rows=0)
+
+
+#: CQL column type -> the driver's type, as a prepared statement's metadata names it.
+_CASS_TYPES = {
+    "text": "UTF8Type",
+    "int": "Int32Type",
+    "bigint": "LongType",
+    "double": "DoubleType",
+    "boolean": "BooleanType",
+    "timestamp": "TimestampType",
+    "list<double>": "ListType(DoubleType)",
+    "list<bigint>": "ListType(LongType)",
+    "list<text>": "ListType(UTF8Type)",
+}
+
+
+def _prepared(layout: Any, protocol_version: int = 5) -> Any:
+    """The insert as the driver would prepare it: every column, then ``USING TIMESTAMP ?``."""
+    from cassandra.cqltypes import lookup_casstype
+    from cassandra.protocol import ColumnMetadata
+    from cassandra.query import PreparedStatement
+
+    meta = [
+        ColumnMetadata("ks", layout.table, c.name, lookup_casstype(_CASS_TYPES[c.type]))
+        for c in layout.columns
+    ]
+    meta.append(ColumnMetadata("ks", layout.table, "[timestamp]", lookup_casstype("LongType")))
+    keys = list(range(layout.key_size))
+    return PreparedStatement(
+        meta, b"id", keys, layout.insert_cql(), "ks", protocol_version, [], None
+    )
+
+
+def test_rows_bind_as_the_drivers_bind_binds_them() -> None:
+    """The sink's binder gives the driver's statement (values, routing key) for every output
+    type, nulls included, and the driver's error for a value a column cannot take."""
+    layout = table_layout(parse_view(FULL_VIEW), "ks", "t")
+    prepared = _prepared(layout)
+    bind = binder(prepared)
+    rng = random.Random(3)
+    samples = {
+        "text": ["", "é", "x" * 300, None],
+        "int": [0, -1, 2**31 - 1, None],
+        "bigint": [0, -(2**63), 2**63 - 1, None],
+        "double": [0.0, -1.5, 1e308, None],
+        "boolean": [True, False, None],
+        "timestamp": [0, 1709251200000, None],
+        "list<double>": [[], [1.5, 2.0], None],
+        "list<bigint>": [[0, 7], None],
+        "list<text>": [["a", "b"], None],
+    }
+
+    def row() -> list[Any]:  # the partition key is never null (_key_text gives "" for null)
+        return [
+            rng.choice([x for x in samples[c.type] if x is not None or i >= layout.key_size])
+            for i, c in enumerate(layout.columns)
+        ]
+
+    for _ in range(300):
+        values = row()
+        values.append(rng.randrange(2**50))
+        ours, theirs = bind(values), prepared.bind(values)
+        assert ours.values == theirs.values
+        assert ours.raw_values == theirs.raw_values
+        assert ours.routing_key == theirs.routing_key
+        assert ours.prepared_statement is prepared
+    wrong = [*row(), 1]
+    wrong[[c.type for c in layout.columns].index("int")] = "seven"
+    with pytest.raises(TypeError, match="Received an argument of invalid type for column"):
+        bind(wrong)
