@@ -371,18 +371,17 @@ def _check_runner(config: RunConfig, views: Sequence[ViewSpec]) -> None:
     if config.kafka.unbounded:  # before the runner's limits: what no runner does comes first
         level = 0 if not config.intermediate_topic else 2 if config.rekey else 1
         check_run(views, RunContext("an unbounded Kafka read", level=level))
-    if not (config.kafka.unbounded and config.runner == "direct"):
-        return
-    for view in views:
-        if view.early is not None:
-            raise ViewError(
-                view.origin,
-                "$.emit.early",
-                f"view {view.name!r}: the direct runner cannot give early panes on an "
-                "unbounded Kafka read (its streaming engine cannot run a splittable DoFn "
-                "beside a processing-time timer); run it with --runner prism, remove "
-                "emit.early, or read the topic bounded (without --unbounded)",
-            )
+    if config.kafka.unbounded and config.runner == "direct":
+        raise ViewError(
+            COMMAND_LINE,
+            "$.unbounded",
+            "--unbounded needs a streaming runner: the direct runner's Python engine closes "
+            "a window before the watermark passes its end on a live stream, so later "
+            "messages of the window restart it from nothing (docs/runners.md); run with "
+            "--runner prism (Beam downloads Prism, or python -m integration.services.prism "
+            "builds it for --prism-location) or --runner flink, or read the topic bounded "
+            "(without --unbounded)",
+        )
 
 
 def run(config: RunConfig) -> RunReport:

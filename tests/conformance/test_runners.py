@@ -9,7 +9,7 @@ out of order by up to 30 s):
 * bounded, from a JSON Lines file, on every runner;
 * bounded, from a three-partition Kafka topic holding the same lines, on every runner;
 * streaming (``--unbounded``) from that topic, on prism and flink only (the direct runner
-  refuses ``emit.early`` there; streaming on Spark is not tested), rows and dead letters to
+  refuses ``--unbounded``; streaming on Spark is not tested), rows and dead letters to
   Kafka topics, with the views the streaming window operator takes (``check_run``: all
   of them, in one level); its milestone events go to a topic too, and the ids there must be
   those the oracle's final values reach.

@@ -76,10 +76,10 @@ def test_the_user_options_come_last(tmp_path: Path) -> None:
     assert options["prism_log_level"] == "debug"
 
 
-def test_early_panes_on_an_unbounded_read_need_prism_not_direct() -> None:
+def test_an_unbounded_read_needs_prism_not_direct() -> None:
     view = parse_view(EARLY_VIEW, origin="early.json")
     unbounded = KafkaInput(topics=["t"], unbounded=True)
-    with pytest.raises(ViewError, match=r"early.json: \$.emit.early: .*run it with --runner prism"):
+    with pytest.raises(ViewError, match=r"\$.unbounded: .*run with --runner prism"):
         _check_runner(RunConfig(views=[], kafka=unbounded, runner="direct"), [view])
     _check_runner(RunConfig(views=[], kafka=unbounded, runner="prism"), [view])
 
