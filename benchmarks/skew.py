@@ -162,7 +162,9 @@ def main(argv: list[str] | None = None) -> None:
         kafka_topic.create_topic(bootstrap, rr, p)
         kafka_topic.create_topic(bootstrap, inter, p)
         kafka_topic.produce(bootstrap, rr, kafka_topic.lines(dataset), partitions=p)
-        m2 = liveagg(["run", "--kafka-topic", rr, "--intermediate-topic", inter], None, bootstrap)
+        m2 = liveagg(
+            ["run", "--kafka-topic", rr, "--intermediate-topic", inter], work / "level1", bootstrap
+        )
         m3 = liveagg(["rekey", "--intermediate-topic", inter], work / "two", bootstrap)
         level1 = Row("two levels: 1 (local)", "input, round-robin", [], m2.wall_s, m2.cpu_s, n)
         level1.counts = partition_counts(bootstrap, rr)

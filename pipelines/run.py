@@ -414,6 +414,11 @@ def run(config: RunConfig) -> RunReport:
     _check_milestone_topic(config, written, level1)
     if not level1:  # level 1 writes its partials to the intermediate topic
         _check_destinations(config, written)
+    if not (config.output or config.dead_letter_topic):  # SPEC 2: bad input is never lost
+        raise UsageError(
+            "no output for dead letters: give --output DIR (they go to DIR/_dead_letter/) or "
+            "--dead-letter-topic TOPIC"
+        )
     typed_output = config.output  # reported as the user wrote it
     if config.output and (problem := output_problem(config.output)):
         raise PathError(config.output, problem)

@@ -97,6 +97,22 @@ def test_a_run_with_no_output_is_refused(view: Path, tmp_path: Path) -> None:
     )
 
 
+def test_a_run_whose_dead_letters_would_go_nowhere_is_refused(tmp_path: Path) -> None:
+    """Rows to a view's own sink and no --output: its dead letters need a place too (SPEC
+    section 2: bad input is never silently lost)."""
+    view = tmp_path / "v.json"
+    sink = {"type": "file", "path": str(tmp_path / "rows"), "format": "csv"}
+    view.write_text(json.dumps({**VIEW, "sinks": [sink]}))
+    data = lines_file(tmp_path / "in.jsonl", [*GOOD, "not json"])
+    result = liveagg("run", "--views", str(view), "--input", str(data), ok=False)
+    assert result.returncode == 2
+    assert result.stderr == (
+        "liveagg run: error: no output for dead letters: give --output DIR (they go to "
+        "DIR/_dead_letter/) or --dead-letter-topic TOPIC\n"
+    )
+    assert not (tmp_path / "rows").exists()
+
+
 @pytest.mark.parametrize(
     ("inputs", "why"),
     [

@@ -194,6 +194,8 @@ class Job:
         self.flink = services.connection("flink")
         cassandra = services.connection("cassandra")
         sink = json.dumps({"type": "cassandra", "keyspace": KEYSPACE})
+        dead_letters = f"{topic}-dead-letters"  # the clock messages of _backlog go there
+        create_topic(self.kafka.bootstrap_servers, dead_letters, 1)
         checkpoint_s = ctx.options.get("flink_checkpoint_s")
         args = [
             *("run", "--views", str(ctx.views), "--runner", "flink"),
@@ -201,6 +203,7 @@ class Job:
             *(("--checkpoint-interval-s", str(checkpoint_s)) if checkpoint_s else ()),
             *("--kafka-topic", topic, "--kafka-bootstrap", self.kafka.bootstrap_servers),
             *("--kafka-start", "earliest", "--unbounded", "--no-view-sinks", "--sink", sink),
+            *("--dead-letter-topic", dead_letters),
             # While a backlog is read, aligned checkpoint barriers queue behind it for minutes:
             # Flink's default 10 min timeout failed the job (and restarted it) at 200k events.
             "--checkpoint_timeout_millis=3600000",

@@ -982,7 +982,9 @@ def test_level1_on_flink_then_rekey_equals_the_oracle(
     stream = _stream(kafka, tmp_path, 5_000, seed=33)
     produce(kafka.client_config(), stream.topic, stream.lines)
     partials = _name("liveagg-flink-partials-")
+    level1_dead = _name("liveagg-flink-level1-dead-")
     _create_topics(kafka, PARTITIONS, partials)
+    _create_topics(kafka, 1, level1_dead)
     run = Run(
         [
             *("run", "--views", *map(str, view_files), "--kafka-topic", stream.topic),
@@ -991,6 +993,7 @@ def test_level1_on_flink_then_rekey_equals_the_oracle(
             *("--flink-job-endpoint", flink.job_endpoint),
             *("--flink-worker-pool", flink.worker_pool, "--parallelism", "2"),
             *("--checkpoint-interval-s", "2", "--intermediate-topic", partials),
+            *("--dead-letter-topic", level1_dead),
         ],
         tmp_path / "level1.log",
     )

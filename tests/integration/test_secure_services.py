@@ -205,6 +205,7 @@ def test_cassandra_sink_over_tls_with_a_login(
     _run(
         *("run", "--views", str(view_file), "--input", str(events), "--no-view-sinks"),
         *("--sink", orjson.dumps({"type": "cassandra", "keyspace": keyspace}).decode()),
+        *("--output", str(tmp_path / "out")),  # the dead letters' place
         *options,
         env=env,
     )
@@ -306,8 +307,8 @@ def test_a_refused_connection_is_one_line_naming_the_service(
     env, options, expected = _refusals(kafka, cassandra)[case]
     if case.startswith("cassandra"):
         events = _input_file(tmp_path, produce_offline(count=50))
-        source = ["--input", str(events), "--no-view-sinks", "--sink"]
-        source.append(orjson.dumps({"type": "cassandra", "keyspace": "never_made"}).decode())
+        source = ["--input", str(events), "--output", str(tmp_path / "out"), "--no-view-sinks"]
+        source += ["--sink", orjson.dumps({"type": "cassandra", "keyspace": "never_made"}).decode()]
         env = {**env, "LIVEAGG_CASSANDRA_TLS": "true"}
     else:
         (topic,) = topics(1)
