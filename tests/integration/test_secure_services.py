@@ -168,7 +168,7 @@ def test_two_levels_over_sasl_ssl(
     env = kafka.secure_env("SCRAM-SHA-256")
     _run(
         *("run", "--views", str(view_file), "--kafka-topic", source, "--kafka-start", "earliest"),
-        *("--intermediate-topic", partials),
+        *("--intermediate-topic", partials, "--output", str(tmp_path / "level1")),
         env=env,
     )
     out = tmp_path / "out"

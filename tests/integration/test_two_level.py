@@ -189,7 +189,7 @@ def _level1(data: dict, inter: str, *extra: str, paths: Sequence[str] | None = N
         _name("level1-"),
         "--intermediate-topic",
         inter,
-        *extra,
+        *(extra if "--output" in extra else (*extra, "--dead-letter-topic", f"{inter}.dead")),
     )
 
 
