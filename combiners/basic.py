@@ -274,8 +274,14 @@ class MeanFn(_NumericFn):
             return None
         if len(accumulator) > _SPILLED:
             return _total(accumulator, count)
-        # int / int is correctly rounded in Python, however large the sum.
-        mean = accumulator[_ISUM] / count + _float_part(accumulator) / count
+        if not accumulator[_NFLOAT]:  # int / int is correctly rounded, however large the sum
+            return accumulator[_ISUM] / count
+        # SQL's SUM / COUNT: the sum as a double, then one division (the int and float parts
+        # divided apart and added were one or two units in the last place off 59 / 57).
+        try:
+            mean = (accumulator[_ISUM] + _float_part(accumulator)) / count
+        except OverflowError:  # the int sum alone is beyond a double
+            mean = math.inf
         return mean if math.isfinite(mean) else _total(accumulator, count)
 
     def output_type(self) -> str:

@@ -384,7 +384,7 @@ class SumKernel(Kernel):
         n = nint + nfloat
         if isinstance(self.fn, MeanFn):
             with np.errstate(invalid="ignore", divide="ignore"):
-                result = (isum / n + floats / n).tolist()
+                result = np.where(nfloat > 0, (isum + floats) / n, isum / n).tolist()
         else:
             result = np.where(nfloat > 0, isum + floats, 0.0).tolist()
             ints = isum.tolist()

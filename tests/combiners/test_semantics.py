@@ -12,10 +12,12 @@ from importlib.metadata import EntryPoint
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
 
 import liveagg.combiners as lc
 from liveagg.combiners import InputError, registry
+from liveagg.engine.kernels import kernel
 
 from .cases import CUSTOM_RANGE
 
@@ -138,6 +140,24 @@ def test_mean_is_exact_for_large_ints() -> None:
     values = [2**60 + 1, 2**60 + 3]
     assert run(make("mean"), values) == float(2**60 + 2)
     assert run(make("mean"), [1, 2]) == 1.5
+
+
+def test_mean_of_ints_and_floats_is_the_sum_over_the_count() -> None:
+    """SQL's AVG: SUM / COUNT, one division of the sum. With exact sums (1, -1 and 2.5) that
+    is the correctly rounded mean; dividing the int and float parts apart and adding was off
+    by a unit in the last place for 59 / 57, and in 53 of the 200 mixes below."""
+    from fractions import Fraction
+
+    fn = make("mean")
+    kern = kernel(fn)
+    for ones in range(20):
+        for halves in range(1, 11):
+            values = [1] * (ones + 40) + [-1] * ones + [2.5] * halves
+            exact = float(Fraction(sum(Fraction(x) for x in values), len(values)))
+            assert run(fn, values) == exact, values
+            column = np.array(values, dtype=np.float64)
+            state = kern.batch(column, np.zeros(len(values), dtype=np.int64), 1)
+            assert kern.extract(state) == [exact], values
 
 
 def test_variance_needs_more_values_than_ddof() -> None:
