@@ -364,6 +364,8 @@ def test_interrupted_run_then_rerun_converges(
     view = _view(name)
     keyspace = _name("liveagg_it_kill_")
     group = _name("liveagg-kill-")
+    dead_letters = _name("liveagg-kill-dead-")  # a run's dead letters need a place
+    create_topics(kafka.client_config(), [dead_letters], 1)
     bootstrap = deployment.command[deployment.command.index("--kafka-bootstrap") + 1]
     command = [
         "run",
@@ -385,6 +387,8 @@ def test_interrupted_run_then_rerun_converges(
         cassandra.local_dc,
         "--sink",
         orjson.dumps({"type": "cassandra", "keyspace": keyspace}).decode(),
+        "--dead-letter-topic",
+        dead_letters,
     ]
 
     def under_way() -> None:
