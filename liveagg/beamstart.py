@@ -18,7 +18,8 @@ looking through ``FileSystem.get_all_subclasses()`` for the path's scheme
 (``FileSystems.get_filesystem``), so the scheme needs a class before its client is loaded:
 :class:`_Deferred` claims ``gs`` and ``s3`` until the first such path, then imports Beam's
 own filesystem and hands its instance on. It stops claiming the scheme once Beam's module
-is imported by any route, since Beam refuses a scheme that two classes claim.
+is imported by any route, since Beam refuses a scheme that two classes claim (and then claims
+a name no path has: a scheme of None is that of local paths).
 """
 
 from __future__ import annotations
@@ -76,8 +77,11 @@ def _deferred_class(base: type, scheme: str, module: str) -> type:
 
     class _Deferred(base):  # type: ignore[misc, valid-type]
         @classmethod
-        def scheme(cls) -> str | None:
-            return None if sys.modules.get(module) is not None else scheme
+        def scheme(cls) -> str:
+            # Once Beam's module is in, a name no path has: not None, which is the scheme of
+            # a local path (``LocalFileSystem.scheme()``), so local paths would find two.
+            loaded = sys.modules.get(module) is not None
+            return f"liveagg-deferred-{scheme}" if loaded else scheme
 
         def __new__(cls, pipeline_options: Any = None) -> Any:
             importlib.import_module(module)
