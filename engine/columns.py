@@ -913,8 +913,8 @@ def _predicate_mask(p: Predicate, column: pa.Array, n: int) -> np.ndarray:
             exact = [_exact_number("eq", o, column.type) for o in same]
             same = [x for x in exact if type(x) is not bool]
             if pa.types.is_floating(column.type):
-                # is_in hashes doubles by their bits, so -0.0 would not be 0; x + 0.0 is 0.0
-                # for either zero and x otherwise, as Python's == compares them.
+                # pc.is_in([-0.0, 0.0], value_set=[0.0]) gives [False, True] (pyarrow 25),
+                # where equal says -0.0 == 0.0; x + 0.0 is 0.0 for either zero, x otherwise.
                 column = pc.add(column, pa.scalar(0.0, column.type))
                 same = [x + 0.0 for x in same]
         hits = (
