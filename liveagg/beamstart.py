@@ -27,7 +27,7 @@ from __future__ import annotations
 import importlib
 import importlib.util
 import sys
-from typing import Any
+from typing import Any, NamedTuple
 
 #: Imported by ``import apache_beam`` only for clouds a run may not use.
 _DEFERRED_MODULES = (
@@ -39,11 +39,20 @@ _DEFERRED_MODULES = (
 #: The deferred classes: Python lists subclasses through weak references, so they are kept here.
 _CLASSES: list[type] = []
 
-#: Scheme, Beam's module that defines its filesystem, and the client that module needs.
-_SCHEMES = (
-    ("gs", "apache_beam.io.gcp.gcsfilesystem", "google.cloud.storage"),
-    ("s3", "apache_beam.io.aws.s3filesystem", "boto3"),
-)
+
+class CloudStore(NamedTuple):
+    """An object store Beam reaches through a client that liveagg installs as an extra."""
+
+    extra: str  #: ``pip install 'liveagg[<extra>]'``
+    client: str  #: the module the extra installs
+    beam_module: str  #: Beam's module that defines the store's filesystem
+
+
+#: The object stores by path scheme: the one table of what each needs.
+CLOUD_STORES = {
+    "gs": CloudStore("gcs", "google.cloud.storage", "apache_beam.io.gcp.gcsfilesystem"),
+    "s3": CloudStore("s3", "boto3", "apache_beam.io.aws.s3filesystem"),
+}
 
 
 def import_beam() -> None:
@@ -60,15 +69,16 @@ def import_beam() -> None:
         for name in marked:
             if sys.modules.get(name, ...) is None:
                 del sys.modules[name]
-    for scheme, module, client in _SCHEMES:
-        if module not in sys.modules and _installed(client):
-            _CLASSES.append(_deferred_class(FileSystem, scheme, module))
+    for scheme, store in CLOUD_STORES.items():
+        if store.beam_module not in sys.modules and client_installed(store):
+            _CLASSES.append(_deferred_class(FileSystem, scheme, store.beam_module))
 
 
-def _installed(module: str) -> bool:
+def client_installed(store: CloudStore) -> bool:
+    """Whether ``store``'s client can be imported, without importing it."""
     try:
-        return importlib.util.find_spec(module) is not None
-    except ModuleNotFoundError:  # its parent package is missing
+        return importlib.util.find_spec(store.client) is not None
+    except ModuleNotFoundError:  # its parent package (``google``) is missing
         return False
 
 

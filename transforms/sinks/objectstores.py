@@ -31,7 +31,6 @@ two sinks can use two endpoints. Two Beam 2.77 behaviours are adjusted on the wa
 from __future__ import annotations
 
 import functools
-import importlib.util
 from collections.abc import Iterable
 from typing import Any
 
@@ -39,10 +38,8 @@ from apache_beam.io.filesystem import CompressedFile, CompressionTypes, FileSyst
 from apache_beam.io.filesystems import FileSystems
 from apache_beam.options.pipeline_options import PipelineOptions
 
+from liveagg.beamstart import CLOUD_STORES, client_installed
 from liveagg.settings import Connections, reveal
-
-#: Installable extra and importable module behind each object-store scheme.
-_EXTRAS = {"s3": ("s3", "boto3"), "gs": ("gcs", "google.cloud.storage")}
 
 
 def _s3_settings(connections: Connections) -> dict[str, str]:
@@ -91,21 +88,16 @@ def _s3_options(connections: Connections) -> PipelineOptions:
 
 def require(path: str) -> None:
     """Fail at graph construction, with the install hint, when ``path``'s store is missing."""
-    scheme = FileSystems.get_scheme(path)
-    if scheme not in _EXTRAS:
-        return
-    extra, module = _EXTRAS[scheme]
-    try:
-        found = importlib.util.find_spec(module) is not None
-    except ModuleNotFoundError:  # a parent package (``google``) is missing
-        found = False
-    if not found:
-        raise ImportError(f"writing to {path} needs {module}: pip install 'liveagg[{extra}]'")
+    store = CLOUD_STORES.get(FileSystems.get_scheme(path))
+    if store is not None and not client_installed(store):
+        raise ImportError(
+            f"writing to {path} needs {store.client}: pip install 'liveagg[{store.extra}]'"
+        )
 
 
 def is_object_store(path: str) -> bool:
     """Object stores publish an object whole when its upload completes: no rename needed."""
-    return FileSystems.get_scheme(path) in _EXTRAS
+    return FileSystems.get_scheme(path) in CLOUD_STORES
 
 
 def filesystem(path: str, connections: Connections | None) -> FileSystem:
