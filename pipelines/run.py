@@ -412,13 +412,7 @@ def run(config: RunConfig) -> RunReport:
         replace(v.final(), sinks=(*(v.sinks if config.view_sinks else ()), *added)) for v in views
     ]
     _check_milestone_topic(config, written, level1)
-    if not level1:  # level 1 writes its partials to the intermediate topic
-        _check_destinations(config, written)
-    if not (config.output or config.dead_letter_topic):  # SPEC 2: bad input is never lost
-        raise UsageError(
-            "no output for dead letters: give --output DIR (they go to DIR/_dead_letter/) or "
-            "--dead-letter-topic TOPIC"
-        )
+    _check_destinations(config, written, level1)
     typed_output = config.output  # reported as the user wrote it
     if config.output and (problem := output_problem(config.output)):
         raise PathError(config.output, problem)
@@ -490,24 +484,32 @@ def _check_milestone_topic(config: RunConfig, written: Sequence[ViewSpec], level
     raise UsageError(f"--milestone-topic {config.milestone_topic}: {why}")
 
 
-def _check_destinations(config: RunConfig, written: Sequence[ViewSpec]) -> None:
-    """Refuse a run whose results would go nowhere (SPEC section 5), milestone events
-    included: they go to ``--output`` or ``--milestone-topic``, not to a view's sinks."""
+def _check_destinations(config: RunConfig, written: Sequence[ViewSpec], level1: bool) -> None:
+    """Refuse a run whose results would go nowhere (SPEC section 5): rows, milestone events
+    (they go to ``--output`` or ``--milestone-topic``, not to a view's sinks) and dead
+    letters (SPEC section 2: bad input is never lost), level 1's included; its rows are
+    the partials it writes to the intermediate topic."""
     if config.output:
         return
-    counters = [v.name for v in written if v.milestones]
-    if counters and not config.milestone_topic:
+    if not level1:
+        counters = [v.name for v in written if v.milestones]
+        if counters and not config.milestone_topic:
+            raise UsageError(
+                f"no output for the milestones of view {', '.join(counters)}: give --output "
+                "DIR or --milestone-topic TOPIC"
+            )
+        nowhere = [v.name for v in written if not v.sinks]
+        if nowhere:
+            views = ", ".join(nowhere)
+            ignored = " (--no-view-sinks ignores the views' own)" if not config.view_sinks else ""
+            raise UsageError(
+                f"no output for view {views}: give --output DIR, --sink JSON, or a 'sinks' "
+                f"entry in the view{ignored}"
+            )
+    if not config.dead_letter_topic:
         raise UsageError(
-            f"no output for the milestones of view {', '.join(counters)}: give --output DIR "
-            "or --milestone-topic TOPIC"
-        )
-    nowhere = [v.name for v in written if not v.sinks]
-    if nowhere:
-        views = ", ".join(nowhere)
-        ignored = " (--no-view-sinks ignores the views' own)" if not config.view_sinks else ""
-        raise UsageError(
-            f"no output for view {views}: give --output DIR, --sink JSON, or a 'sinks' entry "
-            f"in the view{ignored}"
+            "no output for dead letters: give --output DIR (they go to DIR/_dead_letter/) or "
+            "--dead-letter-topic TOPIC"
         )
 
 
