@@ -44,6 +44,8 @@ _MAX_DOUBLE = 1.7976931348623157e308
 #: Integral numbers in [_INT_MIN, _INT_END) are ints in their canonical form.
 _INT_MIN = -(2**63)
 _INT_END = 2**64
+#: A double holds every integer of at most this magnitude exactly, and not every one beyond.
+EXACT_FLOAT_INT = 2**53
 
 _isfinite = math.isfinite
 
@@ -103,6 +105,12 @@ def check_number(value: Any, aggregation: str) -> int | float:
             f"{aggregation} needs a number, got {json_type(value)} {_show(value)}",
         )
     raise InputError("not_finite", f"{aggregation} needs a finite number, got {_show(value)}")
+
+
+def double_holds(value: Any) -> bool:
+    """Whether ``value`` is not an int that turning into a double would change (a column
+    of doubles may then hold it; ints beyond 2**53 need the exact path)."""
+    return type(value) is not int or -EXACT_FLOAT_INT <= value <= EXACT_FLOAT_INT
 
 
 def normalize_number(value: int | float) -> int | float:

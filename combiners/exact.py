@@ -259,8 +259,8 @@ class HistogramFn(c.NumberInput, LiveaggCombineFn):
         array = np.asarray(values) if len(values) >= _NUMPY_BATCH else None
         if (
             array is not None
-            and array.dtype.kind == "f"  # a double holds each int up to 2**53 only
-            and any(type(x) is int and not -(2**53) <= x <= 2**53 for x in values)
+            and array.dtype.kind == "f"  # numpy made doubles of ints no double holds
+            and not all(map(c.double_holds, values))
         ):
             array = None
         if array is not None and array.dtype.kind in "iuf":

@@ -32,6 +32,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.json as pj
 
+from liveagg.combiners._common import double_holds
 from liveagg.combiners.registry import builtin_kind
 from liveagg.engine import values as v
 from liveagg.engine.kernels import vectorized
@@ -591,7 +592,7 @@ def _loose_column(values: list[Any], kind: pa.DataType) -> tuple[pa.Array, np.nd
     if kind == pa.int64():  # beyond 64 bits: not a value of the column
         fits = [x if x is None or -(2**63) <= x < 2**63 else None for x in fits]
     elif kind == pa.float64():  # an int no double holds exactly: the exact path reads it
-        fits = [x if type(x) is not int or -(2**53) <= x <= 2**53 else None for x in fits]
+        fits = [x if double_holds(x) else None for x in fits]
     stray = np.fromiter(
         (x is not None and y is None for x, y in zip(values, fits, strict=True)),
         dtype=bool,

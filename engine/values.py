@@ -26,14 +26,12 @@ import orjson
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from liveagg.combiners._common import from_text, normalize_number
+from liveagg.combiners._common import EXACT_FLOAT_INT, from_text, normalize_number
 
 TEXT = pa.large_string()
 STRING = pa.string()
 INT64 = pa.int64()
 
-#: Integral doubles below this magnitude are exactly the integer a JSON number wrote.
-EXACT_FLOAT_INT = 2**53
 _INT_MIN = -(2**63)
 _INT_END = 2**63
 _NEEDS_ESCAPE = r'[\x00-\x1f"\\]'
