@@ -31,11 +31,15 @@ STAGES: tuple[tuple[str, tuple[str, ...]], ...] = (
             "decode (transforms/plan",
             "exact (transforms/plan",
             "long_digits (transforms",
-            "Decoder._fast (engine/columns",  # Arrow's JSON reader runs in this frame
+            "read_table (engine/columns",  # Arrow's JSON reader runs in this frame
+            "misread (engine/columns",  # the bytes Arrow's reader would misread
+            "message_lines (engine/columns",
+            "_loads (engine/columns",
+            "Decoder._fast (engine/columns",
             "Decoder.decode (engine/columns",
         ),
     ),
-    ("event time", ("event_time", "eventtime.py", "Decoder._times")),
+    ("event time", ("event_time", "eventtime.py", "Decoder._times", "column_times")),
     (
         "extract columns",
         (
@@ -90,8 +94,14 @@ STAGES: tuple[tuple[str, tuple[str, ...]], ...] = (
 )
 
 
+#: Innermost frames of a thread that waits: py-spy's idle filter lets some through.
+WAITING = ("Condition.wait (", "Event.wait (", "Thread.run (threading.py", "_serve (")
+
+
 def stage_of(stack: str) -> str:
     frames = stack.split(";")
+    if not frames[-1].strip() or frames[-1].startswith(WAITING):
+        return WAIT
     for frame in reversed(frames):
         for stage, needles in STAGES:
             if any(n in frame for n in needles):
@@ -99,14 +109,20 @@ def stage_of(stack: str) -> str:
     return "Beam runner and threads"
 
 
-def summarize(raw: Path) -> list[tuple[str, float]]:
-    """Share of samples per stage, largest first, from py-spy's ``--format raw`` output."""
+WAIT = "waiting"
+
+
+def summarize(raw: Path) -> tuple[list[tuple[str, float]], float]:
+    """Share of the busy samples per stage, largest first, from py-spy's ``--format raw``
+    output; and the share of all samples that were threads waiting, left out of the rest."""
     counts: Counter[str] = Counter()
     for line in raw.read_text().splitlines():
         stack, _, n = line.rpartition(" ")
         counts[stage_of(stack)] += int(n)
-    total = sum(counts.values()) or 1
-    return [(stage, 100 * n / total) for stage, n in counts.most_common()]
+    waiting = counts.pop(WAIT, 0)
+    busy = sum(counts.values()) or 1
+    shares = [(stage, 100 * n / busy) for stage, n in counts.most_common()]
+    return shares, 100 * waiting / (busy + waiting)
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -143,9 +159,11 @@ def main(argv: list[str] | None = None) -> None:
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )
-    print("| stage | share of samples |\n|---|---:|")
-    for stage, share in summarize(raw):
+    shares, waiting = summarize(raw)
+    print("| stage | share of busy samples |\n|---|---:|")
+    for stage, share in shares:
         print(f"| {stage} | {share:.1f}% |")
+    print(f"\n{waiting:.1f}% of all samples were threads waiting, left out above")
     print(f"\nraw samples: {raw}", file=sys.stderr)
 
 
