@@ -141,10 +141,16 @@ class _Route(beam.DoFn):
     round-robin sub-key: its shards are aggregated apart and merged by a second operator.
     """
 
-    def __init__(self, views: Sequence[CompiledView | ViewSpec], by_source: bool = False) -> None:
+    def __init__(
+        self,
+        views: Sequence[CompiledView | ViewSpec],
+        by_source: bool = False,
+        fan_out: bool = True,
+    ) -> None:
         self._views = [as_compiled(view) for view in views]
         self._specs = [view.spec for view in self._views]
         self._by_source = by_source
+        self._fan_out = fan_out  # False: ``hot_key_fanout`` is not applied (see _fans_out)
 
     def setup(self) -> None:
         tune_gc()
@@ -152,7 +158,7 @@ class _Route(beam.DoFn):
         self._aggregators = [view.aggregator() for view in self._views]
         self._decoder = Decoder(self._plans)
         self._tags = [view_tag(s.name) for s in self._specs]
-        self._fanout = [s.hot_key_fanout or 0 for s in self._specs]
+        self._fanout = [(s.hot_key_fanout or 0) if self._fan_out else 0 for s in self._specs]
         self._tally = Tally(self._specs[0].source)
         self._turn = 0
 
@@ -1063,6 +1069,15 @@ class StreamingAggregate(beam.PTransform):
     value reaches that its window had not fired. With ``partials`` (level 1 of a two-level
     run) each view's PCollection holds the :data:`~liveagg.transforms.envelope.Partial` panes
     of each Kafka partition's keys, and no milestone fires (level 2 fires them).
+
+    ``hot_key_fanout`` applies only where stages run apart (Flink, Prism). On Beam's Python
+    DirectRunner (:func:`one_watermark_per_stage`) a view is aggregated unsharded: one
+    process has no workers to spread a hot key over, and that runner does not hold a
+    stage's output watermark for the timers it has pending (``_ParDoEvaluator.finish_bundle``
+    returns ``TransformResult(self, bundles, [], result_counters, None)``, no watermark
+    holds), so the merging operator's timers fired before the shards' ``ON_TIME`` panes
+    reached it: its windows closed early, then reopened as ``LATE`` with part of the value,
+    ``pane_index`` 0 and their milestones again.
     """
 
     def __init__(
@@ -1081,8 +1096,10 @@ class StreamingAggregate(beam.PTransform):
 
     def expand(self, messages: beam.PCollection) -> dict[str, Any]:
         names = [view_tag(view.name) for view in self._views]
+        one_watermark = one_watermark_per_stage(messages.pipeline)
+        fan_out = not one_watermark
         routed = messages | "Route" >> beam.ParDo(
-            _Route(self._views, by_source=self._partials)
+            _Route(self._views, by_source=self._partials, fan_out=fan_out)
         ).with_outputs(DEAD_LETTER, *names)
         views = {}
         dead = [routed[DEAD_LETTER]]
@@ -1090,13 +1107,13 @@ class StreamingAggregate(beam.PTransform):
         for view in self._views:
             spec = view.spec
             early = self._early_panes and spec.early is not None
-            sharded = self._partials or spec.hot_key_fanout is not None
+            sharded = self._partials or (fan_out and spec.hot_key_fanout is not None)
             operator = window_operator(
                 view,
                 self._clock,
                 early,
                 partials_out=sharded,
-                shared_floor=one_watermark_per_stage(messages.pipeline),
+                shared_floor=one_watermark,
                 eager=self._early_panes,
                 ttl=self._early_panes,
             )

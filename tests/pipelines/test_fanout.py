@@ -1,13 +1,21 @@
-"""Hot-key fan-out inside one pipeline: sub-keys aggregated apart, then merged, same rows."""
+"""``hot_key_fanout`` on the DirectRunner (``--streaming``): the oracle's rows, and the views
+it is refused for. The DirectRunner aggregates such a view unsharded (docs/two-level.md); the
+fan-out's sub-keys and merge run on Prism in tests/conformance/test_prism_fanout.py."""
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
+import apache_beam as beam
 import pytest
+from apache_beam.options.pipeline_options import PipelineOptions
+from apache_beam.pipeline import PipelineVisitor
 
-from liveagg.loader import load_views
+from liveagg.loader import load_views, parse_view
+from liveagg.runners.direct import PythonDirectRunner
+from liveagg.transforms.streaming import StreamingAggregate
 from tests.support.cli import liveagg, rows_in
 from tests.support.compare import assert_rows_match
 from tests.support.datagen import generate
@@ -66,3 +74,34 @@ def test_session_views_cannot_fan_out(tmp_path: Path) -> None:
     result = liveagg("validate", str(path), ok=False)
     assert result.returncode == 1
     assert f"{path}: $.hot_key_fanout: session windows cannot fan out" in result.stdout
+
+
+def _labels(runner: str) -> set[str]:
+    """The transform labels of a streaming pipeline on ``runner`` holding the HOT view."""
+    options = PipelineOptions(["--streaming", f"--runner={runner}"])
+    pipeline = beam.Pipeline(options=options)
+    _ = pipeline | beam.Create(["{}"]) | StreamingAggregate([parse_view(HOT)])
+    labels: set[str] = set()
+
+    class Collect(PipelineVisitor):
+        def enter_composite_transform(self, node: Any) -> None:
+            labels.add(node.full_label)
+
+        def visit_transform(self, node: Any) -> None:
+            labels.add(node.full_label)
+
+    pipeline.visit(Collect())
+    return labels
+
+
+@pytest.mark.parametrize(
+    ("runner", "fans_out"),
+    [("PrismRunner", True), ("FlinkRunner", True), (PythonDirectRunner.__name__, False)],
+)
+def test_the_fan_out_runs_where_stages_run_apart(runner: str, fans_out: bool) -> None:
+    """Sub-keys and their merge on Prism and Flink; the DirectRunner, which runs a stage as
+    one instance and holds no watermark for pending timers, aggregates unsharded."""
+    if runner == PythonDirectRunner.__name__:
+        runner = f"{PythonDirectRunner.__module__}.{runner}"
+    merged = any(label.endswith("hot_orgs/FanIn") for label in _labels(runner))
+    assert merged is fans_out

@@ -274,30 +274,51 @@ def test_a_two_level_run_fires_at_level_2_only(tmp_path: Path) -> None:
 
 
 @pytest.mark.parametrize("fanout", [4, 4.0])
-def test_a_hot_key_fans_out_and_fires_at_the_merge_only(tmp_path: Path, fanout: float) -> None:
-    """``hot_key_fanout``: the sub-keys' operator gives partials, the merge fires. ``4.0`` is
-    an integer to JSON Schema, and is 4 (as a float, it failed the bundle in ``range``)."""
-    view = counter_view(
-        "hot",
-        {"size": "1m"},
-        hot_key_fanout=fanout,
-        milestones=[{"column": "n", "at": [2, 5, 9]}],
-    )
+def test_a_hot_key_view_on_the_direct_runner_gives_the_unsharded_panes(
+    tmp_path: Path, fanout: float
+) -> None:
+    """``hot_key_fanout`` on Beam's DirectRunner: the panes and milestones of the same view
+    without it. That runner holds no stage's watermark for its pending timers, so a merging
+    operator closed its windows before the sub-keys' ``ON_TIME`` panes came, then reopened
+    them as ``LATE`` with part of the value, ``pane_index`` 0 and their milestones again
+    (the fan-out itself is tested on Prism). ``4.0`` is an integer to JSON Schema, and is 4
+    (as a float, it failed the bundle in ``range``)."""
+    settings = {"emit": {"early": "5s"}, "milestones": [{"column": "n", "at": [1, 2, 3, 5, 9]}]}
+    plain = counter_view("hot", {"size": "1m"}, lateness="0s", **settings)
+    hot = counter_view("hot", {"size": "1m"}, lateness="0s", hot_key_fanout=fanout, **settings)
+
+    def stream(m: Messages) -> TestStream:
+        return (
+            TestStream()
+            .advance_watermark_to(0)
+            .add_elements([m(1)])
+            .advance_processing_time(6)
+            .add_elements([m(t) for t in range(2, 7)] + [m(8, "b")])
+            .advance_processing_time(6)
+            .advance_watermark_to(60)
+            .add_elements([m(61, "b")])
+            .advance_watermark_to(END)
+            .advance_watermark_to_infinity()
+        )
+
     m = Messages(tmp_path / "events.jsonl")
-    stream = (
-        TestStream()
-        .advance_watermark_to(0)
-        .add_elements([m(t) for t in range(1, 7)] + [m(8, "b")])
-        .advance_watermark_to(60)
-        .add_elements([m(9, "b")])
-        .advance_watermark_to(END)
-        .advance_watermark_to_infinity()
+    out = run(stream(m), hot)
+    assert out["rows"] == run(stream(Messages(tmp_path / "plain.jsonl")), plain)["rows"]
+    panes = sorted(
+        (r["k"], r["window_start"], r["pane_index"], r["pane_timing"], r["n"]) for r in out["rows"]
     )
-    out = run(stream, view)
-    expected = expected_milestones(view, expected_rows(view, m.path))
-    assert [(e["k"], e["threshold"]) for e in expected] == [("a", 2), ("a", 5), ("b", 2)]
+    assert panes == [
+        ("a", W0, 0, "EARLY", 1),
+        ("a", W0, 1, "EARLY", 6),
+        ("a", W0, 2, "ON_TIME", 6),
+        ("b", W0, 0, "EARLY", 1),
+        ("b", W0, 1, "ON_TIME", 1),
+        ("b", "1970-01-01T00:01:00Z", 0, "EARLY", 1),
+        ("b", "1970-01-01T00:01:00Z", 1, "ON_TIME", 1),
+    ]
+    expected = expected_milestones(hot, expected_rows(hot, m.path))
     assert_milestones_match(out["events"], expected, values=False)
-    assert_fired_at_first_pane(out["rows"], out["events"], view.grouping_cols)
+    assert_fired_at_first_pane(out["rows"], out["events"], hot.grouping_cols)
 
 
 def _item(operator: Any, count: int) -> tuple:
