@@ -89,6 +89,10 @@ RESERVED_COLUMNS = (
     "pane_index",
 )
 
+#: Keys a milestone event carries besides the view's grouping columns and window (SPEC
+#: section 1b): a grouping column of a view with milestones may not take one of these names.
+MILESTONE_KEYS = ("column", "threshold", "value", "milestone_id")
+
 #: Objects and arrays nest at most this deep in a view document. JSON parsers and JSON Schema
 #: validators recurse once (jsonschema about five frames) per level; this keeps them far from
 #: Python's recursion limit. A real view nests about 5 levels, and each all/any level of a
@@ -1163,6 +1167,7 @@ class _Checker:
             self.length(("allowed_lateness",), lateness, "allowed_lateness", may_be_zero=True)
         self.check_aggregations()
         self.check_derived()
+        self.check_case()
         self.check_rollup()
         self.check_counters()
         if "hot_key_fanout" in self.view and self.view["window"].get("type") == "session":
@@ -1180,9 +1185,17 @@ class _Checker:
             )
 
     def check_grouping(self) -> None:
+        events = bool(self.view.get("milestones"))
         for i, col in enumerate(self.grouping_cols):
-            if col in RESERVED_COLUMNS:
-                self.add(("grouping_cols", i), _reserved_message(col, "grouping column"))
+            if message := _reserved_message(col, "grouping column"):
+                self.add(("grouping_cols", i), message)
+            elif events and col.casefold() in MILESTONE_KEYS:
+                self.add(
+                    ("grouping_cols", i),
+                    f"{col!r} cannot be a grouping column of a view with milestones: each "
+                    f"milestone event carries the grouping columns beside its own keys "
+                    f"({', '.join(MILESTONE_KEYS)}), and one would hide the other",
+                )
         seen: dict[frozenset[str], int] = {}
         listed = _listing(self.grouping_cols)
         for i, grouping_set in enumerate(self.view.get("grouping_sets") or []):
@@ -1362,8 +1375,16 @@ class _Checker:
                 "a global window never closes, so no message is late; remove allowed_lateness",
             )
 
-    def check_numeric_column(self, parts: Parts, column: str, what: str) -> None:
-        """``column`` must be an aggregated column whose values are numbers."""
+    def check_numeric_column(
+        self,
+        parts: Parts,
+        column: str,
+        what: str,
+        verb: str = "watches",
+        kinds: Sequence[str] = NUMERIC_AGGREGATIONS,
+    ) -> None:
+        """``column`` must be an aggregated column whose values are numbers (of one of the
+        built-in ``kinds``, or a custom one with a numeric output type)."""
         index = self.outputs.get(column)
         if index is None:
             derived = {d["name"] for d in self.view.get("derived") or ()}
@@ -1375,14 +1396,15 @@ class _Checker:
             return
         item = self.view["aggregation_info"][index]
         kind = item["aggregation"]
-        if kind in NUMERIC_AGGREGATIONS:
+        if kind in kinds:
             return
         if is_builtin(kind) or not self.construct:
             if is_builtin(kind):
+                article = "an" if kind[0] in "aeiou" else "a"
                 self.add(
                     parts,
-                    f"{column!r} is a {kind} aggregation, whose values are not numbers; "
-                    f"{what} watches one of {', '.join(NUMERIC_AGGREGATIONS)}",
+                    f"{column!r} is {article} {kind} aggregation, whose values are not "
+                    f"numbers; {what} {verb} one of {', '.join(kinds)}",
                 )
             return  # a custom class is only built by a run, which checks its output type
         try:
@@ -1392,8 +1414,8 @@ class _Checker:
         if output_type not in ("bigint", "double"):
             self.add(
                 parts,
-                f"{column!r} ({kind}) has output type {output_type!r}; {what} watches a "
-                "column of numbers (output type bigint or double)",
+                f"{column!r} ({kind}) has output type {output_type!r}; {what} {verb} "
+                "columns of numbers (output type bigint or double)",
             )
 
     def check_rollup(self) -> None:
@@ -1477,8 +1499,8 @@ class _Checker:
 
     def check_output_name(self, i: int, name: str) -> None:
         parts: Parts = ("aggregation_info", i, "aggregated_col_name")
-        if name in RESERVED_COLUMNS:
-            self.add(parts, _reserved_message(name, "aggregated_col_name"))
+        if message := _reserved_message(name, "aggregated_col_name"):
+            self.add(parts, message)
         elif name in self.grouping_names:
             kind = self.view["aggregation_info"][i]["aggregation"]
             self.add(
@@ -1549,12 +1571,41 @@ class _Checker:
                     if ref not in available:
                         message = self.unknown_ref(ref, i, name, later, available)
                         self.add(("derived", i, "expr"), message)
+                    elif ref in self.outputs:  # earlier derived columns are numbers
+                        # first and last keep a message's value: a number, or null here
+                        kinds = (*NUMERIC_AGGREGATIONS, "first", "last")
+                        self.check_numeric_column(
+                            ("derived", i, "expr"), ref, "an expression", "computes over", kinds
+                        )
             available.add(name)
+
+    def check_case(self) -> None:
+        """No two columns of a row differ only in case: Parquet readers in Spark and Hive,
+        and SQL engines such as DuckDB, match column names ignoring case and would see one
+        column (names that are equal are reported where they are checked)."""
+        columns: list[tuple[str, Parts]] = [
+            (col, ("grouping_cols", i)) for i, col in enumerate(self.grouping_cols)
+        ]
+        for i, item in enumerate(self.view["aggregation_info"]):
+            output = ("aggregation_info", i, "aggregated_col_name")
+            columns.append((item["aggregated_col_name"], output))
+        for i, item in enumerate(self.view.get("derived") or ()):
+            columns.append((item["name"], ("derived", i, "name")))
+        first: dict[str, tuple[str, Parts]] = {}
+        for name, parts in columns:
+            seen = first.setdefault(name.casefold(), (name, parts))
+            if seen[0] != name:
+                self.add(
+                    parts,
+                    f"{name!r} differs from {seen[0]!r} (at {self.where(*seen[1])}) only in "
+                    "case, and readers that ignore case (Parquet in Spark or Hive, DuckDB) "
+                    "would see one column; choose another name",
+                )
 
     def check_derived_name(self, i: int, name: str, earlier: Mapping[str, int]) -> None:
         parts: Parts = ("derived", i, "name")
-        if name in RESERVED_COLUMNS:
-            self.add(parts, _reserved_message(name, "derived column"))
+        if message := _reserved_message(name, "derived column"):
+            self.add(parts, message)
         elif name in self.grouping_names:
             self.add(parts, f"{name!r} is a grouping column; choose another name")
         elif name in self.outputs:
@@ -1601,9 +1652,17 @@ def _listing(names: Sequence[str], most: int = 20) -> str:
     return f"{', '.join(names[:most])}, ... ({len(names):,} in all)"
 
 
-def _reserved_message(name: str, what: str) -> str:
+def _reserved_message(name: str, what: str) -> str | None:
+    """Why ``name`` may not be a column of the view's rows, or None: it is a key every row
+    has, or one only in case (Parquet readers in Spark and Hive, and SQL engines such as
+    DuckDB, match column names ignoring case, so ``Pane_Index`` would stand for
+    ``pane_index``)."""
+    key = next((k for k in RESERVED_COLUMNS if k == name.casefold()), None)
+    if key is None:
+        return None
+    also = "" if key == name else ", and readers that ignore case take one for the other"
     return (
-        f"{name!r} cannot be a {what}: every output row already has a {name!r} key "
+        f"{name!r} cannot be a {what}: every output row already has a {key!r} key{also} "
         f"(reserved: {', '.join(RESERVED_COLUMNS)})"
     )
 

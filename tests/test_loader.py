@@ -706,6 +706,65 @@ def test_reserved_row_keys_cannot_be_columns(name: str) -> None:
     )
 
 
+@pytest.mark.parametrize("name", ["View", "PANE_INDEX", "Window_Start"])
+def test_reserved_row_keys_in_another_case_cannot_be_grouping_columns(name: str) -> None:
+    """Parquet readers in Spark and Hive, and DuckDB, match column names ignoring case."""
+    assert error(view(grouping_cols=[name])) == (
+        f"<memory>: $.grouping_cols[0]: {name!r} cannot be a grouping column: every output row "
+        f"already has a {name.lower()!r} key, and readers that ignore case take one for the "
+        f"other (reserved: {', '.join(RESERVED_COLUMNS)})"
+    )
+
+
+@pytest.mark.parametrize("name", ["column", "threshold", "value", "milestone_id", "Value"])
+def test_milestone_event_keys_cannot_be_grouping_columns_of_a_view_with_milestones(
+    name: str,
+) -> None:
+    """A milestone event holds the grouping columns beside its own keys: one would hide the
+    other (without milestones there are no events, and the names are free)."""
+    counters = view(grouping_cols=[name], milestones=[{"column": "events", "at": [10]}])
+    assert error(counters) == (
+        f"<memory>: $.grouping_cols[0]: {name!r} cannot be a grouping column of a view with "
+        "milestones: each milestone event carries the grouping columns beside its own keys "
+        "(column, threshold, value, milestone_id), and one would hide the other"
+    )
+    parse_view(view(grouping_cols=[name]))
+
+
+def test_columns_differing_only_in_case_are_refused() -> None:
+    assert error(view(grouping_cols=["userId"], aggregation_info=[agg("count", "userid")])) == (
+        "<memory>: $.aggregation_info[0].aggregated_col_name: 'userid' differs from 'userId' "
+        "(at $.grouping_cols[0]) only in case, and readers that ignore case (Parquet in Spark "
+        "or Hive, DuckDB) would see one column; choose another name"
+    )
+    assert error(view(grouping_cols=["Org", "org"])) == (
+        "<memory>: $.grouping_cols[1]: 'org' differs from 'Org' (at $.grouping_cols[0]) only "
+        "in case, and readers that ignore case (Parquet in Spark or Hive, DuckDB) would see "
+        "one column; choose another name"
+    )
+
+
+@pytest.mark.parametrize(
+    "kind", ["approx_quantiles", "hll_sketch", "histogram", "top_k", "collect_set"]
+)
+def test_derived_columns_compute_over_numbers_only(kind: str) -> None:
+    """An expression over a list or a sketch was null on every row."""
+    params = {"bounds": [1, 2]} if kind == "histogram" else {}
+    aggregations = [agg("count", "n", col=None), agg(kind, "a", **params)]
+    article = "an" if kind[0] in "aeiou" else "a"
+    assert error(view(aggregation_info=aggregations, derived=[{"name": "d", "expr": "a + n"}])) == (
+        f"<memory>: $.derived[0].expr: 'a' is {article} {kind} aggregation, whose values are "
+        "not numbers; an expression computes over one of count, count_distinct, "
+        "count_distinct_exact, sum, mean, min, max, variance, stddev, first, last"
+    )
+
+
+def test_derived_columns_may_use_first_and_last() -> None:
+    """``last_price - first_price``: a message's value, a number where the field holds one."""
+    aggregations = [agg("first", "f"), agg("last", "l")]
+    parse_view(view(aggregation_info=aggregations, derived=[{"name": "d", "expr": "l - f"}]))
+
+
 def test_grouping_set_outside_grouping_cols_names_the_column() -> None:
     assert error(view(grouping_cols=["campaign", "country"], grouping_sets=[["contry"]])) == (
         "<memory>: $.grouping_sets[0][0]: 'contry' is not in grouping_cols (campaign, country); "
