@@ -92,7 +92,7 @@ def compile_view(spec: ViewSpec, context: RunContext | None = None) -> CompiledV
         try:
             fns.append(combiners.create(aggregation.kind, aggregation.params))
         except ValueError as e:
-            raise ViewError(spec.origin, f"$.aggregation_info[{i}]", str(e)) from e
+            raise ViewError(spec.origin, spec.path(f".aggregation_info[{i}]"), str(e)) from e
     _check_run(spec, context or RunContext())
     return CompiledView(
         spec,
@@ -151,21 +151,21 @@ def _check_run(spec: ViewSpec, context: RunContext) -> None:
         why = "level 1 of a two-level run" if context.level == 1 else "hot_key_fanout"
         raise ViewError(
             spec.origin,
-            "$.window.type" if context.level == 1 else "$.hot_key_fanout",
+            spec.path(".window.type" if context.level == 1 else ".hot_key_fanout"),
             f"view {spec.name!r}: session windows cannot be aggregated in shards ({why}): "
             "a shard's session changes shape as it merges; use fixed or sliding windows",
         )
     if context.streaming is None or not spec.window.is_global:
         return
     if context.level:
-        path, what, instead = "$.window.type", "in a two-level run", "run it in one level"
+        path, what, instead = ".window.type", "in a two-level run", "run it in one level"
     elif fanout:
-        path, what, instead = "$.hot_key_fanout", "with hot_key_fanout", "remove hot_key_fanout"
+        path, what, instead = ".hot_key_fanout", "with hot_key_fanout", "remove hot_key_fanout"
     else:
         return
     raise ViewError(
         spec.origin,
-        path,
+        spec.path(path),
         f"view {spec.name!r}: the streaming window operator ({context.streaming}) does not "
         f"keep global windows {what} yet; run the view on the bounded path (files, or a "
         f"Kafka read without --unbounded; no --streaming), or {instead}",

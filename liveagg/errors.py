@@ -38,8 +38,9 @@ class ViewError(Exception):
 
     @classmethod
     def in_view(cls, spec: ViewSpec, message: str, path: str = "$") -> ViewError:
-        """An error about an already loaded view, placed in the file it came from."""
-        return cls(spec.origin, path, message)
+        """An error about an already loaded view, placed in the file it came from: ``path``
+        is relative to the view (``$.window``), and the view's own path is put before it."""
+        return cls(spec.origin, spec.path(path.removeprefix("$")), message)
 
     def __str__(self) -> str:
         return f"{self.file}: {self.path}: {self.message}"

@@ -1130,7 +1130,7 @@ def _check_and_build(
     _Checker(view, problems, at, construct).run()
     if len(problems) > before:
         return None
-    return _build(view, origin)
+    return _build(view, origin, "$" + _render(at))
 
 
 class _Checker:
@@ -1670,7 +1670,7 @@ def _reserved_message(name: str, what: str) -> str | None:
 # --------------------------------------------------------------------------- phase 4: normalize
 
 
-def _build(view: Mapping[str, Any], origin: str) -> ViewSpec:
+def _build(view: Mapping[str, Any], origin: str, at: str = "$") -> ViewSpec:
     event_time = view["event_time"]
     grouping_cols = tuple(view["grouping_cols"])
     sets = view.get("grouping_sets")
@@ -1704,6 +1704,7 @@ def _build(view: Mapping[str, Any], origin: str) -> ViewSpec:
         # An integer to JSON Schema may be written 4.0; sub-keys are counted in ints.
         hot_key_fanout=int(view["hot_key_fanout"]) if "hot_key_fanout" in view else None,
         origin=origin,
+        at=at,
     )
 
 

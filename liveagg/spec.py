@@ -194,6 +194,13 @@ class ViewSpec:
     rollup: Rollup | None = None
     hot_key_fanout: int | None = None
     origin: str = "<memory>"
+    #: The view's JSON path in its file: ``$``, or ``$.views[1]`` in a ``{"views": [...]}``.
+    at: str = field(default="$", compare=False)
+
+    def path(self, field_path: str = "") -> str:
+        """The JSON path of one of the view's fields in its file, for messages:
+        ``path(".source")`` is ``$.views[1].source`` for the second view of a list."""
+        return self.at + field_path
 
     @property
     def output_columns(self) -> tuple[str, ...]:

@@ -57,7 +57,7 @@ def bind_sources(
         if source is None:
             raise ViewError(
                 view.origin,
-                "$.source",
+                view.path(".source"),
                 f"view {view.name!r} reads source {view.source!r}, which this run does not "
                 f"bind; bind it with --input {view.source}=PATH (bound: "
                 f"{', '.join(sorted(sources)) or 'none'})",
@@ -161,9 +161,8 @@ def attach_sinks(
             sinks.append(Sink("file", {"path": output}, COMMAND_LINE, "$.output"))
         for index, sink in enumerate(sinks):
             # A sink that cannot take the view's rows is an error of the entry that asked.
-            origin, at = (
-                (sink.origin, sink.at) if sink.origin else (view.origin, f"$.sinks[{index}]")
-            )
+            own = (view.origin, view.path(f".sinks[{index}]"))
+            origin, at = (sink.origin, sink.at) if sink.origin else own
             try:
                 writer = build_sink(sink, connections)
                 if isinstance(writer, FileSink):

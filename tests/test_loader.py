@@ -127,6 +127,25 @@ def test_view_error_for_a_loaded_view_uses_its_origin() -> None:
     assert str(e) == "views/clicks.json: $.window: cannot build"
 
 
+def test_errors_after_loading_name_a_listed_view_by_its_place_in_the_file(
+    tmp_path: Path,
+) -> None:
+    """A ``{"views": [...]}`` file: a run-time error of its second view is at ``$.views[1]``."""
+    path = tmp_path / "views.json"
+    path.write_text(json.dumps({"views": [view(), view(name="second")]}))
+    first, second = load_views([path])
+    assert (first.path(".source"), second.path(".source")) == (
+        "$.views[0].source",
+        "$.views[1].source",
+    )
+    e = ViewError.in_view(second, "cannot build", "$.window")
+    assert str(e) == f"{path}: $.views[1].window: cannot build"
+    single = tmp_path / "single.json"
+    single.write_text(json.dumps(view()))
+    (alone,) = load_views([single])
+    assert alone.path(".window") == "$.window"
+
+
 def test_view_error_survives_pickling() -> None:
     e = ViewError("a.json", "$.name", "bad")
     assert pickle.loads(pickle.dumps(e)) == e
