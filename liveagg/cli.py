@@ -31,7 +31,7 @@ def _run(args: argparse.Namespace) -> int:
     from dataclasses import replace
     from datetime import timedelta
 
-    from liveagg.errors import PathError, ViewError, ViewErrors
+    from liveagg.errors import COMMAND_LINE, PathError, ViewError, ViewErrors
     from liveagg.pipelines.run import Interrupted, KafkaInput, RunConfig, UsageError, run
     from liveagg.runners.flink import FlinkProfile, JobFailed
     from liveagg.runners.prism import PrismProfile
@@ -94,11 +94,14 @@ def _run(args: argparse.Namespace) -> int:
     except ViewErrors as errors:
         for error in errors:
             print(error, file=sys.stderr)
-        return 1
+        return 2 if all(e.file == COMMAND_LINE for e in errors) else 1
     except JobFailed as error:  # one line, with the --flink-restore to resume from
         print(error, file=sys.stderr)
         return error.exit_code
-    except (ViewError, ConnectionFailed, PathError) as error:
+    except ViewError as error:  # of a view file, or of the command line (exit 2)
+        print(error, file=sys.stderr)
+        return 2 if error.file == COMMAND_LINE else 1
+    except (ConnectionFailed, PathError) as error:
         print(error, file=sys.stderr)
         return 1
     except UsageError as error:

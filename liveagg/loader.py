@@ -358,17 +358,12 @@ def parse_sinks(texts: Sequence[str], origin: str = COMMAND_LINE) -> tuple[Sink,
     sinks: list[Sink] = []
     for i, text in enumerate(texts):
         where = f"$.sink[{i}]"
-        try:
-            document = json.loads(text)
-        except (json.JSONDecodeError, RecursionError) as e:
-            detail = f"{e}{_json_hint(e)}" if isinstance(e, json.JSONDecodeError) else str(e)
-            errors.append(_error(origin, where, f"--sink {_show(text)} is not JSON: {detail}"))
+        document, problems = _parse_json(text)
+        if document is _UNREADABLE:
+            detail = "; ".join(p.message for p in problems.items)
+            errors.append(_error(origin, where, f"--sink {_show(text)}: {detail}"))
             continue
-        problems = _Problems()
-        deep = _too_deep(document)
-        if deep is not None:
-            problems.add(deep, _nesting_message("here"))
-        else:
+        if not problems:
             checked = document
             if isinstance(document, dict) and document.get("type") == "cassandra":
                 checked = {"table": "view_name", **document}
@@ -581,6 +576,14 @@ def _read_json(path: Path) -> tuple[Any, _Problems]:
             (), 'the file is empty; expected a view object {"name": ...} or {"views": [...]}'
         )
         return _UNREADABLE, problems
+    return _parse_json(text)
+
+
+def _parse_json(text: str) -> tuple[Any, _Problems]:
+    """A JSON document read as views are (view files and ``--sink``): too deep nesting,
+    ``NaN``, numbers out of range and repeated keys are problems; ``_UNREADABLE`` when the
+    text is not JSON."""
+    problems = _Problems()
     deep = _deepest_bracket(text)
     if deep is not None:
         problems.add((), _nesting_message(f"at {_line_column(text, deep)}"))

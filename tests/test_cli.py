@@ -85,7 +85,7 @@ def test_run_without_input_names_the_fix(
 ) -> None:
     view = tmp_path / "v.json"
     view.write_text(json.dumps(VIEW))
-    assert main(["run", "--views", str(view)]) == 1
+    assert main(["run", "--views", str(view)]) == 2  # a bad command line
     assert "--input" in capsys.readouterr().err
 
 
@@ -118,7 +118,7 @@ def test_an_unbounded_read_on_direct_is_refused_for_a_streaming_runner(
     view.write_text(json.dumps({**VIEW, "emit": {"early": "10s"}}))
     source = ["--kafka-topic", "t"] if command == "run" else ["--intermediate-topic", "t"]
     args = [command, "--views", str(view), *source, "--kafka-bootstrap", "127.0.0.1:1"]
-    assert main([*args, "--output", str(tmp_path / "out"), "--unbounded"]) == 1
+    assert main([*args, "--output", str(tmp_path / "out"), "--unbounded"]) == 2
     err = capsys.readouterr().err
     assert err.startswith("<command line>: $.unbounded: --unbounded needs a streaming runner")
     assert "--runner prism" in err and "--runner flink" in err and len(err.splitlines()) == 1
@@ -237,7 +237,7 @@ def test_rekey_without_kafka_names_the_option(
         '[{"aggregation": "count", "aggregated_col_name": "n"}]}'
     )
     code = main(["rekey", "--views", str(view), "--intermediate-topic", "partials"])
-    assert code == 1
+    assert code == 2
     assert capsys.readouterr().err.strip() == (
         "<command line>: $: --intermediate-topic partials: no Kafka bootstrap servers; give "
         "--kafka-bootstrap HOST:PORT or set LIVEAGG_KAFKA_BOOTSTRAP"
@@ -265,7 +265,7 @@ def test_a_topic_option_without_kafka_names_the_option(
     data = tmp_path / "in.jsonl"
     data.write_text('{"k": "a", "ts": "2024-01-01T00:00:10Z"}\n')
     args = ["run", "--views", str(view), "--input", str(data), "--output", str(tmp_path / "o")]
-    assert main([*args, option, "topic"]) == 1
+    assert main([*args, option, "topic"]) == 2
     assert capsys.readouterr().err == (
         f"<command line>: $.{option[2:].replace('-', '_')}: {what}: no Kafka bootstrap "
         "servers; set LIVEAGG_KAFKA_BOOTSTRAP or pass them in the run's connection options\n"

@@ -153,7 +153,7 @@ def test_a_command_line_sink_is_checked_as_a_view_files_sink(view: Path, tmp_pat
         sinks[1],
         ok=False,
     )
-    assert result.returncode == 1  # as for an error in a view file
+    assert result.returncode == 2  # a bad command line (an error in a view file: 1)
     assert result.stderr.startswith("<command line>: $.sink[1].format: 'xml'"), result.stderr
     assert not (tmp_path / "o").exists()
 

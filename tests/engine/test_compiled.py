@@ -142,7 +142,7 @@ def test_command_line_sinks_meet_the_view_schema() -> None:
         '{"type": "file", "path": "o", "fromat": "csv"}': "$.sink[1].fromat: unknown key",
         '{"type": "file", "path": "o", "format": "xml"}': "$.sink[1].format: 'xml'",
         '{"type": "kafka", "topic": "a b"}': "$.sink[1].topic: 'a b' is not a Kafka topic",
-        "{'type': 'file'}": "$.sink[1]: --sink \"{'type': 'file'}\" is not JSON",
+        "{'type': 'file'}": "$.sink[1]: --sink \"{'type': 'file'}\": invalid JSON at line 1",
         "[1]": "$.sink[1]: expected an object, got an array",
     }
     for text, expected in cases.items():

@@ -91,7 +91,7 @@ def test_the_command_line_says_what_to_do_without_a_binary(tmp_path: Path) -> No
         *("--runner", "prism", "--prism-location", str(tmp_path / "missing")),
         ok=False,
     )
-    assert result.returncode == 1
+    assert result.returncode == 2  # a bad command line
     assert "--prism-location" in result.stderr and "no such file" in result.stderr
 
 

@@ -61,5 +61,5 @@ def test_the_command_line_names_the_flag(tmp_path: Path) -> None:
         *("--runner", "spark", "--spark-master", "mesos://x"),
         ok=False,
     )
-    assert result.returncode == 1
+    assert result.returncode == 2  # a bad command line
     assert "--spark-master 'mesos://x': expected local" in result.stderr
