@@ -9,6 +9,7 @@ from __future__ import annotations
 import csv
 import io
 import re
+import uuid
 from collections import defaultdict
 from collections.abc import Sequence
 from datetime import datetime
@@ -16,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import apache_beam as beam
+import duckdb
 import orjson
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -24,7 +26,10 @@ from apache_beam.io.filesystems import FileSystems
 from apache_beam.options.pipeline_options import PipelineOptions, S3Options, StandardOptions
 from apache_beam.testing.test_stream import TestStream as BeamTestStream
 from apache_beam.transforms.window import TimestampedValue
+from hypothesis import given
+from hypothesis import strategies as st
 
+from integration.services import S3Connection
 from liveagg.loader import parse_view
 from liveagg.pipelines.compile import build
 from liveagg.spec import Sink, ViewSpec
@@ -34,10 +39,12 @@ from liveagg.transforms.sinks.files import (
     KEY,
     TIMESTAMP,
     Column,
+    OutputFolder,
     WriteDeadLetters,
     WriteViewFiles,
     _Files,
     _WritePartFiles,
+    encode_csv,
     encode_jsonl,
     encode_parquet,
     view_columns,
@@ -271,21 +278,28 @@ def test_sessions_get_one_file_per_utc_day(tmp_path: Path) -> None:
     assert [p.name for p in (tmp_path / "visits").iterdir()] == ["sessions_19700101.csv"]
 
 
-def test_csv_cells(tmp_path: Path) -> None:
+def _csv_row(**values: Any) -> dict[str, Any]:
+    """One row of VIEW for the CSV tests: ``values`` over nulls and a window."""
     row = dict.fromkeys(c.name for c in view_columns(VIEW))
     row.update(
         view="traffic",
         window_start="2024-01-01T00:00:00Z",
         window_end="2024-01-01T00:01:00Z",
+        grouping_set=0,
+        pane_timing="ON_TIME",
+        pane_index=0,
+    )
+    return row | values
+
+
+def test_csv_cells(tmp_path: Path) -> None:
+    row = _csv_row(
         host='a,"b"',
         status=200,
-        grouping_set=0,
         requests=3,
         ms_q=[1.5, 2.0],
         top_paths=[["/x", 2]],
         first_path="/x",
-        pane_timing="ON_TIME",
-        pane_index=0,
     )
     write([row], tmp_path, "csv", bounded=True)
     (path,) = (tmp_path / "traffic").iterdir()
@@ -298,6 +312,41 @@ def test_csv_cells(tmp_path: Path) -> None:
     assert cells["first_path"] == '"/x"'  # json columns hold JSON text, strings included
     assert cells["ms_mean"] == ""  # null
     assert cells["granularity"] == ""
+
+
+def test_csv_quotes_a_bare_carriage_return(tmp_path: Path) -> None:
+    """A CR in a value is quoted like a LF (RFC 4180), so that readers keep the record whole."""
+    write(
+        [_csv_row(host="a\rb", status=200), _csv_row(host="c", status=200)],
+        tmp_path,
+        "csv",
+        bounded=True,
+    )
+    (path,) = (tmp_path / "traffic").iterdir()
+    data = path.read_bytes()
+    assert b',"a\rb",' in data
+    records = list(csv.reader(io.StringIO(data.decode(), newline="")))
+    assert [dict(zip(records[0], r, strict=True))["host"] for r in records[1:]] == ["a\rb", "c"]
+    read = duckdb.sql(f"SELECT host FROM read_csv('{path}', header = true, all_varchar = true)")
+    assert sorted(h for (h,) in read.fetchall()) == ["a\rb", "c"]
+
+
+#: Text with every character that CSV quoting is about.
+CSV_TEXT = st.text(st.sampled_from('ab ,"\r\n\té'), max_size=6)
+
+
+@given(st.lists(st.tuples(CSV_TEXT, CSV_TEXT), max_size=4))
+def test_csv_reads_back_and_only_cr_changes_the_bytes(values: list[tuple[str, str]]) -> None:
+    """Every value reads back as written; without a CR the bytes are csv.writer's with
+    ``lineterminator="\\n"``, as before CRs were quoted."""
+    columns = [Column("a", "text"), Column("b", "text")]
+    data = encode_csv([{"a": a, "b": b} for a, b in values], columns)
+    records = list(csv.reader(io.StringIO(data.decode(), newline="")))
+    assert records == [["a", "b"], *map(list, values)]
+    if not any("\r" in v for pair in values for v in pair):
+        plain = io.StringIO()
+        csv.writer(plain, lineterminator="\n").writerows([("a", "b"), *values])
+        assert data == plain.getvalue().encode()
 
 
 def test_parquet_schema(rows: list[dict[str, Any]]) -> None:
@@ -351,6 +400,44 @@ def test_dead_letters(tmp_path: Path) -> None:
     folder = tmp_path / "_dead_letter"
     assert sorted(p.name for p in folder.iterdir()) == ["input.jsonl", "traffic.jsonl"]
     assert read_rows((folder / "input.jsonl").read_bytes(), "jsonl", ()) == [letters[1]]
+
+
+# --- the output folder of a run ---------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("name", "sibling"), [("out[1]", "out1"), ("out*x", "outAx"), ("out?x", "outAx")]
+)
+def test_an_output_folder_named_with_glob_characters(
+    name: str, sibling: str, rows: list[dict[str, Any]], tmp_path: Path
+) -> None:
+    """The run touches its own folder's files, never another folder's that its name matches
+    as a glob pattern."""
+    root, other = tmp_path / name, tmp_path / sibling
+    for folder in (root, other):
+        (folder / "traffic").mkdir(parents=True)
+        (folder / "traffic" / "old.jsonl").write_bytes(b"{}\n")
+        (folder / "_SUCCESS").write_bytes(b"")
+
+    def untouched() -> bool:
+        files = {p.relative_to(other).as_posix() for p in other.rglob("*")}
+        return files == {"_SUCCESS", "traffic", "traffic/old.jsonl"}
+
+    output = OutputFolder(str(root), {"traffic"})
+    output.prepare(replace=True)
+    assert list(root.iterdir()) == [root / "traffic"]  # no _SUCCESS, no write check left
+    assert list((root / "traffic").iterdir()) == []
+    assert untouched()
+    write(rows, root, "jsonl", bounded=True)
+    first = {p.name: p.read_bytes() for p in (root / "traffic").iterdir()}
+    write(rows[:3], root, "jsonl", bounded=True)  # replaces the files of its windows
+    second = {p.name: p.read_bytes() for p in (root / "traffic").iterdir()}
+    assert set(second) == set(first)
+    rewritten = [name for name in second if second[name] != first[name]]
+    assert rewritten and all(len(second[n].splitlines()) <= 3 for n in rewritten)
+    output.finish()
+    assert (root / "_SUCCESS").read_bytes() == b""
+    assert untouched()
 
 
 # --- unbounded -------------------------------------------------------------------------------
@@ -519,3 +606,44 @@ def test_sink_filesystem_keeps_the_runs_other_s3_flags(monkeypatch: pytest.Monke
     assert options.s3_disable_ssl is True
     assert options.s3_region_name == "us-east-1"  # the connection setting wins
     assert options.s3_endpoint_url == "http://127.0.0.1:9"
+
+
+@pytest.mark.integration
+@pytest.mark.parametrize(
+    ("name", "sibling"), [("out*x", "outAx"), ("out[1]", "out1"), ("out?x", "outAx")]
+)
+def test_an_s3_output_folder_named_with_glob_characters(
+    s3: S3Connection, name: str, sibling: str, rows: list[dict[str, Any]]
+) -> None:
+    """On S3 too a run lists and removes only objects under its own prefix, taken literally."""
+    boto3 = pytest.importorskip("boto3")
+    client = boto3.client("s3", **s3.boto3_kwargs())
+    bucket = f"liveagg-files-{uuid.uuid4().hex[:12]}"
+    client.create_bucket(Bucket=bucket)
+    previous = ["_SUCCESS", "traffic/old.jsonl", "traffic/old.parquet", "traffic/notes.txt"]
+    for prefix in (name, sibling):
+        for key in previous:
+            client.put_object(Bucket=bucket, Key=f"{prefix}/{key}", Body=b"{}\n")
+
+    def keys(prefix: str) -> list[str]:
+        listed = client.list_objects_v2(Bucket=bucket, Prefix=prefix).get("Contents", [])
+        return sorted(o["Key"][len(prefix) :] for o in listed)
+
+    connections = Connections(
+        s3_endpoint=s3.endpoint_url,
+        s3_access_key_id=s3.access_key_id,
+        s3_secret_access_key=s3.secret_access_key,
+        s3_region=s3.region,
+    )
+    root = f"s3://{bucket}/{name}"
+    output = OutputFolder(root, {"traffic"}, connections=connections)
+    output.prepare(replace=True)
+    assert keys(f"{name}/") == ["traffic/notes.txt"]
+    assert keys(f"{sibling}/") == sorted(previous)
+    sink = build_sink(Sink("s3", {"path": root}), connections)
+    with beam.Pipeline(options=PipelineOptions(["--runner=DirectRunner"])) as p:
+        sink.write(p | beam.Create(rows, reshuffle=False), VIEW, bounded=True)
+    output.finish()
+    written = keys(f"{name}/")
+    assert written[0] == "_SUCCESS" and len(written) > 3
+    assert keys(f"{sibling}/") == sorted(previous)

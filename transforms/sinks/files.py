@@ -45,7 +45,9 @@ from typing import Any
 
 import apache_beam as beam
 import orjson
-from apache_beam.io.filesystem import FileSystem
+from apache_beam.io.filesystem import BeamIOError, FileSystem
+from apache_beam.io.filesystems import FileSystems
+from apache_beam.io.localfilesystem import LocalFileSystem
 from apache_beam.transforms.window import GlobalWindows
 from apache_beam.utils.windowed_value import WindowedValue
 
@@ -114,13 +116,27 @@ def _jsonl(lines: Iterable[bytes]) -> bytes:
 
 def encode_csv(rows: Iterable[dict[str, Any]], columns: Sequence[Column]) -> bytes:
     """A header row, then one line per row: strings as they are (JSON text in ``json``
-    columns), other values as JSON text, null as an empty field."""
+    columns), other values as JSON text, null as an empty field.
+
+    Lines end with LF, and a field holding a comma, a quote, CR or LF is quoted (RFC 4180).
+    The writer keeps the excel dialect's CRLF row ending (csv.py: ``lineterminator =
+    '\\r\\n'``) because csv quotes a field for the characters of the line terminator: with
+    ``lineterminator="\\n"`` a bare CR went out unquoted and readers split the record there.
+    Each row's CRLF is then cut to LF.
+    """
     out = io.StringIO()
-    writer = csv.writer(out, lineterminator="\n")
-    writer.writerow([c.name for c in columns])
+    writer = csv.writer(out)
+
+    def write_line(cells: list[str]) -> None:
+        writer.writerow(cells)
+        out.seek(out.tell() - 2)  # the row's "\r\n"
+        out.write("\n")
+        out.truncate()
+
+    write_line([c.name for c in columns])
     cell = [_json_text if c.type == "json" else _text for c in columns]
     for row in rows:
-        writer.writerow(
+        write_line(
             [
                 "" if (v := row.get(c.name)) is None else text(v)
                 for c, text in zip(columns, cell, strict=True)
@@ -248,6 +264,31 @@ def _row_order(row: dict[str, Any]) -> bytes:
     return _json(list(row.values()))
 
 
+def _remove(fs: FileSystem, paths: Sequence[str]) -> None:
+    """Remove exactly these files, whose paths may hold the glob characters ``*?[``.
+
+    ``FileSystem.delete`` removes what a path matches as a glob pattern on Beam's local and
+    GCS filesystems (localfilesystem.py: ``for match_result in self.match(paths):``,
+    gcsfilesystem.py: ``match_result = self.match([path_to_use])[0]``), so ``out[1]/_SUCCESS``
+    matched nothing and failed, and ``out*x/_SUCCESS`` removed ``outAx/_SUCCESS`` too. Beam's
+    S3 filesystem deletes the keys as given (s3io.py: ``buckets, keys =
+    zip(*[parse_s3_path(path) for path in paths])``).
+    """
+    if not paths:
+        return
+    if isinstance(fs, LocalFileSystem):
+        for path in paths:
+            os.remove(path)
+    elif FileSystems.get_scheme(paths[0]) == "gs":
+        # What GCSFileSystem.delete does with the paths its match found.
+        results = fs._gcsIO().delete_batch(list(paths))
+        failed = {path: error for path, error in results if error is not None}
+        if failed:
+            raise BeamIOError("Delete operation failed", failed)
+    else:
+        fs.delete(list(paths))
+
+
 class _Files:
     """Where and how a sink writes. Pickled with the DoFn; the filesystem opens on the worker."""
 
@@ -293,12 +334,12 @@ class _Files:
             with self._fs.create(tmp, mime_type=mime_type) as handle:
                 handle.write(data)
             if replace and self._fs.exists(path):
-                self._fs.delete([path])
+                _remove(self._fs, [path])
             self._fs.rename([tmp], [path])
         except BaseException as e:  # Ctrl-C too: no in-progress file is left behind
             with contextlib.suppress(Exception):
                 if self._fs.exists(tmp):
-                    self._fs.delete([tmp])
+                    _remove(self._fs, [tmp])
             if isinstance(e, Exception):
                 raise PathError(path, f"cannot be written: {reason(e)}") from None
             raise
@@ -547,11 +588,10 @@ class OutputFolder:
         success = self._join(SUCCESS)
         try:
             if fs.exists(success):
-                fs.delete([success])
+                _remove(fs, [success])
             if replace:
                 stale = [path for folder in self.owned() for path in self._files_in(folder)]
-                if stale:
-                    fs.delete(stale)
+                _remove(fs, stale)
         except Exception as e:
             raise PathError(
                 self.path, f"cannot remove the previous run's files: {reason(e)}"
@@ -569,7 +609,7 @@ class OutputFolder:
             if local:
                 os.makedirs(self.path, exist_ok=True)
             objectstores.write_empty(probe, self.connections)
-            fs.delete([probe])
+            _remove(fs, [probe])
         except Exception as e:
             raise PathError(self.path, f"cannot be written: {reason(e)}") from None
 
@@ -580,13 +620,17 @@ class OutputFolder:
                 return []
             with os.scandir(folder) as entries:
                 return [e.path for e in entries if e.is_file() and written_by_liveagg(e.name)]
-        fs = self._filesystem()
         prefix = folder.rstrip("/") + "/"
-        found = fs.match([prefix + "*"])[0].metadata_list
+        # FileSystem._list lists by the literal prefix (s3io.py: ``request =
+        # messages.ListRequest(bucket=bucket, prefix=prefix)``; gcsio.py: ``bucket,
+        # prefix=prefix, retry=self._storage_client_retry)``); ``fs.match`` reads it as a glob
+        # pattern, so ``out*x/v/*`` also listed (and the run removed) ``outAx/v/``'s files.
         return [
             m.path
-            for m in found
-            if "/" not in m.path[len(prefix) :] and written_by_liveagg(m.path[len(prefix) :])
+            for m in self._filesystem()._list(prefix)
+            if m.path.startswith(prefix)
+            and "/" not in (name := m.path[len(prefix) :])
+            and written_by_liveagg(name)
         ]
 
     def abort(self) -> None:
