@@ -145,6 +145,7 @@ def attach_sinks(
 
     if output:
         folder(output).dead_letters = True
+    letters = [compiled.dead_letters]  # and the rows a sink could not write
     for view in views:
         if intermediate_topic:
             from liveagg.transforms.kafka.sink import WriteEnvelopes
@@ -168,19 +169,26 @@ def attach_sinks(
                 if isinstance(writer, FileSink):
                     folder(writer.path).views.add(view.name)
                 label = f"{view.name}/Sink/{index}-{sink.type}"
-                rows | label >> _Write(writer, compiled.compiled[view.name], bounded)
+                written = rows | label >> _Write(writer, compiled.compiled[view.name], bounded)
             except ValueError as e:
                 raise ViewError(origin, at, str(e)) from e
+            if getattr(writer, "gives_dead_letters", False):
+                letters.append(written)
     all_bounded = all(source.bounded for source in sources.values())
+    dead_letters = (
+        tuple(letters) | "DeadLetters/WithSinks" >> beam.Flatten()
+        if len(letters) > 1
+        else compiled.dead_letters
+    )
     if output:
-        compiled.dead_letters | "DeadLetters/WriteFiles" >> WriteDeadLetters(
+        dead_letters | "DeadLetters/WriteFiles" >> WriteDeadLetters(
             output, bounded=all_bounded, connections=connections
         )
     if dead_letter_topic:
         from liveagg.transforms.kafka.sink import WriteDeadLettersToKafka
 
         with _option("$.dead_letter_topic"):
-            compiled.dead_letters | "DeadLetters/Kafka" >> WriteDeadLettersToKafka(
+            dead_letters | "DeadLetters/Kafka" >> WriteDeadLettersToKafka(
                 dead_letter_topic, connections
             )
     if compiled.milestones is not None:

@@ -24,7 +24,10 @@ from apache_beam.metrics.metric import MetricsFilter
 
 from integration.services import CassandraConnection
 from integration.services.cassandra import Cassandra
+from liveagg.errors import ViewError
 from liveagg.loader import parse_view
+from liveagg.pipelines.run import RunConfig
+from liveagg.pipelines.run import run as run_views
 from liveagg.spec import ViewSpec
 from liveagg.transforms.plan import ViewPlan
 from liveagg.transforms.sinks import CassandraTls, Connections
@@ -35,6 +38,7 @@ from liveagg.transforms.sinks.cassandra import (
     RetryPolicy,
     TableLayout,
     column_name,
+    max_request_bytes,
     prepare_table,
     quiet_batch_warnings,
     replica_set,
@@ -652,3 +656,189 @@ def test_batches_of_wide_rows_stay_under_the_servers_batch_size_warning(
     messages = [r.getMessage() for r in caplog.records]
     assert [m for m in messages if "exceeding specified threshold" in m] == []
     assert len(select_all(session, keyspace, layout.table)) == len(rows)
+
+
+# --- rows Cassandra cannot store, tables two views share -------------------------------------
+
+
+def write_rows(
+    sink: CassandraSink, view: ViewSpec, rows: list[dict[str, Any]], tmp_path: Path
+) -> tuple[dict[str, int], list[dict[str, Any]]]:
+    """Write ``rows`` as :func:`run` does; return liveagg's counters and the sink's dead
+    letters (through a file: the runner may run the pipeline's steps elsewhere)."""
+    pipeline = beam.Pipeline()
+    letters = sink.write(pipeline | beam.Create(rows), view, bounded=True)
+    if letters is not None:  # RowSink.write may return None
+        lines = letters | beam.Map(lambda x: orjson.dumps(x).decode())
+        _ = lines | beam.io.WriteToText(str(tmp_path / "letters"))
+    result = pipeline.run()
+    result.wait_until_finish()
+    counters = result.metrics().query(MetricsFilter().with_namespace("liveagg"))["counters"]
+    lines = [line for f in tmp_path.glob("letters*") for line in f.read_text().splitlines()]
+    return {c.key.metric.name: c.committed for c in counters}, [orjson.loads(x) for x in lines]
+
+
+def page_rows(
+    view: ViewSpec, pages: Sequence[str], outputs: tuple[Any, ...]
+) -> list[dict[str, Any]]:
+    plan = ViewPlan(view)
+    start = T0 * 1_000_000
+    return [
+        plan.row(
+            plan.variants[0], start, start + 60_000_000, orjson.dumps([p]), outputs, "ON_TIME", 0
+        )
+        for p in pages
+    ]
+
+
+@pytest.mark.parametrize(
+    ("window", "largest_key"),
+    [
+        # page and window_start, each with a 2-byte length and an end byte: 65,535 - 14.
+        ({"size": "1m"}, 65_521),
+        ({"type": "global"}, 65_535),  # page alone, stored as it is
+    ],
+)
+def test_a_row_whose_key_cassandra_cannot_store_is_a_dead_letter_and_the_others_are_written(
+    cassandra: CassandraConnection,
+    keyspace: str,
+    session: Any,
+    tmp_path: Path,
+    window: dict[str, str],
+    largest_key: int,
+) -> None:
+    """Sent, the row failed its bundle and the run ("'H' format requires 0 <= number <=
+    65535" from the driver's routing key, "Key length of 65536 is longer than maximum of
+    65535" from the server), and the valid rows with it."""
+    name = f"long_keys_{'global' if 'type' in window else 'windowed'}"
+    spec = {**SIMPLE_VIEW, "name": name, "window": window}
+    if "type" in window:
+        del spec["allowed_lateness"]
+        spec |= {"emit": {"early": "10s"}, "state_ttl": "30d"}
+    view = parse_view(spec)
+    pages = ["/a", "x" * largest_key, "/b", "y" * (largest_key + 1), "/c"]
+    rows = page_rows(view, pages, (1, 2.0))
+    sink = CassandraSink(keyspace, connections=connections(cassandra))
+
+    counters, letters = write_rows(sink, view, rows, tmp_path)
+
+    stored = select_all(session, keyspace, name)
+    assert sorted(r["page"] for r in stored) == sorted(pages[:3] + pages[4:])
+    assert counters["cassandra/rows_written"] == 4
+    assert counters[f"result_dead_letter/{name}/too_large"] == 1
+    assert [(x["view"], x["reason"]) for x in letters] == [(name, "too_large")]
+    assert letters[0]["detail"].startswith(
+        f"not written to Cassandra table {keyspace}.{name}: its partition key is "
+        "65536 bytes, over the 65535 bytes"
+    )
+    payload = orjson.loads(letters[0]["payload"])
+    assert payload["page"] == pages[3] and "views" not in payload
+
+
+def test_a_row_over_the_largest_request_is_a_dead_letter_and_the_others_are_written(
+    cassandra: CassandraConnection, keyspace: str, session: Any, tmp_path: Path
+) -> None:
+    """Sent, the row failed its bundle and the run with "CQL Message of size ... exceeds
+    allowed maximum of 16777216 bytes"."""
+    view = parse_view(
+        {
+            **SIMPLE_VIEW,
+            "name": "wide_values",
+            "aggregation_info": [
+                {"aggregation": "max", "col_name": "path", "aggregated_col_name": "path_max"}
+            ],
+        }
+    )
+    assert max_request_bytes(session) == 16 * 1024 * 1024  # the server's own settings
+    rows = page_rows(view, ["/big"], ("z" * (17 * 1024 * 1024),))
+    rows += page_rows(view, ["/near"], ("n" * (16 * 1024 * 1024 - 2048),))  # stored
+    rows += page_rows(view, ["/a", "/b"], ("small",))
+    sink = CassandraSink(keyspace, connections=connections(cassandra))
+
+    counters, letters = write_rows(sink, view, rows, tmp_path)
+
+    stored = {r["page"]: r for r in select_all(session, keyspace, "wide_values")}
+    assert sorted(stored) == ["/a", "/b", "/near"]
+    assert len(stored["/near"]["path_max"]) == 16 * 1024 * 1024 - 2048 + 2  # JSON quotes
+    assert counters["cassandra/rows_written"] == 3
+    assert [(x["view"], x["reason"]) for x in letters] == [("wide_values", "too_large")]
+    assert "over the 16777216 bytes that Cassandra accepts in one request" in letters[0]["detail"]
+    assert "column 'path_max' holds 17825794 bytes" in letters[0]["detail"]
+    assert orjson.loads(letters[0]["payload"])["page"] == "/big"
+
+
+def test_a_run_with_a_key_cassandra_cannot_store_succeeds_and_reports_the_dead_letter(
+    cassandra: CassandraConnection, keyspace: str, session: Any, tmp_path: Path
+) -> None:
+    view = {**SIMPLE_VIEW, "name": "run_long_keys"}
+    (tmp_path / "view.json").write_text(json.dumps(view))
+    pages = ["/a", "k" * 70_000, "/b"]
+    (tmp_path / "in.jsonl").write_text(
+        "".join(json.dumps({"ts": T0, "page": p, "ms": 1}) + "\n" for p in pages)
+    )
+    sink = {"type": "cassandra", "keyspace": keyspace}
+
+    report = run_views(
+        RunConfig(
+            views=[str(tmp_path / "view.json")],
+            inputs=[str(tmp_path / "in.jsonl")],
+            output=str(tmp_path / "out"),
+            sinks=[json.dumps(sink)],
+            connections=connections(cassandra),
+        )
+    )
+
+    assert report.result_dead_letters == {"run_long_keys": {"too_large": 1}}
+    assert report.dead_letters == {"too_large": 1}
+    assert report.reconcile() == []
+    written = tmp_path / "out" / "_dead_letter" / "run_long_keys.jsonl"
+    (letter,) = [json.loads(line) for line in written.read_text().splitlines()]
+    assert (letter["view"], letter["reason"]) == ("run_long_keys", "too_large")
+    assert json.loads(letter["payload"])["page"] == "k" * 70_000
+    assert sorted(r["page"] for r in select_all(session, keyspace, "run_long_keys")) == [
+        "/a",
+        "/b",
+    ]
+
+
+def test_two_views_on_one_table_are_refused_before_the_run(
+    cassandra: CassandraConnection, keyspace: str, session: Any, tmp_path: Path
+) -> None:
+    """Without the check, the run ended with exit 0 and one view's rows in the table."""
+    paths = []
+    for name, lateness in (("shared_a", "1h"), ("shared_b", "2h")):
+        path = tmp_path / f"{name}.json"
+        path.write_text(json.dumps({**SIMPLE_VIEW, "name": name, "allowed_lateness": lateness}))
+        paths.append(str(path))
+    (tmp_path / "in.jsonl").write_text(json.dumps({"ts": T0, "page": "/a", "ms": 1}) + "\n")
+    sink = {"type": "cassandra", "keyspace": keyspace, "table": "shared"}
+    config = RunConfig(
+        views=paths,
+        inputs=[str(tmp_path / "in.jsonl")],
+        output=str(tmp_path / "out"),
+        sinks=[json.dumps(sink)],
+        connections=connections(cassandra),
+    )
+
+    with pytest.raises(ViewError) as refused:
+        run_views(config)
+
+    message = str(refused.value)
+    assert f"views 'shared_a' and 'shared_b' both write to Cassandra table {keyspace}.shared" in (
+        message
+    )
+    assert "Give each view its own table" in message
+    assert not (tmp_path / "out").exists()  # refused before anything ran
+    # One view may write to a table twice (its own sink and --sink): the rows are the same.
+    pipeline = beam.Pipeline()
+    view = parse_view({**SIMPLE_VIEW, "name": "shared_a"})
+    rows = pipeline | beam.Create([])
+    for i in range(2):
+        sink_once = CassandraSink(keyspace, "shared_once", connections(cassandra))
+        _ = rows | f"Sink{i}" >> _SinkWrite(sink_once, view)
+
+
+@beam.ptransform_fn
+def _SinkWrite(rows: beam.PCollection, sink: CassandraSink, view: ViewSpec) -> beam.PCollection:
+    """``sink.write`` under a label of its own, as the run applies each sink."""
+    return sink.write(rows, view, bounded=True)

@@ -14,6 +14,12 @@ Why it is built this way (the table layout and settings are in ``docs/cassandra.
   exponential backoff until a deadline that is long enough to survive a node restart.
   ``finish_bundle`` waits for every write, so a bundle completes only when its rows are stored.
   A write that still fails raises: the runner retries the bundle, or the run fails.
+* A row that Cassandra can never store (a key over 64 KiB, a row over the largest request) is
+  checked before it is sent and becomes a ``too_large`` dead letter: sent, it would fail its
+  whole batch and bundle, and so the run, on every retry (SPEC section 2: bad input never fails
+  a run). ``write`` returns these dead letters.
+* A table holds one view's rows (its key has no view column), so two views of one run that
+  resolve to the same table are refused when the pipeline is built.
 """
 
 from __future__ import annotations
@@ -24,7 +30,8 @@ import random
 import re
 import threading
 import time
-from collections.abc import Callable, Iterable, Iterator, Mapping
+import weakref
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -43,6 +50,7 @@ from liveagg.settings import (
     env_value,
 )
 from liveagg.spec import Duration, Sink, ViewSpec
+from liveagg.transforms.deadletter import dead_letter
 from liveagg.transforms.sinks import register_sink
 
 _LOGGER = logging.getLogger(__name__)
@@ -55,9 +63,11 @@ __all__ = [
     "Column",
     "RetryPolicy",
     "SchemaMismatchError",
+    "SharedTableError",
     "TableLayout",
     "WriteSettings",
     "column_name",
+    "max_request_bytes",
     "prepare_table",
     "retryable_errors",
     "table_layout",
@@ -88,6 +98,35 @@ class SchemaMismatchError(ValueError):
 
 class CassandraWriteError(RuntimeError):
     """A write still failed after the retries. The bundle fails, so no row is lost silently."""
+
+
+class SharedTableError(ValueError):
+    """Two views of one run would write to the same table and overwrite each other's rows."""
+
+
+#: The largest partition key Cassandra stores, serialized. The server refuses more with
+#: "Key length of 65536 is longer than maximum of 65535" (cassandra-all 5.0.9,
+#: ``org.apache.cassandra.cql3.Validation.validateKey``). A key of several columns is
+#: serialized as each value with a 2-byte length before it and one byte after it, as the
+#: driver packs the routing key (cassandra/query.py ``_key_parts_packed``:
+#: ``yield struct.pack(">H%dsB" % l, l, p, 0)``), which raises "'H' format requires
+#: 0 <= number <= 65535" for a larger value before the server can answer.
+MAX_KEY_BYTES = 65_535
+#: Bytes that a composite key adds per column: the 2-byte length and the end-of-component byte.
+KEY_COMPONENT_OVERHEAD = 3
+#: The default of both ``native_transport_max_message_size`` and ``max_mutation_size`` (half
+#: of the 32 MiB ``commitlog_segment_size``), used where the node's settings cannot be read.
+#: A larger request draws "CQL Message of size 18014525 bytes exceeds allowed maximum of
+#: 16777216 bytes".
+DEFAULT_MAX_REQUEST_BYTES = 16 * 1024 * 1024
+#: What a request and its mutation hold besides the values' bytes and :data:`CELL_OVERHEAD`
+#: per value (statement ids, flags, lengths, table id), with room to spare. Measured on
+#: Cassandra 5.0.9: an insert of a 1-byte key and a 16,777,136-byte value is stored; with 20
+#: bytes more the server answers "CQL Message of size 16777221 bytes exceeds allowed maximum
+#: of 16777216 bytes", so that request held 64 bytes besides its values.
+REQUEST_OVERHEAD = 1024
+#: The dead-letter reason of a row that Cassandra cannot store.
+TOO_LARGE = "too_large"
 
 
 # --- values --------------------------------------------------------------------------------
@@ -217,6 +256,33 @@ class TableLayout:
         ]
         out.append(write_time_us)
         return out
+
+    def too_large(self, serialized: Sequence[bytes | None], max_request: int) -> str | None:
+        """Why Cassandra would refuse a row, from the bound values of :meth:`insert_cql`, or
+        None. Checked before a row is sent: a refused row fails its batch and its bundle."""
+        sizes = [0 if v is None else len(v) for v in serialized]
+        key = sizes[: self.key_size]
+        # One column is stored as it is; several as a composite (MAX_KEY_BYTES).
+        key_bytes = key[0] if len(key) == 1 else sum(key) + KEY_COMPONENT_OVERHEAD * len(key)
+        if key_bytes > MAX_KEY_BYTES:
+            return (
+                f"its partition key is {key_bytes} bytes, over the {MAX_KEY_BYTES} bytes that "
+                f"Cassandra stores in a key; {self._largest(key)}"
+            )
+        cells = sum(
+            CELL_OVERHEAD + n for n, v in zip(sizes, serialized, strict=True) if v is not None
+        )
+        if REQUEST_OVERHEAD + cells > max_request:
+            return (
+                f"the row is about {REQUEST_OVERHEAD + cells} bytes, over the {max_request} "
+                "bytes that Cassandra accepts in one request (native_transport_max_message_size,"
+                f" max_mutation_size); {self._largest(sizes[: len(self.columns)])}"
+            )
+        return None
+
+    def _largest(self, sizes: Sequence[int]) -> str:
+        i = max(range(len(sizes)), key=sizes.__getitem__)
+        return f"column {self.columns[i].name!r} holds {sizes[i]} bytes"
 
     def mismatches(self, existing: Iterable[tuple[str, str, str, int]]) -> list[str]:
         """Compare with ``system_schema.columns`` rows ``(name, type, kind, position)``.
@@ -872,6 +938,29 @@ def binder(prepared: Any) -> Callable[[list[Any]], Any]:
     return bind
 
 
+_STORAGE = re.compile(r"^(\d+)\s*(B|KiB|MiB|GiB)$")
+_STORAGE_UNITS = {"B": 1, "KiB": 1 << 10, "MiB": 1 << 20, "GiB": 1 << 30}
+
+
+def max_request_bytes(session: Any) -> int:
+    """The largest request the cluster stores: the smaller of ``native_transport_max_message_size``
+    and ``max_mutation_size`` as the node reports them (``system_views.settings``, Cassandra
+    4.1+, e.g. ``16777216B`` and ``16384KiB``), else :data:`DEFAULT_MAX_REQUEST_BYTES`.
+    Read, not assumed, because both are settings of the cluster."""
+    limits = []
+    for name in ("native_transport_max_message_size", "max_mutation_size"):
+        try:
+            row = session.execute(
+                "SELECT value FROM system_views.settings WHERE name = %s", (name,)
+            ).one()
+        except Exception:  # no virtual tables (Cassandra 3.x), or no right to read them
+            continue
+        match = _STORAGE.match(str(row.value).strip()) if row is not None else None
+        if match:
+            limits.append(int(match[1]) * _STORAGE_UNITS[match[2]])
+    return min(limits, default=DEFAULT_MAX_REQUEST_BYTES)
+
+
 def _columns(session: Any, layout: TableLayout) -> list[tuple[str, str, str, int]]:
     rows = session.execute(
         "SELECT column_name, type, kind, position FROM system_schema.columns "
@@ -910,7 +999,10 @@ def create_table(layout: TableLayout, connections: Connections, settings: WriteS
 
 
 class _WriteRows(beam.DoFn):
-    """Upserts rows. A bundle finishes only when all of its writes are acknowledged."""
+    """Upserts rows. A bundle finishes only when all of its writes are acknowledged.
+
+    Outputs a ``too_large`` dead letter for each row that Cassandra cannot store.
+    """
 
     def __init__(
         self, layout: TableLayout, connections: Connections, settings: WriteSettings
@@ -919,6 +1011,11 @@ class _WriteRows(beam.DoFn):
         self._connections = connections
         self._settings = settings
         self._session_key: _SessionKey | None = None
+        # A dead letter's payload names the row without its values, as ``overflow``'s does.
+        meta = {None, "window_end", "pane_timing", "pane_index"}
+        self._value_columns = frozenset(
+            c.source for c in layout.columns[layout.key_size :] if c.source not in meta
+        )
         self._counters = tuple(
             Metrics.counter(NAMESPACE, f"cassandra/{name}")
             for name in ("rows_written", "retries", "failures")
@@ -934,6 +1031,7 @@ class _WriteRows(beam.DoFn):
             lambda: prepare_table(session, self._layout, self._connections.cassandra_replication),
         )
         self._bind = binder(self._insert)
+        self._max_request = max_request_bytes(session)
         self._writer = AsyncWriter(
             session.execute_async,
             max_in_flight=settings.max_in_flight,
@@ -947,7 +1045,7 @@ class _WriteRows(beam.DoFn):
             quiet_batch_warnings()
         self._last_write_us = 0
 
-    def process(self, row: dict[str, Any]) -> None:
+    def process(self, row: dict[str, Any]) -> Iterator[dict[str, Any]]:
         layout = self._layout
         try:
             statement = self._bind(layout.values(row, self._write_time()))
@@ -956,9 +1054,26 @@ class _WriteRows(beam.DoFn):
                 f"view {layout.view!r}: cannot write a row to {layout.keyspace}.{layout.table}:"
                 f" {e}; row: {row!r}"
             ) from e
+        problem = layout.too_large(statement.values, self._max_request)
+        if problem is not None:
+            yield self._dead_letter(row, problem)
+            return
         for request, rows in self._batches.add(statement):
             self._writer.submit(request, rows)
         self._report()
+
+    def _dead_letter(self, row: dict[str, Any], problem: str) -> dict[str, Any]:
+        """A ``too_large`` dead letter, counted as a result dead letter, as ``overflow`` is
+        (``result_dead_letter/<view>/too_large``): no message is to blame, so the view's
+        message accounting stays whole. Its payload is the row without its values."""
+        layout = self._layout
+        where = {k: v for k, v in row.items() if k not in self._value_columns}
+        try:
+            payload = orjson.dumps(where).decode()
+        except TypeError:  # a grouping value beyond 64 bits
+            payload = json.dumps(where, separators=(",", ":"), ensure_ascii=False)
+        detail = f"not written to Cassandra table {layout.keyspace}.{layout.table}: {problem}"
+        return dead_letter(payload, layout.view, TOO_LARGE, detail)
 
     def _write_time(self) -> int:
         """The row's write timestamp in microseconds, strictly increasing per DoFn instance
@@ -995,6 +1110,9 @@ class CassandraSink:
         sink.write(rows, view, bounded=False)  # creates metrics.<view> when it is missing
     """
 
+    #: ``write`` returns the dead letters of the rows it could not write (``too_large``).
+    gives_dead_letters = True
+
     def __init__(
         self,
         keyspace: str,
@@ -1012,12 +1130,38 @@ class CassandraSink:
 
     def write(
         self, rows: beam.PCollection, view: CompiledView | ViewSpec, *, bounded: bool
-    ) -> None:
+    ) -> beam.PCollection:
+        """Add the writes; returns the ``too_large`` dead letters of the rows not written.
+
+        Raises :class:`SharedTableError` when another view of the pipeline writes to the table.
+        """
         # Bounded and unbounded inputs are written alike: every pane is an upsert.
         layout = self.layout(view)
+        _claim_table(rows.pipeline, layout)
         create_table(layout, self.connections, self.settings)
         label = f"{view.name}/Cassandra/{layout.keyspace}.{layout.table}"
-        _ = rows | label >> beam.ParDo(_WriteRows(layout, self.connections, self.settings))
+        return rows | label >> beam.ParDo(_WriteRows(layout, self.connections, self.settings))
+
+
+#: pipeline -> (keyspace, table) -> the view that writes there.
+_TABLES: weakref.WeakKeyDictionary[Any, dict[tuple[str, str], str]] = weakref.WeakKeyDictionary()
+
+
+def _claim_table(pipeline: Any, layout: TableLayout) -> None:
+    """Refuse a second view of ``pipeline`` on ``layout``'s table, before the pipeline runs.
+
+    The table's key has no view column (docs/cassandra.md), so the rows of two views with the
+    same key and window would overwrite each other without an error.
+    """
+    claimed = _TABLES.setdefault(pipeline, {})
+    owner = claimed.setdefault((layout.keyspace, layout.table), layout.view)
+    if owner != layout.view:
+        raise SharedTableError(
+            f"views {owner!r} and {layout.view!r} both write to Cassandra table "
+            f"{layout.keyspace}.{layout.table}, where each would overwrite the other's rows: "
+            'a table holds one view. Give each view its own table ("table" in its own sink, '
+            'or a --sink without "table", which writes each view to the table of its name)'
+        )
 
 
 @register_sink("cassandra")
