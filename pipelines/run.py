@@ -305,7 +305,7 @@ def _kafka_source(
     timestamp_fn: Any = None,
     option: str = "--kafka-topic",
 ) -> Source:
-    from liveagg.transforms.kafka.source import KafkaSource, ViewEventTime
+    from liveagg.transforms.kafka.source import KafkaSource, event_time_of
 
     if not config.connections.kafka_bootstrap:
         raise ViewError(
@@ -325,8 +325,8 @@ def _kafka_source(
     }
     if timestamp_fn is not None:
         options["timestamp_fn"] = timestamp_fn
-    elif views:  # the watermark follows the event time of the views on this source
-        options["timestamp_fn"] = ViewEventTime(views[0])
+    elif views:  # the watermark follows the event times of the views on this source
+        options["timestamp_fn"] = event_time_of(views)
     return KafkaSource.from_connections(topic, config.connections, **options)
 
 

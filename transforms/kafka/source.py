@@ -696,7 +696,7 @@ class ReadPartitions(beam.DoFn):
         if fn is None:
             stamps = [NO_TIME if ms is None else ms * 1000 for ms in records.timestamps_ms]
             times = np.asarray(stamps, dtype=np.int64)
-        elif isinstance(fn, ViewEventTime):
+        elif isinstance(fn, ViewEventTime | ViewsEventTime):
             times = fn.many(records.lines)
         else:
             times = np.fromiter(map(_event_time(fn), records.lines), np.int64, len(records.lines))
@@ -789,6 +789,47 @@ def _process_watermark(read: PartitionRead, own_us: int | None) -> int | None:
         if len(known) < read.partitions:
             return None
         return min(known)
+
+
+class ViewsEventTime:
+    """The event time of a payload for several views of one source, as
+    ``KafkaSource.timestamp_fn``: the earliest that any of them reads (None when none does).
+
+    Views of one topic may read their event time from different fields (``timestamp_ms`` for
+    ad views, ``ts`` for CDN views). Following only one view's field, the watermark ignored
+    the other views' messages (their windows stayed open while data flowed) or closed their
+    windows by unrelated times (their in-order messages became too late). The earliest time
+    moves the watermark no further than any view that reads the message would.
+    """
+
+    def __init__(self, views: Sequence[ViewSpec]) -> None:
+        readers: dict[tuple, ViewEventTime] = {}
+        for view in views:
+            reader = ViewEventTime(view)
+            key = (reader._field, reader._format, reader._first, reader._last)
+            readers.setdefault(key, reader)
+        self._readers = list(readers.values())
+
+    def __call__(self, payload: bytes) -> int | None:
+        times = [t for reader in self._readers if (t := reader(payload)) is not None]
+        return min(times) if times else None
+
+    def many(self, payloads: Sequence[bytes]) -> np.ndarray:
+        """``self(p)`` of every payload as int64 microseconds, :data:`NO_TIME` for None."""
+        out = self._readers[0].many(payloads)
+        for reader in self._readers[1:]:
+            other = reader.many(payloads)
+            known = other != NO_TIME
+            take = known & ((out == NO_TIME) | (other < out))
+            out[take] = other[take]
+        return out
+
+
+def event_time_of(views: Sequence[ViewSpec]) -> ViewEventTime | ViewsEventTime:
+    """The ``timestamp_fn`` of a source that ``views`` read: one view's reader when they all
+    read the same field the same way, else :class:`ViewsEventTime`."""
+    combined = ViewsEventTime(views)
+    return combined._readers[0] if len(combined._readers) == 1 else combined
 
 
 def _event_time(fn: TimestampFn) -> Callable[[bytes], int]:

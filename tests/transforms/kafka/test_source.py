@@ -32,7 +32,9 @@ from liveagg.transforms.kafka.source import (
     PartitionWatermark,
     ReadPartitions,
     ViewEventTime,
+    ViewsEventTime,
     coordinated,
+    event_time_of,
     shares,
 )
 from liveagg.transforms.sinks import Connections
@@ -241,6 +243,38 @@ def test_a_batch_of_event_times_is_each_messages_event_time(
         expected = [fn(p) for p in batch]
         got = fn.many(batch).tolist()
         assert [None if t == NO_TIME else t for t in got] == expected
+
+
+@settings(max_examples=40, deadline=None, derandomize=True)
+@given(
+    st.lists(st.sampled_from(EVENT_TIMES), min_size=2, max_size=4),
+    st.lists(st.sampled_from(HOSTILE + TIMES), max_size=60),
+)
+def test_views_reading_other_fields_move_the_watermark_by_the_earliest_time_any_reads(
+    event_times: list[dict[str, str]], lines: list[bytes]
+) -> None:
+    """Views of one topic may read event time from other fields: the watermark followed the
+    first view's alone, so the others' windows stayed open, or closed by unrelated times."""
+    views = [
+        parse_view({**VIEW, "name": f"v{i}", "event_time": event_time})
+        for i, event_time in enumerate(event_times)
+    ]
+    fn = ViewsEventTime(views)
+    for payload in lines:
+        each = [t for v in views if (t := ViewEventTime(v)(payload)) is not None]
+        assert fn(payload) == (min(each) if each else None)
+    got = fn.many(lines).tolist()
+    assert [None if t == NO_TIME else t for t in got] == [fn(p) for p in lines]
+
+
+def test_views_reading_one_field_share_one_reader() -> None:
+    same = [view_spec(), parse_view({**VIEW, "name": "other"})]
+    assert type(event_time_of(same)) is ViewEventTime
+    ads = parse_view({**VIEW, "name": "ads", "event_time": {"field": "ms", "format": "epoch_ms"}})
+    both = event_time_of([view_spec(), ads])
+    assert type(both) is ViewsEventTime
+    assert both(b'{"ms": 120000}') == 120_000_000  # the second view's field only
+    assert both(b'{"ts": 60, "ms": 120000}') == 60_000_000
 
 
 def test_clean_event_times_are_read_as_a_column(monkeypatch: pytest.MonkeyPatch) -> None:
