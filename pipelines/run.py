@@ -690,7 +690,7 @@ def _progress_line(
 
 def _intermediate(config: RunConfig, views: Sequence[ViewSpec]) -> Source:
     """Level 2's source: the intermediate topic, its watermark read from the envelopes."""
-    from liveagg.transforms.envelope import envelope_time
+    from liveagg.transforms.envelope import EnvelopeTime
 
     if not config.intermediate_topic:
         raise ViewError(
@@ -700,7 +700,7 @@ def _intermediate(config: RunConfig, views: Sequence[ViewSpec]) -> Source:
             "(liveagg run --intermediate-topic TOPIC) writes its partials to",
         )
     return _kafka_source(
-        config, config.intermediate_topic, views, envelope_time, "--intermediate-topic"
+        config, config.intermediate_topic, views, EnvelopeTime(views), "--intermediate-topic"
     )
 
 

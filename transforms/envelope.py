@@ -31,7 +31,7 @@ from __future__ import annotations
 import base64
 import binascii
 import zlib
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import orjson
@@ -107,6 +107,12 @@ def envelope_time(payload: bytes) -> int | None:
     a window outside the years 1 to 9999), so that it never moves the watermark: one
     ``window_start_us`` of ``2**62`` would otherwise make every later partial too late.
     """
+    env = _timed_envelope(payload)
+    return None if env is None else env["window_start_us"]
+
+
+def _timed_envelope(payload: bytes) -> dict[str, Any] | None:
+    """The envelope :func:`envelope_time` gives a time to, or None."""
     try:
         env = orjson.loads(payload)
     except (orjson.JSONDecodeError, TypeError):
@@ -115,8 +121,37 @@ def envelope_time(payload: bytes) -> int | None:
         return None
     start, end = env.get("window_start_us"), env.get("window_end_us")
     if type(start) is int and type(end) is int and MIN_US <= start < end <= MAX_US:
-        return start
+        return env
     return None
+
+
+class EnvelopeTime:
+    """The level-2 watermark's ``timestamp_fn``: :func:`envelope_time` of the envelopes that
+    level 2 would merge, None for the others.
+
+    An envelope of another view or definition, or whose window or key is not one of the
+    view's, becomes a dead letter; given a time, it still moved the watermark, so one such
+    message with a far window closed every open window and made the partials after it LATE.
+    Its accumulator is checked only when the envelope is merged.
+    """
+
+    def __init__(self, views: Sequence[CompiledView | ViewSpec]) -> None:
+        self._compiled = {view.name: as_compiled(view) for view in views}
+
+    def __call__(self, payload: bytes) -> int | None:
+        env = _timed_envelope(payload)
+        if env is None:
+            return None
+        if not hasattr(self, "_levels"):  # built on the worker: plans are not pickled
+            self._levels = {name: Level2(view) for name, view in self._compiled.items()}
+        name = env.get("view")
+        level2 = self._levels.get(name) if type(name) is str else None
+        if level2 is None or not level2.mergeable(env):
+            return None
+        return env["window_start_us"]
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {"_compiled": self._compiled}
 
 
 def _is_version(env: dict[str, Any]) -> bool:
@@ -148,8 +183,31 @@ class Level2:
         # The roll-up's windows: the final view's one fixed granularity.
         self._rollup = None if rollup is None else self.final.variants[0].window
 
+    def mergeable(self, env: dict[str, Any]) -> bool:
+        """Whether :meth:`check` takes ``env`` as far as its definition, window, key and
+        coordinates go (its accumulator is not read)."""
+        try:
+            self._variant(env)
+        except Reject:
+            return False
+        return True
+
     def check(self, env: dict[str, Any]) -> Partial:
         """The final-level partial of a level-1 envelope, or :class:`Reject`."""
+        variant = self._variant(env)
+        start, end, key = env.get("window_start_us"), env.get("window_end_us"), env.get("key")
+        shard, pane, offsets = env.get("shard"), env.get("pane"), env.get("offsets")
+        acc = self._accumulator(env)
+        if self._keep is not None:
+            # Rolled up, many level-1 keys and windows share a final one: each is its own
+            # stream of panes, to merge with the others, never to replace them.
+            shard = f"{shard}|{start}|{orjson.dumps(key).decode()}"
+        variant, start, end, group = self.map(variant, start, end, key)
+        return (self.spec.name, variant.index, start, end, group, shard, pane, acc, offsets)
+
+    def _variant(self, env: dict[str, Any]) -> Variant:
+        """The level-1 variant of an envelope whose definition, window, key and coordinates
+        are the view's, or :class:`Reject`."""
         spec = self.spec
         definition = env.get("definition")
         if definition != self.fingerprint:
@@ -178,13 +236,7 @@ class Level2:
         )
         if problem:
             raise Reject("bad_envelope", f"envelope of view {spec.name!r}: {problem}")
-        acc = self._accumulator(env)
-        if self._keep is not None:
-            # Rolled up, many level-1 keys and windows share a final one: each is its own
-            # stream of panes, to merge with the others, never to replace them.
-            shard = f"{shard}|{start}|{orjson.dumps(key).decode()}"
-        variant, start, end, group = self.map(variant, start, end, key)
-        return (spec.name, variant.index, start, end, group, shard, pane, acc, offsets)
+        return variant
 
     def _window_problem(self, variant: Variant, start: Any, end: Any) -> str | None:
         if type(start) is not int or type(end) is not int:

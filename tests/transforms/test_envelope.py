@@ -12,6 +12,7 @@ from typing import Any
 
 import orjson
 import pytest
+from apache_beam.internal import pickler
 
 from liveagg.combiners import LiveaggCombineFn
 from liveagg.engine.compiled import compile_view
@@ -257,6 +258,31 @@ def test_only_a_plausible_envelope_moves_the_level_2_watermark(
     assert (
         envelope.envelope_time(_envelope(spec, START, ("acme", "fra1"), ["a"], **payload)) == time
     )
+
+
+@pytest.mark.parametrize(
+    "payload",
+    [
+        {"view": "other"},
+        {"view": None},
+        {"definition": "x"},
+        {"granularity": "5m"},
+        {"window_start_us": START + 1, "window_end_us": START + 1 + MINUTE},
+        {"key": ["acme"]},
+        {"shard": 7},
+    ],
+)
+def test_only_an_envelope_level_2_merges_moves_its_watermark(payload: dict) -> None:
+    """A dead-lettered envelope with a time closed every open window: the partials after it
+    came out LATE. The accumulator is read only when the envelope is merged."""
+    spec = parse_view(VIEW)
+    time = envelope.EnvelopeTime([spec])
+    good = _envelope(spec, START, ("acme", "fra1"), ["a"])
+    assert time(good) == START
+    bad = _envelope(spec, START, ("acme", "fra1"), ["a"], **payload)
+    assert envelope.envelope_time(bad) is not None  # plausible, but not one to merge
+    assert time(bad) is None
+    assert pickler.loads(pickler.dumps(time))(good) == START  # as Beam ships it
 
 
 @pytest.mark.parametrize("payload", [b"", b"[1]", b"\xff", b"null", b"{"])
