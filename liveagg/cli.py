@@ -7,6 +7,7 @@ import argparse
 import difflib
 import logging
 import math
+import os
 import sys
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -546,10 +547,17 @@ def main(argv: Sequence[str] | None = None) -> int:
             )
     args.beam_args = extra
     try:
-        return args.func(args)
+        code = args.func(args)
+        sys.stdout.flush()
+        return code
     except KeyboardInterrupt:  # before the run started writing (it reports its own)
         print("interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # ``liveagg ... | head`` closed the pipe: nothing more to say
+        # Python would report the pipe again when it flushes stdout at exit (its docs,
+        # "Note on SIGPIPE"): point stdout at /dev/null first.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141  # 128 + SIGPIPE, as a shell reports a command the pipe ended
 
 
 def unknown_options(args: Sequence[str]) -> list[str]:

@@ -159,13 +159,14 @@ class RunReport:
             if self.intermediate_topic:
                 what = f"{self.partials.get(view, 0)} partials -> topic {self.intermediate_topic}"
             else:
-                where = f" -> {Path(self.output, view)}/" if self.output else ""
-                what = f"{self.rows.get(view, 0)} rows{where}"
+                rows = self.rows.get(view, 0)
+                where = f" -> {_under(self.output, view)}/" if self.output and rows else ""
+                what = f"{rows} rows{where}"
             lines.append(f"view {view}: {what}")
             if view in self.milestones:
                 places = []
-                if self.output:
-                    places.append(f"{Path(self.output, '_milestones', view)}.jsonl")
+                if self.output and self.milestones[view]:
+                    places.append(f"{_under(self.output, '_milestones', view)}.jsonl")
                 if self.milestone_topic:
                     places.append(f"topic {self.milestone_topic}")
                 where = f" -> {', '.join(places)}" if places else ""
@@ -177,7 +178,7 @@ class RunReport:
                     f"filtered out + {letters} dead letters"
                 )
         total = sum(self.dead_letters.values())
-        where = f" -> {Path(self.output, '_dead_letter')}/" if self.output and total else ""
+        where = f" -> {_under(self.output, '_dead_letter')}/" if self.output and total else ""
         lines.append(f"dead letters: {total}{where}")
         for reason, count in sorted(self.dead_letters.items()):
             lines.append(f"  {reason}: {count}")
@@ -482,6 +483,13 @@ def _check_milestone_topic(config: RunConfig, written: Sequence[ViewSpec], level
     else:
         return
     raise UsageError(f"--milestone-topic {config.milestone_topic}: {why}")
+
+
+def _under(folder: str, *names: str) -> str:
+    """``folder/names...`` as the run names it: ``Path`` would fold ``s3://`` to ``s3:/``."""
+    if "://" in folder:
+        return posixpath.join(folder, *names)
+    return str(Path(folder, *names))
 
 
 def _check_destinations(config: RunConfig, written: Sequence[ViewSpec], level1: bool) -> None:

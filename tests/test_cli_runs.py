@@ -553,4 +553,35 @@ def test_summary_without_counters_claims_no_accounting() -> None:
     """A runner that gave no metrics (a cancelled portable job) counted nothing: no zeros
     that would read as 'nothing was read'."""
     report = RunReport("out", rows={"cdn": 0})
-    assert report.summary().splitlines() == ["view cdn: 0 rows -> out/cdn/", "dead letters: 0"]
+    assert report.summary().splitlines() == ["view cdn: 0 rows", "dead letters: 0"]
+
+
+def test_summary_names_only_what_was_written_and_object_store_paths_whole() -> None:
+    """No folder for a view without rows (none is written); ``s3://`` kept, not ``s3:/``."""
+    report = RunReport(
+        "s3://bucket/out",
+        rows={"cdn": 2, "ads": 0},
+        milestones={"cdn": 1, "ads": 0},
+        dead_letters={"not_json": 1},
+    )
+    assert report.summary().splitlines() == [
+        "view ads: 0 rows",
+        "  0 milestones",
+        "view cdn: 2 rows -> s3://bucket/out/cdn/",
+        "  1 milestones -> s3://bucket/out/_milestones/cdn.jsonl",
+        "dead letters: 1 -> s3://bucket/out/_dead_letter/",
+        "  not_json: 1",
+    ]
+
+
+def test_a_closed_pipe_ends_the_run_quietly(view: Path, tmp_path: Path) -> None:
+    """``liveagg run ... | head`` printed a BrokenPipeError traceback once the reader left."""
+    data = lines_file(tmp_path / "in.jsonl", GOOD)
+    args = ["run", "--views", str(view), "--input", str(data), "--output", str(tmp_path / "o")]
+    read, write = os.pipe()
+    os.close(read)  # the reader has gone before anything is written
+    try:
+        proc = subprocess.run(command(*args), stdout=write, stderr=subprocess.PIPE, check=False)
+    finally:
+        os.close(write)
+    assert (proc.returncode, proc.stderr) == (141, b"")
