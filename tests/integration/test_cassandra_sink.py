@@ -801,6 +801,39 @@ def test_a_run_with_a_key_cassandra_cannot_store_succeeds_and_reports_the_dead_l
     ]
 
 
+def test_a_global_row_whose_only_key_is_empty_is_a_dead_letter(
+    cassandra: CassandraConnection, keyspace: str, session: Any, tmp_path: Path
+) -> None:
+    """A global window's key is its grouping columns alone: one null or "" value is an empty
+    key, which the server refuses ("Key may not be empty"), failing the batch and the run."""
+    view = {
+        **SIMPLE_VIEW,
+        "name": "running_pages",
+        "window": {"type": "global"},
+        "emit": {"early": "10s"},
+        "state_ttl": "1d",
+        "allowed_lateness": "0s",
+    }
+    (tmp_path / "view.json").write_text(json.dumps(view))
+    pages = ["/a", "", None, "/b"]
+    (tmp_path / "in.jsonl").write_text(
+        "".join(json.dumps({"ts": T0, "page": p, "ms": 1}) + "\n" for p in pages)
+    )
+    report = run_views(
+        RunConfig(
+            views=[str(tmp_path / "view.json")],
+            inputs=[str(tmp_path / "in.jsonl")],
+            output=str(tmp_path / "out"),
+            sinks=[json.dumps({"type": "cassandra", "keyspace": keyspace})],
+            connections=connections(cassandra),
+        )
+    )
+    assert report.result_dead_letters == {"running_pages": {"empty_key": 2}}
+    assert report.reconcile() == []
+    rows = select_all(session, keyspace, "running_pages")
+    assert sorted(r["page"] for r in rows) == ["/a", "/b"]
+
+
 def test_two_views_on_one_table_are_refused_before_the_run(
     cassandra: CassandraConnection, keyspace: str, session: Any, tmp_path: Path
 ) -> None:

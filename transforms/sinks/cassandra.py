@@ -125,8 +125,10 @@ DEFAULT_MAX_REQUEST_BYTES = 16 * 1024 * 1024
 #: bytes more the server answers "CQL Message of size 16777221 bytes exceeds allowed maximum
 #: of 16777216 bytes", so that request held 64 bytes besides its values.
 REQUEST_OVERHEAD = 1024
-#: The dead-letter reason of a row that Cassandra cannot store.
-TOO_LARGE = "too_large"
+#: The dead-letter reasons of a row that Cassandra cannot store: too large, or with a key of
+#: one column that is empty (a null or "" grouping value of a global window's only grouping
+#: column), which the server refuses with "Key may not be empty".
+TOO_LARGE, EMPTY_KEY = "too_large", "empty_key"
 
 
 # --- values --------------------------------------------------------------------------------
@@ -257,15 +259,24 @@ class TableLayout:
         out.append(write_time_us)
         return out
 
-    def too_large(self, serialized: Sequence[bytes | None], max_request: int) -> str | None:
-        """Why Cassandra would refuse a row, from the bound values of :meth:`insert_cql`, or
-        None. Checked before a row is sent: a refused row fails its batch and its bundle."""
+    def unstorable(
+        self, serialized: Sequence[bytes | None], max_request: int
+    ) -> tuple[str, str] | None:
+        """The dead-letter reason and detail of a row that Cassandra would refuse, from the
+        bound values of :meth:`insert_cql`, or None. Checked before a row is sent: a refused
+        row fails its batch and its bundle."""
         sizes = [0 if v is None else len(v) for v in serialized]
         key = sizes[: self.key_size]
+        if len(key) == 1 and key[0] == 0:
+            name = self.columns[0].name
+            return EMPTY_KEY, (
+                f"its partition key, column {name!r}, is empty (a null or empty grouping "
+                "value), which Cassandra refuses as a key"
+            )
         # One column is stored as it is; several as a composite (MAX_KEY_BYTES).
         key_bytes = key[0] if len(key) == 1 else sum(key) + KEY_COMPONENT_OVERHEAD * len(key)
         if key_bytes > MAX_KEY_BYTES:
-            return (
+            return TOO_LARGE, (
                 f"its partition key is {key_bytes} bytes, over the {MAX_KEY_BYTES} bytes that "
                 f"Cassandra stores in a key; {self._largest(key)}"
             )
@@ -273,7 +284,7 @@ class TableLayout:
             CELL_OVERHEAD + n for n, v in zip(sizes, serialized, strict=True) if v is not None
         )
         if REQUEST_OVERHEAD + cells > max_request:
-            return (
+            return TOO_LARGE, (
                 f"the row is about {REQUEST_OVERHEAD + cells} bytes, over the {max_request} "
                 "bytes that Cassandra accepts in one request (native_transport_max_message_size,"
                 f" max_mutation_size); {self._largest(sizes[: len(self.columns)])}"
@@ -1054,15 +1065,15 @@ class _WriteRows(beam.DoFn):
                 f"view {layout.view!r}: cannot write a row to {layout.keyspace}.{layout.table}:"
                 f" {e}; row: {row!r}"
             ) from e
-        problem = layout.too_large(statement.values, self._max_request)
-        if problem is not None:
-            yield self._dead_letter(row, problem)
+        refused = layout.unstorable(statement.values, self._max_request)
+        if refused is not None:
+            yield self._dead_letter(row, *refused)
             return
         for request, rows in self._batches.add(statement):
             self._writer.submit(request, rows)
         self._report()
 
-    def _dead_letter(self, row: dict[str, Any], problem: str) -> dict[str, Any]:
+    def _dead_letter(self, row: dict[str, Any], reason: str, problem: str) -> dict[str, Any]:
         """A ``too_large`` dead letter, counted as a result dead letter, as ``overflow`` is
         (``result_dead_letter/<view>/too_large``): no message is to blame, so the view's
         message accounting stays whole. Its payload is the row without its values."""
@@ -1073,7 +1084,7 @@ class _WriteRows(beam.DoFn):
         except TypeError:  # a grouping value beyond 64 bits
             payload = json.dumps(where, separators=(",", ":"), ensure_ascii=False)
         detail = f"not written to Cassandra table {layout.keyspace}.{layout.table}: {problem}"
-        return dead_letter(payload, layout.view, TOO_LARGE, detail)
+        return dead_letter(payload, layout.view, reason, detail)
 
     def _write_time(self) -> int:
         """The row's write timestamp in microseconds, strictly increasing per DoFn instance
