@@ -45,6 +45,7 @@ from liveagg.transforms.kafka.source import (
 from liveagg.transforms.plan import MILESTONES
 from liveagg.transforms.sinks import Connections, build_sink
 from liveagg.transforms.sources import KafkaRecords
+from tests.support.cli import liveagg
 from tests.support.waiting import eventually, kafka_records
 
 ck = pytest.importorskip("confluent_kafka")
@@ -333,6 +334,22 @@ def test_start_latest_and_missing_topic(bootstrap: str, topic: Callable[..., str
     missing = f"liveagg-test-missing-{uuid.uuid4().hex[:8]}"
     with pytest.raises(ValueError, match=f"cannot read Kafka topic '{missing}'.*create it"):
         plan_reads(source(bootstrap, missing))
+
+
+def test_a_missing_topic_fails_the_run_in_one_line(bootstrap: str, tmp_path: Path) -> None:
+    """Checked where the pipeline is built: it was a worker's traceback of about 100 lines
+    (the same message at its end)."""
+    missing = f"liveagg-test-missing-{uuid.uuid4().hex[:8]}"
+    view = tmp_path / "v.json"
+    view.write_text(orjson.dumps(VIEW).decode())
+    args = ["run", "--views", str(view), "--kafka-topic", missing, "--kafka-bootstrap", bootstrap]
+    result = liveagg(*args, "--output", str(tmp_path / "out"), ok=False)
+    assert result.returncode == 1
+    assert result.stderr.splitlines() == [
+        f"cannot read Kafka topic '{missing}' at {bootstrap}: "
+        'KafkaError{code=UNKNOWN_TOPIC_OR_PART,val=3,str="Broker: Unknown topic or partition"}'
+        "; create it or check the topic name"
+    ]
 
 
 # --- sinks ----------------------------------------------------------------------------------

@@ -32,15 +32,15 @@ _CHECK_TIMEOUT_S = 10.0
 _REFUSED = ("_AUTHENTICATION", "_SSL", "SASL_AUTHENTICATION_FAILED")
 
 
-def check_kafka(config: Mapping[str, Any], what: str) -> None:
+def check_kafka(config: Mapping[str, Any], what: str) -> bool:
     """Connect once from where the pipeline is built, so that a refused login, a failed TLS
     handshake or an unknown setting fails the run at once, in one line that names Kafka,
-    instead of failing every worker after its timeouts.
+    instead of failing every worker after its timeouts. True when the brokers answered.
 
     Brokers that do not answer from here are left to the workers (they may be reachable only
     from there). One check per distinct settings in a process.
     """
-    _check_kafka(tuple(sorted(config.items())), what)
+    return _check_kafka(tuple(sorted(config.items())), what)
 
 
 class _InfoLogger:
@@ -52,7 +52,7 @@ class _InfoLogger:
 
 
 @functools.lru_cache(maxsize=64)
-def _check_kafka(items: tuple[tuple[str, Any], ...], what: str) -> None:
+def _check_kafka(items: tuple[tuple[str, Any], ...], what: str) -> bool:
     ck = confluent_kafka()
     config = revealed(dict(items))
     where = config.get("bootstrap.servers")
@@ -68,7 +68,7 @@ def _check_kafka(items: tuple[tuple[str, Any], ...], what: str) -> None:
     while time.monotonic() < deadline:
         try:
             client.list_topics(timeout=0.5)
-            return
+            return True
         except ck.KafkaException:
             client.poll(0)  # delivers the errors to error_cb
         refused = [e for e in errors if e.name() in _REFUSED]
@@ -80,3 +80,4 @@ def _check_kafka(items: tuple[tuple[str, Any], ...], what: str) -> None:
         if any(e.name() == "_ALL_BROKERS_DOWN" for e in errors):
             break
     _LOGGER.info("%s: Kafka at %s does not answer from here; the workers will try", what, where)
+    return False

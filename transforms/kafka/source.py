@@ -42,7 +42,7 @@ from apache_beam.transforms.window import TimestampedValue
 from apache_beam.utils.timestamp import MIN_TIMESTAMP, Duration, Timestamp
 
 from liveagg.engine.columns import MIN_SPLIT, column_times, message_lines, misread, read_table
-from liveagg.settings import revealed
+from liveagg.settings import ConnectionFailed, revealed
 from liveagg.spec import ViewSpec
 from liveagg.transforms import eventtime
 from liveagg.transforms.deadletter import NAMESPACE
@@ -201,10 +201,15 @@ class KafkaSource:
 
     def read(self, pipeline: beam.Pipeline, label: str) -> beam.PCollection:
         confluent_kafka()
-        check_kafka(
+        reachable = check_kafka(
             {"bootstrap.servers": self.bootstrap_servers, **self.config},
             f"Kafka topic {self.topic!r}",
         )
+        if reachable:  # a topic that does not exist: one line now, not a worker's traceback
+            try:
+                partitions(self)
+            except ValueError as e:
+                raise ConnectionFailed(str(e)) from None
         return pipeline | label >> ReadFromKafkaTopic(self)
 
     def describe(self) -> str:
