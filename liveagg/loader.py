@@ -48,6 +48,7 @@ from liveagg.errors import COMMAND_LINE, ViewError, ViewErrors
 from liveagg.expr import ExprSyntaxError, parse_expr
 from liveagg.spec import (
     DEFAULT_FILE_FORMAT,
+    INPUT_DEAD_LETTERS,
     Aggregation,
     AllOf,
     AnyOf,
@@ -1161,6 +1162,13 @@ class _Checker:
         return "$" + _render((*self.at, *parts))
 
     def run(self) -> None:
+        if self.view["name"] == INPUT_DEAD_LETTERS:
+            self.add(
+                ("name",),
+                f"{INPUT_DEAD_LETTERS!r} names the file of the dead letters no view could read "
+                f"(OUTPUT/_dead_letter/{INPUT_DEAD_LETTERS}.jsonl), beside each view's "
+                "<view>.jsonl; choose another name",
+            )
         self.check_event_time()
         self.check_grouping()
         self.check_window()

@@ -128,6 +128,9 @@ class Derived:
 
 #: The format of a file, s3 or gcs sink that names none.
 DEFAULT_FILE_FORMAT = "jsonl"
+#: The file of the dead letters no view could read (``OUTPUT/_dead_letter/input.jsonl``, SPEC
+#: section 4); views write theirs to ``<view>.jsonl``, so no view may take this name.
+INPUT_DEAD_LETTERS = "input"
 
 
 @dataclass(frozen=True)

@@ -750,6 +750,14 @@ def test_milestone_event_keys_cannot_be_grouping_columns_of_a_view_with_mileston
     parse_view(view(grouping_cols=[name]))
 
 
+def test_a_view_may_not_take_the_name_of_the_input_dead_letters() -> None:
+    """Its dead letters would share ``_dead_letter/input.jsonl`` with the input's."""
+    assert error(view(name="input")) == (
+        "<memory>: $.name: 'input' names the file of the dead letters no view could read "
+        "(OUTPUT/_dead_letter/input.jsonl), beside each view's <view>.jsonl; choose another name"
+    )
+
+
 def test_columns_differing_only_in_case_are_refused() -> None:
     assert error(view(grouping_cols=["userId"], aggregation_info=[agg("count", "userid")])) == (
         "<memory>: $.aggregation_info[0].aggregated_col_name: 'userid' differs from 'userId' "

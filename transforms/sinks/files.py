@@ -54,7 +54,7 @@ from apache_beam.utils.windowed_value import WindowedValue
 from liveagg.engine.compiled import KEY, TIMESTAMP, Column, CompiledView, as_compiled
 from liveagg.errors import PathError, reason
 from liveagg.settings import Connections
-from liveagg.spec import DEFAULT_FILE_FORMAT, Sink, ViewSpec
+from liveagg.spec import DEFAULT_FILE_FORMAT, INPUT_DEAD_LETTERS, Sink, ViewSpec
 from liveagg.transforms.shuffle import pack, unpack
 from liveagg.transforms.sinks import objectstores, register_sink
 
@@ -65,8 +65,8 @@ _MIME_TYPES = {
     "csv": "text/csv",
     "parquet": "application/vnd.apache.parquet",
 }
-#: The folder of dead letters, and their file when no view could read the message.
-DEAD_LETTER_FOLDER, INPUT_DEAD_LETTERS = "_dead_letter", "input"
+#: The folder of dead letters (their file is the view's name, or INPUT_DEAD_LETTERS).
+DEAD_LETTER_FOLDER = "_dead_letter"
 #: The folder of milestone events, a file per view.
 MILESTONE_FOLDER = "_milestones"
 #: The file stem of a view's rows in the global window (they have no window bounds), and how
