@@ -932,7 +932,8 @@ def _explain_one_of(error: ValidationError, root: Any) -> list[tuple[Parts, str]
 
 
 def _other_branch_hint(key: Part, chosen: int, branches: dict[int, list[ValidationError]]) -> str:
-    """For a key that another branch accepts: say which ``type`` that branch has."""
+    """For a key that other branches accept: say which ``type`` each of them has."""
+    types: list[str] = []
     for index, subs in branches.items():
         if index == chosen:
             continue
@@ -943,9 +944,11 @@ def _other_branch_hint(key: Part, chosen: int, branches: dict[int, list[Validati
             for s in subs
         )
         consts = [_type_const(s) for s in subs if _type_const(s) is not None]
-        if not unknown_there and consts:
-            return f' ({key!r} belongs to "type": {json.dumps(consts[0])})'
-    return ""
+        if not unknown_there and consts and json.dumps(consts[0]) not in types:
+            types.append(json.dumps(consts[0]))
+    if not types:
+        return ""
+    return f' ({key!r} belongs to "type": {" or ".join(types)})'
 
 
 def _type_const(error: ValidationError) -> Any:

@@ -497,7 +497,7 @@ def test_session_window_errors() -> None:
         "<memory>: $.window: missing required key 'gap': the inactivity that closes a session, "
         'e.g. "gap": "30m"',
         "<memory>: $.window.size: unknown key 'size'; allowed here: type, gap "
-        '(\'size\' belongs to "type": "fixed")',
+        '(\'size\' belongs to "type": "fixed" or "sliding" or "cumulative")',
     ]
 
 
@@ -1817,7 +1817,7 @@ def test_a_global_window_needs_early_results_and_a_ttl() -> None:
 def test_a_global_window_takes_neither_size_nor_lateness() -> None:
     assert error(view(**GLOBAL | {"window": {"type": "global", "size": "1d"}})) == (
         "<memory>: $.window.size: unknown key 'size'; allowed here: type ('size' belongs to "
-        '"type": "fixed")'
+        '"type": "fixed" or "sliding" or "cumulative")'
     )
     assert error(view(**GLOBAL, allowed_lateness="1m")) == (
         "<memory>: $.allowed_lateness: a global window never closes, so no message is late; "
