@@ -140,3 +140,25 @@ def alive(pid: int) -> bool:
     except OSError:
         return False
     return stat.rsplit(")", 1)[1].split()[0] != "Z"
+
+
+def minute_line(key: str, second: int, value: int) -> bytes:
+    """A message ``{"k", "ts", "v"}`` at ``second`` seconds after 2024-05-01T00:00:00Z."""
+    return orjson.dumps({"k": key, "ts": f"2024-05-01T00:{second // 60:02d}:{second % 60:02d}Z",
+                         "v": value})  # fmt: skip
+
+
+def live_prism_run(
+    view_file: Path, kafka: KafkaConnection, prism: Path, topic: str, rows_topic: str, *more: str
+) -> list[str]:
+    """``liveagg`` arguments of a live read of ``topic`` on Prism from its start, rows to
+    ``rows_topic``; the watermark is the largest event time read (an idle timeout of an
+    hour). ``more``: options of the test's own (the dead-letter topic, say)."""
+    return [
+        *("run", "--views", str(view_file), "--kafka-topic", topic, "--unbounded"),
+        *("--kafka-bootstrap", kafka.bootstrap_servers, "--kafka-start", "earliest"),
+        *("--kafka-group-id", unique("liveagg-prism-"), "--idle-timeout-s", "3600"),
+        *("--sink", orjson.dumps({"type": "kafka", "topic": rows_topic}).decode()),
+        *("--runner", "prism", "--prism-location", str(prism)),
+        *more,
+    ]

@@ -20,7 +20,16 @@ import pytest
 
 from integration.services import KafkaConnection
 from liveagg.loader import load_views
-from tests.conformance.streams import Topic, ctrl_c, running, unique, while_running
+from tests.conformance.streams import (
+    Topic,
+    ctrl_c,
+    live_prism_run,
+    minute_line,
+    running,
+    unique,
+    while_running,
+)
+from tests.conformance.test_prism_streaming import VIEW as STREAMING_VIEW
 from tests.support.compare import (
     assert_milestones_match,
     assert_rows_match,
@@ -32,27 +41,14 @@ from tests.support.oracle import expected_milestones, expected_rows
 
 pytestmark = [pytest.mark.integration, pytest.mark.e2e]
 
+#: The counts of test_prism_streaming.py, with the hot-key fan-out and milestones.
 VIEW = {
+    **STREAMING_VIEW,
     "name": "prism_hot",
-    "event_time": {"field": "ts"},
-    "grouping_cols": ["k"],
-    "window": {"type": "fixed", "size": "1m"},
-    "allowed_lateness": "2m",
-    "emit": {"early": "1s"},
     "hot_key_fanout": 4,
     "milestones": [{"column": "n", "at": [1, 5, 10, 21, 22]}],
-    "aggregation_info": [
-        {"aggregation": "count", "aggregated_col_name": "n"},
-        {"aggregation": "sum", "col_name": "v", "aggregated_col_name": "total"},
-    ],
 }
 STEP_TIMEOUT_S = 180.0
-
-
-def _line(key: str, second: int, value: int) -> bytes:
-    """A message at ``second`` seconds after 2024-05-01T00:00:00Z."""
-    return orjson.dumps({"k": key, "ts": f"2024-05-01T00:{second // 60:02d}:{second % 60:02d}Z",
-                         "v": value})  # fmt: skip
 
 
 def _closed(record: dict[str, Any]) -> bool:
@@ -87,14 +83,8 @@ def test_hot_keys_fan_out_and_merge_with_every_pane_once(
         unique(f"liveagg-fanout-{p}-") for p in ("in", "rows", "dead", "milestones")
     )
     create_topics(kafka.client_config(), [topic, rows_topic, dead_topic, events_topic], 1)
-    args = [
-        *("run", "--views", str(view_file), "--kafka-topic", topic, "--unbounded"),
-        *("--kafka-bootstrap", kafka.bootstrap_servers, "--kafka-start", "earliest"),
-        *("--kafka-group-id", unique("liveagg-fanout-"), "--idle-timeout-s", "3600"),
-        *("--sink", orjson.dumps({"type": "kafka", "topic": rows_topic}).decode()),
-        *("--dead-letter-topic", dead_topic, "--milestone-topic", events_topic),
-        *("--runner", "prism", "--prism-location", str(prism)),
-    ]
+    more = ("--dead-letter-topic", dead_topic, "--milestone-topic", events_topic)
+    args = live_prism_run(view_file, kafka, prism, topic, rows_topic, *more)
     sent: list[bytes] = []
     rows, milestones = Topic(kafka, rows_topic), Topic(kafka, events_topic)
     log = tmp_path / "stderr.log"
@@ -124,18 +114,18 @@ def test_hot_keys_fan_out_and_merge_with_every_pane_once(
                 return while_running(check, proc, log, what=what, timeout_s=STEP_TIMEOUT_S)
 
             # The hot key "a" spreads over the four sub-keys; "b" is one message.
-            send([_line("a", 1 + i, i) for i in range(12)] + [_line("b", 20, 100)])
+            send([minute_line("a", 1 + i, i) for i in range(12)] + [minute_line("b", 20, 100)])
             wait(newest("a", "00", "EARLY", 12), "the EARLY pane of a at 00:00 with 12")
-            send([_line("a", 30 + i, 1) for i in range(8)])
+            send([minute_line("a", 30 + i, 1) for i in range(8)])
             # 00:01:10 passes the end of [00:00, 00:01): the merged ON_TIME pane.
-            send([_line("a", 70, 5)])
+            send([minute_line("a", 70, 5)])
             wait(newest("a", "00", "ON_TIME", 20), "the ON_TIME pane of a at 00:00")
             wait(newest("b", "00", "ON_TIME", 1), "the ON_TIME pane of b at 00:00")
             # Late, within the allowed lateness: LATE panes with the whole value.
-            send([_line("a", 50, 7), _line("a", 51, 7)])
+            send([minute_line("a", 50, 7), minute_line("a", 51, 7)])
             wait(newest("a", "00", "LATE", 22), "the LATE pane of a at 00:00 with 22")
             # 00:03:05 closes [00:00, 00:01) and fires [00:01, 00:02) and [00:02, 00:03).
-            send([_line("a", 130, 1), _line("a", 185, 1)])
+            send([minute_line("a", 130, 1), minute_line("a", 185, 1)])
             wait(newest("a", "02", "ON_TIME", 1), "the ON_TIME pane of a at 00:02")
             events = tmp_path / "sent.jsonl"
             events.write_bytes(b"\n".join(sent) + b"\n")

@@ -24,6 +24,8 @@ from tests.conformance.streams import (
     alive,
     ctrl_c,
     descendants,
+    live_prism_run,
+    minute_line,
     running,
     unique,
     while_running,
@@ -50,12 +52,6 @@ STEP_TIMEOUT_S = 180.0
 T = TypeVar("T")
 
 
-def _line(key: str, second: int, value: int) -> bytes:
-    """A message at ``second`` seconds after 2024-05-01T00:00:00Z."""
-    return orjson.dumps({"k": key, "ts": f"2024-05-01T00:{second // 60:02d}:{second % 60:02d}Z",
-                         "v": value})  # fmt: skip
-
-
 def test_early_on_time_late_and_too_late_then_ctrl_c(
     tmp_path: Path, kafka: KafkaConnection, prism: Path
 ) -> None:
@@ -64,14 +60,8 @@ def test_early_on_time_late_and_too_late_then_ctrl_c(
     (view,) = load_views([view_file])
     topic, rows_topic, dead_topic = (unique(f"liveagg-prism-{p}-") for p in ("in", "rows", "dead"))
     create_topics(kafka.client_config(), [topic, rows_topic, dead_topic], 1)
-    args = [
-        *("run", "--views", str(view_file), "--kafka-topic", topic, "--unbounded"),
-        *("--kafka-bootstrap", kafka.bootstrap_servers, "--kafka-start", "earliest"),
-        *("--kafka-group-id", unique("liveagg-prism-"), "--idle-timeout-s", "3600"),
-        *("--sink", orjson.dumps({"type": "kafka", "topic": rows_topic}).decode()),
-        *("--dead-letter-topic", dead_topic),
-        *("--runner", "prism", "--prism-location", str(prism)),
-    ]
+    more = ("--dead-letter-topic", dead_topic)
+    args = live_prism_run(view_file, kafka, prism, topic, rows_topic, *more)
     used: list[bytes] = []  # every message but the too-late ones: what the oracle reads
     too_late: list[bytes] = []
     rows, letters = Topic(kafka, rows_topic), Topic(kafka, dead_topic)
@@ -107,22 +97,22 @@ def test_early_on_time_late_and_too_late_then_ctrl_c(
 
             # The watermark stays at 00:00:15: before [00:00, 00:01) ends, only EARLY panes,
             # every second of processing time while the window has new data.
-            send([_line("a", 10, 1), _line("a", 11, 2), _line("b", 15, 4)])
+            send([minute_line("a", 10, 1), minute_line("a", 11, 2), minute_line("b", 15, 4)])
             wait(pane("a", "00", "EARLY", 2, 3), "the EARLY pane of a at 00:00")
             # 00:01:10 passes the end of [00:00, 00:01): its ON_TIME pane.
-            send([_line("a", 70, 8)])
+            send([minute_line("a", 70, 8)])
             wait(pane("a", "00", "ON_TIME", 2, 3), "the ON_TIME pane of a at 00:00")
             # Late, within the allowed lateness (closes at 00:01 + 2m): a LATE pane.
-            send([_line("a", 20, 16)])
+            send([minute_line("a", 20, 16)])
             wait(pane("a", "00", "LATE", 3, 19), "the LATE pane of a at 00:00")
             # 00:03:05 passes 00:03, where [00:00, 00:01) closes. Each key's [00:02, 00:03)
             # fires in the same timer callback that closes the key's [00:00, 00:01) (one
             # state cell per key bucket): its ON_TIME pane shows the window is closed.
-            send([_line("a", 130, 32), _line("b", 140, 64), _line("a", 185, 128)])
+            send([minute_line("a", 130, 32), minute_line("b", 140, 64), minute_line("a", 185, 128)])
             wait(pane("a", "02", "ON_TIME", 1, 32), "the ON_TIME pane of a at 00:02")
             wait(pane("b", "02", "ON_TIME", 1, 64), "the ON_TIME pane of b at 00:02")
             # Too late: their windows have closed.
-            send([_line("a", 30, 256), _line("b", 40, 512)], late=True)
+            send([minute_line("a", 30, 256), minute_line("b", 40, 512)], late=True)
 
             def all_too_late() -> list[dict[str, Any]]:
                 dead = letters.poll()
