@@ -18,9 +18,12 @@ messages a view was given (``RunReport.reconcile``).
 
 from __future__ import annotations
 
+import json
+from collections.abc import Container, Mapping
 from functools import cache
 from typing import Any
 
+import orjson
 from apache_beam.metrics import Metrics
 
 TAG = "dead_letter"
@@ -80,3 +83,16 @@ def dead_letter(
 
         source = locate(source)
     return {"view": view, "reason": reason, "detail": detail, "payload": payload, "source": source}
+
+
+def result_dead_letter(
+    row: Mapping[str, Any], values: Container[str], view: str, reason: str, detail: str
+) -> dict[str, Any]:
+    """A dead letter about a result row (:data:`RESULT_REASONS`): no message is to blame, so
+    its payload is the row without its ``values`` columns (its key, window and pane) as JSON."""
+    where = {k: v for k, v in row.items() if k not in values}
+    try:
+        payload = orjson.dumps(where).decode()
+    except TypeError:  # a grouping value beyond 64 bits
+        payload = json.dumps(where, separators=(",", ":"), ensure_ascii=False)
+    return dead_letter(payload, view, reason, detail)

@@ -78,22 +78,30 @@ def envelope(plan: ViewPlan, definition: str, partial: Partial) -> dict[str, Any
     }
 
 
-class EnvelopeKey:
-    """The Kafka key of an envelope: view, final window start and final grouping key."""
+class _PerView:
+    """Reads envelopes of the run's views with a :class:`Level2` of each, built where it is
+    first used (a worker): plans are not pickled."""
 
-    def __init__(self, views: list[CompiledView]) -> None:
-        self._compiled = {view.name: view for view in views}
+    def __init__(self, views: Sequence[CompiledView | ViewSpec]) -> None:
+        self._compiled = {view.name: as_compiled(view) for view in views}
 
-    def __call__(self, env: Mapping[str, Any]) -> bytes:
-        if not hasattr(self, "_views"):  # built on the worker: plans are not pickled
-            self._views = {name: Level2(view) for name, view in self._compiled.items()}
-        level2 = self._views[env["view"]]
-        variant = level2.level1.variants[0]  # only views of one variant roll up
-        _, start, _, group = level2.map(variant, env["window_start_us"], 0, env["key"])
-        return b"%s|%d|%s" % (env["view"].encode(), start, group)
+    def levels(self) -> dict[str, Level2]:
+        if not hasattr(self, "_levels"):
+            self._levels = {name: Level2(view) for name, view in self._compiled.items()}
+        return self._levels
 
     def __getstate__(self) -> dict[str, Any]:
         return {"_compiled": self._compiled}
+
+
+class EnvelopeKey(_PerView):
+    """The Kafka key of an envelope: view, final window start and final grouping key."""
+
+    def __call__(self, env: Mapping[str, Any]) -> bytes:
+        level2 = self.levels()[env["view"]]
+        variant = level2.level1.variants[0]  # only views of one variant roll up
+        _, start, _, group = level2.map(variant, env["window_start_us"], 0, env["key"])
+        return b"%s|%d|%s" % (env["view"].encode(), start, group)
 
 
 def envelope_time(payload: bytes) -> int | None:
@@ -125,7 +133,7 @@ def _timed_envelope(payload: bytes) -> dict[str, Any] | None:
     return None
 
 
-class EnvelopeTime:
+class EnvelopeTime(_PerView):
     """The level-2 watermark's ``timestamp_fn``: :func:`envelope_time` of the envelopes that
     level 2 would merge, None for the others.
 
@@ -135,23 +143,15 @@ class EnvelopeTime:
     Its accumulator is checked only when the envelope is merged.
     """
 
-    def __init__(self, views: Sequence[CompiledView | ViewSpec]) -> None:
-        self._compiled = {view.name: as_compiled(view) for view in views}
-
     def __call__(self, payload: bytes) -> int | None:
         env = _timed_envelope(payload)
         if env is None:
             return None
-        if not hasattr(self, "_levels"):  # built on the worker: plans are not pickled
-            self._levels = {name: Level2(view) for name, view in self._compiled.items()}
         name = env.get("view")
-        level2 = self._levels.get(name) if type(name) is str else None
+        level2 = self.levels().get(name) if type(name) is str else None
         if level2 is None or not level2.mergeable(env):
             return None
         return env["window_start_us"]
-
-    def __getstate__(self) -> dict[str, Any]:
-        return {"_compiled": self._compiled}
 
 
 def _is_version(env: dict[str, Any]) -> bool:

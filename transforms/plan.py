@@ -25,7 +25,7 @@ from liveagg.expr import parse_expr
 from liveagg.spec import ViewSpec
 from liveagg.transforms import eventtime
 from liveagg.transforms.combine import ViewCombineFn
-from liveagg.transforms.deadletter import NAMESPACE, counter, dead_letter
+from liveagg.transforms.deadletter import NAMESPACE, counter, dead_letter, result_dead_letter
 from liveagg.transforms.eventtime import (
     MAX_US,
     MIN_US,
@@ -645,16 +645,11 @@ class ViewPlan:
         so its payload is the row's key and window (and pane) as JSON, and its detail names
         the column. Counted apart from messages (``result_dead_letter/<view>/overflow``)."""
         agg = self.spec.aggregations[index]
-        where = {k: v for k, v in row.items() if k not in self._aggregated}
-        try:
-            payload = orjson.dumps(where).decode()
-        except TypeError:  # a grouping value beyond 64 bits
-            payload = json.dumps(where, separators=(",", ":"), ensure_ascii=False)
         detail = (
             f"column {agg.output!r} ({agg.kind}) is beyond the range of a double "
             "(about ±1.8e308); the row holds null there"
         )
-        return dead_letter(payload, self.name, "overflow", detail)
+        return result_dead_letter(row, self._aggregated, self.name, "overflow", detail)
 
     def count_rows(self, rows: int) -> None:
         """Add rows made with ``row(..., count=False)`` to the ``rows/<view>`` metric."""

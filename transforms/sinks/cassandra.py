@@ -50,7 +50,7 @@ from liveagg.settings import (
     env_value,
 )
 from liveagg.spec import Duration, Sink, ViewSpec
-from liveagg.transforms.deadletter import dead_letter
+from liveagg.transforms.deadletter import result_dead_letter
 from liveagg.transforms.sinks import register_sink
 
 _LOGGER = logging.getLogger(__name__)
@@ -1012,7 +1012,7 @@ def create_table(layout: TableLayout, connections: Connections, settings: WriteS
 class _WriteRows(beam.DoFn):
     """Upserts rows. A bundle finishes only when all of its writes are acknowledged.
 
-    Outputs a ``too_large`` dead letter for each row that Cassandra cannot store.
+    Outputs a dead letter (``too_large``, ``empty_key``) for each row Cassandra cannot store.
     """
 
     def __init__(
@@ -1074,17 +1074,12 @@ class _WriteRows(beam.DoFn):
         self._report()
 
     def _dead_letter(self, row: dict[str, Any], reason: str, problem: str) -> dict[str, Any]:
-        """A ``too_large`` dead letter, counted as a result dead letter, as ``overflow`` is
-        (``result_dead_letter/<view>/too_large``): no message is to blame, so the view's
-        message accounting stays whole. Its payload is the row without its values."""
+        """The dead letter of a row Cassandra cannot store (``too_large``, ``empty_key``),
+        counted as a result dead letter, as ``overflow`` is: no message is to blame, so the
+        view's message accounting stays whole. Its payload is the row without its values."""
         layout = self._layout
-        where = {k: v for k, v in row.items() if k not in self._value_columns}
-        try:
-            payload = orjson.dumps(where).decode()
-        except TypeError:  # a grouping value beyond 64 bits
-            payload = json.dumps(where, separators=(",", ":"), ensure_ascii=False)
         detail = f"not written to Cassandra table {layout.keyspace}.{layout.table}: {problem}"
-        return dead_letter(payload, layout.view, reason, detail)
+        return result_dead_letter(row, self._value_columns, layout.view, reason, detail)
 
     def _write_time(self) -> int:
         """The row's write timestamp in microseconds, strictly increasing per DoFn instance
@@ -1121,7 +1116,7 @@ class CassandraSink:
         sink.write(rows, view, bounded=False)  # creates metrics.<view> when it is missing
     """
 
-    #: ``write`` returns the dead letters of the rows it could not write (``too_large``).
+    #: ``write`` returns the dead letters of the rows it could not write.
     gives_dead_letters = True
 
     def __init__(
@@ -1142,7 +1137,7 @@ class CassandraSink:
     def write(
         self, rows: beam.PCollection, view: CompiledView | ViewSpec, *, bounded: bool
     ) -> beam.PCollection:
-        """Add the writes; returns the ``too_large`` dead letters of the rows not written.
+        """Add the writes; returns the dead letters of the rows Cassandra cannot store.
 
         Raises :class:`SharedTableError` when another view of the pipeline writes to the table.
         """
