@@ -17,7 +17,7 @@ from liveagg.settings import Connections
 from liveagg.spec import Sink, ViewSpec
 from liveagg.transforms.bounded import BoundedAggregate
 from liveagg.transforms.plan import MILESTONES
-from liveagg.transforms.sinks import build_sink
+from liveagg.transforms.sinks import RowSink, build_sink
 from liveagg.transforms.sinks.files import (
     FileSink,
     OutputFolder,
@@ -145,7 +145,11 @@ def attach_sinks(
 
     if output:
         folder(output).dead_letters = True
+    by_name = {view.name: view for view in views}
     letters = [compiled.dead_letters]  # and the rows a sink could not write
+    # (view, label, sink, origin, path): applied once every sink is built and checked
+    writes: list[tuple[str, str, RowSink, str, str]] = []
+    claims: dict[str, str] = {}  # an exclusive destination -> the view that writes there
     for view in views:
         if intermediate_topic:
             from liveagg.transforms.kafka.sink import WriteEnvelopes
@@ -155,8 +159,6 @@ def attach_sinks(
                     intermediate_topic, connections, compiled.compiled[view.name]
                 )
             continue
-        bounded = sources[view.source].bounded
-        rows = compiled.views[view.name]
         sinks = list(view.sinks)
         if output:
             sinks.append(Sink("file", {"path": output}, COMMAND_LINE, "$.output"))
@@ -166,14 +168,22 @@ def attach_sinks(
             origin, at = (sink.origin, sink.at) if sink.origin else own
             try:
                 writer = build_sink(sink, connections)
-                if isinstance(writer, FileSink):
-                    folder(writer.path).views.add(view.name)
-                label = f"{view.name}/Sink/{index}-{sink.type}"
-                written = rows | label >> _Write(writer, compiled.compiled[view.name], bounded)
+                _claim(claims, writer, compiled.compiled[view.name])
             except ValueError as e:
                 raise ViewError(origin, at, str(e)) from e
-            if getattr(writer, "gives_dead_letters", False):
-                letters.append(written)
+            if isinstance(writer, FileSink):
+                folder(writer.path).views.add(view.name)
+            writes.append((view.name, f"{view.name}/Sink/{index}-{sink.type}", writer, origin, at))
+    for name, label, writer, origin, at in writes:  # nothing is applied before every check
+        bounded = sources[by_name[name].source].bounded
+        try:
+            written = compiled.views[name] | label >> _Write(
+                writer, compiled.compiled[name], bounded
+            )
+        except ValueError as e:
+            raise ViewError(origin, at, str(e)) from e
+        if getattr(writer, "gives_dead_letters", False):
+            letters.append(written)
     all_bounded = all(source.bounded for source in sources.values())
     dead_letters = (
         tuple(letters) | "DeadLetters/WithSinks" >> beam.Flatten()
@@ -205,6 +215,21 @@ def attach_sinks(
                     milestone_topic, connections
                 )
     return list(folders.values())
+
+
+def _claim(claims: dict[str, str], writer: RowSink, view: CompiledView) -> None:
+    """Refuse a second view on a destination that holds one view's rows (a Cassandra table),
+    before any sink is applied: applying creates tables."""
+    exclusive = getattr(writer, "exclusive", None)
+    if exclusive is None:
+        return
+    place = exclusive(view)
+    owner = claims.setdefault(place.place, view.name)
+    if owner != view.name:
+        raise ValueError(
+            f"views {owner!r} and {view.name!r} both write to {place.place}, where each would "
+            f"overwrite the other's rows: {place.advice}"
+        )
 
 
 @contextlib.contextmanager

@@ -24,7 +24,6 @@ from apache_beam.metrics.metric import MetricsFilter
 
 from integration.services import CassandraConnection
 from integration.services.cassandra import Cassandra
-from liveagg.errors import ViewError
 from liveagg.loader import parse_view
 from liveagg.pipelines.run import RunConfig
 from liveagg.pipelines.run import run as run_views
@@ -832,46 +831,3 @@ def test_a_global_row_whose_only_key_is_empty_is_a_dead_letter(
     assert report.reconcile() == []
     rows = select_all(session, keyspace, "running_pages")
     assert sorted(r["page"] for r in rows) == ["/a", "/b"]
-
-
-def test_two_views_on_one_table_are_refused_before_the_run(
-    cassandra: CassandraConnection, keyspace: str, session: Any, tmp_path: Path
-) -> None:
-    """Without the check, the run ended with exit 0 and one view's rows in the table."""
-    paths = []
-    for name, lateness in (("shared_a", "1h"), ("shared_b", "2h")):
-        path = tmp_path / f"{name}.json"
-        path.write_text(json.dumps({**SIMPLE_VIEW, "name": name, "allowed_lateness": lateness}))
-        paths.append(str(path))
-    (tmp_path / "in.jsonl").write_text(json.dumps({"ts": T0, "page": "/a", "ms": 1}) + "\n")
-    sink = {"type": "cassandra", "keyspace": keyspace, "table": "shared"}
-    config = RunConfig(
-        views=paths,
-        inputs=[str(tmp_path / "in.jsonl")],
-        output=str(tmp_path / "out"),
-        sinks=[json.dumps(sink)],
-        connections=connections(cassandra),
-    )
-
-    with pytest.raises(ViewError) as refused:
-        run_views(config)
-
-    message = str(refused.value)
-    assert f"views 'shared_a' and 'shared_b' both write to Cassandra table {keyspace}.shared" in (
-        message
-    )
-    assert "Give each view its own table" in message
-    assert not (tmp_path / "out").exists()  # refused before anything ran
-    # One view may write to a table twice (its own sink and --sink): the rows are the same.
-    pipeline = beam.Pipeline()
-    view = parse_view({**SIMPLE_VIEW, "name": "shared_a"})
-    rows = pipeline | beam.Create([])
-    for i in range(2):
-        sink_once = CassandraSink(keyspace, "shared_once", connections(cassandra))
-        _ = rows | f"Sink{i}" >> _SinkWrite(sink_once, view)
-
-
-@beam.ptransform_fn
-def _SinkWrite(rows: beam.PCollection, sink: CassandraSink, view: ViewSpec) -> beam.PCollection:
-    """``sink.write`` under a label of its own, as the run applies each sink."""
-    return sink.write(rows, view, bounded=True)

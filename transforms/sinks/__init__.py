@@ -11,6 +11,7 @@ from this package.
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol
 
 import apache_beam as beam
@@ -38,11 +39,25 @@ if TYPE_CHECKING:
 
 class RowSink(Protocol):
     """Delivers one view's rows, whose columns are ``view.columns`` (the compiled view's
-    one schema). ``bounded`` says whether the input ends (batch) or not."""
+    one schema). ``bounded`` says whether the input ends (batch) or not.
+
+    A sink may also define ``gives_dead_letters = True`` (``write`` returns the dead letters
+    of rows it cannot store) and ``exclusive(view) -> Exclusive | None`` (the place it writes
+    to holds one view's rows only: the run refuses a second view there before any sink is
+    applied).
+    """
 
     def write(
         self, rows: beam.PCollection, view: CompiledView, *, bounded: bool
     ) -> beam.PCollection | None: ...
+
+
+@dataclass(frozen=True)
+class Exclusive:
+    """A destination that holds one view's rows only, and how to give each view its own."""
+
+    place: str  # e.g. "Cassandra table metrics.pages"
+    advice: str
 
 
 SinkFactory = Callable[[Sink, Connections], RowSink]

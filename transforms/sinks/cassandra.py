@@ -30,7 +30,6 @@ import random
 import re
 import threading
 import time
-import weakref
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from datetime import UTC, datetime, timedelta
@@ -51,7 +50,7 @@ from liveagg.settings import (
 )
 from liveagg.spec import Duration, Sink, ViewSpec
 from liveagg.transforms.deadletter import result_dead_letter
-from liveagg.transforms.sinks import register_sink
+from liveagg.transforms.sinks import Exclusive, register_sink
 
 _LOGGER = logging.getLogger(__name__)
 _SCHEMA_SETTLE_S = 10.0  # how long a table created by another client may take to show
@@ -63,7 +62,6 @@ __all__ = [
     "Column",
     "RetryPolicy",
     "SchemaMismatchError",
-    "SharedTableError",
     "TableLayout",
     "WriteSettings",
     "column_name",
@@ -98,10 +96,6 @@ class SchemaMismatchError(ValueError):
 
 class CassandraWriteError(RuntimeError):
     """A write still failed after the retries. The bundle fails, so no row is lost silently."""
-
-
-class SharedTableError(ValueError):
-    """Two views of one run would write to the same table and overwrite each other's rows."""
 
 
 #: The largest partition key Cassandra stores, serialized. The server refuses more with
@@ -1134,40 +1128,25 @@ class CassandraSink:
     def layout(self, view: CompiledView | ViewSpec) -> TableLayout:
         return table_layout(view, self.keyspace, self.table)
 
+    def exclusive(self, view: CompiledView | ViewSpec) -> Exclusive:
+        """The table's key has no view column (docs/cassandra.md), so the rows of two views
+        with the same key and window would overwrite each other without an error."""
+        layout = self.layout(view)
+        return Exclusive(
+            f"Cassandra table {layout.keyspace}.{layout.table}",
+            'a table holds one view. Give each view its own table ("table" in its own sink, '
+            'or a --sink without "table", which writes each view to the table of its name)',
+        )
+
     def write(
         self, rows: beam.PCollection, view: CompiledView | ViewSpec, *, bounded: bool
     ) -> beam.PCollection:
-        """Add the writes; returns the dead letters of the rows Cassandra cannot store.
-
-        Raises :class:`SharedTableError` when another view of the pipeline writes to the table.
-        """
+        """Add the writes; returns the dead letters of the rows Cassandra cannot store."""
         # Bounded and unbounded inputs are written alike: every pane is an upsert.
         layout = self.layout(view)
-        _claim_table(rows.pipeline, layout)
         create_table(layout, self.connections, self.settings)
         label = f"{view.name}/Cassandra/{layout.keyspace}.{layout.table}"
         return rows | label >> beam.ParDo(_WriteRows(layout, self.connections, self.settings))
-
-
-#: pipeline -> (keyspace, table) -> the view that writes there.
-_TABLES: weakref.WeakKeyDictionary[Any, dict[tuple[str, str], str]] = weakref.WeakKeyDictionary()
-
-
-def _claim_table(pipeline: Any, layout: TableLayout) -> None:
-    """Refuse a second view of ``pipeline`` on ``layout``'s table, before the pipeline runs.
-
-    The table's key has no view column (docs/cassandra.md), so the rows of two views with the
-    same key and window would overwrite each other without an error.
-    """
-    claimed = _TABLES.setdefault(pipeline, {})
-    owner = claimed.setdefault((layout.keyspace, layout.table), layout.view)
-    if owner != layout.view:
-        raise SharedTableError(
-            f"views {owner!r} and {layout.view!r} both write to Cassandra table "
-            f"{layout.keyspace}.{layout.table}, where each would overwrite the other's rows: "
-            'a table holds one view. Give each view its own table ("table" in its own sink, '
-            'or a --sink without "table", which writes each view to the table of its name)'
-        )
 
 
 @register_sink("cassandra")

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import random
 import re
+import socket
 import threading
 import time
 from collections.abc import Sequence
@@ -515,3 +516,47 @@ def test_rows_bind_as_the_drivers_bind_binds_them() -> None:
     wrong[[c.type for c in layout.columns].index("int")] = "seven"
     with pytest.raises(TypeError, match="Received an argument of invalid type for column"):
         bind(wrong)
+
+
+def test_two_views_on_one_table_are_refused_before_any_sink_is_applied(tmp_path: Any) -> None:
+    """The refusal comes before any table is created: applying the first view's sink would
+    connect to the port given as Cassandra's (to create its table), and nothing does.
+    One view may write to a table twice (its own sink and ``--sink``): the rows are the same."""
+    from liveagg.errors import ViewError
+    from liveagg.pipelines.run import RunConfig
+    from liveagg.pipelines.run import run as run_views
+
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen(8)
+    listener.setblocking(False)
+    paths = []
+    for name, lateness in (("shared_a", "1h"), ("shared_b", "2h")):
+        path = tmp_path / f"{name}.json"
+        view = {**SIMPLE_VIEW, "name": name, "allowed_lateness": lateness}
+        if name == "shared_a":  # its own sink to the same table as --sink: not refused
+            view["sinks"] = [{"type": "cassandra", "keyspace": "ks", "table": "shared"}]
+        path.write_text(orjson.dumps(view).decode())
+        paths.append(str(path))
+    (tmp_path / "in.jsonl").write_text('{"ts": "2026-01-01T00:00:00Z", "page": "/a", "ms": 1}\n')
+    config = RunConfig(
+        views=paths,
+        inputs=[str(tmp_path / "in.jsonl")],
+        output=str(tmp_path / "out"),
+        sinks=['{"type": "cassandra", "keyspace": "KS", "table": "Shared"}'],
+        connections=Connections(
+            cassandra_hosts=("127.0.0.1",), cassandra_port=listener.getsockname()[1]
+        ),
+    )
+
+    with listener:
+        with pytest.raises(ViewError) as refused:
+            run_views(config)
+        with pytest.raises(BlockingIOError):  # no connection was made
+            listener.accept()
+
+    message = str(refused.value)
+    assert message.startswith("<command line>"), message
+    assert "views 'shared_a' and 'shared_b' both write to Cassandra table ks.shared" in message
+    assert "Give each view its own table" in message
+    assert not (tmp_path / "out").exists()  # refused before anything ran
