@@ -350,6 +350,10 @@ def test_a_missing_topic_fails_the_run_in_one_line(bootstrap: str, tmp_path: Pat
         'KafkaError{code=UNKNOWN_TOPIC_OR_PART,val=3,str="Broker: Unknown topic or partition"}'
         "; create it or check the topic name"
     ]
+    # This broker creates topics a client asks for (auto.create.topics.enable): the check's
+    # metadata request did not ask it to.
+    listed = AdminClient({"bootstrap.servers": bootstrap}).list_topics(timeout=10).topics
+    assert missing not in listed
 
 
 # --- sinks ----------------------------------------------------------------------------------

@@ -32,15 +32,29 @@ _CHECK_TIMEOUT_S = 10.0
 _REFUSED = ("_AUTHENTICATION", "_SSL", "SASL_AUTHENTICATION_FAILED")
 
 
-def check_kafka(config: Mapping[str, Any], what: str) -> bool:
+def check_kafka(config: Mapping[str, Any], what: str, topic: str | None = None) -> bool:
     """Connect once from where the pipeline is built, so that a refused login, a failed TLS
-    handshake or an unknown setting fails the run at once, in one line that names Kafka,
-    instead of failing every worker after its timeouts. True when the brokers answered.
+    handshake, an unknown setting or (with ``topic``, a topic to read) a topic that does not
+    exist fails the run at once, in one line that names Kafka, instead of failing every
+    worker after its timeouts. True when the brokers answered.
 
     Brokers that do not answer from here are left to the workers (they may be reachable only
-    from there). One check per distinct settings in a process.
+    from there). One check per distinct settings and topic in a process.
     """
-    return _check_kafka(tuple(sorted(config.items())), what)
+    return _check_kafka(tuple(sorted(config.items())), what, topic)
+
+
+def topic_partitions(metadata: Any, topic: str, where: str) -> list[int]:
+    """The partitions of ``topic`` in a metadata answer, or a ValueError that says why there
+    are none."""
+    found = metadata.topics.get(topic)
+    if found is None or found.error is not None or not found.partitions:
+        reason = found.error if found is not None and found.error else "it does not exist"
+        raise ValueError(
+            f"cannot read Kafka topic {topic!r} at {where}: {reason}; create it or check the "
+            "topic name"
+        )
+    return sorted(found.partitions)
 
 
 class _InfoLogger:
@@ -52,12 +66,19 @@ class _InfoLogger:
 
 
 @functools.lru_cache(maxsize=64)
-def _check_kafka(items: tuple[tuple[str, Any], ...], what: str) -> bool:
+def _check_kafka(items: tuple[tuple[str, Any], ...], what: str, topic: str | None) -> bool:
     ck = confluent_kafka()
     config = revealed(dict(items))
     where = config.get("bootstrap.servers")
     errors: list[Any] = []
-    settings = {**config, "error_cb": errors.append, "logger": _InfoLogger()}
+    # A metadata request for a topic may create it on a broker that auto-creates topics;
+    # a producer allows that by default (librdkafka's allow.auto.create.topics).
+    settings = {
+        **config,
+        "allow.auto.create.topics": False,
+        "error_cb": errors.append,
+        "logger": _InfoLogger(),
+    }
     try:
         client = ck.Producer(settings)
     except ck.KafkaException as e:
@@ -67,10 +88,16 @@ def _check_kafka(items: tuple[tuple[str, Any], ...], what: str) -> bool:
     deadline = time.monotonic() + _CHECK_TIMEOUT_S
     while time.monotonic() < deadline:
         try:
-            client.list_topics(timeout=0.5)
-            return True
+            metadata = client.list_topics(topic, timeout=0.5)
         except ck.KafkaException:
             client.poll(0)  # delivers the errors to error_cb
+        else:
+            if topic is not None:
+                try:
+                    topic_partitions(metadata, topic, where)
+                except ValueError as e:
+                    raise ConnectionFailed(str(e)) from None
+            return True
         refused = [e for e in errors if e.name() in _REFUSED]
         if refused:
             raise ConnectionFailed(

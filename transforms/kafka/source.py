@@ -42,13 +42,13 @@ from apache_beam.transforms.window import TimestampedValue
 from apache_beam.utils.timestamp import MIN_TIMESTAMP, Duration, Timestamp
 
 from liveagg.engine.columns import MIN_SPLIT, column_times, message_lines, misread, read_table
-from liveagg.settings import ConnectionFailed, revealed
+from liveagg.settings import revealed
 from liveagg.spec import ViewSpec
 from liveagg.transforms import eventtime
 from liveagg.transforms.deadletter import NAMESPACE
 from liveagg.transforms.eventtime import EventTimeError
 from liveagg.transforms.fields import getter
-from liveagg.transforms.kafka.client import check_kafka, confluent_kafka
+from liveagg.transforms.kafka.client import check_kafka, confluent_kafka, topic_partitions
 from liveagg.transforms.plan import accepted_times
 from liveagg.transforms.sources import KafkaRecords
 
@@ -201,15 +201,12 @@ class KafkaSource:
 
     def read(self, pipeline: beam.Pipeline, label: str) -> beam.PCollection:
         confluent_kafka()
-        reachable = check_kafka(
+        # A topic that does not exist fails here, in one line, not in a worker's traceback.
+        check_kafka(
             {"bootstrap.servers": self.bootstrap_servers, **self.config},
             f"Kafka topic {self.topic!r}",
+            topic=self.topic,
         )
-        if reachable:  # a topic that does not exist: one line now, not a worker's traceback
-            try:
-                partitions(self)
-            except ValueError as e:
-                raise ConnectionFailed(str(e)) from None
         return pipeline | label >> ReadFromKafkaTopic(self)
 
     def describe(self) -> str:
@@ -228,6 +225,11 @@ class ViewEventTime:
         self._field = view.event_time.field
         self._format = view.event_time.format
         self._first, self._last = accepted_times(view)
+
+    @property
+    def key(self) -> tuple:
+        """What the reader's result depends on: equal keys read every payload alike."""
+        return (self._field, self._format, self._first, self._last)
 
     def __call__(self, payload: bytes) -> int | None:
         if not hasattr(self, "_parse"):
@@ -368,14 +370,7 @@ def coordinated(call: Callable[[], T]) -> T:
 def _partitions(consumer: Any, source: KafkaSource) -> list[int]:
     """The topic's partitions, or a ValueError that says why there are none."""
     metadata = consumer.list_topics(source.topic, timeout=_METADATA_TIMEOUT_S)
-    topic = metadata.topics.get(source.topic)
-    if topic is None or topic.error is not None or not topic.partitions:
-        reason = topic.error if topic is not None and topic.error else "it does not exist"
-        raise ValueError(
-            f"cannot read Kafka topic {source.topic!r} at {source.bootstrap_servers}: "
-            f"{reason}; create it or check the topic name"
-        )
-    return sorted(topic.partitions)
+    return topic_partitions(metadata, source.topic, source.bootstrap_servers)
 
 
 def partitions(source: KafkaSource) -> list[int]:
@@ -811,18 +806,17 @@ class ViewsEventTime:
         readers: dict[tuple, ViewEventTime] = {}
         for view in views:
             reader = ViewEventTime(view)
-            key = (reader._field, reader._format, reader._first, reader._last)
-            readers.setdefault(key, reader)
-        self._readers = list(readers.values())
+            readers.setdefault(reader.key, reader)
+        self.readers = list(readers.values())  # one per distinct key, in the views' order
 
     def __call__(self, payload: bytes) -> int | None:
-        times = [t for reader in self._readers if (t := reader(payload)) is not None]
+        times = [t for reader in self.readers if (t := reader(payload)) is not None]
         return min(times) if times else None
 
     def many(self, payloads: Sequence[bytes]) -> np.ndarray:
         """``self(p)`` of every payload as int64 microseconds, :data:`NO_TIME` for None."""
-        out = self._readers[0].many(payloads)
-        for reader in self._readers[1:]:
+        out = self.readers[0].many(payloads)
+        for reader in self.readers[1:]:
             other = reader.many(payloads)
             known = other != NO_TIME
             take = known & ((out == NO_TIME) | (other < out))
@@ -834,7 +828,7 @@ def event_time_of(views: Sequence[ViewSpec]) -> ViewEventTime | ViewsEventTime:
     """The ``timestamp_fn`` of a source that ``views`` read: one view's reader when they all
     read the same field the same way, else :class:`ViewsEventTime`."""
     combined = ViewsEventTime(views)
-    return combined._readers[0] if len(combined._readers) == 1 else combined
+    return combined.readers[0] if len(combined.readers) == 1 else combined
 
 
 def _event_time(fn: TimestampFn) -> Callable[[bytes], int]:
