@@ -25,7 +25,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from datetime import timedelta
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -642,11 +642,6 @@ class ReadPartitions(beam.DoFn):
             num_messages=min(self._source.batch_size, restriction.stop - restriction.start),
             timeout=self._source.poll_timeout.total_seconds(),
         )
-        # The watermark this partition has reported so far: the operator's, the minimum over
-        # partitions, cannot pass it before these records reach it, as a watermark moves
-        # downstream only after the records read before it (transforms/streaming.py).
-        reported = watermark.current_watermark()
-        hint = reported.micros if reported is not None else MIN_TIMESTAMP.micros
         next_offset, done = None, False
         kept = _Batch()
         for msg in batch:
@@ -668,11 +663,19 @@ class ReadPartitions(beam.DoFn):
                 break
             consumer[1] = next_offset = offset + 1
             kept.add(msg)
-        if kept.lines:
-            yield self._timestamped(kept.records(key, hint), clock)
+        stamped = self._timestamped(kept.records(key), clock) if kept.lines else None
+        self._advance(watermark, clock, read if self._source.one_process else None)
+        if stamped is not None:
+            # The hint: the watermark this partition reports with these records, their own
+            # event times included. The watermark that judges them where they are aggregated
+            # (the minimum over partitions) was at most that when they were emitted; the
+            # watermark before the batch could be lower than the one published with it.
+            reported = watermark.current_watermark()
+            hint = reported.micros if reported is not None else MIN_TIMESTAMP.micros
+            records = replace(stamped.value, watermark_us=hint)
+            yield TimestampedValue(records, stamped.timestamp)
         commit.offset = next_offset
         self._report_lag(ck, consumer, key)
-        self._advance(watermark, clock, read if self._source.one_process else None)
         if not done:
             tracker.defer_remainder(self._pause(next_offset is None, clock))
 

@@ -40,8 +40,8 @@ class KafkaRecords:
 
     ``lines[i]`` is the payload of offset ``offsets[i]`` (``b""`` for a tombstone), written
     at ``timestamps_ms[i]`` (None: the record has none). ``watermark_us``: the watermark
-    the partition had reported before these records were read (an unbounded read), which
-    bounds the streaming operator's when they reach it.
+    the partition reported with these records (an unbounded read), their own event times
+    included: the streaming operator's was at most that when they were emitted.
     """
 
     topic: str
