@@ -66,12 +66,18 @@ def json_type(value: Any) -> str:
     return _JSON_TYPES.get(type(value), type(value).__name__)
 
 
-def _show(value: Any) -> str:
-    try:
+def shown(value: Any, limit: int = 80) -> str:
+    """A value as a dead letter's detail shows it: JSON (``true``, ``{"a":1}``), a string in
+    quotes (``'a'``), a float as Python writes it (``nan``, which JSON has not), cut to
+    ``limit`` characters."""
+    if isinstance(value, str) or type(value) is float:
         text = repr(value)
-    except RecursionError:  # JSON nests up to 1024 levels, deeper than repr can go
-        text = f"<{json_type(value)} nested deeply>"
-    return text if len(text) <= 60 else text[:57] + "..."
+    else:
+        try:
+            text = orjson.dumps(value).decode()
+        except TypeError:  # orjson writes 254 levels of nesting and 64-bit integers at most
+            text = str(value) if type(value) is int else f"<{json_type(value)} nested deeply>"
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 # ---------------------------------------------------------------------------------------------
@@ -102,9 +108,9 @@ def check_number(value: Any, aggregation: str) -> int | float:
     else:
         raise InputError(
             "not_numeric",
-            f"{aggregation} needs a number, got {json_type(value)} {_show(value)}",
+            f"{aggregation} needs a number, got {json_type(value)} {shown(value)}",
         )
-    raise InputError("not_finite", f"{aggregation} needs a finite number, got {_show(value)}")
+    raise InputError("not_finite", f"{aggregation} needs a finite number, got {shown(value)}")
 
 
 def double_holds(value: Any) -> bool:
@@ -151,14 +157,14 @@ def check_scalar(value: Any, aggregation: str) -> str | int | float | bool:
     if kind is float:
         if math.isfinite(value):
             return normalize_number(value)
-        raise InputError("not_finite", f"{aggregation} needs a finite number, got {_show(value)}")
+        raise InputError("not_finite", f"{aggregation} needs a finite number, got {shown(value)}")
     if isinstance(value, str):
         return str(value)
     if isinstance(value, int | float):
         return normalize_number(check_number(value, aggregation))
     raise InputError(
         "not_scalar",
-        f"{aggregation} needs a string, number or boolean, got {json_type(value)} {_show(value)}",
+        f"{aggregation} needs a string, number or boolean, got {json_type(value)} {shown(value)}",
     )
 
 

@@ -10,6 +10,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from liveagg.combiners._common import shown
 from liveagg.spec import EventTimeFormat
 
 _EPOCH_SCALE = {"epoch_s": 1_000_000, "epoch_ms": 1_000, "epoch_us": 1}
@@ -32,19 +33,21 @@ class EventTimeError(ValueError):
 
 def _from_epoch(value: Any, scale: int, field: str, fmt: str) -> int:
     if isinstance(value, bool):
-        raise EventTimeError("invalid_event_time", f"{field}={value!r} is a boolean, not {fmt}")
+        raise EventTimeError(
+            "invalid_event_time", f"{field}={shown(value)} is a boolean, not {fmt}"
+        )
     if isinstance(value, int):
         micros = value * scale
     elif isinstance(value, float):
         if value != value or value in (float("inf"), float("-inf")):
-            raise EventTimeError("invalid_event_time", f"{field}={value!r} is not finite")
+            raise EventTimeError("invalid_event_time", f"{field}={shown(value)} is not finite")
         scaled = value * scale
         if not MIN_US - 1 <= scaled <= MAX_US + 1:  # before round(), which fails on inf
             raise _out_of_range(field, value, fmt)
         micros = round(scaled)
     else:
         raise EventTimeError(
-            "invalid_event_time", f"{field}={value!r} is not a number ({fmt} expected)"
+            "invalid_event_time", f"{field}={shown(value)} is not a number ({fmt} expected)"
         )
     return _in_range(micros, field, value, fmt)
 
@@ -58,7 +61,7 @@ def _in_range(micros: int, field: str, value: Any, fmt: str) -> int:
 def _out_of_range(field: str, value: Any, fmt: str) -> EventTimeError:
     return EventTimeError(
         OUT_OF_RANGE,
-        f"{field}={value!r} is out of range for {fmt}: event times run from "
+        f"{field}={shown(value)} is out of range for {fmt}: event times run from "
         "0001-01-01T00:00:00Z to 9999-12-31T23:59:59.999999Z",
     )
 
@@ -153,13 +156,15 @@ def _digits(text: str) -> bool:
 def _from_iso_strict(value: Any, field: str) -> int:
     """The grammar itself, for any string: ``_ISO``, then calendar and range checks."""
     if not isinstance(value, str):
-        raise EventTimeError("invalid_event_time", f"{field}={value!r} is not an ISO 8601 string")
+        raise EventTimeError(
+            "invalid_event_time", f"{field}={shown(value)} is not an ISO 8601 string"
+        )
     match = _ISO.fullmatch(value)
     micros = None if match is None else _iso_micros(*match.groups())
     if micros is None:
         raise EventTimeError(
             "invalid_event_time",
-            f"{field}={value!r} is not ISO 8601 (e.g. '2013-01-01T10:00:00Z'): "
+            f"{field}={shown(value)} is not ISO 8601 (e.g. '2013-01-01T10:00:00Z'): "
             "YYYY-MM-DD, T or a space, hh:mm[:ss[.fraction]], then Z, +hh:mm, +hhmm, +hh or "
             "nothing (UTC)",
         )

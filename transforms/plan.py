@@ -16,7 +16,7 @@ import orjson
 from apache_beam.metrics import Metrics
 
 from liveagg.combiners import InputError
-from liveagg.combiners._common import json_type, normalize_number
+from liveagg.combiners._common import json_type, normalize_number, shown
 from liveagg.combiners.base import ALL_TYPES, plain_types
 from liveagg.engine.compiled import CompiledView, as_compiled, window_fns
 from liveagg.engine.milestones import ViewMilestones
@@ -111,7 +111,7 @@ def _beyond(shared: dict, name: Any, times: list[Any], first: int, last: int) ->
 
 def _key_value(col: str, value: Any) -> Any:
     if isinstance(value, dict | list):
-        raise Reject("not_scalar", f"grouping column {col}={_short(value)} is not a scalar")
+        raise Reject("not_scalar", f"grouping column {col}={shown(value)} is not a scalar")
     if type(value) is float:
         return normalize_number(value)  # 1 and 1.0 are one group, on every worker
     return value
@@ -142,17 +142,6 @@ def encode_key(values: tuple[Any, ...]) -> bytes:
             text = json.dumps(values, separators=(",", ":"), ensure_ascii=False)
             return text.encode() + _EXACT_KEY
     return b"".join((dumped, b""))
-
-
-def _short(value: Any) -> str:
-    if isinstance(value, str):
-        text = repr(value)
-    else:
-        try:
-            text = orjson.dumps(value).decode()
-        except TypeError:  # orjson writes 254 levels of nesting and 64-bit integers at most
-            text = str(value) if type(value) is int else f"<{json_type(value)} nested deeply>"
-    return text if len(text) <= 80 else text[:77] + "..."
 
 
 # ---------------------------------------------------------------------------------------------
@@ -403,9 +392,7 @@ class ViewPlan:
             try:
                 value = coerce(value)
             except InputError as e:
-                raise Reject(
-                    e.reason, f"{column}={_short(value)}: {e.detail or e.reason}"
-                ) from None
+                raise Reject(e.reason, f"{column}={shown(value)}: {e.detail or e.reason}") from None
             row.append((ts, value) if with_time else value)
         group = []
         for col, get in self._groups:

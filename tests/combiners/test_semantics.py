@@ -201,6 +201,20 @@ def test_min_max_reject_strings(kind: str) -> None:
         fn.coerce("3")  # a numeric string is a string too
 
 
+def test_dead_letter_details_show_values_as_json() -> None:
+    """Not as Python writes them: ``True``, ``None`` and ``{'k': 1}`` are not JSON."""
+    from liveagg.transforms import eventtime
+
+    fn = make("sum")
+    for value, text in ((True, "boolean true"), ({"k": [1, None]}, 'object {"k":[1,null]}')):
+        with pytest.raises(InputError) as bad_value:
+            fn.coerce(value)
+        assert str(bad_value.value) == f"not_numeric: sum needs a number, got {text}"
+    with pytest.raises(eventtime.EventTimeError) as bad:
+        eventtime.parser("ts", "epoch_ms")(False)
+    assert bad.value.detail.startswith("ts=false is a boolean")
+
+
 def test_what_counts_as_one_distinct_value() -> None:
     # 1 and 1.0 and -0.0/0 are equal numbers; "1", true, "true" and "" are other values.
     values = [1, 1.0, "1", True, "true", "", -0.0, 0, False, "false"]
