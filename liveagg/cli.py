@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import argparse
 import difflib
-import logging
 import math
 import os
 import sys
@@ -14,6 +13,7 @@ from typing import Any
 
 from liveagg import __version__
 from liveagg.beamstart import import_beam
+from liveagg.logs import configure_logging
 from liveagg.runners import RUNNERS
 
 
@@ -533,7 +533,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args, extra = parser.parse_known_args(argv)
     if extra and args.command not in ("run", "rekey"):
         parser.error(f"unrecognized arguments: {' '.join(extra)}")
-    _configure_logging(args.verbose)  # before anything imports Beam
+    configure_logging(args.verbose)  # before anything imports Beam
     if args.command in ("run", "rekey"):
         import_beam()
     if extra:
@@ -599,37 +599,6 @@ def _suggest(unknown: Sequence[str], parser: argparse.ArgumentParser) -> str:
             if close:
                 return f" (did you mean {close[0]}?)"
     return ""
-
-
-class _OwnRecords(logging.Filter):
-    """Without ``-v``, only liveagg's own log records reach the terminal: third-party
-    warnings (Beam's, its clients', Python warnings) are for those who ask for them."""
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        return record.name == "liveagg" or record.name.startswith("liveagg.")
-
-
-def _configure_logging(verbose: bool) -> None:
-    """Log to stderr; without ``verbose``, liveagg's warnings only.
-
-    This must run before Beam is imported. Importing Beam imports
-    ``apache_beam/io/gcp/internal/clients/bigquery/__init__.py``, which, when apitools is not
-    installed, calls ``logging.warning("apitools not found, ...")`` on the root logger; and
-    ``logging.warning`` first calls ``basicConfig()`` when the root logger has no handler
-    (Python's ``logging/__init__.py``), which would install a handler of its own that prints
-    every later warning. With a handler here first, that record meets the filter instead.
-    """
-    handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(logging.Formatter("%(levelname)s %(name)s: %(message)s"))
-    handler.set_name("liveagg")
-    if not verbose:
-        handler.addFilter(_OwnRecords())
-    root = logging.getLogger()
-    for old in [h for h in root.handlers if h.get_name() == "liveagg"]:  # main() called again
-        root.removeHandler(old)
-    root.addHandler(handler)
-    root.setLevel(logging.INFO if verbose else logging.WARNING)
-    logging.captureWarnings(True)  # warnings.warn(...) become "py.warnings" records
 
 
 if __name__ == "__main__":

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import apache_beam as beam
@@ -11,6 +12,7 @@ from apache_beam.runners.portability import prism_runner
 from apache_beam.testing.util import assert_that, equal_to
 
 from liveagg.runners import direct
+from tests.support.cli import liveagg
 
 
 class _PrismTried(Exception):
@@ -59,3 +61,32 @@ def test_a_pipeline_the_python_engine_cannot_run_still_gets_the_bundle_based_run
         stream = TestStream().add_elements([1, 2]).advance_watermark_to_infinity()
         assert_that(p | stream | beam.Map(lambda x: x + 1), equal_to([2, 3]))
     assert prism_tries == []
+
+
+def test_worker_processes_log_as_the_run_does(tmp_path: Path) -> None:
+    """With two worker processes stderr stays empty (Beam's workers printed about 40 INFO
+    lines), ``-v`` shows the workers' records, and the rows are those of one worker."""
+    view = tmp_path / "v.json"
+    view.write_text(
+        '{"name": "per_key", "event_time": {"field": "ts"}, "grouping_cols": ["k"],'
+        ' "window": {"size": "1m"}, "aggregation_info": [{"aggregation": "count",'
+        ' "aggregated_col_name": "n"}, {"aggregation": "sum", "col_name": "v",'
+        ' "aggregated_col_name": "total"}]}'
+    )
+    lines = [f'{{"ts": {1_700_000_000 + i}, "k": "k{i % 7}", "v": {i}}}' for i in range(500)]
+    (tmp_path / "in.jsonl").write_text("\n".join([*lines, "not json"]) + "\n")
+    rows = {}
+    for workers in ("1", "2"):
+        out = tmp_path / f"out{workers}"
+        args = ["--views", str(view), "--input", str(tmp_path / "in.jsonl"), "--output", str(out)]
+        result = liveagg("run", *args, "--direct-num-workers", workers)
+        assert result.stderr == "", result.stderr
+        rows[workers] = sorted(
+            line for path in (out / "per_key").iterdir() for line in path.read_text().splitlines()
+        )
+    assert rows["1"] == rows["2"] and len(rows["1"]) == 9 * 7  # windows x keys
+    args = ["--views", str(view), "--input", str(tmp_path / "in.jsonl")]
+    verbose = liveagg(
+        "-v", "run", *args, "--output", str(tmp_path / "v"), "--direct-num-workers", "2"
+    )
+    assert "apache_beam.runners.worker.sdk_worker" in verbose.stderr
