@@ -1,6 +1,7 @@
 """``liveagg.combiners``: aggregations, Beam CombineFns with a stable accumulator encoding,
 found by name."""
 
+from liveagg.combiners._common import shown
 from liveagg.combiners.base import AccumulatorCoder, InputError, LiveaggCombineFn
 from liveagg.combiners.registry import builtin_names, create, known, register
 
@@ -12,4 +13,5 @@ __all__ = [
     "create",
     "known",
     "register",
+    "shown",
 ]

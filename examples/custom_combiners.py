@@ -26,7 +26,7 @@ import struct
 from collections.abc import Iterable
 from typing import Any
 
-from liveagg.combiners import InputError, LiveaggCombineFn
+from liveagg.combiners import InputError, LiveaggCombineFn, shown
 
 # The accumulator on the wire: one version byte, then nothing (no input yet) or the minimum
 # and maximum as two little-endian doubles. A version byte lets a later release change the
@@ -71,10 +71,10 @@ class RangeFn(LiveaggCombineFn):
         still use it.
         """
         if isinstance(value, bool) or not isinstance(value, int | float):
-            raise InputError("not_numeric", f"range needs a number, got {value!r}")
+            raise InputError("not_numeric", f"range needs a number, got {shown(value)}")
         number = float(value)
         if not math.isfinite(number):
-            raise InputError("not_finite", f"range needs a finite number, got {value!r}")
+            raise InputError("not_finite", f"range needs a finite number, got {shown(value)}")
         return number
 
     def create_accumulator(self) -> Accumulator:
