@@ -26,6 +26,27 @@ OUTPUT_TYPES = frozenset(
 )
 
 
+_INT64 = (-(1 << 63), 1 << 63)
+_FITS = {
+    "bigint": lambda v: type(v) is int and _INT64[0] <= v < _INT64[1],
+    "double": lambda v: type(v) in (int, float),
+    "text": lambda v: type(v) is str,
+    "boolean": lambda v: type(v) is bool,
+}
+
+
+def fits(value: Any, output_type: str) -> bool:
+    """Whether ``value`` is one of ``output_type`` (null always is): what every sink can
+    write in a column of that type (a 64-bit integer, a JSON number that is not a boolean,
+    a list of such). ``json`` holds anything."""
+    if value is None or output_type == "json":
+        return True
+    if output_type.startswith("list<"):
+        inner = _FITS[output_type[5:-1]]
+        return isinstance(value, list | tuple) and all(x is None or inner(x) for x in value)
+    return _FITS[output_type](value)
+
+
 #: ``coerce.plain_types``: the JSON-decoded value types a ``coerce`` returns unchanged, so that
 #: a batch whose values are all of them needs no per-value call. It is an attribute of the
 #: function, so a subclass that overrides ``coerce`` loses it and is called per value.

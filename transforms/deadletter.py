@@ -46,6 +46,9 @@ REASONS = {
     "not_finite": "a numeric aggregation got NaN, an infinity or an integer beyond a double",
     "too_late": "the message arrived after the allowed lateness of all its windows had passed",
     "overflow": "a result (a sum, a variance) is beyond the double range; its row holds null",
+    "wrong_type": (
+        "a custom aggregation's result is not of the type it declares; its row holds null"
+    ),
     "too_large": "a row is larger than its sink stores (a Cassandra key over 64 KiB, say)",
     "empty_key": "a row's Cassandra key is one empty value (a null or empty grouping value)",
     "not_envelope": "rekey: the intermediate-topic message is not a level-1 envelope",
@@ -55,7 +58,7 @@ REASONS = {
 
 #: Reasons about a result, not a message: no single message is to blame, so they are counted
 #: apart from the view's message accounting (``result_dead_letter/<view>/<reason>``).
-RESULT_REASONS = frozenset({"overflow", "too_large", "empty_key"})
+RESULT_REASONS = frozenset({"overflow", "wrong_type", "too_large", "empty_key"})
 
 
 @cache

@@ -17,7 +17,8 @@ from apache_beam.metrics import Metrics
 
 from liveagg.combiners import InputError
 from liveagg.combiners._common import json_type, normalize_number, shown
-from liveagg.combiners.base import ALL_TYPES, plain_types
+from liveagg.combiners.base import ALL_TYPES, fits, plain_types
+from liveagg.combiners.registry import is_builtin
 from liveagg.engine.compiled import CompiledView, as_compiled, window_fns
 from liveagg.engine.milestones import ViewMilestones
 from liveagg.engine.partials import Variant
@@ -311,6 +312,13 @@ class ViewPlan:
         # Outputs that may be a double beyond its range (inf, nan): written as null, with an
         # ``overflow`` dead letter (see row). Counts, sketches and texts are not looked at.
         types = compiled.output_types
+        # Outputs of aggregations liveagg did not write, checked against the type they declare:
+        # a value that does not fit is null, with a ``wrong_type`` dead letter (see row).
+        self._declared = tuple(
+            (i, t)
+            for i, (a, t) in enumerate(zip(spec.aggregations, types, strict=True))
+            if not is_builtin(a.kind)
+        )
         self._doubles = tuple(i for i, t in enumerate(types) if t in ("double", "json"))
         self._double_lists = tuple(i for i, t in enumerate(types) if t == "list<double>")
         self._aggregated = frozenset([*self._outputs, *(name for name, _ in self._derived)])
@@ -521,7 +529,9 @@ class ViewPlan:
 
         A double beyond its range (a sum of ``1.7e308`` twice) cannot be written: JSON has no
         infinity and orjson would write null without a word. Its column is null, and one
-        ``overflow`` dead letter per such column goes to ``letters`` (see :meth:`_overflow`).
+        ``overflow`` dead letter per such column goes to ``letters``; so does a custom
+        aggregation's value of another type than it declares, as ``wrong_type`` (see
+        :meth:`_nulled`).
         """
         rows = self.rows(
             [variant.index],
@@ -562,24 +572,24 @@ class ViewPlan:
         else:
             text = self._window_text
             bounds = [text(window) for window in zip(starts, ends, strict=True)]
-        overflowed: dict[int, list[int]] = {}
+        nulled: dict[tuple[int, int], str] = {}  # (column, row) -> the dead letter's reason
+        for i, declared in self._declared:
+            for r, v in enumerate(outputs[i]):
+                if not fits(v, declared):
+                    nulled[(i, r)] = "wrong_type"
         for i in self._doubles:
-            column = outputs[i]
-            bad = [r for r, v in enumerate(column) if type(v) is float and v - v]
-            if bad:
-                overflowed[i] = bad
+            for r, v in enumerate(outputs[i]):
+                if type(v) is float and v - v and (i, r) not in nulled:
+                    nulled[(i, r)] = "overflow"
         for i in self._double_lists:
-            column = outputs[i]
-            bad = [
-                r for r, v in enumerate(column) if v and any(type(x) is float and x - x for x in v)
-            ]
-            if bad:
-                overflowed[i] = bad
-        if overflowed:
+            for r, v in enumerate(outputs[i]):
+                if v and (i, r) not in nulled and any(type(x) is float and x - x for x in v):
+                    nulled[(i, r)] = "overflow"
+        if nulled:
+            before = outputs
             outputs = [list(column) for column in outputs]
-            for i, bad in overflowed.items():
-                for r in bad:
-                    outputs[i][r] = None
+            for i, r in nulled:
+                outputs[i][r] = None
         columns = outputs
         if self._derived:
             names = self._outputs
@@ -620,23 +630,25 @@ class ViewPlan:
                     )
                 )
             )
-        for i, bad in overflowed.items():
-            for r in bad:
-                letter = self._overflow(rows[r], i)
-                if letters is not None:
-                    letters.append(letter)
+        if letters is not None:
+            for (i, r), reason in nulled.items():
+                letters.append(self._nulled(rows[r], i, reason, before[i][r]))
         return rows
 
-    def _overflow(self, row: dict[str, Any], index: int) -> dict[str, Any]:
-        """The ``overflow`` dead letter of a row's column ``index``: no message is to blame,
-        so its payload is the row's key and window (and pane) as JSON, and its detail names
-        the column. Counted apart from messages (``result_dead_letter/<view>/overflow``)."""
+    def _nulled(self, row: dict[str, Any], index: int, reason: str, value: Any) -> dict[str, Any]:
+        """The dead letter of a row's column ``index`` written as null: ``overflow`` (a double
+        beyond its range) or ``wrong_type`` (a custom aggregation's value that is not of the
+        type it declares). No message is to blame, so its payload is the row's key and window
+        (and pane) as JSON, and its detail names the column. Counted apart from messages
+        (``result_dead_letter/<view>/<reason>``)."""
         agg = self.spec.aggregations[index]
-        detail = (
-            f"column {agg.output!r} ({agg.kind}) is beyond the range of a double "
-            "(about ±1.8e308); the row holds null there"
-        )
-        return result_dead_letter(row, self._aggregated, self.name, "overflow", detail)
+        if reason == "overflow":
+            problem = "is beyond the range of a double (about ±1.8e308)"
+        else:
+            declared = self.compiled.output_types[index]
+            problem = f"declares {declared} but gave {json_type(value)} {shown(value)}"
+        detail = f"column {agg.output!r} ({agg.kind}) {problem}; the row holds null there"
+        return result_dead_letter(row, self._aggregated, self.name, reason, detail)
 
     def count_rows(self, rows: int) -> None:
         """Add rows made with ``row(..., count=False)`` to the ``rows/<view>`` metric."""

@@ -10,6 +10,7 @@ from typing import Any
 import orjson
 import pytest
 
+from liveagg.combiners import LiveaggCombineFn
 from liveagg.loader import parse_view
 from liveagg.transforms.plan import (
     Reject,
@@ -242,6 +243,66 @@ def test_overflowed_results_are_null_with_a_dead_letter() -> None:
         variant, 0, 60_000_000, key, (1.5, 2, [1.0, 2.0]), "ON_TIME", 0, letters=letters
     )
     assert finite["s"] == 1.5 and finite["per"] == 0.75 and len(letters) == 2
+
+
+class DeclaredFn(LiveaggCombineFn):
+    """A custom aggregation that declares ``declared`` and gives whatever the test hands
+    ``row`` (the plan never calls the CombineFn's other methods here)."""
+
+    def __init__(self, declared: str = "double") -> None:
+        super().__init__()
+        self.declared = declared
+
+    def output_type(self) -> str:
+        return self.declared
+
+
+@pytest.mark.parametrize(
+    ("declared", "good", "bad"),
+    [
+        ("double", 1, "1.5"),
+        ("double", 2.5, True),
+        ("bigint", 3, 2.0),
+        ("bigint", -(2**63), 2**63),
+        ("text", "a", 1),
+        ("boolean", False, 0),
+        ("list<double>", [1, 2.5, None], [1, "2"]),
+        ("list<bigint>", [1, 2], 5),
+        ("list<text>", ("a", "b"), ["a", {"b": 1}]),
+    ],
+)
+def test_a_custom_result_of_another_type_is_null_with_a_dead_letter(
+    declared: str, good: Any, bad: Any
+) -> None:
+    """A sink could not write it (Parquet's conversion failed the run with a traceback);
+    the row is kept with null there, as for an overflow."""
+    custom = {"combine_fn": "tests.transforms.test_messages:DeclaredFn", "declared": declared}
+    plan = _plan(
+        {"size": "1m"},
+        aggregation_info=[
+            {
+                "aggregation": "custom",
+                "col_name": "x",
+                "aggregated_col_name": "c",
+                "params": custom,
+            },
+            {"aggregation": "count", "aggregated_col_name": "n"},
+        ],
+    )
+    [(variant, key)] = plan.keys(("a",))
+    letters: list[dict[str, Any]] = []
+    assert (
+        plan.row(variant, 0, 60_000_000, key, (good, 1), "ON_TIME", 0, letters=letters)["c"] == good
+    )
+    assert (
+        plan.row(variant, 0, 60_000_000, key, (None, 1), "ON_TIME", 0, letters=letters)["c"] is None
+    )
+    assert letters == []
+    row = plan.row(variant, 0, 60_000_000, key, (bad, 1), "ON_TIME", 0, letters=letters)
+    assert row["c"] is None and row["n"] == 1
+    [letter] = letters
+    assert letter["reason"] == "wrong_type" and letter["source"] is None
+    assert letter["detail"].startswith(f"column 'c' (custom) declares {declared} but gave ")
 
 
 def test_route_accounts_for_every_line() -> None:
