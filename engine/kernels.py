@@ -173,6 +173,8 @@ class Kernel:
         if fn.needs_event_time:  # ``(times, column)``: the CombineFn takes (time, value) pairs
             times, column = values
             items = list(zip(times.tolist(), _python(column), strict=True))
+        elif values is None:  # no column: ``counts_rows``, one 1 per message
+            items = [1] * len(ids)
         else:
             items = values if isinstance(values, list) else _python(values)
         per_group: list[list[Any]] = [[] for _ in range(count)]

@@ -1509,7 +1509,7 @@ class _Checker:
                     f"known: {', '.join(known)}",
                 )
                 continue
-            self.check_params(i, kind, dict(item.get("params") or {}))
+            self.check_params(i, kind, dict(item.get("params") or {}), "col_name" in item)
 
     def check_output_name(self, i: int, name: str) -> None:
         parts: Parts = ("aggregation_info", i, "aggregated_col_name")
@@ -1532,7 +1532,7 @@ class _Checker:
         else:
             self.outputs[name] = i
 
-    def check_params(self, i: int, kind: str, params: dict[str, Any]) -> None:
+    def check_params(self, i: int, kind: str, params: dict[str, Any], has_column: bool) -> None:
         at: Parts = ("aggregation_info", i, "params")
         if kind == "histogram":
             bounds = params["bounds"]
@@ -1551,6 +1551,14 @@ class _Checker:
                 (*at, "combine_fn") if kind == "custom" else ("aggregation_info", i, "aggregation")
             )
             self.add(where, str(e))
+            return
+        if not has_column and not getattr(cls, "counts_rows", False):
+            # The schema cannot know a class's attribute: a class attribute, read, not called.
+            self.add(
+                ("aggregation_info", i),
+                f"missing required key 'col_name': {kind} ({cls.__name__}) needs the message "
+                "field to aggregate (a class that counts messages sets counts_rows = True)",
+            )
             return
         arguments = class_params(kind, params)
         ours = is_builtin(kind)

@@ -1262,6 +1262,18 @@ def test_custom_aggregation_needs_combine_fn() -> None:
     )
 
 
+def test_a_custom_aggregation_without_col_name_must_count_rows(custom_module: str) -> None:
+    """Without a column it is fed a 1 per message, which only a class that says it counts
+    rows (``counts_rows = True``) expects; the attribute is read, nothing is called."""
+    item = agg("custom", col=None, combine_fn=f"{custom_module}:Scaled")
+    assert error(view(aggregation_info=[item])) == (
+        "<memory>: $.aggregation_info[0]: missing required key 'col_name': custom (Scaled) "
+        "needs the message field to aggregate (a class that counts messages sets "
+        "counts_rows = True)"
+    )
+    assert CALLS == []
+
+
 @pytest.mark.parametrize("reference", ["pkg.Fn", "pkg.mod:Fn\n", "pkg:Fn.attr", "pkg:"])
 def test_custom_combine_fn_reference_is_checked(reference: str) -> None:
     assert error(view(aggregation_info=[agg("custom", combine_fn=reference)])) == (

@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import orjson
 import pytest
 
+from liveagg.combiners import LiveaggCombineFn
 from liveagg.loader import load_views, parse_view
 from tests.support.cli import liveagg, rows_in
 from tests.support.compare import assert_rows_match
@@ -226,3 +228,65 @@ def test_parse_view_round_trip() -> None:
     view = parse_view(EXTRA_VIEWS[0], origin="mem")
     assert view.name == "every_aggregation"
     assert len(view.aggregations) == len(EXTRA_VIEWS[0]["aggregation_info"])
+
+
+class RowCount(LiveaggCombineFn):
+    """A custom count of messages: ``counts_rows``, so it needs no ``col_name``."""
+
+    counts_rows = True
+
+    def create_accumulator(self) -> int:
+        return 0
+
+    def add_input(self, accumulator: int, value: int) -> int:
+        return accumulator + value
+
+    def merge_accumulators(self, accumulators: Any) -> int:
+        return sum(accumulators)
+
+    def extract_output(self, accumulator: int) -> int:
+        return accumulator
+
+    def output_type(self) -> str:
+        return "bigint"
+
+    def encode_accumulator(self, accumulator: int) -> bytes:
+        return str(accumulator).encode()
+
+    def decode_accumulator(self, data: bytes) -> int:
+        return int(data)
+
+
+def test_a_custom_aggregation_that_counts_rows_counts_as_count_does(tmp_path: Path) -> None:
+    """It failed the run (``'NoneType' object is not iterable``): nothing fed it the 1 per
+    message that ``counts_rows`` promises."""
+    view = {
+        "name": "counted",
+        "event_time": {"field": "ts"},
+        "grouping_cols": ["k"],
+        "window": {"size": "1m"},
+        "aggregation_info": [
+            {
+                "aggregation": "custom",
+                "aggregated_col_name": "custom_n",
+                "params": {"combine_fn": "tests.pipelines.test_e2e:RowCount"},
+            },
+            {"aggregation": "count", "aggregated_col_name": "n"},
+        ],
+    }
+    (tmp_path / "v.json").write_text(json.dumps(view))
+    lines = [json.dumps({"ts": 1_700_000_000 + 7 * i, "k": f"k{i % 3}"}) for i in range(100)]
+    (tmp_path / "in.jsonl").write_text("\n".join(lines) + "\n")
+    out = tmp_path / "out"
+    liveagg(
+        "run",
+        "--views",
+        str(tmp_path / "v.json"),
+        "--input",
+        str(tmp_path / "in.jsonl"),
+        "--output",
+        str(out),
+    )
+    rows = rows_in(out / "counted")
+    assert rows and all(r["custom_n"] == r["n"] for r in rows)
+    assert sum(r["n"] for r in rows) == 100
