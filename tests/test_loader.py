@@ -1473,8 +1473,12 @@ def plugin(monkeypatch: pytest.MonkeyPatch, custom_module: str) -> str:
 
 
 def test_registered_aggregation_decides_its_column_and_params(plugin: str) -> None:
-    spec = parse_view(view(aggregation_info=[agg(plugin, col=None, factor=2)]))
-    assert spec.aggregations[0] == Aggregation(plugin, "out", None, {"factor": 2})
+    """Its class says whether it reads a column: ``Scaled`` sums one, so it needs it."""
+    spec = parse_view(view(aggregation_info=[agg(plugin, factor=2)]))
+    assert spec.aggregations[0] == Aggregation(plugin, "out", "x", {"factor": 2})
+    assert "missing required key 'col_name': scaled_sum (Scaled)" in error(
+        view(aggregation_info=[agg(plugin, col=None, factor=2)])
+    )
 
 
 def test_registered_aggregation_params_checked_by_its_factory(plugin: str) -> None:
