@@ -69,9 +69,12 @@ class ApproxQuantilesFn(LiveaggCombineFn):
         self.k = c.check_int_param(self.name, "k", k, 8, 65535)
 
     def coerce(self, value: Any) -> float:
-        """Accept ints and floats, as floats; refuse booleans, strings, NaN and infinity."""
+        """Accept ints and floats, as floats; refuse booleans, strings, NaN and infinity.
+
+        ``-0.0`` is ``0.0`` (``+ 0.0``), as for ``min`` and distinct counts: the sketch keeps
+        the zero it was fed first, so a quantile of both would depend on arrival order."""
         if type(value) is float and _isfinite(value):
-            return value
+            return value + 0.0
         # The sketch holds doubles, and its update takes an int ten times slower than a float.
         return float(c.check_number(value, self.name))
 

@@ -868,7 +868,8 @@ class KllKernel(_BagKernel):
         return self.fn.k  # type: ignore[attr-defined]
 
     def batch(self, values: Any, ids: np.ndarray, count: int) -> State:
-        floats = pa.array(np.asarray(values, dtype=np.float64))
+        # ``+ 0.0``: -0.0 is 0.0, as the CombineFn's ``coerce`` makes it
+        floats = pa.array(np.asarray(values, dtype=np.float64) + 0.0)
         owner, distinct, counts = _distinct_pairs(floats, ids, share=False)
         return self._settle(Bag(count, owner, distinct, counts))
 

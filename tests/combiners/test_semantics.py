@@ -191,6 +191,20 @@ def test_min_max_of_equal_numbers_do_not_depend_on_arrival_order() -> None:
             assert result == values[0] and type(result) is int, (kind, values, result)
 
 
+def test_quantiles_of_both_zeros_do_not_depend_on_arrival_order() -> None:
+    """The sketch keeps the zero it is fed first: ``-0.0`` is ``0.0``, as for ``min``."""
+    from liveagg.engine.kernels import kernel
+
+    fn = make("approx_quantiles", quantiles=[0.0, 0.5, 1.0])
+    for values in ([-0.0, 0], [0, -0.0], [-0.0, -0.0]):
+        result = run(fn, values)
+        assert [math.copysign(1, q) for q in result] == [1, 1, 1], (values, result)
+        vectorized = kernel(fn)
+        state = vectorized.batch(np.array(values, dtype=np.float64), np.zeros(2, np.int64), 1)
+        [out] = vectorized.extract(state)
+        assert [math.copysign(1, q) for q in out] == [1, 1, 1], (values, out)
+
+
 @pytest.mark.parametrize("kind", ["min", "max"])
 def test_min_max_reject_strings(kind: str) -> None:
     """Numbers only, as SPEC section 1 says: a string is a dead letter, not a value."""
