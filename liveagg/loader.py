@@ -624,6 +624,9 @@ def _parse_json(text: str) -> tuple[Any, _Problems]:
     except ValueError as e:
         problems.add((), f"invalid JSON: {e}")
         return _UNREADABLE, problems
+    if _SURROGATE_ESCAPE.search(text):
+        for parts, message in _lone_surrogates(document, ()):
+            problems.add(parts, message)
     if duplicates:
         marked = {id(obj): keys for obj, keys in duplicates}
         for parts, keys in _find_marked(document, marked, ()):
@@ -729,6 +732,30 @@ def _json_hint(e: json.JSONDecodeError) -> str:
     if e.doc.startswith("'", e.pos):
         return " (JSON strings and keys use double quotes)"
     return ""
+
+
+#: An escaped UTF-16 surrogate (``\\ud800``): JSON decodes a pair of them into one character,
+#: a lone one into a string that is not Unicode text (it cannot be encoded as UTF-8).
+_SURROGATE_ESCAPE = re.compile(r"\\u[dD][89abcdefABCDEF]")
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def _lone_surrogates(node: Any, parts: Parts) -> Iterator[tuple[Parts, str]]:
+    """Where a key or string value holds a lone surrogate: a name or value no sink, Arrow
+    or Beam can encode, which failed the run with a traceback."""
+    what = "is not Unicode text: it holds a lone UTF-16 surrogate"
+    fix = "write the character itself, or an escaped pair such as \\ud83d\\ude00"
+    if isinstance(node, str):
+        if _SURROGATE.search(node):
+            yield parts, f"{ascii(node)} {what} ({ascii(_SURROGATE.search(node)[0])}); {fix}"
+    elif isinstance(node, dict):
+        for key, value in node.items():
+            if _SURROGATE.search(key):
+                yield (*parts, key), f"key {ascii(key)} {what}; {fix}"
+            yield from _lone_surrogates(value, (*parts, key))
+    elif isinstance(node, list):
+        for index, value in enumerate(node):
+            yield from _lone_surrogates(value, (*parts, index))
 
 
 def _find_marked(

@@ -1675,15 +1675,24 @@ def test_validate_paths_never_raises_for_bad_views(tmp_path: Path) -> None:
     ]
 
 
+LONE = " ('\\ud800')"  # the surrogate, as an error names it
+
+
 def test_error_lines_escape_line_breaks_and_lone_surrogates(tmp_path: Path) -> None:
     # "\\ud800" is valid JSON for a lone surrogate, which UTF-8 output cannot encode.
     text = json.dumps(view(**{"\ud800": 1, "a\u2028b": 2, "x": "\ud800\n"}))
     path = write(tmp_path, "a\nb.json", text)
     found = [str(e) for e in validate_paths([path])]
     shown = str(path).replace("\n", "\\n")
+    surrogate = (
+        "is not Unicode text: it holds a lone UTF-16 surrogate{}; write the character itself, "
+        "or an escaped pair such as \\ud83d\\ude00"
+    )
     assert found == [
+        f"{shown}: $['\\ud800']: key '\\ud800' {surrogate.format('')}",
         f"{shown}: $['\\ud800']: unknown key '\\ud800'; allowed here: {ALLOWED}",
         f"{shown}: $['a\\u2028b']: unknown key 'a\\u2028b'; allowed here: {ALLOWED}",
+        f"{shown}: $.x: '\\ud800\\n' {surrogate.format(LONE)}",
         f"{shown}: $.x: unknown key 'x'; allowed here: {ALLOWED}",
     ]
     for line in found:
@@ -1754,6 +1763,26 @@ def test_duplicate_keys_are_reported_where_they_are(tmp_path: Path) -> None:
         f"{path}: $.aggregation_info: key 'aggregation_info' {message}",
         f"{path}: $.aggregation_info: must not be empty: a view needs at least one aggregation",
     ]
+
+
+def test_a_lone_surrogate_is_refused_where_it_is(tmp_path: Path) -> None:
+    """``"\\ud800"`` decodes to a string no encoder takes: the run failed with a traceback
+    from Arrow or Beam. A pair of escapes is one character and is fine."""
+    text = json.dumps(view(grouping_cols=["k"], description="\U0001f600"))  # an escaped pair
+    text = text.replace('"k"', '"k\\ud800"').replace('"timestamp_ms"', '"t", "x\\udc00": 1')
+    path = write(tmp_path, "a.json", text)
+    found = [str(e) for e in validate_paths([path])]
+    surrogate = (
+        "is not Unicode text: it holds a lone UTF-16 surrogate{}; write the character itself, "
+        "or an escaped pair such as \\ud83d\\ude00"
+    )
+    assert found == [
+        f"{path}: $.event_time['x\\udc00']: key 'x\\udc00' {surrogate.format('')}",
+        f"{path}: $.event_time['x\\udc00']: unknown key 'x\\udc00'; allowed here: field, format",
+        f"{path}: $.grouping_cols[0]: 'k\\ud800' {surrogate.format(LONE)}",
+    ]
+    assert "\\ud83d" in text  # the description's pair
+    assert not any("$.description" in e for e in found)
 
 
 def test_errors_are_in_document_order(tmp_path: Path) -> None:
