@@ -28,7 +28,7 @@ from typing import Any
 
 import apache_beam as beam
 
-from liveagg.combiners.base import LiveaggCombineFn
+from liveagg.combiners.base import OUTPUT_TYPES, LiveaggCombineFn
 
 ENTRY_POINT_GROUP = "liveagg.combiners"
 
@@ -183,13 +183,61 @@ def load_entry_point(kind: str, point: EntryPoint) -> CombinerClass:
     return _checked(target, f"aggregation {kind!r} {where}")
 
 
+#: The methods an aggregation implements: Beam's four (``add_inputs`` may stand for
+#: ``add_input``) and the accumulator's bytes. The bases' own raise NotImplementedError.
+_REQUIRED = (
+    ("create_accumulator",),
+    ("add_input", "add_inputs"),
+    ("merge_accumulators",),
+    ("extract_output",),
+    ("encode_accumulator",),
+    ("decode_accumulator",),
+)
+_BASES = (LiveaggCombineFn, beam.CombineFn, object)
+
+
+def _missing_methods(cls: type) -> list[str]:
+    """The required methods ``cls`` inherits from the bases only, read from the classes'
+    ``__dict__`` along the MRO (no attribute lookup that a metaclass could intercept)."""
+    missing = []
+    for names in _REQUIRED:
+        owners = [
+            next((k for k in type.__getattribute__(cls, "__mro__") if name in vars(k)), object)
+            for name in names
+        ]
+        if all(owner in _BASES for owner in owners):
+            missing.append(names[0])
+    return missing
+
+
 def _checked(target: Any, given: str) -> CombinerClass:
     """``target`` if it is a proper aggregation class; otherwise say what it is instead."""
-    if isinstance(target, type) and issubclass(target, LiveaggCombineFn):
+    try:
+        is_class = isinstance(target, type) and issubclass(target, LiveaggCombineFn)
+    except TypeError:  # an object whose __class__ claims type
+        raise CombinerNotFound(
+            f"{given} is a {type(target).__name__} instance that poses as a class; "
+            f"expected {ACCEPTED}"
+        ) from None
+    if is_class:
         if target is LiveaggCombineFn:
             raise CombinerNotFound(
                 f"{given} is the base class itself; name your subclass of it, which "
                 "implements the aggregation"
+            )
+        name = type.__getattribute__(target, "__name__")
+        if name.startswith("_"):
+            raise CombinerNotFound(
+                f"{given} is the private class {name} of {target.__module__}, a part of an "
+                f"implementation, not an aggregation; expected {ACCEPTED}"
+            )
+        missing = _missing_methods(target)
+        if missing:
+            raise CombinerNotFound(
+                f"{given} is the class {name}, which does not implement "
+                f"{', '.join(missing)}; an aggregation implements create_accumulator, "
+                "add_input, merge_accumulators, extract_output, encode_accumulator and "
+                "decode_accumulator (docs/custom_combiners.md)"
             )
         return target
     if isinstance(target, type):
@@ -280,6 +328,12 @@ def create(kind: str, params: Mapping[str, Any] | None = None) -> LiveaggCombine
         raise ValueError(
             f"aggregation {kind!r} built a {type(fn).__name__}, which is not a "
             "liveagg.combiners.LiveaggCombineFn (it must say how its accumulator is encoded)"
+        )
+    declared = fn.output_type()  # sinks type their columns by it: checked before any message
+    if declared not in OUTPUT_TYPES:
+        raise ValueError(
+            f"aggregation {kind!r}: output_type() returned {declared!r}; expected one of "
+            f"{', '.join(sorted(OUTPUT_TYPES))}"
         )
     return fn
 

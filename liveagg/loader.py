@@ -747,11 +747,11 @@ def _lone_surrogates(node: Any, parts: Parts) -> Iterator[tuple[Parts, str]]:
     fix = "write the character itself, or an escaped pair such as \\ud83d\\ude00"
     if isinstance(node, str):
         if _SURROGATE.search(node):
-            yield parts, f"{ascii(node)} {what} ({ascii(_SURROGATE.search(node)[0])}); {fix}"
+            yield parts, f"{node!a} {what} ({_SURROGATE.search(node)[0]!a}); {fix}"
     elif isinstance(node, dict):
         for key, value in node.items():
             if _SURROGATE.search(key):
-                yield (*parts, key), f"key {ascii(key)} {what}; {fix}"
+                yield (*parts, key), f"key {key!a} {what}; {fix}"
             yield from _lone_surrogates(value, (*parts, key))
     elif isinstance(node, list):
         for index, value in enumerate(node):
@@ -1596,10 +1596,11 @@ class _Checker:
         except (ValueError, TypeError, ImportError) as e:
             message = str(e)
             self.add(at, message if kind in message else f"invalid params for {kind}: {message}")
-        except Exception as e:
+        except (Exception, SystemExit) as e:
             if ours:
                 raise
-            # A user's class may raise anything from __init__: report it with the view.
+            # A user's class may raise anything from __init__ (or exit): report it with the
+            # view. KeyboardInterrupt still stops the run.
             self.add(at, f"{cls.__name__}(**params) raised {type(e).__name__}: {e}")
 
     def check_derived(self) -> None:

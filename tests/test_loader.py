@@ -1198,7 +1198,30 @@ IN_A_PACKAGE = (
 )
 
 
-class Scaled(LiveaggCombineFn):
+class Complete(LiveaggCombineFn):
+    """Every method an aggregation implements (a class without them is refused), trivially:
+    the classes below are loaded, never run."""
+
+    def create_accumulator(self) -> int:
+        return 0
+
+    def add_input(self, accumulator: int, value: Any) -> int:
+        return accumulator + value
+
+    def merge_accumulators(self, accumulators: Any) -> int:
+        return sum(accumulators)
+
+    def extract_output(self, accumulator: int) -> int:
+        return accumulator
+
+    def encode_accumulator(self, accumulator: int) -> bytes:
+        return str(accumulator).encode()
+
+    def decode_accumulator(self, data: bytes) -> int:
+        return int(data)
+
+
+class Scaled(Complete):
     """A custom sum that multiplies by ``factor``; enough for loading, never run here."""
 
     def __init__(self, factor: int = 1) -> None:
@@ -1220,7 +1243,42 @@ def side_effect(**params: Any) -> None:
     CALLS.append(("side_effect", params))
 
 
-class Exploding(LiveaggCombineFn):
+class Exits(Complete):
+    """Its __init__ exits: the run ended with that exit code and no word."""
+
+    def __init__(self) -> None:
+        raise SystemExit(3)
+
+
+class BadType(Complete):
+    """Declares a type no sink knows: found at the first row before, with a traceback."""
+
+    def output_type(self) -> str:
+        return "float"
+
+
+class _Helper(Complete):
+    """A private class of a module, as liveagg's own ``_NumericFn``."""
+
+
+class NoBytes(LiveaggCombineFn):
+    """Beam's four methods, but not the accumulator's bytes."""
+
+    create_accumulator = Complete.create_accumulator
+    add_input = Complete.add_input
+    merge_accumulators = Complete.merge_accumulators
+    extract_output = Complete.extract_output
+
+
+class _PosesAsClass:
+    """An object whose ``__class__`` claims ``type``: ``issubclass`` raised TypeError."""
+
+    @property  # type: ignore[misc]
+    def __class__(self) -> type:
+        return type
+
+
+class Exploding(Complete):
     """Its __init__ fails with something other than ValueError or TypeError."""
 
     def __init__(self, key: str = "x") -> None:
@@ -1235,6 +1293,11 @@ def custom_module(monkeypatch: pytest.MonkeyPatch) -> str:
     module.PlainBeamFn = PlainBeamFn  # type: ignore[attr-defined]
     module.side_effect = side_effect  # type: ignore[attr-defined]
     module.Exploding = Exploding  # type: ignore[attr-defined]
+    module.Exits = Exits  # type: ignore[attr-defined]
+    module.BadType = BadType  # type: ignore[attr-defined]
+    module._Helper = _Helper  # type: ignore[attr-defined]
+    module.NoBytes = NoBytes  # type: ignore[attr-defined]
+    module.poser = _PosesAsClass()  # type: ignore[attr-defined]
     module.INSTANCE = object.__new__(Scaled)  # type: ignore[attr-defined]
     monkeypatch.setitem(sys.modules, module.__name__, module)
     CALLS.clear()
@@ -1454,6 +1517,44 @@ def test_a_custom_class_that_raises_anything_is_reported(custom_module: str) -> 
     assert error(view(aggregation_info=[item])) == (
         "<memory>: $.aggregation_info[0].params: Exploding(**params) raised KeyError: 'x'"
     )
+
+
+@pytest.mark.parametrize(
+    ("name", "message"),
+    [
+        (
+            "_Helper",
+            "params.combine_fn: 'liveagg_example_fns:_Helper' is the private class _Helper of "
+            "tests.test_loader, a part of an implementation, not an aggregation; expected a "
+            "subclass of liveagg.combiners.LiveaggCombineFn",
+        ),
+        (
+            "NoBytes",
+            "params.combine_fn: 'liveagg_example_fns:NoBytes' is the class NoBytes, which does "
+            "not implement encode_accumulator, decode_accumulator; an aggregation implements "
+            "create_accumulator, add_input, merge_accumulators, extract_output, "
+            "encode_accumulator and decode_accumulator (docs/custom_combiners.md)",
+        ),
+        (
+            "poser",
+            "params.combine_fn: 'liveagg_example_fns:poser' is a _PosesAsClass instance that "
+            "poses as a class; expected a subclass of liveagg.combiners.LiveaggCombineFn",
+        ),
+        ("Exits", "params: Exits(**params) raised SystemExit: 3"),
+        (
+            "BadType",
+            "params: aggregation 'custom': output_type() returned 'float'; expected one of "
+            "bigint, boolean, double, json, list<bigint>, list<double>, list<text>, text",
+        ),
+    ],
+)
+def test_a_class_a_run_could_not_use_is_refused_before_it(
+    custom_module: str, name: str, message: str
+) -> None:
+    """Each passed validation and failed the run partway (or, for ``Exits``, ended it with
+    no word); the first three are refused without calling anything."""
+    item = agg("custom", combine_fn=f"{custom_module}:{name}")
+    assert error(view(aggregation_info=[item])) == f"<memory>: $.aggregation_info[0].{message}"
 
 
 @pytest.fixture

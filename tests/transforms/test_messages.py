@@ -10,7 +10,7 @@ from typing import Any
 import orjson
 import pytest
 
-from liveagg.combiners import LiveaggCombineFn
+from examples.custom_combiners import RangeFn
 from liveagg.loader import parse_view
 from liveagg.transforms.plan import (
     Reject,
@@ -245,7 +245,7 @@ def test_overflowed_results_are_null_with_a_dead_letter() -> None:
     assert finite["s"] == 1.5 and finite["per"] == 0.75 and len(letters) == 2
 
 
-class DeclaredFn(LiveaggCombineFn):
+class DeclaredFn(RangeFn):
     """A custom aggregation that declares ``declared`` and gives whatever the test hands
     ``row`` (the plan never calls the CombineFn's other methods here)."""
 
