@@ -1540,7 +1540,7 @@ class _Checker:
 
     def check_output_name(self, i: int, name: str) -> None:
         parts: Parts = ("aggregation_info", i, "aggregated_col_name")
-        if message := _reserved_message(name, "aggregated_col_name"):
+        if message := _reserved_message(name, "column name (aggregated_col_name)"):
             self.add(parts, message)
         elif name in self.grouping_names:
             kind = self.view["aggregation_info"][i]["aggregation"]

@@ -258,6 +258,10 @@ def _sources(
     default: Source | None = None
     for item in config.inputs:
         name, pattern = _split_binding(item)
+        if not pattern.strip():
+            raise UsageError(
+                f"--input {item!r}: give a file or glob, e.g. --input events=in/*.jsonl"
+            )
         # Absolute, because workers (a Flink TaskManager's, say) do not share our directory.
         source = FileSource(_absolute(pattern))
         if name:
@@ -266,6 +270,10 @@ def _sources(
             default = source
     for item in config.kafka.topics:
         name, topic = _split_binding(item)
+        if not topic.strip():
+            raise UsageError(
+                f"--kafka-topic {item!r}: give a topic, e.g. --kafka-topic events=clicks"
+            )
         source = _kafka_source(config, topic, [v for v in views if name in (None, v.source)])
         if name:
             named[name] = source

@@ -137,6 +137,30 @@ def test_an_input_nothing_reads_is_refused(
     assert not out.exists()
 
 
+@pytest.mark.parametrize(
+    ("option", "given", "example"),
+    [
+        ("--input", "", "--input events=in/*.jsonl"),
+        ("--input", "events=", "--input events=in/*.jsonl"),
+        ("--kafka-topic", "events=", "--kafka-topic events=clicks"),
+    ],
+)
+def test_an_empty_input_or_topic_is_refused(
+    view: Path, tmp_path: Path, option: str, given: str, example: str
+) -> None:
+    """``--input ""`` read the working folder and said it is a folder."""
+    out = tmp_path / "out"
+    extra = ["--kafka-bootstrap", "127.0.0.1:1"] if option == "--kafka-topic" else []
+    args = ["run", "--views", str(view), option, given, *extra, "--output", str(out)]
+    result = liveagg(*args, ok=False)
+    assert result.returncode == 2
+    assert result.stderr == (
+        f"liveagg run: error: {option} {given!r}: give a "
+        f"{'topic' if option == '--kafka-topic' else 'file or glob'}, e.g. {example}\n"
+    )
+    assert not out.exists()
+
+
 def test_a_command_line_sink_is_checked_as_a_view_files_sink(view: Path, tmp_path: Path) -> None:
     """Before anything runs: the error names the command line and the option's place."""
     data = lines_file(tmp_path / "in.jsonl", GOOD)
