@@ -731,6 +731,12 @@ def _json_hint(e: json.JSONDecodeError) -> str:
         return " (JSON does not allow a trailing comma)"
     if e.doc.startswith("'", e.pos):
         return " (JSON strings and keys use double quotes)"
+    if e.msg.startswith("Invalid control character"):  # Python's text ends with "at"
+        code = ord(e.doc[e.pos]) if e.pos < len(e.doc) else 0
+        return (
+            f" U+{code:04X} in a string (JSON strings hold control characters only escaped, "
+            "such as \\n, \\t or \\u0000)"
+        )
     return ""
 
 

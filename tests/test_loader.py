@@ -1808,6 +1808,16 @@ def test_json_syntax_error_has_line_and_column(tmp_path: Path) -> None:
     ]
 
 
+def test_a_raw_control_character_is_named(tmp_path: Path) -> None:
+    """Python's own message stops at "Invalid control character at"."""
+    path = write(tmp_path, "a.json", '{"name": "a\x00b"}')
+    assert [str(e) for e in validate_paths([path])] == [
+        f"{path}: $: invalid JSON at line 1, column 12: Invalid control character at U+0000 in "
+        "a string (JSON strings hold control characters only escaped, such as \\n, \\t or "
+        "\\u0000)"
+    ]
+
+
 def test_single_quotes_get_a_hint(tmp_path: Path) -> None:
     path = write(tmp_path, "a.json", "{'name': 'a'}")
     assert [str(e) for e in validate_paths([path])] == [
