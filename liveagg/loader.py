@@ -1601,7 +1601,10 @@ class _Checker:
                 combiners.create(kind, params)
         except (ValueError, TypeError, ImportError) as e:
             message = str(e)
-            self.add(at, message if kind in message else f"invalid params for {kind}: {message}")
+            # "<aggregation>: params.<name> must ...", as the built-ins word it: at that param
+            named = re.match(rf"{re.escape(kind)}: params\.(\w+) ", message)
+            where = (*at, named[1]) if named and named[1] in params else at
+            self.add(where, message if kind in message else f"invalid params for {kind}: {message}")
         except (Exception, SystemExit) as e:
             if ours:
                 raise

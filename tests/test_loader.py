@@ -682,9 +682,10 @@ def test_col_name_required_except_for_count() -> None:
 
 def test_params_rejected_by_the_combiner_are_wrapped_with_the_path() -> None:
     # 12.0 is an integer to JSON Schema but not to the sketch library. The combiner's own
-    # message already names the aggregation, so it is not prefixed again.
+    # message already names the aggregation, so it is not prefixed again; the path ends at
+    # the param the message names.
     found = error(view(aggregation_info=[agg("hll_sketch", lg_k=12.0)]))
-    assert found.startswith("<memory>: $.aggregation_info[0].params: hll_sketch")
+    assert found.startswith("<memory>: $.aggregation_info[0].params.lg_k: hll_sketch")
     assert "lg_k" in found
     assert "12.0" in found
     assert "invalid params for" not in found
@@ -715,8 +716,8 @@ def test_aggregated_col_name_distinct_from_grouping_cols() -> None:
 def test_reserved_row_keys_cannot_be_columns(name: str) -> None:
     reserved = ", ".join(RESERVED_COLUMNS)
     assert error(view(aggregation_info=[agg("count", name, col=None)])) == (
-        f"<memory>: $.aggregation_info[0].aggregated_col_name: {name!r} cannot be a "
-        f"aggregated_col_name: every output row already has a {name!r} key "
+        f"<memory>: $.aggregation_info[0].aggregated_col_name: {name!r} cannot be a column "
+        f"name (aggregated_col_name): every output row already has a {name!r} key "
         f"(reserved: {reserved})"
     )
     assert error(view(grouping_cols=[name])) == (
