@@ -241,10 +241,10 @@ def build_parser() -> argparse.ArgumentParser:
         "--input",
         action="append",
         metavar="[SOURCE=]FILE_OR_GLOB",
-        help="JSON Lines input, one message per line: a file or a glob (not a folder), "
-        "local, s3:// or gs://; .gz, .bz2, .xz, .zst and .deflate files are decompressed. "
-        "'SOURCE=GLOB' binds a view source name; a bare GLOB serves every source not bound "
-        "otherwise. Repeatable.",
+        help="JSON Lines input, one message per line: a file or a glob (not a folder or a "
+        "pipe), local, s3:// or gs://; .gz, .bz2, .xz, .zst and .deflate files are "
+        "decompressed. 'SOURCE=GLOB' binds a view source name; a bare GLOB serves every source "
+        "not bound otherwise. Repeatable, once per source.",
     )
     run.add_argument(
         "--kafka-topic",

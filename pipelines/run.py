@@ -254,32 +254,39 @@ def _split_binding(item: str) -> tuple[str | None, str]:
 def _sources(
     config: RunConfig, views: Sequence[ViewSpec]
 ) -> tuple[dict[str, Source], Source | None]:
-    named: dict[str, Source] = {}
-    default: Source | None = None
+    given: dict[str | None, str] = {}  # source name (None: every other) -> the option given
+
+    def claim(name: str | None, option: str) -> None:
+        """One input per source: a second one replaced the first, which was never read."""
+        if name in given:
+            whom = f"source {name!r}" if name else "every source not bound by name"
+            raise UsageError(
+                f"{option}: {given[name]} already feeds {whom}; a source reads one file, glob "
+                "or topic: give one glob that matches every file (e.g. --input 'in/*.jsonl')"
+            )
+        given[name] = option
+
+    bound: dict[str | None, Source] = {}
     for item in config.inputs:
         name, pattern = _split_binding(item)
         if not pattern.strip():
             raise UsageError(
                 f"--input {item!r}: give a file or glob, e.g. --input events=in/*.jsonl"
             )
+        claim(name or None, f"--input {item}")
         # Absolute, because workers (a Flink TaskManager's, say) do not share our directory.
-        source = FileSource(_absolute(pattern))
-        if name:
-            named[name] = source
-        else:
-            default = source
+        bound[name or None] = FileSource(_absolute(pattern))
     for item in config.kafka.topics:
         name, topic = _split_binding(item)
         if not topic.strip():
             raise UsageError(
                 f"--kafka-topic {item!r}: give a topic, e.g. --kafka-topic events=clicks"
             )
-        source = _kafka_source(config, topic, [v for v in views if name in (None, v.source)])
-        if name:
-            named[name] = source
-        else:
-            default = source
-    return named, default
+        claim(name or None, f"--kafka-topic {item}")  # before connecting to Kafka
+        readers = [v for v in views if name in (None, v.source)]
+        bound[name or None] = _kafka_source(config, topic, readers)
+    named = {name: source for name, source in bound.items() if name}
+    return named, bound.get(None)
 
 
 def _check_bindings(
@@ -650,12 +657,23 @@ def _remember_signals() -> Iterator[list[int]]:
         caught.append(signum)
         raise KeyboardInterrupt
 
+    thread_hook = threading.excepthook
+
+    def quiet_after_signal(args: Any) -> None:
+        """Once interrupted, the runner's threads fail for that reason (a multi-process
+        direct run's workers have exited): their tracebacks would bury the one line."""
+        if not caught:
+            thread_hook(args)
+
     previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
+    threading.excepthook = quiet_after_signal
     try:
         yield caught
     finally:
         for sig, old in previous.items():
             signal.signal(sig, old if old is not None else signal.SIG_DFL)
+        if not caught:  # else the runner's threads may still end after this returns
+            threading.excepthook = thread_hook
 
 
 def progress_text(read: Snapshot, elapsed_s: float) -> str:

@@ -20,6 +20,7 @@ import pytest
 from benchmarks.generate import write as generate_events
 from liveagg.pipelines.run import RunReport
 from tests.support.cli import ROOT, command, liveagg, rows_in
+from tests.support.waiting import eventually
 
 VIEW = {
     "name": "totals",
@@ -159,6 +160,37 @@ def test_an_empty_input_or_topic_is_refused(
         f"{'topic' if option == '--kafka-topic' else 'file or glob'}, e.g. {example}\n"
     )
     assert not out.exists()
+
+
+@pytest.mark.parametrize("bound", ["", "events="])
+def test_two_inputs_for_one_source_are_refused(view: Path, tmp_path: Path, bound: str) -> None:
+    """The second replaced the first, which was never read, and the run exited 0."""
+    first = lines_file(tmp_path / "a.jsonl", GOOD)
+    second = lines_file(tmp_path / "b.jsonl", GOOD)
+    out = tmp_path / "out"
+    inputs = ["--input", f"{bound}{first}", "--input", f"{bound}{second}"]
+    result = liveagg("run", "--views", str(view), *inputs, "--output", str(out), ok=False)
+    assert result.returncode == 2
+    assert result.stderr.startswith(
+        f"liveagg run: error: --input {bound}{second}: --input {bound}{first} already feeds "
+    )
+    assert not out.exists()
+
+
+def test_a_pipe_is_refused_as_input(view: Path, tmp_path: Path) -> None:
+    """A pipe has no size: no range was read, and the run wrote 0 rows and _SUCCESS."""
+    out = tmp_path / "out"
+    result = subprocess.run(
+        command("run", "--views", str(view), "--input", "/dev/stdin", "--output", str(out)),
+        cwd=ROOT,
+        input="".join(f"{line}\n" for line in GOOD).encode(),
+        capture_output=True,
+        check=False,
+        timeout=300,
+    )
+    assert result.returncode == 1
+    assert result.stderr.decode().startswith("/dev/stdin: is not a regular file (a pipe")
+    assert not (out / "_SUCCESS").exists()
 
 
 def test_a_command_line_sink_is_checked_as_a_view_files_sink(view: Path, tmp_path: Path) -> None:
@@ -455,25 +487,32 @@ def _screen(shown: bytes) -> list[str]:
     return [part.strip() for part in re.split(r"[\r\n]+", text) if part.strip()]
 
 
-def test_ctrl_c_exits_130_with_one_line_and_no_success(big_input: Path, tmp_path: Path) -> None:
-    """Ctrl-C once the progress line shows lines read: the run is computing."""
+@pytest.mark.parametrize("workers", [1, 2])
+def test_ctrl_c_exits_130_with_one_line_and_no_success(
+    big_input: Path, tmp_path: Path, workers: int
+) -> None:
+    """Ctrl-C, to the whole process group as a terminal sends it, once the run is computing:
+    the progress line shows lines read (with worker processes, which read and count apart,
+    once it has run two seconds). Two workers printed four to six tracebacks."""
     out = tmp_path / "out"
     terminal, stderr = pty.openpty()
+    args = ["--input", str(big_input), "--output", str(out), "--direct-num-workers", str(workers)]
     proc = subprocess.Popen(
-        command(
-            "run", "--views", str(BENCH_VIEWS), "--input", str(big_input), "--output", str(out)
-        ),
+        command("run", "--views", str(BENCH_VIEWS), *args),
         cwd=ROOT,
         stdin=subprocess.DEVNULL,
         stdout=subprocess.PIPE,
         stderr=stderr,
+        start_new_session=True,
     )
     os.close(stderr)
+    busy = rb"reading: [1-9][0-9,]* lines" if workers == 1 else rb"running, [2-9] s"
     try:
-        shown = _read_until(terminal, re.compile(rb"reading: [1-9][0-9,]* lines"), 600)
-        proc.send_signal(signal.SIGINT)
+        shown = _read_until(terminal, re.compile(busy), 600)
+        os.killpg(proc.pid, signal.SIGINT)
         assert proc.wait(120) == 130
         shown += _read_rest(terminal)
+        eventually(lambda: _no_process_in_group(proc.pid), what="the workers gone", timeout_s=30)
     finally:
         if proc.poll() is None:
             proc.kill()
@@ -484,6 +523,14 @@ def test_ctrl_c_exits_130_with_one_line_and_no_success(big_input: Path, tmp_path
     assert all(line.startswith(("running, ", "reading: ")) for line in lines[:-1]), lines
     assert not (out / "_SUCCESS").exists()
     assert not [p for p in files_under(out) if p.name.endswith(".inprogress")]
+
+
+def _no_process_in_group(group: int) -> None:
+    try:
+        os.killpg(group, 0)
+    except ProcessLookupError:
+        return
+    raise AssertionError(f"processes of group {group} still run")
 
 
 def test_progress_on_a_terminal_ends_cleared(view: Path, tmp_path: Path) -> None:

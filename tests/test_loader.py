@@ -41,6 +41,7 @@ from liveagg.spec import (
 )
 from liveagg.view_schemas import SCHEMA_PATH
 from tests.support.cli import liveagg
+from tests.support.custom import Complete
 
 EXAMPLES = SCHEMA_PATH.parent / "examples"
 BAD_VIEWS = Path(__file__).parent / "data" / "bad_views"
@@ -1197,29 +1198,6 @@ IN_A_PACKAGE = (
     "expected 'package.module:ClassName' naming a subclass of "
     "liveagg.combiners.LiveaggCombineFn in an installed package"
 )
-
-
-class Complete(LiveaggCombineFn):
-    """Every method an aggregation implements (a class without them is refused), trivially:
-    the classes below are loaded, never run."""
-
-    def create_accumulator(self) -> int:
-        return 0
-
-    def add_input(self, accumulator: int, value: Any) -> int:
-        return accumulator + value
-
-    def merge_accumulators(self, accumulators: Any) -> int:
-        return sum(accumulators)
-
-    def extract_output(self, accumulator: int) -> int:
-        return accumulator
-
-    def encode_accumulator(self, accumulator: int) -> bytes:
-        return str(accumulator).encode()
-
-    def decode_accumulator(self, data: bytes) -> int:
-        return int(data)
 
 
 class Scaled(Complete):

@@ -4,15 +4,14 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
 
 import orjson
 import pytest
 
-from liveagg.combiners import LiveaggCombineFn
 from liveagg.loader import load_views, parse_view
 from tests.support.cli import liveagg, rows_in
 from tests.support.compare import assert_rows_match
+from tests.support.custom import Complete
 from tests.support.datagen import generate
 from tests.support.oracle import expected_rows
 
@@ -230,31 +229,14 @@ def test_parse_view_round_trip() -> None:
     assert len(view.aggregations) == len(EXTRA_VIEWS[0]["aggregation_info"])
 
 
-class RowCount(LiveaggCombineFn):
-    """A custom count of messages: ``counts_rows``, so it needs no ``col_name``."""
+class RowCount(Complete):
+    """A custom count of messages: ``counts_rows``, so it needs no ``col_name``; it adds the
+    1 it is fed per message."""
 
     counts_rows = True
 
-    def create_accumulator(self) -> int:
-        return 0
-
-    def add_input(self, accumulator: int, value: int) -> int:
-        return accumulator + value
-
-    def merge_accumulators(self, accumulators: Any) -> int:
-        return sum(accumulators)
-
-    def extract_output(self, accumulator: int) -> int:
-        return accumulator
-
     def output_type(self) -> str:
         return "bigint"
-
-    def encode_accumulator(self, accumulator: int) -> bytes:
-        return str(accumulator).encode()
-
-    def decode_accumulator(self, data: bytes) -> int:
-        return int(data)
 
 
 def test_a_custom_aggregation_that_counts_rows_counts_as_count_does(tmp_path: Path) -> None:

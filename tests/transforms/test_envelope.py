@@ -14,12 +14,12 @@ import orjson
 import pytest
 from apache_beam.internal import pickler
 
-from liveagg.combiners import LiveaggCombineFn
 from liveagg.engine.compiled import compile_view
 from liveagg.loader import parse_view, validate_paths
 from liveagg.spec import Duration
 from liveagg.transforms import envelope
 from liveagg.transforms.plan import Reject, ViewPlan, encode_key
+from tests.support.custom import Complete
 
 MINUTE = 60_000_000
 VIEW = {
@@ -387,23 +387,11 @@ def test_a_sketch_of_other_params_under_the_same_definition_is_refused() -> None
     )
 
 
-class RaisingFn(LiveaggCombineFn):
-    """A custom aggregation whose decoder raises what no one expects, unprintably."""
+class RaisingFn(Complete):
+    """A custom aggregation whose decoder raises what no one expects, unprintably; it counts
+    messages."""
 
-    def create_accumulator(self) -> int:
-        return 0
-
-    def add_input(self, accumulator: int, element: Any) -> int:
-        return accumulator + 1
-
-    def merge_accumulators(self, accumulators: Any) -> int:
-        return sum(accumulators)
-
-    def extract_output(self, accumulator: int) -> int:
-        return accumulator
-
-    def encode_accumulator(self, accumulator: int) -> bytes:
-        return str(accumulator).encode()
+    counts_rows = True
 
     def decode_accumulator(self, data: bytes) -> int:
         if data == b"1":

@@ -95,12 +95,19 @@ def match(pattern: str) -> list[tuple[str, int]]:
         )
     files = sorted((m.path, m.size_in_bytes) for m in found)
     for path, _ in files:
-        if FileSystems.get_scheme(path) is None and os.path.isfile(path):  # not a FIFO, say
-            try:
-                with open(path, "rb"):
-                    pass
-            except OSError as e:
-                raise PathError(path, f"cannot be read: {reason(e)}") from None
+        if FileSystems.get_scheme(path) is not None:
+            continue
+        if not os.path.isfile(path):  # a pipe (/dev/stdin, <(...), a FIFO) or a device
+            raise PathError(
+                path,
+                "is not a regular file (a pipe or a device): a file is read in ranges by its "
+                "size, which a stream does not have; write the stream to a file first",
+            )
+        try:
+            with open(path, "rb"):
+                pass
+        except OSError as e:
+            raise PathError(path, f"cannot be read: {reason(e)}") from None
     return files
 
 
