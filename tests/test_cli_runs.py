@@ -177,6 +177,21 @@ def test_two_inputs_for_one_source_are_refused(view: Path, tmp_path: Path, bound
     assert not out.exists()
 
 
+def test_a_file_where_a_view_folder_goes_is_found_before_anything_is_computed(
+    view: Path, tmp_path: Path
+) -> None:
+    """It was found when the first row was written, naming that file, not the folder."""
+    data = lines_file(tmp_path / "in.jsonl", GOOD)
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / VIEW["name"]).write_text("")
+    result = liveagg(
+        "run", "--views", str(view), "--input", str(data), "--output", str(out), ok=False
+    )
+    assert result.returncode == 1
+    assert result.stderr == f"{out / VIEW['name']}: is not a folder; give a folder for the output\n"
+
+
 def test_a_pipe_is_refused_as_input(view: Path, tmp_path: Path) -> None:
     """A pipe has no size: no range was read, and the run wrote 0 rows and _SUCCESS."""
     out = tmp_path / "out"

@@ -599,19 +599,28 @@ class OutputFolder:
 
     def _probe(self) -> None:
         """Write and remove a hidden file: an output that cannot be written fails here, before
-        anything is computed (a missing bucket or a refused credential too, on S3 and GCS)."""
-        fs = self._filesystem()
-        probe = self._join(f".liveagg-write-check-{uuid.uuid4().hex[:8]}")
+        anything is computed (a missing bucket or a refused credential too, on S3 and GCS).
+        Locally, so does each folder the run writes in (``<view>/``...) that exists already:
+        a file of that name, or a folder that cannot be written."""
         local = not objectstores.is_object_store(self.path)
-        if local and os.path.exists(self.path) and not os.path.isdir(self.path):
-            raise PathError(self.path, "is not a folder; give a folder for the output")
+        folders = [self.path]
+        if local:
+            folders += [folder for folder in self.owned() if os.path.lexists(folder)]
+        for folder in folders:
+            if local and os.path.exists(folder) and not os.path.isdir(folder):
+                raise PathError(folder, "is not a folder; give a folder for the output")
+            self._write_check(folder, local)
+
+    def _write_check(self, folder: str, local: bool) -> None:
+        fs = self._filesystem()
+        probe = fs.join(folder, f".liveagg-write-check-{uuid.uuid4().hex[:8]}")
         try:
             if local:
-                os.makedirs(self.path, exist_ok=True)
+                os.makedirs(folder, exist_ok=True)
             objectstores.write_empty(probe, self.connections)
             _remove(fs, [probe])
         except Exception as e:
-            raise PathError(self.path, f"cannot be written: {reason(e)}") from None
+            raise PathError(folder, f"cannot be written: {reason(e)}") from None
 
     def _files_in(self, folder: str) -> list[str]:
         """The files liveagg writes (data and in-progress) directly in ``folder``."""
