@@ -293,17 +293,17 @@ def test_an_input_that_matches_nothing(view: Path, tmp_path: Path) -> None:
 
 
 def test_an_unwritable_output_fails_before_computing(view: Path, tmp_path: Path) -> None:
-    """The input is a FIFO that nobody writes: a run that started reading would wait for
-    ever (the timeout fails the test), so exiting says the output was checked first."""
+    """The error names the folder, as the check before the run does: a write of the run
+    would name its file. (A FIFO as input, which a started run would wait on for ever, is
+    itself refused now: it has no size to read by.)"""
     prefix = without_permission_override()
-    fifo = tmp_path / "in.jsonl.gz"  # compressed: read whole, opened by the reader
-    os.mkfifo(fifo)
+    data = lines_file(tmp_path / "in.jsonl", GOOD)
     locked = tmp_path / "locked"
     locked.mkdir(mode=0o555)
     tmp_path.chmod(0o755)
     out = locked / "out"
     result = liveagg(
-        "run", "--views", str(view), "--input", str(fifo), "--output", str(out),
+        "run", "--views", str(view), "--input", str(data), "--output", str(out),
         ok=False, prefix=prefix, timeout=300,
     )  # fmt: skip
     assert result.returncode == 1
