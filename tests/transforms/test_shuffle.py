@@ -56,7 +56,7 @@ class DecimalSum(LiveaggCombineFn):
         return str(accumulator)
 
     def output_type(self) -> str:
-        return "string"
+        return "text"
 
     def encode_accumulator(self, accumulator: Decimal) -> bytes:
         return str(accumulator).encode()
