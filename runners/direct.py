@@ -8,11 +8,7 @@ import sys
 from typing import Any
 
 from apache_beam.options.pipeline_options import DirectOptions
-from apache_beam.portability import python_urns
-from apache_beam.portability.api import beam_provision_api_pb2
 from apache_beam.runners.direct.direct_runner import SwitchingDirectRunner
-from apache_beam.runners.portability.fn_api_runner import fn_runner
-from apache_beam.runners.portability.portable_runner import JobServiceHandle
 
 
 class PythonDirectRunner(SwitchingDirectRunner):
@@ -34,7 +30,7 @@ class PythonDirectRunner(SwitchingDirectRunner):
 
     With several worker processes (``multi_processing``) it runs the FnApiRunner directly,
     made as ``SwitchingDirectRunner`` makes it, whose workers log as liveagg does
-    (:class:`_LiveaggWorkers`). A bounded liveagg pipeline is one the FnApiRunner runs.
+    (:func:`_liveagg_workers`). A bounded liveagg pipeline is one the FnApiRunner runs.
     """
 
     _is_interactive = True
@@ -42,14 +38,10 @@ class PythonDirectRunner(SwitchingDirectRunner):
     def run_pipeline(self, pipeline: Any, options: Any) -> Any:
         if options.view_as(DirectOptions).direct_running_mode != "multi_processing":
             return super().run_pipeline(pipeline, options)
-        encoded = JobServiceHandle.encode_pipeline_options(options.get_all_options())
-        provision = fn_runner.ExtendedProvisionInfo(
-            beam_provision_api_pb2.ProvisionInfo(pipeline_options=encoded)
-        )
-        return _LiveaggWorkers(provision_info=provision).run_pipeline(pipeline, options)
+        return _liveagg_workers(options).run_pipeline(pipeline, options)
 
 
-class _LiveaggWorkers(fn_runner.FnApiRunner):
+def _liveagg_workers(options: Any) -> Any:
     """The FnApiRunner with :mod:`liveagg.runners.direct_worker` as its worker command.
 
     Beam 2.77's ``FnApiRunner.run_pipeline`` starts each worker as ``'%s -m
@@ -57,18 +49,31 @@ class _LiveaggWorkers(fn_runner.FnApiRunner):
     installs a root handler (the ``apitools`` warning, see :mod:`liveagg.logs`) that printed
     some 40 lines of Beam's INFO records to stderr per run. The environment's command is
     replaced in the pipeline proto that ``run_pipeline`` hands to ``run_via_runner_api``.
+    Beam's FnApiRunner is imported here, by the runs that use it: at the top of this module
+    it added about 45 ms to the start of every run, on Prism and Flink too.
     """
+    from apache_beam.portability import python_urns
+    from apache_beam.portability.api import beam_provision_api_pb2
+    from apache_beam.runners.portability.fn_api_runner import fn_runner
+    from apache_beam.runners.portability.portable_runner import JobServiceHandle
 
-    _BEAMS = f"{sys.executable} -m apache_beam.runners.worker.sdk_worker_main".encode()
+    beams = f"{sys.executable} -m apache_beam.runners.worker.sdk_worker_main".encode()
 
-    def run_via_runner_api(self, pipeline_proto: Any, options: Any) -> Any:
-        command = [sys.executable, "-m", "liveagg.runners.direct_worker"]
-        if logging.getLogger().isEnabledFor(logging.INFO):  # -v
-            command.append("--verbose")
-        for environment in pipeline_proto.components.environments.values():
-            if environment.urn == python_urns.SUBPROCESS_SDK and environment.payload == self._BEAMS:
-                environment.payload = shlex.join(command).encode()
-        return super().run_via_runner_api(pipeline_proto, options)
+    class LiveaggWorkers(fn_runner.FnApiRunner):
+        def run_via_runner_api(self, pipeline_proto: Any, options: Any) -> Any:
+            command = [sys.executable, "-m", "liveagg.runners.direct_worker"]
+            if logging.getLogger().isEnabledFor(logging.INFO):  # -v
+                command.append("--verbose")
+            for environment in pipeline_proto.components.environments.values():
+                if environment.urn == python_urns.SUBPROCESS_SDK and environment.payload == beams:
+                    environment.payload = shlex.join(command).encode()
+            return super().run_via_runner_api(pipeline_proto, options)
+
+    encoded = JobServiceHandle.encode_pipeline_options(options.get_all_options())
+    provision = fn_runner.ExtendedProvisionInfo(
+        beam_provision_api_pb2.ProvisionInfo(pipeline_options=encoded)
+    )
+    return LiveaggWorkers(provision_info=provision)
 
 
 def beam_args(num_workers: int = 1) -> list[str]:
