@@ -752,8 +752,8 @@ def _lone_surrogates(node: Any, parts: Parts) -> Iterator[tuple[Parts, str]]:
     what = "is not Unicode text: it holds a lone UTF-16 surrogate"
     fix = "write the character itself, or an escaped pair such as \\ud83d\\ude00"
     if isinstance(node, str):
-        if _SURROGATE.search(node):
-            yield parts, f"{node!a} {what} ({_SURROGATE.search(node)[0]!a}); {fix}"
+        if found := _SURROGATE.search(node):
+            yield parts, f"{node!a} {what} ({found[0]!a}); {fix}"
     elif isinstance(node, dict):
         for key, value in node.items():
             if _SURROGATE.search(key):

@@ -145,10 +145,9 @@ def attach_sinks(
 
     if output:
         folder(output).dead_letters = True
-    by_name = {view.name: view for view in views}
     letters = [compiled.dead_letters]  # and the rows a sink could not write
-    # (view, label, sink, origin, path): applied once every sink is built and checked
-    writes: list[tuple[str, str, RowSink, str, str]] = []
+    # (view, bounded, label, sink, origin, path): applied once every sink is built and checked
+    writes: list[tuple[str, bool, str, RowSink, str, str]] = []
     claims: dict[str, str] = {}  # an exclusive destination -> the view that writes there
     for view in views:
         if intermediate_topic:
@@ -173,9 +172,10 @@ def attach_sinks(
                 raise ViewError(origin, at, str(e)) from e
             if isinstance(writer, FileSink):
                 folder(writer.path).views.add(view.name)
-            writes.append((view.name, f"{view.name}/Sink/{index}-{sink.type}", writer, origin, at))
-    for name, label, writer, origin, at in writes:  # nothing is applied before every check
-        bounded = sources[by_name[name].source].bounded
+            label = f"{view.name}/Sink/{index}-{sink.type}"
+            bounded = sources[view.source].bounded
+            writes.append((view.name, bounded, label, writer, origin, at))
+    for name, bounded, label, writer, origin, at in writes:  # applied after every check
         try:
             written = compiled.views[name] | label >> _Write(
                 writer, compiled.compiled[name], bounded
