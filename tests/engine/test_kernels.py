@@ -149,3 +149,23 @@ def test_a_taken_state_is_a_copy(case: Case) -> None:
         before = kern.extract(state)
         kern.merge(kern.take(state, np.array([0, 0, 1, 1], dtype=np.int64)), np.zeros(4, int), 1)
         assert_json_equal(kern.extract(state), before)
+
+
+@pytest.mark.parametrize("name", ["variance", "stddev"])
+@pytest.mark.parametrize("ddof", [0, 1, 3])
+def test_moments_extracted_at_once_equal_the_combine_fns(name: str, ddof: int) -> None:
+    """The vectorized extraction repeats the CombineFn's arithmetic bit for bit, ``None``
+    for the groups with ``n <= ddof`` included (groups of 0 to 5 values here)."""
+    from liveagg.combiners.registry import create
+
+    fn = create(name, {"ddof": ddof})
+    rng = random.Random(ddof)
+    ids = np.array([g for g in range(GROUPS) for _ in range(g % 6)], dtype=np.int64)
+    values = np.array([rng.uniform(-1e6, 1e6) for _ in ids])
+    state = kernel(fn).batch(values, ids, GROUPS)
+    got = kernel(fn).extract(state)
+    expected = [fn.extract_output(acc) for acc in kernel(fn).accumulators(state)]
+    assert [None if x is None else x.hex() for x in got] == [
+        None if x is None else x.hex() for x in expected
+    ]
+    assert None in got and any(x is not None for x in got)
