@@ -348,6 +348,7 @@ class Decoder:
             return msg
 
         columns: dict[str, pa.Array] = {}
+        times: dict[tuple[str, str | None], tuple[np.ndarray, np.ndarray]] = {}
         strays: dict[str, np.ndarray] = {}  # per loose field, rows of another type
         dead: list[DeadLetter] = []
         views: list[ViewBatch] = []
@@ -377,7 +378,7 @@ class Decoder:
             for plan, fast in zip(self._plans, self._fast_views, strict=True):
                 if fast:
                     batch = self._fast_view(
-                        plan, columns, strays, message, payloads, index, source, dead
+                        plan, columns, times, strays, message, payloads, index, source, dead
                     )
                 else:
                     batch = self._exact_view(
@@ -392,6 +393,7 @@ class Decoder:
         self,
         plan: ViewPlan,
         columns: dict[str, pa.Array],
+        times: dict[tuple[str, str | None], tuple[np.ndarray, np.ndarray]],
         strays: dict[str, np.ndarray],
         message: Callable[[int], dict],
         payloads: Sequence[Any],
@@ -412,7 +414,11 @@ class Decoder:
             keep = _filter_mask(spec.filter, columns, n) | stray
             batch.filtered = int(n - keep.sum())
         ok = keep & ~stray
-        ts, ts_ok = self._times(plan, columns[spec.event_time.field])
+        # Views reading one field in one format share its times (the arrays are not changed).
+        when = (spec.event_time.field, spec.event_time.format)
+        if when not in times:
+            times[when] = column_times(when[1], columns[when[0]])
+        ts, ts_ok = times[when]
         first, last = accepted_times(spec)
         ok &= ts_ok & (ts >= first) & (ts <= last)  # the rest: out of range, decided exactly
         keys = []
@@ -421,7 +427,7 @@ class Decoder:
             if pa.types.is_boolean(column.type) or pa.types.is_null(column.type):
                 column = v.scalars(column)
             keys.append(v.scalars(column))
-        inputs: list[tuple[np.ndarray, Any] | None] = []
+        inputs: list[tuple[np.ndarray | None, Any] | None] = []
         checks: list[tuple[pa.Array, str]] = []
         kinds = _kinds(plan)
         for agg, kind in zip(spec.aggregations, kinds, strict=True):
@@ -430,11 +436,16 @@ class Decoder:
                 continue
             column = columns[agg.column]
             checks.append((column, kind))
-            valid = ~np.asarray(column.is_null().to_numpy(zero_copy_only=False))
+            valid = (
+                None  # every row holds a value
+                if not column.null_count
+                else ~np.asarray(column.is_null().to_numpy(zero_copy_only=False))
+            )
             if kind in _NUMERIC_KINDS and not (
                 pa.types.is_integer(column.type) or pa.types.is_floating(column.type)
             ):
-                ok &= ~valid  # strings and booleans where numbers are needed: exact path
+                # strings and booleans where numbers are needed: exact path
+                ok &= False if valid is None else ~valid
             inputs.append((valid, column))
         good = np.flatnonzero(ok)
         slow = np.flatnonzero(keep & ~ok)
@@ -442,7 +453,7 @@ class Decoder:
             remap = np.full(n, -1, dtype=np.int64)
             remap[good] = np.arange(len(good))
             taken_values: list[tuple[np.ndarray, Any] | None] = []
-            pgood = pa.array(good)
+            pgood = pa.array(good)  # every row, most often: nothing to take then
             shared: dict[tuple[str, str], tuple[np.ndarray, Any]] = {}
             for agg, kind, item in zip(spec.aggregations, kinds, inputs, strict=True):
                 if item is None:
@@ -451,15 +462,15 @@ class Decoder:
                 found = shared.get((agg.column, _form(kind)))  # type: ignore[arg-type]
                 if found is None:  # aggregations over one field share its column
                     valid, column = item
-                    rows = good[valid[good]]
-                    taken = column.take(pa.array(rows))
+                    rows = good if valid is None else good[valid[good]]
+                    taken = column if len(rows) == n else column.take(pa.array(rows))
                     found = (remap[rows], _as_input(kind, taken))
                     shared[(agg.column, _form(kind))] = found  # type: ignore[index]
                 taken_values.append(found)
             batch.inputs.append(
                 Inputs(
                     ts[good],
-                    [k.take(pgood) for k in keys],
+                    keys if len(good) == n else [k.take(pgood) for k in keys],
                     taken_values,
                     np.asarray(index, dtype=np.int64)[good],
                 )
@@ -479,9 +490,6 @@ class Decoder:
             if rows is not None:
                 batch.inputs.append(rows)
         return batch
-
-    def _times(self, plan: ViewPlan, column: pa.Array) -> tuple[np.ndarray, np.ndarray]:
-        return column_times(plan.spec.event_time.format, column)
 
 
 def read_table(joined: bytes, schema: pa.Schema) -> pa.Table | None:

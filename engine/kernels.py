@@ -942,14 +942,21 @@ class TopKKernel(_BagKernel):
     def limit(self) -> int:
         return self.fn.exact_up_to  # type: ignore[attr-defined]
 
+    def items(self, values: pa.Array | np.ndarray) -> list[str]:
+        """What the sketch stores of each value: its canonical JSON text (``add_input``'s),
+        made for a whole column at once."""
+        if isinstance(values, pa.Array):
+            return v.to_text(values).to_pylist()
+        return [v.canonical_text(x) for x in values]
+
     def to_accumulator(self, sketch: bytes | None, values: Any, weights: list[int] | None) -> Any:
+        """A sketch fed ``values`` as :meth:`items` gives them."""
         acc = (
             self.fn.create_accumulator()
             if not sketch
             else frequent_strings_sketch.deserialize(sketch)
         )
-        for value, weight in zip(values, weights or [1] * len(values), strict=True):
-            acc.update(v.canonical_text(value), weight)
+        deque(map(acc.update, values, weights or [1] * len(values)), maxlen=0)
         return acc
 
     def to_sketch(self, sketch: bytes | None, values: Any, weights: list[int] | None) -> bytes:
@@ -987,7 +994,8 @@ class TopKKernel(_BagKernel):
         for row, (start, end) in enumerate(candidates.groups()):
             sketch = bag.sketches.get(row)
             if sketch is not None:
-                out.append(extract(self.to_accumulator(sketch, items[start:end], kept[start:end])))
+                texts = self.items(items[start:end])
+                out.append(extract(self.to_accumulator(sketch, texts, kept[start:end])))
                 continue
             if start == end:
                 out.append(None)

@@ -12,7 +12,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from liveagg.engine.columns import Decoder
+from liveagg.engine.columns import Decoder, column_times
 from liveagg.engine.partials import concat
 from liveagg.loader import parse_view
 from liveagg.transforms.plan import ViewPlan
@@ -382,9 +382,7 @@ def test_event_times_arrow_reads_are_the_views_parsers(values: list[str]) -> Non
     reads; the rest it leaves to that parser."""
     from liveagg.transforms import eventtime
 
-    plan = ViewPlan(parse_view(VIEWS[0]))
-    decoder = Decoder([plan])
-    ts, ok = decoder._times(plan, pa.array(values, pa.string()))
+    ts, ok = column_times("iso8601", pa.array(values, pa.string()))
     parse = eventtime.parser("ts", "iso8601")
     for value, micros, read in zip(values, ts.tolist(), ok.tolist(), strict=True):
         if read:
@@ -400,7 +398,7 @@ def test_log_java_and_go_times_take_the_fast_path() -> None:
     values += ["2024-03-01 23:59:59.123456-05", "2024-03-01T00:00:00Z"]
     values += ["2024-03-01T00:00:00.123456789Z", "1969-12-31 23:59:59.9999999", None]
     values += ["2024-02-30T00:00:00Z"]  # refused by Arrow's cast: its neighbours are not
-    ts, ok = Decoder([plan])._times(plan, pa.array(values, pa.string()))
+    ts, ok = column_times(plan.spec.event_time.format, pa.array(values, pa.string()))
     assert ok.tolist() == [True] * 7 + [False, False]
     parse = eventtime.parser("ts", "iso8601")
     assert ts.tolist()[:7] == [parse(v) for v in values[:7]]

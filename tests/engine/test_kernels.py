@@ -169,3 +169,33 @@ def test_moments_extracted_at_once_equal_the_combine_fns(name: str, ddof: int) -
         None if x is None else x.hex() for x in expected
     ]
     assert None in got and any(x is not None for x in got)
+
+
+@pytest.mark.parametrize(
+    ("hot", "rest"),
+    [
+        ('say "hi"', [f"ü{i}" for i in range(30)]),  # a string column, one value to escape
+        (1, list(range(100, 130))),  # ints
+        (1.5, [i + 0.25 for i in range(30)]),  # doubles
+        (True, ["1", 1, 1.0, 2.5, False, "true", *range(3, 30)]),  # mixed: the text column
+    ],
+)
+def test_top_k_past_its_exact_map_feeds_the_sketch_each_values_canonical_text(
+    hot: Any, rest: list[Any]
+) -> None:
+    """A group with more distinct values than ``exact_up_to`` becomes a frequent-items
+    sketch, fed the texts ``add_input`` stores: the heavy value comes out first as the value
+    it was (``1``, ``1.0``, ``"1"`` and ``true`` are different values), and the accumulator
+    passes the CombineFn's own check of its items."""
+    from liveagg.combiners.registry import create
+
+    fn = create("top_k", {"k": 3, "lg_max_map_size": 3})  # exact up to 6 values
+    rng = random.Random(5)
+    values = [hot if rng.random() < 0.5 else rng.choice(rest) for _ in range(300)]
+    kern = kernel(fn)
+    state = kern.batch(v.scalars_from_python(values), np.zeros(len(values), dtype=np.int64), 1)
+    assert list(state.sketches) == [0]  # type: ignore[union-attr]
+    (top, _count), *_ = kern.extract(state)[0]
+    assert type(top) is type(hot) and top == hot
+    (acc,) = kern.accumulators(state)
+    fn.check_accumulator(fn.encode_accumulator(acc))
