@@ -199,3 +199,23 @@ def test_top_k_past_its_exact_map_feeds_the_sketch_each_values_canonical_text(
     assert type(top) is type(hot) and top == hot
     (acc,) = kern.accumulators(state)
     fn.check_accumulator(fn.encode_accumulator(acc))
+
+
+@pytest.mark.parametrize("hll_type", ["HLL_4", "HLL_6", "HLL_8"])
+def test_count_distinct_of_one_value_is_what_a_sketch_of_it_estimates(hll_type: str) -> None:
+    """Groups of one value are counted without a sketch: the sketch's own estimate of one
+    value rounds to 1 at every lg_k (and of none to 0), whatever the value."""
+    from liveagg.combiners.registry import create
+
+    rng = random.Random(hll_type)
+    values: list[Any] = [f"u{rng.random()}" for _ in range(20)]
+    values += [rng.getrandbits(64) - 2**63 for _ in range(20)] + [rng.random() for _ in range(20)]
+    values += ["", True, 0, -0.0]
+    for lg_k in range(4, 22):
+        fn = create("count_distinct", {"lg_k": lg_k, "hll_type": hll_type})
+        kern = kernel(fn)
+        state = kern.batch(
+            v.scalars_from_python(values), np.arange(len(values), dtype=np.int64), len(values) + 1
+        )
+        expected = [fn.extract_output(fn.add_input(fn.create_accumulator(), x)) for x in values]
+        assert kern.extract(state) == [*expected, 0] == [1] * len(values) + [0]
