@@ -104,11 +104,11 @@ _RADIX_BOUND = 1 << 48
 def stable_order(keys: np.ndarray, bound: int) -> np.ndarray:
     """``np.argsort(keys, kind="stable")`` for int64 ``keys`` in ``[0, bound)``.
 
-    numpy sorts 16-bit integers stably by a radix sort in linear time, wider ones by
-    timsort, so keys are sorted here by their 16-bit digits, least significant first, one
-    stable pass each. Measured on 200,000 random keys: 2 ms against 14 for group ids below
-    2**32 (two passes), and 7 to 9 ms for pair codes below 2**48 (three passes), where a
-    quicksort takes 12.
+    numpy's stable argsort of 200,000 random keys took 0.84 ms as uint16 and 14 ms as int32
+    or int64 (numpy 2.4): only 16-bit keys get its linear-time radix sort. So keys are
+    sorted here by their 16-bit digits, least significant first, one stable pass each: 2 ms
+    for group ids below 2**32 (two passes), 5 to 7 ms for pair codes below 2**48 (three),
+    where a quicksort takes 11 to 12.
     """
     if bound > _RADIX_BOUND:
         return np.argsort(keys, kind="stable")
