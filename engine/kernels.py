@@ -457,7 +457,27 @@ class ExtremeKernel(Kernel):
         return out
 
     def extract(self, state: State) -> list[Any]:
-        return self.accumulators(state)
+        """:meth:`accumulators`, with the rows that saw only ints or only doubles (nearly all)
+        read from the arrays at once; ``normalize_number`` makes an integral double in the
+        64-bit range an int, as the CombineFn gives it."""
+        if isinstance(state, PyState):
+            return state.accumulators
+        best_int, has_int, best_float = state  # type: ignore[misc]
+        has_float = ~np.isnan(best_float)
+        both = has_int & has_float
+        if both.any():
+            return self.accumulators(state)
+        out = np.where(has_int, 0.0, best_float).tolist()
+        integral = has_float & (np.floor(best_float) == best_float)
+        integral &= (best_float >= -(2.0**63)) & (best_float < 2.0**64)
+        for row in np.flatnonzero(integral).tolist():
+            out[row] = int(out[row])
+        ints = best_int.tolist()
+        for row in np.flatnonzero(has_int).tolist():
+            out[row] = ints[row]
+        for row in np.flatnonzero(~(has_int | has_float)).tolist():
+            out[row] = None
+        return out
 
 
 # ---------------------------------------------------------------------------------------------

@@ -349,7 +349,8 @@ class _Files:
 class _WriteWindowFiles(beam.DoFn):
     """Bounded input: one file per grouped (folder, stem), rows in a stable order.
 
-    JSON Lines rows are encoded once and their lines sorted as bytes: the rows of one file
+    JSON Lines rows arrive as their lines (encoded once, by ``_GroupInBundle``), sorted here
+    as bytes: the rows of one file
     have the same keys in the same order, so their lines sort as the JSON arrays of their
     values do, which is the order of the other formats.
     """
@@ -363,8 +364,8 @@ class _WriteWindowFiles(beam.DoFn):
     def process(self, element: tuple[tuple[str, str], Iterable[bytes]]) -> Iterator[str]:
         (folder, stem), packed = element
         rows = [row for part in packed for row in unpack(part)]
-        if self._files.fmt == "jsonl":
-            data = _jsonl(sorted(map(_json, rows)))
+        if self._files.fmt == "jsonl":  # lines, encoded by _GroupInBundle
+            data = _jsonl(sorted(rows))
             yield self._files.write_data(folder, stem, data, replace=True)
             return
         yield self._files.write(folder, stem, sorted(rows, key=_row_order), replace=True)
@@ -402,8 +403,11 @@ def _write(
     key_label: str,
 ) -> beam.PCollection:
     if bounded:
+        encoded = _json if files.fmt == "jsonl" else None
         grouped = (
-            rows | key_label >> beam.ParDo(_GroupInBundle(file_key)) | "Group" >> beam.GroupByKey()
+            rows
+            | key_label >> beam.ParDo(_GroupInBundle(file_key, encoded))
+            | "Group" >> beam.GroupByKey()
         )
         return grouped | "Write" >> beam.ParDo(_WriteWindowFiles(files))
     keyed = rows | key_label >> beam.Map(lambda r: (file_key(r), r))
@@ -412,24 +416,32 @@ def _write(
 
 class _GroupInBundle(beam.DoFn):
     """Rows gathered per file key within a bundle, so the shuffle moves one packed list per
-    file and bundle instead of one element per row.
+    file and bundle instead of one element per row; for JSON Lines (``encoded``), each row's
+    line, which packs and unpacks as one byte string instead of a dict's keys and values.
 
     The file key names the window (its bounds are in the file name), so the rows leave in
     the global window: asking Beam for each row's window would cost a slower call per row.
     """
 
-    def __init__(self, file_key: Callable[[dict[str, Any]], tuple[str, str]]) -> None:
+    def __init__(
+        self,
+        file_key: Callable[[dict[str, Any]], tuple[str, str]],
+        encoded: Callable[[dict[str, Any]], bytes] | None = None,
+    ) -> None:
         self._file_key = file_key
+        self._encoded = encoded
 
     def start_bundle(self) -> None:
-        self._rows: dict[tuple[str, str], list[dict[str, Any]]] = defaultdict(list)
+        self._rows: dict[tuple[str, str], list[Any]] = defaultdict(list)
 
     def process(self, row: dict[str, Any]) -> None:
         self._rows[self._file_key(row)].append(row)
 
     def finish_bundle(self) -> Iterator[WindowedValue]:
+        encoded = self._encoded
         for key, rows in self._rows.items():
-            yield GlobalWindows.windowed_value((key, pack(rows)))
+            packed = pack(rows if encoded is None else list(map(encoded, rows)))
+            yield GlobalWindows.windowed_value((key, packed))
         self._rows.clear()
 
 
