@@ -444,40 +444,28 @@ class ExtremeKernel(Kernel):
         )
 
     def accumulators(self, state: State) -> list[Any]:
-        if isinstance(state, PyState):
-            return state.accumulators
-        best_int, has_int, best_float = state  # type: ignore[misc]
-        pick = min if self._is_min else max
-        out: list[Any] = []
-        for i, has, f in zip(best_int.tolist(), has_int.tolist(), best_float.tolist(), strict=True):
-            candidates = [i] if has else []
-            if f == f:  # not NaN
-                candidates.append(c.normalize_number(f))  # as the CombineFn gives it
-            out.append(pick(candidates) if candidates else None)
-        return out
-
-    def extract(self, state: State) -> list[Any]:
-        """:meth:`accumulators`, with the rows that saw only ints or only doubles (nearly all)
-        read from the arrays at once; ``normalize_number`` makes an integral double in the
-        64-bit range an int, as the CombineFn gives it."""
+        """Each row's extreme, as the CombineFn gives it: the int or the double it saw, the
+        better of both, or None. Read from the arrays at once; ``normalize_number`` makes an
+        integral double in the 64-bit range an int."""
         if isinstance(state, PyState):
             return state.accumulators
         best_int, has_int, best_float = state  # type: ignore[misc]
         has_float = ~np.isnan(best_float)
-        both = has_int & has_float
-        if both.any():
-            return self.accumulators(state)
-        out = np.where(has_int, 0.0, best_float).tolist()
+        out = best_float.tolist()
         integral = has_float & (np.floor(best_float) == best_float)
         integral &= (best_float >= -(2.0**63)) & (best_float < 2.0**64)
         for row in np.flatnonzero(integral).tolist():
             out[row] = int(out[row])
         ints = best_int.tolist()
+        pick = min if self._is_min else max
         for row in np.flatnonzero(has_int).tolist():
-            out[row] = ints[row]
+            out[row] = pick(ints[row], out[row]) if has_float[row] else ints[row]
         for row in np.flatnonzero(~(has_int | has_float)).tolist():
             out[row] = None
         return out
+
+    def extract(self, state: State) -> list[Any]:
+        return self.accumulators(state)
 
 
 # ---------------------------------------------------------------------------------------------

@@ -350,9 +350,8 @@ class _WriteWindowFiles(beam.DoFn):
     """Bounded input: one file per grouped (folder, stem), rows in a stable order.
 
     JSON Lines rows arrive as their lines (encoded once, by ``_GroupInBundle``), sorted here
-    as bytes: the rows of one file
-    have the same keys in the same order, so their lines sort as the JSON arrays of their
-    values do, which is the order of the other formats.
+    as bytes: the rows of one file have the same keys in the same order, so their lines sort
+    as the JSON arrays of their values do, which is the order of the other formats.
     """
 
     def __init__(self, files: _Files) -> None:
@@ -363,12 +362,11 @@ class _WriteWindowFiles(beam.DoFn):
 
     def process(self, element: tuple[tuple[str, str], Iterable[bytes]]) -> Iterator[str]:
         (folder, stem), packed = element
-        rows = [row for part in packed for row in unpack(part)]
-        if self._files.fmt == "jsonl":  # lines, encoded by _GroupInBundle
-            data = _jsonl(sorted(rows))
-            yield self._files.write_data(folder, stem, data, replace=True)
+        items = [item for part in packed for item in unpack(part)]
+        if self._files.fmt == "jsonl":  # the rows' lines
+            yield self._files.write_data(folder, stem, _jsonl(sorted(items)), replace=True)
             return
-        yield self._files.write(folder, stem, sorted(rows, key=_row_order), replace=True)
+        yield self._files.write(folder, stem, sorted(items, key=_row_order), replace=True)
 
 
 class _WritePartFiles(beam.DoFn):
