@@ -453,7 +453,6 @@ class Decoder:
             remap = np.full(n, -1, dtype=np.int64)
             remap[good] = np.arange(len(good))
             taken_values: list[tuple[np.ndarray, Any] | None] = []
-            pgood = pa.array(good)  # every row, most often: nothing to take then
             shared: dict[tuple[str, str], tuple[np.ndarray, Any]] = {}
             for agg, kind, item in zip(spec.aggregations, kinds, inputs, strict=True):
                 if item is None:
@@ -467,10 +466,14 @@ class Decoder:
                     found = (remap[rows], _as_input(kind, taken))
                     shared[(agg.column, _form(kind))] = found  # type: ignore[index]
                 taken_values.append(found)
+            kept_keys = keys
+            if len(good) < n:  # most often every row is kept: nothing to take then
+                kept = pa.array(good)
+                kept_keys = [k.take(kept) for k in keys]
             batch.inputs.append(
                 Inputs(
                     ts[good],
-                    keys if len(good) == n else [k.take(pgood) for k in keys],
+                    kept_keys,
                     taken_values,
                     np.asarray(index, dtype=np.int64)[good],
                 )
