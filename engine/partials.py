@@ -194,6 +194,19 @@ class ViewAggregator:
             and only.positions == self._all
             and only.window.kind in ("fixed", "global")
         )
+        # Roll-up order: a variant after every variant it can be merged from (more grouping
+        # columns, or the same ones and smaller windows).
+        self._rollup_order = sorted(
+            self.variants, key=lambda var: (-len(var.positions), var.window.grain_us)
+        )
+        self._parents: dict[int, tuple[int, ...]] = {}
+        for i, variant in enumerate(self._rollup_order):
+            self._parents[variant.index] = tuple(
+                parent.index
+                for parent in self._rollup_order[:i]
+                if set(variant.positions) <= set(parent.positions)
+                and parent.window.within(variant.window)
+            )
 
     # -- from a batch ----------------------------------------------------------------------
 
@@ -272,36 +285,51 @@ class ViewAggregator:
     # -- roll-up and merge -----------------------------------------------------------------
 
     def rollup(self, finest: Partial) -> Partial:
-        """Every variant's rows from finest-grain rows (sharing the codes of their values)."""
+        """Every variant's rows, each merged from the fewest rows it can be: the finest
+        grain's, or those of a variant already rolled up whose grouping columns include its
+        own and whose windows lie within its own (:attr:`_parents`). A cube's coarse grouping
+        sets and granularities are computed from their smallest parent, as cube engines do,
+        instead of each from the finest rows. Partials merge associatively (the one result
+        whatever the merge tree, up to the rounding of doubles), so the rows are those the
+        finest rows would give. Variants of one source share the codes of their values."""
+        done: dict[int, Partial] = {}
         with sharing_pairs():
-            return concat([self._rollup_one(finest, variant) for variant in self.variants], self)
+            for variant in self._rollup_order:
+                source = min(
+                    (done[p] for p in self._parents[variant.index]),
+                    key=lambda part: part.rows,
+                    default=finest,
+                )
+                done[variant.index] = self._rollup_one(source, variant)
+        return concat([done[variant.index] for variant in self.variants], self)
 
-    def _rollup_one(self, finest: Partial, variant: Variant) -> Partial:
-        keys = [finest.keys[i] if i in variant.positions else None for i in self._all]
-        kept = [finest.keys[i] for i in variant.positions]
+    def _rollup_one(self, source: Partial, variant: Variant) -> Partial:
+        """``variant``'s rows from ``source``: the finest rows, or a parent variant's."""
+        keys = [source.keys[i] if i in variant.positions else None for i in self._all]
+        kept = [source.keys[i] for i in variant.positions]
         window = variant.window
         if window.merging:
-            key_groups = factorize(kept, finest.rows)
-            ids = session_ids(key_groups.ids, finest.start, finest.end)
-            return self._reduce(finest, np.arange(finest.rows), ids, variant, keys, sessions=True)
+            key_groups = factorize(kept, source.rows)
+            ids = session_ids(key_groups.ids, source.start, source.end)
+            return self._reduce(source, np.arange(source.rows), ids, variant, keys, sessions=True)
         if window.kind == "fixed":
-            rows = np.arange(finest.rows)
-            start = finest.start - finest.start % window.size_us
+            rows = np.arange(source.rows)
+            start = source.start - source.start % window.size_us
             end = start + window.size_us
             columns = [start, *kept]
         elif window.is_global:
-            rows = np.arange(finest.rows)
-            start, end = finest.start, finest.end
+            rows = np.arange(source.rows)
+            start, end = source.start, source.end
             columns = list(kept)
         else:
-            rows, start, end = window.assign_many(finest.start)
+            rows, start, end = window.assign_many(source.start)
             index = pa.array(rows)
             # A sliding window is told by its start; a cumulative one by its end (the windows
             # of a period share their start).
             by = end if window.kind == "cumulative" else start
             columns = [by, *[k.take(index) for k in kept]]
         groups = factorize(columns, len(rows))
-        return self._reduce(finest, rows, groups.ids, variant, keys, bounds=(start, end))
+        return self._reduce(source, rows, groups.ids, variant, keys, bounds=(start, end))
 
     def _reduce(
         self,

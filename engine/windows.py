@@ -96,6 +96,15 @@ class WindowFn:
             return self.step_us
         return 0
 
+    def within(self, coarser: WindowFn) -> bool:
+        """Whether each window of this function lies inside exactly one of ``coarser``'s, so
+        that rows aggregated per window of this one roll up to ``coarser``'s by window start:
+        fixed windows into fixed windows a whole number of times larger (both start at
+        multiples of their size), the global window into itself."""
+        if self.kind == "fixed" and coarser.kind == "fixed":
+            return coarser.size_us % self.size_us == 0
+        return self.is_global and coarser.is_global
+
     def assign(self, ts: int) -> list[tuple[int, int]]:
         """The windows of an event time, earliest start last (as Beam lists them)."""
         if self.kind == "fixed":

@@ -102,6 +102,25 @@ def test_cumulative_accepted_times_are_those_whose_windows_fit(
 
 VIEWS = [
     {
+        # Each variant is rolled up from its smallest parent: the hours of (org, status)
+        # from its quarters, ``[]`` from whichever set holds the fewest rows.
+        "name": "fixed_cube",
+        "event_time": {"field": "ts"},
+        "grouping_cols": ["org", "status", "kind"],
+        "grouping_sets": [["org", "status", "kind"], ["org", "status"], ["org"], ["status"], []],
+        "window": {"type": "fixed", "size": ["5m", "15m", "1h"]},
+        "aggregation_info": [
+            {"aggregation": "count", "aggregated_col_name": "n"},
+            {"aggregation": "sum", "col_name": "bytes", "aggregated_col_name": "bytes"},
+            {"aggregation": "max", "col_name": "latency", "aggregated_col_name": "slowest"},
+            {"aggregation": "mean", "col_name": "latency", "aggregated_col_name": "latency"},
+            {"aggregation": "last", "col_name": "user", "aggregated_col_name": "last_user"},
+            {"aggregation": "top_k", "col_name": "user", "aggregated_col_name": "top"},
+            {"aggregation": "count_distinct", "col_name": "user", "aggregated_col_name": "hll"},
+            {"aggregation": "collect_set", "col_name": "user", "aggregated_col_name": "users"},
+        ],
+    },
+    {
         "name": "cumulative",
         "event_time": {"field": "ms", "format": "epoch_ms"},
         "grouping_cols": ["org", "status"],
@@ -203,6 +222,24 @@ def test_the_roll_up_equals_direct_aggregation(view: dict[str, Any], batch: int)
     else:  # several periods, each with several prefixes
         assert len({window[0] for _, window, _, _ in got}) >= 2
         assert len({window for _, window, _, _ in got}) >= 10
+
+
+def test_each_variant_rolls_up_from_the_variants_that_refine_it() -> None:
+    """A variant's parents are the variants whose grouping columns include its own and whose
+    windows lie within its windows (fixed sizes that divide its size), and none of the
+    cumulative view's."""
+    cube, cumulative = (ViewPlan(parse_view(view)).compiled.aggregator() for view in VIEWS[:2])
+    for variant in cube.variants:
+        expected = {
+            parent.index
+            for parent in cube.variants
+            if parent is not variant
+            and set(variant.positions) <= set(parent.positions)
+            and variant.window.size_us % parent.window.size_us == 0
+        }
+        assert set(cube._parents[variant.index]) == expected
+    assert len(cube._parents[cube.variants[-1].index]) == len(cube.variants) - 1
+    assert not any(cumulative._parents.values())
 
 
 # --- milestones -----------------------------------------------------------------------------
