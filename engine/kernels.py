@@ -21,6 +21,7 @@ forms merge; the vectorized ones are turned into accumulators first.
 
 from __future__ import annotations
 
+import functools
 import heapq
 import itertools
 import math
@@ -38,6 +39,7 @@ from datasketches import (
     hll_sketch,
     hll_union,
     kll_doubles_sketch,
+    tgt_hll_type,
 )
 
 from liveagg.combiners import LiveaggCombineFn
@@ -764,10 +766,10 @@ class _BagKernel(Kernel):
         folded = big[bag.owner]
         # Only the values being folded are made Python objects, not the whole bag's.
         fold = bag if folded.all() else _subset(bag, folded)
-        spans = fold.groups()
+        bounds = fold.bounds().tolist()  # only the big rows' spans are read
         items = self.items(fold.values)
         for row in np.flatnonzero(big).tolist():
-            start, end = spans[row]
+            start, end = bounds[row], bounds[row + 1]
             vals = items[start:end]
             weights = None if fold.counts is None else fold.counts[start:end].tolist()
             sketches[row] = self.to_sketch(sketches.get(row), vals, weights)
@@ -838,6 +840,55 @@ class CollectSetKernel(ExactDistinctKernel):
         return Bag(bag.rows, bag.owner[index], _take(bag.values, index))
 
 
+#: DataSketches' ``CurMode`` in the low two bits of a serialized HLL sketch's byte 7
+#: (``HllUtil::MODE_BYTE``): ``LIST = 0, SET, HLL``.
+_HLL_MODE_BYTE, _HLL_ARRAY_MODE = 7, 2
+#: Longest table :func:`coupon_counts` builds: larger groups are fed to a sketch.
+_COUPON_TABLE = 1024
+
+
+@functools.cache
+def coupon_counts(lg_k: int, target: tgt_hll_type) -> np.ndarray:
+    """``counts[n]``: ``count_distinct`` of a sketch holding n distinct coupons in list or
+    set mode, as long as a sketch of ``lg_k`` and ``target`` stays in those modes.
+
+    In those modes the estimate is a function of the coupon count alone (``CouponList<A>::
+    getEstimate``, which ``CouponHashSet`` inherits: ``const double est =
+    CubicInterpolation<A>::usingXAndYTables(couponCount_); return fmax(est,
+    couponCount_);``). A coupon is 32 bits of a value's hash (``HllUtil::coupon``: 26 bits
+    of address and a 6-bit value), so n distinct values are n coupons unless two hashes
+    share them, about once in 2**33 / n**2 groups of n; the sketch then counts one fewer
+    than the values, and this table the values. The table is made by feeding a sketch
+    distinct integers, and ends where it turns into an HLL array or an update leaves the
+    estimate alone (two coupons met; never seen).
+    """
+    sketch = hll_sketch(lg_k, target)
+    estimates = [sketch.get_estimate()]
+    for i in range(_COUPON_TABLE - 1):
+        sketch.update(i)
+        mode = sketch.serialize_compact()[_HLL_MODE_BYTE] & 3
+        if mode == _HLL_ARRAY_MODE or sketch.get_estimate() <= estimates[-1]:
+            break
+        estimates.append(sketch.get_estimate())
+    return np.array([round(e) for e in estimates], dtype=object)
+
+
+def _hashed_apart(values: pa.Array | np.ndarray) -> bool:
+    """Whether distinct ``values`` are distinct hashed forms (:func:`hash_form`), so that a
+    group's distinct values are its sketch's distinct inputs. Strings and 64-bit ints are
+    hashed as themselves. Doubles are hashed as 64-bit ints when integral and as their bits
+    otherwise: those meet only past 2**53 (where integral doubles wrap or become text) or
+    below 2**-1021 (a non-integral double whose bits read as a small int). Mixed values (a
+    text column) may meet: ``2**63`` and ``-2**63``, ``2**70`` and its decimal string."""
+    kind = values.dtype if isinstance(values, np.ndarray) else values.type
+    if kind in (v.STRING, pa.int64(), np.dtype(np.int64)):
+        return True
+    if kind not in (pa.float64(), np.dtype(np.float64)):
+        return False
+    x = np.abs(values if isinstance(values, np.ndarray) else values.to_numpy(zero_copy_only=False))
+    return bool(((x < 2.0**53) & ((x == 0) | (x >= 2.0**-1000))).all())
+
+
 class HllKernel(_BagKernel):
     """``count_distinct`` and ``hll_sketch``: distinct values until a group has more than a
     sketch's list mode holds (``2**lg_k / 8``), then a serialized DataSketches HLL sketch."""
@@ -873,30 +924,39 @@ class HllKernel(_BagKernel):
     def extract(self, state: State) -> list[Any]:
         if not isinstance(state, Bag):
             return super().extract(state)
-        # One scratch sketch, reset per group: a new sketch costs more than its updates.
         bag = state.sorted()
-        items = self.items(bag.values) if len(bag.owner) else []
-        scratch = self._new()
+        bounds = bag.bounds()
+        sizes = np.diff(bounds)
+        out = np.zeros(bag.rows, dtype=object)
+        fed = np.ones(bag.rows, dtype=bool)  # the rows whose values go through a sketch
+        if type(self.fn) is CountDistinctFn and _hashed_apart(bag.values):
+            # A group of n distinct values that leaves a sketch in list or set mode has the
+            # estimate of n coupons (:func:`coupon_counts`): no value needs hashing.
+            counts = coupon_counts(self.fn.lg_k, self.fn._target)  # type: ignore[attr-defined]
+            fed = sizes >= len(counts)
+            fed[list(bag.sketches)] = True
+            out[~fed] = counts[sizes[~fed]]
+        rows = np.flatnonzero(fed)
+        if not len(rows):
+            return out.tolist()
+        values, spans = bag.values, bounds
+        if len(rows) < bag.rows:  # only the fed rows' values become Python objects
+            values = _take(values, np.flatnonzero(np.repeat(fed, sizes)))
+            spans = np.concatenate(([0], np.cumsum(sizes[rows])))
+        items = self.items(values) if len(values) else []
+        ends = spans.tolist()
         extract = self.fn.extract_output
-        # ``count_distinct`` of a group of no value or one is that count: one value leaves a
-        # sketch in list mode, whose estimate is ``fmax(interpolated, coupon count)``
-        # (DataSketches' ``CouponList::getEstimate``), 1.0 at one coupon for every lg_k and
-        # type (tests/engine/test_kernels.py). A fifth of the cube's rows hold one value.
-        counts_alone = type(self.fn) is CountDistinctFn
-        out: list[Any] = []
-        for row, (start, end) in enumerate(bag.groups()):
+        scratch = self._new()  # reset per group: a new sketch costs more than its updates
+        for i, row in enumerate(rows.tolist()):
             data = bag.sketches.get(row)
             if data is None:
-                if counts_alone and end - start <= 1:
-                    out.append(end - start)
-                    continue
                 scratch.reset()
                 sketch = scratch
             else:
                 sketch = hll_sketch.deserialize(data)
-            deque(map(sketch.update, items[start:end]), maxlen=0)
-            out.append(extract(sketch))
-        return out
+            deque(map(sketch.update, items[ends[i] : ends[i + 1]]), maxlen=0)
+            out[row] = extract(sketch)
+        return out.tolist()
 
     def merge_sketches(self, sketches: list[bytes]) -> bytes:
         if len(sketches) == 1:

@@ -13,11 +13,12 @@ import random
 from typing import Any
 
 import numpy as np
+import pyarrow as pa
 import pytest
 
 from liveagg.engine import values as v
 from liveagg.engine.groups import factorize
-from liveagg.engine.kernels import kernel
+from liveagg.engine.kernels import coupon_counts, kernel
 from tests.combiners.cases import CASES, Case, assert_json_equal, coerce_all
 
 PARAMS = [pytest.param(case, id=case.id) for case in CASES]
@@ -202,23 +203,50 @@ def test_top_k_past_its_exact_map_feeds_the_sketch_each_values_canonical_text(
 
 
 @pytest.mark.parametrize("hll_type", ["HLL_4", "HLL_6", "HLL_8"])
-def test_count_distinct_of_one_value_is_what_a_sketch_of_it_estimates(hll_type: str) -> None:
-    """Groups of one value are counted without a sketch: the sketch's own estimate of one
-    value rounds to 1 at every lg_k (and of none to 0), whatever the value."""
+def test_count_distinct_counted_without_a_sketch_is_what_the_sketch_estimates(
+    hll_type: str,
+) -> None:
+    """Groups small enough to leave a sketch in list or set mode are counted from the number
+    of their distinct values (``coupon_counts``): at every lg_k, for groups of every size
+    from none to past the table's end (a sketch then), of strings, 64-bit ints, doubles and
+    the values whose hashed form is special (``""``, ``true``, ``0``, ``-0.0``), the output
+    is what the CombineFn's own sketch of the same values estimates."""
     from liveagg.combiners.registry import create
 
     rng = random.Random(hll_type)
-    values: list[Any] = [f"u{rng.random()}" for _ in range(20)]
-    values += [rng.getrandbits(64) - 2**63 for _ in range(20)] + [rng.random() for _ in range(20)]
-    values += ["", True, 0, -0.0]
+    pool: list[Any] = [f"u{rng.random()}" for _ in range(700)]
+    pool += [rng.getrandbits(64) - 2**63 for _ in range(700)] + [rng.random() for _ in range(700)]
+    pool += ["", True, 0, -0.0]
     for lg_k in range(4, 22):
         fn = create("count_distinct", {"lg_k": lg_k, "hll_type": hll_type})
         kern = kernel(fn)
-        state = kern.batch(
-            v.scalars_from_python(values), np.arange(len(values), dtype=np.int64), len(values) + 1
-        )
-        expected = [fn.extract_output(fn.add_input(fn.create_accumulator(), x)) for x in values]
-        assert kern.extract(state) == [*expected, 0] == [1] * len(values) + [0]
+        end = len(coupon_counts(lg_k, fn._target))  # type: ignore[attr-defined]
+        sizes = sorted({0, 1, 2, end - 2, end - 1, end, end + 3, rng.randrange(end + 1)})
+        groups = [rng.sample(pool, size) for size in sizes if size >= 0]
+        # Values of one hashed form: 2**63 and -2**63, 2**70 and its decimal string.
+        groups.append(["", True, 0, -0.0, 1, 1.0, "1", False, 2**63, -(2.0**63)])
+        groups.append([2**70, str(2**70), 5])
+        values = [x for group in groups for x in group]
+        ids = np.repeat(np.arange(len(groups)), [len(group) for group in groups])
+        state = kern.batch(v.scalars_from_python(values), ids, len(groups))
+        expected = [fn.extract_output(fn.add_inputs(fn.create_accumulator(), g)) for g in groups]
+        assert kern.extract(state) == expected
+        assert expected[:3] == [0, 1, 2] and expected[-1] == 2
+        for doubles in ([2.0**63, -(2.0**63), 0.5], [5e-324, 1.0, 2.5], [0.5, 1.0, 2.0**52]):
+            column = pa.array(doubles)
+            state = kern.batch(column, np.zeros(3, dtype=np.int64), 1)
+            sketch = fn.add_inputs(fn.create_accumulator(), doubles)
+            assert kern.extract(state) == [fn.extract_output(sketch)]
+
+
+def test_coupon_counts_end_where_the_sketch_becomes_an_array() -> None:
+    """The table covers the list and set modes only: at lg_k 12 a sketch holds 384 coupons
+    before it becomes an HLL array (3/4 of a 512-slot set), and the table is 0..384."""
+    from datasketches import tgt_hll_type
+
+    counts = coupon_counts(12, tgt_hll_type.HLL_8)
+    assert counts.tolist() == list(range(385))
+    assert len(coupon_counts(4, tgt_hll_type.HLL_4)) < len(counts)
 
 
 @pytest.mark.parametrize("name", ["min", "max"])
