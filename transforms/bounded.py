@@ -232,9 +232,9 @@ class _MergeShard(beam.DoFn):
         merged = aggregator.merge(engine.concat(parts, aggregator))
         variants, starts, ends = merged.variant.tolist(), merged.start.tolist(), merged.end.tolist()
         keys = (
-            [list(key) for key in zip(*(v.python_values(k) for k in merged.keys), strict=True)]
+            list(zip(*(v.python_values(k) for k in merged.keys), strict=True))
             if merged.keys
-            else [[] for _ in range(merged.rows)]
+            else [()] * merged.rows
         )
         outputs = aggregator.extract(merged)
         rows = plan.rows(variants, starts, ends, keys, outputs, "ON_TIME", 0, letters)

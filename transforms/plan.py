@@ -553,7 +553,7 @@ class ViewPlan:
         variants: list[int],
         starts: list[int],
         ends: list[int],
-        keys: list[list[Any]],
+        keys: Sequence[Sequence[Any]],
         outputs: list[list[Any]],
         pane_timing: str,
         pane_index: int | Sequence[int],
@@ -601,35 +601,23 @@ class ViewPlan:
                     derived[j].append(value)
             columns = [*outputs, *derived]
         rows = []
-        layouts = self._layouts
+        layouts = self._layouts  # by variant index
         view = self.name
         aggregated = list(zip(*columns, strict=True)) if columns else [()] * n
-        for r in range(n):
-            variant = self.variants[variants[r]]
-            names, width, extras = layouts[variant.index]
-            values = keys[r]
+        indexes = [pane_index] * n if type(pane_index) is int else pane_index
+        for variant, window, values, outs, index in zip(
+            variants, bounds, keys, aggregated, indexes, strict=True
+        ):
+            names, width, extras = layouts[variant]
             if by_set and width:  # a grouping set that leaves columns out: they are null
                 grouping = [None] * width
-                for position, value in zip(variant.positions, values, strict=True):
+                positions = self.variants[variant].positions
+                for position, value in zip(positions, values, strict=True):
                     grouping[position] = value
                 values = grouping
-            rows.append(
-                dict(
-                    zip(
-                        names,
-                        (
-                            view,
-                            *bounds[r],
-                            *values,
-                            *extras,
-                            *aggregated[r],
-                            pane_timing,
-                            pane_index if type(pane_index) is int else pane_index[r],
-                        ),
-                        strict=True,
-                    )
-                )
-            )
+            # ``names`` matches the tuple by construction (:meth:`_layout`).
+            row = (view, *window, *values, *extras, *outs, pane_timing, index)
+            rows.append(dict(zip(names, row)))  # noqa: B905
         if letters is not None:
             for (i, r), reason in nulled.items():
                 letters.append(self._nulled(rows[r], i, reason, before[i][r]))
