@@ -237,7 +237,7 @@ def _subset(bag: Bag, mask: np.ndarray) -> Bag:
     """The values of a bag where ``mask`` holds, in their order (its rows stay)."""
     index = np.flatnonzero(mask)
     counts = None if bag.counts is None else bag.counts[index]
-    return Bag(bag.rows, bag.owner[index], _take(bag.values, index), counts)
+    return Bag(bag.rows, bag.owner[index], _take_values(bag.values, index), counts)
 
 
 def slice_state(state: State, start: int, end: int, bounds: np.ndarray | None) -> State:
@@ -287,7 +287,7 @@ def _take_bag(bag: Bag, index: np.ndarray) -> Bag:
             if old in bag.sketches:
                 sketches[new] = bag.sketches[old]
     counts = None if bag.counts is None else bag.counts[gather]
-    return Bag(len(index), owner, _take(bag.values, gather), counts, sketches)
+    return Bag(len(index), owner, _take_values(bag.values, gather), counts, sketches)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -670,10 +670,21 @@ def _distinct_pairs(
     owner = ids[firsts]
     order = stable_order(owner, groups)
     firsts = firsts[order]
-    result = owner[order], _take(values, firsts), at_row[firsts]
+    result = owner[order], _take_values(values, firsts), at_row[firsts]
     if sharing and counts is None:
         _PAIRS[(id(values), id(ids))] = (values, ids, result)
     return result
+
+
+def _take_values(values: Any, index: np.ndarray) -> Any:
+    """A bag's values at ``index``; within :func:`sharing_pairs` they keep the codes of
+    the values they are taken from, so that a variant rolled up from this one's bag does
+    not hash them again."""
+    taken = _take(values, index)
+    memo = _CODES.get(id(values)) if _SHARING[0] else None
+    if memo is not None and memo[0] is values:
+        _CODES[id(taken)] = (taken, memo[1][index], memo[2])
+    return taken
 
 
 def _value_codes(values: Any, sharing: bool) -> tuple[np.ndarray, int]:
