@@ -1019,6 +1019,40 @@ class KllKernel(_BagKernel):
             merged.merge(kll_doubles_sketch.deserialize(data))
         return merged.serialize()
 
+    def extract(self, state: State) -> list[Any]:
+        """Rows held as values are read all at once: at most ``k`` values, which a KLL
+        sketch keeps uncompacted at weight 1, so its inclusive quantile at rank q is its
+        ``ceil(q * n)``-th smallest value, the smallest for q = 0
+        (``quantiles_sorted_view<T, C, A>::get_quantile``: ``uint64_t weight = inclusive ?
+        std::ceil(rank * total_weight_) : ...``, then the first entry whose cumulative
+        weight reaches it). Rows holding a sketch go through the CombineFn."""
+        if not isinstance(state, Bag) or state.counts is not None:
+            return super().extract(state)
+        bag = state.sorted()
+        bounds = bag.bounds()
+        sizes = np.diff(bounds)
+        out: list[Any] = [None] * bag.rows  # a group of no value has no quantiles
+        held = sizes > 0
+        held[list(bag.sketches)] = False
+        rows = np.flatnonzero(held)
+        values = np.asarray(bag.values, dtype=np.float64)
+        if len(rows):
+            # By value, then stably by row: a sort and a radix pass, half of a lexsort.
+            by_value = np.argsort(values)
+            ordered = values[by_value[stable_order(bag.owner[by_value], bag.rows)]]
+            ranks = np.asarray(self.fn.quantiles, dtype=np.float64)  # type: ignore[attr-defined]
+            n = sizes[rows].astype(np.float64)[:, None]
+            nth = np.clip(np.ceil(ranks[None, :] * n) - 1, 0, n - 1).astype(np.int64)
+            quantiles = ordered[nth + bounds[rows][:, None]].tolist()
+            for row, found in zip(rows.tolist(), quantiles, strict=True):
+                out[row] = found
+        extract = self.fn.extract_output
+        for row, sketch in bag.sketches.items():
+            out[row] = extract(
+                self.to_accumulator(sketch, values[bounds[row] : bounds[row + 1]], None)
+            )
+        return out
+
 
 class TopKKernel(_BagKernel):
     """``top_k``: exact counts per value until a group has more distinct values than the
@@ -1057,8 +1091,9 @@ class TopKKernel(_BagKernel):
 
     def extract(self, state: State) -> list[Any]:
         """Rows held as exact counts are ranked directly, as the CombineFn ranks the sketch's
-        items, and only over the values whose count reaches the row's k-th largest (the
-        others cannot be among its k); rows holding a sketch are extracted by the CombineFn."""
+        items (count, then :func:`order_key`), and only over the values whose count reaches
+        the row's k-th largest (the others cannot be among its k); rows holding a sketch are
+        extracted by the CombineFn."""
         if not isinstance(state, Bag):
             return super().extract(state)
         k = self.fn.k  # type: ignore[attr-defined]
@@ -1066,7 +1101,8 @@ class TopKKernel(_BagKernel):
         counts: np.ndarray = bag.counts  # type: ignore[assignment]
         bounds = bag.bounds()
         starts, ends = bounds[:-1], bounds[1:]
-        ranked = counts[np.lexsort((-counts, bag.owner))]  # per row, largest count first
+        by_count = np.argsort(-counts)  # per row, largest count first: a sort and a radix pass
+        ranked = counts[by_count[stable_order(bag.owner[by_count], bag.rows)]]
         kth = np.zeros(bag.rows, dtype=counts.dtype)
         held = ends > starts
         kth[held] = ranked[np.minimum(starts + k - 1, ends - 1)[held]]
@@ -1074,25 +1110,59 @@ class TopKKernel(_BagKernel):
         sketched[list(bag.sketches)] = True
         index = np.flatnonzero((counts >= kth[bag.owner]) | sketched[bag.owner])
         candidates = Bag(bag.rows, bag.owner[index], _take(bag.values, index), counts[index])
+        out: list[Any] = [None] * bag.rows  # a group of no value has no top values
+        order = _natural_order(candidates)
+        if order is not None:
+            self._rank_held(candidates, order, sketched, out)
         items = v.python_values(candidates.values)
         kept = candidates.counts.tolist()  # type: ignore[union-attr]
         extract = self.fn.extract_output
-        out: list[Any] = []
         for row, (start, end) in enumerate(candidates.groups()):
             sketch = bag.sketches.get(row)
             if sketch is not None:
                 texts = self.items(items[start:end])
-                out.append(extract(self.to_accumulator(sketch, texts, kept[start:end])))
-                continue
-            if start == end:
-                out.append(None)
-                continue
-            rows = sorted(
-                zip(items[start:end], kept[start:end], strict=True),
-                key=lambda row: (-row[1], c.order_key(row[0])),
-            )
-            out.append([[value, count] for value, count in rows[:k]])
+                out[row] = extract(self.to_accumulator(sketch, texts, kept[start:end]))
+            elif order is None and start < end:
+                rows = sorted(
+                    zip(items[start:end], kept[start:end], strict=True),
+                    key=lambda row: (-row[1], c.order_key(row[0])),
+                )
+                out[row] = [[value, count] for value, count in rows[:k]]
         return out
+
+    def _rank_held(
+        self, candidates: Bag, order: np.ndarray, sketched: np.ndarray, out: list[Any]
+    ) -> None:
+        """``out[row]``: the top k ``[value, count]`` of each row held as counts, from the
+        candidates ``order``ed by row, count (largest first) and value."""
+        owner = candidates.owner[order]
+        first = np.zeros(candidates.rows, dtype=np.int64)
+        first[1:] = np.cumsum(np.bincount(owner, minlength=candidates.rows))[:-1]
+        position = np.arange(len(order)) - first[owner]
+        top = order[(position < self.fn.k) & ~sketched[owner]]  # type: ignore[attr-defined]
+        values = v.python_values(_take(candidates.values, top))
+        counts = candidates.counts[top].tolist()  # type: ignore[index]
+        for row, value, count in zip(candidates.owner[top].tolist(), values, counts, strict=True):
+            found = out[row]
+            if found is None:
+                out[row] = [[value, count]]
+            else:
+                found.append([value, count])
+
+
+def _natural_order(bag: Bag) -> np.ndarray | None:
+    """The bag's entries by row, count (largest first) and value, where the values are of
+    one kind whose natural order is :func:`order_key`'s (strings by code point, which is
+    UTF-8's byte order, as Arrow sorts them; ints; doubles), else None."""
+    values = bag.values
+    if isinstance(values, np.ndarray):
+        if values.dtype.kind not in "if":
+            return None
+        values = pa.array(values)
+    if values.type not in (v.STRING, pa.int64(), pa.float64()) or values.null_count:
+        return None
+    rank = np.asarray(pc.rank(values, sort_keys="ascending", tiebreaker="dense"))
+    return np.lexsort((rank, -bag.counts, bag.owner))  # type: ignore[operator]
 
 
 _KERNELS: dict[type, Callable[[LiveaggCombineFn], Kernel]] = {

@@ -249,6 +249,92 @@ def test_coupon_counts_end_where_the_sketch_becomes_an_array() -> None:
     assert len(coupon_counts(4, tgt_hll_type.HLL_4)) < len(counts)
 
 
+@pytest.mark.parametrize("k", [8, 200])
+def test_quantiles_of_groups_held_as_values_are_the_sketchs(k: int) -> None:
+    """Groups of up to ``k`` values (held as values, read at once) give what the CombineFn's
+    own sketch of the same values gives, for ranks that fall on, between and at the ends of
+    the values; larger groups (a sketch, compacted at random) give one of their values per
+    rank, in order."""
+    from liveagg.combiners.registry import create
+
+    ranks = [0.0, 0.1, 1 / 3, 0.5, 0.75, 0.999, 1.0]
+    fn = create("approx_quantiles", {"k": k, "quantiles": ranks})
+    kern = kernel(fn)
+    rng = random.Random(k)
+    sizes = [
+        0,
+        1,
+        2,
+        3,
+        5,
+        7,
+        k - 1,
+        k,
+        k + 1,
+        3 * k,
+        *(rng.randrange(1, k + 1) for _ in range(30)),
+    ]
+    groups = [
+        [rng.choice([rng.uniform(-1e6, 1e6), float(rng.randrange(5))]) for _ in range(n)]
+        for n in sizes
+    ]
+    values = np.array([x for group in groups for x in group])
+    ids = np.repeat(np.arange(len(groups)), sizes)
+    state = kern.batch(values, ids, len(groups))
+    # The same groups again through a merge of two halves, in another order of rows.
+    half = len(values) // 2
+    parts = kern.concat(
+        [
+            kern.batch(values[half:], ids[half:], len(groups)),
+            kern.batch(values[:half], ids[:half], len(groups)),
+        ]
+    )
+    merged = kern.merge(parts, np.tile(np.arange(len(groups)), 2), len(groups))
+    for got in (kern.extract(state), kern.extract(merged)):
+        for group, found in zip(groups, got, strict=True):
+            if len(group) <= k:
+                expected = fn.extract_output(fn.add_inputs(fn.create_accumulator(), group))
+                assert found == expected
+            else:
+                assert found == sorted(found) and set(found) <= set(group)
+    assert kern.extract(state)[0] is None
+
+
+@pytest.mark.parametrize(
+    "pool",
+    [
+        ["a", "b", "é", "z", "\uff5a", "\U0001f600", "A", "", "ab", "b\x00"],  # code points
+        [-(2**63), -5, 0, 3, 7, 2**63 - 1, 12, -1],
+        [-1.5, 0.25, 2.25, 1e300, -1e-300, 7.5, 3.5],
+        [1, "1", 1.5, True, "x"],  # mixed: ranked row by row
+    ],
+)
+def test_top_k_ranks_held_counts_as_the_combine_fn_does(pool: list[Any]) -> None:
+    """Counts tie often here (few values, small groups), so the order of values decides: each
+    group's top k is the CombineFn's, for strings beyond ASCII, 64-bit ints and doubles
+    (ranked at once) and a mixed column (ranked per row)."""
+    from liveagg.combiners.registry import create
+
+    fn = create("top_k", {"k": 3})
+    kern = kernel(fn)
+    rng = random.Random(len(pool))
+    # Values as the pipeline hands them over: coerced (an integral double is an int).
+    pool = [fn.coerce(x) for x in pool]
+    groups = [[rng.choice(pool) for _ in range(rng.randrange(0, 12))] for _ in range(300)]
+    values = [x for group in groups for x in group]
+    ids = np.repeat(np.arange(len(groups)), [len(group) for group in groups])
+    column = v.scalars_from_python(values)
+    if all(type(x) is float for x in values):
+        column = pa.array(values, pa.float64())  # as Arrow's reader gives a double field
+    state = kern.batch(column, ids, len(groups))
+    expected = [fn.extract_output(fn.add_inputs(fn.create_accumulator(), g)) for g in groups]
+    got = kern.extract(state)
+    assert [[(type(x), x, n) for x, n in row or []] for row in got] == [
+        [(type(x), x, n) for x, n in row or []] for row in expected
+    ]
+    assert got == expected
+
+
 @pytest.mark.parametrize("name", ["min", "max"])
 def test_extremes_read_at_once_equal_a_row_by_row_reading(name: str) -> None:
     """Rows of ints, of doubles (integral ones in and beyond the 64-bit range, -0.0), of
