@@ -15,6 +15,7 @@ Values keep their JSON type: they are stored as canonical JSON text (``"a"``, ``
 
 from __future__ import annotations
 
+import heapq
 import struct
 from collections.abc import Iterable
 from typing import Any
@@ -104,10 +105,13 @@ class TopKFn(c.ScalarInput, LiveaggCombineFn):
     def extract_output(self, accumulator: frequent_strings_sketch) -> list[list[Any]] | None:
         if accumulator.is_empty():
             return None
-        rows = [
-            (c.from_text(item), estimate)
-            for item, estimate, _lower, _upper in accumulator.get_frequent_items(_ALL_ITEMS, 0)
-        ]
+        items = accumulator.get_frequent_items(_ALL_ITEMS, 0)
+        if len(items) > self.k:
+            # Only items whose estimate reaches the k-th largest can rank among the k: the
+            # rest of a large map is neither read back from its text nor sorted.
+            kth = heapq.nlargest(self.k, [item[1] for item in items])[-1]
+            items = [item for item in items if item[1] >= kth]
+        rows = [(c.from_text(item), estimate) for item, estimate, _lower, _upper in items]
         rows.sort(key=lambda row: (-row[1], c.order_key(row[0])))
         return [[value, count] for value, count in rows[: self.k]]
 

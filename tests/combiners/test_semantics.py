@@ -14,6 +14,7 @@ from typing import Any
 
 import numpy as np
 import pytest
+from datasketches import frequent_items_error_type
 
 import liveagg.combiners as lc
 from liveagg.combiners import InputError, registry
@@ -253,6 +254,25 @@ def test_top_k_keeps_json_types_and_orders_ties_by_value() -> None:
     assert [type(value) for value, _ in result] == [int, str, float, bool]
     big = 2**100 + 1
     assert run(make("top_k", k=1), [big, big, 3]) == [[big, 2]]
+
+
+def test_top_k_of_a_large_map_is_its_k_best_by_count_then_value() -> None:
+    """Many items, counts tied at the k-th place: the k items by count then value, as a
+    sort of every item in the map gives them."""
+    fn = make("top_k", k=5)
+    values = [f"v{i:03d}" for i in range(400) for _ in range(1 + i % 4)] + [7, 7, 7, 7]
+    acc = fn.add_inputs(fn.create_accumulator(), values)
+    every = sorted(
+        (
+            (json.loads(text), n)
+            for text, n, _, _ in acc.get_frequent_items(
+                frequent_items_error_type.NO_FALSE_NEGATIVES, 0
+            )
+        ),
+        key=lambda row: (-row[1], (0, row[0]) if type(row[0]) is int else (1, row[0])),
+    )
+    assert fn.extract_output(acc) == [list(row) for row in every[:5]]
+    assert fn.extract_output(acc)[:2] == [[7, 4], ["v003", 4]]
 
 
 def test_top_k_exact_up_to_documented_size() -> None:
