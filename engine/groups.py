@@ -125,6 +125,13 @@ def stable_order(keys: np.ndarray, bound: int) -> np.ndarray:
             return order
 
 
+def order_within(owner: np.ndarray, rows: int, keys: np.ndarray) -> np.ndarray:
+    """The entries ordered by ``owner`` (ids below ``rows``), and by ``keys`` within each:
+    one sort of the keys and a stable radix pass by owner, half the time of a lexsort."""
+    by_key = np.argsort(keys)
+    return by_key[stable_order(owner[by_key], rows)]
+
+
 def _take(column: pa.Array | np.ndarray, index: np.ndarray) -> pa.Array | np.ndarray:
     if isinstance(column, np.ndarray):
         return column[index]

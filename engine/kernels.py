@@ -52,7 +52,7 @@ from liveagg.combiners.moments import StddevFn, VarianceFn
 from liveagg.combiners.ordered import FirstFn, LastFn
 from liveagg.combiners.topk import TopKFn
 from liveagg.engine import values as v
-from liveagg.engine.groups import dense_codes, distinct, stable_order
+from liveagg.engine.groups import dense_codes, distinct, order_within, stable_order
 
 Column = np.ndarray | pa.Array | list
 _INT64_MAX = 2**63 - 1
@@ -892,7 +892,7 @@ def _hashed_apart(values: pa.Array | np.ndarray) -> bool:
     below 2**-1021 (a non-integral double whose bits read as a small int). Mixed values (a
     text column) may meet: ``2**63`` and ``-2**63``, ``2**70`` and its decimal string."""
     kind = values.dtype if isinstance(values, np.ndarray) else values.type
-    if kind in (v.STRING, pa.int64(), np.dtype(np.int64)):
+    if kind in (v.STRING, v.INT64, np.dtype(np.int64)):
         return True
     if kind not in (pa.float64(), np.dtype(np.float64)):
         return False
@@ -1037,9 +1037,7 @@ class KllKernel(_BagKernel):
         rows = np.flatnonzero(held)
         values = np.asarray(bag.values, dtype=np.float64)
         if len(rows):
-            # By value, then stably by row: a sort and a radix pass, half of a lexsort.
-            by_value = np.argsort(values)
-            ordered = values[by_value[stable_order(bag.owner[by_value], bag.rows)]]
+            ordered = values[order_within(bag.owner, bag.rows, values)]
             ranks = np.asarray(self.fn.quantiles, dtype=np.float64)  # type: ignore[attr-defined]
             n = sizes[rows].astype(np.float64)[:, None]
             nth = np.clip(np.ceil(ranks[None, :] * n) - 1, 0, n - 1).astype(np.int64)
@@ -1101,8 +1099,7 @@ class TopKKernel(_BagKernel):
         counts: np.ndarray = bag.counts  # type: ignore[assignment]
         bounds = bag.bounds()
         starts, ends = bounds[:-1], bounds[1:]
-        by_count = np.argsort(-counts)  # per row, largest count first: a sort and a radix pass
-        ranked = counts[by_count[stable_order(bag.owner[by_count], bag.rows)]]
+        ranked = counts[order_within(bag.owner, bag.rows, -counts)]  # largest count first
         kth = np.zeros(bag.rows, dtype=counts.dtype)
         held = ends > starts
         kth[held] = ranked[np.minimum(starts + k - 1, ends - 1)[held]]

@@ -7,7 +7,7 @@ import pyarrow as pa
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from liveagg.engine.groups import distinct, stable_order
+from liveagg.engine.groups import distinct, order_within, stable_order
 from liveagg.engine.kernels import _distinct_pairs
 
 #: Bounds on both sides of each number of radix passes, and past the last (timsort).
@@ -78,3 +78,14 @@ def test_distinct_pairs_keep_each_groups_values_in_order_of_arrival(
     got = list(zip(owner.tolist(), held.to_pylist(), strict=True))
     assert got == order
     assert totals.tolist() == [expected[pair] for pair in order]
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.lists(st.tuples(st.integers(0, 40), st.integers(-5, 5)), max_size=300))
+def test_order_within_sorts_by_owner_then_key(entries: list[tuple[int, int]]) -> None:
+    owner = np.array([o for o, _ in entries], dtype=np.int64)
+    keys = np.array([k for _, k in entries], dtype=np.int64)
+    order = order_within(owner, 41, keys)
+    assert sorted(order.tolist()) == list(range(len(entries)))
+    pairs = zip(owner[order].tolist(), keys[order].tolist(), strict=True)
+    assert list(pairs) == sorted(entries)
