@@ -304,6 +304,12 @@ class _Files:
         self.columns = tuple(columns) if columns is not None else None
         self.connections = connections
 
+    @property
+    def line(self) -> Callable[[dict[str, Any]], bytes] | None:
+        """How a row becomes its line where the format is lines of JSON (None otherwise):
+        bounded rows then travel to their file as lines, encoded once."""
+        return _json if self.fmt == "jsonl" else None
+
     def open(self) -> None:
         self._fs = objectstores.filesystem(self.directory, self.connections)
         self._object_store = objectstores.is_object_store(self.directory)
@@ -363,7 +369,7 @@ class _WriteWindowFiles(beam.DoFn):
     def process(self, element: tuple[tuple[str, str], Iterable[bytes]]) -> Iterator[str]:
         (folder, stem), packed = element
         items = [item for part in packed for item in unpack(part)]
-        if self._files.fmt == "jsonl":  # the rows' lines
+        if self._files.line is not None:  # the rows' lines
             yield self._files.write_data(folder, stem, _jsonl(sorted(items)), replace=True)
             return
         yield self._files.write(folder, stem, sorted(items, key=_row_order), replace=True)
@@ -401,10 +407,9 @@ def _write(
     key_label: str,
 ) -> beam.PCollection:
     if bounded:
-        encoded = _json if files.fmt == "jsonl" else None
         grouped = (
             rows
-            | key_label >> beam.ParDo(_GroupInBundle(file_key, encoded))
+            | key_label >> beam.ParDo(_GroupInBundle(file_key, files.line))
             | "Group" >> beam.GroupByKey()
         )
         return grouped | "Write" >> beam.ParDo(_WriteWindowFiles(files))
