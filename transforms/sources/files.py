@@ -147,6 +147,7 @@ def read_range(path: str, start: int, end: int, batch: int = BATCH_LINES) -> Ite
             pos += len(chunk)
             data = carry + chunk
             lines = data.split(b"\n")
+            PROGRESS.add(lines=len(lines) - 1)  # the chunk's newlines: ``carry`` holds none
             carry = lines.pop()
             if first_line and lines:
                 lines[0] = _strip_bom(lines[0])
@@ -300,8 +301,8 @@ def _corrupt_data_errors() -> tuple[type[BaseException], ...]:
 
 class _CheckedFile:
     """The part of a binary file that :func:`read_range` uses (``read``, ``readline``,
-    ``seek``, ``tell``; only ``read`` when compressed), counting progress and turning
-    failures into :class:`~liveagg.errors.PathError`.
+    ``seek``, ``tell``; only ``read`` when compressed), counting the bytes read (``read_range``
+    counts the lines it splits) and turning failures into :class:`~liveagg.errors.PathError`.
 
     A compressed file is decompressed member after member (gzip, bzip2, xz and zstd files
     may hold several, as ``cat a.gz b.gz`` makes); the file must end where a member ends.
@@ -334,9 +335,7 @@ class _CheckedFile:
         """Up to ``size`` bytes (more when a compressed chunk inflates); ``b""`` only at the
         end of the file."""
         if self._decompressor is None:
-            data = self._raw_read(size)
-            PROGRESS.add(lines=data.count(b"\n"))
-            return data
+            return self._raw_read(size)
         while True:
             if self._decompressor.eof:  # a member ended: what follows starts another
                 data = self._decompressor.unused_data
@@ -358,7 +357,6 @@ class _CheckedFile:
             except _corrupt_data_errors() as e:
                 raise PathError(self._path, f"corrupt {self._compression} data: {e}") from None
             if out:
-                PROGRESS.add(lines=out.count(b"\n"))
                 return out
 
     def readline(self) -> bytes:
