@@ -294,6 +294,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _add_run_options(p: argparse.ArgumentParser) -> None:
     """The options ``run`` and ``rekey`` share: Kafka, sinks, connections and runners."""
+    p.add_argument(  # also after the subcommand, where users put it; unset unless given
+        "-v",
+        "--verbose",
+        action="store_true",
+        default=argparse.SUPPRESS,
+        help="log Beam's progress (as 'liveagg -v')",
+    )
     p.add_argument(
         "--kafka-bootstrap",
         metavar="HOST:PORT[,...]",

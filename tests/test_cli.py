@@ -298,3 +298,21 @@ def test_a_numeric_option_out_of_its_range_is_a_usage_error(
     assert capsys.readouterr().err.splitlines()[-1] == (
         f"liveagg run: error: argument {option}: expected {expected}, got {value!r}"
     )
+
+
+@pytest.mark.parametrize(
+    ("argv", "verbose"),
+    [
+        (["run", "--views", "v"], False),
+        (["-v", "run", "--views", "v"], True),
+        (["run", "-v", "--views", "v"], True),
+        (["run", "--views", "v", "--verbose"], True),
+        (["rekey", "--views", "v", "--intermediate-topic", "t", "-v"], True),
+        (["-v", "rekey", "--views", "v", "--intermediate-topic", "t"], True),
+    ],
+)
+def test_verbose_is_taken_before_or_after_the_subcommand(argv: list[str], verbose: bool) -> None:
+    from liveagg.cli import build_parser
+
+    args, extra = build_parser().parse_known_args(argv)
+    assert (args.verbose, extra) == (verbose, [])
