@@ -34,6 +34,7 @@ from liveagg.transforms.plan import (
     MESSAGES,
     MILESTONES,
     Tally,
+    ViewOutputs,
     ViewPlan,
     encode_key,
     split,
@@ -271,13 +272,11 @@ class BoundedAggregate(beam.PTransform):
         tagged = messages | "PreAggregate" >> beam.ParDo(aggregate).with_outputs(
             DEAD_LETTER, *(view_tag(n) for n in names)
         )
-        views = {}
-        dead = [tagged[DEAD_LETTER]]
-        milestones = []
+        out = ViewOutputs(tagged[DEAD_LETTER])
         for view in self._views:
             spec = view.spec
             if self._partials:  # level 1: partials leave as they are, without a shuffle
-                views[spec.name] = tagged[view_tag(spec.name)]
+                out.views[spec.name] = tagged[view_tag(spec.name)]
                 continue
             merged = (
                 tagged[view_tag(spec.name)]
@@ -285,12 +284,5 @@ class BoundedAggregate(beam.PTransform):
                 | f"{spec.name}/Merge"
                 >> beam.ParDo(_MergeShard(view)).with_outputs(DEAD_LETTER, MILESTONES, main="rows")
             )
-            views[spec.name] = merged.rows
-            dead.append(merged[DEAD_LETTER])
-            if spec.milestones:
-                milestones.append(merged[MILESTONES])
-        dead_letters = tuple(dead) | "DeadLetters" >> beam.Flatten()
-        out: dict[str, Any] = {"views": views, "dead_letters": dead_letters}
-        if milestones:
-            out[MILESTONES] = tuple(milestones) | "Milestones" >> beam.Flatten()
-        return out
+            out.add(spec.name, merged, bool(spec.milestones))
+        return out.result()

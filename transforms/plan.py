@@ -12,6 +12,7 @@ from collections import Counter
 from collections.abc import Callable, Collection, Iterator, Sequence
 from typing import Any
 
+import apache_beam as beam
 import orjson
 from apache_beam.metrics import Metrics
 
@@ -27,6 +28,7 @@ from liveagg.spec import ViewSpec
 from liveagg.transforms import eventtime
 from liveagg.transforms.combine import ViewCombineFn
 from liveagg.transforms.deadletter import NAMESPACE, counter, dead_letter, result_dead_letter
+from liveagg.transforms.deadletter import TAG as DEAD_LETTER
 from liveagg.transforms.eventtime import (
     MAX_US,
     MIN_US,
@@ -49,6 +51,38 @@ def view_tag(view: str) -> str:
 #: The tagged output of milestone events (docs/semantics.md, "Milestones"); a view's
 #: aggregate transform returns them under this key beside ``views`` and ``dead_letters``.
 MILESTONES = "milestones"
+
+
+class ViewOutputs:
+    """What an aggregating transform returns, gathered stage by stage: the rows of each view
+    (``views``), every stage's dead letters as one collection (``dead_letters``) and, when a
+    view declares milestones, their events (:data:`MILESTONES`)."""
+
+    def __init__(self, dead_letters: beam.PCollection) -> None:
+        self.views: dict[str, beam.PCollection] = {}
+        self._dead = [dead_letters]
+        self._milestones: list[beam.PCollection] = []
+
+    def add(self, name: str, outputs: Any, milestones: bool = False) -> None:
+        """A stage's tagged outputs: its main output ``rows`` are view ``name``'s rows; its
+        dead letters join the others, and so do its milestone events if ``milestones``."""
+        self.views[name] = outputs.rows
+        self.dead_letters(outputs[DEAD_LETTER])
+        if milestones:
+            self._milestones.append(outputs[MILESTONES])
+
+    def dead_letters(self, letters: beam.PCollection) -> None:
+        """More dead letters, from a stage whose rows are not a view's."""
+        self._dead.append(letters)
+
+    def result(self) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "views": self.views,
+            "dead_letters": tuple(self._dead) | "DeadLetters" >> beam.Flatten(),
+        }
+        if self._milestones:
+            out[MILESTONES] = tuple(self._milestones) | "Milestones" >> beam.Flatten()
+        return out
 
 
 class Reject(Exception):

@@ -24,7 +24,14 @@ from liveagg.spec import ViewSpec
 from liveagg.transforms import envelope
 from liveagg.transforms.deadletter import TAG as DEAD_LETTER
 from liveagg.transforms.deadletter import dead_letter
-from liveagg.transforms.plan import MILESTONES, Reject, ViewPlan, decode_key, view_tag
+from liveagg.transforms.plan import (
+    MILESTONES,
+    Reject,
+    ViewOutputs,
+    ViewPlan,
+    decode_key,
+    view_tag,
+)
 from liveagg.transforms.sources import KafkaRecords
 from liveagg.transforms.streaming import keyed_partial, one_watermark_per_stage, window_operator
 
@@ -146,9 +153,7 @@ class RekeyAggregate(beam.PTransform):
         decoded = envelopes | "Decode" >> beam.ParDo(_Decode(self.views)).with_outputs(
             DEAD_LETTER, *tags
         )
-        views = {}
-        dead = [decoded[DEAD_LETTER]]
-        milestones = []
+        out = ViewOutputs(decoded[DEAD_LETTER])
         for (declared, compiled), tag in zip(self.views, tags, strict=True):
             spec, final = declared.spec, compiled.spec
             if not self._streaming:
@@ -161,10 +166,7 @@ class RekeyAggregate(beam.PTransform):
                         DEAD_LETTER, MILESTONES, main="rows"
                     )
                 )
-                views[spec.name] = merged.rows
-                dead.append(merged[DEAD_LETTER])
-                if final.milestones:
-                    milestones.append(merged[MILESTONES])
+                out.add(spec.name, merged, bool(final.milestones))
                 continue
             early = self._early_panes and final.early is not None
             operator = window_operator(
@@ -178,12 +180,5 @@ class RekeyAggregate(beam.PTransform):
             merged = decoded[tag] | f"{spec.name}/Merge" >> beam.ParDo(operator).with_outputs(
                 DEAD_LETTER, MILESTONES, main="rows"
             )
-            views[spec.name] = merged.rows
-            dead.append(merged[DEAD_LETTER])
-            if final.milestones:
-                milestones.append(merged[MILESTONES])
-        dead_letters = tuple(dead) | "DeadLetters" >> beam.Flatten()
-        out: dict[str, Any] = {"views": views, "dead_letters": dead_letters}
-        if milestones:
-            out[MILESTONES] = tuple(milestones) | "Milestones" >> beam.Flatten()
-        return out
+            out.add(spec.name, merged, bool(final.milestones))
+        return out.result()

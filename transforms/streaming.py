@@ -82,6 +82,7 @@ from liveagg.transforms.plan import (
     MESSAGES,
     MILESTONES,
     Tally,
+    ViewOutputs,
     ViewPlan,
     decode_key,
     encode_key,
@@ -1101,9 +1102,7 @@ class StreamingAggregate(beam.PTransform):
         routed = messages | "Route" >> beam.ParDo(
             _Route(self._views, by_source=self._partials, fan_out=fan_out)
         ).with_outputs(DEAD_LETTER, *names)
-        views = {}
-        dead = [routed[DEAD_LETTER]]
-        milestones = []
+        out = ViewOutputs(routed[DEAD_LETTER])
         for view in self._views:
             spec = view.spec
             early = self._early_panes and spec.early is not None
@@ -1120,25 +1119,16 @@ class StreamingAggregate(beam.PTransform):
             fired = routed[view_tag(spec.name)] | f"{spec.name}/Window" >> beam.ParDo(
                 operator
             ).with_outputs(DEAD_LETTER, MILESTONES, main="rows")
-            dead.append(fired[DEAD_LETTER])
             if self._partials or not sharded:
-                views[spec.name] = fired.rows
-                if spec.milestones and not self._partials:
-                    milestones.append(fired[MILESTONES])
+                out.add(spec.name, fired, bool(spec.milestones) and not self._partials)
                 continue
+            out.dead_letters(fired[DEAD_LETTER])
             # Hot-key fan-out: the sub-keys' partial panes merge per key in a second operator.
             merged = fired.rows | f"{spec.name}/FanIn" >> MergePartials(
                 view, self._clock, early, eager=self._early_panes
             )
-            views[spec.name] = merged.rows
-            dead.append(merged[DEAD_LETTER])
-            if spec.milestones:
-                milestones.append(merged[MILESTONES])
-        dead_letters = tuple(dead) | "DeadLetters" >> beam.Flatten()
-        out: dict[str, Any] = {"views": views, "dead_letters": dead_letters}
-        if milestones:
-            out[MILESTONES] = tuple(milestones) | "Milestones" >> beam.Flatten()
-        return out
+            out.add(spec.name, merged, bool(spec.milestones))
+        return out.result()
 
 
 class MergePartials(beam.PTransform):
