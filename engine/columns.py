@@ -39,7 +39,7 @@ from liveagg.engine.kernels import vectorized
 from liveagg.engine.partials import Inputs
 from liveagg.engine.windows import MAX_US, MIN_US
 from liveagg.spec import AllOf, AnyOf, Filter, Predicate
-from liveagg.transforms.plan import Reject, ViewPlan, accepted_times, decode
+from liveagg.transforms.plan import ORJSON_DEPTH, Reject, ViewPlan, accepted_times, decode
 
 #: ``(payload, view or None, reason, detail, source)`` of a dead letter, counted by the caller.
 DeadLetter = tuple[Any, str | None, str, str, Any]
@@ -659,8 +659,6 @@ class _Misread(Exception):
     takes the exact path."""
 
 
-#: orjson, the exact path's decoder, rejects documents nested this deep (its recursion limit).
-_MAX_DEPTH = 1024
 _NAN_INF = (b"NaN", b"Inf")
 
 
@@ -701,8 +699,8 @@ def misread(lines: list[bytes]) -> tuple[np.ndarray, bytes]:
                         line.decode("utf-8")
                     except UnicodeDecodeError:
                         odd[i] = True
-    for i in np.flatnonzero(lengths >= 2 * _MAX_DEPTH).tolist():
-        if lines[i].count(b"[") + lines[i].count(b"{") >= _MAX_DEPTH:
+    for i in np.flatnonzero(lengths >= 2 * ORJSON_DEPTH).tolist():
+        if lines[i].count(b"[") + lines[i].count(b"{") >= ORJSON_DEPTH:
             odd[i] = True
     return odd, joined
 

@@ -8,8 +8,11 @@ paths (bounded files and the streaming window operator) use it, so they cannot d
 from __future__ import annotations
 
 import json
+import sys
+import threading
 from collections import Counter
 from collections.abc import Callable, Collection, Iterator, Sequence
+from contextlib import contextmanager
 from typing import Any
 
 import apache_beam as beam
@@ -206,18 +209,57 @@ def exact(payload: bytes | str) -> Any:
     """A payload orjson accepted, decoded again by the standard library, which keeps every
     integer exact (up to the 309 digits of the double range, beyond which orjson refuses).
 
-    Raises :class:`Reject` ``not_json`` if the nesting is too deep for the standard
-    library's recursive decoder (orjson takes 1024 levels).
+    The standard library's decoder recurses once per level of nesting, counted against
+    Python's recursion limit from the depth of the caller's stack, so a message nested near
+    the 1,024 levels orjson takes would be read or refused by where it was decoded from
+    (which batch, which path). Such a message is decoded again with room for all of its
+    levels above the caller's frame (:func:`_recursion_room`).
     """
     text = payload.decode() if isinstance(payload, bytes | bytearray) else payload
     try:
         return json.loads(text)
     except RecursionError:
-        raise Reject(
-            "not_json",
-            "the message nests too deeply to read its integers beyond 64 bits exactly "
-            "(maximum recursion depth exceeded)",
-        ) from None
+        pass
+    with _recursion_room(ORJSON_DEPTH + 64):
+        try:
+            return json.loads(text)
+        except RecursionError:  # not reached for what orjson accepts: kept as a dead letter
+            raise Reject(
+                "not_json",
+                "the message nests too deeply to read its integers beyond 64 bits exactly "
+                "(maximum recursion depth exceeded)",
+            ) from None
+
+
+#: The deepest nesting orjson reads (``[`` 1,024 times is read, 1,025 times is "depth limit
+#: exceeded"): the exact path's limit.
+ORJSON_DEPTH = 1024
+_ROOM_LOCK = threading.Lock()
+_ROOM_USERS = [0, 0]  # threads inside _recursion_room, the limit to restore after the last
+
+
+@contextmanager
+def _recursion_room(levels: int) -> Iterator[None]:
+    """Python's recursion limit raised, while inside, to ``levels`` above this frame (never
+    lowered); the limit is shared by the process's threads, so it is restored when the last
+    thread inside leaves."""
+    depth = 0
+    frame = sys._getframe()
+    while frame is not None:
+        depth += 1
+        frame = frame.f_back
+    with _ROOM_LOCK:
+        if not _ROOM_USERS[0]:
+            _ROOM_USERS[1] = sys.getrecursionlimit()
+        _ROOM_USERS[0] += 1
+        sys.setrecursionlimit(max(sys.getrecursionlimit(), depth + levels))
+    try:
+        yield
+    finally:
+        with _ROOM_LOCK:
+            _ROOM_USERS[0] -= 1
+            if not _ROOM_USERS[0]:
+                sys.setrecursionlimit(_ROOM_USERS[1])
 
 
 def decode(payload: bytes | str) -> dict | None:

@@ -4,6 +4,7 @@ integers exact however long; event times whose windows cannot be written refused
 from __future__ import annotations
 
 import math
+import sys
 import tracemalloc
 from typing import Any
 
@@ -87,12 +88,26 @@ def test_integers_stay_exact(line: bytes | str, expected: dict[str, Any]) -> Non
     assert [type(v) for v in msg.values()] == [type(v) for v in expected.values()]
 
 
-def test_integer_beyond_64_bits_nested_too_deep_for_the_standard_library() -> None:
-    line = b"[" * 1020 + b"18446744073709551616" + b"]" * 1020
-    assert orjson.loads(line)  # orjson takes it, as a float
-    with pytest.raises(Reject, match="maximum recursion depth exceeded") as info:
-        decode(b'{"a": ' + line + b"}")
-    assert info.value.reason == "not_json"
+@pytest.mark.parametrize("stack", [0, 400, 900])
+@pytest.mark.parametrize("levels", [990, 1023])
+def test_long_integers_nested_as_deep_as_orjson_reads_are_exact_from_any_stack_depth(
+    stack: int, levels: int
+) -> None:
+    """The standard library's decoder counts its recursion from the caller's depth: a message
+    must not be read or refused by where it is decoded from (its batch, its path)."""
+    line = b"[" * (levels - 1) + b"18446744073709551616" + b"]" * (levels - 1)
+    payload = b'{"a": ' + line + b"}"
+    assert orjson.loads(payload)  # orjson takes it (the long integer as a float)
+
+    def nested(depth: int) -> Any:
+        return decode(payload) if depth == 0 else nested(depth - 1)
+
+    limit = sys.getrecursionlimit()
+    msg = nested(stack)
+    assert sys.getrecursionlimit() == limit
+    for _ in range(levels - 1):
+        msg = msg["a"] if isinstance(msg, dict) else msg[0]
+    assert msg == [2**64] and type(msg[0]) is int
 
 
 @pytest.mark.parametrize(
