@@ -71,7 +71,7 @@ from confluent_kafka.admin import AdminClient
 
 from benchmarks import generate
 from benchmarks.harness import PYTHON, ROOT, Result, process_cpu_s, process_rss_mb
-from benchmarks.systems import Context
+from benchmarks.systems import VIEWS, Context
 from benchmarks.systems.kafka_topic import create_topic, lines, produce
 from integration import services
 from integration.services import flink as flink_service
@@ -612,8 +612,17 @@ def main(argv: list[str] | None = None) -> None:
         default="",
         help="e.g. 1,2,1,2: one run per count, on a cluster restarted with that many",
     )
+    parser.add_argument(
+        "--views",
+        type=Path,
+        default=VIEWS,
+        help="a folder of views with a 'requests' count each (default: the basic views)",
+    )
     args = parser.parse_args(argv)
     counts = _counts(args.taskmanagers)  # before anything starts: a typo fails at once
+    refused = supports(args.views)
+    if refused:
+        parser.error(f"--views {args.views}: {refused}")
     logging.getLogger("cassandra").setLevel(logging.ERROR)  # aggregation-without-key warnings
     # SIGTERM (timeout, kill) unwinds like Ctrl-C, so the job is cancelled and the topics and
     # keyspace dropped instead of left running on the shared services.
@@ -639,7 +648,13 @@ def main(argv: list[str] | None = None) -> None:
     dataset = generate.write(bench / f"events-{args.events}.jsonl", args.events)
     if args.rate:
         options["flink_rate"] = str(args.rate)
-    ctx = Context(dataset=dataset, events=args.events, work=bench / "work", options=options)
+    ctx = Context(
+        dataset=dataset,
+        events=args.events,
+        work=bench / "work",
+        views=args.views,
+        options=options,
+    )
     if counts:
         results = []
         for count in counts:
