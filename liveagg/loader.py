@@ -130,6 +130,10 @@ Parts = tuple[Part, ...]
 
 _DURATION_PATTERN = "^[0-9]+(ms|s|m|h|d)$"
 _NAME_PATTERN = "^[a-z][a-z0-9_]{0,62}$"
+#: A view's ``source``: what ``--input SOURCE=GLOB`` and ``--kafka-topic SOURCE=TOPIC`` bind.
+#: No ``=`` (the binding's separator) and no ``/`` (Beam's step names are joined with it, so
+#: a source ``events/PreAggregate`` would name a step of source ``events``).
+SOURCE_PATTERN = "^[A-Za-z0-9_][A-Za-z0-9._-]{0,248}$"
 #: A file sink's path (the schema's): a local folder or a bucket's prefix on S3 or GCS. Beam's
 #: file systems fail a run on another scheme, or on S3 or GCS without a bucket.
 _OUTPUT_PATTERN = "^((s3|gs)://[^/]|(?![A-Za-z][-A-Za-z0-9+.]*://))"
@@ -146,6 +150,11 @@ _PATTERN_HINTS: dict[str, tuple[str, str]] = {
     "^[A-Za-z_][A-Za-z0-9_]*(\\.[A-Za-z_][A-Za-z0-9_]*)*:[A-Za-z_][A-Za-z0-9_]*$": (
         "a combine_fn reference",
         "'package.module:ClassName'",
+    ),
+    SOURCE_PATTERN: (
+        "a source name",
+        "a letter, digit or '_', then up to 248 letters, digits, '.', '_' or '-', "
+        "e.g. 'events' or 'page-views'",
     ),
     "^s3://[^/]": ("an S3 path", "'s3://bucket/prefix'"),
     "^gs://[^/]": ("a GCS path", "'gs://bucket/prefix'"),

@@ -316,3 +316,21 @@ def test_verbose_is_taken_before_or_after_the_subcommand(argv: list[str], verbos
 
     args, extra = build_parser().parse_known_args(argv)
     assert (args.verbose, extra) == (verbose, [])
+
+
+@pytest.mark.parametrize(
+    ("item", "bound"),
+    [
+        ("events=in/*.jsonl", ("events", "in/*.jsonl")),
+        ("page-views=in.jsonl", ("page-views", "in.jsonl")),  # a source need not be an identifier
+        ("in/date=2024-01-01/*.jsonl", (None, "in/date=2024-01-01/*.jsonl")),
+        ("=in.jsonl", (None, "=in.jsonl")),
+        ("in.jsonl", (None, "in.jsonl")),
+    ],
+)
+def test_a_binding_names_a_source_as_views_spell_it(
+    item: str, bound: tuple[str | None, str]
+) -> None:
+    from liveagg.pipelines.run import _split_binding
+
+    assert _split_binding(item) == bound

@@ -370,7 +370,10 @@ def test_wrong_type_says_what_was_given() -> None:
     assert error(view(grouping_cols={"campaign": True})) == (
         "<memory>: $.grouping_cols: expected an array, got an object"
     )
-    assert error(view(source=7.5)) == "<memory>: $.source: expected a string, got the number 7.5"
+    assert error(view(source=7.5)) == (
+        "<memory>: $.source: expected a source name: a letter, digit or '_', then up to 248 "
+        "letters, digits, '.', '_' or '-', e.g. 'events' or 'page-views'; got the number 7.5"
+    )
 
 
 def test_wrong_type_of_duration_explains_durations() -> None:
@@ -2104,3 +2107,18 @@ def test_counters_do_not_roll_up() -> None:
         '"1m"}); sliding, session, cumulative, global and multi-granularity windows do not roll '
         "up"
     )
+
+
+@pytest.mark.parametrize("source", ["events/PreAggregate", "a=b", "", "my events", ".hidden"])
+def test_a_source_is_a_name_that_a_binding_and_a_step_name_can_hold(source: str) -> None:
+    """``/`` would name another source's Beam step (``Aggregate/events/PreAggregate``), ``=``
+    could never be bound by ``--input SOURCE=GLOB``."""
+    assert error(view(source=source)) == (
+        f"<memory>: $.source: {source!r} is not a source name; expected a letter, digit or '_', "
+        "then up to 248 letters, digits, '.', '_' or '-', e.g. 'events' or 'page-views'"
+    )
+
+
+@pytest.mark.parametrize("source", ["events", "page-views", "clicks.v2", "_raw", "2024"])
+def test_source_names_users_give_topics(source: str) -> None:
+    assert parse_view(view(source=source)).source == source
