@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import pytest
 
+from examples.custom_combiners import RangeFn
 from liveagg.cli import main
 from liveagg.engine.compiled import RunContext, check_run
 from liveagg.errors import ViewErrors
@@ -334,3 +336,45 @@ def test_a_binding_names_a_source_as_views_spell_it(
     from liveagg.pipelines.run import _split_binding
 
     assert _split_binding(item) == bound
+
+
+class NaiveRange(RangeFn):
+    """A custom aggregation whose ``coerce`` fails on a value it did not expect, as user code
+    does, instead of raising ``InputError``."""
+
+    def coerce(self, value: Any) -> float:
+        return float(value)
+
+
+@pytest.mark.parametrize("mode", [[], ["--streaming"]])
+def test_a_custom_coerce_that_fails_on_a_value_dead_letters_that_message(
+    tmp_path: Path, mode: list[str]
+) -> None:
+    view = tmp_path / "v.json"
+    custom = {"aggregation": "custom", "col_name": "v", "aggregated_col_name": "r"}
+    custom["params"] = {"combine_fn": "tests.test_cli:NaiveRange"}
+    counted = {"aggregation": "count", "aggregated_col_name": "n"}
+    view.write_text(json.dumps({**VIEW, "aggregation_info": [custom, counted]}))
+    data = tmp_path / "in.jsonl"
+    values = [1, "oops", 4.5, [2]]
+    data.write_text(
+        "".join(
+            json.dumps({"ts": f"2024-01-01T00:00:0{i}Z", "k": "a", "v": v}) + "\n"
+            for i, v in enumerate(values)
+        )
+    )
+    out = tmp_path / "out"
+    run = ["run", "--views", str(view), "--input", str(data), "--output", str(out), *mode]
+    assert main(run) == 0
+    [row] = [json.loads(line) for p in (out / "totals").glob("*.jsonl") for line in p.open()]
+    assert (row["r"], row["n"]) == (3.5, 2)
+    letters = [
+        json.loads(line) for p in (out / "_dead_letter").glob("*.jsonl") for line in p.open()
+    ]
+    assert sorted((d["reason"], d["source"]["line"]) for d in letters) == [
+        ("aggregation_error", 2),
+        ("aggregation_error", 4),
+    ]
+    details = sorted(d["detail"] for d in letters)
+    assert details[0].startswith("v='oops': 'r': coerce raised ValueError: could not convert")
+    assert details[1].startswith("v=[2]: 'r': coerce raised TypeError: ")

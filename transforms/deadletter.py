@@ -45,6 +45,10 @@ REASONS = {
     "not_numeric": "a numeric aggregation got a value that is not a number",
     "not_finite": "a numeric aggregation got NaN, an infinity or an integer beyond a double",
     "too_late": "the message arrived after the allowed lateness of all its windows had passed",
+    "aggregation_error": (
+        "a custom aggregation's coerce raised an error other than InputError on the message's "
+        "value (the detail names the aggregation and the error)"
+    ),
     "overflow": "a result (a sum, a variance) is beyond the double range; its row holds null",
     "wrong_type": (
         "a custom aggregation's result is not of the type it declares; its row holds null"

@@ -182,6 +182,28 @@ def encode_key(values: tuple[Any, ...]) -> bytes:
     return b"".join((dumped, b""))
 
 
+def _guarded(coerce: Callable[[Any], Any], output: str) -> Callable[[Any], Any]:
+    """A custom aggregation's ``coerce``, where any error but :class:`InputError` on a value
+    is that message's dead letter (``aggregation_error``, naming the aggregation and the
+    error) rather than a failed run: user code judging user data may fail on data it did
+    not expect, and no message may stop a pipeline (SPEC section 2)."""
+
+    def guarded(value: Any) -> Any:
+        try:
+            return coerce(value)
+        except InputError:
+            raise
+        except Exception as e:  # any error of user code on one value
+            raise InputError(
+                "aggregation_error", f"{output!r}: coerce raised {type(e).__name__}: {e}"
+            ) from None
+
+    plain = plain_types(coerce)
+    if plain is not None:  # what it passes through unchanged, as the fast checks read it
+        guarded.plain_types = plain  # type: ignore[attr-defined]
+    return guarded
+
+
 # ---------------------------------------------------------------------------------------------
 # Decoding messages
 
@@ -375,7 +397,7 @@ class ViewPlan:
             (
                 a.column,
                 None if a.column is None else getter(a.column),
-                fn.coerce,
+                fn.coerce if is_builtin(a.kind) else _guarded(fn.coerce, a.output),
                 fn.needs_event_time,
             )
             for a, fn in zip(spec.aggregations, self.fns, strict=True)
