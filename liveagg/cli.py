@@ -20,12 +20,23 @@ from liveagg.runners import RUNNERS
 def _validate(args: argparse.Namespace) -> int:
     from liveagg.loader import validate_paths
 
-    errors = validate_paths(args.paths)
+    errors = validate_paths(args.paths, checks=[_own_sinks])
     for error in errors:
         print(error)
     if not errors:
         print(f"ok: every view in {' '.join(args.paths)} is valid", file=sys.stderr)
     return 1 if errors else 0
+
+
+def _own_sinks(views: list[Any]) -> list[Any]:
+    """:func:`liveagg.pipelines.compile.check_own_sinks`, with Beam imported only for views
+    that declare sinks."""
+    if not any(view.sinks for view in views):
+        return []
+    import_beam()
+    from liveagg.pipelines.compile import check_own_sinks
+
+    return check_own_sinks(views)
 
 
 def _run(args: argparse.Namespace) -> int:

@@ -25,7 +25,7 @@ import json
 import math
 import re
 import sys
-from collections.abc import Collection, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, replace
 from functools import cache
 from pathlib import Path
@@ -318,14 +318,21 @@ def output_problem(path: str) -> str | None:
     return f"is not {noun}; expected {detail}"
 
 
-def validate_paths(paths: Iterable[str | Path] | str | Path) -> list[ViewError]:
+def validate_paths(
+    paths: Iterable[str | Path] | str | Path,
+    checks: Sequence[Callable[[list[ViewSpec]], list[ViewError]]] = (),
+) -> list[ViewError]:
     """Every problem in the views under ``paths``; an empty list when all are valid.
 
     Never raises for a bad view: this is what ``liveagg validate`` prints, one line each.
     Never calls a custom or registered aggregation class either: its params are checked
-    against the signature of its ``__init__`` (see :func:`load_views`).
+    against the signature of its ``__init__`` (see :func:`load_views`). ``checks`` add the
+    problems that layers above this one find in the valid views (their sinks, say).
     """
-    return _load(paths, construct=False)[1]
+    specs, errors = _load(paths, construct=False)
+    for check in checks:
+        errors.extend(check(specs))
+    return errors
 
 
 def parse_view(obj: Any, origin: str = "<memory>", path: str = "$") -> ViewSpec:

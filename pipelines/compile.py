@@ -11,7 +11,8 @@ from typing import Any, Protocol
 
 import apache_beam as beam
 
-from liveagg.engine.compiled import CompiledView, RunContext, compile_views
+from liveagg.combiners.registry import is_builtin
+from liveagg.engine.compiled import CompiledView, RunContext, as_compiled, compile_views
 from liveagg.errors import COMMAND_LINE, ViewError
 from liveagg.settings import Connections
 from liveagg.spec import Sink, ViewSpec
@@ -215,6 +216,30 @@ def attach_sinks(
                     milestone_topic, connections
                 )
     return list(folders.values())
+
+
+def check_own_sinks(views: Sequence[ViewSpec]) -> list[ViewError]:
+    """What a run would refuse of the views' own sinks before it starts, found from the view
+    files alone, so that ``liveagg validate`` (what CI runs on view files) fails on it: a
+    sink that cannot take its view's rows (two columns that map to one Cassandra column) and
+    a destination that two views would share (a Cassandra table). Views with custom
+    aggregations are left to the run: their columns' types come from the classes, which
+    validation never calls."""
+    errors: list[ViewError] = []
+    claims: dict[str, str] = {}
+    for view in views:
+        if not all(is_builtin(a.kind) for a in view.aggregations):
+            continue
+        for index, sink in enumerate(view.sinks):
+            try:
+                writer = build_sink(sink, Connections())
+            except (ValueError, ImportError):  # the run's settings or machine decide these
+                continue  # (Kafka's bootstrap servers, an object store's client)
+            try:
+                _claim(claims, writer, as_compiled(view))
+            except ValueError as e:
+                errors.append(ViewError(view.origin, view.path(f".sinks[{index}]"), str(e)))
+    return errors
 
 
 def _claim(claims: dict[str, str], writer: RowSink, view: CompiledView) -> None:

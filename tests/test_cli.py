@@ -378,3 +378,32 @@ def test_a_custom_coerce_that_fails_on_a_value_dead_letters_that_message(
     details = sorted(d["detail"] for d in letters)
     assert details[0].startswith("v='oops': 'r': coerce raised ValueError: could not convert")
     assert details[1].startswith("v=[2]: 'r': coerce raised TypeError: ")
+
+
+def test_validate_refuses_what_a_run_would_refuse_of_the_views_own_sinks(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A rule that depends on the view files alone fails CI's ``liveagg validate``, not the
+    deployment: a Cassandra table two views share, two columns mapped to one column."""
+    table = {"type": "cassandra", "keyspace": "ks", "table": "shared"}
+    first = tmp_path / "a.json"
+    first.write_text(json.dumps({**VIEW, "name": "a", "sinks": [table]}))
+    second = tmp_path / "b.json"
+    second.write_text(
+        json.dumps({**VIEW, "name": "b", "sinks": [{"type": "kafka", "topic": "t"}, table]})
+    )
+    clash = tmp_path / "c.json"
+    clash_view = {**VIEW, "name": "c", "grouping_cols": ["a-b", "a_b"]}
+    clash.write_text(json.dumps({**clash_view, "sinks": [{**table, "table": "c"}]}))
+    assert main(["validate", str(tmp_path)]) == 1
+    assert capsys.readouterr().out.splitlines() == [
+        f"{second}: $.sinks[1]: views 'a' and 'b' both write to Cassandra table ks.shared, where "
+        "each would overwrite the other's rows: a table holds one view. Give each view its own "
+        'table ("table" in its own sink, or a --sink without "table", which writes each view to '
+        "the table of its name)",
+        f"{clash}: $.sinks[0]: view 'c': 'a-b' and 'a_b' both map to Cassandra column 'a_b'; "
+        "rename one of them",
+    ]
+    second.unlink()
+    clash.unlink()
+    assert main(["validate", str(tmp_path)]) == 0
