@@ -58,6 +58,38 @@ def plain_types(coerce: Any) -> frozenset[type] | None:
     return getattr(coerce, "plain_types", None)
 
 
+class ExtractFailed:
+    """What an output holds where a custom aggregation's ``extract_output`` raised: the row
+    is written with null there and an ``extract_error`` result dead letter that names the
+    error (:meth:`liveagg.transforms.plan.ViewPlan.rows`), rather than a failed run."""
+
+    __slots__ = ("error",)
+
+    def __init__(self, error: str) -> None:
+        self.error = error
+
+    def __eq__(self, other: object) -> bool:
+        return type(other) is ExtractFailed and other.error == self.error
+
+    def __hash__(self) -> int:
+        return hash(self.error)
+
+    def __repr__(self) -> str:
+        return f"ExtractFailed({self.error!r})"
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        return ExtractFailed, (self.error,)
+
+
+def extract_or_failure(fn: Any, accumulator: Any) -> Any:
+    """``fn.extract_output(accumulator)``, or :class:`ExtractFailed` with the error it
+    raised: for aggregations liveagg did not write (built-ins are called directly)."""
+    try:
+        return fn.extract_output(accumulator)
+    except Exception as e:  # any error of user code on one group's accumulator
+        return ExtractFailed(f"{type(e).__name__}: {e}")
+
+
 class InputError(ValueError):
     """A value an aggregation cannot use. ``reason`` is a short, stable code for dead letters."""
 

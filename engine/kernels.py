@@ -44,12 +44,14 @@ from datasketches import (
 
 from liveagg.combiners import LiveaggCombineFn
 from liveagg.combiners import _common as c
+from liveagg.combiners.base import extract_or_failure
 from liveagg.combiners.basic import CountFn, MaxFn, MeanFn, MinFn, SumFn
 from liveagg.combiners.exact import CollectSetFn, CountDistinctExactFn, HistogramFn
 from liveagg.combiners.hll import CountDistinctFn, HllSketchFn, hash_form
 from liveagg.combiners.kll import ApproxQuantilesFn
 from liveagg.combiners.moments import StddevFn, VarianceFn
 from liveagg.combiners.ordered import FirstFn, LastFn
+from liveagg.combiners.registry import builtin_kind
 from liveagg.combiners.topk import TopKFn
 from liveagg.engine import values as v
 from liveagg.engine.groups import dense_codes, distinct, order_within, stable_order
@@ -160,7 +162,10 @@ class Kernel:
         return self.py_merge(self.accumulators(state), ids, count)
 
     def extract(self, state: State) -> list[Any]:
-        return [self.fn.extract_output(acc) for acc in self.accumulators(state)]
+        fn = self.fn
+        if builtin_kind(type(fn)) is None:  # user code: a group it fails on is not a failed run
+            return [extract_or_failure(fn, acc) for acc in self.accumulators(state)]
+        return [fn.extract_output(acc) for acc in self.accumulators(state)]
 
     def accumulators(self, state: State) -> list[Any]:
         if isinstance(state, PyState):

@@ -407,3 +407,55 @@ def test_validate_refuses_what_a_run_would_refuse_of_the_views_own_sinks(
     second.unlink()
     clash.unlink()
     assert main(["validate", str(tmp_path)]) == 0
+
+
+class FragileRange(RangeFn):
+    """A custom aggregation whose ``extract_output`` fails for some groups, as user code
+    does; ``declared`` is the type it says it gives."""
+
+    def __init__(self, declared: str = "double") -> None:
+        super().__init__()
+        self.declared = declared
+
+    def extract_output(self, accumulator: Any) -> float | None:
+        value = super().extract_output(accumulator)
+        if value is not None and value > 2:
+            raise ZeroDivisionError("too wide")
+        return value
+
+    def output_type(self) -> str:
+        return self.declared
+
+
+@pytest.mark.parametrize("declared", ["double", "json"])
+@pytest.mark.parametrize("mode", [[], ["--streaming"]])
+def test_a_custom_extract_that_fails_for_a_group_nulls_its_column_with_a_dead_letter(
+    tmp_path: Path, mode: list[str], declared: str
+) -> None:
+    view = tmp_path / "v.json"
+    custom = {"aggregation": "custom", "col_name": "v", "aggregated_col_name": "r"}
+    custom["params"] = {"combine_fn": "tests.test_cli:FragileRange", "declared": declared}
+    counted = {"aggregation": "count", "aggregated_col_name": "n"}
+    view.write_text(json.dumps({**VIEW, "aggregation_info": [custom, counted]}))
+    data = tmp_path / "in.jsonl"
+    values = [("a", 1), ("a", 2), ("b", 1), ("b", 9)]  # ranges 1 and 8: b's fails
+    data.write_text(
+        "".join(
+            json.dumps({"ts": f"2024-01-01T00:00:0{i}Z", "k": k, "v": v}) + "\n"
+            for i, (k, v) in enumerate(values)
+        )
+    )
+    out = tmp_path / "out"
+    run = ["run", "--views", str(view), "--input", str(data), "--output", str(out), *mode]
+    assert main(run) == 0
+    rows = [json.loads(line) for p in (out / "totals").glob("*.jsonl") for line in p.open()]
+    assert sorted((r["k"], r["r"], r["n"]) for r in rows) == [("a", 1, 2), ("b", None, 2)]
+    [letter] = [
+        json.loads(line) for p in (out / "_dead_letter").glob("*.jsonl") for line in p.open()
+    ]
+    assert letter["reason"] == "extract_error"
+    assert letter["detail"] == (
+        "column 'r' (custom) raised ZeroDivisionError: too wide in extract_output; "
+        "the row holds null there"
+    )
+    assert json.loads(letter["payload"])["k"] == "b"

@@ -7,6 +7,7 @@ process boundaries only as bytes (:meth:`ViewCombineFn.encode`), never pickled.
 
 from __future__ import annotations
 
+import functools
 import struct
 from collections.abc import Iterable, Sequence
 from typing import Any
@@ -15,6 +16,8 @@ import apache_beam as beam
 from apache_beam.coders import Coder
 
 from liveagg.combiners import LiveaggCombineFn
+from liveagg.combiners.base import extract_or_failure
+from liveagg.combiners.registry import builtin_kind
 
 _LEN = struct.Struct(">I")
 
@@ -24,6 +27,13 @@ class ViewCombineFn(beam.CombineFn):
 
     def __init__(self, fns: Sequence[LiveaggCombineFn]) -> None:
         self.fns = tuple(fns)
+        # A custom aggregation's extract_output that raises gives ExtractFailed for its group.
+        self._extracts = tuple(
+            fn.extract_output
+            if builtin_kind(type(fn)) is not None
+            else functools.partial(extract_or_failure, fn)
+            for fn in self.fns
+        )
 
     def create_accumulator(self) -> list[Any]:
         return [fn.create_accumulator() for fn in self.fns]
@@ -57,7 +67,7 @@ class ViewCombineFn(beam.CombineFn):
         return [fn.compact(a) for fn, a in zip(self.fns, accumulator, strict=True)]
 
     def extract_output(self, accumulator: list[Any]) -> tuple[Any, ...]:
-        return tuple(fn.extract_output(a) for fn, a in zip(self.fns, accumulator, strict=True))
+        return tuple(extract(a) for extract, a in zip(self._extracts, accumulator, strict=True))
 
     def encode(self, accumulator: list[Any]) -> bytes:
         parts = [fn.encode_accumulator(a) for fn, a in zip(self.fns, accumulator, strict=True)]

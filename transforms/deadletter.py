@@ -50,6 +50,9 @@ REASONS = {
         "value (the detail names the aggregation and the error)"
     ),
     "overflow": "a result (a sum, a variance) is beyond the double range; its row holds null",
+    "extract_error": (
+        "a custom aggregation's extract_output raised for a group; its row holds null there"
+    ),
     "wrong_type": (
         "a custom aggregation's result is not of the type it declares; its row holds null"
     ),

@@ -21,7 +21,7 @@ from apache_beam.metrics import Metrics
 
 from liveagg.combiners import InputError
 from liveagg.combiners._common import json_type, normalize_number, shown
-from liveagg.combiners.base import ALL_TYPES, fits, plain_types
+from liveagg.combiners.base import ALL_TYPES, ExtractFailed, fits, plain_types
 from liveagg.combiners.registry import is_builtin
 from liveagg.engine.compiled import CompiledView, as_compiled, window_fns
 from liveagg.engine.milestones import ViewMilestones
@@ -673,7 +673,9 @@ class ViewPlan:
         nulled: dict[tuple[int, int], str] = {}  # (column, row) -> the dead letter's reason
         for i, declared in self._declared:
             for r, v in enumerate(outputs[i]):
-                if not fits(v, declared):
+                if type(v) is ExtractFailed:  # before ``fits``: a ``json`` column holds anything
+                    nulled[(i, r)] = "extract_error"
+                elif not fits(v, declared):
                     nulled[(i, r)] = "wrong_type"
         for i in self._doubles:
             for r, v in enumerate(outputs[i]):
@@ -723,13 +725,16 @@ class ViewPlan:
 
     def _nulled(self, row: dict[str, Any], index: int, reason: str, value: Any) -> dict[str, Any]:
         """The dead letter of a row's column ``index`` written as null: ``overflow`` (a double
-        beyond its range) or ``wrong_type`` (a custom aggregation's value that is not of the
-        type it declares). No message is to blame, so its payload is the row's key and window
-        (and pane) as JSON, and its detail names the column. Counted apart from messages
+        beyond its range), ``wrong_type`` (a custom aggregation's value that is not of the
+        type it declares) or ``extract_error`` (its ``extract_output`` raised). No message is
+        to blame, so its payload is the row's key and window (and pane) as JSON, and its
+        detail names the column. Counted apart from messages
         (``result_dead_letter/<view>/<reason>``)."""
         agg = self.spec.aggregations[index]
         if reason == "overflow":
             problem = "is beyond the range of a double (about ±1.8e308)"
+        elif reason == "extract_error":
+            problem = f"raised {value.error} in extract_output"
         else:
             declared = self.compiled.output_types[index]
             problem = f"declares {declared} but gave {json_type(value)} {shown(value)}"
