@@ -182,6 +182,20 @@ def encode_key(values: tuple[Any, ...]) -> bytes:
     return b"".join((dumped, b""))
 
 
+#: Ints strictly inside these bounds are doubles (rounded) without a question.
+_SAFE_INT = 2**1023
+
+
+def _as_double(value: int) -> bool:
+    """Whether a double holds ``value``, rounded: ints just past the largest double round
+    down to it, those past its last half unit do not (``float`` raises)."""
+    try:
+        float(value)
+    except OverflowError:
+        return False
+    return True
+
+
 def _guarded(coerce: Callable[[Any], Any], output: str) -> Callable[[Any], Any]:
     """A custom aggregation's ``coerce``, where any error but :class:`InputError` on a value
     is that message's dead letter (``aggregation_error``, naming the aggregation and the
@@ -419,6 +433,9 @@ class ViewPlan:
         )
         self._doubles = tuple(i for i, t in enumerate(types) if t in ("double", "json"))
         self._double_lists = tuple(i for i, t in enumerate(types) if t == "list<double>")
+        # ``double`` columns that may hold an int (a sum of ints, a custom aggregation's value):
+        # one beyond the range of a double is no more a double than an infinity is.
+        self._double_ints = tuple(i for i, t in enumerate(types) if t == "double")
         self._aggregated = frozenset([*self._outputs, *(name for name, _ in self._derived)])
         # Every variant keeps all grouping columns: one key serves them all.
         self._single_set = spec.grouping_sets is None
@@ -684,6 +701,10 @@ class ViewPlan:
         for i in self._double_lists:
             for r, v in enumerate(outputs[i]):
                 if v and (i, r) not in nulled and any(type(x) is float and x - x for x in v):
+                    nulled[(i, r)] = "overflow"
+        for i in self._double_ints:
+            for r, v in enumerate(outputs[i]):
+                if type(v) is int and not -_SAFE_INT < v < _SAFE_INT and not _as_double(v):
                     nulled[(i, r)] = "overflow"
         if nulled:
             before = outputs

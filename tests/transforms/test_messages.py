@@ -347,3 +347,28 @@ def test_route_accounts_for_every_line() -> None:
         "messages": 4,
         "filtered/v": 1,
     }
+
+
+@pytest.mark.parametrize(
+    ("total", "kept"),
+    [
+        (2**1023, True),
+        (-(2**1023), True),
+        (int(sys.float_info.max) + 1, True),  # rounds down to the largest double
+        (2**1024, False),
+        (-(2**1024) - 1, False),
+        (10**400, False),
+    ],
+)
+def test_an_int_sum_beyond_the_range_of_a_double_is_an_overflow(total: int, kept: bool) -> None:
+    """Its column is a double: Parquet and Cassandra could not store it (Parquet's encoder
+    failed the run), so it is null with an ``overflow`` dead letter, as a float sum is."""
+    plan = _plan({"size": "1m"})
+    [(variant, key)] = plan.keys(("a",))
+    letters: list[dict[str, Any]] = []
+    row = plan.row(variant, 0, 60_000_000, key, (total,), "ON_TIME", 0, letters=letters)
+    if kept:
+        assert row["s"] == total and type(row["s"]) is int and letters == []
+    else:
+        assert row["s"] is None
+        assert [letter["reason"] for letter in letters] == ["overflow"]

@@ -199,11 +199,11 @@ def encode_parquet(rows: Sequence[dict[str, Any]], columns: Sequence[Column]) ->
     for column, field in zip(columns, schema, strict=True):
         convert = _PARQUET_VALUE.get(column.type)
         values = [row.get(column.name) for row in rows]
-        if convert is not None:
-            values = [None if v is None else convert(v) for v in values]
         try:
+            if convert is not None:
+                values = [None if v is None else convert(v) for v in values]
             arrays.append(pa.array(values, type=field.type))
-        except (pa.ArrowException, OverflowError) as e:
+        except (pa.ArrowException, OverflowError, TypeError, ValueError) as e:
             raise ValueError(
                 f"column {column.name!r} is declared {column.type} but holds a value that "
                 f"does not fit: {e}"
