@@ -170,3 +170,33 @@ def test_a_carriage_return_first_seen_in_a_later_chunk_is_dropped(
         b"".join(line + (b"\r\n" if i >= 150 else b"\n") for i, line in enumerate(lines))
     )
     assert _lines(path, range_bytes) == lines
+
+
+@pytest.mark.parametrize("cut", [0, 5, 50, 89])
+@pytest.mark.parametrize("range_bytes", [40, 1000])
+def test_a_file_truncated_while_it_is_read_fails_the_read(
+    tmp_path: Path, cut: int, range_bytes: int
+) -> None:
+    """A log rotated with copytruncate: the ranges were made for the whole file, and a run
+    that read what was left would write ``_SUCCESS`` over part of the input."""
+    path = tmp_path / "in.jsonl"
+    path.write_bytes(b"".join(b'{"n": %d}\n' % i for i in range(10)))  # 90 bytes
+    spans = ranges(match(str(path)), range_bytes)
+    with path.open("r+b") as f:
+        f.truncate(cut)
+    with pytest.raises(PathError, match=r"truncated while it was read") as info:
+        for file, start, end in spans:
+            list(read_range(file, start, end))
+    assert str(path) in str(info.value)
+
+
+def test_a_file_that_grows_while_it_is_read_is_read_as_it_was_matched(tmp_path: Path) -> None:
+    path = tmp_path / "in.jsonl"
+    path.write_bytes(b"".join(b'{"n": %d}\n' % i for i in range(10)))
+    spans = ranges(match(str(path)), 40)
+    with path.open("ab") as f:
+        f.write(b'{"n": 10}\n')
+    read = [
+        line for file, start, end in spans for b in read_range(file, start, end) for line in b.lines
+    ]
+    assert read == [b'{"n": %d}' % i for i in range(10)]

@@ -143,6 +143,14 @@ def read_range(path: str, start: int, end: int, batch: int = BATCH_LINES) -> Ite
         while end < 0 or pos < end:
             chunk = f.read(_CHUNK if end < 0 else min(_CHUNK, end - pos))
             if not chunk:
+                if end >= 0:  # the file was longer when the run matched it
+                    raise PathError(
+                        path,
+                        "was truncated while it was read (a log rotated with copytruncate?): "
+                        f"it held at least {end} bytes when the run started, and reading "
+                        f"found its end at byte {pos}; its lines past that are lost, so the "
+                        "run stops rather than report part of it as complete",
+                    )
                 break
             pos += len(chunk)
             data = carry + chunk
