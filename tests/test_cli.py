@@ -430,7 +430,7 @@ class FragileRange(RangeFn):
 @pytest.mark.parametrize("declared", ["double", "json"])
 @pytest.mark.parametrize("mode", [[], ["--streaming"]])
 def test_a_custom_extract_that_fails_for_a_group_nulls_its_column_with_a_dead_letter(
-    tmp_path: Path, mode: list[str], declared: str
+    tmp_path: Path, mode: list[str], declared: str, capsys: pytest.CaptureFixture[str]
 ) -> None:
     view = tmp_path / "v.json"
     custom = {"aggregation": "custom", "col_name": "v", "aggregated_col_name": "r"}
@@ -459,3 +459,32 @@ def test_a_custom_extract_that_fails_for_a_group_nulls_its_column_with_a_dead_le
         "the row holds null there"
     )
     assert json.loads(letter["payload"])["k"] == "b"
+    # A result's dead letter, apart from the messages: every message was used.
+    assert "4 messages = 4 used + 0 filtered out + 0 dead letters" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize("mode", [[], ["--streaming"]])
+def test_no_milestone_fires_from_a_value_its_row_holds_as_null(
+    tmp_path: Path, mode: list[str]
+) -> None:
+    """An int sum beyond the range of a double is written as null (an overflow): a milestone
+    must not announce the value that no row shows."""
+    view = tmp_path / "v.json"
+    summed = {"aggregation": "sum", "col_name": "v", "aggregated_col_name": "s"}
+    counted = {"aggregation": "count", "aggregated_col_name": "n"}
+    milestones = [{"column": "s", "at": [1]}, {"column": "n", "at": [2]}]
+    view.write_text(
+        json.dumps({**VIEW, "aggregation_info": [summed, counted], "milestones": milestones})
+    )
+    data = tmp_path / "in.jsonl"
+    big = "9" + "0" * 307  # a double holds it; twice it, none does
+    data.write_text(
+        "".join(f'{{"ts": "2024-01-01T00:00:0{i}Z", "k": "a", "v": {big}}}\n' for i in range(2))
+    )
+    out = tmp_path / "out"
+    run = ["run", "--views", str(view), "--input", str(data), "--output", str(out), *mode]
+    assert main(run) == 0
+    [row] = [json.loads(line) for p in (out / "totals").glob("*.jsonl") for line in p.open()]
+    assert (row["s"], row["n"]) == (None, 2)
+    events = [json.loads(line) for line in (out / "_milestones" / "totals.jsonl").open()]
+    assert [(e["column"], e["threshold"]) for e in events] == [("n", 2)]

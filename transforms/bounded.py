@@ -241,7 +241,8 @@ class _MergeShard(beam.DoFn):
         rows = plan.rows(variants, starts, ends, keys, outputs, "ON_TIME", 0, letters)
         plan.count_rows(len(rows))
         if plan.milestones:
-            events.extend(plan.milestones.final(variants, starts, ends, keys, outputs))
+            written = plan.written(outputs)  # a value its row holds as null fires nothing
+            events.extend(plan.milestones.final(variants, starts, ends, keys, written))
             plan.count_milestones(len(events))
         return rows
 

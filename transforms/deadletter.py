@@ -65,7 +65,7 @@ REASONS = {
 
 #: Reasons about a result, not a message: no single message is to blame, so they are counted
 #: apart from the view's message accounting (``result_dead_letter/<view>/<reason>``).
-RESULT_REASONS = frozenset({"overflow", "wrong_type", "too_large", "empty_key"})
+RESULT_REASONS = frozenset({"overflow", "wrong_type", "extract_error", "too_large", "empty_key"})
 
 
 @cache

@@ -182,6 +182,14 @@ def encode_key(values: tuple[Any, ...]) -> bytes:
     return b"".join((dumped, b""))
 
 
+def _with_nulls(outputs: list[list[Any]], nulled: Collection[tuple[int, int]]) -> list[list[Any]]:
+    """A copy of ``outputs`` with None at each ``(column, row)`` of ``nulled``."""
+    outputs = [list(column) for column in outputs]
+    for i, r in nulled:
+        outputs[i][r] = None
+    return outputs
+
+
 #: Ints strictly inside these bounds are doubles (rounded) without a question.
 _SAFE_INT = 2**1023
 
@@ -687,30 +695,10 @@ class ViewPlan:
         else:
             text = self._window_text
             bounds = [text(window) for window in zip(starts, ends, strict=True)]
-        nulled: dict[tuple[int, int], str] = {}  # (column, row) -> the dead letter's reason
-        for i, declared in self._declared:
-            for r, v in enumerate(outputs[i]):
-                if type(v) is ExtractFailed:  # before ``fits``: a ``json`` column holds anything
-                    nulled[(i, r)] = "extract_error"
-                elif not fits(v, declared):
-                    nulled[(i, r)] = "wrong_type"
-        for i in self._doubles:
-            for r, v in enumerate(outputs[i]):
-                if type(v) is float and v - v and (i, r) not in nulled:
-                    nulled[(i, r)] = "overflow"
-        for i in self._double_lists:
-            for r, v in enumerate(outputs[i]):
-                if v and (i, r) not in nulled and any(type(x) is float and x - x for x in v):
-                    nulled[(i, r)] = "overflow"
-        for i in self._double_ints:
-            for r, v in enumerate(outputs[i]):
-                if type(v) is int and not -_SAFE_INT < v < _SAFE_INT and not _as_double(v):
-                    nulled[(i, r)] = "overflow"
+        nulled = self._nulls(outputs)
         if nulled:
             before = outputs
-            outputs = [list(column) for column in outputs]
-            for i, r in nulled:
-                outputs[i][r] = None
+            outputs = _with_nulls(outputs, nulled)
         columns = outputs
         if self._derived:
             names = self._outputs
@@ -743,6 +731,36 @@ class ViewPlan:
             for (i, r), reason in nulled.items():
                 letters.append(self._nulled(rows[r], i, reason, before[i][r]))
         return rows
+
+    def written(self, outputs: list[list[Any]]) -> list[list[Any]]:
+        """``outputs`` (one list per aggregation) as :meth:`rows` writes them, null where a
+        value cannot be written: what milestones read, so that none fires from a value its
+        row does not hold."""
+        nulled = self._nulls(outputs)
+        return _with_nulls(outputs, nulled) if nulled else outputs
+
+    def _nulls(self, outputs: list[list[Any]]) -> dict[tuple[int, int], str]:
+        """The outputs written as null, ``(column, row)`` -> the dead letter's reason."""
+        nulled: dict[tuple[int, int], str] = {}
+        for i, declared in self._declared:
+            for r, v in enumerate(outputs[i]):
+                if type(v) is ExtractFailed:  # before ``fits``: a ``json`` column holds anything
+                    nulled[(i, r)] = "extract_error"
+                elif not fits(v, declared):
+                    nulled[(i, r)] = "wrong_type"
+        for i in self._doubles:
+            for r, v in enumerate(outputs[i]):
+                if type(v) is float and v - v and (i, r) not in nulled:
+                    nulled[(i, r)] = "overflow"
+        for i in self._double_lists:
+            for r, v in enumerate(outputs[i]):
+                if v and (i, r) not in nulled and any(type(x) is float and x - x for x in v):
+                    nulled[(i, r)] = "overflow"
+        for i in self._double_ints:
+            for r, v in enumerate(outputs[i]):
+                if type(v) is int and not -_SAFE_INT < v < _SAFE_INT and not _as_double(v):
+                    nulled[(i, r)] = "overflow"
+        return nulled
 
     def _nulled(self, row: dict[str, Any], index: int, reason: str, value: Any) -> dict[str, Any]:
         """The dead letter of a row's column ``index`` written as null: ``overflow`` (a double

@@ -109,7 +109,11 @@ class _MergeWindow(beam.DoFn):
             for position, value in zip(variant_.positions, values, strict=True):
                 full[position] = value
             events = plan.milestones.final(
-                [variant] * len(ends), [start] * len(ends), ends, [full] * len(ends), columns
+                [variant] * len(ends),
+                [start] * len(ends),
+                ends,
+                [full] * len(ends),
+                plan.written(columns),
             )
             plan.count_milestones(len(events))
             for event in events:

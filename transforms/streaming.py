@@ -775,8 +775,9 @@ class _WindowLogic(beam.DoFn):
             fired = entry[_MILESTONES]
             for other in shared:
                 fired = _union(fired, windows[other][_MILESTONES])
+            written = [column[0] for column in plan.written([[value] for value in outputs])]
             fired, events = self._milestones.pane(
-                key[1], *window, decode_key(key[2]), outputs, fired
+                key[1], *window, decode_key(key[2]), written, fired
             )
             entry[_MILESTONES] = fired
             for other in shared:

@@ -37,6 +37,7 @@ VIEWS = [
         "milestones": [
             {"column": "events", "at": [5, 20, 100, 1000, 5000]},
             {"column": "dwell", "at": [100000, 1000000.0]},
+            {"column": "longest", "at": [-1000, 0, 50000]},  # any numbers, ascending
         ],
         "aggregation_info": [
             {"aggregation": "count", "aggregated_col_name": "events"},
