@@ -440,8 +440,9 @@ def _add_run_options(p: argparse.ArgumentParser) -> None:
     p.add_argument(
         "--streaming",
         action="store_true",
-        help="run bounded input through the streaming window operator (same rows; slower); "
-        "by default bounded input uses the bounded path",
+        help="run bounded input through the streaming window operator (the same rows, but "
+        "for sketch estimates (count_distinct, approx_quantiles), whose merge order differs; "
+        "slower); by default bounded input uses the bounded path",
     )
     p.add_argument(
         "--direct-num-workers",
