@@ -403,6 +403,64 @@ def test_dead_letters_to_kafka_keyed_by_view(bootstrap: str, topic: Callable[...
     assert found == produced.bad
 
 
+def test_what_is_too_large_for_a_kafka_message_is_a_dead_letter_not_a_failed_run(
+    bootstrap: str, topic: Callable[..., str], tmp_path: Path
+) -> None:
+    """A 200 KB record of control bytes is a ``not_json`` dead letter six times its size as
+    JSON: sent with its payload cut, and said so. A row over the message limit (a
+    ``collect_set`` of two 600 KB strings) is a ``too_large`` result dead letter, as the
+    Cassandra sink makes of a row it cannot store. Each used to fail the run at ``produce``."""
+    source, rows_topic, dead_topic = topic(), topic(), topic()
+    producer = ck.Producer({"bootstrap.servers": bootstrap})
+    pad = "x" * 600_000
+    for i, value in enumerate(
+        [
+            b"\x01" * 200_000,
+            *(orjson.dumps({"ts": BASE_TS + i, "k": "a", "pad": f"{i}{pad}"}) for i in range(2)),
+            orjson.dumps({"ts": BASE_TS, "k": "b", "pad": "small"}),
+        ]
+    ):
+        producer.produce(source, value=value, partition=i % PARTITIONS)
+    assert producer.flush(30) == 0
+    view = {
+        "name": "big_rows",
+        "event_time": {"field": "ts", "format": "epoch_s"},
+        "grouping_cols": ["k"],
+        "window": {"size": "1m"},
+        "aggregation_info": [
+            {"aggregation": "collect_set", "col_name": "pad", "aggregated_col_name": "pads"}
+        ],
+        "sinks": [{"type": "kafka", "topic": rows_topic}],
+    }
+    path = tmp_path / "v.json"
+    path.write_text(orjson.dumps(view).decode())
+    out = tmp_path / "out"
+    args = ["run", "--views", str(path), "--kafka-topic", source, "--kafka-bootstrap", bootstrap]
+    liveagg(*args, "--output", str(out), "--dead-letter-topic", dead_topic)
+    letters = [
+        orjson.loads(line)
+        for file in (out / "_dead_letter").glob("*.jsonl")
+        for line in file.read_bytes().splitlines()
+    ]
+    assert sorted(letter["reason"] for letter in letters) == ["not_json", "too_large"]
+    [too_large] = [letter for letter in letters if letter["reason"] == "too_large"]
+    assert orjson.loads(too_large["payload"])["k"] == "a"
+    assert f"not written to Kafka topic {rows_topic!r}" in too_large["detail"]
+    [row] = [orjson.loads(m.value()) for m in read_back(bootstrap, rows_topic, 1)]
+    assert (row["k"], row["pads"]) == ("b", ["small"])
+    sent = {
+        orjson.loads(m.value())["reason"]: orjson.loads(m.value())
+        for m in read_back(bootstrap, dead_topic, 2)
+    }
+    assert sorted(sent) == ["not_json", "too_large"]
+    cut = sent["not_json"]
+    assert cut["payload"] == "\x01" * len(cut["payload"]) and 0 < len(cut["payload"]) < 200_000
+    assert cut["detail"].endswith(
+        f"(payload cut to its first {len(cut['payload'])} of 200000 characters for Kafka's "
+        "message size limit)"
+    )
+
+
 def test_running_totals_and_a_cumulative_hour_from_a_topic_with_milestones_to_another(
     bootstrap: str, topic: Callable[..., str], tmp_path: Path
 ) -> None:

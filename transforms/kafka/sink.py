@@ -24,7 +24,7 @@ import math
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import timedelta
-from typing import Any
+from typing import Any, ClassVar
 
 import apache_beam as beam
 import orjson
@@ -33,7 +33,7 @@ from apache_beam.metrics import Metrics
 from liveagg.engine.compiled import CompiledView, RunContext, as_compiled
 from liveagg.settings import Connections, revealed
 from liveagg.spec import Sink, ViewSpec
-from liveagg.transforms.deadletter import NAMESPACE
+from liveagg.transforms.deadletter import NAMESPACE, result_dead_letter
 from liveagg.transforms.envelope import EnvelopeKey, envelope
 from liveagg.transforms.kafka.client import check_kafka, confluent_kafka
 from liveagg.transforms.plan import ViewPlan
@@ -88,11 +88,25 @@ class MilestoneKey:
         return str(event["milestone_id"]).encode()
 
 
+#: librdkafka's default ``message.max.bytes``: ``produce`` refuses a larger message.
+_MAX_MESSAGE_BYTES = 1_000_000
+#: What a message's key and framing may take beside its value, kept free under that limit.
+_MESSAGE_OVERHEAD = 4096
+
+
+def message_limit(config: Mapping[str, Any]) -> int:
+    """The largest value (with its key) a producer of ``config`` sends without refusing it."""
+    return int(config.get("message.max.bytes", _MAX_MESSAGE_BYTES)) - _MESSAGE_OVERHEAD
+
+
 class ProduceToKafka(beam.DoFn):
     """Produces each element as one message; a bundle ends only when all are acknowledged.
 
     ``config`` holds credentials as :class:`~liveagg.settings.Secret`; they are
-    revealed only for the producer, in ``setup``.
+    revealed only for the producer, in ``setup``. An element too large for one message
+    (:func:`message_limit`) would fail the run at ``produce``: ``too_large`` says what
+    becomes of it instead, a smaller element to send (a dead letter's payload cut) or a
+    dead letter that this DoFn outputs in its place (a row).
     """
 
     def __init__(
@@ -101,11 +115,14 @@ class ProduceToKafka(beam.DoFn):
         config: Mapping[str, Any],
         key_fn: Callable[[Any], bytes],
         flush_timeout: timedelta = timedelta(seconds=60),
+        too_large: Callable[[Any, int, int], tuple[Any, Any]] | None = None,
     ) -> None:
         self._topic = topic
         self._config = dict(config)
         self._key_fn = key_fn
         self._flush_timeout = flush_timeout
+        self._too_large = too_large
+        self._limit = message_limit(self._config)
 
     def setup(self) -> None:
         ck = confluent_kafka()
@@ -122,8 +139,16 @@ class ProduceToKafka(beam.DoFn):
         if error is not None:
             self._failures.append(f"{msg.key()!r}: {error}")
 
-    def process(self, element: Any) -> None:
+    def process(self, element: Any) -> Iterator[Any]:
         value, key = encode_json(element), self._key_fn(element)
+        size = len(value) + len(key)
+        if size > self._limit and self._too_large is not None:
+            smaller, letter = self._too_large(element, size, self._limit)
+            if letter is not None:
+                yield letter
+            if smaller is None:
+                return
+            value = encode_json(smaller)
         while True:
             try:
                 self._producer.produce(
@@ -163,6 +188,39 @@ def _bootstrap(connections: Connections, what: str) -> str:
     return connections.kafka_bootstrap
 
 
+class _RowTooLarge:
+    """A row too large for one Kafka message: a ``too_large`` result dead letter instead, as
+    the Cassandra sink gives for a row it cannot store."""
+
+    def __init__(self, topic: str, view: str, values: frozenset[str]) -> None:
+        self._topic, self._view, self._values = topic, view, values
+
+    def __call__(self, row: Mapping[str, Any], size: int, limit: int) -> tuple[Any, Any]:
+        detail = (
+            f"not written to Kafka topic {self._topic!r}: its message is {size} bytes, more "
+            f"than the producer's {limit} (message.max.bytes, less room for the key)"
+        )
+        return None, result_dead_letter(row, self._values, self._view, "too_large", detail)
+
+
+class _LetterTooLarge:
+    """A dead letter too large for one Kafka message (a payload near the limit, whose JSON
+    escapes can make it six times longer): sent with its payload cut, and said so."""
+
+    def __call__(self, letter: Mapping[str, Any], size: int, limit: int) -> tuple[Any, Any]:
+        payload = letter.get("payload")
+        if not isinstance(payload, str):
+            return None, None  # nothing to cut: left to the broker's answer
+        keep = limit // 8  # a character takes at most 6 bytes as JSON (\u0001), 4 as UTF-8
+        cut = {
+            **letter,
+            "payload": payload[:keep],
+            "detail": f"{letter.get('detail')} (payload cut to its first {keep} of "
+            f"{len(payload)} characters for Kafka's message size limit)",
+        }
+        return cut, None
+
+
 @dataclass(frozen=True)
 class KafkaSink:
     """Writes a view's rows to ``topic``, one JSON message per row keyed by grouping key.
@@ -182,6 +240,8 @@ class KafkaSink:
     bootstrap_servers: str
     config: Mapping[str, Any] = field(default_factory=dict)
     flush_timeout: timedelta = timedelta(seconds=60)
+    #: ``write`` returns the dead letters of the rows too large for a message.
+    gives_dead_letters: ClassVar[bool] = True
 
     @classmethod
     def from_connections(cls, topic: str, connections: Connections) -> KafkaSink:
@@ -196,8 +256,14 @@ class KafkaSink:
     ) -> beam.PCollection:
         check_kafka(self.producer_config(), f"kafka sink to topic {self.topic!r}")
         spec = as_compiled(view).spec
+        outputs = [a.output for a in spec.aggregations]
+        values = frozenset([*outputs, *(d.name for d in spec.derived)])
         fn = ProduceToKafka(
-            self.topic, self.producer_config(), GroupingKey(spec.grouping_cols), self.flush_timeout
+            self.topic,
+            self.producer_config(),
+            GroupingKey(spec.grouping_cols),
+            self.flush_timeout,
+            too_large=_RowTooLarge(self.topic, spec.name, values),
         )
         return rows | f"{view.name}/WriteKafka/{self.topic}" >> beam.ParDo(fn)
 
@@ -214,6 +280,7 @@ class _ProduceRecords(beam.PTransform):
 
     _what: str
     _key: Callable[[], Callable[[Mapping[str, Any]], bytes]]
+    _cut: Callable[[Any, int, int], tuple[Any, Any]] | None = None
 
     def __init__(self, topic: str, connections: Connections) -> None:
         super().__init__()
@@ -224,7 +291,7 @@ class _ProduceRecords(beam.PTransform):
     def expand(self, records: beam.PCollection) -> beam.PCollection:
         check_kafka(self._config, f"{self._what} to topic {self._topic!r}")
         return records | "Produce" >> beam.ParDo(
-            ProduceToKafka(self._topic, self._config, type(self)._key())
+            ProduceToKafka(self._topic, self._config, type(self)._key(), too_large=self._cut)
         )
 
 
@@ -238,6 +305,7 @@ class WriteDeadLettersToKafka(_ProduceRecords):
 
     _what = "dead letters"
     _key = DeadLetterKey
+    _cut = _LetterTooLarge()
 
 
 class WriteMilestonesToKafka(_ProduceRecords):
