@@ -75,6 +75,13 @@ class CompiledView:
         by_name = {column.name: column.type for column in self.columns}
         return tuple(by_name[a.output] for a in self.spec.aggregations)
 
+    @property
+    def value_columns(self) -> frozenset[str]:
+        """The aggregated and derived columns of its rows: what a result dead letter's payload
+        leaves out, keeping the row's key, window and pane."""
+        spec = self.spec
+        return frozenset([*(a.output for a in spec.aggregations), *(d.name for d in spec.derived)])
+
     def aggregator(self) -> ViewAggregator:
         """The engine's aggregator of the view's messages."""
         return ViewAggregator(

@@ -444,7 +444,7 @@ class ViewPlan:
         # ``double`` columns that may hold an int (a sum of ints, a custom aggregation's value):
         # one beyond the range of a double is no more a double than an infinity is.
         self._double_ints = tuple(i for i, t in enumerate(types) if t == "double")
-        self._aggregated = frozenset([*self._outputs, *(name for name, _ in self._derived)])
+        self._aggregated = compiled.value_columns
         # Every variant keeps all grouping columns: one key serves them all.
         self._single_set = spec.grouping_sets is None
         self._row_counter = Metrics.counter(NAMESPACE, f"rows/{spec.name}")

@@ -255,15 +255,14 @@ class KafkaSink:
         self, rows: beam.PCollection, view: CompiledView | ViewSpec, *, bounded: bool
     ) -> beam.PCollection:
         check_kafka(self.producer_config(), f"kafka sink to topic {self.topic!r}")
-        spec = as_compiled(view).spec
-        outputs = [a.output for a in spec.aggregations]
-        values = frozenset([*outputs, *(d.name for d in spec.derived)])
+        compiled = as_compiled(view)
+        spec = compiled.spec
         fn = ProduceToKafka(
             self.topic,
             self.producer_config(),
             GroupingKey(spec.grouping_cols),
             self.flush_timeout,
-            too_large=_RowTooLarge(self.topic, spec.name, values),
+            too_large=_RowTooLarge(self.topic, spec.name, compiled.value_columns),
         )
         return rows | f"{view.name}/WriteKafka/{self.topic}" >> beam.ParDo(fn)
 
