@@ -15,6 +15,9 @@ Inputs are already non-null: the runtime skips nulls and missing values, as SQL 
 
 from __future__ import annotations
 
+import functools
+from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any, ClassVar
 
 import apache_beam as beam
@@ -58,32 +61,27 @@ def plain_types(coerce: Any) -> frozenset[type] | None:
     return getattr(coerce, "plain_types", None)
 
 
+@dataclass(frozen=True)
 class ExtractFailed:
     """What an output holds where a custom aggregation's ``extract_output`` raised: the row
     is written with null there and an ``extract_error`` result dead letter that names the
     error (:meth:`liveagg.transforms.plan.ViewPlan.rows`), rather than a failed run."""
 
-    __slots__ = ("error",)
-
-    def __init__(self, error: str) -> None:
-        self.error = error
-
-    def __eq__(self, other: object) -> bool:
-        return type(other) is ExtractFailed and other.error == self.error
-
-    def __hash__(self) -> int:
-        return hash(self.error)
-
-    def __repr__(self) -> str:
-        return f"ExtractFailed({self.error!r})"
-
-    def __reduce__(self) -> tuple[Any, ...]:
-        return ExtractFailed, (self.error,)
+    error: str
 
 
-def extract_or_failure(fn: Any, accumulator: Any) -> Any:
-    """``fn.extract_output(accumulator)``, or :class:`ExtractFailed` with the error it
-    raised: for aggregations liveagg did not write (built-ins are called directly)."""
+def extractor(fn: Any) -> Callable[[Any], Any]:
+    """How ``fn``'s output is read from an accumulator: ``extract_output`` itself for
+    liveagg's own aggregations; for any other, :class:`ExtractFailed` with the error where
+    it raises, so that a group it fails on is not a failed run."""
+    from liveagg.combiners.registry import builtin_kind  # it imports this module
+
+    if builtin_kind(type(fn)) is not None:
+        return fn.extract_output
+    return functools.partial(_extract_or_failure, fn)
+
+
+def _extract_or_failure(fn: Any, accumulator: Any) -> Any:
     try:
         return fn.extract_output(accumulator)
     except Exception as e:  # any error of user code on one group's accumulator

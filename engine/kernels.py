@@ -44,14 +44,13 @@ from datasketches import (
 
 from liveagg.combiners import LiveaggCombineFn
 from liveagg.combiners import _common as c
-from liveagg.combiners.base import extract_or_failure
+from liveagg.combiners.base import extractor
 from liveagg.combiners.basic import CountFn, MaxFn, MeanFn, MinFn, SumFn
 from liveagg.combiners.exact import CollectSetFn, CountDistinctExactFn, HistogramFn
 from liveagg.combiners.hll import CountDistinctFn, HllSketchFn, hash_form
 from liveagg.combiners.kll import ApproxQuantilesFn
 from liveagg.combiners.moments import StddevFn, VarianceFn
 from liveagg.combiners.ordered import FirstFn, LastFn
-from liveagg.combiners.registry import builtin_kind
 from liveagg.combiners.topk import TopKFn
 from liveagg.engine import values as v
 from liveagg.engine.groups import dense_codes, distinct, order_within, stable_order
@@ -162,10 +161,7 @@ class Kernel:
         return self.py_merge(self.accumulators(state), ids, count)
 
     def extract(self, state: State) -> list[Any]:
-        fn = self.fn
-        if builtin_kind(type(fn)) is None:  # user code: a group it fails on is not a failed run
-            return [extract_or_failure(fn, acc) for acc in self.accumulators(state)]
-        return [fn.extract_output(acc) for acc in self.accumulators(state)]
+        return list(map(extractor(self.fn), self.accumulators(state)))
 
     def accumulators(self, state: State) -> list[Any]:
         if isinstance(state, PyState):

@@ -7,7 +7,6 @@ process boundaries only as bytes (:meth:`ViewCombineFn.encode`), never pickled.
 
 from __future__ import annotations
 
-import functools
 import struct
 from collections.abc import Iterable, Sequence
 from typing import Any
@@ -16,8 +15,7 @@ import apache_beam as beam
 from apache_beam.coders import Coder
 
 from liveagg.combiners import LiveaggCombineFn
-from liveagg.combiners.base import extract_or_failure
-from liveagg.combiners.registry import builtin_kind
+from liveagg.combiners.base import extractor
 
 _LEN = struct.Struct(">I")
 
@@ -27,13 +25,7 @@ class ViewCombineFn(beam.CombineFn):
 
     def __init__(self, fns: Sequence[LiveaggCombineFn]) -> None:
         self.fns = tuple(fns)
-        # A custom aggregation's extract_output that raises gives ExtractFailed for its group.
-        self._extracts = tuple(
-            fn.extract_output
-            if builtin_kind(type(fn)) is not None
-            else functools.partial(extract_or_failure, fn)
-            for fn in self.fns
-        )
+        self._extracts = tuple(extractor(fn) for fn in self.fns)
 
     def create_accumulator(self) -> list[Any]:
         return [fn.create_accumulator() for fn in self.fns]
