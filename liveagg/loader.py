@@ -318,6 +318,11 @@ def output_problem(path: str) -> str | None:
     return f"is not {noun}; expected {detail}"
 
 
+def is_source_name(text: str) -> bool:
+    """Whether ``text`` is a source name as a view may give it (:data:`SOURCE_PATTERN`)."""
+    return _ecma_regex(SOURCE_PATTERN).search(text) is not None
+
+
 def validate_paths(
     paths: Iterable[str | Path] | str | Path,
     checks: Sequence[Callable[[list[ViewSpec]], list[ViewError]]] = (),

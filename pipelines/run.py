@@ -30,7 +30,7 @@ from apache_beam.runners.runner import PipelineState
 
 from liveagg.engine.compiled import RunContext, check_run, compile_views
 from liveagg.errors import COMMAND_LINE, PathError, ViewError
-from liveagg.loader import SOURCE_PATTERN, load_views, output_problem, parse_sinks
+from liveagg.loader import is_source_name, load_views, output_problem, parse_sinks
 from liveagg.pipelines.compile import (
     Compiled,
     Source,
@@ -246,15 +246,12 @@ class RunReport:
 
 def _split_binding(item: str) -> tuple[str | None, str]:
     """``SOURCE=VALUE`` as (source, value) where ``SOURCE`` is a source name as views spell
-    it (:data:`~liveagg.loader.SOURCE_PATTERN`); anything else is a bare value
+    it (:func:`~liveagg.loader.is_source_name`); anything else is a bare value
     (``in/date=2024-01-01/*.jsonl``)."""
     name, sep, value = item.partition("=")
-    if sep and _SOURCE_NAME.search(name):
+    if sep and is_source_name(name):
         return name, value
     return None, item
-
-
-_SOURCE_NAME = re.compile(SOURCE_PATTERN.removesuffix("$") + r"\Z")
 
 
 def _sources(
