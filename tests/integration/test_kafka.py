@@ -411,17 +411,13 @@ def test_what_is_too_large_for_a_kafka_message_is_a_dead_letter_not_a_failed_run
     ``collect_set`` of two 600 KB strings) is a ``too_large`` result dead letter, as the
     Cassandra sink makes of a row it cannot store. Each used to fail the run at ``produce``."""
     source, rows_topic, dead_topic = topic(), topic(), topic()
-    producer = ck.Producer({"bootstrap.servers": bootstrap})
     pad = "x" * 600_000
-    for i, value in enumerate(
-        [
-            b"\x01" * 200_000,
-            *(orjson.dumps({"ts": BASE_TS + i, "k": "a", "pad": f"{i}{pad}"}) for i in range(2)),
-            orjson.dumps({"ts": BASE_TS, "k": "b", "pad": "small"}),
-        ]
-    ):
-        producer.produce(source, value=value, partition=i % PARTITIONS)
-    assert producer.flush(30) == 0
+    values = [
+        b"\x01" * 200_000,
+        *(orjson.dumps({"ts": BASE_TS + i, "k": "a", "pad": f"{i}{pad}"}) for i in range(2)),
+        orjson.dumps({"ts": BASE_TS, "k": "b", "pad": "small"}),
+    ]
+    kafka_topics.produce({"bootstrap.servers": bootstrap}, source, values)
     view = {
         "name": "big_rows",
         "event_time": {"field": "ts", "format": "epoch_s"},
