@@ -131,8 +131,10 @@ Parts = tuple[Part, ...]
 _DURATION_PATTERN = "^[0-9]+(ms|s|m|h|d)$"
 _NAME_PATTERN = "^[a-z][a-z0-9_]{0,62}$"
 #: A view's ``source``: what ``--input SOURCE=GLOB`` and ``--kafka-topic SOURCE=TOPIC`` bind.
-#: No ``=`` (the binding's separator) and no ``/`` (Beam's step names are joined with it, so
-#: a source ``events/PreAggregate`` would name a step of source ``events``).
+#: No ``=`` (the binding's separator) and no ``/``: Beam names a step ``full_label =
+#: '/'.join([self._current_transform().full_label, transform.label])`` (pipeline.py, 2.77)
+#: and refuses a label that ``already exists in the pipeline``, so a source
+#: ``events/PreAggregate`` would name a step of source ``events``.
 SOURCE_PATTERN = "^[A-Za-z0-9_][A-Za-z0-9._-]{0,248}$"
 #: A file sink's path (the schema's): a local folder or a bucket's prefix on S3 or GCS. Beam's
 #: file systems fail a run on another scheme, or on S3 or GCS without a bucket.
