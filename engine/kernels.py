@@ -25,6 +25,7 @@ import functools
 import heapq
 import itertools
 import math
+import threading
 from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -652,9 +653,9 @@ def _distinct_pairs(
     """The distinct ``(group, value)`` pairs (``ids`` below ``groups``), in order of group,
     and how often each occurs (summing ``counts``). Kept in order of group, a :class:`Bag`
     needs no sort later."""
-    sharing = share and _SHARING[0]
+    sharing = share and _SHARED.depth > 0
     if sharing and counts is None:
-        memo = _PAIRS.get((id(values), id(ids)))
+        memo = _SHARED.pairs.get((id(values), id(ids)))
         if memo is not None and memo[0] is values and memo[1] is ids:
             return memo[2]
     codes, size = _value_codes(values, sharing)
@@ -673,7 +674,7 @@ def _distinct_pairs(
     firsts = firsts[order]
     result = owner[order], _take_values(values, firsts), at_row[firsts]
     if sharing and counts is None:
-        _PAIRS[(id(values), id(ids))] = (values, ids, result)
+        _SHARED.pairs[(id(values), id(ids))] = (values, ids, result)
     return result
 
 
@@ -682,9 +683,9 @@ def _take_values(values: Any, index: np.ndarray) -> Any:
     the values they are taken from, so that a variant rolled up from this one's bag does
     not hash them again."""
     taken = _take(values, index)
-    memo = _CODES.get(id(values)) if _SHARING[0] else None
+    memo = _SHARED.codes.get(id(values)) if _SHARED.depth else None
     if memo is not None and memo[0] is values:
-        _CODES[id(taken)] = (taken, memo[1][index], memo[2])
+        _SHARED.codes[id(taken)] = (taken, memo[1][index], memo[2])
     return taken
 
 
@@ -692,38 +693,46 @@ def _value_codes(values: Any, sharing: bool) -> tuple[np.ndarray, int]:
     """Dense codes of ``values`` and their number; within :func:`sharing_pairs`, once per
     column (a roll-up regroups one column of values once per variant)."""
     if sharing:
-        memo = _CODES.get(id(values))
+        memo = _SHARED.codes.get(id(values))
         if memo is not None and memo[0] is values:
             return memo[1], memo[2]
     codes, dictionary = dense_codes(values)
     size = max(len(dictionary), 1)
     if sharing:
-        _CODES[id(values)] = (values, codes, size)
+        _SHARED.codes[id(values)] = (values, codes, size)
     return codes, size
 
 
-#: Distinct pairs and value codes of the batch being aggregated, shared by the kernels over
-#: one column (an exact and an estimated distinct count, say) and by the variants of a
-#: roll-up; :func:`sharing_pairs` scopes them. Each entry holds the arrays it was computed
-#: from, so that their ids are not reused while it is kept.
-_PAIRS: dict[tuple[int, int], tuple[Any, np.ndarray, Any]] = {}
-_CODES: dict[int, tuple[Any, np.ndarray, int]] = {}
-_SHARING = [False]
+class _Shared(threading.local):
+    """Distinct pairs and value codes of the batch being aggregated, shared by the kernels over
+    one column (an exact and an estimated distinct count, say), by the variants of a roll-up
+    and by the views of one flush; :func:`sharing_pairs` scopes them, per thread. Each entry
+    holds the arrays it was computed from, so that their ids are not reused while it is kept.
+    """
+
+    depth = 0
+
+    def __init__(self) -> None:
+        self.pairs: dict[tuple[int, int], tuple[Any, np.ndarray, Any]] = {}
+        self.codes: dict[int, tuple[Any, np.ndarray, int]] = {}
+
+
+_SHARED = _Shared()
 
 
 @contextmanager
 def sharing_pairs() -> Iterator[None]:
-    """Within this block, kernels given the same value (and id) arrays share their codes
-    (and pairs)."""
-    _PAIRS.clear()
-    _CODES.clear()
-    _SHARING[0] = True
+    """Within this block and the blocks nested in it, kernels given the same value (and id)
+    arrays share their codes (and pairs)."""
+    shared = _SHARED
+    shared.depth += 1
     try:
         yield
     finally:
-        _SHARING[0] = False
-        _PAIRS.clear()
-        _CODES.clear()
+        shared.depth -= 1
+        if not shared.depth:
+            shared.pairs.clear()
+            shared.codes.clear()
 
 
 class _BagKernel(Kernel):

@@ -83,14 +83,33 @@ class Inputs:
         return len(self.ts)
 
 
-def concat_inputs(parts: Sequence[Inputs]) -> list[Inputs]:
+def preaggregate_views(work: Sequence[tuple[ViewAggregator, Sequence[Inputs]]]) -> list[Partial]:
+    """Each view's inputs since the last flush (batches of messages), pre-aggregated at once:
+    a key and window once, unless numeric columns of different kinds kept batches apart.
+    Views that aggregate one field of the same messages share its joined column and that
+    column's codes (the rich benchmark views both count distinct users and URLs)."""
+    joined: dict[tuple[int, ...], tuple[list[Any], Any]] = {}
+    done = []
+    with sharing_pairs():
+        for aggregator, parts in work:
+            partials = [aggregator.preaggregate(i) for i in concat_inputs(parts, joined)]
+            if len(partials) > 1:
+                partials = [aggregator.merge(concat(partials, aggregator))]
+            done.append(partials[0])
+    return done
+
+
+def concat_inputs(
+    parts: Sequence[Inputs], joined: dict[tuple[int, ...], tuple[list[Any], Any]] | None = None
+) -> list[Inputs]:
     """Several batches' inputs of one view as few, to be aggregated together: those whose
     numeric columns have the same kind (int64, float64, Python numbers) are joined, as
-    joining ints with doubles would turn ints beyond 2**53 inexact."""
+    joining ints with doubles would turn ints beyond 2**53 inexact. ``joined`` keeps the
+    columns joined so far by the parts they were joined from, for the next view."""
     by_kind: dict[tuple[str, ...], list[Inputs]] = {}
     for part in parts:
         by_kind.setdefault(tuple(map(_kind, part.values)), []).append(part)
-    return [_join(group) for group in by_kind.values()]
+    return [_join(group, {} if joined is None else joined) for group in by_kind.values()]
 
 
 def _kind(item: tuple[np.ndarray, Any] | None) -> str:
@@ -103,11 +122,11 @@ def _kind(item: tuple[np.ndarray, Any] | None) -> str:
     return "list"
 
 
-def _join(parts: list[Inputs]) -> Inputs:
+def _join(parts: list[Inputs], joined: dict[tuple[int, ...], tuple[list[Any], Any]]) -> Inputs:
     if len(parts) == 1:
         return parts[0]
     offsets = np.cumsum([0, *(p.rows for p in parts)])
-    keys = [v.concat([p.keys[i] for p in parts]) for i in range(len(parts[0].keys))]
+    keys = [_concat([p.keys[i] for p in parts], joined) for i in range(len(parts[0].keys))]
     values: list[tuple[np.ndarray, Any] | None] = []
     for j in range(len(parts[0].values)):
         items = [p.values[j] for p in parts]
@@ -123,11 +142,23 @@ def _join(parts: list[Inputs]) -> Inputs:
         elif isinstance(columns[0], list):
             column = [x for c in columns for x in c]
         else:
-            column = v.concat(columns)
+            column = _concat(columns, joined)
         values.append((rows, column))
     origins = [p.origin for p in parts]
     origin = None if any(o is None for o in origins) else np.concatenate(origins)  # type: ignore[arg-type]
     return Inputs(np.concatenate([p.ts for p in parts]), keys, values, origin)
+
+
+def _concat(columns: list[pa.Array], joined: dict[tuple[int, ...], tuple[list[Any], Any]]) -> Any:
+    """``columns`` joined, once for all the views that joined the same arrays (the entry
+    holds them, so that their ids are not reused while it is kept)."""
+    key = tuple(map(id, columns))
+    found = joined.get(key)
+    if found is not None and all(a is b for a, b in zip(found[0], columns, strict=True)):
+        return found[1]
+    column = v.concat(columns)
+    joined[key] = (columns, column)
+    return column
 
 
 def keep_latest(panes: dict[Any, tuple[int, bytes]], shard: Any, pane: int, data: bytes) -> None:

@@ -79,7 +79,7 @@ class _PreAggregate(beam.DoFn):
 
     def process(self, element: Any) -> Iterator[TaggedOutput]:
         if type(element) is LineBatch:  # a file's lines (``FileSource.read_batches``)
-            yield from self._add(element.lines, element.where)
+            yield from self._add(element.payloads(), element.where)
         elif type(element) is KafkaRecords:  # a Kafka read's batch of one partition
             if self._partials and element.offsets:
                 self._cover(element.origin, element.offsets[0], element.offsets[-1])
@@ -142,18 +142,19 @@ class _PreAggregate(beam.DoFn):
         self._tally.flush()
 
     def _merged(self) -> Iterator[tuple[ViewPlan, Any, engine.Partial]]:
-        """Each view's inputs since the last flush, pre-aggregated at once (a key and window
-        once, unless numeric columns of different kinds kept batches apart)."""
-        for plan, aggregator, parts in zip(
-            self._plans, self._aggregators, self._parts, strict=True
-        ):
-            if not parts:
-                continue
-            partials = [aggregator.preaggregate(i) for i in engine.concat_inputs(parts)]
+        """Each view's inputs since the last flush, pre-aggregated at once
+        (:func:`liveagg.engine.partials.preaggregate_views`)."""
+        views = [
+            (plan, aggregator, parts)
+            for plan, aggregator, parts in zip(
+                self._plans, self._aggregators, self._parts, strict=True
+            )
+            if parts
+        ]
+        merged = engine.preaggregate_views([(aggregator, parts) for _, aggregator, parts in views])
+        for (plan, aggregator, parts), partial in zip(views, merged, strict=True):
             parts.clear()
-            if len(partials) > 1:
-                partials = [aggregator.merge(engine.concat(partials, aggregator))]
-            yield plan, aggregator, partials[0]
+            yield plan, aggregator, partial
         self._buffered = 0
 
     def _flush(self) -> Iterator[tuple[str, Any]]:

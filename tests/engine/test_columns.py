@@ -4,18 +4,23 @@ from __future__ import annotations
 
 import bisect
 import random
+from collections.abc import Sequence
 from typing import Any
 
+import numpy as np
 import orjson
 import pyarrow as pa
+import pyarrow.compute as pc
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from liveagg.engine.columns import Decoder, column_times
-from liveagg.engine.partials import concat
+from liveagg.engine.columns import _ISO_FORMS, Decoder, column_times, zulu_times
+from liveagg.engine.lines import Lines
+from liveagg.engine.partials import concat, concat_inputs, preaggregate_views
 from liveagg.loader import parse_view
 from liveagg.transforms.plan import ViewPlan
+from liveagg.transforms.sources.files import LineBatch
 
 VIEWS = [
     {
@@ -176,8 +181,10 @@ HOSTILE = [
 
 
 def run(
-    lines: list[bytes], fast: bool, views: list[dict[str, Any]] = VIEWS
+    lines: list[bytes], fast: bool, views: list[dict[str, Any]] = VIEWS, held: bool = False
 ) -> tuple[dict[str, Any], list[Any]]:
+    """What the views make of ``lines``, decoded in batches of 97 lines; ``held``: as a
+    file's batches are, left in their buffer where each line is an object."""
     plans = [ViewPlan(parse_view(view)) for view in views]
     decoder = Decoder(plans)
     if not fast:
@@ -186,7 +193,11 @@ def run(
     parts: list[list[Any]] = [[] for _ in plans]
     dead: list[Any] = []
     for start in range(0, len(lines), 97):
-        decoded = decoder.decode(lines[start : start + 97])
+        batch: Sequence[bytes] = lines[start : start + 97]
+        if held:
+            batch = LineBatch("f", 0, start, b"\n".join(batch), len(batch)).payloads()
+            HELD.append(type(batch) is Lines)
+        decoded = decoder.decode(batch)
         dead += [
             (view, reason, bytes(p) if isinstance(p, bytes) else p)
             for p, view, reason, _, _ in decoded.dead_letters
@@ -233,6 +244,98 @@ def test_fast_path_equals_exact_path(seed: int, hostile: list[bytes]) -> None:
     for line in hostile:
         lines.insert(rng.randrange(len(lines)), line)
     assert run(lines, fast=True) == run(lines, fast=False)
+
+
+#: Whether each batch :func:`run` decoded held in its buffer was left there.
+HELD: list[bool] = []
+
+
+@settings(max_examples=25, deadline=None, derandomize=True)
+@given(st.integers(0, 10**6), st.lists(st.sampled_from(HOSTILE), max_size=4))
+def test_lines_left_in_their_buffer_decode_as_split_lines_do(
+    seed: int, hostile: list[bytes]
+) -> None:
+    """A file's batch is decoded from its buffer when each of its lines is an object
+    (:class:`~liveagg.engine.lines.Lines`): the same rows and dead letters, with the same
+    payloads, as the exact path gives for the lines split."""
+    rng = random.Random(seed)
+    lines = [clean_line(rng, i) for i in range(400)]
+    for line in hostile:
+        if b"\n" not in line:  # a newline in a message would make it two lines
+            lines.insert(rng.randrange(len(lines)), line)
+    HELD.clear()
+    assert run(lines, fast=True, held=True) == run(lines, fast=False)
+    assert any(HELD)
+
+
+def test_views_of_one_flush_share_joined_columns_and_aggregate_as_each_alone() -> None:
+    """``preaggregate_views`` joins a column that several views read from the same batches
+    once, and hashes it once; each view's partial is what it makes of its inputs alone.
+    Two views here read ``user`` (shared) and ``org`` of the same messages, each in another
+    role, with batches of equal sizes, so a column handed to the wrong view changes rows."""
+    views = [
+        {
+            "name": "users_by_org",
+            "event_time": {"field": "ts"},
+            "grouping_cols": ["org"],
+            "window": {"size": "10m"},
+            "aggregation_info": [
+                {
+                    "aggregation": "count_distinct_exact",
+                    "col_name": "user",
+                    "aggregated_col_name": "users",
+                },
+                {
+                    "aggregation": "top_k",
+                    "col_name": "kind",
+                    "aggregated_col_name": "kinds",
+                    "params": {"k": 2},
+                },
+            ],
+        },
+        {
+            "name": "orgs_by_user",
+            "event_time": {"field": "ts"},
+            "grouping_cols": ["kind"],
+            "window": {"size": "1h"},
+            "aggregation_info": [
+                {
+                    "aggregation": "count_distinct",
+                    "col_name": "user",
+                    "aggregated_col_name": "users",
+                },
+                {
+                    "aggregation": "count_distinct_exact",
+                    "col_name": "org",
+                    "aggregated_col_name": "orgs",
+                },
+            ],
+        },
+    ]
+    rng = random.Random(11)
+    lines = [clean_line(rng, i) for i in range(600)]
+    plans = [ViewPlan(parse_view(view)) for view in views]
+    decoder = Decoder(plans)
+    parts: list[list[Any]] = [[], []]
+    for start in range(0, len(lines), 100):
+        decoded = decoder.decode(lines[start : start + 100])
+        assert decoded.fast
+        for i, batch in enumerate(decoded.views):
+            parts[i] += batch.inputs
+    aggregators = [plan.compiled.aggregator() for plan in plans]
+    together = preaggregate_views(list(zip(aggregators, parts, strict=True)))
+    alone = [
+        aggregator.preaggregate(concat_inputs(own)[0])
+        for aggregator, own in zip(aggregators, parts, strict=True)
+    ]
+    for a, b, aggregator in zip(together, alone, aggregators, strict=True):
+        assert [o.tolist() if hasattr(o, "tolist") else o for o in aggregator.extract(a)] == [
+            o.tolist() if hasattr(o, "tolist") else o for o in aggregator.extract(b)
+        ]
+        assert [k.to_pylist() for k in a.keys] == [k.to_pylist() for k in b.keys]
+    joined: dict[tuple[int, ...], Any] = {}
+    users = [concat_inputs(own, joined)[0].values[0][1] for own in parts]
+    assert users[0] is users[1]  # joined once for both views
 
 
 @pytest.mark.parametrize("line", HOSTILE)
@@ -387,6 +490,41 @@ def test_event_times_arrow_reads_are_the_views_parsers(values: list[str]) -> Non
     for value, micros, read in zip(values, ts.tolist(), ok.tolist(), strict=True):
         if read:
             assert parse(value) == micros, value
+
+
+@st.composite
+def near_zulu(draw: st.DrawFn) -> str | None:
+    """Strings of about the length and alphabet of ``2024-03-01T00:00:00.000Z``: the form,
+    with fields out of range and bytes changed."""
+    if draw(st.integers(0, 19)) == 0:
+        return None
+    if draw(st.booleans()):
+        return draw(st.text(alphabet="0123456789-:TZ .+z\u00e9", max_size=28))
+    fraction = draw(st.text(alphabet="0123456789", max_size=8))
+    text = list(
+        f"{draw(st.integers(0, 9999)):04d}-{draw(st.integers(0, 19)):02d}-"
+        f"{draw(st.integers(0, 39)):02d}{draw(st.sampled_from('T tx'))}"
+        f"{draw(st.integers(0, 29)):02d}:{draw(st.integers(0, 69)):02d}:"
+        f"{draw(st.integers(0, 69)):02d}"
+        + (f".{fraction}" if draw(st.booleans()) else "")
+        + draw(st.sampled_from(["Z", "Z", "z", "+01:00", ""]))
+    )
+    for _ in range(draw(st.integers(0, 1))):
+        text[draw(st.integers(0, len(text) - 1))] = draw(st.sampled_from("0:-.TZ5"))
+    return "".join(text)
+
+
+@settings(max_examples=300, deadline=None, derandomize=True)
+@given(st.lists(near_zulu(), min_size=1, max_size=40), st.integers(0, 3))
+def test_zulu_times_are_the_first_iso_form_ending_in_z(values: list[str | None], cut: int) -> None:
+    """:func:`zulu_times` checks bytes by position for what the first of ``_ISO_FORMS``, a
+    regex, accepts of strings ending in ``Z``: the same rows, on a column sliced or not."""
+    column = pa.array(values, pa.string()).slice(min(cut, len(values) - 1))
+    among = np.ones(len(column), dtype=bool)
+    regex = pc.match_substring_regex(column, _ISO_FORMS[0][0]).fill_null(False)
+    zulu = pc.ends_with(column, "Z").fill_null(False)
+    expected = pc.and_(regex, zulu).to_numpy(zero_copy_only=False)
+    assert zulu_times(column, among).tolist() == expected.tolist()
 
 
 def test_log_java_and_go_times_take_the_fast_path() -> None:

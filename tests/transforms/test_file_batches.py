@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 import zstandard
 
+from liveagg.engine.lines import Lines
 from liveagg.errors import PathError
 from liveagg.transforms.sources import files
 from liveagg.transforms.sources.files import locate, match, ranges, read_range
@@ -200,3 +201,31 @@ def test_a_file_that_grows_while_it_is_read_is_read_as_it_was_matched(tmp_path: 
         line for file, start, end in spans for b in read_range(file, start, end) for line in b.lines
     ]
     assert read == [b'{"n": %d}' % i for i in range(10)]
+
+
+@pytest.mark.parametrize("chunk", [1, 2, 5, 16, 64, 4096])
+@pytest.mark.parametrize("batch", [1, 3, 20, 1000])
+def test_batches_cut_across_chunks_hold_every_line_once(
+    tmp_path: Path, chunk: int, batch: int, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A batch is cut from the chunks read at the newline that ends its last line, wherever
+    the chunks end; each batch holds ``batch`` lines but the last, and its lines are left in
+    their buffer when each is an object."""
+    monkeypatch.setattr(files, "_CHUNK", chunk)
+    rng = random.Random(chunk * 1000 + batch)
+    lines = [b'{"n": %d, "p": "%s"}' % (i, b"x" * rng.randrange(30)) for i in range(250)]
+    path = tmp_path / "in.jsonl"
+    path.write_bytes(b"\xef\xbb\xbf" + b"\n".join(lines) + b"\n")
+    got: list[bytes] = []
+    for part in read_range(str(path), 0, -1, batch):
+        assert part.first == len(got)
+        assert part.count == len(part.lines) == (batch if len(got) + batch <= 250 else 250 % batch)
+        payloads = part.payloads()
+        assert type(payloads) is Lines and list(payloads) == part.lines
+        got += part.lines
+    assert got == lines
+    size = path.stat().st_size
+    for cut in (1, 3, size // 3, size - 1):
+        first = [x for part in read_range(str(path), 0, cut, batch) for x in part.lines]
+        rest = [x for part in read_range(str(path), cut, -1, batch) for x in part.lines]
+        assert first + rest == lines, cut

@@ -757,7 +757,7 @@ def test_a_flush_locates_each_message_of_batches_and_singles() -> None:
     from liveagg.transforms.streaming import Messages
 
     kafka = KafkaRecords("t", 3, [7, 9], [None, 5], [b"a", b"b"], 100)
-    lines = LineBatch("f.jsonl", 0, 10, [b"c", b"d", b"e"])
+    lines = LineBatch("f.jsonl", 0, 10, b"c\nd\ne", 3)
     one = (b"f", {"topic": "t", "partition": 1, "offset": 4, streaming.WATERMARK: 50})
     messages = Messages([one, kafka, b"g", b"h", lines, KafkaRecords("t", 0, [], [], [])])
     assert messages.payloads == [b"f", b"a", b"b", b"g", b"h", b"c", b"d", b"e"]

@@ -30,14 +30,17 @@ import lzma
 import os
 import threading
 import zlib
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from functools import cached_property
 from typing import Any, BinaryIO
 
 import apache_beam as beam
+import numpy as np
 from apache_beam.io.filesystem import BeamIOError, CompressionTypes
 from apache_beam.io.filesystems import FileSystems
 
+from liveagg.engine.lines import Lines
 from liveagg.errors import PathError, reason
 from liveagg.transforms.sources.progress import PROGRESS
 
@@ -47,6 +50,7 @@ BATCH_LINES = 20_000
 RANGE_BYTES = 64 << 20
 _CHUNK = 4 << 20
 _BOM = b"\xef\xbb\xbf"
+_NEWLINE = ord("\n")
 
 #: A line's origin: (file as matched, byte offset of the range it was read in, its index there).
 Where = tuple[str, int, int]
@@ -54,13 +58,32 @@ Where = tuple[str, int, int]
 
 @dataclass(frozen=True)
 class LineBatch:
-    """Consecutive lines of one byte range: ``lines[i]`` is line ``first + i`` of the range
-    that starts at byte ``start`` of ``path``."""
+    """Consecutive lines of one byte range, held as the file holds them: ``data`` is the
+    ``count`` lines joined by newlines, of which ``lines[i]`` is line ``first + i`` of the
+    range that starts at byte ``start`` of ``path``. ``crlf``: a line may end in a carriage
+    return, which :attr:`lines` drops, as ``ReadFromText`` does."""
 
     path: str
     start: int
     first: int
-    lines: list[bytes]
+    data: bytes
+    count: int
+    crlf: bool = False
+
+    @cached_property
+    def lines(self) -> list[bytes]:
+        """The lines, split (once; not pickled)."""
+        lines = self.data.split(b"\n")
+        return _strip_cr(lines) if self.crlf else lines
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {k: x for k, x in self.__dict__.items() if k != "lines"}
+
+    def payloads(self) -> Sequence[bytes]:
+        """The lines as the decoder takes them: left in the buffer when each is one object
+        (:class:`~liveagg.engine.lines.Lines`), else split."""
+        plain = None if self.crlf else Lines.of(self.data, self.count)
+        return self.lines if plain is None else plain
 
     def where(self, i: int) -> Where:
         return (self.path, self.start, self.first + i)
@@ -135,7 +158,8 @@ def read_range(path: str, start: int, end: int, batch: int = BATCH_LINES) -> Ite
             pos = f.tell()
         else:
             pos = 0
-        pending: list[bytes] = []
+        parts: list[bytes] = []  # lines not yet yielded, in newline-joined runs
+        held = 0  # lines in ``parts``
         carry = b""
         first_line = start == 0  # its BOM, if any, is dropped
         done = 0  # lines of the range yielded so far
@@ -153,26 +177,38 @@ def read_range(path: str, start: int, end: int, batch: int = BATCH_LINES) -> Ite
                     )
                 break
             pos += len(chunk)
-            data = carry + chunk
-            lines = data.split(b"\n")
-            PROGRESS.add(lines=len(lines) - 1)  # the chunk's newlines: ``carry`` holds none
-            carry = lines.pop()
-            if first_line and lines:
-                lines[0] = _strip_bom(lines[0])
-                first_line = False
-            pending.extend(lines)
+            data = carry + chunk if carry else chunk
+            newlines = np.flatnonzero(np.frombuffer(data, dtype=np.uint8) == _NEWLINE)
+            PROGRESS.add(lines=len(newlines))  # ``carry`` holds none
             crlf = crlf or b"\r" in data  # one search per chunk spares most files a pass
-            while len(pending) >= batch:
-                lines = _strip_cr(pending[:batch]) if crlf else pending[:batch]
-                yield LineBatch(path, start, done, lines)
+            if not len(newlines):
+                carry = data
+                continue
+            if first_line:
+                if data.startswith(_BOM):
+                    data, newlines = data[len(_BOM) :], newlines - len(_BOM)
+                first_line = False
+            carry = data[int(newlines[-1]) + 1 :]
+            begin, i, n = 0, 0, len(newlines)
+            while held + n - i >= batch:
+                last = i + batch - held - 1  # the newline that ends this batch's last line
+                stop = int(newlines[last])
+                parts.append(data[begin:stop])
+                yield LineBatch(path, start, done, b"\n".join(parts), batch, crlf)
                 done += batch
-                del pending[:batch]
+                parts, held = [], 0
+                begin, i = stop + 1, last + 1
+            if i < n:
+                parts.append(data[begin : int(newlines[-1])])
+                held += n - i
         if carry and end >= 0 and pos >= end:
             carry += f.readline().rstrip(b"\n")  # the last line started before ``end``
         if carry:
-            pending.append(_strip_bom(carry) if first_line else carry)
-        if pending:
-            yield LineBatch(path, start, done, _strip_cr(pending))
+            parts.append(_strip_bom(carry) if first_line else carry)
+            held += 1
+            crlf = crlf or b"\r" in carry
+        if held:
+            yield LineBatch(path, start, done, b"\n".join(parts), held, crlf)
 
 
 def _strip_bom(line: bytes) -> bytes:
