@@ -377,12 +377,22 @@ class Decoder:
                     if len(integral) and np.abs(integral).max() >= v.EXACT_FLOAT_INT:
                         return None  # an integer a double does not hold exactly
             exact = not all(self._fast_views)  # a view with a custom aggregation
+            origins = np.asarray(index, dtype=np.int64)  # once for all views
             exact_payloads = [payloads[i] for i in index] if exact else []
             exact_sources = [source(i) for i in index] if exact else []
             for plan, fast in zip(self._plans, self._fast_views, strict=True):
                 if fast:
                     batch = self._fast_view(
-                        plan, columns, times, strays, message, payloads, index, source, dead
+                        plan,
+                        columns,
+                        times,
+                        strays,
+                        message,
+                        payloads,
+                        index,
+                        origins,
+                        source,
+                        dead,
                     )
                 else:
                     batch = self._exact_view(
@@ -402,9 +412,11 @@ class Decoder:
         message: Callable[[int], dict],
         payloads: Sequence[Any],
         index: list[int],
+        origins: np.ndarray,
         source: Callable[[int], Any],
         dead: list[DeadLetter],
     ) -> ViewBatch:
+        """One view's inputs from the batch's columns; ``origins`` is ``index`` as an array."""
         batch = ViewBatch()
         spec = plan.spec
         n = len(index)
@@ -479,7 +491,7 @@ class Decoder:
                     ts[good],
                     kept_keys,
                     taken_values,
-                    np.asarray(index, dtype=np.int64)[good],
+                    origins[good],
                 )
             )
             batch.used += len(good)

@@ -3,7 +3,7 @@
 Arrow's JSON reader takes a batch as one buffer of lines, and a file's bytes are already
 that buffer. Splitting a 4 MiB chunk into a ``bytes`` object per line and joining the lines
 again for the reader cost about 0.27 CPU-s per million benchmark lines (split 0.17, the
-per-line strip and blank check 0.04, the join 0.04, the lengths 0.03), more than a third of
+per-line strip and blank check 0.04, the join 0.04, the lengths 0.03), close to a third of
 what the reader itself costs. :class:`Lines` finds the lines' bounds with one numpy pass
 (0.03) and cuts a line out of the buffer only when one is asked for: a message that takes the
 exact path, a dead letter's payload.

@@ -294,7 +294,7 @@ def test_views_of_one_flush_share_joined_columns_and_aggregate_as_each_alone() -
             ],
         },
         {
-            "name": "orgs_by_user",
+            "name": "users_by_kind",
             "event_time": {"field": "ts"},
             "grouping_cols": ["kind"],
             "window": {"size": "1h"},
