@@ -602,6 +602,8 @@ class _WindowLogic(beam.DoFn):
                 changed.update(gone)
             elif entry is None:
                 entry = _new_entry()
+                # A key back after its state_ttl fires none of the milestones it fired.
+                entry[_MILESTONES] = bucket.take_spent(group, window)
                 bucket.put(group, window, entry)
             if window not in changed and not bucket.dirty(window):
                 quiet.add(window)
@@ -869,6 +871,8 @@ class _WindowLogic(beam.DoFn):
                     # first, so its last row holds all of it.
                     if entry[_DIRTY]:
                         yield from self._pane(key, window, entry, book.EARLY, bucket)
+                    if entry[_MILESTONES] and any(entry[_MILESTONES]):
+                        bucket.spend(group, window, entry[_MILESTONES])
                     self._drop(bucket, group, window)
             if panes:
                 yield from self._rows(window, panes, book.ON_TIME)

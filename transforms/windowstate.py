@@ -49,10 +49,11 @@ KEY_BUCKETS = 16
 #: Deltas after which the snapshot is written again, whatever their weight: each is one more
 #: element to skip on a read and to visit when the state cache weighs the cell.
 MAX_DELTAS = 1024
-_FORMAT = 4
-#: Formats this liveagg reads: 4; 3 kept each key's windows as one blob (converted when read);
-#: 2 is 3 without the expiry index (no key held a global window).
-_READS = (2, 3, 4)
+_FORMAT = 5
+#: Formats this liveagg reads: 5; 4 is 5 without the milestones of keys that left state (none
+#: had); 3 kept each key's windows as one blob (converted when read); 2 is 3 without the expiry
+#: index (no key held a global window).
+_READS = (2, 3, 4, 5)
 _SNAPSHOT, _DELTA = b"S", b"D"
 _NEVER = -(2**62)
 # Entry fields the indexes follow (see transforms/streaming.py for the whole entry); entries
@@ -96,23 +97,30 @@ class _Weight:
 
 class Delta(CacheAware):
     """The (key, window) entries one bundle changed (their new bytes; None: the key left
-    the window), and the bucket's ``closed_upto`` after it. Its weight is counted in its
-    bucket's."""
+    the window), the milestones of keys that left state it changed (:meth:`Bucket.spend`;
+    None: handed back), and the bucket's ``closed_upto`` after it. Its weight is counted in
+    its bucket's."""
 
-    __slots__ = ("changes", "closed_upto", "seq")
+    __slots__ = ("changes", "closed_upto", "seq", "spent")
 
     def __init__(
-        self, seq: int, closed_upto: int, changes: dict[tuple[bytes, Window], bytes | None]
+        self,
+        seq: int,
+        closed_upto: int,
+        changes: dict[tuple[bytes, Window], bytes | None],
+        spent: dict[tuple[bytes, Window], list[int] | None] | None = None,
     ) -> None:
         self.seq = seq
         self.closed_upto = closed_upto
         self.changes = changes
+        self.spent = spent or {}
 
     def get_referents_for_cache(self) -> list[Any]:
         return []
 
     def weight(self) -> int:
-        return sum(_ENTRY + len(blob or b"") for blob in self.changes.values())
+        changed = sum(_ENTRY + len(blob or b"") for blob in self.changes.values())
+        return changed + _ENTRY * len(self.spent)
 
 
 class Bucket(CacheAware):
@@ -127,6 +135,7 @@ class Bucket(CacheAware):
         dirty: dict[Window, set[bytes]] | None = None,
         seq: int = 0,
         expiry: dict[Window, dict[bytes, int]] | None = None,
+        spent: dict[Window, dict[bytes, list[int]]] | None = None,
     ) -> None:
         super().__init__()
         #: The latest watermark this bucket's own timers showed (one of them fired at it).
@@ -141,6 +150,11 @@ class Bucket(CacheAware):
         self._dirty = dirty or {}
         #: When each key of a window leaves state (``state_ttl`` of a global window), µs.
         self._expiry = expiry or {}
+        #: Per window, the milestones each key that left it by its ``state_ttl`` had fired:
+        #: a key that comes back starts a new total, but a threshold fires at most once per
+        #: run (SPEC 1b). A few bytes per such key, kept for the run.
+        self._spent = spent or {}
+        self._spent_changes: dict[tuple[bytes, Window], list[int] | None] = {}
         #: Per key, the windows it holds (stored): the window itself while it holds one (most
         #: keys: a set per key would cost about 200 bytes more each), else a set.
         self._held: dict[bytes, Window | set[Window]] = {}
@@ -152,6 +166,7 @@ class Bucket(CacheAware):
             for group, blob in entries.items():
                 self._hold(group, window)
                 self._weight.bytes += len(blob) + _ENTRY
+        self._weight.bytes += _ENTRY * sum(map(len, self._spent.values()))
         self._open: dict[bytes, Windows] = {}  # entries decoded (or added) for this bundle
         self._covered: dict[bytes, set[Window]] = {}  # the stored windows each answers for
 
@@ -232,6 +247,34 @@ class Bucket(CacheAware):
             self._covered[group] = set()
         return found
 
+    def spend(self, group: bytes, window: Window, fired: list[int]) -> None:
+        """Keep the milestones a key fired in ``window`` as it leaves state by its TTL."""
+        self._set_spent(group, window, fired)
+        self._spent_changes[group, window] = fired
+
+    def take_spent(self, group: bytes, window: Window) -> list[int] | None:
+        """The milestones a key fired in ``window`` before it left state (None: none), for
+        the entry it starts now, which keeps them from here on."""
+        fired = self._spent.get(window, {}).get(group)
+        if fired is not None:
+            self._set_spent(group, window, None)
+            self._spent_changes[group, window] = None
+        return fired
+
+    def _set_spent(self, group: bytes, window: Window, fired: list[int] | None) -> None:
+        found = self._spent.get(window)
+        had = found is not None and group in found
+        if fired is None:
+            if had:
+                del found[group]  # type: ignore[union-attr]
+                if not found:
+                    del self._spent[window]
+                self._weight.bytes -= _ENTRY
+            return
+        self._spent.setdefault(window, {})[group] = fired
+        if not had:
+            self._weight.bytes += _ENTRY
+
     def members(self, window: Window) -> Collection[bytes]:
         """The keys holding ``window``."""
         return self._blobs.get(window, {}).keys()
@@ -297,6 +340,8 @@ class Bucket(CacheAware):
                 continue
             group, window = change
             self._set(group, window, blob, None if blob is None else marshal.loads(blob))
+        for (group, window), fired in delta.spent.items():
+            self._set_spent(group, window, fired)
         self.closed_upto = max(self.closed_upto, delta.closed_upto)
         self.seq = delta.seq
 
@@ -351,7 +396,8 @@ class Bucket(CacheAware):
         """Append this bundle's changes to the cell (a bag state) as a delta, or write the
         bucket again as a snapshot when the deltas have grown (see the module doc)."""
         changes = self.settle()
-        if not changes and self.closed_upto == closed_before:
+        spent, self._spent_changes = self._spent_changes, {}
+        if not changes and not spent and self.closed_upto == closed_before:
             return
         self.seq += 1
         snapshot_bytes = self._weight.bytes - self._delta_bytes
@@ -368,7 +414,7 @@ class Bucket(CacheAware):
             self._weight.bytes -= self._delta_bytes
             self._deltas = self._delta_bytes = 0
             return
-        delta = Delta(self.seq, self.closed_upto, changes)
+        delta = Delta(self.seq, self.closed_upto, changes, spent)
         cell.add(delta)
         self._deltas += 1
         weight = delta.weight()
@@ -402,6 +448,7 @@ class Bucket(CacheAware):
             self._fired,
             self._dirty,
             self._expiry,
+            self._spent,
         )
 
 
@@ -411,7 +458,9 @@ class BucketCoder(Coder):
 
     def encode(self, value: Bucket | Delta) -> bytes:
         if isinstance(value, Delta):
-            return _DELTA + marshal.dumps((value.seq, value.closed_upto, value.changes))
+            return _DELTA + marshal.dumps(
+                (value.seq, value.closed_upto, value.changes, value.spent)
+            )
         value.settle()
         return _SNAPSHOT + marshal.dumps(value.state())
 
@@ -425,9 +474,9 @@ class BucketCoder(Coder):
                 f"window state of format {version}; this liveagg reads "
                 f"{', '.join(map(str, _READS))}"
             )
-        if version == _FORMAT:
-            _, seq, closed_upto, blobs, fired, dirty, expiry = body
-            return Bucket(closed_upto, blobs, fired, dirty, seq, expiry)
+        if version in (4, _FORMAT):
+            _, seq, closed_upto, blobs, fired, dirty, expiry, *spent = body
+            return Bucket(closed_upto, blobs, fired, dirty, seq, expiry, *spent)
         _, seq, closed_upto, per_key, _members, fired, dirty, *expiry = body
         return Bucket(closed_upto, _per_window(per_key), fired, dirty, seq, *expiry)
 

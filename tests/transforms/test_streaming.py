@@ -328,6 +328,30 @@ def test_a_global_windows_timer_is_due_when_its_first_key_expires() -> None:
     assert BucketCoder().decode(old).closed_upto == 5
 
 
+def test_the_milestones_of_a_key_that_left_state_are_kept_until_it_comes_back() -> None:
+    """What a key fired before its state_ttl passed is kept by the coder and by the deltas
+    of a cell's log, and handed back once; a state of format 4 (none kept) still reads."""
+    window = GLOBAL
+    cell = Cell(cached=False)
+    bucket = Bucket()
+    bucket.windows(A)[window] = [b"acc", 1, False, True, None, None, [2], 90]
+    bucket.store(cell, bucket.closed_upto)
+    bucket = Bucket.load(cell)
+    bucket.windows(A).clear()  # "a" leaves state
+    bucket.spend(A, window, [2])
+    bucket.store(cell, bucket.closed_upto)
+    assert isinstance(cell.parts[-1], Delta) or len(cell.parts) == 1
+    for read in (Bucket.load(cell), BucketCoder().decode(BucketCoder().encode(Bucket.load(cell)))):
+        assert len(read) == 0 and read.take_spent(b'["b"]', window) is None
+        assert read.take_spent(A, window) == [2] and read.take_spent(A, window) is None
+    bucket = Bucket.load(cell)
+    assert bucket.take_spent(A, window) == [2]
+    bucket.store(cell, bucket.closed_upto)
+    assert Bucket.load(cell).take_spent(A, window) is None
+    format_4 = b"S" + marshal.dumps((4, 1, 5, {}, {}, {}, {}))
+    assert BucketCoder().decode(format_4).take_spent(A, window) is None
+
+
 def _bundle(cell: Cell, rng: random.Random, keys: int) -> None:
     """One bundle's worth of changes to a bucket: some keys gain or lose windows."""
     bucket = Bucket.load(cell)
@@ -341,6 +365,10 @@ def _bundle(cell: Cell, rng: random.Random, keys: int) -> None:
             entry = windows.setdefault(window, [b"", 0, False, False, None, False, None])
             entry[0] += b"x"
             entry[2], entry[3] = rng.random() < 0.5, rng.random() < 0.5
+    if rng.random() < 0.2:  # a key leaves a window by its state_ttl, or comes back
+        group, window = b"k%d" % rng.randrange(keys), (rng.randrange(4) * 60, 60)
+        if bucket.take_spent(group, window) is None:
+            bucket.spend(group, window, [rng.randrange(1, 4)])
     if rng.random() < 0.1:
         bucket.closed_upto = max(closed, rng.randrange(10**6))
     bucket.store(cell, closed)
@@ -418,7 +446,7 @@ def test_state_of_the_previous_format_reads_as_the_same_bucket() -> None:
         entries = {w: {g: marshal.loads(blob) for g, blob in e.items()} for w, e in blobs.items()}
         return (closed, entries, *indexes)
 
-    assert read(old) == read(new) == (9, {w1: {A: dirty}}, {}, {w1: {A}}, {})
+    assert read(old) == read(new) == (9, {w1: {A: dirty}}, {}, {w1: {A}}, {}, {})
     assert old.seq == 2 and len(old) == 1 and old.due(w1, 5) == 119
 
 
