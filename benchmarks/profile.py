@@ -22,7 +22,10 @@ from benchmarks.harness import PYTHON, ROOT, VIEW_SETS
 
 #: (stage, substrings of a frame that place a sample in it), tried from the innermost frame.
 STAGES: tuple[tuple[str, tuple[str, ...]], ...] = (
-    ("read files", ("_ReadRange", "read_range", "ReadFromText", "textio.py")),
+    (
+        "read files",
+        ("_ReadRange", "read_range", "ReadFromText", "textio.py", "sources/files", "engine/lines"),
+    ),
     (
         "decode JSON",
         (
@@ -39,7 +42,17 @@ STAGES: tuple[tuple[str, tuple[str, ...]], ...] = (
             "Decoder.decode (engine/columns",
         ),
     ),
-    ("event time", ("event_time", "eventtime.py", "Decoder._times", "column_times")),
+    (
+        "event time",
+        (
+            "event_time",
+            "eventtime.py",
+            "Decoder._times",
+            "column_times",
+            "zulu_times",
+            "_cast_times",
+        ),
+    ),
     (
         "extract columns",
         (
@@ -88,7 +101,7 @@ STAGES: tuple[tuple[str, tuple[str, ...]], ...] = (
             "ViewAggregator.loads",
         ),
     ),
-    ("rows and files", ("ViewPlan.row", "files.py", "_Rows")),
+    ("rows and files", ("ViewPlan.row", "sinks/files", "_Rows")),
     ("startup: imports", ("<frozen importlib", "_find_and_load")),
     ("startup: build pipeline", ("Pipeline.__init__", "compile.py", "to_runner_api", "loader")),
 )
