@@ -64,6 +64,8 @@ TASKMANAGERS = 2
 """TaskManagers the cluster runs unless ``LIVEAGG_FLINK_TASKMANAGERS`` says otherwise."""
 SLOTS_PER_TASKMANAGER = 2
 SORT_SHUFFLE_MIN_BUFFERS = 64
+#: Direct memory set aside in each TaskManager for Beam's gRPC buffers (see flink_config).
+TASK_OFF_HEAP = "256m"
 """Network buffers a batch result partition takes at least (2 MB of 32 KB segments)."""
 
 _DISTRIBUTION = (f"apache-flink=={FLINK_VERSION}", f"apache-flink-libraries=={FLINK_VERSION}")
@@ -278,7 +280,20 @@ def flink_config(tmp_dir: Path, taskmanager_port: int | None = None) -> dict[str
         "bind-host": HOST,
         "host": HOST,
         "numberOfTaskSlots": SLOTS_PER_TASKMANAGER,
-        "memory": {"process": {"size": env_str("LIVEAGG_FLINK_TASKMANAGER_MEMORY", "1536m")}},
+        # Beam's Fn API servers in the TaskManager (data, state, control) run on gRPC's netty,
+        # which allocates pooled direct buffers, 2 MiB at a time. Flink sizes the JVM's
+        # -XX:MaxDirectMemorySize as framework off-heap + task off-heap + network memory (the
+        # TaskManager's log: 134,217,728 + 0 + 114,085,070 = 248,302,798 at 1536m), so with no
+        # task off-heap Beam's buffers share what Flink keeps for itself: one clean-clone run
+        # stalled a job for good on "Cannot reserve 2097152 bytes of direct buffer memory
+        # (allocated: 246662241, limit: 248302798)" in NettyServerTransport 7 s after it
+        # started. Task off-heap is Flink's budget for direct memory of user code and its
+        # libraries; the process grows by more than it, so that the heap stays about as it was
+        # (Flink takes network and managed memory as fractions of what is left).
+        "memory": {
+            "process": {"size": env_str("LIVEAGG_FLINK_TASKMANAGER_MEMORY", "2048m")},
+            "task": {"off-heap": {"size": TASK_OFF_HEAP}},
+        },
         # A batch job's blocking result partition takes 512 network buffers at least (Flink
         # 1.19's NettyShuffleEnvironmentOptions.NETWORK_SORT_SHUFFLE_MIN_BUFFERS), and the
         # TaskManager has 3,481: a bounded run of many views, whose fused task writes many
