@@ -281,15 +281,17 @@ def flink_config(tmp_dir: Path, taskmanager_port: int | None = None) -> dict[str
         "host": HOST,
         "numberOfTaskSlots": SLOTS_PER_TASKMANAGER,
         # Beam's Fn API servers in the TaskManager (data, state, control) run on gRPC's netty,
-        # which allocates pooled direct buffers, 2 MiB at a time. Flink sizes the JVM's
-        # -XX:MaxDirectMemorySize as framework off-heap + task off-heap + network memory (the
-        # TaskManager's log: 134,217,728 + 0 + 114,085,070 = 248,302,798 at 1536m), so with no
+        # which allocates pooled direct buffers, 2 MiB at a time (PoolArena.newChunk in the
+        # trace below). Flink 1.19 sizes the JVM's -XX:MaxDirectMemorySize by
+        # TaskExecutorFlinkMemory.getJvmDirectMemorySize, ``return
+        # frameworkOffHeap.add(taskOffHeap).add(network);`` (flink-dist-1.19.3.jar; the
+        # TaskManager's log at 1536m: 134,217,728 + 0 + 114,085,070 = 248,302,798), so with no
         # task off-heap Beam's buffers share what Flink keeps for itself: one clean-clone run
         # stalled a job for good on "Cannot reserve 2097152 bytes of direct buffer memory
         # (allocated: 246662241, limit: 248302798)" in NettyServerTransport 7 s after it
-        # started. Task off-heap is Flink's budget for direct memory of user code and its
-        # libraries; the process grows by more than it, so that the heap stays about as it was
-        # (Flink takes network and managed memory as fractions of what is left).
+        # started. The process grows by more than the task off-heap, so that the heap stays
+        # about as it was (the TaskManager's log: -Xmx 436,207,608 bytes at 1536m,
+        # 429,496,717 at 2048m with 256m task off-heap).
         "memory": {
             "process": {"size": env_str("LIVEAGG_FLINK_TASKMANAGER_MEMORY", "2048m")},
             "task": {"off-heap": {"size": TASK_OFF_HEAP}},
